@@ -1,0 +1,408 @@
+//! AuthRules to guards on Ingress routes. A rule that does not validate still guards
+//! its targets, as `Broken`, so a typo answers 500 instead of opening the route.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use super::backends::Index;
+use super::snapshot::{AuthPolicy, AuthRuleSummary, Guard, GuardPolicy};
+use super::{age_key, meta_ref};
+use crate::diagnostics::{Diagnostic, ObjectRef};
+use crate::model::{
+    AuthRule, AuthRuleSpec, DEFAULT_COOKIE_NAME, DEFAULT_SCOPE, DEFAULT_SESSION_TIMEOUT_SECONDS,
+    MAX_EXTRA_PARAMS,
+};
+use crate::store::Objects;
+
+/// Parameters Portcullis sets itself; an extra parameter may not override them.
+const RESERVED_PARAMS: &[&str] = &[
+    "client_id",
+    "redirect_uri",
+    "response_type",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+];
+const MAX_PATH_PATTERN_LEN: usize = 128;
+const MAX_COOKIE_NAME_LEN: usize = 64;
+
+pub struct RuleOutcome {
+    pub guards: HashMap<ObjectRef, Vec<Guard>>,
+    pub summaries: BTreeMap<ObjectRef, AuthRuleSummary>,
+}
+
+pub fn compile_rules(
+    objects: &Objects,
+    index: &Index,
+    ours: &HashSet<ObjectRef>,
+    diags: &mut Vec<Diagnostic>,
+) -> RuleOutcome {
+    let mut outcome = RuleOutcome {
+        guards: HashMap::new(),
+        summaries: BTreeMap::new(),
+    };
+    let mut rules: Vec<&AuthRule> = objects.auth_rules.iter().map(Arc::as_ref).collect();
+    rules.sort_by_key(|r| age_key(&r.metadata));
+    for rule in rules {
+        let obj = meta_ref("AuthRule", &rule.metadata);
+        let paths_ok = validate_paths(&rule.spec.paths, &obj, diags);
+        let policy = match resolve_policy(&obj, &rule.spec, index) {
+            Ok(p) if paths_ok => GuardPolicy::Oidc(Arc::new(p)),
+            Ok(_) => GuardPolicy::Broken(format!("{obj} has invalid spec.paths")),
+            Err(mut errors) => {
+                let message = errors
+                    .iter()
+                    .map(|d| d.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                diags.append(&mut errors);
+                GuardPolicy::Broken(format!("{obj}: {message}"))
+            }
+        };
+        let usable = matches!(policy, GuardPolicy::Oidc(_));
+        let paths = if paths_ok {
+            rule.spec.paths.clone()
+        } else {
+            Vec::new()
+        };
+        let summary = AuthRuleSummary {
+            generation: rule.metadata.generation,
+            attached_routes: 0,
+            usable,
+        };
+        outcome.summaries.insert(obj.clone(), summary);
+        for (i, target) in rule.spec.target_refs.iter().enumerate() {
+            let field = format!("spec.targetRefs[{i}]");
+            if target.kind != "Ingress" || target.group != "networking.k8s.io" {
+                diags.push(Diagnostic::error(
+                    &obj,
+                    &field,
+                    "UnsupportedTarget",
+                    format!(
+                        "target {}/{} {} is not an Ingress",
+                        target.group, target.kind, target.name
+                    ),
+                    "set kind: Ingress and group: networking.k8s.io".into(),
+                ));
+                continue;
+            }
+            attach(
+                &mut outcome,
+                &obj,
+                &target.name,
+                &field,
+                &paths,
+                &policy,
+                index,
+                ours,
+                diags,
+            );
+        }
+    }
+    for unreadable in &objects.unreadable_auth_rules {
+        let policy = GuardPolicy::Broken(unreadable.error.clone());
+        outcome
+            .summaries
+            .insert(unreadable.object.clone(), AuthRuleSummary::default());
+        for name in &unreadable.target_names {
+            attach(
+                &mut outcome,
+                &unreadable.object,
+                name,
+                "spec.targetRefs",
+                &[],
+                &policy,
+                index,
+                ours,
+                diags,
+            );
+        }
+    }
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attach(
+    outcome: &mut RuleOutcome,
+    rule: &ObjectRef,
+    ingress_name: &str,
+    field: &str,
+    paths: &[String],
+    policy: &GuardPolicy,
+    index: &Index,
+    ours: &HashSet<ObjectRef>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let ingress = ObjectRef::new("Ingress", &rule.namespace, ingress_name);
+    if !index
+        .ingresses
+        .contains_key(&(rule.namespace.clone(), ingress_name.to_owned()))
+    {
+        diags.push(Diagnostic::error(
+            rule,
+            field,
+            "TargetNotFound",
+            format!("{ingress} not found"),
+            format!("create {ingress} or fix the target name; AuthRules guard Ingresses of their own namespace"),
+        ));
+        return;
+    }
+    if !ours.contains(&ingress) {
+        diags.push(Diagnostic::warning(
+            rule,
+            field,
+            "TargetNotServed",
+            format!(
+                "{ingress} is not of an IngressClass served by Portcullis; nothing is guarded there"
+            ),
+            "set spec.ingressClassName of the Ingress to Portcullis's class".into(),
+        ));
+        return;
+    }
+    let guard = Guard {
+        rule: rule.clone(),
+        paths: paths.to_vec(),
+        policy: policy.clone(),
+    };
+    outcome.guards.entry(ingress).or_default().push(guard);
+}
+
+fn validate_paths(paths: &[String], obj: &ObjectRef, diags: &mut Vec<Diagnostic>) -> bool {
+    let mut ok = true;
+    for (i, p) in paths.iter().enumerate() {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "_-.$/~\"'@:+&*?".contains(c);
+        if p.is_empty()
+            || p.len() > MAX_PATH_PATTERN_LEN
+            || !p.chars().all(allowed)
+            || !(p.starts_with('/') || p.starts_with('*'))
+        {
+            diags.push(Diagnostic::error(
+                obj,
+                &format!("spec.paths[{i}]"),
+                "InvalidPathPattern",
+                format!("path pattern {p:?} is not valid"),
+                format!("start with / or *, use at most {MAX_PATH_PATTERN_LEN} of A-Z a-z 0-9 _ - . $ / ~ \" ' @ : + & * ?"),
+            ));
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// Every field checked; all problems reported at once, not just the first.
+fn resolve_policy(
+    obj: &ObjectRef,
+    spec: &AuthRuleSpec,
+    index: &Index,
+) -> Result<AuthPolicy, Vec<Diagnostic>> {
+    let mut errors = Vec::new();
+    let mut err = |field: &str, reason: &'static str, message: String, fix: String| {
+        errors.push(Diagnostic::error(obj, field, reason, message, fix));
+    };
+    let oidc = &spec.oidc;
+    if let Err(m) = check_endpoint_url(&oidc.issuer) {
+        err(
+            "spec.oidc.issuer",
+            "InvalidIssuer",
+            format!("issuer {:?} {m}", oidc.issuer),
+            "use the provider's issuer URL, e.g. https://login.example.com/realms/main".into(),
+        );
+    }
+    for (field, value) in [
+        (
+            "spec.oidc.authorizationEndpoint",
+            &oidc.authorization_endpoint,
+        ),
+        ("spec.oidc.tokenEndpoint", &oidc.token_endpoint),
+        ("spec.oidc.userInfoEndpoint", &oidc.user_info_endpoint),
+    ] {
+        if let Some(Err(m)) = value.as_deref().map(check_endpoint_url) {
+            err(field, "InvalidEndpoint", format!("{value:?} {m}"), "use the https URL from the provider's discovery document, or leave it out to use discovery".into());
+        }
+    }
+    if oidc.client_id.trim().is_empty() {
+        err(
+            "spec.oidc.clientId",
+            "InvalidClientId",
+            "clientId is empty".into(),
+            "set the client id registered at the provider".into(),
+        );
+    }
+    let scope = oidc.scope.clone().unwrap_or_else(|| DEFAULT_SCOPE.into());
+    if !scope.split(' ').any(|s| s == "openid")
+        || scope.split(' ').any(|s| {
+            s.is_empty()
+                || !s
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        })
+    {
+        err(
+            "spec.oidc.scope",
+            "InvalidScope",
+            format!("scope {scope:?} must be single-space separated and include openid"),
+            "e.g. scope: \"openid email profile\"".into(),
+        );
+    }
+    if oidc.authentication_request_extra_params.len() > MAX_EXTRA_PARAMS {
+        err(
+            "spec.oidc.authenticationRequestExtraParams",
+            "TooManyExtraParams",
+            format!(
+                "{} extra parameters; at most {MAX_EXTRA_PARAMS}",
+                oidc.authentication_request_extra_params.len()
+            ),
+            "remove some parameters".into(),
+        );
+    }
+    for key in oidc.authentication_request_extra_params.keys() {
+        if key.is_empty()
+            || !key.bytes().all(|b| b.is_ascii_alphanumeric())
+            || RESERVED_PARAMS.contains(&key.as_str())
+        {
+            err(
+                &format!("spec.oidc.authenticationRequestExtraParams.{key}"),
+                "InvalidExtraParam",
+                format!("extra parameter {key:?} is not allowed"),
+                format!(
+                    "keys are letters and digits, and not one of {}",
+                    RESERVED_PARAMS.join(", ")
+                ),
+            );
+        }
+    }
+    let cookie_name = spec
+        .session
+        .cookie_name
+        .clone()
+        .unwrap_or_else(|| DEFAULT_COOKIE_NAME.into());
+    if cookie_name.is_empty()
+        || cookie_name.len() > MAX_COOKIE_NAME_LEN
+        || !cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        err(
+            "spec.session.cookieName",
+            "InvalidCookieName",
+            format!("cookie name {cookie_name:?} is not valid"),
+            format!("use at most {MAX_COOKIE_NAME_LEN} letters, digits, - _ ."),
+        );
+    }
+    let timeout = spec
+        .session
+        .timeout
+        .unwrap_or(DEFAULT_SESSION_TIMEOUT_SECONDS);
+    if !(1..=DEFAULT_SESSION_TIMEOUT_SECONDS).contains(&timeout) {
+        err(
+            "spec.session.timeout",
+            "InvalidSessionTimeout",
+            format!("session timeout {timeout} s is outside 1..={DEFAULT_SESSION_TIMEOUT_SECONDS}"),
+            "set a number of seconds from 1 to 604800".into(),
+        );
+    }
+    let client_secret = match client_secret(obj, spec, index) {
+        Ok(s) => s,
+        Err(d) => {
+            errors.push(d);
+            String::new()
+        }
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(AuthPolicy {
+        rule: obj.clone(),
+        issuer: oidc.issuer.clone(),
+        authorization_endpoint: oidc.authorization_endpoint.clone(),
+        token_endpoint: oidc.token_endpoint.clone(),
+        user_info_endpoint: oidc.user_info_endpoint.clone(),
+        client_id: oidc.client_id.clone(),
+        client_secret,
+        scope,
+        extra_params: oidc
+            .authentication_request_extra_params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        token_endpoint_auth_method: oidc.token_endpoint_auth_method,
+        cookie_name,
+        session_timeout_secs: timeout as u64,
+        on_unauthenticated: spec.on_unauthenticated_request,
+        spec: spec.clone(),
+    })
+}
+
+fn client_secret(
+    obj: &ObjectRef,
+    spec: &AuthRuleSpec,
+    index: &Index,
+) -> Result<String, Diagnostic> {
+    let r = &spec.oidc.client_secret_ref;
+    let secret_name = format!("{}/{}", obj.namespace, r.name);
+    let field = "spec.oidc.clientSecretRef";
+    let secret = index.secret(&obj.namespace, &r.name).ok_or_else(|| {
+        Diagnostic::error(
+            obj,
+            field,
+            "SecretNotFound",
+            format!("Secret {secret_name} not found"),
+            format!(
+                "kubectl -n {} create secret generic {} --from-literal={}=<client secret>",
+                obj.namespace, r.name, r.key
+            ),
+        )
+    })?;
+    let value = secret.data.as_ref().and_then(|d| d.get(&r.key)).ok_or_else(|| {
+        Diagnostic::error(obj, &format!("{field}.key"), "SecretKeyNotFound", format!("Secret {secret_name} has no key {}", r.key), format!("add key {} to Secret {secret_name}, or point clientSecretRef.key at the key that holds the client secret", r.key))
+    })?;
+    let text = String::from_utf8(value.0.clone())
+        .ok()
+        .map(|s| s.trim_end_matches(['\r', '\n']).to_owned());
+    match text {
+        Some(s) if !s.is_empty() => Ok(s),
+        _ => Err(Diagnostic::error(
+            obj,
+            &format!("{field}.key"),
+            "InvalidSecret",
+            format!(
+                "key {} of Secret {secret_name} is empty or not UTF-8",
+                r.key
+            ),
+            "store the client secret as plain text".into(),
+        )),
+    }
+}
+
+/// `https://` URLs, or `http://` to a loopback host (development providers).
+pub(crate) fn check_endpoint_url(url: &str) -> Result<(), &'static str> {
+    let rest = if let Some(rest) = url.strip_prefix("https://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        });
+        if !matches!(host, "localhost" | "127.0.0.1" | "[::1]") {
+            return Err("must use https (http only for a loopback development provider)");
+        }
+        rest
+    } else {
+        return Err("must be an https:// URL");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty()
+        || authority.contains('@')
+        || url.bytes().any(|b| b.is_ascii_control() || b == b' ')
+        || url.contains('#')
+    {
+        return Err("is not a valid URL (no user info, spaces or fragments)");
+    }
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! Ingress backends to upstream targets: Service port, then the ready endpoints of its
+//! EndpointSlices (or the DNS name of an ExternalName Service).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Secret, Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{IngressBackend, IngressServiceBackend};
+
+use super::Backend;
+use super::snapshot::Upstream;
+use crate::diagnostics::{Diagnostic, ObjectRef};
+use crate::store::Objects;
+
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+type Key = (String, String);
+
+/// Lookups by namespace and name over one set of objects.
+pub struct Index<'a> {
+    pub secrets: HashMap<Key, &'a Secret>,
+    services: HashMap<Key, &'a Service>,
+    slices: HashMap<Key, Vec<&'a EndpointSlice>>,
+    pub ingresses: HashMap<Key, ()>,
+}
+
+fn key(namespace: Option<&String>, name: Option<&String>) -> Key {
+    (
+        namespace.cloned().unwrap_or_default(),
+        name.cloned().unwrap_or_default(),
+    )
+}
+
+impl<'a> Index<'a> {
+    pub fn new(objects: &'a Objects) -> Self {
+        let secrets = objects
+            .secrets
+            .iter()
+            .map(|s| {
+                (
+                    key(s.metadata.namespace.as_ref(), s.metadata.name.as_ref()),
+                    s.as_ref(),
+                )
+            })
+            .collect();
+        let services = objects
+            .services
+            .iter()
+            .map(|s| {
+                (
+                    key(s.metadata.namespace.as_ref(), s.metadata.name.as_ref()),
+                    s.as_ref(),
+                )
+            })
+            .collect();
+        let mut slices: HashMap<Key, Vec<&EndpointSlice>> = HashMap::new();
+        for slice in &objects.endpoint_slices {
+            let service = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL));
+            if let Some(service) = service {
+                slices
+                    .entry(key(slice.metadata.namespace.as_ref(), Some(service)))
+                    .or_default()
+                    .push(slice);
+            }
+        }
+        let ingresses = objects
+            .ingresses
+            .iter()
+            .map(|i| {
+                (
+                    key(i.metadata.namespace.as_ref(), i.metadata.name.as_ref()),
+                    (),
+                )
+            })
+            .collect();
+        Self {
+            secrets,
+            services,
+            slices,
+            ingresses,
+        }
+    }
+
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<&'a Secret> {
+        self.secrets
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .copied()
+    }
+}
+
+/// Routes that point at the same Service port share one `Upstream`, so round-robin
+/// and failure marks are per Service port, not per route.
+#[derive(Default)]
+pub struct UpstreamCache {
+    upstreams: HashMap<String, Arc<Upstream>>,
+}
+
+impl UpstreamCache {
+    pub fn resolve(
+        &mut self,
+        index: &Index,
+        namespace: &str,
+        backend: &IngressBackend,
+        ingress: &ObjectRef,
+        field: &str,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Backend {
+        let Some(service) = backend.service.as_ref() else {
+            diags.push(Diagnostic::error(
+                ingress,
+                field,
+                "UnsupportedBackend",
+                "resource backends are not supported".into(),
+                "point the path at a Service (backend.service.name and port)".into(),
+            ));
+            return Backend::Unavailable {
+                service: "-".into(),
+                reason: "the Ingress backend is not a Service".into(),
+            };
+        };
+        let port_label = service
+            .port
+            .as_ref()
+            .and_then(|p| p.number.map(|n| n.to_string()).or_else(|| p.name.clone()))
+            .unwrap_or_else(|| "?".into());
+        let name = format!("{namespace}/{}:{port_label}", service.name);
+        if let Some(up) = self.upstreams.get(&name) {
+            return Backend::Service(up.clone());
+        }
+        match targets(index, namespace, service) {
+            Ok(targets) => {
+                let up = Arc::new(Upstream::new(name.clone(), targets));
+                self.upstreams.insert(name, up.clone());
+                Backend::Service(up)
+            }
+            Err((reason, fix)) => {
+                diags.push(Diagnostic::error(
+                    ingress,
+                    &format!("{field}.service"),
+                    "BackendNotFound",
+                    reason.clone(),
+                    fix,
+                ));
+                Backend::Unavailable {
+                    service: name,
+                    reason,
+                }
+            }
+        }
+    }
+}
+
+fn targets(
+    index: &Index,
+    namespace: &str,
+    backend: &IngressServiceBackend,
+) -> Result<Vec<String>, (String, String)> {
+    let svc_name = format!("{namespace}/{}", backend.name);
+    let service = index
+        .services
+        .get(&(namespace.to_owned(), backend.name.clone()))
+        .ok_or_else(|| {
+            (
+                format!("Service {svc_name} not found"),
+                format!("create Service {svc_name} or fix the backend's service name"),
+            )
+        })?;
+    let Some(wanted) = backend.port.as_ref() else {
+        return Err((
+            format!("no port given for Service {svc_name}"),
+            "set backend.service.port.number or .name".into(),
+        ));
+    };
+    let spec = service.spec.as_ref();
+    let port: Option<&ServicePort> = spec.and_then(|s| s.ports.as_ref()).and_then(|ports| {
+        ports.iter().find(|p| match (&wanted.number, &wanted.name) {
+            (Some(n), _) => p.port == *n,
+            (None, Some(name)) => p.name.as_deref() == Some(name.as_str()),
+            (None, None) => false,
+        })
+    });
+    if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+        let external = spec
+            .and_then(|s| s.external_name.as_deref())
+            .unwrap_or_default();
+        let number = wanted.number.or(port.map(|p| p.port));
+        return match number {
+            Some(n) if !external.is_empty() => {
+                Ok(vec![format!("{}:{n}", external.trim_end_matches('.'))])
+            }
+            _ => Err((
+                format!(
+                    "ExternalName Service {svc_name} needs spec.externalName and a port number"
+                ),
+                "set spec.externalName on the Service and port.number on the Ingress backend"
+                    .into(),
+            )),
+        };
+    }
+    let port = port.ok_or_else(|| {
+        (
+            format!(
+                "Service {svc_name} has no port {}",
+                wanted
+                    .number
+                    .map(|n| n.to_string())
+                    .or(wanted.name.clone())
+                    .unwrap_or_default()
+            ),
+            format!("use one of the ports Service {svc_name} declares"),
+        )
+    })?;
+    let mut targets = Vec::new();
+    for slice in index
+        .slices
+        .get(&(namespace.to_owned(), backend.name.clone()))
+        .into_iter()
+        .flatten()
+    {
+        let slice_port = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref().unwrap_or("") == port.name.as_deref().unwrap_or(""));
+        let Some(number) = slice_port.and_then(|p| p.port) else {
+            continue;
+        };
+        for endpoint in &slice.endpoints {
+            // An unset `ready` means ready, as the EndpointSlice API defines it.
+            if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                continue;
+            }
+            for address in &endpoint.addresses {
+                targets.push(match slice.address_type.as_str() {
+                    "IPv6" => format!("[{address}]:{number}"),
+                    _ => format!("{address}:{number}"),
+                });
+            }
+        }
+    }
+    targets.sort();
+    targets.dedup();
+    if targets.is_empty() {
+        return Err((
+            format!("Service {svc_name} has no ready endpoints"),
+            format!(
+                "check that Pods selected by Service {svc_name} are running and ready (kubectl get endpointslices -l {SERVICE_NAME_LABEL}={})",
+                backend.name
+            ),
+        ));
+    }
+    Ok(targets)
+}

@@ -1,0 +1,400 @@
+//! Objects in, snapshot and diagnostics out. Pure: no I/O, no clock, no randomness,
+//! so every rule about what an Ingress or AuthRule means is tested here without a
+//! server. A bad object is left out (its routes fail closed) and reported; it never
+//! takes the rest down.
+
+mod auth;
+mod backends;
+pub mod snapshot;
+mod tls;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::diagnostics::{Diagnostic, ObjectRef};
+use crate::model::CONTROLLER_NAME;
+use crate::store::Objects;
+pub use snapshot::*;
+
+pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+pub const SSL_REDIRECT_ANNOTATION: &str = "portcullis.dev/ssl-redirect";
+
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    /// The IngressClass name this controller serves even when no IngressClass object
+    /// names it (handy with manifest files).
+    pub ingress_class: String,
+    /// Also serve Ingresses that name no class at all.
+    pub watch_ingress_without_class: bool,
+    /// `namespace/name` of a `kubernetes.io/tls` Secret used when no other certificate
+    /// matches the TLS server name.
+    pub default_certificate: Option<String>,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        Self {
+            ingress_class: "portcullis".into(),
+            watch_ingress_without_class: false,
+            default_certificate: None,
+        }
+    }
+}
+
+pub struct Compiled {
+    pub snapshot: Snapshot,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
+    let mut diags = objects.diagnostics.clone();
+    let index = backends::Index::new(objects);
+    let ingresses = select_ingresses(objects, options);
+    let certs = tls::compile_certs(&ingresses, &index, options, &mut diags);
+    let ours: HashSet<ObjectRef> = ingresses.iter().map(|i| ingress_ref(i)).collect();
+    let mut rules = auth::compile_rules(objects, &index, &ours, &mut diags);
+    let routes = compile_routes(&ingresses, &index, &certs, &rules.guards, &mut diags);
+    for route in &routes.all {
+        for guard in &route.guards {
+            if let Some(summary) = rules.summaries.get_mut(&guard.rule) {
+                summary.attached_routes += 1;
+            }
+        }
+    }
+    diags.sort_by(|a, b| (&a.object, a.severity).cmp(&(&b.object, b.severity)));
+    Compiled {
+        snapshot: Snapshot {
+            routes,
+            certs,
+            auth_rules: rules.summaries,
+        },
+        diagnostics: diags,
+    }
+}
+
+fn ingress_ref(ingress: &Ingress) -> ObjectRef {
+    meta_ref("Ingress", &ingress.metadata)
+}
+
+pub(crate) fn meta_ref(kind: &str, meta: &ObjectMeta) -> ObjectRef {
+    ObjectRef::new(
+        kind,
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
+}
+
+/// Oldest first, then by namespace/name: the order that decides conflicts, as in
+/// other ingress controllers.
+pub(crate) fn age_key(meta: &ObjectMeta) -> (Option<jiff::Timestamp>, String, String) {
+    (
+        meta.creation_timestamp.as_ref().map(|t| t.0),
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The Ingresses of our class: named by `spec.ingressClassName` (or the legacy
+/// annotation) as an IngressClass whose controller is ours or as the configured
+/// class name; or naming no class while one of our classes is the cluster default.
+fn select_ingresses<'a>(objects: &'a Objects, options: &CompileOptions) -> Vec<&'a Ingress> {
+    let mut names: HashSet<&str> = HashSet::from([options.ingress_class.as_str()]);
+    let mut have_default = options.watch_ingress_without_class;
+    for class in &objects.ingress_classes {
+        let controller = class.spec.as_ref().and_then(|s| s.controller.as_deref());
+        if controller != Some(CONTROLLER_NAME) {
+            continue;
+        }
+        if let Some(name) = class.metadata.name.as_deref() {
+            names.insert(name);
+        }
+        let is_default = class
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION));
+        have_default |= is_default.map(String::as_str) == Some("true");
+    }
+    let mut selected: Vec<&Ingress> = objects
+        .ingresses
+        .iter()
+        .map(Arc::as_ref)
+        .filter(|ing| {
+            let class = ing
+                .spec
+                .as_ref()
+                .and_then(|s| s.ingress_class_name.as_deref())
+                .or_else(|| {
+                    ing.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(LEGACY_CLASS_ANNOTATION))
+                        .map(String::as_str)
+                });
+            match class {
+                Some(c) => names.contains(c),
+                None => have_default,
+            }
+        })
+        .collect();
+    selected.sort_by_key(|i| age_key(&i.metadata));
+    selected
+}
+
+fn normalize_host(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn valid_host(host: &str) -> bool {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+#[derive(Hash, PartialEq, Eq)]
+enum HostKey {
+    Exact(String),
+    Wildcard(String),
+    Any,
+}
+
+fn host_key(host: Option<&str>) -> HostKey {
+    match host {
+        None => HostKey::Any,
+        Some(h) => match h.strip_prefix("*.") {
+            Some(suffix) => HostKey::Wildcard(suffix.to_owned()),
+            None => HostKey::Exact(h.to_owned()),
+        },
+    }
+}
+
+fn ssl_redirect_enabled(ingress: &Ingress) -> bool {
+    let value = ingress
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SSL_REDIRECT_ANNOTATION));
+    value.map(String::as_str) != Some("false")
+}
+
+struct RouteDraft {
+    host: Option<String>,
+    path: Option<PathRule>,
+    ingress: ObjectRef,
+    backend: Backend,
+    guards: Vec<Guard>,
+    https_redirect: bool,
+}
+
+fn compile_routes(
+    ingresses: &[&Ingress],
+    index: &backends::Index,
+    certs: &CertTable,
+    guards: &HashMap<ObjectRef, Vec<Guard>>,
+    diags: &mut Vec<Diagnostic>,
+) -> RouteTable {
+    let mut drafts: Vec<RouteDraft> = Vec::new();
+    let mut taken: HashMap<(HostKey, PathRule), ObjectRef> = HashMap::new();
+    let mut default_draft: Option<RouteDraft> = None;
+    let mut upstreams = backends::UpstreamCache::default();
+    for ingress in ingresses {
+        let obj = ingress_ref(ingress);
+        let namespace = obj.namespace.clone();
+        let Some(spec) = ingress.spec.as_ref() else {
+            continue;
+        };
+        let ingress_guards = guards.get(&obj).cloned().unwrap_or_default();
+        let redirect = ssl_redirect_enabled(ingress);
+        let mut resolve = |backend: &IngressBackend, field: &str, diags: &mut Vec<Diagnostic>| {
+            upstreams.resolve(index, &namespace, backend, &obj, field, diags)
+        };
+        if let Some(backend) = spec.default_backend.as_ref() {
+            let resolved = resolve(backend, "spec.defaultBackend", diags);
+            match &default_draft {
+                Some(first) => diags.push(Diagnostic::warning(
+                    &obj,
+                    "spec.defaultBackend",
+                    "DefaultBackendConflict",
+                    format!(
+                        "{} already sets the default backend; this one is ignored",
+                        first.ingress
+                    ),
+                    "set spec.defaultBackend on one Ingress of the class only".into(),
+                )),
+                None => {
+                    default_draft = Some(RouteDraft {
+                        host: None,
+                        path: None,
+                        ingress: obj.clone(),
+                        backend: resolved,
+                        guards: ingress_guards.clone(),
+                        https_redirect: false,
+                    })
+                }
+            }
+        }
+        for (ri, rule) in spec.rules.iter().flatten().enumerate() {
+            let host = rule.host.as_deref().map(normalize_host);
+            if let Some(h) = host.as_deref() {
+                if !valid_host(h) {
+                    diags.push(Diagnostic::error(
+                        &obj,
+                        &format!("spec.rules[{ri}].host"),
+                        "InvalidHost",
+                        format!("host {h:?} is not a DNS name or a `*.` wildcard"),
+                        "use a name like app.example.com or *.example.com".into(),
+                    ));
+                    continue;
+                }
+            }
+            let https_redirect = redirect && host.as_deref().is_some_and(|h| certs.covers(h));
+            for (pi, p) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
+                let field = format!("spec.rules[{ri}].http.paths[{pi}]");
+                let Some(path) = path_rule(p.path.as_deref(), &p.path_type, &obj, &field, diags)
+                else {
+                    continue;
+                };
+                let key = (host_key(host.as_deref()), path.clone());
+                if let Some(owner) = taken.get(&key) {
+                    diags.push(Diagnostic::warning(
+                        &obj,
+                        &field,
+                        "PathConflict",
+                        format!(
+                            "host {} path {} is already served by {owner}, the older Ingress; this path is ignored",
+                            host.as_deref().unwrap_or("*"),
+                            path.path
+                        ),
+                        "remove the duplicate path from one of the Ingresses".into(),
+                    ));
+                    continue;
+                }
+                taken.insert(key, obj.clone());
+                let backend = resolve(&p.backend, &format!("{field}.backend"), diags);
+                drafts.push(RouteDraft {
+                    host: host.clone(),
+                    path: Some(path),
+                    ingress: obj.clone(),
+                    backend,
+                    guards: ingress_guards.clone(),
+                    https_redirect,
+                });
+            }
+        }
+    }
+    build_table(drafts, default_draft)
+}
+
+fn path_rule(
+    path: Option<&str>,
+    path_type: &str,
+    obj: &ObjectRef,
+    field: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<PathRule> {
+    let path = path.unwrap_or("/");
+    let bad = |message: String, diags: &mut Vec<Diagnostic>| {
+        diags.push(Diagnostic::error(
+            obj,
+            &format!("{field}.path"),
+            "InvalidPath",
+            message,
+            "paths start with / and contain no spaces, control characters, ?, # or ..".into(),
+        ));
+        None
+    };
+    if !path.starts_with('/')
+        || path
+            .bytes()
+            .any(|b| b.is_ascii_control() || b == b' ' || b == b'?' || b == b'#')
+        || path.split('/').any(|seg| seg == "..")
+    {
+        return bad(format!("path {path:?} is not a valid absolute path"), diags);
+    }
+    let kind = match path_type {
+        "Exact" => PathKind::Exact,
+        "Prefix" | "ImplementationSpecific" => PathKind::Prefix,
+        other => {
+            diags.push(Diagnostic::error(
+                obj,
+                &format!("{field}.pathType"),
+                "InvalidPathType",
+                format!("pathType {other:?} is not Exact, Prefix or ImplementationSpecific"),
+                "set pathType to Prefix or Exact".into(),
+            ));
+            return None;
+        }
+    };
+    let path = match kind {
+        PathKind::Prefix if path.len() > 1 => path.trim_end_matches('/').to_owned(),
+        _ => path.to_owned(),
+    };
+    Some(PathRule {
+        kind,
+        path: if path.is_empty() { "/".into() } else { path },
+    })
+}
+
+fn build_table(mut drafts: Vec<RouteDraft>, default_draft: Option<RouteDraft>) -> RouteTable {
+    // Longest path first; Exact before Prefix on equal length; older Ingress first.
+    drafts.sort_by(|a, b| {
+        let (pa, pb) = (a.path.as_ref(), b.path.as_ref());
+        let len = |p: Option<&PathRule>| p.map_or(0, |p| p.path.len());
+        let exact = |p: Option<&PathRule>| p.is_some_and(|p| p.kind == PathKind::Exact);
+        len(pb).cmp(&len(pa)).then(exact(pb).cmp(&exact(pa)))
+    });
+    let mut table = RouteTable::default();
+    let make = |d: RouteDraft, priority: usize, all: &mut Vec<Arc<Route>>| {
+        let route = Arc::new(Route {
+            index: all.len(),
+            ingress: d.ingress,
+            host: d.host,
+            path: d.path,
+            backend: d.backend,
+            guards: d.guards,
+            https_redirect: d.https_redirect,
+            priority,
+        });
+        all.push(route.clone());
+        route
+    };
+    let mut all = Vec::new();
+    for (i, draft) in drafts.into_iter().enumerate() {
+        let key = host_key(draft.host.as_deref());
+        let route = make(draft, i + 1, &mut all);
+        match key {
+            HostKey::Exact(h) => table.exact.entry(h).or_default().push(route),
+            HostKey::Wildcard(s) => table.wildcard.entry(s).or_default().push(route),
+            HostKey::Any => table.any_host.push(route),
+        }
+    }
+    table.default_backend = default_draft.map(|d| make(d, 0, &mut all));
+    table.all = all;
+    table
+}
+
+/// Counts of what a snapshot serves, for logs.
+pub fn summary(snapshot: &Snapshot) -> BTreeMap<&'static str, usize> {
+    BTreeMap::from([
+        ("routes", snapshot.routes.all.len()),
+        (
+            "certificates",
+            snapshot.certs.exact.len() + snapshot.certs.wildcard.len(),
+        ),
+        ("authRules", snapshot.auth_rules.len()),
+    ])
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,242 @@
+//! What the data plane serves from: an immutable route table, certificates and auth
+//! policies. Built by `compile`, swapped in whole, never changed in place (apart from
+//! the load balancer's counters, which start at zero in every snapshot).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+
+use rustls::sign::CertifiedKey;
+
+use crate::diagnostics::ObjectRef;
+use crate::model::{
+    AuthRuleSpec, OnUnauthenticatedRequest, TokenEndpointAuthMethod, path_pattern_matches,
+};
+
+#[derive(Default)]
+pub struct Snapshot {
+    pub routes: RouteTable,
+    pub certs: CertTable,
+    /// Every AuthRule that compiled, with the number of routes it guards.
+    pub auth_rules: BTreeMap<ObjectRef, AuthRuleSummary>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuthRuleSummary {
+    pub generation: Option<i64>,
+    pub attached_routes: usize,
+    /// Whether it compiled into a working policy (false: its routes answer 500).
+    pub usable: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PathKind {
+    Exact,
+    Prefix,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PathRule {
+    pub kind: PathKind,
+    /// For prefixes, without a trailing slash (`/` stays `/`).
+    pub path: String,
+}
+
+impl PathRule {
+    pub fn matches(&self, path: &str) -> bool {
+        match self.kind {
+            PathKind::Exact => path == self.path,
+            PathKind::Prefix => {
+                self.path == "/"
+                    || (path.starts_with(&self.path)
+                        && matches!(path.as_bytes().get(self.path.len()), None | Some(b'/')))
+            }
+        }
+    }
+}
+
+pub struct Route {
+    /// Position in `RouteTable::all`; the data plane keeps per-route metric handles
+    /// under this index.
+    pub index: usize,
+    pub ingress: ObjectRef,
+    pub host: Option<String>,
+    /// `None` for an Ingress `defaultBackend`.
+    pub path: Option<PathRule>,
+    pub backend: Backend,
+    pub guards: Vec<Guard>,
+    /// The host has a certificate, and plain-HTTP requests are redirected to HTTPS.
+    pub https_redirect: bool,
+    /// ALB's `matched_rule_priority`: 1.. in match order, 0 for a default backend.
+    pub priority: usize,
+}
+
+impl Route {
+    /// A short label for metrics and logs: `host/path` or `*/path`.
+    pub fn label(&self) -> String {
+        let host = self.host.as_deref().unwrap_or("*");
+        match &self.path {
+            Some(p) => format!("{host}{}", p.path),
+            None => format!("{host} default"),
+        }
+    }
+
+    /// The guard that applies to this request path, if any. Patterns are matched
+    /// against the raw and the normalized path, so an encoded path cannot slip past.
+    pub fn guard_for(&self, raw_path: &str, normalized_path: &str) -> Option<&Guard> {
+        self.guards.iter().find(|g| {
+            g.paths.is_empty()
+                || g.paths.iter().any(|p| {
+                    path_pattern_matches(p, raw_path) || path_pattern_matches(p, normalized_path)
+                })
+        })
+    }
+}
+
+pub enum Backend {
+    Service(Arc<Upstream>),
+    /// The route exists but cannot be served (503 with this reason).
+    Unavailable {
+        service: String,
+        reason: String,
+    },
+}
+
+/// One Service port's endpoints, shared by every route that points at it.
+pub struct Upstream {
+    /// `namespace/service:port`, ALB's `target_group_arn` in the access log.
+    pub name: String,
+    /// `ip:port` or `[ipv6]:port` or `dns-name:port` (ExternalName).
+    pub targets: Vec<String>,
+    pub next: AtomicUsize,
+    /// Per target: until when (ms on the data plane's clock) it is skipped after a
+    /// connection failure.
+    pub failed_until_ms: Vec<AtomicU64>,
+}
+
+impl Upstream {
+    pub fn new(name: String, targets: Vec<String>) -> Self {
+        let failed_until_ms = targets.iter().map(|_| AtomicU64::new(0)).collect();
+        Self {
+            name,
+            targets,
+            next: AtomicUsize::new(0),
+            failed_until_ms,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Guard {
+    pub rule: ObjectRef,
+    /// ALB path patterns; empty guards every path.
+    pub paths: Vec<String>,
+    pub policy: GuardPolicy,
+}
+
+#[derive(Clone)]
+pub enum GuardPolicy {
+    Oidc(Arc<AuthPolicy>),
+    /// The AuthRule is broken: fail closed with 500 and this message.
+    Broken(String),
+}
+
+/// An AuthRule with everything resolved: defaults applied, the client secret read.
+#[derive(Clone, PartialEq)]
+pub struct AuthPolicy {
+    pub rule: ObjectRef,
+    pub issuer: String,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub user_info_endpoint: Option<String>,
+    pub client_id: String,
+    pub client_secret: String,
+    pub scope: String,
+    pub extra_params: Vec<(String, String)>,
+    pub token_endpoint_auth_method: TokenEndpointAuthMethod,
+    pub cookie_name: String,
+    pub session_timeout_secs: u64,
+    pub on_unauthenticated: OnUnauthenticatedRequest,
+    pub spec: AuthRuleSpec,
+}
+
+impl std::fmt::Debug for AuthPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthPolicy")
+            .field("rule", &self.rule)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+pub struct RouteTable {
+    pub(crate) exact: HashMap<String, Vec<Arc<Route>>>,
+    /// Keyed by the suffix after `*.`.
+    pub(crate) wildcard: HashMap<String, Vec<Arc<Route>>>,
+    pub(crate) any_host: Vec<Arc<Route>>,
+    pub(crate) default_backend: Option<Arc<Route>>,
+    pub all: Vec<Arc<Route>>,
+}
+
+impl RouteTable {
+    /// Host (lower case, no port) then the longest matching path; rules for the exact
+    /// host first, then a wildcard host, then rules without a host, then the default
+    /// backend.
+    pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+        fn by_path<'r>(routes: &'r [Arc<Route>], path: &str) -> Option<&'r Arc<Route>> {
+            routes
+                .iter()
+                .find(|r| r.path.as_ref().is_some_and(|p| p.matches(path)))
+        }
+        let wildcard = host
+            .split_once('.')
+            .and_then(|(_, suffix)| self.wildcard.get(suffix));
+        self.exact
+            .get(host)
+            .and_then(|r| by_path(r, path))
+            .or_else(|| wildcard.and_then(|r| by_path(r, path)))
+            .or_else(|| by_path(&self.any_host, path))
+            .or(self.default_backend.as_ref())
+    }
+}
+
+/// A certificate with the Secret it came from (the access log's `chosen_cert_arn`).
+pub struct ServerCert {
+    pub key: Arc<CertifiedKey>,
+    pub source: String,
+}
+
+#[derive(Default)]
+pub struct CertTable {
+    pub(crate) exact: HashMap<String, Arc<ServerCert>>,
+    pub(crate) wildcard: HashMap<String, Arc<ServerCert>>,
+    pub(crate) default: Option<Arc<ServerCert>>,
+}
+
+impl CertTable {
+    /// Exact name, then a wildcard certificate, then the default certificate.
+    pub fn find(&self, server_name: Option<&str>) -> Option<&Arc<ServerCert>> {
+        let by_name = server_name.and_then(|name| {
+            let name = name.to_ascii_lowercase();
+            self.exact.get(&name).or_else(|| {
+                name.split_once('.')
+                    .and_then(|(_, suffix)| self.wildcard.get(suffix))
+            })
+        });
+        by_name.or(self.default.as_ref())
+    }
+
+    pub fn covers(&self, host: &str) -> bool {
+        self.exact.contains_key(host)
+            || host
+                .split_once('.')
+                .is_some_and(|(_, suffix)| self.wildcard.contains_key(suffix))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcard.is_empty() && self.default.is_none()
+    }
+}

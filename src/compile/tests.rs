@@ -1,0 +1,554 @@
+use super::*;
+use crate::source::manifests::{add_document, parse_documents};
+
+fn objects(yaml: &str) -> Objects {
+    let mut objects = Objects::default();
+    for doc in parse_documents(yaml).expect("test YAML parses") {
+        add_document(&mut objects, doc, &ObjectRef::new("File", "", "test.yaml"));
+    }
+    objects
+}
+
+fn compiled(yaml: &str) -> Compiled {
+    compile(&objects(yaml), &CompileOptions::default())
+}
+
+fn service(ns: &str, name: &str, ip: &str, port: u16) -> String {
+    format!(
+        r#"
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {ns}}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, namespace: {ns}, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints:
+- addresses: [{ip}]
+- addresses: [10.9.9.9]
+  conditions: {{ready: false}}
+"#
+    )
+}
+
+fn target_of(c: &Compiled, host: &str, path: &str) -> Option<String> {
+    let route = c.snapshot.routes.find(host, path)?;
+    match &route.backend {
+        Backend::Service(up) => Some(up.targets.join(",")),
+        Backend::Unavailable { reason, .. } => Some(format!("unavailable: {reason}")),
+    }
+}
+
+const INGRESS: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: apps}
+spec:
+  ingressClassName: portcullis
+  rules:
+  - host: app.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: root, port: {number: 80}}}}
+      - {path: /api/, pathType: Prefix, backend: {service: {name: api, port: {name: http}}}}
+      - {path: /api/exact, pathType: Exact, backend: {service: {name: exact, port: {number: 80}}}}
+  - host: "*.example.com"
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: wild, port: {number: 80}}}}
+  - http:
+      paths:
+      - {path: /any, pathType: Prefix, backend: {service: {name: any, port: {number: 80}}}}
+"#;
+
+fn routing_fixture() -> String {
+    let mut yaml = INGRESS.to_string();
+    for (name, ip) in [
+        ("root", "10.0.0.1"),
+        ("api", "10.0.0.2"),
+        ("exact", "10.0.0.3"),
+        ("wild", "10.0.0.4"),
+        ("any", "10.0.0.5"),
+    ] {
+        yaml.push_str(&service("apps", name, ip, 8080));
+    }
+    yaml
+}
+
+#[test]
+fn routes_by_host_then_longest_path() {
+    let c = compiled(&routing_fixture());
+    assert!(c.diagnostics.is_empty(), "{:#?}", c.diagnostics);
+    let t = |host, path| target_of(&c, host, path);
+    assert_eq!(t("app.example.com", "/").as_deref(), Some("10.0.0.1:8080"));
+    assert_eq!(
+        t("app.example.com", "/api").as_deref(),
+        Some("10.0.0.2:8080"),
+        "prefix /api/ matches /api"
+    );
+    assert_eq!(
+        t("app.example.com", "/api/v1").as_deref(),
+        Some("10.0.0.2:8080")
+    );
+    assert_eq!(
+        t("app.example.com", "/apiv1").as_deref(),
+        Some("10.0.0.1:8080"),
+        "prefixes match whole path elements"
+    );
+    assert_eq!(
+        t("app.example.com", "/api/exact").as_deref(),
+        Some("10.0.0.3:8080")
+    );
+    assert_eq!(
+        t("app.example.com", "/api/exact/more").as_deref(),
+        Some("10.0.0.2:8080")
+    );
+    assert_eq!(
+        t("other.example.com", "/x").as_deref(),
+        Some("10.0.0.4:8080")
+    );
+    assert_eq!(
+        t("a.b.example.com", "/x"),
+        None,
+        "a wildcard covers one label only"
+    );
+    assert_eq!(
+        t("example.com", "/any/thing").as_deref(),
+        Some("10.0.0.5:8080")
+    );
+    assert_eq!(t("example.com", "/else"), None);
+}
+
+#[test]
+fn only_ready_endpoints_are_targets() {
+    let c = compiled(&routing_fixture());
+    assert!(
+        !target_of(&c, "app.example.com", "/")
+            .unwrap()
+            .contains("10.9.9.9")
+    );
+}
+
+#[test]
+fn only_ingresses_of_our_class_are_served() {
+    let other = INGRESS.replace("ingressClassName: portcullis", "ingressClassName: nginx");
+    let c = compile(
+        &objects(&format!(
+            "{other}{}",
+            service("apps", "root", "10.0.0.1", 80)
+        )),
+        &CompileOptions::default(),
+    );
+    assert!(c.snapshot.routes.all.is_empty());
+
+    let classless = INGRESS.replace("  ingressClassName: portcullis\n", "");
+    let default_class = r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: edge
+  annotations: {ingressclass.kubernetes.io/is-default-class: "true"}
+spec: {controller: portcullis.dev/ingress-controller}
+"#;
+    let c = compiled(&format!(
+        "{classless}{default_class}{}",
+        service("apps", "root", "10.0.0.1", 80)
+    ));
+    assert!(
+        target_of(&c, "app.example.com", "/").is_some(),
+        "default class picks up class-less Ingresses"
+    );
+
+    let named = INGRESS.replace("ingressClassName: portcullis", "ingressClassName: edge");
+    let c = compiled(&format!(
+        "{named}{}",
+        default_class.replace("\"true\"", "\"false\"")
+    ));
+    assert!(
+        !c.snapshot.routes.all.is_empty(),
+        "an IngressClass with our controller name is ours"
+    );
+}
+
+#[test]
+fn a_missing_service_fails_closed_for_its_route_only() {
+    let c = compiled(&format!(
+        "{INGRESS}{}",
+        service("apps", "root", "10.0.0.1", 80)
+    ));
+    assert_eq!(
+        target_of(&c, "app.example.com", "/").as_deref(),
+        Some("10.0.0.1:80")
+    );
+    let api = target_of(&c, "app.example.com", "/api/x").unwrap();
+    assert_eq!(api, "unavailable: Service apps/api not found");
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.field == "spec.rules[0].http.paths[1].backend.service")
+        .unwrap();
+    assert_eq!(d.object.to_string(), "Ingress apps/web");
+    assert!(d.fix.contains("create Service apps/api"));
+}
+
+#[test]
+fn service_without_ready_endpoints_is_reported() {
+    let yaml = format!(
+        "{INGRESS}{}",
+        service("apps", "root", "10.0.0.1", 80).replace("- addresses: [10.0.0.1]\n", "")
+    );
+    let c = compiled(&yaml);
+    assert_eq!(
+        target_of(&c, "app.example.com", "/").as_deref(),
+        Some("unavailable: Service apps/root has no ready endpoints")
+    );
+}
+
+#[test]
+fn external_name_services_resolve_by_dns() {
+    let yaml = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: ext, namespace: apps}
+spec:
+  ingressClassName: portcullis
+  defaultBackend: {service: {name: upstream, port: {number: 8443}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: upstream, namespace: apps}
+spec: {type: ExternalName, externalName: api.internal.example.}
+"#;
+    let c = compiled(yaml);
+    assert_eq!(
+        target_of(&c, "anything", "/x").as_deref(),
+        Some("api.internal.example:8443")
+    );
+    assert_eq!(c.snapshot.routes.find("anything", "/").unwrap().priority, 0);
+}
+
+#[test]
+fn the_older_ingress_keeps_a_contested_path() {
+    let newer = r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: newer, namespace: apps, creationTimestamp: "2026-01-02T00:00:00Z"}
+spec:
+  ingressClassName: portcullis
+  rules:
+  - host: app.example.com
+    http:
+      paths: [{path: /, pathType: Prefix, backend: {service: {name: any, port: {number: 80}}}}]
+"#;
+    let older = INGRESS.replace(
+        "name: web, namespace: apps",
+        "name: web, namespace: apps, creationTimestamp: \"2026-01-01T00:00:00Z\"",
+    );
+    let c = compiled(&format!(
+        "{newer}\n---\n{older}{}",
+        routing_fixture().replace(INGRESS, "")
+    ));
+    assert_eq!(
+        target_of(&c, "app.example.com", "/").as_deref(),
+        Some("10.0.0.1:8080")
+    );
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.reason == "PathConflict")
+        .unwrap();
+    assert_eq!(d.object.to_string(), "Ingress apps/newer");
+    assert!(d.message.contains("Ingress apps/web"));
+}
+
+#[test]
+fn invalid_paths_and_hosts_are_reported_and_skipped() {
+    let yaml = INGRESS
+        .replace("path: /api/,", "path: api,")
+        .replace("host: \"*.example.com\"", "host: \"a.*.com\"");
+    let c = compiled(&format!("{yaml}{}", routing_fixture().replace(INGRESS, "")));
+    let fields: Vec<_> = c
+        .diagnostics
+        .iter()
+        .map(|d| (d.field.as_str(), d.reason))
+        .collect();
+    assert!(
+        fields.contains(&("spec.rules[0].http.paths[1].path", "InvalidPath")),
+        "{fields:?}"
+    );
+    assert!(
+        fields.contains(&("spec.rules[1].host", "InvalidHost")),
+        "{fields:?}"
+    );
+    assert_eq!(
+        target_of(&c, "app.example.com", "/").as_deref(),
+        Some("10.0.0.1:8080"),
+        "the rest still serves"
+    );
+}
+
+const AUTH_RULE: &str = r#"
+---
+apiVersion: portcullis.dev/v1alpha1
+kind: AuthRule
+metadata: {name: sso, namespace: apps, generation: 3}
+spec:
+  targetRefs: [{name: web}]
+  paths: ["/auth*"]
+  oidc:
+    issuer: https://idp.example.com
+    clientId: app
+    clientSecretRef: {name: idp}
+"#;
+
+const SECRET: &str = r#"
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: idp, namespace: apps}
+stringData: {client-secret: "s3cret\n"}
+"#;
+
+fn guard_policy(c: &Compiled, path: &str) -> Option<Result<Arc<AuthPolicy>, String>> {
+    let route = c.snapshot.routes.find("app.example.com", path)?;
+    route.guard_for(path, path).map(|g| match &g.policy {
+        GuardPolicy::Oidc(p) => Ok(p.clone()),
+        GuardPolicy::Broken(m) => Err(m.clone()),
+    })
+}
+
+#[test]
+fn an_authrule_guards_the_paths_it_names() {
+    let c = compiled(&format!("{}{AUTH_RULE}{SECRET}", routing_fixture()));
+    assert!(c.diagnostics.is_empty(), "{:#?}", c.diagnostics);
+    let policy = guard_policy(&c, "/auth/x").unwrap().unwrap();
+    assert_eq!(
+        policy.client_secret, "s3cret",
+        "trailing newline of a secret file is dropped"
+    );
+    assert_eq!(policy.cookie_name, "AWSELBAuthSessionCookie");
+    assert_eq!(policy.session_timeout_secs, 604_800);
+    assert_eq!(policy.scope, "openid");
+    assert!(guard_policy(&c, "/public").is_none());
+    let summary = &c.snapshot.auth_rules[&ObjectRef::new("AuthRule", "apps", "sso")];
+    assert_eq!(
+        summary.attached_routes, 5,
+        "every route of Ingress apps/web"
+    );
+    assert_eq!(summary.generation, Some(3));
+    assert!(
+        format!("{policy:?}").contains("<redacted>") && !format!("{policy:?}").contains("s3cret")
+    );
+}
+
+#[test]
+fn a_missing_secret_key_fails_closed_and_names_the_fix() {
+    let secret = SECRET.replace("client-secret", "secret");
+    let c = compiled(&format!("{}{AUTH_RULE}{secret}", routing_fixture()));
+    let err = guard_policy(&c, "/auth").unwrap().unwrap_err();
+    assert!(
+        err.contains("Secret apps/idp has no key client-secret"),
+        "{err}"
+    );
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.reason == "SecretKeyNotFound")
+        .unwrap();
+    assert_eq!(d.object.to_string(), "AuthRule apps/sso");
+    assert_eq!(d.field, "spec.oidc.clientSecretRef.key");
+    assert!(!c.snapshot.auth_rules[&d.object].usable);
+}
+
+#[test]
+fn every_problem_of_an_authrule_is_reported_at_once() {
+    let rule = AUTH_RULE
+        .replace("https://idp.example.com", "http://idp.example.com")
+        .replace("clientId: app", "clientId: app\n    scope: email\n    authenticationRequestExtraParams: {state: x, \"bad-key\": v}");
+    let c = compiled(&format!("{}{rule}", routing_fixture()));
+    let reasons: Vec<_> = c.diagnostics.iter().map(|d| d.reason).collect();
+    for r in [
+        "InvalidIssuer",
+        "InvalidScope",
+        "InvalidExtraParam",
+        "SecretNotFound",
+    ] {
+        assert!(
+            reasons.contains(&r),
+            "{r} missing from {:#?}",
+            c.diagnostics
+        );
+    }
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| **r == "InvalidExtraParam")
+            .count(),
+        2,
+        "{:#?}",
+        c.diagnostics
+    );
+}
+
+#[test]
+fn an_unreadable_authrule_still_guards_its_targets() {
+    let rule = AUTH_RULE.replace("clientId: app", "clientId: [not, a, string]");
+    let c = compiled(&format!("{}{rule}{SECRET}", routing_fixture()));
+    assert!(
+        guard_policy(&c, "/public").unwrap().is_err(),
+        "no paths known: every path is guarded"
+    );
+}
+
+#[test]
+fn http_issuers_are_only_for_loopback() {
+    assert!(auth::check_endpoint_url("https://idp.example.com/realms/x").is_ok());
+    assert!(auth::check_endpoint_url("http://127.0.0.1:9000").is_ok());
+    assert!(auth::check_endpoint_url("http://localhost/x").is_ok());
+    assert!(auth::check_endpoint_url("http://localhost.evil.com/").is_err());
+    assert!(auth::check_endpoint_url("https://user@idp.example.com").is_err());
+    assert!(auth::check_endpoint_url("idp.example.com").is_err());
+}
+
+#[test]
+fn authrule_targets_are_checked() {
+    let rule = AUTH_RULE.replace(
+        "[{name: web}]",
+        "[{name: nope}, {name: web, kind: Service}]",
+    );
+    let c = compiled(&format!("{}{rule}{SECRET}", routing_fixture()));
+    let reasons: Vec<_> = c
+        .diagnostics
+        .iter()
+        .map(|d| (d.field.as_str(), d.reason))
+        .collect();
+    assert!(reasons.contains(&("spec.targetRefs[0]", "TargetNotFound")));
+    assert!(reasons.contains(&("spec.targetRefs[1]", "UnsupportedTarget")));
+}
+
+fn tls_secret(name: &str, hosts: &[&str]) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let indent = |s: String| {
+        s.lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    format!(
+        "\n---\napiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\nmetadata: {{name: {name}, namespace: apps}}\nstringData:\n  tls.crt: |\n{}\n  tls.key: |\n{}\n",
+        indent(cert.pem()),
+        indent(key.serialize_pem())
+    )
+}
+
+#[test]
+fn certificates_are_chosen_exact_then_wildcard_then_default() {
+    let ingress = INGRESS.replace(
+        "  rules:",
+        "  tls:\n  - {hosts: [app.example.com], secretName: exact}\n  - {hosts: [\"*.example.com\"], secretName: wild}\n  - {secretName: fallback}\n  rules:",
+    );
+    let yaml = format!(
+        "{ingress}{}{}{}{}",
+        routing_fixture().replace(INGRESS, ""),
+        tls_secret("exact", &["app.example.com"]),
+        tls_secret("wild", &["*.example.com"]),
+        tls_secret("fallback", &["fallback"])
+    );
+    let c = compiled(&yaml);
+    assert!(c.diagnostics.is_empty(), "{:#?}", c.diagnostics);
+    let certs = &c.snapshot.certs;
+    assert_eq!(
+        certs.find(Some("APP.example.com")).unwrap().source,
+        "apps/exact"
+    );
+    assert_eq!(
+        certs.find(Some("x.example.com")).unwrap().source,
+        "apps/wild"
+    );
+    assert_eq!(
+        certs.find(Some("elsewhere.org")).unwrap().source,
+        "apps/fallback"
+    );
+    assert_eq!(certs.find(None).unwrap().source, "apps/fallback");
+    assert!(
+        c.snapshot
+            .routes
+            .find("app.example.com", "/")
+            .unwrap()
+            .https_redirect
+    );
+    assert!(
+        !c.snapshot
+            .routes
+            .find("example.com", "/any")
+            .unwrap()
+            .https_redirect,
+        "no certificate covers a host-less rule"
+    );
+}
+
+#[test]
+fn a_certificate_with_the_wrong_key_is_reported() {
+    let good = tls_secret("exact", &["app.example.com"]);
+    let other = tls_secret("other", &["x"]);
+    let key_of = |s: &str| s[s.find("  tls.key").unwrap()..].to_string();
+    let mismatched = good.replace(&key_of(&good), &key_of(&other));
+    let ingress = INGRESS.replace(
+        "  rules:",
+        "  tls:\n  - {hosts: [app.example.com], secretName: exact}\n  rules:",
+    );
+    let c = compiled(&format!(
+        "{ingress}{}{mismatched}",
+        routing_fixture().replace(INGRESS, "")
+    ));
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.reason == "InvalidCertificate")
+        .unwrap();
+    assert_eq!(d.object.to_string(), "Secret apps/exact");
+    assert!(c.snapshot.certs.find(Some("app.example.com")).is_none());
+    assert!(
+        !c.snapshot
+            .routes
+            .find("app.example.com", "/")
+            .unwrap()
+            .https_redirect,
+        "no redirect to a host without a certificate"
+    );
+}
+
+#[test]
+fn the_ssl_redirect_annotation_turns_the_redirect_off() {
+    let ingress = INGRESS
+        .replace(
+            "  rules:",
+            "  tls:\n  - {hosts: [app.example.com], secretName: exact}\n  rules:",
+        )
+        .replace(
+            "namespace: apps}",
+            "namespace: apps, annotations: {portcullis.dev/ssl-redirect: \"false\"}}",
+        );
+    let c = compiled(&format!(
+        "{ingress}{}{}",
+        routing_fixture().replace(INGRESS, ""),
+        tls_secret("exact", &["app.example.com"])
+    ));
+    assert!(
+        !c.snapshot
+            .routes
+            .find("app.example.com", "/")
+            .unwrap()
+            .https_redirect
+    );
+}

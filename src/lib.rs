@@ -1,0 +1,12 @@
+//! Portcullis: a Kubernetes ingress controller that logs people in at the edge, the
+//! way AWS ALB's `authenticate-oidc` action does.
+//!
+//! Data flows one way: sources fill a store of objects, `compile` turns them into an
+//! immutable `Snapshot`, the data plane serves from the current snapshot; diagnostics
+//! travel back as `check` output, logs and status.
+
+pub mod compile;
+pub mod diagnostics;
+pub mod model;
+pub mod source;
+pub mod store;

@@ -1,0 +1,269 @@
+//! The `AuthRule` custom resource, defined once here; the CRD in `crds/` is generated
+//! from these types, so the doc comments are what `kubectl explain` prints.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "portcullis.dev";
+pub const CONTROLLER_NAME: &str = "portcullis.dev/ingress-controller";
+pub const DEFAULT_COOKIE_NAME: &str = "AWSELBAuthSessionCookie";
+pub const DEFAULT_SESSION_TIMEOUT_SECONDS: i64 = 604_800;
+pub const DEFAULT_SCOPE: &str = "openid";
+pub const DEFAULT_SECRET_KEY: &str = "client-secret";
+pub const MAX_EXTRA_PARAMS: usize = 10;
+
+/// Logs people in with OpenID Connect before their requests reach the Ingresses it
+/// targets, the way AWS ALB's `authenticate-oidc` action does. Backends receive the
+/// user's identity in `x-amzn-oidc-accesstoken`, `x-amzn-oidc-identity` and the
+/// ES256-signed `x-amzn-oidc-data` headers.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "portcullis.dev",
+    version = "v1alpha1",
+    kind = "AuthRule",
+    namespaced,
+    status = "AuthRuleStatus",
+    shortname = "authrule",
+    shortname = "ar",
+    category = "portcullis",
+    printcolumn = r#"{"name":"Issuer","type":"string","jsonPath":".spec.oidc.issuer"}"#,
+    printcolumn = r#"{"name":"Unauthenticated","type":"string","jsonPath":".spec.onUnauthenticatedRequest"}"#,
+    printcolumn = r#"{"name":"Routes","type":"integer","jsonPath":".status.attachedRoutes"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthRuleSpec {
+    /// Ingresses in this namespace whose routes this rule guards.
+    #[schemars(length(min = 1, max = 16))]
+    pub target_refs: Vec<TargetRef>,
+
+    /// Request paths that need a login, as ALB listener-rule path patterns: `*` matches
+    /// any run of characters, `?` exactly one, matching is case-sensitive and covers the
+    /// whole path (for example `/auth*`). Empty means every path of the targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub paths: Vec<String>,
+
+    /// The OpenID provider and this application's client registration at it.
+    pub oidc: OidcSpec,
+
+    /// The session cookie that a completed login sets.
+    #[serde(default, skip_serializing_if = "SessionSpec::is_default")]
+    pub session: SessionSpec,
+
+    /// What a request without a valid session gets: `authenticate` sends the browser to
+    /// the provider's login (default); `deny` answers 401; `allow` forwards the request
+    /// without identity headers.
+    #[serde(default)]
+    pub on_unauthenticated_request: OnUnauthenticatedRequest,
+}
+
+/// An Ingress, in the AuthRule's namespace, that the rule guards.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRef {
+    /// API group of the target; only `networking.k8s.io` is supported.
+    #[serde(default = "default_target_group")]
+    pub group: String,
+    /// Kind of the target; only `Ingress` is supported.
+    #[serde(default = "default_target_kind")]
+    pub kind: String,
+    /// Name of the Ingress.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+fn default_target_group() -> String {
+    "networking.k8s.io".into()
+}
+
+fn default_target_kind() -> String {
+    "Ingress".into()
+}
+
+/// The OpenID provider and the client registered at it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OidcSpec {
+    /// The provider's issuer identifier, an `https://` URL exactly as it appears in the
+    /// ID token's `iss` claim. When the endpoints below are not all given, they are read
+    /// from `<issuer>/.well-known/openid-configuration`.
+    #[schemars(length(min = 1, max = 2048))]
+    pub issuer: String,
+    /// The provider's authorization endpoint (where browsers are sent to log in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_endpoint: Option<String>,
+    /// The provider's token endpoint (where the code is redeemed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
+    /// The provider's userinfo endpoint (where the user's claims are read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_info_endpoint: Option<String>,
+    /// The client identifier registered at the provider.
+    #[schemars(length(min = 1, max = 512))]
+    pub client_id: String,
+    /// The Secret key, in this namespace, that holds the client secret.
+    pub client_secret_ref: SecretKeyRef,
+    /// Space-separated scopes to request; must include `openid`. Default `openid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Up to 10 extra query parameters sent to the authorization endpoint, for example
+    /// `prompt: login`. Keys are letters and digits only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub authentication_request_extra_params: BTreeMap<String, String>,
+    /// How the client authenticates at the token endpoint: `client_secret_basic`
+    /// (default, HTTP Basic) or `client_secret_post` (form fields).
+    #[serde(default)]
+    pub token_endpoint_auth_method: TokenEndpointAuthMethod,
+}
+
+/// A key of a Secret in the AuthRule's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key inside the Secret's data. Default `client-secret`.
+    #[serde(default = "default_secret_key")]
+    pub key: String,
+}
+
+fn default_secret_key() -> String {
+    DEFAULT_SECRET_KEY.into()
+}
+
+/// The session cookie.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionSpec {
+    /// Cookie name; large sessions are split into `NAME-0` .. `NAME-3`.
+    /// Default `AWSELBAuthSessionCookie`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_name: Option<String>,
+    /// Session lifetime in seconds, at least 1. Default 604800 (7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub timeout: Option<i64>,
+}
+
+impl SessionSpec {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// What a request without a valid session gets.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnauthenticatedRequest {
+    /// Redirect to the provider's login.
+    #[default]
+    Authenticate,
+    /// Answer 401.
+    Deny,
+    /// Forward without identity headers.
+    Allow,
+}
+
+/// Client authentication at the token endpoint.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum TokenEndpointAuthMethod {
+    /// HTTP Basic authentication.
+    #[default]
+    #[serde(rename = "client_secret_basic")]
+    ClientSecretBasic,
+    /// Client id and secret as form fields.
+    #[serde(rename = "client_secret_post")]
+    ClientSecretPost,
+}
+
+/// What the controller observed of this AuthRule.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthRuleStatus {
+    /// `Accepted`, `ResolvedRefs` and `Ready`, each with the reason and the fix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` these conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// How many Ingress routes this rule guards.
+    #[serde(default)]
+    pub attached_routes: i32,
+}
+
+/// An ALB listener-rule path pattern: `*` any run, `?` one character, whole path.
+pub fn path_pattern_matches(pattern: &str, path: &str) -> bool {
+    let (p, s) = (pattern.as_bytes(), path.as_bytes());
+    let (mut pi, mut si) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while si < s.len() {
+        match p.get(pi) {
+            Some(b'*') => {
+                backtrack = Some((pi, si));
+                pi += 1;
+            }
+            Some(&c) if c == b'?' || c == s[si] => {
+                pi += 1;
+                si += 1;
+            }
+            _ => match backtrack {
+                Some((bp, bs)) => {
+                    pi = bp + 1;
+                    si = bs + 1;
+                    backtrack = Some((bp, bs + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_patterns_follow_alb_rules() {
+        assert!(path_pattern_matches("/auth*", "/auth"));
+        assert!(path_pattern_matches("/auth*", "/auth/x/y"));
+        assert!(path_pattern_matches("/auth*", "/authors"));
+        assert!(!path_pattern_matches("/auth*", "/Auth"));
+        assert!(!path_pattern_matches("/auth*", "/public/auth"));
+        assert!(path_pattern_matches("/a?c", "/abc"));
+        assert!(!path_pattern_matches("/a?c", "/abbc"));
+        assert!(path_pattern_matches("*/admin/*", "/x/admin/y"));
+        assert!(!path_pattern_matches("/exact", "/exact/"));
+        assert!(path_pattern_matches("*", "/"));
+    }
+
+    #[test]
+    fn spec_defaults_are_albs() {
+        let yaml = r#"
+targetRefs: [{name: web}]
+oidc:
+  issuer: https://idp.example.com
+  clientId: app
+  clientSecretRef: {name: idp}
+"#;
+        let spec: AuthRuleSpec = serde_saphyr::from_str(yaml).unwrap();
+        assert_eq!(
+            spec.on_unauthenticated_request,
+            OnUnauthenticatedRequest::Authenticate
+        );
+        assert_eq!(
+            spec.oidc.token_endpoint_auth_method,
+            TokenEndpointAuthMethod::ClientSecretBasic
+        );
+        assert_eq!(spec.oidc.client_secret_ref.key, DEFAULT_SECRET_KEY);
+        assert_eq!(spec.target_refs[0].kind, "Ingress");
+        assert!(spec.paths.is_empty());
+    }
+}

@@ -1,0 +1,57 @@
+//! The objects every source fills and the compile step reads. The file source and the
+//! Kubernetes watches produce the same `Objects`, so everything after the source is
+//! shared.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+
+use crate::diagnostics::{Diagnostic, ObjectRef};
+use crate::model::AuthRule;
+
+/// An AuthRule that could not be read as one. Its targets are kept (best effort) so
+/// the routes it meant to guard fail closed instead of opening up.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnreadableAuthRule {
+    pub object: ObjectRef,
+    pub target_names: Vec<String>,
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Objects {
+    pub ingresses: Vec<Arc<Ingress>>,
+    pub ingress_classes: Vec<Arc<IngressClass>>,
+    pub auth_rules: Vec<Arc<AuthRule>>,
+    pub unreadable_auth_rules: Vec<UnreadableAuthRule>,
+    pub secrets: Vec<Arc<Secret>>,
+    pub services: Vec<Arc<Service>>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
+    /// Problems the source met while reading (syntax errors, unknown fields).
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Reads the target names of an AuthRule from its raw form, for one that does not
+/// parse as a whole.
+pub fn unreadable_auth_rule(
+    object: ObjectRef,
+    raw: &serde_json::Value,
+    error: String,
+) -> UnreadableAuthRule {
+    let target_names = raw
+        .pointer("/spec/targetRefs")
+        .and_then(|v| v.as_array())
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r.get("name").and_then(|n| n.as_str()).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    UnreadableAuthRule {
+        object,
+        target_names,
+        error,
+    }
+}
