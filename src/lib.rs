@@ -5,8 +5,12 @@
 //! immutable `Snapshot`, the data plane serves from the current snapshot; diagnostics
 //! travel back as `check` output, logs and status.
 
+pub mod admin;
 pub mod compile;
 pub mod diagnostics;
 pub mod model;
+pub mod observe;
+pub mod proxy;
+pub mod serve;
 pub mod source;
 pub mod store;

@@ -1,1 +1,238 @@
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use kube::CustomResourceExt as _;
+use portcullis::compile::{CompileOptions, compile};
+use portcullis::model::AuthRule;
+use portcullis::observe::access_log::{AccessLog, LogFormat};
+use portcullis::proxy::{DataPlane, IpNet, ProxyConfig};
+use portcullis::serve::{Listen, apply, run_listeners, watch_files};
+use portcullis::source::manifests::ManifestSource;
+
+/// Kubernetes ingress controller that logs people in at the edge (ALB authenticate-oidc compatible).
+#[derive(Parser)]
+#[command(name = "portcullis", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve traffic for the Ingress, AuthRule, Secret, Service and EndpointSlice
+    /// manifests in files; re-read them when they change or on SIGHUP.
+    Serve(ServeArgs),
+    /// Load and compile manifests without serving; print every problem with the object,
+    /// the field and the fix. Exits 1 when anything is invalid.
+    Check(CheckArgs),
+    /// Print the AuthRule CustomResourceDefinition as YAML.
+    Crd,
+}
+
+#[derive(Args)]
+struct ManifestArgs {
+    /// A manifest file or a directory of them (repeatable; multi-document YAML).
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// The IngressClass name served even without an IngressClass object naming us.
+    #[arg(long, env = "PORTCULLIS_INGRESS_CLASS", default_value = "portcullis")]
+    ingress_class: String,
+    /// Also serve Ingresses that name no IngressClass.
+    #[arg(long)]
+    watch_ingress_without_class: bool,
+    /// namespace/name of a kubernetes.io/tls Secret used when no certificate matches SNI.
+    #[arg(long)]
+    default_certificate: Option<String>,
+}
+
+impl ManifestArgs {
+    fn compile_options(&self) -> CompileOptions {
+        CompileOptions {
+            ingress_class: self.ingress_class.clone(),
+            watch_ingress_without_class: self.watch_ingress_without_class,
+            default_certificate: self.default_certificate.clone(),
+        }
+    }
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    manifests: ManifestArgs,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    manifests: ManifestArgs,
+    /// Plain HTTP listener.
+    #[arg(long, env = "PORTCULLIS_HTTP", default_value = "0.0.0.0:8080")]
+    http: SocketAddr,
+    /// HTTPS listener (certificates from the Ingresses' spec.tls Secrets).
+    #[arg(long, env = "PORTCULLIS_HTTPS")]
+    https: Option<SocketAddr>,
+    /// Admin listener: /metrics, /healthz, /readyz.
+    #[arg(long, env = "PORTCULLIS_ADMIN", default_value = "127.0.0.1:9090")]
+    admin: SocketAddr,
+    /// Port that HTTP-to-HTTPS redirects point at (default: the --https port).
+    #[arg(long)]
+    https_redirect_port: Option<u16>,
+    /// Don't redirect HTTP to HTTPS for hosts that have a certificate.
+    #[arg(long)]
+    no_https_redirect: bool,
+    /// Access-log format.
+    #[arg(long, value_enum, default_value = "alb")]
+    log_format: LogFormat,
+    /// Name in the access log's `elb` field.
+    #[arg(long, default_value = "portcullis")]
+    log_name: String,
+    /// Peer address or CIDR whose X-Forwarded-* headers are trusted (repeatable).
+    #[arg(long = "trusted-proxy")]
+    trusted_proxies: Vec<IpNet>,
+    /// Seconds to wait for an upstream's response headers.
+    #[arg(long, default_value_t = 60)]
+    upstream_timeout: u64,
+    /// Seconds to wait for an upstream connection.
+    #[arg(long, default_value_t = 5)]
+    upstream_connect_timeout: u64,
+    /// Seconds a client has to send its request headers.
+    #[arg(long, default_value_t = 30)]
+    header_read_timeout: u64,
+    /// How often the manifest files are checked for changes, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    reload_interval_ms: u64,
+    /// Write the bound addresses as JSON to this file once listening.
+    #[arg(long)]
+    ports_file: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("portcullis: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Crd => {
+            print!("{}", crd_yaml()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check(args) => Ok(check(&args)),
+        Command::Serve(args) => {
+            init_tracing(args.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(serve(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn crd_yaml() -> anyhow::Result<String> {
+    let crd = serde_json::to_value(AuthRule::crd())?;
+    Ok(serde_saphyr::to_string(&crd)?)
+}
+
+fn check(args: &CheckArgs) -> ExitCode {
+    let objects = ManifestSource::new(args.manifests.files.clone()).read();
+    let compiled = compile(&objects, &args.manifests.compile_options());
+    for d in &compiled.diagnostics {
+        println!("{d}");
+    }
+    let errors = compiled.diagnostics.iter().filter(|d| d.is_error()).count();
+    let warnings = compiled.diagnostics.len() - errors;
+    println!(
+        "{} routes, {} AuthRules, {} certificates; {errors} errors, {warnings} warnings",
+        compiled.snapshot.routes.all.len(),
+        compiled.snapshot.auth_rules.len(),
+        portcullis::compile::summary(&compiled.snapshot)["certificates"],
+    );
+    if errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Alb => builder.init(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let options = args.manifests.compile_options();
+    let config = ProxyConfig {
+        log_name: args.log_name.clone(),
+        trusted_proxies: args.trusted_proxies.clone(),
+        https_redirect_port: if args.no_https_redirect {
+            None
+        } else {
+            args.https_redirect_port.or(args.https.map(|a| a.port()))
+        },
+        header_read_timeout: Duration::from_secs(args.header_read_timeout),
+        upstream_connect_timeout: Duration::from_secs(args.upstream_connect_timeout),
+        upstream_response_timeout: Duration::from_secs(args.upstream_timeout),
+        ..ProxyConfig::default()
+    };
+    let log = AccessLog::start(args.log_format, Box::new(std::io::stdout()));
+    let dp = DataPlane::new(config, log);
+    let mut source = ManifestSource::new(args.manifests.files.clone());
+    apply(&dp, &source.read(), &options);
+
+    let bound = Listen {
+        http: Some(args.http),
+        https: args.https,
+        admin: Some(args.admin),
+    }
+    .bind()
+    .await?;
+    let addresses = bound.describe();
+    tracing::info!(%addresses, "listening");
+    if let Some(path) = &args.ports_file {
+        std::fs::write(path, addresses.to_string())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(watch_files(
+        dp.clone(),
+        source,
+        options,
+        Duration::from_millis(args.reload_interval_ms),
+        shutdown.clone(),
+    ));
+    tokio::spawn(async move {
+        wait_for_stop_signal().await;
+        tracing::info!("stopping: draining requests in flight");
+        let _ = stop.send(true);
+    });
+    run_listeners(Arc::clone(&dp), bound, shutdown).await?;
+    Ok(())
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

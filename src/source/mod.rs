@@ -1,1 +1,3 @@
+//! Where objects come from. Sources only fetch and watch; they fill `store::Objects`.
+
 pub mod manifests;

@@ -1,0 +1,145 @@
+//! Prometheus metrics. Label handles are made once per route when a snapshot is
+//! installed, so the request path only increments.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    pub reloads: IntCounterVec,
+    pub snapshot_routes: IntGauge,
+    pub config_errors: IntGauge,
+    pub access_log_dropped: IntCounter,
+}
+
+/// The handles of one route (or of unmatched requests).
+#[derive(Clone)]
+pub struct RouteMetrics {
+    by_class: [IntCounter; 5],
+    latency: Histogram,
+    labels: [String; 2],
+}
+
+impl RouteMetrics {
+    pub fn observe(&self, status: u16, seconds: f64) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.by_class[class].inc();
+        self.latency.observe(seconds);
+    }
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Only fails for invalid metric names or duplicate registration: a programming error.
+    r.expect("metric definitions are valid")
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("portcullis".into()), None).expect("valid prefix");
+        let requests = must(IntCounterVec::new(
+            Opts::new(
+                "requests_total",
+                "Requests answered, by Ingress, route and status class",
+            ),
+            &["ingress", "route", "status_class"],
+        ));
+        let latency = must(HistogramVec::new(
+            HistogramOpts::new(
+                "request_duration_seconds",
+                "Time from request received to response headers sent",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["ingress", "route"],
+        ));
+        let upstream_errors = must(IntCounterVec::new(
+            Opts::new("upstream_errors_total", "Failed upstream attempts, by kind"),
+            &["kind"],
+        ));
+        let reloads = must(IntCounterVec::new(
+            Opts::new(
+                "config_reloads_total",
+                "Snapshots compiled, by result (clean or with_errors)",
+            ),
+            &["result"],
+        ));
+        let snapshot_routes = must(IntGauge::new(
+            "snapshot_routes",
+            "Routes in the snapshot being served",
+        ));
+        let config_errors = must(IntGauge::new(
+            "config_errors",
+            "Error diagnostics in the snapshot being served",
+        ));
+        let access_log_dropped = must(IntCounter::new(
+            "access_log_dropped_total",
+            "Access-log lines dropped because the writer fell behind",
+        ));
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(reloads.clone()),
+            Box::new(snapshot_routes.clone()),
+            Box::new(config_errors.clone()),
+            Box::new(access_log_dropped.clone()),
+        ] {
+            must(registry.register(c));
+        }
+        Self {
+            registry,
+            requests,
+            latency,
+            upstream_errors,
+            reloads,
+            snapshot_routes,
+            config_errors,
+            access_log_dropped,
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn route(&self, ingress: &str, route: &str) -> RouteMetrics {
+        let by_class =
+            STATUS_CLASSES.map(|c| self.requests.with_label_values(&[ingress, route, c]));
+        let latency = self.latency.with_label_values(&[ingress, route]);
+        RouteMetrics {
+            by_class,
+            latency,
+            labels: [ingress.to_owned(), route.to_owned()],
+        }
+    }
+
+    /// Drops the series of a route that is gone, so removed routes do not linger.
+    pub fn forget(&self, route: &RouteMetrics) {
+        let [ingress, name] = &route.labels;
+        for c in STATUS_CLASSES {
+            let _ = self.requests.remove_label_values(&[ingress, name, c]);
+        }
+        let _ = self.latency.remove_label_values(&[ingress, name]);
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,5 @@
+//! What the data plane tells operators: trace ids, access logs, metrics.
+
+pub mod access_log;
+pub mod metrics;
+pub mod trace;

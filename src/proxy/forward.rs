@@ -1,0 +1,243 @@
+//! Sending a request to a Service's endpoints: pooled HTTP/1.1 connections, passive
+//! failure marking, one retry on another endpoint for a request without a body whose
+//! connection failed, and WebSocket tunnels after a `101`.
+
+use std::time::Instant;
+
+use http::header::{CONNECTION, HOST, HeaderValue, UPGRADE};
+use http::{Request, Response, StatusCode, Uri, Version, request};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use super::headers::strip_hop_by_hop;
+use super::pages::empty;
+use super::{Body, DataPlane, ProxyConfig};
+use crate::compile::Upstream;
+use crate::observe::access_log::AccessRecord;
+
+pub type UpstreamClient = Client<HttpConnector, Body>;
+
+pub fn upstream_client(config: &ProxyConfig) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(config.upstream_connect_timeout));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(config.upstream_idle_timeout)
+        .pool_max_idle_per_host(1024)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// Why forwarding failed, with the status and reason the client and log get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardError {
+    /// No connection to any endpoint (refused, unreachable, connect timeout).
+    Connect,
+    /// The endpoint accepted the request but sent no response headers in time.
+    Timeout,
+    /// The connection broke or the response was not HTTP.
+    Response,
+}
+
+impl ForwardError {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::Connect | Self::Response => StatusCode::BAD_GATEWAY,
+            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Connect => "TargetConnectionError",
+            Self::Timeout => "TargetResponseTimeout",
+            Self::Response => "TargetResponseError",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Connect => "The application behind this address could not be reached.",
+            Self::Timeout => "The application behind this address did not answer in time.",
+            Self::Response => "The application behind this address sent no valid response.",
+        }
+    }
+}
+
+pub struct Outgoing {
+    pub parts: request::Parts,
+    pub body: Body,
+    /// The client's side of a WebSocket upgrade.
+    pub upgrade: Option<OnUpgrade>,
+}
+
+pub async fn forward(
+    dp: &DataPlane,
+    upstream: &Upstream,
+    out: Outgoing,
+    received: Instant,
+    rec: &mut AccessRecord,
+) -> Result<Response<Body>, ForwardError> {
+    let Outgoing {
+        mut parts,
+        body,
+        upgrade,
+    } = out;
+    rec.target_group_arn = upstream.name.clone();
+    prepare_headers(&mut parts, upgrade.is_some());
+    let retryable = body.is_end_stream();
+    let mut body = Some(body);
+    let mut tried: Vec<String> = Vec::new();
+    let mut statuses: Vec<String> = Vec::new();
+    let mut last = None;
+    let mut result = Err(ForwardError::Connect);
+    for _attempt in 0..2 {
+        let Some(index) = upstream.pick(dp.now_ms(), last) else {
+            break;
+        };
+        let target = &upstream.targets[index];
+        let Ok(uri) = upstream_uri(target, &parts.uri) else {
+            return Err(ForwardError::Connect);
+        };
+        let mut req = Request::from_parts(parts.clone(), body.take().unwrap_or_else(empty));
+        *req.uri_mut() = uri;
+        rec.request_processing_time = received.elapsed().as_secs_f64();
+        rec.target_port = target.clone();
+        tried.push(target.clone());
+        let sent = Instant::now();
+        let outcome =
+            tokio::time::timeout(dp.config.upstream_response_timeout, dp.client.request(req)).await;
+        rec.target_processing_time = sent.elapsed().as_secs_f64();
+        result = match outcome {
+            Ok(Ok(resp)) => {
+                statuses.push(resp.status().as_u16().to_string());
+                Ok(resp)
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                statuses.push("-".into());
+                upstream.mark_failed(
+                    index,
+                    dp.now_ms() + dp.config.failure_backoff.as_millis() as u64,
+                );
+                dp.metrics
+                    .upstream_errors
+                    .with_label_values(&["connect"])
+                    .inc();
+                tracing::warn!(target = %target, upstream = %upstream.name, error = %e, "upstream connection failed");
+                Err(ForwardError::Connect)
+            }
+            Ok(Err(e)) => {
+                statuses.push("-".into());
+                dp.metrics
+                    .upstream_errors
+                    .with_label_values(&["response"])
+                    .inc();
+                tracing::warn!(target = %target, upstream = %upstream.name, error = %e, "upstream response failed");
+                Err(ForwardError::Response)
+            }
+            Err(_) => {
+                statuses.push("-".into());
+                dp.metrics
+                    .upstream_errors
+                    .with_label_values(&["timeout"])
+                    .inc();
+                Err(ForwardError::Timeout)
+            }
+        };
+        last = Some(index);
+        let again =
+            matches!(result, Err(ForwardError::Connect)) && retryable && upstream.targets.len() > 1;
+        if !again {
+            break;
+        }
+    }
+    rec.target_port_list = tried.join(" ");
+    rec.target_status_code_list = statuses.join(" ");
+    let resp = result?;
+    rec.target_status_code = resp.status().as_u16().to_string();
+    let responded = Instant::now();
+    let resp = finish_response(resp, upgrade);
+    rec.response_processing_time = responded.elapsed().as_secs_f64();
+    Ok(resp)
+}
+
+fn upstream_uri(target: &str, original: &Uri) -> Result<Uri, http::Error> {
+    let path = original.path_and_query().map_or("/", |p| p.as_str());
+    Uri::builder()
+        .scheme("http")
+        .authority(target)
+        .path_and_query(path)
+        .build()
+}
+
+/// Upstream requests are HTTP/1.1 with the client's `Host`; hop-by-hop headers go,
+/// except the two a WebSocket upgrade needs.
+fn prepare_headers(parts: &mut request::Parts, websocket: bool) {
+    if !parts.headers.contains_key(HOST) {
+        if let Some(authority) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(HOST, authority);
+        }
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    if websocket {
+        parts
+            .headers
+            .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        parts
+            .headers
+            .insert(UPGRADE, HeaderValue::from_static("websocket"));
+    }
+    parts.version = Version::HTTP_11;
+}
+
+fn finish_response(
+    mut resp: Response<hyper::body::Incoming>,
+    client_upgrade: Option<OnUpgrade>,
+) -> Response<Body> {
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    match (switching, client_upgrade) {
+        (true, Some(client_side)) => {
+            let upstream_side = hyper::upgrade::on(&mut resp);
+            tokio::spawn(tunnel(client_side, upstream_side));
+            let (mut parts, _) = resp.into_parts();
+            let upgrade_value = parts.headers.get(UPGRADE).cloned();
+            strip_hop_by_hop(&mut parts.headers);
+            parts
+                .headers
+                .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(
+                UPGRADE,
+                upgrade_value.unwrap_or(HeaderValue::from_static("websocket")),
+            );
+            Response::from_parts(parts, empty())
+        }
+        _ => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
+        }
+    }
+}
+
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "websocket upgrade did not complete");
+            return;
+        }
+    };
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "websocket tunnel closed");
+    }
+}

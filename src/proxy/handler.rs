@@ -1,0 +1,355 @@
+//! One request, start to finish: route, redirect to HTTPS, strip forged identity
+//! headers, apply the route's guard, forward, and log once the body is sent.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::forward::{self, Outgoing};
+use super::headers::{
+    is_websocket_upgrade, normalize_path, request_host, set_forwarded, strip_identity_headers,
+};
+use super::pages::{ErrorPage, prefers_html, redirect};
+use super::{Body, BoxError, ConnInfo, DataPlane, Live};
+use crate::compile::{Backend, GuardPolicy, Route};
+use crate::observe::access_log::{AccessRecord, timestamp};
+use crate::observe::trace::{self, TraceId};
+
+/// State of one request, filled as it moves along.
+struct Exchange {
+    dp: Arc<DataPlane>,
+    live: Arc<Live>,
+    conn: Arc<ConnInfo>,
+    trace: TraceId,
+    rec: AccessRecord,
+    received: Instant,
+    html: bool,
+    route: Option<Arc<Route>>,
+}
+
+pub async fn handle(
+    dp: Arc<DataPlane>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let received = Instant::now();
+    let now = jiff::Timestamp::now();
+    let live = dp.live.load_full();
+    let trace = TraceId::for_request(req.headers(), now.as_second().max(0) as u64);
+    let websocket = req.version() == Version::HTTP_11 && is_websocket_upgrade(req.headers());
+    let kind = match (
+        conn.tls.is_some(),
+        websocket,
+        req.version() == Version::HTTP_2,
+    ) {
+        (true, true, _) => "wss",
+        (false, true, _) => "ws",
+        (_, _, true) => "h2",
+        (true, _, _) => "https",
+        (false, _, _) => "http",
+    };
+    let mut rec = AccessRecord::new(kind, &dp.config.log_name, conn.peer, timestamp(now));
+    describe_request(&mut rec, &req, &conn);
+    rec.trace_id = trace.header.clone();
+    let html = prefers_html(req.headers());
+    let received_bytes = Arc::new(AtomicU64::new(head_size(req.headers()) as u64));
+    let mut ex = Exchange {
+        dp,
+        live,
+        conn,
+        trace,
+        rec,
+        received,
+        html,
+        route: None,
+    };
+    let resp = ex.respond(req, received_bytes.clone()).await;
+    Ok(ex.finish(resp, received_bytes))
+}
+
+impl Exchange {
+    async fn respond(
+        &mut self,
+        mut req: Request<Incoming>,
+        received_bytes: Arc<AtomicU64>,
+    ) -> Response<Body> {
+        let Some((host, _)) = request_host(req.uri(), req.headers()) else {
+            return self.error(
+                StatusCode::BAD_REQUEST,
+                "MissingHostHeader",
+                "The request has no valid Host header.",
+            );
+        };
+        let raw_path = req.uri().path().to_owned();
+        let Some(route) = self.live.snapshot.routes.find(&host, &raw_path).cloned() else {
+            return self.error(
+                StatusCode::NOT_FOUND,
+                "NoMatchingRoute",
+                "No Ingress rule matches this host and path.",
+            );
+        };
+        self.rec.matched_rule_priority = route.priority.to_string();
+        self.route = Some(route.clone());
+        if let (true, None, Some(port)) = (
+            route.https_redirect,
+            &self.conn.tls,
+            self.dp.config.https_redirect_port,
+        ) {
+            let authority = if port == 443 {
+                host.clone()
+            } else {
+                format!("{host}:{port}")
+            };
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let location = format!("https://{authority}{path}");
+            self.rec.add_action("redirect");
+            self.rec.redirect_url = location.clone();
+            return redirect(StatusCode::PERMANENT_REDIRECT, &location);
+        }
+        strip_identity_headers(req.headers_mut());
+        if let Some(guard) = route.guard_for(&raw_path, &normalize_path(&raw_path)) {
+            self.rec.add_action("authenticate");
+            match &guard.policy {
+                GuardPolicy::Broken(problem) => {
+                    tracing::warn!(trace_id = %self.trace.root, rule = %guard.rule, %problem, "guarded route refused: its AuthRule is invalid");
+                    return self.error(StatusCode::INTERNAL_SERVER_ERROR, "AuthRuleInvalid", "Login for this address is misconfigured; the operator can see why in the AuthRule's status or with `portcullis check`.");
+                }
+                GuardPolicy::Oidc(_) => {
+                    return self.error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "AuthUnhandledException",
+                        "Login is not available on this listener.",
+                    );
+                }
+            }
+        }
+        match &route.backend {
+            Backend::Unavailable { service, reason } => {
+                self.rec.target_group_arn = service.clone();
+                tracing::warn!(trace_id = %self.trace.root, ingress = %route.ingress, %reason, "route has no backend");
+                self.error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "BackendUnavailable",
+                    "The application behind this address has no running instances.",
+                )
+            }
+            Backend::Service(upstream) => {
+                self.rec.add_action("forward");
+                let upgrade =
+                    is_websocket_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+                let (mut parts, body) = req.into_parts();
+                set_forwarded(
+                    &mut parts.headers,
+                    self.conn.peer,
+                    self.conn.local,
+                    self.conn.tls.is_some(),
+                    &host,
+                    &self.dp.config.trusted_proxies,
+                );
+                if let Ok(v) = self.trace.header.parse() {
+                    parts.headers.insert(trace::HEADER, v);
+                }
+                let body = CountingBody {
+                    inner: body,
+                    count: received_bytes,
+                }
+                .boxed_unsync();
+                let out = Outgoing {
+                    parts,
+                    body,
+                    upgrade,
+                };
+                match forward::forward(&self.dp, upstream, out, self.received, &mut self.rec).await
+                {
+                    Ok(resp) => resp,
+                    Err(e) => self.error(e.status(), e.reason(), e.message()),
+                }
+            }
+        }
+    }
+
+    fn error(&mut self, status: StatusCode, reason: &str, message: &str) -> Response<Body> {
+        self.rec.error_reason = reason.to_owned();
+        if self.rec.actions_executed == "-" || self.rec.actions_executed == "authenticate" {
+            self.rec.add_action("fixed-response");
+        }
+        ErrorPage {
+            status,
+            reason,
+            message,
+            trace_id: &self.trace.root,
+        }
+        .render(self.html)
+    }
+
+    /// Counts the response in the route's metrics and hands the access-log record to
+    /// the body, which writes it once the last byte is sent.
+    fn finish(mut self, resp: Response<Body>, received_bytes: Arc<AtomicU64>) -> Response<Body> {
+        let status = resp.status().as_u16();
+        let metrics = match &self.route {
+            Some(r) => self
+                .live
+                .route_metrics
+                .get(r.index)
+                .unwrap_or(&self.live.unmatched),
+            None => &self.live.unmatched,
+        };
+        metrics.observe(status, self.received.elapsed().as_secs_f64());
+        self.rec.elb_status_code = status;
+        let head = head_size(resp.headers()) as u64;
+        let (parts, body) = resp.into_parts();
+        let logged = LoggedBody {
+            inner: body,
+            sent: head,
+            pending: Some(PendingLog {
+                rec: self.rec,
+                dp: self.dp,
+                received_bytes,
+            }),
+        };
+        Response::from_parts(parts, logged.boxed_unsync())
+    }
+}
+
+fn describe_request(rec: &mut AccessRecord, req: &Request<Incoming>, conn: &ConnInfo) {
+    let scheme = if conn.tls.is_some() { "https" } else { "http" };
+    let host = request_host(req.uri(), req.headers())
+        .map_or_else(|| conn.local.ip().to_string(), |(h, _)| h);
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let version = match req.version() {
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    };
+    rec.request = format!(
+        "{} {scheme}://{host}:{}{path} {version}",
+        req.method(),
+        conn.local.port()
+    );
+    if let Some(ua) = req.headers().get(http::header::USER_AGENT) {
+        rec.user_agent = String::from_utf8_lossy(ua.as_bytes()).into_owned();
+    }
+    if let Some(tls) = &conn.tls {
+        rec.ssl_cipher = tls.cipher.clone();
+        rec.ssl_protocol = tls.protocol.clone();
+        rec.domain_name = tls.server_name.clone().unwrap_or_else(|| "-".into());
+        rec.chosen_cert_arn = tls.cert_source.clone().unwrap_or_else(|| "-".into());
+    }
+}
+
+fn head_size(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + 16
+}
+
+struct PendingLog {
+    rec: AccessRecord,
+    dp: Arc<DataPlane>,
+    received_bytes: Arc<AtomicU64>,
+}
+
+/// The response body, counting what it sends; writes the access-log line when it
+/// ends or is dropped (client gone), so `sent_bytes` and `time` are final.
+struct LoggedBody {
+    inner: Body,
+    sent: u64,
+    pending: Option<PendingLog>,
+}
+
+impl LoggedBody {
+    fn write_log(&mut self) {
+        if let Some(PendingLog {
+            mut rec,
+            dp,
+            received_bytes,
+        }) = self.pending.take()
+        {
+            rec.time = timestamp(jiff::Timestamp::now());
+            rec.sent_bytes = self.sent;
+            rec.received_bytes = received_bytes.load(Ordering::Relaxed);
+            if !dp.log.write(&rec) {
+                dp.metrics.access_log_dropped.inc();
+            }
+        }
+    }
+}
+
+impl HttpBody for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.sent += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.write_log(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        self.write_log();
+    }
+}
+
+/// The request body on its way upstream, streamed, with its size counted.
+struct CountingBody {
+    inner: Incoming,
+    count: Arc<AtomicU64>,
+}
+
+impl HttpBody for CountingBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        polled.map(|o| o.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,276 @@
+//! Header rules of the request path: hop-by-hop removal, `X-Forwarded-*`, and the
+//! identity headers that only Portcullis may set.
+
+use std::net::SocketAddr;
+
+use http::header::{
+    CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, TE, TRANSFER_ENCODING, UPGRADE,
+};
+
+use super::IpNet;
+
+const HOP_BY_HOP: &[&str] = &[
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "trailer",
+];
+/// Every header whose name, with `_` read as `-`, starts with this is Portcullis's to set.
+pub const IDENTITY_PREFIX: &str = "x-amzn-oidc-";
+
+/// Removes the headers that describe one connection, not the message, including every
+/// header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    headers.remove(CONNECTION);
+    headers.remove(TRANSFER_ENCODING);
+    headers.remove(UPGRADE);
+    let keep_trailers = headers.get_all(TE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
+    headers.remove(TE);
+    if keep_trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Removes every client-sent identity header, in any letter case and with `_` in
+/// place of `-` (some servers read `x_amzn_oidc_data` as `x-amzn-oidc-data`).
+pub fn strip_identity_headers(headers: &mut HeaderMap) {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            n.len() >= IDENTITY_PREFIX.len()
+                && n.as_bytes()[..IDENTITY_PREFIX.len()]
+                    .iter()
+                    .zip(IDENTITY_PREFIX.as_bytes())
+                    .all(|(a, b)| a == b || (*a == b'_' && *b == b'-'))
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let connection_upgrade = headers.get_all(CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
+    });
+    let websocket = headers
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    connection_upgrade && websocket
+}
+
+/// Sets `X-Forwarded-For/Proto/Host/Port`. A trusted peer's values are kept (its
+/// address is appended to `X-Forwarded-For`); anyone else's are replaced.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    local: SocketAddr,
+    tls: bool,
+    host: &str,
+    trusted: &[IpNet],
+) {
+    let peer_ip = peer.ip().to_canonical();
+    let is_trusted = trusted.iter().any(|n| n.contains(peer_ip));
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let forwarded_for = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(prior) if is_trusted => format!("{prior}, {peer_ip}"),
+        _ => peer_ip.to_string(),
+    };
+    let proto = if tls { "https" } else { "http" };
+    let values = [
+        ("x-forwarded-for", forwarded_for, true),
+        ("x-forwarded-proto", proto.to_owned(), !is_trusted),
+        ("x-forwarded-host", host.to_owned(), !is_trusted),
+        ("x-forwarded-port", local.port().to_string(), !is_trusted),
+    ];
+    for (name, value, replace) in values {
+        let name = HeaderName::from_static(name);
+        if (replace || !headers.contains_key(&name))
+            && let Ok(v) = HeaderValue::from_str(&value)
+        {
+            headers.insert(name, v);
+        }
+    }
+    if !is_trusted {
+        headers.remove("forwarded");
+    }
+}
+
+/// The request's host, lower case, without port: from the URI (HTTP/2 `:authority`)
+/// or the `Host` header. `None` when absent or malformed.
+pub fn request_host(uri: &http::Uri, headers: &HeaderMap) -> Option<(String, Option<u16>)> {
+    let raw = match uri.authority() {
+        Some(a) => a.as_str().to_owned(),
+        None => headers.get(HOST)?.to_str().ok()?.to_owned(),
+    };
+    let authority: http::uri::Authority = raw.parse().ok()?;
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
+    if host.is_empty() {
+        return None;
+    }
+    Some((host, authority.port_u16()))
+}
+
+/// The path with `%XX` decoded, dot segments resolved and repeated slashes folded:
+/// what a backend may make of the raw path, for matching guards.
+pub fn normalize_path(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                decoded.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        decoded.push(if bytes[i] == b'\\' { b'/' } else { bytes[i] });
+        i += 1;
+    }
+    let text = String::from_utf8_lossy(&decoded);
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in text.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let trailing = text.ends_with('/') && !segments.is_empty();
+    format!("/{}{}", segments.join("/"), if trailing { "/" } else { "" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_headers_go_in_every_spelling() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "x-amzn-oidc-data",
+            "X-AMZN-OIDC-IDENTITY",
+            "x_amzn_oidc_accesstoken",
+            "x-amzn_oidc-data2",
+            "x-amzn-other",
+        ] {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("forged"),
+            );
+        }
+        strip_identity_headers(&mut h);
+        assert_eq!(
+            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["x-amzn-other"]
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(TE, HeaderValue::from_static("gzip, trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["te", "x-kept"]);
+        assert_eq!(h[TE], "trailers");
+    }
+
+    #[test]
+    fn forwarded_headers_are_replaced_unless_the_peer_is_trusted() {
+        let peer: SocketAddr = "203.0.113.9:5000".parse().unwrap();
+        let local: SocketAddr = "10.0.0.1:443".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        set_forwarded(&mut h, peer, local, false, "app.example.com", &[]);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-port"], "443");
+        assert_eq!(h["x-forwarded-host"], "app.example.com");
+
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        set_forwarded(
+            &mut h,
+            peer,
+            local,
+            false,
+            "app.example.com",
+            &["203.0.113.0/24".parse().unwrap()],
+        );
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 203.0.113.9");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn hosts_come_from_authority_or_host_header() {
+        let mut h = HeaderMap::new();
+        h.insert(HOST, HeaderValue::from_static("App.Example.com:8080"));
+        assert_eq!(
+            request_host(&"/x".parse().unwrap(), &h),
+            Some(("app.example.com".into(), Some(8080)))
+        );
+        assert_eq!(
+            request_host(
+                &"https://h2.example.com/x".parse().unwrap(),
+                &HeaderMap::new()
+            ),
+            Some(("h2.example.com".into(), None))
+        );
+        h.insert(HOST, HeaderValue::from_static("user@evil.com"));
+        assert_eq!(request_host(&"/x".parse().unwrap(), &h), None);
+        assert_eq!(
+            request_host(&"/x".parse().unwrap(), &HeaderMap::new()),
+            None
+        );
+    }
+
+    #[test]
+    fn paths_normalize_like_a_lenient_backend() {
+        assert_eq!(normalize_path("/%61uth/x"), "/auth/x");
+        assert_eq!(normalize_path("/public/../auth"), "/auth");
+        assert_eq!(normalize_path("//auth//x/"), "/auth/x/");
+        assert_eq!(normalize_path("/a\\..\\auth"), "/auth");
+        assert_eq!(normalize_path("/%2"), "/%2");
+        assert_eq!(normalize_path("/"), "/");
+    }
+}

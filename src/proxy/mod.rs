@@ -1,0 +1,238 @@
+//! The data plane: accept, route, (auth), forward, log. It reads the current snapshot
+//! once per request, so installing a new one never blocks or drops a request.
+
+mod balance;
+mod forward;
+pub mod handler;
+pub mod headers;
+pub mod pages;
+pub mod server;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+
+use crate::compile::Snapshot;
+use crate::observe::access_log::AccessLog;
+use crate::observe::metrics::{Metrics, RouteMetrics};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Name in the access log's `elb` field.
+    pub log_name: String,
+    /// Peers whose `X-Forwarded-*` headers are believed (e.g. a cloud load balancer).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Port of the HTTPS listener, for redirects; `None` when there is none.
+    pub https_redirect_port: Option<u16>,
+    pub header_read_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_response_timeout: Duration,
+    pub upstream_idle_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_concurrent_streams: u32,
+    /// How long a target is skipped after a failed connection.
+    pub failure_backoff: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            log_name: "portcullis".into(),
+            trusted_proxies: Vec::new(),
+            https_redirect_port: None,
+            header_read_timeout: Duration::from_secs(30),
+            upstream_connect_timeout: Duration::from_secs(5),
+            upstream_response_timeout: Duration::from_secs(60),
+            upstream_idle_timeout: Duration::from_secs(60),
+            tls_handshake_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_concurrent_streams: 256,
+            failure_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// An address range: `10.0.0.0/8`, `::1/128`, or a single address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = s.split_once('/').map_or((s, None), |(a, p)| (a, Some(p)));
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or CIDR range"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?} has an invalid prefix length"))?,
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl IpNet {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => mask_eq(&net.octets(), &ip.octets(), self.prefix),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => mask_eq(&net.octets(), &ip.octets(), self.prefix),
+            _ => false,
+        }
+    }
+}
+
+fn mask_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
+    let full = (prefix / 8) as usize;
+    let rest = prefix % 8;
+    a[..full] == b[..full] && (rest == 0 || (a[full] ^ b[full]) >> (8 - rest) == 0)
+}
+
+/// The snapshot being served, with the metric handles of its routes.
+pub struct Live {
+    pub snapshot: Arc<Snapshot>,
+    pub route_metrics: Vec<RouteMetrics>,
+    pub unmatched: RouteMetrics,
+}
+
+/// Everything the request path shares.
+pub struct DataPlane {
+    pub live: ArcSwap<Live>,
+    pub ready: AtomicBool,
+    pub config: ProxyConfig,
+    pub metrics: Metrics,
+    pub log: AccessLog,
+    pub client: forward::UpstreamClient,
+    started: Instant,
+}
+
+impl DataPlane {
+    pub fn new(config: ProxyConfig, log: AccessLog) -> Arc<Self> {
+        let metrics = Metrics::new();
+        let unmatched = metrics.route("-", "-");
+        let live = Live {
+            snapshot: Arc::new(Snapshot::default()),
+            route_metrics: Vec::new(),
+            unmatched,
+        };
+        let client = forward::upstream_client(&config);
+        Arc::new(Self {
+            live: ArcSwap::from_pointee(live),
+            ready: AtomicBool::new(false),
+            config,
+            metrics,
+            log,
+            client,
+            started: Instant::now(),
+        })
+    }
+
+    /// Swaps in a new snapshot whole; requests in flight finish on the old one.
+    pub fn install(&self, snapshot: Snapshot) {
+        let old = self.live.load();
+        let keyed = |m: &RouteMetrics| m.clone();
+        let mut previous: HashMap<(String, String), RouteMetrics> = HashMap::new();
+        for (route, m) in old.snapshot.routes.all.iter().zip(&old.route_metrics) {
+            previous.insert((route.ingress.to_string(), route.label()), keyed(m));
+        }
+        let route_metrics: Vec<RouteMetrics> = snapshot
+            .routes
+            .all
+            .iter()
+            .map(|r| {
+                let key = (r.ingress.to_string(), r.label());
+                previous.remove(&key).unwrap_or_else(|| {
+                    self.metrics.route(
+                        &format!("{}/{}", r.ingress.namespace, r.ingress.name),
+                        &key.1,
+                    )
+                })
+            })
+            .collect();
+        for gone in previous.values() {
+            self.metrics.forget(gone);
+        }
+        self.metrics
+            .snapshot_routes
+            .set(snapshot.routes.all.len() as i64);
+        let unmatched = old.unmatched.clone();
+        self.live.store(Arc::new(Live {
+            snapshot: Arc::new(snapshot),
+            route_metrics,
+            unmatched,
+        }));
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Milliseconds since start: the clock for failure marks.
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}
+
+/// What the request path knows of the connection a request came on.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: Option<TlsInfo>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsInfo {
+    pub server_name: Option<String>,
+    pub cipher: String,
+    pub protocol: String,
+    pub cert_source: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_ranges_match_by_prefix() {
+        let net: IpNet = "10.1.0.0/16".parse().unwrap();
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(
+            net.contains("::ffff:10.1.0.9".parse().unwrap()),
+            "IPv4-mapped IPv6 peers count"
+        );
+        let one: IpNet = "::1".parse().unwrap();
+        assert!(one.contains("::1".parse().unwrap()));
+        assert!(!one.contains("::2".parse().unwrap()));
+        let odd: IpNet = "192.168.1.128/25".parse().unwrap();
+        assert!(odd.contains("192.168.1.200".parse().unwrap()));
+        assert!(!odd.contains("192.168.1.100".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+    }
+}

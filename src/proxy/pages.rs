@@ -1,0 +1,130 @@
+//! The short pages Portcullis answers with itself: an error page that shows the
+//! status, the reason in plain words and the trace id (HTML for browsers, JSON for
+//! scripts), and redirects.
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use super::Body;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub fn empty() -> Body {
+    full(Bytes::new())
+}
+
+/// Browsers ask for `text/html` when navigating; scripts and API clients do not.
+pub fn prefers_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"))
+}
+
+/// What an error page says.
+pub struct ErrorPage<'a> {
+    pub status: StatusCode,
+    /// Machine-readable reason (ALB's `error_reason` where there is one).
+    pub reason: &'a str,
+    /// One sentence a person can act on.
+    pub message: &'a str,
+    pub trace_id: &'a str,
+}
+
+impl ErrorPage<'_> {
+    pub fn render(&self, html: bool) -> Response<Body> {
+        let (content_type, body) = if html {
+            ("text/html; charset=utf-8", self.html())
+        } else {
+            ("application/json", self.json())
+        };
+        let mut resp = Response::new(full(body));
+        *resp.status_mut() = self.status;
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        resp.headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+
+    fn json(&self) -> String {
+        serde_json::json!({
+            "status": self.status.as_u16(),
+            "error": self.reason,
+            "message": self.message,
+            "traceId": self.trace_id,
+        })
+        .to_string()
+    }
+
+    fn html(&self) -> String {
+        let title = format!(
+            "{} {}",
+            self.status.as_u16(),
+            self.status.canonical_reason().unwrap_or("")
+        );
+        format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title>\
+             <style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}}\
+             code{{background:#eee;padding:.1em .3em}}</style></head><body>\
+             <h1>{title}</h1><p>{}</p><p>Reason: <code>{}</code></p>\
+             <p>Reference: <code>{}</code></p><p><small>Give this reference to the operator; it finds this request in the logs.</small></p>\
+             </body></html>",
+            html_escape(self.message),
+            html_escape(self.reason),
+            html_escape(self.trace_id)
+        )
+    }
+}
+
+pub fn redirect(status: StatusCode, location: &str) -> Response<Body> {
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_escape_what_they_show() {
+        let page = ErrorPage {
+            status: StatusCode::BAD_GATEWAY,
+            reason: "X",
+            message: "<script>",
+            trace_id: "1-a",
+        };
+        assert!(page.html().contains("&lt;script&gt;"));
+        let json: serde_json::Value = serde_json::from_str(&page.json()).unwrap();
+        assert_eq!(json["traceId"], "1-a");
+        assert_eq!(json["status"], 502);
+    }
+}
