@@ -1,0 +1,482 @@
+//! The data plane against real servers: `portcullis serve` as a process, real backends
+//! on loopback, real HTTP/1.1, h2c, WebSocket and TLS clients.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn backend_name(resp: reqwest::Response) -> String {
+    let v: serde_json::Value = resp.json().await.unwrap();
+    v["backend"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn routes_by_host_and_path_and_answers_404_elsewhere() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let dir = TempDir::new("routes");
+    let rules = [
+        ("app.example.com", "/", "svc-a"),
+        ("app.example.com", "/b", "svc-b"),
+        ("*.example.com", "/", "svc-b"),
+    ];
+    dir.write(
+        "all.yaml",
+        &format!(
+            "{}{}{}",
+            ingress_yaml("web", &rules, ""),
+            service_yaml("svc-a", &[a.addr]),
+            service_yaml("svc-b", &[b.addr])
+        ),
+    );
+    let p = Portcullis::start(dir.path(), &[]);
+    let c = client();
+    let get =
+        |host: &'static str, path: &'static str| c.get(p.url(path)).header("host", host).send();
+    assert_eq!(
+        backend_name(get("app.example.com", "/").await.unwrap()).await,
+        "a"
+    );
+    assert_eq!(
+        backend_name(get("app.example.com", "/b/c").await.unwrap()).await,
+        "b"
+    );
+    assert_eq!(
+        backend_name(get("app.example.com", "/bc").await.unwrap()).await,
+        "a"
+    );
+    assert_eq!(
+        backend_name(get("x.example.com", "/").await.unwrap()).await,
+        "b"
+    );
+    let missing = get("other.org", "/").await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(body["error"], "NoMatchingRoute");
+    assert!(body["traceId"].as_str().unwrap().starts_with("1-"));
+}
+
+#[tokio::test]
+async fn request_headers_are_cleaned_and_traced() {
+    let a = Backend::start("a").await;
+    let dir = TempDir::new("headers");
+    dir.write(
+        "all.yaml",
+        &format!(
+            "{}{}",
+            ingress_yaml("web", &[("app.example.com", "/", "svc-a")], ""),
+            service_yaml("svc-a", &[a.addr])
+        ),
+    );
+    let p = Portcullis::start(dir.path(), &[]);
+    let resp = client()
+        .get(p.url("/x?q=1"))
+        .header("host", "app.example.com")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "secret")
+        .header("x-amzn-oidc-identity", "admin")
+        .header("X-Amzn-Oidc-Data", "forged")
+        .header("x_amzn_oidc_accesstoken", "forged")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let seen: serde_json::Value = resp.json().await.unwrap();
+    let h = &seen["headers"];
+    assert_eq!(seen["path"], "/x?q=1");
+    assert_eq!(h["host"], "app.example.com");
+    for forged in [
+        "x-amzn-oidc-identity",
+        "x-amzn-oidc-data",
+        "x_amzn_oidc_accesstoken",
+        "x-hop",
+    ] {
+        assert!(h.get(forged).is_none(), "{forged} reached the backend: {h}");
+    }
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-port"], p.http.port().to_string());
+    let trace = h["x-amzn-trace-id"].as_str().unwrap().to_owned();
+    assert!(trace.starts_with("Root=1-"), "{trace}");
+    let line = p.log_line(|l| l.contains("/x?q=1")).await;
+    assert_eq!(
+        alb_record(&line)["trace_id"],
+        trace,
+        "the log carries the id the backend saw"
+    );
+}
+
+#[tokio::test]
+async fn access_log_fields_are_where_alb_puts_them() {
+    let a = Backend::start("a").await;
+    let dir = TempDir::new("log");
+    let rules = [
+        ("app.example.com", "/", "svc-a"),
+        ("app.example.com", "/down", "svc-none"),
+    ];
+    dir.write(
+        "all.yaml",
+        &format!(
+            "{}{}",
+            ingress_yaml("web", &rules, ""),
+            service_yaml("svc-a", &[a.addr])
+        ),
+    );
+    let p = Portcullis::start(dir.path(), &[]);
+    let c = client();
+    c.post(p.url("/form"))
+        .header("host", "app.example.com")
+        .header("user-agent", "tester \"quoted\"")
+        .body("0123456789")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let line = p.log_line(|l| l.contains("/form")).await;
+    let r = alb_record(&line);
+    assert_eq!(r["type"], "http");
+    assert!(
+        r["time"].ends_with('Z') && r["time"].len() == 27,
+        "{}",
+        r["time"]
+    );
+    assert_eq!(r["elb"], "portcullis");
+    assert!(r["client:port"].starts_with("127.0.0.1:"));
+    assert_eq!(r["target:port"], a.addr.to_string());
+    for t in [
+        "request_processing_time",
+        "target_processing_time",
+        "response_processing_time",
+    ] {
+        let v: f64 = r[t].parse().unwrap();
+        assert!((0.0..5.0).contains(&v), "{t}={v}");
+    }
+    assert_eq!(r["elb_status_code"], "200");
+    assert_eq!(r["target_status_code"], "200");
+    assert!(r["received_bytes"].parse::<u64>().unwrap() >= 10);
+    assert!(r["sent_bytes"].parse::<u64>().unwrap() > 50);
+    assert_eq!(
+        r["request"],
+        format!(
+            "POST http://app.example.com:{}/form HTTP/1.1",
+            p.http.port()
+        )
+    );
+    assert_eq!(r["user_agent"], "tester \"quoted\"");
+    assert_eq!(
+        (r["ssl_cipher"].as_str(), r["ssl_protocol"].as_str()),
+        ("-", "-")
+    );
+    assert_eq!(r["target_group_arn"], "apps/svc-a:80");
+    assert_eq!(
+        r["matched_rule_priority"], "2",
+        "/down is longer, so / is the second rule"
+    );
+    assert_eq!(r["actions_executed"], "forward");
+    assert_eq!(
+        (r["redirect_url"].as_str(), r["error_reason"].as_str()),
+        ("-", "-")
+    );
+    assert_eq!(r["target:port_list"], a.addr.to_string());
+    assert_eq!(r["target_status_code_list"], "200");
+
+    let down = c
+        .get(p.url("/down"))
+        .header("host", "app.example.com")
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(down.status(), 503);
+    let page = down.text().await.unwrap();
+    let line = p.log_line(|l| l.contains("/down")).await;
+    let r = alb_record(&line);
+    assert_eq!(r["error_reason"], "BackendUnavailable");
+    assert_eq!(r["target:port"], "-");
+    assert_eq!(r["request_processing_time"], "-1");
+    assert_eq!(r["actions_executed"], "fixed-response");
+    let root = r["trace_id"].trim_start_matches("Root=").to_owned();
+    assert!(
+        page.contains(&root),
+        "the error page shows the trace id the log has"
+    );
+
+    let metrics = p.metrics().await;
+    assert!(metrics.contains(r#"portcullis_requests_total{ingress="apps/web",route="app.example.com/",status_class="2xx"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"portcullis_requests_total{ingress="apps/web",route="app.example.com/down",status_class="5xx"} 1"#));
+}
+
+#[tokio::test]
+async fn h2c_and_websocket_pass_through() {
+    let a = Backend::start("a").await;
+    let dir = TempDir::new("proto");
+    dir.write(
+        "all.yaml",
+        &format!(
+            "{}{}",
+            ingress_yaml("web", &[("app.example.com", "/", "svc-a")], ""),
+            service_yaml("svc-a", &[a.addr])
+        ),
+    );
+    let p = Portcullis::start(dir.path(), &[]);
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve("app.example.com", p.http)
+        .build()
+        .unwrap();
+    let resp = h2
+        .get(format!("http://app.example.com:{}/h2", p.http.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(backend_name(resp).await, "a");
+    let line = p.log_line(|l| l.contains("/h2 HTTP/2.0")).await;
+    assert_eq!(alb_record(&line)["type"], "h2");
+
+    let mut stream = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    stream
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: app.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    stream.write_all(b"ping through the tunnel").await.unwrap();
+    let mut echoed = [0u8; 23];
+    stream.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping through the tunnel");
+    let line = p.log_line(|l| l.contains("/ws HTTP/1.1")).await;
+    let r = alb_record(&line);
+    assert_eq!(
+        (r["type"].as_str(), r["elb_status_code"].as_str()),
+        ("ws", "101")
+    );
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_is_skipped_and_bodyless_requests_retry() {
+    let dir = TempDir::new("retry");
+    let b = Backend::start("b").await;
+    // Two endpoints on one port: the backend on 127.0.0.1 and nothing on 127.0.0.3.
+    let port = b.addr.port();
+    let addrs = [
+        b.addr,
+        std::net::SocketAddr::new("127.0.0.3".parse().unwrap(), port),
+    ];
+    dir.write(
+        "all.yaml",
+        &format!(
+            "{}{}",
+            ingress_yaml("web", &[("app.example.com", "/", "svc")], ""),
+            service_yaml("svc", &addrs)
+        ),
+    );
+    let p = Portcullis::start(dir.path(), &[]);
+    let c = client();
+    for _ in 0..6 {
+        let resp = c
+            .get(p.url("/"))
+            .header("host", "app.example.com")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let line = p
+        .log_line(|l| alb_fields(l).get(25).is_some_and(|t| t.contains(' ')))
+        .await;
+    let r = alb_record(&line);
+    assert_eq!(
+        r["target_status_code_list"], "- 200",
+        "first try refused, retry answered: {line}"
+    );
+}
+
+#[tokio::test]
+async fn changing_manifests_switches_routes_with_no_failed_request_under_load() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let dir = TempDir::new("reload");
+    let services = format!(
+        "{}{}",
+        service_yaml("svc-a", &[a.addr]),
+        service_yaml("svc-b", &[b.addr])
+    );
+    dir.write("services.yaml", &services);
+    dir.write(
+        "ingress.yaml",
+        &ingress_yaml("web", &[("app.example.com", "/", "svc-a")], ""),
+    );
+    let p = Arc::new(Portcullis::start(dir.path(), &[]));
+    let (ok, failed, saw_b) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let stop_at = Instant::now() + Duration::from_secs(3);
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (p, ok, failed, saw_b) = (p.clone(), ok.clone(), failed.clone(), saw_b.clone());
+        workers.push(tokio::spawn(async move {
+            let c = client();
+            while Instant::now() < stop_at {
+                match c
+                    .get(p.url("/"))
+                    .header("host", "app.example.com")
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        if backend_name(r).await == "b" {
+                            saw_b.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    dir.write(
+        "ingress.yaml",
+        &ingress_yaml("web", &[("app.example.com", "/", "svc-b")], ""),
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    dir.write(
+        "ingress.yaml",
+        &ingress_yaml(
+            "web",
+            &[
+                ("app.example.com", "/", "svc-b"),
+                ("app.example.com", "/new", "svc-a"),
+            ],
+            "",
+        ),
+    );
+    for w in workers {
+        w.await.unwrap();
+    }
+    let (ok, failed, saw_b) = (
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        saw_b.load(Ordering::Relaxed),
+    );
+    println!("reload under load: {ok} ok, {failed} failed, {saw_b} served by the new backend");
+    assert_eq!(failed, 0);
+    assert!(saw_b > 0 && ok > saw_b, "traffic moved from a to b");
+    let resp = client()
+        .get(p.url("/new"))
+        .header("host", "app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(backend_name(resp).await, "a");
+}
+
+#[tokio::test]
+async fn a_broken_authrule_fails_its_routes_closed_and_leaves_others_alone() {
+    let a = Backend::start("a").await;
+    let dir = TempDir::new("broken");
+    let rule = r#"
+---
+apiVersion: portcullis.dev/v1alpha1
+kind: AuthRule
+metadata: {name: sso, namespace: apps}
+spec:
+  targetRefs: [{name: guarded}]
+  oidc: {issuer: "https://idp.example.com", clientId: app, clientSecretRef: {name: missing}}
+"#;
+    dir.write(
+        "all.yaml",
+        &format!(
+            "{}{}{}{rule}",
+            ingress_yaml("guarded", &[("secure.example.com", "/", "svc-a")], ""),
+            ingress_yaml("open", &[("open.example.com", "/", "svc-a")], ""),
+            service_yaml("svc-a", &[a.addr])
+        ),
+    );
+    let p = Portcullis::start(dir.path(), &[]);
+    let c = client();
+    let guarded = c
+        .get(p.url("/"))
+        .header("host", "secure.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(guarded.status(), 500);
+    let body: serde_json::Value = guarded.json().await.unwrap();
+    assert_eq!(body["error"], "AuthRuleInvalid");
+    let open = c
+        .get(p.url("/"))
+        .header("host", "open.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 200);
+}
+
+#[test]
+fn check_names_the_object_the_field_and_the_fix() {
+    let dir = TempDir::new("check");
+    dir.write(
+        "bad.yaml",
+        r#"
+apiVersion: portcullis.dev/v1alpha1
+kind: AuthRule
+metadata: {name: sso, namespace: apps}
+spec:
+  targetRefs: [{name: web}]
+  oidc: {issuer: "https://idp.example.com", clientId: app, clientSecretRef: {name: idp-client}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: idp-client, namespace: apps}
+stringData: {secret: x}
+"#,
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "-f"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("error: AuthRule apps/sso spec.oidc.clientSecretRef.key: Secret apps/idp-client has no key client-secret"), "{text}");
+    assert!(
+        text.contains("fix: add key client-secret to Secret apps/idp-client"),
+        "{text}"
+    );
+    assert!(
+        text.contains("error: AuthRule apps/sso spec.targetRefs[0]: Ingress apps/web not found"),
+        "{text}"
+    );
+
+    let good = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "check",
+            "-f",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/basic.yaml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stdout)
+    );
+}
