@@ -180,12 +180,26 @@ fn init_tracing(format: LogFormat) {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let options = args.manifests.compile_options();
-    let bound = Listen { http: Some(args.http), https: args.https, admin: Some(args.admin) }.bind().await?;
-    let https_port = bound.https.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port());
+    let bound = Listen {
+        http: Some(args.http),
+        https: args.https,
+        admin: Some(args.admin),
+    }
+    .bind()
+    .await?;
+    let https_port = bound
+        .https
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.port());
     let config = ProxyConfig {
         log_name: args.log_name.clone(),
         trusted_proxies: args.trusted_proxies.clone(),
-        https_redirect_port: if args.no_https_redirect { None } else { args.https_redirect_port.or(https_port) },
+        https_redirect_port: if args.no_https_redirect {
+            None
+        } else {
+            args.https_redirect_port.or(https_port)
+        },
         header_read_timeout: Duration::from_secs(args.header_read_timeout),
         upstream_connect_timeout: Duration::from_secs(args.upstream_connect_timeout),
         upstream_response_timeout: Duration::from_secs(args.upstream_timeout),
@@ -199,10 +213,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addresses = bound.describe();
     tracing::info!(%addresses, "listening");
     if let Some(path) = &args.ports_file {
-        std::fs::write(path, addresses.to_string()).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, addresses.to_string())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    tokio::spawn(watch_files(dp.clone(), source, options, Duration::from_millis(args.reload_interval_ms), shutdown.clone()));
+    tokio::spawn(watch_files(
+        dp.clone(),
+        source,
+        options,
+        Duration::from_millis(args.reload_interval_ms),
+        shutdown.clone(),
+    ));
     tokio::spawn(async move {
         wait_for_stop_signal().await;
         tracing::info!("stopping: draining requests in flight");

@@ -480,3 +480,52 @@ stringData: {secret: x}
         String::from_utf8_lossy(&good.stdout)
     );
 }
+
+#[tokio::test]
+async fn shutdown_drains_requests_in_flight() {
+    let a = Backend::start("a").await;
+    let dir = TempDir::new("drain");
+    dir.write(
+        "all.yaml",
+        &format!(
+            "{}{}",
+            ingress_yaml("web", &[("app.example.com", "/", "svc-a")], ""),
+            service_yaml("svc-a", &[a.addr])
+        ),
+    );
+    let mut p = Portcullis::start(dir.path(), &[]);
+    let url = p.url("/slow");
+    let in_flight = tokio::spawn(async move {
+        client()
+            .get(url)
+            .header("host", "app.example.com")
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    p.terminate();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        client()
+            .get(p.url("/"))
+            .header("host", "app.example.com")
+            .send()
+            .await
+            .is_err(),
+        "no new connections after SIGTERM"
+    );
+    assert_eq!(
+        in_flight.await.unwrap().unwrap(),
+        200,
+        "the request in flight completes"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.exited().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "portcullis did not exit after draining"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -12,12 +12,22 @@ struct TestCert {
 
 fn cert(hosts: &[&str]) -> TestCert {
     let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>()).unwrap();
-    TestCert { pem: params.self_signed(&key).unwrap().pem(), key: key.serialize_pem() }
+    let params =
+        rcgen::CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    TestCert {
+        pem: params.self_signed(&key).unwrap().pem(),
+        key: key.serialize_pem(),
+    }
 }
 
 fn tls_secret(name: &str, c: &TestCert) -> String {
-    let indent = |s: &str| s.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n");
+    let indent = |s: &str| {
+        s.lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     format!(
         "---\napiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\nmetadata: {{name: {name}, namespace: apps}}\nstringData:\n  tls.crt: |\n{}\n  tls.key: |\n{}\n",
         indent(&c.pem),
@@ -42,39 +52,101 @@ async fn certificates_follow_sni_rotate_without_restart_and_http_redirects() {
     let dir = TempDir::new("tls");
     let (one, two) = (cert(&["one.example.com"]), cert(&["two.example.com"]));
     let tls = "  tls:\n  - {hosts: [one.example.com], secretName: one}\n  - {hosts: [two.example.com], secretName: two}\n";
-    let rules = [("one.example.com", "/", "svc-a"), ("two.example.com", "/", "svc-a"), ("plain.example.com", "/", "svc-a")];
-    dir.write("ingress.yaml", &format!("{}{}", ingress_yaml("web", &rules, tls), service_yaml("svc-a", &[a.addr])));
+    let rules = [
+        ("one.example.com", "/", "svc-a"),
+        ("two.example.com", "/", "svc-a"),
+        ("plain.example.com", "/", "svc-a"),
+    ];
+    dir.write(
+        "ingress.yaml",
+        &format!(
+            "{}{}",
+            ingress_yaml("web", &rules, tls),
+            service_yaml("svc-a", &[a.addr])
+        ),
+    );
     dir.write("one.yaml", &tls_secret("one", &one));
     dir.write("two.yaml", &tls_secret("two", &two));
     let p = Portcullis::start(dir.path(), &["--https", "127.0.0.1:0"]);
     let https = p.https.unwrap();
     let url = |host: &str| format!("https://{host}:{}/", https.port());
 
-    let resp = tls_client(&one, &["one.example.com"], https).get(url("one.example.com")).send().await.unwrap();
+    let resp = tls_client(&one, &["one.example.com"], https)
+        .get(url("one.example.com"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), reqwest::Version::HTTP_2, "ALPN offers h2");
-    let resp = tls_client(&two, &["two.example.com"], https).get(url("two.example.com")).send().await.unwrap();
+    let resp = tls_client(&two, &["two.example.com"], https)
+        .get(url("two.example.com"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(tls_client(&one, &["two.example.com"], https).get(url("two.example.com")).send().await.is_err(), "two.example.com is not served with one's certificate");
+    assert!(
+        tls_client(&one, &["two.example.com"], https)
+            .get(url("two.example.com"))
+            .send()
+            .await
+            .is_err(),
+        "two.example.com is not served with one's certificate"
+    );
 
-    let line = p.log_line(|l| l.starts_with("h2 ") && l.contains("two.example.com")).await;
+    let line = p
+        .log_line(|l| l.starts_with("h2 ") && l.contains("two.example.com"))
+        .await;
     let r = alb_record(&line);
     assert_eq!(r["domain_name"], "two.example.com");
     assert_eq!(r["chosen_cert_arn"], "apps/two");
-    assert!(r["ssl_protocol"] == "TLSv1.3" && r["ssl_cipher"].starts_with("TLS_"), "{line}");
+    assert!(
+        r["ssl_protocol"] == "TLSv1.3" && r["ssl_cipher"].starts_with("TLS_"),
+        "{line}"
+    );
 
     let held = tls_client(&one, &["one.example.com"], https);
-    assert_eq!(held.get(url("one.example.com")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        held.get(url("one.example.com"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let renewed = cert(&["one.example.com"]);
     dir.write("one.yaml", &tls_secret("one", &renewed));
     let fresh = tls_client(&renewed, &["one.example.com"], https);
-    eventually("the renewed certificate is served", || async { fresh.get(url("one.example.com")).send().await.is_ok() }).await;
-    assert_eq!(held.get(url("one.example.com")).send().await.unwrap().status(), 200, "an open connection survives the swap");
+    eventually("the renewed certificate is served", || async {
+        fresh.get(url("one.example.com")).send().await.is_ok()
+    })
+    .await;
+    assert_eq!(
+        held.get(url("one.example.com"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "an open connection survives the swap"
+    );
 
     let c = client();
-    let redirect = c.get(p.url("/path?q=1")).header("host", "one.example.com").send().await.unwrap();
+    let redirect = c
+        .get(p.url("/path?q=1"))
+        .header("host", "one.example.com")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(redirect.status(), 308);
-    assert_eq!(redirect.headers()["location"], format!("https://one.example.com:{}/path?q=1", https.port()));
-    let plain = c.get(p.url("/")).header("host", "plain.example.com").send().await.unwrap();
+    assert_eq!(
+        redirect.headers()["location"],
+        format!("https://one.example.com:{}/path?q=1", https.port())
+    );
+    let plain = c
+        .get(p.url("/"))
+        .header("host", "plain.example.com")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(plain.status(), 200, "no certificate, no redirect");
 }

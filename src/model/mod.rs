@@ -27,7 +27,6 @@ pub const MAX_EXTRA_PARAMS: usize = 10;
     kind = "AuthRule",
     namespaced,
     status = "AuthRuleStatus",
-    shortname = "authrule",
     shortname = "ar",
     category = "portcullis",
     printcolumn = r#"{"name":"Issuer","type":"string","jsonPath":".spec.oidc.issuer"}"#,

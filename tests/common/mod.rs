@@ -82,6 +82,9 @@ async fn describe(
             .unwrap();
         return Ok(resp);
     }
+    if req.uri().path().starts_with("/slow") {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
     let headers: serde_json::Map<String, serde_json::Value> = req
         .headers()
         .iter()
@@ -180,6 +183,17 @@ impl Portcullis {
             access_log,
             _dir: dir,
         }
+    }
+
+    /// Sends SIGTERM, as Kubernetes does when it stops a Pod.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {
