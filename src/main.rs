@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// Serve traffic for the Ingress, AuthRule, Secret, Service and EndpointSlice
     /// manifests in files; re-read them when they change or on SIGHUP.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Load and compile manifests without serving; print every problem with the object,
     /// the field and the fix. Exits 1 when anything is invalid.
     Check(CheckArgs),
@@ -134,7 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(serve(args))?;
+            runtime.block_on(serve(*args))?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -335,6 +335,8 @@ fn resolve_policy(
     })
 }
 
+// Built once per AuthRule per compile, never on the request path.
+#[allow(clippy::result_large_err)]
 fn client_secret(
     obj: &ObjectRef,
     spec: &AuthRuleSpec,

@@ -246,17 +246,17 @@ fn compile_routes(
         }
         for (ri, rule) in spec.rules.iter().flatten().enumerate() {
             let host = rule.host.as_deref().map(normalize_host);
-            if let Some(h) = host.as_deref() {
-                if !valid_host(h) {
-                    diags.push(Diagnostic::error(
-                        &obj,
-                        &format!("spec.rules[{ri}].host"),
-                        "InvalidHost",
-                        format!("host {h:?} is not a DNS name or a `*.` wildcard"),
-                        "use a name like app.example.com or *.example.com".into(),
-                    ));
-                    continue;
-                }
+            if let Some(h) = host.as_deref()
+                && !valid_host(h)
+            {
+                diags.push(Diagnostic::error(
+                    &obj,
+                    &format!("spec.rules[{ri}].host"),
+                    "InvalidHost",
+                    format!("host {h:?} is not a DNS name or a `*.` wildcard"),
+                    "use a name like app.example.com or *.example.com".into(),
+                ));
+                continue;
             }
             let https_redirect = redirect && host.as_deref().is_some_and(|h| certs.covers(h));
             for (pi, p) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {

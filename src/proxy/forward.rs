@@ -178,14 +178,13 @@ fn upstream_uri(target: &str, original: &Uri) -> Result<Uri, http::Error> {
 /// Upstream requests are HTTP/1.1 with the client's `Host`; hop-by-hop headers go,
 /// except the two a WebSocket upgrade needs.
 fn prepare_headers(parts: &mut request::Parts, websocket: bool) {
-    if !parts.headers.contains_key(HOST) {
-        if let Some(authority) = parts
+    if !parts.headers.contains_key(HOST)
+        && let Some(authority) = parts
             .uri
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(HOST, authority);
-        }
+    {
+        parts.headers.insert(HOST, authority);
     }
     strip_hop_by_hop(&mut parts.headers);
     if websocket {

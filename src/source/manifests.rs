@@ -203,10 +203,11 @@ pub fn add_document(objects: &mut Objects, mut doc: Value, file: &ObjectRef) {
         .unwrap_or_default()
         .to_owned();
     let cluster_scoped = kind == "IngressClass";
-    if !cluster_scoped && doc.pointer("/metadata/namespace").is_none() {
-        if let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.insert("namespace".into(), Value::String("default".into()));
-        }
+    if !cluster_scoped
+        && doc.pointer("/metadata/namespace").is_none()
+        && let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        meta.insert("namespace".into(), Value::String("default".into()));
     }
     let namespace = doc
         .pointer("/metadata/namespace")

@@ -162,10 +162,10 @@ impl Portcullis {
         });
         let deadline = Instant::now() + Duration::from_secs(20);
         let described: serde_json::Value = loop {
-            if let Ok(text) = std::fs::read_to_string(&ports) {
-                if let Ok(v) = serde_json::from_str(&text) {
-                    break v;
-                }
+            if let Ok(text) = std::fs::read_to_string(&ports)
+                && let Ok(v) = serde_json::from_str(&text)
+            {
+                break v;
             }
             assert!(Instant::now() < deadline, "portcullis did not start");
             assert!(
