@@ -140,6 +140,9 @@ impl DataPlane {
             unmatched,
         };
         let client = forward::upstream_client(&config);
+        // The system RNG seeds itself on first use (tens of ms); pay that at start-up,
+        // not on the first request.
+        let _ = crate::observe::trace::TraceId::for_request(&http::HeaderMap::new(), 0);
         Arc::new(Self {
             live: ArcSwap::from_pointee(live),
             ready: AtomicBool::new(false),
