@@ -90,8 +90,10 @@ pub async fn forward(
     } = out;
     rec.target_group_arn = upstream.name.clone();
     prepare_headers(&mut parts, upgrade.is_some());
-    let retryable = body.is_end_stream();
+    // Only a request without a body can be sent twice, and only another endpoint helps.
+    let retryable = body.is_end_stream() && upstream.targets.len() > 1;
     let mut body = Some(body);
+    let mut spare = Some(parts);
     let mut tried: Vec<String> = Vec::new();
     let mut statuses: Vec<String> = Vec::new();
     let mut last = None;
@@ -101,10 +103,16 @@ pub async fn forward(
             break;
         };
         let target = &upstream.targets[index];
+        let attempt = if retryable {
+            spare.clone()
+        } else {
+            spare.take()
+        };
+        let Some(parts) = attempt else { break };
         let Ok(uri) = upstream_uri(target, &parts.uri) else {
             return Err(ForwardError::Connect);
         };
-        let mut req = Request::from_parts(parts.clone(), body.take().unwrap_or_else(empty));
+        let mut req = Request::from_parts(parts, body.take().unwrap_or_else(empty));
         *req.uri_mut() = uri;
         rec.request_processing_time = received.elapsed().as_secs_f64();
         rec.target_port = target.clone();
@@ -150,8 +158,7 @@ pub async fn forward(
             }
         };
         last = Some(index);
-        let again =
-            matches!(result, Err(ForwardError::Connect)) && retryable && upstream.targets.len() > 1;
+        let again = matches!(result, Err(ForwardError::Connect)) && retryable;
         if !again {
             break;
         }

@@ -179,7 +179,7 @@ impl Exchange {
 
     fn error(&mut self, status: StatusCode, reason: &str, message: &str) -> Response<Body> {
         self.rec.error_reason = reason.to_owned();
-        if self.rec.actions_executed == "-" || self.rec.actions_executed == "authenticate" {
+        if self.rec.actions_executed.is_empty() || self.rec.actions_executed == "authenticate" {
             self.rec.add_action("fixed-response");
         }
         ErrorPage {
@@ -241,8 +241,8 @@ fn describe_request(rec: &mut AccessRecord, req: &Request<Incoming>, conn: &Conn
     if let Some(tls) = &conn.tls {
         rec.ssl_cipher = tls.cipher.clone();
         rec.ssl_protocol = tls.protocol.clone();
-        rec.domain_name = tls.server_name.clone().unwrap_or_else(|| "-".into());
-        rec.chosen_cert_arn = tls.cert_source.clone().unwrap_or_else(|| "-".into());
+        rec.domain_name = tls.server_name.clone().unwrap_or_default();
+        rec.chosen_cert_arn = tls.cert_source.clone().unwrap_or_default();
     }
 }
 
