@@ -41,7 +41,8 @@ pid $work/nginx.pid;
 error_log $work/nginx-error.log;
 events { worker_connections 4096; }
 http {
-  access_log off;
+  # Logged like Portcullis logs: one line per request, buffered.
+  access_log $work/nginx-access.log combined buffer=256k flush=1s;
   upstream backend { server 127.0.0.1:$backend; keepalive 256; }
   server {
     listen 127.0.0.1:$nginx_port;
