@@ -529,3 +529,56 @@ async fn shutdown_drains_requests_in_flight() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+async fn raw_status(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(request).await;
+    let mut buf = vec![0u8; 64];
+    let n = stream.read(&mut buf).await.unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn oversized_request_heads_are_refused() {
+    let a = Backend::start("a").await;
+    let dir = TempDir::new("limits");
+    dir.write(
+        "all.yaml",
+        &format!(
+            "{}{}",
+            ingress_yaml("web", &[("app.example.com", "/", "svc-a")], ""),
+            service_yaml("svc-a", &[a.addr])
+        ),
+    );
+    let p = Portcullis::start(dir.path(), &[]);
+    let many: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let status = raw_status(
+        p.http,
+        format!("GET / HTTP/1.1\r\nHost: app.example.com\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
+    assert!(
+        status.starts_with("HTTP/1.1 431"),
+        "150 header fields: {status:?}"
+    );
+    let huge = "y".repeat(100 * 1024);
+    let status = raw_status(
+        p.http,
+        format!("GET / HTTP/1.1\r\nHost: app.example.com\r\nx-big: {huge}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(
+        status.starts_with("HTTP/1.1 431") || status.is_empty(),
+        "100 KiB header: {status:?}"
+    );
+    let ok = raw_status(
+        p.http,
+        b"GET / HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok:?}");
+}
