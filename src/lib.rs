@@ -6,6 +6,7 @@
 //! travel back as `check` output, logs and status.
 
 pub mod admin;
+pub mod auth;
 pub mod compile;
 pub mod diagnostics;
 pub mod model;
