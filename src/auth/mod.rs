@@ -1,5 +1,6 @@
-//! The OpenID Connect relying party at the edge: identity headers for the backend and
-//! the checks on where a browser may be sent.
+//! The OpenID Connect relying party at the edge: the sealed session cookie, the
+//! identity headers for the backend, and where a browser may be sent after login.
 
 pub mod identity;
 pub mod redirect;
+pub mod session;
