@@ -85,8 +85,8 @@ impl AccessRecord {
 
     /// Name, value and whether ALB quotes it, in ALB's order.
     fn fields(&self) -> [(&'static str, Cow<'_, str>, bool); 29] {
-        fn b(v: &String) -> Cow<'_, str> {
-            Cow::Borrowed(v.as_str())
+        fn b(v: &str) -> Cow<'_, str> {
+            Cow::Borrowed(v)
         }
         let secs = |v: f64| {
             Cow::Owned(if v < 0.0 {
