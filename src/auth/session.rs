@@ -1,18 +1,11 @@
 //! The session cookie: the login's result, sealed with AES-256-GCM (aws-lc-rs, the
 //! same provider as TLS), bound to the AuthRule and host that issued it, and split into
 //! `NAME-0` .. `NAME-3` shards of at most 4 KiB when large, as ALB does.
-//!
-//! Value layout before base64: version (1) | key id (1) | nonce (12) | ciphertext+tag.
-//! The key id lets keys rotate: new sessions use the first key, older ones still open
-//! with any key of the ring.
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
-use aws_lc_rs::digest::{SHA256, digest};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-const VERSION: u8 = 1;
+use super::sealed::{self, KeyRing, Purpose};
+
 pub const MAX_SHARDS: usize = 4;
 /// Room for the cookie name and attributes within a browser's 4096-byte limit.
 pub const SHARD_VALUE_BYTES: usize = 4000;
@@ -31,8 +24,6 @@ pub enum SessionError {
     ClaimsTooLarge(usize),
     #[error("the sealed session needs {0} bytes, more than 4 shards of 4 KiB")]
     TooLarge(usize),
-    #[error("a session key must be 32 bytes")]
-    BadKey,
     #[error("sealing failed")]
     Seal,
 }
@@ -56,33 +47,6 @@ pub struct Session {
     pub expires_at: i64,
 }
 
-/// Session keys, newest first.
-pub struct KeyRing {
-    keys: Vec<(u8, RandomizedNonceKey)>,
-}
-
-impl KeyRing {
-    pub fn new(keys: &[Vec<u8>]) -> Result<Self, SessionError> {
-        if keys.is_empty() {
-            return Err(SessionError::BadKey);
-        }
-        let keys = keys
-            .iter()
-            .map(|k| {
-                let key =
-                    RandomizedNonceKey::new(&AES_256_GCM, k).map_err(|_| SessionError::BadKey)?;
-                Ok((key_id(k), key))
-            })
-            .collect::<Result<_, SessionError>>()?;
-        Ok(Self { keys })
-    }
-}
-
-/// A stable one-byte id per key, the same on every replica.
-fn key_id(key: &[u8]) -> u8 {
-    digest(&SHA256, key).as_ref()[0]
-}
-
 /// Seals `session` for `binding` (the AuthRule and host) into shard values.
 pub fn seal(ring: &KeyRing, binding: &str, session: &Session) -> Result<Vec<String>, SessionError> {
     let claims_bytes = serde_json::to_vec(&session.claims)
@@ -92,16 +56,7 @@ pub fn seal(ring: &KeyRing, binding: &str, session: &Session) -> Result<Vec<Stri
     if claims_bytes > MAX_CLAIMS_BYTES {
         return Err(SessionError::ClaimsTooLarge(claims_bytes));
     }
-    let (id, key) = &ring.keys[0];
-    let mut in_out = serde_json::to_vec(session).map_err(|_| SessionError::Seal)?;
-    let nonce = key
-        .seal_in_place_append_tag(Aad::from(aad(binding)), &mut in_out)
-        .map_err(|_| SessionError::Seal)?;
-    let mut raw = Vec::with_capacity(2 + NONCE_LEN + in_out.len());
-    raw.extend_from_slice(&[VERSION, *id]);
-    raw.extend_from_slice(nonce.as_ref());
-    raw.extend_from_slice(&in_out);
-    let value = STANDARD.encode(raw);
+    let value = sealed::seal(ring, Purpose::Session, binding, session).ok_or(SessionError::Seal)?;
     if value.len() > MAX_SHARDS * SHARD_VALUE_BYTES {
         return Err(SessionError::TooLarge(value.len()));
     }
@@ -121,23 +76,7 @@ pub fn open(ring: &KeyRing, binding: &str, shards: &[String]) -> Result<Session,
     {
         return Err(SessionError::Invalid);
     }
-    let raw = STANDARD.decode(value).map_err(|_| SessionError::Invalid)?;
-    if raw.len() < 2 + NONCE_LEN + 16 || raw[0] != VERSION {
-        return Err(SessionError::Invalid);
-    }
-    let (id, nonce, sealed) = (raw[1], &raw[2..2 + NONCE_LEN], &raw[2 + NONCE_LEN..]);
-    for (_, key) in ring.keys.iter().filter(|(k, _)| *k == id) {
-        let mut in_out = sealed.to_vec();
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SessionError::Invalid)?;
-        if let Ok(plain) = key.open_in_place(nonce, Aad::from(aad(binding)), &mut in_out) {
-            return serde_json::from_slice(plain).map_err(|_| SessionError::Invalid);
-        }
-    }
-    Err(SessionError::Invalid)
-}
-
-fn aad(binding: &str) -> Vec<u8> {
-    format!("portcullis-session-v{VERSION}|{binding}").into_bytes()
+    sealed::open(ring, Purpose::Session, binding, &value).ok_or(SessionError::Invalid)
 }
 
 /// The shard values of cookie `name` (`NAME-0`, `NAME-1`, ... in order) from the
@@ -190,6 +129,8 @@ pub fn clear_cookie_headers(name: &str, secure: bool) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
 
     fn ring(seed: u8) -> KeyRing {
         KeyRing::new(&[vec![seed; 32]]).unwrap()
@@ -269,7 +210,7 @@ mod tests {
             Err(SessionError::Invalid),
             "new sessions use the new key"
         );
-        assert!(KeyRing::new(&[vec![1; 16]]).is_err());
+        assert!(KeyRing::new(&[vec![1; 16]]).is_none());
     }
 
     #[test]
