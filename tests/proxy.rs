@@ -62,17 +62,11 @@ async fn routes_by_host_and_path_and_answers_404_elsewhere() {
 
 #[tokio::test]
 async fn request_headers_are_cleaned_and_traced() {
-    let a = Backend::start("a").await;
-    let dir = TempDir::new("headers");
-    dir.write(
-        "all.yaml",
-        &format!(
-            "{}{}",
-            ingress_yaml("web", &[("app.example.com", "/", "svc-a")], ""),
-            service_yaml("svc-a", &[a.addr])
-        ),
-    );
-    let p = Portcullis::start(dir.path(), &[]);
+    let OneRoute {
+        backend: _a,
+        manifests: _dir,
+        proxy: p,
+    } = one_route("headers").await;
     let resp = client()
         .get(p.url("/x?q=1"))
         .header("host", "app.example.com")
@@ -215,17 +209,11 @@ async fn access_log_fields_are_where_alb_puts_them() {
 
 #[tokio::test]
 async fn h2c_and_websocket_pass_through() {
-    let a = Backend::start("a").await;
-    let dir = TempDir::new("proto");
-    dir.write(
-        "all.yaml",
-        &format!(
-            "{}{}",
-            ingress_yaml("web", &[("app.example.com", "/", "svc-a")], ""),
-            service_yaml("svc-a", &[a.addr])
-        ),
-    );
-    let p = Portcullis::start(dir.path(), &[]);
+    let OneRoute {
+        backend: _a,
+        manifests: _dir,
+        proxy: p,
+    } = one_route("proto").await;
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
         .resolve("app.example.com", p.http)
@@ -483,17 +471,11 @@ stringData: {secret: x}
 
 #[tokio::test]
 async fn shutdown_drains_requests_in_flight() {
-    let a = Backend::start("a").await;
-    let dir = TempDir::new("drain");
-    dir.write(
-        "all.yaml",
-        &format!(
-            "{}{}",
-            ingress_yaml("web", &[("app.example.com", "/", "svc-a")], ""),
-            service_yaml("svc-a", &[a.addr])
-        ),
-    );
-    let mut p = Portcullis::start(dir.path(), &[]);
+    let OneRoute {
+        backend: _a,
+        manifests: _dir,
+        proxy: mut p,
+    } = one_route("drain").await;
     let url = p.url("/slow");
     let in_flight = tokio::spawn(async move {
         client()
@@ -544,17 +526,11 @@ async fn raw_status(addr: std::net::SocketAddr, request: &[u8]) -> String {
 
 #[tokio::test]
 async fn oversized_request_heads_are_refused() {
-    let a = Backend::start("a").await;
-    let dir = TempDir::new("limits");
-    dir.write(
-        "all.yaml",
-        &format!(
-            "{}{}",
-            ingress_yaml("web", &[("app.example.com", "/", "svc-a")], ""),
-            service_yaml("svc-a", &[a.addr])
-        ),
-    );
-    let p = Portcullis::start(dir.path(), &[]);
+    let OneRoute {
+        backend: _a,
+        manifests: _dir,
+        proxy: p,
+    } = one_route("limits").await;
     let many: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
     let status = raw_status(
         p.http,

@@ -371,3 +371,27 @@ pub fn alb_record(line: &str) -> std::collections::HashMap<&'static str, String>
     assert_eq!(fields.len(), ALB_FIELDS.len(), "field count of {line}");
     ALB_FIELDS.iter().copied().zip(fields).collect()
 }
+
+/// One backend behind `app.example.com/`, served by a fresh Portcullis.
+pub struct OneRoute {
+    pub backend: Backend,
+    pub manifests: TempDir,
+    pub proxy: Portcullis,
+}
+
+pub async fn one_route(tag: &str) -> OneRoute {
+    let backend = Backend::start("a").await;
+    let manifests = TempDir::new(tag);
+    let yaml = format!(
+        "{}{}",
+        ingress_yaml("web", &[("app.example.com", "/", "svc-a")], ""),
+        service_yaml("svc-a", &[backend.addr])
+    );
+    manifests.write("all.yaml", &yaml);
+    let proxy = Portcullis::start(manifests.path(), &[]);
+    OneRoute {
+        backend,
+        manifests,
+        proxy,
+    }
+}
