@@ -1,0 +1,488 @@
+//! ID-token validation, on the same crypto provider as everything else: the signature
+//! with an algorithm from a pinned list (RS256, ES256; never `none` or a shared-secret
+//! HMAC), then `iss`, `aud`/`azp`, `exp`, `iat` and `nonce`. Every failure is ALB's
+//! `AuthInvalidIdToken`; the variant says which check failed, for logs and flow records.
+
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED, RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents, UnparsedPublicKey,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Clock difference tolerated between Portcullis and the provider.
+pub const LEEWAY_SECS: i64 = 60;
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alg {
+    Rs256,
+    Es256,
+}
+
+impl Alg {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "RS256" => Some(Self::Rs256),
+            "ES256" => Some(Self::Es256),
+            _ => None,
+        }
+    }
+
+    fn kty(self) -> &'static str {
+        match self {
+            Self::Rs256 => "RSA",
+            Self::Es256 => "EC",
+        }
+    }
+}
+
+/// The algorithms a provider may sign ID tokens with: what its discovery document
+/// lists, limited to those supported here. RS256 when it lists nothing (OIDC's default).
+pub fn allowed_algs(discovery_list: Option<&[String]>) -> Vec<Alg> {
+    match discovery_list {
+        None => vec![Alg::Rs256],
+        Some(list) => list.iter().filter_map(|a| Alg::parse(a)).collect(),
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Jwks {
+    #[serde(default)]
+    pub keys: Vec<Jwk>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Jwk {
+    pub kty: String,
+    #[serde(default)]
+    pub kid: Option<String>,
+    #[serde(default, rename = "use")]
+    pub use_: Option<String>,
+    #[serde(default)]
+    pub n: Option<String>,
+    #[serde(default)]
+    pub e: Option<String>,
+    #[serde(default)]
+    pub crv: Option<String>,
+    #[serde(default)]
+    pub x: Option<String>,
+    #[serde(default)]
+    pub y: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdTokenError {
+    #[error("the ID token is not a well-formed JWT")]
+    Malformed,
+    #[error("the ID token is signed with {0:?}, which is not allowed for this provider")]
+    AlgorithmNotAllowed(String),
+    #[error("no key in the provider's JWKS matches the ID token's kid {0:?}")]
+    UnknownKey(Option<String>),
+    #[error("the ID token's signature does not verify")]
+    BadSignature,
+    #[error("the ID token's issuer {0:?} is not the configured issuer")]
+    WrongIssuer(String),
+    #[error("the ID token is not for this client (aud/azp)")]
+    WrongAudience,
+    #[error("the ID token has expired (check the clocks of Portcullis and the provider)")]
+    Expired,
+    #[error(
+        "the ID token was issued in the future (check the clocks of Portcullis and the provider)"
+    )]
+    IssuedInFuture,
+    #[error("the ID token's nonce does not match this login")]
+    NonceMismatch,
+}
+
+impl IdTokenError {
+    pub fn reason(&self) -> &'static str {
+        "AuthInvalidIdToken"
+    }
+}
+
+pub struct Expected<'a> {
+    pub issuer: &'a str,
+    pub client_id: &'a str,
+    pub nonce: &'a str,
+    pub now: i64,
+    pub algs: &'a [Alg],
+}
+
+/// A validated ID token's claims.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdClaims {
+    pub sub: String,
+    pub exp: i64,
+    pub claims: Map<String, Value>,
+}
+
+pub fn validate(
+    token: &str,
+    jwks: &Jwks,
+    expected: &Expected<'_>,
+) -> Result<IdClaims, IdTokenError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(IdTokenError::Malformed);
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(IdTokenError::Malformed);
+    };
+    let header: Map<String, Value> = decode_json(h)?;
+    let alg_name = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let alg = Alg::parse(alg_name)
+        .filter(|a| expected.algs.contains(a))
+        .ok_or_else(|| IdTokenError::AlgorithmNotAllowed(alg_name.to_owned()))?;
+    let kid = header.get("kid").and_then(Value::as_str);
+    let signature = URL_SAFE_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .map_err(|_| IdTokenError::Malformed)?;
+    let key = find_key(jwks, alg, kid)?;
+    verify(alg, key, format!("{h}.{p}").as_bytes(), &signature)?;
+    let claims: Map<String, Value> = decode_json(p)?;
+    check_claims(&claims, expected)?;
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or(IdTokenError::Malformed)?
+        .to_owned();
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_i64)
+        .ok_or(IdTokenError::Malformed)?;
+    Ok(IdClaims { sub, exp, claims })
+}
+
+fn decode_json(segment: &str) -> Result<Map<String, Value>, IdTokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment.trim_end_matches('='))
+        .map_err(|_| IdTokenError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| IdTokenError::Malformed)
+}
+
+/// The key named by `kid`; without a `kid`, the provider's only key of the right type.
+fn find_key<'a>(jwks: &'a Jwks, alg: Alg, kid: Option<&str>) -> Result<&'a Jwk, IdTokenError> {
+    let usable = |k: &&Jwk| k.kty == alg.kty() && k.use_.as_deref().is_none_or(|u| u == "sig");
+    let mut candidates = jwks
+        .keys
+        .iter()
+        .filter(usable)
+        .filter(|k| kid.is_none() || k.kid.as_deref() == kid);
+    match (candidates.next(), candidates.next()) {
+        (Some(k), None) => Ok(k),
+        (Some(k), Some(_)) if kid.is_some() => Ok(k),
+        _ => Err(IdTokenError::UnknownKey(kid.map(str::to_owned))),
+    }
+}
+
+fn verify(alg: Alg, key: &Jwk, message: &[u8], signature: &[u8]) -> Result<(), IdTokenError> {
+    let b64 = |v: &Option<String>| {
+        v.as_deref()
+            .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
+            .ok_or(IdTokenError::BadSignature)
+    };
+    match alg {
+        Alg::Rs256 => {
+            let (n, e) = (b64(&key.n)?, b64(&key.e)?);
+            RsaPublicKeyComponents {
+                n: &n[..],
+                e: &e[..],
+            }
+            .verify(&RSA_PKCS1_2048_8192_SHA256, message, signature)
+            .map_err(|_| IdTokenError::BadSignature)
+        }
+        Alg::Es256 => {
+            if key.crv.as_deref() != Some("P-256") {
+                return Err(IdTokenError::BadSignature);
+            }
+            let (x, y) = (b64(&key.x)?, b64(&key.y)?);
+            if x.len() != 32 || y.len() != 32 {
+                return Err(IdTokenError::BadSignature);
+            }
+            let point: Vec<u8> = [&[4u8][..], &x, &y].concat();
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+                .verify(message, signature)
+                .map_err(|_| IdTokenError::BadSignature)
+        }
+    }
+}
+
+fn check_claims(claims: &Map<String, Value>, expected: &Expected<'_>) -> Result<(), IdTokenError> {
+    let iss = claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if iss != expected.issuer {
+        return Err(IdTokenError::WrongIssuer(iss.to_owned()));
+    }
+    let audiences: Vec<&str> = match claims.get("aud") {
+        Some(Value::String(a)) => vec![a.as_str()],
+        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let azp = claims.get("azp").and_then(Value::as_str);
+    // With several audiences the token must say it was issued to us (OIDC Core 3.1.3.7).
+    let azp_ok = match azp {
+        Some(a) => a == expected.client_id,
+        None => audiences.len() == 1,
+    };
+    if !audiences.contains(&expected.client_id) || !azp_ok {
+        return Err(IdTokenError::WrongAudience);
+    }
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_i64)
+        .ok_or(IdTokenError::Malformed)?;
+    if expected.now > exp + LEEWAY_SECS {
+        return Err(IdTokenError::Expired);
+    }
+    let iat = claims
+        .get("iat")
+        .and_then(Value::as_i64)
+        .ok_or(IdTokenError::Malformed)?;
+    if iat > expected.now + LEEWAY_SECS {
+        return Err(IdTokenError::IssuedInFuture);
+    }
+    if claims.get("nonce").and_then(Value::as_str) != Some(expected.nonce) {
+        return Err(IdTokenError::NonceMismatch);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::rsa::KeySize;
+    use aws_lc_rs::signature::{
+        ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
+    };
+    use serde_json::json;
+
+    const ISS: &str = "https://idp.example.com";
+    const NOW: i64 = 1_700_000_000;
+
+    struct Signer {
+        rsa: RsaKeyPair,
+        ec: EcdsaKeyPair,
+    }
+
+    impl Signer {
+        fn new() -> Self {
+            let rng = SystemRandom::new();
+            let pkcs8 =
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+            Self {
+                rsa: RsaKeyPair::generate(KeySize::Rsa2048).unwrap(),
+                ec: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
+                    .unwrap(),
+            }
+        }
+
+        fn jwks(&self) -> Jwks {
+            let public = self.rsa.public_key();
+            let point = self.ec.public_key().as_ref();
+            serde_json::from_value(json!({"keys": [
+                {"kty": "RSA", "kid": "r1", "use": "sig",
+                 "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
+                 "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero())},
+                {"kty": "EC", "kid": "e1", "crv": "P-256",
+                 "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])},
+            ]}))
+            .unwrap()
+        }
+
+        fn token(&self, header: Value, claims: Value) -> String {
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header.to_string()),
+                URL_SAFE_NO_PAD.encode(claims.to_string())
+            );
+            let sig = match header["alg"].as_str() {
+                Some("RS256") => {
+                    let mut sig = vec![0; self.rsa.public_modulus_len()];
+                    self.rsa
+                        .sign(
+                            &RSA_PKCS1_SHA256,
+                            &SystemRandom::new(),
+                            input.as_bytes(),
+                            &mut sig,
+                        )
+                        .unwrap();
+                    sig
+                }
+                Some("ES256") => self
+                    .ec
+                    .sign(&SystemRandom::new(), input.as_bytes())
+                    .unwrap()
+                    .as_ref()
+                    .to_vec(),
+                _ => b"forged".to_vec(),
+            };
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+        }
+    }
+
+    fn claims() -> Value {
+        json!({"iss": ISS, "aud": "app", "sub": "user-1", "exp": NOW + 300, "iat": NOW, "nonce": "n-1", "email": "a@example.com"})
+    }
+
+    fn expected(algs: &[Alg]) -> Expected<'_> {
+        Expected {
+            issuer: ISS,
+            client_id: "app",
+            nonce: "n-1",
+            now: NOW,
+            algs,
+        }
+    }
+
+    fn with(mut base: Value, key: &str, value: Value) -> Value {
+        base[key] = value;
+        base
+    }
+
+    #[test]
+    fn good_tokens_validate_with_either_algorithm() {
+        let s = Signer::new();
+        let algs = [Alg::Rs256, Alg::Es256];
+        for (alg, kid) in [("RS256", "r1"), ("ES256", "e1")] {
+            let token = s.token(json!({"alg": alg, "kid": kid}), claims());
+            let c = validate(&token, &s.jwks(), &expected(&algs)).unwrap();
+            assert_eq!(c.sub, "user-1");
+            assert_eq!(c.claims["email"], "a@example.com");
+        }
+        let no_kid = s.token(json!({"alg": "ES256"}), claims());
+        assert!(
+            validate(&no_kid, &s.jwks(), &expected(&algs)).is_ok(),
+            "the only EC key"
+        );
+    }
+
+    #[test]
+    fn algorithms_are_pinned() {
+        let s = Signer::new();
+        let rs_only = [Alg::Rs256];
+        let es = s.token(json!({"alg": "ES256", "kid": "e1"}), claims());
+        assert_eq!(
+            validate(&es, &s.jwks(), &expected(&rs_only)),
+            Err(IdTokenError::AlgorithmNotAllowed("ES256".into()))
+        );
+        for alg in ["none", "HS256", "RS384", ""] {
+            let t = s.token(json!({"alg": alg, "kid": "r1"}), claims());
+            assert!(
+                matches!(
+                    validate(&t, &s.jwks(), &expected(&[Alg::Rs256, Alg::Es256])),
+                    Err(IdTokenError::AlgorithmNotAllowed(_))
+                ),
+                "{alg}"
+            );
+        }
+        assert_eq!(
+            allowed_algs(Some(&["HS256".into(), "ES256".into()])),
+            vec![Alg::Es256]
+        );
+        assert_eq!(allowed_algs(None), vec![Alg::Rs256]);
+    }
+
+    #[test]
+    fn signatures_and_keys_are_checked() {
+        let s = Signer::new();
+        let algs = [Alg::Rs256, Alg::Es256];
+        let token = s.token(json!({"alg": "RS256", "kid": "r1"}), claims());
+        let (input, _) = token.rsplit_once('.').unwrap();
+        let other = Signer::new().token(json!({"alg": "RS256", "kid": "r1"}), claims());
+        let forged = format!("{input}.{}", other.rsplit_once('.').unwrap().1);
+        assert_eq!(
+            validate(&forged, &s.jwks(), &expected(&algs)),
+            Err(IdTokenError::BadSignature)
+        );
+        let swapped = token.replacen(
+            token.split('.').nth(1).unwrap(),
+            &URL_SAFE_NO_PAD.encode(with(claims(), "sub", json!("admin")).to_string()),
+            1,
+        );
+        assert_eq!(
+            validate(&swapped, &s.jwks(), &expected(&algs)),
+            Err(IdTokenError::BadSignature)
+        );
+        let unknown = s.token(json!({"alg": "RS256", "kid": "rotated"}), claims());
+        assert_eq!(
+            validate(&unknown, &s.jwks(), &expected(&algs)),
+            Err(IdTokenError::UnknownKey(Some("rotated".into())))
+        );
+        assert_eq!(
+            validate("a.b", &s.jwks(), &expected(&algs)),
+            Err(IdTokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn claims_are_checked_in_turn() {
+        let s = Signer::new();
+        let algs = [Alg::Es256];
+        let check = |c: Value| {
+            validate(
+                &s.token(json!({"alg": "ES256", "kid": "e1"}), c),
+                &s.jwks(),
+                &expected(&algs),
+            )
+        };
+        assert_eq!(
+            check(with(claims(), "iss", json!("https://evil"))),
+            Err(IdTokenError::WrongIssuer("https://evil".into()))
+        );
+        assert_eq!(
+            check(with(claims(), "aud", json!("other"))),
+            Err(IdTokenError::WrongAudience)
+        );
+        assert_eq!(
+            check(with(claims(), "aud", json!(["app", "other"]))),
+            Err(IdTokenError::WrongAudience),
+            "several audiences need azp"
+        );
+        assert!(
+            check(with(
+                with(claims(), "aud", json!(["app", "other"])),
+                "azp",
+                json!("app")
+            ))
+            .is_ok()
+        );
+        assert_eq!(
+            check(with(claims(), "azp", json!("other"))),
+            Err(IdTokenError::WrongAudience)
+        );
+        assert_eq!(
+            check(with(claims(), "exp", json!(NOW - LEEWAY_SECS - 1))),
+            Err(IdTokenError::Expired)
+        );
+        assert!(
+            check(with(claims(), "exp", json!(NOW - LEEWAY_SECS + 1))).is_ok(),
+            "within the leeway"
+        );
+        assert_eq!(
+            check(with(claims(), "iat", json!(NOW + LEEWAY_SECS + 1))),
+            Err(IdTokenError::IssuedInFuture)
+        );
+        assert_eq!(
+            check(with(claims(), "nonce", json!("n-2"))),
+            Err(IdTokenError::NonceMismatch)
+        );
+        let mut no_nonce = claims();
+        no_nonce.as_object_mut().unwrap().remove("nonce");
+        assert_eq!(check(no_nonce), Err(IdTokenError::NonceMismatch));
+        assert_eq!(
+            check(with(claims(), "sub", json!(""))),
+            Err(IdTokenError::Malformed)
+        );
+    }
+}
