@@ -1,7 +1,6 @@
 //! The OpenID Connect relying party at the edge: the per-login flow cookie, ID-token
-//! validation, the sealed
-//! session cookie, the identity headers for the backend, and where a browser may be
-//! sent after login.
+//! validation, the sealed session cookie, the identity headers for the backend, and
+//! where a browser may be sent after login.
 
 pub mod flow;
 pub mod id_token;
