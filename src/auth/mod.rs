@@ -5,6 +5,7 @@
 pub mod flow;
 pub mod id_token;
 pub mod identity;
+pub mod idp;
 pub mod redirect;
 pub mod sealed;
 pub mod session;

@@ -1,0 +1,397 @@
+//! Calls to the identity provider: discovery, JWKS, the token and userinfo endpoints.
+//! Every call has a timeout and a bound on the response size, follows no redirects,
+//! and fails with ALB's reason for that hop.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::id_token::Jwks;
+use crate::model::TokenEndpointAuthMethod;
+
+/// ALB's default IdP timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// An error body kept for logs and flow records, never shown to the user.
+const MAX_ERROR_EXCERPT: usize = 256;
+
+/// Which hop a failure happened on decides its reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hop {
+    Discovery,
+    Jwks,
+    Token,
+    Userinfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdpError {
+    #[error("{hop:?} endpoint did not answer within {timeout:?}")]
+    Timeout { hop: Hop, timeout: Duration },
+    #[error("{hop:?} endpoint could not be reached: {detail}")]
+    Unreachable { hop: Hop, detail: String },
+    #[error("{hop:?} endpoint answered {status}: {excerpt}")]
+    Status {
+        hop: Hop,
+        status: u16,
+        excerpt: String,
+    },
+    #[error("{hop:?} endpoint's response is larger than {MAX_RESPONSE_BYTES} bytes")]
+    TooLarge { hop: Hop },
+    #[error("{hop:?} endpoint's response is not what OpenID Connect requires: {detail}")]
+    Invalid { hop: Hop, detail: String },
+    #[error("the token endpoint refused the code: {error} {description}")]
+    InvalidGrant { error: String, description: String },
+}
+
+impl IdpError {
+    /// ALB's `error_reason`.
+    pub fn reason(&self) -> &'static str {
+        use Hop::*;
+        match self {
+            Self::InvalidGrant { .. } => "AuthInvalidGrantError",
+            Self::Timeout { hop: Token, .. } => "AuthTokenEpRequestTimeout",
+            Self::Timeout { hop: Userinfo, .. } => "AuthUserinfoEpRequestTimeout",
+            Self::Unreachable { hop: Token, .. } | Self::Status { hop: Token, .. } => {
+                "AuthTokenEpRequestFailed"
+            }
+            Self::Unreachable { hop: Userinfo, .. } | Self::Status { hop: Userinfo, .. } => {
+                "AuthUserinfoEpRequestFailed"
+            }
+            Self::TooLarge { hop: Userinfo } => "AuthUserinfoResponseSizeExceeded",
+            Self::Invalid { hop: Token, .. } | Self::TooLarge { hop: Token } => {
+                "AuthInvalidTokenResponse"
+            }
+            Self::Invalid { hop: Userinfo, .. } => "AuthInvalidUserinfoResponse",
+            _ => "AuthUnhandledException",
+        }
+    }
+}
+
+/// The parts of a discovery document Portcullis uses.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct ProviderMetadata {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    #[serde(default)]
+    pub userinfo_endpoint: Option<String>,
+    pub jwks_uri: String,
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
+    #[serde(default)]
+    pub id_token_signing_alg_values_supported: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: String,
+    #[serde(default)]
+    pub id_token: Option<String>,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub expires_in: Option<i64>,
+}
+
+/// The client's registration, for the token endpoint.
+pub struct ClientAuth<'a> {
+    pub client_id: &'a str,
+    pub client_secret: &'a str,
+    pub method: TokenEndpointAuthMethod,
+}
+
+pub struct IdpClient {
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl IdpClient {
+    /// A client trusting the system's certificate authorities (and plain HTTP, which
+    /// configuration allows for loopback development providers only).
+    pub fn new(timeout: Duration) -> std::io::Result<Self> {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Ok(Self { http, timeout })
+    }
+
+    async fn call(
+        &self,
+        hop: Hop,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, Bytes), IdpError> {
+        let exchange = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| IdpError::Unreachable {
+                    hop,
+                    detail: error_chain(&e),
+                })?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
+                        IdpError::TooLarge { hop }
+                    } else {
+                        IdpError::Unreachable {
+                            hop,
+                            detail: e.to_string(),
+                        }
+                    }
+                })?;
+            Ok((status, body.to_bytes()))
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| IdpError::Timeout {
+                hop,
+                timeout: self.timeout,
+            })?
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        hop: Hop,
+        url: &str,
+        bearer: Option<&str>,
+    ) -> Result<T, IdpError> {
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(url)
+            .header(ACCEPT, "application/json");
+        if let Some(token) = bearer {
+            req = req.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| IdpError::Invalid {
+                hop,
+                detail: e.to_string(),
+            })?;
+        let (status, body) = self.call(hop, req).await?;
+        if !status.is_success() {
+            return Err(IdpError::Status {
+                hop,
+                status: status.as_u16(),
+                excerpt: excerpt(&body),
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| IdpError::Invalid {
+            hop,
+            detail: e.to_string(),
+        })
+    }
+
+    /// Reads `<issuer>/.well-known/openid-configuration`; its `issuer` must be the
+    /// configured one exactly (OIDC Discovery 4.3).
+    pub async fn discover(&self, issuer: &str) -> Result<ProviderMetadata, IdpError> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let meta: ProviderMetadata = self.get_json(Hop::Discovery, &url, None).await?;
+        if meta.issuer != issuer {
+            return Err(IdpError::Invalid {
+                hop: Hop::Discovery,
+                detail: format!("the document's issuer is {:?}, not {issuer:?}", meta.issuer),
+            });
+        }
+        Ok(meta)
+    }
+
+    pub async fn jwks(&self, url: &str) -> Result<Jwks, IdpError> {
+        self.get_json(Hop::Jwks, url, None).await
+    }
+
+    /// Redeems an authorization code (with its PKCE verifier).
+    pub async fn redeem_code(
+        &self,
+        token_endpoint: &str,
+        client: &ClientAuth<'_>,
+        code: &str,
+        redirect_uri: &str,
+        pkce_verifier: &str,
+    ) -> Result<TokenResponse, IdpError> {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", pkce_verifier),
+        ];
+        self.token_request(token_endpoint, client, &mut form).await
+    }
+
+    pub async fn refresh(
+        &self,
+        token_endpoint: &str,
+        client: &ClientAuth<'_>,
+        refresh_token: &str,
+    ) -> Result<TokenResponse, IdpError> {
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ];
+        self.token_request(token_endpoint, client, &mut form).await
+    }
+
+    async fn token_request<'a>(
+        &self,
+        url: &str,
+        client: &ClientAuth<'a>,
+        form: &mut Vec<(&'a str, &'a str)>,
+    ) -> Result<TokenResponse, IdpError> {
+        let hop = Hop::Token;
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(url)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ACCEPT, "application/json");
+        match client.method {
+            TokenEndpointAuthMethod::ClientSecretBasic => {
+                // RFC 6749 2.3.1: id and secret are form-encoded before Basic encoding.
+                let pair = format!(
+                    "{}:{}",
+                    form_encode(client.client_id),
+                    form_encode(client.client_secret)
+                );
+                req = req.header(AUTHORIZATION, format!("Basic {}", STANDARD.encode(pair)));
+            }
+            TokenEndpointAuthMethod::ClientSecretPost => {
+                form.push(("client_id", client.client_id));
+                form.push(("client_secret", client.client_secret));
+            }
+        }
+        let body = form
+            .iter()
+            .map(|(k, v)| format!("{k}={}", form_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| IdpError::Invalid {
+                hop,
+                detail: e.to_string(),
+            })?;
+        let (status, body) = self.call(hop, req).await?;
+        if status == StatusCode::BAD_REQUEST || status == StatusCode::UNAUTHORIZED {
+            let err: Map<String, Value> = serde_json::from_slice(&body).unwrap_or_default();
+            let error = err
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let description = err
+                .get("error_description")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .chars()
+                .take(MAX_ERROR_EXCERPT)
+                .collect();
+            if error == "invalid_grant" {
+                return Err(IdpError::InvalidGrant { error, description });
+            }
+            return Err(IdpError::Status {
+                hop,
+                status: status.as_u16(),
+                excerpt: format!("{error} {description}").trim().to_owned(),
+            });
+        }
+        if !status.is_success() {
+            return Err(IdpError::Status {
+                hop,
+                status: status.as_u16(),
+                excerpt: excerpt(&body),
+            });
+        }
+        let token: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| IdpError::Invalid {
+                hop,
+                detail: e.to_string(),
+            })?;
+        if !token.token_type.eq_ignore_ascii_case("bearer") || token.access_token.is_empty() {
+            return Err(IdpError::Invalid {
+                hop,
+                detail: format!(
+                    "token_type {:?} with an access token of {} bytes",
+                    token.token_type,
+                    token.access_token.len()
+                ),
+            });
+        }
+        Ok(token)
+    }
+
+    /// The user's claims; `sub` must be present (the caller compares it with the ID
+    /// token's).
+    pub async fn userinfo(
+        &self,
+        url: &str,
+        access_token: &str,
+    ) -> Result<Map<String, Value>, IdpError> {
+        let claims: Map<String, Value> = self
+            .get_json(Hop::Userinfo, url, Some(access_token))
+            .await?;
+        match claims.get("sub").and_then(Value::as_str) {
+            Some(s) if !s.is_empty() => Ok(claims),
+            _ => Err(IdpError::Invalid {
+                hop: Hop::Userinfo,
+                detail: "no sub claim".into(),
+            }),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn excerpt(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(MAX_ERROR_EXCERPT)]).into_owned()
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters (space as `%20`).
+pub fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
