@@ -13,9 +13,11 @@ use hyper_util::rt::TokioIo;
 use super::*;
 
 type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
+/// Status, body and delay in ms for a request path.
+type Answer = fn(&str) -> (u16, String, u64);
 
 /// Serves `answer(path)` and records (path, authorization, body) of each request.
-async fn provider(answer: fn(&str) -> (u16, String, u64)) -> (SocketAddr, Seen) {
+async fn provider(answer: Answer) -> (SocketAddr, Seen) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen: Seen = Arc::default();
@@ -143,7 +145,7 @@ async fn each_bad_token_answer_has_its_alb_reason() {
         client_secret: "s",
         method: TokenEndpointAuthMethod::ClientSecretBasic,
     };
-    let cases: [(fn(&str) -> (u16, String, u64), &str); 5] = [
+    let cases: [(Answer, &str); 5] = [
         (
             |_| {
                 (
