@@ -2,6 +2,8 @@
 //! `portcullis` binary started on ephemeral ports, and an ALB log-line parser.
 #![allow(dead_code)]
 
+pub mod idp;
+
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

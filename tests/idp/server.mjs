@@ -1,0 +1,51 @@
+// A real, certified OpenID provider for the tests: oidc-provider with one confidential
+// client, development login forms (any password), and keys made at start.
+// Prints {"issuer": "..."} on stdout once it listens on 127.0.0.1 (port from argv or 0).
+import { Provider } from 'oidc-provider';
+import { generateKeyPair, exportJWK } from 'jose';
+
+const port = Number(process.argv[2] ?? 0);
+const redirectUris = (process.env.IDP_REDIRECT_URIS ?? 'https://app.example.com/oauth2/idpresponse').split(',');
+
+async function signingKeys() {
+  const keys = [];
+  for (const [alg, kid] of [['RS256', 'rs-1'], ['ES256', 'es-1']]) {
+    const { privateKey } = await generateKeyPair(alg, { extractable: true });
+    keys.push({ ...(await exportJWK(privateKey)), alg, kid, use: 'sig' });
+  }
+  return { keys };
+}
+
+const server = (await import('node:http')).createServer();
+await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
+const issuer = `http://127.0.0.1:${server.address().port}`;
+
+const provider = new Provider(issuer, {
+  clients: [{
+    client_id: process.env.IDP_CLIENT_ID ?? 'portcullis-test',
+    client_secret: process.env.IDP_CLIENT_SECRET ?? 'test-secret',
+    redirect_uris: redirectUris,
+    post_logout_redirect_uris: redirectUris.map((u) => new URL('/', u).href),
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'client_secret_basic',
+    id_token_signed_response_alg: process.env.IDP_ID_TOKEN_ALG ?? 'RS256',
+  }],
+  jwks: await signingKeys(),
+  features: { devInteractions: { enabled: true } },
+  scopes: ['openid', 'email', 'profile', 'offline_access'],
+  claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
+  issueRefreshToken: async () => true,
+  ttl: { AccessToken: Number(process.env.IDP_ACCESS_TOKEN_TTL ?? 300) },
+  async findAccount(ctx, id) {
+    return {
+      accountId: id,
+      async claims() {
+        return { sub: id, email: `${id}@example.com`, email_verified: true, name: `User ${id}` };
+      },
+    };
+  },
+});
+provider.proxy = false;
+server.on('request', provider.callback());
+console.log(JSON.stringify({ issuer }));
