@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::idp::{Idp, log_in};
+use common::idp::{Callback, Idp, log_in};
 use portcullis::auth::flow;
 use portcullis::auth::id_token::{Expected, allowed_algs, validate};
 use portcullis::auth::idp::{ClientAuth, IdpClient, ProviderMetadata, form_encode};
@@ -52,24 +52,56 @@ fn auth(secret: &str) -> ClientAuth<'_> {
     }
 }
 
+/// A provider, a discovered client, and a login by `user` that came back to the
+/// redirect URI; `sealed` is the flow cookie's value.
+struct LoggedIn {
+    idp: Idp,
+    client: IdpClient,
+    meta: ProviderMetadata,
+    ring: KeyRing,
+    flow: flow::FlowState,
+    sealed: String,
+    callback: Callback,
+}
+
+async fn log_in_as(user: &str, idp_env: &[(&str, &str)]) -> LoggedIn {
+    let idp = Idp::start(idp_env);
+    let client = IdpClient::new(Duration::from_secs(5)).unwrap();
+    let meta = client.discover(&idp.issuer).await.unwrap();
+    assert_eq!(meta.issuer, idp.issuer);
+    let ring = KeyRing::new(&[vec![1; 32]]).unwrap();
+    let (flow, sealed) = flow::begin(&ring, "apps/sso|app.example.com", "/after", now()).unwrap();
+    let callback = log_in(
+        &browser(),
+        &authorization_url(&meta, &flow),
+        REDIRECT_URI,
+        user,
+    )
+    .await;
+    assert_eq!(callback.error, None, "{}", callback.url);
+    LoggedIn {
+        idp,
+        client,
+        meta,
+        ring,
+        flow,
+        sealed,
+        callback,
+    }
+}
+
 #[tokio::test]
 async fn a_full_code_flow_against_oidc_provider() {
     for alg in ["RS256", "ES256"] {
-        let idp = Idp::start(&[("IDP_ID_TOKEN_ALG", alg)]);
-        let client = IdpClient::new(Duration::from_secs(5)).unwrap();
-        let meta = client.discover(&idp.issuer).await.unwrap();
-        assert_eq!(meta.issuer, idp.issuer);
-
-        let ring = KeyRing::new(&[vec![1; 32]]).unwrap();
-        let (f, sealed) = flow::begin(&ring, "apps/sso|app.example.com", "/after", now()).unwrap();
-        let callback = log_in(
-            &browser(),
-            &authorization_url(&meta, &f),
-            REDIRECT_URI,
-            "alice",
-        )
-        .await;
-        assert_eq!(callback.error, None, "{}", callback.url);
+        let LoggedIn {
+            idp,
+            client,
+            meta,
+            ring,
+            flow: f,
+            sealed,
+            callback,
+        } = log_in_as("alice", &[("IDP_ID_TOKEN_ALG", alg)]).await;
         let cookie = format!("{}={sealed}", flow::cookie_name(&f.state));
         let checked = flow::finish(
             &ring,
@@ -155,18 +187,14 @@ async fn a_full_code_flow_against_oidc_provider() {
 
 #[tokio::test]
 async fn the_provider_refuses_a_wrong_verifier_and_a_wrong_secret() {
-    let idp = Idp::start(&[]);
-    let client = IdpClient::new(Duration::from_secs(5)).unwrap();
-    let meta = client.discover(&idp.issuer).await.unwrap();
-    let ring = KeyRing::new(&[vec![1; 32]]).unwrap();
-    let (f, _) = flow::begin(&ring, "b", "/", now()).unwrap();
-    let callback = log_in(
-        &browser(),
-        &authorization_url(&meta, &f),
-        REDIRECT_URI,
-        "bob",
-    )
-    .await;
+    let LoggedIn {
+        idp: _idp, // bound so the provider runs until the test ends
+        client,
+        meta,
+        flow: f,
+        callback,
+        ..
+    } = log_in_as("bob", &[]).await;
     let code = callback.code.unwrap();
 
     let wrong_secret = client
