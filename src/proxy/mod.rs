@@ -201,6 +201,13 @@ impl DataPlane {
     }
 }
 
+// rustls asks its certificate resolver to be Debug; the data plane has nothing worth printing.
+impl std::fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataPlane")
+    }
+}
+
 /// What the request path knows of the connection a request came on.
 #[derive(Clone, Debug)]
 pub struct ConnInfo {

@@ -14,12 +14,6 @@ use super::DataPlane;
 #[derive(Debug)]
 struct SnapshotCerts(Arc<DataPlane>);
 
-impl std::fmt::Debug for DataPlane {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DataPlane")
-    }
-}
-
 impl ResolvesServerCert for SnapshotCerts {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let live = self.0.live.load();
