@@ -7,6 +7,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use kube::CustomResourceExt as _;
+use portcullis::auth::identity::SigningKey;
+use portcullis::auth::idp::IdpClient;
+use portcullis::auth::login::Authenticator;
+use portcullis::auth::sealed::KeyRing;
 use portcullis::compile::{CompileOptions, compile};
 use portcullis::model::AuthRule;
 use portcullis::observe::access_log::{AccessLog, LogFormat};
@@ -106,6 +110,16 @@ struct ServeArgs {
     /// How often the manifest files are checked for changes, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     reload_interval_ms: u64,
+    /// The `signer` field of x-amzn-oidc-data (ALB puts its load balancer ARN there).
+    #[arg(
+        long,
+        env = "PORTCULLIS_SIGNER",
+        default_value = "arn:aws:elasticloadbalancing:local:000000000000:loadbalancer/app/portcullis/0000000000000000"
+    )]
+    signer: String,
+    /// Seconds to wait for the identity provider (token, userinfo, discovery).
+    #[arg(long, default_value_t = 5)]
+    idp_timeout: u64,
     /// Write the bound addresses as JSON to this file once listening.
     #[arg(long)]
     ports_file: Option<PathBuf>,
@@ -206,7 +220,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ..ProxyConfig::default()
     };
     let log = AccessLog::start(args.log_format, Box::new(std::io::stdout()));
-    let dp = DataPlane::new(config, log);
+    let dp = DataPlane::new(config, log, authenticator(&args)?);
     let mut source = ManifestSource::new(args.manifests.files.clone());
     apply(&dp, &source.read(), &options);
 
@@ -231,6 +245,28 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     run_listeners(Arc::clone(&dp), bound, shutdown).await?;
     Ok(())
+}
+
+/// Session and signing keys are made at start for now: sessions end when the process
+/// restarts, and replicas do not share them.
+fn authenticator(args: &ServeArgs) -> anyhow::Result<Authenticator> {
+    use aws_lc_rs::rand::SecureRandom as _;
+    let mut session_key = vec![0u8; 32];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut session_key)
+        .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    tracing::warn!(
+        "session and signing keys were generated at start: sessions end when Portcullis restarts"
+    );
+    let ring = KeyRing::new(&[session_key]).context("making the session key")?;
+    let idp = IdpClient::new(Duration::from_secs(args.idp_timeout))
+        .context("loading the system's certificate authorities")?;
+    Ok(Authenticator::new(
+        idp,
+        ring,
+        SigningKey::generate()?,
+        args.signer.clone(),
+    ))
 }
 
 async fn wait_for_stop_signal() {

@@ -6,6 +6,7 @@ pub mod flow;
 pub mod id_token;
 pub mod identity;
 pub mod idp;
+pub mod login;
 pub mod redirect;
 pub mod sealed;
 pub mod session;

@@ -203,6 +203,33 @@ impl RouteTable {
     }
 }
 
+impl RouteTable {
+    /// The OIDC policies guarding any route this host can reach: the callback path is
+    /// answered per host, whichever route a login started from.
+    pub fn oidc_policies(&self, host: &str) -> Vec<Arc<AuthPolicy>> {
+        let wildcard = host
+            .split_once('.')
+            .and_then(|(_, suffix)| self.wildcard.get(suffix));
+        let routes = self
+            .exact
+            .get(host)
+            .into_iter()
+            .chain(wildcard)
+            .flatten()
+            .chain(&self.any_host)
+            .chain(&self.default_backend);
+        let mut policies: Vec<Arc<AuthPolicy>> = Vec::new();
+        for guard in routes.flat_map(|r| &r.guards) {
+            if let GuardPolicy::Oidc(p) = &guard.policy
+                && !policies.iter().any(|known| known.rule == p.rule)
+            {
+                policies.push(p.clone());
+            }
+        }
+        policies
+    }
+}
+
 /// A certificate with the Secret it came from (the access log's `chosen_cert_arn`).
 pub struct ServerCert {
     pub key: Arc<CertifiedKey>,

@@ -20,7 +20,12 @@ use super::headers::{
 };
 use super::pages::{ErrorPage, prefers_html, redirect};
 use super::{Body, BoxError, ConnInfo, DataPlane, Live};
-use crate::compile::{Backend, GuardPolicy, Route};
+use crate::auth::flow::FlowError;
+use crate::auth::idp::form_decode;
+use crate::auth::login::{Browser, CALLBACK_PATH, Identity, LoginError, SessionState};
+use crate::auth::redirect::safe_return_path;
+use crate::compile::{AuthPolicy, Backend, GuardPolicy, Route};
+use crate::model::OnUnauthenticatedRequest;
 use crate::observe::access_log::{AccessRecord, timestamp};
 use crate::observe::trace::{self, TraceId};
 
@@ -90,6 +95,12 @@ impl Exchange {
             );
         };
         let raw_path = req.uri().path().to_owned();
+        if raw_path == CALLBACK_PATH {
+            let policies = self.live.snapshot.routes.oidc_policies(&host);
+            if !policies.is_empty() {
+                return self.callback(&req, &host, &policies).await;
+            }
+        }
         let Some(route) = self.live.snapshot.routes.find(&host, &raw_path).cloned() else {
             return self.error(
                 StatusCode::NOT_FOUND,
@@ -123,12 +134,10 @@ impl Exchange {
                     tracing::warn!(trace_id = %self.trace.root, rule = %guard.rule, %problem, "guarded route refused: its AuthRule is invalid");
                     return self.error(StatusCode::INTERNAL_SERVER_ERROR, "AuthRuleInvalid", "Login for this address is misconfigured; the operator can see why in the AuthRule's status or with `portcullis check`.");
                 }
-                GuardPolicy::Oidc(_) => {
-                    return self.error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "AuthUnhandledException",
-                        "Login is not available on this listener.",
-                    );
+                GuardPolicy::Oidc(policy) => {
+                    if let Some(answer) = self.guard(&mut req, &host, policy).await {
+                        return answer;
+                    }
                 }
             }
         }
@@ -177,6 +186,142 @@ impl Exchange {
         }
     }
 
+    /// A guarded request: `None` lets it through (with identity headers when it has a
+    /// session), `Some` answers it here.
+    async fn guard(
+        &mut self,
+        req: &mut Request<Incoming>,
+        host: &str,
+        policy: &AuthPolicy,
+    ) -> Option<Response<Body>> {
+        let secure = self.conn.tls.is_some();
+        if !secure && !self.conn.local.ip().is_loopback() {
+            return Some(self.error(
+                StatusCode::FORBIDDEN,
+                "AuthRequiresHttps",
+                "Login needs HTTPS; use the https:// address.",
+            ));
+        }
+        let now = unix_now();
+        let cookies = cookie_headers(req.headers());
+        let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
+        let auth = &self.dp.auth;
+        let expired = match auth.session(policy, host, &cookies, now) {
+            SessionState::Valid(session) => {
+                return match auth.identity(policy, &session, now) {
+                    Ok(identity) => {
+                        insert_identity(req.headers_mut(), &identity);
+                        None
+                    }
+                    Err(e) => Some(self.login_error(&e)),
+                };
+            }
+            SessionState::Expired => true,
+            SessionState::None | SessionState::Invalid => false,
+        };
+        let preflight = req.method() == http::Method::OPTIONS
+            && req.headers().contains_key("access-control-request-method");
+        match policy.on_unauthenticated {
+            OnUnauthenticatedRequest::Allow => return None,
+            OnUnauthenticatedRequest::Deny if !expired => {
+                return Some(self.error(
+                    StatusCode::UNAUTHORIZED,
+                    "AuthDenied",
+                    "This address needs a login session.",
+                ));
+            }
+            _ if preflight => return None,
+            _ => {}
+        }
+        let return_to =
+            safe_return_path(req.uri().path_and_query().map_or("/", |p| p.as_str())).to_owned();
+        let redirect_uri = callback_uri(req, secure);
+        let at = Browser {
+            host,
+            redirect_uri: &redirect_uri,
+            cookies: &cookies,
+            now,
+            secure,
+        };
+        match auth.begin(policy, &at, &return_to).await {
+            Ok(login) if self.html => {
+                tracing::info!(trace_id = %self.trace.root, flow_id = %login.flow_id, rule = %policy.rule, "login started: redirect to the provider");
+                self.rec.redirect_url = login.location.clone();
+                let mut resp = redirect(StatusCode::FOUND, &login.location);
+                append_cookies(&mut resp, [login.set_cookie]);
+                Some(resp)
+            }
+            Ok(login) => {
+                // Scripts cannot follow a login; tell them where it is instead.
+                self.rec.error_reason = "AuthRequired".into();
+                let body = serde_json::json!({"status": 401, "error": "AuthRequired", "loginUrl": login.location, "traceId": self.trace.root});
+                let mut resp = Response::new(crate::proxy::pages::full(body.to_string()));
+                *resp.status_mut() = StatusCode::UNAUTHORIZED;
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                Some(resp)
+            }
+            Err(e) => Some(self.login_error(&e)),
+        }
+    }
+
+    /// `/oauth2/idpresponse`: finish the flow of whichever of the host's AuthRules
+    /// sealed the flow cookie.
+    async fn callback(
+        &mut self,
+        req: &Request<Incoming>,
+        host: &str,
+        policies: &[Arc<AuthPolicy>],
+    ) -> Response<Body> {
+        self.rec.add_action("authenticate");
+        let secure = self.conn.tls.is_some();
+        let cookies = cookie_headers(req.headers());
+        let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
+        let query = parse_query(req.uri().query().unwrap_or(""));
+        let redirect_uri = callback_uri(req, secure);
+        let mut outcome = None;
+        for policy in policies {
+            let at = Browser {
+                host,
+                redirect_uri: &redirect_uri,
+                cookies: &cookies,
+                now: unix_now(),
+                secure,
+            };
+            let result = self.dp.auth.callback(policy, &at, &query).await;
+            let foreign = matches!(result, Err(LoginError::Flow(FlowError::InvalidCookie)));
+            outcome = Some((policy.clone(), result));
+            if !foreign {
+                break;
+            }
+        }
+        match outcome {
+            Some((policy, Ok(done))) => {
+                tracing::info!(trace_id = %self.trace.root, rule = %policy.rule, sub = %done.sub, "login completed");
+                self.rec.redirect_url = done.location.clone();
+                let mut resp = redirect(StatusCode::FOUND, &done.location);
+                append_cookies(&mut resp, done.set_cookies);
+                resp
+            }
+            Some((policy, Err(e))) => {
+                tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, reason = e.reason(), error = %e, "login failed at the callback");
+                self.login_error(&e)
+            }
+            None => self.error(
+                StatusCode::NOT_FOUND,
+                "NoMatchingRoute",
+                "No Ingress rule matches this host and path.",
+            ),
+        }
+    }
+
+    fn login_error(&mut self, e: &LoginError) -> Response<Body> {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        self.error(status, e.reason(), &e.to_string())
+    }
+
     fn error(&mut self, status: StatusCode, reason: &str, message: &str) -> Response<Body> {
         self.rec.error_reason = reason.to_owned();
         if self.rec.actions_executed.is_empty() || self.rec.actions_executed == "authenticate" {
@@ -217,6 +362,66 @@ impl Exchange {
             }),
         };
         Response::from_parts(parts, logged.boxed_unsync())
+    }
+}
+
+fn unix_now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+fn cookie_headers(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Where the provider sends the browser back: this host, as the browser addressed it.
+fn callback_uri(req: &Request<Incoming>, secure: bool) -> String {
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    format!(
+        "{}://{authority}{CALLBACK_PATH}",
+        if secure { "https" } else { "http" }
+    )
+}
+
+fn parse_query(query: &str) -> std::collections::HashMap<String, String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (form_decode(k), form_decode(v)))
+        .collect()
+}
+
+fn insert_identity(headers: &mut HeaderMap, identity: &Identity) {
+    for (name, value) in [
+        ("x-amzn-oidc-accesstoken", &identity.access_token),
+        ("x-amzn-oidc-identity", &identity.sub),
+        ("x-amzn-oidc-data", &identity.data),
+    ] {
+        if let Ok(v) = http::HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    }
+}
+
+fn append_cookies(resp: &mut Response<Body>, cookies: impl IntoIterator<Item = String>) {
+    for c in cookies {
+        if let Ok(v) = http::HeaderValue::from_str(&c) {
+            resp.headers_mut().append(http::header::SET_COOKIE, v);
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 
+use crate::auth::login::Authenticator;
 use crate::compile::Snapshot;
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::{Metrics, RouteMetrics};
@@ -127,11 +128,12 @@ pub struct DataPlane {
     pub metrics: Metrics,
     pub log: AccessLog,
     pub client: forward::UpstreamClient,
+    pub auth: Authenticator,
     started: Instant,
 }
 
 impl DataPlane {
-    pub fn new(config: ProxyConfig, log: AccessLog) -> Arc<Self> {
+    pub fn new(config: ProxyConfig, log: AccessLog, auth: Authenticator) -> Arc<Self> {
         let metrics = Metrics::new();
         let unmatched = metrics.route("-", "-");
         let live = Live {
@@ -150,6 +152,7 @@ impl DataPlane {
             metrics,
             log,
             client,
+            auth,
             started: Instant::now(),
         })
     }

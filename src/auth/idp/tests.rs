@@ -226,3 +226,11 @@ fn form_encoding_keeps_only_unreserved_characters() {
     assert_eq!(form_encode("a-b_c.d~e"), "a-b_c.d~e");
     assert_eq!(form_encode("ä/?&="), "%C3%A4%2F%3F%26%3D");
 }
+
+#[test]
+fn form_decoding_reverses_encoding() {
+    for s in ["openid email", "a-b_c.d~e", "ä/?&=", "100%"] {
+        assert_eq!(form_decode(&form_encode(s)), s);
+    }
+    assert_eq!(form_decode("a+b%2Bc%zz%4"), "a b+c%zz%4");
+}

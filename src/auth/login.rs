@@ -1,0 +1,420 @@
+//! The login at the edge, put together: the redirect to the provider, the callback,
+//! and the session check that lets a request through with identity headers. The data
+//! plane calls in here for every guarded request; everything slow (discovery, JWKS)
+//! is cached per provider.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use serde_json::{Map, Value};
+
+use super::flow::{self, FlowError, FlowState};
+use super::id_token::{self, Alg, Expected, IdTokenError, Jwks};
+use super::identity::{self, DataHeader, SigningKey};
+use super::idp::{ClientAuth, Hop, IdpClient, IdpError, ProviderMetadata, form_encode};
+use super::sealed::KeyRing;
+use super::session::{self, Session, SessionError};
+use crate::compile::AuthPolicy;
+
+pub const CALLBACK_PATH: &str = "/oauth2/idpresponse";
+/// How often an unknown `kid` may trigger a JWKS refetch.
+const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// ALB's `x-amzn-oidc-data` lives about a minute.
+const DATA_LIFETIME_SECS: i64 = 60;
+/// An access token without `expires_in` is taken to last this long.
+const DEFAULT_ACCESS_TOKEN_SECS: i64 = 3600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error(transparent)]
+    Flow(#[from] FlowError),
+    #[error(transparent)]
+    Idp(#[from] IdpError),
+    #[error(transparent)]
+    IdToken(#[from] IdTokenError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error("the provider sent the user back with error {error}: {description}")]
+    ProviderError { error: String, description: String },
+    #[error("the callback has no code parameter")]
+    MissingCode,
+    #[error("userinfo's sub {userinfo:?} is not the ID token's {id_token:?}")]
+    SubjectMismatch { id_token: String, userinfo: String },
+    #[error("the token response has no ID token")]
+    NoIdToken,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl LoginError {
+    /// ALB's `error_reason`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Flow(e) => e.reason(),
+            Self::Idp(e) => e.reason(),
+            Self::IdToken(e) => e.reason(),
+            Self::Session(SessionError::ClaimsTooLarge(_)) => "AuthUserinfoResponseSizeExceeded",
+            Self::Session(_) | Self::Internal(_) => "AuthUnhandledException",
+            Self::ProviderError { .. } => "AuthInvalidGrantError",
+            Self::MissingCode => "AuthMissingCodeParam",
+            Self::SubjectMismatch { .. } => "AuthInvalidUserinfoResponse",
+            Self::NoIdToken => "AuthInvalidTokenResponse",
+        }
+    }
+
+    /// ALB's status for each failure.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Flow(FlowError::Random) => 500,
+            Self::Flow(_) => 401,
+            Self::ProviderError { error, .. } if error == "access_denied" => 401,
+            Self::ProviderError { .. } => 561,
+            Self::MissingCode => 401,
+            Self::Idp(IdpError::InvalidGrant { .. }) => 401,
+            Self::IdToken(_) | Self::SubjectMismatch { .. } | Self::NoIdToken => 401,
+            _ => 500,
+        }
+    }
+}
+
+/// What discovery and JWKS said of one provider.
+struct Provider {
+    meta: ProviderMetadata,
+    algs: Vec<Alg>,
+    jwks: ArcSwap<Jwks>,
+    last_jwks_fetch: Mutex<Instant>,
+}
+
+pub struct Authenticator {
+    idp: IdpClient,
+    ring: KeyRing,
+    signing_key: SigningKey,
+    signer: String,
+    providers: Mutex<HashMap<String, Arc<Provider>>>,
+}
+
+/// A request that carries a valid session: the headers the backend gets.
+pub struct Identity {
+    pub access_token: String,
+    pub sub: String,
+    pub data: String,
+}
+
+/// What a login step needs to know of the browser's request.
+#[derive(Clone, Copy)]
+pub struct Browser<'a> {
+    pub host: &'a str,
+    /// This host's callback URL, as the browser addresses it.
+    pub redirect_uri: &'a str,
+    /// The request's `Cookie` header values.
+    pub cookies: &'a [&'a str],
+    /// Unix seconds.
+    pub now: i64,
+    /// Whether cookies get `Secure` (the request came over TLS).
+    pub secure: bool,
+}
+
+/// A redirect to the provider, with the flow cookie to set.
+pub struct LoginRedirect {
+    pub location: String,
+    pub set_cookie: String,
+    pub flow_id: String,
+}
+
+/// A completed callback: the session cookies and where to send the browser.
+pub struct LoggedIn {
+    pub set_cookies: Vec<String>,
+    pub location: String,
+    pub sub: String,
+}
+
+impl Authenticator {
+    pub fn new(idp: IdpClient, ring: KeyRing, signing_key: SigningKey, signer: String) -> Self {
+        Self {
+            idp,
+            ring,
+            signing_key,
+            signer,
+            providers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing_key
+    }
+
+    /// Sessions and flows are bound to the AuthRule and the host.
+    pub fn binding(policy: &AuthPolicy, host: &str) -> String {
+        format!("{}/{}|{host}", policy.rule.namespace, policy.rule.name)
+    }
+
+    async fn provider(&self, policy: &AuthPolicy) -> Result<Arc<Provider>, LoginError> {
+        if let Some(p) = self
+            .providers
+            .lock()
+            .map_err(|_| LoginError::Internal("provider cache poisoned".into()))?
+            .get(&policy.issuer)
+        {
+            return Ok(p.clone());
+        }
+        let mut meta = self.idp.discover(&policy.issuer).await?;
+        // Endpoints given in the AuthRule win over discovery, as with ALB.
+        if let Some(e) = &policy.authorization_endpoint {
+            meta.authorization_endpoint = e.clone();
+        }
+        if let Some(e) = &policy.token_endpoint {
+            meta.token_endpoint = e.clone();
+        }
+        if let Some(e) = &policy.user_info_endpoint {
+            meta.userinfo_endpoint = Some(e.clone());
+        }
+        let jwks = self.idp.jwks(&meta.jwks_uri).await?;
+        let algs = id_token::allowed_algs(meta.id_token_signing_alg_values_supported.as_deref());
+        let provider = Arc::new(Provider {
+            meta,
+            algs,
+            jwks: ArcSwap::from_pointee(jwks),
+            last_jwks_fetch: Mutex::new(Instant::now()),
+        });
+        if let Ok(mut cache) = self.providers.lock() {
+            cache.insert(policy.issuer.clone(), provider.clone());
+        }
+        Ok(provider)
+    }
+
+    /// The provider's authorization URL for a new flow, parameters in ALB's order.
+    pub async fn begin(
+        &self,
+        policy: &AuthPolicy,
+        at: &Browser<'_>,
+        return_to: &str,
+    ) -> Result<LoginRedirect, LoginError> {
+        let Browser {
+            host,
+            redirect_uri,
+            now,
+            secure,
+            ..
+        } = *at;
+        let provider = self.provider(policy).await?;
+        let (state, sealed) =
+            flow::begin(&self.ring, &Self::binding(policy, host), return_to, now)?;
+        let mut location = format!(
+            "{}{}client_id={}&redirect_uri={}&response_type=code&scope={}&state={}",
+            provider.meta.authorization_endpoint,
+            if provider.meta.authorization_endpoint.contains('?') {
+                '&'
+            } else {
+                '?'
+            },
+            form_encode(&policy.client_id),
+            form_encode(redirect_uri),
+            form_encode(&policy.scope),
+            state.state
+        );
+        for (k, v) in &policy.extra_params {
+            location.push_str(&format!("&{k}={}", form_encode(v)));
+        }
+        location.push_str(&format!(
+            "&nonce={}&code_challenge={}&code_challenge_method=S256",
+            state.nonce,
+            state.pkce_challenge()
+        ));
+        Ok(LoginRedirect {
+            location,
+            set_cookie: flow::set_cookie(&state.state, &sealed, secure),
+            flow_id: state.flow_id,
+        })
+    }
+
+    /// The callback: state against the flow cookie first, then the code, the ID token,
+    /// userinfo, and the session.
+    pub async fn callback(
+        &self,
+        policy: &AuthPolicy,
+        at: &Browser<'_>,
+        query: &HashMap<String, String>,
+    ) -> Result<LoggedIn, LoginError> {
+        let Browser {
+            host,
+            redirect_uri,
+            cookies,
+            now,
+            secure,
+        } = *at;
+        let binding = Self::binding(policy, host);
+        let state = flow::finish(
+            &self.ring,
+            &binding,
+            query.get("state").map(String::as_str),
+            cookies.iter().copied(),
+            now,
+        )?;
+        if let Some(error) = query.get("error") {
+            return Err(LoginError::ProviderError {
+                error: error.clone(),
+                description: query.get("error_description").cloned().unwrap_or_default(),
+            });
+        }
+        let code = query
+            .get("code")
+            .filter(|c| !c.is_empty())
+            .ok_or(LoginError::MissingCode)?;
+        let provider = self.provider(policy).await?;
+        let client = ClientAuth {
+            client_id: &policy.client_id,
+            client_secret: &policy.client_secret,
+            method: policy.token_endpoint_auth_method,
+        };
+        let tokens = self
+            .idp
+            .redeem_code(
+                &provider.meta.token_endpoint,
+                &client,
+                code,
+                redirect_uri,
+                &state.pkce_verifier,
+            )
+            .await?;
+        let id_token = tokens.id_token.as_deref().ok_or(LoginError::NoIdToken)?;
+        let id = self
+            .validate_id_token(&provider, policy, &state, id_token, now)
+            .await?;
+        let claims = self.userinfo(&provider, &tokens.access_token).await?;
+        let userinfo_sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if userinfo_sub != id.sub {
+            return Err(LoginError::SubjectMismatch {
+                id_token: id.sub,
+                userinfo: userinfo_sub,
+            });
+        }
+        let session = Session {
+            sub: id.sub.clone(),
+            claims,
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token,
+            id_token: Some(id_token.to_owned()),
+            access_expires_at: now + tokens.expires_in.unwrap_or(DEFAULT_ACCESS_TOKEN_SECS),
+            expires_at: now + policy.session_timeout_secs as i64,
+        };
+        let shards = session::seal(&self.ring, &binding, &session)?;
+        let mut set_cookies = session::set_cookie_headers(&policy.cookie_name, &shards, secure);
+        set_cookies.push(flow::clear_cookie(&state.state, secure));
+        Ok(LoggedIn {
+            set_cookies,
+            location: state.return_to,
+            sub: id.sub,
+        })
+    }
+
+    async fn validate_id_token(
+        &self,
+        provider: &Provider,
+        policy: &AuthPolicy,
+        state: &FlowState,
+        token: &str,
+        now: i64,
+    ) -> Result<id_token::IdClaims, LoginError> {
+        let expected = Expected {
+            issuer: &policy.issuer,
+            client_id: &policy.client_id,
+            nonce: &state.nonce,
+            now,
+            algs: &provider.algs,
+        };
+        match id_token::validate(token, &provider.jwks.load(), &expected) {
+            Err(IdTokenError::UnknownKey(_)) if self.may_refetch_jwks(provider) => {
+                // The provider rotated its keys: fetch them again, at most every few seconds.
+                let jwks = self.idp.jwks(&provider.meta.jwks_uri).await?;
+                provider.jwks.store(Arc::new(jwks));
+                Ok(id_token::validate(token, &provider.jwks.load(), &expected)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    fn may_refetch_jwks(&self, provider: &Provider) -> bool {
+        let Ok(mut last) = provider.last_jwks_fetch.lock() else {
+            return false;
+        };
+        if last.elapsed() < JWKS_REFETCH_INTERVAL {
+            return false;
+        }
+        *last = Instant::now();
+        true
+    }
+
+    async fn userinfo(
+        &self,
+        provider: &Provider,
+        access_token: &str,
+    ) -> Result<Map<String, Value>, LoginError> {
+        let url = provider
+            .meta
+            .userinfo_endpoint
+            .as_deref()
+            .ok_or_else(|| IdpError::Invalid {
+                hop: Hop::Userinfo,
+                detail: "the provider has no userinfo endpoint".into(),
+            })?;
+        Ok(self.idp.userinfo(url, access_token).await?)
+    }
+
+    /// The session in the request's cookies, if it is valid and not timed out.
+    pub fn session(
+        &self,
+        policy: &AuthPolicy,
+        host: &str,
+        cookies: &[&str],
+        now: i64,
+    ) -> SessionState {
+        let Some(shards) = session::read_shards(cookies.iter().copied(), &policy.cookie_name)
+        else {
+            return SessionState::None;
+        };
+        match session::open(&self.ring, &Self::binding(policy, host), &shards) {
+            Ok(s) if s.expires_at > now && s.access_expires_at > now => {
+                SessionState::Valid(Box::new(s))
+            }
+            Ok(_) => SessionState::Expired,
+            Err(_) => SessionState::Invalid,
+        }
+    }
+
+    /// The three identity headers for a valid session.
+    pub fn identity(
+        &self,
+        policy: &AuthPolicy,
+        session: &Session,
+        now: i64,
+    ) -> Result<Identity, LoginError> {
+        let header = DataHeader {
+            issuer: &policy.issuer,
+            client_id: &policy.client_id,
+            signer: &self.signer,
+            exp: now + DATA_LIFETIME_SECS,
+        };
+        let data = identity::sign_data(&self.signing_key, &header, &session.claims)
+            .map_err(|e| LoginError::Internal(e.to_string()))?;
+        Ok(Identity {
+            access_token: session.access_token.clone(),
+            sub: session.sub.clone(),
+            data,
+        })
+    }
+}
+
+pub enum SessionState {
+    None,
+    Valid(Box<Session>),
+    /// A session of ours that timed out (or whose access token expired).
+    Expired,
+    /// A cookie by our name that is not ours (tampered, foreign rule or host).
+    Invalid,
+}

@@ -1,0 +1,236 @@
+//! The login at the edge, end to end: `portcullis serve` guarding an Ingress with an
+//! AuthRule, the real OpenID provider, a cookie-keeping client that follows each hop,
+//! and a backend that reports the identity headers it received.
+
+mod common;
+
+use base64::Engine as _;
+use common::idp::{Idp, log_in};
+use common::*;
+
+const AUTH_RULE: &str = r#"
+---
+apiVersion: portcullis.dev/v1alpha1
+kind: AuthRule
+metadata: {name: sso, namespace: apps}
+spec:
+  targetRefs: [{name: web}]
+  oidc:
+    issuer: ISSUER
+    clientId: portcullis-test
+    clientSecretRef: {name: idp}
+    scope: openid email profile
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: idp, namespace: apps}
+stringData: {client-secret: test-secret}
+"#;
+
+struct Setup {
+    _backend: Backend,
+    _idp: Idp,
+    _manifests: TempDir,
+    proxy: Portcullis,
+    origin: String,
+}
+
+/// Portcullis first (its port goes into the redirect URI the provider allows), then
+/// the provider, then the AuthRule naming it.
+async fn setup() -> Setup {
+    let backend = Backend::start("app").await;
+    let manifests = TempDir::new("login");
+    manifests.write(
+        "app.yaml",
+        &format!(
+            "{}{}",
+            ingress_yaml("web", &[("app.example.com", "/", "svc")], ""),
+            service_yaml("svc", &[backend.addr])
+        ),
+    );
+    let proxy = Portcullis::start(manifests.path(), &[]);
+    let origin = format!("http://app.example.com:{}", proxy.http.port());
+    let idp = Idp::start(&[("IDP_REDIRECT_URIS", &format!("{origin}/oauth2/idpresponse"))]);
+    manifests.write("auth.yaml", &AUTH_RULE.replace("ISSUER", &idp.issuer));
+    let probe = browser(&proxy);
+    eventually("the AuthRule guards the route", || async {
+        probe
+            .get(format!("{origin}/"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 302)
+    })
+    .await;
+    Setup {
+        _backend: backend,
+        _idp: idp,
+        _manifests: manifests,
+        proxy,
+        origin,
+    }
+}
+
+fn browser(p: &Portcullis) -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("app.example.com", p.http)
+        .build()
+        .unwrap()
+}
+
+async fn backend_view(resp: reqwest::Response) -> serde_json::Value {
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_browser_logs_in_and_the_backend_gets_the_identity() {
+    let s = setup().await;
+    let b = browser(&s.proxy);
+    let start = b
+        .get(format!("{}/dashboard?tab=1", s.origin))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status(), 302);
+    let to_idp = start.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        to_idp.contains("client_id=portcullis-test&redirect_uri="),
+        "{to_idp}"
+    );
+    assert!(
+        to_idp.contains("&response_type=code&scope=openid%20email%20profile&state="),
+        "ALB's parameter order: {to_idp}"
+    );
+    assert!(to_idp.contains("&code_challenge_method=S256"));
+    let flow_cookie = start.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        flow_cookie.starts_with("AWSALBAuthNonce-") && flow_cookie.contains("HttpOnly"),
+        "{flow_cookie}"
+    );
+
+    let callback = log_in(
+        &b,
+        &to_idp,
+        &format!("{}/oauth2/idpresponse", s.origin),
+        "alice",
+    )
+    .await;
+    let done = b.get(&callback.url).send().await.unwrap();
+    assert_eq!(done.status(), 302, "{:?}", done.text().await);
+    assert_eq!(done.headers()["location"], "/dashboard?tab=1");
+    let cookies: Vec<_> = done
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("AWSELBAuthSessionCookie-0=") && !c.contains("Max-Age=0")),
+        "{cookies:?}"
+    );
+
+    let seen = backend_view(
+        b.get(format!("{}/dashboard?tab=1", s.origin))
+            .header("x-amzn-oidc-identity", "mallory")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let h = &seen["headers"];
+    assert_eq!(
+        h["x-amzn-oidc-identity"], "alice",
+        "the session's identity, not the forged one"
+    );
+    assert!(!h["x-amzn-oidc-accesstoken"].as_str().unwrap().is_empty());
+    let data = h["x-amzn-oidc-data"].as_str().unwrap();
+    let parts: Vec<&str> = data.split('.').collect();
+    let payload: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE
+            .decode(parts[1])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(payload["sub"], "alice");
+    assert_eq!(payload["email"], "alice@example.com");
+
+    let line = s
+        .proxy
+        .log_line(|l| l.contains("/oauth2/idpresponse"))
+        .await;
+    let r = alb_record(&line);
+    assert_eq!(
+        (
+            r["elb_status_code"].as_str(),
+            r["actions_executed"].as_str()
+        ),
+        ("302", "authenticate")
+    );
+    assert_eq!(r["redirect_url"], "/dashboard?tab=1");
+    let line = s
+        .proxy
+        .log_line(|l| {
+            l.contains("GET http://app.example.com")
+                && l.contains("/dashboard?tab=1")
+                && l.contains("\"authenticate,forward\"")
+        })
+        .await;
+    assert_eq!(alb_record(&line)["elb_status_code"], "200");
+}
+
+#[tokio::test]
+async fn scripts_get_401_with_the_login_url_and_bad_callbacks_get_albs_reasons() {
+    let s = setup().await;
+    let b = browser(&s.proxy);
+    let api = b
+        .get(format!("{}/api/items", s.origin))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 401);
+    let body: serde_json::Value = api.json().await.unwrap();
+    assert_eq!(body["error"], "AuthRequired");
+    assert!(
+        body["loginUrl"]
+            .as_str()
+            .unwrap()
+            .contains("code_challenge=")
+    );
+
+    let callback = |q: &str| b.get(format!("{}/oauth2/idpresponse?{q}", s.origin)).send();
+    let no_state = callback("code=x").await.unwrap();
+    assert_eq!(no_state.status(), 401);
+    assert_eq!(
+        no_state.json::<serde_json::Value>().await.unwrap()["error"],
+        "AuthMissingStateParam"
+    );
+    let no_cookie = callback("code=x&state=abc").await.unwrap();
+    assert_eq!(no_cookie.status(), 401);
+    assert_eq!(
+        no_cookie.json::<serde_json::Value>().await.unwrap()["error"],
+        "AuthMissingAWSALBAuthNonce"
+    );
+
+    let forged = b
+        .get(format!("{}/", s.origin))
+        .header("accept", "text/html")
+        .header(
+            "cookie",
+            "AWSELBAuthSessionCookie-0=AQEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        forged.status(),
+        302,
+        "a forged session is no session: log in again"
+    );
+}
