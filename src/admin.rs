@@ -1,5 +1,6 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`. Kept off the traffic port so
-//! it can be firewalled apart.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, and the public keys of
+//! `x-amzn-oidc-data` (`/keys/<kid>` as PEM, `/keys` as a JWKS). Kept off the traffic
+//! port so it can be firewalled apart.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -38,7 +39,18 @@ pub async fn serve_admin(
 }
 
 async fn answer(dp: Arc<DataPlane>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let (status, content_type, body) = match req.uri().path() {
+    let path = req.uri().path();
+    let key = dp.auth.signing_key();
+    let (status, content_type, body) = match path {
+        // ALB's key endpoint: `<base>/<kid>` serves the PEM public key.
+        p if p.strip_prefix("/keys/") == Some(key.kid()) => {
+            (StatusCode::OK, "application/x-pem-file", key.public_pem())
+        }
+        "/keys" | "/.well-known/jwks.json" => (
+            StatusCode::OK,
+            "application/json",
+            serde_json::json!({"keys": [key.jwk()]}).to_string(),
+        ),
         "/metrics" => (
             StatusCode::OK,
             "text/plain; version=0.0.4",

@@ -3,28 +3,7 @@
 
 mod common;
 
-use std::process::Command;
-
 use portcullis::auth::identity::{DataHeader, SigningKey, sign_data};
-
-fn verify_with_node(token: &str, pem: &str) -> Result<serde_json::Value, String> {
-    let dir = common::TempDir::new("alb-data");
-    dir.write("key.pem", pem);
-    let out = Command::new("node")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/idp/verify-alb-data.mjs"
-        ))
-        .arg(token)
-        .arg(dir.path().join("key.pem"))
-        .output()
-        .expect("running node");
-    if out.status.success() {
-        Ok(serde_json::from_slice(&out.stdout).unwrap())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
 
 #[test]
 fn node_crypto_verifies_the_signed_identity_header() {
@@ -37,7 +16,7 @@ fn node_crypto_verifies_the_signed_identity_header() {
         exp: 1_900_000_000,
     };
     let token = sign_data(&key, &header, claims.as_object().unwrap()).unwrap();
-    let seen = verify_with_node(&token, &key.public_pem()).unwrap();
+    let seen = common::verify_alb_data(&token, &key.public_pem()).unwrap();
     assert_eq!(seen["header"]["kid"], key.kid());
     assert_eq!(seen["header"]["alg"], "ES256");
     assert_eq!(seen["header"]["signer"], "arn:portcullis:apps/sso");
@@ -46,7 +25,7 @@ fn node_crypto_verifies_the_signed_identity_header() {
 
     let other = SigningKey::generate().unwrap();
     assert!(
-        verify_with_node(&token, &other.public_pem()).is_err(),
+        common::verify_alb_data(&token, &other.public_pem()).is_err(),
         "another key does not verify it"
     );
     let (input, _) = token.rsplit_once('.').unwrap();
@@ -58,5 +37,5 @@ fn node_crypto_verifies_the_signed_identity_header() {
             .unwrap()
             .1
     );
-    assert!(verify_with_node(&forged, &key.public_pem()).is_err());
+    assert!(common::verify_alb_data(&forged, &key.public_pem()).is_err());
 }

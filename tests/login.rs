@@ -159,6 +159,25 @@ async fn a_browser_logs_in_and_the_backend_gets_the_identity() {
     .unwrap();
     assert_eq!(payload["sub"], "alice");
     assert_eq!(payload["email"], "alice@example.com");
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE
+            .decode(parts[0])
+            .unwrap(),
+    )
+    .unwrap();
+    let pem = reqwest::get(format!(
+        "http://{}/keys/{}",
+        s.proxy.admin,
+        header["kid"].as_str().unwrap()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    let verified = verify_alb_data(data, &pem)
+        .expect("Node's crypto verifies the header with the key endpoint's PEM");
+    assert_eq!(verified["payload"]["sub"], "alice");
 
     let line = s
         .proxy

@@ -397,3 +397,24 @@ pub async fn one_route(tag: &str) -> OneRoute {
         proxy,
     }
 }
+
+/// Verifies `x-amzn-oidc-data` with Node's crypto (OpenSSL) and the PEM key, as ALB's
+/// documented verifiers do; returns the decoded header and payload.
+pub fn verify_alb_data(token: &str, pem: &str) -> Result<serde_json::Value, String> {
+    let dir = TempDir::new("alb-data");
+    dir.write("key.pem", pem);
+    let out = Command::new("node")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/idp/verify-alb-data.mjs"
+        ))
+        .arg(token)
+        .arg(dir.path().join("key.pem"))
+        .output()
+        .expect("running node");
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
