@@ -29,8 +29,8 @@ stringData: {client-secret: test-secret}
 
 struct Setup {
     _backend: Backend,
-    _idp: Idp,
-    _manifests: TempDir,
+    idp: Idp,
+    manifests: TempDir,
     proxy: Portcullis,
     origin: String,
 }
@@ -64,8 +64,8 @@ async fn setup() -> Setup {
     .await;
     Setup {
         _backend: backend,
-        _idp: idp,
-        _manifests: manifests,
+        idp,
+        manifests,
         proxy,
         origin,
     }
@@ -251,5 +251,124 @@ async fn scripts_get_401_with_the_login_url_and_bad_callbacks_get_albs_reasons()
         forged.status(),
         302,
         "a forged session is no session: log in again"
+    );
+}
+
+/// Two more guarded hosts: `closed.example.com` (deny) and `open.example.com` (allow),
+/// each with an AuthRule of its own.
+fn more_rules(issuer: &str, backend: std::net::SocketAddr) -> String {
+    let rule = |name: &str, ingress: &str, mode: &str| {
+        AUTH_RULE
+            .replace("name: sso", &format!("name: {name}"))
+            .replace("[{name: web}]", &format!("[{{name: {ingress}}}]"))
+            .replace(
+                "    scope: openid email profile",
+                &format!("    scope: openid email profile\n  onUnauthenticatedRequest: {mode}"),
+            )
+            .replace("ISSUER", issuer)
+    };
+    format!(
+        "{}{}{}{}{}",
+        ingress_yaml("closed", &[("closed.example.com", "/", "svc2")], ""),
+        ingress_yaml("open", &[("open.example.com", "/", "svc2")], ""),
+        service_yaml("svc2", &[backend]),
+        rule("closed-rule", "closed", "deny"),
+        rule("open-rule", "open", "allow"),
+    )
+}
+
+#[tokio::test]
+async fn modes_parallel_logins_and_sessions_bound_to_their_rule() {
+    let s = setup().await;
+    let other = Backend::start("other").await;
+    let issuer = s.idp.issuer.clone();
+    s.manifests
+        .write("more.yaml", &more_rules(&issuer, other.addr));
+    let b = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("app.example.com", s.proxy.http)
+        .resolve("closed.example.com", s.proxy.http)
+        .resolve("open.example.com", s.proxy.http)
+        .build()
+        .unwrap();
+    let port = s.proxy.http.port();
+    let closed = format!("http://closed.example.com:{port}/");
+    eventually("the deny rule is in effect", || async {
+        b.get(&closed).send().await.is_ok_and(|r| r.status() == 401)
+    })
+    .await;
+    let denied = b
+        .get(&closed)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        denied.status(),
+        401,
+        "deny does not redirect browsers either"
+    );
+    assert!(denied.text().await.unwrap().contains("AuthDenied"));
+    let open = b
+        .get(format!("http://open.example.com:{port}/"))
+        .header("x-amzn-oidc-identity", "mallory")
+        .send()
+        .await
+        .unwrap();
+    let seen = backend_view(open).await;
+    assert!(
+        seen["headers"].get("x-amzn-oidc-identity").is_none(),
+        "allow forwards without identity, forged header stripped"
+    );
+
+    // Two tabs start a login, then finish in the opposite order.
+    let start = |path: &'static str| {
+        b.get(format!("{}{path}", s.origin))
+            .header("accept", "text/html")
+            .send()
+    };
+    let first = start("/one").await.unwrap().headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let second = start("/two").await.unwrap().headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let callback_uri = format!("{}/oauth2/idpresponse", s.origin);
+    let mut stolen = Vec::new();
+    for (to_idp, back) in [(second, "/two"), (first, "/one")] {
+        let callback = log_in(&b, &to_idp, &callback_uri, "carol").await;
+        let done = b.get(&callback.url).send().await.unwrap();
+        assert_eq!(done.status(), 302);
+        assert_eq!(done.headers()["location"], back);
+        let set = done
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+        stolen = set
+            .filter(|c| c.starts_with("AWSELBAuthSessionCookie-0="))
+            .collect();
+    }
+    let seen = backend_view(b.get(format!("{}/one", s.origin)).send().await.unwrap()).await;
+    assert_eq!(seen["headers"]["x-amzn-oidc-identity"], "carol");
+
+    // carol's session cookie for app.example.com, replayed at closed.example.com.
+    let replay = reqwest::Client::builder()
+        .resolve("closed.example.com", s.proxy.http)
+        .build()
+        .unwrap();
+    let resp = replay
+        .get(&closed)
+        .header("cookie", stolen.join("; "))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        401,
+        "a session is bound to the rule and host that made it"
     );
 }
