@@ -38,6 +38,16 @@ struct Setup {
 /// Portcullis first (its port goes into the redirect URI the provider allows), then
 /// the provider, then the AuthRule naming it.
 async fn setup() -> Setup {
+    setup_with(&[]).await
+}
+
+/// `setup` with extra settings for the provider (IDP_* variables).
+async fn setup_with(idp_env: &[(&str, &str)]) -> Setup {
+    setup_rule(idp_env, AUTH_RULE).await
+}
+
+/// `setup_with` and an AuthRule of the caller's (ISSUER is replaced).
+async fn setup_rule(idp_env: &[(&str, &str)], rule: &str) -> Setup {
     let backend = Backend::start("app").await;
     let manifests = TempDir::new("login");
     manifests.write(
@@ -50,8 +60,11 @@ async fn setup() -> Setup {
     );
     let proxy = Portcullis::start(manifests.path(), &[]);
     let origin = format!("http://app.example.com:{}", proxy.http.port());
-    let idp = Idp::start(&[("IDP_REDIRECT_URIS", &format!("{origin}/oauth2/idpresponse"))]);
-    manifests.write("auth.yaml", &AUTH_RULE.replace("ISSUER", &idp.issuer));
+    let redirect_uris = format!("{origin}/oauth2/idpresponse");
+    let mut env = vec![("IDP_REDIRECT_URIS", redirect_uris.as_str())];
+    env.extend_from_slice(idp_env);
+    let idp = Idp::start(&env);
+    manifests.write("auth.yaml", &rule.replace("ISSUER", &idp.issuer));
     let probe = browser(&proxy);
     eventually("the AuthRule guards the route", || async {
         probe
@@ -370,5 +383,64 @@ async fn modes_parallel_logins_and_sessions_bound_to_their_rule() {
         resp.status(),
         401,
         "a session is bound to the rule and host that made it"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_access_token_is_refreshed_without_a_new_login() {
+    // Providers grant refresh tokens for offline_access, which needs consent.
+    let rule = AUTH_RULE.replace("scope: openid email profile", "scope: openid email profile offline_access\n    authenticationRequestExtraParams: {prompt: consent}");
+    let s = setup_rule(&[("IDP_ACCESS_TOKEN_TTL", "2")], &rule).await;
+    let b = browser(&s.proxy);
+    let to_idp = b
+        .get(format!("{}/", s.origin))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let callback = log_in(
+        &b,
+        &to_idp,
+        &format!("{}/oauth2/idpresponse", s.origin),
+        "dave",
+    )
+    .await;
+    assert_eq!(b.get(&callback.url).send().await.unwrap().status(), 302);
+    let before = backend_view(b.get(format!("{}/", s.origin)).send().await.unwrap()).await;
+    let first_token = before["headers"]["x-amzn-oidc-accesstoken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let resp = b
+        .get(format!("{}/", s.origin))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    let renewed = resp.headers().get_all("set-cookie").iter().any(|c| {
+        c.to_str()
+            .unwrap()
+            .starts_with("AWSELBAuthSessionCookie-0=")
+    });
+    let after = backend_view(resp).await;
+    assert!(renewed, "the refreshed session is written back");
+    assert_eq!(after["headers"]["x-amzn-oidc-identity"], "dave");
+    assert_ne!(
+        after["headers"]["x-amzn-oidc-accesstoken"]
+            .as_str()
+            .unwrap(),
+        first_token,
+        "a new access token"
+    );
+    let again = backend_view(b.get(format!("{}/", s.origin)).send().await.unwrap()).await;
+    assert_eq!(
+        again["headers"]["x-amzn-oidc-accesstoken"], after["headers"]["x-amzn-oidc-accesstoken"],
+        "the new session is used"
     );
 }

@@ -379,12 +379,62 @@ impl Authenticator {
             return SessionState::None;
         };
         match session::open(&self.ring, &Self::binding(policy, host), &shards) {
-            Ok(s) if s.expires_at > now && s.access_expires_at > now => {
-                SessionState::Valid(Box::new(s))
-            }
+            Ok(s) if s.expires_at <= now => SessionState::Expired,
+            Ok(s) if s.access_expires_at > now => SessionState::Valid(Box::new(s)),
+            Ok(s) if s.refresh_token.is_some() => SessionState::Stale(Box::new(s)),
             Ok(_) => SessionState::Expired,
             Err(_) => SessionState::Invalid,
         }
+    }
+
+    /// Renews a stale session with its refresh token and reads userinfo again, as ALB
+    /// does; returns the new session and its cookies. The session keeps its end time.
+    pub async fn refresh(
+        &self,
+        policy: &AuthPolicy,
+        host: &str,
+        stale: &Session,
+        now: i64,
+        secure: bool,
+    ) -> Result<(Session, Vec<String>), LoginError> {
+        let provider = self.provider(policy).await?;
+        let client = ClientAuth {
+            client_id: &policy.client_id,
+            client_secret: &policy.client_secret,
+            method: policy.token_endpoint_auth_method,
+        };
+        let refresh_token = stale.refresh_token.as_deref().unwrap_or_default();
+        let tokens = self
+            .idp
+            .refresh(&provider.meta.token_endpoint, &client, refresh_token)
+            .await?;
+        let claims = self.userinfo(&provider, &tokens.access_token).await?;
+        let sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if sub != stale.sub {
+            return Err(LoginError::SubjectMismatch {
+                id_token: stale.sub.clone(),
+                userinfo: sub,
+            });
+        }
+        let session = Session {
+            sub,
+            claims,
+            access_token: tokens.access_token,
+            // Providers that rotate refresh tokens send a new one; others keep the old.
+            refresh_token: tokens.refresh_token.or_else(|| stale.refresh_token.clone()),
+            id_token: tokens.id_token.or_else(|| stale.id_token.clone()),
+            access_expires_at: now + tokens.expires_in.unwrap_or(DEFAULT_ACCESS_TOKEN_SECS),
+            expires_at: stale.expires_at,
+        };
+        let shards = session::seal(&self.ring, &Self::binding(policy, host), &session)?;
+        Ok((
+            session,
+            session::set_cookie_headers(&policy.cookie_name, &shards, secure),
+        ))
     }
 
     /// The three identity headers for a valid session.
@@ -413,6 +463,8 @@ impl Authenticator {
 pub enum SessionState {
     None,
     Valid(Box<Session>),
+    /// The access token expired; the session has time left and a refresh token.
+    Stale(Box<Session>),
     /// A session of ours that timed out (or whose access token expired).
     Expired,
     /// A cookie by our name that is not ours (tampered, foreign rule or host).

@@ -24,6 +24,7 @@ use crate::auth::flow::FlowError;
 use crate::auth::idp::form_decode;
 use crate::auth::login::{Browser, CALLBACK_PATH, Identity, LoginError, SessionState};
 use crate::auth::redirect::safe_return_path;
+use crate::auth::session::Session;
 use crate::compile::{AuthPolicy, Backend, GuardPolicy, Route};
 use crate::model::OnUnauthenticatedRequest;
 use crate::observe::access_log::{AccessRecord, timestamp};
@@ -39,6 +40,8 @@ struct Exchange {
     received: Instant,
     html: bool,
     route: Option<Arc<Route>>,
+    /// Cookies to set on the response whatever it is (a refreshed session).
+    set_cookies: Vec<String>,
 }
 
 pub async fn handle(
@@ -76,6 +79,7 @@ pub async fn handle(
         received,
         html,
         route: None,
+        set_cookies: Vec::new(),
     };
     let resp = ex.respond(req, received_bytes.clone()).await;
     Ok(ex.finish(resp, received_bytes))
@@ -207,14 +211,20 @@ impl Exchange {
         let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
         let auth = &self.dp.auth;
         let expired = match auth.session(policy, host, &cookies, now) {
-            SessionState::Valid(session) => {
-                return match auth.identity(policy, &session, now) {
-                    Ok(identity) => {
-                        insert_identity(req.headers_mut(), &identity);
-                        None
+            SessionState::Valid(session) => return self.pass_identity(req, policy, &session, now),
+            SessionState::Stale(stale) => {
+                match auth.refresh(policy, host, &stale, now, secure).await {
+                    Ok((session, set_cookies)) => {
+                        tracing::info!(trace_id = %self.trace.root, rule = %policy.rule, sub = %session.sub, "session refreshed");
+                        self.set_cookies = set_cookies;
+                        return self.pass_identity(req, policy, &session, now);
                     }
-                    Err(e) => Some(self.login_error(&e)),
-                };
+                    Err(e) => {
+                        // A failed refresh is a session that ended: log in again.
+                        tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, reason = e.reason(), error = %e, "refresh failed");
+                        true
+                    }
+                }
             }
             SessionState::Expired => true,
             SessionState::None | SessionState::Invalid => false,
@@ -262,6 +272,22 @@ impl Exchange {
                     http::HeaderValue::from_static("application/json"),
                 );
                 Some(resp)
+            }
+            Err(e) => Some(self.login_error(&e)),
+        }
+    }
+
+    fn pass_identity(
+        &mut self,
+        req: &mut Request<Incoming>,
+        policy: &AuthPolicy,
+        session: &Session,
+        now: i64,
+    ) -> Option<Response<Body>> {
+        match self.dp.auth.identity(policy, session, now) {
+            Ok(identity) => {
+                insert_identity(req.headers_mut(), &identity);
+                None
             }
             Err(e) => Some(self.login_error(&e)),
         }
@@ -338,7 +364,12 @@ impl Exchange {
 
     /// Counts the response in the route's metrics and hands the access-log record to
     /// the body, which writes it once the last byte is sent.
-    fn finish(mut self, resp: Response<Body>, received_bytes: Arc<AtomicU64>) -> Response<Body> {
+    fn finish(
+        mut self,
+        mut resp: Response<Body>,
+        received_bytes: Arc<AtomicU64>,
+    ) -> Response<Body> {
+        append_cookies(&mut resp, std::mem::take(&mut self.set_cookies));
         let status = resp.status().as_u16();
         let metrics = match &self.route {
             Some(r) => self
