@@ -221,7 +221,7 @@ async fn scripts_get_401_with_the_login_url_and_bad_callbacks_get_albs_reasons()
     let s = setup().await;
     let b = browser(&s.proxy);
     let api = b
-        .get(format!("{}/api/items", s.origin))
+        .get(format!("{}/api/items?page=2", s.origin))
         .header("accept", "application/json")
         .send()
         .await
@@ -229,11 +229,9 @@ async fn scripts_get_401_with_the_login_url_and_bad_callbacks_get_albs_reasons()
     assert_eq!(api.status(), 401);
     let body: serde_json::Value = api.json().await.unwrap();
     assert_eq!(body["error"], "AuthRequired");
-    assert!(
-        body["loginUrl"]
-            .as_str()
-            .unwrap()
-            .contains("code_challenge=")
+    assert_eq!(
+        body["loginUrl"], "/api/items?page=2",
+        "the page itself: a browser opening it starts a login"
     );
 
     let callback = |q: &str| b.get(format!("{}/oauth2/idpresponse?{q}", s.origin)).send();

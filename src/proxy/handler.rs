@@ -245,6 +245,19 @@ impl Exchange {
         }
         let return_to =
             safe_return_path(req.uri().path_and_query().map_or("/", |p| p.as_str())).to_owned();
+        if !self.html {
+            // Scripts cannot follow a login. Point them at this page: opened in a
+            // browser, it starts a login with its own flow cookie.
+            self.rec.error_reason = "AuthRequired".into();
+            let body = serde_json::json!({"status": 401, "error": "AuthRequired", "loginUrl": return_to, "traceId": self.trace.root});
+            let mut resp = Response::new(crate::proxy::pages::full(body.to_string()));
+            *resp.status_mut() = StatusCode::UNAUTHORIZED;
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            return Some(resp);
+        }
         let redirect_uri = callback_uri(req, secure);
         let at = Browser {
             host,
@@ -254,23 +267,11 @@ impl Exchange {
             secure,
         };
         match auth.begin(policy, &at, &return_to).await {
-            Ok(login) if self.html => {
+            Ok(login) => {
                 tracing::info!(trace_id = %self.trace.root, flow_id = %login.flow_id, rule = %policy.rule, "login started: redirect to the provider");
                 self.rec.redirect_url = login.location.clone();
                 let mut resp = redirect(StatusCode::FOUND, &login.location);
                 append_cookies(&mut resp, [login.set_cookie]);
-                Some(resp)
-            }
-            Ok(login) => {
-                // Scripts cannot follow a login; tell them where it is instead.
-                self.rec.error_reason = "AuthRequired".into();
-                let body = serde_json::json!({"status": 401, "error": "AuthRequired", "loginUrl": login.location, "traceId": self.trace.root});
-                let mut resp = Response::new(crate::proxy::pages::full(body.to_string()));
-                *resp.status_mut() = StatusCode::UNAUTHORIZED;
-                resp.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("application/json"),
-                );
                 Some(resp)
             }
             Err(e) => Some(self.login_error(&e)),
