@@ -117,6 +117,15 @@ struct ServeArgs {
         default_value = "arn:aws:elasticloadbalancing:local:000000000000:loadbalancer/app/portcullis/0000000000000000"
     )]
     signer: String,
+    /// Session keys: one base64-encoded 32-byte key a line, newest first (older lines
+    /// still open existing sessions). Without it a key is made at start, and sessions
+    /// end when Portcullis restarts.
+    #[arg(long, env = "PORTCULLIS_SESSION_KEYS_FILE")]
+    session_keys_file: Option<PathBuf>,
+    /// The P-256 key (PKCS#8 PEM) that signs x-amzn-oidc-data. Without it a key is made
+    /// at start.
+    #[arg(long, env = "PORTCULLIS_SIGNING_KEY_FILE")]
+    signing_key_file: Option<PathBuf>,
     /// Seconds to wait for the identity provider (token, userinfo, discovery).
     #[arg(long, default_value_t = 5)]
     idp_timeout: u64,
@@ -247,26 +256,66 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Session and signing keys are made at start for now: sessions end when the process
-/// restarts, and replicas do not share them.
+/// Keys from files when given; otherwise made at start, with a warning, because
+/// sessions then end on restart and replicas cannot read each other's.
 fn authenticator(args: &ServeArgs) -> anyhow::Result<Authenticator> {
-    use aws_lc_rs::rand::SecureRandom as _;
-    let mut session_key = vec![0u8; 32];
-    aws_lc_rs::rand::SystemRandom::new()
-        .fill(&mut session_key)
-        .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
-    tracing::warn!(
-        "session and signing keys were generated at start: sessions end when Portcullis restarts"
-    );
-    let ring = KeyRing::new(&[session_key]).context("making the session key")?;
+    let session_keys = match &args.session_keys_file {
+        Some(path) => read_session_keys(path)?,
+        None => {
+            use aws_lc_rs::rand::SecureRandom as _;
+            let mut key = vec![0u8; 32];
+            aws_lc_rs::rand::SystemRandom::new()
+                .fill(&mut key)
+                .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+            tracing::warn!(
+                "no --session-keys-file: a session key was made at start, so sessions end when Portcullis restarts"
+            );
+            vec![key]
+        }
+    };
+    let ring = KeyRing::new(&session_keys).context("session keys must be 32 bytes each")?;
+    let signing_key = match &args.signing_key_file {
+        Some(path) => SigningKey::from_pem(
+            &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("{} is not a P-256 PKCS#8 PEM key", path.display()))?,
+        None => {
+            tracing::warn!(
+                "no --signing-key-file: the x-amzn-oidc-data key was made at start and changes on restart"
+            );
+            SigningKey::generate()?
+        }
+    };
     let idp = IdpClient::new(Duration::from_secs(args.idp_timeout))
         .context("loading the system's certificate authorities")?;
     Ok(Authenticator::new(
         idp,
         ring,
-        SigningKey::generate()?,
+        signing_key,
         args.signer.clone(),
     ))
+}
+
+fn read_session_keys(path: &std::path::Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    use base64::Engine as _;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let keys: Vec<Vec<u8>> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            base64::engine::general_purpose::STANDARD
+                .decode(l)
+                .with_context(|| format!("{}: a line is not base64", path.display()))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    anyhow::ensure!(
+        !keys.is_empty(),
+        "{} holds no key (one base64 32-byte key a line; e.g. `head -c32 /dev/urandom | base64`)",
+        path.display()
+    );
+    Ok(keys)
 }
 
 async fn wait_for_stop_signal() {

@@ -43,11 +43,11 @@ async fn setup() -> Setup {
 
 /// `setup` with extra settings for the provider (IDP_* variables).
 async fn setup_with(idp_env: &[(&str, &str)]) -> Setup {
-    setup_rule(idp_env, AUTH_RULE).await
+    setup_rule(idp_env, AUTH_RULE, &[]).await
 }
 
 /// `setup_with` and an AuthRule of the caller's (ISSUER is replaced).
-async fn setup_rule(idp_env: &[(&str, &str)], rule: &str) -> Setup {
+async fn setup_rule(idp_env: &[(&str, &str)], rule: &str, args: &[&str]) -> Setup {
     let backend = Backend::start("app").await;
     let manifests = TempDir::new("login");
     manifests.write(
@@ -58,7 +58,7 @@ async fn setup_rule(idp_env: &[(&str, &str)], rule: &str) -> Setup {
             service_yaml("svc", &[backend.addr])
         ),
     );
-    let proxy = Portcullis::start(manifests.path(), &[]);
+    let proxy = Portcullis::start(manifests.path(), args);
     let origin = format!("http://app.example.com:{}", proxy.http.port());
     let redirect_uris = format!("{origin}/oauth2/idpresponse");
     let mut env = vec![("IDP_REDIRECT_URIS", redirect_uris.as_str())];
@@ -388,7 +388,7 @@ async fn modes_parallel_logins_and_sessions_bound_to_their_rule() {
 async fn an_expired_access_token_is_refreshed_without_a_new_login() {
     // Providers grant refresh tokens for offline_access, which needs consent.
     let rule = AUTH_RULE.replace("scope: openid email profile", "scope: openid email profile offline_access\n    authenticationRequestExtraParams: {prompt: consent}");
-    let s = setup_rule(&[("IDP_ACCESS_TOKEN_TTL", "2")], &rule).await;
+    let s = setup_rule(&[("IDP_ACCESS_TOKEN_TTL", "2")], &rule, &[]).await;
     let b = browser(&s.proxy);
     let to_idp = b
         .get(format!("{}/", s.origin))
@@ -441,4 +441,92 @@ async fn an_expired_access_token_is_refreshed_without_a_new_login() {
         again["headers"]["x-amzn-oidc-accesstoken"], after["headers"]["x-amzn-oidc-accesstoken"],
         "the new session is used"
     );
+}
+
+#[tokio::test]
+async fn sessions_survive_a_restart_with_key_files() {
+    let keys = TempDir::new("keys");
+    keys.write(
+        "session-keys",
+        &format!(
+            "# newest first\n{}\n",
+            base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+        ),
+    );
+    let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &aws_lc_rs::rand::SystemRandom::new(),
+    )
+    .unwrap();
+    keys.write(
+        "signing.pem",
+        &format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
+        ),
+    );
+    let session_keys = keys.path().join("session-keys").display().to_string();
+    let signing_key = keys.path().join("signing.pem").display().to_string();
+    let args = [
+        "--session-keys-file",
+        session_keys.as_str(),
+        "--signing-key-file",
+        signing_key.as_str(),
+    ];
+    let s = setup_rule(&[], AUTH_RULE, &args).await;
+    let b = browser(&s.proxy);
+    let to_idp = b
+        .get(format!("{}/", s.origin))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let callback = log_in(
+        &b,
+        &to_idp,
+        &format!("{}/oauth2/idpresponse", s.origin),
+        "erin",
+    )
+    .await;
+    assert_eq!(b.get(&callback.url).send().await.unwrap().status(), 302);
+    let kid = |seen: &serde_json::Value| {
+        let data = seen["headers"]["x-amzn-oidc-data"]
+            .as_str()
+            .unwrap()
+            .split('.')
+            .next()
+            .unwrap()
+            .to_owned();
+        let header: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE
+                .decode(data)
+                .unwrap(),
+        )
+        .unwrap();
+        header["kid"].as_str().unwrap().to_owned()
+    };
+    let before = kid(&backend_view(b.get(format!("{}/", s.origin)).send().await.unwrap()).await);
+
+    let Setup {
+        proxy, manifests, ..
+    } = s;
+    drop(proxy);
+    let restarted = Portcullis::start(manifests.path(), &args);
+    // The same browser and cookie jar; `resolve` keeps the URL's port, the new one.
+    let seen = backend_view(
+        b.get(format!("http://app.example.com:{}/", restarted.http.port()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        seen["headers"]["x-amzn-oidc-identity"], "erin",
+        "the restarted process reads the session"
+    );
+    assert_eq!(kid(&seen), before, "the same signing key and kid");
 }

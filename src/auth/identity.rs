@@ -48,6 +48,29 @@ impl SigningKey {
         })
     }
 
+    /// A key from a PEM (PKCS#8) file; its `kid` is derived from the public key, so
+    /// every replica given the same file publishes the same `kid`.
+    pub fn from_pem(pem: &[u8]) -> Result<Self, IdentityError> {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject;
+        let der = PrivateKeyDer::from_pem_slice(pem)
+            .map_err(|e| IdentityError::InvalidKey(e.to_string()))?;
+        let PrivateKeyDer::Pkcs8(pkcs8) = der else {
+            return Err(IdentityError::InvalidKey(
+                "expected a PKCS#8 key (BEGIN PRIVATE KEY)".into(),
+            ));
+        };
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.secret_pkcs8_der())
+                .map_err(|e| IdentityError::InvalidKey(e.to_string()))?;
+        let hash =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pair.public_key().as_ref());
+        Ok(Self {
+            kid: uuid_from(hash.as_ref()),
+            pair,
+        })
+    }
+
     pub fn kid(&self) -> &str {
         &self.kid
     }
@@ -140,17 +163,24 @@ pub fn new_uuid() -> Result<String, IdentityError> {
     SystemRandom::new()
         .fill(&mut b)
         .map_err(|_| IdentityError::Random)?;
+    Ok(uuid_from(&b))
+}
+
+/// UUID-shaped text from the first 16 bytes (version 4 and variant bits set).
+fn uuid_from(bytes: &[u8]) -> String {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&bytes[..16]);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(format!(
+    format!(
         "{}-{}-{}-{}-{}",
         &hex[0..8],
         &hex[8..12],
         &hex[12..16],
         &hex[16..20],
         &hex[20..32]
-    ))
+    )
 }
 
 #[cfg(test)]
@@ -233,6 +263,23 @@ mod tests {
         assert_eq!(&key.public_point()[1..33], &x[..]);
         assert_eq!(jwk["kid"], key.kid());
         assert!(key.public_pem().lines().all(|l| l.len() <= 64));
+    }
+
+    #[test]
+    fn a_key_file_gives_the_same_kid_every_time() {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            STANDARD.encode(pkcs8.as_ref())
+        );
+        let (a, b) = (
+            SigningKey::from_pem(pem.as_bytes()).unwrap(),
+            SigningKey::from_pem(pem.as_bytes()).unwrap(),
+        );
+        assert_eq!(a.kid(), b.kid());
+        assert_eq!(a.public_pem(), b.public_pem());
+        assert!(SigningKey::from_pem(b"not a key").is_err());
     }
 
     #[test]
