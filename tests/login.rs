@@ -93,6 +93,20 @@ fn browser(p: &Portcullis) -> reqwest::Client {
         .unwrap()
 }
 
+/// Opens `/` as a browser, logs in at the provider as `user`, and completes the
+/// callback, which must answer 302 with the session.
+async fn log_in_at(b: &reqwest::Client, origin: &str, user: &str) {
+    let start = b
+        .get(format!("{origin}/"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    let to_idp = start.headers()["location"].to_str().unwrap().to_owned();
+    let callback = log_in(b, &to_idp, &format!("{origin}/oauth2/idpresponse"), user).await;
+    assert_eq!(b.get(&callback.url).send().await.unwrap().status(), 302);
+}
+
 async fn backend_view(resp: reqwest::Response) -> serde_json::Value {
     assert_eq!(resp.status(), 200);
     resp.json().await.unwrap()
@@ -390,24 +404,7 @@ async fn an_expired_access_token_is_refreshed_without_a_new_login() {
     let rule = AUTH_RULE.replace("scope: openid email profile", "scope: openid email profile offline_access\n    authenticationRequestExtraParams: {prompt: consent}");
     let s = setup_rule(&[("IDP_ACCESS_TOKEN_TTL", "2")], &rule, &[]).await;
     let b = browser(&s.proxy);
-    let to_idp = b
-        .get(format!("{}/", s.origin))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap()
-        .headers()["location"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let callback = log_in(
-        &b,
-        &to_idp,
-        &format!("{}/oauth2/idpresponse", s.origin),
-        "dave",
-    )
-    .await;
-    assert_eq!(b.get(&callback.url).send().await.unwrap().status(), 302);
+    log_in_at(&b, &s.origin, "dave").await;
     let before = backend_view(b.get(format!("{}/", s.origin)).send().await.unwrap()).await;
     let first_token = before["headers"]["x-amzn-oidc-accesstoken"]
         .as_str()
@@ -475,24 +472,7 @@ async fn sessions_survive_a_restart_with_key_files() {
     ];
     let s = setup_rule(&[], AUTH_RULE, &args).await;
     let b = browser(&s.proxy);
-    let to_idp = b
-        .get(format!("{}/", s.origin))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap()
-        .headers()["location"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let callback = log_in(
-        &b,
-        &to_idp,
-        &format!("{}/oauth2/idpresponse", s.origin),
-        "erin",
-    )
-    .await;
-    assert_eq!(b.get(&callback.url).send().await.unwrap().status(), 302);
+    log_in_at(&b, &s.origin, "erin").await;
     let kid = |seen: &serde_json::Value| {
         let data = seen["headers"]["x-amzn-oidc-data"]
             .as_str()
