@@ -5,7 +5,7 @@
 mod common;
 
 use base64::Engine as _;
-use common::idp::{Idp, log_in};
+use common::idp::{Idp, log_in, log_out};
 use common::*;
 
 const AUTH_RULE: &str = r#"
@@ -46,7 +46,7 @@ async fn setup_with(idp_env: &[(&str, &str)]) -> Setup {
     setup_rule(idp_env, AUTH_RULE, &[]).await
 }
 
-/// `setup_with` and an AuthRule of the caller's (ISSUER is replaced).
+/// `setup_with` and an AuthRule of the caller's (ISSUER and ORIGIN are replaced).
 async fn setup_rule(idp_env: &[(&str, &str)], rule: &str, args: &[&str]) -> Setup {
     let backend = Backend::start("app").await;
     let manifests = TempDir::new("login");
@@ -64,7 +64,12 @@ async fn setup_rule(idp_env: &[(&str, &str)], rule: &str, args: &[&str]) -> Setu
     let mut env = vec![("IDP_REDIRECT_URIS", redirect_uris.as_str())];
     env.extend_from_slice(idp_env);
     let idp = Idp::start(&env);
-    manifests.write("auth.yaml", &rule.replace("ISSUER", &idp.issuer));
+    manifests.write(
+        "auth.yaml",
+        &rule
+            .replace("ISSUER", &idp.issuer)
+            .replace("ORIGIN", &origin),
+    );
     let probe = browser(&proxy);
     eventually("the AuthRule guards the route", || async {
         probe
@@ -412,12 +417,19 @@ async fn an_expired_access_token_is_refreshed_without_a_new_login() {
         .to_owned();
 
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    let resp = b
-        .get(format!("{}/", s.origin))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    // Four requests of the stale session at once: one refresh serves them all.
+    let get = || {
+        b.get(format!("{}/", s.origin))
+            .header("accept", "text/html")
+            .send()
+    };
+    let (resp, r2, r3, r4) = tokio::join!(get(), get(), get(), get());
+    let resp = resp.unwrap();
+    let mut tokens = Vec::new();
+    for r in [r2, r3, r4] {
+        let seen = backend_view(r.unwrap()).await;
+        tokens.push(seen["headers"]["x-amzn-oidc-accesstoken"].clone());
+    }
     let renewed = resp.headers().get_all("set-cookie").iter().any(|c| {
         c.to_str()
             .unwrap()
@@ -432,6 +444,17 @@ async fn an_expired_access_token_is_refreshed_without_a_new_login() {
             .unwrap(),
         first_token,
         "a new access token"
+    );
+    assert!(
+        tokens
+            .iter()
+            .all(|t| *t == after["headers"]["x-amzn-oidc-accesstoken"]),
+        "every concurrent request got the one refreshed token"
+    );
+    let metrics = s.proxy.metrics().await;
+    assert!(
+        metrics.contains(r#"portcullis_auth_refreshes_total{result="success",rule="apps/sso"} 1"#),
+        "{metrics}"
     );
     let again = backend_view(b.get(format!("{}/", s.origin)).send().await.unwrap()).await;
     assert_eq!(
@@ -509,4 +532,68 @@ async fn sessions_survive_a_restart_with_key_files() {
         "the restarted process reads the session"
     );
     assert_eq!(kid(&seen), before, "the same signing key and kid");
+}
+
+#[tokio::test]
+async fn logout_clears_every_shard_and_ends_the_session_at_the_provider() {
+    let rule = AUTH_RULE.replace(
+        "    scope: openid email profile",
+        "    scope: openid email profile\n  logout: {postLogoutRedirectUris: [ORIGIN/]}",
+    );
+    let s = setup_rule(&[], &rule, &[]).await;
+    let b = browser(&s.proxy);
+    log_in_at(&b, &s.origin, "frank").await;
+    let seen = backend_view(b.get(format!("{}/", s.origin)).send().await.unwrap()).await;
+    assert_eq!(seen["headers"]["x-amzn-oidc-identity"], "frank");
+
+    let out = b
+        .get(format!(
+            "{}/oauth2/logout?redirect=https://evil.example/",
+            s.origin
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 302);
+    let location = out.headers()["location"].to_str().unwrap().to_owned();
+    let end_session = format!(
+        "{}/session/end?client_id=portcullis-test&id_token_hint=",
+        s.idp.issuer
+    );
+    assert!(location.starts_with(&end_session), "{location}");
+    let allowed = format!("{}/", s.origin);
+    assert!(
+        location.ends_with(&format!(
+            "&post_logout_redirect_uri={}",
+            allowed.replace(':', "%3A").replace('/', "%2F")
+        )),
+        "an unlisted target falls back to the allow-list: {location}"
+    );
+    let cleared: Vec<String> = out
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .filter(|c| c.starts_with("AWSELBAuthSessionCookie-") && c.contains("Max-Age=0"))
+        .collect();
+    assert_eq!(cleared.len(), 4, "every shard expires: {cleared:?}");
+
+    // The provider accepts the hint and the registered target, and sends the browser back.
+    let landed = log_out(&b, &location, &allowed).await;
+    assert!(landed.starts_with(&allowed), "{landed}");
+    let after = b
+        .get(format!("{}/", s.origin))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 302, "no session after logout");
+
+    let metrics = s.proxy.metrics().await;
+    for line in [
+        r#"portcullis_auth_logouts_total{rule="apps/sso"} 1"#,
+        r#"portcullis_auth_logins_total{reason="",result="success",rule="apps/sso"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 }

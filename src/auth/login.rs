@@ -4,25 +4,34 @@
 //! is cached per provider.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use serde_json::{Map, Value};
+use tokio::sync::OnceCell;
 
 use super::flow::{self, FlowError, FlowState};
 use super::id_token::{self, Alg, Expected, IdTokenError, Jwks};
 use super::identity::{self, DataHeader, SigningKey};
 use super::idp::{ClientAuth, Hop, IdpClient, IdpError, ProviderMetadata, form_encode};
+use super::redirect::safe_return_path;
 use super::sealed::KeyRing;
 use super::session::{self, Session, SessionError};
 use crate::compile::AuthPolicy;
 
-pub const CALLBACK_PATH: &str = "/oauth2/idpresponse";
+pub use crate::model::CALLBACK_PATH;
 /// How often an unknown `kid` may trigger a JWKS refetch.
 const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 /// ALB's `x-amzn-oidc-data` lives about a minute.
 const DATA_LIFETIME_SECS: i64 = 60;
+/// A signed `x-amzn-oidc-data` is reused for this long, well inside its lifetime.
+const DATA_REUSE_SECS: i64 = 20;
+/// A finished refresh answers requests still carrying the old cookie for this long.
+const REFRESH_REUSE: Duration = Duration::from_secs(30);
+/// Bound on the signed-data cache; past it, entries too old to reuse are dropped.
+const MAX_CACHED_SESSIONS: usize = 20_000;
 /// An access token without `expires_in` is taken to last this long.
 const DEFAULT_ACCESS_TOKEN_SECS: i64 = 3600;
 
@@ -87,19 +96,43 @@ struct Provider {
     last_jwks_fetch: Mutex<Instant>,
 }
 
+type SessionKey = [u8; 32];
+type RefreshCell = Arc<OnceCell<Result<Arc<Session>, Arc<LoginError>>>>;
+
 pub struct Authenticator {
     idp: IdpClient,
     ring: KeyRing,
     signing_key: SigningKey,
     signer: String,
     providers: Mutex<HashMap<String, Arc<Provider>>>,
+    /// Refreshes in flight or just finished, by the stale session's refresh token:
+    /// concurrent requests of one session share one refresh, and requests that still
+    /// carry the old cookie a moment later reuse its result instead of spending a
+    /// refresh token the provider may have rotated.
+    refreshes: Mutex<HashMap<SessionKey, (Instant, RefreshCell)>>,
+    /// Signed `x-amzn-oidc-data` by session, with the time it was signed.
+    signed_data: Mutex<HashMap<SessionKey, (i64, Arc<str>)>>,
+}
+
+/// A refreshed session, and whether this request is the one that refreshed it.
+pub struct Refreshed {
+    pub session: Arc<Session>,
+    pub performed: bool,
+}
+
+/// Where a logout sends the browser, with the cookies that end the session.
+pub struct LoggedOut {
+    pub set_cookies: Vec<String>,
+    pub location: String,
+    /// Whose session ended, when there was one.
+    pub sub: Option<String>,
 }
 
 /// A request that carries a valid session: the headers the backend gets.
 pub struct Identity {
     pub access_token: String,
     pub sub: String,
-    pub data: String,
+    pub data: Arc<str>,
 }
 
 /// What a login step needs to know of the browser's request.
@@ -138,6 +171,8 @@ impl Authenticator {
             signing_key,
             signer,
             providers: Mutex::new(HashMap::new()),
+            refreshes: Mutex::new(HashMap::new()),
+            signed_data: Mutex::new(HashMap::new()),
         }
     }
 
@@ -388,15 +423,51 @@ impl Authenticator {
     }
 
     /// Renews a stale session with its refresh token and reads userinfo again, as ALB
-    /// does; returns the new session and its cookies. The session keeps its end time.
+    /// does. Requests of one session share one refresh. The session keeps its end time.
     pub async fn refresh(
         &self,
         policy: &AuthPolicy,
         host: &str,
         stale: &Session,
         now: i64,
-        secure: bool,
-    ) -> Result<(Session, Vec<String>), LoginError> {
+    ) -> Result<Refreshed, Arc<LoginError>> {
+        let binding = Self::binding(policy, host);
+        let key = session_key(&[&binding, stale.refresh_token.as_deref().unwrap_or_default()]);
+        let cell = {
+            let mut refreshes = self
+                .refreshes
+                .lock()
+                .map_err(|_| Arc::new(LoginError::Internal("refresh table poisoned".into())))?;
+            refreshes.retain(|_, (started, _)| started.elapsed() < REFRESH_REUSE);
+            refreshes
+                .entry(key)
+                .or_insert_with(|| (Instant::now(), Arc::new(OnceCell::new())))
+                .1
+                .clone()
+        };
+        let performed = AtomicBool::new(false);
+        let result = cell
+            .get_or_init(|| async {
+                performed.store(true, Ordering::Relaxed);
+                self.refresh_once(policy, stale, now)
+                    .await
+                    .map(Arc::new)
+                    .map_err(Arc::new)
+            })
+            .await
+            .clone();
+        result.map(|session| Refreshed {
+            session,
+            performed: performed.load(Ordering::Relaxed),
+        })
+    }
+
+    async fn refresh_once(
+        &self,
+        policy: &AuthPolicy,
+        stale: &Session,
+        now: i64,
+    ) -> Result<Session, LoginError> {
         let provider = self.provider(policy).await?;
         let client = ClientAuth {
             client_id: &policy.client_id,
@@ -420,7 +491,7 @@ impl Authenticator {
                 userinfo: sub,
             });
         }
-        let session = Session {
+        Ok(Session {
             sub,
             claims,
             access_token: tokens.access_token,
@@ -429,35 +500,141 @@ impl Authenticator {
             id_token: tokens.id_token.or_else(|| stale.id_token.clone()),
             access_expires_at: now + tokens.expires_in.unwrap_or(DEFAULT_ACCESS_TOKEN_SECS),
             expires_at: stale.expires_at,
-        };
-        let shards = session::seal(&self.ring, &Self::binding(policy, host), &session)?;
-        Ok((
-            session,
-            session::set_cookie_headers(&policy.cookie_name, &shards, secure),
+        })
+    }
+
+    /// The cookies that carry `session` for this rule and host.
+    pub fn session_cookies(
+        &self,
+        policy: &AuthPolicy,
+        host: &str,
+        session: &Session,
+        secure: bool,
+    ) -> Result<Vec<String>, LoginError> {
+        let shards = session::seal(&self.ring, &Self::binding(policy, host), session)?;
+        Ok(session::set_cookie_headers(
+            &policy.cookie_name,
+            &shards,
+            secure,
         ))
     }
 
-    /// The three identity headers for a valid session.
+    /// Ends the session in the request's cookies: every shard is cleared and the
+    /// browser goes to the provider's `end_session_endpoint` (with `id_token_hint`)
+    /// when it has one. `requested` is the logout request's `redirect` parameter; only
+    /// an allow-listed URL reaches the provider, only an allow-listed URL or a
+    /// same-origin path is followed here. Logout never fails: a provider that cannot be
+    /// reached still gets the cookies cleared.
+    pub async fn logout(
+        &self,
+        policy: &AuthPolicy,
+        host: &str,
+        cookies: &[&str],
+        requested: Option<&str>,
+        secure: bool,
+    ) -> LoggedOut {
+        let session =
+            session::read_shards(cookies.iter().copied(), &policy.cookie_name).and_then(|shards| {
+                session::open(&self.ring, &Self::binding(policy, host), &shards).ok()
+            });
+        let allowed = &policy.post_logout_redirect_uris;
+        let listed = requested
+            .filter(|r| allowed.iter().any(|a| a == r))
+            .or(allowed.first().map(String::as_str));
+        let end_session = match self.provider(policy).await {
+            Ok(p) => p.meta.end_session_endpoint.clone(),
+            Err(e) => {
+                tracing::warn!(rule = %policy.rule, error = %e, "logout: provider unreachable, clearing the session only");
+                None
+            }
+        };
+        let location = match end_session {
+            Some(endpoint) => {
+                let mut url = format!(
+                    "{endpoint}{}client_id={}",
+                    if endpoint.contains('?') { '&' } else { '?' },
+                    form_encode(&policy.client_id)
+                );
+                if let Some(hint) = session.as_ref().and_then(|s| s.id_token.as_deref()) {
+                    url.push_str(&format!("&id_token_hint={}", form_encode(hint)));
+                }
+                if let Some(target) = listed {
+                    url.push_str(&format!(
+                        "&post_logout_redirect_uri={}",
+                        form_encode(target)
+                    ));
+                }
+                url
+            }
+            None => listed
+                .map(str::to_owned)
+                .unwrap_or_else(|| safe_return_path(requested.unwrap_or("/")).to_owned()),
+        };
+        LoggedOut {
+            set_cookies: session::clear_cookie_headers(&policy.cookie_name, secure),
+            location,
+            sub: session.map(|s| s.sub),
+        }
+    }
+
+    /// The three identity headers for a valid session. The signed data header is
+    /// reused for a while per session: signing is the costly part of a request.
     pub fn identity(
         &self,
         policy: &AuthPolicy,
         session: &Session,
         now: i64,
     ) -> Result<Identity, LoginError> {
-        let header = DataHeader {
-            issuer: &policy.issuer,
-            client_id: &policy.client_id,
-            signer: &self.signer,
-            exp: now + DATA_LIFETIME_SECS,
+        // The header names the issuer and client, so both are part of the key.
+        let key = session_key(&[&policy.issuer, &policy.client_id, &session.access_token]);
+        let cached = self
+            .signed_data
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(&key).cloned())
+            .filter(|(signed_at, _)| now - signed_at < DATA_REUSE_SECS && *signed_at <= now);
+        let data = match cached {
+            Some((_, data)) => data,
+            None => {
+                let header = DataHeader {
+                    issuer: &policy.issuer,
+                    client_id: &policy.client_id,
+                    signer: &self.signer,
+                    exp: now + DATA_LIFETIME_SECS,
+                };
+                let data: Arc<str> =
+                    identity::sign_data(&self.signing_key, &header, &session.claims)
+                        .map_err(|e| LoginError::Internal(e.to_string()))?
+                        .into();
+                if let Ok(mut cache) = self.signed_data.lock() {
+                    if cache.len() >= MAX_CACHED_SESSIONS {
+                        cache.retain(|_, (signed_at, _)| now - *signed_at < DATA_REUSE_SECS);
+                    }
+                    if cache.len() < MAX_CACHED_SESSIONS {
+                        cache.insert(key, (now, data.clone()));
+                    }
+                }
+                data
+            }
         };
-        let data = identity::sign_data(&self.signing_key, &header, &session.claims)
-            .map_err(|e| LoginError::Internal(e.to_string()))?;
         Ok(Identity {
             access_token: session.access_token.clone(),
             sub: session.sub.clone(),
             data,
         })
     }
+}
+
+/// A cache key for one session: a digest, so no token sits in memory twice.
+fn session_key(parts: &[&str]) -> SessionKey {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for part in parts {
+        ctx.update(part.as_bytes());
+        ctx.update(&[0]);
+    }
+    let mut key = [0u8; 32];
+    key.copy_from_slice(ctx.finish().as_ref());
+    key
 }
 
 pub enum SessionState {

@@ -9,8 +9,8 @@ use super::snapshot::{AuthPolicy, AuthRuleSummary, Guard, GuardPolicy};
 use super::{age_key, meta_ref};
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::model::{
-    AuthRule, AuthRuleSpec, DEFAULT_COOKIE_NAME, DEFAULT_SCOPE, DEFAULT_SESSION_TIMEOUT_SECONDS,
-    MAX_EXTRA_PARAMS,
+    AuthRule, AuthRuleSpec, CALLBACK_PATH, DEFAULT_COOKIE_NAME, DEFAULT_LOGOUT_PATH, DEFAULT_SCOPE,
+    DEFAULT_SESSION_TIMEOUT_SECONDS, MAX_EXTRA_PARAMS,
 };
 use crate::store::Objects;
 
@@ -303,6 +303,41 @@ fn resolve_policy(
             "set a number of seconds from 1 to 604800".into(),
         );
     }
+    let logout_path = spec
+        .logout
+        .path
+        .clone()
+        .unwrap_or_else(|| DEFAULT_LOGOUT_PATH.into());
+    if !logout_path.starts_with('/')
+        || logout_path.starts_with("//")
+        || logout_path == CALLBACK_PATH
+        || !logout_path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./~".contains(&b))
+    {
+        err(
+            "spec.logout.path",
+            "InvalidLogoutPath",
+            format!("logout path {logout_path:?} is not valid"),
+            format!(
+                "use a path such as {DEFAULT_LOGOUT_PATH} (letters, digits, - _ . / ~; not {CALLBACK_PATH})"
+            ),
+        );
+    }
+    for (i, uri) in spec.logout.post_logout_redirect_uris.iter().enumerate() {
+        // A browser target, not a server Portcullis calls: http is the operator's call.
+        let as_https = uri
+            .strip_prefix("http://")
+            .map(|rest| format!("https://{rest}"));
+        if let Err(m) = check_endpoint_url(as_https.as_deref().unwrap_or(uri)) {
+            err(
+                &format!("spec.logout.postLogoutRedirectUris[{i}]"),
+                "InvalidPostLogoutRedirectUri",
+                format!("{uri:?} {m}"),
+                "use an absolute URL registered at the provider".into(),
+            );
+        }
+    }
     let client_secret = match client_secret(obj, spec, index) {
         Ok(s) => s,
         Err(d) => {
@@ -331,6 +366,8 @@ fn resolve_policy(
         cookie_name,
         session_timeout_secs: timeout as u64,
         on_unauthenticated: spec.on_unauthenticated_request,
+        logout_path,
+        post_logout_redirect_uris: spec.logout.post_logout_redirect_uris.clone(),
         spec: spec.clone(),
     })
 }

@@ -380,6 +380,15 @@ fn build_table(mut drafts: Vec<RouteDraft>, default_draft: Option<RouteDraft>) -
         }
     }
     table.default_backend = default_draft.map(|d| make(d, 0, &mut all));
+    table.auth_paths = all
+        .iter()
+        .flat_map(|r| &r.guards)
+        .filter_map(|g| match &g.policy {
+            GuardPolicy::Oidc(p) => Some(p.logout_path.clone()),
+            GuardPolicy::Broken(_) => None,
+        })
+        .chain([crate::model::CALLBACK_PATH.to_owned()])
+        .collect();
     table.all = all;
     table
 }

@@ -2,7 +2,7 @@
 //! policies. Built by `compile`, swapped in whole, never changed in place (apart from
 //! the load balancer's counters, which start at zero in every snapshot).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 
@@ -157,6 +157,8 @@ pub struct AuthPolicy {
     pub cookie_name: String,
     pub session_timeout_secs: u64,
     pub on_unauthenticated: OnUnauthenticatedRequest,
+    pub logout_path: String,
+    pub post_logout_redirect_uris: Vec<String>,
     pub spec: AuthRuleSpec,
 }
 
@@ -179,6 +181,8 @@ pub struct RouteTable {
     pub(crate) any_host: Vec<Arc<Route>>,
     pub(crate) default_backend: Option<Arc<Route>>,
     pub all: Vec<Arc<Route>>,
+    /// The callback and every logout path: the few paths answered by the login itself.
+    pub(crate) auth_paths: HashSet<String>,
 }
 
 impl RouteTable {
@@ -204,6 +208,12 @@ impl RouteTable {
 }
 
 impl RouteTable {
+    /// Whether this path may belong to the login itself on some host (cheap, checked
+    /// for every request before the per-host lookup).
+    pub fn is_auth_path(&self, path: &str) -> bool {
+        self.auth_paths.contains(path)
+    }
+
     /// The OIDC policies guarding any route this host can reach: the callback path is
     /// answered per host, whichever route a login started from.
     pub fn oidc_policies(&self, host: &str) -> Vec<Arc<AuthPolicy>> {

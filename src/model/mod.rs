@@ -14,6 +14,9 @@ pub const DEFAULT_COOKIE_NAME: &str = "AWSELBAuthSessionCookie";
 pub const DEFAULT_SESSION_TIMEOUT_SECONDS: i64 = 604_800;
 pub const DEFAULT_SCOPE: &str = "openid";
 pub const DEFAULT_SECRET_KEY: &str = "client-secret";
+/// Where the provider sends the browser back, on every guarded host (as ALB).
+pub const CALLBACK_PATH: &str = "/oauth2/idpresponse";
+pub const DEFAULT_LOGOUT_PATH: &str = "/oauth2/logout";
 pub const MAX_EXTRA_PARAMS: usize = 10;
 
 /// Logs people in with OpenID Connect before their requests reach the Ingresses it
@@ -60,6 +63,34 @@ pub struct AuthRuleSpec {
     /// without identity headers.
     #[serde(default)]
     pub on_unauthenticated_request: OnUnauthenticatedRequest,
+
+    /// The logout address: it clears the session and sends the browser to the
+    /// provider's `end_session_endpoint`.
+    #[serde(default, skip_serializing_if = "LogoutSpec::is_default")]
+    pub logout: LogoutSpec,
+}
+
+/// Logout: the path that ends a session and where the browser may land afterwards.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LogoutSpec {
+    /// Path on every host of the targets that logs out. Default `/oauth2/logout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub path: Option<String>,
+    /// Absolute URLs the browser may be sent to after logout, chosen with the logout
+    /// request's `redirect` parameter (the first is the default). Each must also be
+    /// registered at the provider as a post-logout redirect URI. When the provider has
+    /// no `end_session_endpoint`, a same-origin path in `redirect` is followed too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub post_logout_redirect_uris: Vec<String>,
+}
+
+impl LogoutSpec {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// An Ingress, in the AuthRule's namespace, that the rule guards.

@@ -20,6 +20,46 @@ pub struct Metrics {
     pub snapshot_routes: IntGauge,
     pub config_errors: IntGauge,
     pub access_log_dropped: IntCounter,
+    pub auth: AuthMetrics,
+}
+
+/// ALB's authentication metrics (ELBAuthSuccess, ELBAuthFailure, ELBAuthError,
+/// ELBAuthLatency, ELBAuthRefreshTokenSuccess, ELBAuthUserClaimsSizeExceeded), by
+/// AuthRule. Logins are rare next to requests, so labels are looked up per event.
+pub struct AuthMetrics {
+    logins: IntCounterVec,
+    login_latency: HistogramVec,
+    refreshes: IntCounterVec,
+    claims_size_exceeded: IntCounterVec,
+    logouts: IntCounterVec,
+}
+
+impl AuthMetrics {
+    /// A finished callback: `reason` is empty on success; a 4xx is a failure (the
+    /// user or the browser), a 5xx an error (the provider or the configuration).
+    pub fn login(&self, rule: &str, status: u16, reason: &str, seconds: f64) {
+        let result = match (reason.is_empty(), status) {
+            (true, _) => "success",
+            (false, 400..=499) => "failure",
+            _ => "error",
+        };
+        self.logins.with_label_values(&[rule, result, reason]).inc();
+        self.login_latency
+            .with_label_values(&[rule])
+            .observe(seconds);
+        if reason == "AuthUserinfoResponseSizeExceeded" {
+            self.claims_size_exceeded.with_label_values(&[rule]).inc();
+        }
+    }
+
+    pub fn refresh(&self, rule: &str, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.refreshes.with_label_values(&[rule, result]).inc();
+    }
+
+    pub fn logout(&self, rule: &str) {
+        self.logouts.with_label_values(&[rule]).inc();
+    }
 }
 
 /// The handles of one route (or of unmatched requests).
@@ -90,6 +130,41 @@ impl Metrics {
             "access_log_dropped_total",
             "Access-log lines dropped because the writer fell behind",
         ));
+        let auth = AuthMetrics {
+            logins: must(IntCounterVec::new(
+                Opts::new(
+                    "auth_logins_total",
+                    "Logins finished at the callback, by AuthRule, result (success, failure, error) and error_reason",
+                ),
+                &["rule", "result", "reason"],
+            )),
+            login_latency: must(HistogramVec::new(
+                HistogramOpts::new(
+                    "auth_login_duration_seconds",
+                    "Time the callback spent with the provider (token, ID token, userinfo)",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["rule"],
+            )),
+            refreshes: must(IntCounterVec::new(
+                Opts::new(
+                    "auth_refreshes_total",
+                    "Sessions renewed with their refresh token, by AuthRule and result",
+                ),
+                &["rule", "result"],
+            )),
+            claims_size_exceeded: must(IntCounterVec::new(
+                Opts::new(
+                    "auth_claims_size_exceeded_total",
+                    "Logins refused because the user's claims exceed 11 KiB",
+                ),
+                &["rule"],
+            )),
+            logouts: must(IntCounterVec::new(
+                Opts::new("auth_logouts_total", "Logout requests, by AuthRule"),
+                &["rule"],
+            )),
+        };
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -98,6 +173,11 @@ impl Metrics {
             Box::new(snapshot_routes.clone()),
             Box::new(config_errors.clone()),
             Box::new(access_log_dropped.clone()),
+            Box::new(auth.logins.clone()),
+            Box::new(auth.login_latency.clone()),
+            Box::new(auth.refreshes.clone()),
+            Box::new(auth.claims_size_exceeded.clone()),
+            Box::new(auth.logouts.clone()),
         ] {
             must(registry.register(c));
         }
@@ -110,6 +190,7 @@ impl Metrics {
             snapshot_routes,
             config_errors,
             access_log_dropped,
+            auth,
         }
     }
 

@@ -99,10 +99,13 @@ impl Exchange {
             );
         };
         let raw_path = req.uri().path().to_owned();
-        if raw_path == CALLBACK_PATH {
+        if self.live.snapshot.routes.is_auth_path(&raw_path) {
             let policies = self.live.snapshot.routes.oidc_policies(&host);
-            if !policies.is_empty() {
+            if raw_path == CALLBACK_PATH && !policies.is_empty() {
                 return self.callback(&req, &host, &policies).await;
+            }
+            if let Some(policy) = policies.iter().find(|p| p.logout_path == raw_path) {
+                return self.logout(&req, &host, policy).await;
             }
         }
         let Some(route) = self.live.snapshot.routes.find(&host, &raw_path).cloned() else {
@@ -212,20 +215,26 @@ impl Exchange {
         let auth = &self.dp.auth;
         let expired = match auth.session(policy, host, &cookies, now) {
             SessionState::Valid(session) => return self.pass_identity(req, policy, &session, now),
-            SessionState::Stale(stale) => {
-                match auth.refresh(policy, host, &stale, now, secure).await {
-                    Ok((session, set_cookies)) => {
+            SessionState::Stale(stale) => match auth.refresh(policy, host, &stale, now).await {
+                Ok(refreshed) => {
+                    let session = refreshed.session;
+                    if refreshed.performed {
+                        self.dp.metrics.auth.refresh(&rule_label(policy), true);
                         tracing::info!(trace_id = %self.trace.root, rule = %policy.rule, sub = %session.sub, "session refreshed");
-                        self.set_cookies = set_cookies;
-                        return self.pass_identity(req, policy, &session, now);
                     }
-                    Err(e) => {
-                        // A failed refresh is a session that ended: log in again.
-                        tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, reason = e.reason(), error = %e, "refresh failed");
-                        true
+                    match auth.session_cookies(policy, host, &session, secure) {
+                        Ok(cookies) => self.set_cookies = cookies,
+                        Err(e) => return Some(self.login_error(&e)),
                     }
+                    return self.pass_identity(req, policy, &session, now);
                 }
-            }
+                Err(e) => {
+                    // A failed refresh is a session that ended: log in again.
+                    self.dp.metrics.auth.refresh(&rule_label(policy), false);
+                    tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, reason = e.reason(), error = %e, "refresh failed");
+                    true
+                }
+            },
             SessionState::Expired => true,
             SessionState::None | SessionState::Invalid => false,
         };
@@ -308,6 +317,7 @@ impl Exchange {
         let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
         let query = parse_query(req.uri().query().unwrap_or(""));
         let redirect_uri = callback_uri(req, secure);
+        let started = std::time::Instant::now();
         let mut outcome = None;
         for policy in policies {
             let at = Browser {
@@ -323,6 +333,14 @@ impl Exchange {
             if !foreign {
                 break;
             }
+        }
+        if let Some((policy, result)) = &outcome {
+            let (status, reason) = match result {
+                Ok(_) => (302, ""),
+                Err(e) => (e.status(), e.reason()),
+            };
+            let seconds = started.elapsed().as_secs_f64();
+            (self.dp.metrics.auth).login(&rule_label(policy), status, reason, seconds);
         }
         match outcome {
             Some((policy, Ok(done))) => {
@@ -342,6 +360,32 @@ impl Exchange {
                 "No Ingress rule matches this host and path.",
             ),
         }
+    }
+
+    /// The logout path of one of the host's AuthRules: clear its session, then on to
+    /// the provider's logout (or the allowed target).
+    async fn logout(
+        &mut self,
+        req: &Request<Incoming>,
+        host: &str,
+        policy: &AuthPolicy,
+    ) -> Response<Body> {
+        self.rec.add_action("authenticate");
+        let cookies = cookie_headers(req.headers());
+        let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
+        let query = parse_query(req.uri().query().unwrap_or(""));
+        let requested = query.get("redirect").map(String::as_str);
+        let secure = self.conn.tls.is_some();
+        let out = (self.dp.auth)
+            .logout(policy, host, &cookies, requested, secure)
+            .await;
+        self.dp.metrics.auth.logout(&rule_label(policy));
+        tracing::info!(trace_id = %self.trace.root, rule = %policy.rule, sub = out.sub.as_deref().unwrap_or("-"), "logged out");
+        self.rec.add_action("redirect");
+        self.rec.redirect_url = out.location.clone();
+        let mut resp = redirect(StatusCode::FOUND, &out.location);
+        append_cookies(&mut resp, out.set_cookies);
+        resp
     }
 
     fn login_error(&mut self, e: &LoginError) -> Response<Body> {
@@ -397,6 +441,11 @@ impl Exchange {
     }
 }
 
+/// An AuthRule as a metric label: `namespace/name`.
+fn rule_label(policy: &AuthPolicy) -> String {
+    format!("{}/{}", policy.rule.namespace, policy.rule.name)
+}
+
 fn unix_now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
@@ -439,8 +488,8 @@ fn parse_query(query: &str) -> std::collections::HashMap<String, String> {
 
 fn insert_identity(headers: &mut HeaderMap, identity: &Identity) {
     for (name, value) in [
-        ("x-amzn-oidc-accesstoken", &identity.access_token),
-        ("x-amzn-oidc-identity", &identity.sub),
+        ("x-amzn-oidc-accesstoken", identity.access_token.as_str()),
+        ("x-amzn-oidc-identity", identity.sub.as_str()),
         ("x-amzn-oidc-data", &identity.data),
     ] {
         if let Ok(v) = http::HeaderValue::from_str(value) {

@@ -64,6 +64,16 @@ pub async fn log_in(
     redirect_uri: &str,
     user: &str,
 ) -> Callback {
+    walk(browser, start, redirect_uri, user).await
+}
+
+/// Follows the provider's logout (confirming it) until the browser is sent to a URL
+/// starting with `post_logout_uri`; returns that URL.
+pub async fn log_out(browser: &reqwest::Client, start: &str, post_logout_uri: &str) -> String {
+    walk(browser, start, post_logout_uri, "").await.url
+}
+
+async fn walk(browser: &reqwest::Client, start: &str, redirect_uri: &str, user: &str) -> Callback {
     let mut next = reqwest::Url::parse(start).unwrap();
     let mut form: Option<Vec<(String, String)>> = None;
     for _ in 0..12 {
@@ -103,10 +113,13 @@ pub async fn log_in(
             fields.push(("login".into(), user.into()));
             fields.push(("password".into(), "any".into()));
         }
+        if page.contains("name=\"logout\"") {
+            fields.push(("logout".into(), "yes".into()));
+        }
         next = next.join(&action).unwrap();
         form = Some(fields);
     }
-    panic!("the login did not come back to {redirect_uri}");
+    panic!("the provider did not send the browser to {redirect_uri}");
 }
 
 /// The first form's action and hidden fields.
