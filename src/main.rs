@@ -36,6 +36,19 @@ enum Command {
     Check(CheckArgs),
     /// Print the AuthRule CustomResourceDefinition as YAML.
     Crd,
+    /// Run the whole login on this machine: a development OpenID provider, an echo
+    /// backend that shows the identity headers, and the proxy guarding /auth*.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// The proxy's port on 127.0.0.1.
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Write the bound addresses as JSON to this file once listening.
+    #[arg(long)]
+    ports_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -152,6 +165,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => Ok(check(&args)),
+        Command::Demo(args) => {
+            init_tracing(LogFormat::Alb);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(portcullis::demo::run(portcullis::demo::DemoOptions {
+                port: args.port,
+                ports_file: args.ports_file,
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve(args) => {
             init_tracing(args.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()

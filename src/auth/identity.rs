@@ -96,6 +96,14 @@ impl SigningKey {
         )
     }
 
+    /// An ES256 signature (raw `r || s`) over `input`.
+    pub fn sign(&self, input: &[u8]) -> Result<Vec<u8>, IdentityError> {
+        self.pair
+            .sign(&SystemRandom::new(), input)
+            .map(|s| s.as_ref().to_vec())
+            .map_err(|_| IdentityError::Signing)
+    }
+
     /// The key as a JWK, for the JWKS endpoint.
     pub fn jwk(&self) -> serde_json::Value {
         let point = self.public_point();
@@ -143,14 +151,8 @@ pub fn sign_data(
         URL_SAFE.encode(header_json),
         URL_SAFE.encode(payload_json)
     );
-    let signature = key
-        .pair
-        .sign(&SystemRandom::new(), signing_input.as_bytes())
-        .map_err(|_| IdentityError::Signing)?;
-    Ok(format!(
-        "{signing_input}.{}",
-        URL_SAFE.encode(signature.as_ref())
-    ))
+    let signature = key.sign(signing_input.as_bytes())?;
+    Ok(format!("{signing_input}.{}", URL_SAFE.encode(signature)))
 }
 
 fn json_string(s: &str) -> String {

@@ -133,22 +133,31 @@ impl Drop for Portcullis {
 
 impl Portcullis {
     pub fn start(manifests: &Path, extra: &[&str]) -> Self {
-        let dir = TempDir::new("run");
-        let ports = dir.path().join("ports.json");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["serve", "-f"])
-            .arg(manifests)
-            .args([
+        let mut args: Vec<&std::ffi::OsStr> = vec!["serve".as_ref(), "-f".as_ref()];
+        args.push(manifests.as_os_str());
+        args.extend(
+            [
                 "--http",
                 "127.0.0.1:0",
                 "--admin",
                 "127.0.0.1:0",
                 "--reload-interval-ms",
                 "100",
-                "--ports-file",
-            ])
+            ]
+            .map(std::ffi::OsStr::new),
+        );
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        Self::launch(&args)
+    }
+
+    /// Runs the binary with `args` plus `--ports-file`, and waits until it listens.
+    pub fn launch(args: &[&std::ffi::OsStr]) -> Self {
+        let dir = TempDir::new("run");
+        let ports = dir.path().join("ports.json");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(args)
+            .arg("--ports-file")
             .arg(&ports)
-            .args(extra)
             .env("PORTCULLIS_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
