@@ -6,8 +6,17 @@ cd "$(dirname "$0")/.."
 # Toolchain components the checks use.
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
-# The real OpenID provider the integration tests log in against, from its lock file.
+# The real OpenID provider the integration tests log in against, and the driver of
+# the headless browser that logs in through its pages, from their lock files.
 npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+
+# Debian's Chromium, for the test that logs in the way a person does.
+if ! command -v chromium >/dev/null; then
+  sudo_if_needed() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+  sudo_if_needed apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
 
 cargo fmt --all -- --check
 cargo test --locked --all-targets

@@ -597,3 +597,56 @@ async fn logout_clears_every_shard_and_ends_the_session_at_the_provider() {
         assert!(metrics.contains(line), "{line} in {metrics}");
     }
 }
+
+#[tokio::test]
+async fn headless_chromium_logs_in_through_the_providers_pages() {
+    let s = setup().await;
+    let start = format!("{}/welcome?from=browser", s.origin);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/login.mjs");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .args([script, &start, "grace", "MAP app.example.com 127.0.0.1"])
+            .output()
+            .expect("running node")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "the browser run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        seen["url"].as_str().unwrap().ends_with("/welcome?from=browser"),
+        "back where the login started: {seen}"
+    );
+    let hops: Vec<&str> = seen["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    assert!(
+        hops.iter().any(|h| h.starts_with(&s.idp.issuer)),
+        "through the provider's pages: {hops:?}"
+    );
+    let body = seen["body"].as_str().unwrap();
+    let echoed: serde_json::Value =
+        serde_json::from_str(&body[body.find('{').unwrap()..=body.rfind('}').unwrap()]).unwrap();
+    let h = &echoed["headers"];
+    assert_eq!(h["x-amzn-oidc-identity"], "grace");
+    for name in ["x-amzn-oidc-accesstoken", "x-amzn-oidc-data"] {
+        assert!(!h[name].as_str().unwrap_or_default().is_empty(), "{name}");
+    }
+    let session = seen["cookies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "AWSELBAuthSessionCookie-0")
+        .expect("the browser keeps the session cookie");
+    assert_eq!(
+        (&session["httpOnly"], &session["sameSite"]),
+        (&serde_json::json!(true), &serde_json::json!("Lax"))
+    );
+}
