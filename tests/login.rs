@@ -5,117 +5,9 @@
 mod common;
 
 use base64::Engine as _;
-use common::idp::{Idp, log_in, log_out};
+use common::app::*;
+use common::idp::{log_in, log_out};
 use common::*;
-
-const AUTH_RULE: &str = r#"
----
-apiVersion: portcullis.dev/v1alpha1
-kind: AuthRule
-metadata: {name: sso, namespace: apps}
-spec:
-  targetRefs: [{name: web}]
-  oidc:
-    issuer: ISSUER
-    clientId: portcullis-test
-    clientSecretRef: {name: idp}
-    scope: openid email profile
----
-apiVersion: v1
-kind: Secret
-metadata: {name: idp, namespace: apps}
-stringData: {client-secret: test-secret}
-"#;
-
-struct Setup {
-    _backend: Backend,
-    idp: Idp,
-    manifests: TempDir,
-    proxy: Portcullis,
-    origin: String,
-}
-
-/// Portcullis first (its port goes into the redirect URI the provider allows), then
-/// the provider, then the AuthRule naming it.
-async fn setup() -> Setup {
-    setup_with(&[]).await
-}
-
-/// `setup` with extra settings for the provider (IDP_* variables).
-async fn setup_with(idp_env: &[(&str, &str)]) -> Setup {
-    setup_rule(idp_env, AUTH_RULE, &[]).await
-}
-
-/// `setup_with` and an AuthRule of the caller's (ISSUER and ORIGIN are replaced).
-async fn setup_rule(idp_env: &[(&str, &str)], rule: &str, args: &[&str]) -> Setup {
-    let backend = Backend::start("app").await;
-    let manifests = TempDir::new("login");
-    manifests.write(
-        "app.yaml",
-        &format!(
-            "{}{}",
-            ingress_yaml("web", &[("app.example.com", "/", "svc")], ""),
-            service_yaml("svc", &[backend.addr])
-        ),
-    );
-    let proxy = Portcullis::start(manifests.path(), args);
-    let origin = format!("http://app.example.com:{}", proxy.http.port());
-    let redirect_uris = format!("{origin}/oauth2/idpresponse");
-    let mut env = vec![("IDP_REDIRECT_URIS", redirect_uris.as_str())];
-    env.extend_from_slice(idp_env);
-    let idp = Idp::start(&env);
-    manifests.write(
-        "auth.yaml",
-        &rule
-            .replace("ISSUER", &idp.issuer)
-            .replace("ORIGIN", &origin),
-    );
-    let probe = browser(&proxy);
-    eventually("the AuthRule guards the route", || async {
-        probe
-            .get(format!("{origin}/"))
-            .header("accept", "text/html")
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 302)
-    })
-    .await;
-    Setup {
-        _backend: backend,
-        idp,
-        manifests,
-        proxy,
-        origin,
-    }
-}
-
-fn browser(p: &Portcullis) -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .resolve("app.example.com", p.http)
-        .build()
-        .unwrap()
-}
-
-/// Opens `/` as a browser, logs in at the provider as `user`, and completes the
-/// callback, which must answer 302 with the session.
-async fn log_in_at(b: &reqwest::Client, origin: &str, user: &str) {
-    let start = b
-        .get(format!("{origin}/"))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
-    let to_idp = start.headers()["location"].to_str().unwrap().to_owned();
-    let callback = log_in(b, &to_idp, &format!("{origin}/oauth2/idpresponse"), user).await;
-    assert_eq!(b.get(&callback.url).send().await.unwrap().status(), 302);
-}
-
-async fn backend_view(resp: reqwest::Response) -> serde_json::Value {
-    assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
-}
 
 #[tokio::test]
 async fn a_browser_logs_in_and_the_backend_gets_the_identity() {
@@ -618,7 +510,10 @@ async fn headless_chromium_logs_in_through_the_providers_pages() {
     );
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
-        seen["url"].as_str().unwrap().ends_with("/welcome?from=browser"),
+        seen["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/welcome?from=browser"),
         "back where the login started: {seen}"
     );
     let hops: Vec<&str> = seen["hops"]

@@ -74,7 +74,26 @@ impl IdpError {
                 "AuthInvalidTokenResponse"
             }
             Self::Invalid { hop: Userinfo, .. } => "AuthInvalidUserinfoResponse",
-            _ => "AuthUnhandledException",
+            // ALB checks discovery when a rule is saved; Portcullis reads it on first use.
+            Self::Timeout {
+                hop: Discovery | Jwks,
+                ..
+            }
+            | Self::Unreachable {
+                hop: Discovery | Jwks,
+                ..
+            }
+            | Self::Status {
+                hop: Discovery | Jwks,
+                ..
+            }
+            | Self::TooLarge {
+                hop: Discovery | Jwks,
+            }
+            | Self::Invalid {
+                hop: Discovery | Jwks,
+                ..
+            } => "AuthIdpDiscoveryFailed",
         }
     }
 }

@@ -647,3 +647,22 @@ pub enum SessionState {
     /// A cookie by our name that is not ours (tampered, foreign rule or host).
     Invalid,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_without_an_alb_name_of_their_own_are_unhandled_exceptions() {
+        let e = LoginError::Internal("no randomness".into());
+        assert_eq!((e.reason(), e.status()), ("AuthUnhandledException", 500));
+        let e = LoginError::Flow(FlowError::Random);
+        assert_eq!((e.reason(), e.status()), ("AuthUnhandledException", 500));
+    }
+
+    #[test]
+    fn session_keys_differ_by_every_part() {
+        assert_ne!(session_key(&["a", "bc"]), session_key(&["ab", "c"]));
+        assert_eq!(session_key(&["a", "b"]), session_key(&["a", "b"]));
+    }
+}

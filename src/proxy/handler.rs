@@ -92,9 +92,15 @@ impl Exchange {
         received_bytes: Arc<AtomicU64>,
     ) -> Response<Body> {
         let Some((host, _)) = request_host(req.uri(), req.headers()) else {
+            // A callback without a host cannot be matched to the login it finishes.
+            let reason = if req.uri().path() == CALLBACK_PATH {
+                "AuthMissingHostHeader"
+            } else {
+                "MissingHostHeader"
+            };
             return self.error(
                 StatusCode::BAD_REQUEST,
-                "MissingHostHeader",
+                reason,
                 "The request has no valid Host header.",
             );
         };
@@ -236,16 +242,27 @@ impl Exchange {
                 }
             },
             SessionState::Expired => true,
-            SessionState::None | SessionState::Invalid => false,
+            SessionState::Invalid => {
+                // Tampered, or minted for another rule or host: no session, but say so.
+                tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, "session cookie refused: not sealed for this rule and host");
+                self.rec.error_reason = "AuthInvalidCookie".into();
+                false
+            }
+            SessionState::None => false,
         };
         let preflight = req.method() == http::Method::OPTIONS
             && req.headers().contains_key("access-control-request-method");
         match policy.on_unauthenticated {
             OnUnauthenticatedRequest::Allow => return None,
             OnUnauthenticatedRequest::Deny if !expired => {
+                let reason = if self.rec.error_reason == "AuthInvalidCookie" {
+                    "AuthInvalidCookie"
+                } else {
+                    "AuthDenied"
+                };
                 return Some(self.error(
                     StatusCode::UNAUTHORIZED,
-                    "AuthDenied",
+                    reason,
                     "This address needs a login session.",
                 ));
             }

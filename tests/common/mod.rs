@@ -2,6 +2,7 @@
 //! `portcullis` binary started on ephemeral ports, and an ALB log-line parser.
 #![allow(dead_code)]
 
+pub mod app;
 pub mod idp;
 
 use std::convert::Infallible;

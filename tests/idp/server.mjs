@@ -47,5 +47,31 @@ const provider = new Provider(issuer, {
   },
 });
 provider.proxy = false;
+
+// IDP_FAULT makes one hop misbehave, the way broken or overloaded providers do:
+// userinfo-500, userinfo-slow (10 s), userinfo-huge (20 KiB of claims),
+// id-token-tampered (payload changed after signing), token-error-body (400 with an
+// error the client cannot act on).
+const fault = process.env.IDP_FAULT ?? '';
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/me' && fault === 'userinfo-500') {
+    ctx.status = 500;
+    ctx.body = 'userinfo is down';
+    return;
+  }
+  if (ctx.path === '/me' && fault === 'userinfo-slow') {
+    await new Promise((r) => setTimeout(r, 10000));
+  }
+  await next();
+  if (ctx.path === '/me' && fault === 'userinfo-huge' && ctx.body && typeof ctx.body === 'object') {
+    ctx.body = { ...ctx.body, groups: Array.from({ length: 800 }, (_, i) => `group-${i}-xxxxxxxxxxx`) };
+  }
+  if (ctx.path === '/token' && fault === 'id-token-tampered' && ctx.body?.id_token) {
+    const [h, p, sig] = ctx.body.id_token.split('.');
+    const claims = JSON.parse(Buffer.from(p, 'base64url'));
+    claims.sub = 'mallory';
+    ctx.body = { ...ctx.body, id_token: [h, Buffer.from(JSON.stringify(claims)).toString('base64url'), sig].join('.') };
+  }
+});
 server.on('request', provider.callback());
 console.log(JSON.stringify({ issuer }));

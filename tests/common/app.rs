@@ -1,0 +1,114 @@
+//! An app behind `portcullis serve` guarded by an AuthRule against the real provider:
+//! the setup the login tests share.
+
+use super::idp::{Idp, log_in};
+use super::*;
+
+pub const AUTH_RULE: &str = r#"
+---
+apiVersion: portcullis.dev/v1alpha1
+kind: AuthRule
+metadata: {name: sso, namespace: apps}
+spec:
+  targetRefs: [{name: web}]
+  oidc:
+    issuer: ISSUER
+    clientId: portcullis-test
+    clientSecretRef: {name: idp}
+    scope: openid email profile
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: idp, namespace: apps}
+stringData: {client-secret: test-secret}
+"#;
+
+pub struct Setup {
+    pub _backend: Backend,
+    pub idp: Idp,
+    pub manifests: TempDir,
+    pub proxy: Portcullis,
+    pub origin: String,
+}
+
+/// Portcullis first (its port goes into the redirect URI the provider allows), then
+/// the provider, then the AuthRule naming it.
+pub async fn setup() -> Setup {
+    setup_with(&[]).await
+}
+
+/// `setup` with extra settings for the provider (IDP_* variables).
+pub async fn setup_with(idp_env: &[(&str, &str)]) -> Setup {
+    setup_rule(idp_env, AUTH_RULE, &[]).await
+}
+
+/// `setup_with` and an AuthRule of the caller's (ISSUER and ORIGIN are replaced).
+pub async fn setup_rule(idp_env: &[(&str, &str)], rule: &str, args: &[&str]) -> Setup {
+    let backend = Backend::start("app").await;
+    let manifests = TempDir::new("login");
+    manifests.write(
+        "app.yaml",
+        &format!(
+            "{}{}",
+            ingress_yaml("web", &[("app.example.com", "/", "svc")], ""),
+            service_yaml("svc", &[backend.addr])
+        ),
+    );
+    let proxy = Portcullis::start(manifests.path(), args);
+    let origin = format!("http://app.example.com:{}", proxy.http.port());
+    let redirect_uris = format!("{origin}/oauth2/idpresponse");
+    let mut env = vec![("IDP_REDIRECT_URIS", redirect_uris.as_str())];
+    env.extend_from_slice(idp_env);
+    let idp = Idp::start(&env);
+    manifests.write(
+        "auth.yaml",
+        &rule
+            .replace("ISSUER", &idp.issuer)
+            .replace("ORIGIN", &origin),
+    );
+    let probe = browser(&proxy);
+    eventually("the AuthRule guards the route", || async {
+        probe
+            .get(format!("{origin}/"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 302)
+    })
+    .await;
+    Setup {
+        _backend: backend,
+        idp,
+        manifests,
+        proxy,
+        origin,
+    }
+}
+
+pub fn browser(p: &Portcullis) -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("app.example.com", p.http)
+        .build()
+        .unwrap()
+}
+
+/// Opens `/` as a browser, logs in at the provider as `user`, and completes the
+/// callback, which must answer 302 with the session.
+pub async fn log_in_at(b: &reqwest::Client, origin: &str, user: &str) {
+    let start = b
+        .get(format!("{origin}/"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    let to_idp = start.headers()["location"].to_str().unwrap().to_owned();
+    let callback = log_in(b, &to_idp, &format!("{origin}/oauth2/idpresponse"), user).await;
+    assert_eq!(b.get(&callback.url).send().await.unwrap().status(), 302);
+}
+
+pub async fn backend_view(resp: reqwest::Response) -> serde_json::Value {
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
