@@ -5,6 +5,9 @@
 #   nginx        -> Debian's nginx-light as a reverse proxy, upstream keepalive on
 #   passthrough  -> a bare hyper proxy (examples/bench_passthrough.rs)
 #   portcullis   -> `portcullis serve` with an Ingress, access log on
+#   authenticated -> the same process, a route guarded by an AuthRule, each request
+#                   carrying a valid session (decrypt, check, three identity headers
+#                   with the signed x-amzn-oidc-data)
 # Prints throughput and p50/p99 per rung, and Portcullis's ratios to nginx.
 # Usage: bench/run.sh [SECONDS] [CONNECTIONS]    (defaults 10, 50)
 set -euo pipefail
@@ -26,7 +29,7 @@ if ! command -v nginx >/dev/null; then
   echo "installing nginx-light" >&2
   (apt-get install -y nginx-light || (apt-get update && apt-get install -y nginx-light)) >&2
 fi
-cargo build --release --bin portcullis --example bench_backend --example bench_passthrough >&2
+cargo build --release --bin portcullis --example bench_backend --example bench_passthrough --example bench_session >&2
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
@@ -80,25 +83,54 @@ metadata: {name: backend, namespace: default, labels: {kubernetes.io/service-nam
 addressType: IPv4
 ports: [{name: http, port: $backend}]
 endpoints: [{addresses: [127.0.0.1]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: guarded, namespace: default}
+spec:
+  ingressClassName: portcullis
+  rules:
+  - host: auth.local
+    http:
+      paths: [{path: /, pathType: Prefix, backend: {service: {name: backend, port: {number: 80}}}}]
+---
+# The provider is never called: sessions are valid and need no refresh.
+apiVersion: portcullis.dev/v1alpha1
+kind: AuthRule
+metadata: {name: bench, namespace: default}
+spec:
+  targetRefs: [{name: guarded}]
+  oidc: {issuer: "http://127.0.0.1:9", clientId: bench, clientSecretRef: {name: bench-idp}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: bench-idp, namespace: default}
+stringData: {client-secret: unused}
 YAML
-PORTCULLIS_LOG=warn target/release/portcullis serve -f "$work/bench.yaml" --http 127.0.0.1:$pc --admin 127.0.0.1:$admin > "$work/access.log" & pids+=($!)
+head -c 32 /dev/urandom | base64 > "$work/session-keys"
+cookie=$(target/release/examples/bench_session "$work/session-keys" default/bench auth.local)
+PORTCULLIS_LOG=warn target/release/portcullis serve -f "$work/bench.yaml" --http 127.0.0.1:$pc --admin 127.0.0.1:$admin \
+  --session-keys-file "$work/session-keys" > "$work/access.log" & pids+=($!)
 
 for p in $backend $nginx_port $pass $pc; do wait_port "$p"; done
 
-run() { # name port
-  "$tools/bin/oha" -z "${secs}s" -c "$conns" --no-tui --output-format json -H "Host: bench.local" "http://127.0.0.1:$2/" > "$work/$1.json"
+run() { # name port [extra oha args]
+  local name=$1 port=$2; shift 2
+  echo "running $name for ${secs}s with $conns connections" >&2
+  "$tools/bin/oha" -z "${secs}s" -c "$conns" --no-tui --output-format json "$@" "http://127.0.0.1:$port/" > "$work/$name.json"
 }
-for rung in direct:$backend nginx:$nginx_port passthrough:$pass portcullis:$pc; do
-  echo "running ${rung%%:*} for ${secs}s with $conns connections" >&2
-  run "${rung%%:*}" "${rung##*:}"
-done
+run direct "$backend" -H "Host: bench.local"
+run nginx "$nginx_port" -H "Host: bench.local"
+run passthrough "$pass" -H "Host: bench.local"
+run portcullis "$pc" -H "Host: bench.local"
+run authenticated "$pc" -H "Host: auth.local" -H "Cookie: $cookie"
 lines=$(wc -l < "$work/access.log")
 
 python3 - "$work" "$lines" <<'PY'
 import json, sys
 work, lines = sys.argv[1], int(sys.argv[2])
 rows = {}
-for name in ["direct", "nginx", "passthrough", "portcullis"]:
+for name in ["direct", "nginx", "passthrough", "portcullis", "authenticated"]:
     d = json.load(open(f"{work}/{name}.json"))
     s, p = d["summary"], d["latencyPercentiles"]
     codes = d.get("statusCodeDistribution", {})
@@ -110,5 +142,8 @@ n, pc = rows["nginx"], rows["portcullis"]
 print(f"portcullis/nginx throughput: {pc[0] / n[0]:.2f}x (target >= 1.0x)")
 print(f"portcullis p99 - nginx p99: {pc[2] - n[2]:+.3f} ms (target <= +0.3 ms)")
 print(f"portcullis/passthrough throughput: {pc[0] / rows['passthrough'][0]:.2f}x")
+au = rows["authenticated"]
+print(f"authenticated/nginx throughput: {au[0] / n[0]:.2f}x (target >= 0.9x); all 200: {list(au[4]) == ['200']}")
+print(f"authenticated/portcullis throughput: {au[0] / pc[0]:.2f}x (the cost of the session check and headers)")
 print(f"access-log lines written by portcullis: {lines}")
 PY

@@ -182,7 +182,7 @@ impl Authenticator {
 
     /// Sessions and flows are bound to the AuthRule and the host.
     pub fn binding(policy: &AuthPolicy, host: &str) -> String {
-        format!("{}/{}|{host}", policy.rule.namespace, policy.rule.name)
+        binding_for(&policy.rule.namespace, &policy.rule.name, host)
     }
 
     async fn provider(&self, policy: &AuthPolicy) -> Result<Arc<Provider>, LoginError> {
@@ -623,6 +623,11 @@ impl Authenticator {
             data,
         })
     }
+}
+
+/// What sessions and flows of the AuthRule `namespace/name` on `host` are sealed to.
+pub fn binding_for(namespace: &str, name: &str, host: &str) -> String {
+    format!("{namespace}/{name}|{host}")
 }
 
 /// A cache key for one session: a digest, so no token sits in memory twice.
