@@ -14,7 +14,11 @@ fn main() {
         panic!("usage: bench_session KEYS_FILE NAMESPACE/NAME HOST");
     };
     let key = base64::engine::general_purpose::STANDARD
-        .decode(std::fs::read_to_string(keys).expect("reading the keys file").trim())
+        .decode(
+            std::fs::read_to_string(keys)
+                .expect("reading the keys file")
+                .trim(),
+        )
         .expect("a base64 key");
     let ring = KeyRing::new(&[key]).expect("a 32-byte key");
     let (namespace, name) = rule.split_once('/').expect("NAMESPACE/NAME");

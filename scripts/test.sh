@@ -18,5 +18,9 @@ if ! command -v chromium >/dev/null; then
   DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 
+# etcd, kube-apiserver and helm from their Go modules (cached in .cache/kube after the
+# first build, which takes several minutes).
+tests/apiserver/build.sh >/dev/null
+
 cargo fmt --all -- --check
 cargo test --locked --all-targets

@@ -7,15 +7,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use kube::CustomResourceExt as _;
-use portcullis::auth::identity::SigningKey;
 use portcullis::auth::idp::IdpClient;
 use portcullis::auth::login::Authenticator;
-use portcullis::auth::sealed::KeyRing;
 use portcullis::compile::{CompileOptions, compile};
+use portcullis::keys::{KeyText, Keys};
 use portcullis::model::AuthRule;
 use portcullis::observe::access_log::{AccessLog, LogFormat};
 use portcullis::proxy::{DataPlane, IpNet, ProxyConfig};
-use portcullis::serve::{Listen, apply, run_listeners, watch_files};
+use portcullis::serve::{Listen, apply, run_listeners, watch_cluster, watch_files};
+use portcullis::source::cluster::ClusterSource;
 use portcullis::source::manifests::ManifestSource;
 
 /// Kubernetes ingress controller that logs people in at the edge (ALB authenticate-oidc compatible).
@@ -34,6 +34,10 @@ enum Command {
     /// Load and compile manifests without serving; print every problem with the object,
     /// the field and the fix. Exits 1 when anything is invalid.
     Check(CheckArgs),
+    /// Run in a cluster: watch Ingress, IngressClass, AuthRule, Secret, Service and
+    /// EndpointSlice through the Kubernetes API (in-cluster config or KUBECONFIG) and
+    /// serve them. The container's entrypoint.
+    Run(Box<RunArgs>),
     /// Print the AuthRule CustomResourceDefinition as YAML.
     Crd,
     /// Run the whole login on this machine: a development OpenID provider, an echo
@@ -56,6 +60,12 @@ struct ManifestArgs {
     /// A manifest file or a directory of them (repeatable; multi-document YAML).
     #[arg(short = 'f', long = "filename", required = true)]
     files: Vec<PathBuf>,
+    #[command(flatten)]
+    class: ClassArgs,
+}
+
+#[derive(Args)]
+struct ClassArgs {
     /// The IngressClass name served even without an IngressClass object naming us.
     #[arg(long, env = "PORTCULLIS_INGRESS_CLASS", default_value = "portcullis")]
     ingress_class: String,
@@ -67,7 +77,7 @@ struct ManifestArgs {
     default_certificate: Option<String>,
 }
 
-impl ManifestArgs {
+impl ClassArgs {
     fn compile_options(&self) -> CompileOptions {
         CompileOptions {
             ingress_class: self.ingress_class.clone(),
@@ -87,6 +97,34 @@ struct CheckArgs {
 struct ServeArgs {
     #[command(flatten)]
     manifests: ManifestArgs,
+    /// How often the manifest files are checked for changes, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    reload_interval_ms: u64,
+    #[command(flatten)]
+    proxy: ProxyArgs,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    class: ClassArgs,
+    /// Secret (in --namespace) holding the session and signing keys; made with fresh
+    /// keys when missing. Ignored when key files are given.
+    #[arg(
+        long,
+        env = "PORTCULLIS_KEYS_SECRET",
+        default_value = "portcullis-keys"
+    )]
+    keys_secret: String,
+    /// The namespace Portcullis runs in (its keys Secret and leader Lease live there).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "portcullis-system")]
+    namespace: String,
+    #[command(flatten)]
+    proxy: ProxyArgs,
+}
+
+#[derive(Args)]
+struct ProxyArgs {
     /// Plain HTTP listener.
     #[arg(long, env = "PORTCULLIS_HTTP", default_value = "0.0.0.0:8080")]
     http: SocketAddr,
@@ -120,9 +158,6 @@ struct ServeArgs {
     /// Seconds a client has to send its request headers.
     #[arg(long, default_value_t = 30)]
     header_read_timeout: u64,
-    /// How often the manifest files are checked for changes, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
-    reload_interval_ms: u64,
     /// The `signer` field of x-amzn-oidc-data (ALB puts its load balancer ARN there).
     #[arg(
         long,
@@ -177,11 +212,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
-            init_tracing(args.log_format);
+            init_tracing(args.proxy.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             runtime.block_on(serve(*args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => {
+            init_tracing(args.proxy.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(run_in_cluster(*args))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -194,7 +237,7 @@ fn crd_yaml() -> anyhow::Result<String> {
 
 fn check(args: &CheckArgs) -> ExitCode {
     let objects = ManifestSource::new(args.manifests.files.clone()).read();
-    let compiled = compile(&objects, &args.manifests.compile_options());
+    let compiled = compile(&objects, &args.manifests.class.compile_options());
     for d in &compiled.diagnostics {
         println!("{d}");
     }
@@ -225,8 +268,13 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let options = args.manifests.compile_options();
+/// The listeners bound and the data plane made, before any configuration.
+struct Started {
+    dp: Arc<DataPlane>,
+    bound: portcullis::serve::Bound,
+}
+
+async fn start_data_plane(args: &ProxyArgs, keys: Keys) -> anyhow::Result<Started> {
     let bound = Listen {
         http: Some(args.http),
         https: args.https,
@@ -253,17 +301,37 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ..ProxyConfig::default()
     };
     let log = AccessLog::start(args.log_format, Box::new(std::io::stdout()));
-    let dp = DataPlane::new(config, log, authenticator(&args)?);
-    let mut source = ManifestSource::new(args.manifests.files.clone());
-    apply(&dp, &source.read(), &options);
-
+    let idp = IdpClient::new(Duration::from_secs(args.idp_timeout))
+        .context("loading the system's certificate authorities")?;
+    let auth = Authenticator::new(idp, keys.ring, keys.signing_key, args.signer.clone());
+    let dp = DataPlane::new(config, log, auth);
     let addresses = bound.describe();
     tracing::info!(%addresses, "listening");
     if let Some(path) = &args.ports_file {
         std::fs::write(path, addresses.to_string())
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    Ok(Started { dp, bound })
+}
+
+/// A channel that turns true on SIGTERM or Ctrl-C.
+fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
     let (stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_stop_signal().await;
+        tracing::info!("stopping: draining requests in flight");
+        let _ = stop.send(true);
+    });
+    shutdown
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let options = args.manifests.class.compile_options();
+    let keys = keys_from_files(&args.proxy)?.map_or_else(made_at_start, Ok)?;
+    let Started { dp, bound } = start_data_plane(&args.proxy, keys).await?;
+    let mut source = ManifestSource::new(args.manifests.files.clone());
+    apply(&dp, &source.read(), &options);
+    let shutdown = stop_on_signal();
     tokio::spawn(watch_files(
         dp.clone(),
         source,
@@ -271,75 +339,59 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Duration::from_millis(args.reload_interval_ms),
         shutdown.clone(),
     ));
-    tokio::spawn(async move {
-        wait_for_stop_signal().await;
-        tracing::info!("stopping: draining requests in flight");
-        let _ = stop.send(true);
-    });
-    run_listeners(Arc::clone(&dp), bound, shutdown).await?;
+    run_listeners(dp, bound, shutdown).await?;
     Ok(())
 }
 
-/// Keys from files when given; otherwise made at start, with a warning, because
-/// sessions then end on restart and replicas cannot read each other's.
-fn authenticator(args: &ServeArgs) -> anyhow::Result<Authenticator> {
-    let session_keys = match &args.session_keys_file {
-        Some(path) => read_session_keys(path)?,
+async fn run_in_cluster(args: RunArgs) -> anyhow::Result<()> {
+    let options = args.class.compile_options();
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let keys = match keys_from_files(&args.proxy)? {
+        Some(keys) => keys,
         None => {
-            use aws_lc_rs::rand::SecureRandom as _;
-            let mut key = vec![0u8; 32];
-            aws_lc_rs::rand::SystemRandom::new()
-                .fill(&mut key)
-                .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
-            tracing::warn!(
-                "no --session-keys-file: a session key was made at start, so sessions end when Portcullis restarts"
-            );
-            vec![key]
+            let source = format!("Secret {}/{}", args.namespace, args.keys_secret);
+            portcullis::keys::from_secret(client.clone(), &args.namespace, &args.keys_secret)
+                .await?
+                .parse(&source)?
         }
     };
-    let ring = KeyRing::new(&session_keys).context("session keys must be 32 bytes each")?;
-    let signing_key = match &args.signing_key_file {
-        Some(path) => SigningKey::from_pem(
-            &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-        )
-        .with_context(|| format!("{} is not a P-256 PKCS#8 PEM key", path.display()))?,
-        None => {
-            tracing::warn!(
-                "no --signing-key-file: the x-amzn-oidc-data key was made at start and changes on restart"
-            );
-            SigningKey::generate()?
-        }
-    };
-    let idp = IdpClient::new(Duration::from_secs(args.idp_timeout))
-        .context("loading the system's certificate authorities")?;
-    Ok(Authenticator::new(
-        idp,
-        ring,
-        signing_key,
-        args.signer.clone(),
-    ))
+    let Started { dp, bound } = start_data_plane(&args.proxy, keys).await?;
+    let source = ClusterSource::start(client);
+    let shutdown = stop_on_signal();
+    tokio::spawn(watch_cluster(dp.clone(), source, options, shutdown.clone()));
+    run_listeners(dp, bound, shutdown).await?;
+    Ok(())
 }
 
-fn read_session_keys(path: &std::path::Path) -> anyhow::Result<Vec<Vec<u8>>> {
-    use base64::Engine as _;
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let keys: Vec<Vec<u8>> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            base64::engine::general_purpose::STANDARD
-                .decode(l)
-                .with_context(|| format!("{}: a line is not base64", path.display()))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    anyhow::ensure!(
-        !keys.is_empty(),
-        "{} holds no key (one base64 32-byte key a line; e.g. `head -c32 /dev/urandom | base64`)",
-        path.display()
+/// Keys from `--session-keys-file` and `--signing-key-file`, when given.
+fn keys_from_files(args: &ProxyArgs) -> anyhow::Result<Option<Keys>> {
+    let (Some(session), Some(signing)) = (&args.session_keys_file, &args.signing_key_file) else {
+        anyhow::ensure!(
+            args.session_keys_file.is_none() && args.signing_key_file.is_none(),
+            "give both --session-keys-file and --signing-key-file, or neither"
+        );
+        return Ok(None);
+    };
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let text = KeyText {
+        session_keys: read(session)?,
+        signing_key_pem: read(signing)?,
+    };
+    let source = format!("{} and {}", session.display(), signing.display());
+    Ok(Some(text.parse(&source)?))
+}
+
+/// Keys made at start, with a warning: sessions then end on restart and replicas
+/// cannot read each other's.
+fn made_at_start() -> anyhow::Result<Keys> {
+    tracing::warn!(
+        "no key files: session and signing keys were made at start, so sessions end when Portcullis restarts"
     );
-    Ok(keys)
+    Ok(KeyText::generate()?.parse("generated keys")?)
 }
 
 async fn wait_for_stop_signal() {

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::compile::{CompileOptions, compile, summary};
 use crate::diagnostics::Diagnostic;
 use crate::proxy::{DataPlane, server};
+use crate::source::cluster::ClusterSource;
 use crate::source::manifests::ManifestSource;
 use crate::store::Objects;
 
@@ -150,5 +151,29 @@ pub async fn watch_files(
             }
             apply(&dp, &objects, &options);
         }
+    }
+}
+
+/// Installs a snapshot once every watch has listed (so `/readyz` turns ready on a
+/// whole configuration), then again after each burst of changes.
+pub async fn watch_cluster(
+    dp: Arc<DataPlane>,
+    source: ClusterSource,
+    options: CompileOptions,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    tokio::select! {
+        _ = source.wait_until_ready() => {}
+        _ = shutdown.wait_for(|s| *s) => return,
+    }
+    tracing::info!("every watch has listed: serving");
+    loop {
+        apply(&dp, &source.objects(), &options);
+        tokio::select! {
+            _ = source.changed.notified() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        // Changes come in bursts (an apply of many objects): take them together.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

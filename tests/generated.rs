@@ -21,3 +21,32 @@ fn committed_crd_matches_the_rust_types() {
         "field docs become kubectl explain text"
     );
 }
+
+#[test]
+fn the_chart_ships_the_same_crd() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let read = |p: &str| std::fs::read_to_string(format!("{root}/{p}")).unwrap();
+    assert!(
+        read("crds/authrule.yaml") == read("charts/portcullis/crds/authrule.yaml"),
+        "charts/portcullis/crds/authrule.yaml is stale: cp crds/authrule.yaml charts/portcullis/crds/"
+    );
+}
+
+#[test]
+fn rendered_manifests_match_the_chart() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::env::temp_dir().join(format!("portcullis-render-{}.yaml", std::process::id()));
+    let status = std::process::Command::new(format!("{root}/scripts/render-deploy.sh"))
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "helm template failed");
+    let rendered = std::fs::read_to_string(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    let committed = std::fs::read_to_string(format!("{root}/deploy/portcullis.yaml")).unwrap();
+    assert!(
+        rendered == committed,
+        "deploy/portcullis.yaml is stale: run scripts/render-deploy.sh"
+    );
+    assert!(rendered.contains("kind: CustomResourceDefinition"));
+}

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod cluster;
 pub mod idp;
 
 use std::convert::Infallible;
@@ -37,7 +38,11 @@ impl Drop for Backend {
 
 impl Backend {
     pub async fn start(name: &'static str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(name, std::net::Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    pub async fn start_on(name: &'static str, ip: std::net::IpAddr) -> Self {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             loop {
@@ -153,10 +158,15 @@ impl Portcullis {
 
     /// Runs the binary with `args` plus `--ports-file`, and waits until it listens.
     pub fn launch(args: &[&std::ffi::OsStr]) -> Self {
+        Self::launch_with_env(args, &[])
+    }
+
+    pub fn launch_with_env(args: &[&std::ffi::OsStr], env: &[(&str, &std::ffi::OsStr)]) -> Self {
         let dir = TempDir::new("run");
         let ports = dir.path().join("ports.json");
         let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args(args)
+            .envs(env.iter().copied())
             .arg("--ports-file")
             .arg(&ports)
             .env("PORTCULLIS_LOG", "warn")

@@ -1,0 +1,130 @@
+//! Objects from the Kubernetes API: one reflector per kind, feeding the same store and
+//! compile step as manifest files. Reflectors retry on their own with backoff, so when
+//! the API server goes away the last snapshot keeps serving.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+
+use super::manifests::add_document;
+use crate::diagnostics::ObjectRef;
+use crate::model::AuthRule;
+use crate::store::Objects;
+
+/// The reflectors' stores. `changed` is notified on every event of any of them.
+pub struct ClusterSource {
+    ingresses: Store<Ingress>,
+    classes: Store<IngressClass>,
+    rules: Store<DynamicObject>,
+    secrets: Store<Secret>,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    pub changed: Arc<Notify>,
+}
+
+impl ClusterSource {
+    /// Starts the six watches, cluster-wide.
+    pub fn start(client: Client) -> Self {
+        let changed = Arc::new(Notify::new());
+        // AuthRules are read untyped: one that does not parse is reported and fails
+        // its routes closed, instead of failing the whole list.
+        let resource = ApiResource::erase::<AuthRule>(&());
+        let (rules, writer) = {
+            let writer = reflector::store::Writer::new(resource.clone());
+            (writer.as_reader(), writer)
+        };
+        let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+        spawn_watch(
+            "AuthRule",
+            reflector::reflector(writer, watch(api)),
+            &changed,
+        );
+        Self {
+            ingresses: reflect("Ingress", Api::all(client.clone()), &changed),
+            classes: reflect("IngressClass", Api::all(client.clone()), &changed),
+            rules,
+            secrets: reflect("Secret", Api::all(client.clone()), &changed),
+            services: reflect("Service", Api::all(client.clone()), &changed),
+            slices: reflect("EndpointSlice", Api::all(client), &changed),
+            changed,
+        }
+    }
+
+    /// Waits until every watch has listed once: the first snapshot is whole.
+    pub async fn wait_until_ready(&self) {
+        let _ = self.ingresses.wait_until_ready().await;
+        let _ = self.classes.wait_until_ready().await;
+        let _ = self.rules.wait_until_ready().await;
+        let _ = self.secrets.wait_until_ready().await;
+        let _ = self.services.wait_until_ready().await;
+        let _ = self.slices.wait_until_ready().await;
+    }
+
+    /// What the stores hold now.
+    pub fn objects(&self) -> Objects {
+        let mut objects = Objects {
+            ingresses: self.ingresses.state(),
+            ingress_classes: self.classes.state(),
+            secrets: self.secrets.state(),
+            services: self.services.state(),
+            endpoint_slices: self.slices.state(),
+            ..Objects::default()
+        };
+        let source = ObjectRef::new("Cluster", "", "watch");
+        for rule in self.rules.state() {
+            match serde_json::to_value(rule.as_ref()) {
+                Ok(doc) => add_document(&mut objects, doc, &source),
+                Err(e) => tracing::warn!(error = %e, "an AuthRule could not be re-encoded"),
+            }
+        }
+        objects
+    }
+}
+
+fn watch<K>(api: Api<K>) -> impl futures_util::Stream<Item = watcher::Result<watcher::Event<K>>>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    watcher(api, watcher::Config::default()).default_backoff()
+}
+
+fn reflect<K>(kind: &'static str, api: Api<K>, changed: &Arc<Notify>) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    spawn_watch(kind, reflector::reflector(writer, watch(api)), changed);
+    reader
+}
+
+fn spawn_watch<K>(
+    kind: &'static str,
+    stream: impl futures_util::Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+    changed: &Arc<Notify>,
+) where
+    K: Send + 'static,
+{
+    let changed = changed.clone();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => changed.notify_one(),
+                // The watcher backs off and resumes; the stores keep their last state.
+                Err(e) => tracing::warn!(kind, error = %e, "watch interrupted; retrying"),
+            }
+        }
+    });
+}
