@@ -112,7 +112,10 @@ pub async fn apply(client: &kube::Client, yaml: &str) {
 /// This machine's first non-loopback IPv4 address: the API server refuses loopback
 /// endpoints in EndpointSlices, as it would for a Pod.
 pub fn host_address() -> std::net::IpAddr {
-    let out = Command::new("hostname").arg("-I").output().expect("hostname -I");
+    let out = Command::new("hostname")
+        .arg("-I")
+        .output()
+        .expect("hostname -I");
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
