@@ -16,4 +16,5 @@ pub mod observe;
 pub mod proxy;
 pub mod serve;
 pub mod source;
+pub mod status;
 pub mod store;

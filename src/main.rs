@@ -17,6 +17,7 @@ use portcullis::proxy::{DataPlane, IpNet, ProxyConfig};
 use portcullis::serve::{Listen, apply, run_listeners, watch_cluster, watch_files};
 use portcullis::source::cluster::ClusterSource;
 use portcullis::source::manifests::ManifestSource;
+use portcullis::status::StatusWriter;
 
 /// Kubernetes ingress controller that logs people in at the edge (ALB authenticate-oidc compatible).
 #[derive(Parser)]
@@ -119,6 +120,19 @@ struct RunArgs {
     /// The namespace Portcullis runs in (its keys Secret and leader Lease live there).
     #[arg(long, env = "POD_NAMESPACE", default_value = "portcullis-system")]
     namespace: String,
+    /// This replica's name in the leader Lease (default: the host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// The controller's Service (`namespace/name`) whose load-balancer address served
+    /// Ingresses get in `status.loadBalancer`.
+    #[arg(long, env = "PORTCULLIS_PUBLISH_SERVICE")]
+    publish_service: Option<String>,
+    /// A fixed IP or host name for `status.loadBalancer` instead of the Service's.
+    #[arg(long)]
+    publish_address: Option<String>,
+    /// Serve only; never write status or Events (no Lease either).
+    #[arg(long)]
+    no_status: bool,
     #[command(flatten)]
     proxy: ProxyArgs,
 }
@@ -358,11 +372,39 @@ async fn run_in_cluster(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     let Started { dp, bound } = start_data_plane(&args.proxy, keys).await?;
-    let source = ClusterSource::start(client);
+    let source = ClusterSource::start(client.clone());
     let shutdown = stop_on_signal();
-    tokio::spawn(watch_cluster(dp.clone(), source, options, shutdown.clone()));
+    let (published, watch_published) = tokio::sync::watch::channel(None);
+    tokio::spawn(watch_cluster(
+        dp.clone(),
+        source,
+        options,
+        published,
+        shutdown.clone(),
+    ));
+    let status = (!args.no_status).then(|| {
+        let writer = StatusWriter {
+            client,
+            namespace: args.namespace.clone(),
+            identity: args.identity.clone().unwrap_or_else(default_identity),
+            publish_service: args.publish_service.clone(),
+            publish_address: args.publish_address.clone(),
+        };
+        tokio::spawn(writer.run(watch_published, shutdown.clone()))
+    });
     run_listeners(dp, bound, shutdown).await?;
+    if let Some(task) = status {
+        // Give the Lease up so another replica takes over without waiting it out.
+        let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+    }
     Ok(())
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "portcullis".into());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Keys from `--session-keys-file` and `--signing-key-file`, when given.

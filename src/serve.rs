@@ -14,6 +14,7 @@ use crate::diagnostics::Diagnostic;
 use crate::proxy::{DataPlane, server};
 use crate::source::cluster::ClusterSource;
 use crate::source::manifests::ManifestSource;
+use crate::status::Published;
 use crate::store::Objects;
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +161,7 @@ pub async fn watch_cluster(
     dp: Arc<DataPlane>,
     source: ClusterSource,
     options: CompileOptions,
+    published: watch::Sender<Option<Arc<Published>>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     tokio::select! {
@@ -168,7 +170,14 @@ pub async fn watch_cluster(
     }
     tracing::info!("every watch has listed: serving");
     loop {
-        apply(&dp, &source.objects(), &options);
+        let objects = source.objects();
+        let diagnostics = apply(&dp, &objects, &options);
+        let snapshot = dp.live.load().snapshot.clone();
+        published.send_replace(Some(Arc::new(Published {
+            objects,
+            diagnostics,
+            snapshot,
+        })));
         tokio::select! {
             _ = source.changed.notified() => {}
             _ = shutdown.wait_for(|s| *s) => return,

@@ -8,12 +8,22 @@ use common::app::{AUTH_RULE, log_in_at};
 use common::cluster::{ControlPlane, apply, host_address};
 use common::idp::Idp;
 use common::*;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject};
+use portcullis::model::AuthRule;
 
 const RENDERED: &str = include_str!("../deploy/portcullis.yaml");
 
 /// The chart's objects, then the controller as the chart's ServiceAccount.
 async fn install(cp: &ControlPlane) -> Portcullis {
     apply(&cp.admin().await, RENDERED).await;
+    controller(cp, "replica-a")
+}
+
+/// One more controller process (a replica), under the chart's RBAC.
+fn controller(cp: &ControlPlane, identity: &str) -> Portcullis {
     let kubeconfig = cp.controller_kubeconfig();
     Portcullis::launch_with_env(
         &[
@@ -22,10 +32,13 @@ async fn install(cp: &ControlPlane) -> Portcullis {
             "127.0.0.1:0".as_ref(),
             "--admin".as_ref(),
             "127.0.0.1:0".as_ref(),
+            "--publish-address".as_ref(),
+            "192.0.2.80".as_ref(),
         ],
         &[
             ("KUBECONFIG", kubeconfig.as_os_str()),
             ("POD_NAMESPACE", "portcullis-system".as_ref()),
+            ("POD_NAME", identity.as_ref()),
         ],
     )
 }
@@ -78,4 +91,185 @@ async fn a_login_through_an_ingress_and_authrule_made_through_the_api() {
         .await
         .unwrap();
     assert_eq!(seen["headers"]["x-amzn-oidc-identity"], "kate");
+
+    // Status, written by the Lease holder.
+    let rules: Api<DynamicObject> =
+        Api::namespaced_with(admin.clone(), "apps", &ApiResource::erase::<AuthRule>(&()));
+    let ingresses: Api<Ingress> = Api::namespaced(admin.clone(), "apps");
+    eventually(
+        "the AuthRule is Ready and the Ingress has an address",
+        || async {
+            let rule = rules.get("sso").await.unwrap();
+            let ingress = ingresses.get("web").await.unwrap();
+            condition(&rule, "Ready").is_some_and(|c| c["status"] == "True")
+                && ingress
+                    .status
+                    .and_then(|s| s.load_balancer)
+                    .and_then(|lb| lb.ingress)
+                    .is_some_and(|i| i[0].ip.as_deref() == Some("192.0.2.80"))
+        },
+    )
+    .await;
+    let rule = rules.get("sso").await.unwrap();
+    assert_eq!(rule.data["status"]["attachedRoutes"], 1);
+    assert_eq!(
+        rule.data["status"]["observedGeneration"],
+        rule.metadata.generation.unwrap()
+    );
+    for kind in ["Accepted", "ResolvedRefs"] {
+        assert_eq!(condition(&rule, kind).unwrap()["status"], "True", "{kind}");
+    }
+
+    // The API server goes away: traffic keeps flowing on the last snapshot.
+    cp.stop_apiserver();
+    let seen: serde_json::Value = b
+        .get(format!("{origin}/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        seen["headers"]["x-amzn-oidc-identity"], "kate",
+        "served without the API"
+    );
+    cp.start_apiserver().await;
+    let fresh = Backend::start_on("app2", host_address()).await;
+    apply(&cp.admin().await, &service_yaml("svc", &[fresh.addr])).await;
+    eventually("changes made after the restart are served", || async {
+        let r = b.get(format!("{origin}/")).send().await;
+        match r {
+            Ok(r) => r
+                .json::<serde_json::Value>()
+                .await
+                .is_ok_and(|v| v["backend"] == "app2"),
+            Err(_) => false,
+        }
+    })
+    .await;
+}
+
+fn condition(rule: &DynamicObject, kind: &str) -> Option<serde_json::Value> {
+    rule.data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+        .cloned()
+}
+
+#[tokio::test]
+async fn status_names_the_missing_secret_and_clears_when_it_appears() {
+    let cp = ControlPlane::start();
+    let _controller = install(&cp).await;
+    let admin = cp.admin().await;
+    apply(
+        &admin,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: apps}\n",
+    )
+    .await;
+    let backend = Backend::start_on("app", host_address()).await;
+    let without_secret = AUTH_RULE
+        .replace("ISSUER", "https://login.example.com")
+        .split("---\napiVersion: v1\nkind: Secret")
+        .next()
+        .unwrap()
+        .to_owned();
+    let manifests = format!(
+        "{}{}{}",
+        ingress_yaml("web", &[("app.example.com", "/", "svc")], ""),
+        service_yaml("svc", &[backend.addr]),
+        without_secret
+    );
+    apply(&admin, &manifests).await;
+    let rules: Api<DynamicObject> =
+        Api::namespaced_with(admin.clone(), "apps", &ApiResource::erase::<AuthRule>(&()));
+    eventually("ResolvedRefs is False", || async {
+        let rule = rules.get("sso").await.unwrap();
+        condition(&rule, "ResolvedRefs").is_some_and(|c| c["status"] == "False")
+    })
+    .await;
+    let rule = rules.get("sso").await.unwrap();
+    let resolved = condition(&rule, "ResolvedRefs").unwrap();
+    let message = resolved["message"].as_str().unwrap();
+    assert!(
+        message.contains("idp") && message.contains("fix:"),
+        "{message}"
+    );
+    assert_eq!(condition(&rule, "Ready").unwrap()["status"], "False");
+    let accepted_since = condition(&rule, "Accepted").unwrap()["lastTransitionTime"].clone();
+
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(admin.clone(), "apps");
+    eventually("an Event on the AuthRule carries the fix", || async {
+        events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("sso")
+                    && e.note.as_deref().is_some_and(|n| n.contains("fix:"))
+            })
+    })
+    .await;
+
+    // The same manifests again change nothing, and the controller writes nothing.
+    let version = rule.metadata.resource_version.clone();
+    apply(&admin, &manifests).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        rules.get("sso").await.unwrap().metadata.resource_version,
+        version,
+        "no drift, no status churn"
+    );
+
+    apply(
+        &admin,
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: idp, namespace: apps}\nstringData: {client-secret: s}\n",
+    )
+    .await;
+    eventually("ResolvedRefs turns True", || async {
+        let rule = rules.get("sso").await.unwrap();
+        condition(&rule, "ResolvedRefs").is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    let rule = rules.get("sso").await.unwrap();
+    assert_eq!(
+        condition(&rule, "Accepted").unwrap()["lastTransitionTime"],
+        accepted_since,
+        "a condition that held keeps its transition time"
+    );
+}
+
+#[tokio::test]
+async fn the_lease_moves_to_another_replica_when_the_leader_stops() {
+    let cp = ControlPlane::start();
+    let first = install(&cp).await;
+    let leases: Api<Lease> = Api::namespaced(cp.admin().await, "portcullis-system");
+    let holder = || async {
+        leases
+            .get_opt("portcullis-leader")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec?.holder_identity)
+    };
+    eventually("replica-a holds the Lease", || async {
+        holder().await.as_deref() == Some("replica-a")
+    })
+    .await;
+    let second = controller(&cp, "replica-b");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(
+        holder().await.as_deref(),
+        Some("replica-a"),
+        "one leader at a time"
+    );
+    first.terminate();
+    eventually("replica-b takes the Lease over", || async {
+        holder().await.as_deref() == Some("replica-b")
+    })
+    .await;
+    drop(second);
 }

@@ -4,7 +4,8 @@
 # for the controller's ServiceAccount. Writes into DIR:
 #   admin.kubeconfig       system:masters
 #   controller.kubeconfig  system:serviceaccount:portcullis-system:portcullis (RBAC applies)
-#   pids                   the two processes, for the caller to stop
+#   pids, apiserver.pid    etcd's and kube-apiserver's process ids, for the caller to stop
+#   apiserver.sh           starts kube-apiserver again (same port, certificates and data)
 # Usage: tests/apiserver/start.sh DIR   (prints DIR's admin kubeconfig path when ready)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -29,17 +30,21 @@ CSV
   --initial-cluster "default=http://127.0.0.1:$peer_port" --log-level warn >"$dir/etcd.log" 2>&1 &
 echo $! >"$dir/pids"
 
-"$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
-  --bind-address 127.0.0.1 --secure-port "$api_port" --cert-dir "$dir/certs" \
-  --authorization-mode RBAC --token-auth-file "$dir/tokens.csv" \
-  --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$dir/sa.key" \
-  --service-account-signing-key-file "$dir/sa.key" --service-cluster-ip-range 10.96.0.0/16 \
-  --disable-admission-plugins ServiceAccount --enable-priority-and-fairness=false \
-  --v 1 >"$dir/apiserver.log" 2>&1 &
-echo $! >>"$dir/pids"
+# A script of its own, so a test can stop the API server and start it again.
+cat >"$dir/apiserver.sh" <<SH
+#!/usr/bin/env bash
+exec "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \\
+  --bind-address 127.0.0.1 --secure-port "$api_port" --cert-dir "$dir/certs" \\
+  --authorization-mode RBAC --token-auth-file "$dir/tokens.csv" \\
+  --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$dir/sa.key" \\
+  --service-account-signing-key-file "$dir/sa.key" --service-cluster-ip-range 10.96.0.0/16 \\
+  --disable-admission-plugins ServiceAccount --enable-priority-and-fairness=false \\
+  --v 1 >>"$dir/apiserver.log" 2>&1
+SH
+chmod +x "$dir/apiserver.sh"
+"$dir/apiserver.sh" &
+echo $! >"$dir/apiserver.pid"
 
-# Restart support: the same ports and data on a second start with KEEP=1.
-echo "$etcd_port $peer_port $api_port" >"$dir/ports"
 
 for _ in $(seq 600); do
   if curl -skf -H "Authorization: Bearer $admin_token" "https://127.0.0.1:$api_port/readyz" >/dev/null 2>&1; then

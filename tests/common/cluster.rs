@@ -55,11 +55,57 @@ impl ControlPlane {
     }
 
     fn kill(&self) {
+        self.stop_apiserver();
         if let Ok(pids) = std::fs::read_to_string(self.dir.path().join("pids")) {
             for pid in pids.split_whitespace() {
                 let _ = Command::new("kill").arg(pid).status();
             }
         }
+    }
+
+    /// Kills kube-apiserver at once, as a crashed control-plane node would go (etcd
+    /// keeps the data), and waits until it is gone.
+    pub fn stop_apiserver(&self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("apiserver.pid")) {
+            let pid = pid.trim().to_owned();
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            // Gone, or a zombie whose parent (the start script) is no longer there to reap it.
+            let alive = |pid: &str| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                    !stat
+                        .rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+            };
+            while alive(&pid) {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Starts kube-apiserver again on the same port and waits until it answers.
+    pub async fn start_apiserver(&self) {
+        let mut child = Command::new(self.dir.path().join("apiserver.sh"))
+            .spawn()
+            .expect("starting kube-apiserver");
+        std::fs::write(
+            self.dir.path().join("apiserver.pid"),
+            child.id().to_string(),
+        )
+        .unwrap();
+        // Reaped when it exits, so a later stop sees it gone.
+        std::thread::spawn(move || child.wait());
+        let admin = self.admin().await;
+        for _ in 0..300 {
+            if admin.apiserver_version().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("kube-apiserver did not come back");
     }
 }
 

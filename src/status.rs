@@ -1,0 +1,453 @@
+//! What the controller tells the cluster: AuthRule conditions, Ingress addresses and
+//! Events. Only the Lease holder writes; every replica serves traffic. Status is
+//! written with server-side apply under one field manager, transition times are kept
+//! while a condition holds, and unchanged status is never written, so status writes
+//! never wake anyone's reconcile loop for nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::networking::v1::{
+    Ingress, IngressLoadBalancerIngress, IngressLoadBalancerStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::compile::{AuthRuleSummary, Snapshot};
+use crate::diagnostics::{Diagnostic, ObjectRef};
+use crate::model::{AuthRule, AuthRuleStatus, GROUP};
+use crate::store::Objects;
+
+pub const FIELD_MANAGER: &str = "portcullis-controller";
+const LEASE_SECONDS: i32 = 15;
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+/// Status is also re-checked this often, whatever changed.
+const RESYNC_EVERY: Duration = Duration::from_secs(30);
+
+/// What one compile produced, for the status writer.
+pub struct Published {
+    pub objects: Objects,
+    pub diagnostics: Vec<Diagnostic>,
+    pub snapshot: Arc<Snapshot>,
+}
+
+/// The conditions of one AuthRule, from its diagnostics and what the compile made of
+/// it. `previous` supplies the transition times of conditions that did not change.
+pub fn auth_rule_status(
+    generation: Option<i64>,
+    summary: Option<&AuthRuleSummary>,
+    diagnostics: &[&Diagnostic],
+    previous: Option<&AuthRuleStatus>,
+    now: Timestamp,
+) -> AuthRuleStatus {
+    let is_ref = |d: &&&Diagnostic| {
+        d.field.starts_with("spec.oidc.clientSecretRef") || d.field.starts_with("spec.targetRefs")
+    };
+    let errors: Vec<&&Diagnostic> = diagnostics.iter().filter(|d| d.is_error()).collect();
+    let spec_problem = errors.iter().find(|d| !is_ref(d));
+    let ref_problem = errors.iter().find(|d| is_ref(d));
+    let explain = |d: &Diagnostic| format!("{}: {} (fix: {})", d.field, d.message, d.fix);
+    let accepted = match spec_problem {
+        Some(d) => ("False", d.reason.to_owned(), explain(d)),
+        None => ("True", "Accepted".into(), "the spec is valid".into()),
+    };
+    let resolved = match ref_problem {
+        Some(d) => ("False", d.reason.to_owned(), explain(d)),
+        None => (
+            "True",
+            "ResolvedRefs".into(),
+            "the client Secret and every target Ingress were found".into(),
+        ),
+    };
+    let attached = summary.map_or(0, |s| s.attached_routes);
+    let ready = match summary {
+        Some(s) if s.usable && attached > 0 => (
+            "True",
+            "Ready".into(),
+            format!("guarding {attached} route(s)"),
+        ),
+        Some(s) if s.usable => (
+            "False",
+            "NoRoutes".into(),
+            "no served Ingress route matches the targets and paths".into(),
+        ),
+        _ => (
+            "False",
+            "Invalid".into(),
+            "the routes it targets answer 500 AuthRuleInvalid until the problems above are fixed"
+                .into(),
+        ),
+    };
+    let condition = |kind: &str, (status, reason, message): (&str, String, String)| {
+        let kept = previous
+            .and_then(|p| p.conditions.iter().find(|c| c.type_ == kind))
+            .filter(|c| c.status == status && c.reason == reason)
+            .map(|c| c.last_transition_time.clone());
+        Condition {
+            type_: kind.into(),
+            status: status.into(),
+            reason,
+            message,
+            observed_generation: generation,
+            last_transition_time: kept.unwrap_or(Time(now)),
+        }
+    };
+    AuthRuleStatus {
+        conditions: vec![
+            condition("Accepted", accepted),
+            condition("ResolvedRefs", resolved),
+            condition("Ready", ready),
+        ],
+        observed_generation: generation,
+        attached_routes: attached as i32,
+    }
+}
+
+pub struct StatusWriter {
+    pub client: kube::Client,
+    /// Where the leader Lease lives.
+    pub namespace: String,
+    pub identity: String,
+    /// The controller's Service, whose address Ingresses get (`namespace/name`).
+    pub publish_service: Option<String>,
+    /// A fixed address for Ingresses instead (IP or host name).
+    pub publish_address: Option<String>,
+}
+
+impl StatusWriter {
+    /// Writes status while this replica holds the Lease; gives the Lease up on shutdown.
+    pub async fn run(
+        self,
+        mut published: watch::Receiver<Option<Arc<Published>>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let lease = LeaderLease {
+            api: Api::namespaced(self.client.clone(), &self.namespace),
+            name: "portcullis-leader".into(),
+            identity: self.identity.clone(),
+        };
+        let recorder = Recorder::new(
+            self.client.clone(),
+            Reporter {
+                controller: "portcullis".into(),
+                instance: Some(self.identity.clone()),
+            },
+        );
+        let mut leading = false;
+        let mut dirty = true;
+        let mut last_write = tokio::time::Instant::now();
+        loop {
+            let now_leading = match lease.acquire_or_renew().await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "leader Lease: cannot renew; not writing status");
+                    false
+                }
+            };
+            if now_leading != leading {
+                tracing::info!(identity = %self.identity, leading = now_leading, "leader Lease changed hands");
+            }
+            let became_leader = now_leading && !leading;
+            leading = now_leading;
+            if leading && (became_leader || dirty || last_write.elapsed() >= RESYNC_EVERY) {
+                let current = published.borrow_and_update().clone();
+                if let Some(p) = current {
+                    self.write_all(&p, &recorder).await;
+                    last_write = tokio::time::Instant::now();
+                    dirty = false;
+                }
+            }
+            let stopping = tokio::select! {
+                _ = tokio::time::sleep(RENEW_EVERY) => false,
+                r = published.changed() => {
+                    dirty = true;
+                    // The watch loop is gone only when the process is stopping.
+                    r.is_err()
+                }
+                r = shutdown.wait_for(|s| *s) => r.is_ok(),
+            };
+            if stopping {
+                if leading {
+                    lease.release().await;
+                }
+                return;
+            }
+        }
+    }
+
+    async fn write_all(&self, p: &Published, recorder: &Recorder) {
+        let now = Timestamp::now();
+        let mut by_object: BTreeMap<&ObjectRef, Vec<&Diagnostic>> = BTreeMap::new();
+        for d in &p.diagnostics {
+            by_object.entry(&d.object).or_default().push(d);
+        }
+        for rule in &p.objects.auth_rules {
+            let object = ObjectRef::new(
+                "AuthRule",
+                rule.metadata.namespace.as_deref().unwrap_or_default(),
+                rule.metadata.name.as_deref().unwrap_or_default(),
+            );
+            let diags = by_object.get(&object).map(Vec::as_slice).unwrap_or(&[]);
+            let status = auth_rule_status(
+                rule.metadata.generation,
+                p.snapshot.auth_rules.get(&object),
+                diags,
+                rule.status.as_ref(),
+                now,
+            );
+            if rule.status.as_ref() == Some(&status) {
+                continue;
+            }
+            if let Err(e) = self.patch_rule_status(&object, &status).await {
+                tracing::warn!(object = %object, error = %e, "cannot write AuthRule status");
+                continue;
+            }
+            self.announce(recorder, rule, &status).await;
+        }
+        for unreadable in &p.objects.unreadable_auth_rules {
+            let status = json!({"conditions": [{
+                "type": "Accepted", "status": "False", "reason": "InvalidAuthRule",
+                "message": format!("{} (fix: compare it with `kubectl explain authrule.spec`)", unreadable.error),
+                "lastTransitionTime": Time(now),
+            }]});
+            let _ = self.patch_status_json(&unreadable.object, status).await;
+        }
+        self.publish_ingress_addresses(p).await;
+    }
+
+    async fn patch_rule_status(
+        &self,
+        object: &ObjectRef,
+        status: &AuthRuleStatus,
+    ) -> Result<(), kube::Error> {
+        self.patch_status_json(object, serde_json::to_value(status).unwrap_or_default())
+            .await
+    }
+
+    async fn patch_status_json(
+        &self,
+        object: &ObjectRef,
+        status: serde_json::Value,
+    ) -> Result<(), kube::Error> {
+        let api: Api<AuthRule> = Api::namespaced(self.client.clone(), &object.namespace);
+        let body = json!({
+            "apiVersion": format!("{GROUP}/v1alpha1"),
+            "kind": "AuthRule",
+            "status": status,
+        });
+        api.patch_status(
+            &object.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// An Event for each condition that is newly False, with the fix in the note.
+    async fn announce(&self, recorder: &Recorder, rule: &AuthRule, status: &AuthRuleStatus) {
+        let was_false = |kind: &str| {
+            rule.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == kind && c.status == "False")
+            })
+        };
+        for c in &status.conditions {
+            if c.status != "False" || c.type_ == "Ready" || was_false(&c.type_) {
+                continue;
+            }
+            let event = Event {
+                type_: EventType::Warning,
+                reason: c.reason.clone(),
+                note: Some(c.message.chars().take(1000).collect()),
+                action: "Compile".into(),
+                secondary: None,
+            };
+            let reference = ObjectReference {
+                api_version: Some(format!("{GROUP}/v1alpha1")),
+                kind: Some("AuthRule".into()),
+                name: rule.metadata.name.clone(),
+                namespace: rule.metadata.namespace.clone(),
+                uid: rule.metadata.uid.clone(),
+                ..ObjectReference::default()
+            };
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::warn!(error = %e, "cannot record an Event");
+            }
+        }
+    }
+
+    /// Every served Ingress gets the controller's address in `status.loadBalancer`.
+    async fn publish_ingress_addresses(&self, p: &Published) {
+        let Some(address) = self.address().await else {
+            return;
+        };
+        let served: BTreeSet<&ObjectRef> =
+            p.snapshot.routes.all.iter().map(|r| &r.ingress).collect();
+        for ingress in &p.objects.ingresses {
+            let object = ObjectRef::new(
+                "Ingress",
+                ingress.metadata.namespace.as_deref().unwrap_or_default(),
+                ingress.metadata.name.as_deref().unwrap_or_default(),
+            );
+            if !served.contains(&object) {
+                continue;
+            }
+            let current = ingress
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref());
+            if current == Some(&address) {
+                continue;
+            }
+            let api: Api<Ingress> = Api::namespaced(self.client.clone(), &object.namespace);
+            let body = json!({
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "Ingress",
+                "status": {"loadBalancer": address},
+            });
+            if let Err(e) = api
+                .patch_status(
+                    &object.name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(body),
+                )
+                .await
+            {
+                tracing::warn!(object = %object, error = %e, "cannot write Ingress status");
+            }
+        }
+    }
+
+    async fn address(&self) -> Option<IngressLoadBalancerStatus> {
+        let entry = |value: &str| {
+            if value.parse::<std::net::IpAddr>().is_ok() {
+                IngressLoadBalancerIngress {
+                    ip: Some(value.into()),
+                    ..Default::default()
+                }
+            } else {
+                IngressLoadBalancerIngress {
+                    hostname: Some(value.into()),
+                    ..Default::default()
+                }
+            }
+        };
+        if let Some(fixed) = &self.publish_address {
+            return Some(IngressLoadBalancerStatus {
+                ingress: Some(vec![entry(fixed)]),
+            });
+        }
+        let (namespace, name) = self.publish_service.as_deref()?.split_once('/')?;
+        let service = Api::<Service>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .ok()??;
+        let from_lb: Vec<IngressLoadBalancerIngress> = service
+            .status
+            .and_then(|s| s.load_balancer)
+            .and_then(|lb| lb.ingress)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|i| i.ip.or(i.hostname))
+            .map(|v| entry(&v))
+            .collect();
+        let addresses = if from_lb.is_empty() {
+            service
+                .spec
+                .and_then(|s| s.external_ips)
+                .unwrap_or_default()
+                .iter()
+                .map(|v| entry(v))
+                .collect()
+        } else {
+            from_lb
+        };
+        (!addresses.is_empty()).then_some(IngressLoadBalancerStatus {
+            ingress: Some(addresses),
+        })
+    }
+}
+
+/// A coordination.k8s.io Lease held by renewing it; taken over once it lapses.
+struct LeaderLease {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+}
+
+impl LeaderLease {
+    async fn acquire_or_renew(&self) -> Result<bool, kube::Error> {
+        let now = MicroTime(Timestamp::now());
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(self.identity.clone()),
+                    lease_duration_seconds: Some(LEASE_SECONDS),
+                    acquire_time: Some(now.clone()),
+                    renew_time: Some(now),
+                    lease_transitions: Some(0),
+                    ..LeaseSpec::default()
+                }),
+            };
+            return conflict_is_false(self.api.create(&PostParams::default(), &lease).await);
+        };
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        let mine = spec.holder_identity.as_deref() == Some(self.identity.as_str());
+        let lapsed = spec.holder_identity.is_none()
+            || spec.renew_time.as_ref().is_none_or(|t| {
+                let duration = spec.lease_duration_seconds.unwrap_or(LEASE_SECONDS);
+                t.0.as_second() + i64::from(duration) < now.0.as_second()
+            });
+        if !mine && !lapsed {
+            return Ok(false);
+        }
+        if !mine {
+            spec.holder_identity = Some(self.identity.clone());
+            spec.acquire_time = Some(now.clone());
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        }
+        spec.lease_duration_seconds = Some(LEASE_SECONDS);
+        spec.renew_time = Some(now);
+        // The resourceVersion in `lease` makes this a compare-and-swap.
+        conflict_is_false(
+            self.api
+                .replace(&self.name, &PostParams::default(), &lease)
+                .await,
+        )
+    }
+
+    /// Lets another replica take over at once instead of after the Lease lapses.
+    async fn release(&self) {
+        if let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await
+            && let Some(spec) = lease.spec.as_mut()
+            && spec.holder_identity.as_deref() == Some(self.identity.as_str())
+        {
+            spec.holder_identity = None;
+            let _ = self
+                .api
+                .replace(&self.name, &PostParams::default(), &lease)
+                .await;
+        }
+    }
+}
+
+fn conflict_is_false(result: Result<Lease, kube::Error>) -> Result<bool, kube::Error> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
