@@ -191,6 +191,10 @@ struct ProxyArgs {
     /// Seconds to wait for the identity provider (token, userinfo, discovery).
     #[arg(long, default_value_t = 5)]
     idp_timeout: u64,
+    /// PEM certificates of a private certificate authority that identity providers'
+    /// TLS certificates chain to (trusted besides the system's).
+    #[arg(long, env = "PORTCULLIS_IDP_CA_FILE")]
+    idp_ca_file: Option<PathBuf>,
     /// Write the bound addresses as JSON to this file once listening.
     #[arg(long)]
     ports_file: Option<PathBuf>,
@@ -315,8 +319,15 @@ async fn start_data_plane(args: &ProxyArgs, keys: Keys) -> anyhow::Result<Starte
         ..ProxyConfig::default()
     };
     let log = AccessLog::start(args.log_format, Box::new(std::io::stdout()));
-    let idp = IdpClient::new(Duration::from_secs(args.idp_timeout))
-        .context("loading the system's certificate authorities")?;
+    let extra_roots = match &args.idp_ca_file {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    let idp = IdpClient::with_extra_roots(
+        Duration::from_secs(args.idp_timeout),
+        extra_roots.as_deref(),
+    )
+    .context("loading the certificate authorities trusted for identity providers")?;
     let auth = Authenticator::new(idp, keys.ring, keys.signing_key, args.signer.clone());
     let dp = DataPlane::new(config, log, auth);
     let addresses = bound.describe();

@@ -150,3 +150,60 @@ async fn certificates_follow_sni_rotate_without_restart_and_http_redirects() {
         .unwrap();
     assert_eq!(plain.status(), 200, "no certificate, no redirect");
 }
+
+/// A provider behind a private certificate authority: refused by default, reached once
+/// its certificate is given (`--idp-ca-file`).
+#[tokio::test]
+async fn a_provider_with_a_private_ca_is_trusted_only_when_its_ca_is_given() {
+    use portcullis::auth::idp::IdpClient;
+    use rustls::pki_types::pem::PemObject as _;
+    let c = cert(&["127.0.0.1"]);
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(c.pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(c.key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("https://{}", listener.local_addr().unwrap());
+    let document = serde_json::json!({
+        "issuer": issuer, "authorization_endpoint": format!("{issuer}/auth"),
+        "token_endpoint": format!("{issuer}/token"), "jwks_uri": format!("{issuer}/jwks"),
+    })
+    .to_string();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (acceptor, document) = (acceptor.clone(), document.clone());
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                let _ = tls.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{document}",
+                    document.len()
+                );
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    let timeout = std::time::Duration::from_secs(5);
+    let default = IdpClient::new(timeout).unwrap();
+    let refused = default.discover(&issuer).await.unwrap_err();
+    assert_eq!(refused.reason(), "AuthIdpDiscoveryFailed", "{refused}");
+    let trusting = IdpClient::with_extra_roots(timeout, Some(c.pem.as_bytes())).unwrap();
+    let meta = trusting.discover(&issuer).await.unwrap();
+    assert_eq!(meta.issuer, issuer);
+    assert!(IdpClient::with_extra_roots(timeout, Some(b"not a certificate")).is_err());
+}

@@ -141,8 +141,43 @@ impl IdpClient {
     /// A client trusting the system's certificate authorities (and plain HTTP, which
     /// configuration allows for loopback development providers only).
     pub fn new(timeout: Duration) -> std::io::Result<Self> {
+        Self::with_extra_roots(timeout, None)
+    }
+
+    /// As `new`, also trusting the PEM certificates in `extra_roots` (a provider
+    /// behind a private certificate authority).
+    pub fn with_extra_roots(
+        timeout: Duration,
+        extra_roots: Option<&[u8]>,
+    ) -> std::io::Result<Self> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            // A system store may hold certificates rustls cannot use; skip those.
+            let _ = roots.add(cert);
+        }
+        if let Some(pem) = extra_roots {
+            let mut added = 0;
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| invalid(format!("not a PEM certificate: {e}")))?;
+                roots.add(cert).map_err(|e| invalid(e.to_string()))?;
+                added += 1;
+            }
+            if added == 0 {
+                return Err(invalid("no certificate in the extra CA file".into()));
+            }
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())?
+            .with_tls_config(config)
             .https_or_http()
             .enable_http1()
             .build();
