@@ -15,6 +15,16 @@ use kube::api::{ApiResource, DynamicObject};
 use portcullis::model::AuthRule;
 
 const RENDERED: &str = include_str!("../deploy/portcullis.yaml");
+/// The application the kind test deploys too.
+const SCENARIO: &str = include_str!("scenario/app.yaml");
+
+fn endpoint_slice(service: &str, addr: std::net::SocketAddr) -> String {
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {service}-local, namespace: apps, labels: {{kubernetes.io/service-name: {service}}}}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [\"{}\"]}}]\n",
+        addr.port(),
+        addr.ip()
+    )
+}
 
 /// The chart's objects, then the controller as the chart's ServiceAccount.
 async fn install(cp: &ControlPlane) -> Portcullis {
@@ -51,21 +61,9 @@ async fn a_login_through_an_ingress_and_authrule_made_through_the_api() {
     let origin = format!("http://app.example.com:{}", controller.http.port());
     let idp = Idp::start(&[("IDP_REDIRECT_URIS", &format!("{origin}/oauth2/idpresponse"))]);
     let admin = cp.admin().await;
-    apply(
-        &admin,
-        "apiVersion: v1\nkind: Namespace\nmetadata: {name: apps}\n",
-    )
-    .await;
-    apply(
-        &admin,
-        &format!(
-            "{}{}{}",
-            ingress_yaml("web", &[("app.example.com", "/", "svc")], ""),
-            service_yaml("svc", &[backend.addr]),
-            AUTH_RULE.replace("ISSUER", &idp.issuer)
-        ),
-    )
-    .await;
+    apply(&admin, &SCENARIO.replace("ISSUER", &idp.issuer)).await;
+    // No kubelet here: the backend is a local process, listed by hand.
+    apply(&admin, &endpoint_slice("svc", backend.addr)).await;
 
     let b = reqwest::Client::builder()
         .cookie_store(true)
@@ -136,7 +134,7 @@ async fn a_login_through_an_ingress_and_authrule_made_through_the_api() {
     );
     cp.start_apiserver().await;
     let fresh = Backend::start_on("app2", host_address()).await;
-    apply(&cp.admin().await, &service_yaml("svc", &[fresh.addr])).await;
+    apply(&cp.admin().await, &endpoint_slice("svc", fresh.addr)).await;
     eventually("changes made after the restart are served", || async {
         let r = b.get(format!("{origin}/")).send().await;
         match r {

@@ -22,6 +22,8 @@ const browser = await chromium.launchPersistentContext(profile, {
   executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
   headless: true,
   args,
+  // A test provider with its own certificate authority (tests/kind).
+  ignoreHTTPSErrors: process.env.IGNORE_HTTPS_ERRORS === '1',
 });
 const hops = [];
 try {

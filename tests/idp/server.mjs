@@ -3,6 +3,7 @@
 // Prints {"issuer": "..."} on stdout once it listens on 127.0.0.1 (port from argv or 0).
 import { Provider } from 'oidc-provider';
 import { generateKeyPair, exportJWK } from 'jose';
+import { readFileSync } from 'node:fs';
 
 const port = Number(process.argv[2] ?? 0);
 const redirectUris = (process.env.IDP_REDIRECT_URIS ?? 'https://app.example.com/oauth2/idpresponse').split(',');
@@ -16,9 +17,16 @@ async function signingKeys() {
   return { keys };
 }
 
-const server = (await import('node:http')).createServer();
-await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
-const issuer = `http://127.0.0.1:${server.address().port}`;
+// In a cluster (tests/kind): IDP_HOST to listen on, IDP_ISSUER as browsers and
+// Portcullis reach it, IDP_TLS_CERT/IDP_TLS_KEY (PEM files) to serve HTTPS.
+const tls = process.env.IDP_TLS_CERT
+  ? { cert: readFileSync(process.env.IDP_TLS_CERT), key: readFileSync(process.env.IDP_TLS_KEY) }
+  : null;
+const server = tls
+  ? (await import('node:https')).createServer(tls)
+  : (await import('node:http')).createServer();
+await new Promise((resolve) => server.listen(port, process.env.IDP_HOST ?? '127.0.0.1', resolve));
+const issuer = process.env.IDP_ISSUER ?? `http://127.0.0.1:${server.address().port}`;
 
 const provider = new Provider(issuer, {
   clients: [{

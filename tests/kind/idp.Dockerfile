@@ -1,0 +1,8 @@
+# The test identity provider (tests/idp, npm oidc-provider) as an image for kind.
+FROM node:20-slim
+WORKDIR /idp
+COPY tests/idp/package.json tests/idp/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tests/idp/*.mjs ./
+USER node
+ENTRYPOINT ["node", "server.mjs"]
