@@ -5,7 +5,7 @@
 mod common;
 
 use common::app::{AUTH_RULE, log_in_at};
-use common::cluster::{ControlPlane, apply, host_address};
+use common::cluster::{ControlPlane, apply, host_address, try_apply};
 use common::idp::Idp;
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -182,6 +182,18 @@ async fn status_names_the_missing_secret_and_clears_when_it_appears() {
     apply(&admin, &manifests).await;
     let rules: Api<DynamicObject> =
         Api::namespaced_with(admin.clone(), "apps", &ApiResource::erase::<AuthRule>(&()));
+
+    // The CRD's validation rules stop what can never work at the API server.
+    let refused = try_apply(
+        &admin,
+        &without_secret
+            .replace("name: sso", "name: wrong")
+            .replace("[{name: web}]", "[{kind: Service, name: web}]"),
+    )
+    .await
+    .unwrap_err();
+    assert!(refused.contains("only Ingresses"), "{refused}");
+
     eventually("ResolvedRefs is False", || async {
         let rule = rules.get("sso").await.unwrap();
         condition(&rule, "ResolvedRefs").is_some_and(|c| c["status"] == "False")

@@ -96,6 +96,10 @@ impl LogoutSpec {
 /// An Ingress, in the AuthRule's namespace, that the rule guards.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.group == 'networking.k8s.io' && self.kind == 'Ingress'",
+    "message": "only Ingresses (group networking.k8s.io, kind Ingress) can be targets"
+}]))]
 pub struct TargetRef {
     /// API group of the target; only `networking.k8s.io` is supported.
     #[serde(default = "default_target_group")]
@@ -119,6 +123,16 @@ fn default_target_kind() -> String {
 /// The OpenID provider and the client registered at it.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.issuer.startsWith('https://') || self.issuer.matches('^http://(localhost|127[.]0[.]0[.]1|[[]::1[]])(:[0-9]+)?(/.*)?$')",
+        "message": "issuer must be an https:// URL (http only for a loopback development provider)"
+    },
+    {
+        "rule": "!has(self.scope) || self.scope.matches('(^| )openid( |$)')",
+        "message": "scope must include openid"
+    }
+]))]
 pub struct OidcSpec {
     /// The provider's issuer identifier, an `https://` URL exactly as it appears in the
     /// ID token's `iss` claim. When the endpoints below are not all given, they are read

@@ -112,47 +112,59 @@ impl ControlPlane {
 /// Applies every document of `yaml` (server-side apply, field manager
 /// `portcullis-tests`), retrying while a just-created CRD is not yet served.
 pub async fn apply(client: &kube::Client, yaml: &str) {
-    for doc in serde_saphyr::from_multiple::<serde_json::Value>(yaml).unwrap() {
-        if doc.is_null() {
-            continue;
-        }
-        let api_version = doc["apiVersion"].as_str().unwrap().to_owned();
-        let kind = doc["kind"].as_str().unwrap().to_owned();
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
-        let gvk = GroupVersionKind::gvk(group, version, &kind);
-        let name = doc["metadata"]["name"].as_str().unwrap().to_owned();
-        let namespace = doc["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("default")
-            .to_owned();
+    for doc in documents(yaml) {
         let mut last = String::new();
         for _ in 0..100 {
-            match pinned_kind(client, &gvk).await {
-                Ok((resource, caps)) => {
-                    let api: Api<DynamicObject> = match caps.scope {
-                        Scope::Namespaced => {
-                            Api::namespaced_with(client.clone(), &namespace, &resource)
-                        }
-                        Scope::Cluster => Api::all_with(client.clone(), &resource),
-                    };
-                    let params = PatchParams::apply("portcullis-tests").force();
-                    match api.patch(&name, &params, &Patch::Apply(&doc)).await {
-                        Ok(_) => {
-                            last.clear();
-                            break;
-                        }
-                        Err(e) => last = format!("{e}"),
-                    }
+            match apply_one(client, &doc).await {
+                Ok(()) => {
+                    last.clear();
+                    break;
                 }
-                Err(e) => last = format!("{e}"),
+                Err(e) => last = e,
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         assert!(
             last.is_empty(),
-            "applying {kind} {namespace}/{name}: {last}"
+            "applying {}: {last}",
+            doc["metadata"]["name"]
         );
     }
+}
+
+/// Applies one document once; the API server's refusal comes back as text.
+pub async fn try_apply(client: &kube::Client, yaml: &str) -> Result<(), String> {
+    for doc in documents(yaml) {
+        apply_one(client, &doc).await?;
+    }
+    Ok(())
+}
+
+fn documents(yaml: &str) -> Vec<serde_json::Value> {
+    serde_saphyr::from_multiple::<serde_json::Value>(yaml)
+        .unwrap()
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect()
+}
+
+async fn apply_one(client: &kube::Client, doc: &serde_json::Value) -> Result<(), String> {
+    let api_version = doc["apiVersion"].as_str().unwrap_or_default();
+    let kind = doc["kind"].as_str().unwrap_or_default();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+    let namespace = doc["metadata"]["namespace"].as_str().unwrap_or("default");
+    let (resource, caps) = pinned_kind(client, &gvk).await.map_err(|e| e.to_string())?;
+    let api: Api<DynamicObject> = match caps.scope {
+        Scope::Namespaced => Api::namespaced_with(client.clone(), namespace, &resource),
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+    };
+    let params = PatchParams::apply("portcullis-tests").force();
+    api.patch(name, &params, &Patch::Apply(doc))
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// This machine's first non-loopback IPv4 address: the API server refuses loopback
