@@ -10,6 +10,7 @@ pub mod auth;
 pub mod compile;
 pub mod demo;
 pub mod diagnostics;
+pub mod explain;
 pub mod keys;
 pub mod model;
 pub mod observe;

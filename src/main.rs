@@ -41,9 +41,22 @@ enum Command {
     Run(Box<RunArgs>),
     /// Print the AuthRule CustomResourceDefinition as YAML.
     Crd,
+    /// Explain what went wrong, from artefacts people bring.
+    #[command(subcommand)]
+    Explain(ExplainCommand),
     /// Run the whole login on this machine: a development OpenID provider, an echo
     /// backend that shows the identity headers, and the proxy guarding /auth*.
     Demo(DemoArgs),
+}
+
+#[derive(Subcommand)]
+enum ExplainCommand {
+    /// Group the failed requests of ALB-format access logs (Portcullis's or a real
+    /// ALB's) by error_reason, and explain each group with the likely fix.
+    Logs {
+        /// A log file, or - (the default) for standard input, e.g. from `kubectl logs`.
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -218,6 +231,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => Ok(check(&args)),
+        Command::Explain(ExplainCommand::Logs { file }) => {
+            let report = match file.filter(|f| f.as_os_str() != "-") {
+                Some(path) => {
+                    let f = std::fs::File::open(&path)
+                        .with_context(|| format!("opening {}", path.display()))?;
+                    portcullis::explain::logs::read(std::io::BufReader::new(f))
+                }
+                None => portcullis::explain::logs::read(std::io::stdin().lock()),
+            };
+            print!("{}", report.render());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo(args) => {
             init_tracing(LogFormat::Alb);
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -27,6 +27,10 @@ async fn assert_reason(p: &Portcullis, resp: reqwest::Response, status: u16, rea
     assert_eq!(resp.status(), status, "for {reason}");
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"], reason, "{body}");
+    assert!(
+        body["usualCause"].as_str().is_some_and(|c| c.len() > 20),
+        "the page says what usually causes it: {body}"
+    );
     let trace = body["traceId"].as_str().unwrap().to_owned();
     assert!(trace.starts_with("1-"), "{body}");
     let line = p.log_line(|l| l.contains(&trace)).await;

@@ -54,14 +54,22 @@ impl ErrorPage<'_> {
         resp
     }
 
+    /// What usually causes this reason, from the catalogue `explain` uses too.
+    fn cause(&self) -> Option<&'static str> {
+        crate::explain::reasons::lookup(self.reason).map(|r| r.cause)
+    }
+
     fn json(&self) -> String {
-        serde_json::json!({
+        let mut body = serde_json::json!({
             "status": self.status.as_u16(),
             "error": self.reason,
             "message": self.message,
             "traceId": self.trace_id,
-        })
-        .to_string()
+        });
+        if let Some(cause) = self.cause() {
+            body["usualCause"] = cause.into();
+        }
+        body.to_string()
     }
 
     fn html(&self) -> String {
@@ -74,11 +82,14 @@ impl ErrorPage<'_> {
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title>\
              <style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}}\
              code{{background:#eee;padding:.1em .3em}}</style></head><body>\
-             <h1>{title}</h1><p>{}</p><p>Reason: <code>{}</code></p>\
+             <h1>{title}</h1><p>{}</p><p>Reason: <code>{}</code>{}</p>\
              <p>Reference: <code>{}</code></p><p><small>Give this reference to the operator; it finds this request in the logs.</small></p>\
              </body></html>",
             html_escape(self.message),
             html_escape(self.reason),
+            self.cause()
+                .map(|c| format!(". Usually: {}", html_escape(c)))
+                .unwrap_or_default(),
             html_escape(self.trace_id)
         )
     }

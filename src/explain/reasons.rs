@@ -1,0 +1,227 @@
+//! Every `error_reason` in plain words: what happened, what usually causes it, and
+//! what to do. Error pages, `explain logs` and the README's table read this one list.
+
+pub struct Reason {
+    pub name: &'static str,
+    /// What happened, in one sentence.
+    pub summary: &'static str,
+    /// What usually causes it.
+    pub cause: &'static str,
+    /// What to check or change.
+    pub fix: &'static str,
+}
+
+const fn r(
+    name: &'static str,
+    summary: &'static str,
+    cause: &'static str,
+    fix: &'static str,
+) -> Reason {
+    Reason {
+        name,
+        summary,
+        cause,
+        fix,
+    }
+}
+
+pub const REASONS: &[Reason] = &[
+    r(
+        "AuthMissingAWSALBAuthNonce",
+        "The browser came back from the login without the flow cookie.",
+        "The callback reached a different host name than the one the login began on, the browser blocks the cookie (third-party or SameSite settings, private mode), or the login took longer than 15 minutes.",
+        "Register https://<the app's host>/oauth2/idpresponse exactly at the provider, open the app by that host name, and check the browser's cookie settings.",
+    ),
+    r(
+        "AuthInvalidAWSALBAuthNonce",
+        "The flow cookie could not be opened.",
+        "Replicas do not share session keys (each made its own), the keys were rotated during the login, or the cookie was altered.",
+        "Give every replica the same keys (the keys Secret in a cluster, --session-keys-file otherwise).",
+    ),
+    r(
+        "AuthInvalidStateParam",
+        "The state parameter does not match the flow cookie.",
+        "A callback URL was replayed or opened in another browser, or two logins crossed.",
+        "Start again from the application; if it persists, look for a proxy that rewrites query strings.",
+    ),
+    r(
+        "AuthMissingStateParam",
+        "The callback has no state parameter.",
+        "The callback URL was opened by hand, or the provider dropped the parameter.",
+        "Start the login from the application, not from a bookmark of the callback.",
+    ),
+    r(
+        "AuthMissingCodeParam",
+        "The callback has no authorization code.",
+        "The provider sent the browser back without a code (an unusual response mode or a broken redirect).",
+        "Check that the provider's client uses the authorization-code flow (response_type=code).",
+    ),
+    r(
+        "AuthInvalidGrantError",
+        "The provider refused the login or the authorization code.",
+        "The user denied consent, the code was used twice or expired, the redirect URI or PKCE verifier did not match, or the provider returned an error to the callback.",
+        "Read error and error_description in the log line's message; check the redirect URI registered at the provider.",
+    ),
+    r(
+        "AuthInvalidIdToken",
+        "The ID token failed validation.",
+        "The AuthRule's issuer differs from the token's iss (even a trailing slash), the clock is skewed by more than a minute, the client id is not the audience, or the token is signed with an algorithm other than RS256/ES256.",
+        "Run `portcullis diagnose` on the AuthRule; compare the issuer with the provider's discovery document; check NTP.",
+    ),
+    r(
+        "AuthInvalidTokenResponse",
+        "The token endpoint's answer is not an OpenID Connect token response.",
+        "No ID token (scope without openid), or the endpoint is not the provider's token endpoint.",
+        "Include openid in spec.oidc.scope; remove explicit endpoints to use discovery.",
+    ),
+    r(
+        "AuthInvalidUserinfoResponse",
+        "The userinfo answer is invalid or names another user.",
+        "The userinfo endpoint returns something other than JSON claims, or its sub differs from the ID token's.",
+        "Check spec.oidc.userInfoEndpoint, or remove it to use discovery.",
+    ),
+    r(
+        "AuthTokenEpRequestFailed",
+        "The token endpoint could not be reached or refused the request.",
+        "No network path from Portcullis to the provider (egress policy, DNS, proxy), a TLS certificate Portcullis does not trust, or invalid_client: a wrong client secret.",
+        "Run `portcullis diagnose`: it tells a wrong secret from an unreachable endpoint. For a private CA use --idp-ca-file.",
+    ),
+    r(
+        "AuthTokenEpRequestTimeout",
+        "The token endpoint did not answer in time.",
+        "The provider is slow or overloaded, or packets are dropped on the way.",
+        "Check the provider's health; raise --idp-timeout only if it is slow by design.",
+    ),
+    r(
+        "AuthUserinfoEpRequestFailed",
+        "The userinfo endpoint could not be reached or answered an error.",
+        "Network path, TLS trust, or the provider rejects the access token.",
+        "Run `portcullis diagnose`; check the provider's logs for the userinfo call.",
+    ),
+    r(
+        "AuthUserinfoEpRequestTimeout",
+        "The userinfo endpoint did not answer in time.",
+        "The provider is slow or overloaded.",
+        "Check the provider's health; raise --idp-timeout only if it is slow by design.",
+    ),
+    r(
+        "AuthUserinfoResponseSizeExceeded",
+        "The user's claims and access token exceed 11 KiB.",
+        "Large group lists or custom claims in userinfo.",
+        "Request fewer scopes, or have the provider send group ids instead of names.",
+    ),
+    r(
+        "AuthInvalidCookie",
+        "A session cookie was refused and a new login began.",
+        "The cookie was made for another AuthRule or host, the session keys changed, or replicas do not share keys.",
+        "Give every replica the same keys; expect this once after deliberately rotating all keys.",
+    ),
+    r(
+        "AuthMissingHostHeader",
+        "A callback arrived without a Host header.",
+        "An HTTP/1.0 client or a proxy that drops Host.",
+        "Send Host; check proxies in front of Portcullis.",
+    ),
+    r(
+        "AuthUnhandledException",
+        "An internal error during the login.",
+        "A bug or an exhausted system resource.",
+        "Report it with the trace id and the log lines around it.",
+    ),
+    r(
+        "AuthLoginWindowExpired",
+        "The callback came more than 15 minutes after the login began.",
+        "The user left the provider's login page open.",
+        "Start again from the application.",
+    ),
+    r(
+        "AuthRequired",
+        "A script asked for a page that needs a login.",
+        "An API call or fetch without a session; scripts cannot follow a login redirect.",
+        "Open loginUrl from the JSON body in a browser, then retry the call.",
+    ),
+    r(
+        "AuthDenied",
+        "The route needs a session and the AuthRule says deny.",
+        "onUnauthenticatedRequest: deny, and the request has no session.",
+        "Log in through a route whose rule authenticates, or change the mode.",
+    ),
+    r(
+        "AuthRequiresHttps",
+        "A guarded route was reached over plain HTTP.",
+        "Login cookies need HTTPS outside loopback.",
+        "Give the Ingress a TLS certificate and use https://.",
+    ),
+    r(
+        "AuthRuleInvalid",
+        "The route's AuthRule is invalid, so the route is closed.",
+        "A missing client Secret or key, an invalid issuer, or a field the CRD does not allow.",
+        "kubectl describe authrule (or `portcullis check`) names the field and the fix.",
+    ),
+    r(
+        "AuthIdpDiscoveryFailed",
+        "The provider's discovery document or keys could not be read.",
+        "A wrong issuer URL, no network path to the provider, or a TLS certificate Portcullis does not trust.",
+        "Run `portcullis diagnose`; the issuer must serve /.well-known/openid-configuration.",
+    ),
+    r(
+        "NoMatchingRoute",
+        "No Ingress rule matches the host and path.",
+        "A host name or path not in any served Ingress, or an Ingress of another class.",
+        "`portcullis check` or `kubectl get ingress -A`; check spec.ingressClassName.",
+    ),
+    r(
+        "MissingHostHeader",
+        "The request has no valid Host header.",
+        "An HTTP/1.0 client or a broken proxy.",
+        "Send Host.",
+    ),
+    r(
+        "BackendUnavailable",
+        "The Service is missing or has no ready endpoints.",
+        "Pods not ready, a selector that matches nothing, or a wrong Service name or port.",
+        "kubectl get endpointslices -l kubernetes.io/service-name=<service>.",
+    ),
+    r(
+        "TargetConnectionError",
+        "No endpoint accepted a connection.",
+        "Pods crashing, a wrong targetPort, or a network policy.",
+        "Check the pods' logs and the Service's targetPort.",
+    ),
+    r(
+        "TargetResponseTimeout",
+        "The backend sent no response headers in time.",
+        "A slow backend.",
+        "Profile the backend, or raise --upstream-timeout.",
+    ),
+    r(
+        "TargetResponseError",
+        "The backend's connection broke or its answer was not HTTP.",
+        "The backend crashed mid-request or speaks another protocol on that port.",
+        "Check the backend's logs for the trace id.",
+    ),
+];
+
+/// The entry for `name`, if it is one of ours or ALB's.
+pub fn lookup(name: &str) -> Option<&'static Reason> {
+    REASONS.iter().find(|r| r.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_listed_once_with_words_for_each_part() {
+        for (i, r) in REASONS.iter().enumerate() {
+            assert!(
+                REASONS[i + 1..].iter().all(|o| o.name != r.name),
+                "{} twice",
+                r.name
+            );
+            assert!(!r.summary.is_empty() && !r.cause.is_empty() && !r.fix.is_empty());
+        }
+        assert!(lookup("AuthInvalidIdToken").is_some());
+        assert!(lookup("Nonsense").is_none());
+    }
+}

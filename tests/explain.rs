@@ -1,0 +1,67 @@
+//! `portcullis explain logs` on recorded samples: Portcullis's own access log (from a
+//! demo session with failed callbacks) and a real ALB's format.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn explain_logs(input: &str) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["explain", "logs", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The block of the report about `reason`.
+fn block<'a>(report: &'a str, reason: &str) -> &'a str {
+    let start = report
+        .find(&format!("\n{reason}: "))
+        .unwrap_or_else(|| panic!("{reason} missing from:\n{report}"));
+    let rest = &report[start + 1..];
+    &rest[..rest.find("\n\n").unwrap_or(rest.len())]
+}
+
+#[test]
+fn a_real_albs_log_is_grouped_by_reason_most_frequent_first() {
+    let report = explain_logs(include_str!("data/alb-access.log"));
+    assert!(
+        report.starts_with("6 lines read, 5 failed requests."),
+        "{report}"
+    );
+    let nonce = block(&report, "AuthMissingAWSALBAuthNonce");
+    assert!(
+        nonce.contains("2 request(s), status 401, host(s) shop.example.com"),
+        "{nonce}"
+    );
+    assert!(
+        nonce.contains("/oauth2/idpresponse exactly at the provider"),
+        "{nonce}"
+    );
+    assert!(
+        report.find("AuthMissingAWSALBAuthNonce") < report.find("AuthInvalidIdToken"),
+        "the largest group first"
+    );
+    assert!(block(&report, "AuthTokenEpRequestTimeout").contains("status 500"));
+    assert!(block(&report, "AuthInvalidIdToken").contains("issuer"));
+    assert!(block(&report, "status 502").contains("backend"));
+}
+
+#[test]
+fn portcullis_own_log_names_each_failure_and_its_trace() {
+    let report = explain_logs(include_str!("data/portcullis-access.log"));
+    let missing = block(&report, "AuthMissingAWSALBAuthNonce");
+    assert!(missing.contains("for example trace Root=1-"), "{missing}");
+    assert!(block(&report, "AuthInvalidCookie").contains("replicas do not share keys"));
+    assert!(block(&report, "AuthRequired").contains("loginUrl"));
+    assert!(!report.contains("not in ALB's format"), "{report}");
+}
