@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod compile;
 pub mod demo;
+pub mod diagnose;
 pub mod diagnostics;
 pub mod explain;
 pub mod keys;

@@ -41,12 +41,35 @@ enum Command {
     Run(Box<RunArgs>),
     /// Print the AuthRule CustomResourceDefinition as YAML.
     Crd,
+    /// Check AuthRules against their providers from here: discovery and issuer, keys,
+    /// endpoints, client credentials, clock skew, and the redirect URIs to register.
+    /// Reads manifest files with -f, else the cluster (in-cluster config or
+    /// KUBECONFIG). Exits 1 when a check fails.
+    Diagnose(DiagnoseArgs),
     /// Explain what went wrong, from artefacts people bring.
     #[command(subcommand)]
     Explain(ExplainCommand),
     /// Run the whole login on this machine: a development OpenID provider, an echo
     /// backend that shows the identity headers, and the proxy guarding /auth*.
     Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct DiagnoseArgs {
+    /// Manifest files or directories; without any, the cluster is read.
+    #[arg(short = 'f', long = "filename")]
+    files: Vec<PathBuf>,
+    /// Only this AuthRule (`namespace/name`).
+    #[arg(long)]
+    rule: Option<String>,
+    #[command(flatten)]
+    class: ClassArgs,
+    /// Seconds to wait for each answer of the provider.
+    #[arg(long, default_value_t = 5)]
+    idp_timeout: u64,
+    /// PEM certificates of a private CA the provider's certificate chains to.
+    #[arg(long, env = "PORTCULLIS_IDP_CA_FILE")]
+    idp_ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -231,6 +254,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => Ok(check(&args)),
+        Command::Diagnose(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(diagnose(args))
+        }
         Command::Explain(ExplainCommand::Logs { file }) => {
             let report = match file.filter(|f| f.as_os_str() != "-") {
                 Some(path) => {
@@ -309,6 +338,75 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Alb => builder.init(),
     }
+}
+
+async fn diagnose(args: DiagnoseArgs) -> anyhow::Result<ExitCode> {
+    use portcullis::diagnose::{Outcome, diagnose, rules_in};
+    let objects = if args.files.is_empty() {
+        let client = kube::Client::try_default()
+            .await
+            .context("no -f given, and no cluster to read (in-cluster config or KUBECONFIG)")?;
+        let source = ClusterSource::start(client);
+        tokio::time::timeout(Duration::from_secs(30), source.wait_until_ready())
+            .await
+            .context("the cluster's objects could not be listed within 30 s")?;
+        source.objects()
+    } else {
+        ManifestSource::new(args.files.clone()).read()
+    };
+    let compiled = compile(&objects, &args.class.compile_options());
+    let extra_roots = match &args.idp_ca_file {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    let idp = IdpClient::with_extra_roots(
+        Duration::from_secs(args.idp_timeout),
+        extra_roots.as_deref(),
+    )?;
+    let mut failed = false;
+    let mut seen = 0;
+    for (object, (policy, hosts)) in rules_in(&compiled.snapshot) {
+        let name = format!("{}/{}", object.namespace, object.name);
+        if args.rule.as_ref().is_some_and(|r| *r != name) {
+            continue;
+        }
+        seen += 1;
+        println!("AuthRule {name}");
+        let usable = compiled
+            .snapshot
+            .auth_rules
+            .get(&object)
+            .is_some_and(|s| s.usable);
+        let Some(policy) = policy else {
+            failed = true;
+            if usable {
+                println!(
+                    "FAIL  routes        the AuthRule guards no served route\n      fix: check spec.targetRefs, spec.paths and the Ingresses' class"
+                );
+                continue;
+            }
+            println!("FAIL  config        the AuthRule does not compile:");
+            for d in compiled.diagnostics.iter().filter(|d| d.object == object) {
+                println!("      {d}");
+            }
+            continue;
+        };
+        for c in diagnose(&idp, &policy, &hosts).await {
+            failed |= c.outcome == Outcome::Fail;
+            println!("{c}");
+        }
+        println!();
+    }
+    anyhow::ensure!(
+        seen > 0,
+        "no AuthRule to diagnose{}",
+        args.rule.map(|r| format!(" named {r}")).unwrap_or_default()
+    );
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// The listeners bound and the data plane made, before any configuration.

@@ -132,6 +132,14 @@ pub struct ClientAuth<'a> {
     pub method: TokenEndpointAuthMethod,
 }
 
+/// A provider's raw answer.
+pub struct Answer {
+    pub status: StatusCode,
+    /// The `Date` header, as sent.
+    pub date: Option<String>,
+    pub body: Bytes,
+}
+
 pub struct IdpClient {
     http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
@@ -192,6 +200,25 @@ impl IdpClient {
         hop: Hop,
         req: Request<Full<Bytes>>,
     ) -> Result<(StatusCode, Bytes), IdpError> {
+        self.exchange(hop, req).await.map(|a| (a.status, a.body))
+    }
+
+    /// A GET of `url` that succeeds on any HTTP answer: for checking that an endpoint
+    /// is reachable, and how the provider's clock reads (`Date`).
+    pub async fn probe(&self, hop: Hop, url: &str) -> Result<Answer, IdpError> {
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(url)
+            .header(ACCEPT, "application/json")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| IdpError::Invalid {
+                hop,
+                detail: e.to_string(),
+            })?;
+        self.exchange(hop, req).await
+    }
+
+    async fn exchange(&self, hop: Hop, req: Request<Full<Bytes>>) -> Result<Answer, IdpError> {
         let exchange = async {
             let resp = self
                 .http
@@ -202,6 +229,11 @@ impl IdpClient {
                     detail: error_chain(&e),
                 })?;
             let status = resp.status();
+            let date = resp
+                .headers()
+                .get(http::header::DATE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
                 .collect()
                 .await
@@ -217,7 +249,11 @@ impl IdpClient {
                         }
                     }
                 })?;
-            Ok((status, body.to_bytes()))
+            Ok(Answer {
+                status,
+                date,
+                body: body.to_bytes(),
+            })
         };
         tokio::time::timeout(self.timeout, exchange)
             .await

@@ -1,0 +1,87 @@
+//! `portcullis diagnose` against the real provider, with the setup broken on purpose:
+//! a wrong client secret, a wrong issuer and an unreachable provider each get their own
+//! failing check and fix.
+
+mod common;
+
+use common::app::AUTH_RULE;
+use common::idp::Idp;
+use common::*;
+
+fn diagnose(issuer: &str, secret: &str) -> (bool, String) {
+    let dir = TempDir::new("diagnose");
+    dir.write(
+        "all.yaml",
+        &format!(
+            "{}{}{}",
+            ingress_yaml("web", &[("app.example.com", "/", "svc")], ""),
+            service_yaml("svc", &["127.0.0.1:9".parse().unwrap()]),
+            AUTH_RULE.replace("ISSUER", issuer).replace(
+                "client-secret: test-secret",
+                &format!("client-secret: {secret}")
+            )
+        ),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["diagnose", "--idp-timeout", "2", "-f"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn line<'a>(out: &'a str, start: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.starts_with(start))
+        .unwrap_or_else(|| panic!("no line starting {start:?} in:\n{out}"))
+}
+
+#[test]
+fn diagnose_tells_a_wrong_secret_from_a_wrong_issuer_from_an_unreachable_provider() {
+    let idp = Idp::start(&[]);
+
+    let (ok, out) = diagnose(&idp.issuer, "test-secret");
+    assert!(ok, "{out}");
+    for check in [
+        "PASS  discovery",
+        "PASS  keys",
+        "PASS  clock",
+        "PASS  credentials",
+    ] {
+        line(&out, check);
+    }
+    assert!(
+        line(&out, "INFO  redirect URI").contains("https://app.example.com/oauth2/idpresponse"),
+        "{out}"
+    );
+
+    let (ok, out) = diagnose(&idp.issuer, "not-the-secret");
+    assert!(!ok);
+    assert!(
+        line(&out, "FAIL  credentials").contains("invalid_client"),
+        "{out}"
+    );
+    assert!(out.contains("update the Secret"), "{out}");
+    line(&out, "PASS  discovery");
+
+    let (ok, out) = diagnose(&format!("{}/", idp.issuer), "test-secret");
+    assert!(!ok);
+    assert!(
+        line(&out, "FAIL  issuer").contains(&format!("{:?}", idp.issuer)),
+        "{out}"
+    );
+    assert!(
+        !out.contains("credentials"),
+        "later checks need the right issuer: {out}"
+    );
+
+    let (ok, out) = diagnose("http://127.0.0.1:9", "test-secret");
+    assert!(!ok);
+    assert!(
+        line(&out, "FAIL  discovery").contains("cannot be reached"),
+        "{out}"
+    );
+}
