@@ -35,6 +35,7 @@ fn main() {
         access_token: "x".repeat(800),
         refresh_token: None,
         id_token: None,
+        flow_id: None,
         access_expires_at: now + 86_400,
         expires_at: now + 86_400,
     };

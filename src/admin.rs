@@ -1,4 +1,5 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`, and the public keys of
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/flows` (recent logins,
+//! failed first) and `/flows/<flow or trace id>` (one as a timeline), and the public keys of
 //! `x-amzn-oidc-data` (`/keys/<kid>` as PEM, `/keys` as a JWKS). Kept off the traffic
 //! port so it can be firewalled apart.
 
@@ -38,6 +39,26 @@ pub async fn serve_admin(
     }
 }
 
+fn flows_summary(flows: &[crate::observe::flows::FlowRecord]) -> String {
+    let items: Vec<serde_json::Value> = flows
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "id": f.id,
+                "rule": f.rule,
+                "host": f.host,
+                "started": f.hops.first().map(|h| h.at),
+                "hops": f.hops.len(),
+                "completed": f.completed(),
+                "failedAt": f.failure().map(|h| &h.hop),
+                "failure": f.failure().map(|h| &h.detail),
+                "traceIds": f.hops.iter().map(|h| &h.trace_id).collect::<std::collections::BTreeSet<_>>(),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(items).to_string()
+}
+
 async fn answer(dp: Arc<DataPlane>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path();
     let key = dp.auth.signing_key();
@@ -56,6 +77,25 @@ async fn answer(dp: Arc<DataPlane>, req: Request<Incoming>) -> Result<Response<B
             "text/plain; version=0.0.4",
             dp.metrics.render(),
         ),
+        // Recent logins, failed first; one of them (by flow id or trace id) as a timeline.
+        "/flows" => (
+            StatusCode::OK,
+            "application/json",
+            flows_summary(&dp.flows.recent()),
+        ),
+        p if p.starts_with("/flows/") => match dp.flows.find(&p["/flows/".len()..]) {
+            Some(flow) if req.uri().query() == Some("format=json") => (
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_string(&flow).unwrap_or_default(),
+            ),
+            Some(flow) => (StatusCode::OK, "text/plain; charset=utf-8", flow.render()),
+            None => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "no such flow on this replica; try `portcullis explain flow ID` on the logs of all replicas\n".to_string(),
+            ),
+        },
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/readyz" if dp.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_string()),
         "/readyz" => (

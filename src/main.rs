@@ -80,6 +80,14 @@ enum ExplainCommand {
         /// A log file, or - (the default) for standard input, e.g. from `kubectl logs`.
         file: Option<PathBuf>,
     },
+    /// Rebuild one login's timeline from Portcullis's logs (all replicas, text or
+    /// JSON), e.g. `kubectl logs -l app.kubernetes.io/name=portcullis | portcullis explain flow ID`.
+    Flow {
+        /// A flow id, or any trace id of the flow (the reference on an error page).
+        id: String,
+        /// A log file, or - (the default) for standard input.
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -271,6 +279,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             print!("{}", report.render());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain(ExplainCommand::Flow { id, file }) => {
+            use portcullis::explain::flow::rebuild;
+            let flow = match file.filter(|f| f.as_os_str() != "-") {
+                Some(path) => {
+                    let f = std::fs::File::open(&path)
+                        .with_context(|| format!("opening {}", path.display()))?;
+                    rebuild(std::io::BufReader::new(f), &id)
+                }
+                None => rebuild(std::io::stdin().lock(), &id),
+            };
+            match flow {
+                Some(flow) => {
+                    print!("{}", flow.render());
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    eprintln!(
+                        "no flow-hop line names {id}; give the logs of every replica (flow hops are logged at info)"
+                    );
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Demo(args) => {
             init_tracing(LogFormat::Alb);

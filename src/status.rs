@@ -142,6 +142,7 @@ impl StatusWriter {
         );
         let mut leading = false;
         let mut dirty = true;
+        let mut written = Written::default();
         let mut last_write = tokio::time::Instant::now();
         loop {
             let now_leading = match lease.acquire_or_renew().await {
@@ -159,7 +160,7 @@ impl StatusWriter {
             if leading && (became_leader || dirty || last_write.elapsed() >= RESYNC_EVERY) {
                 let current = published.borrow_and_update().clone();
                 if let Some(p) = current {
-                    self.write_all(&p, &recorder).await;
+                    self.write_all(&p, &recorder, &mut written).await;
                     last_write = tokio::time::Instant::now();
                     dirty = false;
                 }
@@ -182,7 +183,7 @@ impl StatusWriter {
         }
     }
 
-    async fn write_all(&self, p: &Published, recorder: &Recorder) {
+    async fn write_all(&self, p: &Published, recorder: &Recorder, written: &mut Written) {
         let now = Timestamp::now();
         let mut by_object: BTreeMap<&ObjectRef, Vec<&Diagnostic>> = BTreeMap::new();
         for d in &p.diagnostics {
@@ -195,14 +196,18 @@ impl StatusWriter {
                 rule.metadata.name.as_deref().unwrap_or_default(),
             );
             let diags = by_object.get(&object).map(Vec::as_slice).unwrap_or(&[]);
+            let uid = rule.metadata.uid.clone().unwrap_or_default();
+            // The watch may not have delivered our own last write yet: trust that
+            // write for a while, so a stale copy never looks like a change.
+            let recent = written.recent(&uid);
             let status = auth_rule_status(
                 rule.metadata.generation,
                 p.snapshot.auth_rules.get(&object),
                 diags,
-                rule.status.as_ref(),
+                recent.or(rule.status.as_ref()),
                 now,
             );
-            if rule.status.as_ref() == Some(&status) {
+            if rule.status.as_ref() == Some(&status) || recent == Some(&status) {
                 continue;
             }
             if let Err(e) = self.patch_rule_status(&object, &status).await {
@@ -210,6 +215,7 @@ impl StatusWriter {
                 continue;
             }
             self.announce(recorder, rule, &status).await;
+            written.insert(uid, status);
         }
         for unreadable in &p.objects.unreadable_auth_rules {
             let status = json!({"conditions": [{
@@ -374,6 +380,27 @@ impl StatusWriter {
         (!addresses.is_empty()).then_some(IngressLoadBalancerStatus {
             ingress: Some(addresses),
         })
+    }
+}
+
+/// The status last written per AuthRule (by uid), with when.
+#[derive(Default)]
+struct Written(std::collections::HashMap<String, (AuthRuleStatus, std::time::Instant)>);
+
+/// How long our own write is trusted over the watch's copy.
+const TRUST_OWN_WRITE: Duration = Duration::from_secs(20);
+
+impl Written {
+    fn recent(&self, uid: &str) -> Option<&AuthRuleStatus> {
+        self.0
+            .get(uid)
+            .filter(|(_, at)| at.elapsed() < TRUST_OWN_WRITE)
+            .map(|(s, _)| s)
+    }
+
+    fn insert(&mut self, uid: String, status: AuthRuleStatus) {
+        self.0.retain(|_, (_, at)| at.elapsed() < TRUST_OWN_WRITE);
+        self.0.insert(uid, (status, std::time::Instant::now()));
     }
 }
 

@@ -156,6 +156,59 @@ pub struct LoginRedirect {
     pub flow_id: String,
 }
 
+/// What a callback did, hop by hop, for the flow record. `flow_id` is known once the
+/// flow cookie opens.
+#[derive(Default)]
+pub struct Notes {
+    pub flow_id: Option<String>,
+    pub hops: Vec<Note>,
+}
+
+pub struct Note {
+    /// Unix milliseconds.
+    pub at: i64,
+    pub hop: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl Notes {
+    fn note(&mut self, hop: &'static str, ok: bool, detail: String) {
+        self.hops.push(Note {
+            at: jiff::Timestamp::now().as_millisecond(),
+            hop,
+            ok,
+            detail,
+        });
+    }
+
+    /// Notes a failed hop and returns its error.
+    fn fail<T>(&mut self, hop: &'static str, e: LoginError) -> Result<T, LoginError> {
+        self.note(hop, false, format!("{}: {e}", e.reason()));
+        Err(e)
+    }
+
+    /// Notes the outcome of one hop: its detail on success, reason and error on failure.
+    fn outcome<T, E: Into<LoginError>>(
+        &mut self,
+        hop: &'static str,
+        result: Result<T, E>,
+        detail: impl FnOnce(&T) -> String,
+    ) -> Result<T, LoginError> {
+        match result {
+            Ok(v) => {
+                self.note(hop, true, detail(&v));
+                Ok(v)
+            }
+            Err(e) => {
+                let e = e.into();
+                self.note(hop, false, format!("{}: {e}", e.reason()));
+                Err(e)
+            }
+        }
+    }
+}
+
 /// A completed callback: the session cookies and where to send the browser.
 pub struct LoggedIn {
     pub set_cookies: Vec<String>,
@@ -265,12 +318,13 @@ impl Authenticator {
     }
 
     /// The callback: state against the flow cookie first, then the code, the ID token,
-    /// userinfo, and the session.
+    /// userinfo, and the session. Each hop is noted in `notes`.
     pub async fn callback(
         &self,
         policy: &AuthPolicy,
         at: &Browser<'_>,
         query: &HashMap<String, String>,
+        notes: &mut Notes,
     ) -> Result<LoggedIn, LoginError> {
         let Browser {
             host,
@@ -279,31 +333,59 @@ impl Authenticator {
             now,
             secure,
         } = *at;
+        let present = |k: &str| {
+            if query.contains_key(k) {
+                "present"
+            } else {
+                "absent"
+            }
+        };
+        notes.note(
+            "callback",
+            true,
+            format!(
+                "state {}, code {}, error {}",
+                present("state"),
+                present("code"),
+                query.get("error").map_or("absent", String::as_str)
+            ),
+        );
         let binding = Self::binding(policy, host);
-        let state = flow::finish(
+        let finished = flow::finish(
             &self.ring,
             &binding,
             query.get("state").map(String::as_str),
             cookies.iter().copied(),
             now,
-        )?;
+        );
+        if let Ok(state) = &finished {
+            notes.flow_id = Some(state.flow_id.clone());
+        }
+        let state = notes.outcome("flow-cookie", finished, |s| {
+            format!(
+                "state matches; the login began {} s ago",
+                now - s.started_at
+            )
+        })?;
         if let Some(error) = query.get("error") {
-            return Err(LoginError::ProviderError {
+            let e = LoginError::ProviderError {
                 error: error.clone(),
                 description: query.get("error_description").cloned().unwrap_or_default(),
-            });
+            };
+            return notes.fail("provider", e);
         }
-        let code = query
-            .get("code")
-            .filter(|c| !c.is_empty())
-            .ok_or(LoginError::MissingCode)?;
+        let code = query.get("code").filter(|c| !c.is_empty());
+        let code = notes.outcome("code", code.ok_or(LoginError::MissingCode), |_| {
+            "present".into()
+        })?;
         let provider = self.provider(policy).await?;
         let client = ClientAuth {
             client_id: &policy.client_id,
             client_secret: &policy.client_secret,
             method: policy.token_endpoint_auth_method,
         };
-        let tokens = self
+        let started = Instant::now();
+        let redeemed = self
             .idp
             .redeem_code(
                 &provider.meta.token_endpoint,
@@ -312,22 +394,48 @@ impl Authenticator {
                 redirect_uri,
                 &state.pkce_verifier,
             )
-            .await?;
-        let id_token = tokens.id_token.as_deref().ok_or(LoginError::NoIdToken)?;
-        let id = self
+            .await;
+        let tokens = notes.outcome("token", redeemed, |t| {
+            format!(
+                "{} answered in {} ms; ID token {}, refresh token {}",
+                provider.meta.token_endpoint,
+                started.elapsed().as_millis(),
+                if t.id_token.is_some() { "yes" } else { "no" },
+                if t.refresh_token.is_some() {
+                    "yes"
+                } else {
+                    "no"
+                }
+            )
+        })?;
+        let Some(id_token) = tokens.id_token.as_deref() else {
+            return notes.fail("token", LoginError::NoIdToken);
+        };
+        let validated = self
             .validate_id_token(&provider, policy, &state, id_token, now)
-            .await?;
-        let claims = self.userinfo(&provider, &tokens.access_token).await?;
+            .await;
+        let id = notes.outcome("id-token", validated, |c| {
+            format!(
+                "signature, iss, aud, exp, iat and nonce valid; sub {}",
+                c.sub
+            )
+        })?;
+        let started = Instant::now();
+        let claims = self.userinfo(&provider, &tokens.access_token).await;
+        let claims = notes.outcome("userinfo", claims, |c| {
+            format!("{} claims in {} ms", c.len(), started.elapsed().as_millis())
+        })?;
         let userinfo_sub = claims
             .get("sub")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
         if userinfo_sub != id.sub {
-            return Err(LoginError::SubjectMismatch {
+            let e = LoginError::SubjectMismatch {
                 id_token: id.sub,
                 userinfo: userinfo_sub,
-            });
+            };
+            return notes.fail("userinfo", e);
         }
         let session = Session {
             sub: id.sub.clone(),
@@ -335,12 +443,21 @@ impl Authenticator {
             access_token: tokens.access_token,
             refresh_token: tokens.refresh_token,
             id_token: Some(id_token.to_owned()),
+            flow_id: Some(state.flow_id.clone()),
             access_expires_at: now + tokens.expires_in.unwrap_or(DEFAULT_ACCESS_TOKEN_SECS),
             expires_at: now + policy.session_timeout_secs as i64,
         };
-        let shards = session::seal(&self.ring, &binding, &session)?;
+        let shards = session::seal(&self.ring, &binding, &session);
+        let shards = notes.outcome("session", shards, |s| {
+            format!(
+                "{} bytes in {} cookie(s)",
+                s.iter().map(String::len).sum::<usize>(),
+                s.len()
+            )
+        })?;
         let mut set_cookies = session::set_cookie_headers(&policy.cookie_name, &shards, secure);
         set_cookies.push(flow::clear_cookie(&state.state, secure));
+        notes.note("final-redirect", true, format!("to {}", state.return_to));
         Ok(LoggedIn {
             set_cookies,
             location: state.return_to,
@@ -498,6 +615,7 @@ impl Authenticator {
             // Providers that rotate refresh tokens send a new one; others keep the old.
             refresh_token: tokens.refresh_token.or_else(|| stale.refresh_token.clone()),
             id_token: tokens.id_token.or_else(|| stale.id_token.clone()),
+            flow_id: stale.flow_id.clone(),
             access_expires_at: now + tokens.expires_in.unwrap_or(DEFAULT_ACCESS_TOKEN_SECS),
             expires_at: stale.expires_at,
         })

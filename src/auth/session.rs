@@ -41,6 +41,9 @@ pub struct Session {
     /// For the logout's `id_token_hint`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+    /// The login that made this session, for its flow record's first request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_id: Option<String>,
     /// Unix seconds when the access token expires (refresh after).
     pub access_expires_at: i64,
     /// Unix seconds when the session ends (`spec.session.timeout` after login).
@@ -146,6 +149,7 @@ mod tests {
             access_token: "at".into(),
             refresh_token: Some("rt".into()),
             id_token: None,
+            flow_id: None,
             access_expires_at: 100,
             expires_at: 200,
         }

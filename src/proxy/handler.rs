@@ -22,12 +22,13 @@ use super::pages::{ErrorPage, prefers_html, redirect};
 use super::{Body, BoxError, ConnInfo, DataPlane, Live};
 use crate::auth::flow::FlowError;
 use crate::auth::idp::form_decode;
-use crate::auth::login::{Browser, CALLBACK_PATH, Identity, LoginError, SessionState};
+use crate::auth::login::{Browser, CALLBACK_PATH, Identity, LoginError, Notes, SessionState};
 use crate::auth::redirect::safe_return_path;
 use crate::auth::session::Session;
 use crate::compile::{AuthPolicy, Backend, GuardPolicy, Route};
 use crate::model::OnUnauthenticatedRequest;
 use crate::observe::access_log::{AccessRecord, timestamp};
+use crate::observe::flows::{Hop, now_ms};
 use crate::observe::trace::{self, TraceId};
 
 /// State of one request, filled as it moves along.
@@ -220,7 +221,23 @@ impl Exchange {
         let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
         let auth = &self.dp.auth;
         let expired = match auth.session(policy, host, &cookies, now) {
-            SessionState::Valid(session) => return self.pass_identity(req, policy, &session, now),
+            SessionState::Valid(session) => {
+                if let Some(flow_id) = &session.flow_id {
+                    self.dp.flows.first_request(flow_id, || Hop {
+                        at: now_ms(),
+                        hop: "first-request".into(),
+                        ok: true,
+                        trace_id: self.trace.root.clone(),
+                        detail: format!(
+                            "{} {} with the session of {}",
+                            req.method(),
+                            req.uri().path(),
+                            session.sub
+                        ),
+                    });
+                }
+                return self.pass_identity(req, policy, &session, now);
+            }
             SessionState::Stale(stale) => match auth.refresh(policy, host, &stale, now).await {
                 Ok(refreshed) => {
                     let session = refreshed.session;
@@ -294,7 +311,24 @@ impl Exchange {
         };
         match auth.begin(policy, &at, &return_to).await {
             Ok(login) => {
-                tracing::info!(trace_id = %self.trace.root, flow_id = %login.flow_id, rule = %policy.rule, "login started: redirect to the provider");
+                let endpoint = login.location.split('?').next().unwrap_or_default();
+                let hop = Hop {
+                    at: now_ms(),
+                    hop: "redirect".into(),
+                    ok: true,
+                    trace_id: self.trace.root.clone(),
+                    detail: format!(
+                        "to {endpoint} for {return_to}: client_id {}, redirect_uri {redirect_uri}, scope {:?}{}, nonce and PKCE S256",
+                        policy.client_id,
+                        policy.scope,
+                        policy
+                            .extra_params
+                            .iter()
+                            .map(|(k, v)| format!(", {k}={v}"))
+                            .collect::<String>()
+                    ),
+                };
+                (self.dp.flows).record(&login.flow_id, &rule_label(policy), host, hop);
                 self.rec.redirect_url = login.location.clone();
                 let mut resp = redirect(StatusCode::FOUND, &login.location);
                 append_cookies(&mut resp, [login.set_cookie]);
@@ -336,6 +370,7 @@ impl Exchange {
         let redirect_uri = callback_uri(req, secure);
         let started = std::time::Instant::now();
         let mut outcome = None;
+        let mut notes = Notes::default();
         for policy in policies {
             let at = Browser {
                 host,
@@ -344,12 +379,16 @@ impl Exchange {
                 now: unix_now(),
                 secure,
             };
-            let result = self.dp.auth.callback(policy, &at, &query).await;
+            notes = Notes::default();
+            let result = self.dp.auth.callback(policy, &at, &query, &mut notes).await;
             let foreign = matches!(result, Err(LoginError::Flow(FlowError::InvalidCookie)));
             outcome = Some((policy.clone(), result));
             if !foreign {
                 break;
             }
+        }
+        if let Some((policy, _)) = &outcome {
+            self.record_flow(policy, host, notes);
         }
         if let Some((policy, result)) = &outcome {
             let (status, reason) = match result {
@@ -403,6 +442,25 @@ impl Exchange {
         let mut resp = redirect(StatusCode::FOUND, &out.location);
         append_cookies(&mut resp, out.set_cookies);
         resp
+    }
+
+    /// The callback's hops into the flow record. A callback whose flow cookie did not
+    /// open has no flow id; it is recorded under its trace id.
+    fn record_flow(&self, policy: &AuthPolicy, host: &str, notes: Notes) {
+        let id = notes
+            .flow_id
+            .unwrap_or_else(|| format!("callback-{}", self.trace.root));
+        let rule = rule_label(policy);
+        for n in notes.hops {
+            let hop = Hop {
+                at: n.at,
+                hop: n.hop.into(),
+                ok: n.ok,
+                trace_id: self.trace.root.clone(),
+                detail: n.detail,
+            };
+            self.dp.flows.record(&id, &rule, host, hop);
+        }
     }
 
     fn login_error(&mut self, e: &LoginError) -> Response<Body> {

@@ -129,6 +129,7 @@ pub struct DataPlane {
     pub log: AccessLog,
     pub client: forward::UpstreamClient,
     pub auth: Authenticator,
+    pub flows: crate::observe::flows::FlowLog,
     started: Instant,
 }
 
@@ -153,6 +154,7 @@ impl DataPlane {
             log,
             client,
             auth,
+            flows: Default::default(),
             started: Instant::now(),
         })
     }

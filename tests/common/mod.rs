@@ -127,6 +127,8 @@ pub struct Portcullis {
     pub https: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub access_log: Arc<Mutex<Vec<String>>>,
+    /// Its stderr: the diagnostic log, with the flow-hop lines.
+    pub diagnostics: Arc<Mutex<Vec<String>>>,
     _dir: TempDir,
 }
 
@@ -169,11 +171,20 @@ impl Portcullis {
             .envs(env.iter().copied())
             .arg("--ports-file")
             .arg(&ports)
-            .env("PORTCULLIS_LOG", "warn")
+            .env("PORTCULLIS_LOG", "warn,portcullis::flow=info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("starting portcullis");
+        let diagnostics = Arc::new(Mutex::new(Vec::new()));
+        let sink = diagnostics.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
         let access_log = Arc::new(Mutex::new(Vec::new()));
         let sink = access_log.clone();
         let stdout = child.stdout.take().unwrap();
@@ -203,6 +214,7 @@ impl Portcullis {
             https: addr("https"),
             admin: addr("admin").unwrap(),
             access_log,
+            diagnostics,
             _dir: dir,
         }
     }

@@ -1,0 +1,116 @@
+//! Flow records: each login attempt hop by hop, found from the error page's reference
+//! through the admin endpoint and through `portcullis explain flow` on the logs.
+
+mod common;
+
+use common::app::*;
+use common::idp::log_in;
+use common::*;
+
+async fn admin_get(p: &Portcullis, path: &str) -> (u16, String) {
+    let r = reqwest::get(format!("http://{}{path}", p.admin))
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+fn explain_flow(p: &Portcullis, id: &str) -> String {
+    use std::io::Write;
+    let logs = p.diagnostics.lock().unwrap().join("\n");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["explain", "flow", id])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(logs.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "explain flow {id} found nothing in:\n{logs}"
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_failed_login_leads_from_its_reference_to_the_hop_that_broke() {
+    let s = setup_rule(&[("IDP_FAULT", "userinfo-500")], AUTH_RULE, &[]).await;
+    let b = browser(&s.proxy);
+    let start = b
+        .get(format!("{}/reports", s.origin))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    let to_idp = start.headers()["location"].to_str().unwrap().to_owned();
+    let callback = log_in(
+        &b,
+        &to_idp,
+        &format!("{}/oauth2/idpresponse", s.origin),
+        "lena",
+    )
+    .await;
+    let page: serde_json::Value = b
+        .get(&callback.url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reference = page["traceId"].as_str().unwrap().to_owned();
+
+    let (_, list) = admin_get(&s.proxy, "/flows").await;
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list[0]["failedAt"], "userinfo", "{list}");
+
+    let (status, timeline) = admin_get(&s.proxy, &format!("/flows/{reference}")).await;
+    assert_eq!(status, 200);
+    for hop in ["redirect", "callback", "flow-cookie", "token", "id-token"] {
+        assert!(
+            timeline.contains(&format!("ok   {hop}")),
+            "{hop} in\n{timeline}"
+        );
+    }
+    assert!(timeline.contains("FAIL userinfo"), "{timeline}");
+    assert!(
+        timeline.contains("broke at userinfo: AuthUserinfoEpRequestFailed"),
+        "{timeline}"
+    );
+    assert!(timeline.contains("fix:"), "{timeline}");
+    assert!(!timeline.contains("test-secret"), "no secrets in records");
+
+    let rebuilt = explain_flow(&s.proxy, &reference);
+    assert!(
+        rebuilt.contains("broke at userinfo: AuthUserinfoEpRequestFailed"),
+        "{rebuilt}"
+    );
+    assert!(
+        rebuilt.contains("ok   redirect"),
+        "the first hop, from its own log line: {rebuilt}"
+    );
+}
+
+#[tokio::test]
+async fn a_completed_login_records_its_first_authenticated_request() {
+    let s = setup().await;
+    let b = browser(&s.proxy);
+    log_in_at(&b, &s.origin, "mia").await;
+    b.get(format!("{}/after", s.origin)).send().await.unwrap();
+    let (_, list) = admin_get(&s.proxy, "/flows").await;
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let id = list[0]["id"].as_str().unwrap();
+    assert_eq!(list[0]["completed"], true);
+    let (_, timeline) = admin_get(&s.proxy, &format!("/flows/{id}")).await;
+    assert!(timeline.contains("ok   session"), "{timeline}");
+    assert!(
+        timeline.contains("ok   first-request   GET /after with the session of mia"),
+        "{timeline}"
+    );
+    assert!(timeline.ends_with("completed\n"), "{timeline}");
+}
