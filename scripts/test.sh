@@ -23,4 +23,4 @@ fi
 tests/apiserver/build.sh >/dev/null
 
 cargo fmt --all -- --check
-cargo test --locked --all-targets
+cargo test --locked --all-targets --no-fail-fast

@@ -80,6 +80,12 @@ enum ExplainCommand {
         /// A log file, or - (the default) for standard input, e.g. from `kubectl logs`.
         file: Option<PathBuf>,
     },
+    /// Read a browser's HAR export of a login (through Portcullis or a real ALB) and
+    /// say which step broke and why.
+    Har {
+        /// The .har file.
+        file: PathBuf,
+    },
     /// Rebuild one login's timeline from Portcullis's logs (all replicas, text or
     /// JSON), e.g. `kubectl logs -l app.kubernetes.io/name=portcullis | portcullis explain flow ID`.
     Flow {
@@ -279,6 +285,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             print!("{}", report.render());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain(ExplainCommand::Har { file }) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let har: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            let report = portcullis::explain::har::analyze(&har)?;
+            print!("{}", report.render());
+            Ok(if report.broke.is_some() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Explain(ExplainCommand::Flow { id, file }) => {
             use portcullis::explain::flow::rebuild;

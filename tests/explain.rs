@@ -65,3 +65,55 @@ fn portcullis_own_log_names_each_failure_and_its_trace() {
     assert!(block(&report, "AuthRequired").contains("loginUrl"));
     assert!(!report.contains("not in ALB's format"), "{report}");
 }
+
+fn explain_har(name: &str) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["explain", "har"])
+        .arg(format!(
+            "{}/tests/data/har/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8(out.stdout).unwrap())
+}
+
+#[test]
+fn a_recorded_login_har_shows_every_step_passing() {
+    let (ok, out) = explain_har("login-ok.har");
+    assert!(ok, "{out}");
+    for step in [
+        "initial request",
+        "provider login",
+        "callback",
+        "final redirect",
+        "authenticated request",
+    ] {
+        assert!(out.contains(&format!("ok   {step}")), "{step} in\n{out}");
+    }
+    assert!(out.ends_with("the login completed\n"));
+}
+
+#[test]
+fn broken_logins_name_the_step_and_the_cause() {
+    let (ok, out) = explain_har("flow-cookie-blocked.har");
+    assert!(!ok);
+    assert!(
+        out.contains(
+            "broke at callback: the flow cookie was not sent back: the browser blocked it"
+        ),
+        "{out}"
+    );
+
+    let (_, out) = explain_har("provider-error.har");
+    assert!(
+        out.contains(
+            "broke at callback: the provider sent the browser back with error=access_denied"
+        ),
+        "{out}"
+    );
+
+    let (_, out) = explain_har("redirect-loop.har");
+    assert!(out.contains("broke at redirect loop"), "{out}");
+    assert!(out.contains("never sent the session cookie back"), "{out}");
+}

@@ -2,5 +2,6 @@
 //! ALB's) grouped by what went wrong.
 
 pub mod flow;
+pub mod har;
 pub mod logs;
 pub mod reasons;

@@ -1,6 +1,6 @@
 // Logs in through the provider's real pages in headless Chromium (Debian's package)
 // and prints what the browser finally shows, as JSON on stdout.
-// Usage: node login.mjs START_URL USER [HOST_RULES]
+// Usage: node login.mjs START_URL USER [HOST_RULES]   (HAR_PATH=file records a HAR)
 // START_URL is a guarded page; HOST_RULES maps names to loopback (Chromium's
 // --host-resolver-rules), so the app keeps its real host name.
 import { chromium } from 'playwright-core';
@@ -24,6 +24,8 @@ const browser = await chromium.launchPersistentContext(profile, {
   args,
   // A test provider with its own certificate authority (tests/kind).
   ignoreHTTPSErrors: process.env.IGNORE_HTTPS_ERRORS === '1',
+  // HAR_PATH records the session as a HAR file (test data for `explain har`).
+  ...(process.env.HAR_PATH ? { recordHar: { path: process.env.HAR_PATH, content: 'embed' } } : {}),
 });
 const hops = [];
 try {
@@ -35,7 +37,8 @@ try {
     const login = page.locator('input[name="login"]');
     if (await login.count()) {
       await login.fill(user);
-      await page.locator('input[name="password"]').fill('any');
+      const password = page.locator('input[name="password"]');
+      if (await password.count()) await password.fill('any');
     }
     const before = page.url();
     await Promise.all([

@@ -1,0 +1,437 @@
+//! `portcullis explain har`: reads a browser's HAR export of a login (through
+//! Portcullis or a real ALB), finds its steps and says which one broke and why.
+
+use serde_json::Value;
+
+use super::reasons;
+use crate::model::CALLBACK_PATH;
+
+/// Browsers drop a cookie whose name and value exceed this.
+const MAX_COOKIE_BYTES: usize = 4096;
+const MAX_SKEW_SECS: i64 = 60;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HarError {
+    #[error("not a HAR file: {0}")]
+    NotHar(String),
+}
+
+/// One request of the HAR, reduced to what the analysis reads.
+struct Entry {
+    url: String,
+    status: u64,
+    started: String,
+    request_cookies: Vec<String>,
+    set_cookies: Vec<(String, usize)>,
+    location: String,
+    date: Option<String>,
+    text: String,
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum StepState {
+    Ok,
+    Failed,
+    NotReached,
+}
+
+#[derive(Debug)]
+pub struct Step {
+    pub name: &'static str,
+    pub state: StepState,
+    pub detail: String,
+}
+
+#[derive(Debug, Default)]
+pub struct HarReport {
+    pub steps: Vec<Step>,
+    /// The step that broke, why, and the fix.
+    pub broke: Option<(String, String, String)>,
+    pub notes: Vec<String>,
+}
+
+fn header<'a>(headers: &'a Value, name: &str) -> impl Iterator<Item = &'a str> {
+    headers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(move |h| {
+            h["name"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+        .filter_map(|h| h["value"].as_str())
+}
+
+fn entries(har: &Value) -> Result<Vec<Entry>, HarError> {
+    let list = har["log"]["entries"]
+        .as_array()
+        .ok_or_else(|| HarError::NotHar("no log.entries".into()))?;
+    Ok(list
+        .iter()
+        .map(|e| {
+            let req = &e["request"];
+            let resp = &e["response"];
+            let mut request_cookies: Vec<String> = req["cookies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                .collect();
+            for h in header(&req["headers"], "cookie") {
+                request_cookies.extend(
+                    h.split(';')
+                        .filter_map(|p| Some(p.split_once('=')?.0.trim().to_owned())),
+                );
+            }
+            let set_cookies = header(&resp["headers"], "set-cookie")
+                .flat_map(|v| v.split('\n'))
+                .filter_map(|c| {
+                    let pair = c.split(';').next()?;
+                    Some((pair.split_once('=')?.0.trim().to_owned(), pair.len()))
+                })
+                .collect();
+            let location = resp["redirectURL"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .or_else(|| {
+                    header(&resp["headers"], "location")
+                        .next()
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default();
+            Entry {
+                url: req["url"].as_str().unwrap_or_default().to_owned(),
+                status: resp["status"].as_u64().unwrap_or(0),
+                started: e["startedDateTime"].as_str().unwrap_or_default().to_owned(),
+                request_cookies,
+                set_cookies,
+                location,
+                date: header(&resp["headers"], "date").next().map(str::to_owned),
+                text: resp["content"]["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            }
+        })
+        .collect())
+}
+
+fn origin(url: &str) -> &str {
+    let after = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after..].find('/').map_or(url.len(), |i| after + i);
+    &url[..end]
+}
+
+fn path(url: &str) -> &str {
+    let rest = &url[origin(url).len()..];
+    rest.split('?').next().unwrap_or("")
+}
+
+fn param(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    query.split('&').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k == name).then(|| crate::auth::idp::form_decode(v))
+    })
+}
+
+/// The reason and reference an error page (ours or JSON) names.
+fn page_reason(text: &str) -> (Option<String>, Option<String>) {
+    if let Ok(v) = serde_json::from_str::<Value>(text) {
+        return (
+            v["error"].as_str().map(str::to_owned),
+            v["traceId"].as_str().map(str::to_owned),
+        );
+    }
+    let code_after = |label: &str| {
+        let i = text.find(label)? + label.len();
+        let rest = &text[i..];
+        let start = rest.find("<code>")? + 6;
+        Some(rest[start..start + rest[start..].find('<')?].to_owned())
+    };
+    (code_after("Reason:"), code_after("Reference:"))
+}
+
+pub fn analyze(har: &Value) -> Result<HarReport, HarError> {
+    let entries = entries(har)?;
+    let mut report = HarReport::default();
+    // Exports without sensitive data drop Cookie and Set-Cookie alike.
+    let has_cookies = entries
+        .iter()
+        .any(|e| !e.request_cookies.is_empty() || !e.set_cookies.is_empty());
+    if !has_cookies {
+        report.notes.push("the HAR has no request cookies (exported without sensitive data?), so cookie checks are skipped".into());
+    }
+    clock_skew(&entries, &mut report);
+    let starts: Vec<usize> = (0..entries.len())
+        .filter(|&i| {
+            let e = &entries[i];
+            (300..400).contains(&e.status)
+                && e.location.contains("response_type=code")
+                && e.location.contains("state=")
+        })
+        .collect();
+    let Some(&start) = starts.last() else {
+        let scripted = entries
+            .iter()
+            .any(|e| e.status == 401 && e.text.contains("AuthRequired"));
+        let why = if scripted {
+            "a script's request got 401 AuthRequired; scripts cannot follow a login"
+        } else {
+            "no redirect to a provider's authorization endpoint"
+        };
+        report.broke = Some(("initial request".into(), why.into(), "open the guarded page itself in the browser; check that the route is guarded (`kubectl get authrules`)".into()));
+        return Ok(report);
+    };
+    let first = &entries[start];
+    let app = origin(&first.url).to_owned();
+    let to_idp = first.location.clone();
+    let idp = origin(&to_idp).to_owned();
+    let state = param(&to_idp, "state").unwrap_or_default();
+    let redirect_uri = param(&to_idp, "redirect_uri").unwrap_or_default();
+    let flow_cookie = first
+        .set_cookies
+        .iter()
+        .any(|(n, _)| n.starts_with("AWSALBAuthNonce"));
+    report.steps.push(Step {
+        name: "initial request",
+        state: StepState::Ok,
+        detail: format!(
+            "{} answered {} to {idp}{}",
+            first.url,
+            first.status,
+            if flow_cookie {
+                " with the flow cookie"
+            } else {
+                ""
+            }
+        ),
+    });
+    if starts.len() >= 3 {
+        let app_cookie = entries.iter().filter(|e| origin(&e.url) == app).any(|e| {
+            e.request_cookies
+                .iter()
+                .any(|c| c.starts_with("AWSELBAuthSessionCookie"))
+        });
+        let why = format!(
+            "the login started {} times: each return to the application began a new login",
+            starts.len()
+        );
+        let fix = if has_cookies && !app_cookie {
+            "the browser never sent the session cookie back: check that it is not too large, that a Secure cookie is not used over http, and that the app's host name stays the same".to_owned()
+        } else {
+            "check that the session is accepted: `explain logs` on the access log shows AuthInvalidCookie when it is not".to_owned()
+        };
+        report.broke = Some(("redirect loop".into(), why, fix));
+        return Ok(report);
+    }
+    if !redirect_uri.is_empty() && origin(&redirect_uri) != app {
+        report.notes.push(format!(
+            "redirect_uri {redirect_uri} is not on {app}, where the login began"
+        ));
+    }
+    // The provider's pages.
+    let at_idp: Vec<&Entry> = entries[start + 1..]
+        .iter()
+        .filter(|e| origin(&e.url) == idp)
+        .collect();
+    let refused = at_idp.iter().find(|e| e.status >= 400);
+    report.steps.push(Step {
+        name: "provider login",
+        state: if refused.is_some() {
+            StepState::Failed
+        } else if at_idp.is_empty() {
+            StepState::NotReached
+        } else {
+            StepState::Ok
+        },
+        detail: format!("{} request(s) to {idp}", at_idp.len()),
+    });
+    if let Some(e) = refused {
+        let why = if e.text.contains("redirect_uri") {
+            format!(
+                "the provider refused the login with {}: redirect_uri {redirect_uri} is not registered",
+                e.status
+            )
+        } else {
+            format!("the provider answered {} at {}", e.status, path(&e.url))
+        };
+        report.broke = Some((
+            "provider login".into(),
+            why,
+            format!("register {redirect_uri} for the client at the provider"),
+        ));
+        return Ok(report);
+    }
+    let Some(cb) = entries[start + 1..]
+        .iter()
+        .position(|e| path(&e.url) == CALLBACK_PATH)
+        .map(|i| start + 1 + i)
+    else {
+        report.broke = Some((
+            "callback".into(),
+            "the browser never came back from the provider".into(),
+            "finish the login at the provider; if its page shows an error, fix that first".into(),
+        ));
+        return Ok(report);
+    };
+    let callback = &entries[cb];
+    let mut failure: Option<(String, String)> = None;
+    if let Some(error) = param(&callback.url, "error") {
+        let description = param(&callback.url, "error_description").unwrap_or_default();
+        failure = Some((
+            format!("the provider sent the browser back with error={error} {description}"),
+            "see why at the provider (a denied consent, a client not allowed for this user, ...)"
+                .into(),
+        ));
+    } else if param(&callback.url, "state").as_deref() != Some(state.as_str()) {
+        failure = Some(("the callback's state is not this login's (another login's callback, or a replayed one)".into(), "start again from the application in one tab".into()));
+    } else if has_cookies
+        && !callback
+            .request_cookies
+            .iter()
+            .any(|c| c.starts_with("AWSALBAuthNonce"))
+    {
+        let why = if origin(&callback.url) != app {
+            format!(
+                "the flow cookie was not sent: the browser came back to {}, not {app} where the cookie was set",
+                origin(&callback.url)
+            )
+        } else {
+            "the flow cookie was not sent back: the browser blocked it (third-party or SameSite cookie settings, private mode) or it expired".into()
+        };
+        failure = Some((
+            why,
+            reasons::lookup("AuthMissingAWSALBAuthNonce").map_or(String::new(), |r| r.fix.into()),
+        ));
+    }
+    if failure.is_none() && callback.status >= 400 {
+        let (reason, reference) = page_reason(&callback.text);
+        let reason = reason.unwrap_or_else(|| format!("status {}", callback.status));
+        let entry = reasons::lookup(&reason);
+        failure = Some((
+            format!(
+                "{} at the callback: {reason}{}{}",
+                callback.status,
+                entry.map_or(String::new(), |r| format!(" ({})", r.summary)),
+                reference.map_or(String::new(), |r| format!("; reference {r}"))
+            ),
+            entry.map_or("look the reference up in the access log".into(), |r| {
+                r.fix.into()
+            }),
+        ));
+    }
+    if let Some((why, fix)) = failure {
+        report.steps.push(Step {
+            name: "callback",
+            state: StepState::Failed,
+            detail: why.clone(),
+        });
+        report.broke = Some(("callback".into(), why, fix));
+        return Ok(report);
+    }
+    let oversize: Vec<&(String, usize)> = callback
+        .set_cookies
+        .iter()
+        .filter(|(_, len)| *len > MAX_COOKIE_BYTES)
+        .collect();
+    report.steps.push(Step {
+        name: "callback",
+        state: if oversize.is_empty() {
+            StepState::Ok
+        } else {
+            StepState::Failed
+        },
+        detail: format!(
+            "{} answered {}, setting {} cookie(s)",
+            CALLBACK_PATH,
+            callback.status,
+            callback.set_cookies.len()
+        ),
+    });
+    if let Some((name, len)) = oversize.first() {
+        report.broke = Some((
+            "callback".into(),
+            format!("cookie {name} is {len} bytes; browsers drop cookies over {MAX_COOKIE_BYTES}"),
+            "shrink the session: fewer scopes or claims".into(),
+        ));
+        return Ok(report);
+    }
+    let back = entries[cb + 1..].iter().find(|e| origin(&e.url) == app);
+    match back {
+        Some(e) if (200..400).contains(&e.status) && !(300..400).contains(&e.status) => {
+            report.steps.push(Step {
+                name: "final redirect",
+                state: StepState::Ok,
+                detail: format!("to {}", callback.location),
+            });
+            report.steps.push(Step {
+                name: "authenticated request",
+                state: StepState::Ok,
+                detail: format!("{} answered {}", e.url, e.status),
+            });
+        }
+        Some(e) => {
+            let (reason, _) = page_reason(&e.text);
+            report.steps.push(Step {
+                name: "authenticated request",
+                state: StepState::Failed,
+                detail: format!("{} answered {}", e.url, e.status),
+            });
+            report.broke = Some((
+                "authenticated request".into(),
+                format!(
+                    "the first request after the login answered {}{}",
+                    e.status,
+                    reason.map_or(String::new(), |r| format!(" ({r})"))
+                ),
+                "check the backend, and that the session cookie was sent".into(),
+            ));
+        }
+        None => report.notes.push("the HAR ends at the callback".into()),
+    }
+    Ok(report)
+}
+
+fn clock_skew(entries: &[Entry], report: &mut HarReport) {
+    for e in entries {
+        let (Some(date), Ok(started)) = (e.date.as_deref(), e.started.parse::<jiff::Timestamp>())
+        else {
+            continue;
+        };
+        let Ok(server) = jiff::fmt::rfc2822::parse(date) else {
+            continue;
+        };
+        let skew = server.timestamp().as_second() - started.as_second();
+        if skew.abs() > MAX_SKEW_SECS {
+            report.notes.push(format!("{} is {skew:+} s off the browser's clock; ID tokens fail beyond 60 s of skew between Portcullis and the provider", origin(&e.url)));
+            return;
+        }
+    }
+}
+
+impl HarReport {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for s in &self.steps {
+            let mark = match s.state {
+                StepState::Ok => "ok  ",
+                StepState::Failed => "FAIL",
+                StepState::NotReached => "--  ",
+            };
+            out.push_str(&format!("{mark} {:<22} {}\n", s.name, s.detail));
+        }
+        for n in &self.notes {
+            out.push_str(&format!("note: {n}\n"));
+        }
+        match &self.broke {
+            Some((step, why, fix)) => {
+                out.push_str(&format!("broke at {step}: {why}\n  fix: {fix}\n"))
+            }
+            None => out.push_str("the login completed\n"),
+        }
+        out
+    }
+}
