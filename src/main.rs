@@ -492,15 +492,7 @@ async fn start_data_plane(args: &ProxyArgs, keys: Keys) -> anyhow::Result<Starte
         ..ProxyConfig::default()
     };
     let log = AccessLog::start(args.log_format, Box::new(std::io::stdout()));
-    let extra_roots = match &args.idp_ca_file {
-        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
-        None => None,
-    };
-    let idp = IdpClient::with_extra_roots(
-        Duration::from_secs(args.idp_timeout),
-        extra_roots.as_deref(),
-    )
-    .context("loading the certificate authorities trusted for identity providers")?;
+    let idp = idp_client(args)?;
     let auth = Authenticator::new(idp, keys.ring, keys.signing_key, args.signer.clone());
     let dp = DataPlane::new(config, log, auth);
     let addresses = bound.describe();
@@ -510,6 +502,19 @@ async fn start_data_plane(args: &ProxyArgs, keys: Keys) -> anyhow::Result<Starte
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(Started { dp, bound })
+}
+
+/// The client for identity providers: the system's CAs and `--idp-ca-file`.
+fn idp_client(args: &ProxyArgs) -> anyhow::Result<IdpClient> {
+    let extra_roots = match &args.idp_ca_file {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    IdpClient::with_extra_roots(
+        Duration::from_secs(args.idp_timeout),
+        extra_roots.as_deref(),
+    )
+    .context("loading the certificate authorities trusted for identity providers")
 }
 
 /// A channel that turns true on SIGTERM or Ctrl-C.
@@ -566,9 +571,12 @@ async fn run_in_cluster(args: RunArgs) -> anyhow::Result<()> {
         published,
         shutdown.clone(),
     ));
+    let status_idp = idp_client(&args.proxy)?;
     let status = (!args.no_status).then(|| {
         let writer = StatusWriter {
             client,
+            idp: status_idp,
+            data_plane: dp.clone(),
             namespace: args.namespace.clone(),
             identity: args.identity.clone().unwrap_or_else(default_identity),
             publish_service: args.publish_service.clone(),

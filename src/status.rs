@@ -20,9 +20,13 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::auth::idp::IdpClient;
 use crate::compile::{AuthRuleSummary, Snapshot};
+use crate::diagnose::rules_in;
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::model::{AuthRule, AuthRuleStatus, GROUP};
+use crate::observe::flows::FlowRecord;
+use crate::proxy::DataPlane;
 use crate::store::Objects;
 
 pub const FIELD_MANAGER: &str = "portcullis-controller";
@@ -40,11 +44,20 @@ pub struct Published {
 
 /// The conditions of one AuthRule, from its diagnostics and what the compile made of
 /// it. `previous` supplies the transition times of conditions that did not change.
+/// What the writer knows beyond the compile: whether the provider answered, and the
+/// recent login failures by reason.
+#[derive(Default)]
+pub struct Observed {
+    pub idp: Option<Result<(), String>>,
+    pub failures: BTreeMap<String, i32>,
+}
+
 pub fn auth_rule_status(
     generation: Option<i64>,
     summary: Option<&AuthRuleSummary>,
     diagnostics: &[&Diagnostic],
     previous: Option<&AuthRuleStatus>,
+    observed: &Observed,
     now: Timestamp,
 ) -> AuthRuleStatus {
     let is_ref = |d: &&&Diagnostic| {
@@ -99,19 +112,42 @@ pub fn auth_rule_status(
             last_transition_time: kept.unwrap_or(Time(now)),
         }
     };
+    let mut conditions = vec![
+        condition("Accepted", accepted),
+        condition("ResolvedRefs", resolved),
+        condition("Ready", ready),
+    ];
+    if let Some(idp) = &observed.idp {
+        conditions.push(condition(
+            "IdPReachable",
+            match idp {
+                Ok(()) => (
+                    "True",
+                    "DiscoveryLoaded".into(),
+                    "the discovery document and keys load".into(),
+                ),
+                Err(e) => (
+                    "False",
+                    "IdPUnreachable".into(),
+                    format!("{e} (logins in progress keep the last good discovery; fix: run `portcullis diagnose` on this rule)"),
+                ),
+            },
+        ));
+    }
     AuthRuleStatus {
-        conditions: vec![
-            condition("Accepted", accepted),
-            condition("ResolvedRefs", resolved),
-            condition("Ready", ready),
-        ],
+        conditions,
         observed_generation: generation,
         attached_routes: attached as i32,
+        recent_login_failures: observed.failures.clone(),
     }
 }
 
 pub struct StatusWriter {
     pub client: kube::Client,
+    /// For checking each rule's provider (discovery and keys).
+    pub idp: IdpClient,
+    /// Whose flow records give the recent login failures.
+    pub data_plane: Arc<DataPlane>,
     /// Where the leader Lease lives.
     pub namespace: String,
     pub identity: String,
@@ -143,6 +179,7 @@ impl StatusWriter {
         let mut leading = false;
         let mut dirty = true;
         let mut written = Written::default();
+        let mut probes = Probes::default();
         let mut last_write = tokio::time::Instant::now();
         loop {
             let now_leading = match lease.acquire_or_renew().await {
@@ -160,7 +197,8 @@ impl StatusWriter {
             if leading && (became_leader || dirty || last_write.elapsed() >= RESYNC_EVERY) {
                 let current = published.borrow_and_update().clone();
                 if let Some(p) = current {
-                    self.write_all(&p, &recorder, &mut written).await;
+                    probes.refresh(&self.idp, &p.snapshot).await;
+                    self.write_all(&p, &recorder, &mut written, &probes).await;
                     last_write = tokio::time::Instant::now();
                     dirty = false;
                 }
@@ -183,7 +221,15 @@ impl StatusWriter {
         }
     }
 
-    async fn write_all(&self, p: &Published, recorder: &Recorder, written: &mut Written) {
+    async fn write_all(
+        &self,
+        p: &Published,
+        recorder: &Recorder,
+        written: &mut Written,
+        probes: &Probes,
+    ) {
+        let rules = rules_in(&p.snapshot);
+        let flows = self.data_plane.flows.recent();
         let now = Timestamp::now();
         let mut by_object: BTreeMap<&ObjectRef, Vec<&Diagnostic>> = BTreeMap::new();
         for d in &p.diagnostics {
@@ -200,11 +246,20 @@ impl StatusWriter {
             // The watch may not have delivered our own last write yet: trust that
             // write for a while, so a stale copy never looks like a change.
             let recent = written.recent(&uid);
+            let label = format!("{}/{}", object.namespace, object.name);
+            let observed = Observed {
+                idp: rules
+                    .get(&object)
+                    .and_then(|(policy, _)| policy.as_ref())
+                    .and_then(|policy| probes.get(&policy.issuer)),
+                failures: failures_by_reason(&flows, &label),
+            };
             let status = auth_rule_status(
                 rule.metadata.generation,
                 p.snapshot.auth_rules.get(&object),
                 diags,
                 recent.or(rule.status.as_ref()),
+                &observed,
                 now,
             );
             if rule.status.as_ref() == Some(&status) || recent == Some(&status) {
@@ -277,17 +332,35 @@ impl StatusWriter {
                 action: "Compile".into(),
                 secondary: None,
             };
-            let reference = ObjectReference {
-                api_version: Some(format!("{GROUP}/v1alpha1")),
-                kind: Some("AuthRule".into()),
-                name: rule.metadata.name.clone(),
-                namespace: rule.metadata.namespace.clone(),
-                uid: rule.metadata.uid.clone(),
-                ..ObjectReference::default()
-            };
-            if let Err(e) = recorder.publish(&event, &reference).await {
+            if let Err(e) = recorder.publish(&event, &reference(rule)).await {
                 tracing::warn!(error = %e, "cannot record an Event");
             }
+        }
+        // Login failures: one Event per reason whose count grew, not one per request.
+        let before = rule.status.as_ref().map(|s| &s.recent_login_failures);
+        for (reason, count) in &status.recent_login_failures {
+            if before
+                .and_then(|b| b.get(reason))
+                .is_some_and(|n| n >= count)
+            {
+                continue;
+            }
+            let advice = crate::explain::reasons::lookup(reason).map_or(String::new(), |r| {
+                format!(" Usually: {} Fix: {}", r.cause, r.fix)
+            });
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "LoginFailed".into(),
+                note: Some(
+                    format!("{count} recent login(s) failed with {reason}.{advice}")
+                        .chars()
+                        .take(1000)
+                        .collect(),
+                ),
+                action: "Login".into(),
+                secondary: None,
+            };
+            let _ = recorder.publish(&event, &reference(rule)).await;
         }
     }
 
@@ -380,6 +453,72 @@ impl StatusWriter {
         (!addresses.is_empty()).then_some(IngressLoadBalancerStatus {
             ingress: Some(addresses),
         })
+    }
+}
+
+fn reference(rule: &AuthRule) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(format!("{GROUP}/v1alpha1")),
+        kind: Some("AuthRule".into()),
+        name: rule.metadata.name.clone(),
+        namespace: rule.metadata.namespace.clone(),
+        uid: rule.metadata.uid.clone(),
+        ..ObjectReference::default()
+    }
+}
+
+/// Failed logins of `rule` among the recent flows, by reason.
+pub fn failures_by_reason(flows: &[FlowRecord], rule: &str) -> BTreeMap<String, i32> {
+    let mut out = BTreeMap::new();
+    for hop in flows
+        .iter()
+        .filter(|f| f.rule == rule)
+        .filter_map(FlowRecord::failure)
+    {
+        let reason = hop.detail.split(':').next().unwrap_or_default();
+        if !reason.is_empty() {
+            *out.entry(reason.to_owned()).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// How often each provider is checked for the IdPReachable condition.
+const PROBE_EVERY: Duration = Duration::from_secs(30);
+
+/// The last check of each issuer: discovery and keys.
+#[derive(Default)]
+struct Probes(std::collections::HashMap<String, (std::time::Instant, Result<(), String>)>);
+
+impl Probes {
+    async fn refresh(&mut self, idp: &IdpClient, snapshot: &Snapshot) {
+        let issuers: BTreeSet<String> = rules_in(snapshot)
+            .into_values()
+            .filter_map(|(policy, _)| policy.map(|p| p.issuer.clone()))
+            .collect();
+        self.0.retain(|issuer, _| issuers.contains(issuer));
+        for issuer in issuers {
+            if self
+                .0
+                .get(&issuer)
+                .is_some_and(|(at, _)| at.elapsed() < PROBE_EVERY)
+            {
+                continue;
+            }
+            let result = match idp.discover(&issuer).await {
+                Ok(meta) => idp
+                    .jwks(&meta.jwks_uri)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            self.0.insert(issuer, (std::time::Instant::now(), result));
+        }
+    }
+
+    fn get(&self, issuer: &str) -> Option<Result<(), String>> {
+        self.0.get(issuer).map(|(_, r)| r.clone())
     }
 }
 
@@ -476,5 +615,73 @@ fn conflict_is_false(result: Result<Lease, kube::Error>) -> Result<bool, kube::E
         Ok(_) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::flows::Hop;
+
+    fn flow(rule: &str, failure: Option<&str>) -> FlowRecord {
+        FlowRecord {
+            id: "f".into(),
+            rule: rule.into(),
+            host: "h".into(),
+            hops: vec![Hop {
+                at: 0,
+                hop: "token".into(),
+                ok: failure.is_none(),
+                trace_id: "1-a".into(),
+                detail: failure.unwrap_or("fine").into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn failures_are_counted_per_rule_and_reason() {
+        let flows = [
+            flow("apps/sso", Some("AuthTokenEpRequestFailed: refused")),
+            flow("apps/sso", Some("AuthTokenEpRequestFailed: refused")),
+            flow("apps/sso", None),
+            flow("apps/other", Some("AuthInvalidIdToken: iss")),
+        ];
+        let counts = failures_by_reason(&flows, "apps/sso");
+        assert_eq!(
+            counts,
+            BTreeMap::from([("AuthTokenEpRequestFailed".into(), 2)])
+        );
+    }
+
+    #[test]
+    fn transition_times_hold_while_a_condition_does() {
+        let summary = AuthRuleSummary {
+            generation: Some(1),
+            attached_routes: 1,
+            usable: true,
+        };
+        let earlier = Timestamp::from_second(1_000).unwrap();
+        let first = auth_rule_status(
+            Some(1),
+            Some(&summary),
+            &[],
+            None,
+            &Observed::default(),
+            earlier,
+        );
+        let later = Timestamp::from_second(2_000).unwrap();
+        let observed = Observed {
+            idp: Some(Err("down".into())),
+            ..Observed::default()
+        };
+        let second = auth_rule_status(Some(1), Some(&summary), &[], Some(&first), &observed, later);
+        let time = |s: &AuthRuleStatus, kind: &str| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == kind)
+                .map(|c| c.last_transition_time.0)
+        };
+        assert_eq!(time(&second, "Ready"), Some(earlier), "Ready held");
+        assert_eq!(time(&second, "IdPReachable"), Some(later), "new condition");
     }
 }

@@ -114,7 +114,7 @@ async fn a_login_through_an_ingress_and_authrule_made_through_the_api() {
         rule.data["status"]["observedGeneration"],
         rule.metadata.generation.unwrap()
     );
-    for kind in ["Accepted", "ResolvedRefs"] {
+    for kind in ["Accepted", "ResolvedRefs", "IdPReachable"] {
         assert_eq!(condition(&rule, kind).unwrap()["status"], "True", "{kind}");
     }
 
@@ -207,6 +207,10 @@ async fn status_names_the_missing_secret_and_clears_when_it_appears() {
         "{message}"
     );
     assert_eq!(condition(&rule, "Ready").unwrap()["status"], "False");
+    assert!(
+        condition(&rule, "IdPReachable").is_none(),
+        "a rule that does not compile has no provider to check yet"
+    );
     let accepted_since = condition(&rule, "Accepted").unwrap()["lastTransitionTime"].clone();
 
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(admin.clone(), "apps");
@@ -245,6 +249,16 @@ async fn status_names_the_missing_secret_and_clears_when_it_appears() {
     })
     .await;
     let rule = rules.get("sso").await.unwrap();
+    let idp = condition(&rule, "IdPReachable")
+        .unwrap_or_else(|| panic!("the provider is checked: {}", rule.data["status"]));
+    assert_eq!(
+        idp["status"], "False",
+        "login.example.com is not reachable here"
+    );
+    assert!(
+        idp["message"].as_str().unwrap().contains("diagnose"),
+        "{idp}"
+    );
     assert_eq!(
         condition(&rule, "Accepted").unwrap()["lastTransitionTime"],
         accepted_since,

@@ -231,7 +231,8 @@ pub enum TokenEndpointAuthMethod {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthRuleStatus {
-    /// `Accepted`, `ResolvedRefs` and `Ready`, each with the reason and the fix.
+    /// `Accepted`, `ResolvedRefs`, `Ready` and `IdPReachable`, each with the reason
+    /// and the fix.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` these conditions describe.
@@ -240,6 +241,10 @@ pub struct AuthRuleStatus {
     /// How many Ingress routes this rule guards.
     #[serde(default)]
     pub attached_routes: i32,
+    /// Failed logins among the recent ones the status-writing replica saw, by
+    /// `error_reason` (`kubectl get --raw` the admin `/flows` for details).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub recent_login_failures: BTreeMap<String, i32>,
 }
 
 /// An ALB listener-rule path pattern: `*` any run, `?` one character, whole path.
