@@ -114,3 +114,78 @@ async fn a_completed_login_records_its_first_authenticated_request() {
     );
     assert!(timeline.ends_with("completed\n"), "{timeline}");
 }
+
+#[tokio::test]
+async fn a_wrong_client_secret_and_a_wrong_issuer_each_name_their_hop() {
+    let wrong_secret = AUTH_RULE.replace("client-secret: test-secret", "client-secret: not-it");
+    let s = setup_rule(&[], &wrong_secret, &[]).await;
+    let b = browser(&s.proxy);
+    let start = b
+        .get(format!("{}/", s.origin))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    let to_idp = start.headers()["location"].to_str().unwrap().to_owned();
+    let callback = log_in(
+        &b,
+        &to_idp,
+        &format!("{}/oauth2/idpresponse", s.origin),
+        "noa",
+    )
+    .await;
+    let page: serde_json::Value = b
+        .get(&callback.url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (_, timeline) = admin_get(
+        &s.proxy,
+        &format!("/flows/{}", page["traceId"].as_str().unwrap()),
+    )
+    .await;
+    assert!(
+        timeline.contains("broke at token: AuthTokenEpRequestFailed"),
+        "{timeline}"
+    );
+    assert!(
+        timeline.contains("invalid_client"),
+        "the provider's error: {timeline}"
+    );
+
+    // The issuer with a trailing slash is another issuer: discovery refuses it.
+    s.manifests.write(
+        "auth.yaml",
+        &AUTH_RULE.replace("ISSUER", &format!("{}/", s.idp.issuer)),
+    );
+    let page = || async {
+        let r = b
+            .get(format!("{}/", s.origin))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        r.text().await.unwrap()
+    };
+    eventually("the new issuer is in use", || async {
+        page().await.contains("AuthIdpDiscoveryFailed")
+    })
+    .await;
+    let html = page().await;
+    let reference = html
+        .split("Reference: <code>")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap();
+    let (_, timeline) = admin_get(&s.proxy, &format!("/flows/{reference}")).await;
+    assert!(
+        timeline.contains("broke at redirect: AuthIdpDiscoveryFailed"),
+        "{timeline}"
+    );
+    assert!(timeline.contains("fix:"), "{timeline}");
+}

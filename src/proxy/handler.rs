@@ -334,7 +334,19 @@ impl Exchange {
                 append_cookies(&mut resp, [login.set_cookie]);
                 Some(resp)
             }
-            Err(e) => Some(self.login_error(&e)),
+            Err(e) => {
+                // No flow began: the record is kept under the request's trace id.
+                let hop = Hop {
+                    at: now_ms(),
+                    hop: "redirect".into(),
+                    ok: false,
+                    trace_id: self.trace.root.clone(),
+                    detail: format!("{}: {e}", e.reason()),
+                };
+                let id = format!("begin-{}", self.trace.root);
+                (self.dp.flows).record(&id, &rule_label(policy), host, hop);
+                Some(self.login_error(&e))
+            }
         }
     }
 

@@ -58,10 +58,15 @@ provider.proxy = false;
 
 // IDP_FAULT makes one hop misbehave, the way broken or overloaded providers do:
 // userinfo-500, userinfo-slow (10 s), userinfo-huge (20 KiB of claims),
-// id-token-tampered (payload changed after signing), token-error-body (400 with an
-// error the client cannot act on).
+// id-token-tampered (payload changed after signing), date-skew (a Date header five
+// minutes ahead, as a provider with a wrong clock sends).
 const fault = process.env.IDP_FAULT ?? '';
 provider.use(async (ctx, next) => {
+  if (fault === 'date-skew') {
+    await next();
+    ctx.set('Date', new Date(Date.now() + 300000).toUTCString());
+    return;
+  }
   if (ctx.path === '/me' && fault === 'userinfo-500') {
     ctx.status = 500;
     ctx.body = 'userinfo is down';
