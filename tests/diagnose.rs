@@ -88,7 +88,7 @@ fn diagnose_tells_a_wrong_secret_from_a_wrong_issuer_from_an_unreachable_provide
 
 #[test]
 fn diagnose_notices_a_provider_clock_five_minutes_off() {
-    let idp = Idp::start(&[("IDP_FAULT", "date-skew")]);
+    let idp = Idp::start(&[("IDP_FAULT", "clock-ahead")]);
     let (ok, out) = diagnose(&idp.issuer, "test-secret");
     assert!(!ok);
     let clock = line(&out, "FAIL  clock");

@@ -189,3 +189,58 @@ async fn a_wrong_client_secret_and_a_wrong_issuer_each_name_their_hop() {
     );
     assert!(timeline.contains("fix:"), "{timeline}");
 }
+
+/// Starts a login and walks the provider; returns the callback URL.
+async fn callback_url(s: &Setup, b: &reqwest::Client) -> String {
+    let start = b
+        .get(format!("{}/", s.origin))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    let to_idp = start.headers()["location"].to_str().unwrap().to_owned();
+    log_in(
+        b,
+        &to_idp,
+        &format!("{}/oauth2/idpresponse", s.origin),
+        "olga",
+    )
+    .await
+    .url
+}
+
+#[tokio::test]
+async fn a_blocked_flow_cookie_and_a_fast_provider_clock_each_name_their_hop() {
+    let s = setup_rule(&[("IDP_FAULT", "clock-ahead")], AUTH_RULE, &[]).await;
+    let b = browser(&s.proxy);
+    let url = callback_url(&s, &b).await;
+    // A browser that blocks the flow cookie comes back without it.
+    let bare = reqwest::Client::builder()
+        .resolve("app.example.com", s.proxy.http)
+        .build()
+        .unwrap();
+    let page: serde_json::Value = bare.get(&url).send().await.unwrap().json().await.unwrap();
+    let (_, timeline) = admin_get(
+        &s.proxy,
+        &format!("/flows/{}", page["traceId"].as_str().unwrap()),
+    )
+    .await;
+    assert!(
+        timeline.contains("broke at flow-cookie: AuthMissingAWSALBAuthNonce"),
+        "{timeline}"
+    );
+    assert!(timeline.contains("cookie settings"), "the fix: {timeline}");
+
+    // The same browser, with its cookie: the ID token is from five minutes ahead.
+    let page: serde_json::Value = b.get(&url).send().await.unwrap().json().await.unwrap();
+    let (_, timeline) = admin_get(
+        &s.proxy,
+        &format!("/flows/{}", page["traceId"].as_str().unwrap()),
+    )
+    .await;
+    assert!(
+        timeline.contains("broke at id-token: AuthInvalidIdToken"),
+        "{timeline}"
+    );
+    assert!(timeline.contains("NTP"), "the fix: {timeline}");
+}

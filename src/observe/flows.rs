@@ -71,7 +71,9 @@ impl FlowRecord {
                 }
             }
             None if self.completed() => out.push_str("completed\n"),
-            None => out.push_str("not finished (the browser has not come back yet, or came back to another replica)\n"),
+            None => out.push_str(
+                "not finished: the browser has not come back (yet, or to another replica). If the provider showed an error page instead, the redirect_uri of the first hop is probably not registered there; `portcullis diagnose` prints the one to register\n",
+            ),
         }
         out
     }
@@ -204,6 +206,8 @@ mod tests {
         let text = recent[0].render();
         assert!(text.contains("broke at id-token"), "{text}");
         assert!(text.contains("fix:"), "{text}");
+        let unfinished = log.find("a").unwrap().render();
+        assert!(unfinished.contains("redirect_uri"), "{unfinished}");
     }
 
     #[test]

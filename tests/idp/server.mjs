@@ -58,13 +58,17 @@ provider.proxy = false;
 
 // IDP_FAULT makes one hop misbehave, the way broken or overloaded providers do:
 // userinfo-500, userinfo-slow (10 s), userinfo-huge (20 KiB of claims),
-// id-token-tampered (payload changed after signing), date-skew (a Date header five
-// minutes ahead, as a provider with a wrong clock sends).
+// id-token-tampered (payload changed after signing), clock-ahead (the provider's
+// clock five minutes fast: its tokens' iat and its Date header).
 const fault = process.env.IDP_FAULT ?? '';
+if (fault === 'clock-ahead') {
+  const realNow = Date.now;
+  Date.now = () => realNow() + 300000;
+}
 provider.use(async (ctx, next) => {
-  if (fault === 'date-skew') {
+  if (fault === 'clock-ahead') {
     await next();
-    ctx.set('Date', new Date(Date.now() + 300000).toUTCString());
+    ctx.set('Date', new Date(Date.now()).toUTCString());
     return;
   }
   if (ctx.path === '/me' && fault === 'userinfo-500') {
