@@ -10,7 +10,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, PostParams};
 
-use crate::auth::identity::{IdentityError, SigningKey};
+use crate::auth::identity::{IdentityError, SigningKey, pem};
 use crate::auth::sealed::KeyRing;
 
 /// Key names inside the keys Secret.
@@ -114,19 +114,6 @@ pub fn parse_session_keys(text: &str, source_name: &str) -> Result<Vec<Vec<u8>>,
         });
     }
     Ok(keys)
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap_or_default())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
 }
 
 /// The keys in Secret `namespace/name`, created with fresh keys when it does not exist

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::app::{AUTH_RULE, log_in_at};
+use common::app::{AUTH_RULE, log_in_at, seen_by_backend};
 use common::cluster::{ControlPlane, apply, host_address, try_apply};
 use common::idp::Idp;
 use common::*;
@@ -80,14 +80,7 @@ async fn a_login_through_an_ingress_and_authrule_made_through_the_api() {
     })
     .await;
     log_in_at(&b, &origin, "kate").await;
-    let seen: serde_json::Value = b
-        .get(format!("{origin}/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seen = seen_by_backend(&b, &format!("{origin}/")).await;
     assert_eq!(seen["headers"]["x-amzn-oidc-identity"], "kate");
 
     // Status, written by the Lease holder.
@@ -120,14 +113,7 @@ async fn a_login_through_an_ingress_and_authrule_made_through_the_api() {
 
     // The API server goes away: traffic keeps flowing on the last snapshot.
     cp.stop_apiserver();
-    let seen: serde_json::Value = b
-        .get(format!("{origin}/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seen = seen_by_backend(&b, &format!("{origin}/")).await;
     assert_eq!(
         seen["headers"]["x-amzn-oidc-identity"], "kate",
         "served without the API"

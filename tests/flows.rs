@@ -4,7 +4,6 @@
 mod common;
 
 use common::app::*;
-use common::idp::log_in;
 use common::*;
 
 async fn admin_get(p: &Portcullis, path: &str) -> (u16, String) {
@@ -41,28 +40,8 @@ fn explain_flow(p: &Portcullis, id: &str) -> String {
 async fn a_failed_login_leads_from_its_reference_to_the_hop_that_broke() {
     let s = setup_rule(&[("IDP_FAULT", "userinfo-500")], AUTH_RULE, &[]).await;
     let b = browser(&s.proxy);
-    let start = b
-        .get(format!("{}/reports", s.origin))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
-    let to_idp = start.headers()["location"].to_str().unwrap().to_owned();
-    let callback = log_in(
-        &b,
-        &to_idp,
-        &format!("{}/oauth2/idpresponse", s.origin),
-        "lena",
-    )
-    .await;
-    let page: serde_json::Value = b
-        .get(&callback.url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let callback = callback_url(&b, &s.origin, "/reports", "lena").await;
+    let page: serde_json::Value = b.get(&callback).send().await.unwrap().json().await.unwrap();
     let reference = page["traceId"].as_str().unwrap().to_owned();
 
     let (_, list) = admin_get(&s.proxy, "/flows").await;
@@ -120,28 +99,8 @@ async fn a_wrong_client_secret_and_a_wrong_issuer_each_name_their_hop() {
     let wrong_secret = AUTH_RULE.replace("client-secret: test-secret", "client-secret: not-it");
     let s = setup_rule(&[], &wrong_secret, &[]).await;
     let b = browser(&s.proxy);
-    let start = b
-        .get(format!("{}/", s.origin))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
-    let to_idp = start.headers()["location"].to_str().unwrap().to_owned();
-    let callback = log_in(
-        &b,
-        &to_idp,
-        &format!("{}/oauth2/idpresponse", s.origin),
-        "noa",
-    )
-    .await;
-    let page: serde_json::Value = b
-        .get(&callback.url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let callback = callback_url(&b, &s.origin, "/", "noa").await;
+    let page: serde_json::Value = b.get(&callback).send().await.unwrap().json().await.unwrap();
     let (_, timeline) = admin_get(
         &s.proxy,
         &format!("/flows/{}", page["traceId"].as_str().unwrap()),
@@ -190,30 +149,11 @@ async fn a_wrong_client_secret_and_a_wrong_issuer_each_name_their_hop() {
     assert!(timeline.contains("fix:"), "{timeline}");
 }
 
-/// Starts a login and walks the provider; returns the callback URL.
-async fn callback_url(s: &Setup, b: &reqwest::Client) -> String {
-    let start = b
-        .get(format!("{}/", s.origin))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
-    let to_idp = start.headers()["location"].to_str().unwrap().to_owned();
-    log_in(
-        b,
-        &to_idp,
-        &format!("{}/oauth2/idpresponse", s.origin),
-        "olga",
-    )
-    .await
-    .url
-}
-
 #[tokio::test]
 async fn a_blocked_flow_cookie_and_a_fast_provider_clock_each_name_their_hop() {
     let s = setup_rule(&[("IDP_FAULT", "clock-ahead")], AUTH_RULE, &[]).await;
     let b = browser(&s.proxy);
-    let url = callback_url(&s, &b).await;
+    let url = callback_url(&b, &s.origin, "/", "olga").await;
     // A browser that blocks the flow cookie comes back without it.
     let bare = reqwest::Client::builder()
         .resolve("app.example.com", s.proxy.http)

@@ -5,22 +5,7 @@
 mod common;
 
 use common::app::*;
-use common::idp::log_in;
 use common::*;
-
-/// Starts a login at `/`, logs in at the provider, and returns the state and the URL
-/// the provider sent the browser back to (not yet followed).
-async fn to_callback(b: &reqwest::Client, origin: &str) -> (String, String) {
-    let start = b
-        .get(format!("{origin}/"))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
-    let to_idp = start.headers()["location"].to_str().unwrap().to_owned();
-    let callback = log_in(b, &to_idp, &format!("{origin}/oauth2/idpresponse"), "ivan").await;
-    (callback.state.unwrap(), callback.url)
-}
 
 /// The response is `status` with `reason` in the JSON error and in its access-log line.
 async fn assert_reason(p: &Portcullis, resp: reqwest::Response, status: u16, reason: &str) {
@@ -43,7 +28,7 @@ async fn assert_reason(p: &Portcullis, resp: reqwest::Response, status: u16, rea
 async fn login_against_fault(fault: &str, args: &[&str], status: u16, reason: &str) -> Setup {
     let s = setup_rule(&[("IDP_FAULT", fault)], AUTH_RULE, args).await;
     let b = browser(&s.proxy);
-    let (_, callback) = to_callback(&b, &s.origin).await;
+    let callback = callback_url(&b, &s.origin, "/", "ivan").await;
     let resp = b.get(&callback).send().await.unwrap();
     assert_reason(&s.proxy, resp, status, reason).await;
     let result = if status >= 500 { "error" } else { "failure" };
@@ -98,7 +83,7 @@ async fn a_provider_gone_mid_login_fails_that_login_and_keeps_existing_sessions(
     let settled = browser(&s.proxy);
     log_in_at(&settled, &s.origin, "judy").await;
     let b = browser(&s.proxy);
-    let (_, callback) = to_callback(&b, &s.origin).await;
+    let callback = callback_url(&b, &s.origin, "/", "ivan").await;
 
     let Setup {
         idp, proxy, origin, ..
@@ -120,14 +105,7 @@ async fn a_provider_gone_mid_login_fails_that_login_and_keeps_existing_sessions(
         page.contains("Reference: <code>1-"),
         "browsers see the reference: {page}"
     );
-    let seen: serde_json::Value = settled
-        .get(format!("{origin}/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seen = seen_by_backend(&settled, &format!("{origin}/")).await;
     assert_eq!(
         seen["headers"]["x-amzn-oidc-identity"], "judy",
         "a session needs no provider until it must be refreshed"

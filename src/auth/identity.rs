@@ -84,16 +84,7 @@ impl SigningKey {
     pub fn public_pem(&self) -> String {
         let mut der = P256_SPKI_PREFIX.to_vec();
         der.extend_from_slice(self.public_point());
-        let b64 = STANDARD.encode(der);
-        let lines: Vec<&str> = b64
-            .as_bytes()
-            .chunks(64)
-            .map(|c| std::str::from_utf8(c).unwrap_or_default())
-            .collect();
-        format!(
-            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-            lines.join("\n")
-        )
+        pem("PUBLIC KEY", &der)
     }
 
     /// An ES256 signature (raw `r || s`) over `input`.
@@ -153,6 +144,20 @@ pub fn sign_data(
     );
     let signature = key.sign(signing_input.as_bytes())?;
     Ok(format!("{signing_input}.{}", URL_SAFE.encode(signature)))
+}
+
+/// `der` as PEM with `label`, in 64-character lines.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
 }
 
 fn json_string(s: &str) -> String {

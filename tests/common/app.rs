@@ -94,18 +94,31 @@ pub fn browser(p: &Portcullis) -> reqwest::Client {
         .unwrap()
 }
 
-/// Opens `/` as a browser, logs in at the provider as `user`, and completes the
-/// callback, which must answer 302 with the session.
-pub async fn log_in_at(b: &reqwest::Client, origin: &str, user: &str) {
+/// Opens `path` as a browser and logs in at the provider as `user`; returns the
+/// callback URL the provider sent the browser to (not yet followed).
+pub async fn callback_url(b: &reqwest::Client, origin: &str, path: &str, user: &str) -> String {
     let start = b
-        .get(format!("{origin}/"))
+        .get(format!("{origin}{path}"))
         .header("accept", "text/html")
         .send()
         .await
         .unwrap();
     let to_idp = start.headers()["location"].to_str().unwrap().to_owned();
-    let callback = log_in(b, &to_idp, &format!("{origin}/oauth2/idpresponse"), user).await;
-    assert_eq!(b.get(&callback.url).send().await.unwrap().status(), 302);
+    log_in(b, &to_idp, &format!("{origin}/oauth2/idpresponse"), user)
+        .await
+        .url
+}
+
+/// Opens `/` as a browser, logs in at the provider as `user`, and completes the
+/// callback, which must answer 302 with the session.
+pub async fn log_in_at(b: &reqwest::Client, origin: &str, user: &str) {
+    let callback = callback_url(b, origin, "/", user).await;
+    assert_eq!(b.get(&callback).send().await.unwrap().status(), 302);
+}
+
+/// What the backend saw of a GET of `url` (it must answer 200).
+pub async fn seen_by_backend(b: &reqwest::Client, url: &str) -> serde_json::Value {
+    backend_view(b.get(url).send().await.unwrap()).await
 }
 
 pub async fn backend_view(resp: reqwest::Response) -> serde_json::Value {
