@@ -39,6 +39,23 @@ pub async fn serve_admin(
     }
 }
 
+/// ALB's key endpoint under some base path: `<base>/<kid>` is the PEM public key,
+/// `<base>` itself a JWKS. `rest` is what follows the base.
+pub fn key_answer(dp: &DataPlane, rest: &str) -> Option<(StatusCode, &'static str, String)> {
+    let key = dp.auth.signing_key();
+    match rest {
+        "" | "/" => Some((
+            StatusCode::OK,
+            "application/json",
+            serde_json::json!({"keys": [key.jwk()]}).to_string(),
+        )),
+        r if r.strip_prefix('/') == Some(key.kid()) => {
+            Some((StatusCode::OK, "application/x-pem-file", key.public_pem()))
+        }
+        _ => None,
+    }
+}
+
 fn flows_summary(flows: &[crate::observe::flows::FlowRecord]) -> String {
     let items: Vec<serde_json::Value> = flows
         .iter()
@@ -61,29 +78,24 @@ fn flows_summary(flows: &[crate::observe::flows::FlowRecord]) -> String {
 
 async fn answer(dp: Arc<DataPlane>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path();
-    let key = dp.auth.signing_key();
-    let (status, content_type, body) = match path {
-        // ALB's key endpoint: `<base>/<kid>` serves the PEM public key.
-        p if p.strip_prefix("/keys/") == Some(key.kid()) => {
-            (StatusCode::OK, "application/x-pem-file", key.public_pem())
-        }
-        "/keys" | "/.well-known/jwks.json" => (
-            StatusCode::OK,
-            "application/json",
-            serde_json::json!({"keys": [key.jwk()]}).to_string(),
-        ),
-        "/metrics" => (
+    let keys = path
+        .strip_prefix("/keys")
+        .or((path == "/.well-known/jwks.json").then_some(""))
+        .and_then(|rest| key_answer(&dp, rest));
+    let (status, content_type, body) = match (keys, path) {
+        (Some(answer), _) => answer,
+        (None, "/metrics") => (
             StatusCode::OK,
             "text/plain; version=0.0.4",
             dp.metrics.render(),
         ),
         // Recent logins, failed first; one of them (by flow id or trace id) as a timeline.
-        "/flows" => (
+        (None, "/flows") => (
             StatusCode::OK,
             "application/json",
             flows_summary(&dp.flows.recent()),
         ),
-        p if p.starts_with("/flows/") => match dp.flows.find(&p["/flows/".len()..]) {
+        (None, p) if p.starts_with("/flows/") => match dp.flows.find(&p["/flows/".len()..]) {
             Some(flow) if req.uri().query() == Some("format=json") => (
                 StatusCode::OK,
                 "application/json",
@@ -96,14 +108,14 @@ async fn answer(dp: Arc<DataPlane>, req: Request<Incoming>) -> Result<Response<B
                 "no such flow on this replica; try `portcullis explain flow ID` on the logs of all replicas\n".to_string(),
             ),
         },
-        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        "/readyz" if dp.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_string()),
-        "/readyz" => (
+        (None, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        (None, "/readyz") if dp.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_string()),
+        (None, "/readyz") => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
             "waiting for the first configuration\n".to_string(),
         ),
-        _ => (
+        (None, _) => (
             StatusCode::NOT_FOUND,
             "text/plain",
             "not found\n".to_string(),

@@ -245,6 +245,10 @@ struct ProxyArgs {
     /// TLS certificates chain to (trusted besides the system's).
     #[arg(long, env = "PORTCULLIS_IDP_CA_FILE")]
     idp_ca_file: Option<PathBuf>,
+    /// Also serve the x-amzn-oidc-data keys on every host at this path
+    /// (`<path>/<kid>` PEM, `<path>` JWKS), e.g. /.well-known/portcullis-keys.
+    #[arg(long)]
+    public_keys_path: Option<String>,
     /// Write the bound addresses as JSON to this file once listening.
     #[arg(long)]
     ports_file: Option<PathBuf>,
@@ -466,6 +470,12 @@ struct Started {
 }
 
 async fn start_data_plane(args: &ProxyArgs, keys: Keys) -> anyhow::Result<Started> {
+    if let Some(p) = &args.public_keys_path {
+        anyhow::ensure!(
+            p.starts_with('/') && p.trim_end_matches('/').len() > 1,
+            "--public-keys-path {p:?} must be a path below / (e.g. /.well-known/portcullis-keys)"
+        );
+    }
     let bound = Listen {
         http: Some(args.http),
         https: args.https,
@@ -489,6 +499,10 @@ async fn start_data_plane(args: &ProxyArgs, keys: Keys) -> anyhow::Result<Starte
         header_read_timeout: Duration::from_secs(args.header_read_timeout),
         upstream_connect_timeout: Duration::from_secs(args.upstream_connect_timeout),
         upstream_response_timeout: Duration::from_secs(args.upstream_timeout),
+        public_keys_path: args
+            .public_keys_path
+            .as_ref()
+            .map(|p| p.trim_end_matches('/').to_owned()),
         ..ProxyConfig::default()
     };
     let log = AccessLog::start(args.log_format, Box::new(std::io::stdout()));

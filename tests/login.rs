@@ -545,3 +545,35 @@ async fn headless_chromium_logs_in_through_the_providers_pages() {
         (&serde_json::json!(true), &serde_json::json!("Lax"))
     );
 }
+
+#[tokio::test]
+async fn the_signing_keys_can_be_served_on_a_public_path_of_every_host() {
+    let args = ["--public-keys-path", "/.well-known/portcullis-keys"];
+    let s = setup_rule(&[], AUTH_RULE, &args).await;
+    let b = browser(&s.proxy);
+    let jwks: serde_json::Value = b
+        .get(format!("{}/.well-known/portcullis-keys", s.origin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kid = jwks["keys"][0]["kid"].as_str().unwrap();
+    let public = b
+        .get(format!("{}/.well-known/portcullis-keys/{kid}", s.origin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let admin = reqwest::get(format!("http://{}/keys/{kid}", s.proxy.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(public.starts_with("-----BEGIN PUBLIC KEY-----"), "{public}");
+    assert_eq!(public, admin, "the same key as the admin listener's");
+}

@@ -106,6 +106,9 @@ impl Exchange {
             );
         };
         let raw_path = req.uri().path().to_owned();
+        if let Some(answer) = self.public_keys(&raw_path) {
+            return answer;
+        }
         if self.live.snapshot.routes.is_auth_path(&raw_path) {
             let policies = self.live.snapshot.routes.oidc_policies(&host);
             if raw_path == CALLBACK_PATH && !policies.is_empty() {
@@ -198,6 +201,21 @@ impl Exchange {
                 }
             }
         }
+    }
+
+    /// The signing keys at `--public-keys-path`, when this is that path.
+    fn public_keys(&mut self, path: &str) -> Option<Response<Body>> {
+        let base = self.dp.config.public_keys_path.as_deref()?;
+        let (status, content_type, body) =
+            crate::admin::key_answer(&self.dp, path.strip_prefix(base)?)?;
+        self.rec.add_action("fixed-response");
+        let mut resp = Response::new(crate::proxy::pages::full(body));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(content_type),
+        );
+        Some(resp)
     }
 
     /// A guarded request: `None` lets it through (with identity headers when it has a

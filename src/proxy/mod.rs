@@ -45,6 +45,9 @@ pub struct ProxyConfig {
     pub max_concurrent_streams: u32,
     /// How long a target is skipped after a failed connection.
     pub failure_backoff: Duration,
+    /// A path on every host that serves the `x-amzn-oidc-data` keys (`<path>/<kid>`
+    /// as PEM, `<path>` as a JWKS) to backends that cannot reach the admin listener.
+    pub public_keys_path: Option<String>,
 }
 
 impl Default for ProxyConfig {
@@ -62,6 +65,7 @@ impl Default for ProxyConfig {
             max_headers: 100,
             max_concurrent_streams: 256,
             failure_backoff: Duration::from_secs(10),
+            public_keys_path: None,
         }
     }
 }
