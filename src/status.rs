@@ -181,12 +181,19 @@ impl StatusWriter {
         let mut written = Written::default();
         let mut probes = Probes::default();
         let mut last_write = tokio::time::Instant::now();
+        let mut last_renew: Option<tokio::time::Instant> = None;
         loop {
-            let now_leading = match lease.acquire_or_renew().await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(error = %e, "leader Lease: cannot renew; not writing status");
-                    false
+            // Renewed on its own schedule, not on every change of the configuration.
+            let now_leading = if last_renew.is_some_and(|t| t.elapsed() < RENEW_EVERY) {
+                leading
+            } else {
+                last_renew = Some(tokio::time::Instant::now());
+                match lease.acquire_or_renew().await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "leader Lease: cannot renew; not writing status");
+                        false
+                    }
                 }
             };
             if now_leading != leading {

@@ -214,8 +214,17 @@ async fn status_names_the_missing_secret_and_clears_when_it_appears() {
     })
     .await;
 
-    // The same manifests again change nothing, and the controller writes nothing.
-    let version = rule.metadata.resource_version.clone();
+    // Once status has settled, the same manifests again change nothing, and the
+    // controller writes nothing.
+    let mut version = rules.get("sso").await.unwrap().metadata.resource_version;
+    for _ in 0..10 {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let now = rules.get("sso").await.unwrap().metadata.resource_version;
+        if now == version {
+            break;
+        }
+        version = now;
+    }
     apply(&admin, &manifests).await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert_eq!(
