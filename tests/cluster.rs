@@ -214,24 +214,34 @@ async fn status_names_the_missing_secret_and_clears_when_it_appears() {
     })
     .await;
 
-    // Once status has settled, the same manifests again change nothing, and the
-    // controller writes nothing.
-    let mut version = rules.get("sso").await.unwrap().metadata.resource_version;
+    // Once status has settled, the same manifests again change nothing (no new
+    // generation), and the controller writes nothing in answer.
+    let controller_write = |rule: &DynamicObject| {
+        let status_entry = rule
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .find(|m| m.manager.as_deref() == Some("portcullis-controller"));
+        (
+            rule.metadata.generation,
+            rule.data["status"].clone(),
+            status_entry.and_then(|m| m.time.clone()),
+        )
+    };
+    let mut before = controller_write(&rules.get("sso").await.unwrap());
     for _ in 0..10 {
         tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-        let now = rules.get("sso").await.unwrap().metadata.resource_version;
-        if now == version {
+        let now = controller_write(&rules.get("sso").await.unwrap());
+        if now == before {
             break;
         }
-        version = now;
+        before = now;
     }
     apply(&admin, &manifests).await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    assert_eq!(
-        rules.get("sso").await.unwrap().metadata.resource_version,
-        version,
-        "no drift, no status churn"
-    );
+    let after = controller_write(&rules.get("sso").await.unwrap());
+    assert_eq!(after, before, "no drift, no status churn");
 
     apply(
         &admin,
