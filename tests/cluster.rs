@@ -42,6 +42,8 @@ fn controller(cp: &ControlPlane, identity: &str) -> Portcullis {
             "127.0.0.1:0".as_ref(),
             "--admin".as_ref(),
             "127.0.0.1:0".as_ref(),
+            "--https".as_ref(),
+            "127.0.0.1:0".as_ref(),
             "--publish-address".as_ref(),
             "192.0.2.80".as_ref(),
         ],
@@ -301,4 +303,50 @@ async fn the_lease_moves_to_another_replica_when_the_leader_stops() {
     })
     .await;
     drop(second);
+}
+
+#[tokio::test]
+async fn a_renewed_tls_secret_is_served_without_a_restart() {
+    use common::tls::{cert, tls_client, tls_secret};
+    let cp = ControlPlane::start();
+    let controller = install(&cp).await;
+    let https = controller.https.unwrap();
+    let admin = cp.admin().await;
+    apply(
+        &admin,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: apps}\n",
+    )
+    .await;
+    let backend = Backend::start_on("app", host_address()).await;
+    let (first, renewed) = (cert(&["app.example.com"]), cert(&["app.example.com"]));
+    let tls = "  tls: [{hosts: [app.example.com], secretName: app-tls}]\n";
+    apply(
+        &admin,
+        &format!(
+            "{}{}{}",
+            tls_secret("app-tls", &first),
+            ingress_yaml("web", &[("app.example.com", "/", "svc")], tls),
+            service_yaml("svc", &[backend.addr])
+        ),
+    )
+    .await;
+    let url = format!("https://app.example.com:{}/", https.port());
+    let served_with = |c: &common::tls::TestCert| {
+        let client = tls_client(c, &["app.example.com"], https);
+        let url = url.clone();
+        async move {
+            client
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        }
+    };
+    eventually("the Secret's certificate is served", || served_with(&first)).await;
+    apply(&admin, &tls_secret("app-tls", &renewed)).await;
+    eventually("the renewed certificate is served", || {
+        served_with(&renewed)
+    })
+    .await;
+    assert!(!served_with(&first).await, "the old certificate is gone");
 }
