@@ -544,7 +544,7 @@ fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let options = args.manifests.class.compile_options();
-    let keys = keys_from_files(&args.proxy)?.map_or_else(made_at_start, Ok)?;
+    let keys = keys(&args.proxy, None)?;
     let Started { dp, bound } = start_data_plane(&args.proxy, keys).await?;
     let mut source = ManifestSource::new(args.manifests.files.clone());
     apply(&dp, &source.read(), &options);
@@ -565,15 +565,17 @@ async fn run_in_cluster(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
-    let keys = match keys_from_files(&args.proxy)? {
-        Some(keys) => keys,
-        None => {
-            let source = format!("Secret {}/{}", args.namespace, args.keys_secret);
+    let both_files =
+        args.proxy.session_keys_file.is_some() && args.proxy.signing_key_file.is_some();
+    let secret = if both_files {
+        None
+    } else {
+        Some(
             portcullis::keys::from_secret(client.clone(), &args.namespace, &args.keys_secret)
-                .await?
-                .parse(&source)?
-        }
+                .await?,
+        )
     };
+    let keys = keys(&args.proxy, secret)?;
     let Started { dp, bound } = start_data_plane(&args.proxy, keys).await?;
     let source = ClusterSource::start(client.clone());
     let shutdown = stop_on_signal();
@@ -613,33 +615,58 @@ fn default_identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// Keys from `--session-keys-file` and `--signing-key-file`, when given.
-fn keys_from_files(args: &ProxyArgs) -> anyhow::Result<Option<Keys>> {
-    let (Some(session), Some(signing)) = (&args.session_keys_file, &args.signing_key_file) else {
-        anyhow::ensure!(
-            args.session_keys_file.is_none() && args.signing_key_file.is_none(),
-            "give both --session-keys-file and --signing-key-file, or neither"
-        );
-        return Ok(None);
-    };
+/// The keys: each from its file when given, else from `fallback` (the keys Secret in
+/// a cluster), else made at start with a warning, since sessions then end on restart
+/// and replicas cannot read each other's.
+fn keys(args: &ProxyArgs, fallback: Option<KeyText>) -> anyhow::Result<Keys> {
     let read = |p: &PathBuf| {
         std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
     };
-    let text = KeyText {
-        session_keys: read(session)?,
-        signing_key_pem: read(signing)?,
+    let generated = fallback.is_none();
+    let source = if generated {
+        "keys made at start"
+    } else {
+        "the keys Secret"
     };
-    let source = format!("{} and {}", session.display(), signing.display());
-    Ok(Some(text.parse(&source)?))
-}
-
-/// Keys made at start, with a warning: sessions then end on restart and replicas
-/// cannot read each other's.
-fn made_at_start() -> anyhow::Result<Keys> {
-    tracing::warn!(
-        "no key files: session and signing keys were made at start, so sessions end when Portcullis restarts"
-    );
-    Ok(KeyText::generate()?.parse("generated keys")?)
+    let fallback = match fallback {
+        Some(text) => text,
+        None => KeyText::generate()?,
+    };
+    let session_keys = match &args.session_keys_file {
+        Some(p) => read(p)?,
+        None => {
+            if generated {
+                tracing::warn!(
+                    "no --session-keys-file: a session key was made at start, so sessions end when Portcullis restarts"
+                );
+            }
+            fallback.session_keys
+        }
+    };
+    let signing_key_pem = match &args.signing_key_file {
+        Some(p) => read(p)?,
+        None => {
+            if generated {
+                tracing::warn!(
+                    "no --signing-key-file: the x-amzn-oidc-data key was made at start and changes on restart"
+                );
+            }
+            fallback.signing_key_pem
+        }
+    };
+    let described = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map_or(source.to_owned(), |p| p.display().to_string())
+    };
+    let text = KeyText {
+        session_keys,
+        signing_key_pem,
+    };
+    Ok(text.parse(&format!(
+        "{} and {}",
+        described(&args.session_keys_file),
+        described(&args.signing_key_file)
+    ))?)
 }
 
 async fn wait_for_stop_signal() {

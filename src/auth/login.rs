@@ -32,6 +32,8 @@ const DATA_REUSE_SECS: i64 = 20;
 const REFRESH_REUSE: Duration = Duration::from_secs(30);
 /// Bound on the signed-data cache; past it, entries too old to reuse are dropped.
 const MAX_CACHED_SESSIONS: usize = 20_000;
+/// Bound on the opened-session cache (a few MB); past it, it starts over.
+const MAX_OPENED_SESSIONS: usize = 4096;
 /// An access token without `expires_in` is taken to last this long.
 const DEFAULT_ACCESS_TOKEN_SECS: i64 = 3600;
 
@@ -112,6 +114,7 @@ pub struct Authenticator {
     refreshes: Mutex<HashMap<SessionKey, (Instant, RefreshCell)>>,
     /// Signed `x-amzn-oidc-data` by session, with the time it was signed.
     signed_data: Mutex<HashMap<SessionKey, (i64, Arc<str>)>>,
+    opened: Mutex<HashMap<SessionKey, Arc<Session>>>,
 }
 
 /// A refreshed session, and whether this request is the one that refreshed it.
@@ -226,6 +229,7 @@ impl Authenticator {
             providers: Mutex::new(HashMap::new()),
             refreshes: Mutex::new(HashMap::new()),
             signed_data: Mutex::new(HashMap::new()),
+            opened: Mutex::new(HashMap::new()),
         }
     }
 
@@ -530,13 +534,39 @@ impl Authenticator {
         else {
             return SessionState::None;
         };
-        match session::open(&self.ring, &Self::binding(policy, host), &shards) {
-            Ok(s) if s.expires_at <= now => SessionState::Expired,
-            Ok(s) if s.access_expires_at > now => SessionState::Valid(Box::new(s)),
-            Ok(s) if s.refresh_token.is_some() => SessionState::Stale(Box::new(s)),
-            Ok(_) => SessionState::Expired,
-            Err(_) => SessionState::Invalid,
+        let binding = Self::binding(policy, host);
+        let opened = match self.opened_session(&binding, &shards) {
+            Some(s) => s,
+            None => match session::open(&self.ring, &binding, &shards) {
+                Ok(s) => self.remember_session(&binding, &shards, s),
+                Err(_) => return SessionState::Invalid,
+            },
+        };
+        match opened {
+            s if s.expires_at <= now => SessionState::Expired,
+            s if s.access_expires_at > now => SessionState::Valid(s),
+            s if s.refresh_token.is_some() => SessionState::Stale(s),
+            _ => SessionState::Expired,
         }
+    }
+
+    /// Sessions already opened, by their exact cookie text and binding: a browser sends
+    /// the same cookie on every request, and opening it (base64, AES-GCM, JSON) is the
+    /// costly part of a session check. Only cookies that opened are remembered.
+    fn opened_session(&self, binding: &str, shards: &[String]) -> Option<Arc<Session>> {
+        let key = opened_key(binding, shards);
+        self.opened.lock().ok()?.get(&key).cloned()
+    }
+
+    fn remember_session(&self, binding: &str, shards: &[String], s: Session) -> Arc<Session> {
+        let s = Arc::new(s);
+        if let Ok(mut opened) = self.opened.lock() {
+            if opened.len() >= MAX_OPENED_SESSIONS {
+                opened.clear();
+            }
+            opened.insert(opened_key(binding, shards), s.clone());
+        }
+        s
     }
 
     /// Renews a stale session with its refresh token and reads userinfo again, as ALB
@@ -743,6 +773,13 @@ impl Authenticator {
     }
 }
 
+fn opened_key(binding: &str, shards: &[String]) -> SessionKey {
+    let mut parts: Vec<&str> = Vec::with_capacity(shards.len() + 1);
+    parts.push(binding);
+    parts.extend(shards.iter().map(String::as_str));
+    session_key(&parts)
+}
+
 /// What sessions and flows of the AuthRule `namespace/name` on `host` are sealed to.
 pub fn binding_for(namespace: &str, name: &str, host: &str) -> String {
     format!("{namespace}/{name}|{host}")
@@ -762,9 +799,9 @@ fn session_key(parts: &[&str]) -> SessionKey {
 
 pub enum SessionState {
     None,
-    Valid(Box<Session>),
+    Valid(Arc<Session>),
     /// The access token expired; the session has time left and a refresh token.
-    Stale(Box<Session>),
+    Stale(Arc<Session>),
     /// A session of ours that timed out (or whose access token expired).
     Expired,
     /// A cookie by our name that is not ours (tampered, foreign rule or host).

@@ -88,24 +88,39 @@ impl ControlPlane {
 
     /// Starts kube-apiserver again on the same port and waits until it answers.
     pub async fn start_apiserver(&self) {
-        let mut child = Command::new(self.dir.path().join("apiserver.sh"))
-            .spawn()
-            .expect("starting kube-apiserver");
-        std::fs::write(
-            self.dir.path().join("apiserver.pid"),
-            child.id().to_string(),
-        )
-        .unwrap();
-        // Reaped when it exits, so a later stop sees it gone.
-        std::thread::spawn(move || child.wait());
+        let spawn = || {
+            let child = Command::new(self.dir.path().join("apiserver.sh"))
+                .spawn()
+                .expect("starting kube-apiserver");
+            std::fs::write(
+                self.dir.path().join("apiserver.pid"),
+                child.id().to_string(),
+            )
+            .unwrap();
+            child
+        };
+        let mut child = spawn();
         let admin = self.admin().await;
-        for _ in 0..300 {
+        for _ in 0..900 {
             if admin.apiserver_version().await.is_ok() {
+                // Reaped when it exits, so a later stop sees it gone.
+                std::thread::spawn(move || child.wait());
                 return;
+            }
+            // Its port, free while it was down, may have gone to an outgoing
+            // connection's source port for a moment: start it again.
+            if child.try_wait().ok().flatten().is_some() {
+                child = spawn();
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        panic!("kube-apiserver did not come back");
+        let log =
+            std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        panic!(
+            "kube-apiserver did not come back in 90 s; its log ends:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     }
 }
 
