@@ -1,25 +1,14 @@
 //! `portcullis explain logs` on recorded samples: Portcullis's own access log (from a
 //! demo session with failed callbacks) and a real ALB's format.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
 
 fn explain_logs(input: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["explain", "logs", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()
+    let (ok, out) = common::run_with_stdin(&["explain", "logs", "-"], input);
+    assert!(ok);
+    out
 }
 
 /// The block of the report about `reason`.

@@ -14,26 +14,10 @@ async fn admin_get(p: &Portcullis, path: &str) -> (u16, String) {
 }
 
 fn explain_flow(p: &Portcullis, id: &str) -> String {
-    use std::io::Write;
     let logs = p.diagnostics.lock().unwrap().join("\n");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["explain", "flow", id])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(logs.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "explain flow {id} found nothing in:\n{logs}"
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let (ok, out) = run_with_stdin(&["explain", "flow", id], &logs);
+    assert!(ok, "explain flow {id} found nothing in:\n{logs}");
+    out
 }
 
 #[tokio::test]

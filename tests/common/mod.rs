@@ -261,6 +261,26 @@ impl Portcullis {
     }
 }
 
+/// Runs the binary with `args` and `input` on stdin; returns whether it exited 0 and
+/// its stdout.
+pub fn run_with_stdin(args: &[&str], input: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8(out.stdout).unwrap())
+}
+
 /// A client that follows no redirects.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
