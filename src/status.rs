@@ -204,8 +204,10 @@ impl StatusWriter {
             if leading && (became_leader || dirty || last_write.elapsed() >= RESYNC_EVERY) {
                 let current = published.borrow_and_update().clone();
                 if let Some(p) = current {
-                    probes.refresh(&self.idp, &p.snapshot).await;
-                    self.write_all(&p, &recorder, &mut written, &probes).await;
+                    let rules = rules_in(&p.snapshot);
+                    probes.refresh(&self.idp, &rules).await;
+                    self.write_all(&p, &rules, &recorder, &mut written, &probes)
+                        .await;
                     last_write = tokio::time::Instant::now();
                     dirty = false;
                 }
@@ -231,11 +233,11 @@ impl StatusWriter {
     async fn write_all(
         &self,
         p: &Published,
+        rules: &Rules,
         recorder: &Recorder,
         written: &mut Written,
         probes: &Probes,
     ) {
-        let rules = rules_in(&p.snapshot);
         let flows = self.data_plane.flows.recent();
         let now = Timestamp::now();
         let mut by_object: BTreeMap<&ObjectRef, Vec<&Diagnostic>> = BTreeMap::new();
@@ -493,15 +495,18 @@ pub fn failures_by_reason(flows: &[FlowRecord], rule: &str) -> BTreeMap<String, 
 /// How often each provider is checked for the IdPReachable condition.
 const PROBE_EVERY: Duration = Duration::from_secs(30);
 
+/// Each AuthRule with its policy (when it compiled) and the hosts it guards.
+type Rules = BTreeMap<ObjectRef, (Option<Arc<crate::compile::AuthPolicy>>, Vec<String>)>;
+
 /// The last check of each issuer: discovery and keys.
 #[derive(Default)]
 struct Probes(std::collections::HashMap<String, (std::time::Instant, Result<(), String>)>);
 
 impl Probes {
-    async fn refresh(&mut self, idp: &IdpClient, snapshot: &Snapshot) {
-        let issuers: BTreeSet<String> = rules_in(snapshot)
-            .into_values()
-            .filter_map(|(policy, _)| policy.map(|p| p.issuer.clone()))
+    async fn refresh(&mut self, idp: &IdpClient, rules: &Rules) {
+        let issuers: BTreeSet<String> = rules
+            .values()
+            .filter_map(|(policy, _)| policy.as_ref().map(|p| p.issuer.clone()))
             .collect();
         self.0.retain(|issuer, _| issuers.contains(issuer));
         for issuer in issuers {

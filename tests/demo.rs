@@ -4,7 +4,8 @@
 mod common;
 
 use common::Portcullis;
-use common::idp::{log_in, log_out};
+use common::app::callback_url;
+use common::idp::log_out;
 
 #[tokio::test]
 async fn the_demo_logs_a_browser_in_and_out() {
@@ -21,16 +22,8 @@ async fn the_demo_logs_a_browser_in_and_out() {
     assert_eq!(open.status(), 200, "/ is not guarded");
     assert!(open.text().await.unwrap().contains("not guarded"));
 
-    let start = b
-        .get(format!("{origin}/auth/profile"))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(start.status(), 302);
-    let to_idp = start.headers()["location"].to_str().unwrap().to_owned();
-    let callback = log_in(&b, &to_idp, &format!("{origin}/oauth2/idpresponse"), "zoe").await;
-    let done = b.get(&callback.url).send().await.unwrap();
+    let callback = callback_url(&b, &origin, "/auth/profile", "zoe").await;
+    let done = b.get(&callback).send().await.unwrap();
     assert_eq!(done.status(), 302, "{:?}", done.text().await);
     assert_eq!(done.headers()["location"], "/auth/profile");
 

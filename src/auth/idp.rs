@@ -485,6 +485,15 @@ pub fn form_encode(s: &str) -> String {
 
 /// Decodes one `application/x-www-form-urlencoded` component (`+` is a space; a
 /// malformed `%` escape stays as it is).
+/// `a=1&b=2` (a query string or a form body) as decoded pairs; pieces without `=`
+/// are dropped.
+pub fn form_pairs(s: &str) -> std::collections::HashMap<String, String> {
+    s.split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (form_decode(k), form_decode(v)))
+        .collect()
+}
+
 pub fn form_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 use super::{Received, serve};
 use crate::auth::identity::{IdentityError, SigningKey, new_uuid};
-use crate::auth::idp::{form_decode, form_encode};
+use crate::auth::idp::{form_decode, form_encode, form_pairs};
 use crate::proxy::Body;
 use crate::proxy::pages::{full, redirect};
 
@@ -85,13 +85,13 @@ impl DevProvider {
 
 impl State {
     fn answer(&self, req: Received) -> Response<Body> {
-        let query = parse_form(req.parts.uri.query().unwrap_or(""));
+        let query = form_pairs(req.parts.uri.query().unwrap_or(""));
         match (&req.parts.method, req.parts.uri.path()) {
             (&Method::GET, "/.well-known/openid-configuration") => json_response(self.discovery()),
             (&Method::GET, "/jwks") => json_response(json!({ "keys": [self.key.jwk()] })),
             (&Method::GET, "/authorize") => self.login_page(&query),
             (&Method::POST, "/authorize") => {
-                self.authorize(&parse_form(&String::from_utf8_lossy(&req.body)))
+                self.authorize(&form_pairs(&String::from_utf8_lossy(&req.body)))
             }
             (&Method::POST, "/token") => self.token(&req),
             (&Method::GET, "/userinfo") => self.userinfo(&req),
@@ -194,7 +194,7 @@ impl State {
     }
 
     fn token(&self, req: &Received) -> Response<Body> {
-        let form = parse_form(&String::from_utf8_lossy(&req.body));
+        let form = form_pairs(&String::from_utf8_lossy(&req.body));
         if !self.client_authenticated(req, &form) {
             return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
         }
@@ -343,16 +343,6 @@ impl State {
             ),
         }
     }
-}
-
-fn parse_form(s: &str) -> HashMap<String, String> {
-    s.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (form_decode(k), form_decode(v))
-        })
-        .collect()
 }
 
 pub(crate) fn escape(s: &str) -> String {

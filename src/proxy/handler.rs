@@ -21,7 +21,7 @@ use super::headers::{
 use super::pages::{ErrorPage, prefers_html, redirect};
 use super::{Body, BoxError, ConnInfo, DataPlane, Live};
 use crate::auth::flow::FlowError;
-use crate::auth::idp::form_decode;
+use crate::auth::idp::form_pairs;
 use crate::auth::login::{Browser, CALLBACK_PATH, Identity, LoginError, Notes, SessionState};
 use crate::auth::redirect::safe_return_path;
 use crate::auth::session::Session;
@@ -396,7 +396,7 @@ impl Exchange {
         let secure = self.conn.tls.is_some();
         let cookies = cookie_headers(req.headers());
         let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
-        let query = parse_query(req.uri().query().unwrap_or(""));
+        let query = form_pairs(req.uri().query().unwrap_or(""));
         let redirect_uri = callback_uri(req, secure);
         let started = std::time::Instant::now();
         let mut outcome = None;
@@ -459,7 +459,7 @@ impl Exchange {
         self.rec.add_action("authenticate");
         let cookies = cookie_headers(req.headers());
         let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
-        let query = parse_query(req.uri().query().unwrap_or(""));
+        let query = form_pairs(req.uri().query().unwrap_or(""));
         let requested = query.get("redirect").map(String::as_str);
         let secure = self.conn.tls.is_some();
         let out = (self.dp.auth)
@@ -581,14 +581,6 @@ fn callback_uri(req: &Request<Incoming>, secure: bool) -> String {
         "{}://{authority}{CALLBACK_PATH}",
         if secure { "https" } else { "http" }
     )
-}
-
-fn parse_query(query: &str) -> std::collections::HashMap<String, String> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (form_decode(k), form_decode(v)))
-        .collect()
 }
 
 fn insert_identity(headers: &mut HeaderMap, identity: &Identity) {
