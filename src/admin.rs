@@ -23,13 +23,16 @@ pub async fn serve_admin(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
             _ = shutdown.wait_for(|s| *s) => return,
         };
         let dp = dp.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| answer(dp.clone(), req));
+            // Flow records name users and providers' errors: for this machine (and
+            // `kubectl port-forward`) only, unless the operator opens them.
+            let flows_open = peer.ip().to_canonical().is_loopback() || dp.config.expose_flows;
+            let service = service_fn(move |req| answer(dp.clone(), req, flows_open));
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(10))
@@ -76,7 +79,11 @@ fn flows_summary(flows: &[crate::observe::flows::FlowRecord]) -> String {
     serde_json::Value::Array(items).to_string()
 }
 
-async fn answer(dp: Arc<DataPlane>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn answer(
+    dp: Arc<DataPlane>,
+    req: Request<Incoming>,
+    flows_open: bool,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path();
     let keys = path
         .strip_prefix("/keys")
@@ -88,6 +95,11 @@ async fn answer(dp: Arc<DataPlane>, req: Request<Incoming>) -> Result<Response<B
             StatusCode::OK,
             "text/plain; version=0.0.4",
             dp.metrics.render(),
+        ),
+        (None, p) if p.starts_with("/flows") && !flows_open => (
+            StatusCode::FORBIDDEN,
+            "text/plain",
+            "flow records are served to loopback only (kubectl port-forward); start with --expose-flows to serve them here\n".to_string(),
         ),
         // Recent logins, failed first; one of them (by flow id or trace id) as a timeline.
         (None, "/flows") => (

@@ -13,6 +13,7 @@ use portcullis::compile::{CompileOptions, compile};
 use portcullis::keys::{KeyText, Keys};
 use portcullis::model::AuthRule;
 use portcullis::observe::access_log::{AccessLog, LogFormat};
+use portcullis::proxy::canonical::{Ambiguity, DEFAULT_DROPPED_HEADERS, PathRules};
 use portcullis::proxy::{DataPlane, IpNet, ProxyConfig};
 use portcullis::serve::{Listen, apply, run_listeners, watch_cluster, watch_files};
 use portcullis::source::cluster::ClusterSource;
@@ -126,6 +127,11 @@ struct ClassArgs {
     /// namespace/name of a kubernetes.io/tls Secret used when no certificate matches SNI.
     #[arg(long)]
     default_certificate: Option<String>,
+    /// Let Ingresses of any namespace add paths to any host. By default a host belongs
+    /// to the namespace of its oldest Ingress, and other namespaces need its
+    /// `portcullis.dev/share-host-with` annotation.
+    #[arg(long, env = "PORTCULLIS_ALLOW_SHARED_HOSTS")]
+    allow_shared_hosts: bool,
 }
 
 impl ClassArgs {
@@ -134,6 +140,7 @@ impl ClassArgs {
             ingress_class: self.ingress_class.clone(),
             watch_ingress_without_class: self.watch_ingress_without_class,
             default_certificate: self.default_certificate.clone(),
+            allow_shared_hosts: self.allow_shared_hosts,
         }
     }
 }
@@ -195,9 +202,14 @@ struct ProxyArgs {
     /// HTTPS listener (certificates from the Ingresses' spec.tls Secrets).
     #[arg(long, env = "PORTCULLIS_HTTPS")]
     https: Option<SocketAddr>,
-    /// Admin listener: /metrics, /healthz, /readyz.
+    /// Admin listener: /metrics, /healthz, /readyz, /keys, and /flows (to loopback
+    /// peers only, unless --expose-flows).
     #[arg(long, env = "PORTCULLIS_ADMIN", default_value = "127.0.0.1:9090")]
     admin: SocketAddr,
+    /// Serve the login flow records (/flows: subjects, providers' errors) to any peer
+    /// of the admin listener, not only loopback (kubectl port-forward).
+    #[arg(long, env = "PORTCULLIS_EXPOSE_FLOWS")]
+    expose_flows: bool,
     /// Port that HTTP-to-HTTPS redirects point at (default: the --https port).
     #[arg(long)]
     https_redirect_port: Option<u16>,
@@ -222,12 +234,10 @@ struct ProxyArgs {
     /// Seconds a client has to send its request headers.
     #[arg(long, default_value_t = 30)]
     header_read_timeout: u64,
-    /// The `signer` field of x-amzn-oidc-data (ALB puts its load balancer ARN there).
-    #[arg(
-        long,
-        env = "PORTCULLIS_SIGNER",
-        default_value = "arn:aws:elasticloadbalancing:local:000000000000:loadbalancer/app/portcullis/0000000000000000"
-    )]
+    /// The `signer` field of x-amzn-oidc-data (ALB puts its load balancer ARN there);
+    /// `{namespace}`, `{name}` and `{id}` stand for the AuthRule's, so each rule signs
+    /// as itself.
+    #[arg(long, env = "PORTCULLIS_SIGNER", default_value = portcullis::auth::identity::DEFAULT_SIGNER)]
     signer: String,
     /// Session keys: one base64-encoded 32-byte key a line, newest first (older lines
     /// still open existing sessions). Without it a key is made at start, and sessions
@@ -249,6 +259,26 @@ struct ProxyArgs {
     /// (`<path>/<kid>` PEM, `<path>` JWKS), e.g. /.well-known/portcullis-keys.
     #[arg(long)]
     public_keys_path: Option<String>,
+    /// Repeated slashes in a path (`//admin`): normalize merges them, reject answers
+    /// 400, keep passes them on (only when every backend keeps them too).
+    #[arg(long, value_enum, default_value = "normalize")]
+    repeated_slashes: Ambiguity,
+    /// `%2F`, `%5C` and `\` in a path: reject answers 400, normalize reads each as `/`,
+    /// keep passes them on encoded (only when no backend decodes them before routing).
+    #[arg(long, value_enum, default_value = "reject")]
+    escaped_slashes: Ambiguity,
+    /// `;` parameters in a path segment (`/admin;x/users`): reject answers 400,
+    /// normalize drops them (as Tomcat and Jetty read them), keep passes them on.
+    #[arg(long, value_enum, default_value = "reject")]
+    path_parameters: Ambiguity,
+    /// Forward the path as the client sent it instead of the canonical path that was
+    /// routed and guarded (for backends that need the original bytes).
+    #[arg(long)]
+    forward_original_path: bool,
+    /// A client request header never forwarded (repeatable; replaces the default
+    /// list). The x-amzn-oidc-* identity headers are always removed.
+    #[arg(long = "drop-request-header", default_values_t = DEFAULT_DROPPED_HEADERS.iter().map(|h| h.to_string()))]
+    drop_request_headers: Vec<String>,
     /// Write the bound addresses as JSON to this file once listening.
     #[arg(long)]
     ports_file: Option<PathBuf>,
@@ -503,11 +533,27 @@ async fn start_data_plane(args: &ProxyArgs, keys: Keys) -> anyhow::Result<Starte
             .public_keys_path
             .as_ref()
             .map(|p| p.trim_end_matches('/').to_owned()),
+        path_rules: PathRules {
+            repeated_slashes: args.repeated_slashes,
+            escaped_slashes: args.escaped_slashes,
+            path_parameters: args.path_parameters,
+        },
+        forward_original_path: args.forward_original_path,
+        expose_flows: args.expose_flows,
+        dropped_headers: args
+            .drop_request_headers
+            .iter()
+            .map(|h| {
+                http::HeaderName::from_bytes(h.trim().as_bytes())
+                    .with_context(|| format!("--drop-request-header {h:?} is not a header name"))
+            })
+            .collect::<anyhow::Result<_>>()?,
         ..ProxyConfig::default()
     };
     let log = AccessLog::start(args.log_format, Box::new(std::io::stdout()));
     let idp = idp_client(args)?;
     let auth = Authenticator::new(idp, keys.ring, keys.signing_key, args.signer.clone());
+    auth.providers().spawn_refresher();
     let dp = DataPlane::new(config, log, auth);
     let addresses = bound.describe();
     tracing::info!(%addresses, "listening");

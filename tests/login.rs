@@ -577,3 +577,67 @@ async fn the_signing_keys_can_be_served_on_a_public_path_of_every_host() {
     assert!(public.starts_with("-----BEGIN PUBLIC KEY-----"), "{public}");
     assert_eq!(public, admin, "the same key as the admin listener's");
 }
+
+/// An app written for ALB verifies `x-amzn-oidc-data` with aws-jwt-verify's
+/// `AlbJwtVerifier`, default settings, pointed at Portcullis's key path and pinned to
+/// its rule's signer; data minted for another rule is refused.
+#[tokio::test]
+async fn aws_jwt_verify_accepts_the_data_header_of_its_rule_only() {
+    let tls = common::tls::cert(&["localhost"]);
+    let keys_path = "/.well-known/portcullis-keys";
+    let extra = TempDir::new("alb-verify");
+    extra.write("cert.pem", &tls.pem);
+    let args = [
+        "--https",
+        "127.0.0.1:0",
+        "--public-keys-path",
+        keys_path,
+        "--default-certificate",
+        "apps/localhost-tls",
+    ];
+    let rule = format!(
+        "{AUTH_RULE}{}",
+        common::tls::tls_secret("localhost-tls", &tls)
+    );
+    let s = setup_rule(&[], &rule, &args).await;
+    let b = browser(&s.proxy);
+    log_in_at(&b, &s.origin, "alice").await;
+    let seen = seen_by_backend(&b, &format!("{}/", s.origin)).await;
+    let data = seen["headers"]["x-amzn-oidc-data"].as_str().unwrap();
+    let jwks_uri = format!(
+        "https://localhost:{}{keys_path}",
+        s.proxy.https.unwrap().port()
+    );
+    let template = portcullis::auth::identity::DEFAULT_SIGNER;
+    let ours = portcullis::auth::identity::signer_for(template, "apps", "sso");
+    let verify = |arn: &str| {
+        std::process::Command::new("node")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/idp/aws-jwt-verify.mjs"
+            ))
+            .args([data, &jwks_uri, arn, &s.idp.issuer, "portcullis-test"])
+            .env("NODE_EXTRA_CA_CERTS", extra.path().join("cert.pem"))
+            .output()
+            .unwrap()
+    };
+    let out = verify(&ours);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let payload: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(payload["sub"], "alice");
+    let other = portcullis::auth::identity::signer_for(template, "other", "sso");
+    let out = verify(&other);
+    assert!(
+        !out.status.success(),
+        "another rule's signer must not verify"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ARN not allowed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

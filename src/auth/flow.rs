@@ -119,12 +119,7 @@ pub fn finish<'a>(
         .filter(|s| !s.is_empty())
         .ok_or(FlowError::MissingState)?;
     let name = cookie_name(state);
-    let value = cookies
-        .into_iter()
-        .flat_map(|h| h.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find_map(|(k, v)| (k == name).then_some(v))
-        .ok_or(FlowError::MissingCookie)?;
+    let value = super::cookies::find(cookies, &name).ok_or(FlowError::MissingCookie)?;
     let flow: FlowState =
         sealed::open(ring, Purpose::Flow, binding, value).ok_or(FlowError::InvalidCookie)?;
     verify_slices_are_equal(flow.state.as_bytes(), state.as_bytes())

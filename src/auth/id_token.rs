@@ -92,6 +92,8 @@ pub enum IdTokenError {
         "the ID token was issued in the future (check the clocks of Portcullis and the provider)"
     )]
     IssuedInFuture,
+    #[error("the ID token is not valid yet (nbf; check the clocks of Portcullis and the provider)")]
+    NotYetValid,
     #[error("the ID token's nonce does not match this login")]
     NonceMismatch,
 }
@@ -250,6 +252,16 @@ fn check_claims(claims: &Map<String, Value>, expected: &Expected<'_>) -> Result<
         .ok_or(IdTokenError::Malformed)?;
     if iat > expected.now + LEEWAY_SECS {
         return Err(IdTokenError::IssuedInFuture);
+    }
+    match claims.get("nbf") {
+        None => {}
+        Some(nbf) => match nbf.as_i64() {
+            Some(nbf) if nbf > expected.now + LEEWAY_SECS => {
+                return Err(IdTokenError::NotYetValid);
+            }
+            Some(_) => {}
+            None => return Err(IdTokenError::Malformed),
+        },
     }
     if claims.get("nonce").and_then(Value::as_str) != Some(expected.nonce) {
         return Err(IdTokenError::NonceMismatch);
@@ -474,6 +486,18 @@ mod tests {
             Err(IdTokenError::IssuedInFuture)
         );
         assert_eq!(
+            check(with(claims(), "nbf", json!(NOW + LEEWAY_SECS + 1))),
+            Err(IdTokenError::NotYetValid)
+        );
+        assert!(
+            check(with(claims(), "nbf", json!(NOW + LEEWAY_SECS - 1))).is_ok(),
+            "nbf within the leeway, as iat"
+        );
+        assert_eq!(
+            check(with(claims(), "nbf", json!("soon"))),
+            Err(IdTokenError::Malformed)
+        );
+        assert_eq!(
             check(with(claims(), "nonce", json!("n-2"))),
             Err(IdTokenError::NonceMismatch)
         );
@@ -484,5 +508,51 @@ mod tests {
             check(with(claims(), "sub", json!(""))),
             Err(IdTokenError::Malformed)
         );
+    }
+
+    fn shared_signer() -> &'static Signer {
+        static SIGNER: std::sync::OnceLock<Signer> = std::sync::OnceLock::new();
+        SIGNER.get_or_init(Signer::new)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// Any one byte of a valid token changed (header, claims or signature), the
+        /// token no longer validates; nothing panics.
+        #[test]
+        fn an_altered_token_never_validates(rs in proptest::prelude::any::<bool>(), at in proptest::prelude::any::<proptest::sample::Index>(), byte in proptest::prelude::any::<u8>()) {
+            let s = shared_signer();
+            let alg = if rs { "RS256" } else { "ES256" };
+            let kid = if rs { "r1" } else { "e1" };
+            let good = s.token(json!({"alg": alg, "kid": kid}), claims());
+            let algs = [Alg::Rs256, Alg::Es256];
+            let jwks = s.jwks();
+            proptest::prop_assert!(validate(&good, &jwks, &expected(&algs)).is_ok());
+            let mut bytes = good.clone().into_bytes();
+            let i = at.index(bytes.len());
+            proptest::prop_assume!(bytes[i] != byte);
+            bytes[i] = byte;
+            let altered = String::from_utf8_lossy(&bytes).into_owned();
+            // A change confined to unused base64 bits decodes to the same token: the
+            // only alteration allowed to pass.
+            let decoded = |t: &str| {
+                t.split('.')
+                    .map(|p| URL_SAFE_NO_PAD.decode(p).ok())
+                    .collect::<Vec<_>>()
+            };
+            if validate(&altered, &jwks, &expected(&algs)).is_ok() {
+                proptest::prop_assert_eq!(decoded(&altered), decoded(&good));
+            }
+        }
+
+        /// JWKS documents and tokens of any shape are refused or read, never a panic.
+        #[test]
+        fn hostile_jwks_and_tokens_never_panic(doc in "\\PC{0,80}", token in "[A-Za-z0-9_.=-]{0,120}") {
+            let _ = serde_json::from_str::<Jwks>(&doc);
+            let s = shared_signer();
+            let algs = [Alg::Rs256, Alg::Es256];
+            proptest::prop_assert!(validate(&token, &s.jwks(), &expected(&algs)).is_err());
+        }
     }
 }

@@ -110,6 +110,32 @@ impl SigningKey {
     }
 }
 
+/// The `signer` of `x-amzn-oidc-data` unless configured: an ARN in ALB's shape (so
+/// verifiers written for ALB, such as aws-jwt-verify's `AlbJwtVerifier`, accept it)
+/// that names the AuthRule, so a backend can refuse data minted for another rule.
+/// The region field is Portcullis's own, never a real AWS region.
+pub const DEFAULT_SIGNER: &str = "arn:aws:elasticloadbalancing:pc-portcullis-1:000000000000:loadbalancer/app/{namespace}.{name}/{id}";
+
+/// The signer of one AuthRule: `template` with `{namespace}`, `{name}` and `{id}` (16
+/// hex digits derived from both) filled in.
+pub fn signer_for(template: &str, namespace: &str, name: &str) -> String {
+    if !template.contains('{') {
+        return template.to_owned();
+    }
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        format!("{namespace}/{name}").as_bytes(),
+    );
+    let id: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    template
+        .replace("{namespace}", namespace)
+        .replace("{name}", name)
+        .replace("{id}", &id)
+}
+
 /// Who signed and for whom: the fields of ALB's JWS header.
 pub struct DataHeader<'a> {
     pub issuer: &'a str,
@@ -287,6 +313,19 @@ mod tests {
         assert_eq!(a.kid(), b.kid());
         assert_eq!(a.public_pem(), b.public_pem());
         assert!(SigningKey::from_pem(b"not a key").is_err());
+    }
+
+    #[test]
+    fn each_rule_signs_as_itself_in_albs_shape() {
+        let a = signer_for(DEFAULT_SIGNER, "apps", "sso");
+        let b = signer_for(DEFAULT_SIGNER, "other", "sso");
+        assert_ne!(a, b);
+        assert_eq!(a, signer_for(DEFAULT_SIGNER, "apps", "sso"));
+        assert!(a.starts_with(
+            "arn:aws:elasticloadbalancing:pc-portcullis-1:000000000000:loadbalancer/app/apps.sso/"
+        ));
+        assert_eq!(a.rsplit('/').next().unwrap().len(), 16);
+        assert_eq!(signer_for("arn:fixed", "apps", "sso"), "arn:fixed");
     }
 
     #[test]

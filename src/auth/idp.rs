@@ -111,6 +111,9 @@ pub struct ProviderMetadata {
     pub end_session_endpoint: Option<String>,
     #[serde(default)]
     pub id_token_signing_alg_values_supported: Option<Vec<String>>,
+    /// RFC 9207: the provider sends `iss` with every authorization response.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -121,8 +124,26 @@ pub struct TokenResponse {
     pub id_token: Option<String>,
     #[serde(default)]
     pub refresh_token: Option<String>,
-    #[serde(default)]
+    /// Seconds, as a number or (some providers) a numeric string.
+    #[serde(default, deserialize_with = "lenient_seconds")]
     pub expires_in: Option<i64>,
+}
+
+/// `expires_in` as providers send it: an integer, a float, or a numeric string.
+/// Anything else is treated as absent; the caller bounds the value.
+fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let v = Option::<Value>::deserialize(d)?;
+    let seconds = match v {
+        Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(|f| f as i64),
+        _ => None,
+    };
+    Ok(seconds)
 }
 
 /// The client's registration, for the token endpoint.

@@ -8,22 +8,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
 use super::flow::{self, FlowError, FlowState};
-use super::id_token::{self, Alg, Expected, IdTokenError, Jwks};
+use super::id_token::{self, Expected, IdTokenError};
 use super::identity::{self, DataHeader, SigningKey};
-use super::idp::{ClientAuth, Hop, IdpClient, IdpError, ProviderMetadata, form_encode};
+use super::idp::{ClientAuth, Hop, IdpClient, IdpError, form_encode};
+use super::providers::{Provider, ProviderKey, Registry};
 use super::redirect::safe_return_path;
 use super::sealed::KeyRing;
 use super::session::{self, Session, SessionError};
 use crate::compile::AuthPolicy;
 
 pub use crate::model::CALLBACK_PATH;
-/// How often an unknown `kid` may trigger a JWKS refetch.
-const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 /// ALB's `x-amzn-oidc-data` lives about a minute.
 const DATA_LIFETIME_SECS: i64 = 60;
 /// A signed `x-amzn-oidc-data` is reused for this long, well inside its lifetime.
@@ -36,6 +34,10 @@ const MAX_CACHED_SESSIONS: usize = 20_000;
 const MAX_OPENED_SESSIONS: usize = 4096;
 /// An access token without `expires_in` is taken to last this long.
 const DEFAULT_ACCESS_TOKEN_SECS: i64 = 3600;
+/// `expires_in` is held within these bounds: a provider's zero or negative value
+/// would count as expired before use, an absurd one would never refresh.
+const MIN_ACCESS_TOKEN_SECS: i64 = 1;
+const MAX_ACCESS_TOKEN_SECS: i64 = 86_400;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
@@ -55,6 +57,10 @@ pub enum LoginError {
     SubjectMismatch { id_token: String, userinfo: String },
     #[error("the token response has no ID token")]
     NoIdToken,
+    #[error(
+        "the callback's iss {got:?} is not the issuer (RFC 9207: an authorization response from another provider)"
+    )]
+    IssuerMismatch { got: Option<String> },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -72,6 +78,31 @@ impl LoginError {
             Self::MissingCode => "AuthMissingCodeParam",
             Self::SubjectMismatch { .. } => "AuthInvalidUserinfoResponse",
             Self::NoIdToken => "AuthInvalidTokenResponse",
+            Self::IssuerMismatch { .. } => "AuthIssuerMismatch",
+        }
+    }
+
+    /// What the person at the browser is told: never the provider's own words, which
+    /// go to the log and the flow record.
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            Self::Flow(_) => {
+                "The login could not be matched to this browser; start again from the application."
+            }
+            Self::ProviderError { .. } => "The identity provider did not complete the login.",
+            Self::MissingCode | Self::IssuerMismatch { .. } => {
+                "The login response is not valid; start again from the application."
+            }
+            Self::IdToken(_) | Self::SubjectMismatch { .. } | Self::NoIdToken => {
+                "The identity provider's answer could not be verified."
+            }
+            Self::Idp(_) => {
+                "The identity provider could not be reached or did not answer as expected."
+            }
+            Self::Session(SessionError::ClaimsTooLarge(_)) => {
+                "The user's claims are too large for a session."
+            }
+            Self::Session(_) | Self::Internal(_) => "The login failed inside Portcullis.",
         }
     }
 
@@ -85,28 +116,22 @@ impl LoginError {
             Self::MissingCode => 401,
             Self::Idp(IdpError::InvalidGrant { .. }) => 401,
             Self::IdToken(_) | Self::SubjectMismatch { .. } | Self::NoIdToken => 401,
+            Self::IssuerMismatch { .. } => 401,
             _ => 500,
         }
     }
-}
-
-/// What discovery and JWKS said of one provider.
-struct Provider {
-    meta: ProviderMetadata,
-    algs: Vec<Alg>,
-    jwks: ArcSwap<Jwks>,
-    last_jwks_fetch: Mutex<Instant>,
 }
 
 type SessionKey = [u8; 32];
 type RefreshCell = Arc<OnceCell<Result<Arc<Session>, Arc<LoginError>>>>;
 
 pub struct Authenticator {
-    idp: IdpClient,
+    providers: Arc<Registry>,
     ring: KeyRing,
     signing_key: SigningKey,
+    /// The `signer` of `x-amzn-oidc-data`, with `{namespace}`, `{name}` and `{id}`
+    /// standing for the AuthRule's.
     signer: String,
-    providers: Mutex<HashMap<String, Arc<Provider>>>,
     /// Refreshes in flight or just finished, by the stale session's refresh token:
     /// concurrent requests of one session share one refresh, and requests that still
     /// carry the old cookie a moment later reuse its result instead of spending a
@@ -222,11 +247,10 @@ pub struct LoggedIn {
 impl Authenticator {
     pub fn new(idp: IdpClient, ring: KeyRing, signing_key: SigningKey, signer: String) -> Self {
         Self {
-            idp,
+            providers: Arc::new(Registry::new(idp)),
             ring,
             signing_key,
             signer,
-            providers: Mutex::new(HashMap::new()),
             refreshes: Mutex::new(HashMap::new()),
             signed_data: Mutex::new(HashMap::new()),
             opened: Mutex::new(HashMap::new()),
@@ -242,38 +266,17 @@ impl Authenticator {
         binding_for(&policy.rule.namespace, &policy.rule.name, host)
     }
 
+    /// The provider registry, shared with whoever reports provider health.
+    pub fn providers(&self) -> &Arc<Registry> {
+        &self.providers
+    }
+
+    fn idp(&self) -> &IdpClient {
+        self.providers.client()
+    }
+
     async fn provider(&self, policy: &AuthPolicy) -> Result<Arc<Provider>, LoginError> {
-        if let Some(p) = self
-            .providers
-            .lock()
-            .map_err(|_| LoginError::Internal("provider cache poisoned".into()))?
-            .get(&policy.issuer)
-        {
-            return Ok(p.clone());
-        }
-        let mut meta = self.idp.discover(&policy.issuer).await?;
-        // Endpoints given in the AuthRule win over discovery, as with ALB.
-        if let Some(e) = &policy.authorization_endpoint {
-            meta.authorization_endpoint = e.clone();
-        }
-        if let Some(e) = &policy.token_endpoint {
-            meta.token_endpoint = e.clone();
-        }
-        if let Some(e) = &policy.user_info_endpoint {
-            meta.userinfo_endpoint = Some(e.clone());
-        }
-        let jwks = self.idp.jwks(&meta.jwks_uri).await?;
-        let algs = id_token::allowed_algs(meta.id_token_signing_alg_values_supported.as_deref());
-        let provider = Arc::new(Provider {
-            meta,
-            algs,
-            jwks: ArcSwap::from_pointee(jwks),
-            last_jwks_fetch: Mutex::new(Instant::now()),
-        });
-        if let Ok(mut cache) = self.providers.lock() {
-            cache.insert(policy.issuer.clone(), provider.clone());
-        }
-        Ok(provider)
+        Ok(self.providers.get(&ProviderKey::of(policy)).await?)
     }
 
     /// The provider's authorization URL for a new flow, parameters in ALB's order.
@@ -382,7 +385,19 @@ impl Authenticator {
         let code = notes.outcome("code", code.ok_or(LoginError::MissingCode), |_| {
             "present".into()
         })?;
-        let provider = self.provider(policy).await?;
+        let provider = self.provider(policy).await;
+        let provider = notes.outcome("discovery", provider, |p| {
+            format!("token endpoint {}", p.meta.token_endpoint)
+        })?;
+        // RFC 9207: a provider that names itself in every response must have named
+        // the configured issuer, or the code may be another provider's (mix-up).
+        let iss = query.get("iss");
+        if (provider.meta.authorization_response_iss_parameter_supported || iss.is_some())
+            && iss != Some(&policy.issuer)
+        {
+            let e = LoginError::IssuerMismatch { got: iss.cloned() };
+            return notes.fail("callback", e);
+        }
         let client = ClientAuth {
             client_id: &policy.client_id,
             client_secret: &policy.client_secret,
@@ -390,7 +405,7 @@ impl Authenticator {
         };
         let started = Instant::now();
         let redeemed = self
-            .idp
+            .idp()
             .redeem_code(
                 &provider.meta.token_endpoint,
                 &client,
@@ -448,7 +463,7 @@ impl Authenticator {
             refresh_token: tokens.refresh_token,
             id_token: Some(id_token.to_owned()),
             flow_id: Some(state.flow_id.clone()),
-            access_expires_at: now + tokens.expires_in.unwrap_or(DEFAULT_ACCESS_TOKEN_SECS),
+            access_expires_at: now + access_lifetime(tokens.expires_in),
             expires_at: now + policy.session_timeout_secs as i64,
         };
         let shards = session::seal(&self.ring, &binding, &session);
@@ -485,25 +500,18 @@ impl Authenticator {
             algs: &provider.algs,
         };
         match id_token::validate(token, &provider.jwks.load(), &expected) {
-            Err(IdTokenError::UnknownKey(_)) if self.may_refetch_jwks(provider) => {
-                // The provider rotated its keys: fetch them again, at most every few seconds.
-                let jwks = self.idp.jwks(&provider.meta.jwks_uri).await?;
-                provider.jwks.store(Arc::new(jwks));
-                Ok(id_token::validate(token, &provider.jwks.load(), &expected)?)
+            Err(IdTokenError::UnknownKey(kid)) => {
+                // The provider may have rotated its keys: fetch them again, once per
+                // unknown kid and interval.
+                let kid_text = kid.clone().unwrap_or_default();
+                if self.providers.refetch_keys_for(provider, &kid_text).await? {
+                    Ok(id_token::validate(token, &provider.jwks.load(), &expected)?)
+                } else {
+                    Err(IdTokenError::UnknownKey(kid).into())
+                }
             }
             other => Ok(other?),
         }
-    }
-
-    fn may_refetch_jwks(&self, provider: &Provider) -> bool {
-        let Ok(mut last) = provider.last_jwks_fetch.lock() else {
-            return false;
-        };
-        if last.elapsed() < JWKS_REFETCH_INTERVAL {
-            return false;
-        }
-        *last = Instant::now();
-        true
     }
 
     async fn userinfo(
@@ -519,7 +527,7 @@ impl Authenticator {
                 hop: Hop::Userinfo,
                 detail: "the provider has no userinfo endpoint".into(),
             })?;
-        Ok(self.idp.userinfo(url, access_token).await?)
+        Ok(self.idp().userinfo(url, access_token).await?)
     }
 
     /// The session in the request's cookies, if it is valid and not timed out.
@@ -623,7 +631,7 @@ impl Authenticator {
         };
         let refresh_token = stale.refresh_token.as_deref().unwrap_or_default();
         let tokens = self
-            .idp
+            .idp()
             .refresh(&provider.meta.token_endpoint, &client, refresh_token)
             .await?;
         let claims = self.userinfo(&provider, &tokens.access_token).await?;
@@ -646,7 +654,7 @@ impl Authenticator {
             refresh_token: tokens.refresh_token.or_else(|| stale.refresh_token.clone()),
             id_token: tokens.id_token.or_else(|| stale.id_token.clone()),
             flow_id: stale.flow_id.clone(),
-            access_expires_at: now + tokens.expires_in.unwrap_or(DEFAULT_ACCESS_TOKEN_SECS),
+            access_expires_at: now + access_lifetime(tokens.expires_in),
             expires_at: stale.expires_at,
         })
     }
@@ -733,8 +741,14 @@ impl Authenticator {
         session: &Session,
         now: i64,
     ) -> Result<Identity, LoginError> {
-        // The header names the issuer and client, so both are part of the key.
-        let key = session_key(&[&policy.issuer, &policy.client_id, &session.access_token]);
+        // The header names the rule (signer), issuer and client: all part of the key.
+        let key = session_key(&[
+            &policy.rule.namespace,
+            &policy.rule.name,
+            &policy.issuer,
+            &policy.client_id,
+            &session.access_token,
+        ]);
         let cached = self
             .signed_data
             .lock()
@@ -744,10 +758,12 @@ impl Authenticator {
         let data = match cached {
             Some((_, data)) => data,
             None => {
+                let signer =
+                    identity::signer_for(&self.signer, &policy.rule.namespace, &policy.rule.name);
                 let header = DataHeader {
                     issuer: &policy.issuer,
                     client_id: &policy.client_id,
-                    signer: &self.signer,
+                    signer: &signer,
                     exp: now + DATA_LIFETIME_SECS,
                 };
                 let data: Arc<str> =
@@ -771,6 +787,13 @@ impl Authenticator {
             data,
         })
     }
+}
+
+/// An access token's lifetime from `expires_in`, within sane bounds.
+fn access_lifetime(expires_in: Option<i64>) -> i64 {
+    expires_in
+        .unwrap_or(DEFAULT_ACCESS_TOKEN_SECS)
+        .clamp(MIN_ACCESS_TOKEN_SECS, MAX_ACCESS_TOKEN_SECS)
 }
 
 fn opened_key(binding: &str, shards: &[String]) -> SessionKey {
@@ -818,6 +841,15 @@ mod tests {
         assert_eq!((e.reason(), e.status()), ("AuthUnhandledException", 500));
         let e = LoginError::Flow(FlowError::Random);
         assert_eq!((e.reason(), e.status()), ("AuthUnhandledException", 500));
+    }
+
+    #[test]
+    fn access_token_lifetimes_are_bounded() {
+        assert_eq!(access_lifetime(None), DEFAULT_ACCESS_TOKEN_SECS);
+        assert_eq!(access_lifetime(Some(300)), 300);
+        assert_eq!(access_lifetime(Some(0)), MIN_ACCESS_TOKEN_SECS);
+        assert_eq!(access_lifetime(Some(-5)), MIN_ACCESS_TOKEN_SECS);
+        assert_eq!(access_lifetime(Some(i64::MAX)), MAX_ACCESS_TOKEN_SECS);
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! validation, the sealed session cookie, the identity headers for the backend, and
 //! where a browser may be sent after login.
 
+pub mod cookies;
 pub mod flow;
 pub mod id_token;
 pub mod identity;
 pub mod idp;
 pub mod login;
+pub mod providers;
 pub mod redirect;
 pub mod sealed;
 pub mod session;

@@ -56,4 +56,19 @@ mod tests {
         }
         assert_eq!(safe_return_path(&format!("/{}", "a".repeat(3000))), "/");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        /// Whatever comes in, a browser resolving the answer against the app's origin
+        /// (the WHATWG URL parser, as browsers do) stays on that origin.
+        #[test]
+        fn a_browser_never_leaves_the_origin(raw in "[/\\%a-z0-9.:@?#&=\t\r\n 2fFcC5]{0,24}") {
+            let target = safe_return_path(&raw);
+            let base = url::Url::parse("https://app.test/start").unwrap();
+            let resolved = base.join(target).unwrap();
+            proptest::prop_assert_eq!(resolved.origin(), base.origin(), "{:?} -> {:?}", raw, target);
+            proptest::prop_assert!(target == raw || target == "/");
+        }
+    }
 }

@@ -89,18 +89,15 @@ pub fn read_shards<'a>(
     name: &str,
 ) -> Option<Vec<String>> {
     let mut found: [Option<String>; MAX_SHARDS] = Default::default();
-    for header in cookie_headers {
-        for pair in header.split(';') {
-            let Some((k, v)) = pair.trim().split_once('=') else {
-                continue;
-            };
-            let index = k
-                .strip_prefix(name)
-                .and_then(|rest| rest.strip_prefix('-'))
-                .and_then(|i| i.parse::<usize>().ok());
-            if let Some(slot) = index.and_then(|i| found.get_mut(i)) {
-                slot.get_or_insert_with(|| v.to_owned());
-            }
+    for (k, v) in super::cookies::pairs(cookie_headers) {
+        // Exactly `NAME-0` .. `NAME-3`: no sign, no leading zero, no other spelling.
+        let index = k
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .filter(|i| i.len() == 1)
+            .and_then(|i| i.parse::<usize>().ok());
+        if let Some(slot) = index.and_then(|i| found.get_mut(i)) {
+            slot.get_or_insert_with(|| v.to_owned());
         }
     }
     let shards: Vec<String> = found.into_iter().map_while(|s| s).collect();
@@ -256,5 +253,33 @@ mod tests {
                 .iter()
                 .all(|h| h.contains("Max-Age=0") && !h.contains("Secure"))
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        /// Shards written as cookies come back whole and in order, whatever other
+        /// cookies (look-alike names included) share the header.
+        #[test]
+        fn shards_reassemble_among_any_other_cookies(
+            shards in proptest::collection::vec("[A-Za-z0-9+/=]{1,40}", 1..=MAX_SHARDS),
+            noise in proptest::collection::vec(("[A-Za-z0-9_.+-]{1,12}", "[A-Za-z0-9+/=]{0,12}"), 0..6),
+            junk in "[a-z0-9 ;=,\"\\\\]{0,60}",
+        ) {
+            let mut pairs: Vec<String> = noise.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            pairs.extend(["S-00=x", "S-+1=x", "Sx-0=x", "S-4=x"].map(String::from));
+            let at = pairs.len() / 2;
+            for (i, shard) in shards.iter().enumerate().rev() {
+                pairs.insert(at, format!("S-{i}={shard}"));
+            }
+            let header = pairs.join("; ");
+            let noise_has_shard = noise.iter().any(|(k, _)| {
+                k.strip_prefix("S-").is_some_and(|i| i.len() == 1 && i.parse::<usize>().is_ok())
+            });
+            if !noise_has_shard {
+                proptest::prop_assert_eq!(read_shards([header.as_str(), junk.as_str()], "S"), Some(shards));
+            }
+            let _ = read_shards([junk.as_str()], "S");
+        }
     }
 }

@@ -10,7 +10,7 @@ use super::{age_key, meta_ref};
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::model::{
     AuthRule, AuthRuleSpec, CALLBACK_PATH, DEFAULT_COOKIE_NAME, DEFAULT_LOGOUT_PATH, DEFAULT_SCOPE,
-    DEFAULT_SESSION_TIMEOUT_SECONDS, MAX_EXTRA_PARAMS,
+    DEFAULT_SESSION_TIMEOUT_SECONDS, MAX_EXTRA_PARAMS, check_endpoint_url,
 };
 use crate::store::Objects;
 
@@ -31,6 +31,8 @@ const MAX_COOKIE_NAME_LEN: usize = 64;
 pub struct RuleOutcome {
     pub guards: HashMap<ObjectRef, Vec<Guard>>,
     pub summaries: BTreeMap<ObjectRef, AuthRuleSummary>,
+    /// The rules that compiled, oldest first.
+    pub order: Vec<ObjectRef>,
 }
 
 pub fn compile_rules(
@@ -42,6 +44,7 @@ pub fn compile_rules(
     let mut outcome = RuleOutcome {
         guards: HashMap::new(),
         summaries: BTreeMap::new(),
+        order: Vec::new(),
     };
     let mut rules: Vec<&AuthRule> = objects.auth_rules.iter().map(Arc::as_ref).collect();
     rules.sort_by_key(|r| age_key(&r.metadata));
@@ -73,6 +76,7 @@ pub fn compile_rules(
             usable,
         };
         outcome.summaries.insert(obj.clone(), summary);
+        outcome.order.push(obj.clone());
         for (i, target) in rule.spec.target_refs.iter().enumerate() {
             let field = format!("spec.targetRefs[{i}]");
             if target.kind != "Ingress" || target.group != "networking.k8s.io" {
@@ -121,6 +125,82 @@ pub fn compile_rules(
         }
     }
     outcome
+}
+
+/// Rules that guard one host must not share a session cookie, or each login would
+/// overwrite the other's session. Where they would by default, every rule but the
+/// oldest gets a name of its own; where names were set that clash, it is reported.
+/// `hosts` gives each Ingress's hosts (`*` for rules without a host).
+pub fn separate_cookie_names(
+    outcome: &mut RuleOutcome,
+    hosts: &HashMap<ObjectRef, Vec<String>>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let age = |r: &ObjectRef| outcome.order.iter().position(|o| o == r);
+    let mut by_host: BTreeMap<&str, Vec<(ObjectRef, String)>> = BTreeMap::new();
+    for (ingress, guards) in &outcome.guards {
+        for guard in guards {
+            let GuardPolicy::Oidc(p) = &guard.policy else {
+                continue;
+            };
+            for host in hosts.get(ingress).into_iter().flatten() {
+                let rules = by_host.entry(host.as_str()).or_default();
+                if !rules.iter().any(|(r, _)| r == &p.rule) {
+                    rules.push((p.rule.clone(), p.cookie_name.clone()));
+                }
+            }
+        }
+    }
+    // Rules without a host reach every host too.
+    let everywhere = by_host.get("*").cloned().unwrap_or_default();
+    for (_, rules) in by_host.iter_mut().filter(|(h, _)| **h != "*") {
+        for r in &everywhere {
+            if !rules.iter().any(|(known, _)| known == &r.0) {
+                rules.push(r.clone());
+            }
+        }
+    }
+    let mut renamed: HashMap<ObjectRef, String> = HashMap::new();
+    let mut reported: HashSet<ObjectRef> = HashSet::new();
+    for (host, mut rules) in by_host {
+        rules.sort_by_key(|(r, _)| age(r));
+        for (i, (rule, name)) in rules.iter().enumerate() {
+            let Some((first, _)) = rules[..i].iter().find(|(_, n)| n == name) else {
+                continue;
+            };
+            if name == DEFAULT_COOKIE_NAME {
+                renamed.insert(rule.clone(), own_cookie_name(rule));
+            } else if reported.insert(rule.clone()) {
+                diags.push(Diagnostic::warning(
+                    rule,
+                    "spec.session.cookieName",
+                    "CookieNameConflict",
+                    format!("{first} also guards host {host} with cookie {name}; their logins overwrite each other's sessions"),
+                    "give each AuthRule on a host its own spec.session.cookieName".into(),
+                ));
+            }
+        }
+    }
+    for guard in outcome.guards.values_mut().flatten() {
+        if let GuardPolicy::Oidc(p) = &mut guard.policy
+            && let Some(name) = renamed.get(&p.rule)
+        {
+            Arc::make_mut(p).cookie_name = name.clone();
+        }
+    }
+}
+
+/// The default cookie name with a suffix that is stable for the rule.
+fn own_cookie_name(rule: &ObjectRef) -> String {
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        format!("{}/{}", rule.namespace, rule.name).as_bytes(),
+    );
+    let suffix: String = digest.as_ref()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{DEFAULT_COOKIE_NAME}-{suffix}")
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -368,6 +448,7 @@ fn resolve_policy(
         on_unauthenticated: spec.on_unauthenticated_request,
         logout_path,
         post_logout_redirect_uris: spec.logout.post_logout_redirect_uris.clone(),
+        allow_preflight: spec.cors.allow_preflight,
         spec: spec.clone(),
     })
 }
@@ -413,35 +494,4 @@ fn client_secret(
             "store the client secret as plain text".into(),
         )),
     }
-}
-
-/// `https://` URLs, or `http://` to a loopback host (development providers).
-pub(crate) fn check_endpoint_url(url: &str) -> Result<(), &'static str> {
-    let rest = if let Some(rest) = url.strip_prefix("https://") {
-        rest
-    } else if let Some(rest) = url.strip_prefix("http://") {
-        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        let host = host.rsplit_once(':').map_or(host, |(h, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                h
-            } else {
-                host
-            }
-        });
-        if !matches!(host, "localhost" | "127.0.0.1" | "[::1]") {
-            return Err("must use https (http only for a loopback development provider)");
-        }
-        rest
-    } else {
-        return Err("must be an https:// URL");
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if authority.is_empty()
-        || authority.contains('@')
-        || url.bytes().any(|b| b.is_ascii_control() || b == b' ')
-        || url.contains('#')
-    {
-        return Err("is not a valid URL (no user info, spaces or fragments)");
-    }
-    Ok(())
 }

@@ -22,6 +22,9 @@ pub use snapshot::*;
 pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 pub const SSL_REDIRECT_ANNOTATION: &str = "portcullis.dev/ssl-redirect";
+/// On an Ingress of the namespace that owns a host: the other namespaces (comma
+/// separated, or `*`) whose Ingresses may add paths to that host.
+pub const SHARE_HOST_ANNOTATION: &str = "portcullis.dev/share-host-with";
 
 #[derive(Clone, Debug)]
 pub struct CompileOptions {
@@ -33,6 +36,8 @@ pub struct CompileOptions {
     /// `namespace/name` of a `kubernetes.io/tls` Secret used when no other certificate
     /// matches the TLS server name.
     pub default_certificate: Option<String>,
+    /// Let Ingresses of any namespace add paths to any host (no host ownership).
+    pub allow_shared_hosts: bool,
 }
 
 impl Default for CompileOptions {
@@ -41,6 +46,7 @@ impl Default for CompileOptions {
             ingress_class: "portcullis".into(),
             watch_ingress_without_class: false,
             default_certificate: None,
+            allow_shared_hosts: false,
         }
     }
 }
@@ -57,7 +63,20 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
     let certs = tls::compile_certs(&ingresses, &index, options, &mut diags);
     let ours: HashSet<ObjectRef> = ingresses.iter().map(|i| ingress_ref(i)).collect();
     let mut rules = auth::compile_rules(objects, &index, &ours, &mut diags);
-    let routes = compile_routes(&ingresses, &index, &certs, &rules.guards, &mut diags);
+    auth::separate_cookie_names(&mut rules, &ingress_hosts(&ingresses), &mut diags);
+    let owners = if options.allow_shared_hosts {
+        HashMap::new()
+    } else {
+        host_owners(&ingresses)
+    };
+    let routes = compile_routes(
+        &ingresses,
+        &index,
+        &certs,
+        &rules.guards,
+        owners,
+        &mut diags,
+    );
     for route in &routes.all {
         for guard in &route.guards {
             if let Some(summary) = rules.summaries.get_mut(&guard.rule) {
@@ -150,16 +169,7 @@ fn normalize_host(host: &str) -> String {
 }
 
 fn valid_host(host: &str) -> bool {
-    let name = host.strip_prefix("*.").unwrap_or(host);
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
+    crate::model::is_dns_name(host.strip_prefix("*.").unwrap_or(host))
 }
 
 #[derive(Hash, PartialEq, Eq)]
@@ -176,6 +186,75 @@ fn host_key(host: Option<&str>) -> HostKey {
             Some(suffix) => HostKey::Wildcard(suffix.to_owned()),
             None => HostKey::Exact(h.to_owned()),
         },
+    }
+}
+
+/// Each Ingress's hosts, `*` standing for its rules without a host and its default
+/// backend.
+fn ingress_hosts(ingresses: &[&Ingress]) -> HashMap<ObjectRef, Vec<String>> {
+    ingresses
+        .iter()
+        .map(|ing| {
+            let spec = ing.spec.as_ref();
+            let mut hosts: Vec<String> = spec
+                .iter()
+                .flat_map(|s| s.rules.iter().flatten())
+                .map(|r| r.host.as_deref().map_or_else(|| "*".into(), normalize_host))
+                .collect();
+            if spec.is_some_and(|s| s.default_backend.is_some()) {
+                hosts.push("*".into());
+            }
+            hosts.sort();
+            hosts.dedup();
+            (ingress_ref(ing), hosts)
+        })
+        .collect()
+}
+
+/// Each named host belongs to the namespace of the oldest Ingress naming it (`ingresses`
+/// come oldest first), shared with the namespaces that namespace's Ingresses for the
+/// host list in their share annotation.
+fn host_owners(ingresses: &[&Ingress]) -> HashMap<String, HostOwner> {
+    let mut owners: HashMap<String, HostOwner> = HashMap::new();
+    for ingress in ingresses {
+        let namespace = ingress.metadata.namespace.clone().unwrap_or_default();
+        let shared = ingress
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SHARE_HOST_ANNOTATION));
+        let hosts = ingress.spec.iter().flat_map(|s| s.rules.iter().flatten());
+        for host in hosts.filter_map(|r| r.host.as_deref()).map(normalize_host) {
+            let owner = owners.entry(host).or_insert_with(|| HostOwner {
+                namespace: namespace.clone(),
+                shared_with: SharedWith::Nobody,
+            });
+            if owner.namespace == namespace
+                && let Some(list) = shared
+            {
+                owner.shared_with = merge_shared(&owner.shared_with, list);
+            }
+        }
+    }
+    owners
+}
+
+fn merge_shared(current: &SharedWith, annotation: &str) -> SharedWith {
+    let listed: Vec<String> = annotation
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect();
+    match current {
+        _ if listed.iter().any(|n| n == "*") => SharedWith::Everyone,
+        SharedWith::Everyone => SharedWith::Everyone,
+        SharedWith::Nobody => SharedWith::Namespaces(listed),
+        SharedWith::Namespaces(known) => {
+            let mut all = known.clone();
+            all.extend(listed.into_iter().filter(|n| !known.contains(n)));
+            SharedWith::Namespaces(all)
+        }
     }
 }
 
@@ -202,6 +281,7 @@ fn compile_routes(
     index: &backends::Index,
     certs: &CertTable,
     guards: &HashMap<ObjectRef, Vec<Guard>>,
+    owners: HashMap<String, HostOwner>,
     diags: &mut Vec<Diagnostic>,
 ) -> RouteTable {
     let mut drafts: Vec<RouteDraft> = Vec::new();
@@ -258,6 +338,25 @@ fn compile_routes(
                 ));
                 continue;
             }
+            if let Some(h) = host.as_deref()
+                && let Some(owner) = owners.get(h)
+                && !owner.admits(&namespace)
+            {
+                diags.push(Diagnostic::error(
+                    &obj,
+                    &format!("spec.rules[{ri}].host"),
+                    "HostOwnedByOtherNamespace",
+                    format!(
+                        "host {h} belongs to namespace {} (its oldest Ingress); this rule's paths are not served",
+                        owner.namespace
+                    ),
+                    format!(
+                        "use a host of namespace {namespace}'s own, or annotate an Ingress of namespace {} for {h} with {SHARE_HOST_ANNOTATION}: {namespace}",
+                        owner.namespace
+                    ),
+                ));
+                continue;
+            }
             let https_redirect = redirect && host.as_deref().is_some_and(|h| certs.covers(h));
             for (pi, p) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
                 let field = format!("spec.rules[{ri}].http.paths[{pi}]");
@@ -293,7 +392,9 @@ fn compile_routes(
             }
         }
     }
-    build_table(drafts, default_draft)
+    let mut table = build_table(drafts, default_draft);
+    table.owners = owners;
+    table
 }
 
 fn path_rule(

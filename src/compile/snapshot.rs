@@ -81,15 +81,11 @@ impl Route {
         }
     }
 
-    /// The guard that applies to this request path, if any. Patterns are matched
-    /// against the raw and the normalized path, so an encoded path cannot slip past.
-    pub fn guard_for(&self, raw_path: &str, normalized_path: &str) -> Option<&Guard> {
-        self.guards.iter().find(|g| {
-            g.paths.is_empty()
-                || g.paths.iter().any(|p| {
-                    path_pattern_matches(p, raw_path) || path_pattern_matches(p, normalized_path)
-                })
-        })
+    /// The guard that applies to this (canonical) request path, if any.
+    pub fn guard_for(&self, path: &str) -> Option<&Guard> {
+        self.guards
+            .iter()
+            .find(|g| g.paths.is_empty() || g.paths.iter().any(|p| path_pattern_matches(p, path)))
     }
 }
 
@@ -159,6 +155,8 @@ pub struct AuthPolicy {
     pub on_unauthenticated: OnUnauthenticatedRequest,
     pub logout_path: String,
     pub post_logout_redirect_uris: Vec<String>,
+    /// Forward CORS preflights without a session (`spec.cors.allowPreflight`).
+    pub allow_preflight: bool,
     pub spec: AuthRuleSpec,
 }
 
@@ -173,6 +171,33 @@ impl std::fmt::Debug for AuthPolicy {
     }
 }
 
+/// The namespace a host belongs to (that of its oldest Ingress) and the namespaces it
+/// shares the host with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostOwner {
+    pub namespace: String,
+    pub shared_with: SharedWith,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SharedWith {
+    #[default]
+    Nobody,
+    Namespaces(Vec<String>),
+    Everyone,
+}
+
+impl HostOwner {
+    pub fn admits(&self, namespace: &str) -> bool {
+        self.namespace == namespace
+            || match &self.shared_with {
+                SharedWith::Nobody => false,
+                SharedWith::Namespaces(list) => list.iter().any(|n| n == namespace),
+                SharedWith::Everyone => true,
+            }
+    }
+}
+
 #[derive(Default)]
 pub struct RouteTable {
     pub(crate) exact: HashMap<String, Vec<Arc<Route>>>,
@@ -183,31 +208,45 @@ pub struct RouteTable {
     pub all: Vec<Arc<Route>>,
     /// The callback and every logout path: the few paths answered by the login itself.
     pub(crate) auth_paths: HashSet<String>,
+    /// Who each named host (`app.example.com`, `*.example.com`) belongs to. Routes of
+    /// a wildcard host, routes without a host and the default backend serve a named
+    /// host only for the namespaces its owner admits. Empty when hosts may be shared.
+    pub(crate) owners: HashMap<String, HostOwner>,
 }
 
 impl RouteTable {
     /// Host (lower case, no port) then the longest matching path; rules for the exact
     /// host first, then a wildcard host, then rules without a host, then the default
-    /// backend.
+    /// backend, each only as far as the host's owner admits its namespace.
     pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
-        fn by_path<'r>(routes: &'r [Arc<Route>], path: &str) -> Option<&'r Arc<Route>> {
-            routes
-                .iter()
-                .find(|r| r.path.as_ref().is_some_and(|p| p.matches(path)))
-        }
+        let owner = self.owner(host);
+        self.candidates(host)
+            .filter(|r| r.path.as_ref().is_some_and(|p| p.matches(path)))
+            .chain(&self.default_backend)
+            .find(|r| owner.is_none_or(|o| o.admits(&r.ingress.namespace)))
+    }
+
+    /// Routes that may serve `host`, in precedence order (default backend aside).
+    fn candidates<'a>(&'a self, host: &str) -> impl Iterator<Item = &'a Arc<Route>> + 'a {
         let wildcard = host
             .split_once('.')
             .and_then(|(_, suffix)| self.wildcard.get(suffix));
         self.exact
             .get(host)
-            .and_then(|r| by_path(r, path))
-            .or_else(|| wildcard.and_then(|r| by_path(r, path)))
-            .or_else(|| by_path(&self.any_host, path))
-            .or(self.default_backend.as_ref())
+            .into_iter()
+            .chain(wildcard)
+            .flatten()
+            .chain(&self.any_host)
     }
-}
 
-impl RouteTable {
+    /// The owner of the exact host, else of the wildcard host that covers it.
+    fn owner(&self, host: &str) -> Option<&HostOwner> {
+        self.owners.get(host).or_else(|| {
+            host.split_once('.')
+                .and_then(|(_, suffix)| self.owners.get(&format!("*.{suffix}")))
+        })
+    }
+
     /// Whether this path may belong to the login itself on some host (cheap, checked
     /// for every request before the per-host lookup).
     pub fn is_auth_path(&self, path: &str) -> bool {
@@ -215,19 +254,14 @@ impl RouteTable {
     }
 
     /// The OIDC policies guarding any route this host can reach: the callback path is
-    /// answered per host, whichever route a login started from.
+    /// answered per host, whichever route a login started from. Rules of namespaces
+    /// the host's owner does not admit never take part in its logins.
     pub fn oidc_policies(&self, host: &str) -> Vec<Arc<AuthPolicy>> {
-        let wildcard = host
-            .split_once('.')
-            .and_then(|(_, suffix)| self.wildcard.get(suffix));
+        let owner = self.owner(host);
         let routes = self
-            .exact
-            .get(host)
-            .into_iter()
-            .chain(wildcard)
-            .flatten()
-            .chain(&self.any_host)
-            .chain(&self.default_backend);
+            .candidates(host)
+            .chain(&self.default_backend)
+            .filter(|r| owner.is_none_or(|o| o.admits(&r.ingress.namespace)));
         let mut policies: Vec<Arc<AuthPolicy>> = Vec::new();
         for guard in routes.flat_map(|r| &r.guards) {
             if let GuardPolicy::Oidc(p) = &guard.policy

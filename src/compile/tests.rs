@@ -317,7 +317,7 @@ stringData: {client-secret: "s3cret\n"}
 
 fn guard_policy(c: &Compiled, path: &str) -> Option<Result<Arc<AuthPolicy>, String>> {
     let route = c.snapshot.routes.find("app.example.com", path)?;
-    route.guard_for(path, path).map(|g| match &g.policy {
+    route.guard_for(path).map(|g| match &g.policy {
         GuardPolicy::Oidc(p) => Ok(p.clone()),
         GuardPolicy::Broken(m) => Err(m.clone()),
     })
@@ -408,12 +408,12 @@ fn an_unreadable_authrule_still_guards_its_targets() {
 
 #[test]
 fn http_issuers_are_only_for_loopback() {
-    assert!(auth::check_endpoint_url("https://idp.example.com/realms/x").is_ok());
-    assert!(auth::check_endpoint_url("http://127.0.0.1:9000").is_ok());
-    assert!(auth::check_endpoint_url("http://localhost/x").is_ok());
-    assert!(auth::check_endpoint_url("http://localhost.evil.com/").is_err());
-    assert!(auth::check_endpoint_url("https://user@idp.example.com").is_err());
-    assert!(auth::check_endpoint_url("idp.example.com").is_err());
+    assert!(crate::model::check_endpoint_url("https://idp.example.com/realms/x").is_ok());
+    assert!(crate::model::check_endpoint_url("http://127.0.0.1:9000").is_ok());
+    assert!(crate::model::check_endpoint_url("http://localhost/x").is_ok());
+    assert!(crate::model::check_endpoint_url("http://localhost.evil.com/").is_err());
+    assert!(crate::model::check_endpoint_url("https://user@idp.example.com").is_err());
+    assert!(crate::model::check_endpoint_url("idp.example.com").is_err());
 }
 
 #[test]
@@ -551,4 +551,163 @@ fn the_ssl_redirect_annotation_turns_the_redirect_off() {
             .unwrap()
             .https_redirect
     );
+}
+
+fn ingress(ns: &str, name: &str, host: Option<&str>, path: &str, annotations: &str) -> String {
+    let host = host.map_or(String::new(), |h| format!("host: {h}\n    "));
+    format!(
+        r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: {name}, namespace: {ns}, creationTimestamp: "2026-01-0{n}T00:00:00Z"{annotations}}}
+spec:
+  ingressClassName: portcullis
+  rules:
+  - {host}http:
+      paths:
+      - {{path: {path}, pathType: Prefix, backend: {{service: {{name: svc, port: {{number: 80}}}}}}}}
+"#,
+        n = if ns == "victim" { 1 } else { 2 }
+    )
+}
+
+fn two_tenants(evil_annotations: &str, victim_annotations: &str) -> String {
+    let mut yaml = ingress("victim", "app", Some("app.test"), "/", victim_annotations);
+    yaml.push_str(&ingress(
+        "evil",
+        "grab",
+        Some("app.test"),
+        "/admin/login",
+        evil_annotations,
+    ));
+    yaml.push_str(&ingress("evil", "any", None, "/other", ""));
+    yaml.push_str(&service("victim", "svc", "10.0.0.1", 80));
+    yaml.push_str(&service("evil", "svc", "10.6.6.6", 80));
+    yaml
+}
+
+#[test]
+fn a_host_belongs_to_the_namespace_of_its_oldest_ingress() {
+    let c = compiled(&two_tenants("", ""));
+    assert_eq!(
+        target_of(&c, "app.test", "/admin/login").as_deref(),
+        Some("10.0.0.1:80")
+    );
+    // A rule without a host does not reach into an owned host either.
+    assert_eq!(
+        target_of(&c, "app.test", "/other").as_deref(),
+        Some("10.0.0.1:80")
+    );
+    assert_eq!(
+        target_of(&c, "elsewhere.test", "/other").as_deref(),
+        Some("10.6.6.6:80")
+    );
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.reason == "HostOwnedByOtherNamespace")
+        .expect("the refused Ingress is told why");
+    assert_eq!(d.object, ObjectRef::new("Ingress", "evil", "grab"));
+    assert_eq!(d.field, "spec.rules[0].host");
+    assert!(d.fix.contains(SHARE_HOST_ANNOTATION), "{}", d.fix);
+}
+
+#[test]
+fn the_owner_may_share_its_host() {
+    for share in [
+        ", annotations: {portcullis.dev/share-host-with: \"evil\"}",
+        ", annotations: {portcullis.dev/share-host-with: \"*\"}",
+    ] {
+        let c = compiled(&two_tenants("", share));
+        assert_eq!(
+            target_of(&c, "app.test", "/admin/login").as_deref(),
+            Some("10.6.6.6:80")
+        );
+        assert!(
+            !c.diagnostics
+                .iter()
+                .any(|d| d.reason == "HostOwnedByOtherNamespace")
+        );
+    }
+    // Only the owner can share: the claimant's own annotation is worth nothing.
+    let c = compiled(&two_tenants(
+        ", annotations: {portcullis.dev/share-host-with: \"*\"}",
+        "",
+    ));
+    assert_eq!(
+        target_of(&c, "app.test", "/admin/login").as_deref(),
+        Some("10.0.0.1:80")
+    );
+    let options = CompileOptions {
+        allow_shared_hosts: true,
+        ..CompileOptions::default()
+    };
+    let c = compile(&objects(&two_tenants("", "")), &options);
+    assert_eq!(
+        target_of(&c, "app.test", "/admin/login").as_deref(),
+        Some("10.6.6.6:80")
+    );
+}
+
+fn rule_on(ns: &str, name: &str, target: &str, cookie: Option<&str>) -> String {
+    let session = cookie.map_or(String::new(), |c| {
+        format!("  session: {{cookieName: {c}}}\n")
+    });
+    format!(
+        r#"
+---
+apiVersion: portcullis.dev/v1alpha1
+kind: AuthRule
+metadata: {{name: {name}, namespace: {ns}, creationTimestamp: "2026-01-0{n}T00:00:00Z"}}
+spec:
+  targetRefs: [{{name: {target}}}]
+{session}  oidc: {{issuer: "https://idp.test", clientId: app, clientSecretRef: {{name: idp}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: idp, namespace: {ns}}}
+stringData: {{client-secret: s}}
+"#,
+        n = if name == "first" { 1 } else { 2 }
+    )
+}
+
+#[test]
+fn two_rules_on_one_host_never_share_a_cookie() {
+    let mut yaml = ingress("apps", "a", Some("app.example.com"), "/a", "");
+    yaml.push_str(&ingress("apps", "b", Some("app.example.com"), "/b", ""));
+    yaml.push_str(&ingress("apps", "c", Some("other.test"), "/", ""));
+    yaml.push_str(&service("apps", "svc", "10.0.0.1", 80));
+    let mut defaults = yaml.clone();
+    defaults.push_str(&rule_on("apps", "first", "a", None));
+    defaults.push_str(&rule_on("apps", "second", "b", None));
+    let c = compiled(&defaults);
+    let cookie = |c: &Compiled, path: &str| match guard_policy(c, path) {
+        Some(Ok(p)) => p.cookie_name.clone(),
+        other => panic!("{path}: {:?}", other.map(|r| r.map(|p| p.rule.clone()))),
+    };
+    let (a, b) = (cookie(&c, "/a"), cookie(&c, "/b"));
+    assert_eq!(
+        a, "AWSELBAuthSessionCookie",
+        "the oldest rule keeps ALB's name"
+    );
+    assert!(b.starts_with("AWSELBAuthSessionCookie-") && b != a, "{b}");
+    assert_eq!(
+        cookie(&compiled(&defaults), "/b"),
+        b,
+        "stable across compiles"
+    );
+
+    let mut named = yaml;
+    named.push_str(&rule_on("apps", "first", "a", Some("same")));
+    named.push_str(&rule_on("apps", "second", "b", Some("same")));
+    let c = compiled(&named);
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.reason == "CookieNameConflict")
+        .unwrap();
+    assert_eq!(d.object, ObjectRef::new("AuthRule", "apps", "second"));
+    assert_eq!(d.field, "spec.session.cookieName");
 }

@@ -106,8 +106,9 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
             .map_err(|e| DemoError::Client(e.to_string()))?,
         KeyRing::new(&[session_key.to_vec()]).ok_or(IdentityError::Random)?,
         SigningKey::generate()?,
-        "arn:aws:elasticloadbalancing:local:000000000000:loadbalancer/app/portcullis-demo/0".into(),
+        crate::auth::identity::DEFAULT_SIGNER.into(),
     );
+    auth.providers().spawn_refresher();
     let log = AccessLog::start(LogFormat::Alb, Box::new(std::io::stdout()));
     let dp = DataPlane::new(ProxyConfig::default(), log, auth);
     let options_compile = CompileOptions {

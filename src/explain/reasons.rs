@@ -177,6 +177,24 @@ pub const REASONS: &[Reason] = &[
         "Send Host.",
     ),
     r(
+        "AmbiguousRequestPath",
+        "The path could be read as another path by the backend, so it was refused (400).",
+        "An encoded slash or backslash, a ;-parameter, a NUL or control character, or a broken %-escape; often a probe, sometimes an app that really uses such paths.",
+        "If the app needs them, choose --escaped-slashes / --path-parameters normalize (or keep, when no backend decodes them); see the README's security section.",
+    ),
+    r(
+        "AmbiguousHost",
+        "The request named more than one host, or a host that is not a valid name (400).",
+        "Two Host headers, an absolute URL or HTTP/2 :authority that disagrees with Host, or user info in the host.",
+        "Send one Host that matches the URL; check proxies in front of Portcullis that rewrite one but not the other.",
+    ),
+    r(
+        "AuthIssuerMismatch",
+        "The callback's iss parameter names another provider (RFC 9207).",
+        "Two providers' logins crossed in one browser, or an attacker replayed another provider's response (mix-up).",
+        "Start again from the application; if it persists, check that the AuthRule's issuer is exactly the provider's.",
+    ),
+    r(
         "BackendUnavailable",
         "The Service is missing or has no ready endpoints.",
         "Pods not ready, a selector that matches nothing, or a wrong Service name or port.",

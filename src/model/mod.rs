@@ -68,6 +68,28 @@ pub struct AuthRuleSpec {
     /// provider's `end_session_endpoint`.
     #[serde(default, skip_serializing_if = "LogoutSpec::is_default")]
     pub logout: LogoutSpec,
+
+    /// Cross-origin requests. A CORS preflight (`OPTIONS` with
+    /// `Access-Control-Request-Method`) never carries a session, so by default it is
+    /// answered like any request without one.
+    #[serde(default, skip_serializing_if = "CorsSpec::is_default")]
+    pub cors: CorsSpec,
+}
+
+/// How CORS preflights on guarded paths are treated.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CorsSpec {
+    /// Forward preflights without a body to the backend without a session, so the
+    /// backend answers them itself. Default false.
+    #[serde(default)]
+    pub allow_preflight: bool,
+}
+
+impl CorsSpec {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Logout: the path that ends a session and where the browser may land afterwards.
@@ -242,7 +264,7 @@ pub struct AuthRuleStatus {
     #[serde(default)]
     pub attached_routes: i32,
     /// Failed logins among the recent ones the status-writing replica saw, by
-    /// `error_reason` (`kubectl get --raw` the admin `/flows` for details).
+    /// `error_reason` (`kubectl port-forward` to the admin port, then `/flows`, for details).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub recent_login_failures: BTreeMap<String, i32>,
 }
@@ -273,6 +295,74 @@ pub fn path_pattern_matches(pattern: &str, path: &str) -> bool {
         }
     }
     p[pi..].iter().all(|&c| c == b'*')
+}
+
+/// A DNS name: dot-separated labels of letters, digits and `-`, at most 253 bytes.
+pub fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// `https://` URLs, or `http://` to a loopback host (development providers).
+pub fn check_endpoint_url(url: &str) -> Result<(), &'static str> {
+    let rest = if let Some(rest) = url.strip_prefix("https://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        });
+        if !matches!(host, "localhost" | "127.0.0.1" | "[::1]") {
+            return Err("must use https (http only for a loopback development provider)");
+        }
+        rest
+    } else {
+        return Err("must be an https:// URL");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty()
+        || authority.contains('@')
+        || url.bytes().any(|b| b.is_ascii_control() || b == b' ')
+        || url.contains('#')
+    {
+        return Err("is not a valid URL (no user info, spaces or fragments)");
+    }
+    if is_metadata_host(authority) {
+        return Err("points at a link-local or cloud metadata address");
+    }
+    Ok(())
+}
+
+/// Link-local addresses (where cloud instance metadata lives) and the metadata
+/// services' own names: never an identity provider.
+fn is_metadata_host(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if matches!(host.as_str(), "metadata.google.internal" | "metadata") {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>().map(|ip| ip.to_canonical()) {
+        Ok(std::net::IpAddr::V4(v4)) => v4.is_link_local() || v4.octets() == [100, 100, 100, 200],
+        Ok(std::net::IpAddr::V6(v6)) => {
+            (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6 == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+        }
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]

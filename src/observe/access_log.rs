@@ -128,7 +128,7 @@ impl AccessRecord {
                 false,
             ),
             ("sent_bytes", Cow::Owned(self.sent_bytes.to_string()), false),
-            ("request", b(&self.request), true),
+            ("request", redact_query(&self.request), true),
             ("user_agent", b(&self.user_agent), true),
             ("ssl_cipher", b(&self.ssl_cipher), false),
             ("ssl_protocol", b(&self.ssl_protocol), false),
@@ -147,7 +147,7 @@ impl AccessRecord {
                 false,
             ),
             ("actions_executed", b(&self.actions_executed), true),
-            ("redirect_url", b(&self.redirect_url), true),
+            ("redirect_url", redact_query(&self.redirect_url), true),
             ("error_reason", b(&self.error_reason), true),
             ("target:port_list", b(&self.target_port_list), true),
             (
@@ -207,6 +207,48 @@ impl AccessRecord {
 
 /// Quoted fields keep parsers in step: `"` and `\` are escaped, control and non-ASCII
 /// bytes become `\xHH`; an unquoted field escapes spaces too.
+/// Query parameters that carry a login's secrets: an authorization code, the state
+/// that binds it, an ID token sent as a logout hint.
+const SECRET_PARAMS: &[&str] = &["code", "state", "id_token_hint"];
+
+/// The text with the values of secret query parameters replaced by `REDACTED`;
+/// everything else byte for byte.
+pub fn redact_query(text: &str) -> Cow<'_, str> {
+    let Some((before, query)) = text.split_once('?') else {
+        return Cow::Borrowed(text);
+    };
+    // A request line ends in ` HTTP/x`; keep that tail out of the query.
+    let (query, tail) = query
+        .split_once(' ')
+        .map_or((query, None), |(q, t)| (q, Some(t)));
+    let secret = |key: &str| {
+        let key: String = form_urlencoded::parse(key.as_bytes())
+            .next()
+            .map(|(k, _)| k.into_owned())
+            .unwrap_or_default();
+        SECRET_PARAMS.iter().any(|p| key.eq_ignore_ascii_case(p))
+    };
+    if !query
+        .split('&')
+        .any(|pair| secret(pair.split('=').next().unwrap_or_default()))
+    {
+        return Cow::Borrowed(text);
+    }
+    let redacted: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if secret(k) => format!("{k}=REDACTED"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    let mut out = format!("{before}?{}", redacted.join("&"));
+    if let Some(t) = tail {
+        out.push(' ');
+        out.push_str(t);
+    }
+    Cow::Owned(out)
+}
+
 fn escape_into(out: &mut String, s: &str, bare: bool) {
     let plain = |b: u8| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\';
     if s.bytes().all(plain) {
@@ -322,6 +364,25 @@ mod tests {
             "127.0.0.1:5000".parse().unwrap(),
             "t".into(),
         )
+    }
+
+    #[test]
+    fn login_secrets_never_reach_the_log() {
+        let mut r = record();
+        r.request =
+            "GET http://app.test:80/oauth2/idpresponse?code=c-1&state=s-1&iss=x HTTP/1.1".into();
+        r.redirect_url =
+            "https://idp.test/logout?client_id=a&id_token_hint=eyJ.x.y&St%61te=s".into();
+        let line = r.alb_line();
+        for secret in ["c-1", "s-1", "eyJ.x.y", "=s\""] {
+            assert!(!line.contains(secret), "{secret} in {line}");
+        }
+        assert!(line.contains("\"GET http://app.test:80/oauth2/idpresponse?code=REDACTED&state=REDACTED&iss=x HTTP/1.1\""), "{line}");
+        assert!(
+            line.contains("client_id=a&id_token_hint=REDACTED&St%61te=REDACTED"),
+            "{line}"
+        );
+        assert_eq!(redact_query("GET /a?x=1 HTTP/1.1"), "GET /a?x=1 HTTP/1.1");
     }
 
     #[test]

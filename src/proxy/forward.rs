@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use http::header::{CONNECTION, HOST, HeaderValue, UPGRADE};
+use http::header::{CONNECTION, HeaderValue, UPGRADE};
 use http::{Request, Response, StatusCode, Uri, Version, request};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -182,18 +182,9 @@ fn upstream_uri(target: &str, original: &Uri) -> Result<Uri, http::Error> {
         .build()
 }
 
-/// Upstream requests are HTTP/1.1 with the client's `Host`; hop-by-hop headers go,
-/// except the two a WebSocket upgrade needs.
+/// Upstream requests are HTTP/1.1. The client's hop-by-hop headers went on arrival;
+/// a WebSocket upgrade gets the two it needs back.
 fn prepare_headers(parts: &mut request::Parts, websocket: bool) {
-    if !parts.headers.contains_key(HOST)
-        && let Some(authority) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    {
-        parts.headers.insert(HOST, authority);
-    }
-    strip_hop_by_hop(&mut parts.headers);
     if websocket {
         parts
             .headers

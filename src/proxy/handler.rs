@@ -14,10 +14,9 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::canonical::{self, Authority, Refusal};
 use super::forward::{self, Outgoing};
-use super::headers::{
-    is_websocket_upgrade, normalize_path, request_host, set_forwarded, strip_identity_headers,
-};
+use super::headers::{is_websocket_upgrade, set_forwarded};
 use super::pages::{ErrorPage, prefers_html, redirect};
 use super::{Body, BoxError, ConnInfo, DataPlane, Live};
 use crate::auth::flow::FlowError;
@@ -30,6 +29,13 @@ use crate::model::OnUnauthenticatedRequest;
 use crate::observe::access_log::{AccessRecord, timestamp};
 use crate::observe::flows::{Hop, now_ms};
 use crate::observe::trace::{self, TraceId};
+
+/// What the guard needs of the canonical request.
+struct Arrival<'a> {
+    authority: &'a Authority,
+    /// The canonical path with the query as sent.
+    path_and_query: &'a str,
+}
 
 /// State of one request, filled as it moves along.
 struct Exchange {
@@ -92,33 +98,41 @@ impl Exchange {
         mut req: Request<Incoming>,
         received_bytes: Arc<AtomicU64>,
     ) -> Response<Body> {
-        let Some((host, _)) = request_host(req.uri(), req.headers()) else {
-            // A callback without a host cannot be matched to the login it finishes.
-            let reason = if req.uri().path() == CALLBACK_PATH {
-                "AuthMissingHostHeader"
-            } else {
-                "MissingHostHeader"
-            };
-            return self.error(
-                StatusCode::BAD_REQUEST,
-                reason,
-                "The request has no valid Host header.",
-            );
+        let tls = self.conn.tls.is_some();
+        let authority = match canonical::authority(req.uri(), req.headers(), tls) {
+            Ok(a) => a,
+            Err(refusal) => {
+                // A callback without a host cannot be matched to the login it finishes.
+                let reason = if refusal == Refusal::MissingHost && req.uri().path() == CALLBACK_PATH
+                {
+                    "AuthMissingHostHeader"
+                } else {
+                    refusal.reason()
+                };
+                return self.refuse(reason, refusal);
+            }
         };
-        let raw_path = req.uri().path().to_owned();
-        if let Some(answer) = self.public_keys(&raw_path) {
+        let rules = &self.dp.config.path_rules;
+        let path = match canonical::canonical_path(req.uri().path(), rules) {
+            Ok(p) => p,
+            Err(refusal) => return self.refuse(refusal.reason(), refusal),
+        };
+        let websocket = is_websocket_upgrade(req.headers());
+        canonical::clean_arrival(req.headers_mut(), &self.dp.config.dropped_headers);
+        let host = authority.host.clone();
+        if let Some(answer) = self.public_keys(&path) {
             return answer;
         }
-        if self.live.snapshot.routes.is_auth_path(&raw_path) {
+        if self.live.snapshot.routes.is_auth_path(&path) {
             let policies = self.live.snapshot.routes.oidc_policies(&host);
-            if raw_path == CALLBACK_PATH && !policies.is_empty() {
-                return self.callback(&req, &host, &policies).await;
+            if path == CALLBACK_PATH && !policies.is_empty() {
+                return self.callback(&req, &authority, &policies).await;
             }
-            if let Some(policy) = policies.iter().find(|p| p.logout_path == raw_path) {
+            if let Some(policy) = policies.iter().find(|p| p.logout_path == path) {
                 return self.logout(&req, &host, policy).await;
             }
         }
-        let Some(route) = self.live.snapshot.routes.find(&host, &raw_path).cloned() else {
+        let Some(route) = self.live.snapshot.routes.find(&host, &path).cloned() else {
             return self.error(
                 StatusCode::NOT_FOUND,
                 "NoMatchingRoute",
@@ -127,6 +141,10 @@ impl Exchange {
         };
         self.rec.matched_rule_priority = route.priority.to_string();
         self.route = Some(route.clone());
+        let path_and_query = match req.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.clone(),
+        };
         if let (true, None, Some(port)) = (
             route.https_redirect,
             &self.conn.tls,
@@ -137,14 +155,12 @@ impl Exchange {
             } else {
                 format!("{host}:{port}")
             };
-            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-            let location = format!("https://{authority}{path}");
+            let location = format!("https://{authority}{path_and_query}");
             self.rec.add_action("redirect");
             self.rec.redirect_url = location.clone();
             return redirect(StatusCode::PERMANENT_REDIRECT, &location);
         }
-        strip_identity_headers(req.headers_mut());
-        if let Some(guard) = route.guard_for(&raw_path, &normalize_path(&raw_path)) {
+        if let Some(guard) = route.guard_for(&path) {
             self.rec.add_action("authenticate");
             match &guard.policy {
                 GuardPolicy::Broken(problem) => {
@@ -152,7 +168,11 @@ impl Exchange {
                     return self.error(StatusCode::INTERNAL_SERVER_ERROR, "AuthRuleInvalid", "Login for this address is misconfigured; the operator can see why in the AuthRule's status or with `portcullis check`.");
                 }
                 GuardPolicy::Oidc(policy) => {
-                    if let Some(answer) = self.guard(&mut req, &host, policy).await {
+                    let at = Arrival {
+                        authority: &authority,
+                        path_and_query: &path_and_query,
+                    };
+                    if let Some(answer) = self.guard(&mut req, &at, policy).await {
                         return answer;
                     }
                 }
@@ -170,9 +190,14 @@ impl Exchange {
             }
             Backend::Service(upstream) => {
                 self.rec.add_action("forward");
-                let upgrade =
-                    is_websocket_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+                let upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
                 let (mut parts, body) = req.into_parts();
+                if !self.dp.config.forward_original_path
+                    && let Ok(uri) = path_and_query.parse::<http::Uri>()
+                {
+                    parts.uri = uri;
+                }
+                canonical::set_host(&mut parts.headers, &authority);
                 set_forwarded(
                     &mut parts.headers,
                     self.conn.peer,
@@ -223,9 +248,10 @@ impl Exchange {
     async fn guard(
         &mut self,
         req: &mut Request<Incoming>,
-        host: &str,
+        arrival: &Arrival<'_>,
         policy: &AuthPolicy,
     ) -> Option<Response<Body>> {
+        let host = arrival.authority.host.as_str();
         let secure = self.conn.tls.is_some();
         if !secure && !self.conn.local.ip().is_loopback() {
             return Some(self.error(
@@ -285,8 +311,14 @@ impl Exchange {
             }
             SessionState::None => false,
         };
+        // A CORS preflight carries no credentials by design; it passes only where the
+        // rule says so, and only without a body.
         let preflight = req.method() == http::Method::OPTIONS
             && req.headers().contains_key("access-control-request-method");
+        if preflight && policy.allow_preflight && req.body().is_end_stream() {
+            self.rec.add_action("preflight");
+            return None;
+        }
         match policy.on_unauthenticated {
             OnUnauthenticatedRequest::Allow => return None,
             OnUnauthenticatedRequest::Deny if !expired => {
@@ -301,11 +333,9 @@ impl Exchange {
                     "This address needs a login session.",
                 ));
             }
-            _ if preflight => return None,
             _ => {}
         }
-        let return_to =
-            safe_return_path(req.uri().path_and_query().map_or("/", |p| p.as_str())).to_owned();
+        let return_to = safe_return_path(arrival.path_and_query).to_owned();
         if !self.html {
             // Scripts cannot follow a login. Point them at this page: opened in a
             // browser, it starts a login with its own flow cookie.
@@ -319,7 +349,7 @@ impl Exchange {
             );
             return Some(resp);
         }
-        let redirect_uri = callback_uri(req, secure);
+        let redirect_uri = callback_uri(arrival.authority, secure);
         let at = Browser {
             host,
             redirect_uri: &redirect_uri,
@@ -389,15 +419,16 @@ impl Exchange {
     async fn callback(
         &mut self,
         req: &Request<Incoming>,
-        host: &str,
+        authority: &Authority,
         policies: &[Arc<AuthPolicy>],
     ) -> Response<Body> {
+        let host = authority.host.as_str();
         self.rec.add_action("authenticate");
         let secure = self.conn.tls.is_some();
         let cookies = cookie_headers(req.headers());
         let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
         let query = form_pairs(req.uri().query().unwrap_or(""));
-        let redirect_uri = callback_uri(req, secure);
+        let redirect_uri = callback_uri(authority, secure);
         let started = std::time::Instant::now();
         let mut outcome = None;
         let mut notes = Notes::default();
@@ -493,9 +524,19 @@ impl Exchange {
         }
     }
 
+    /// A request head that backends could read differently from Portcullis: 400.
+    fn refuse(&mut self, reason: &str, refusal: Refusal) -> Response<Body> {
+        tracing::info!(trace_id = %self.trace.root, %refusal, "request refused");
+        self.error(
+            StatusCode::BAD_REQUEST,
+            reason,
+            "The request is malformed or ambiguous and was not forwarded.",
+        )
+    }
+
     fn login_error(&mut self, e: &LoginError) -> Response<Body> {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        self.error(status, e.reason(), &e.to_string())
+        self.error(status, e.reason(), e.public_message())
     }
 
     fn error(&mut self, status: StatusCode, reason: &str, message: &str) -> Response<Body> {
@@ -565,22 +606,9 @@ fn cookie_headers(headers: &HeaderMap) -> Vec<String> {
 }
 
 /// Where the provider sends the browser back: this host, as the browser addressed it.
-fn callback_uri(req: &Request<Incoming>, secure: bool) -> String {
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            req.headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
-        .unwrap_or_default();
-    format!(
-        "{}://{authority}{CALLBACK_PATH}",
-        if secure { "https" } else { "http" }
-    )
+fn callback_uri(authority: &Authority, secure: bool) -> String {
+    let scheme = if secure { "https" } else { "http" };
+    format!("{scheme}://{}{CALLBACK_PATH}", authority.header)
 }
 
 fn insert_identity(headers: &mut HeaderMap, identity: &Identity) {
@@ -605,8 +633,8 @@ fn append_cookies(resp: &mut Response<Body>, cookies: impl IntoIterator<Item = S
 
 fn describe_request(rec: &mut AccessRecord, req: &Request<Incoming>, conn: &ConnInfo) {
     let scheme = if conn.tls.is_some() { "https" } else { "http" };
-    let host = request_host(req.uri(), req.headers())
-        .map_or_else(|| conn.local.ip().to_string(), |(h, _)| h);
+    let host = canonical::authority(req.uri(), req.headers(), conn.tls.is_some())
+        .map_or_else(|_| conn.local.ip().to_string(), |a| a.host);
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let version = match req.version() {
         Version::HTTP_2 => "HTTP/2.0",

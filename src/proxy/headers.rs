@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use http::header::{
-    CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, TE, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, HeaderMap, HeaderName, HeaderValue, TE, TRANSFER_ENCODING, UPGRADE,
 };
 
 use super::IpNet;
@@ -121,58 +121,6 @@ pub fn set_forwarded(
     }
 }
 
-/// The request's host, lower case, without port: from the URI (HTTP/2 `:authority`)
-/// or the `Host` header. `None` when absent or malformed.
-pub fn request_host(uri: &http::Uri, headers: &HeaderMap) -> Option<(String, Option<u16>)> {
-    let raw = match uri.authority() {
-        Some(a) => a.as_str().to_owned(),
-        None => headers.get(HOST)?.to_str().ok()?.to_owned(),
-    };
-    let authority: http::uri::Authority = raw.parse().ok()?;
-    if authority.as_str().contains('@') {
-        return None;
-    }
-    let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
-    if host.is_empty() {
-        return None;
-    }
-    Some((host, authority.port_u16()))
-}
-
-/// The path with `%XX` decoded, dot segments resolved and repeated slashes folded:
-/// what a backend may make of the raw path, for matching guards.
-pub fn normalize_path(raw: &str) -> String {
-    let bytes = raw.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            decoded.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        decoded.push(if bytes[i] == b'\\' { b'/' } else { bytes[i] });
-        i += 1;
-    }
-    let text = String::from_utf8_lossy(&decoded);
-    let mut segments: Vec<&str> = Vec::new();
-    for seg in text.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            s => segments.push(s),
-        }
-    }
-    let trailing = text.ends_with('/') && !segments.is_empty();
-    format!("/{}{}", segments.join("/"), if trailing { "/" } else { "" })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,38 +188,5 @@ mod tests {
         );
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 203.0.113.9");
         assert_eq!(h["x-forwarded-proto"], "https");
-    }
-
-    #[test]
-    fn hosts_come_from_authority_or_host_header() {
-        let mut h = HeaderMap::new();
-        h.insert(HOST, HeaderValue::from_static("App.Example.com:8080"));
-        assert_eq!(
-            request_host(&"/x".parse().unwrap(), &h),
-            Some(("app.example.com".into(), Some(8080)))
-        );
-        assert_eq!(
-            request_host(
-                &"https://h2.example.com/x".parse().unwrap(),
-                &HeaderMap::new()
-            ),
-            Some(("h2.example.com".into(), None))
-        );
-        h.insert(HOST, HeaderValue::from_static("user@evil.com"));
-        assert_eq!(request_host(&"/x".parse().unwrap(), &h), None);
-        assert_eq!(
-            request_host(&"/x".parse().unwrap(), &HeaderMap::new()),
-            None
-        );
-    }
-
-    #[test]
-    fn paths_normalize_like_a_lenient_backend() {
-        assert_eq!(normalize_path("/%61uth/x"), "/auth/x");
-        assert_eq!(normalize_path("/public/../auth"), "/auth");
-        assert_eq!(normalize_path("//auth//x/"), "/auth/x/");
-        assert_eq!(normalize_path("/a\\..\\auth"), "/auth");
-        assert_eq!(normalize_path("/%2"), "/%2");
-        assert_eq!(normalize_path("/"), "/");
     }
 }

@@ -2,6 +2,7 @@
 //! once per request, so installing a new one never blocks or drops a request.
 
 mod balance;
+pub mod canonical;
 mod forward;
 pub mod handler;
 pub mod headers;
@@ -48,6 +49,14 @@ pub struct ProxyConfig {
     /// A path on every host that serves the `x-amzn-oidc-data` keys (`<path>/<kid>`
     /// as PEM, `<path>` as a JWKS) to backends that cannot reach the admin listener.
     pub public_keys_path: Option<String>,
+    /// How ambiguous paths are handled (see `canonical`).
+    pub path_rules: canonical::PathRules,
+    /// Forward the path as the client sent it instead of the canonical path.
+    pub forward_original_path: bool,
+    /// Client headers never forwarded (the identity headers always go too).
+    pub dropped_headers: Vec<http::HeaderName>,
+    /// Serve `/flows` on the admin listener to any peer, not only loopback.
+    pub expose_flows: bool,
 }
 
 impl Default for ProxyConfig {
@@ -66,6 +75,13 @@ impl Default for ProxyConfig {
             max_concurrent_streams: 256,
             failure_backoff: Duration::from_secs(10),
             public_keys_path: None,
+            path_rules: canonical::PathRules::default(),
+            forward_original_path: false,
+            dropped_headers: canonical::DEFAULT_DROPPED_HEADERS
+                .iter()
+                .map(|n| http::HeaderName::from_static(n))
+                .collect(),
+            expose_flows: false,
         }
     }
 }

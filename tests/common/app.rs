@@ -57,8 +57,15 @@ pub async fn setup_rule(idp_env: &[(&str, &str)], rule: &str, args: &[&str]) -> 
     let proxy = Portcullis::start(manifests.path(), args);
     let origin = format!("http://app.example.com:{}", proxy.http.port());
     let redirect_uris = format!("{origin}/oauth2/idpresponse");
-    let mut env = vec![("IDP_REDIRECT_URIS", redirect_uris.as_str())];
-    env.extend_from_slice(idp_env);
+    // ORIGIN and PORT in the caller's values stand for this proxy's.
+    let port = proxy.http.port().to_string();
+    let mut env = vec![("IDP_REDIRECT_URIS", redirect_uris.clone())];
+    env.extend(
+        idp_env
+            .iter()
+            .map(|(k, v)| (*k, v.replace("ORIGIN", &origin).replace("PORT", &port))),
+    );
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let idp = Idp::start(&env);
     manifests.write(
         "auth.yaml",

@@ -471,3 +471,63 @@ pub fn verify_alb_data(token: &str, pem: &str) -> Result<serde_json::Value, Stri
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
+
+/// A response read off a raw socket: the status code, the head and the body.
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl RawResponse {
+    /// What the echo backend saw, when the request reached it.
+    pub fn backend(&self) -> Option<serde_json::Value> {
+        serde_json::from_str::<serde_json::Value>(&self.body)
+            .ok()
+            .filter(|v| v.get("backend").is_some())
+    }
+}
+
+/// Sends `request` exactly as given (it should ask for `Connection: close`) and reads
+/// the whole response, undoing chunked encoding.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(request).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    RawResponse {
+        status,
+        head: head.to_owned(),
+        body,
+    }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}

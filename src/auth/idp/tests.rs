@@ -234,3 +234,26 @@ fn form_decoding_reverses_encoding() {
     }
     assert_eq!(form_decode("a+b%2Bc%zz%4"), "a b+c%zz%4");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+    /// Encoding then decoding gives the text back, and decoding never panics.
+    #[test]
+    fn form_encoding_round_trips(s in "\\PC{0,32}", junk in "[%+&=a-f0-9]{0,16}") {
+        proptest::prop_assert_eq!(form_decode(&form_encode(&s)), s.clone());
+        let _ = form_pairs(&junk);
+        let pairs = form_pairs(&format!("state={}&code=c", form_encode(&s)));
+        proptest::prop_assert_eq!(pairs.get("state"), Some(&s));
+    }
+
+    /// Discovery and token responses of any shape are refused or read, never a panic.
+    #[test]
+    fn provider_documents_never_panic(doc in "\\PC{0,64}", n in proptest::prelude::any::<f64>()) {
+        let _ = serde_json::from_str::<ProviderMetadata>(&doc);
+        let _ = serde_json::from_str::<TokenResponse>(&doc);
+        let token = format!(r#"{{"access_token":"a","token_type":"Bearer","expires_in":"{n}"}}"#);
+        let parsed: Result<TokenResponse, _> = serde_json::from_str(&token);
+        proptest::prop_assert!(parsed.is_ok());
+    }
+}

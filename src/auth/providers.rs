@@ -1,0 +1,409 @@
+//! The provider registry: what discovery and JWKS say of each provider configuration,
+//! keyed by the whole configuration (issuer and every endpoint override), so two
+//! AuthRules naming one issuer with different endpoints never share an entry.
+//!
+//! The request path only reads it. The first use of a configuration fetches it (one
+//! fetch however many requests wait); after that a background task refreshes it on a
+//! TTL, keeping the last good answer while the provider is down. A failure is
+//! remembered with a growing back-off, so an outage does not turn every request into
+//! an outbound call. An ID token signed with a `kid` not seen before refetches the
+//! keys, each unknown `kid` at most once per interval.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+
+use super::id_token::{self, Alg, Jwks};
+use super::idp::{Hop, IdpClient, IdpError, ProviderMetadata};
+use crate::compile::AuthPolicy;
+use crate::model::check_endpoint_url;
+
+/// How long discovery and keys are used before the background refresh reads them again.
+pub const REFRESH_AFTER: Duration = Duration::from_secs(600);
+/// How often the same unknown `kid` may trigger a key refetch.
+const UNKNOWN_KID_INTERVAL: Duration = Duration::from_secs(60);
+/// At most one key refetch for unknown `kid`s in this window, whatever the `kid`s.
+const ANY_KID_INTERVAL: Duration = Duration::from_secs(1);
+/// Back-off after a failed fetch: doubling from the first to the last.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// An entry no request asked for in this long is dropped (its AuthRule is gone).
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
+
+/// One provider configuration, as AuthRules spell it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProviderKey {
+    pub issuer: String,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub user_info_endpoint: Option<String>,
+}
+
+impl ProviderKey {
+    pub fn of(policy: &AuthPolicy) -> Self {
+        Self {
+            issuer: policy.issuer.clone(),
+            authorization_endpoint: policy.authorization_endpoint.clone(),
+            token_endpoint: policy.token_endpoint.clone(),
+            user_info_endpoint: policy.user_info_endpoint.clone(),
+        }
+    }
+}
+
+/// A provider as discovery described it, with the configuration's overrides applied.
+pub struct Provider {
+    pub meta: ProviderMetadata,
+    pub algs: Vec<Alg>,
+    pub jwks: ArcSwap<Jwks>,
+    /// Unknown `kid`s that triggered a refetch, and when.
+    refetched_kids: Mutex<HashMap<String, Instant>>,
+    last_kid_refetch: Mutex<Option<Instant>>,
+}
+
+impl Provider {
+    /// Whether a token signed with `kid` may refetch the keys now (and notes that it did).
+    fn may_refetch_for(&self, kid: &str) -> bool {
+        let (Ok(mut kids), Ok(mut last)) =
+            (self.refetched_kids.lock(), self.last_kid_refetch.lock())
+        else {
+            return false;
+        };
+        if last.is_some_and(|t| t.elapsed() < ANY_KID_INTERVAL)
+            || kids
+                .get(kid)
+                .is_some_and(|t| t.elapsed() < UNKNOWN_KID_INTERVAL)
+        {
+            return false;
+        }
+        kids.retain(|_, t| t.elapsed() < UNKNOWN_KID_INTERVAL);
+        kids.insert(kid.to_owned(), Instant::now());
+        *last = Some(Instant::now());
+        true
+    }
+}
+
+/// The last check of one configuration, for status.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Health {
+    Ok,
+    Failing(IdpError),
+}
+
+struct Entry {
+    current: ArcSwapOption<Provider>,
+    /// One fetch at a time.
+    fetching: tokio::sync::Mutex<()>,
+    state: Mutex<EntryState>,
+}
+
+struct EntryState {
+    fetched_at: Option<Instant>,
+    last_used: Instant,
+    failure: Option<Failure>,
+}
+
+struct Failure {
+    error: IdpError,
+    retry_at: Instant,
+    backoff: Duration,
+}
+
+pub struct Registry {
+    idp: IdpClient,
+    entries: Mutex<HashMap<ProviderKey, Arc<Entry>>>,
+}
+
+impl Registry {
+    pub fn new(idp: IdpClient) -> Self {
+        Self {
+            idp,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn client(&self) -> &IdpClient {
+        &self.idp
+    }
+
+    fn entry(&self, key: &ProviderKey) -> Arc<Entry> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Entry {
+                    current: ArcSwapOption::empty(),
+                    fetching: tokio::sync::Mutex::new(()),
+                    state: Mutex::new(EntryState {
+                        fetched_at: None,
+                        last_used: Instant::now(),
+                        failure: None,
+                    }),
+                })
+            })
+            .clone()
+    }
+
+    /// The provider of this configuration: cached, or fetched once for everyone
+    /// waiting; a recent failure is answered from memory until its back-off ends.
+    pub async fn get(&self, key: &ProviderKey) -> Result<Arc<Provider>, IdpError> {
+        let entry = self.entry(key);
+        let backing_off = {
+            let mut state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.last_used = Instant::now();
+            state.recent_failure()
+        };
+        if let Some(p) = entry.current.load_full() {
+            return Ok(p);
+        }
+        if let Some(e) = backing_off {
+            return Err(e);
+        }
+        let _one = entry.fetching.lock().await;
+        if let Some(p) = entry.current.load_full() {
+            return Ok(p);
+        }
+        if let Some(e) = entry
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .recent_failure()
+        {
+            return Err(e);
+        }
+        self.fetch_into(key, &entry).await
+    }
+
+    async fn fetch_into(
+        &self,
+        key: &ProviderKey,
+        entry: &Entry,
+    ) -> Result<Arc<Provider>, IdpError> {
+        let fetched = self.fetch(key).await;
+        let mut state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
+        match fetched {
+            Ok(provider) => {
+                let provider = Arc::new(provider);
+                entry.current.store(Some(provider.clone()));
+                state.fetched_at = Some(Instant::now());
+                state.failure = None;
+                Ok(provider)
+            }
+            Err(e) => {
+                let backoff = state
+                    .failure
+                    .as_ref()
+                    .map_or(FIRST_BACKOFF, |f| (f.backoff * 2).min(MAX_BACKOFF));
+                state.failure = Some(Failure {
+                    error: e.clone(),
+                    retry_at: Instant::now() + backoff,
+                    backoff,
+                });
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch(&self, key: &ProviderKey) -> Result<Provider, IdpError> {
+        let mut meta = self.idp.discover(&key.issuer).await?;
+        // Endpoints given in the AuthRule win over discovery, as with ALB.
+        if let Some(e) = &key.authorization_endpoint {
+            meta.authorization_endpoint = e.clone();
+        }
+        if let Some(e) = &key.token_endpoint {
+            meta.token_endpoint = e.clone();
+        }
+        if let Some(e) = &key.user_info_endpoint {
+            meta.userinfo_endpoint = Some(e.clone());
+        }
+        check_discovered(&meta)?;
+        let jwks = self.idp.jwks(&meta.jwks_uri).await?;
+        let algs = id_token::allowed_algs(meta.id_token_signing_alg_values_supported.as_deref());
+        Ok(Provider {
+            meta,
+            algs,
+            jwks: ArcSwap::from_pointee(jwks),
+            refetched_kids: Mutex::new(HashMap::new()),
+            last_kid_refetch: Mutex::new(None),
+        })
+    }
+
+    /// Refetches the provider's keys for a token signed with an unknown `kid`, when
+    /// that `kid` has not done so lately. Returns whether the keys were replaced.
+    pub async fn refetch_keys_for(&self, provider: &Provider, kid: &str) -> Result<bool, IdpError> {
+        if !provider.may_refetch_for(kid) {
+            return Ok(false);
+        }
+        let jwks = self.idp.jwks(&provider.meta.jwks_uri).await?;
+        provider.jwks.store(Arc::new(jwks));
+        Ok(true)
+    }
+
+    /// The last check of a configuration; `None` before its first.
+    pub fn health(&self, key: &ProviderKey) -> Option<Health> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let state = entries
+            .get(key)?
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match (&state.failure, state.fetched_at) {
+            (Some(f), _) => Some(Health::Failing(f.error.clone())),
+            (None, Some(_)) => Some(Health::Ok),
+            (None, None) => None,
+        }
+    }
+
+    /// One pass of the background work: refresh what is older than `REFRESH_AFTER`
+    /// (or failed and due again), forget what nobody used for long.
+    pub async fn refresh_due(&self) {
+        let due: Vec<(ProviderKey, Arc<Entry>)> = {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            entries.retain(|_, e| {
+                e.state
+                    .lock()
+                    .map(|s| s.last_used.elapsed() < FORGET_AFTER)
+                    .unwrap_or(false)
+            });
+            entries
+                .iter()
+                .filter(|(_, e)| e.state.lock().is_ok_and(|s| s.due()))
+                .map(|(k, e)| (k.clone(), e.clone()))
+                .collect()
+        };
+        for (key, entry) in due {
+            let Ok(_one) = entry.fetching.try_lock() else {
+                continue;
+            };
+            if let Err(e) = self.fetch_into(&key, &entry).await {
+                tracing::warn!(issuer = %key.issuer, error = %e, "provider refresh failed; the last good discovery and keys stay in use");
+            }
+        }
+    }
+
+    /// Runs `refresh_due` every few seconds for as long as the registry lives.
+    pub fn spawn_refresher(self: &Arc<Self>) {
+        let registry = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(registry) = registry.upgrade() else {
+                    return;
+                };
+                registry.refresh_due().await;
+            }
+        });
+    }
+}
+
+impl EntryState {
+    fn recent_failure(&self) -> Option<IdpError> {
+        self.failure
+            .as_ref()
+            .filter(|f| Instant::now() < f.retry_at)
+            .map(|f| f.error.clone())
+    }
+
+    fn due(&self) -> bool {
+        match (&self.failure, self.fetched_at) {
+            (Some(f), _) => Instant::now() >= f.retry_at,
+            (None, Some(at)) => at.elapsed() >= REFRESH_AFTER,
+            (None, None) => false,
+        }
+    }
+}
+
+/// Endpoints read from discovery are held to the rules configured ones are: https
+/// (plain http only on loopback), no user info, and no link-local or cloud metadata
+/// address.
+fn check_discovered(meta: &ProviderMetadata) -> Result<(), IdpError> {
+    let endpoints = [
+        ("authorization_endpoint", Some(&meta.authorization_endpoint)),
+        ("token_endpoint", Some(&meta.token_endpoint)),
+        ("userinfo_endpoint", meta.userinfo_endpoint.as_ref()),
+        ("jwks_uri", Some(&meta.jwks_uri)),
+        ("end_session_endpoint", meta.end_session_endpoint.as_ref()),
+    ];
+    for (name, url) in endpoints {
+        let Some(url) = url else { continue };
+        if let Err(why) = check_endpoint_url(url) {
+            return Err(IdpError::Invalid {
+                hop: Hop::Discovery,
+                detail: format!("{name} {url:?} {why}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(token: &str) -> ProviderMetadata {
+        ProviderMetadata {
+            issuer: "https://idp.test".into(),
+            authorization_endpoint: "https://idp.test/auth".into(),
+            token_endpoint: token.into(),
+            userinfo_endpoint: None,
+            jwks_uri: "https://idp.test/jwks".into(),
+            end_session_endpoint: None,
+            id_token_signing_alg_values_supported: None,
+            authorization_response_iss_parameter_supported: false,
+        }
+    }
+
+    #[test]
+    fn discovered_endpoints_are_checked_like_configured_ones() {
+        assert!(check_discovered(&meta("https://idp.test/token")).is_ok());
+        assert!(check_discovered(&meta("http://127.0.0.1:9/token")).is_ok());
+        for bad in [
+            "http://idp.test/token",
+            "https://169.254.169.254/latest",
+            "https://[fe80::1]/token",
+            "https://user@idp.test/token",
+            "ftp://idp.test/token",
+        ] {
+            assert!(check_discovered(&meta(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_kid_refetches_at_most_once_per_interval() {
+        let p = Provider {
+            meta: meta("https://idp.test/token"),
+            algs: Vec::new(),
+            jwks: ArcSwap::from_pointee(Jwks::default()),
+            refetched_kids: Mutex::new(HashMap::new()),
+            last_kid_refetch: Mutex::new(None),
+        };
+        assert!(p.may_refetch_for("new"));
+        assert!(!p.may_refetch_for("new"), "same kid again");
+        assert!(!p.may_refetch_for("other"), "any kid within a second");
+        *p.last_kid_refetch.lock().unwrap() = Some(Instant::now() - ANY_KID_INTERVAL);
+        assert!(p.may_refetch_for("other"), "another kid a second later");
+        *p.last_kid_refetch.lock().unwrap() = Some(Instant::now() - ANY_KID_INTERVAL);
+        assert!(
+            !p.may_refetch_for("new"),
+            "the first kid still waits its interval"
+        );
+    }
+
+    #[test]
+    fn keys_differ_by_every_override() {
+        let base = ProviderKey {
+            issuer: "https://idp.test".into(),
+            authorization_endpoint: None,
+            token_endpoint: None,
+            user_info_endpoint: None,
+        };
+        let other = ProviderKey {
+            token_endpoint: Some("https://evil.test/token".into()),
+            ..base.clone()
+        };
+        assert_ne!(base, other);
+    }
+}
