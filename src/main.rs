@@ -633,11 +633,9 @@ async fn run_in_cluster(args: RunArgs) -> anyhow::Result<()> {
         published,
         shutdown.clone(),
     ));
-    let status_idp = idp_client(&args.proxy)?;
     let status = (!args.no_status).then(|| {
         let writer = StatusWriter {
             client,
-            idp: status_idp,
             data_plane: dp.clone(),
             namespace: args.namespace.clone(),
             identity: args.identity.clone().unwrap_or_else(default_identity),

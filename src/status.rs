@@ -20,7 +20,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::auth::idp::IdpClient;
+use crate::auth::providers::{Health, ProviderKey, Registry};
 use crate::compile::{AuthRuleSummary, Snapshot};
 use crate::diagnose::rules_in;
 use crate::diagnostics::{Diagnostic, ObjectRef};
@@ -144,8 +144,6 @@ pub fn auth_rule_status(
 
 pub struct StatusWriter {
     pub client: kube::Client,
-    /// For checking each rule's provider (discovery and keys).
-    pub idp: IdpClient,
     /// Whose flow records give the recent login failures.
     pub data_plane: Arc<DataPlane>,
     /// Where the leader Lease lives.
@@ -205,7 +203,9 @@ impl StatusWriter {
                 let current = published.borrow_and_update().clone();
                 if let Some(p) = current {
                     let rules = rules_in(&p.snapshot);
-                    probes.refresh(&self.idp, &rules).await;
+                    probes
+                        .refresh(self.data_plane.auth.providers(), &rules)
+                        .await;
                     self.write_all(&p, &rules, &recorder, &mut written, &probes)
                         .await;
                     last_write = tokio::time::Instant::now();
@@ -260,7 +260,7 @@ impl StatusWriter {
                 idp: rules
                     .get(&object)
                     .and_then(|(policy, _)| policy.as_ref())
-                    .and_then(|policy| probes.get(&policy.issuer)),
+                    .and_then(|policy| probes.get(policy)),
                 failures: failures_by_reason(&flows, &label),
             };
             let status = auth_rule_status(
@@ -498,39 +498,29 @@ const PROBE_EVERY: Duration = Duration::from_secs(30);
 /// Each AuthRule with its policy (when it compiled) and the hosts it guards.
 type Rules = BTreeMap<ObjectRef, (Option<Arc<crate::compile::AuthPolicy>>, Vec<String>)>;
 
-/// The last check of each issuer: discovery and keys.
+/// The last check of each provider configuration (discovery and keys), from the
+/// provider registry the data plane uses.
 #[derive(Default)]
-struct Probes(std::collections::HashMap<String, (std::time::Instant, Result<(), String>)>);
+struct Probes(std::collections::HashMap<ProviderKey, Result<(), String>>);
 
 impl Probes {
-    async fn refresh(&mut self, idp: &IdpClient, rules: &Rules) {
-        let issuers: BTreeSet<String> = rules
+    async fn refresh(&mut self, registry: &Registry, rules: &Rules) {
+        let keys: BTreeSet<ProviderKey> = rules
             .values()
-            .filter_map(|(policy, _)| policy.as_ref().map(|p| p.issuer.clone()))
+            .filter_map(|(policy, _)| policy.as_deref().map(ProviderKey::of))
             .collect();
-        self.0.retain(|issuer, _| issuers.contains(issuer));
-        for issuer in issuers {
-            if self
-                .0
-                .get(&issuer)
-                .is_some_and(|(at, _)| at.elapsed() < PROBE_EVERY)
-            {
-                continue;
-            }
-            let result = match idp.discover(&issuer).await {
-                Ok(meta) => idp
-                    .jwks(&meta.jwks_uri)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+        self.0.clear();
+        for key in keys {
+            let result = match registry.check(&key, PROBE_EVERY).await {
+                Health::Ok => Ok(()),
+                Health::Failing(e) => Err(e.to_string()),
             };
-            self.0.insert(issuer, (std::time::Instant::now(), result));
+            self.0.insert(key, result);
         }
     }
 
-    fn get(&self, issuer: &str) -> Option<Result<(), String>> {
-        self.0.get(issuer).map(|(_, r)| r.clone())
+    fn get(&self, policy: &crate::compile::AuthPolicy) -> Option<Result<(), String>> {
+        self.0.get(&ProviderKey::of(policy)).cloned()
     }
 }
 

@@ -641,3 +641,32 @@ async fn aws_jwt_verify_accepts_the_data_header_of_its_rule_only() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A callback that names `state` or `code` twice is refused before anything is
+/// redeemed: parsers disagree on which of the two counts.
+#[tokio::test]
+async fn a_callback_with_a_repeated_parameter_is_refused_before_the_code_is_spent() {
+    let s = setup().await;
+    let b = browser(&s.proxy);
+    let callback = callback_url(&b, &s.origin, "/", "erin").await;
+    for extra in [
+        "&state=other",
+        "&code=other",
+        "&iss=https%3A%2F%2Fevil.test&iss=x",
+    ] {
+        let refused = b.get(format!("{callback}{extra}")).send().await.unwrap();
+        assert_eq!(refused.status(), 401, "{extra}");
+        assert!(
+            refused
+                .text()
+                .await
+                .unwrap()
+                .contains("AuthInvalidStateParam")
+        );
+    }
+    assert_eq!(
+        b.get(&callback).send().await.unwrap().status(),
+        302,
+        "the code was not spent"
+    );
+}

@@ -50,6 +50,8 @@ pub enum FlowError {
     InvalidCookie,
     #[error("the state parameter does not match the flow cookie")]
     StateMismatch,
+    #[error("the callback carries state, code, iss or error more than once")]
+    RepeatedParameter,
     #[error("the login took longer than 15 minutes")]
     Expired,
     #[error("the system random generator failed")]
@@ -62,7 +64,7 @@ impl FlowError {
             Self::MissingState => "AuthMissingStateParam",
             Self::MissingCookie => "AuthMissingAWSALBAuthNonce",
             Self::InvalidCookie => "AuthInvalidAWSALBAuthNonce",
-            Self::StateMismatch => "AuthInvalidStateParam",
+            Self::StateMismatch | Self::RepeatedParameter => "AuthInvalidStateParam",
             Self::Expired => "AuthLoginWindowExpired",
             Self::Random => "AuthUnhandledException",
         }

@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 
 use super::id_token::Jwks;
 use crate::model::TokenEndpointAuthMethod;
+use resolver::ProviderResolver;
 
 /// ALB's default IdP timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -162,7 +163,7 @@ pub struct Answer {
 }
 
 pub struct IdpClient {
-    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector<ProviderResolver>>, Full<Bytes>>,
     timeout: Duration,
 }
 
@@ -209,7 +210,7 @@ impl IdpClient {
             .with_tls_config(config)
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(http_connector());
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
@@ -476,6 +477,14 @@ impl IdpClient {
     }
 }
 
+/// TCP for provider calls: names resolved without metadata addresses, and https
+/// allowed (TLS is layered on top).
+fn http_connector() -> HttpConnector<ProviderResolver> {
+    let mut http = HttpConnector::new_with_resolver(ProviderResolver::new());
+    http.enforce_http(false);
+    http
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
@@ -504,17 +513,31 @@ pub fn form_encode(s: &str) -> String {
     out
 }
 
-/// Decodes one `application/x-www-form-urlencoded` component (`+` is a space; a
-/// malformed `%` escape stays as it is).
-/// `a=1&b=2` (a query string or a form body) as decoded pairs; pieces without `=`
-/// are dropped.
+/// `a=1&b=2` (a query string or a form body) as decoded pairs, the first value of a
+/// repeated name kept; a piece without `=` is a name with an empty value.
 pub fn form_pairs(s: &str) -> std::collections::HashMap<String, String> {
-    s.split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (form_decode(k), form_decode(v)))
-        .collect()
+    let mut pairs = std::collections::HashMap::new();
+    for (k, v) in form_urlencoded::parse(s.as_bytes()) {
+        pairs
+            .entry(k.into_owned())
+            .or_insert_with(|| v.into_owned());
+    }
+    pairs
 }
 
+/// The first name among `names` that `s` carries more than once: a callback whose
+/// `state` or `code` is given twice is read differently by different parsers.
+pub fn repeated_param<'n>(s: &str, names: &[&'n str]) -> Option<&'n str> {
+    names.iter().copied().find(|name| {
+        form_urlencoded::parse(s.as_bytes())
+            .filter(|(k, _)| k == name)
+            .count()
+            > 1
+    })
+}
+
+/// Decodes one `application/x-www-form-urlencoded` component (`+` is a space; a
+/// malformed `%` escape stays as it is).
 pub fn form_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -537,5 +560,6 @@ pub fn form_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+mod resolver;
 #[cfg(test)]
 mod tests;

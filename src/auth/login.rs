@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 use super::flow::{self, FlowError, FlowState};
 use super::id_token::{self, Expected, IdTokenError};
 use super::identity::{self, DataHeader, SigningKey};
-use super::idp::{ClientAuth, Hop, IdpClient, IdpError, form_encode};
+use super::idp::{ClientAuth, Hop, IdpClient, IdpError, form_encode, form_pairs, repeated_param};
 use super::providers::{Provider, ProviderKey, Registry};
 use super::redirect::safe_return_path;
 use super::sealed::KeyRing;
@@ -330,9 +330,10 @@ impl Authenticator {
         &self,
         policy: &AuthPolicy,
         at: &Browser<'_>,
-        query: &HashMap<String, String>,
+        raw_query: &str,
         notes: &mut Notes,
     ) -> Result<LoggedIn, LoginError> {
+        let query = &form_pairs(raw_query);
         let Browser {
             host,
             redirect_uri,
@@ -357,6 +358,9 @@ impl Authenticator {
                 query.get("error").map_or("absent", String::as_str)
             ),
         );
+        if repeated_param(raw_query, &["state", "code", "iss", "error"]).is_some() {
+            return notes.fail("callback", FlowError::RepeatedParameter.into());
+        }
         let binding = Self::binding(policy, host);
         let finished = flow::finish(
             &self.ring,

@@ -33,7 +33,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
 /// One provider configuration, as AuthRules spell it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProviderKey {
     pub issuer: String,
     pub authorization_endpoint: Option<String>,
@@ -100,6 +100,8 @@ struct Entry {
 
 struct EntryState {
     fetched_at: Option<Instant>,
+    /// The last fetch, whatever its outcome.
+    checked_at: Option<Instant>,
     last_used: Instant,
     failure: Option<Failure>,
 }
@@ -137,6 +139,7 @@ impl Registry {
                     fetching: tokio::sync::Mutex::new(()),
                     state: Mutex::new(EntryState {
                         fetched_at: None,
+                        checked_at: None,
                         last_used: Instant::now(),
                         failure: None,
                     }),
@@ -182,6 +185,7 @@ impl Registry {
     ) -> Result<Arc<Provider>, IdpError> {
         let fetched = self.fetch(key).await;
         let mut state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.checked_at = Some(Instant::now());
         match fetched {
             Ok(provider) => {
                 let provider = Arc::new(provider);
@@ -238,6 +242,24 @@ impl Registry {
         let jwks = self.idp.jwks(&provider.meta.jwks_uri).await?;
         provider.jwks.store(Arc::new(jwks));
         Ok(true)
+    }
+
+    /// The configuration's health, read again when the last check is older than
+    /// `max_age` (what status reports; the fresh answer serves requests too).
+    pub async fn check(&self, key: &ProviderKey, max_age: Duration) -> Health {
+        let entry = self.entry(key);
+        let stale = |entry: &Entry| {
+            let mut state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.last_used = Instant::now();
+            state.checked_at.is_none_or(|t| t.elapsed() >= max_age)
+        };
+        if stale(&entry) {
+            let _one = entry.fetching.lock().await;
+            if stale(&entry) {
+                let _ = self.fetch_into(key, &entry).await;
+            }
+        }
+        self.health(key).unwrap_or(Health::Ok)
     }
 
     /// The last check of a configuration; `None` before its first.

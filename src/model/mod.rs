@@ -355,13 +355,18 @@ fn is_metadata_host(authority: &str) -> bool {
     if matches!(host.as_str(), "metadata.google.internal" | "metadata") {
         return true;
     }
-    match host.parse::<std::net::IpAddr>().map(|ip| ip.to_canonical()) {
-        Ok(std::net::IpAddr::V4(v4)) => v4.is_link_local() || v4.octets() == [100, 100, 100, 200],
-        Ok(std::net::IpAddr::V6(v6)) => {
+    host.parse().is_ok_and(is_metadata_ip)
+}
+
+/// Link-local addresses (169.254.0.0/16, fe80::/10) and the other addresses cloud
+/// instance metadata answers on.
+pub fn is_metadata_ip(ip: std::net::IpAddr) -> bool {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.is_link_local() || v4.octets() == [100, 100, 100, 200],
+        std::net::IpAddr::V6(v6) => {
             (v6.segments()[0] & 0xffc0) == 0xfe80
                 || v6 == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
         }
-        Err(_) => false,
     }
 }
 

@@ -427,7 +427,7 @@ impl Exchange {
         let secure = self.conn.tls.is_some();
         let cookies = cookie_headers(req.headers());
         let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
-        let query = form_pairs(req.uri().query().unwrap_or(""));
+        let query = req.uri().query().unwrap_or("");
         let redirect_uri = callback_uri(authority, secure);
         let started = std::time::Instant::now();
         let mut outcome = None;
@@ -441,7 +441,7 @@ impl Exchange {
                 secure,
             };
             notes = Notes::default();
-            let result = self.dp.auth.callback(policy, &at, &query, &mut notes).await;
+            let result = self.dp.auth.callback(policy, &at, query, &mut notes).await;
             let foreign = matches!(result, Err(LoginError::Flow(FlowError::InvalidCookie)));
             outcome = Some((policy.clone(), result));
             if !foreign {
