@@ -132,6 +132,10 @@ struct ClassArgs {
     /// `portcullis.dev/share-host-with` annotation.
     #[arg(long, env = "PORTCULLIS_ALLOW_SHARED_HOSTS")]
     allow_shared_hosts: bool,
+    /// Match Ingress paths, AuthRule path patterns and logout paths without regard to
+    /// case, for backends that route that way (Express, ASP.NET, IIS).
+    #[arg(long, env = "PORTCULLIS_CASE_INSENSITIVE_PATHS")]
+    case_insensitive_paths: bool,
 }
 
 impl ClassArgs {
@@ -141,6 +145,7 @@ impl ClassArgs {
             watch_ingress_without_class: self.watch_ingress_without_class,
             default_certificate: self.default_certificate.clone(),
             allow_shared_hosts: self.allow_shared_hosts,
+            case_insensitive_paths: self.case_insensitive_paths,
         }
     }
 }
@@ -279,6 +284,11 @@ struct ProxyArgs {
     /// list). The x-amzn-oidc-* identity headers are always removed.
     #[arg(long = "drop-request-header", default_values_t = DEFAULT_DROPPED_HEADERS.iter().map(|h| h.to_string()))]
     drop_request_headers: Vec<String>,
+    /// Forward client request headers with `_` in their names. By default they are
+    /// dropped, as nginx does: CGI-style servers read `x_forwarded_host` as
+    /// `X-Forwarded-Host`.
+    #[arg(long)]
+    underscores_in_headers: bool,
     /// Write the bound addresses as JSON to this file once listening.
     #[arg(long)]
     ports_file: Option<PathBuf>,
@@ -540,6 +550,7 @@ async fn start_data_plane(args: &ProxyArgs, keys: Keys) -> anyhow::Result<Starte
         },
         forward_original_path: args.forward_original_path,
         expose_flows: args.expose_flows,
+        underscores_in_headers: args.underscores_in_headers,
         dropped_headers: args
             .drop_request_headers
             .iter()

@@ -224,9 +224,12 @@ async fn http2_authority_and_host_must_agree() {
 async fn a_client_can_neither_remove_nor_forge_proxy_headers() {
     let (_b, _d, p) = start(&[]).await;
     let req = b"GET /x HTTP/1.1\r\nHost: app.test\r\n\
-        Connection: close, x-forwarded-for, x-forwarded-proto, x-forwarded-host, x-forwarded-port, host, x-amzn-trace-id, x-amzn-oidc-identity\r\n\
+        Connection: close, x-forwarded-for, x-forwarded-proto, x-forwarded-host, x-forwarded-port, host, x-amzn-trace-id, x-amzn-oidc-identity, x-real-ip\r\n\
         X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: admin.test\r\nForwarded: for=6.6.6.6\r\n\
-        X-Original-URL: /admin/users\r\nX-Rewrite-URL: /admin/users\r\n\
+        X-Real-IP: 6.6.6.6\r\nX-Forwarded-Prefix: /admin\r\nX-Forwarded-Ssl: on\r\nFront-End-Https: on\r\n\
+        X-Original-Host: admin.test\r\nTrue-Client-IP: 6.6.6.6\r\nProxy: http://evil.test\r\n\
+        X-Original-URL: /admin/users\r\nX-Rewrite-URL: /admin/users\r\nX-Original-URI: /admin\r\n\
+        x_original_url: /admin\r\nx_forwarded_host: admin.test\r\nx_custom: 1\r\n\
         X-Amzn-Oidc-Identity: forged\r\nx_amzn_oidc_data: forged\r\nX-AMZN-OIDC-ACCESSTOKEN: forged\r\n\
         Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n\r\n";
     let r = raw_exchange(p.http, req).await;
@@ -238,11 +241,22 @@ async fn a_client_can_neither_remove_nor_forge_proxy_headers() {
     assert_eq!(h["x-forwarded-host"], "app.test");
     assert_eq!(h["x-forwarded-port"], p.http.port().to_string());
     assert!(h["x-amzn-trace-id"].as_str().unwrap().starts_with("Root="));
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
     let names: Vec<&String> = h.as_object().unwrap().keys().collect();
     for gone in [
         "forwarded",
+        "x-forwarded-prefix",
+        "x-forwarded-ssl",
+        "front-end-https",
+        "x-original-host",
+        "true-client-ip",
+        "proxy",
         "x-original-url",
         "x-rewrite-url",
+        "x-original-uri",
+        "x_original_url",
+        "x_forwarded_host",
+        "x_custom",
         "x-amzn-oidc-identity",
         "x_amzn_oidc_data",
         "x-amzn-oidc-accesstoken",
@@ -318,4 +332,48 @@ async fn preflights_need_a_session_unless_the_rule_lets_them_through() {
     )
     .await;
     assert_eq!((r.status, r.backend()), (401, None));
+}
+
+#[tokio::test]
+async fn underscore_headers_pass_only_when_allowed_and_never_as_a_dropped_name() {
+    let (_b, _d, p) = start(&["--underscores-in-headers"]).await;
+    let r = raw_exchange(
+        p.http,
+        b"GET /x HTTP/1.1\r\nHost: app.test\r\nx_custom: 1\r\nx_original_url: /admin\r\nX_Amzn_Oidc_Identity: forged\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let seen = r.backend().unwrap();
+    let names: Vec<&String> = seen["headers"].as_object().unwrap().keys().collect();
+    assert!(names.iter().any(|n| *n == "x_custom"), "{names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("original") || n.contains("oidc")),
+        "{names:?}"
+    );
+}
+
+/// For backends that route without regard to case (Express, ASP.NET): every case of a
+/// guarded path is guarded, and the path travels in the case it was sent.
+#[tokio::test]
+async fn case_insensitive_paths_guard_every_case() {
+    let (_b, _d, p) = start(&["--case-insensitive-paths"]).await;
+    for path in [
+        "/ADMIN/users",
+        "/Admin",
+        "/aDmIn;x",
+        "/PRIVATE/x",
+        "/%50rivate/x",
+        "/OAUTH2/IDPRESPONSE",
+    ] {
+        let r = raw_exchange(p.http, &get(path, "app.test")).await;
+        assert!(
+            r.backend().is_none() && matches!(r.status, 400 | 401),
+            "{path}: {} {}",
+            r.status,
+            r.body
+        );
+    }
+    let r = raw_exchange(p.http, &get("/Public/X", "app.test")).await;
+    assert_eq!(r.backend().unwrap()["path"], "/Public/X");
 }

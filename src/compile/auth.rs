@@ -190,6 +190,18 @@ pub fn separate_cookie_names(
     }
 }
 
+/// Path patterns and logout paths in lower case, for case-insensitive matching.
+pub fn fold_case(outcome: &mut RuleOutcome) {
+    for guard in outcome.guards.values_mut().flatten() {
+        for p in &mut guard.paths {
+            *p = p.to_ascii_lowercase();
+        }
+        if let GuardPolicy::Oidc(p) = &mut guard.policy {
+            Arc::make_mut(p).logout_path = p.logout_path.to_ascii_lowercase();
+        }
+    }
+}
+
 /// The default cookie name with a suffix that is stable for the rule.
 fn own_cookie_name(rule: &ObjectRef) -> String {
     let digest = aws_lc_rs::digest::digest(

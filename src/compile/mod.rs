@@ -38,6 +38,9 @@ pub struct CompileOptions {
     pub default_certificate: Option<String>,
     /// Let Ingresses of any namespace add paths to any host (no host ownership).
     pub allow_shared_hosts: bool,
+    /// Match Ingress paths, AuthRule path patterns and logout paths without regard to
+    /// ASCII case, for backends that route that way (Express, ASP.NET).
+    pub case_insensitive_paths: bool,
 }
 
 impl Default for CompileOptions {
@@ -47,6 +50,7 @@ impl Default for CompileOptions {
             watch_ingress_without_class: false,
             default_certificate: None,
             allow_shared_hosts: false,
+            case_insensitive_paths: false,
         }
     }
 }
@@ -64,6 +68,9 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
     let ours: HashSet<ObjectRef> = ingresses.iter().map(|i| ingress_ref(i)).collect();
     let mut rules = auth::compile_rules(objects, &index, &ours, &mut diags);
     auth::separate_cookie_names(&mut rules, &ingress_hosts(&ingresses), &mut diags);
+    if options.case_insensitive_paths {
+        auth::fold_case(&mut rules);
+    }
     let owners = if options.allow_shared_hosts {
         HashMap::new()
     } else {
@@ -75,6 +82,7 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
         &certs,
         &rules.guards,
         owners,
+        options,
         &mut diags,
     );
     for route in &routes.all {
@@ -282,6 +290,7 @@ fn compile_routes(
     certs: &CertTable,
     guards: &HashMap<ObjectRef, Vec<Guard>>,
     owners: HashMap<String, HostOwner>,
+    options: &CompileOptions,
     diags: &mut Vec<Diagnostic>,
 ) -> RouteTable {
     let mut drafts: Vec<RouteDraft> = Vec::new();
@@ -360,10 +369,14 @@ fn compile_routes(
             let https_redirect = redirect && host.as_deref().is_some_and(|h| certs.covers(h));
             for (pi, p) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
                 let field = format!("spec.rules[{ri}].http.paths[{pi}]");
-                let Some(path) = path_rule(p.path.as_deref(), &p.path_type, &obj, &field, diags)
+                let Some(mut path) =
+                    path_rule(p.path.as_deref(), &p.path_type, &obj, &field, diags)
                 else {
                     continue;
                 };
+                if options.case_insensitive_paths {
+                    path.path = path.path.to_ascii_lowercase();
+                }
                 let key = (host_key(host.as_deref()), path.clone());
                 if let Some(owner) = taken.get(&key) {
                     diags.push(Diagnostic::warning(
@@ -394,6 +407,7 @@ fn compile_routes(
     }
     let mut table = build_table(drafts, default_draft);
     table.owners = owners;
+    table.fold_case = options.case_insensitive_paths;
     table
 }
 

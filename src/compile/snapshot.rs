@@ -212,6 +212,9 @@ pub struct RouteTable {
     /// a wildcard host, routes without a host and the default backend serve a named
     /// host only for the namespaces its owner admits. Empty when hosts may be shared.
     pub(crate) owners: HashMap<String, HostOwner>,
+    /// Paths are matched in lower case (route paths, patterns and logout paths were
+    /// folded when compiled).
+    pub(crate) fold_case: bool,
 }
 
 impl RouteTable {
@@ -245,6 +248,16 @@ impl RouteTable {
             host.split_once('.')
                 .and_then(|(_, suffix)| self.owners.get(&format!("*.{suffix}")))
         })
+    }
+
+    /// The form of a request path that routes, guards and the login paths are
+    /// matched against.
+    pub fn match_key<'p>(&self, path: &'p str) -> std::borrow::Cow<'p, str> {
+        if self.fold_case {
+            std::borrow::Cow::Owned(path.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(path)
+        }
     }
 
     /// Whether this path may belong to the login itself on some host (cheap, checked

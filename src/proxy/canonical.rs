@@ -297,16 +297,37 @@ fn parse_authority(raw: &str) -> Result<(String, Option<u16>), Refusal> {
     Ok((host, port))
 }
 
-/// Headers no client may pass to a backend, besides the identity headers.
-pub const DEFAULT_DROPPED_HEADERS: &[&str] = &["x-original-url", "x-rewrite-url"];
+/// Headers no client may pass to a backend, besides the identity headers: frameworks
+/// route on the first three, CGI servers turn `Proxy` into `HTTP_PROXY` (httpoxy).
+pub const DEFAULT_DROPPED_HEADERS: &[&str] =
+    &["x-original-url", "x-rewrite-url", "x-original-uri", "proxy"];
+
+/// Every header whose name, with `_` read as `-`, starts with this is Portcullis's to set.
+pub const IDENTITY_PREFIX: &str = "x-amzn-oidc-";
 
 /// Removes what describes the client's connection (hop-by-hop headers and every header
 /// its `Connection` names) and the headers no client may send, before Portcullis adds
-/// anything; so a client can never remove a header the proxy sets.
-pub fn clean_arrival(headers: &mut HeaderMap, dropped: &[HeaderName]) {
+/// anything; so a client can never remove a header the proxy sets. Names are compared
+/// with `_` read as `-` (CGI-style servers do); with `underscores` false every name
+/// with `_` goes, as nginx does by default.
+pub fn clean_arrival(headers: &mut HeaderMap, dropped: &[HeaderName], underscores: bool) {
     super::headers::strip_hop_by_hop(headers);
-    super::headers::strip_identity_headers(headers);
-    for name in dropped {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            if n.contains('_') {
+                let dashed = n.replace('_', "-");
+                !underscores
+                    || dashed.starts_with(IDENTITY_PREFIX)
+                    || dropped.iter().any(|d| d.as_str() == dashed)
+            } else {
+                n.starts_with(IDENTITY_PREFIX) || dropped.contains(name)
+            }
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
         headers.remove(name);
     }
 }

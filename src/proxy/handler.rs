@@ -118,21 +118,29 @@ impl Exchange {
             Err(refusal) => return self.refuse(refusal.reason(), refusal),
         };
         let websocket = is_websocket_upgrade(req.headers());
-        canonical::clean_arrival(req.headers_mut(), &self.dp.config.dropped_headers);
+        let config = &self.dp.config;
+        canonical::clean_arrival(
+            req.headers_mut(),
+            &config.dropped_headers,
+            config.underscores_in_headers,
+        );
         let host = authority.host.clone();
         if let Some(answer) = self.public_keys(&path) {
             return answer;
         }
-        if self.live.snapshot.routes.is_auth_path(&path) {
-            let policies = self.live.snapshot.routes.oidc_policies(&host);
-            if path == CALLBACK_PATH && !policies.is_empty() {
+        let live = self.live.clone();
+        let routes = &live.snapshot.routes;
+        let key = routes.match_key(&path);
+        if routes.is_auth_path(&key) {
+            let policies = routes.oidc_policies(&host);
+            if key == CALLBACK_PATH && !policies.is_empty() {
                 return self.callback(&req, &authority, &policies).await;
             }
-            if let Some(policy) = policies.iter().find(|p| p.logout_path == path) {
+            if let Some(policy) = policies.iter().find(|p| p.logout_path == key) {
                 return self.logout(&req, &host, policy).await;
             }
         }
-        let Some(route) = self.live.snapshot.routes.find(&host, &path).cloned() else {
+        let Some(route) = routes.find(&host, &key).cloned() else {
             return self.error(
                 StatusCode::NOT_FOUND,
                 "NoMatchingRoute",
@@ -160,7 +168,7 @@ impl Exchange {
             self.rec.redirect_url = location.clone();
             return redirect(StatusCode::PERMANENT_REDIRECT, &location);
         }
-        if let Some(guard) = route.guard_for(&path) {
+        if let Some(guard) = route.guard_for(&key) {
             self.rec.add_action("authenticate");
             match &guard.policy {
                 GuardPolicy::Broken(problem) => {

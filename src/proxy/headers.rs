@@ -1,5 +1,4 @@
-//! Header rules of the request path: hop-by-hop removal, `X-Forwarded-*`, and the
-//! identity headers that only Portcullis may set.
+//! Header rules of the request path: hop-by-hop removal and the forwarding headers.
 
 use std::net::SocketAddr;
 
@@ -16,8 +15,6 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-authorization",
     "trailer",
 ];
-/// Every header whose name, with `_` read as `-`, starts with this is Portcullis's to set.
-pub const IDENTITY_PREFIX: &str = "x-amzn-oidc-";
 
 /// Removes the headers that describe one connection, not the message, including every
 /// header the `Connection` header names.
@@ -50,26 +47,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes every client-sent identity header, in any letter case and with `_` in
-/// place of `-` (some servers read `x_amzn_oidc_data` as `x-amzn-oidc-data`).
-pub fn strip_identity_headers(headers: &mut HeaderMap) {
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            let n = name.as_str();
-            n.len() >= IDENTITY_PREFIX.len()
-                && n.as_bytes()[..IDENTITY_PREFIX.len()]
-                    .iter()
-                    .zip(IDENTITY_PREFIX.as_bytes())
-                    .all(|(a, b)| a == b || (*a == b'_' && *b == b'-'))
-        })
-        .cloned()
-        .collect();
-    for name in doomed {
-        headers.remove(name);
-    }
-}
-
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     let connection_upgrade = headers.get_all(CONNECTION).iter().any(|v| {
         v.to_str().is_ok_and(|v| {
@@ -84,8 +61,28 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     connection_upgrade && websocket
 }
 
-/// Sets `X-Forwarded-For/Proto/Host/Port`. A trusted peer's values are kept (its
-/// address is appended to `X-Forwarded-For`); anyone else's are replaced.
+/// Headers by which a proxy in front tells the backend who the client is and how it
+/// connected. Frameworks believe them (Spring's ForwardedHeaderFilter, Werkzeug's
+/// ProxyFix, Rack, "real IP" modules), so only a trusted peer may send them; from
+/// anyone else they go, along with every `x-forwarded-*`.
+const FORWARDING_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "x-original-host",
+    "x-host",
+    "front-end-https",
+    "x-scheme",
+    "x-url-scheme",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+];
+
+/// Sets `X-Forwarded-For/Proto/Host/Port` and `X-Real-IP`. A trusted peer's values are
+/// kept (its address is appended to `X-Forwarded-For`); from anyone else, every
+/// forwarding header is removed and Portcullis's own set.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: SocketAddr,
@@ -96,6 +93,18 @@ pub fn set_forwarded(
 ) {
     let peer_ip = peer.ip().to_canonical();
     let is_trusted = trusted.iter().any(|n| n.contains(peer_ip));
+    if !is_trusted {
+        let forged: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| {
+                n.as_str().starts_with("x-forwarded-") || FORWARDING_HEADERS.contains(&n.as_str())
+            })
+            .cloned()
+            .collect();
+        for name in forged {
+            headers.remove(name);
+        }
+    }
     let xff = HeaderName::from_static("x-forwarded-for");
     let forwarded_for = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
         Some(prior) if is_trusted => format!("{prior}, {peer_ip}"),
@@ -107,6 +116,7 @@ pub fn set_forwarded(
         ("x-forwarded-proto", proto.to_owned(), !is_trusted),
         ("x-forwarded-host", host.to_owned(), !is_trusted),
         ("x-forwarded-port", local.port().to_string(), !is_trusted),
+        ("x-real-ip", peer_ip.to_string(), !is_trusted),
     ];
     for (name, value, replace) in values {
         let name = HeaderName::from_static(name);
@@ -116,36 +126,11 @@ pub fn set_forwarded(
             headers.insert(name, v);
         }
     }
-    if !is_trusted {
-        headers.remove("forwarded");
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identity_headers_go_in_every_spelling() {
-        let mut h = HeaderMap::new();
-        for name in [
-            "x-amzn-oidc-data",
-            "X-AMZN-OIDC-IDENTITY",
-            "x_amzn_oidc_accesstoken",
-            "x-amzn_oidc-data2",
-            "x-amzn-other",
-        ] {
-            h.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_static("forged"),
-            );
-        }
-        strip_identity_headers(&mut h);
-        assert_eq!(
-            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
-            ["x-amzn-other"]
-        );
-    }
 
     #[test]
     fn hop_by_hop_headers_and_those_connection_names_are_removed() {

@@ -57,6 +57,8 @@ pub struct ProxyConfig {
     pub dropped_headers: Vec<http::HeaderName>,
     /// Serve `/flows` on the admin listener to any peer, not only loopback.
     pub expose_flows: bool,
+    /// Forward client headers with `_` in their names (dropped by default).
+    pub underscores_in_headers: bool,
 }
 
 impl Default for ProxyConfig {
@@ -82,6 +84,7 @@ impl Default for ProxyConfig {
                 .map(|n| http::HeaderName::from_static(n))
                 .collect(),
             expose_flows: false,
+            underscores_in_headers: false,
         }
     }
 }

@@ -193,14 +193,27 @@ fn arrival_removes_what_the_connection_names_and_what_no_client_may_send() {
     h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
     h.insert("x-original-url", HeaderValue::from_static("/admin"));
     h.insert("X-Amzn-Oidc-Identity", HeaderValue::from_static("forged"));
+    h.insert("x_amzn-oidc_data", HeaderValue::from_static("forged"));
     h.insert("x-kept", HeaderValue::from_static("1"));
+    h.insert("x_kept_too", HeaderValue::from_static("1"));
+    h.insert("x_original_url", HeaderValue::from_static("/admin"));
+    h.insert("proxy", HeaderValue::from_static("http://evil.test"));
     let dropped: Vec<HeaderName> = DEFAULT_DROPPED_HEADERS
         .iter()
         .map(|n| HeaderName::from_static(n))
         .collect();
-    clean_arrival(&mut h, &dropped);
+    let mut with_underscores = h.clone();
+    clean_arrival(&mut h, &dropped, false);
     let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
     assert_eq!(names, ["x-kept"]);
+    clean_arrival(&mut with_underscores, &dropped, true);
+    let mut names: Vec<&str> = with_underscores.keys().map(|k| k.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["x-kept", "x_kept_too"],
+        "the same names in any spelling go"
+    );
 }
 
 proptest! {
