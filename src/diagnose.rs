@@ -318,33 +318,17 @@ async fn credentials(
     });
 }
 
-/// Each AuthRule the snapshot guards routes with: its policy (None when it is broken)
-/// and the hosts it guards.
+/// Each AuthRule of the snapshot: its policy (None when it is broken or guards
+/// nothing) and the hosts it guards.
 pub fn rules_in(
     snapshot: &crate::compile::Snapshot,
 ) -> std::collections::BTreeMap<
     crate::diagnostics::ObjectRef,
     (Option<std::sync::Arc<AuthPolicy>>, Vec<String>),
 > {
-    use crate::compile::GuardPolicy;
-    let mut rules = std::collections::BTreeMap::new();
-    for object in snapshot.auth_rules.keys() {
-        rules.insert(object.clone(), (None, Vec::new()));
-    }
-    for route in &snapshot.routes.all {
-        for guard in &route.guards {
-            let entry = rules
-                .entry(guard.rule.clone())
-                .or_insert((None, Vec::new()));
-            if let GuardPolicy::Oidc(p) = &guard.policy {
-                entry.0 = Some(p.clone());
-            }
-            if let Some(host) = &route.host
-                && !entry.1.contains(host)
-            {
-                entry.1.push(host.clone());
-            }
-        }
-    }
-    rules
+    snapshot
+        .auth_rules
+        .iter()
+        .map(|(object, s)| (object.clone(), (s.policy.clone(), s.hosts.clone())))
+        .collect()
 }

@@ -39,6 +39,16 @@ pub enum Severity {
     Warning,
 }
 
+/// Which status condition a problem belongs to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Category {
+    /// The object's own fields (condition `Accepted`).
+    #[default]
+    Spec,
+    /// Another object it names: a Secret, a target (condition `ResolvedRefs`).
+    Reference,
+}
+
 /// One problem: the object, the field, what is wrong and what to do about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -50,6 +60,7 @@ pub struct Diagnostic {
     pub reason: &'static str,
     pub message: String,
     pub fix: String,
+    pub category: Category,
 }
 
 impl Diagnostic {
@@ -67,6 +78,7 @@ impl Diagnostic {
             reason,
             message,
             fix,
+            category: Category::Spec,
         }
     }
 
@@ -84,7 +96,14 @@ impl Diagnostic {
             reason,
             message,
             fix,
+            category: Category::Spec,
         }
+    }
+
+    /// The same problem, as one with an object it refers to.
+    pub fn of_reference(mut self) -> Self {
+        self.category = Category::Reference;
+        self
     }
 
     pub fn is_error(&self) -> bool {

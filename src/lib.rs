@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod auth;
 pub mod compile;
+pub mod controller;
 pub mod demo;
 pub mod diagnose;
 pub mod diagnostics;
@@ -18,5 +19,4 @@ pub mod observe;
 pub mod proxy;
 pub mod serve;
 pub mod source;
-pub mod status;
 pub mod store;

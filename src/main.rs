@@ -10,6 +10,8 @@ use kube::CustomResourceExt as _;
 use portcullis::auth::idp::IdpClient;
 use portcullis::auth::login::Authenticator;
 use portcullis::compile::{CompileOptions, compile};
+use portcullis::controller::Controller;
+use portcullis::controller::lease::LeaseConfig;
 use portcullis::keys::{KeyText, Keys};
 use portcullis::model::AuthRule;
 use portcullis::observe::access_log::{AccessLog, LogFormat};
@@ -18,7 +20,6 @@ use portcullis::proxy::{DataPlane, IpNet, ProxyConfig};
 use portcullis::serve::{Listen, apply, run_listeners, watch_cluster, watch_files};
 use portcullis::source::cluster::ClusterSource;
 use portcullis::source::manifests::ManifestSource;
-use portcullis::status::StatusWriter;
 
 /// Kubernetes ingress controller that logs people in at the edge (ALB authenticate-oidc compatible).
 #[derive(Parser)]
@@ -645,15 +646,17 @@ async fn run_in_cluster(args: RunArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     let status = (!args.no_status).then(|| {
-        let writer = StatusWriter {
+        let identity = args.identity.clone().unwrap_or_else(default_identity);
+        let controller = Controller {
             client,
             data_plane: dp.clone(),
             namespace: args.namespace.clone(),
-            identity: args.identity.clone().unwrap_or_else(default_identity),
+            lease: LeaseConfig::new(identity.clone()),
+            identity,
             publish_service: args.publish_service.clone(),
             publish_address: args.publish_address.clone(),
         };
-        tokio::spawn(writer.run(watch_published, shutdown.clone()))
+        tokio::spawn(controller.run(watch_published, shutdown.clone()))
     });
     run_listeners(dp, bound, shutdown).await?;
     if let Some(task) = status {

@@ -10,11 +10,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::compile::{CompileOptions, compile, summary};
+use crate::controller::Published;
 use crate::diagnostics::Diagnostic;
 use crate::proxy::{DataPlane, server};
 use crate::source::cluster::ClusterSource;
 use crate::source::manifests::ManifestSource;
-use crate::status::Published;
 use crate::store::Objects;
 
 #[derive(Debug, thiserror::Error)]
@@ -77,8 +77,13 @@ impl Bound {
     }
 }
 
-/// Compiles and installs, logging what changed in the diagnostics.
-pub fn apply(dp: &DataPlane, objects: &Objects, options: &CompileOptions) -> Vec<Diagnostic> {
+/// Compiles and installs, logging what changed in the diagnostics; returns what was
+/// installed.
+pub fn apply(
+    dp: &DataPlane,
+    objects: &Objects,
+    options: &CompileOptions,
+) -> (Arc<crate::compile::Snapshot>, Vec<Diagnostic>) {
     let compiled = compile(objects, options);
     let errors = compiled.diagnostics.iter().filter(|d| d.is_error()).count();
     for d in &compiled.diagnostics {
@@ -94,8 +99,9 @@ pub fn apply(dp: &DataPlane, objects: &Objects, options: &CompileOptions) -> Vec
         .inc();
     dp.metrics.config_errors.set(errors as i64);
     tracing::info!(counts = ?summary(&compiled.snapshot), errors, "configuration installed");
-    dp.install(compiled.snapshot);
-    compiled.diagnostics
+    let snapshot = Arc::new(compiled.snapshot);
+    dp.install(snapshot.clone());
+    (snapshot, compiled.diagnostics)
 }
 
 /// Serves the bound listeners until `shutdown` turns true, then drains.
@@ -171,8 +177,7 @@ pub async fn watch_cluster(
     tracing::info!("every watch has listed: serving");
     loop {
         let objects = source.objects();
-        let diagnostics = apply(&dp, &objects, &options);
-        let snapshot = dp.live.load().snapshot.clone();
+        let (snapshot, diagnostics) = apply(&dp, &objects, &options);
         published.send_replace(Some(Arc::new(Published {
             objects,
             diagnostics,

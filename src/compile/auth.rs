@@ -72,24 +72,27 @@ pub fn compile_rules(
         };
         let summary = AuthRuleSummary {
             generation: rule.metadata.generation,
-            attached_routes: 0,
             usable,
+            ..AuthRuleSummary::default()
         };
         outcome.summaries.insert(obj.clone(), summary);
         outcome.order.push(obj.clone());
         for (i, target) in rule.spec.target_refs.iter().enumerate() {
             let field = format!("spec.targetRefs[{i}]");
             if target.kind != "Ingress" || target.group != "networking.k8s.io" {
-                diags.push(Diagnostic::error(
-                    &obj,
-                    &field,
-                    "UnsupportedTarget",
-                    format!(
-                        "target {}/{} {} is not an Ingress",
-                        target.group, target.kind, target.name
-                    ),
-                    "set kind: Ingress and group: networking.k8s.io".into(),
-                ));
+                diags.push(
+                    Diagnostic::error(
+                        &obj,
+                        &field,
+                        "UnsupportedTarget",
+                        format!(
+                            "target {}/{} {} is not an Ingress",
+                            target.group, target.kind, target.name
+                        ),
+                        "set kind: Ingress and group: networking.k8s.io".into(),
+                    )
+                    .of_reference(),
+                );
                 continue;
             }
             attach(
@@ -238,7 +241,8 @@ fn attach(
             "TargetNotFound",
             format!("{ingress} not found"),
             format!("create {ingress} or fix the target name; AuthRules guard Ingresses of their own namespace"),
-        ));
+        )
+        .of_reference());
         return;
     }
     if !ours.contains(&ingress) {
@@ -250,7 +254,8 @@ fn attach(
                 "{ingress} is not of an IngressClass served by Portcullis; nothing is guarded there"
             ),
             "set spec.ingressClassName of the Ingress to Portcullis's class".into(),
-        ));
+        )
+        .of_reference());
         return;
     }
     let guard = Guard {
@@ -486,9 +491,11 @@ fn client_secret(
                 obj.namespace, r.name, r.key
             ),
         )
+        .of_reference()
     })?;
     let value = secret.data.as_ref().and_then(|d| d.get(&r.key)).ok_or_else(|| {
         Diagnostic::error(obj, &format!("{field}.key"), "SecretKeyNotFound", format!("Secret {secret_name} has no key {}", r.key), format!("add key {} to Secret {secret_name}, or point clientSecretRef.key at the key that holds the client secret", r.key))
+        .of_reference()
     })?;
     let text = String::from_utf8(value.0.clone())
         .ok()
@@ -504,6 +511,7 @@ fn client_secret(
                 r.key
             ),
             "store the client secret as plain text".into(),
-        )),
+        )
+        .of_reference()),
     }
 }

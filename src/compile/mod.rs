@@ -89,6 +89,14 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
         for guard in &route.guards {
             if let Some(summary) = rules.summaries.get_mut(&guard.rule) {
                 summary.attached_routes += 1;
+                if let GuardPolicy::Oidc(p) = &guard.policy {
+                    summary.policy = Some(p.clone());
+                }
+                if let Some(host) = &route.host
+                    && !summary.hosts.contains(host)
+                {
+                    summary.hosts.push(host.clone());
+                }
             }
         }
     }

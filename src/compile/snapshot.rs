@@ -21,12 +21,16 @@ pub struct Snapshot {
     pub auth_rules: BTreeMap<ObjectRef, AuthRuleSummary>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct AuthRuleSummary {
     pub generation: Option<i64>,
     pub attached_routes: usize,
     /// Whether it compiled into a working policy (false: its routes answer 500).
     pub usable: bool,
+    /// The policy its routes use, when it compiled and guards any.
+    pub policy: Option<Arc<AuthPolicy>>,
+    /// The named hosts it guards.
+    pub hosts: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
-use super::reasons;
 use crate::model::CALLBACK_PATH;
+use crate::observe::reasons;
 
 /// Browsers drop a cookie whose name and value exceed this.
 const MAX_COOKIE_BYTES: usize = 4096;

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
 
-use super::reasons;
+use crate::observe::reasons;
 
 /// Field positions in ALB's format (later fields, which newer ALBs append, are ignored).
 const TIME: usize = 1;

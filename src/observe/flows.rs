@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
-use crate::explain::reasons;
+use crate::observe::reasons;
 
 /// Flows kept in memory; the oldest go first.
 const MAX_FLOWS: usize = 500;
@@ -35,6 +35,9 @@ pub struct FlowRecord {
     pub rule: String,
     pub host: String,
     pub hops: Vec<Hop>,
+    /// Why the login failed: the access log's and the metrics' `error_reason`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
 }
 
 impl FlowRecord {
@@ -127,7 +130,36 @@ impl FlowLog {
             rule: rule.to_owned(),
             host: host.to_owned(),
             hops: vec![hop],
+            reason: None,
         });
+    }
+
+    /// Marks flow `id` as failed with `reason`.
+    pub fn failed(&self, id: &str, reason: &'static str) {
+        if let Ok(mut flows) = self.flows.lock()
+            && let Some(flow) = flows.iter_mut().find(|f| f.id == id)
+        {
+            flow.reason = Some(reason);
+        }
+    }
+
+    /// Failed logins among the recent flows, by rule (`namespace/name`) and reason.
+    pub fn failures(
+        &self,
+    ) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, i32>> {
+        let mut out: std::collections::BTreeMap<String, std::collections::BTreeMap<String, i32>> =
+            Default::default();
+        if let Ok(flows) = self.flows.lock() {
+            for f in flows.iter() {
+                if let Some(reason) = f.reason {
+                    *out.entry(f.rule.clone())
+                        .or_default()
+                        .entry(reason.to_owned())
+                        .or_insert(0) += 1;
+                }
+            }
+        }
+        out
     }
 
     /// Records the first request a flow's session made, once.

@@ -401,6 +401,7 @@ impl Exchange {
                 };
                 let id = format!("begin-{}", self.trace.root);
                 (self.dp.flows).record(&id, &rule_label(policy), host, hop);
+                self.dp.flows.failed(&id, e.reason());
                 Some(self.login_error(&e))
             }
         }
@@ -456,8 +457,13 @@ impl Exchange {
                 break;
             }
         }
-        if let Some((policy, _)) = &outcome {
-            self.record_flow(policy, host, notes);
+        if let Some((policy, result)) = &outcome {
+            self.record_flow(
+                policy,
+                host,
+                notes,
+                result.as_ref().err().map(LoginError::reason),
+            );
         }
         if let Some((policy, result)) = &outcome {
             let (status, reason) = match result {
@@ -515,7 +521,13 @@ impl Exchange {
 
     /// The callback's hops into the flow record. A callback whose flow cookie did not
     /// open has no flow id; it is recorded under its trace id.
-    fn record_flow(&self, policy: &AuthPolicy, host: &str, notes: Notes) {
+    fn record_flow(
+        &self,
+        policy: &AuthPolicy,
+        host: &str,
+        notes: Notes,
+        failure: Option<&'static str>,
+    ) {
         let id = notes
             .flow_id
             .unwrap_or_else(|| format!("callback-{}", self.trace.root));
@@ -529,6 +541,9 @@ impl Exchange {
                 detail: n.detail,
             };
             self.dp.flows.record(&id, &rule, host, hop);
+        }
+        if let Some(reason) = failure {
+            self.dp.flows.failed(&id, reason);
         }
     }
 

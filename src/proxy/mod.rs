@@ -183,7 +183,7 @@ impl DataPlane {
     }
 
     /// Swaps in a new snapshot whole; requests in flight finish on the old one.
-    pub fn install(&self, snapshot: Snapshot) {
+    pub fn install(&self, snapshot: Arc<Snapshot>) {
         let old = self.live.load();
         let keyed = |m: &RouteMetrics| m.clone();
         let mut previous: HashMap<(String, String), RouteMetrics> = HashMap::new();
@@ -212,7 +212,7 @@ impl DataPlane {
             .set(snapshot.routes.all.len() as i64);
         let unmatched = old.unmatched.clone();
         self.live.store(Arc::new(Live {
-            snapshot: Arc::new(snapshot),
+            snapshot,
             route_metrics,
             unmatched,
         }));

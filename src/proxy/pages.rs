@@ -56,7 +56,7 @@ impl ErrorPage<'_> {
 
     /// What usually causes this reason, from the catalogue `explain` uses too.
     fn cause(&self) -> Option<&'static str> {
-        crate::explain::reasons::lookup(self.reason).map(|r| r.cause)
+        crate::observe::reasons::lookup(self.reason).map(|r| r.cause)
     }
 
     fn json(&self) -> String {

@@ -1,0 +1,142 @@
+//! What the controller tells the cluster: AuthRule conditions, Ingress addresses and
+//! Events. Every replica serves traffic; only the Lease holder writes.
+//!
+//! ```text
+//!  compile ──▶ Published ──┐
+//!  provider registry ──────┤   plan (pure)    apply (bounded queue,
+//!  flow records ───────────┼──────────────▶ timeout per call, leadership
+//!  own recent writes ──────┘   Vec<Write>     checked per call) ──▶ API server
+//!  lease task ──▶ Leadership (deadline) ─────────────────┘
+//! ```
+
+pub mod apply;
+pub mod lease;
+pub mod plan;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use kube::runtime::events::{Recorder, Reporter};
+use tokio::sync::watch;
+
+use crate::auth::providers::{Health, ProviderKey};
+use crate::compile::Snapshot;
+use crate::diagnostics::{Diagnostic, ObjectRef};
+use crate::proxy::DataPlane;
+use crate::store::Objects;
+
+/// Status is planned again this often, whatever changed.
+const RESYNC_EVERY: Duration = Duration::from_secs(30);
+/// How old a provider's last check may be before status reads it again.
+const PROBE_EVERY: Duration = Duration::from_secs(30);
+
+/// What one compile produced, as it was installed.
+pub struct Published {
+    pub objects: Objects,
+    pub diagnostics: Vec<Diagnostic>,
+    pub snapshot: Arc<Snapshot>,
+}
+
+pub struct Controller {
+    pub client: kube::Client,
+    /// The registry of providers and the flow records, shared with the request path.
+    pub data_plane: Arc<DataPlane>,
+    /// Where the leader Lease lives.
+    pub namespace: String,
+    pub identity: String,
+    /// The controller's Service, whose address Ingresses get (`namespace/name`).
+    pub publish_service: Option<String>,
+    /// A fixed address for Ingresses instead (IP or host name).
+    pub publish_address: Option<String>,
+    pub lease: lease::LeaseConfig,
+}
+
+impl Controller {
+    /// Plans and writes status while this replica leads; gives the Lease up on
+    /// shutdown.
+    pub async fn run(
+        self,
+        mut published: watch::Receiver<Option<Arc<Published>>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
+        let (mut leadership, lease_task) =
+            lease::spawn(leases, self.lease.clone(), shutdown.clone());
+        let recorder = Recorder::new(
+            self.client.clone(),
+            Reporter {
+                controller: "portcullis".into(),
+                instance: Some(self.identity.clone()),
+            },
+        );
+        let metrics = apply::ApplyMetrics::new(self.data_plane.metrics.registry());
+        let applier = apply::spawn(
+            self.client.clone(),
+            recorder,
+            leadership.clone(),
+            self.lease.call_timeout,
+            metrics,
+        );
+        loop {
+            tokio::select! {
+                r = published.changed() => if r.is_err() { break },
+                _ = leadership.changed() => {}
+                _ = tokio::time::sleep(RESYNC_EVERY) => {}
+                _ = shutdown.wait_for(|s| *s) => break,
+            }
+            if !leadership.holds() {
+                continue;
+            }
+            let current = published.borrow_and_update().clone();
+            if let Some(p) = current {
+                let writes = self.plan(&p, &applier).await;
+                applier.send(writes);
+            }
+        }
+        let _ = lease_task.await;
+    }
+
+    async fn plan(&self, p: &Published, applier: &apply::Applier) -> Vec<plan::Write> {
+        let idp = self.provider_health(&p.snapshot).await;
+        let failures = self.data_plane.flows.failures();
+        let (own_writes, own_unreadable) = match applier.own.lock() {
+            Ok(mut own) => own.recent(),
+            Err(_) => Default::default(),
+        };
+        plan::plan(&plan::Inputs {
+            objects: &p.objects,
+            snapshot: &p.snapshot,
+            diagnostics: &p.diagnostics,
+            idp: &idp,
+            failures: &failures,
+            own_writes: &own_writes,
+            own_unreadable: &own_unreadable,
+            publish_service: self.publish_service.as_deref(),
+            publish_address: self.publish_address.as_deref(),
+            now: jiff::Timestamp::now(),
+        })
+    }
+
+    /// Each compiled rule's provider, from the registry the request path uses.
+    async fn provider_health(
+        &self,
+        snapshot: &Snapshot,
+    ) -> BTreeMap<ObjectRef, Result<(), String>> {
+        let registry = self.data_plane.auth.providers();
+        let mut out = BTreeMap::new();
+        for (object, summary) in &snapshot.auth_rules {
+            let Some(policy) = &summary.policy else {
+                continue;
+            };
+            let health = match registry.check(&ProviderKey::of(policy), PROBE_EVERY).await {
+                Health::Ok => Ok(()),
+                Health::Failing(e) => Err(e.to_string()),
+            };
+            out.insert(object.clone(), health);
+        }
+        out
+    }
+}

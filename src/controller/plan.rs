@@ -1,0 +1,384 @@
+//! What the cluster should be told, worked out without touching it: from the
+//! published snapshot and diagnostics, provider health, login failures and the status
+//! each object has now, the server-side-apply bodies and Events to send. Conditions
+//! are compared without timestamps, and a status this replica wrote a moment ago
+//! counts as current even when the watch has not delivered it yet, so nothing is
+//! written twice and nobody's reconcile loop wakes for nothing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::networking::v1::{IngressLoadBalancerIngress, IngressLoadBalancerStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use serde_json::json;
+
+use crate::compile::{AuthRuleSummary, Snapshot};
+use crate::diagnostics::{Category, Diagnostic, ObjectRef};
+use crate::model::{AuthRule, AuthRuleStatus, GROUP};
+use crate::store::Objects;
+
+/// Everything a plan is made from.
+pub struct Inputs<'a> {
+    pub objects: &'a Objects,
+    pub snapshot: &'a Snapshot,
+    pub diagnostics: &'a [Diagnostic],
+    /// Per AuthRule: its provider's last check (absent before the first).
+    pub idp: &'a BTreeMap<ObjectRef, Result<(), String>>,
+    /// Per AuthRule (`namespace/name`): recent failed logins by reason.
+    pub failures: &'a BTreeMap<String, BTreeMap<String, i32>>,
+    /// Status this replica wrote recently, by AuthRule uid.
+    pub own_writes: &'a HashMap<String, AuthRuleStatus>,
+    /// Status written recently for AuthRules that do not parse, by object.
+    pub own_unreadable: &'a HashMap<ObjectRef, String>,
+    /// Where served Ingresses are reached: the controller's Service
+    /// (`namespace/name`), or a fixed address.
+    pub publish_service: Option<&'a str>,
+    pub publish_address: Option<&'a str>,
+    pub now: Timestamp,
+}
+
+/// One thing to tell the cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Write {
+    AuthRuleStatus {
+        object: ObjectRef,
+        uid: String,
+        status: AuthRuleStatus,
+    },
+    /// An AuthRule that does not parse: only `Accepted: False` with the error.
+    UnreadableStatus {
+        object: ObjectRef,
+        error: String,
+        body: serde_json::Value,
+    },
+    IngressAddress {
+        object: ObjectRef,
+        load_balancer: IngressLoadBalancerStatus,
+    },
+    Event {
+        regarding: ObjectReference,
+        warning: bool,
+        reason: String,
+        note: String,
+        action: &'static str,
+    },
+}
+
+pub fn plan(input: &Inputs<'_>) -> Vec<Write> {
+    let mut by_object: BTreeMap<&ObjectRef, Vec<&Diagnostic>> = BTreeMap::new();
+    for d in input.diagnostics {
+        by_object.entry(&d.object).or_default().push(d);
+    }
+    let mut writes = Vec::new();
+    for rule in &input.objects.auth_rules {
+        let object = ObjectRef::new(
+            "AuthRule",
+            rule.metadata.namespace.as_deref().unwrap_or_default(),
+            rule.metadata.name.as_deref().unwrap_or_default(),
+        );
+        let uid = rule.metadata.uid.clone().unwrap_or_default();
+        let diags = by_object.get(&object).map(Vec::as_slice).unwrap_or(&[]);
+        let label = format!("{}/{}", object.namespace, object.name);
+        let observed = Observed {
+            idp: input.idp.get(&object).cloned(),
+            failures: input.failures.get(&label).cloned().unwrap_or_default(),
+        };
+        let recent = input.own_writes.get(&uid);
+        let current = recent.or(rule.status.as_ref());
+        let status = auth_rule_status(
+            rule.metadata.generation,
+            input.snapshot.auth_rules.get(&object),
+            diags,
+            current,
+            &observed,
+            input.now,
+        );
+        if rule
+            .status
+            .as_ref()
+            .is_some_and(|s| same_status(s, &status))
+            || recent.is_some_and(|s| same_status(s, &status))
+        {
+            continue;
+        }
+        writes.extend(events(rule, current, &status));
+        writes.push(Write::AuthRuleStatus {
+            object,
+            uid,
+            status,
+        });
+    }
+    for unreadable in &input.objects.unreadable_auth_rules {
+        if input.own_unreadable.get(&unreadable.object) == Some(&unreadable.error) {
+            continue;
+        }
+        let body = json!({"conditions": [{
+            "type": "Accepted", "status": "False", "reason": "InvalidAuthRule",
+            "message": format!("{} (fix: compare it with `kubectl explain authrule.spec`)", unreadable.error),
+            "lastTransitionTime": Time(input.now),
+        }]});
+        writes.push(Write::UnreadableStatus {
+            object: unreadable.object.clone(),
+            error: unreadable.error.clone(),
+            body,
+        });
+    }
+    if let Some(address) = address(input) {
+        writes.extend(ingress_addresses(input, &address));
+    }
+    writes
+}
+
+/// What the controller knows beyond the compile.
+#[derive(Default)]
+pub struct Observed {
+    pub idp: Option<Result<(), String>>,
+    pub failures: BTreeMap<String, i32>,
+}
+
+/// The conditions of one AuthRule. `previous` supplies the transition times of
+/// conditions that did not change.
+pub fn auth_rule_status(
+    generation: Option<i64>,
+    summary: Option<&AuthRuleSummary>,
+    diagnostics: &[&Diagnostic],
+    previous: Option<&AuthRuleStatus>,
+    observed: &Observed,
+    now: Timestamp,
+) -> AuthRuleStatus {
+    let errors: Vec<&&Diagnostic> = diagnostics.iter().filter(|d| d.is_error()).collect();
+    let of = |category| errors.iter().find(|d| d.category == category);
+    let explain = |d: &Diagnostic| format!("{}: {} (fix: {})", d.field, d.message, d.fix);
+    let accepted = match of(Category::Spec) {
+        Some(d) => ("False", d.reason.to_owned(), explain(d)),
+        None => ("True", "Accepted".into(), "the spec is valid".into()),
+    };
+    let resolved = match of(Category::Reference) {
+        Some(d) => ("False", d.reason.to_owned(), explain(d)),
+        None => (
+            "True",
+            "ResolvedRefs".into(),
+            "the client Secret and every target Ingress were found".into(),
+        ),
+    };
+    let attached = summary.map_or(0, |s| s.attached_routes);
+    let ready = match summary {
+        Some(s) if s.usable && attached > 0 => (
+            "True",
+            "Ready".into(),
+            format!("guarding {attached} route(s)"),
+        ),
+        Some(s) if s.usable => (
+            "False",
+            "NoRoutes".into(),
+            "no served Ingress route matches the targets and paths".into(),
+        ),
+        _ => (
+            "False",
+            "Invalid".into(),
+            "the routes it targets answer 500 AuthRuleInvalid until the problems above are fixed"
+                .into(),
+        ),
+    };
+    let condition = |kind: &str, (status, reason, message): (&str, String, String)| {
+        let kept = previous
+            .and_then(|p| p.conditions.iter().find(|c| c.type_ == kind))
+            .filter(|c| c.status == status && c.reason == reason)
+            .map(|c| c.last_transition_time.clone());
+        Condition {
+            type_: kind.into(),
+            status: status.into(),
+            reason,
+            message,
+            observed_generation: generation,
+            last_transition_time: kept.unwrap_or(Time(now)),
+        }
+    };
+    let mut conditions = vec![
+        condition("Accepted", accepted),
+        condition("ResolvedRefs", resolved),
+        condition("Ready", ready),
+    ];
+    if let Some(idp) = &observed.idp {
+        conditions.push(condition(
+            "IdPReachable",
+            match idp {
+                Ok(()) => (
+                    "True",
+                    "DiscoveryLoaded".into(),
+                    "the discovery document and keys load".into(),
+                ),
+                Err(e) => (
+                    "False",
+                    "IdPUnreachable".into(),
+                    format!("{e} (logins in progress keep the last good discovery; fix: run `portcullis diagnose` on this rule)"),
+                ),
+            },
+        ));
+    }
+    AuthRuleStatus {
+        conditions,
+        observed_generation: generation,
+        attached_routes: attached as i32,
+        recent_login_failures: observed.failures.clone(),
+    }
+}
+
+/// Equal but for the conditions' transition times.
+pub fn same_status(a: &AuthRuleStatus, b: &AuthRuleStatus) -> bool {
+    let bare = |s: &AuthRuleStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    bare(a) == bare(b)
+}
+
+/// A Warning Event for each condition that turned False, with the fix in the note, and
+/// one per login-failure reason whose count grew (not one per request).
+fn events(rule: &AuthRule, before: Option<&AuthRuleStatus>, status: &AuthRuleStatus) -> Vec<Write> {
+    let was_false = |kind: &str| {
+        before.is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == kind && c.status == "False")
+        })
+    };
+    let mut out = Vec::new();
+    for c in &status.conditions {
+        if c.status != "False" || c.type_ == "Ready" || was_false(&c.type_) {
+            continue;
+        }
+        out.push(Write::Event {
+            regarding: reference(rule),
+            warning: true,
+            reason: c.reason.clone(),
+            note: c.message.chars().take(1000).collect(),
+            action: "Compile",
+        });
+    }
+    let counted = before.map(|s| &s.recent_login_failures);
+    for (reason, count) in &status.recent_login_failures {
+        if counted
+            .and_then(|b| b.get(reason))
+            .is_some_and(|n| n >= count)
+        {
+            continue;
+        }
+        let advice = crate::observe::reasons::lookup(reason).map_or(String::new(), |r| {
+            format!(" Usually: {} Fix: {}", r.cause, r.fix)
+        });
+        out.push(Write::Event {
+            regarding: reference(rule),
+            warning: true,
+            reason: "LoginFailed".into(),
+            note: format!("{count} recent login(s) failed with {reason}.{advice}")
+                .chars()
+                .take(1000)
+                .collect(),
+            action: "Login",
+        });
+    }
+    out
+}
+
+fn reference(rule: &AuthRule) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(format!("{GROUP}/v1alpha1")),
+        kind: Some("AuthRule".into()),
+        name: rule.metadata.name.clone(),
+        namespace: rule.metadata.namespace.clone(),
+        uid: rule.metadata.uid.clone(),
+        ..ObjectReference::default()
+    }
+}
+
+/// The address served Ingresses get: the fixed one, else the controller Service's
+/// load-balancer addresses (or external IPs), from the watched Services.
+fn address(input: &Inputs<'_>) -> Option<IngressLoadBalancerStatus> {
+    let entry = |value: &str| {
+        if value.parse::<std::net::IpAddr>().is_ok() {
+            IngressLoadBalancerIngress {
+                ip: Some(value.into()),
+                ..Default::default()
+            }
+        } else {
+            IngressLoadBalancerIngress {
+                hostname: Some(value.into()),
+                ..Default::default()
+            }
+        }
+    };
+    if let Some(fixed) = input.publish_address {
+        return Some(IngressLoadBalancerStatus {
+            ingress: Some(vec![entry(fixed)]),
+        });
+    }
+    let (namespace, name) = input.publish_service?.split_once('/')?;
+    let service: &Service = input.objects.services.iter().find(|s| {
+        s.metadata.namespace.as_deref() == Some(namespace)
+            && s.metadata.name.as_deref() == Some(name)
+    })?;
+    let from_lb: Vec<IngressLoadBalancerIngress> = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref().or(i.hostname.as_deref()))
+        .map(entry)
+        .collect();
+    let addresses = if from_lb.is_empty() {
+        service
+            .spec
+            .as_ref()
+            .and_then(|s| s.external_ips.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|v| entry(v))
+            .collect()
+    } else {
+        from_lb
+    };
+    (!addresses.is_empty()).then_some(IngressLoadBalancerStatus {
+        ingress: Some(addresses),
+    })
+}
+
+/// Every served Ingress whose `status.loadBalancer` is not `address` yet.
+fn ingress_addresses(input: &Inputs<'_>, address: &IngressLoadBalancerStatus) -> Vec<Write> {
+    let served: std::collections::BTreeSet<&ObjectRef> = input
+        .snapshot
+        .routes
+        .all
+        .iter()
+        .map(|r| &r.ingress)
+        .collect();
+    input
+        .objects
+        .ingresses
+        .iter()
+        .filter_map(|ingress| {
+            let object = ObjectRef::new(
+                "Ingress",
+                ingress.metadata.namespace.as_deref().unwrap_or_default(),
+                ingress.metadata.name.as_deref().unwrap_or_default(),
+            );
+            let current = ingress
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref());
+            (served.contains(&object) && current != Some(address)).then(|| Write::IngressAddress {
+                object,
+                load_balancer: address.clone(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

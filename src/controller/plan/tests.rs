@@ -1,0 +1,327 @@
+use super::*;
+use crate::compile::{CompileOptions, compile};
+use crate::source::manifests::{add_document, parse_documents};
+use std::sync::Arc;
+
+const NOW: i64 = 1_800_000_000;
+
+fn objects(yaml: &str) -> Objects {
+    let mut objects = Objects::default();
+    for doc in parse_documents(yaml).expect("test YAML parses") {
+        add_document(&mut objects, doc, &ObjectRef::new("File", "", "test.yaml"));
+    }
+    // The API server gives every object a uid.
+    for (i, rule) in objects.auth_rules.iter_mut().enumerate() {
+        Arc::make_mut(rule).metadata.uid = Some(format!("uid-{i}"));
+    }
+    objects
+}
+
+const APP: &str = r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: apps}
+spec:
+  ingressClassName: portcullis
+  rules:
+  - host: app.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: svc, port: {number: 80}}}}
+---
+apiVersion: portcullis.dev/v1alpha1
+kind: AuthRule
+metadata: {name: sso, namespace: apps, generation: 3}
+spec:
+  targetRefs: [{name: web}]
+  oidc: {issuer: "https://idp.test", clientId: app, clientSecretRef: {name: idp}}
+"#;
+const SECRET: &str = r#"
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: idp, namespace: apps}
+stringData: {client-secret: s}
+"#;
+
+struct World {
+    objects: Objects,
+    snapshot: Snapshot,
+    diagnostics: Vec<Diagnostic>,
+    idp: BTreeMap<ObjectRef, Result<(), String>>,
+    failures: BTreeMap<String, BTreeMap<String, i32>>,
+    own: HashMap<String, AuthRuleStatus>,
+    publish_address: Option<&'static str>,
+    now: i64,
+}
+
+impl World {
+    fn new(yaml: &str) -> Self {
+        let objects = objects(yaml);
+        let compiled = compile(&objects, &CompileOptions::default());
+        Self {
+            objects,
+            snapshot: compiled.snapshot,
+            diagnostics: compiled.diagnostics,
+            idp: BTreeMap::new(),
+            failures: BTreeMap::new(),
+            own: HashMap::new(),
+            publish_address: None,
+            now: NOW,
+        }
+    }
+
+    fn plan(&self) -> Vec<Write> {
+        plan(&Inputs {
+            objects: &self.objects,
+            snapshot: &self.snapshot,
+            diagnostics: &self.diagnostics,
+            idp: &self.idp,
+            failures: &self.failures,
+            own_writes: &self.own,
+            own_unreadable: &HashMap::new(),
+            publish_service: None,
+            publish_address: self.publish_address,
+            now: Timestamp::from_second(self.now).unwrap(),
+        })
+    }
+
+    /// The plan's status for the rule, as if the API server now held it.
+    fn write_back(&mut self, writes: &[Write]) {
+        for w in writes {
+            if let Write::AuthRuleStatus { uid, status, .. } = w {
+                for rule in &mut self.objects.auth_rules {
+                    if rule.metadata.uid.as_deref() == Some(uid) {
+                        Arc::make_mut(rule).status = Some(status.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn status_of(writes: &[Write]) -> &AuthRuleStatus {
+    writes
+        .iter()
+        .find_map(|w| match w {
+            Write::AuthRuleStatus { status, .. } => Some(status),
+            _ => None,
+        })
+        .expect("a status write")
+}
+
+fn condition<'s>(s: &'s AuthRuleStatus, kind: &str) -> (&'s str, &'s str) {
+    let c = s.conditions.iter().find(|c| c.type_ == kind).expect(kind);
+    (c.status.as_str(), c.reason.as_str())
+}
+
+fn events(writes: &[Write]) -> Vec<&str> {
+    writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::Event { reason, .. } => Some(reason.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_working_rule_is_accepted_resolved_and_ready() {
+    let w = World::new(&format!("{APP}{SECRET}"));
+    let writes = w.plan();
+    let s = status_of(&writes);
+    assert_eq!(condition(s, "Accepted"), ("True", "Accepted"));
+    assert_eq!(condition(s, "ResolvedRefs"), ("True", "ResolvedRefs"));
+    assert_eq!(condition(s, "Ready"), ("True", "Ready"));
+    assert_eq!(s.observed_generation, Some(3));
+    assert_eq!(s.attached_routes, 1);
+    assert!(
+        s.conditions
+            .iter()
+            .all(|c| c.observed_generation == Some(3))
+    );
+    assert!(
+        events(&writes).is_empty(),
+        "nothing False, nothing to announce"
+    );
+}
+
+#[test]
+fn a_missing_secret_is_a_reference_problem_with_an_event() {
+    let w = World::new(APP);
+    let writes = w.plan();
+    let s = status_of(&writes);
+    assert_eq!(condition(s, "Accepted"), ("True", "Accepted"));
+    assert_eq!(condition(s, "ResolvedRefs"), ("False", "SecretNotFound"));
+    assert_eq!(condition(s, "Ready"), ("False", "Invalid"));
+    assert_eq!(events(&writes), ["SecretNotFound"]);
+    let message = &s.conditions[1].message;
+    assert!(
+        message.contains("spec.oidc.clientSecretRef")
+            && message.contains("kubectl -n apps create secret"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_bad_spec_is_not_accepted() {
+    let w = World::new(&format!(
+        "{}{SECRET}",
+        APP.replace("https://idp.test", "ftp://idp.test")
+    ));
+    let s = status_of(&w.plan()).clone();
+    assert_eq!(condition(&s, "Accepted"), ("False", "InvalidIssuer"));
+    assert_eq!(condition(&s, "ResolvedRefs"), ("True", "ResolvedRefs"));
+}
+
+#[test]
+fn a_rule_that_guards_nothing_is_not_ready() {
+    let w = World::new(&format!(
+        "{}{SECRET}",
+        APP.replace("ingressClassName: portcullis", "ingressClassName: other")
+    ));
+    let s = status_of(&w.plan()).clone();
+    assert_eq!(
+        condition(&s, "ResolvedRefs"),
+        ("True", "ResolvedRefs"),
+        "a warning, not an error"
+    );
+    assert_eq!(condition(&s, "Ready"), ("False", "NoRoutes"));
+}
+
+#[test]
+fn provider_health_and_login_failures_are_reported() {
+    let mut w = World::new(&format!("{APP}{SECRET}"));
+    let rule = ObjectRef::new("AuthRule", "apps", "sso");
+    w.idp.insert(
+        rule.clone(),
+        Err("Discovery endpoint could not be reached".into()),
+    );
+    w.failures.insert(
+        "apps/sso".into(),
+        BTreeMap::from([("AuthInvalidGrantError".into(), 2)]),
+    );
+    let writes = w.plan();
+    let s = status_of(&writes);
+    assert_eq!(condition(s, "IdPReachable"), ("False", "IdPUnreachable"));
+    assert_eq!(s.recent_login_failures["AuthInvalidGrantError"], 2);
+    assert_eq!(events(&writes), ["IdPUnreachable", "LoginFailed"]);
+    w.write_back(&writes);
+    // Same count again: no new Event; one more: one Event.
+    w.failures.insert(
+        "apps/sso".into(),
+        BTreeMap::from([("AuthInvalidGrantError".into(), 3)]),
+    );
+    w.idp.insert(rule, Ok(()));
+    let writes = w.plan();
+    assert_eq!(
+        condition(status_of(&writes), "IdPReachable"),
+        ("True", "DiscoveryLoaded")
+    );
+    assert_eq!(events(&writes), ["LoginFailed"]);
+}
+
+#[test]
+fn nothing_is_written_when_nothing_changed_whatever_the_clock_says() {
+    let mut w = World::new(APP);
+    let first = w.plan();
+    w.write_back(&first);
+    w.now += 3600;
+    assert!(
+        w.plan().is_empty(),
+        "same conditions an hour later: no write"
+    );
+    // The fix arrives: one write, and the transition time of what held is kept.
+    let mut fixed = World::new(&format!("{APP}{SECRET}"));
+    fixed.objects.auth_rules = w.objects.auth_rules.clone();
+    fixed.now = w.now;
+    let writes = fixed.plan();
+    let s = status_of(&writes);
+    let accepted = s.conditions.iter().find(|c| c.type_ == "Accepted").unwrap();
+    assert_eq!(
+        accepted.last_transition_time.0.as_second(),
+        NOW,
+        "Accepted held since the first write"
+    );
+    let resolved = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ResolvedRefs")
+        .unwrap();
+    assert_eq!(resolved.last_transition_time.0.as_second(), NOW + 3600);
+}
+
+#[test]
+fn an_own_write_newer_than_the_watch_is_not_undone_or_repeated() {
+    // The watch still shows the old status (Secret missing); this replica already
+    // wrote the new one (Secret found) a moment ago.
+    let mut w = World::new(APP);
+    let old = w.plan();
+    w.write_back(&old);
+    let mut now = World::new(&format!("{APP}{SECRET}"));
+    now.objects.auth_rules = w.objects.auth_rules.clone();
+    let new = now.plan();
+    let written = status_of(&new).clone();
+    let uid = now.objects.auth_rules[0].metadata.uid.clone().unwrap();
+    now.own.insert(uid, written);
+    assert!(now.plan().is_empty(), "the lagging watch is not a change");
+}
+
+#[test]
+fn served_ingresses_get_the_address_once() {
+    let mut w = World::new(&format!("{APP}{SECRET}"));
+    w.publish_address = Some("203.0.113.7");
+    let writes = w.plan();
+    let address = writes
+        .iter()
+        .find_map(|wr| match wr {
+            Write::IngressAddress {
+                object,
+                load_balancer,
+            } => Some((object.clone(), load_balancer.clone())),
+            _ => None,
+        })
+        .expect("an address write");
+    assert_eq!(address.0, ObjectRef::new("Ingress", "apps", "web"));
+    for ingress in &mut w.objects.ingresses {
+        Arc::make_mut(ingress).status = Some(k8s_openapi::api::networking::v1::IngressStatus {
+            load_balancer: Some(address.1.clone()),
+        });
+    }
+    assert!(
+        !w.plan()
+            .iter()
+            .any(|wr| matches!(wr, Write::IngressAddress { .. }))
+    );
+}
+
+#[test]
+fn an_unreadable_rule_is_reported_once_per_error() {
+    let yaml = format!(
+        "{SECRET}---\napiVersion: portcullis.dev/v1alpha1\nkind: AuthRule\nmetadata: {{name: bad, namespace: apps}}\nspec: {{targetRefs: 7}}\n"
+    );
+    let w = World::new(&yaml);
+    let writes = w.plan();
+    let (object, error) = writes
+        .iter()
+        .find_map(|wr| match wr {
+            Write::UnreadableStatus { object, error, .. } => Some((object.clone(), error.clone())),
+            _ => None,
+        })
+        .expect("an unreadable status");
+    let own = HashMap::from([(object, error)]);
+    let again = plan(&Inputs {
+        objects: &w.objects,
+        snapshot: &w.snapshot,
+        diagnostics: &w.diagnostics,
+        idp: &w.idp,
+        failures: &w.failures,
+        own_writes: &w.own,
+        own_unreadable: &own,
+        publish_service: None,
+        publish_address: None,
+        now: Timestamp::from_second(NOW + 30).unwrap(),
+    });
+    assert!(again.is_empty(), "{again:?}");
+}
