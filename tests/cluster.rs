@@ -350,3 +350,165 @@ async fn a_renewed_tls_secret_is_served_without_a_restart() {
     .await;
     assert!(!served_with(&first).await, "the old certificate is gone");
 }
+
+/// A TCP relay to the API server that can be cut: while cut, open connections are
+/// dropped and new ones hang unanswered, as behind a partition.
+struct Relay {
+    addr: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    live: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let live: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
+            Default::default();
+        let (cut2, live2) = (cut.clone(), live.clone());
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if cut2.load(Ordering::SeqCst) {
+                    held.push(inbound);
+                    continue;
+                }
+                held.clear();
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                live2.lock().unwrap().push(relay);
+            }
+        });
+        Self {
+            addr,
+            cut,
+            live,
+            task,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for relay in self.live.lock().unwrap().drain(..) {
+            relay.abort();
+        }
+    }
+
+    fn mend(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut();
+    }
+}
+
+/// The leader is cut off from the API server for longer than the Lease: the other
+/// replica takes over, and the old leader, once it can reach the API server again,
+/// writes nothing (every Event about rules made after the handover is the new
+/// leader's). The relay runs while the test thread waits for processes: two workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_longer_than_its_lease_stops_writing_and_another_takes_over() {
+    use k8s_openapi::api::events::v1::Event;
+    let cp = ControlPlane::start();
+    let admin = cp.admin().await;
+    apply(&admin, RENDERED).await;
+    apply(&admin, "apiVersion: v1\nkind: Namespace\nmetadata: {name: apps}\n").await;
+    let kubeconfig = std::fs::read_to_string(cp.controller_kubeconfig()).unwrap();
+    let server = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: https://"))
+        .unwrap()
+        .to_owned();
+    let relay = Relay::start(server.parse().unwrap()).await;
+    let relayed = TempDir::new("relayed");
+    relayed.write(
+        "kubeconfig",
+        &kubeconfig.replace(&server, &relay.addr.to_string()),
+    );
+    let mut a = Portcullis::launch_with_env(
+        &[
+            "run".as_ref(),
+            "--http".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--admin".as_ref(),
+            "127.0.0.1:0".as_ref(),
+        ],
+        &[
+            ("KUBECONFIG", relayed.path().join("kubeconfig").as_os_str()),
+            ("POD_NAMESPACE", "portcullis-system".as_ref()),
+            ("POD_NAME", "replica-a".as_ref()),
+        ],
+    );
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), "portcullis-system");
+    let holder = || async {
+        leases
+            .get_opt("portcullis-leader")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec?.holder_identity)
+    };
+    eventually("replica-a holds the Lease", || async {
+        holder().await.as_deref() == Some("replica-a")
+    })
+    .await;
+    let _b = controller(&cp, "replica-b");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(holder().await.as_deref(), Some("replica-a"), "one leader at a time");
+
+    relay.cut();
+    let cut_at = std::time::Instant::now();
+    let deadline = cut_at + std::time::Duration::from_secs(45);
+    while holder().await.as_deref() != Some("replica-b") {
+        assert!(std::time::Instant::now() < deadline, "replica-b never took over");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    // The last renewal came up to 5 s before the cut; the Lease lasts 15 s from it.
+    let took = cut_at.elapsed();
+    assert!(
+        took >= std::time::Duration::from_secs(9),
+        "taken over after {took:?}: before the Lease could have lapsed"
+    );
+    let rule = |name: &str| {
+        format!("apiVersion: portcullis.dev/v1alpha1\nkind: AuthRule\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n  targetRefs: [{{name: web}}]\n  oidc: {{issuer: \"https://idp.example.com\", clientId: app, clientSecretRef: {{name: missing}}}}\n")
+    };
+    apply(&admin, &rule("during-cut")).await;
+    relay.mend();
+    // replica-a reconnects, reads the Lease, and must not write; then more changes.
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    apply(&admin, &rule("after-cut")).await;
+    let events: Api<Event> = Api::namespaced(admin.clone(), "apps");
+    let reporters = || async {
+        let list = events.list(&Default::default()).await.unwrap();
+        let mut by_rule: Vec<(String, String)> = list
+            .items
+            .into_iter()
+            .filter_map(|e| Some((e.regarding?.name?, e.reporting_instance.unwrap_or_default())))
+            .collect();
+        by_rule.sort();
+        by_rule
+    };
+    eventually("the new leader reports both rules", || async {
+        let seen = reporters().await;
+        ["during-cut", "after-cut"]
+            .iter()
+            .all(|r| seen.iter().any(|(name, _)| name == r))
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    for (name, instance) in reporters().await {
+        assert_eq!(instance, "replica-b", "an Event about {name} came from {instance}");
+    }
+    assert_eq!(holder().await.as_deref(), Some("replica-b"));
+    assert!(a.exited().is_none(), "the old leader keeps serving traffic");
+}
