@@ -422,7 +422,11 @@ async fn a_leader_cut_off_longer_than_its_lease_stops_writing_and_another_takes_
     let cp = ControlPlane::start();
     let admin = cp.admin().await;
     apply(&admin, RENDERED).await;
-    apply(&admin, "apiVersion: v1\nkind: Namespace\nmetadata: {name: apps}\n").await;
+    apply(
+        &admin,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: apps}\n",
+    )
+    .await;
     let kubeconfig = std::fs::read_to_string(cp.controller_kubeconfig()).unwrap();
     let server = kubeconfig
         .lines()
@@ -464,13 +468,20 @@ async fn a_leader_cut_off_longer_than_its_lease_stops_writing_and_another_takes_
     .await;
     let _b = controller(&cp, "replica-b");
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    assert_eq!(holder().await.as_deref(), Some("replica-a"), "one leader at a time");
+    assert_eq!(
+        holder().await.as_deref(),
+        Some("replica-a"),
+        "one leader at a time"
+    );
 
     relay.cut();
     let cut_at = std::time::Instant::now();
     let deadline = cut_at + std::time::Duration::from_secs(45);
     while holder().await.as_deref() != Some("replica-b") {
-        assert!(std::time::Instant::now() < deadline, "replica-b never took over");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica-b never took over"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     // The last renewal came up to 5 s before the cut; the Lease lasts 15 s from it.
@@ -480,7 +491,9 @@ async fn a_leader_cut_off_longer_than_its_lease_stops_writing_and_another_takes_
         "taken over after {took:?}: before the Lease could have lapsed"
     );
     let rule = |name: &str| {
-        format!("apiVersion: portcullis.dev/v1alpha1\nkind: AuthRule\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n  targetRefs: [{{name: web}}]\n  oidc: {{issuer: \"https://idp.example.com\", clientId: app, clientSecretRef: {{name: missing}}}}\n")
+        format!(
+            "apiVersion: portcullis.dev/v1alpha1\nkind: AuthRule\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n  targetRefs: [{{name: web}}]\n  oidc: {{issuer: \"https://idp.example.com\", clientId: app, clientSecretRef: {{name: missing}}}}\n"
+        )
     };
     apply(&admin, &rule("during-cut")).await;
     relay.mend();
@@ -507,7 +520,10 @@ async fn a_leader_cut_off_longer_than_its_lease_stops_writing_and_another_takes_
     .await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     for (name, instance) in reporters().await {
-        assert_eq!(instance, "replica-b", "an Event about {name} came from {instance}");
+        assert_eq!(
+            instance, "replica-b",
+            "an Event about {name} came from {instance}"
+        );
     }
     assert_eq!(holder().await.as_deref(), Some("replica-b"));
     assert!(a.exited().is_none(), "the old leader keeps serving traffic");

@@ -558,3 +558,54 @@ async fn oversized_request_heads_are_refused() {
     .await;
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok:?}");
 }
+
+/// A failing endpoint stays skipped when a new snapshot comes for an unrelated reason
+/// (a Secret changed): requests with a body, which are never retried, keep away from it.
+#[tokio::test]
+async fn a_failing_endpoint_stays_marked_across_an_unrelated_reload() {
+    let dir = TempDir::new("marks");
+    let b = Backend::start("b").await;
+    let port = b.addr.port();
+    let addrs = [
+        b.addr,
+        std::net::SocketAddr::new("127.0.0.3".parse().unwrap(), port),
+    ];
+    dir.write(
+        "all.yaml",
+        &format!(
+            "{}{}",
+            ingress_yaml("web", &[("app.example.com", "/", "svc")], ""),
+            service_yaml("svc", &addrs)
+        ),
+    );
+    let p = Portcullis::start(dir.path(), &[]);
+    let c = client();
+    let get = || c.get(p.url("/")).header("host", "app.example.com").send();
+    // Two bodiless requests: one of them meets the dead endpoint (and retries).
+    for _ in 0..2 {
+        assert_eq!(get().await.unwrap().status(), 200);
+    }
+    dir.write(
+        "secret.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: unrelated, namespace: apps}\nstringData: {k: v}\n",
+    );
+    eventually("the unrelated Secret is compiled in", || async {
+        let m = p.metrics().await;
+        m.contains(r#"portcullis_config_reloads_total{result="clean"} 2"#)
+    })
+    .await;
+    for i in 0..6 {
+        let resp = c
+            .post(p.url("/"))
+            .header("host", "app.example.com")
+            .body("payload")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            200,
+            "request {i} with a body met the dead endpoint"
+        );
+    }
+}

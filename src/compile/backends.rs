@@ -101,6 +101,13 @@ pub struct UpstreamCache {
 }
 
 impl UpstreamCache {
+    /// Every upstream made, in `id` order.
+    pub fn into_list(self) -> Vec<Arc<Upstream>> {
+        let mut list: Vec<Arc<Upstream>> = self.upstreams.into_values().collect();
+        list.sort_by_key(|u| u.id);
+        list
+    }
+
     pub fn resolve(
         &mut self,
         index: &Index,
@@ -134,7 +141,11 @@ impl UpstreamCache {
         }
         match targets(index, namespace, service) {
             Ok(targets) => {
-                let up = Arc::new(Upstream::new(name.clone(), targets));
+                let up = Arc::new(Upstream {
+                    name: name.clone(),
+                    targets,
+                    id: self.upstreams.len(),
+                });
                 self.upstreams.insert(name, up.clone());
                 Backend::Service(up)
             }

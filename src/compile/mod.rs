@@ -414,6 +414,7 @@ fn compile_routes(
         }
     }
     let mut table = build_table(drafts, default_draft);
+    table.upstreams = upstreams.into_list();
     table.owners = owners;
     table.fold_case = options.case_insensitive_paths;
     table

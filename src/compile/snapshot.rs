@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 use rustls::sign::CertifiedKey;
 
@@ -102,28 +101,16 @@ pub enum Backend {
     },
 }
 
-/// One Service port's endpoints, shared by every route that points at it.
+/// One Service port's endpoints, shared by every route that points at it. Which
+/// target comes next, and which failed lately, is the data plane's to keep (by `id`),
+/// so it outlives this snapshot.
 pub struct Upstream {
     /// `namespace/service:port`, ALB's `target_group_arn` in the access log.
     pub name: String,
     /// `ip:port` or `[ipv6]:port` or `dns-name:port` (ExternalName).
     pub targets: Vec<String>,
-    pub next: AtomicUsize,
-    /// Per target: until when (ms on the data plane's clock) it is skipped after a
-    /// connection failure.
-    pub failed_until_ms: Vec<AtomicU64>,
-}
-
-impl Upstream {
-    pub fn new(name: String, targets: Vec<String>) -> Self {
-        let failed_until_ms = targets.iter().map(|_| AtomicU64::new(0)).collect();
-        Self {
-            name,
-            targets,
-            next: AtomicUsize::new(0),
-            failed_until_ms,
-        }
-    }
+    /// Position in `RouteTable::upstreams`.
+    pub id: usize,
 }
 
 #[derive(Clone)]
@@ -216,6 +203,8 @@ pub struct RouteTable {
     /// a wildcard host, routes without a host and the default backend serve a named
     /// host only for the namespaces its owner admits. Empty when hosts may be shared.
     pub(crate) owners: HashMap<String, HostOwner>,
+    /// Every upstream a route points at, by `Upstream::id`.
+    pub upstreams: Vec<Arc<Upstream>>,
     /// Paths are matched in lower case (route paths, patterns and logout paths were
     /// folded when compiled).
     pub(crate) fold_case: bool,

@@ -36,22 +36,19 @@ impl ApplyMetrics {
     pub fn new(registry: &prometheus::Registry) -> Self {
         let patches = IntCounterVec::new(
             Opts::new(
-                "portcullis_status_patches_total",
+                "status_patches_total",
                 "Status patches and Events sent by the leader, by result",
             ),
             &["result"],
         )
         .expect("valid metric");
         let latency = Histogram::with_opts(HistogramOpts::new(
-            "portcullis_status_patch_seconds",
+            "status_patch_seconds",
             "Time of one status patch or Event",
         ))
         .expect("valid metric");
-        let queue = IntGauge::new(
-            "portcullis_status_queue_depth",
-            "Status writes waiting to be sent",
-        )
-        .expect("valid metric");
+        let queue = IntGauge::new("status_queue_depth", "Status writes waiting to be sent")
+            .expect("valid metric");
         let _ = registry.register(Box::new(patches.clone()));
         let _ = registry.register(Box::new(latency.clone()));
         let _ = registry.register(Box::new(queue.clone()));

@@ -1,11 +1,46 @@
 //! Round-robin over a Service port's targets, skipping those that recently refused a
-//! connection (passive failure marking).
+//! connection (passive failure marking). The state is kept by the data plane per
+//! upstream name, beside the snapshot, so installing a new snapshot (an unrelated
+//! Secret changed) keeps both the rotation and the marks of targets still there.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::compile::Upstream;
+pub struct Balance {
+    targets: Vec<String>,
+    next: AtomicUsize,
+    /// Per target: until when (ms on the data plane's clock) it is skipped.
+    failed_until_ms: Vec<AtomicU64>,
+}
 
-impl Upstream {
+impl Balance {
+    pub fn new(targets: &[String]) -> Self {
+        Self {
+            targets: targets.to_vec(),
+            next: AtomicUsize::new(0),
+            failed_until_ms: targets.iter().map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Whether this state is for exactly these targets.
+    pub fn serves(&self, targets: &[String]) -> bool {
+        self.targets == targets
+    }
+
+    /// State for `targets` that keeps this one's position and the marks of the
+    /// targets both lists have.
+    pub fn carried_to(&self, targets: &[String]) -> Self {
+        let next = Self::new(targets);
+        next.next
+            .store(self.next.load(Ordering::Relaxed), Ordering::Relaxed);
+        for (i, t) in targets.iter().enumerate() {
+            if let Some(old) = self.targets.iter().position(|o| o == t) {
+                let mark = self.failed_until_ms[old].load(Ordering::Relaxed);
+                next.failed_until_ms[i].store(mark, Ordering::Relaxed);
+            }
+        }
+        next
+    }
+
     /// The next target not marked failed; if all are marked, the next one anyway (a
     /// marked target is better than none).
     pub fn pick(&self, now_ms: u64, skip: Option<usize>) -> Option<usize> {
@@ -33,9 +68,13 @@ impl Upstream {
 mod tests {
     use super::*;
 
+    fn targets(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
     #[test]
     fn round_robin_skips_failed_targets_until_they_recover() {
-        let up = Upstream::new("ns/s:80".into(), vec!["a".into(), "b".into(), "c".into()]);
+        let up = Balance::new(&targets(&["a", "b", "c"]));
         let picks: Vec<_> = (0..6).map(|_| up.pick(0, None).unwrap()).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
         up.mark_failed(1, 100);
@@ -49,12 +88,23 @@ mod tests {
 
     #[test]
     fn all_failed_still_yields_a_target_and_retries_avoid_the_last_one() {
-        let up = Upstream::new("ns/s:80".into(), vec!["a".into(), "b".into()]);
+        let up = Balance::new(&targets(&["a", "b"]));
         up.mark_failed(0, 1000);
         up.mark_failed(1, 1000);
         assert!(up.pick(0, None).is_some());
         for _ in 0..4 {
             assert_eq!(up.pick(0, Some(0)), Some(1));
+        }
+    }
+
+    #[test]
+    fn marks_follow_their_target_into_a_new_list() {
+        let old = Balance::new(&targets(&["a", "b", "c"]));
+        old.mark_failed(1, 500);
+        let new = old.carried_to(&targets(&["b", "d"]));
+        assert!(new.serves(&targets(&["b", "d"])));
+        for _ in 0..4 {
+            assert_eq!(new.pick(100, None), Some(1), "b is still failing");
         }
     }
 }

@@ -13,6 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use super::balance::Balance;
 use super::headers::strip_hop_by_hop;
 use super::pages::empty;
 use super::{Body, DataPlane, ProxyConfig};
@@ -79,6 +80,7 @@ pub struct Outgoing {
 pub async fn forward(
     dp: &DataPlane,
     upstream: &Upstream,
+    balance: &Balance,
     out: Outgoing,
     received: Instant,
     rec: &mut AccessRecord,
@@ -99,7 +101,7 @@ pub async fn forward(
     let mut last = None;
     let mut result = Err(ForwardError::Connect);
     for _attempt in 0..2 {
-        let Some(index) = upstream.pick(dp.now_ms(), last) else {
+        let Some(index) = balance.pick(dp.now_ms(), last) else {
             break;
         };
         let target = &upstream.targets[index];
@@ -128,7 +130,7 @@ pub async fn forward(
             }
             Ok(Err(e)) if e.is_connect() => {
                 statuses.push("-".into());
-                upstream.mark_failed(
+                balance.mark_failed(
                     index,
                     dp.now_ms() + dp.config.failure_backoff.as_millis() as u64,
                 );

@@ -227,8 +227,22 @@ impl Exchange {
                     body,
                     upgrade,
                 };
-                match forward::forward(&self.dp, upstream, out, self.received, &mut self.rec).await
-                {
+                let Some(balance) = self.live.balances.get(upstream.id).cloned() else {
+                    return self.error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "BackendUnavailable",
+                        "The application behind this address has no running instances.",
+                    );
+                };
+                let sent = forward::forward(
+                    &self.dp,
+                    upstream,
+                    &balance,
+                    out,
+                    self.received,
+                    &mut self.rec,
+                );
+                match sent.await {
                     Ok(resp) => resp,
                     Err(e) => self.error(e.status(), e.reason(), e.message()),
                 }

@@ -1,7 +1,7 @@
 //! The data plane: accept, route, (auth), forward, log. It reads the current snapshot
 //! once per request, so installing a new one never blocks or drops a request.
 
-mod balance;
+pub mod balance;
 pub mod canonical;
 mod forward;
 pub mod handler;
@@ -141,6 +141,8 @@ pub struct Live {
     pub snapshot: Arc<Snapshot>,
     pub route_metrics: Vec<RouteMetrics>,
     pub unmatched: RouteMetrics,
+    /// Balancer state of each upstream, by `Upstream::id`.
+    pub balances: Vec<Arc<balance::Balance>>,
 }
 
 /// Everything the request path shares.
@@ -153,6 +155,8 @@ pub struct DataPlane {
     pub client: forward::UpstreamClient,
     pub auth: Authenticator,
     pub flows: crate::observe::flows::FlowLog,
+    /// Balancer state by upstream name, kept across snapshots.
+    balances: std::sync::Mutex<HashMap<String, Arc<balance::Balance>>>,
     started: Instant,
 }
 
@@ -164,6 +168,7 @@ impl DataPlane {
             snapshot: Arc::new(Snapshot::default()),
             route_metrics: Vec::new(),
             unmatched,
+            balances: Vec::new(),
         };
         let client = forward::upstream_client(&config);
         // The system RNG seeds itself on first use (tens of ms); pay that at start-up,
@@ -178,6 +183,7 @@ impl DataPlane {
             client,
             auth,
             flows: Default::default(),
+            balances: Default::default(),
             started: Instant::now(),
         })
     }
@@ -211,12 +217,37 @@ impl DataPlane {
             .snapshot_routes
             .set(snapshot.routes.all.len() as i64);
         let unmatched = old.unmatched.clone();
+        let balances = self.balances_for(&snapshot);
         self.live.store(Arc::new(Live {
             snapshot,
             route_metrics,
             unmatched,
+            balances,
         }));
         self.ready.store(true, Ordering::Release);
+    }
+
+    /// The balancer state of each of the snapshot's upstreams: the kept one when its
+    /// targets are the same, else one that carries over the marks of targets still there.
+    fn balances_for(&self, snapshot: &Snapshot) -> Vec<Arc<balance::Balance>> {
+        let mut kept = self.balances.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = HashMap::with_capacity(snapshot.routes.upstreams.len());
+        let list = snapshot
+            .routes
+            .upstreams
+            .iter()
+            .map(|up| {
+                let state = match kept.get(&up.name) {
+                    Some(b) if b.serves(&up.targets) => b.clone(),
+                    Some(b) => Arc::new(b.carried_to(&up.targets)),
+                    None => Arc::new(balance::Balance::new(&up.targets)),
+                };
+                next.insert(up.name.clone(), state.clone());
+                state
+            })
+            .collect();
+        *kept = next;
+        list
     }
 
     pub fn is_ready(&self) -> bool {
