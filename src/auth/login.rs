@@ -28,10 +28,9 @@ const DATA_LIFETIME_SECS: i64 = 60;
 const DATA_REUSE_SECS: i64 = 20;
 /// A finished refresh answers requests still carrying the old cookie for this long.
 const REFRESH_REUSE: Duration = Duration::from_secs(30);
-/// Bound on the signed-data cache; past it, entries too old to reuse are dropped.
+/// Sessions whose opened form and signed data header are kept (least recently and
+/// least often used go first): a few tens of MB at most.
 const MAX_CACHED_SESSIONS: usize = 20_000;
-/// Bound on the opened-session cache (a few MB); past it, it starts over.
-const MAX_OPENED_SESSIONS: usize = 4096;
 /// An access token without `expires_in` is taken to last this long.
 const DEFAULT_ACCESS_TOKEN_SECS: i64 = 3600;
 /// `expires_in` is held within these bounds: a provider's zero or negative value
@@ -138,8 +137,8 @@ pub struct Authenticator {
     /// refresh token the provider may have rotated.
     refreshes: Mutex<HashMap<SessionKey, (Instant, RefreshCell)>>,
     /// Signed `x-amzn-oidc-data` by session, with the time it was signed.
-    signed_data: Mutex<HashMap<SessionKey, (i64, Arc<str>)>>,
-    opened: Mutex<HashMap<SessionKey, Arc<Session>>>,
+    signed_data: quick_cache::sync::Cache<SessionKey, (i64, Arc<str>)>,
+    opened: quick_cache::sync::Cache<SessionKey, Arc<Session>>,
 }
 
 /// A refreshed session, and whether this request is the one that refreshed it.
@@ -252,8 +251,8 @@ impl Authenticator {
             signing_key,
             signer,
             refreshes: Mutex::new(HashMap::new()),
-            signed_data: Mutex::new(HashMap::new()),
-            opened: Mutex::new(HashMap::new()),
+            signed_data: quick_cache::sync::Cache::new(MAX_CACHED_SESSIONS),
+            opened: quick_cache::sync::Cache::new(MAX_CACHED_SESSIONS),
         }
     }
 
@@ -566,18 +565,12 @@ impl Authenticator {
     /// the same cookie on every request, and opening it (base64, AES-GCM, JSON) is the
     /// costly part of a session check. Only cookies that opened are remembered.
     fn opened_session(&self, binding: &str, shards: &[String]) -> Option<Arc<Session>> {
-        let key = opened_key(binding, shards);
-        self.opened.lock().ok()?.get(&key).cloned()
+        self.opened.get(&opened_key(binding, shards))
     }
 
     fn remember_session(&self, binding: &str, shards: &[String], s: Session) -> Arc<Session> {
         let s = Arc::new(s);
-        if let Ok(mut opened) = self.opened.lock() {
-            if opened.len() >= MAX_OPENED_SESSIONS {
-                opened.clear();
-            }
-            opened.insert(opened_key(binding, shards), s.clone());
-        }
+        self.opened.insert(opened_key(binding, shards), s.clone());
         s
     }
 
@@ -755,9 +748,7 @@ impl Authenticator {
         ]);
         let cached = self
             .signed_data
-            .lock()
-            .ok()
-            .and_then(|cache| cache.get(&key).cloned())
+            .get(&key)
             .filter(|(signed_at, _)| now - signed_at < DATA_REUSE_SECS && *signed_at <= now);
         let data = match cached {
             Some((_, data)) => data,
@@ -774,14 +765,7 @@ impl Authenticator {
                     identity::sign_data(&self.signing_key, &header, &session.claims)
                         .map_err(|e| LoginError::Internal(e.to_string()))?
                         .into();
-                if let Ok(mut cache) = self.signed_data.lock() {
-                    if cache.len() >= MAX_CACHED_SESSIONS {
-                        cache.retain(|_, (signed_at, _)| now - *signed_at < DATA_REUSE_SECS);
-                    }
-                    if cache.len() < MAX_CACHED_SESSIONS {
-                        cache.insert(key, (now, data.clone()));
-                    }
-                }
+                self.signed_data.insert(key, (now, data.clone()));
                 data
             }
         };
