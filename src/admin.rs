@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::auth::identity::key_document;
 use crate::proxy::pages::full;
 use crate::proxy::{Body, DataPlane};
 
@@ -39,23 +40,6 @@ pub async fn serve_admin(
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
-    }
-}
-
-/// ALB's key endpoint under some base path: `<base>/<kid>` is the PEM public key,
-/// `<base>` itself a JWKS. `rest` is what follows the base.
-pub fn key_answer(dp: &DataPlane, rest: &str) -> Option<(StatusCode, &'static str, String)> {
-    let key = dp.auth.signing_key();
-    match rest {
-        "" | "/" => Some((
-            StatusCode::OK,
-            "application/json",
-            serde_json::json!({"keys": [key.jwk()]}).to_string(),
-        )),
-        r if r.strip_prefix('/') == Some(key.kid()) => {
-            Some((StatusCode::OK, "application/x-pem-file", key.public_pem()))
-        }
-        _ => None,
     }
 }
 
@@ -88,7 +72,7 @@ async fn answer(
     let keys = path
         .strip_prefix("/keys")
         .or((path == "/.well-known/jwks.json").then_some(""))
-        .and_then(|rest| key_answer(&dp, rest));
+        .and_then(|rest| key_document(dp.auth.signing_key(), rest));
     let (status, content_type, body) = match (keys, path) {
         (Some(answer), _) => answer,
         (None, "/metrics") => (

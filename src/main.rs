@@ -13,11 +13,12 @@ use portcullis::compile::{CompileOptions, compile};
 use portcullis::controller::Controller;
 use portcullis::controller::lease::LeaseConfig;
 use portcullis::keys::{KeyText, Keys};
+use portcullis::listen::{Listen, run_listeners};
 use portcullis::model::AuthRule;
 use portcullis::observe::access_log::{AccessLog, LogFormat};
 use portcullis::proxy::canonical::{Ambiguity, DEFAULT_DROPPED_HEADERS, PathRules};
 use portcullis::proxy::{DataPlane, IpNet, ProxyConfig};
-use portcullis::serve::{Listen, apply, run_listeners, watch_cluster, watch_files};
+use portcullis::reload::{apply, watch_cluster, watch_files};
 use portcullis::source::cluster::ClusterSource;
 use portcullis::source::manifests::ManifestSource;
 
@@ -436,7 +437,7 @@ fn init_tracing(format: LogFormat) {
 }
 
 async fn diagnose(args: DiagnoseArgs) -> anyhow::Result<ExitCode> {
-    use portcullis::diagnose::{Outcome, diagnose, rules_in};
+    use portcullis::provider_checks::{Outcome, diagnose, rules_in};
     let objects = if args.files.is_empty() {
         let client = kube::Client::try_default()
             .await
@@ -507,7 +508,7 @@ async fn diagnose(args: DiagnoseArgs) -> anyhow::Result<ExitCode> {
 /// The listeners bound and the data plane made, before any configuration.
 struct Started {
     dp: Arc<DataPlane>,
-    bound: portcullis::serve::Bound,
+    bound: portcullis::listen::Bound,
 }
 
 async fn start_data_plane(args: &ProxyArgs, keys: Keys) -> anyhow::Result<Started> {

@@ -32,7 +32,8 @@ impl Keys {
         Self {
             rsa: RsaKeyPair::generate(KeySize::Rsa2048).unwrap(),
             ec: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap(),
-            ec_der: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref()).unwrap(),
+            ec_der: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref())
+                .unwrap(),
             other_rsa: RsaKeyPair::generate(KeySize::Rsa2048).unwrap(),
         }
     }
@@ -53,17 +54,34 @@ impl Keys {
         let rng = SystemRandom::new();
         match how {
             "rsa" | "other-rsa" => {
-                let key = if how == "rsa" { &self.rsa } else { &self.other_rsa };
+                let key = if how == "rsa" {
+                    &self.rsa
+                } else {
+                    &self.other_rsa
+                };
                 let mut sig = vec![0; key.public_modulus_len()];
-                key.sign(&RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut sig).unwrap();
+                key.sign(&RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut sig)
+                    .unwrap();
                 sig
             }
-            "ec" => self.ec.sign(&rng, input.as_bytes()).unwrap().as_ref().to_vec(),
-            "ec-der" => self.ec_der.sign(&rng, input.as_bytes()).unwrap().as_ref().to_vec(),
+            "ec" => self
+                .ec
+                .sign(&rng, input.as_bytes())
+                .unwrap()
+                .as_ref()
+                .to_vec(),
+            "ec-der" => self
+                .ec_der
+                .sign(&rng, input.as_bytes())
+                .unwrap()
+                .as_ref()
+                .to_vec(),
             "hmac-with-public-key" => {
                 let public = self.rsa.public_key().as_ref().to_vec();
                 let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &public);
-                aws_lc_rs::hmac::sign(&key, input.as_bytes()).as_ref().to_vec()
+                aws_lc_rs::hmac::sign(&key, input.as_bytes())
+                    .as_ref()
+                    .to_vec()
             }
             _ => Vec::new(),
         }
@@ -157,7 +175,11 @@ fn ours_is_never_more_lenient_than_jsonwebtoken() {
     let valid = keys.token(rs.clone(), claims(), "rsa");
     let mut flipped_sig = valid.clone().into_bytes();
     let last = flipped_sig.len() - 5;
-    flipped_sig[last] = if flipped_sig[last] == b'A' { b'B' } else { b'A' };
+    flipped_sig[last] = if flipped_sig[last] == b'A' {
+        b'B'
+    } else {
+        b'A'
+    };
     let (h, rest) = valid.split_once('.').unwrap();
     let (_, sig) = rest.split_once('.').unwrap();
     let swapped_payload = format!(
@@ -165,25 +187,98 @@ fn ours_is_never_more_lenient_than_jsonwebtoken() {
         B64.encode(with(claims(), "sub", json!("mallory")).to_string())
     );
     let hostile = vec![
-        ("alg none", keys.token(json!({"alg": "none", "kid": "r1"}), claims(), "none")),
-        ("alg none, empty signature", format!("{}.{}.", B64.encode(r#"{"alg":"none"}"#), B64.encode(claims().to_string()))),
-        ("HS256 keyed with the RSA public key", keys.token(json!({"alg": "HS256", "kid": "r1"}), claims(), "hmac-with-public-key")),
+        (
+            "alg none",
+            keys.token(json!({"alg": "none", "kid": "r1"}), claims(), "none"),
+        ),
+        (
+            "alg none, empty signature",
+            format!(
+                "{}.{}.",
+                B64.encode(r#"{"alg":"none"}"#),
+                B64.encode(claims().to_string())
+            ),
+        ),
+        (
+            "HS256 keyed with the RSA public key",
+            keys.token(
+                json!({"alg": "HS256", "kid": "r1"}),
+                claims(),
+                "hmac-with-public-key",
+            ),
+        ),
         ("another key", keys.token(rs.clone(), claims(), "other-rsa")),
-        ("unknown kid", keys.token(json!({"alg": "RS256", "kid": "zz"}), claims(), "rsa")),
-        ("RS256 header on the EC key", keys.token(json!({"alg": "RS256", "kid": "e1"}), claims(), "rsa")),
+        (
+            "unknown kid",
+            keys.token(json!({"alg": "RS256", "kid": "zz"}), claims(), "rsa"),
+        ),
+        (
+            "RS256 header on the EC key",
+            keys.token(json!({"alg": "RS256", "kid": "e1"}), claims(), "rsa"),
+        ),
         ("ES256 as DER", keys.token(es.clone(), claims(), "ec-der")),
         ("altered signature", String::from_utf8(flipped_sig).unwrap()),
         ("altered payload", swapped_payload),
-        ("expired", keys.token(rs.clone(), with(claims(), "exp", json!(now() - 3600)), "rsa")),
-        ("not yet valid", keys.token(rs.clone(), with(claims(), "nbf", json!(now() + 3600)), "rsa")),
-        ("other issuer", keys.token(rs.clone(), with(claims(), "iss", json!("https://evil.example.com")), "rsa")),
-        ("issuer with a trailing slash", keys.token(rs.clone(), with(claims(), "iss", json!(format!("{ISS}/"))), "rsa")),
-        ("other audience", keys.token(rs.clone(), with(claims(), "aud", json!("other")), "rsa")),
-        ("no audience", keys.token(rs.clone(), without(claims(), "aud"), "rsa")),
-        ("no exp", keys.token(rs.clone(), without(claims(), "exp"), "rsa")),
-        ("exp as a string", keys.token(rs.clone(), with(claims(), "exp", json!("9999999999")), "rsa")),
-        ("no sub", keys.token(rs.clone(), without(claims(), "sub"), "rsa")),
-        ("two segments", valid.rsplitn(2, '.').nth(1).unwrap().to_owned()),
+        (
+            "expired",
+            keys.token(
+                rs.clone(),
+                with(claims(), "exp", json!(now() - 3600)),
+                "rsa",
+            ),
+        ),
+        (
+            "not yet valid",
+            keys.token(
+                rs.clone(),
+                with(claims(), "nbf", json!(now() + 3600)),
+                "rsa",
+            ),
+        ),
+        (
+            "other issuer",
+            keys.token(
+                rs.clone(),
+                with(claims(), "iss", json!("https://evil.example.com")),
+                "rsa",
+            ),
+        ),
+        (
+            "issuer with a trailing slash",
+            keys.token(
+                rs.clone(),
+                with(claims(), "iss", json!(format!("{ISS}/"))),
+                "rsa",
+            ),
+        ),
+        (
+            "other audience",
+            keys.token(rs.clone(), with(claims(), "aud", json!("other")), "rsa"),
+        ),
+        (
+            "no audience",
+            keys.token(rs.clone(), without(claims(), "aud"), "rsa"),
+        ),
+        (
+            "no exp",
+            keys.token(rs.clone(), without(claims(), "exp"), "rsa"),
+        ),
+        (
+            "exp as a string",
+            keys.token(
+                rs.clone(),
+                with(claims(), "exp", json!("9999999999")),
+                "rsa",
+            ),
+        ),
+        (
+            "no sub",
+            keys.token(rs.clone(), without(claims(), "sub"), "rsa"),
+        ),
+        (
+            "two segments",
+            valid.rsplitn(2, '.').nth(1).unwrap().to_owned(),
+        ),
         ("four segments", format!("{valid}.x")),
         ("not base64", "a$b.c$d.e$f".to_owned()),
         ("empty", String::new()),
@@ -196,11 +291,31 @@ fn ours_is_never_more_lenient_than_jsonwebtoken() {
     // Stricter on purpose: the nonce binds the token to this login, iat may not be in
     // the future, and several audiences need azp naming this client.
     for (what, token) in [
-        ("wrong nonce", keys.token(rs.clone(), with(claims(), "nonce", json!("n-2")), "rsa")),
-        ("issued in the future", keys.token(rs.clone(), with(claims(), "iat", json!(now() + 3600)), "rsa")),
-        ("two audiences, no azp", keys.token(rs.clone(), with(claims(), "aud", json!([CLIENT, "other"])), "rsa")),
+        (
+            "wrong nonce",
+            keys.token(rs.clone(), with(claims(), "nonce", json!("n-2")), "rsa"),
+        ),
+        (
+            "issued in the future",
+            keys.token(
+                rs.clone(),
+                with(claims(), "iat", json!(now() + 3600)),
+                "rsa",
+            ),
+        ),
+        (
+            "two audiences, no azp",
+            keys.token(
+                rs.clone(),
+                with(claims(), "aud", json!([CLIENT, "other"])),
+                "rsa",
+            ),
+        ),
     ] {
         assert!(!ours(&token, &jwks), "{what}");
-        assert!(theirs(&token, &their_jwks), "{what}: jsonwebtoken's rules differ here as expected");
+        assert!(
+            theirs(&token, &their_jwks),
+            "{what}: jsonwebtoken's rules differ here as expected"
+        );
     }
 }

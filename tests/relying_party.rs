@@ -10,8 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::idp::{Callback, Idp, log_in};
 use portcullis::auth::flow;
 use portcullis::auth::id_token::{Expected, allowed_algs, validate};
-use portcullis::auth::idp::{ClientAuth, IdpClient, ProviderMetadata, form_encode};
+use portcullis::auth::idp::{ClientAuth, IdpClient, ProviderMetadata};
 use portcullis::auth::sealed::KeyRing;
+use portcullis::form::form_encode;
 use portcullis::model::TokenEndpointAuthMethod;
 
 const REDIRECT_URI: &str = "https://app.example.com/oauth2/idpresponse";

@@ -136,6 +136,28 @@ pub fn signer_for(template: &str, namespace: &str, name: &str) -> String {
         .replace("{id}", &id)
 }
 
+/// ALB's key endpoint under some base path: `<base>/<kid>` is the PEM public key,
+/// `<base>` itself a JWKS. `rest` is what follows the base; `None` when it names
+/// nothing. Status, content type and body.
+pub fn key_document(
+    key: &SigningKey,
+    rest: &str,
+) -> Option<(http::StatusCode, &'static str, String)> {
+    match rest {
+        "" | "/" => Some((
+            http::StatusCode::OK,
+            "application/json",
+            serde_json::json!({"keys": [key.jwk()]}).to_string(),
+        )),
+        r if r.strip_prefix('/') == Some(key.kid()) => Some((
+            http::StatusCode::OK,
+            "application/x-pem-file",
+            key.public_pem(),
+        )),
+        _ => None,
+    }
+}
+
 /// Who signed and for whom: the fields of ALB's JWS header.
 pub struct DataHeader<'a> {
     pub issuer: &'a str,

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::id_token::Jwks;
+use crate::form::form_encode;
 use crate::model::TokenEndpointAuthMethod;
 use resolver::ProviderResolver;
 
@@ -498,66 +499,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 fn excerpt(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..body.len().min(MAX_ERROR_EXCERPT)]).into_owned()
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters (space as `%20`).
-pub fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// `a=1&b=2` (a query string or a form body) as decoded pairs, the first value of a
-/// repeated name kept; a piece without `=` is a name with an empty value.
-pub fn form_pairs(s: &str) -> std::collections::HashMap<String, String> {
-    let mut pairs = std::collections::HashMap::new();
-    for (k, v) in form_urlencoded::parse(s.as_bytes()) {
-        pairs
-            .entry(k.into_owned())
-            .or_insert_with(|| v.into_owned());
-    }
-    pairs
-}
-
-/// The first name among `names` that `s` carries more than once: a callback whose
-/// `state` or `code` is given twice is read differently by different parsers.
-pub fn repeated_param<'n>(s: &str, names: &[&'n str]) -> Option<&'n str> {
-    names.iter().copied().find(|name| {
-        form_urlencoded::parse(s.as_bytes())
-            .filter(|(k, _)| k == name)
-            .count()
-            > 1
-    })
-}
-
-/// Decodes one `application/x-www-form-urlencoded` component (`+` is a space; a
-/// malformed `%` escape stays as it is).
-pub fn form_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 mod resolver;

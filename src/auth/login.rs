@@ -14,12 +14,13 @@ use tokio::sync::OnceCell;
 use super::flow::{self, FlowError, FlowState};
 use super::id_token::{self, Expected, IdTokenError};
 use super::identity::{self, DataHeader, SigningKey};
-use super::idp::{ClientAuth, Hop, IdpClient, IdpError, form_encode, form_pairs, repeated_param};
+use super::idp::{ClientAuth, Hop, IdpClient, IdpError};
 use super::providers::{Provider, ProviderKey, Registry};
 use super::redirect::safe_return_path;
 use super::sealed::KeyRing;
 use super::session::{self, Session, SessionError};
 use crate::compile::AuthPolicy;
+use crate::form::{form_encode, form_pairs, repeated_param};
 
 pub use crate::model::CALLBACK_PATH;
 /// ALB's `x-amzn-oidc-data` lives about a minute.

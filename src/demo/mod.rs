@@ -23,9 +23,10 @@ use crate::auth::login::Authenticator;
 use crate::auth::sealed::KeyRing;
 use crate::compile::CompileOptions;
 use crate::diagnostics::ObjectRef;
+use crate::listen::{Bound, ServeError, run_listeners};
 use crate::observe::access_log::{AccessLog, LogFormat};
 use crate::proxy::{Body, DataPlane, ProxyConfig};
-use crate::serve::{Bound, ServeError, apply, run_listeners};
+use crate::reload::apply;
 use crate::source::manifests::{add_document, parse_documents};
 use crate::store::Objects;
 

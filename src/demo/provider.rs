@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 use super::{Received, serve};
 use crate::auth::identity::{IdentityError, SigningKey, new_uuid};
-use crate::auth::idp::{form_decode, form_encode, form_pairs};
+use crate::form::{form_decode, form_encode, form_pairs};
 use crate::proxy::Body;
 use crate::proxy::pages::{full, redirect};
 

@@ -133,7 +133,7 @@ fn param(url: &str, name: &str) -> Option<String> {
     let query = url.split_once('?')?.1;
     query.split('&').find_map(|p| {
         let (k, v) = p.split_once('=')?;
-        (k == name).then(|| crate::auth::idp::form_decode(v))
+        (k == name).then(|| crate::form::form_decode(v))
     })
 }
 

@@ -20,11 +20,11 @@ use super::headers::{is_websocket_upgrade, set_forwarded};
 use super::pages::{ErrorPage, prefers_html, redirect};
 use super::{Body, BoxError, ConnInfo, DataPlane, Live};
 use crate::auth::flow::FlowError;
-use crate::auth::idp::form_pairs;
 use crate::auth::login::{Browser, CALLBACK_PATH, Identity, LoginError, Notes, SessionState};
 use crate::auth::redirect::safe_return_path;
 use crate::auth::session::Session;
 use crate::compile::{AuthPolicy, Backend, GuardPolicy, Route};
+use crate::form::form_pairs;
 use crate::model::OnUnauthenticatedRequest;
 use crate::observe::access_log::{AccessRecord, timestamp};
 use crate::observe::flows::{Hop, now_ms};
@@ -253,8 +253,10 @@ impl Exchange {
     /// The signing keys at `--public-keys-path`, when this is that path.
     fn public_keys(&mut self, path: &str) -> Option<Response<Body>> {
         let base = self.dp.config.public_keys_path.as_deref()?;
-        let (status, content_type, body) =
-            crate::admin::key_answer(&self.dp, path.strip_prefix(base)?)?;
+        let (status, content_type, body) = crate::auth::identity::key_document(
+            self.dp.auth.signing_key(),
+            path.strip_prefix(base)?,
+        )?;
         self.rec.add_action("fixed-response");
         let mut resp = Response::new(crate::proxy::pages::full(body));
         *resp.status_mut() = status;

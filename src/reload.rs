@@ -1,81 +1,19 @@
-//! `portcullis serve`: manifests from files, compiled and served, re-read when they
-//! change or on SIGHUP.
+//! From objects to what is served: compile and install once, or again whenever the
+//! manifest files or the cluster's objects change (publishing each install to the
+//! controller).
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::compile::{CompileOptions, compile, summary};
 use crate::controller::Published;
 use crate::diagnostics::Diagnostic;
-use crate::proxy::{DataPlane, server};
+use crate::proxy::DataPlane;
 use crate::source::cluster::ClusterSource;
 use crate::source::manifests::ManifestSource;
 use crate::store::Objects;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("cannot write {path}: {source}")]
-    PortsFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("TLS setup failed: {0}")]
-    Tls(#[from] rustls::Error),
-}
-
-pub struct Listen {
-    pub http: Option<SocketAddr>,
-    pub https: Option<SocketAddr>,
-    pub admin: Option<SocketAddr>,
-}
-
-pub struct Bound {
-    pub http: Option<TcpListener>,
-    pub https: Option<TcpListener>,
-    pub admin: Option<TcpListener>,
-}
-
-async fn bind(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, ServeError> {
-    match addr {
-        None => Ok(None),
-        Some(addr) => TcpListener::bind(addr)
-            .await
-            .map(Some)
-            .map_err(|source| ServeError::Bind { addr, source }),
-    }
-}
-
-impl Listen {
-    pub async fn bind(&self) -> Result<Bound, ServeError> {
-        Ok(Bound {
-            http: bind(self.http).await?,
-            https: bind(self.https).await?,
-            admin: bind(self.admin).await?,
-        })
-    }
-}
-
-impl Bound {
-    /// The addresses actually bound (port 0 resolved), as JSON for `--ports-file`.
-    pub fn describe(&self) -> serde_json::Value {
-        let addr = |l: &Option<TcpListener>| {
-            l.as_ref()
-                .and_then(|l| l.local_addr().ok())
-                .map(|a| a.to_string())
-        };
-        serde_json::json!({ "http": addr(&self.http), "https": addr(&self.https), "admin": addr(&self.admin) })
-    }
-}
 
 /// Compiles and installs, logging what changed in the diagnostics; returns what was
 /// installed.
@@ -102,27 +40,6 @@ pub fn apply(
     let snapshot = Arc::new(compiled.snapshot);
     dp.install(snapshot.clone());
     (snapshot, compiled.diagnostics)
-}
-
-/// Serves the bound listeners until `shutdown` turns true, then drains.
-pub async fn run_listeners(
-    dp: Arc<DataPlane>,
-    bound: Bound,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), ServeError> {
-    let mut tasks = tokio::task::JoinSet::new();
-    if let Some(l) = bound.http {
-        tasks.spawn(server::serve_http(dp.clone(), l, shutdown.clone()));
-    }
-    if let Some(l) = bound.https {
-        let config = crate::proxy::tls::server_config(dp.clone())?;
-        tasks.spawn(server::serve_https(dp.clone(), l, config, shutdown.clone()));
-    }
-    if let Some(l) = bound.admin {
-        tasks.spawn(crate::admin::serve_admin(dp.clone(), l, shutdown.clone()));
-    }
-    while tasks.join_next().await.is_some() {}
-    Ok(())
 }
 
 /// Re-reads the manifests every `interval` and on SIGHUP, installing a new snapshot
