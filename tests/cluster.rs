@@ -273,30 +273,38 @@ async fn status_names_the_missing_secret_and_clears_when_it_appears() {
     );
 }
 
+async fn lease_holder(leases: &Api<Lease>) -> Option<String> {
+    leases
+        .get_opt("portcullis-leader")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec?.holder_identity)
+}
+
+/// Waits for replica-a to lead, starts replica-b, and checks a still leads.
+async fn second_replica_while_a_leads(cp: &ControlPlane, leases: &Api<Lease>) -> Portcullis {
+    eventually("replica-a holds the Lease", || async {
+        lease_holder(leases).await.as_deref() == Some("replica-a")
+    })
+    .await;
+    let second = controller(cp, "replica-b");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        lease_holder(leases).await.as_deref(),
+        Some("replica-a"),
+        "one leader at a time"
+    );
+    second
+}
+
 #[tokio::test]
 async fn the_lease_moves_to_another_replica_when_the_leader_stops() {
     let cp = ControlPlane::start();
     let first = install(&cp).await;
     let leases: Api<Lease> = Api::namespaced(cp.admin().await, "portcullis-system");
-    let holder = || async {
-        leases
-            .get_opt("portcullis-leader")
-            .await
-            .ok()
-            .flatten()
-            .and_then(|l| l.spec?.holder_identity)
-    };
-    eventually("replica-a holds the Lease", || async {
-        holder().await.as_deref() == Some("replica-a")
-    })
-    .await;
-    let second = controller(&cp, "replica-b");
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    assert_eq!(
-        holder().await.as_deref(),
-        Some("replica-a"),
-        "one leader at a time"
-    );
+    let holder = || lease_holder(&leases);
+    let second = second_replica_while_a_leads(&cp, &leases).await;
     first.terminate();
     eventually("replica-b takes the Lease over", || async {
         holder().await.as_deref() == Some("replica-b")
@@ -454,25 +462,8 @@ async fn a_leader_cut_off_longer_than_its_lease_stops_writing_and_another_takes_
         ],
     );
     let leases: Api<Lease> = Api::namespaced(admin.clone(), "portcullis-system");
-    let holder = || async {
-        leases
-            .get_opt("portcullis-leader")
-            .await
-            .ok()
-            .flatten()
-            .and_then(|l| l.spec?.holder_identity)
-    };
-    eventually("replica-a holds the Lease", || async {
-        holder().await.as_deref() == Some("replica-a")
-    })
-    .await;
-    let _b = controller(&cp, "replica-b");
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    assert_eq!(
-        holder().await.as_deref(),
-        Some("replica-a"),
-        "one leader at a time"
-    );
+    let holder = || lease_holder(&leases);
+    let _b = second_replica_while_a_leads(&cp, &leases).await;
 
     relay.cut();
     let cut_at = std::time::Instant::now();

@@ -254,15 +254,13 @@ async fn h2c_and_websocket_pass_through() {
     );
 }
 
-#[tokio::test]
-async fn a_dead_endpoint_is_skipped_and_bodyless_requests_retry() {
-    let dir = TempDir::new("retry");
+/// A Service with two endpoints on one port: a backend on 127.0.0.1 and nothing on
+/// 127.0.0.3.
+async fn one_live_one_dead(dir: &TempDir) -> Backend {
     let b = Backend::start("b").await;
-    // Two endpoints on one port: the backend on 127.0.0.1 and nothing on 127.0.0.3.
-    let port = b.addr.port();
     let addrs = [
         b.addr,
-        std::net::SocketAddr::new("127.0.0.3".parse().unwrap(), port),
+        std::net::SocketAddr::new("127.0.0.3".parse().unwrap(), b.addr.port()),
     ];
     dir.write(
         "all.yaml",
@@ -272,6 +270,13 @@ async fn a_dead_endpoint_is_skipped_and_bodyless_requests_retry() {
             service_yaml("svc", &addrs)
         ),
     );
+    b
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_is_skipped_and_bodyless_requests_retry() {
+    let dir = TempDir::new("retry");
+    let _b = one_live_one_dead(&dir).await;
     let p = Portcullis::start(dir.path(), &[]);
     let c = client();
     for _ in 0..6 {
@@ -564,20 +569,7 @@ async fn oversized_request_heads_are_refused() {
 #[tokio::test]
 async fn a_failing_endpoint_stays_marked_across_an_unrelated_reload() {
     let dir = TempDir::new("marks");
-    let b = Backend::start("b").await;
-    let port = b.addr.port();
-    let addrs = [
-        b.addr,
-        std::net::SocketAddr::new("127.0.0.3".parse().unwrap(), port),
-    ];
-    dir.write(
-        "all.yaml",
-        &format!(
-            "{}{}",
-            ingress_yaml("web", &[("app.example.com", "/", "svc")], ""),
-            service_yaml("svc", &addrs)
-        ),
-    );
+    let _b = one_live_one_dead(&dir).await;
     let p = Portcullis::start(dir.path(), &[]);
     let c = client();
     let get = || c.get(p.url("/")).header("host", "app.example.com").send();
