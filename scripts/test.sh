@@ -11,6 +11,10 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 
+# aws-log-parser, the ALB log reader the access-log test checks our lines with.
+python3 -m venv .cache/venv
+.cache/venv/bin/pip install -q --disable-pip-version-check -r tests/alb-logs/requirements.txt
+
 # Debian's Chromium, for the test that logs in the way a person does.
 if ! command -v chromium >/dev/null; then
   sudo_if_needed() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }

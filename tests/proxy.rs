@@ -192,7 +192,8 @@ async fn access_log_fields_are_where_alb_puts_them() {
     let page = down.text().await.unwrap();
     let line = p.log_line(|l| l.contains("/down")).await;
     let r = alb_record(&line);
-    assert_eq!(r["error_reason"], "BackendUnavailable");
+    assert_eq!(r["portcullis_reason"], "BackendUnavailable");
+    assert_eq!(r["error_reason"], "-", "not one of ALB's codes");
     assert_eq!(r["target:port"], "-");
     assert_eq!(r["request_processing_time"], "-1");
     assert_eq!(r["actions_executed"], "fixed-response");

@@ -12,6 +12,8 @@ const STATUS: usize = 8;
 const REQUEST: usize = 12;
 const TRACE_ID: usize = 17;
 const ERROR_REASON: usize = 24;
+/// Portcullis's own reason, after ALB's last field (absent in a real ALB's lines).
+const PORTCULLIS_REASON: usize = 29;
 const MIN_FIELDS: usize = 25;
 
 /// One line's fields, honouring quotes and backslash escapes.
@@ -72,7 +74,10 @@ pub fn read(input: impl BufRead) -> Report {
             continue;
         }
         let status = &f[STATUS];
-        let reason = &f[ERROR_REASON];
+        let reason = f
+            .get(PORTCULLIS_REASON)
+            .filter(|r| *r != "-" && !r.is_empty())
+            .unwrap_or(&f[ERROR_REASON]);
         let failed = status.starts_with(['4', '5']) || (reason != "-" && !reason.is_empty());
         if !failed {
             continue;

@@ -84,7 +84,9 @@ impl AccessRecord {
     }
 
     /// Name, value and whether ALB quotes it, in ALB's order.
-    fn fields(&self) -> [(&'static str, Cow<'_, str>, bool); 29] {
+    /// ALB's 29 fields, then Portcullis's own reason (ALB only ever appends fields, so
+    /// parsers of ALB's format read every line; `error_reason` holds only ALB's codes).
+    fn fields(&self) -> [(&'static str, Cow<'_, str>, bool); 30] {
         fn b(v: &str) -> Cow<'_, str> {
             Cow::Borrowed(v)
         }
@@ -148,7 +150,11 @@ impl AccessRecord {
             ),
             ("actions_executed", b(&self.actions_executed), true),
             ("redirect_url", redact_query(&self.redirect_url), true),
-            ("error_reason", b(&self.error_reason), true),
+            (
+                "error_reason",
+                Cow::Borrowed(alb_reason(&self.error_reason)),
+                true,
+            ),
             ("target:port_list", b(&self.target_port_list), true),
             (
                 "target_status_code_list",
@@ -161,6 +167,7 @@ impl AccessRecord {
                 b(&self.classification_reason),
                 true,
             ),
+            ("portcullis_reason", b(&self.error_reason), true),
         ]
     }
 
@@ -205,8 +212,37 @@ impl AccessRecord {
     }
 }
 
-/// Quoted fields keep parsers in step: `"` and `\` are escaped, control and non-ASCII
-/// bytes become `\xHH`; an unquoted field escapes spaces too.
+/// The `error_reason` codes ALB itself writes (its authentication and Lambda codes);
+/// tools built for ALB's logs know no others.
+pub const ALB_REASONS: &[&str] = &[
+    "AuthInvalidAWSALBAuthNonce",
+    "AuthInvalidCookie",
+    "AuthInvalidGrantError",
+    "AuthInvalidIdToken",
+    "AuthInvalidStateParam",
+    "AuthInvalidTokenResponse",
+    "AuthInvalidUserinfoResponse",
+    "AuthMissingAWSALBAuthNonce",
+    "AuthMissingCodeParam",
+    "AuthMissingHostHeader",
+    "AuthMissingStateParam",
+    "AuthTokenEpRequestFailed",
+    "AuthTokenEpRequestTimeout",
+    "AuthUnhandledException",
+    "AuthUserinfoEpRequestFailed",
+    "AuthUserinfoEpRequestTimeout",
+    "AuthUserinfoResponseSizeExceeded",
+];
+
+/// `reason` when ALB writes it too, else `-`.
+fn alb_reason(reason: &str) -> &str {
+    if ALB_REASONS.contains(&reason) {
+        reason
+    } else {
+        "-"
+    }
+}
+
 /// Query parameters that carry a login's secrets: an authorization code, the state
 /// that binds it, an ID token sent as a logout hint.
 const SECRET_PARAMS: &[&str] = &["code", "state", "id_token_hint"];
@@ -249,6 +285,8 @@ pub fn redact_query(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Quoted fields keep parsers in step: `"` and `\` are escaped, control and non-ASCII
+/// bytes become `\xHH`; an unquoted field escapes spaces too.
 fn escape_into(out: &mut String, s: &str, bare: bool) {
     let plain = |b: u8| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\';
     if s.bytes().all(plain) {
@@ -410,7 +448,25 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&r.json_line()).unwrap();
         assert_eq!(json["error_reason"], "-");
         assert_eq!(json["request_processing_time"], "-1");
-        assert_eq!(json.as_object().unwrap().len(), 29);
+        assert_eq!(json.as_object().unwrap().len(), 30);
+    }
+
+    #[test]
+    fn error_reason_holds_albs_codes_and_the_last_field_ours() {
+        let mut r = record();
+        r.error_reason = "NoMatchingRoute".into();
+        let json: serde_json::Value = serde_json::from_str(&r.json_line()).unwrap();
+        assert_eq!(
+            (
+                json["error_reason"].as_str(),
+                json["portcullis_reason"].as_str()
+            ),
+            (Some("-"), Some("NoMatchingRoute"))
+        );
+        r.error_reason = "AuthInvalidIdToken".into();
+        let line = r.alb_line();
+        assert!(line.ends_with("\"AuthInvalidIdToken\""), "{line}");
+        assert_eq!(line.matches("\"AuthInvalidIdToken\"").count(), 2, "{line}");
     }
 
     #[test]

@@ -388,8 +388,8 @@ pub fn alb_fields(line: &str) -> Vec<String> {
     fields
 }
 
-/// ALB's field names, in order.
-pub const ALB_FIELDS: [&str; 29] = [
+/// ALB's field names in order, then Portcullis's own reason.
+pub const ALB_FIELDS: [&str; 30] = [
     "type",
     "time",
     "elb",
@@ -419,6 +419,7 @@ pub const ALB_FIELDS: [&str; 29] = [
     "target_status_code_list",
     "classification",
     "classification_reason",
+    "portcullis_reason",
 ];
 
 pub fn alb_record(line: &str) -> std::collections::HashMap<&'static str, String> {
