@@ -12,8 +12,9 @@ const STATUS: usize = 8;
 const REQUEST: usize = 12;
 const TRACE_ID: usize = 17;
 const ERROR_REASON: usize = 24;
-/// Portcullis's own reason, after ALB's last field (absent in a real ALB's lines).
-const PORTCULLIS_REASON: usize = 29;
+/// Portcullis's own reason, after ALB's last field (`conn_trace_id`); a real ALB's
+/// lines have none, or another field there in a later format.
+const PORTCULLIS_REASON: usize = 30;
 const MIN_FIELDS: usize = 25;
 
 /// One line's fields, honouring quotes and backslash escapes.
@@ -76,7 +77,7 @@ pub fn read(input: impl BufRead) -> Report {
         let status = &f[STATUS];
         let reason = f
             .get(PORTCULLIS_REASON)
-            .filter(|r| *r != "-" && !r.is_empty())
+            .filter(|r| reasons::lookup(r).is_some())
             .unwrap_or(&f[ERROR_REASON]);
         let failed = status.starts_with(['4', '5']) || (reason != "-" && !reason.is_empty());
         if !failed {

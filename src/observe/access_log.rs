@@ -84,9 +84,10 @@ impl AccessRecord {
     }
 
     /// Name, value and whether ALB quotes it, in ALB's order.
-    /// ALB's 29 fields, then Portcullis's own reason (ALB only ever appends fields, so
-    /// parsers of ALB's format read every line; `error_reason` holds only ALB's codes).
-    fn fields(&self) -> [(&'static str, Cow<'_, str>, bool); 30] {
+    /// ALB's 30 fields (the last, `conn_trace_id`, is `-`), then Portcullis's own
+    /// reason. ALB only ever appends fields, so parsers of its format read every line;
+    /// `error_reason` holds only ALB's codes.
+    fn fields(&self) -> [(&'static str, Cow<'_, str>, bool); 31] {
         fn b(v: &str) -> Cow<'_, str> {
             Cow::Borrowed(v)
         }
@@ -167,6 +168,7 @@ impl AccessRecord {
                 b(&self.classification_reason),
                 true,
             ),
+            ("conn_trace_id", Cow::Borrowed("-"), true),
             ("portcullis_reason", b(&self.error_reason), true),
         ]
     }
@@ -448,7 +450,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&r.json_line()).unwrap();
         assert_eq!(json["error_reason"], "-");
         assert_eq!(json["request_processing_time"], "-1");
-        assert_eq!(json.as_object().unwrap().len(), 30);
+        assert_eq!(json.as_object().unwrap().len(), 31);
     }
 
     #[test]

@@ -14,7 +14,9 @@ use serde_json::Value;
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::store::{Objects, unreadable_auth_rule};
 
-const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+/// A rendered cluster (`helm template`, `kustomize build`) fits; the YAML reader's
+/// counts below scale with it, while its alias and nesting limits stay as they are.
+const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 const MAX_FILES: usize = 10_000;
 
 /// Reads manifests and remembers, per file, the last version that parsed, so a file
@@ -168,7 +170,16 @@ fn read_bounded(path: &Path) -> Result<String, String> {
 
 /// Splits a multi-document YAML (or JSON) text into documents, unwrapping `List`s.
 pub fn parse_documents(text: &str) -> Result<Vec<Value>, String> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| e.to_string())?;
+    // Documents and nodes are bounded by the file size; expansion (aliases, anchors,
+    // depth) keeps the reader's defaults.
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_documents = 1_000_000;
+    budget.max_nodes = 50_000_000;
+    budget.max_events = 100_000_000;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for doc in docs {
         match doc {
@@ -236,6 +247,31 @@ pub fn add_document(objects: &mut Objects, mut doc: Value, file: &ObjectRef) {
         return;
     }
     let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    let read = matches!(
+        (group, kind.as_str()),
+        ("networking.k8s.io", "Ingress" | "IngressClass")
+            | ("", "Secret" | "Service")
+            | ("discovery.k8s.io", "EndpointSlice")
+    ) || (group, kind.as_str()) == (crate::model::GROUP, "AuthRule");
+    if read && let Some(schema) = super::strict::schema_for(&kind) {
+        let unknown = schema.unknown_fields(&doc);
+        if !unknown.is_empty() {
+            for (field, allowed) in &unknown {
+                objects
+                    .diagnostics
+                    .push(unknown_field(&object, field, allowed));
+            }
+            // As `kubectl apply --validate=strict`: the object is refused; an AuthRule
+            // still guards its targets, failing closed.
+            if kind == "AuthRule" {
+                let message = format!("unknown field {}", unknown[0].0);
+                objects
+                    .unreadable_auth_rules
+                    .push(unreadable_auth_rule(object, &doc, message));
+            }
+            return;
+        }
+    }
     match (group, kind.as_str()) {
         ("networking.k8s.io", "Ingress") => push(
             &mut objects.ingresses,
@@ -267,16 +303,16 @@ pub fn add_document(objects: &mut Objects, mut doc: Value, file: &ObjectRef) {
             &object,
             &mut objects.diagnostics,
         ),
-        (crate::model::GROUP, "AuthRule") => match serde_json::from_value(doc.clone()) {
+        (crate::model::GROUP, "AuthRule") => match decode(doc.clone()) {
             Ok(rule) => objects.auth_rules.push(Arc::new(rule)),
-            Err(e) => {
+            Err((field, e)) => {
                 let message = format!("cannot read AuthRule: {e}");
                 objects.diagnostics.push(Diagnostic::error(
                     &object,
-                    "spec",
+                    &field,
                     "InvalidAuthRule",
                     message.clone(),
-                    "compare the AuthRule with `kubectl explain authrule.spec` (or `portcullis crd`); its routes answer 500 until it is fixed".into(),
+                    format!("fix {field} (`kubectl explain authrule.{field}` describes it); the rule's routes answer 500 until then"),
                 ));
                 objects
                     .unreadable_auth_rules
@@ -293,19 +329,68 @@ fn push<T: DeserializeOwned>(
     object: &ObjectRef,
     diags: &mut Vec<Diagnostic>,
 ) {
-    match serde_json::from_value::<T>(doc) {
+    match decode::<T>(doc) {
         Ok(v) => list.push(Arc::new(v)),
-        Err(e) => diags.push(Diagnostic::error(
+        Err((field, e)) => diags.push(Diagnostic::error(
             object,
-            "",
+            &field,
             "InvalidManifest",
             format!("cannot read {}: {e}", object.kind),
             format!(
-                "compare with `kubectl explain {}`",
+                "fix {field} (`kubectl explain {}.{field}` describes it)",
                 object.kind.to_lowercase()
             ),
         )),
     }
+}
+
+/// Decodes a document; on failure, the path of the field that failed and why
+/// (`spec.onUnauthenticatedRequest`, "unknown variant `sometimes`, expected one of …").
+fn decode<T: DeserializeOwned>(doc: Value) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { String::new() } else { field };
+        (field, e.into_inner().to_string())
+    })
+}
+
+fn unknown_field(object: &ObjectRef, field: &str, allowed: &[String]) -> Diagnostic {
+    let name = field.rsplit(['.', ']']).next().unwrap_or(field);
+    let near = allowed
+        .iter()
+        .map(|a| (edit_distance(&a.to_lowercase(), &name.to_lowercase()), a))
+        .filter(|(d, _)| *d <= 3)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, a)| format!("did you mean {a}? "))
+        .unwrap_or_default();
+    Diagnostic::error(
+        object,
+        field,
+        "UnknownField",
+        format!(
+            "{} has no field {field}; the object is not used",
+            object.kind
+        ),
+        format!("{near}the fields here are: {}", allowed.join(", ")),
+    )
+}
+
+/// Levenshtein distance, for suggesting the field a typo meant.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            row[j + 1] = (previous + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(current + 1);
+            previous = current;
+        }
+    }
+    row[b.len()]
 }
 
 /// `kubectl apply` turns a Secret's `stringData` into base64 `data`; do the same so a

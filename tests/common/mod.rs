@@ -389,7 +389,7 @@ pub fn alb_fields(line: &str) -> Vec<String> {
 }
 
 /// ALB's field names in order, then Portcullis's own reason.
-pub const ALB_FIELDS: [&str; 30] = [
+pub const ALB_FIELDS: [&str; 31] = [
     "type",
     "time",
     "elb",
@@ -419,6 +419,7 @@ pub const ALB_FIELDS: [&str; 30] = [
     "target_status_code_list",
     "classification",
     "classification_reason",
+    "conn_trace_id",
     "portcullis_reason",
 ];
 
