@@ -36,7 +36,9 @@ enum Command {
     /// manifests in files; re-read them when they change or on SIGHUP.
     Serve(Box<ServeArgs>),
     /// Load and compile manifests without serving; print every problem with the object,
-    /// the field and the fix. Exits 1 when anything is invalid.
+    /// the field and the fix. Exits 0 when clean, 1 on errors, 3 on warnings only.
+    ///
+    /// Example: helm template my-release charts/app | portcullis check -f - -o json
     Check(CheckArgs),
     /// Run in a cluster: watch Ingress, IngressClass, AuthRule, Secret, Service and
     /// EndpointSlice through the Kubernetes API (in-cluster config or KUBECONFIG) and
@@ -156,6 +158,15 @@ impl ClassArgs {
 struct CheckArgs {
     #[command(flatten)]
     manifests: ManifestArgs,
+    /// Output: text for people, json for machines (CI annotations).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    output: CheckOutput,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CheckOutput {
+    Text,
+    Json,
 }
 
 #[derive(Args)]
@@ -403,24 +414,50 @@ fn crd_yaml() -> anyhow::Result<String> {
     Ok(serde_saphyr::to_string(&crd)?)
 }
 
+/// Exit codes of `check`: problems of each severity tell apart.
+const CHECK_ERRORS: u8 = 1;
+const CHECK_WARNINGS: u8 = 3;
+
 fn check(args: &CheckArgs) -> ExitCode {
     let objects = ManifestSource::new(args.manifests.files.clone()).read();
     let compiled = compile(&objects, &args.manifests.class.compile_options());
-    for d in &compiled.diagnostics {
-        println!("{d}");
-    }
     let errors = compiled.diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = compiled.diagnostics.len() - errors;
-    println!(
-        "{} routes, {} AuthRules, {} certificates; {errors} errors, {warnings} warnings",
-        compiled.snapshot.routes.all.len(),
-        compiled.snapshot.auth_rules.len(),
-        portcullis::compile::summary(&compiled.snapshot)["certificates"],
-    );
-    if errors > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+    let routes = compiled.snapshot.routes.all.len();
+    let rules = compiled.snapshot.auth_rules.len();
+    let certificates = portcullis::compile::summary(&compiled.snapshot)["certificates"];
+    match args.output {
+        CheckOutput::Text => {
+            for d in &compiled.diagnostics {
+                println!("{d}");
+            }
+            println!(
+                "{routes} routes, {rules} AuthRules, {certificates} certificates; {errors} errors, {warnings} warnings"
+            );
+        }
+        CheckOutput::Json => {
+            let problems: Vec<serde_json::Value> = compiled
+                .diagnostics
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "severity": if d.is_error() { "error" } else { "warning" },
+                        "kind": d.object.kind, "namespace": d.object.namespace, "name": d.object.name,
+                        "field": d.field, "reason": d.reason, "message": d.message, "fix": d.fix,
+                    })
+                })
+                .collect();
+            let report = serde_json::json!({
+                "problems": problems,
+                "summary": {"routes": routes, "authRules": rules, "certificates": certificates, "errors": errors, "warnings": warnings},
+            });
+            println!("{report}");
+        }
+    }
+    match (errors, warnings) {
+        (0, 0) => ExitCode::SUCCESS,
+        (0, _) => ExitCode::from(CHECK_WARNINGS),
+        _ => ExitCode::from(CHECK_ERRORS),
     }
 }
 

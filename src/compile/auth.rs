@@ -315,8 +315,8 @@ fn resolve_policy(
         ("spec.oidc.tokenEndpoint", &oidc.token_endpoint),
         ("spec.oidc.userInfoEndpoint", &oidc.user_info_endpoint),
     ] {
-        if let Some(Err(m)) = value.as_deref().map(check_endpoint_url) {
-            err(field, "InvalidEndpoint", format!("{value:?} {m}"), "use the https URL from the provider's discovery document, or leave it out to use discovery".into());
+        if let Some((url, Err(m))) = value.as_deref().map(|u| (u, check_endpoint_url(u))) {
+            err(field, "InvalidEndpoint", format!("{url:?} {m}"), "use the https URL from the provider's discovery document, or leave it out to use discovery".into());
         }
     }
     if oidc.client_id.trim().is_empty() {

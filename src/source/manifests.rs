@@ -128,6 +128,10 @@ impl ManifestSource {
 }
 
 fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    if path == Path::new("-") {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
     let meta = std::fs::metadata(path)?;
     if meta.is_file() {
         out.push(path.to_path_buf());
@@ -156,6 +160,9 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 fn read_bounded(path: &Path) -> Result<String, String> {
+    if path == Path::new("-") {
+        return standard_input();
+    }
     let meta =
         std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if meta.len() > MAX_FILE_BYTES {
@@ -166,6 +173,27 @@ fn read_bounded(path: &Path) -> Result<String, String> {
         ));
     }
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Standard input (`-f -`), read once: a pipe cannot be read again.
+fn standard_input() -> Result<String, String> {
+    use std::io::Read as _;
+    static INPUT: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    INPUT
+        .get_or_init(|| {
+            let mut text = String::new();
+            std::io::stdin()
+                .take(MAX_FILE_BYTES + 1)
+                .read_to_string(&mut text)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+            if text.len() as u64 > MAX_FILE_BYTES {
+                return Err(format!(
+                    "standard input is larger than {MAX_FILE_BYTES} bytes"
+                ));
+            }
+            Ok(text)
+        })
+        .clone()
 }
 
 /// Splits a multi-document YAML (or JSON) text into documents, unwrapping `List`s.
