@@ -11,9 +11,10 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 
-# aws-log-parser, the ALB log reader the access-log test checks our lines with.
+# aws-log-parser (the ALB log reader the access-log test checks our lines with) and
+# jsonschema (for the Grafana dashboard), from tests/py/requirements.txt.
 python3 -m venv .cache/venv
-.cache/venv/bin/pip install -q --disable-pip-version-check -r tests/alb-logs/requirements.txt
+.cache/venv/bin/pip install -q --disable-pip-version-check -r tests/py/requirements.txt
 
 # Debian's Chromium, for the test that logs in the way a person does.
 if ! command -v chromium >/dev/null; then
@@ -25,6 +26,8 @@ fi
 # etcd, kube-apiserver and helm from their Go modules (cached in .cache/kube after the
 # first build, which takes several minutes).
 tests/apiserver/build.sh >/dev/null
+# promtool from the Prometheus Go module, for the chart's alert rules and dashboard.
+tests/tools/build-promtool.sh >/dev/null
 
 cargo fmt --all -- --check
 cargo test --locked --all-targets --no-fail-fast

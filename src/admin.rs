@@ -51,7 +51,11 @@ fn flows_summary(flows: &[crate::observe::flows::FlowRecord]) -> String {
                 "id": f.id,
                 "rule": f.rule,
                 "host": f.host,
-                "started": f.hops.first().map(|h| h.at),
+                "started": f
+                    .hops
+                    .first()
+                    .and_then(|h| jiff::Timestamp::from_millisecond(h.at).ok())
+                    .map(|t| t.to_string()),
                 "hops": f.hops.len(),
                 "completed": f.completed(),
                 "failedAt": f.failure().map(|h| &h.hop),

@@ -34,28 +34,42 @@ struct Cli {
 enum Command {
     /// Serve traffic for the Ingress, AuthRule, Secret, Service and EndpointSlice
     /// manifests in files; re-read them when they change or on SIGHUP.
+    #[command(
+        after_help = "Example:\n  portcullis serve -f deploy/examples/ --http 0.0.0.0:8080 --https 0.0.0.0:8443"
+    )]
     Serve(Box<ServeArgs>),
     /// Load and compile manifests without serving; print every problem with the object,
     /// the field and the fix. Exits 0 when clean, 1 on errors, 3 on warnings only.
-    ///
-    /// Example: helm template my-release charts/app | portcullis check -f - -o json
+    #[command(
+        after_help = "Examples:\n  portcullis check -f manifests/\n  helm template my-release charts/app | portcullis check -f - -o json"
+    )]
     Check(CheckArgs),
     /// Run in a cluster: watch Ingress, IngressClass, AuthRule, Secret, Service and
     /// EndpointSlice through the Kubernetes API (in-cluster config or KUBECONFIG) and
     /// serve them. The container's entrypoint.
+    #[command(
+        after_help = "Example (outside a cluster, with a kubeconfig):\n  KUBECONFIG=~/.kube/config portcullis run --http 127.0.0.1:8080 --no-status"
+    )]
     Run(Box<RunArgs>),
     /// Print the AuthRule CustomResourceDefinition as YAML.
+    #[command(after_help = "Example:\n  portcullis crd | kubectl apply -f -")]
     Crd,
     /// Check AuthRules against their providers from here: discovery and issuer, keys,
     /// endpoints, client credentials, clock skew, and the redirect URIs to register.
     /// Reads manifest files with -f, else the cluster (in-cluster config or
     /// KUBECONFIG). Exits 1 when a check fails.
+    #[command(
+        after_help = "Examples:\n  portcullis diagnose --rule apps/sso\n  portcullis diagnose -f manifests/ --idp-ca-file corp-ca.pem"
+    )]
     Diagnose(DiagnoseArgs),
     /// Explain what went wrong, from artefacts people bring.
     #[command(subcommand)]
     Explain(ExplainCommand),
     /// Run the whole login on this machine: a development OpenID provider, an echo
     /// backend that shows the identity headers, and the proxy guarding /auth*.
+    #[command(
+        after_help = "Example:\n  portcullis demo --port 8080   # then open http://localhost:8080/auth/"
+    )]
     Demo(DemoArgs),
 }
 
@@ -81,18 +95,25 @@ struct DiagnoseArgs {
 enum ExplainCommand {
     /// Group the failed requests of ALB-format access logs (Portcullis's or a real
     /// ALB's) by error_reason, and explain each group with the likely fix.
+    #[command(
+        after_help = "Example:\n  kubectl logs -n portcullis-system -l app.kubernetes.io/name=portcullis | portcullis explain logs"
+    )]
     Logs {
         /// A log file, or - (the default) for standard input, e.g. from `kubectl logs`.
         file: Option<PathBuf>,
     },
     /// Read a browser's HAR export of a login (through Portcullis or a real ALB) and
     /// say which step broke and why.
+    #[command(after_help = "Example:\n  portcullis explain har ~/Downloads/app.example.com.har")]
     Har {
         /// The .har file.
         file: PathBuf,
     },
     /// Rebuild one login's timeline from Portcullis's logs (all replicas, text or
-    /// JSON), e.g. `kubectl logs -l app.kubernetes.io/name=portcullis | portcullis explain flow ID`.
+    /// JSON).
+    #[command(
+        after_help = "Example (the reference from an error page):\n  kubectl logs -n portcullis-system -l app.kubernetes.io/name=portcullis | portcullis explain flow 1-6b0595e6-218072abd8411a33ba4b5bec"
+    )]
     Flow {
         /// A flow id, or any trace id of the flow (the reference on an error page).
         id: String,
@@ -464,8 +485,11 @@ fn check(args: &CheckArgs) -> ExitCode {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| "info".into());
+    use std::io::IsTerminal as _;
+    // Colours for a person at a terminal, never in a file or a log collector.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),

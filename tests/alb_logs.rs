@@ -18,7 +18,7 @@ fn read_with_aws_log_parser(lines: &[String]) -> Vec<serde_json::Value> {
     let mut child = Command::new(python)
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/alb-logs/read.py"
+            "/tests/py/read_alb_log.py"
         ))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -115,14 +115,31 @@ struct Failure {
 pub struct Registry {
     idp: IdpClient,
     entries: Mutex<HashMap<ProviderKey, Arc<Entry>>>,
+    /// `portcullis_idp_up{issuer}`: 1 when the last fetch of discovery and keys
+    /// worked, 0 when it failed.
+    up: prometheus::IntGaugeVec,
 }
 
 impl Registry {
     pub fn new(idp: IdpClient) -> Self {
+        let up = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "idp_up",
+                "1 when the provider's discovery and keys last loaded, 0 when that failed, by issuer",
+            ),
+            &["issuer"],
+        )
+        .expect("valid metric");
         Self {
             idp,
             entries: Mutex::new(HashMap::new()),
+            up,
         }
+    }
+
+    /// The health gauge, for the process's metrics registry.
+    pub fn health_metric(&self) -> prometheus::IntGaugeVec {
+        self.up.clone()
     }
 
     pub fn client(&self) -> &IdpClient {
@@ -184,6 +201,9 @@ impl Registry {
         entry: &Entry,
     ) -> Result<Arc<Provider>, IdpError> {
         let fetched = self.fetch(key).await;
+        self.up
+            .with_label_values(&[key.issuer.as_str()])
+            .set(i64::from(fetched.is_ok()));
         let mut state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
         state.checked_at = Some(Instant::now());
         match fetched {

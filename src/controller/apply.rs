@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -16,6 +15,7 @@ use super::lease::Leadership;
 use super::plan::Write;
 use crate::diagnostics::ObjectRef;
 use crate::model::{AuthRule, AuthRuleStatus, GROUP};
+use crate::observe::metrics::StatusMetrics;
 
 pub const FIELD_MANAGER: &str = "portcullis-controller";
 /// Writes waiting beyond this are dropped; the next plan asks for them again.
@@ -23,42 +23,6 @@ pub const QUEUE_BOUND: usize = 1024;
 /// How long a status this replica wrote stands for the object's status while the
 /// watch may still deliver an older copy.
 const TRUST_OWN_WRITE: Duration = Duration::from_secs(20);
-
-/// The controller's own metrics, on the process's registry.
-#[derive(Clone)]
-pub struct ApplyMetrics {
-    patches: IntCounterVec,
-    latency: Histogram,
-    queue: IntGauge,
-}
-
-impl ApplyMetrics {
-    pub fn new(registry: &prometheus::Registry) -> Self {
-        let patches = IntCounterVec::new(
-            Opts::new(
-                "status_patches_total",
-                "Status patches and Events sent by the leader, by result",
-            ),
-            &["result"],
-        )
-        .expect("valid metric");
-        let latency = Histogram::with_opts(HistogramOpts::new(
-            "status_patch_seconds",
-            "Time of one status patch or Event",
-        ))
-        .expect("valid metric");
-        let queue = IntGauge::new("status_queue_depth", "Status writes waiting to be sent")
-            .expect("valid metric");
-        let _ = registry.register(Box::new(patches.clone()));
-        let _ = registry.register(Box::new(latency.clone()));
-        let _ = registry.register(Box::new(queue.clone()));
-        Self {
-            patches,
-            latency,
-            queue,
-        }
-    }
-}
 
 /// What this replica wrote lately, so a plan does not mistake a lagging watch for a
 /// change.
@@ -85,7 +49,7 @@ impl OwnWrites {
 #[derive(Clone)]
 pub struct Applier {
     queue: mpsc::Sender<Write>,
-    metrics: ApplyMetrics,
+    metrics: StatusMetrics,
     pub own: Arc<Mutex<OwnWrites>>,
 }
 
@@ -107,7 +71,7 @@ pub fn spawn(
     recorder: Recorder,
     leadership: Leadership,
     call_timeout: Duration,
-    metrics: ApplyMetrics,
+    metrics: StatusMetrics,
 ) -> Applier {
     let (tx, mut rx) = mpsc::channel::<Write>(QUEUE_BOUND);
     let own: Arc<Mutex<OwnWrites>> = Arc::default();
@@ -137,7 +101,7 @@ struct Worker {
     recorder: Recorder,
     leadership: Leadership,
     call_timeout: Duration,
-    metrics: ApplyMetrics,
+    metrics: StatusMetrics,
     own: Arc<Mutex<OwnWrites>>,
 }
 

@@ -72,7 +72,7 @@ impl Controller {
                 instance: Some(self.identity.clone()),
             },
         );
-        let metrics = apply::ApplyMetrics::new(self.data_plane.metrics.registry());
+        let metrics = self.data_plane.metrics.status.clone();
         let applier = apply::spawn(
             self.client.clone(),
             recorder,

@@ -19,9 +19,23 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     pub snapshot_routes: IntGauge,
     pub config_errors: IntGauge,
+    /// 1 once a configuration is served (what `/readyz` says).
+    pub ready: IntGauge,
     pub access_log_dropped: IntCounter,
     pub auth: AuthMetrics,
+    pub status: StatusMetrics,
 }
+
+/// What the status-writing replica sends to the API server (all zero elsewhere).
+#[derive(Clone)]
+pub struct StatusMetrics {
+    pub patches: IntCounterVec,
+    pub latency: Histogram,
+    pub queue: IntGauge,
+}
+
+/// Every outcome of a status write, made at start so `rate()` sees each from zero.
+const STATUS_RESULTS: [&str; 5] = ["ok", "error", "timeout", "not_leader", "dropped"];
 
 /// ALB's authentication metrics (ELBAuthSuccess, ELBAuthFailure, ELBAuthError,
 /// ELBAuthLatency, ELBAuthRefreshTokenSuccess, ELBAuthUserClaimsSizeExceeded), by
@@ -165,8 +179,33 @@ impl Metrics {
                 &["rule"],
             )),
         };
+        let status = StatusMetrics {
+            patches: must(IntCounterVec::new(
+                Opts::new(
+                    "status_patches_total",
+                    "Status patches and Events sent by the leader, by result",
+                ),
+                &["result"],
+            )),
+            latency: must(Histogram::with_opts(HistogramOpts::new(
+                "status_patch_seconds",
+                "Time of one status patch or Event",
+            ))),
+            queue: must(IntGauge::new(
+                "status_queue_depth",
+                "Status writes waiting to be sent",
+            )),
+        };
+        for result in STATUS_RESULTS {
+            status.patches.with_label_values(&[result]);
+        }
+        let ready = must(IntGauge::new(
+            "ready",
+            "1 once a configuration is served (as /readyz), else 0",
+        ));
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(ready.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(reloads.clone()),
@@ -178,6 +217,9 @@ impl Metrics {
             Box::new(auth.refreshes.clone()),
             Box::new(auth.claims_size_exceeded.clone()),
             Box::new(auth.logouts.clone()),
+            Box::new(status.patches.clone()),
+            Box::new(status.latency.clone()),
+            Box::new(status.queue.clone()),
         ] {
             must(registry.register(c));
         }
@@ -189,9 +231,20 @@ impl Metrics {
             reloads,
             snapshot_routes,
             config_errors,
+            ready,
             access_log_dropped,
             auth,
+            status,
         }
+    }
+
+    /// Makes the series of an AuthRule that exist before its first event, so
+    /// dashboards and `rate()` see them from zero.
+    pub fn auth_rule(&self, rule: &str) {
+        for result in ["success", "failure"] {
+            self.auth.refreshes.with_label_values(&[rule, result]);
+        }
+        self.auth.logouts.with_label_values(&[rule]);
     }
 
     pub fn registry(&self) -> &Registry {

@@ -174,6 +174,9 @@ impl DataPlane {
         // The system RNG seeds itself on first use (tens of ms); pay that at start-up,
         // not on the first request.
         let _ = crate::observe::trace::TraceId::for_request(&http::HeaderMap::new(), 0);
+        let _ = metrics
+            .registry()
+            .register(Box::new(auth.providers().health_metric()));
         Arc::new(Self {
             live: ArcSwap::from_pointee(live),
             ready: AtomicBool::new(false),
@@ -218,6 +221,10 @@ impl DataPlane {
             .set(snapshot.routes.all.len() as i64);
         let unmatched = old.unmatched.clone();
         let balances = self.balances_for(&snapshot);
+        for rule in snapshot.auth_rules.keys() {
+            self.metrics
+                .auth_rule(&format!("{}/{}", rule.namespace, rule.name));
+        }
         self.live.store(Arc::new(Live {
             snapshot,
             route_metrics,
@@ -225,6 +232,7 @@ impl DataPlane {
             balances,
         }));
         self.ready.store(true, Ordering::Release);
+        self.metrics.ready.set(1);
     }
 
     /// The balancer state of each of the snapshot's upstreams: the kept one when its
