@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::auth::id_token::allowed_algs;
 use crate::auth::idp::{ClientAuth, Hop, IdpClient, IdpError, ProviderMetadata};
 use crate::compile::AuthPolicy;
-use crate::model::CALLBACK_PATH;
+use crate::model::{CALLBACK_PATH, TokenEndpointAuthMethod};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -105,7 +105,7 @@ pub async fn diagnose(idp: &IdpClient, policy: &AuthPolicy, hosts: &[String]) ->
             Outcome::Info,
             "redirect URI",
             format!(
-                "register https://{host}{CALLBACK_PATH} for client {}",
+                "register https://{host}{CALLBACK_PATH} for client {} (as browsers reach it on port 443; for another scheme or port register that form, e.g. http://{host}:8080{CALLBACK_PATH}: the redirect hop of the flow record, /flows, shows the URI a login really sent)",
                 policy.client_id
             ),
             "",
@@ -307,12 +307,35 @@ async fn credentials(
             format!("{token_endpoint} accepted client {} and refused only the test code ({ms} ms)", policy.client_id),
             "",
         ),
-        Err(IdpError::Status { excerpt, status, .. }) if excerpt.contains("invalid_client") || status == 401 => check(
-            Outcome::Fail,
-            "credentials",
-            format!("{token_endpoint} refused the client: {status} {excerpt}"),
-            "the client secret (or id, or spec.oidc.tokenEndpointAuthMethod) does not match the provider's registration; update the Secret",
-        ),
+        Err(IdpError::Status { excerpt, status, .. }) if excerpt.contains("invalid_client") || status == 401 => {
+            // Rule out the other way of sending the secret before blaming the secret.
+            let other = match policy.token_endpoint_auth_method {
+                TokenEndpointAuthMethod::ClientSecretBasic => TokenEndpointAuthMethod::ClientSecretPost,
+                TokenEndpointAuthMethod::ClientSecretPost => TokenEndpointAuthMethod::ClientSecretBasic,
+            };
+            let retry = ClientAuth { method: other, ..client };
+            let with_other = idp
+                .redeem_code(token_endpoint, &retry, BOGUS_CODE, redirect_uri, &verifier)
+                .await;
+            let name = |m: TokenEndpointAuthMethod| match m {
+                TokenEndpointAuthMethod::ClientSecretBasic => "client_secret_basic",
+                TokenEndpointAuthMethod::ClientSecretPost => "client_secret_post",
+            };
+            match with_other {
+                Err(IdpError::InvalidGrant { .. }) => check(
+                    Outcome::Fail,
+                    "credentials",
+                    format!("{token_endpoint} refused client {} with {} ({status} {excerpt}) but accepted it with {}", policy.client_id, name(policy.token_endpoint_auth_method), name(other)),
+                    &format!("set spec.oidc.tokenEndpointAuthMethod: {}", name(other)),
+                ),
+                _ => check(
+                    Outcome::Fail,
+                    "credentials",
+                    format!("{token_endpoint} refused client {}: {status} {excerpt} (with either way of sending the secret)", policy.client_id),
+                    "the client secret or spec.oidc.clientId does not match the provider's registration; update the Secret named by spec.oidc.clientSecretRef",
+                ),
+            }
+        }
         Err(e) => check(Outcome::Fail, "credentials", format!("{token_endpoint}: {e}"), "check the token endpoint and egress to it"),
         Ok(_) => check(Outcome::Warn, "credentials", "the provider redeemed a code it never issued".into(), "report this to the provider's operators"),
     });

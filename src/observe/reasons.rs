@@ -59,7 +59,7 @@ pub const REASONS: &[Reason] = &[
     r(
         "AuthInvalidGrantError",
         "The provider refused the login or the authorization code.",
-        "The user denied consent, the code was used twice or expired, the redirect URI or PKCE verifier did not match, or the provider returned an error to the callback.",
+        "The user denied consent, the code was used twice or expired, the redirect URI or PKCE verifier did not match, the provider returned an error to the callback, or (with some providers) the client id or secret is wrong.",
         "Read error and error_description in the log line's message; check the redirect URI registered at the provider.",
     ),
     r(
@@ -83,8 +83,8 @@ pub const REASONS: &[Reason] = &[
     r(
         "AuthTokenEpRequestFailed",
         "The token endpoint could not be reached or refused the request.",
-        "No network path from Portcullis to the provider (egress policy, DNS, proxy), a TLS certificate Portcullis does not trust, or invalid_client: a wrong client secret.",
-        "Run `portcullis diagnose`: it tells a wrong secret from an unreachable endpoint. For a private CA use --idp-ca-file.",
+        "Most often the provider answered 401 invalid_client: a wrong client secret or client id, or the secret sent the wrong way (tokenEndpointAuthMethod). Otherwise no network path to the provider (egress policy, DNS, proxy) or a TLS certificate Portcullis does not trust.",
+        "If the log or flow record says invalid_client, fix the Secret named by spec.oidc.clientSecretRef (or clientId); `portcullis diagnose` tells a wrong secret from a wrong auth method from an unreachable endpoint. For a private CA use --idp-ca-file.",
     ),
     r(
         "AuthTokenEpRequestTimeout",
