@@ -440,7 +440,7 @@ const CHECK_ERRORS: u8 = 1;
 const CHECK_WARNINGS: u8 = 3;
 
 fn check(args: &CheckArgs) -> ExitCode {
-    let objects = ManifestSource::new(args.manifests.files.clone()).read();
+    let objects = ManifestSource::new(args.manifests.files.clone()).read_once();
     let compiled = compile(&objects, &args.manifests.class.compile_options());
     let errors = compiled.diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = compiled.diagnostics.len() - errors;

@@ -27,6 +27,8 @@ pub struct ManifestSource {
     paths: Vec<PathBuf>,
     last_good: HashMap<PathBuf, Vec<Value>>,
     last_fingerprint: Option<u64>,
+    /// Whether to keep each file's last good documents (not for a one-shot read).
+    keep_last_good: bool,
 }
 
 /// The files of one read, with their content.
@@ -39,6 +41,7 @@ impl ManifestSource {
     pub fn new(paths: Vec<PathBuf>) -> Self {
         Self {
             paths,
+            keep_last_good: true,
             ..Self::default()
         }
     }
@@ -52,6 +55,13 @@ impl ManifestSource {
         }
         self.last_fingerprint = Some(set.fingerprint);
         Some(self.parse(set))
+    }
+
+    /// Reads every file once, keeping nothing for later reads (`check`).
+    pub fn read_once(mut self) -> Objects {
+        let set = self.read_files();
+        self.keep_last_good = false;
+        self.parse(set)
     }
 
     /// Reads every file, changed or not.
@@ -97,7 +107,9 @@ impl ManifestSource {
             let file_ref = ObjectRef::new("File", "", &path.display().to_string());
             let documents = match content.and_then(|text| parse_documents(&text)) {
                 Ok(docs) => {
-                    self.last_good.insert(path.clone(), docs.clone());
+                    if self.keep_last_good {
+                        self.last_good.insert(path.clone(), docs.clone());
+                    }
                     docs
                 }
                 Err(message) => {

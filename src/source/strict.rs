@@ -26,18 +26,29 @@ impl Schema {
         let Some(map) = value.as_object() else {
             return out;
         };
+        static META: LazyLock<Schema> =
+            LazyLock::new(Schema::of::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>);
         // Every kind has these; a custom resource's derived schema leaves them out.
-        let mut body = map.clone();
-        for k in ["apiVersion", "kind"] {
-            body.remove(k);
+        let schema = self.resolve(&self.root);
+        let properties = schema.get("properties").and_then(Value::as_object);
+        for (key, child) in map {
+            match key.as_str() {
+                "apiVersion" | "kind" => {}
+                "metadata" => META.walk(child, &META.root, "metadata".into(), &mut out),
+                _ => match properties.and_then(|p| p.get(key)) {
+                    Some(s) => self.walk(child, s, key.clone(), &mut out),
+                    None => {
+                        let mut allowed: Vec<String> = properties
+                            .into_iter()
+                            .flatten()
+                            .map(|(k, _)| k.clone())
+                            .collect();
+                        allowed.sort();
+                        out.push((key.clone(), allowed));
+                    }
+                },
+            }
         }
-        if let Some(meta) = body.remove("metadata") {
-            static META: LazyLock<Schema> = LazyLock::new(
-                Schema::of::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
-            );
-            META.walk(&meta, &META.root, "metadata".into(), &mut out);
-        }
-        self.walk(&Value::Object(body), &self.root, String::new(), &mut out);
         out.sort();
         out
     }
