@@ -32,6 +32,13 @@ use crate::store::Objects;
 const RESYNC_EVERY: Duration = Duration::from_secs(30);
 /// How old a provider's last check may be before status reads it again.
 const PROBE_EVERY: Duration = Duration::from_secs(30);
+/// Client credentials are checked when they change, and again this often.
+const CREDENTIALS_EVERY: Duration = Duration::from_secs(300);
+
+/// The last credentials check of each rule: what was checked (a digest of the client
+/// id, secret, method and token endpoint), when, and the verdict.
+type CredentialChecks =
+    std::collections::HashMap<ObjectRef, ([u8; 32], std::time::Instant, Result<(), String>)>;
 
 /// What one compile produced, as it was installed.
 pub struct Published {
@@ -80,6 +87,7 @@ impl Controller {
             self.lease.call_timeout,
             metrics,
         );
+        let mut checked = CredentialChecks::new();
         loop {
             tokio::select! {
                 r = published.changed() => if r.is_err() { break },
@@ -92,15 +100,21 @@ impl Controller {
             }
             let current = published.borrow_and_update().clone();
             if let Some(p) = current {
-                let writes = self.plan(&p, &applier).await;
+                let writes = self.plan(&p, &applier, &mut checked).await;
                 applier.send(writes);
             }
         }
         let _ = lease_task.await;
     }
 
-    async fn plan(&self, p: &Published, applier: &apply::Applier) -> Vec<plan::Write> {
+    async fn plan(
+        &self,
+        p: &Published,
+        applier: &apply::Applier,
+        checked: &mut CredentialChecks,
+    ) -> Vec<plan::Write> {
         let idp = self.provider_health(&p.snapshot).await;
+        let credentials = self.credentials(&p.snapshot, checked).await;
         let failures = self.data_plane.flows.failures();
         let (own_writes, own_unreadable) = match applier.own.lock() {
             Ok(mut own) => own.recent(),
@@ -111,6 +125,7 @@ impl Controller {
             snapshot: &p.snapshot,
             diagnostics: &p.diagnostics,
             idp: &idp,
+            credentials: &credentials,
             failures: &failures,
             own_writes: &own_writes,
             own_unreadable: &own_unreadable,
@@ -118,6 +133,58 @@ impl Controller {
             publish_address: self.publish_address.as_deref(),
             now: jiff::Timestamp::now(),
         })
+    }
+
+    /// Whether each rule's provider accepts its client credentials: asked with a
+    /// made-up code when the credentials change, and every few minutes.
+    async fn credentials(
+        &self,
+        snapshot: &Snapshot,
+        checked: &mut CredentialChecks,
+    ) -> BTreeMap<ObjectRef, Result<(), String>> {
+        use crate::provider_checks::{Credentials, client_credentials};
+        let registry = self.data_plane.auth.providers();
+        checked.retain(|rule, _| snapshot.auth_rules.contains_key(rule));
+        for (object, summary) in &snapshot.auth_rules {
+            let Some(policy) = &summary.policy else {
+                continue;
+            };
+            let Ok(provider) = registry.get(&ProviderKey::of(policy)).await else {
+                continue;
+            };
+            let token_endpoint = &provider.meta.token_endpoint;
+            let method = format!("{:?}", policy.token_endpoint_auth_method);
+            let digest = aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA256,
+                [
+                    policy.client_id.as_str(),
+                    &policy.client_secret,
+                    &method,
+                    token_endpoint,
+                ]
+                .join("\0")
+                .as_bytes(),
+            );
+            let mut key = [0u8; 32];
+            key.copy_from_slice(digest.as_ref());
+            let fresh = checked
+                .get(object)
+                .is_some_and(|(k, at, _)| *k == key && at.elapsed() < CREDENTIALS_EVERY);
+            if fresh {
+                continue;
+            }
+            let verdict = match client_credentials(registry.client(), policy, token_endpoint).await
+            {
+                Credentials::Accepted => Ok(()),
+                Credentials::Refused(why) => Err(why),
+                Credentials::Unknown => continue,
+            };
+            checked.insert(object.clone(), (key, std::time::Instant::now(), verdict));
+        }
+        checked
+            .iter()
+            .map(|(rule, (_, _, verdict))| (rule.clone(), verdict.clone()))
+            .collect()
     }
 
     /// Each compiled rule's provider, from the registry the request path uses.

@@ -25,6 +25,9 @@ pub struct Inputs<'a> {
     pub diagnostics: &'a [Diagnostic],
     /// Per AuthRule: its provider's last check (absent before the first).
     pub idp: &'a BTreeMap<ObjectRef, Result<(), String>>,
+    /// Per AuthRule: whether the provider accepts its client credentials (absent
+    /// while unknown).
+    pub credentials: &'a BTreeMap<ObjectRef, Result<(), String>>,
     /// Per AuthRule (`namespace/name`): recent failed logins by reason.
     pub failures: &'a BTreeMap<String, BTreeMap<String, i32>>,
     /// Status this replica wrote recently, by AuthRule uid.
@@ -82,6 +85,7 @@ pub fn plan(input: &Inputs<'_>) -> Vec<Write> {
         let label = format!("{}/{}", object.namespace, object.name);
         let observed = Observed {
             idp: input.idp.get(&object).cloned(),
+            credentials: input.credentials.get(&object).cloned(),
             failures: input.failures.get(&label).cloned().unwrap_or_default(),
         };
         let recent = input.own_writes.get(&uid);
@@ -134,6 +138,7 @@ pub fn plan(input: &Inputs<'_>) -> Vec<Write> {
 #[derive(Default)]
 pub struct Observed {
     pub idp: Option<Result<(), String>>,
+    pub credentials: Option<Result<(), String>>,
     pub failures: BTreeMap<String, i32>,
 }
 
@@ -213,6 +218,23 @@ pub fn auth_rule_status(
                     "False",
                     "IdPUnreachable".into(),
                     format!("{e} (logins in progress keep the last good discovery; fix: run `portcullis diagnose` on this rule)"),
+                ),
+            },
+        ));
+    }
+    if let Some(credentials) = &observed.credentials {
+        conditions.push(condition(
+            "CredentialsAccepted",
+            match credentials {
+                Ok(()) => (
+                    "True",
+                    "ClientAccepted".into(),
+                    "the token endpoint accepts the client id and secret".into(),
+                ),
+                Err(e) => (
+                    "False",
+                    "InvalidClient".into(),
+                    format!("{e} (fix: put the client secret registered at the provider into the Secret named by spec.oidc.clientSecretRef, or correct spec.oidc.clientId or tokenEndpointAuthMethod; logins fail with AuthTokenEpRequestFailed until then)"),
                 ),
             },
         ));

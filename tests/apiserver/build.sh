@@ -9,7 +9,8 @@ KUBERNETES=v1.33.13
 ETCD=v3.5.35
 HELM=v3.19.0
 
-out=".cache/kube/k8s-${KUBERNETES}-etcd-${ETCD}-helm-${HELM}"
+# "stamped": kube-apiserver reports its real version (Helm's kubeVersion check reads it).
+out=".cache/kube/k8s-${KUBERNETES}-stamped-etcd-${ETCD}-helm-${HELM}"
 if [[ -x "$out/kube-apiserver" && -x "$out/etcd" && -x "$out/helm" ]]; then
   echo "$out"
   exit 0
@@ -22,8 +23,8 @@ export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 # modules whose go.mod has replace directives (etcd and kubernetes point theirs at
 # sibling directories). For kubernetes those siblings are required as v0.0.0, so the
 # wrapper replaces each with its published twin.
-build() { # module version package output [replace-lines]
-  local module=$1 version=$2 package=$3 output=$4 replaces=${5:-}
+build() { # module version package output [replace-lines] [ldflags]
+  local module=$1 version=$2 package=$3 output=$4 replaces=${5:-} ldflags=${6:-}
   [[ -x "$output" ]] && return 0
   local work
   work="$(mktemp -d)"
@@ -37,7 +38,7 @@ build() { # module version package output [replace-lines]
     cd "$work"
     go mod download "$module" >&2
     go get "$package@$version" >&2
-    go build -trimpath -ldflags=-s -o "$output.partial" "$package" >&2
+    go build -trimpath -ldflags="-s $ldflags" -o "$output.partial" "$package" >&2
   )
   mv "$output.partial" "$output"
   rm -rf "$work"
@@ -49,6 +50,10 @@ build helm.sh/helm/v3 "$HELM" helm.sh/helm/v3/cmd/helm "$out/helm"
 kube_gomod="$(go mod download -json "k8s.io/kubernetes@${KUBERNETES}" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
 staging="v0${KUBERNETES#v1}"
 kube_replaces="$(sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/src/k8s.io/.*#\t\1 => \1 '"$staging"'#p' "$kube_gomod")"
-build k8s.io/kubernetes "$KUBERNETES" k8s.io/kubernetes/cmd/kube-apiserver "$out/kube-apiserver" "$kube_replaces"
+# Built outside the kubernetes repository, the binary would say v0.0.0-master.
+minor="${KUBERNETES#v1.}"
+minor="${minor%%.*}"
+version_flags="-X k8s.io/component-base/version.gitVersion=$KUBERNETES -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+build k8s.io/kubernetes "$KUBERNETES" k8s.io/kubernetes/cmd/kube-apiserver "$out/kube-apiserver" "$kube_replaces" "$version_flags"
 
 echo "$out"

@@ -50,6 +50,7 @@ struct World {
     snapshot: Snapshot,
     diagnostics: Vec<Diagnostic>,
     idp: BTreeMap<ObjectRef, Result<(), String>>,
+    credentials: BTreeMap<ObjectRef, Result<(), String>>,
     failures: BTreeMap<String, BTreeMap<String, i32>>,
     own: HashMap<String, AuthRuleStatus>,
     publish_address: Option<&'static str>,
@@ -65,6 +66,7 @@ impl World {
             snapshot: compiled.snapshot,
             diagnostics: compiled.diagnostics,
             idp: BTreeMap::new(),
+            credentials: BTreeMap::new(),
             failures: BTreeMap::new(),
             own: HashMap::new(),
             publish_address: None,
@@ -78,6 +80,7 @@ impl World {
             snapshot: &self.snapshot,
             diagnostics: &self.diagnostics,
             idp: &self.idp,
+            credentials: &self.credentials,
             failures: &self.failures,
             own_writes: &self.own,
             own_unreadable: &HashMap::new(),
@@ -316,6 +319,7 @@ fn an_unreadable_rule_is_reported_once_per_error() {
         snapshot: &w.snapshot,
         diagnostics: &w.diagnostics,
         idp: &w.idp,
+        credentials: &w.credentials,
         failures: &w.failures,
         own_writes: &w.own,
         own_unreadable: &own,
@@ -324,4 +328,36 @@ fn an_unreadable_rule_is_reported_once_per_error() {
         now: Timestamp::from_second(NOW + 30).unwrap(),
     });
     assert!(again.is_empty(), "{again:?}");
+}
+
+#[test]
+fn a_wrong_client_secret_is_a_false_condition_with_the_fix_until_it_is_accepted() {
+    let mut w = World::new(&format!("{APP}{SECRET}"));
+    let rule = ObjectRef::new("AuthRule", "apps", "sso");
+    w.credentials.insert(
+        rule.clone(),
+        Err("https://idp.test/token refused client app: 401 invalid_client".into()),
+    );
+    let writes = w.plan();
+    let s = status_of(&writes);
+    assert_eq!(
+        condition(s, "CredentialsAccepted"),
+        ("False", "InvalidClient")
+    );
+    let message = &s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "CredentialsAccepted")
+        .unwrap()
+        .message;
+    assert!(message.contains("spec.oidc.clientSecretRef"), "{message}");
+    assert_eq!(events(&writes), ["InvalidClient"]);
+    w.write_back(&writes);
+    w.credentials.insert(rule, Ok(()));
+    let writes = w.plan();
+    assert_eq!(
+        condition(status_of(&writes), "CredentialsAccepted"),
+        ("True", "ClientAccepted")
+    );
+    assert!(events(&writes).is_empty());
 }
