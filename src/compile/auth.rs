@@ -442,6 +442,10 @@ fn resolve_policy(
             String::new()
         }
     };
+    let authorization = spec
+        .authorization
+        .as_ref()
+        .and_then(|a| super::authorization::compile(a, obj, &mut errors));
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -466,6 +470,7 @@ fn resolve_policy(
         logout_path,
         post_logout_redirect_uris: spec.logout.post_logout_redirect_uris.clone(),
         allow_preflight: spec.cors.allow_preflight,
+        authorization,
         spec: spec.clone(),
     })
 }

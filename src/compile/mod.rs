@@ -4,6 +4,7 @@
 //! takes the rest down.
 
 mod auth;
+pub mod authorization;
 mod backends;
 pub mod snapshot;
 mod tls;

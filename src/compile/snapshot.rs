@@ -148,6 +148,8 @@ pub struct AuthPolicy {
     pub post_logout_redirect_uris: Vec<String>,
     /// Forward CORS preflights without a session (`spec.cors.allowPreflight`).
     pub allow_preflight: bool,
+    /// Who may pass once logged in (`spec.authorization`); `None`: every user.
+    pub authorization: Option<Arc<super::authorization::Authorization>>,
     pub spec: AuthRuleSpec,
 }
 

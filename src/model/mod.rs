@@ -74,6 +74,64 @@ pub struct AuthRuleSpec {
     /// answered like any request without one.
     #[serde(default, skip_serializing_if = "CorsSpec::is_default")]
     pub cors: CorsSpec,
+
+    /// Who may pass once logged in. Without it every logged-in user may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<AuthorizationSpec>,
+}
+
+/// Who may pass, decided after the login: the short forms first (each must hold), then
+/// the rules in order (the first whose paths and `when` match decides), then
+/// `defaultAction`. A refused request gets 403 `AuthForbidden`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationSpec {
+    /// What a request no rule decides gets. Default `Deny` when rules are given,
+    /// `Allow` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_action: Option<AuthorizationAction>,
+    /// Rules in order; the first that matches decides.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub rules: Vec<AuthorizationRule>,
+    /// Only users whose `email` claim ends in `@` one of these (e.g. `corp.example`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub email_domains: Vec<String>,
+    /// Only users in at least one of these groups (read from `groupsClaim`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub groups: Vec<String>,
+    /// The claim that lists the user's groups (an array or a space-separated string).
+    /// Default `groups`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_claim: Option<String>,
+}
+
+/// One authorization rule.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationRule {
+    /// A name for logs, metrics and the 403 page.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// ALB path patterns the rule applies to; default every guarded path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub paths: Vec<String>,
+    /// A CEL expression over `claims` (the user's claims), `request` (`method`, `path`,
+    /// `host`, `headers` with lower-case names) and `source` (`session`), e.g.
+    /// `'admins' in claims.groups && claims.email.endsWith('@corp.example')`.
+    #[schemars(length(min = 1, max = 4096))]
+    pub when: String,
+    /// `Allow` or `Deny`.
+    pub action: AuthorizationAction,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AuthorizationAction {
+    Allow,
+    Deny,
 }
 
 /// How CORS preflights on guarded paths are treated.

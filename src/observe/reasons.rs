@@ -189,6 +189,12 @@ pub const REASONS: &[Reason] = &[
         "Send one Host that matches the URL; check proxies in front of Portcullis that rewrite one but not the other.",
     ),
     r(
+        "AuthForbidden",
+        "The user is logged in, but the AuthRule's authorization refused this request (403).",
+        "A rule of spec.authorization (or emailDomains / groups) does not allow this user here; the log line names the rule and the claims it read.",
+        "If the user should pass, change spec.authorization or the user's groups at the provider; claims change at the next login or refresh.",
+    ),
+    r(
         "AuthIssuerMismatch",
         "The callback's iss parameter names another provider (RFC 9207).",
         "Two providers' logins crossed in one browser, or an attacker replayed another provider's response (mix-up).",

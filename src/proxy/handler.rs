@@ -23,6 +23,7 @@ use crate::auth::flow::FlowError;
 use crate::auth::login::{Browser, CALLBACK_PATH, Identity, LoginError, Notes, SessionState};
 use crate::auth::redirect::safe_return_path;
 use crate::auth::session::Session;
+use crate::compile::authorization::RequestFacts;
 use crate::compile::{AuthPolicy, Backend, GuardPolicy, Route};
 use crate::form::form_pairs;
 use crate::model::OnUnauthenticatedRequest;
@@ -304,6 +305,9 @@ impl Exchange {
                         ),
                     });
                 }
+                if let Some(refused) = self.authorize(req, arrival, policy, &session) {
+                    return Some(refused);
+                }
                 return self.pass_identity(req, policy, &session, now);
             }
             SessionState::Stale(stale) => match auth.refresh(policy, host, &stale, now).await {
@@ -316,6 +320,9 @@ impl Exchange {
                     match auth.session_cookies(policy, host, &session, secure) {
                         Ok(cookies) => self.set_cookies = cookies,
                         Err(e) => return Some(self.login_error(&e)),
+                    }
+                    if let Some(refused) = self.authorize(req, arrival, policy, &session) {
+                        return Some(refused);
                     }
                     return self.pass_identity(req, policy, &session, now);
                 }
@@ -421,6 +428,49 @@ impl Exchange {
                 Some(self.login_error(&e))
             }
         }
+    }
+
+    /// The AuthRule's authorization for a logged-in user: `None` lets the request on,
+    /// `Some` is the 403.
+    fn authorize(
+        &mut self,
+        req: &Request<Incoming>,
+        arrival: &Arrival<'_>,
+        policy: &AuthPolicy,
+        session: &Session,
+    ) -> Option<Response<Body>> {
+        let authorization = policy.authorization.as_ref()?;
+        let path = arrival.path_and_query.split('?').next().unwrap_or("/");
+        let headers = req
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
+        let facts = RequestFacts {
+            method: req.method().as_str(),
+            path,
+            host: &arrival.authority.host,
+            headers,
+        };
+        let decision = authorization.decide(&session.claims, &facts);
+        if decision.allowed {
+            return None;
+        }
+        // A refusal is a security event: logged at warn, like other refused logins.
+        tracing::warn!(
+            trace_id = %self.trace.root,
+            rule = %policy.rule,
+            refused_by = %decision.by,
+            claims = ?decision.claims,
+            error = decision.error.as_deref().unwrap_or("-"),
+            sub = %session.sub,
+            "request refused by the AuthRule's authorization"
+        );
+        Some(self.error(
+            StatusCode::FORBIDDEN,
+            "AuthForbidden",
+            "Your account is logged in but may not open this address.",
+        ))
     }
 
     fn pass_identity(

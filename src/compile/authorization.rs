@@ -1,0 +1,385 @@
+//! `spec.authorization`, compiled once per snapshot: CEL programs ready to run, and the
+//! decision for one request made from the user's claims. An expression that does not
+//! compile makes the AuthRule invalid (fail closed); one that fails to evaluate refuses
+//! the request.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::diagnostics::{Diagnostic, ObjectRef};
+use crate::model::{AuthorizationAction, AuthorizationSpec, path_pattern_matches};
+
+pub struct Authorization {
+    default_allow: bool,
+    email_domains: Vec<String>,
+    groups: Vec<String>,
+    groups_claim: String,
+    rules: Vec<Rule>,
+}
+
+struct Rule {
+    name: String,
+    paths: Vec<String>,
+    /// The expression as written (what makes two compilations the same).
+    source: String,
+    program: cel::Program,
+    allow: bool,
+    /// The claim names the expression reads, for logs.
+    claims: Vec<String>,
+}
+
+impl PartialEq for Authorization {
+    fn eq(&self, other: &Self) -> bool {
+        let rules = |a: &Self| -> Vec<(String, Vec<String>, String, bool)> {
+            a.rules
+                .iter()
+                .map(|r| (r.name.clone(), r.paths.clone(), r.source.clone(), r.allow))
+                .collect()
+        };
+        self.default_allow == other.default_allow
+            && self.email_domains == other.email_domains
+            && self.groups == other.groups
+            && self.groups_claim == other.groups_claim
+            && rules(self) == rules(other)
+    }
+}
+
+impl std::fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.rules.iter().map(|r| r.name.as_str()).collect();
+        f.debug_struct("Authorization")
+            .field("rules", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the request looks like to an expression: `request.method` and so on.
+#[derive(Serialize)]
+pub struct RequestFacts<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub host: &'a str,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// The outcome for one request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// What decided: a rule's name, `emailDomains`, `groups` or `defaultAction`.
+    pub by: String,
+    /// The claim names looked at (never their values).
+    pub claims: Vec<String>,
+    /// Why an expression could not be evaluated, when that is what refused.
+    pub error: Option<String>,
+}
+
+/// Compiles `spec`; every expression that does not compile is reported with its
+/// position, and then there is no `Authorization` (the rule fails closed).
+pub fn compile(
+    spec: &AuthorizationSpec,
+    object: &ObjectRef,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Arc<Authorization>> {
+    let mut rules = Vec::new();
+    let mut ok = true;
+    for (i, rule) in spec.rules.iter().enumerate() {
+        match cel::Program::compile(&rule.when) {
+            Ok(program) => rules.push(Rule {
+                name: rule.name.clone(),
+                paths: rule.paths.clone(),
+                source: rule.when.clone(),
+                program,
+                allow: rule.action == AuthorizationAction::Allow,
+                claims: claim_names(&rule.when),
+            }),
+            Err(errors) => {
+                ok = false;
+                let at = errors
+                    .errors
+                    .iter()
+                    .map(|e| format!("line {}, column {}: {}", e.pos.0, e.pos.1 + 1, e.msg))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                diags.push(Diagnostic::error(
+                    object,
+                    &format!("spec.authorization.rules[{i}].when"),
+                    "InvalidExpression",
+                    format!("rule {:?}: the CEL expression does not compile at {at}", rule.name),
+                    "fix the expression, e.g. 'admins' in claims.groups && claims.email.endsWith('@corp.example'); the rule's routes answer 500 until then".into(),
+                ));
+            }
+        }
+    }
+    // The short forms are requirements; only rules make the default a refusal.
+    let given = !spec.rules.is_empty();
+    let default_allow = match spec.default_action {
+        Some(a) => a == AuthorizationAction::Allow,
+        None => !given,
+    };
+    ok.then(|| {
+        Arc::new(Authorization {
+            default_allow,
+            email_domains: spec
+                .email_domains
+                .iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
+            groups: spec.groups.clone(),
+            groups_claim: spec.groups_claim.clone().unwrap_or_else(|| "groups".into()),
+            rules,
+        })
+    })
+}
+
+impl Authorization {
+    /// Whether a user with `claims` may make this request (`path` is the canonical path).
+    pub fn decide(&self, claims: &Map<String, Value>, request: &RequestFacts<'_>) -> Decision {
+        let refuse = |by: &str, claims: Vec<String>, error: Option<String>| Decision {
+            allowed: false,
+            by: by.into(),
+            claims,
+            error,
+        };
+        if !self.email_domains.is_empty() {
+            let email = claims
+                .get("email")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let domain = email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
+            if !domain.is_some_and(|d| self.email_domains.contains(&d)) {
+                return refuse("emailDomains", vec!["email".into()], None);
+            }
+        }
+        if !self.groups.is_empty() {
+            let member = groups_of(claims.get(&self.groups_claim))
+                .iter()
+                .any(|g| self.groups.contains(g));
+            if !member {
+                return refuse("groups", vec![self.groups_claim.clone()], None);
+            }
+        }
+        let mut context = cel::Context::default();
+        let added = context
+            .add_variable("claims", claims)
+            .and_then(|()| context.add_variable("request", request))
+            .and_then(|()| context.add_variable("source", "session"));
+        if let Err(e) = added {
+            return refuse("claims", Vec::new(), Some(e.to_string()));
+        }
+        for rule in &self.rules {
+            let applies = rule.paths.is_empty()
+                || rule
+                    .paths
+                    .iter()
+                    .any(|p| path_pattern_matches(p, request.path));
+            if !applies {
+                continue;
+            }
+            match rule.program.execute(&context) {
+                Ok(cel::Value::Bool(true)) => {
+                    return Decision {
+                        allowed: rule.allow,
+                        by: rule.name.clone(),
+                        claims: rule.claims.clone(),
+                        error: None,
+                    };
+                }
+                Ok(cel::Value::Bool(false)) => {}
+                // A claim the user lacks, or a result that is not a boolean: refused,
+                // whatever the rule's action.
+                Ok(other) => {
+                    return refuse(
+                        &rule.name,
+                        rule.claims.clone(),
+                        Some(format!("the expression gave {other:?}, not true or false")),
+                    );
+                }
+                Err(e) => return refuse(&rule.name, rule.claims.clone(), Some(e.to_string())),
+            }
+        }
+        Decision {
+            allowed: self.default_allow,
+            by: "defaultAction".into(),
+            claims: Vec::new(),
+            error: None,
+        }
+    }
+}
+
+/// A groups claim as a list: an array of strings or one space-separated string.
+fn groups_of(claim: Option<&Value>) -> Vec<String> {
+    match claim {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `claims.name` and `claims['name']` in an expression.
+fn claim_names(source: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = source;
+    while let Some(i) = rest.find("claims") {
+        let after = &rest[i + "claims".len()..];
+        let name: String = if let Some(field) = after.strip_prefix('.') {
+            field
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        } else if let Some(index) = after
+            .strip_prefix("['")
+            .or_else(|| after.strip_prefix("[\""))
+        {
+            index
+                .chars()
+                .take_while(|c| *c != '\'' && *c != '"')
+                .collect()
+        } else {
+            String::new()
+        };
+        if !name.is_empty() && !names.contains(&name) {
+            names.push(name);
+        }
+        rest = after;
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AuthorizationRule;
+    use serde_json::json;
+
+    fn spec(yaml: &str) -> AuthorizationSpec {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    fn request(path: &str) -> RequestFacts<'_> {
+        RequestFacts {
+            method: "GET",
+            path,
+            host: "app.test",
+            headers: BTreeMap::from([("x-team".to_string(), "red".to_string())]),
+        }
+    }
+
+    fn claims(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn compiled(s: &AuthorizationSpec) -> Arc<Authorization> {
+        let mut diags = Vec::new();
+        let a = compile(s, &ObjectRef::new("AuthRule", "apps", "sso"), &mut diags);
+        assert!(diags.is_empty(), "{diags:?}");
+        a.unwrap()
+    }
+
+    #[test]
+    fn the_first_matching_rule_decides_then_the_default() {
+        let a = compiled(&spec(
+            r#"
+defaultAction: Deny
+rules:
+- {name: no-interns, when: "claims.title == 'intern'", action: Deny}
+- {name: admins, paths: ["/admin*"], when: "'admins' in claims.groups && claims.email.endsWith('@corp.example')", action: Allow}
+- {name: everyone-reads, when: "request.method == 'GET' && !request.path.startsWith('/admin')", action: Allow}
+"#,
+        ));
+        let admin =
+            claims(json!({"email": "a@corp.example", "groups": ["admins"], "title": "boss"}));
+        let d = a.decide(&admin, &request("/admin/x"));
+        assert_eq!((d.allowed, d.by.as_str()), (true, "admins"));
+        assert_eq!(d.claims, ["groups", "email"]);
+        let other = claims(json!({"email": "b@corp.example", "groups": ["staff"], "title": "dev"}));
+        let d = a.decide(&other, &request("/admin/x"));
+        assert_eq!((d.allowed, d.by.as_str()), (false, "defaultAction"));
+        assert!(a.decide(&other, &request("/docs")).allowed);
+        let intern =
+            claims(json!({"email": "i@corp.example", "groups": ["admins"], "title": "intern"}));
+        assert_eq!(a.decide(&intern, &request("/admin/x")).by, "no-interns");
+    }
+
+    #[test]
+    fn a_missing_claim_refuses_even_under_an_allow_rule() {
+        let a = compiled(&spec(
+            "rules:\n- {name: admins, when: \"'admins' in claims.groups\", action: Allow}\ndefaultAction: Allow\n",
+        ));
+        let d = a.decide(&claims(json!({"email": "x@y"})), &request("/"));
+        assert!(!d.allowed, "{d:?}");
+        assert!(d.error.is_some());
+    }
+
+    #[test]
+    fn short_forms_must_all_hold() {
+        let a = compiled(&spec(
+            "emailDomains: [Corp.Example]\ngroups: [ops]\ngroupsClaim: roles\n",
+        ));
+        let d = a.decide(
+            &claims(json!({"email": "a@corp.example", "roles": "dev ops"})),
+            &request("/"),
+        );
+        assert!(d.allowed, "{d:?}");
+        let d = a.decide(
+            &claims(json!({"email": "a@evil.example", "roles": ["ops"]})),
+            &request("/"),
+        );
+        assert_eq!((d.allowed, d.by.as_str()), (false, "emailDomains"));
+        let d = a.decide(
+            &claims(json!({"email": "a@corp.example", "roles": ["dev"]})),
+            &request("/"),
+        );
+        assert_eq!((d.allowed, d.by.as_str()), (false, "groups"));
+        let d = a.decide(
+            &claims(json!({"email": "a@corp.example.evil.test", "roles": ["ops"]})),
+            &request("/"),
+        );
+        assert!(!d.allowed, "a suffix is not a domain");
+    }
+
+    #[test]
+    fn no_rules_allow_and_rules_without_a_default_deny() {
+        assert!(
+            compiled(&AuthorizationSpec::default())
+                .decide(&Map::new(), &request("/"))
+                .allowed
+        );
+        let a = compiled(&spec(
+            "rules:\n- {name: never, when: 'false', action: Allow}\n",
+        ));
+        assert!(!a.decide(&Map::new(), &request("/")).allowed);
+        let headers = compiled(&spec(
+            "rules:\n- {name: red, when: \"request.headers['x-team'] == 'red' && source == 'session'\", action: Allow}\n",
+        ));
+        assert!(headers.decide(&Map::new(), &request("/")).allowed);
+    }
+
+    #[test]
+    fn an_expression_that_does_not_compile_is_reported_with_its_position() {
+        let s = AuthorizationSpec {
+            rules: vec![AuthorizationRule {
+                name: "broken".into(),
+                paths: vec![],
+                when: "claims.email ==".into(),
+                action: AuthorizationAction::Allow,
+            }],
+            ..Default::default()
+        };
+        let mut diags = Vec::new();
+        assert!(compile(&s, &ObjectRef::new("AuthRule", "apps", "sso"), &mut diags).is_none());
+        assert_eq!(diags[0].field, "spec.authorization.rules[0].when");
+        assert!(
+            diags[0].message.contains("line 1, column"),
+            "{}",
+            diags[0].message
+        );
+    }
+}
