@@ -263,7 +263,12 @@ impl Authenticator {
 
     /// Sessions and flows are bound to the AuthRule and the host.
     pub fn binding(policy: &AuthPolicy, host: &str) -> String {
-        binding_for(&policy.rule.namespace, &policy.rule.name, host)
+        let (ns, name) = (&policy.rule.namespace, &policy.rule.name);
+        match policy.rule.kind.as_str() {
+            // A policy made from an Ingress's ALB annotations: never an AuthRule's binding.
+            "Ingress" => binding_for(ns, &format!("{name}.ingress-annotations"), host),
+            _ => binding_for(ns, name, host),
+        }
     }
 
     /// The provider registry, shared with whoever reports provider health.

@@ -127,7 +127,63 @@ pub fn compile_rules(
             );
         }
     }
+    annotation_rules(&mut outcome, objects, index, ours, diags);
     outcome
+}
+
+/// Ingresses of ours annotated for the AWS Load Balancer Controller, guarded as their
+/// annotations say unless an AuthRule already targets them.
+fn annotation_rules(
+    outcome: &mut RuleOutcome,
+    objects: &Objects,
+    index: &Index,
+    ours: &HashSet<ObjectRef>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    use super::alb_annotations as alb;
+    for ingress in &objects.ingresses {
+        let object = super::ingress_ref(ingress);
+        if !ours.contains(&object) {
+            continue;
+        }
+        alb::report_ignored(ingress, diags);
+        let mut found = Vec::new();
+        let Some(spec) = alb::spec_for(ingress, index, &mut found) else {
+            diags.extend(found);
+            continue;
+        };
+        if outcome.guards.contains_key(&object) {
+            diags.push(Diagnostic::warning(
+                &object,
+                &alb::annotation_field("auth-type"),
+                "AnnotationsOverridden",
+                "an AuthRule targets this Ingress; its alb.ingress.kubernetes.io/auth-* annotations are not used".into(),
+                "remove the annotations, or the AuthRule".into(),
+            ));
+            continue;
+        }
+        let policy = match resolve_policy(&object, &spec, index) {
+            Ok(p) => GuardPolicy::Oidc(Arc::new(p)),
+            Err(errors) => {
+                let message = errors
+                    .iter()
+                    .map(|d| d.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                diags.extend(errors.into_iter().map(alb::move_to_annotations));
+                GuardPolicy::Broken(format!("{object}: {message}"))
+            }
+        };
+        outcome
+            .guards
+            .entry(object.clone())
+            .or_default()
+            .push(Guard {
+                rule: object,
+                paths: Vec::new(),
+                policy,
+            });
+    }
 }
 
 /// Rules that guard one host must not share a session cookie, or each login would

@@ -3,6 +3,7 @@
 //! server. A bad object is left out (its routes fail closed) and reported; it never
 //! takes the rest down.
 
+pub mod alb_annotations;
 mod auth;
 pub mod authorization;
 mod backends;

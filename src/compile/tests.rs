@@ -711,3 +711,25 @@ fn two_rules_on_one_host_never_share_a_cookie() {
     assert_eq!(d.object, ObjectRef::new("AuthRule", "apps", "second"));
     assert_eq!(d.field, "spec.session.cookieName");
 }
+
+#[test]
+fn an_authrule_wins_over_alb_annotations_on_the_same_ingress() {
+    let ingress = INGRESS.replace(
+        "metadata: {name: web, namespace: apps}",
+        "metadata:\n  name: web\n  namespace: apps\n  annotations:\n    alb.ingress.kubernetes.io/auth-type: oidc\n    alb.ingress.kubernetes.io/auth-idp-oidc: '{\"issuer\":\"https://alb.example.com\",\"secretName\":\"alb\"}'",
+    );
+    let mut yaml = format!("{ingress}{}", service("apps", "root", "10.0.0.1", 80));
+    yaml.push_str("---\napiVersion: v1\nkind: Secret\nmetadata: {name: alb, namespace: apps}\nstringData: {clientID: a, clientSecret: b}\n");
+    let annotated = compiled(&yaml);
+    match guard_policy(&annotated, "/") {
+        Some(Ok(p)) => assert_eq!((p.issuer.as_str(), p.client_id.as_str(), p.rule.kind.as_str()), ("https://alb.example.com", "a", "Ingress")),
+        _ => panic!("the annotations guard the Ingress"),
+    }
+    yaml.push_str(&rule_on("apps", "first", "web", None));
+    let both = compiled(&yaml);
+    match guard_policy(&both, "/") {
+        Some(Ok(p)) => assert_eq!(p.issuer, "https://idp.test"),
+        _ => panic!("the AuthRule guards the Ingress"),
+    }
+    assert!(both.diagnostics.iter().any(|d| d.reason == "AnnotationsOverridden"));
+}
