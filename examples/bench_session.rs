@@ -38,6 +38,8 @@ fn main() {
         flow_id: None,
         access_expires_at: now + 86_400,
         expires_at: now + 86_400,
+        sid: None,
+        logged_in_at: now,
     };
     let shards = session::seal(&ring, &binding_for(namespace, name, host), &session)
         .expect("sealing the session");

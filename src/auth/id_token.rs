@@ -96,6 +96,8 @@ pub enum IdTokenError {
     NotYetValid,
     #[error("the ID token's nonce does not match this login")]
     NonceMismatch,
+    #[error("the logout token was already used (jti)")]
+    Replayed,
 }
 
 impl IdTokenError {
@@ -125,6 +127,28 @@ pub fn validate(
     jwks: &Jwks,
     expected: &Expected<'_>,
 ) -> Result<IdClaims, IdTokenError> {
+    let claims = verified_claims(token, jwks, expected.algs)?;
+    check_claims(&claims, expected)?;
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or(IdTokenError::Malformed)?
+        .to_owned();
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_i64)
+        .ok_or(IdTokenError::Malformed)?;
+    Ok(IdClaims { sub, exp, claims })
+}
+
+/// The claims of a JWS signed with one of `algs` by a key of `jwks`; nothing of the
+/// claims is checked yet.
+fn verified_claims(
+    token: &str,
+    jwks: &Jwks,
+    algs: &[Alg],
+) -> Result<Map<String, Value>, IdTokenError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(IdTokenError::Malformed);
     }
@@ -140,7 +164,7 @@ pub fn validate(
         .and_then(Value::as_str)
         .unwrap_or_default();
     let alg = Alg::parse(alg_name)
-        .filter(|a| expected.algs.contains(a))
+        .filter(|a| algs.contains(a))
         .ok_or_else(|| IdTokenError::AlgorithmNotAllowed(alg_name.to_owned()))?;
     let kid = header.get("kid").and_then(Value::as_str);
     let signature = URL_SAFE_NO_PAD
@@ -148,20 +172,90 @@ pub fn validate(
         .map_err(|_| IdTokenError::Malformed)?;
     let key = find_key(jwks, alg, kid)?;
     verify(alg, key, format!("{h}.{p}").as_bytes(), &signature)?;
-    let claims: Map<String, Value> = decode_json(p)?;
-    check_claims(&claims, expected)?;
-    let sub = claims
-        .get("sub")
+    decode_json(p)
+}
+
+/// The event a back-channel logout token carries (OpenID Connect Back-Channel Logout 1.0).
+const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// Whom a valid logout token logs out.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LogoutClaims {
+    pub sid: Option<String>,
+    pub sub: Option<String>,
+    pub jti: String,
+    pub iat: i64,
+}
+
+/// A back-channel logout token: signed by the provider, for this client, recent, with
+/// the logout event, a `sid` or `sub`, a `jti`, and no `nonce` (so an ID token can
+/// never pass for one).
+pub fn validate_logout_token(
+    token: &str,
+    jwks: &Jwks,
+    issuer: &str,
+    client_id: &str,
+    algs: &[Alg],
+    now: i64,
+) -> Result<LogoutClaims, IdTokenError> {
+    let claims = verified_claims(token, jwks, algs)?;
+    let iss = claims
+        .get("iss")
         .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or(IdTokenError::Malformed)?
-        .to_owned();
-    let exp = claims
-        .get("exp")
+        .unwrap_or_default();
+    if iss != issuer {
+        return Err(IdTokenError::WrongIssuer(iss.to_owned()));
+    }
+    let audiences: Vec<&str> = match claims.get("aud") {
+        Some(Value::String(a)) => vec![a.as_str()],
+        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if !audiences.contains(&client_id) {
+        return Err(IdTokenError::WrongAudience);
+    }
+    let iat = claims
+        .get("iat")
         .and_then(Value::as_i64)
         .ok_or(IdTokenError::Malformed)?;
-    Ok(IdClaims { sub, exp, claims })
+    if iat > now + LEEWAY_SECS {
+        return Err(IdTokenError::IssuedInFuture);
+    }
+    // Old tokens are refused even without exp: a jti is remembered only so long.
+    if now - iat > LOGOUT_TOKEN_MAX_AGE_SECS {
+        return Err(IdTokenError::Expired);
+    }
+    if claims
+        .get("exp")
+        .and_then(Value::as_i64)
+        .is_some_and(|exp| now > exp + LEEWAY_SECS)
+    {
+        return Err(IdTokenError::Expired);
+    }
+    let event = claims
+        .get("events")
+        .and_then(Value::as_object)
+        .and_then(|e| e.get(BACKCHANNEL_LOGOUT_EVENT));
+    if !event.is_some_and(Value::is_object) || claims.contains_key("nonce") {
+        return Err(IdTokenError::Malformed);
+    }
+    let text = |k: &str| {
+        claims
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let (sid, sub) = (text("sid"), text("sub"));
+    let jti = text("jti").ok_or(IdTokenError::Malformed)?;
+    if sid.is_none() && sub.is_none() {
+        return Err(IdTokenError::Malformed);
+    }
+    Ok(LogoutClaims { sid, sub, jti, iat })
 }
+
+/// How old a logout token may be.
+pub const LOGOUT_TOKEN_MAX_AGE_SECS: i64 = 600;
 
 fn decode_json(segment: &str) -> Result<Map<String, Value>, IdTokenError> {
     let bytes = URL_SAFE_NO_PAD
@@ -507,6 +601,61 @@ mod tests {
         assert_eq!(
             check(with(claims(), "sub", json!(""))),
             Err(IdTokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn logout_tokens_are_checked_as_the_back_channel_spec_says() {
+        let s = Signer::new();
+        let good = json!({"iss": ISS, "aud": "app", "iat": NOW, "jti": "j-1", "sid": "s-1",
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}}});
+        let check = |claims: Value| {
+            validate_logout_token(
+                &s.token(json!({"alg": "ES256", "kid": "e1"}), claims),
+                &s.jwks(),
+                ISS,
+                "app",
+                &[Alg::Es256],
+                NOW,
+            )
+        };
+        assert_eq!(
+            check(good.clone()),
+            Ok(LogoutClaims {
+                sid: Some("s-1".into()),
+                sub: None,
+                jti: "j-1".into(),
+                iat: NOW
+            })
+        );
+        let mut no_events = good.clone();
+        no_events.as_object_mut().unwrap().remove("events");
+        assert_eq!(check(no_events), Err(IdTokenError::Malformed));
+        assert_eq!(
+            check(with(good.clone(), "nonce", json!("n"))),
+            Err(IdTokenError::Malformed),
+            "an ID token is not a logout token"
+        );
+        assert_eq!(
+            check(with(good.clone(), "aud", json!("other"))),
+            Err(IdTokenError::WrongAudience)
+        );
+        assert_eq!(
+            check(with(good.clone(), "iat", json!(NOW - 3600))),
+            Err(IdTokenError::Expired)
+        );
+        let mut anonymous = good.clone();
+        anonymous.as_object_mut().unwrap().remove("sid");
+        assert_eq!(
+            check(anonymous.clone()),
+            Err(IdTokenError::Malformed),
+            "sid or sub"
+        );
+        assert!(check(with(anonymous, "sub", json!("alice"))).is_ok());
+        let forged = s.token(json!({"alg": "ES256", "kid": "e1"}), good);
+        let tampered = format!("{}x", &forged[..forged.len() - 1]);
+        assert!(
+            validate_logout_token(&tampered, &s.jwks(), ISS, "app", &[Alg::Es256], NOW).is_err()
         );
     }
 

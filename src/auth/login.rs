@@ -139,6 +139,11 @@ pub struct Authenticator {
     refreshes: Mutex<HashMap<SessionKey, (Instant, RefreshCell)>>,
     /// Signed `x-amzn-oidc-data` by session, with the time it was signed.
     signed_data: quick_cache::sync::Cache<SessionKey, (i64, Arc<str>)>,
+    /// Logouts providers announced on the back channel, by issuer and `sid:<sid>` or
+    /// `sub:<sub>`, with when.
+    revoked: Mutex<HashMap<(String, String), i64>>,
+    /// `jti`s of logout tokens taken, with their `iat`: each is taken once.
+    logout_jtis: Mutex<HashMap<String, i64>>,
     opened: quick_cache::sync::Cache<SessionKey, Arc<Session>>,
 }
 
@@ -254,6 +259,8 @@ impl Authenticator {
             refreshes: Mutex::new(HashMap::new()),
             signed_data: quick_cache::sync::Cache::new(MAX_CACHED_SESSIONS),
             opened: quick_cache::sync::Cache::new(MAX_CACHED_SESSIONS),
+            revoked: Mutex::new(HashMap::new()),
+            logout_jtis: Mutex::new(HashMap::new()),
         }
     }
 
@@ -474,6 +481,12 @@ impl Authenticator {
             flow_id: Some(state.flow_id.clone()),
             access_expires_at: now + access_lifetime(tokens.expires_in),
             expires_at: now + policy.session_timeout_secs as i64,
+            sid: id
+                .claims
+                .get("sid")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            logged_in_at: now,
         };
         let shards = session::seal(&self.ring, &binding, &session);
         let shards = notes.outcome("session", shards, |s| {
@@ -559,12 +572,113 @@ impl Authenticator {
                 Err(_) => return SessionState::Invalid,
             },
         };
+        if self.revoked_at_provider(&policy.issuer, &opened) {
+            return SessionState::Expired;
+        }
         match opened {
             s if s.expires_at <= now => SessionState::Expired,
             s if s.access_expires_at > now => SessionState::Valid(s),
             s if s.refresh_token.is_some() => SessionState::Stale(s),
             _ => SessionState::Expired,
         }
+    }
+
+    /// Whether the provider announced a logout of this session (by `sid`, or of its
+    /// user by `sub`) after it began.
+    fn revoked_at_provider(&self, issuer: &str, s: &Session) -> bool {
+        let Ok(revoked) = self.revoked.lock() else {
+            return true;
+        };
+        if revoked.is_empty() {
+            return false;
+        }
+        let at = |key: String| revoked.get(&(issuer.to_owned(), key)).copied();
+        let when = s
+            .sid
+            .as_ref()
+            .and_then(|sid| at(format!("sid:{sid}")))
+            .or_else(|| at(format!("sub:{}", s.sub)));
+        when.is_some_and(|t| t >= s.logged_in_at)
+    }
+
+    /// A back-channel logout token posted by a provider: validated against the first of
+    /// `policies` (issuer and client) it was made for, then every session of its `sid`
+    /// (or `sub`) ends on this replica.
+    pub async fn backchannel_logout(
+        &self,
+        policies: &[Arc<AuthPolicy>],
+        token: &str,
+        now: i64,
+    ) -> Result<id_token::LogoutClaims, LoginError> {
+        let mut last = LoginError::IdToken(IdTokenError::Malformed);
+        for policy in policies {
+            let provider = match self.provider(policy).await {
+                Ok(p) => p,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            let check = |jwks: &id_token::Jwks| {
+                id_token::validate_logout_token(
+                    token,
+                    jwks,
+                    &policy.issuer,
+                    &policy.client_id,
+                    &provider.algs,
+                    now,
+                )
+            };
+            let mut result = check(&provider.jwks.load());
+            if let Err(IdTokenError::UnknownKey(kid)) = &result
+                && self
+                    .providers
+                    .refetch_keys_for(&provider, kid.as_deref().unwrap_or_default())
+                    .await?
+            {
+                result = check(&provider.jwks.load());
+            }
+            match result {
+                Ok(claims) => {
+                    self.take_logout(&policy.issuer, &claims, now)?;
+                    return Ok(claims);
+                }
+                Err(e) => last = e.into(),
+            }
+        }
+        Err(last)
+    }
+
+    fn take_logout(
+        &self,
+        issuer: &str,
+        claims: &id_token::LogoutClaims,
+        now: i64,
+    ) -> Result<(), LoginError> {
+        let max_age = id_token::LOGOUT_TOKEN_MAX_AGE_SECS;
+        {
+            let mut jtis = self
+                .logout_jtis
+                .lock()
+                .map_err(|_| LoginError::Internal("logout table poisoned".into()))?;
+            jtis.retain(|_, iat| now - *iat <= max_age + id_token::LEEWAY_SECS);
+            if jtis.insert(claims.jti.clone(), claims.iat).is_some() {
+                return Err(LoginError::IdToken(IdTokenError::Replayed));
+            }
+        }
+        let mut revoked = self
+            .revoked
+            .lock()
+            .map_err(|_| LoginError::Internal("logout table poisoned".into()))?;
+        // A session lasts at most a week: older logouts can match nothing.
+        revoked.retain(|_, at| now - *at <= crate::model::DEFAULT_SESSION_TIMEOUT_SECONDS);
+        let key = match (&claims.sid, &claims.sub) {
+            (Some(sid), _) => format!("sid:{sid}"),
+            (None, Some(sub)) => format!("sub:{sub}"),
+            (None, None) => return Err(LoginError::IdToken(IdTokenError::Malformed)),
+        };
+        revoked.insert((issuer.to_owned(), key), now);
+        Ok(())
     }
 
     /// Sessions already opened, by their exact cookie text and binding: a browser sends
@@ -659,6 +773,8 @@ impl Authenticator {
             flow_id: stale.flow_id.clone(),
             access_expires_at: now + access_lifetime(tokens.expires_in),
             expires_at: stale.expires_at,
+            sid: stale.sid.clone(),
+            logged_in_at: stale.logged_in_at,
         })
     }
 

@@ -48,6 +48,12 @@ pub struct Session {
     pub access_expires_at: i64,
     /// Unix seconds when the session ends (`spec.session.timeout` after login).
     pub expires_at: i64,
+    /// The provider's session id (the ID token's `sid`), for back-channel logout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// Unix seconds of the login; a logout at the provider after it ends the session.
+    #[serde(default)]
+    pub logged_in_at: i64,
 }
 
 /// Seals `session` for `binding` (the AuthRule and host) into shard values.
@@ -148,6 +154,8 @@ mod tests {
             id_token: None,
             flow_id: None,
             access_expires_at: 100,
+            sid: None,
+            logged_in_at: 0,
             expires_at: 200,
         }
     }

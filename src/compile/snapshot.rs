@@ -261,6 +261,19 @@ impl RouteTable {
         self.auth_paths.contains(path)
     }
 
+    /// Every working OIDC policy, once each (the back channel is not per host).
+    pub fn all_policies(&self) -> Vec<Arc<AuthPolicy>> {
+        let mut policies: Vec<Arc<AuthPolicy>> = Vec::new();
+        for guard in self.all.iter().flat_map(|r| &r.guards) {
+            if let GuardPolicy::Oidc(p) = &guard.policy
+                && !policies.iter().any(|known| known.rule == p.rule)
+            {
+                policies.push(p.clone());
+            }
+        }
+        policies
+    }
+
     /// The OIDC policies guarding any route this host can reach: the callback path is
     /// answered per host, whichever route a login started from. Rules of namespaces
     /// the host's owner does not admit never take part in its logins.

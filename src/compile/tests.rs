@@ -722,7 +722,14 @@ fn an_authrule_wins_over_alb_annotations_on_the_same_ingress() {
     yaml.push_str("---\napiVersion: v1\nkind: Secret\nmetadata: {name: alb, namespace: apps}\nstringData: {clientID: a, clientSecret: b}\n");
     let annotated = compiled(&yaml);
     match guard_policy(&annotated, "/") {
-        Some(Ok(p)) => assert_eq!((p.issuer.as_str(), p.client_id.as_str(), p.rule.kind.as_str()), ("https://alb.example.com", "a", "Ingress")),
+        Some(Ok(p)) => assert_eq!(
+            (
+                p.issuer.as_str(),
+                p.client_id.as_str(),
+                p.rule.kind.as_str()
+            ),
+            ("https://alb.example.com", "a", "Ingress")
+        ),
         _ => panic!("the annotations guard the Ingress"),
     }
     yaml.push_str(&rule_on("apps", "first", "web", None));
@@ -731,5 +738,9 @@ fn an_authrule_wins_over_alb_annotations_on_the_same_ingress() {
         Some(Ok(p)) => assert_eq!(p.issuer, "https://idp.test"),
         _ => panic!("the AuthRule guards the Ingress"),
     }
-    assert!(both.diagnostics.iter().any(|d| d.reason == "AnnotationsOverridden"));
+    assert!(
+        both.diagnostics
+            .iter()
+            .any(|d| d.reason == "AnnotationsOverridden")
+    );
 }

@@ -17,6 +17,9 @@ pub const DEFAULT_SECRET_KEY: &str = "client-secret";
 /// Where the provider sends the browser back, on every guarded host (as ALB).
 pub const CALLBACK_PATH: &str = "/oauth2/idpresponse";
 pub const DEFAULT_LOGOUT_PATH: &str = "/oauth2/logout";
+/// Where providers post back-channel logout tokens (any host; register it at the
+/// provider as the client's `backchannel_logout_uri`).
+pub const BACKCHANNEL_LOGOUT_PATH: &str = "/oauth2/backchannel-logout";
 pub const MAX_EXTRA_PARAMS: usize = 10;
 
 /// Logs people in with OpenID Connect before their requests reach the Ingresses it

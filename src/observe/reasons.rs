@@ -189,6 +189,12 @@ pub const REASONS: &[Reason] = &[
         "Send one Host that matches the URL; check proxies in front of Portcullis that rewrite one but not the other.",
     ),
     r(
+        "AuthInvalidLogoutToken",
+        "A back-channel logout token was refused (400).",
+        "It is not signed by the provider of an AuthRule, not for its client, older than 10 minutes, already used, or not a logout token.",
+        "Check the provider's backchannel_logout_uri registration and its clock; the log line says which check failed.",
+    ),
+    r(
         "AuthForbidden",
         "The user is logged in, but the AuthRule's authorization refused this request (403).",
         "A rule of spec.authorization (or emailDomains / groups) does not allow this user here; the log line names the rule and the claims it read.",

@@ -26,6 +26,7 @@ use crate::auth::session::Session;
 use crate::compile::authorization::RequestFacts;
 use crate::compile::{AuthPolicy, Backend, GuardPolicy, Route};
 use crate::form::form_pairs;
+use crate::model::BACKCHANNEL_LOGOUT_PATH;
 use crate::model::OnUnauthenticatedRequest;
 use crate::observe::access_log::{AccessRecord, timestamp};
 use crate::observe::flows::{Hop, now_ms};
@@ -131,6 +132,12 @@ impl Exchange {
         }
         let live = self.live.clone();
         let routes = &live.snapshot.routes;
+        if path == BACKCHANNEL_LOGOUT_PATH && req.method() == http::Method::POST {
+            let policies = routes.all_policies();
+            if !policies.is_empty() {
+                return self.backchannel_logout(req, &policies).await;
+            }
+        }
         let key = routes.match_key(&path);
         if routes.is_auth_path(&key) {
             let policies = routes.oidc_policies(&host);
@@ -556,6 +563,52 @@ impl Exchange {
                 "NoMatchingRoute",
                 "No Ingress rule matches this host and path.",
             ),
+        }
+    }
+
+    /// A provider's back-channel logout: the token validated, every session it names
+    /// ended. 200 when taken, 400 otherwise (the provider may retry).
+    async fn backchannel_logout(
+        &mut self,
+        req: Request<Incoming>,
+        policies: &[Arc<AuthPolicy>],
+    ) -> Response<Body> {
+        self.rec.add_action("authenticate");
+        let body = http_body_util::Limited::new(req.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map(|b| b.to_bytes());
+        let form = body.map(|b| form_pairs(&String::from_utf8_lossy(&b)));
+        let Some(token) = form.ok().and_then(|f| f.get("logout_token").cloned()) else {
+            return self.error(
+                StatusCode::BAD_REQUEST,
+                "AuthInvalidLogoutToken",
+                "The request carries no logout_token.",
+            );
+        };
+        match self
+            .dp
+            .auth
+            .backchannel_logout(policies, &token, unix_now())
+            .await
+        {
+            Ok(who) => {
+                tracing::info!(trace_id = %self.trace.root, sid = who.sid.as_deref().unwrap_or("-"), sub = who.sub.as_deref().unwrap_or("-"), "back-channel logout: sessions ended");
+                let mut resp = Response::new(crate::proxy::pages::empty());
+                resp.headers_mut().insert(
+                    http::header::CACHE_CONTROL,
+                    http::HeaderValue::from_static("no-store"),
+                );
+                resp
+            }
+            Err(e) => {
+                tracing::warn!(trace_id = %self.trace.root, error = %e, "back-channel logout token refused");
+                self.error(
+                    StatusCode::BAD_REQUEST,
+                    "AuthInvalidLogoutToken",
+                    "The logout token is not valid.",
+                )
+            }
         }
     }
 

@@ -37,10 +37,20 @@ const provider = new Provider(issuer, {
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_basic',
+    // IDP_BACKCHANNEL_URI: where this provider posts back-channel logout tokens.
+    ...(process.env.IDP_BACKCHANNEL_URI
+      ? { backchannel_logout_uri: process.env.IDP_BACKCHANNEL_URI, backchannel_logout_session_required: true }
+      : {}),
     id_token_signed_response_alg: process.env.IDP_ID_TOKEN_ALG ?? 'RS256',
   }],
   jwks: await signingKeys(),
-  features: { devInteractions: { enabled: true } },
+  // The test provider posts back-channel logouts to Portcullis on loopback, which its
+  // default SSRF guard refuses.
+  fetch: (url, options) => fetch(url, { ...options, dispatcher: undefined }),
+  features: {
+    devInteractions: { enabled: true },
+    backchannelLogout: { enabled: Boolean(process.env.IDP_BACKCHANNEL_URI) },
+  },
   scopes: ['openid', 'email', 'profile', 'offline_access'],
   claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
   issueRefreshToken: async () => true,

@@ -1,0 +1,73 @@
+//! A logout at the identity provider ends the session at the edge too: the certified
+//! provider posts an OpenID Connect Back-Channel Logout token, Portcullis validates it
+//! and refuses the session from then on.
+
+mod common;
+
+use common::app::*;
+use common::idp::log_out;
+
+#[tokio::test]
+async fn a_logout_at_the_provider_ends_the_session_at_the_edge() {
+    let s = setup_rule(
+        &[(
+            "IDP_BACKCHANNEL_URI",
+            "http://127.0.0.1:PORT/oauth2/backchannel-logout",
+        )],
+        AUTH_RULE,
+        &[],
+    )
+    .await;
+    let b = browser(&s.proxy);
+    log_in_at(&b, &s.origin, "alice").await;
+    let seen = seen_by_backend(&b, &format!("{}/", s.origin)).await;
+    assert_eq!(seen["headers"]["x-amzn-oidc-identity"], "alice");
+
+    // The user logs out at the provider itself, not through Portcullis.
+    let end = format!(
+        "{}/session/end?client_id=portcullis-test&post_logout_redirect_uri={}/",
+        s.idp.issuer, s.origin
+    );
+    log_out(&b, &end, &format!("{}/", s.origin)).await;
+    common::eventually("the old session cookie no longer passes", || async {
+        b.get(format!("{}/", s.origin))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .is_ok_and(|r| {
+                r.status() == 302
+                    && r.headers()["location"]
+                        .to_str()
+                        .unwrap()
+                        .starts_with(&s.idp.issuer)
+            })
+    })
+    .await;
+    let lines = s.proxy.diagnostics.lock().unwrap().join("\n");
+    assert!(!lines.contains("logout token refused"), "{lines}");
+}
+
+#[tokio::test]
+async fn a_forged_logout_token_is_refused() {
+    let s = setup().await;
+    let b = browser(&s.proxy);
+    log_in_at(&b, &s.origin, "alice").await;
+    let header = "eyJhbGciOiJub25lIn0"; // {"alg":"none"}
+    let claims = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        serde_json::json!({"iss": s.idp.issuer, "aud": "portcullis-test", "iat": jiff::Timestamp::now().as_second(), "jti": "x", "sub": "alice",
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}).to_string(),
+    );
+    let refused = common::client()
+        .post(s.proxy.url("/oauth2/backchannel-logout"))
+        .form(&[("logout_token", format!("{header}.{claims}."))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let seen = seen_by_backend(&b, &format!("{}/", s.origin)).await;
+    assert_eq!(
+        seen["headers"]["x-amzn-oidc-identity"], "alice",
+        "the session lives on"
+    );
+}
