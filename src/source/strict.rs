@@ -37,15 +37,7 @@ impl Schema {
                 "metadata" => META.walk(child, &META.root, "metadata".into(), &mut out),
                 _ => match properties.and_then(|p| p.get(key)) {
                     Some(s) => self.walk(child, s, key.clone(), &mut out),
-                    None => {
-                        let mut allowed: Vec<String> = properties
-                            .into_iter()
-                            .flatten()
-                            .map(|(k, _)| k.clone())
-                            .collect();
-                        allowed.sort();
-                        out.push((key.clone(), allowed));
-                    }
+                    None => out.push((key.clone(), allowed(properties))),
                 },
             }
         }
@@ -107,13 +99,7 @@ impl Schema {
                     match (properties.and_then(|p| p.get(key)), extra) {
                         (Some(s), _) => self.walk(child, s, at, out),
                         (None, Some(Value::Bool(false))) | (None, None) if properties.is_some() => {
-                            let mut allowed: Vec<String> = properties
-                                .into_iter()
-                                .flatten()
-                                .map(|(k, _)| k.clone())
-                                .collect();
-                            allowed.sort();
-                            out.push((at, allowed));
+                            out.push((at, allowed(properties)));
                         }
                         (None, Some(s @ Value::Object(_))) => self.walk(child, s, at, out),
                         _ => {}
@@ -130,6 +116,17 @@ impl Schema {
             _ => {}
         }
     }
+}
+
+/// The field names a schema level has, sorted.
+fn allowed(properties: Option<&serde_json::Map<String, Value>>) -> Vec<String> {
+    let mut names: Vec<String> = properties
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k.clone())
+        .collect();
+    names.sort();
+    names
 }
 
 /// The schema of each kind the manifest source reads.
