@@ -102,6 +102,10 @@ enum ExplainCommand {
         /// A log file, or - (the default) for standard input, e.g. from `kubectl logs`.
         file: Option<PathBuf>,
     },
+    /// Every reason Portcullis reports, with its status, usual cause and fix, as a
+    /// Markdown table.
+    #[command(after_help = "Example:\n  portcullis explain reasons > docs/troubleshooting.md")]
+    Reasons,
     /// Read a browser's HAR export of a login (through Portcullis or a real ALB) and
     /// say which step broke and why.
     #[command(after_help = "Example:\n  portcullis explain har ~/Downloads/app.example.com.har")]
@@ -362,6 +366,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => portcullis::explain::logs::read(std::io::stdin().lock()),
             };
             print!("{}", report.render());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain(ExplainCommand::Reasons) => {
+            print!("{}", portcullis::observe::reasons::markdown());
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain(ExplainCommand::Har { file }) => {

@@ -50,3 +50,29 @@ fn rendered_manifests_match_the_chart() {
     );
     assert!(rendered.contains("kind: CustomResourceDefinition"));
 }
+
+#[test]
+fn the_troubleshooting_page_is_the_reasons_catalogue() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["explain", "reasons"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let generated = String::from_utf8(out.stdout).unwrap();
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/troubleshooting.md"
+    ))
+    .unwrap();
+    assert!(
+        generated == committed,
+        "docs/troubleshooting.md is stale: run `cargo run -- explain reasons > docs/troubleshooting.md`"
+    );
+    for reason in [
+        "AuthForbidden",
+        "AmbiguousRequestPath",
+        "AuthTokenEpRequestFailed",
+    ] {
+        assert!(generated.contains(&format!("| `{reason}` |")), "{reason}");
+    }
+}

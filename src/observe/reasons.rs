@@ -3,6 +3,8 @@
 
 pub struct Reason {
     pub name: &'static str,
+    /// The HTTP status the user gets.
+    pub status: &'static str,
     /// What happened, in one sentence.
     pub summary: &'static str,
     /// What usually causes it.
@@ -13,12 +15,14 @@ pub struct Reason {
 
 const fn r(
     name: &'static str,
+    status: &'static str,
     summary: &'static str,
     cause: &'static str,
     fix: &'static str,
 ) -> Reason {
     Reason {
         name,
+        status,
         summary,
         cause,
         fix,
@@ -28,209 +32,279 @@ const fn r(
 pub const REASONS: &[Reason] = &[
     r(
         "AuthMissingAWSALBAuthNonce",
+        "401",
         "The browser came back from the login without the flow cookie.",
         "The callback reached a different host name than the one the login began on, the browser blocks the cookie (third-party or SameSite settings, private mode), or the login took longer than 15 minutes.",
         "Register https://<the app's host>/oauth2/idpresponse exactly at the provider, open the app by that host name, and check the browser's cookie settings.",
     ),
     r(
         "AuthInvalidAWSALBAuthNonce",
+        "401",
         "The flow cookie could not be opened.",
         "Replicas do not share session keys (each made its own), the keys were rotated during the login, or the cookie was altered.",
         "Give every replica the same keys (the keys Secret in a cluster, --session-keys-file otherwise).",
     ),
     r(
         "AuthInvalidStateParam",
+        "401",
         "The state parameter does not match the flow cookie.",
         "A callback URL was replayed or opened in another browser, or two logins crossed.",
         "Start again from the application; if it persists, look for a proxy that rewrites query strings.",
     ),
     r(
         "AuthMissingStateParam",
+        "401",
         "The callback has no state parameter.",
         "The callback URL was opened by hand, or the provider dropped the parameter.",
         "Start the login from the application, not from a bookmark of the callback.",
     ),
     r(
         "AuthMissingCodeParam",
+        "401",
         "The callback has no authorization code.",
         "The provider sent the browser back without a code (an unusual response mode or a broken redirect).",
         "Check that the provider's client uses the authorization-code flow (response_type=code).",
     ),
     r(
         "AuthInvalidGrantError",
+        "401 (561 when the provider sent another error)",
         "The provider refused the login or the authorization code.",
         "The user denied consent, the code was used twice or expired, the redirect URI or PKCE verifier did not match, the provider returned an error to the callback, or (with some providers) the client id or secret is wrong.",
         "Read error and error_description in the log line's message; check the redirect URI registered at the provider.",
     ),
     r(
         "AuthInvalidIdToken",
+        "401",
         "The ID token failed validation.",
         "The AuthRule's issuer differs from the token's iss (even a trailing slash), the clock is skewed by more than a minute, the client id is not the audience, or the token is signed with an algorithm other than RS256/ES256.",
         "Run `portcullis diagnose` on the AuthRule; compare the issuer with the provider's discovery document; check NTP.",
     ),
     r(
         "AuthInvalidTokenResponse",
+        "401 or 500",
         "The token endpoint's answer is not an OpenID Connect token response.",
         "No ID token (scope without openid), or the endpoint is not the provider's token endpoint.",
         "Include openid in spec.oidc.scope; remove explicit endpoints to use discovery.",
     ),
     r(
         "AuthInvalidUserinfoResponse",
+        "401 or 500",
         "The userinfo answer is invalid or names another user.",
         "The userinfo endpoint returns something other than JSON claims, or its sub differs from the ID token's.",
         "Check spec.oidc.userInfoEndpoint, or remove it to use discovery.",
     ),
     r(
         "AuthTokenEpRequestFailed",
+        "500",
         "The token endpoint could not be reached or refused the request.",
         "Most often the provider answered 401 invalid_client: a wrong client secret or client id, or the secret sent the wrong way (tokenEndpointAuthMethod). Otherwise no network path to the provider (egress policy, DNS, proxy) or a TLS certificate Portcullis does not trust.",
         "If the log or flow record says invalid_client, fix the Secret named by spec.oidc.clientSecretRef (or clientId); `portcullis diagnose` tells a wrong secret from a wrong auth method from an unreachable endpoint. For a private CA use --idp-ca-file.",
     ),
     r(
         "AuthTokenEpRequestTimeout",
+        "500",
         "The token endpoint did not answer in time.",
         "The provider is slow or overloaded, or packets are dropped on the way.",
         "Check the provider's health; raise --idp-timeout only if it is slow by design.",
     ),
     r(
         "AuthUserinfoEpRequestFailed",
+        "500",
         "The userinfo endpoint could not be reached or answered an error.",
         "Network path, TLS trust, or the provider rejects the access token.",
         "Run `portcullis diagnose`; check the provider's logs for the userinfo call.",
     ),
     r(
         "AuthUserinfoEpRequestTimeout",
+        "500",
         "The userinfo endpoint did not answer in time.",
         "The provider is slow or overloaded.",
         "Check the provider's health; raise --idp-timeout only if it is slow by design.",
     ),
     r(
         "AuthUserinfoResponseSizeExceeded",
+        "500",
         "The user's claims and access token exceed 11 KiB.",
         "Large group lists or custom claims in userinfo.",
         "Request fewer scopes, or have the provider send group ids instead of names.",
     ),
     r(
         "AuthInvalidCookie",
+        "302 to a new login (401 under deny)",
         "A session cookie was refused and a new login began.",
         "The cookie was made for another AuthRule or host, the session keys changed, or replicas do not share keys.",
         "Give every replica the same keys; expect this once after deliberately rotating all keys.",
     ),
     r(
         "AuthMissingHostHeader",
+        "400",
         "A callback arrived without a Host header.",
         "An HTTP/1.0 client or a proxy that drops Host.",
         "Send Host; check proxies in front of Portcullis.",
     ),
     r(
         "AuthUnhandledException",
+        "500",
         "An internal error during the login.",
         "A bug or an exhausted system resource.",
         "Report it with the trace id and the log lines around it.",
     ),
     r(
         "AuthLoginWindowExpired",
+        "401",
         "The callback came more than 15 minutes after the login began.",
         "The user left the provider's login page open.",
         "Start again from the application.",
     ),
     r(
         "AuthRequired",
+        "401",
         "A script asked for a page that needs a login.",
         "An API call or fetch without a session; scripts cannot follow a login redirect.",
         "Open loginUrl from the JSON body in a browser, then retry the call.",
     ),
     r(
         "AuthDenied",
+        "401",
         "The route needs a session and the AuthRule says deny.",
         "onUnauthenticatedRequest: deny, and the request has no session.",
         "Log in through a route whose rule authenticates, or change the mode.",
     ),
     r(
         "AuthRequiresHttps",
+        "403",
         "A guarded route was reached over plain HTTP.",
         "Login cookies need HTTPS outside loopback.",
         "Give the Ingress a TLS certificate and use https://.",
     ),
     r(
         "AuthRuleInvalid",
+        "500",
         "The route's AuthRule is invalid, so the route is closed.",
         "A missing client Secret or key, an invalid issuer, or a field the CRD does not allow.",
         "kubectl describe authrule (or `portcullis check`) names the field and the fix.",
     ),
     r(
         "AuthIdpDiscoveryFailed",
+        "500",
         "The provider's discovery document or keys could not be read.",
         "A wrong issuer URL, no network path to the provider, or a TLS certificate Portcullis does not trust.",
         "Run `portcullis diagnose`; the issuer must serve /.well-known/openid-configuration.",
     ),
     r(
         "NoMatchingRoute",
+        "404",
         "No Ingress rule matches the host and path.",
         "A host name or path not in any served Ingress, or an Ingress of another class.",
         "`portcullis check` or `kubectl get ingress -A`; check spec.ingressClassName.",
     ),
     r(
         "MissingHostHeader",
+        "400",
         "The request has no valid Host header.",
         "An HTTP/1.0 client or a broken proxy.",
         "Send Host.",
     ),
     r(
         "AmbiguousRequestPath",
+        "400",
         "The path could be read as another path by the backend, so it was refused (400).",
         "An encoded slash or backslash, a ;-parameter, a NUL or control character, or a broken %-escape; often a probe, sometimes an app that really uses such paths.",
         "If the app needs them, choose --escaped-slashes / --path-parameters normalize (or keep, when no backend decodes them); see the README's security section.",
     ),
     r(
         "AmbiguousHost",
+        "400",
         "The request named more than one host, or a host that is not a valid name (400).",
         "Two Host headers, an absolute URL or HTTP/2 :authority that disagrees with Host, or user info in the host.",
         "Send one Host that matches the URL; check proxies in front of Portcullis that rewrite one but not the other.",
     ),
     r(
         "AuthInvalidLogoutToken",
+        "400",
         "A back-channel logout token was refused (400).",
         "It is not signed by the provider of an AuthRule, not for its client, older than 10 minutes, already used, or not a logout token.",
         "Check the provider's backchannel_logout_uri registration and its clock; the log line says which check failed.",
     ),
     r(
         "AuthForbidden",
+        "403",
         "The user is logged in, but the AuthRule's authorization refused this request (403).",
         "A rule of spec.authorization (or emailDomains / groups) does not allow this user here; the log line names the rule and the claims it read.",
         "If the user should pass, change spec.authorization or the user's groups at the provider; claims change at the next login or refresh.",
     ),
     r(
         "AuthIssuerMismatch",
+        "401",
         "The callback's iss parameter names another provider (RFC 9207).",
         "Two providers' logins crossed in one browser, or an attacker replayed another provider's response (mix-up).",
         "Start again from the application; if it persists, check that the AuthRule's issuer is exactly the provider's.",
     ),
     r(
         "BackendUnavailable",
+        "503",
         "The Service is missing or has no ready endpoints.",
         "Pods not ready, a selector that matches nothing, or a wrong Service name or port.",
         "kubectl get endpointslices -l kubernetes.io/service-name=<service>.",
     ),
     r(
         "TargetConnectionError",
+        "502",
         "No endpoint accepted a connection.",
         "Pods crashing, a wrong targetPort, or a network policy.",
         "Check the pods' logs and the Service's targetPort.",
     ),
     r(
         "TargetResponseTimeout",
+        "504",
         "The backend sent no response headers in time.",
         "A slow backend.",
         "Profile the backend, or raise --upstream-timeout.",
     ),
     r(
         "TargetResponseError",
+        "502",
         "The backend's connection broke or its answer was not HTTP.",
         "The backend crashed mid-request or speaks another protocol on that port.",
         "Check the backend's logs for the trace id.",
     ),
 ];
+
+/// Every reason as a Markdown table (docs/troubleshooting.md is this, committed).
+pub fn markdown() -> String {
+    // Markdown table cells: `|` would end the cell, `<…>` would read as HTML.
+    let cell = |s: &str| {
+        s.replace('|', "\\|")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let mut out = String::from(
+        "# Troubleshooting: every reason Portcullis reports\n\n\
+         Generated from the catalogue the error pages, `explain logs`, `explain flow` and\n\
+         status use (`portcullis explain reasons > docs/troubleshooting.md`; a test keeps it\n\
+         current). The reason is the access log's `portcullis_reason` (and `error_reason`\n\
+         where ALB writes the same code), the error page's reason and the label of\n\
+         `portcullis_auth_logins_total`.\n\n\
+         | reason | ALB's own | status | what happened | usual cause | fix |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for r in REASONS {
+        let alb = if crate::observe::access_log::ALB_REASONS.contains(&r.name) {
+            "yes"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "| `{}` | {alb} | {} | {} | {} | {} |\n",
+            r.name,
+            cell(r.status),
+            cell(r.summary),
+            cell(r.cause),
+            cell(r.fix)
+        ));
+    }
+    out
+}
 
 /// The entry for `name`, if it is one of ours or ALB's.
 pub fn lookup(name: &str) -> Option<&'static Reason> {
