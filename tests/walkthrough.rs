@@ -8,7 +8,7 @@ mod common;
 
 use std::process::Command;
 
-use common::app::log_in_at;
+use common::app::{browser, log_in_at};
 use common::cluster::{ControlPlane, apply};
 use common::idp::{Idp, log_in};
 use common::*;
@@ -213,12 +213,7 @@ async fn an_operator_installs_fixes_a_wrong_secret_upgrades_and_uninstalls() {
     .await;
 
     // 5. A login fails; its reference leads through `explain flow` to the token step.
-    let b = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .resolve("app.example.com", controller.http)
-        .build()
-        .unwrap();
+    let b = browser(&controller);
     let start = b
         .get(format!("{origin}/"))
         .header("accept", "text/html")
@@ -265,12 +260,7 @@ async fn an_operator_installs_fixes_a_wrong_secret_upgrades_and_uninstalls() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
-    let fresh = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .resolve("app.example.com", controller.http)
-        .build()
-        .unwrap();
+    let fresh = browser(&controller);
     log_in_at(&fresh, &origin, "alice").await;
 
     // 7. helm upgrade, then helm uninstall: what stays is what the controller made
