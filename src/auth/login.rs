@@ -521,13 +521,23 @@ impl Authenticator {
             now,
             algs: &provider.algs,
         };
-        match id_token::validate(token, &provider.jwks.load(), &expected) {
+        self.with_current_keys(provider, |jwks| id_token::validate(token, jwks, &expected))
+            .await
+    }
+
+    /// Runs `check` against the provider's keys. A token signed with a `kid` not seen
+    /// before means the provider may have rotated its keys: they are fetched again
+    /// (once per unknown kid and interval) and `check` runs once more.
+    async fn with_current_keys<T>(
+        &self,
+        provider: &Provider,
+        check: impl Fn(&id_token::Jwks) -> Result<T, IdTokenError>,
+    ) -> Result<T, LoginError> {
+        match check(&provider.jwks.load()) {
             Err(IdTokenError::UnknownKey(kid)) => {
-                // The provider may have rotated its keys: fetch them again, once per
-                // unknown kid and interval.
                 let kid_text = kid.clone().unwrap_or_default();
                 if self.providers.refetch_keys_for(provider, &kid_text).await? {
-                    Ok(id_token::validate(token, &provider.jwks.load(), &expected)?)
+                    Ok(check(&provider.jwks.load())?)
                 } else {
                     Err(IdTokenError::UnknownKey(kid).into())
                 }
@@ -619,31 +629,24 @@ impl Authenticator {
                     continue;
                 }
             };
-            let check = |jwks: &id_token::Jwks| {
-                id_token::validate_logout_token(
-                    token,
-                    jwks,
-                    &policy.issuer,
-                    &policy.client_id,
-                    &provider.algs,
-                    now,
-                )
-            };
-            let mut result = check(&provider.jwks.load());
-            if let Err(IdTokenError::UnknownKey(kid)) = &result
-                && self
-                    .providers
-                    .refetch_keys_for(&provider, kid.as_deref().unwrap_or_default())
-                    .await?
-            {
-                result = check(&provider.jwks.load());
-            }
-            match result {
+            let checked = self
+                .with_current_keys(&provider, |jwks| {
+                    id_token::validate_logout_token(
+                        token,
+                        jwks,
+                        &policy.issuer,
+                        &policy.client_id,
+                        &provider.algs,
+                        now,
+                    )
+                })
+                .await;
+            match checked {
                 Ok(claims) => {
                     self.take_logout(&policy.issuer, &claims, now)?;
                     return Ok(claims);
                 }
-                Err(e) => last = e.into(),
+                Err(e) => last = e,
             }
         }
         Err(last)
