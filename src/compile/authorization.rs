@@ -63,6 +63,11 @@ pub struct RequestFacts<'a> {
     pub path: &'a str,
     pub host: &'a str,
     pub headers: BTreeMap<String, String>,
+    /// Paths compare without regard to case (`--case-insensitive-paths`), as routes
+    /// and guards then do: rule paths match, and expressions see, the path in lower
+    /// case.
+    #[serde(skip)]
+    pub fold_case: bool,
 }
 
 /// The outcome for one request.
@@ -138,6 +143,17 @@ pub fn compile(
 impl Authorization {
     /// Whether a user with `claims` may make this request (`path` is the canonical path).
     pub fn decide(&self, claims: &Map<String, Value>, request: &RequestFacts<'_>) -> Decision {
+        let lowered;
+        let request = if request.fold_case {
+            lowered = request.path.to_ascii_lowercase();
+            &RequestFacts {
+                path: &lowered,
+                headers: request.headers.clone(),
+                ..*request
+            }
+        } else {
+            request
+        };
         let refuse = |by: &str, claims: Vec<String>, error: Option<String>| Decision {
             allowed: false,
             by: by.into(),
@@ -171,11 +187,8 @@ impl Authorization {
             return refuse("claims", Vec::new(), Some(e.to_string()));
         }
         for rule in &self.rules {
-            let applies = rule.paths.is_empty()
-                || rule
-                    .paths
-                    .iter()
-                    .any(|p| path_pattern_matches(p, request.path));
+            let applies =
+                rule.paths.is_empty() || rule.paths.iter().any(|p| matches_path(p, request));
             if !applies {
                 continue;
             }
@@ -207,6 +220,17 @@ impl Authorization {
             claims: Vec::new(),
             error: None,
         }
+    }
+}
+
+fn matches_path(pattern: &str, request: &RequestFacts<'_>) -> bool {
+    if request.fold_case {
+        path_pattern_matches(
+            &pattern.to_ascii_lowercase(),
+            &request.path.to_ascii_lowercase(),
+        )
+    } else {
+        path_pattern_matches(pattern, request.path)
     }
 }
 
@@ -269,6 +293,7 @@ mod tests {
             path,
             host: "app.test",
             headers: BTreeMap::from([("x-team".to_string(), "red".to_string())]),
+            fold_case: false,
         }
     }
 
@@ -306,6 +331,19 @@ rules:
         let intern =
             claims(json!({"email": "i@corp.example", "groups": ["admins"], "title": "intern"}));
         assert_eq!(a.decide(&intern, &request("/admin/x")).by, "no-interns");
+        let shouting = RequestFacts {
+            fold_case: true,
+            ..request("/ADMIN/x")
+        };
+        let d = a.decide(&other, &shouting);
+        assert!(
+            !d.allowed,
+            "a case-insensitive backend's /ADMIN is /admin here too: {d:?}"
+        );
+        assert!(
+            a.decide(&other, &request("/ADMIN/x")).allowed,
+            "case-sensitive otherwise"
+        );
     }
 
     #[test]

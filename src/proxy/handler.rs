@@ -35,6 +35,8 @@ use crate::observe::trace::{self, TraceId};
 /// What the guard needs of the canonical request.
 struct Arrival<'a> {
     authority: &'a Authority,
+    /// The canonical path.
+    path: &'a str,
     /// The canonical path with the query as sent.
     path_and_query: &'a str,
 }
@@ -186,6 +188,7 @@ impl Exchange {
                 GuardPolicy::Oidc(policy) => {
                     let at = Arrival {
                         authority: &authority,
+                        path: &path,
                         path_and_query: &path_and_query,
                     };
                     if let Some(answer) = self.guard(&mut req, &at, policy).await {
@@ -447,7 +450,6 @@ impl Exchange {
         session: &Session,
     ) -> Option<Response<Body>> {
         let authorization = policy.authorization.as_ref()?;
-        let path = arrival.path_and_query.split('?').next().unwrap_or("/");
         let headers = req
             .headers()
             .iter()
@@ -455,9 +457,10 @@ impl Exchange {
             .collect();
         let facts = RequestFacts {
             method: req.method().as_str(),
-            path,
+            path: arrival.path,
             host: &arrival.authority.host,
             headers,
+            fold_case: self.live.snapshot.routes.fold_case,
         };
         let decision = authorization.decide(&session.claims, &facts);
         if decision.allowed {
