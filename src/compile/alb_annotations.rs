@@ -171,6 +171,7 @@ pub fn spec_for(
     }
     Some(AuthRuleSpec {
         target_refs: vec![TargetRef {
+            section_name: None,
             group: "networking.k8s.io".into(),
             kind: "Ingress".into(),
             name: object.name.clone(),

@@ -10,7 +10,8 @@ use super::{age_key, meta_ref};
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::model::{
     AuthRule, AuthRuleSpec, CALLBACK_PATH, DEFAULT_COOKIE_NAME, DEFAULT_LOGOUT_PATH, DEFAULT_SCOPE,
-    DEFAULT_SESSION_TIMEOUT_SECONDS, MAX_EXTRA_PARAMS, check_endpoint_url,
+    DEFAULT_SESSION_TIMEOUT_SECONDS, GATEWAY_GROUP, MAX_EXTRA_PARAMS, TargetRef,
+    check_endpoint_url,
 };
 use crate::store::Objects;
 
@@ -79,21 +80,37 @@ pub fn compile_rules(
         outcome.order.push(obj.clone());
         for (i, target) in rule.spec.target_refs.iter().enumerate() {
             let field = format!("spec.targetRefs[{i}]");
-            if target.kind != "Ingress" || target.group != "networking.k8s.io" {
-                diags.push(
-                    Diagnostic::error(
+            match (target.group.as_str(), target.kind.as_str()) {
+                ("networking.k8s.io", "Ingress") => {}
+                (GATEWAY_GROUP, "HTTPRoute" | "Gateway") => {
+                    attach_gateway_api(
+                        &mut outcome,
                         &obj,
+                        target,
                         &field,
-                        "UnsupportedTarget",
-                        format!(
-                            "target {}/{} {} is not an Ingress",
-                            target.group, target.kind, target.name
-                        ),
-                        "set kind: Ingress and group: networking.k8s.io".into(),
-                    )
-                    .of_reference(),
-                );
-                continue;
+                        &paths,
+                        &policy,
+                        index,
+                        diags,
+                    );
+                    continue;
+                }
+                _ => {
+                    diags.push(
+                        Diagnostic::error(
+                            &obj,
+                            &field,
+                            "UnsupportedTarget",
+                            format!(
+                                "target {}/{} {} is not an Ingress, HTTPRoute or Gateway",
+                                target.group, target.kind, target.name
+                            ),
+                            "set kind: Ingress (group networking.k8s.io), or kind: HTTPRoute or Gateway (group gateway.networking.k8s.io)".into(),
+                        )
+                        .of_reference(),
+                    );
+                    continue;
+                }
             }
             attach(
                 &mut outcome,
@@ -179,6 +196,7 @@ fn annotation_rules(
             .entry(object.clone())
             .or_default()
             .push(Guard {
+                section: None,
                 rule: object,
                 paths: Vec::new(),
                 policy,
@@ -315,11 +333,51 @@ fn attach(
         return;
     }
     let guard = Guard {
+        section: None,
         rule: rule.clone(),
         paths: paths.to_vec(),
         policy: policy.clone(),
     };
     outcome.guards.entry(ingress).or_default().push(guard);
+}
+
+/// An HTTPRoute (or one rule of it) or a Gateway (every route attached to it, or
+/// those attached through one listener), in the AuthRule's namespace.
+#[allow(clippy::too_many_arguments)]
+fn attach_gateway_api(
+    outcome: &mut RuleOutcome,
+    rule: &ObjectRef,
+    target: &TargetRef,
+    field: &str,
+    paths: &[String],
+    policy: &GuardPolicy,
+    index: &Index,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let object = ObjectRef::new(&target.kind, &rule.namespace, &target.name);
+    let known = match target.kind.as_str() {
+        "HTTPRoute" => &index.http_routes,
+        _ => &index.gateways,
+    };
+    if !known.contains_key(&(rule.namespace.clone(), target.name.clone())) {
+        diags.push(
+            Diagnostic::error(
+                rule,
+                field,
+                "TargetNotFound",
+                format!("{object} not found"),
+                format!("create {object} or fix the target name; AuthRules guard objects of their own namespace"),
+            )
+            .of_reference(),
+        );
+        return;
+    }
+    outcome.guards.entry(object).or_default().push(Guard {
+        rule: rule.clone(),
+        section: target.section_name.clone(),
+        paths: paths.to_vec(),
+        policy: policy.clone(),
+    });
 }
 
 fn validate_paths(paths: &[String], obj: &ObjectRef, diags: &mut Vec<Diagnostic>) -> bool {

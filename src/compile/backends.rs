@@ -23,6 +23,8 @@ pub struct Index<'a> {
     services: HashMap<Key, &'a Service>,
     slices: HashMap<Key, Vec<&'a EndpointSlice>>,
     pub ingresses: HashMap<Key, ()>,
+    pub http_routes: HashMap<Key, ()>,
+    pub gateways: HashMap<Key, ()>,
 }
 
 fn key(namespace: Option<&String>, name: Option<&String>) -> Key {
@@ -78,12 +80,25 @@ impl<'a> Index<'a> {
                 )
             })
             .collect();
+        let names = |metas: Vec<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>| {
+            metas
+                .into_iter()
+                .map(|m| (key(m.namespace.as_ref(), m.name.as_ref()), ()))
+                .collect()
+        };
         Self {
             secrets,
             services,
             slices,
             ingresses,
+            http_routes: names(objects.http_routes.iter().map(|r| &r.metadata).collect()),
+            gateways: names(objects.gateways.iter().map(|g| &g.metadata).collect()),
         }
+    }
+
+    pub fn service_exists(&self, namespace: &str, name: &str) -> bool {
+        self.services
+            .contains_key(&(namespace.to_owned(), name.to_owned()))
     }
 
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&'a Secret> {

@@ -7,6 +7,7 @@ pub mod alb_annotations;
 mod auth;
 pub mod authorization;
 mod backends;
+mod gateway;
 pub mod snapshot;
 mod tls;
 
@@ -19,6 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::model::CONTROLLER_NAME;
 use crate::store::Objects;
+pub use gateway::{Cond, GatewayApiState, GatewayState, ListenerState, ParentStatus, RouteState};
 pub use snapshot::*;
 
 pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
@@ -66,7 +68,7 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
     let mut diags = objects.diagnostics.clone();
     let index = backends::Index::new(objects);
     let ingresses = select_ingresses(objects, options);
-    let certs = tls::compile_certs(&ingresses, &index, options, &mut diags);
+    let mut certs = tls::compile_certs(&ingresses, &index, options, &mut diags);
     let ours: HashSet<ObjectRef> = ingresses.iter().map(|i| ingress_ref(i)).collect();
     let mut rules = auth::compile_rules(objects, &index, &ours, &mut diags);
     auth::separate_cookie_names(&mut rules, &ingress_hosts(&ingresses), &mut diags);
@@ -78,15 +80,32 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
     } else {
         host_owners(&ingresses)
     };
-    let routes = compile_routes(
+    let mut upstreams = backends::UpstreamCache::default();
+    let (mut drafts, default_draft) = compile_routes(
         &ingresses,
         &index,
         &certs,
         &rules.guards,
-        owners,
+        &owners,
+        &mut upstreams,
         options,
         &mut diags,
     );
+    let gateway_api = gateway::compile(
+        objects,
+        &index,
+        &rules.guards,
+        &owners,
+        &mut upstreams,
+        &mut certs,
+        options,
+        &mut diags,
+    );
+    drafts.extend(gateway_api.drafts);
+    let mut routes = build_table(drafts, default_draft);
+    routes.upstreams = upstreams.into_list();
+    routes.owners = owners;
+    routes.fold_case = options.case_insensitive_paths;
     for route in &routes.all {
         for guard in &route.guards {
             if let Some(summary) = rules.summaries.get_mut(&guard.rule) {
@@ -108,6 +127,7 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
             routes,
             certs,
             auth_rules: rules.summaries,
+            gateway_api: gateway_api.state,
         },
         diagnostics: diags,
     }
@@ -292,21 +312,25 @@ struct RouteDraft {
     backend: Backend,
     guards: Vec<Guard>,
     https_redirect: bool,
+    conditions: Conditions,
+    filters: Filters,
+    timeout: Option<std::time::Duration>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn compile_routes(
     ingresses: &[&Ingress],
     index: &backends::Index,
     certs: &CertTable,
     guards: &HashMap<ObjectRef, Vec<Guard>>,
-    owners: HashMap<String, HostOwner>,
+    owners: &HashMap<String, HostOwner>,
+    upstreams: &mut backends::UpstreamCache,
     options: &CompileOptions,
     diags: &mut Vec<Diagnostic>,
-) -> RouteTable {
+) -> (Vec<RouteDraft>, Option<RouteDraft>) {
     let mut drafts: Vec<RouteDraft> = Vec::new();
     let mut taken: HashMap<(HostKey, PathRule), ObjectRef> = HashMap::new();
     let mut default_draft: Option<RouteDraft> = None;
-    let mut upstreams = backends::UpstreamCache::default();
     for ingress in ingresses {
         let obj = ingress_ref(ingress);
         let namespace = obj.namespace.clone();
@@ -339,6 +363,9 @@ fn compile_routes(
                         backend: resolved,
                         guards: ingress_guards.clone(),
                         https_redirect: false,
+                        conditions: Conditions::default(),
+                        filters: Filters::default(),
+                        timeout: None,
                     })
                 }
             }
@@ -411,15 +438,14 @@ fn compile_routes(
                     backend,
                     guards: ingress_guards.clone(),
                     https_redirect,
+                    conditions: Conditions::default(),
+                    filters: Filters::default(),
+                    timeout: None,
                 });
             }
         }
     }
-    let mut table = build_table(drafts, default_draft);
-    table.upstreams = upstreams.into_list();
-    table.owners = owners;
-    table.fold_case = options.case_insensitive_paths;
-    table
+    (drafts, default_draft)
 }
 
 fn path_rule(
@@ -473,12 +499,25 @@ fn path_rule(
 }
 
 fn build_table(mut drafts: Vec<RouteDraft>, default_draft: Option<RouteDraft>) -> RouteTable {
-    // Longest path first; Exact before Prefix on equal length; older Ingress first.
-    drafts.sort_by(|a, b| {
-        let (pa, pb) = (a.path.as_ref(), b.path.as_ref());
-        let len = |p: Option<&PathRule>| p.map_or(0, |p| p.path.len());
-        let exact = |p: Option<&PathRule>| p.is_some_and(|p| p.kind == PathKind::Exact);
-        len(pb).cmp(&len(pa)).then(exact(pb).cmp(&exact(pa)))
+    // Exact paths first (an exact path only ever matches itself, so this equals
+    // "longest first, Exact on a tie"), then the longest prefix, then regular
+    // expressions; then Gateway API's method, header and query counts. The sort is
+    // stable: older objects first, as the drafts came.
+    drafts.sort_by_key(|d| {
+        let (rank, len) = match d.path.as_ref() {
+            Some(p) if p.kind == PathKind::Exact => (0, 0),
+            Some(p) if p.kind == PathKind::Prefix => (1, p.path.len()),
+            Some(p) => (2, p.path.len()),
+            None => (3, 0),
+        };
+        let (method, headers, query) = d.conditions.rank();
+        (
+            rank,
+            std::cmp::Reverse(len),
+            std::cmp::Reverse(method),
+            std::cmp::Reverse(headers),
+            std::cmp::Reverse(query),
+        )
     });
     let mut table = RouteTable::default();
     let make = |d: RouteDraft, priority: usize, all: &mut Vec<Arc<Route>>| {
@@ -491,6 +530,9 @@ fn build_table(mut drafts: Vec<RouteDraft>, default_draft: Option<RouteDraft>) -
             guards: d.guards,
             https_redirect: d.https_redirect,
             priority,
+            conditions: d.conditions,
+            filters: d.filters,
+            timeout: d.timeout,
         });
         all.push(route.clone());
         route
@@ -532,4 +574,8 @@ pub fn summary(snapshot: &Snapshot) -> BTreeMap<&'static str, usize> {
 }
 
 #[cfg(test)]
+mod gateway_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+use tests as tests_support;

@@ -18,6 +18,8 @@ pub struct Snapshot {
     pub certs: CertTable,
     /// Every AuthRule that compiled, with the number of routes it guards.
     pub auth_rules: BTreeMap<ObjectRef, AuthRuleSummary>,
+    /// How the Gateway API objects of Portcullis's classes stand, for their status.
+    pub gateway_api: super::gateway::GatewayApiState,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -36,6 +38,9 @@ pub struct AuthRuleSummary {
 pub enum PathKind {
     Exact,
     Prefix,
+    /// An HTTPRoute `RegularExpression` path; the expression itself is in
+    /// `Route::conditions.path_regex`.
+    Regex,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -54,6 +59,7 @@ impl PathRule {
                     || (path.starts_with(&self.path)
                         && matches!(path.as_bytes().get(self.path.len()), None | Some(b'/')))
             }
+            PathKind::Regex => true,
         }
     }
 }
@@ -72,6 +78,162 @@ pub struct Route {
     pub https_redirect: bool,
     /// ALB's `matched_rule_priority`: 1.. in match order, 0 for a default backend.
     pub priority: usize,
+    /// What else the request must carry (HTTPRoute matches); empty for Ingresses.
+    pub conditions: Conditions,
+    /// What to change on the way (HTTPRoute filters); empty for Ingresses.
+    pub filters: Filters,
+    /// HTTPRoute `timeouts.request`: the whole exchange, else 504.
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// The facts of a request that routing reads, taken from the canonical request.
+pub struct RouteQuery<'a> {
+    pub host: &'a str,
+    /// The match key of the canonical path (`RouteTable::match_key`).
+    pub path: &'a str,
+    pub method: &'a http::Method,
+    pub headers: &'a http::HeaderMap,
+    pub query: Option<&'a str>,
+    pub tls: bool,
+}
+
+#[derive(Clone)]
+pub enum ValueMatch {
+    Exact(String),
+    Regex(regex_lite::Regex),
+}
+
+impl ValueMatch {
+    fn matches(&self, value: &str) -> bool {
+        match self {
+            ValueMatch::Exact(v) => v == value,
+            ValueMatch::Regex(r) => r.is_match(value),
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct Conditions {
+    pub path_regex: Option<regex_lite::Regex>,
+    pub method: Option<http::Method>,
+    /// Every header must be present with a matching value (names are matched without
+    /// regard to case; a repeated header matches on its first value).
+    pub headers: Vec<(http::HeaderName, ValueMatch)>,
+    /// Every query parameter must be present (exact name, first occurrence).
+    pub query: Vec<(String, ValueMatch)>,
+    /// `Some(true)`: only on TLS connections (every parent listener is HTTPS);
+    /// `Some(false)`: only on plain ones.
+    pub tls: Option<bool>,
+}
+
+impl Conditions {
+    pub fn matches(&self, req: &RouteQuery<'_>) -> bool {
+        self.tls.is_none_or(|tls| tls == req.tls)
+            && self.method.as_ref().is_none_or(|m| m == req.method)
+            && self
+                .path_regex
+                .as_ref()
+                .is_none_or(|r| r.is_match(req.path))
+            && self.headers.iter().all(|(name, want)| {
+                req.headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| want.matches(v))
+            })
+            && (self.query.is_empty() || {
+                let pairs: Vec<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> =
+                    form_urlencoded::parse(req.query.unwrap_or("").as_bytes()).collect();
+                self.query.iter().all(|(name, want)| {
+                    pairs
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .is_some_and(|(_, v)| want.matches(v))
+                })
+            })
+    }
+
+    /// Gateway API precedence after the path: a method, then more headers, then
+    /// more query parameters.
+    pub(crate) fn rank(&self) -> (bool, usize, usize) {
+        (self.method.is_some(), self.headers.len(), self.query.len())
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct HeaderEdits {
+    pub set: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub add: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub remove: Vec<http::HeaderName>,
+}
+
+impl HeaderEdits {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+        for (name, value) in &self.add {
+            headers.append(name.clone(), value.clone());
+        }
+        for name in &self.remove {
+            headers.remove(name);
+        }
+    }
+}
+
+#[derive(Clone)]
+pub enum PathModifier {
+    Full(String),
+    /// Replaces the matched path prefix (`prefix`) with `with`.
+    Prefix {
+        prefix: String,
+        with: String,
+    },
+}
+
+impl PathModifier {
+    pub fn apply(&self, path: &str) -> String {
+        match self {
+            PathModifier::Full(p) => p.clone(),
+            PathModifier::Prefix { prefix, with } => {
+                let rest = path.get(prefix.len()..).unwrap_or("");
+                let rest = if prefix == "/" { path } else { rest };
+                let with = with.trim_end_matches('/');
+                match (with.is_empty(), rest.is_empty()) {
+                    (true, true) => "/".into(),
+                    (true, false) => format!("/{}", rest.trim_start_matches('/')),
+                    (false, true) => with.to_owned(),
+                    (false, false) => format!("{with}/{}", rest.trim_start_matches('/')),
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Redirect {
+    pub scheme: Option<String>,
+    pub hostname: Option<String>,
+    pub port: Option<u16>,
+    pub path: Option<PathModifier>,
+    pub status: u16,
+}
+
+#[derive(Clone)]
+pub struct Rewrite {
+    pub hostname: Option<String>,
+    pub path: Option<PathModifier>,
+}
+
+#[derive(Clone, Default)]
+pub struct Filters {
+    pub request_headers: HeaderEdits,
+    pub response_headers: HeaderEdits,
+    pub redirect: Option<Redirect>,
+    pub rewrite: Option<Rewrite>,
 }
 
 impl Route {
@@ -92,8 +254,16 @@ impl Route {
     }
 }
 
+#[derive(Clone)]
 pub enum Backend {
     Service(Arc<Upstream>),
+    /// HTTPRoute `backendRefs` with weights: each request goes to one, in proportion.
+    /// A share whose backend is unavailable answers as that backend would (500/503).
+    Split(Vec<(u32, Backend)>),
+    /// The route's reference is invalid (500, as Gateway API asks).
+    Invalid {
+        reason: String,
+    },
     /// The route exists but cannot be served (503 with this reason).
     Unavailable {
         service: String,
@@ -116,6 +286,8 @@ pub struct Upstream {
 #[derive(Clone)]
 pub struct Guard {
     pub rule: ObjectRef,
+    /// The HTTPRoute rule or Gateway listener the AuthRule names (`sectionName`).
+    pub section: Option<String>,
     /// ALB path patterns; empty guards every path.
     pub paths: Vec<String>,
     pub policy: GuardPolicy,
@@ -217,9 +389,24 @@ impl RouteTable {
     /// host first, then a wildcard host, then rules without a host, then the default
     /// backend, each only as far as the host's owner admits its namespace.
     pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
-        let owner = self.owner(host);
-        self.candidates(host)
-            .filter(|r| r.path.as_ref().is_some_and(|p| p.matches(path)))
+        let headers = http::HeaderMap::new();
+        self.find_for(&RouteQuery {
+            host,
+            path,
+            method: &http::Method::GET,
+            headers: &headers,
+            query: None,
+            tls: false,
+        })
+    }
+
+    /// As `find`, with the HTTPRoute conditions (method, headers, query, listener
+    /// protocol) checked too.
+    pub fn find_for(&self, req: &RouteQuery<'_>) -> Option<&Arc<Route>> {
+        let owner = self.owner(req.host);
+        self.candidates(req.host)
+            .filter(|r| r.path.as_ref().is_some_and(|p| p.matches(req.path)))
+            .filter(|r| r.conditions.matches(req))
             .chain(&self.default_backend)
             .find(|r| owner.is_none_or(|o| o.admits(&r.ingress.namespace)))
     }

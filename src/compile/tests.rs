@@ -1,7 +1,7 @@
 use super::*;
 use crate::source::manifests::{add_document, parse_documents};
 
-fn objects(yaml: &str) -> Objects {
+pub(super) fn objects(yaml: &str) -> Objects {
     let mut objects = Objects::default();
     for doc in parse_documents(yaml).expect("test YAML parses") {
         add_document(&mut objects, doc, &ObjectRef::new("File", "", "test.yaml"));
@@ -9,11 +9,11 @@ fn objects(yaml: &str) -> Objects {
     objects
 }
 
-fn compiled(yaml: &str) -> Compiled {
+pub(super) fn compiled(yaml: &str) -> Compiled {
     compile(&objects(yaml), &CompileOptions::default())
 }
 
-fn service(ns: &str, name: &str, ip: &str, port: u16) -> String {
+pub(super) fn service(ns: &str, name: &str, ip: &str, port: u16) -> String {
     format!(
         r#"
 ---
@@ -37,9 +37,22 @@ endpoints:
 
 fn target_of(c: &Compiled, host: &str, path: &str) -> Option<String> {
     let route = c.snapshot.routes.find(host, path)?;
-    match &route.backend {
-        Backend::Service(up) => Some(up.targets.join(",")),
-        Backend::Unavailable { reason, .. } => Some(format!("unavailable: {reason}")),
+    Some(backend_label(&route.backend))
+}
+
+pub(super) fn backend_label(backend: &Backend) -> String {
+    match backend {
+        Backend::Service(up) => up.targets.join(","),
+        Backend::Unavailable { reason, .. } => format!("unavailable: {reason}"),
+        Backend::Invalid { reason } => format!("invalid: {reason}"),
+        Backend::Split(shares) => shares
+            .iter()
+            .map(|(w, b)| match b {
+                Backend::Service(up) => format!("{w}*{}", up.targets.join(",")),
+                _ => format!("{w}*-"),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
     }
 }
 

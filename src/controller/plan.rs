@@ -244,6 +244,7 @@ pub fn auth_rule_status(
         observed_generation: generation,
         attached_routes: attached as i32,
         recent_login_failures: observed.failures.clone(),
+        ancestors: Vec::new(),
     }
 }
 

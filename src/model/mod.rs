@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 
 pub const GROUP: &str = "portcullis.dev";
 pub const CONTROLLER_NAME: &str = "portcullis.dev/ingress-controller";
+/// The `controllerName` of GatewayClasses Portcullis serves, and the name it writes
+/// route and policy status under.
+pub const GATEWAY_CONTROLLER_NAME: &str = "portcullis.dev/gateway-controller";
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 pub const DEFAULT_COOKIE_NAME: &str = "AWSELBAuthSessionCookie";
 pub const DEFAULT_SESSION_TIMEOUT_SECONDS: i64 = 604_800;
 pub const DEFAULT_SCOPE: &str = "openid";
@@ -179,20 +183,33 @@ impl LogoutSpec {
 /// An Ingress, in the AuthRule's namespace, that the rule guards.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "self.group == 'networking.k8s.io' && self.kind == 'Ingress'",
-    "message": "only Ingresses (group networking.k8s.io, kind Ingress) can be targets"
-}]))]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "(self.group == 'networking.k8s.io' && self.kind == 'Ingress') || (self.group == 'gateway.networking.k8s.io' && (self.kind == 'HTTPRoute' || self.kind == 'Gateway'))",
+        "message": "targets are Ingresses (group networking.k8s.io), HTTPRoutes or Gateways (group gateway.networking.k8s.io)"
+    },
+    {
+        "rule": "!has(self.sectionName) || self.kind != 'Ingress'",
+        "message": "sectionName names a rule of an HTTPRoute or a listener of a Gateway; an Ingress has none"
+    }
+]))]
 pub struct TargetRef {
-    /// API group of the target; only `networking.k8s.io` is supported.
+    /// API group of the target: `networking.k8s.io` for an Ingress,
+    /// `gateway.networking.k8s.io` for an HTTPRoute or a Gateway.
     #[serde(default = "default_target_group")]
     pub group: String,
-    /// Kind of the target; only `Ingress` is supported.
+    /// Kind of the target: `Ingress`, `HTTPRoute` (its rules) or `Gateway` (every
+    /// route attached to it).
     #[serde(default = "default_target_kind")]
     pub kind: String,
-    /// Name of the Ingress.
+    /// Name of the target, in the AuthRule's namespace.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    /// For an HTTPRoute, the `name` of one of its rules; for a Gateway, the name of
+    /// one listener. Unset: the whole object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub section_name: Option<String>,
 }
 
 fn default_target_group() -> String {
@@ -328,9 +345,37 @@ pub struct AuthRuleStatus {
     /// `error_reason` (`kubectl port-forward` to the admin port, then `/flows`, for details).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub recent_login_failures: BTreeMap<String, i32>,
+    /// For Gateway API targets: one entry per Gateway the guarded routes attach to,
+    /// as Gateway API policies report (PolicyAncestorStatus).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<PolicyAncestorStatus>,
 }
 
 /// An ALB listener-rule path pattern: `*` any run, `?` one character, whole path.
+/// Gateway API's PolicyAncestorStatus: how this policy stands at one ancestor.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyAncestorStatus {
+    pub ancestor_ref: ParentReference,
+    /// `portcullis.dev/gateway-controller`.
+    pub controller_name: String,
+    pub conditions: Vec<Condition>,
+}
+
+/// Gateway API's ParentReference.
+#[derive(
+    Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentReference {
+    pub group: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+}
+
 pub fn path_pattern_matches(pattern: &str, path: &str) -> bool {
     let (p, s) = (pattern.as_bytes(), path.as_bytes());
     let (mut pi, mut si) = (0, 0);

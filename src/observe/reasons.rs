@@ -248,6 +248,20 @@ pub const REASONS: &[Reason] = &[
         "kubectl get endpointslices -l kubernetes.io/service-name=<service>.",
     ),
     r(
+        "RouteInvalid",
+        "500",
+        "The HTTPRoute rule that matched cannot be served: a backendRef is refused or missing, or a filter is unsupported.",
+        "A backendRef to another namespace without a ReferenceGrant, a Service that does not exist, a non-Service kind, or every weight 0.",
+        "kubectl get httproute <name> -o yaml shows the ResolvedRefs condition per parent; `portcullis check` names the field.",
+    ),
+    r(
+        "RouteTimeout",
+        "504",
+        "The request took longer than the HTTPRoute rule's timeouts.request.",
+        "A slow backend or a timeout set too low.",
+        "Raise timeouts.request on the rule, or look at the backend's latency (the access log's target_processing_time).",
+    ),
+    r(
         "TargetConnectionError",
         "502",
         "No endpoint accepted a connection.",

@@ -24,7 +24,7 @@ use crate::auth::login::{Browser, CALLBACK_PATH, Identity, LoginError, Notes, Se
 use crate::auth::redirect::safe_return_path;
 use crate::auth::session::Session;
 use crate::compile::authorization::RequestFacts;
-use crate::compile::{AuthPolicy, Backend, GuardPolicy, Route};
+use crate::compile::{AuthPolicy, Backend, GuardPolicy, Redirect, Rewrite, Route, RouteQuery};
 use crate::form::form_pairs;
 use crate::model::BACKCHANNEL_LOGOUT_PATH;
 use crate::model::OnUnauthenticatedRequest;
@@ -150,7 +150,15 @@ impl Exchange {
                 return self.logout(&req, &host, policy).await;
             }
         }
-        let Some(route) = routes.find(&host, &key).cloned() else {
+        let facts = RouteQuery {
+            host: &host,
+            path: &key,
+            method: req.method(),
+            headers: req.headers(),
+            query: req.uri().query(),
+            tls: self.conn.tls.is_some(),
+        };
+        let Some(route) = routes.find_for(&facts).cloned() else {
             return self.error(
                 StatusCode::NOT_FOUND,
                 "NoMatchingRoute",
@@ -197,7 +205,20 @@ impl Exchange {
                 }
             }
         }
-        match &route.backend {
+        if let Some(to) = &route.filters.redirect {
+            let location = redirect_location(to, &authority, &path, req.uri().query(), tls);
+            self.rec.add_action("redirect");
+            self.rec.redirect_url = location.clone();
+            let status = StatusCode::from_u16(to.status).unwrap_or(StatusCode::FOUND);
+            return redirect(status, &location);
+        }
+        route.filters.request_headers.apply(req.headers_mut());
+        let (path_and_query, authority) = match &route.filters.rewrite {
+            Some(rewrite) => rewritten(rewrite, &authority, &path, req.uri().query()),
+            None => (path_and_query, authority),
+        };
+        let backend = pick(&route.backend);
+        let mut resp = match backend {
             Backend::Unavailable { service, reason } => {
                 self.rec.target_group_arn = service.clone();
                 tracing::warn!(trace_id = %self.trace.root, ingress = %route.ingress, %reason, "route has no backend");
@@ -207,11 +228,20 @@ impl Exchange {
                     "The application behind this address has no running instances.",
                 )
             }
+            Backend::Invalid { reason } => {
+                tracing::warn!(trace_id = %self.trace.root, route = %route.ingress, %reason, "route rule cannot be served");
+                self.error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "RouteInvalid",
+                    "This address is misconfigured; the operator can see why in the route's status or with `portcullis check`.",
+                )
+            }
+            Backend::Split(_) => unreachable!("pick returns one backend"),
             Backend::Service(upstream) => {
                 self.rec.add_action("forward");
                 let upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
                 let (mut parts, body) = req.into_parts();
-                if !self.dp.config.forward_original_path
+                if (!self.dp.config.forward_original_path || route.filters.rewrite.is_some())
                     && let Ok(uri) = path_and_query.parse::<http::Uri>()
                 {
                     parts.uri = uri;
@@ -253,12 +283,26 @@ impl Exchange {
                     self.received,
                     &mut self.rec,
                 );
-                match sent.await {
+                let sent = match route.timeout {
+                    Some(limit) => match tokio::time::timeout(limit, sent).await {
+                        Ok(r) => r.map_err(Some),
+                        Err(_) => Err(None),
+                    },
+                    None => sent.await.map_err(Some),
+                };
+                match sent {
                     Ok(resp) => resp,
-                    Err(e) => self.error(e.status(), e.reason(), e.message()),
+                    Err(Some(e)) => self.error(e.status(), e.reason(), e.message()),
+                    Err(None) => self.error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "RouteTimeout",
+                        "The application behind this address did not answer in time.",
+                    ),
                 }
             }
-        }
+        };
+        route.filters.response_headers.apply(resp.headers_mut());
+        resp
     }
 
     /// The signing keys at `--public-keys-path`, when this is that path.
@@ -908,4 +952,96 @@ impl HttpBody for CountingBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// One backend of a weighted split, in proportion to the weights.
+fn pick(backend: &Backend) -> &Backend {
+    let Backend::Split(shares) = backend else {
+        return backend;
+    };
+    let total: u64 = shares.iter().map(|(w, _)| u64::from(*w)).sum();
+    let mut at = next_random() % total.max(1);
+    for (weight, share) in shares {
+        if at < u64::from(*weight) {
+            return pick(share);
+        }
+        at -= u64::from(*weight);
+    }
+    &shares[0].1
+}
+
+/// A per-thread xorshift sequence: weighted splits need spread, not secrecy.
+fn next_random() -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(0x9e37_79b9_7f4a_7c15);
+            h.finish() | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    })
+}
+
+/// An HTTPRoute RequestRedirect's Location: each part as the filter sets it, else as
+/// the request had it; the port is left out when it is the scheme's own.
+fn redirect_location(
+    redirect: &Redirect,
+    authority: &canonical::Authority,
+    path: &str,
+    query: Option<&str>,
+    tls: bool,
+) -> String {
+    let scheme = redirect
+        .scheme
+        .clone()
+        .unwrap_or_else(|| if tls { "https" } else { "http" }.into());
+    let host = redirect.hostname.as_deref().unwrap_or(&authority.host);
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let port = redirect.port.or(if redirect.scheme.is_some() {
+        None
+    } else {
+        authority.port
+    });
+    let path = redirect
+        .path
+        .as_ref()
+        .map_or_else(|| path.to_owned(), |m| m.apply(path));
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+    match port {
+        Some(p) if p != default_port => format!("{scheme}://{host}:{p}{path}{query}"),
+        _ => format!("{scheme}://{host}{path}{query}"),
+    }
+}
+
+/// The path and authority an HTTPRoute URLRewrite sends on.
+fn rewritten(
+    rewrite: &Rewrite,
+    authority: &canonical::Authority,
+    path: &str,
+    query: Option<&str>,
+) -> (String, canonical::Authority) {
+    let path = rewrite
+        .path
+        .as_ref()
+        .map_or_else(|| path.to_owned(), |m| m.apply(path));
+    let mut authority = authority.clone();
+    if let Some(host) = &rewrite.hostname {
+        authority.host = host.clone();
+        authority.port = None;
+        authority.header = host.clone();
+    }
+    let path_and_query = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    (path_and_query, authority)
 }

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::diagnostics::{Diagnostic, ObjectRef};
+use crate::model::GATEWAY_GROUP;
 use crate::store::{Objects, unreadable_auth_rule};
 
 /// A rendered cluster (`helm template`, `kustomize build`) fits; the YAML reader's
@@ -253,7 +254,7 @@ pub fn add_document(objects: &mut Objects, mut doc: Value, file: &ObjectRef) {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let cluster_scoped = kind == "IngressClass";
+    let cluster_scoped = matches!(kind.as_str(), "IngressClass" | "GatewayClass" | "Namespace");
     if !cluster_scoped
         && doc.pointer("/metadata/namespace").is_none()
         && let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut)
@@ -290,7 +291,11 @@ pub fn add_document(objects: &mut Objects, mut doc: Value, file: &ObjectRef) {
     let read = matches!(
         (group, kind.as_str()),
         ("networking.k8s.io", "Ingress" | "IngressClass")
-            | ("", "Secret" | "Service")
+            | ("", "Secret" | "Service" | "Namespace")
+            | (
+                GATEWAY_GROUP,
+                "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant"
+            )
             | ("discovery.k8s.io", "EndpointSlice")
     ) || (group, kind.as_str()) == (crate::model::GROUP, "AuthRule");
     if read && let Some(schema) = super::strict::schema_for(&kind) {
@@ -339,6 +344,36 @@ pub fn add_document(objects: &mut Objects, mut doc: Value, file: &ObjectRef) {
         ),
         ("discovery.k8s.io", "EndpointSlice") => push(
             &mut objects.endpoint_slices,
+            doc,
+            &object,
+            &mut objects.diagnostics,
+        ),
+        ("", "Namespace") => push(
+            &mut objects.namespaces,
+            doc,
+            &object,
+            &mut objects.diagnostics,
+        ),
+        (GATEWAY_GROUP, "GatewayClass") => push(
+            &mut objects.gateway_classes,
+            doc,
+            &object,
+            &mut objects.diagnostics,
+        ),
+        (GATEWAY_GROUP, "Gateway") => push(
+            &mut objects.gateways,
+            doc,
+            &object,
+            &mut objects.diagnostics,
+        ),
+        (GATEWAY_GROUP, "HTTPRoute") => push(
+            &mut objects.http_routes,
+            doc,
+            &object,
+            &mut objects.diagnostics,
+        ),
+        (GATEWAY_GROUP, "ReferenceGrant") => push(
+            &mut objects.reference_grants,
             doc,
             &object,
             &mut objects.diagnostics,

@@ -140,6 +140,13 @@ pub fn schema_for(kind: &str) -> Option<&'static Schema> {
     static SERVICE: LazyLock<Schema> = LazyLock::new(Schema::of::<Service>);
     static SLICE: LazyLock<Schema> = LazyLock::new(Schema::of::<EndpointSlice>);
     static AUTH_RULE: LazyLock<Schema> = LazyLock::new(Schema::of::<crate::model::AuthRule>);
+    static GATEWAY_CLASS: LazyLock<Schema> =
+        LazyLock::new(Schema::of::<gateway_api::gatewayclasses::GatewayClass>);
+    static GATEWAY: LazyLock<Schema> = LazyLock::new(Schema::of::<gateway_api::gateways::Gateway>);
+    static HTTP_ROUTE: LazyLock<Schema> =
+        LazyLock::new(Schema::of::<gateway_api::httproutes::HttpRoute>);
+    static REFERENCE_GRANT: LazyLock<Schema> =
+        LazyLock::new(Schema::of::<gateway_api::referencegrants::ReferenceGrant>);
     Some(match kind {
         "Ingress" => &INGRESS,
         "IngressClass" => &INGRESS_CLASS,
@@ -147,6 +154,10 @@ pub fn schema_for(kind: &str) -> Option<&'static Schema> {
         "Service" => &SERVICE,
         "EndpointSlice" => &SLICE,
         "AuthRule" => &AUTH_RULE,
+        "GatewayClass" => &GATEWAY_CLASS,
+        "Gateway" => &GATEWAY,
+        "HTTPRoute" => &HTTP_ROUTE,
+        "ReferenceGrant" => &REFERENCE_GRANT,
         _ => return None,
     })
 }

@@ -1,0 +1,1267 @@
+//! Gateway API objects of Portcullis's GatewayClasses to routes of the same table the
+//! Ingresses fill, and to what their status says. A route attaches where its parent
+//! listener allows it (protocol, `allowedRoutes`, hostname); a reference to another
+//! namespace needs a ReferenceGrant there. A broken rule answers 500 rather than
+//! letting its requests fall through to a broader rule.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use gateway_api::gateways::{
+    Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom, GatewayListenersTlsMode,
+};
+use gateway_api::httproutes::{
+    HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesBackendRefs,
+    HttpRouteRulesFilters, HttpRouteRulesFiltersRequestRedirectPathType,
+    HttpRouteRulesFiltersRequestRedirectScheme, HttpRouteRulesFiltersUrlRewritePathType,
+    HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
+    HttpRouteRulesMatchesQueryParamsType,
+};
+use k8s_openapi::api::networking::v1::{IngressBackend, IngressServiceBackend, ServiceBackendPort};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+use super::backends::{Index, UpstreamCache};
+use super::snapshot::{
+    Backend, CertTable, Conditions, Filters, Guard, HeaderEdits, HostOwner, PathKind, PathModifier,
+    PathRule, Redirect, Rewrite, ServerCert, ValueMatch,
+};
+use super::{CompileOptions, RouteDraft, age_key, meta_ref, normalize_host, path_rule};
+use crate::diagnostics::{Diagnostic, ObjectRef};
+use crate::model::{GATEWAY_CONTROLLER_NAME, GATEWAY_GROUP, ParentReference};
+use crate::store::Objects;
+
+/// One status condition as compile sees it; the controller adds times and generations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cond {
+    pub kind: &'static str,
+    pub ok: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Cond {
+    fn yes(kind: &'static str, reason: &str, message: &str) -> Self {
+        Self {
+            kind,
+            ok: true,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    fn no(kind: &'static str, reason: &str, message: String) -> Self {
+        Self {
+            kind,
+            ok: false,
+            reason: reason.into(),
+            message,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GatewayApiState {
+    /// GatewayClasses of Portcullis's controller name, with their generation.
+    pub classes: BTreeMap<String, Option<i64>>,
+    pub gateways: BTreeMap<ObjectRef, GatewayState>,
+    pub routes: BTreeMap<ObjectRef, RouteState>,
+    /// Per AuthRule with Gateway API targets: the Gateways its guarded routes attach to.
+    pub policy_ancestors: BTreeMap<ObjectRef, Vec<ParentReference>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GatewayState {
+    pub generation: Option<i64>,
+    pub conditions: Vec<Cond>,
+    pub listeners: Vec<ListenerState>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ListenerState {
+    pub name: String,
+    pub supported_kinds: Vec<String>,
+    pub attached_routes: i32,
+    pub conditions: Vec<Cond>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RouteState {
+    pub generation: Option<i64>,
+    pub parents: Vec<ParentStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParentStatus {
+    pub parent: HttpRouteParentRefs,
+    pub conditions: Vec<Cond>,
+}
+
+/// What the routes of one listener need to know of it.
+struct Listener<'a> {
+    gateway: ObjectRef,
+    spec: &'a GatewayListeners,
+    hostname: Option<String>,
+    tls: bool,
+    usable: bool,
+    kinds_allow_routes: bool,
+}
+
+pub(super) struct GatewayOutput {
+    pub drafts: Vec<RouteDraft>,
+    pub state: GatewayApiState,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn compile(
+    objects: &Objects,
+    index: &Index,
+    guards: &HashMap<ObjectRef, Vec<Guard>>,
+    owners: &HashMap<String, HostOwner>,
+    upstreams: &mut UpstreamCache,
+    certs: &mut CertTable,
+    options: &CompileOptions,
+    diags: &mut Vec<Diagnostic>,
+) -> GatewayOutput {
+    let mut state = GatewayApiState::default();
+    for class in &objects.gateway_classes {
+        if class.spec.controller_name == GATEWAY_CONTROLLER_NAME
+            && let Some(name) = &class.metadata.name
+        {
+            state
+                .classes
+                .insert(name.clone(), class.metadata.generation);
+        }
+    }
+    let grants = Grants::new(objects);
+    let mut gateways: Vec<&Gateway> = objects
+        .gateways
+        .iter()
+        .map(Arc::as_ref)
+        .filter(|g| state.classes.contains_key(&g.spec.gateway_class_name))
+        .collect();
+    gateways.sort_by_key(|g| age_key(&g.metadata));
+    let mut listeners: HashMap<ObjectRef, Vec<Listener<'_>>> = HashMap::new();
+    for gateway in gateways {
+        let obj = meta_ref("Gateway", &gateway.metadata);
+        let (gw_state, gw_listeners) = compile_gateway(gateway, &obj, index, &grants, certs, diags);
+        state.gateways.insert(obj.clone(), gw_state);
+        listeners.insert(obj, gw_listeners);
+    }
+    let labels: HashMap<&str, &BTreeMap<String, String>> = objects
+        .namespaces
+        .iter()
+        .filter_map(|n| Some((n.metadata.name.as_deref()?, n.metadata.labels.as_ref()?)))
+        .collect();
+    let mut routes: Vec<&HttpRoute> = objects.http_routes.iter().map(Arc::as_ref).collect();
+    routes.sort_by_key(|r| age_key(&r.metadata));
+    let mut drafts = Vec::new();
+    let mut attached: HashMap<(ObjectRef, String), i32> = HashMap::new();
+    let mut route_gateways: HashMap<ObjectRef, Vec<ParentReference>> = HashMap::new();
+    for route in routes {
+        let obj = meta_ref("HTTPRoute", &route.metadata);
+        let mut route_state = RouteState {
+            generation: route.metadata.generation,
+            parents: Vec::new(),
+        };
+        let mut places: Vec<Place> = Vec::new();
+        for parent in route.spec.parent_refs.iter().flatten() {
+            let Some(outcome) = attach(
+                &obj,
+                parent,
+                route.spec.hostnames.as_deref().unwrap_or_default(),
+                &listeners,
+                &labels,
+            ) else {
+                continue;
+            };
+            route_state.parents.push(ParentStatus {
+                parent: parent.clone(),
+                conditions: vec![outcome.accepted.clone()],
+            });
+            for (listener, hosts) in outcome.places {
+                *attached
+                    .entry((listener.gateway.clone(), listener.spec.name.clone()))
+                    .or_default() += 1;
+                let ancestor = ParentReference {
+                    group: GATEWAY_GROUP.into(),
+                    kind: "Gateway".into(),
+                    namespace: listener.gateway.namespace.clone(),
+                    name: listener.gateway.name.clone(),
+                    section_name: None,
+                };
+                let known = route_gateways.entry(obj.clone()).or_default();
+                if !known.contains(&ancestor) {
+                    known.push(ancestor);
+                }
+                places.push(Place {
+                    gateway: listener.gateway.clone(),
+                    listener: listener.spec.name.clone(),
+                    tls: listener.tls,
+                    hosts,
+                });
+            }
+        }
+        if route_state.parents.is_empty() {
+            continue;
+        }
+        let resolved = if places.is_empty() {
+            Cond::yes("ResolvedRefs", "ResolvedRefs", "")
+        } else {
+            let out = compile_rules(
+                route, &obj, &places, guards, owners, index, &grants, upstreams, options, diags,
+            );
+            drafts.extend(out.drafts);
+            out.resolved
+        };
+        for parent in &mut route_state.parents {
+            parent.conditions.push(resolved.clone());
+        }
+        state.routes.insert(obj, route_state);
+    }
+    for (gateway, gw_state) in &mut state.gateways {
+        for listener in &mut gw_state.listeners {
+            listener.attached_routes = attached
+                .get(&(gateway.clone(), listener.name.clone()))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+    state.policy_ancestors = policy_ancestors(guards, &route_gateways, &state);
+    GatewayOutput { drafts, state }
+}
+
+/// Where a route serves: one listener of one Gateway, under these hosts (`None`: any).
+struct Place {
+    gateway: ObjectRef,
+    listener: String,
+    tls: bool,
+    hosts: Vec<Option<String>>,
+}
+
+fn policy_ancestors(
+    guards: &HashMap<ObjectRef, Vec<Guard>>,
+    route_gateways: &HashMap<ObjectRef, Vec<ParentReference>>,
+    state: &GatewayApiState,
+) -> BTreeMap<ObjectRef, Vec<ParentReference>> {
+    let mut out: BTreeMap<ObjectRef, Vec<ParentReference>> = BTreeMap::new();
+    for (target, target_guards) in guards {
+        let ancestors: Vec<ParentReference> = match target.kind.as_str() {
+            "HTTPRoute" => route_gateways.get(target).cloned().unwrap_or_default(),
+            "Gateway" if state.gateways.contains_key(target) => vec![ParentReference {
+                group: GATEWAY_GROUP.into(),
+                kind: "Gateway".into(),
+                namespace: target.namespace.clone(),
+                name: target.name.clone(),
+                section_name: None,
+            }],
+            _ => continue,
+        };
+        for guard in target_guards {
+            let list = out.entry(guard.rule.clone()).or_default();
+            for a in &ancestors {
+                if !list.contains(a) {
+                    list.push(a.clone());
+                }
+            }
+            list.sort();
+        }
+    }
+    out
+}
+
+fn compile_gateway<'a>(
+    gateway: &'a Gateway,
+    obj: &ObjectRef,
+    index: &Index,
+    grants: &Grants,
+    certs: &mut CertTable,
+    diags: &mut Vec<Diagnostic>,
+) -> (GatewayState, Vec<Listener<'a>>) {
+    let mut state = GatewayState {
+        generation: gateway.metadata.generation,
+        ..GatewayState::default()
+    };
+    let mut out = Vec::new();
+    let specs = &gateway.spec.listeners;
+    for (i, spec) in specs.iter().enumerate() {
+        let field = format!("spec.listeners[{i}]");
+        let hostname = spec.hostname.as_deref().map(normalize_host);
+        let mut conditions = Vec::new();
+        let tls = spec.protocol == "HTTPS";
+        let protocol_ok = matches!(spec.protocol.as_str(), "HTTP" | "HTTPS");
+        conditions.push(if protocol_ok {
+            Cond::yes("Accepted", "Accepted", "")
+        } else {
+            diags.push(Diagnostic::error(
+                obj,
+                &format!("{field}.protocol"),
+                "UnsupportedProtocol",
+                format!(
+                    "listener {} has protocol {}; Portcullis serves HTTP and HTTPS",
+                    spec.name, spec.protocol
+                ),
+                "use protocol HTTP or HTTPS, or serve this listener with another Gateway class"
+                    .into(),
+            ));
+            Cond::no(
+                "Accepted",
+                "UnsupportedProtocol",
+                format!(
+                    "protocol {} is not supported; use HTTP or HTTPS",
+                    spec.protocol
+                ),
+            )
+        });
+        let conflict = specs.iter().enumerate().find(|(j, other)| {
+            *j != i
+                && other.port == spec.port
+                && (other.protocol != spec.protocol
+                    || other.hostname.as_deref().map(normalize_host) == hostname)
+        });
+        conditions.push(match conflict {
+            None => Cond::yes("Conflicted", "NoConflicts", ""),
+            Some((_, other)) if other.protocol != spec.protocol => Cond::no(
+                "Conflicted",
+                "ProtocolConflict",
+                format!(
+                    "listener {} uses port {} with protocol {}",
+                    other.name, spec.port, other.protocol
+                ),
+            ),
+            Some((_, other)) => Cond::no(
+                "Conflicted",
+                "HostnameConflict",
+                format!("listener {} has the same port and hostname", other.name),
+            ),
+        });
+        // Conflicted is the one condition where True is the problem.
+        if let Some(c) = conditions.last_mut() {
+            c.ok = !c.ok;
+        }
+        let (kinds, kinds_ok) = if protocol_ok {
+            supported_kinds(spec)
+        } else {
+            (Vec::new(), true)
+        };
+        let mut resolved = if kinds_ok {
+            Cond::yes("ResolvedRefs", "ResolvedRefs", "")
+        } else {
+            Cond::no(
+                "ResolvedRefs",
+                "InvalidRouteKinds",
+                "allowedRoutes.kinds names kinds other than HTTPRoute".into(),
+            )
+        };
+        if tls && protocol_ok {
+            match listener_cert(obj, spec, &field, index, grants, diags) {
+                Ok(cert) => {
+                    let entry = match hostname.as_deref() {
+                        Some(h) => match h.strip_prefix("*.") {
+                            Some(suffix) => Some(certs.wildcard.entry(suffix.to_owned())),
+                            None => Some(certs.exact.entry(h.to_owned())),
+                        },
+                        None => None,
+                    };
+                    match entry {
+                        Some(e) => {
+                            e.or_insert(cert);
+                        }
+                        None => {
+                            certs.default.get_or_insert(cert);
+                        }
+                    }
+                }
+                Err(cond) => resolved = cond,
+            }
+        }
+        conditions.push(resolved);
+        let usable = conditions.iter().all(|c| {
+            if c.kind == "Conflicted" {
+                !c.ok
+            } else {
+                c.ok || (c.kind == "ResolvedRefs"
+                    && c.reason == "InvalidRouteKinds"
+                    && !kinds.is_empty())
+            }
+        });
+        conditions.push(if usable {
+            Cond::yes("Programmed", "Programmed", "")
+        } else {
+            Cond::no(
+                "Programmed",
+                "Invalid",
+                "the listener is not accepted or its references do not resolve".into(),
+            )
+        });
+        state.listeners.push(ListenerState {
+            name: spec.name.clone(),
+            supported_kinds: kinds.clone(),
+            attached_routes: 0,
+            conditions,
+        });
+        out.push(Listener {
+            gateway: obj.clone(),
+            spec,
+            hostname,
+            tls,
+            usable,
+            kinds_allow_routes: !kinds.is_empty(),
+        });
+    }
+    let any_programmed = out.iter().any(|l| l.usable);
+    state.conditions.push(Cond::yes("Accepted", "Accepted", ""));
+    state.conditions.push(
+        if gateway
+            .spec
+            .addresses
+            .as_ref()
+            .is_some_and(|a| !a.is_empty())
+        {
+            Cond::no(
+                "Programmed",
+                "AddressNotAssigned",
+                "spec.addresses cannot be honoured: Portcullis serves on its own listen addresses"
+                    .into(),
+            )
+        } else if any_programmed {
+            Cond::yes("Programmed", "Programmed", "")
+        } else {
+            Cond::no("Programmed", "Invalid", "no listener is programmed".into())
+        },
+    );
+    (state, out)
+}
+
+/// The route kinds a listener takes: HTTPRoute unless `allowedRoutes.kinds` says
+/// otherwise; false when it names a kind Portcullis cannot serve.
+fn supported_kinds(spec: &GatewayListeners) -> (Vec<String>, bool) {
+    let Some(kinds) = spec.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) else {
+        return (vec!["HTTPRoute".into()], true);
+    };
+    let mut supported = Vec::new();
+    let mut all_ok = true;
+    for k in kinds {
+        let group = k.group.as_deref().unwrap_or(GATEWAY_GROUP);
+        if group == GATEWAY_GROUP && k.kind == "HTTPRoute" {
+            if !supported.contains(&k.kind) {
+                supported.push(k.kind.clone());
+            }
+        } else {
+            all_ok = false;
+        }
+    }
+    (supported, all_ok)
+}
+
+fn listener_cert(
+    obj: &ObjectRef,
+    spec: &GatewayListeners,
+    field: &str,
+    index: &Index,
+    grants: &Grants,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<Arc<ServerCert>, Cond> {
+    let tls = spec.tls.as_ref();
+    if tls.and_then(|t| t.mode.as_ref()) == Some(&GatewayListenersTlsMode::Passthrough) {
+        return Err(Cond::no(
+            "ResolvedRefs",
+            "InvalidCertificateRef",
+            "tls.mode Passthrough is not supported on an HTTPS listener".into(),
+        ));
+    }
+    let Some(cert_ref) = tls
+        .and_then(|t| t.certificate_refs.as_ref())
+        .and_then(|r| r.first())
+    else {
+        return Err(Cond::no(
+            "ResolvedRefs",
+            "InvalidCertificateRef",
+            "an HTTPS listener needs tls.certificateRefs".into(),
+        ));
+    };
+    let gw_ns = obj.namespace.as_str();
+    let ns = cert_ref.namespace.as_deref().unwrap_or(gw_ns);
+    let group = cert_ref.group.as_deref().unwrap_or("");
+    let kind = cert_ref.kind.as_deref().unwrap_or("Secret");
+    let source = format!("{ns}/{}", cert_ref.name);
+    if !(group.is_empty() || group == "core") || kind != "Secret" {
+        return Err(Cond::no(
+            "ResolvedRefs",
+            "InvalidCertificateRef",
+            format!("certificateRefs name a {group}/{kind}; only Secrets are supported"),
+        ));
+    }
+    if ns != gw_ns && !grants.allows(gw_ns, "Gateway", ns, "", "Secret", &cert_ref.name) {
+        return Err(Cond::no(
+            "ResolvedRefs",
+            "RefNotPermitted",
+            format!(
+                "Secret {source} is in another namespace and no ReferenceGrant there allows it"
+            ),
+        ));
+    }
+    let Some(secret) = index.secret(ns, &cert_ref.name) else {
+        diags.push(Diagnostic::error(
+            obj,
+            &format!("{field}.tls.certificateRefs[0]"),
+            "SecretNotFound",
+            format!("TLS Secret {source} not found"),
+            format!("create Secret {source} of type kubernetes.io/tls"),
+        ));
+        return Err(Cond::no(
+            "ResolvedRefs",
+            "InvalidCertificateRef",
+            format!("Secret {source} not found"),
+        ));
+    };
+    match super::tls::certified_key(secret) {
+        Ok(key) => Ok(Arc::new(ServerCert { key, source })),
+        Err(e) => Err(Cond::no(
+            "ResolvedRefs",
+            "InvalidCertificateRef",
+            format!("Secret {source}: {e}"),
+        )),
+    }
+}
+
+struct Attachment<'l, 'a> {
+    accepted: Cond,
+    places: Vec<(&'l Listener<'a>, Vec<Option<String>>)>,
+}
+
+/// How one parentRef of a route attaches: `None` when the parent is not a Gateway of
+/// Portcullis's (its status is another controller's to write).
+fn attach<'l, 'a>(
+    route: &ObjectRef,
+    parent: &HttpRouteParentRefs,
+    hostnames: &[String],
+    gateways: &'l HashMap<ObjectRef, Vec<Listener<'a>>>,
+    labels: &HashMap<&str, &BTreeMap<String, String>>,
+) -> Option<Attachment<'l, 'a>> {
+    let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
+    let kind = parent.kind.as_deref().unwrap_or("Gateway");
+    if group != GATEWAY_GROUP || kind != "Gateway" {
+        return None;
+    }
+    let ns = parent.namespace.as_deref().unwrap_or(&route.namespace);
+    let listeners = gateways.get(&ObjectRef::new("Gateway", ns, &parent.name))?;
+    let named: Vec<&Listener> = listeners
+        .iter()
+        .filter(|l| {
+            parent
+                .section_name
+                .as_ref()
+                .is_none_or(|s| *s == l.spec.name)
+        })
+        .filter(|l| parent.port.is_none_or(|p| p == l.spec.port))
+        .collect();
+    let refuse = |reason: &str, message: String| {
+        Some(Attachment {
+            accepted: Cond::no("Accepted", reason, message),
+            places: Vec::new(),
+        })
+    };
+    if named.is_empty() {
+        return refuse(
+            "NoMatchingParent",
+            "no listener of the Gateway has this sectionName and port".into(),
+        );
+    }
+    let allowed: Vec<&Listener> = named
+        .into_iter()
+        .filter(|l| {
+            l.usable && l.kinds_allow_routes && namespace_allowed(l, &route.namespace, labels)
+        })
+        .collect();
+    if allowed.is_empty() {
+        return refuse(
+            "NotAllowedByListeners",
+            "the Gateway's listeners do not allow HTTPRoutes of this namespace".into(),
+        );
+    }
+    let places: Vec<(&Listener, Vec<Option<String>>)> = allowed
+        .into_iter()
+        .filter_map(|l| {
+            let hosts = intersect(l.hostname.as_deref(), hostnames)?;
+            Some((l, hosts))
+        })
+        .collect();
+    if places.is_empty() {
+        return refuse(
+            "NoMatchingListenerHostname",
+            "no hostname of the route matches a listener's hostname".into(),
+        );
+    }
+    Some(Attachment {
+        accepted: Cond::yes("Accepted", "Accepted", ""),
+        places,
+    })
+}
+
+fn namespace_allowed(
+    listener: &Listener,
+    route_ns: &str,
+    labels: &HashMap<&str, &BTreeMap<String, String>>,
+) -> bool {
+    let namespaces = listener
+        .spec
+        .allowed_routes
+        .as_ref()
+        .and_then(|a| a.namespaces.as_ref());
+    let from = namespaces.and_then(|n| n.from.clone());
+    match from {
+        None | Some(GatewayListenersAllowedRoutesNamespacesFrom::Same) => {
+            listener.gateway.namespace == route_ns
+        }
+        Some(GatewayListenersAllowedRoutesNamespacesFrom::All) => true,
+        Some(GatewayListenersAllowedRoutesNamespacesFrom::Selector) => {
+            let Some(selector) = namespaces.and_then(|n| n.selector.as_ref()) else {
+                return false;
+            };
+            let empty = BTreeMap::new();
+            let have = labels.get(route_ns).copied().unwrap_or(&empty);
+            let labels_ok = selector
+                .match_labels
+                .iter()
+                .flatten()
+                .all(|(k, v)| have.get(k) == Some(v));
+            let expressions_ok = selector.match_expressions.iter().flatten().all(|e| {
+                requirement_holds(
+                    &LabelSelectorRequirement {
+                        key: e.key.clone(),
+                        operator: e.operator.clone(),
+                        values: e.values.clone(),
+                    },
+                    have,
+                )
+            });
+            labels_ok && expressions_ok
+        }
+    }
+}
+
+fn requirement_holds(req: &LabelSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
+    let value = labels.get(&req.key);
+    let listed = |v: &String| req.values.iter().flatten().any(|x| x == v);
+    match req.operator.as_str() {
+        "In" => value.is_some_and(listed),
+        "NotIn" => !value.is_some_and(listed),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        _ => false,
+    }
+}
+
+/// The hosts a route serves through a listener: `None` when they share nothing.
+fn intersect(listener: Option<&str>, route: &[String]) -> Option<Vec<Option<String>>> {
+    let route: Vec<String> = route.iter().map(|h| normalize_host(h)).collect();
+    match (listener, route.is_empty()) {
+        (None, true) => Some(vec![None]),
+        (Some(l), true) => Some(vec![Some(l.to_owned())]),
+        (None, false) => Some(route.into_iter().map(Some).collect()),
+        (Some(l), false) => {
+            let hosts: Vec<Option<String>> = route
+                .iter()
+                .filter_map(|r| host_intersection(l, r))
+                .map(Some)
+                .collect();
+            (!hosts.is_empty()).then_some(hosts)
+        }
+    }
+}
+
+/// The more specific of two hostnames when one covers the other.
+fn host_intersection(a: &str, b: &str) -> Option<String> {
+    let covers = |wild: &str, name: &str| {
+        wild.strip_prefix("*.").is_some_and(|suffix| {
+            name.len() > suffix.len() + 1 && name.ends_with(&format!(".{suffix}"))
+        })
+    };
+    if a == b {
+        Some(a.to_owned())
+    } else if covers(a, b) {
+        Some(b.to_owned())
+    } else if covers(b, a) {
+        Some(a.to_owned())
+    } else {
+        None
+    }
+}
+
+struct RulesOutput {
+    drafts: Vec<RouteDraft>,
+    resolved: Cond,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compile_rules(
+    route: &HttpRoute,
+    obj: &ObjectRef,
+    places: &[Place],
+    guards: &HashMap<ObjectRef, Vec<Guard>>,
+    owners: &HashMap<String, HostOwner>,
+    index: &Index,
+    grants: &Grants,
+    upstreams: &mut UpstreamCache,
+    options: &CompileOptions,
+    diags: &mut Vec<Diagnostic>,
+) -> RulesOutput {
+    let mut resolved = Cond::yes("ResolvedRefs", "ResolvedRefs", "");
+    let mut hosts: Vec<(Option<String>, Option<bool>, Vec<&Place>)> = Vec::new();
+    for place in places {
+        for host in &place.hosts {
+            match hosts.iter_mut().find(|(h, _, _)| h == host) {
+                Some((_, tls, via)) => {
+                    if *tls != Some(place.tls) {
+                        *tls = None;
+                    }
+                    via.push(place);
+                }
+                None => hosts.push((host.clone(), Some(place.tls), vec![place])),
+            }
+        }
+    }
+    let mut drafts = Vec::new();
+    for (ri, rule) in route.spec.rules.iter().flatten().enumerate() {
+        let field = format!("spec.rules[{ri}]");
+        let backend = rule_backend(
+            rule,
+            obj,
+            &field,
+            index,
+            grants,
+            upstreams,
+            &mut resolved,
+            diags,
+        );
+        let matches: Vec<HttpRouteRulesMatches> = match rule.matches.as_deref() {
+            Some(m) if !m.is_empty() => m.to_vec(),
+            _ => vec![HttpRouteRulesMatches::default()],
+        };
+        let timeout = rule
+            .timeouts
+            .as_ref()
+            .and_then(|t| t.request.as_deref())
+            .and_then(|t| t.parse::<gateway_api::Duration>().ok())
+            .map(|d| {
+                std::time::Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            })
+            .filter(|d| !d.is_zero());
+        for (mi, m) in matches.iter().enumerate() {
+            let mfield = format!("{field}.matches[{mi}]");
+            let made = route_match(m, &mfield, obj, options, diags);
+            let (path, mut conditions) = match made {
+                Some(made) => made,
+                None => continue,
+            };
+            let filters =
+                match rule_filters(rule.filters.as_deref().unwrap_or_default(), &path, &field) {
+                    Ok(f) => f,
+                    Err((f, message)) => {
+                        diags.push(Diagnostic::error(
+                            obj,
+                            &f,
+                            "UnsupportedValue",
+                            message.clone(),
+                            "see the HTTPRoute filters Portcullis supports in the README".into(),
+                        ));
+                        resolved = Cond::no("ResolvedRefs", "UnsupportedValue", message);
+                        Filters::default()
+                    }
+                };
+            let broken = !resolved.ok && resolved.reason == "UnsupportedValue";
+            for (host, tls, via) in &hosts {
+                if let Some(h) = host
+                    && owners.get(h).is_some_and(|o| !o.admits(&obj.namespace))
+                {
+                    diags.push(Diagnostic::error(
+                        obj,
+                        "spec.hostnames",
+                        "HostOwnedByOtherNamespace",
+                        format!("host {h} belongs to another namespace's Ingress; this route does not serve it"),
+                        format!("use a host of namespace {}'s own, or have the owning Ingress share it", obj.namespace),
+                    ));
+                    continue;
+                }
+                conditions.tls = *tls;
+                drafts.push(RouteDraft {
+                    host: host.clone(),
+                    path: Some(path.clone()),
+                    ingress: obj.clone(),
+                    backend: if broken {
+                        Backend::Invalid {
+                            reason: "the HTTPRoute rule has an unsupported filter".into(),
+                        }
+                    } else {
+                        backend.clone()
+                    },
+                    guards: route_guards(obj, rule, via, guards),
+                    https_redirect: false,
+                    conditions: conditions.clone(),
+                    filters: if broken {
+                        Filters::default()
+                    } else {
+                        filters.clone()
+                    },
+                    timeout,
+                });
+            }
+        }
+    }
+    RulesOutput { drafts, resolved }
+}
+
+/// The AuthRules guarding this rule: those naming the route (or this rule by its
+/// name) and those naming a Gateway (or the listener) it attaches through.
+fn route_guards(
+    obj: &ObjectRef,
+    rule: &HttpRouteRules,
+    via: &[&Place],
+    guards: &HashMap<ObjectRef, Vec<Guard>>,
+) -> Vec<Guard> {
+    let mut out: Vec<Guard> = guards
+        .get(obj)
+        .into_iter()
+        .flatten()
+        .filter(|g| g.section.is_none() || g.section == rule.name)
+        .cloned()
+        .collect();
+    for place in via {
+        for g in guards.get(&place.gateway).into_iter().flatten() {
+            if (g.section.is_none() || g.section.as_deref() == Some(place.listener.as_str()))
+                && !out.iter().any(|o| o.rule == g.rule)
+            {
+                out.push(g.clone());
+            }
+        }
+    }
+    out
+}
+
+fn route_match(
+    m: &HttpRouteRulesMatches,
+    field: &str,
+    obj: &ObjectRef,
+    options: &CompileOptions,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<(PathRule, Conditions)> {
+    let mut conditions = Conditions::default();
+    let (kind, value) = match &m.path {
+        Some(p) => (
+            p.r#type
+                .clone()
+                .unwrap_or(HttpRouteRulesMatchesPathType::PathPrefix),
+            p.value.clone().unwrap_or_else(|| "/".into()),
+        ),
+        None => (HttpRouteRulesMatchesPathType::PathPrefix, "/".into()),
+    };
+    let bad = |what: String, diags: &mut Vec<Diagnostic>| {
+        diags.push(Diagnostic::error(
+            obj,
+            field,
+            "InvalidMatch",
+            what,
+            "fix the match; the rule is not served until then".into(),
+        ));
+        None
+    };
+    let path = match kind {
+        HttpRouteRulesMatchesPathType::Exact | HttpRouteRulesMatchesPathType::PathPrefix => {
+            let kind = if kind == HttpRouteRulesMatchesPathType::Exact {
+                "Exact"
+            } else {
+                "Prefix"
+            };
+            let mut rule = path_rule(Some(&value), kind, obj, &format!("{field}.path"), diags)?;
+            if options.case_insensitive_paths {
+                rule.path = rule.path.to_ascii_lowercase();
+            }
+            rule
+        }
+        HttpRouteRulesMatchesPathType::RegularExpression => {
+            match regex_lite::Regex::new(&format!("^(?:{value})$")) {
+                Ok(r) => {
+                    conditions.path_regex = Some(r);
+                    PathRule {
+                        kind: PathKind::Regex,
+                        path: value,
+                    }
+                }
+                Err(e) => {
+                    return bad(
+                        format!("path regular expression {value:?} does not compile: {e}"),
+                        diags,
+                    );
+                }
+            }
+        }
+    };
+    if let Some(method) = &m.method {
+        let name = serde_json::to_value(method)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        match http::Method::from_bytes(name.as_bytes()) {
+            Ok(method) => conditions.method = Some(method),
+            Err(_) => return bad(format!("method {name:?} is not valid"), diags),
+        }
+    }
+    for h in m.headers.iter().flatten() {
+        let Ok(name) = http::HeaderName::from_bytes(h.name.as_bytes()) else {
+            return bad(format!("header name {:?} is not valid", h.name), diags);
+        };
+        if conditions.headers.iter().any(|(n, _)| *n == name) {
+            continue; // The first match for a name wins, as the specification says.
+        }
+        let value = match h.r#type {
+            Some(HttpRouteRulesMatchesHeadersType::RegularExpression) => {
+                match regex_lite::Regex::new(&format!("^(?:{})$", h.value)) {
+                    Ok(r) => ValueMatch::Regex(r),
+                    Err(e) => {
+                        return bad(
+                            format!(
+                                "header regular expression {:?} does not compile: {e}",
+                                h.value
+                            ),
+                            diags,
+                        );
+                    }
+                }
+            }
+            _ => ValueMatch::Exact(h.value.clone()),
+        };
+        conditions.headers.push((name, value));
+    }
+    for q in m.query_params.iter().flatten() {
+        if conditions.query.iter().any(|(n, _)| *n == q.name) {
+            continue;
+        }
+        let value = match q.r#type {
+            Some(HttpRouteRulesMatchesQueryParamsType::RegularExpression) => {
+                match regex_lite::Regex::new(&format!("^(?:{})$", q.value)) {
+                    Ok(r) => ValueMatch::Regex(r),
+                    Err(e) => {
+                        return bad(
+                            format!(
+                                "query regular expression {:?} does not compile: {e}",
+                                q.value
+                            ),
+                            diags,
+                        );
+                    }
+                }
+            }
+            _ => ValueMatch::Exact(q.value.clone()),
+        };
+        conditions.query.push((q.name.clone(), value));
+    }
+    Some((path, conditions))
+}
+
+/// Identity and framing headers no filter may write: the identity headers are the
+/// guard's alone, and framing is the proxy's.
+fn writable_header(name: &http::HeaderName) -> bool {
+    let n = name.as_str();
+    !(n.starts_with("x-amzn-oidc-")
+        || matches!(
+            n,
+            "host"
+                | "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "transfer-encoding"
+                | "te"
+                | "trailer"
+                | "upgrade"
+                | "content-length"
+        ))
+}
+
+fn header_edits(
+    set: &[(String, String)],
+    add: &[(String, String)],
+    remove: &[String],
+    field: &str,
+) -> Result<HeaderEdits, (String, String)> {
+    let name = |n: &str| {
+        http::HeaderName::from_bytes(n.as_bytes())
+            .ok()
+            .filter(writable_header)
+            .ok_or_else(|| {
+                (
+                    field.to_owned(),
+                    format!("header {n:?} may not be changed by a filter"),
+                )
+            })
+    };
+    let pair = |(n, v): &(String, String)| {
+        let value = http::HeaderValue::from_str(v).map_err(|_| {
+            (
+                field.to_owned(),
+                format!("header value for {n:?} is not valid"),
+            )
+        })?;
+        Ok::<_, (String, String)>((name(n)?, value))
+    };
+    Ok(HeaderEdits {
+        set: set.iter().map(pair).collect::<Result<_, _>>()?,
+        add: add.iter().map(pair).collect::<Result<_, _>>()?,
+        remove: remove.iter().map(|n| name(n)).collect::<Result<_, _>>()?,
+    })
+}
+
+fn rule_filters(
+    filters: &[HttpRouteRulesFilters],
+    path: &PathRule,
+    field: &str,
+) -> Result<Filters, (String, String)> {
+    let mut out = Filters::default();
+    for (i, f) in filters.iter().enumerate() {
+        let ffield = format!("{field}.filters[{i}]");
+        if let Some(m) = &f.request_header_modifier {
+            let set: Vec<(String, String)> = m
+                .set
+                .iter()
+                .flatten()
+                .map(|h| (h.name.clone(), h.value.clone()))
+                .collect();
+            let add: Vec<(String, String)> = m
+                .add
+                .iter()
+                .flatten()
+                .map(|h| (h.name.clone(), h.value.clone()))
+                .collect();
+            out.request_headers =
+                header_edits(&set, &add, m.remove.as_deref().unwrap_or_default(), &ffield)?;
+        } else if let Some(m) = &f.response_header_modifier {
+            let set: Vec<(String, String)> = m
+                .set
+                .iter()
+                .flatten()
+                .map(|h| (h.name.clone(), h.value.clone()))
+                .collect();
+            let add: Vec<(String, String)> = m
+                .add
+                .iter()
+                .flatten()
+                .map(|h| (h.name.clone(), h.value.clone()))
+                .collect();
+            out.response_headers =
+                header_edits(&set, &add, m.remove.as_deref().unwrap_or_default(), &ffield)?;
+        } else if let Some(r) = &f.request_redirect {
+            let modifier = match &r.path {
+                Some(p) => Some(path_modifier(
+                    p.r#type == HttpRouteRulesFiltersRequestRedirectPathType::ReplaceFullPath,
+                    p.replace_full_path.as_deref(),
+                    p.replace_prefix_match.as_deref(),
+                    path,
+                    &ffield,
+                )?),
+                None => None,
+            };
+            out.redirect = Some(Redirect {
+                scheme: r.scheme.as_ref().map(|s| match s {
+                    HttpRouteRulesFiltersRequestRedirectScheme::Http => "http".into(),
+                    HttpRouteRulesFiltersRequestRedirectScheme::Https => "https".into(),
+                }),
+                hostname: r.hostname.as_deref().map(normalize_host),
+                port: r.port.and_then(|p| u16::try_from(p).ok()),
+                path: modifier,
+                status: r
+                    .status_code
+                    .and_then(|c| u16::try_from(c).ok())
+                    .unwrap_or(302),
+            });
+        } else if let Some(r) = &f.url_rewrite {
+            let modifier = match &r.path {
+                Some(p) => Some(path_modifier(
+                    p.r#type == HttpRouteRulesFiltersUrlRewritePathType::ReplaceFullPath,
+                    p.replace_full_path.as_deref(),
+                    p.replace_prefix_match.as_deref(),
+                    path,
+                    &ffield,
+                )?),
+                None => None,
+            };
+            out.rewrite = Some(Rewrite {
+                hostname: r.hostname.as_deref().map(normalize_host),
+                path: modifier,
+            });
+        } else {
+            return Err((ffield, "only RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect and URLRewrite filters are supported".into()));
+        }
+    }
+    Ok(out)
+}
+
+fn path_modifier(
+    full: bool,
+    full_path: Option<&str>,
+    prefix: Option<&str>,
+    path: &PathRule,
+    field: &str,
+) -> Result<PathModifier, (String, String)> {
+    if full {
+        return Ok(PathModifier::Full(full_path.unwrap_or("/").to_owned()));
+    }
+    if path.kind != PathKind::Prefix {
+        return Err((
+            field.to_owned(),
+            "ReplacePrefixMatch needs a PathPrefix match".into(),
+        ));
+    }
+    Ok(PathModifier::Prefix {
+        prefix: path.path.clone(),
+        with: prefix.unwrap_or("/").to_owned(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rule_backend(
+    rule: &HttpRouteRules,
+    obj: &ObjectRef,
+    field: &str,
+    index: &Index,
+    grants: &Grants,
+    upstreams: &mut UpstreamCache,
+    resolved: &mut Cond,
+    diags: &mut Vec<Diagnostic>,
+) -> Backend {
+    let refs = rule.backend_refs.as_deref().unwrap_or_default();
+    let mut shares: Vec<(u32, Backend)> = Vec::new();
+    for (i, r) in refs.iter().enumerate() {
+        let bfield = format!("{field}.backendRefs[{i}]");
+        let weight = u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0);
+        let backend = match backend_ref(r, obj, &bfield, index, grants, upstreams, diags) {
+            Ok(b) => b,
+            Err(cond) => {
+                if resolved.ok {
+                    *resolved = cond.clone();
+                }
+                Backend::Invalid {
+                    reason: cond.message,
+                }
+            }
+        };
+        shares.push((weight, backend));
+    }
+    shares.retain(|(w, _)| *w > 0);
+    match shares.len() {
+        0 if rule
+            .filters
+            .iter()
+            .flatten()
+            .any(|f| f.request_redirect.is_some()) =>
+        {
+            Backend::Invalid {
+                reason: "redirect only".into(),
+            }
+        }
+        0 => Backend::Invalid {
+            reason: "the rule has no backend with a weight above 0".into(),
+        },
+        1 => shares.pop().map(|(_, b)| b).unwrap_or(Backend::Invalid {
+            reason: String::new(),
+        }),
+        _ => Backend::Split(shares),
+    }
+}
+
+fn backend_ref(
+    r: &HttpRouteRulesBackendRefs,
+    obj: &ObjectRef,
+    field: &str,
+    index: &Index,
+    grants: &Grants,
+    upstreams: &mut UpstreamCache,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<Backend, Cond> {
+    let group = r.group.as_deref().unwrap_or("");
+    let kind = r.kind.as_deref().unwrap_or("Service");
+    if !(group.is_empty() || group == "core") || kind != "Service" {
+        return Err(Cond::no(
+            "ResolvedRefs",
+            "InvalidKind",
+            format!("{field} names a {group}/{kind}; only Services are supported"),
+        ));
+    }
+    let ns = r.namespace.as_deref().unwrap_or(&obj.namespace);
+    if ns != obj.namespace
+        && !grants.allows(&obj.namespace, "HTTPRoute", ns, "", "Service", &r.name)
+    {
+        return Err(Cond::no(
+            "ResolvedRefs",
+            "RefNotPermitted",
+            format!(
+                "Service {ns}/{} is in another namespace and no ReferenceGrant there allows it",
+                r.name
+            ),
+        ));
+    }
+    if !index.service_exists(ns, &r.name) {
+        return Err(Cond::no(
+            "ResolvedRefs",
+            "BackendNotFound",
+            format!("Service {ns}/{} not found", r.name),
+        ));
+    }
+    let Some(port) = r.port else {
+        return Err(Cond::no(
+            "ResolvedRefs",
+            "UnsupportedValue",
+            format!("{field} has no port"),
+        ));
+    };
+    let backend = IngressBackend {
+        service: Some(IngressServiceBackend {
+            name: r.name.clone(),
+            port: Some(ServiceBackendPort {
+                number: Some(port),
+                name: None,
+            }),
+        }),
+        resource: None,
+    };
+    Ok(upstreams.resolve(index, ns, &backend, obj, field, diags))
+}
+
+/// ReferenceGrants by the namespace they stand in.
+struct Grants<'a> {
+    by_namespace: HashMap<&'a str, Vec<&'a gateway_api::referencegrants::ReferenceGrant>>,
+}
+
+impl<'a> Grants<'a> {
+    fn new(objects: &'a Objects) -> Self {
+        let mut by_namespace: HashMap<&str, Vec<_>> = HashMap::new();
+        for g in &objects.reference_grants {
+            if let Some(ns) = g.metadata.namespace.as_deref() {
+                by_namespace.entry(ns).or_default().push(g.as_ref());
+            }
+        }
+        Self { by_namespace }
+    }
+
+    /// Whether a `from_kind` of `from_ns` may refer to `to_group/to_kind` `name` in `to_ns`.
+    fn allows(
+        &self,
+        from_ns: &str,
+        from_kind: &str,
+        to_ns: &str,
+        to_group: &str,
+        to_kind: &str,
+        name: &str,
+    ) -> bool {
+        let from_group = GATEWAY_GROUP;
+        self.by_namespace.get(to_ns).into_iter().flatten().any(|g| {
+            g.spec
+                .from
+                .iter()
+                .any(|f| f.group == from_group && f.kind == from_kind && f.namespace == from_ns)
+                && g.spec.to.iter().any(|t| {
+                    (t.group == to_group || (to_group.is_empty() && t.group == "core"))
+                        && t.kind == to_kind
+                        && t.name.as_deref().is_none_or(|n| n == name)
+                })
+        })
+    }
+}

@@ -1,0 +1,317 @@
+use super::tests_support::*;
+use super::*;
+
+const CLASS_AND_GATEWAY: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: portcullis}
+spec: {controllerName: portcullis.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: other}
+spec: {controllerName: example.com/other}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: infra, generation: 3}
+spec:
+  gatewayClassName: portcullis
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    allowedRoutes: {namespaces: {from: All}}
+  - name: same
+    port: 8080
+    protocol: HTTP
+  - name: tcp
+    port: 9000
+    protocol: TCP
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: theirs, namespace: infra}
+spec:
+  gatewayClassName: other
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+"#;
+
+fn route(ns: &str, name: &str, body: &str) -> String {
+    format!(
+        "\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{body}\n"
+    )
+}
+
+fn fixture(extra: &str) -> String {
+    format!(
+        "{CLASS_AND_GATEWAY}{}{}{}{extra}",
+        service("apps", "web", "10.0.0.1", 8080),
+        service("apps", "api", "10.0.0.2", 8080),
+        service("data", "store", "10.0.0.3", 8080),
+    )
+}
+
+fn get(
+    c: &Compiled,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    query: Option<&str>,
+) -> Option<String> {
+    let mut map = http::HeaderMap::new();
+    for (k, v) in headers {
+        map.insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let route = c.snapshot.routes.find_for(&RouteQuery {
+        host,
+        path,
+        method: &http::Method::GET,
+        headers: &map,
+        query,
+        tls: false,
+    })?;
+    Some(backend_label(&route.backend))
+}
+
+fn parent_conditions(c: &Compiled, ns: &str, name: &str) -> Vec<(&'static str, bool, String)> {
+    c.snapshot.gateway_api.routes[&ObjectRef::new("HTTPRoute", ns, name)].parents[0]
+        .conditions
+        .iter()
+        .map(|c| (c.kind, c.ok, c.reason.clone()))
+        .collect()
+}
+
+#[test]
+fn routes_attach_to_our_gateways_and_match_path_header_and_query() {
+    let c = compiled(&fixture(&route(
+        "apps",
+        "shop",
+        r#"  parentRefs: [{name: edge, namespace: infra, sectionName: http}]
+  hostnames: [shop.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    backendRefs: [{name: web, port: 80}]
+  - matches:
+    - path: {type: PathPrefix, value: /}
+      headers: [{name: x-version, value: "2"}]
+    - path: {type: Exact, value: /api}
+      queryParams: [{name: v, type: RegularExpression, value: "[0-9]+"}]
+    backendRefs: [{name: api, port: 80}]"#,
+    )));
+    assert_eq!(
+        get(&c, "shop.example.com", "/x", &[], None).as_deref(),
+        Some("10.0.0.1:8080")
+    );
+    assert_eq!(
+        get(&c, "shop.example.com", "/x", &[("x-version", "2")], None).as_deref(),
+        Some("10.0.0.2:8080"),
+        "more header matches win over the same prefix"
+    );
+    assert_eq!(
+        get(&c, "shop.example.com", "/api", &[], Some("v=12")).as_deref(),
+        Some("10.0.0.2:8080")
+    );
+    assert_eq!(
+        get(&c, "shop.example.com", "/api", &[], Some("v=x")).as_deref(),
+        Some("10.0.0.1:8080")
+    );
+    assert_eq!(
+        get(&c, "other.example.com", "/x", &[], None),
+        None,
+        "only the route's hostnames"
+    );
+    assert_eq!(
+        parent_conditions(&c, "apps", "shop"),
+        vec![
+            ("Accepted", true, "Accepted".into()),
+            ("ResolvedRefs", true, "ResolvedRefs".into())
+        ]
+    );
+    let gw = &c.snapshot.gateway_api.gateways[&ObjectRef::new("Gateway", "infra", "edge")];
+    assert_eq!(gw.listeners[0].attached_routes, 1);
+    assert_eq!(gw.listeners[1].attached_routes, 0);
+    let tcp = &gw.listeners[2];
+    assert!(
+        tcp.conditions
+            .iter()
+            .any(|c| c.kind == "Accepted" && !c.ok && c.reason == "UnsupportedProtocol")
+    );
+    assert!(
+        !c.snapshot
+            .gateway_api
+            .gateways
+            .contains_key(&ObjectRef::new("Gateway", "infra", "theirs"))
+    );
+}
+
+#[test]
+fn a_listener_admits_only_the_namespaces_it_allows() {
+    let c = compiled(&fixture(&route(
+        "apps",
+        "sneaky",
+        "  parentRefs: [{name: edge, namespace: infra, sectionName: same}]\n  rules: [{backendRefs: [{name: web, port: 80}]}]",
+    )));
+    assert_eq!(
+        parent_conditions(&c, "apps", "sneaky")[0],
+        ("Accepted", false, "NotAllowedByListeners".into())
+    );
+    assert_eq!(get(&c, "any.example.com", "/", &[], None), None);
+}
+
+#[test]
+fn a_route_to_a_gateway_of_another_class_gets_no_status_from_us() {
+    let c = compiled(&fixture(&route(
+        "infra",
+        "elsewhere",
+        "  parentRefs: [{name: theirs}]\n  rules: [{backendRefs: [{name: web, port: 80}]}]",
+    )));
+    assert!(c.snapshot.gateway_api.routes.is_empty());
+    assert!(c.snapshot.routes.all.is_empty());
+}
+
+#[test]
+fn a_backend_in_another_namespace_needs_a_reference_grant() {
+    let body = "  parentRefs: [{name: edge, namespace: infra}]\n  hostnames: [x.example.com]\n  rules: [{backendRefs: [{name: store, namespace: data, port: 80}]}]";
+    let c = compiled(&fixture(&route("apps", "cross", body)));
+    assert_eq!(
+        parent_conditions(&c, "apps", "cross")[1],
+        ("ResolvedRefs", false, "RefNotPermitted".into())
+    );
+    assert!(
+        get(&c, "x.example.com", "/", &[], None)
+            .unwrap()
+            .starts_with("invalid"),
+        "fails closed with 500"
+    );
+    let grant = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: allow-apps, namespace: data}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: apps}]
+  to: [{group: "", kind: Service}]
+"#;
+    let c = compiled(&fixture(&format!(
+        "{}{grant}",
+        route("apps", "cross", body)
+    )));
+    assert_eq!(
+        parent_conditions(&c, "apps", "cross")[1],
+        ("ResolvedRefs", true, "ResolvedRefs".into())
+    );
+    assert_eq!(
+        get(&c, "x.example.com", "/", &[], None).as_deref(),
+        Some("10.0.0.3:8080")
+    );
+}
+
+#[test]
+fn weights_split_and_zero_weights_leave_a_backend_out() {
+    let c = compiled(&fixture(&route(
+        "apps",
+        "split",
+        "  parentRefs: [{name: edge, namespace: infra}]\n  rules: [{backendRefs: [{name: web, port: 80, weight: 3}, {name: api, port: 80, weight: 1}, {name: store, port: 80, weight: 0}]}]",
+    )));
+    assert_eq!(
+        get(&c, "a.example.com", "/", &[], None).as_deref(),
+        Some("3*10.0.0.1:8080 1*10.0.0.2:8080")
+    );
+}
+
+#[test]
+fn listener_and_route_hostnames_intersect() {
+    let yaml = fixture(&format!(
+        "{}{}",
+        r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: wild, namespace: apps}
+spec:
+  gatewayClassName: portcullis
+  listeners: [{name: http, port: 80, protocol: HTTP, hostname: "*.example.com"}]
+"#,
+        route(
+            "apps",
+            "hosts",
+            "  parentRefs: [{name: wild}]\n  hostnames: [a.example.com, b.other.org]\n  rules: [{backendRefs: [{name: web, port: 80}]}]",
+        )
+    ));
+    let c = compiled(&yaml);
+    assert!(get(&c, "a.example.com", "/", &[], None).is_some());
+    assert_eq!(get(&c, "b.other.org", "/", &[], None), None);
+    let only_other = yaml.replace("a.example.com, ", "");
+    let c = compiled(&only_other);
+    assert_eq!(
+        parent_conditions(&c, "apps", "hosts")[0],
+        ("Accepted", false, "NoMatchingListenerHostname".into())
+    );
+}
+
+#[test]
+fn an_authrule_guards_the_route_or_rule_it_names_and_nothing_beside() {
+    let rule = r#"
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: idp, namespace: apps}
+stringData: {client-secret: s3cret}
+---
+apiVersion: portcullis.dev/v1alpha1
+kind: AuthRule
+metadata: {name: sso, namespace: apps}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: shop, sectionName: admin}]
+  oidc: {issuer: "https://idp.example.com", clientId: c, clientSecretRef: {name: idp}}
+"#;
+    let body = "  parentRefs: [{name: edge, namespace: infra}]\n  hostnames: [shop.example.com]\n  rules:\n  - name: admin\n    matches: [{path: {type: PathPrefix, value: /admin}}]\n    backendRefs: [{name: web, port: 80}]\n  - backendRefs: [{name: web, port: 80}]";
+    let c = compiled(&fixture(&format!("{}{rule}", route("apps", "shop", body))));
+    let guarded = |path: &str| {
+        !c.snapshot
+            .routes
+            .find("shop.example.com", path)
+            .unwrap()
+            .guards
+            .is_empty()
+    };
+    assert!(guarded("/admin/x"));
+    assert!(!guarded("/public"));
+    let ancestors =
+        &c.snapshot.gateway_api.policy_ancestors[&ObjectRef::new("AuthRule", "apps", "sso")];
+    assert_eq!(ancestors.len(), 1);
+    assert_eq!(ancestors[0].name, "edge");
+}
+
+#[test]
+fn an_unsupported_filter_fails_the_rule_closed() {
+    let c = compiled(&fixture(&route(
+        "apps",
+        "mirror",
+        "  parentRefs: [{name: edge, namespace: infra}]\n  hostnames: [m.example.com]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /admin}}]\n    filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-amzn-oidc-identity, value: admin}]}}]\n    backendRefs: [{name: web, port: 80}]\n  - backendRefs: [{name: api, port: 80}]",
+    )));
+    assert!(
+        get(&c, "m.example.com", "/admin", &[], None)
+            .unwrap()
+            .starts_with("invalid"),
+        "a rule that may not be served answers 500 instead of falling to the next rule"
+    );
+    assert!(c.diagnostics.iter().any(|d| d.reason == "UnsupportedValue"));
+}
+
+#[test]
+fn prefix_replacement_keeps_the_rest_of_the_path() {
+    let m = |prefix: &str, with: &str| PathModifier::Prefix {
+        prefix: prefix.into(),
+        with: with.into(),
+    };
+    assert_eq!(m("/prefix", "/new").apply("/prefix/one"), "/new/one");
+    assert_eq!(m("/prefix", "/").apply("/prefix/one"), "/one");
+    assert_eq!(m("/prefix", "/").apply("/prefix"), "/");
+    assert_eq!(m("/prefix", "/new/").apply("/prefix"), "/new");
+    assert_eq!(m("/", "/new").apply("/a/b"), "/new/a/b");
+}

@@ -1,0 +1,2 @@
+// WARNING: generated file — do not edit
+pub mod standard;
