@@ -3,6 +3,7 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+COPY vendor vendor
 COPY src src
 COPY examples examples
 RUN cargo build --release --locked --bin portcullis && strip target/release/portcullis
