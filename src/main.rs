@@ -511,7 +511,8 @@ async fn diagnose(args: DiagnoseArgs) -> anyhow::Result<ExitCode> {
         let client = kube::Client::try_default()
             .await
             .context("no -f given, and no cluster to read (in-cluster config or KUBECONFIG)")?;
-        let source = ClusterSource::start(client);
+        let gateway_api = portcullis::source::cluster::gateway_api_installed(&client).await;
+        let source = ClusterSource::start(client, gateway_api);
         tokio::time::timeout(Duration::from_secs(30), source.wait_until_ready())
             .await
             .context("the cluster's objects could not be listed within 30 s")?;
@@ -705,7 +706,17 @@ async fn run_in_cluster(args: RunArgs) -> anyhow::Result<()> {
     };
     let keys = keys(&args.proxy, secret)?;
     let Started { dp, bound } = start_data_plane(&args.proxy, keys).await?;
-    let source = ClusterSource::start(client.clone());
+    let gateway_api = portcullis::source::cluster::gateway_api_installed(&client).await;
+    if gateway_api {
+        tracing::info!(
+            "Gateway API CRDs found: watching GatewayClasses, Gateways, HTTPRoutes and ReferenceGrants"
+        );
+    } else {
+        tracing::warn!(
+            "Gateway API CRDs are not installed (gateway.networking.k8s.io/v1 does not serve httproutes, gateways, gatewayclasses and referencegrants): only Ingresses are served; install the standard CRDs and restart Portcullis to serve Gateways and HTTPRoutes"
+        );
+    }
+    let source = ClusterSource::start(client.clone(), gateway_api);
     let shutdown = stop_on_signal();
     let (published, watch_published) = tokio::sync::watch::channel(None);
     tokio::spawn(watch_cluster(

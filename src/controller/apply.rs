@@ -30,6 +30,7 @@ const TRUST_OWN_WRITE: Duration = Duration::from_secs(20);
 pub struct OwnWrites {
     statuses: HashMap<String, (AuthRuleStatus, Instant)>,
     unreadable: HashMap<ObjectRef, String>,
+    gateway: HashMap<ObjectRef, (serde_json::Value, Instant)>,
 }
 
 impl OwnWrites {
@@ -42,6 +43,16 @@ impl OwnWrites {
             .map(|(uid, (s, _))| (uid.clone(), s.clone()))
             .collect();
         (statuses, self.unreadable.clone())
+    }
+
+    /// Gateway API status written lately, by object.
+    pub fn recent_gateway(&mut self) -> HashMap<ObjectRef, serde_json::Value> {
+        self.gateway
+            .retain(|_, (_, at)| at.elapsed() < TRUST_OWN_WRITE);
+        self.gateway
+            .iter()
+            .map(|(o, (v, _))| (o.clone(), v.clone()))
+            .collect()
     }
 }
 
@@ -169,6 +180,36 @@ impl Worker {
                     .await?;
                 Ok(())
             }
+            Write::GatewayApiStatus {
+                object,
+                kind,
+                status,
+            } => {
+                let body = json!({
+                    "apiVersion": format!("{}/v1", crate::model::GATEWAY_GROUP),
+                    "kind": kind,
+                    "status": status,
+                });
+                let patch = Patch::Apply(body);
+                match *kind {
+                    "GatewayClass" => {
+                        let api: Api<gateway_api::gatewayclasses::GatewayClass> =
+                            Api::all(self.client.clone());
+                        api.patch_status(&object.name, &apply, &patch).await?;
+                    }
+                    "Gateway" => {
+                        let api: Api<gateway_api::gateways::Gateway> =
+                            Api::namespaced(self.client.clone(), &object.namespace);
+                        api.patch_status(&object.name, &apply, &patch).await?;
+                    }
+                    _ => {
+                        let api: Api<gateway_api::httproutes::HttpRoute> =
+                            Api::namespaced(self.client.clone(), &object.namespace);
+                        api.patch_status(&object.name, &apply, &patch).await?;
+                    }
+                }
+                Ok(())
+            }
             Write::Event {
                 regarding,
                 warning,
@@ -221,6 +262,9 @@ impl Worker {
             Write::UnreadableStatus { object, error, .. } => {
                 own.unreadable.insert(object, error);
             }
+            Write::GatewayApiStatus { object, status, .. } => {
+                own.gateway.insert(object, (status, Instant::now()));
+            }
             _ => {}
         }
     }
@@ -232,6 +276,7 @@ fn describe(write: &Write) -> String {
             format!("status of {object}")
         }
         Write::IngressAddress { object, .. } => format!("address of {object}"),
+        Write::GatewayApiStatus { object, .. } => format!("status of {object}"),
         Write::Event { reason, .. } => format!("Event {reason}"),
     }
 }

@@ -10,6 +10,7 @@
 //! ```
 
 pub mod apply;
+mod gateway_status;
 pub mod lease;
 pub mod plan;
 
@@ -116,8 +117,11 @@ impl Controller {
         let idp = self.provider_health(&p.snapshot).await;
         let credentials = self.credentials(&p.snapshot, checked).await;
         let failures = self.data_plane.flows.failures();
-        let (own_writes, own_unreadable) = match applier.own.lock() {
-            Ok(mut own) => own.recent(),
+        let (own_writes, own_unreadable, own_gateway) = match applier.own.lock() {
+            Ok(mut own) => {
+                let (writes, unreadable) = own.recent();
+                (writes, unreadable, own.recent_gateway())
+            }
             Err(_) => Default::default(),
         };
         plan::plan(&plan::Inputs {
@@ -129,6 +133,7 @@ impl Controller {
             failures: &failures,
             own_writes: &own_writes,
             own_unreadable: &own_unreadable,
+            own_gateway: &own_gateway,
             publish_service: self.publish_service.as_deref(),
             publish_address: self.publish_address.as_deref(),
             now: jiff::Timestamp::now(),

@@ -15,7 +15,9 @@ use serde_json::json;
 
 use crate::compile::{AuthRuleSummary, Snapshot};
 use crate::diagnostics::{Category, Diagnostic, ObjectRef};
-use crate::model::{AuthRule, AuthRuleStatus, GROUP};
+use crate::model::{
+    AuthRule, AuthRuleStatus, GATEWAY_CONTROLLER_NAME, GROUP, ParentReference, PolicyAncestorStatus,
+};
 use crate::store::Objects;
 
 /// Everything a plan is made from.
@@ -34,6 +36,8 @@ pub struct Inputs<'a> {
     pub own_writes: &'a HashMap<String, AuthRuleStatus>,
     /// Status written recently for AuthRules that do not parse, by object.
     pub own_unreadable: &'a HashMap<ObjectRef, String>,
+    /// Gateway API status written recently, by object.
+    pub own_gateway: &'a HashMap<ObjectRef, serde_json::Value>,
     /// Where served Ingresses are reached: the controller's Service
     /// (`namespace/name`), or a fixed address.
     pub publish_service: Option<&'a str>,
@@ -58,6 +62,13 @@ pub enum Write {
     IngressAddress {
         object: ObjectRef,
         load_balancer: IngressLoadBalancerStatus,
+    },
+    /// The whole status of a GatewayClass, Gateway or HTTPRoute (our parents only,
+    /// others' kept as they are).
+    GatewayApiStatus {
+        object: ObjectRef,
+        kind: &'static str,
+        status: serde_json::Value,
     },
     Event {
         regarding: ObjectReference,
@@ -90,13 +101,18 @@ pub fn plan(input: &Inputs<'_>) -> Vec<Write> {
         };
         let recent = input.own_writes.get(&uid);
         let current = recent.or(rule.status.as_ref());
-        let status = auth_rule_status(
+        let mut status = auth_rule_status(
             rule.metadata.generation,
             input.snapshot.auth_rules.get(&object),
             diags,
             current,
             &observed,
             input.now,
+        );
+        status.ancestors = ancestors(
+            input.snapshot.gateway_api.policy_ancestors.get(&object),
+            &status,
+            current,
         );
         if rule
             .status
@@ -128,10 +144,47 @@ pub fn plan(input: &Inputs<'_>) -> Vec<Write> {
             body,
         });
     }
-    if let Some(address) = address(input) {
+    let published = address(input);
+    writes.extend(super::gateway_status::plan(
+        input,
+        &super::gateway_status::addresses(published.as_ref()),
+    ));
+    if let Some(address) = published {
         writes.extend(ingress_addresses(input, &address));
     }
     writes
+}
+
+/// One PolicyAncestorStatus per Gateway the rule's Gateway API targets reach; its
+/// Accepted condition follows the rule's own.
+fn ancestors(
+    gateways: Option<&Vec<ParentReference>>,
+    status: &AuthRuleStatus,
+    previous: Option<&AuthRuleStatus>,
+) -> Vec<PolicyAncestorStatus> {
+    let Some(accepted) = status.conditions.iter().find(|c| c.type_ == "Accepted") else {
+        return Vec::new();
+    };
+    gateways
+        .into_iter()
+        .flatten()
+        .map(|gateway| {
+            let mut condition = accepted.clone();
+            let kept = previous
+                .and_then(|p| p.ancestors.iter().find(|a| a.ancestor_ref == *gateway))
+                .and_then(|a| a.conditions.iter().find(|c| c.type_ == "Accepted"))
+                .filter(|c| c.status == condition.status && c.reason == condition.reason)
+                .map(|c| c.last_transition_time.clone());
+            if let Some(time) = kept {
+                condition.last_transition_time = time;
+            }
+            PolicyAncestorStatus {
+                ancestor_ref: gateway.clone(),
+                controller_name: GATEWAY_CONTROLLER_NAME.into(),
+                conditions: vec![condition],
+            }
+        })
+        .collect()
 }
 
 /// What the controller knows beyond the compile.

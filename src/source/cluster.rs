@@ -7,7 +7,11 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use gateway_api::gatewayclasses::GatewayClass;
+use gateway_api::gateways::Gateway;
+use gateway_api::httproutes::HttpRoute;
+use gateway_api::referencegrants::ReferenceGrant;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::{ApiResource, DynamicObject};
@@ -30,12 +34,41 @@ pub struct ClusterSource {
     secrets: Store<Secret>,
     services: Store<Service>,
     slices: Store<EndpointSlice>,
+    gateway_api: Option<GatewayStores>,
     pub changed: Arc<Notify>,
 }
 
+/// The Gateway API watches, when its CRDs are installed.
+struct GatewayStores {
+    classes: Store<GatewayClass>,
+    gateways: Store<Gateway>,
+    routes: Store<HttpRoute>,
+    grants: Store<ReferenceGrant>,
+    namespaces: Store<Namespace>,
+}
+
+/// Whether the API server serves Gateway API v1 HTTPRoutes and Gateways (their CRDs
+/// are installed); checked once at start.
+pub async fn gateway_api_installed(client: &Client) -> bool {
+    match client
+        .list_api_group_resources(&format!("{}/v1", crate::model::GATEWAY_GROUP))
+        .await
+    {
+        Ok(list) => [
+            "httproutes",
+            "gateways",
+            "gatewayclasses",
+            "referencegrants",
+        ]
+        .iter()
+        .all(|name| list.resources.iter().any(|r| r.name == *name)),
+        Err(_) => false,
+    }
+}
+
 impl ClusterSource {
-    /// Starts the six watches, cluster-wide.
-    pub fn start(client: Client) -> Self {
+    /// Starts the watches, cluster-wide; those of Gateway API only when `gateway_api`.
+    pub fn start(client: Client, gateway_api: bool) -> Self {
         let changed = Arc::new(Notify::new());
         // AuthRules are read untyped: one that does not parse is reported and fails
         // its routes closed, instead of failing the whole list.
@@ -56,7 +89,14 @@ impl ClusterSource {
             rules,
             secrets: reflect("Secret", Api::all(client.clone()), &changed),
             services: reflect("Service", Api::all(client.clone()), &changed),
-            slices: reflect("EndpointSlice", Api::all(client), &changed),
+            slices: reflect("EndpointSlice", Api::all(client.clone()), &changed),
+            gateway_api: gateway_api.then(|| GatewayStores {
+                classes: reflect("GatewayClass", Api::all(client.clone()), &changed),
+                gateways: reflect("Gateway", Api::all(client.clone()), &changed),
+                routes: reflect("HTTPRoute", Api::all(client.clone()), &changed),
+                grants: reflect("ReferenceGrant", Api::all(client.clone()), &changed),
+                namespaces: reflect("Namespace", Api::all(client), &changed),
+            }),
             changed,
         }
     }
@@ -69,6 +109,13 @@ impl ClusterSource {
         let _ = self.secrets.wait_until_ready().await;
         let _ = self.services.wait_until_ready().await;
         let _ = self.slices.wait_until_ready().await;
+        if let Some(g) = &self.gateway_api {
+            let _ = g.classes.wait_until_ready().await;
+            let _ = g.gateways.wait_until_ready().await;
+            let _ = g.routes.wait_until_ready().await;
+            let _ = g.grants.wait_until_ready().await;
+            let _ = g.namespaces.wait_until_ready().await;
+        }
     }
 
     /// What the stores hold now.
@@ -81,6 +128,13 @@ impl ClusterSource {
             endpoint_slices: self.slices.state(),
             ..Objects::default()
         };
+        if let Some(g) = &self.gateway_api {
+            objects.gateway_classes = g.classes.state();
+            objects.gateways = g.gateways.state();
+            objects.http_routes = g.routes.state();
+            objects.reference_grants = g.grants.state();
+            objects.namespaces = g.namespaces.state();
+        }
         let source = ObjectRef::new("Cluster", "", "watch");
         for rule in self.rules.state() {
             match serde_json::to_value(rule.as_ref()) {
