@@ -74,7 +74,7 @@ pub fn spec_for(
                 &object,
                 &annotation_field("auth-type"),
                 "UnsupportedAnnotation",
-                format!("auth-type {other:?} is not supported; the Ingress's routes are served without a login"),
+                format!("auth-type {other:?} is not supported; the Ingress's routes answer 500 until it is fixed"),
                 "use auth-type: oidc (Cognito user pools work through their OIDC issuer) or an AuthRule".into(),
             ));
             return None;
