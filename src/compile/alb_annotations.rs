@@ -243,8 +243,19 @@ pub fn report_ignored(ingress: &Ingress, diags: &mut Vec<Diagnostic>) {
                 &format!("metadata.annotations[{key}]"),
                 "IgnoredAnnotation",
                 format!("annotation {key} belongs to another ingress controller; Portcullis does not read it"),
-                "express it with Portcullis's own fields (see docs) or remove it".into(),
+                ignored_fix(key).into(),
             ));
         }
+    }
+}
+
+/// Where the equivalent of an ignored annotation is described.
+fn ignored_fix(key: &str) -> &'static str {
+    if key.starts_with(PREFIX) {
+        "Portcullis reads only the auth-* annotations (docs/coming-from-alb.md); remove it"
+    } else if key.starts_with("nginx.ingress.kubernetes.io/") {
+        "express it with an AuthRule or Portcullis's flags (docs/coming-from-nginx.md), or remove it"
+    } else {
+        "express it with Portcullis's own fields, or remove it"
     }
 }
