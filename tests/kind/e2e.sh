@@ -4,13 +4,14 @@
 # (tests/scenario/app.yaml), log in through HTTPS in headless Chromium, and check the
 # identity headers the app received.
 #
-# Needs: Docker (or another engine kind drives), kind v0.29 or later, kubectl, helm
-# v3.19.0 (HELM=/path/to/helm for another binary), Node.js 22 with npm, openssl,
-# python3, and Chromium or Google Chrome (found on PATH or in the usual places;
-# CHROMIUM=/path/to/browser to choose). Host ports 80, 443 and 30943 on 127.0.0.1.
+# Needs: Docker, kind v0.29 or later, kubectl, helm v3.19.0 (HELM=/path/to/helm for
+# another binary), Node.js 22 with npm, openssl, python3, and Chromium or Google Chrome
+# (found on PATH or in the usual places; CHROMIUM=/path/to/browser to choose). Host
+# ports 80, 443 and 30943 on 127.0.0.1.
 #
 # Usage: tests/kind/e2e.sh
-#   KEEP=1 keeps the cluster (and .cache/kind-e2e) afterwards; a rerun reuses both.
+#   KEEP=1 keeps the cluster afterwards; a rerun reuses it, and the certificates kept
+#   in .cache/kind-e2e.
 # The cluster's kubeconfig is .cache/kind-e2e/kubeconfig: your own contexts are never
 # touched. On failure, pods, controller logs, AuthRules and `kind export logs` are
 # written to .cache/kind-e2e/failure before the cluster is deleted.
@@ -51,7 +52,7 @@ command -v "$helm" >/dev/null || fail "helm is not installed; install $helm_vers
 [[ "$("$helm" version --template '{{.Version}}')" == "$helm_version" ]] ||
   fail "helm is $("$helm" version --template '{{.Version}}'), this test is pinned to $helm_version (HELM=/path/to/helm-$helm_version)"
 chromium=$(find_chromium) || fail "no Chromium or Google Chrome found; install one or set CHROMIUM=/path/to/browser"
-docker info >/dev/null 2>&1 || fail "the container engine is not running (docker info failed)"
+docker info >/dev/null 2>&1 || fail "Docker is not running (docker info failed)"
 
 dump() {
   local out="$state/failure"
@@ -80,7 +81,7 @@ finish() {
 }
 trap finish EXIT
 
-if kind get clusters | grep -qx "$name"; then
+if kind get clusters 2>/dev/null | grep -x "$name" >/dev/null; then
   kind export kubeconfig --name "$name" --kubeconfig "$KUBECONFIG"
 else
   kind create cluster --name "$name" --image "$node_image" --config kind-config.yaml \
