@@ -11,16 +11,21 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 
-# aws-log-parser (the ALB log reader the access-log test checks our lines with) and
-# jsonschema (for the Grafana dashboard), from tests/py/requirements.txt.
+# aws-log-parser (the ALB log reader the access-log test checks our lines with),
+# jsonschema (for the Grafana dashboard) and cryptography (for the docs' Python
+# verification snippet), from tests/py/requirements.txt.
 python3 -m venv .cache/venv
 .cache/venv/bin/pip install -q --disable-pip-version-check -r tests/py/requirements.txt
 
-# Debian's Chromium, for the test that logs in the way a person does.
-if ! command -v chromium >/dev/null; then
+# Debian's Chromium, for the test that logs in the way a person does, and shellcheck,
+# for the shell scripts (tests/packaging.rs).
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v shellcheck >/dev/null || missing+=(shellcheck)
+if ((${#missing[@]})); then
   sudo_if_needed() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
   sudo_if_needed apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # etcd, kube-apiserver and helm from their Go modules (cached in .cache/kube after the

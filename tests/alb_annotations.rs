@@ -129,3 +129,43 @@ fn check_names_the_broken_annotation_and_warns_of_foreign_ones() {
         "the spec field is named as the annotation it came from: {out}"
     );
 }
+
+/// Annotations that ask for a login Portcullis cannot set up (the Secret they name is
+/// missing, the JSON is broken, Cognito) close the Ingress's routes: an attacker's
+/// request gets 500 and never reaches the backend, instead of passing without a login.
+#[tokio::test]
+async fn broken_login_annotations_close_the_routes_instead_of_opening_them() {
+    let backend = Backend::start("app").await;
+    let dir = TempDir::new("alb-broken");
+    dir.write("svc.yaml", &service_yaml("svc", &[backend.addr]));
+    let proxy = Portcullis::start(dir.path(), &[]);
+    let request = b"GET /admin HTTP/1.1\r\nHost: app.example.com\r\nAccept: text/html\r\nConnection: close\r\n\r\n";
+    let good = annotated("https://idp.example.com", "");
+    for broken in [
+        good.replace("secretName\":\"oidc-client", "secretName\":\"missing"),
+        good.replace(
+            "alb.ingress.kubernetes.io/auth-idp-oidc: '{",
+            "alb.ingress.kubernetes.io/auth-idp-oidc: '{,",
+        ),
+        good.replace("auth-type: oidc", "auth-type: cognito"),
+    ] {
+        // The route is served first without any annotation, so the next answer comes
+        // from the broken one and not from a route that is not there yet.
+        dir.write(
+            "app.yaml",
+            &broken.replace("alb.ingress.kubernetes.io/auth-", "x-"),
+        );
+        eventually("the unguarded route is served", || async {
+            raw_exchange(proxy.http, request).await.backend().is_some()
+        })
+        .await;
+        dir.write("app.yaml", &broken);
+        eventually("the broken annotations close the route", || async {
+            raw_exchange(proxy.http, request).await.status == 500
+        })
+        .await;
+        let answer = raw_exchange(proxy.http, request).await;
+        assert!(answer.backend().is_none(), "{}", answer.body);
+        assert!(answer.body.contains("AuthRuleInvalid"), "{}", answer.body);
+    }
+}

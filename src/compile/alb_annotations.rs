@@ -74,7 +74,7 @@ pub fn spec_for(
                 &object,
                 &annotation_field("auth-type"),
                 "UnsupportedAnnotation",
-                format!("auth-type {other:?} is not supported; the Ingress's routes are served without a login"),
+                format!("auth-type {other:?} is not supported; the Ingress's routes answer 500 until it is fixed"),
                 "use auth-type: oidc (Cognito user pools work through their OIDC issuer) or an AuthRule".into(),
             ));
             return None;
@@ -244,8 +244,19 @@ pub fn report_ignored(ingress: &Ingress, diags: &mut Vec<Diagnostic>) {
                 &format!("metadata.annotations[{key}]"),
                 "IgnoredAnnotation",
                 format!("annotation {key} belongs to another ingress controller; Portcullis does not read it"),
-                "express it with Portcullis's own fields (see docs) or remove it".into(),
+                ignored_fix(key).into(),
             ));
         }
+    }
+}
+
+/// Where the equivalent of an ignored annotation is described.
+fn ignored_fix(key: &str) -> &'static str {
+    if key.starts_with(PREFIX) {
+        "Portcullis reads only the auth-* annotations (docs/coming-from-alb.md); remove it"
+    } else if key.starts_with("nginx.ingress.kubernetes.io/") {
+        "express it with an AuthRule or Portcullis's flags (docs/coming-from-nginx.md), or remove it"
+    } else {
+        "express it with Portcullis's own fields, or remove it"
     }
 }

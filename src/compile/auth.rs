@@ -165,11 +165,13 @@ fn annotation_rules(
         }
         alb::report_ignored(ingress, diags);
         let mut found = Vec::new();
-        let Some(spec) = alb::spec_for(ingress, index, &mut found) else {
-            diags.extend(found);
+        let spec = alb::spec_for(ingress, index, &mut found);
+        // No spec and nothing reported: the annotations ask for no login.
+        if spec.is_none() && found.is_empty() {
             continue;
-        };
+        }
         if outcome.guards.contains_key(&object) {
+            diags.extend(found);
             diags.push(Diagnostic::warning(
                 &object,
                 &alb::annotation_field("auth-type"),
@@ -179,7 +181,13 @@ fn annotation_rules(
             ));
             continue;
         }
-        let policy = match resolve_policy(&object, &spec, index) {
+        let resolved = match &spec {
+            Some(spec) => resolve_policy(&object, spec, index),
+            // A login was asked for and cannot be had: closed, never served without it.
+            None => Err(std::mem::take(&mut found)),
+        };
+        diags.extend(found);
+        let policy = match resolved {
             Ok(p) => GuardPolicy::Oidc(Arc::new(p)),
             Err(errors) => {
                 let message = errors

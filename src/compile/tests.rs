@@ -757,3 +757,41 @@ fn an_authrule_wins_over_alb_annotations_on_the_same_ingress() {
             .any(|d| d.reason == "AnnotationsOverridden")
     );
 }
+
+#[test]
+fn alb_annotations_that_ask_for_a_login_they_cannot_have_close_the_routes() {
+    let with = |annotations: &str| {
+        let ingress = INGRESS.replace(
+            "metadata: {name: web, namespace: apps}",
+            &format!("metadata:\n  name: web\n  namespace: apps\n  annotations:\n{annotations}"),
+        );
+        compiled(&format!(
+            "{ingress}{}",
+            service("apps", "root", "10.0.0.1", 80)
+        ))
+    };
+    for broken in [
+        "    alb.ingress.kubernetes.io/auth-type: oidc\n",
+        "    alb.ingress.kubernetes.io/auth-type: cognito\n",
+        "    alb.ingress.kubernetes.io/auth-type: oidc\n    alb.ingress.kubernetes.io/auth-idp-oidc: '{\"issuer\":\"https://alb.example.com\",\"secretName\":\"missing\"}'\n",
+        "    alb.ingress.kubernetes.io/auth-type: oidc\n    alb.ingress.kubernetes.io/auth-idp-oidc: 'not json'\n",
+    ] {
+        let c = with(broken);
+        assert!(
+            matches!(guard_policy(&c, "/"), Some(Err(_))),
+            "closed, not served without a login: {broken}"
+        );
+        assert!(
+            c.diagnostics.iter().any(|d| d
+                .field
+                .starts_with("metadata.annotations[alb.ingress.kubernetes.io/")),
+            "{:#?}",
+            c.diagnostics
+        );
+    }
+    let open = with("    alb.ingress.kubernetes.io/auth-type: none\n");
+    assert!(
+        guard_policy(&open, "/").is_none(),
+        "auth-type none asks for no login"
+    );
+}

@@ -1,64 +1,154 @@
 #!/usr/bin/env bash
-# End to end in a kind cluster (needs Docker, kind, kubectl, helm, Node.js, Chromium):
-# build and load the image, `helm install` the chart, deploy the test provider and an
-# echo app with the same scenario as tests/cluster.rs (tests/scenario/app.yaml), log
-# in through HTTPS in headless Chromium, and check the identity headers.
-# Usage: tests/kind/e2e.sh   (KEEP=1 keeps the cluster afterwards)
+# End to end in a kind cluster: build and load the image, install the chart, deploy the
+# test provider and an echo app with the same scenario as tests/cluster.rs
+# (tests/scenario/app.yaml), log in through HTTPS in headless Chromium, and check the
+# identity headers the app received.
+#
+# Needs: Docker, kind v0.29 or later, kubectl, helm v3.19.0 (HELM=/path/to/helm for
+# another binary), Node.js 22 with npm, openssl, python3, and Chromium or Google Chrome
+# (found on PATH or in the usual places; CHROMIUM=/path/to/browser to choose). Host
+# ports 80, 443 and 30943 on 127.0.0.1.
+#
+# Usage: tests/kind/e2e.sh
+#   KEEP=1 keeps the cluster afterwards; a rerun reuses it, and the certificates kept
+#   in .cache/kind-e2e.
+# The cluster's kubeconfig is .cache/kind-e2e/kubeconfig: your own contexts are never
+# touched. On failure, pods, controller logs, AuthRules and `kind export logs` are
+# written to .cache/kind-e2e/failure before the cluster is deleted.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-name=portcullis-e2e
-work=$(mktemp -d)
-cleanup() { [[ "${KEEP:-}" == 1 ]] || kind delete cluster --name "$name" >/dev/null 2>&1 || true; rm -rf "$work"; }
-trap cleanup EXIT
 
-kind create cluster --name "$name" --config kind-config.yaml --wait 120s
+readonly name=portcullis-e2e
+# kind v0.29.0's image for Kubernetes 1.33, the version k8s-openapi's v1_33 feature
+# speaks and the chart's kubeVersion accepts (tests/packaging.rs checks both).
+readonly node_image=kindest/node:v1.33.1@sha256:050072256b9a903bd914c0b2866828150cb229cea0efe5892e2b644d5dd3b34f
+readonly helm_version=v3.19.0
+readonly issuer=https://idp.example.com:30943
+state=$(mkdir -p .cache/kind-e2e && cd .cache/kind-e2e && pwd)
+readonly state
+export KUBECONFIG="$state/kubeconfig"
+helm=${HELM:-helm}
+
+fail() { echo "kind e2e: $*" >&2; exit 1; }
+
+find_chromium() {
+  local candidate
+  for candidate in "${CHROMIUM:-}" chromium chromium-browser google-chrome-stable google-chrome \
+    /snap/bin/chromium \
+    "/Applications/Chromium.app/Contents/MacOS/Chromium" \
+    "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome"; do
+    [[ -n "$candidate" ]] || continue
+    if [[ -x "$candidate" ]]; then echo "$candidate"; return 0; fi
+    if command -v "$candidate" >/dev/null; then command -v "$candidate"; return 0; fi
+  done
+  return 1
+}
+
+# Everything this script needs, checked before anything is created.
+for tool in docker kind kubectl node npm openssl python3; do
+  command -v "$tool" >/dev/null || fail "$tool is not installed (see the list at the top of $0)"
+done
+command -v "$helm" >/dev/null || fail "helm is not installed; install $helm_version"
+[[ "$("$helm" version --template '{{.Version}}')" == "$helm_version" ]] ||
+  fail "helm is $("$helm" version --template '{{.Version}}'), this test is pinned to $helm_version (HELM=/path/to/helm-$helm_version)"
+chromium=$(find_chromium) || fail "no Chromium or Google Chrome found; install one or set CHROMIUM=/path/to/browser"
+docker info >/dev/null 2>&1 || fail "Docker is not running (docker info failed)"
+
+dump() {
+  local out="$state/failure"
+  rm -rf "$out" && mkdir -p "$out"
+  echo "kind e2e: failed; diagnostics in $out" >&2
+  kubectl get pods -A -o wide >"$out/pods.txt" 2>&1 || true
+  kubectl get events -A --sort-by=.lastTimestamp >"$out/events.txt" 2>&1 || true
+  kubectl -n portcullis-system logs -l app.kubernetes.io/name=portcullis --all-containers --prefix --tail=-1 \
+    >"$out/controller.log" 2>&1 || true
+  kubectl get authrules -A -o yaml >"$out/authrules.yaml" 2>&1 || true
+  kubectl get ingresses -A -o yaml >"$out/ingresses.yaml" 2>&1 || true
+  kind export logs "$out/kind" --name "$name" >/dev/null 2>&1 || true
+  cat "$out/pods.txt" >&2
+  tail -n 50 "$out/controller.log" >&2 || true
+}
+
+finish() {
+  local status=$?
+  [[ $status -eq 0 ]] || dump
+  if [[ "${KEEP:-}" != 1 ]]; then
+    kind delete cluster --name "$name" >/dev/null 2>&1 || true
+  else
+    echo "kind e2e: cluster kept; KUBECONFIG=$KUBECONFIG" >&2
+  fi
+  exit "$status"
+}
+trap finish EXIT
+
+if kind get clusters 2>/dev/null | grep -x "$name" >/dev/null; then
+  kind export kubeconfig --name "$name" --kubeconfig "$KUBECONFIG"
+else
+  kind create cluster --name "$name" --image "$node_image" --config kind-config.yaml \
+    --kubeconfig "$KUBECONFIG" --wait 120s
+fi
+
+# Images tagged by content, so a rerun with changed code rolls the pods.
 docker build -t portcullis:e2e .
 docker build -t portcullis-test-idp:e2e -f tests/kind/idp.Dockerfile .
-kind load docker-image --name "$name" portcullis:e2e portcullis-test-idp:e2e
+image_tag() { local id; id=$(docker image inspect -f '{{.Id}}' "$1"); echo "e2e-${id:7:12}"; }
+app_tag=$(image_tag portcullis:e2e)
+idp_tag=$(image_tag portcullis-test-idp:e2e)
+docker tag portcullis:e2e "portcullis:$app_tag"
+docker tag portcullis-test-idp:e2e "portcullis-test-idp:$idp_tag"
+kind load docker-image --name "$name" "portcullis:$app_tag" "portcullis-test-idp:$idp_tag"
 
-# One certificate authority for the provider and the application host.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=e2e-ca \
-  -keyout "$work/ca.key" -out "$work/ca.crt" 2>/dev/null
-for host in idp.example.com app.example.com; do
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$host" \
-    -keyout "$work/$host.key" -out "$work/$host.csr" 2>/dev/null
-  openssl x509 -req -in "$work/$host.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial \
-    -days 2 -extfile <(printf "subjectAltName=DNS:%s" "$host") -out "$work/$host.crt" 2>/dev/null
-done
+# One certificate authority for the provider and the application host, kept with the
+# cluster so a rerun serves the same certificates.
+if ! openssl x509 -checkend 3600 -noout -in "$state/ca.crt" >/dev/null 2>&1; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=e2e-ca \
+    -keyout "$state/ca.key" -out "$state/ca.crt" 2>/dev/null
+  for host in idp.example.com app.example.com; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$host" \
+      -keyout "$state/$host.key" -out "$state/$host.csr" 2>/dev/null
+    openssl x509 -req -in "$state/$host.csr" -CA "$state/ca.crt" -CAkey "$state/ca.key" -CAcreateserial \
+      -days 30 -extfile <(printf "subjectAltName=DNS:%s" "$host") -out "$state/$host.crt" 2>/dev/null
+  done
+fi
 node_ip=$(kubectl get nodes -o jsonpath='{.items[0].status.addresses[?(@.type=="InternalIP")].address}')
 
-kubectl create namespace portcullis-system
-kubectl -n portcullis-system create secret generic idp-ca --from-file=ca.crt="$work/ca.crt"
-helm install portcullis charts/portcullis --namespace portcullis-system --wait --timeout 5m \
-  --set image.repository=portcullis --set image.tag=e2e --set image.pullPolicy=Never \
+# create-or-update, so a rerun finds everything in place.
+upsert() { kubectl "$@" --dry-run=client -o yaml | kubectl apply -f - >/dev/null; }
+
+upsert create namespace portcullis-system
+upsert -n portcullis-system create secret generic idp-ca --from-file=ca.crt="$state/ca.crt"
+"$helm" upgrade --install portcullis charts/portcullis --namespace portcullis-system --wait --timeout 5m \
+  --set image.repository=portcullis --set "image.tag=$app_tag" --set image.pullPolicy=Never \
   --set service.type=NodePort --set service.httpNodePort=30080 --set service.httpsNodePort=30443 \
   --set "hostAliases[0].ip=$node_ip" --set "hostAliases[0].hostnames[0]=idp.example.com" \
   --set "extraVolumes[0].name=idp-ca" --set "extraVolumes[0].secret.secretName=idp-ca" \
   --set "extraVolumeMounts[0].name=idp-ca" --set "extraVolumeMounts[0].mountPath=/etc/idp-ca" \
   --set "extraArgs[0]=--idp-ca-file=/etc/idp-ca/ca.crt"
 
-kubectl create namespace idp
-kubectl -n idp create secret tls idp-tls --cert="$work/idp.example.com.crt" --key="$work/idp.example.com.key"
-sed 's#ISSUER#https://idp.example.com:30943#' tests/scenario/app.yaml | kubectl apply --server-side -f -
-kubectl -n apps create secret tls app-tls --cert="$work/app.example.com.crt" --key="$work/app.example.com.key"
+upsert create namespace idp
+upsert -n idp create secret tls idp-tls --cert="$state/idp.example.com.crt" --key="$state/idp.example.com.key"
+sed "s#ISSUER#$issuer#" tests/scenario/app.yaml | kubectl apply --server-side -f -
+upsert -n apps create secret tls app-tls --cert="$state/app.example.com.crt" --key="$state/app.example.com.key"
 kubectl -n apps patch ingress web --type merge -p '{"spec":{"tls":[{"hosts":["app.example.com"],"secretName":"app-tls"}]}}'
-kubectl apply --server-side -f tests/kind/cluster-extras.yaml
+sed "s#portcullis-test-idp:e2e#portcullis-test-idp:$idp_tag#" tests/kind/cluster-extras.yaml |
+  kubectl apply --server-side -f -
 kubectl -n idp rollout status deploy/idp --timeout 3m
 kubectl -n apps rollout status deploy/echo --timeout 3m
 
 # The scenario applied twice changes nothing (GitOps sees no drift).
-sed 's#ISSUER#https://idp.example.com:30943#' tests/scenario/app.yaml | kubectl diff --server-side -f - \
-  --field-manager kubectl >/dev/null || { echo "re-applying the scenario would change it" >&2; exit 1; }
+sed "s#ISSUER#$issuer#" tests/scenario/app.yaml | kubectl diff --server-side -f - \
+  --field-manager kubectl >/dev/null || fail "re-applying the scenario would change it"
 
+ready=
 for _ in $(seq 60); do
   ready=$(kubectl -n apps get authrule sso -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')
   [[ "$ready" == True ]] && break
   sleep 2
 done
-[[ "$ready" == True ]] || { kubectl -n apps get authrule sso -o yaml >&2; exit 1; }
+[[ "$ready" == True ]] || fail "AuthRule apps/sso is not Ready"
 
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
-out=$(IGNORE_HTTPS_ERRORS=1 node tests/browser/login.mjs https://app.example.com/e2e ellen \
+out=$(CHROMIUM="$chromium" IGNORE_HTTPS_ERRORS=1 node tests/browser/login.mjs https://app.example.com/e2e ellen \
   "MAP app.example.com 127.0.0.1, MAP idp.example.com 127.0.0.1")
 echo "$out" | python3 -c '
 import json, sys

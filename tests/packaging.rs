@@ -1,0 +1,308 @@
+//! What ships agrees with itself: the release workflow publishes the image and chart
+//! the chart names, the image exposes the ports it listens on, base images are pinned,
+//! the kind end-to-end test runs the Kubernetes and Helm versions the rest of the
+//! project uses, the chart's NetworkPolicy keeps the admin port to listed peers, and the
+//! shell scripts pass shellcheck.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+use portcullis::source::manifests::parse_documents;
+use serde_json::Value;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(format!("{ROOT}/{path}")).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn yaml(path: &str) -> Value {
+    parse_documents(&read(path)).unwrap().remove(0)
+}
+
+/// The value after `key` on the first line of `text` that starts with it.
+fn after<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no line starts with {key}"))
+        .trim()
+        .trim_matches('"')
+}
+
+#[test]
+fn the_release_publishes_the_image_and_the_chart_the_chart_names() {
+    let values = yaml("charts/portcullis/values.yaml");
+    let chart = yaml("charts/portcullis/Chart.yaml");
+    let release = yaml(".github/workflows/release.yml");
+    assert_eq!(
+        values["image"]["repository"], release["env"]["IMAGE"],
+        "the chart's image is the one the release builds"
+    );
+    assert_eq!(
+        values["image"]["tag"], "",
+        "the tag defaults to appVersion, which the release tags"
+    );
+    let cargo = read("Cargo.toml");
+    assert_eq!(
+        chart["appVersion"].as_str(),
+        Some(after(&cargo, "version = ")),
+        "appVersion is the crate's version"
+    );
+    let workflow = read(".github/workflows/release.yml");
+    for platform in ["linux/amd64", "linux/arm64"] {
+        assert!(workflow.contains(platform), "{platform}");
+    }
+    let oci = format!(
+        "{}/{}",
+        release["env"]["CHART_REPO"].as_str().unwrap(),
+        chart["name"].as_str().unwrap()
+    );
+    assert!(
+        read("README.md").contains(&oci),
+        "the README names where the chart is published: {oci}"
+    );
+}
+
+/// Ports the image's `run` listens on beyond loopback: its ENV, else `--help` defaults.
+fn listening_ports(dockerfile: &str) -> BTreeSet<u16> {
+    let help = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let env: Vec<(&str, &str)> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("ENV "))
+        .flat_map(str::split_whitespace)
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    let mut ports = BTreeSet::new();
+    for (flag, var) in [
+        ("--http", "PORTCULLIS_HTTP"),
+        ("--https", "PORTCULLIS_HTTPS"),
+        ("--admin", "PORTCULLIS_ADMIN"),
+    ] {
+        let from_env = env
+            .iter()
+            .find(|(k, _)| *k == var)
+            .map(|(_, v)| v.to_string());
+        let default = help
+            .split(&format!("      {flag} <"))
+            .nth(1)
+            .and_then(|rest| rest.split("--").next())
+            .and_then(|section| section.split("[default: ").nth(1))
+            .and_then(|d| d.split(']').next())
+            .map(str::to_owned);
+        let Some(addr) = from_env.or(default) else {
+            continue;
+        };
+        let addr: std::net::SocketAddr = addr.parse().unwrap();
+        if !addr.ip().is_loopback() {
+            ports.insert(addr.port());
+        }
+    }
+    ports
+}
+
+#[test]
+fn the_image_exposes_the_ports_it_and_the_chart_listen_on() {
+    let dockerfile = read("Dockerfile");
+    let exposed: BTreeSet<u16> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("EXPOSE "))
+        .flat_map(str::split_whitespace)
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(exposed, listening_ports(&dockerfile), "EXPOSE");
+    let deployment = read("charts/portcullis/templates/deployment.yaml");
+    let container_ports: BTreeSet<u16> = deployment
+        .split("containerPort: ")
+        .skip(1)
+        .map(|rest| rest[..rest.find('}').unwrap()].trim().parse().unwrap())
+        .collect();
+    assert_eq!(exposed, container_ports, "the chart's containerPorts");
+}
+
+#[test]
+fn base_images_are_pinned_by_digest_or_exact_version() {
+    for file in ["Dockerfile", "tests/kind/idp.Dockerfile"] {
+        let text = read(file);
+        let stages: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split(" AS ").nth(1))
+            .collect();
+        for image in text
+            .lines()
+            .filter_map(|l| l.strip_prefix("FROM "))
+            .map(|l| l.split_whitespace().next().unwrap())
+            .filter(|i| !stages.contains(i))
+        {
+            let by_digest = image
+                .split_once("@sha256:")
+                .is_some_and(|(_, d)| d.len() == 64 && d.chars().all(|c| c.is_ascii_hexdigit()));
+            let tag = image.rsplit_once(':').map_or("", |(_, t)| t);
+            let exact = tag.split('-').next().is_some_and(|v| {
+                v.split('.').count() == 3 && v.split('.').all(|n| n.parse::<u32>().is_ok())
+            });
+            assert!(by_digest || exact, "{file}: {image} is not pinned");
+        }
+    }
+}
+
+#[test]
+fn the_kind_test_runs_the_kubernetes_and_helm_versions_the_project_uses() {
+    let script = read("tests/kind/e2e.sh");
+    let node_image = after(&script, "readonly node_image=");
+    let (tag, digest) = node_image
+        .strip_prefix("kindest/node:v")
+        .and_then(|rest| rest.split_once("@sha256:"))
+        .expect("kindest/node:vX.Y.Z@sha256:...");
+    assert_eq!(digest.len(), 64, "pinned by digest");
+    let minor: u32 = tag.split('.').nth(1).unwrap().parse().unwrap();
+    assert!(
+        read("Cargo.toml").contains(&format!("\"v1_{minor}\"")),
+        "k8s-openapi speaks Kubernetes 1.{minor}"
+    );
+    let chart = yaml("charts/portcullis/Chart.yaml");
+    let oldest: u32 = chart["kubeVersion"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches(">=1.")
+        .split('.')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(minor >= oldest, "the chart's kubeVersion accepts 1.{minor}");
+
+    let helm = after(&script, "readonly helm_version=");
+    assert_eq!(helm, after(&read("tests/apiserver/build.sh"), "HELM="));
+    let release = yaml(".github/workflows/release.yml");
+    assert_eq!(release["env"]["HELM_VERSION"], helm);
+    let ci = read(".github/workflows/kind-e2e.yml");
+    assert!(
+        ci.contains(&format!("version: {helm}")),
+        "kind-e2e.yml installs helm {helm}"
+    );
+    assert!(
+        ci.contains("node-version: 22"),
+        "Node 22, as the test provider's image"
+    );
+    assert!(read("tests/kind/idp.Dockerfile").contains("FROM node:22."));
+    assert!(!ci.contains("apt-get install"), "the runner's own browser");
+}
+
+fn helm_template(set: &[&str]) -> Vec<Value> {
+    let out = Command::new(format!("{ROOT}/tests/apiserver/build.sh"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let helm = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("helm");
+    let mut cmd = Command::new(helm);
+    cmd.args([
+        "template",
+        "p",
+        &format!("{ROOT}/charts/portcullis"),
+        "--kube-version",
+        "1.33.0",
+    ]);
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_documents(&String::from_utf8(out.stdout).unwrap()).unwrap()
+}
+
+fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Option<&'a Value> {
+    docs.iter().find(|d| d["kind"] == kind)
+}
+
+#[test]
+fn the_charts_network_policy_keeps_the_admin_port_to_listed_peers() {
+    assert!(
+        of_kind(&helm_template(&[]), "NetworkPolicy").is_none(),
+        "off by default"
+    );
+    let peer = "networkPolicy.adminFrom[0].namespaceSelector.matchLabels.team=monitoring";
+    let docs = helm_template(&["networkPolicy.enabled=true", peer]);
+    let policy = of_kind(&docs, "NetworkPolicy").expect("rendered when enabled");
+    let deployment = of_kind(&docs, "Deployment").unwrap();
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"], deployment["spec"]["selector"]["matchLabels"],
+        "it selects the controller's pods"
+    );
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress"])
+    );
+    let names: BTreeSet<&str> = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    let rules = policy["spec"]["ingress"].as_array().unwrap();
+    let ports = |rule: &Value| -> BTreeSet<String> {
+        rule["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["port"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(rules.len(), 2, "{policy:#}");
+    assert!(
+        rules[0].get("from").is_none(),
+        "traffic ports open to every peer"
+    );
+    assert_eq!(ports(&rules[0]), ["http", "https"].map(String::from).into());
+    assert_eq!(ports(&rules[1]), ["admin".to_owned()].into());
+    assert_eq!(
+        rules[1]["from"],
+        serde_json::json!([{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}])
+    );
+    for rule in rules {
+        for port in ports(rule) {
+            assert!(
+                names.contains(port.as_str()),
+                "{port} names a container port"
+            );
+        }
+    }
+    let closed = helm_template(&["networkPolicy.enabled=true"]);
+    let rules = of_kind(&closed, "NetworkPolicy").unwrap()["spec"]["ingress"].clone();
+    assert_eq!(
+        rules.as_array().unwrap().len(),
+        1,
+        "with no adminFrom, no pod reaches the admin port: {rules}"
+    );
+}
+
+#[test]
+fn shell_scripts_pass_shellcheck() {
+    let scripts = [
+        "tests/kind/e2e.sh",
+        "scripts/test.sh",
+        "scripts/render-deploy.sh",
+        "tests/apiserver/build.sh",
+        "tests/apiserver/start.sh",
+        "tests/tools/build-promtool.sh",
+    ];
+    let out = Command::new("shellcheck")
+        .current_dir(ROOT)
+        .args(scripts)
+        .output()
+        .expect("shellcheck (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
