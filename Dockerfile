@@ -9,6 +9,7 @@ WORKDIR /src
 
 FROM chef AS plan
 COPY Cargo.toml Cargo.lock ./
+COPY vendor vendor
 COPY src src
 COPY examples examples
 RUN cargo chef prepare --recipe-path recipe.json
