@@ -180,7 +180,7 @@ async fn status_names_the_missing_secret_and_clears_when_it_appears() {
     )
     .await
     .unwrap_err();
-    assert!(refused.contains("only Ingresses"), "{refused}");
+    assert!(refused.contains("targets are Ingresses"), "{refused}");
 
     eventually("ResolvedRefs is False", || async {
         let rule = rules.get("sso").await.unwrap();
