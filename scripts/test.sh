@@ -31,6 +31,9 @@ fi
 # etcd, kube-apiserver and helm from their Go modules (cached in .cache/kube after the
 # first build, which takes several minutes).
 tests/apiserver/build.sh >/dev/null
+# The Gateway API conformance suite and its echo backend, from the
+# sigs.k8s.io/gateway-api/conformance Go module (cached in .cache after the first build).
+tests/gateway/build-conformance.sh >/dev/null
 # promtool from the Prometheus Go module, for the chart's alert rules and dashboard.
 tests/tools/build-promtool.sh >/dev/null
 

@@ -12,6 +12,10 @@
 # Usage: tests/kind/e2e.sh
 #   KEEP=1 keeps the cluster afterwards; a rerun reuses it, and the certificates kept
 #   in .cache/kind-e2e.
+#   CONFORMANCE=1 also installs the Gateway API CRDs (v1.5.1, standard channel) and
+#   a GatewayClass, and runs the whole Gateway API conformance suite against the
+#   cluster, with the suite's own echo backends as Pods; needs Go 1.25 or later too.
+#   Its report is written to .cache/kind-e2e/conformance-report.yaml.
 # The cluster's kubeconfig is .cache/kind-e2e/kubeconfig: your own contexts are never
 # touched. On failure, pods, controller logs, AuthRules and `kind export logs` are
 # written to .cache/kind-e2e/failure before the cluster is deleted.
@@ -117,7 +121,14 @@ upsert() { kubectl "$@" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
 upsert create namespace portcullis-system
 upsert -n portcullis-system create secret generic idp-ca --from-file=ca.crt="$state/ca.crt"
+# Gateway API: the CRDs before the controller starts (it watches them when they exist).
+gateway_args=()
+if [[ "${CONFORMANCE:-}" == 1 ]]; then
+  kubectl apply --server-side -f "$(tests/gateway/crds.sh)" >/dev/null
+  gateway_args=(--set gatewayClass.create=true --set "extraArgs[1]=--publish-address=127.0.0.1")
+fi
 "$helm" upgrade --install portcullis charts/portcullis --namespace portcullis-system --wait --timeout 5m \
+  "${gateway_args[@]}" \
   --set image.repository=portcullis --set "image.tag=$app_tag" --set image.pullPolicy=Never \
   --set service.type=NodePort --set service.httpNodePort=30080 --set service.httpsNodePort=30443 \
   --set "hostAliases[0].ip=$node_ip" --set "hostAliases[0].hostnames[0]=idp.example.com" \
@@ -160,3 +171,19 @@ assert headers["x-amzn-oidc-identity"] == "ellen", headers
 assert headers["x-amzn-oidc-accesstoken"] and headers["x-amzn-oidc-data"], headers
 print("kind e2e: logged in as ellen; the echo app received the three identity headers")
 '
+
+# The Gateway API conformance suite, whole: its features are read from the
+# GatewayClass status, and the Gateways it makes publish 127.0.0.1 (ports 80 and 443
+# mapped to Portcullis's NodePorts).
+if [[ "${CONFORMANCE:-}" == 1 ]]; then
+  kubectl -n portcullis-system rollout restart deploy/portcullis >/dev/null
+  kubectl -n portcullis-system rollout status deploy/portcullis --timeout 3m
+  suite="$(tests/gateway/build-conformance.sh)"
+  "$suite/conformance.test" -test.run TestConformance -test.v -test.timeout 60m \
+    -gateway-class portcullis -allow-crds-mismatch \
+    -organization portcullis-dev -project portcullis -version "$app_tag" \
+    -url https://github.com/portcullis-dev/portcullis \
+    -contact https://github.com/portcullis-dev/portcullis/issues \
+    -report-output "$state/conformance-report.yaml" | tee "$state/conformance.log"
+  echo "kind e2e: conformance report in $state/conformance-report.yaml"
+fi

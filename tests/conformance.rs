@@ -1,0 +1,351 @@
+//! The Gateway API conformance suite (`sigs.k8s.io/gateway-api/conformance`, built from
+//! its Go module) judging `portcullis run` on a real API server. There is no kubelet
+//! here, so a small node stand-in runs the suite's backends: for every Deployment it
+//! starts that many `echo-basic` processes (the suite's own echo server, built from
+//! the same module) with the Pod name and namespace they would have, and writes an
+//! EndpointSlice per process for each Service selecting them. Portcullis listens on
+//! ports 80 and 443 of this machine's address, which is what the Gateways publish.
+//!
+//! The suite runs the tests listed in `tests/gateway/conformance-passing.txt` (the
+//! ones Portcullis passes; the README lists them); `PORTCULLIS_CONFORMANCE=all` runs
+//! every test of the supported features instead (or `=NameA|NameB` those), to see
+//! what else passes; the suite's whole output is saved and its path printed.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use common::cluster::{ControlPlane, apply, host_address};
+use common::*;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::Api;
+
+const RENDERED: &str = include_str!("../deploy/portcullis.yaml");
+const PASSING: &str = include_str!("gateway/conformance-passing.txt");
+
+const FEATURES: &str = "Gateway,HTTPRoute,ReferenceGrant,HTTPRouteHostRewrite,HTTPRouteMethodMatching,HTTPRoutePathRedirect,HTTPRoutePathRewrite,HTTPRoutePortRedirect,HTTPRouteQueryParamMatching,HTTPRouteRequestTimeout,HTTPRouteResponseHeaderModification,HTTPRouteSchemeRedirect";
+
+fn built() -> PathBuf {
+    let out = Command::new("tests/gateway/build-conformance.sh")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("tests/gateway/build-conformance.sh");
+    assert!(
+        out.status.success(),
+        "building the conformance suite failed"
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn gateway_crds() -> String {
+    let out = Command::new("tests/gateway/crds.sh").output().unwrap();
+    let dir = String::from_utf8(out.stdout).unwrap();
+    let mut all = String::new();
+    for entry in std::fs::read_dir(dir.trim()).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        if text.contains("kind: CustomResourceDefinition") {
+            all.push_str("\n---\n");
+            all.push_str(&text);
+        }
+    }
+    all
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One backend process standing in for a Pod.
+struct Echo {
+    child: Child,
+    http: u16,
+    h2c: u16,
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The node stand-in: Deployments become processes, Services get EndpointSlices.
+struct Node {
+    echo_basic: PathBuf,
+    ip: std::net::IpAddr,
+    pods: HashMap<(String, String), Vec<Echo>>,
+    written: HashMap<(String, String), String>,
+}
+
+impl Node {
+    async fn sync(&mut self, client: &kube::Client) {
+        let Ok(deployments) = Api::<Deployment>::all(client.clone())
+            .list(&Default::default())
+            .await
+        else {
+            return;
+        };
+        let mut labels: Vec<((String, String), BTreeMap<String, String>)> = Vec::new();
+        for d in deployments {
+            let ns = d.metadata.namespace.clone().unwrap_or_default();
+            let name = d.metadata.name.clone().unwrap_or_default();
+            let Some(spec) = d.spec.as_ref() else {
+                continue;
+            };
+            let env: Vec<String> = spec
+                .template
+                .spec
+                .iter()
+                .flat_map(|p| &p.containers)
+                .flat_map(|c| c.env.iter().flatten())
+                .map(|e| e.name.clone())
+                .collect();
+            // Only the plain HTTP echo servers: TLS, gRPC and TCP backends need files
+            // and protocols the stand-in does not provide.
+            if env
+                .iter()
+                .any(|e| e.starts_with("TLS_") || e == "GRPC_ECHO_SERVER" || e == "TCP_ECHO_SERVER")
+            {
+                continue;
+            }
+            let replicas = spec.replicas.unwrap_or(1).clamp(1, 2) as usize;
+            let key = (ns.clone(), name.clone());
+            if !self.pods.contains_key(&key) {
+                let mut echoes = Vec::new();
+                for i in 0..replicas {
+                    let (http, h2c) = (free_port(), free_port());
+                    let child = Command::new(&self.echo_basic)
+                        .env("POD_NAME", format!("{name}-sim{i}"))
+                        .env("NAMESPACE", &ns)
+                        .env("HTTP_PORT", http.to_string())
+                        .env("H2C_PORT", h2c.to_string())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("echo-basic");
+                    echoes.push(Echo { child, http, h2c });
+                }
+                self.pods.insert(key.clone(), echoes);
+            }
+            labels.push((
+                key,
+                spec.template
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.labels.clone())
+                    .unwrap_or_default(),
+            ));
+        }
+        let Ok(services) = Api::<Service>::all(client.clone())
+            .list(&Default::default())
+            .await
+        else {
+            return;
+        };
+        for svc in services {
+            let ns = svc.metadata.namespace.clone().unwrap_or_default();
+            let name = svc.metadata.name.clone().unwrap_or_default();
+            let Some(spec) = svc.spec.as_ref() else {
+                continue;
+            };
+            let Some(selector) = spec.selector.as_ref().filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let Some((key, _)) = labels.iter().find(|((dns, _), l)| {
+                *dns == ns && selector.iter().all(|(k, v)| l.get(k) == Some(v))
+            }) else {
+                continue;
+            };
+            let Some(echoes) = self.pods.get(key) else {
+                continue;
+            };
+            let mut yaml = String::new();
+            for (i, echo) in echoes.iter().enumerate() {
+                let ports: Vec<String> = spec
+                    .ports
+                    .iter()
+                    .flatten()
+                    .map(|p| {
+                        let target = match &p.target_port {
+                            Some(
+                                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(
+                                    3001,
+                                ),
+                            ) => echo.h2c,
+                            _ => echo.http,
+                        };
+                        format!(
+                            "{{name: \"{}\", port: {target}}}",
+                            p.name.clone().unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                yaml.push_str(&format!(
+                    "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-sim{i}, namespace: {ns}, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{}]\nendpoints: [{{addresses: [\"{}\"], conditions: {{ready: true}}}}]\n",
+                    ports.join(", "),
+                    self.ip
+                ));
+            }
+            let skey = (ns.clone(), name.clone());
+            if self.written.get(&skey) != Some(&yaml) {
+                apply(client, &yaml).await;
+                self.written.insert(skey, yaml);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_api_conformance_suite_passes_its_listed_tests() {
+    let ip = host_address();
+    // The Gateways publish this machine's address with the listeners' ports 80 and 443.
+    for port in [80, 443] {
+        if let Err(e) = std::net::TcpListener::bind((ip, port)) {
+            panic!("the conformance suite needs {ip}:{port} (ports 80 and 443, as root): {e}");
+        }
+    }
+    let out = built();
+    let cp = ControlPlane::start();
+    let admin = cp.admin().await;
+    apply(&admin, &gateway_crds()).await;
+    apply(&admin, RENDERED).await;
+    apply(
+        &admin,
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: portcullis}\nspec: {controllerName: portcullis.dev/gateway-controller}\n",
+    )
+    .await;
+    let kubeconfig = cp.controller_kubeconfig();
+    let http = format!("{ip}:80");
+    let https = format!("{ip}:443");
+    let address = ip.to_string();
+    let _proxy = Portcullis::launch_with_env(
+        &[
+            "run".as_ref(),
+            "--http".as_ref(),
+            http.as_ref(),
+            "--https".as_ref(),
+            https.as_ref(),
+            "--admin".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--publish-address".as_ref(),
+            address.as_ref(),
+        ],
+        &[
+            ("KUBECONFIG", kubeconfig.as_os_str()),
+            ("POD_NAMESPACE", "portcullis-system".as_ref()),
+            ("POD_NAME", "conformance".as_ref()),
+        ],
+    );
+    let mut node = Node {
+        echo_basic: out.join("echo-basic"),
+        ip,
+        pods: HashMap::new(),
+        written: HashMap::new(),
+    };
+    let node_client = admin.clone();
+    let node_task = tokio::spawn(async move {
+        loop {
+            node.sync(&node_client).await;
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    });
+
+    let passing: Vec<&str> = PASSING
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let all = std::env::var("PORTCULLIS_CONFORMANCE").as_deref() == Ok("all");
+    let run = if all {
+        "TestConformance".to_owned()
+    } else {
+        format!("TestConformance/^({})$", passing.join("|"))
+    };
+    let report = std::env::temp_dir().join(format!(
+        "portcullis-conformance-{}.yaml",
+        std::process::id()
+    ));
+    let admin_kubeconfig = cp.admin_kubeconfig();
+    let suite = tokio::task::spawn_blocking(move || {
+        Command::new(out.join("conformance.test"))
+            .args([
+                "-test.run",
+                &run,
+                "-test.v",
+                "-test.timeout",
+                "40m",
+                "-gateway-class",
+                "portcullis",
+                "-supported-features",
+                FEATURES,
+                "-allow-crds-mismatch",
+                "-cleanup-base-resources=false",
+                "-organization",
+                "portcullis-dev",
+                "-project",
+                "portcullis",
+                "-url",
+                "https://github.com/portcullis-dev/portcullis",
+                "-version",
+                env!("CARGO_PKG_VERSION"),
+                "-contact",
+                "https://github.com/portcullis-dev/portcullis/issues",
+                "-report-output",
+                report.to_str().unwrap(),
+            ])
+            .env("KUBECONFIG", admin_kubeconfig)
+            .output()
+            .expect("conformance.test")
+    })
+    .await
+    .unwrap();
+    node_task.abort();
+    let log = String::from_utf8_lossy(&suite.stdout);
+    let saved =
+        std::env::temp_dir().join(format!("portcullis-conformance-{}.log", std::process::id()));
+    std::fs::write(&saved, log.as_bytes()).unwrap();
+    eprintln!("the suite's output: {}", saved.display());
+    let results: Vec<(String, bool)> = log
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let (ok, rest) = if let Some(r) = l.strip_prefix("--- PASS: TestConformance/") {
+                (true, r)
+            } else if let Some(r) = l.strip_prefix("--- FAIL: TestConformance/") {
+                (false, r)
+            } else {
+                return None;
+            };
+            let name = rest.split_whitespace().next()?;
+            (!name.contains('/')).then(|| (name.to_owned(), ok))
+        })
+        .collect();
+    for (name, ok) in &results {
+        eprintln!("{} {name}", if *ok { "PASS" } else { "FAIL" });
+    }
+    if all {
+        return;
+    }
+    for name in &passing {
+        let got = results.iter().find(|(n, _)| n == name);
+        assert!(
+            got.is_some_and(|(_, ok)| *ok),
+            "conformance test {name} did not pass ({got:?}); the suite's output ends:\n{}",
+            log.lines()
+                .rev()
+                .take(80)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
