@@ -197,6 +197,7 @@ pub(super) fn compile(
                     gateway: listener.gateway.clone(),
                     listener: listener.spec.name.clone(),
                     tls: listener.tls,
+                    usable: listener.usable,
                     hosts,
                 });
             }
@@ -204,15 +205,11 @@ pub(super) fn compile(
         if route_state.parents.is_empty() {
             continue;
         }
-        let resolved = if places.is_empty() {
-            Cond::yes("ResolvedRefs", "ResolvedRefs", "")
-        } else {
-            let out = compile_rules(
-                route, &obj, &places, guards, owners, index, &grants, upstreams, options, diags,
-            );
-            drafts.extend(out.drafts);
-            out.resolved
-        };
+        let out = compile_rules(
+            route, &obj, &places, guards, owners, index, &grants, upstreams, options, diags,
+        );
+        drafts.extend(out.drafts);
+        let resolved = out.resolved;
         for parent in &mut route_state.parents {
             parent.conditions.push(resolved.clone());
         }
@@ -230,11 +227,15 @@ pub(super) fn compile(
     GatewayOutput { drafts, state }
 }
 
-/// Where a route serves: one listener of one Gateway, under these hosts (`None`: any).
+/// Where a route attaches: one listener of one Gateway, under these hosts (`None`:
+/// any). It serves there only when the listener is `usable` (accepted, references
+/// resolved, no conflict); it counts as attached either way, as the specification
+/// says.
 struct Place {
     gateway: ObjectRef,
     listener: String,
     tls: bool,
+    usable: bool,
     hosts: Vec<Option<String>>,
 }
 
@@ -569,9 +570,7 @@ fn attach<'l, 'a>(
     }
     let allowed: Vec<&Listener> = named
         .into_iter()
-        .filter(|l| {
-            l.usable && l.kinds_allow_routes && namespace_allowed(l, &route.namespace, labels)
-        })
+        .filter(|l| l.kinds_allow_routes && namespace_allowed(l, &route.namespace, labels))
         .collect();
     if allowed.is_empty() {
         return refuse(
@@ -708,7 +707,7 @@ fn compile_rules(
 ) -> RulesOutput {
     let mut resolved = Cond::yes("ResolvedRefs", "ResolvedRefs", "");
     let mut hosts: Vec<(Option<String>, Option<bool>, Vec<&Place>)> = Vec::new();
-    for place in places {
+    for place in places.iter().filter(|p| p.usable) {
         for host in &place.hosts {
             match hosts.iter_mut().find(|(h, _, _)| h == host) {
                 Some((_, tls, via)) => {

@@ -315,3 +315,125 @@ fn prefix_replacement_keeps_the_rest_of_the_path() {
     assert_eq!(m("/prefix", "/new/").apply("/prefix"), "/new");
     assert_eq!(m("/", "/new").apply("/a/b"), "/new/a/b");
 }
+
+#[test]
+fn a_selector_admits_the_namespaces_whose_labels_match() {
+    let yaml = format!(
+        "{}{}{}",
+        r#"
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: apps, labels: {kubernetes.io/metadata.name: apps}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: picky, namespace: infra}
+spec:
+  gatewayClassName: portcullis
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      kinds: [{kind: HTTPRoute}]
+      namespaces: {from: Selector, selector: {matchLabels: {kubernetes.io/metadata.name: apps}}}
+"#,
+        route(
+            "apps",
+            "chosen",
+            "  parentRefs: [{kind: Gateway, name: picky, namespace: infra}]\n  rules: [{backendRefs: [{name: web, port: 80}]}]"
+        ),
+        route(
+            "data",
+            "other",
+            "  parentRefs: [{name: picky, namespace: infra}]\n  rules: [{backendRefs: [{name: store, port: 80}]}]"
+        ),
+    );
+    let c = compiled(&fixture(&yaml));
+    assert_eq!(
+        parent_conditions(&c, "apps", "chosen")[0],
+        ("Accepted", true, "Accepted".into())
+    );
+    assert_eq!(
+        parent_conditions(&c, "data", "other")[0],
+        ("Accepted", false, "NotAllowedByListeners".into())
+    );
+    let gw = &c.snapshot.gateway_api.gateways[&ObjectRef::new("Gateway", "infra", "picky")];
+    assert_eq!(gw.listeners[0].attached_routes, 1);
+}
+
+#[test]
+fn a_route_on_a_listener_with_broken_references_counts_as_attached_but_is_not_served() {
+    let yaml = format!(
+        "{}{}",
+        r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: broken, namespace: apps}
+spec:
+  gatewayClassName: portcullis
+  listeners:
+  - name: tls
+    port: 443
+    protocol: HTTPS
+    tls: {certificateRefs: [{kind: Secret, name: does-not-exist}]}
+"#,
+        route(
+            "apps",
+            "stranded",
+            "  parentRefs: [{name: broken, sectionName: tls}]\n  hostnames: [s.example.com]\n  rules: [{backendRefs: [{name: missing, port: 80}]}]"
+        ),
+    );
+    let c = compiled(&fixture(&yaml));
+    let gw = &c.snapshot.gateway_api.gateways[&ObjectRef::new("Gateway", "apps", "broken")];
+    assert_eq!(gw.listeners[0].attached_routes, 1);
+    assert!(
+        gw.listeners[0]
+            .conditions
+            .iter()
+            .any(|c| c.kind == "Programmed" && !c.ok)
+    );
+    assert_eq!(
+        parent_conditions(&c, "apps", "stranded")[1],
+        ("ResolvedRefs", false, "BackendNotFound".into())
+    );
+    assert!(
+        c.snapshot.routes.find("s.example.com", "/").is_none(),
+        "nothing is served through it"
+    );
+}
+
+#[test]
+fn gateway_wildcards_cover_several_labels_and_ingress_wildcards_one() {
+    let yaml = fixture(&format!(
+        "{}{}",
+        route(
+            "apps",
+            "deep",
+            "  parentRefs: [{name: edge, namespace: infra}]\n  hostnames: [\"*.gw.example.com\"]\n  rules: [{backendRefs: [{name: web, port: 80}]}]"
+        ),
+        r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shallow, namespace: apps}
+spec:
+  ingressClassName: portcullis
+  rules:
+  - host: "*.in.example.com"
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}]}
+"#
+    ));
+    let c = compiled(&yaml);
+    assert_eq!(
+        get(&c, "a.b.gw.example.com", "/", &[], None).as_deref(),
+        Some("10.0.0.1:8080")
+    );
+    assert_eq!(
+        get(&c, "a.in.example.com", "/", &[], None).as_deref(),
+        Some("10.0.0.2:8080")
+    );
+    assert_eq!(get(&c, "a.b.in.example.com", "/", &[], None), None);
+}

@@ -411,16 +411,29 @@ impl RouteTable {
             .find(|r| owner.is_none_or(|o| o.admits(&r.ingress.namespace)))
     }
 
-    /// Routes that may serve `host`, in precedence order (default backend aside).
-    fn candidates<'a>(&'a self, host: &str) -> impl Iterator<Item = &'a Arc<Route>> + 'a {
-        let wildcard = host
-            .split_once('.')
-            .and_then(|(_, suffix)| self.wildcard.get(suffix));
+    /// Routes that may serve `host`, in precedence order (default backend aside): the
+    /// exact host, then wildcards from the longest suffix. An Ingress wildcard covers
+    /// one label (`*.example.com` serves `a.example.com`, not `a.b.example.com`), a
+    /// Gateway API one any number, as each specification says.
+    fn candidates<'a, 'h>(
+        &'a self,
+        host: &'h str,
+    ) -> impl Iterator<Item = &'a Arc<Route>> + use<'a, 'h> {
+        let suffixes = std::iter::successors(host.split_once('.').map(|(_, s)| s), |s| {
+            s.split_once('.').map(|(_, rest)| rest)
+        });
+        let wildcard = suffixes.enumerate().flat_map(move |(depth, suffix)| {
+            self.wildcard
+                .get(suffix)
+                .into_iter()
+                .flatten()
+                .filter(move |r| depth == 0 || r.ingress.kind == "HTTPRoute")
+        });
         self.exact
             .get(host)
             .into_iter()
-            .chain(wildcard)
             .flatten()
+            .chain(wildcard)
             .chain(&self.any_host)
     }
 

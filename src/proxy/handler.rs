@@ -50,6 +50,8 @@ struct Exchange {
     rec: AccessRecord,
     received: Instant,
     html: bool,
+    /// A HEAD request: error answers carry no body, so they name no media type.
+    head: bool,
     route: Option<Arc<Route>>,
     /// Cookies to set on the response whatever it is (a refreshed session).
     set_cookies: Vec<String>,
@@ -80,6 +82,7 @@ pub async fn handle(
     describe_request(&mut rec, &req, &conn);
     rec.trace_id = trace.header.clone();
     let html = prefers_html(req.headers());
+    let head = req.method() == http::Method::HEAD;
     let received_bytes = Arc::new(AtomicU64::new(head_size(req.headers()) as u64));
     let mut ex = Exchange {
         dp,
@@ -89,6 +92,7 @@ pub async fn handle(
         rec,
         received,
         html,
+        head,
         route: None,
         set_cookies: Vec::new(),
     };
@@ -733,13 +737,17 @@ impl Exchange {
         if self.rec.actions_executed.is_empty() || self.rec.actions_executed == "authenticate" {
             self.rec.add_action("fixed-response");
         }
-        ErrorPage {
+        let mut page = ErrorPage {
             status,
             reason,
             message,
             trace_id: &self.trace.root,
         }
-        .render(self.html)
+        .render(self.html);
+        if self.head {
+            page.headers_mut().remove(http::header::CONTENT_TYPE);
+        }
+        page
     }
 
     /// Counts the response in the route's metrics and hands the access-log record to
