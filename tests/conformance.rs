@@ -26,8 +26,6 @@ use kube::Api;
 const RENDERED: &str = include_str!("../deploy/portcullis.yaml");
 const PASSING: &str = include_str!("gateway/conformance-passing.txt");
 
-const FEATURES: &str = "Gateway,HTTPRoute,ReferenceGrant,HTTPRouteHostRewrite,HTTPRouteMethodMatching,HTTPRoutePathRedirect,HTTPRoutePathRewrite,HTTPRoutePortRedirect,HTTPRouteQueryParamMatching,HTTPRouteRequestTimeout,HTTPRouteResponseHeaderModification,HTTPRouteSchemeRedirect";
-
 fn built() -> PathBuf {
     let out = Command::new("tests/gateway/build-conformance.sh")
         .stderr(Stdio::inherit())
@@ -259,6 +257,24 @@ async fn the_gateway_api_conformance_suite_passes_its_listed_tests() {
         }
     });
 
+    // The suite reads the features to test from the GatewayClass status.
+    let classes: Api<kube::api::DynamicObject> = Api::all_with(
+        admin.clone(),
+        &kube::api::ApiResource {
+            group: "gateway.networking.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "gateway.networking.k8s.io/v1".into(),
+            kind: "GatewayClass".into(),
+            plural: "gatewayclasses".into(),
+        },
+    );
+    eventually("the GatewayClass lists its features", || async {
+        classes
+            .get("portcullis")
+            .await
+            .is_ok_and(|c| c.data["status"]["supportedFeatures"].is_array())
+    })
+    .await;
     let passing: Vec<&str> = PASSING
         .lines()
         .map(str::trim)
@@ -287,8 +303,6 @@ async fn the_gateway_api_conformance_suite_passes_its_listed_tests() {
                 "40m",
                 "-gateway-class",
                 "portcullis",
-                "-supported-features",
-                FEATURES,
                 "-allow-crds-mismatch",
                 "-cleanup-base-resources=false",
                 "-organization",

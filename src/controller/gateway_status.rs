@@ -25,6 +25,11 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteRequestTimeout",
     "HTTPRouteResponseHeaderModification",
     "HTTPRouteSchemeRedirect",
+    "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteNamedRouteRule",
+    "HTTPRouteBackendProtocolWebSocket",
 ];
 
 pub fn plan(input: &Inputs<'_>, addresses: &[(String, String)]) -> Vec<Write> {
