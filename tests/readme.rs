@@ -125,3 +125,26 @@ fn the_run_table_with_the_serve_table_is_run_help() {
     rows.extend(own);
     check(&clap, &rows, &[]);
 }
+
+#[test]
+fn the_readme_lists_every_passing_conformance_test() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let listed = std::fs::read_to_string("tests/gateway/conformance-passing.txt").unwrap();
+    let names: Vec<&str> = listed
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert!(!names.is_empty());
+    for name in &names {
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "README does not list {name}"
+        );
+    }
+    assert!(
+        readme.contains(&format!("Passing, {} tests", names.len())),
+        "README's count of passing conformance tests is not {}",
+        names.len()
+    );
+}
