@@ -251,7 +251,16 @@ async fn gateway_and_httproutes_route_guard_and_report() {
         "60 requests split 1:1 sent {to_web} to web"
     );
 
-    // By path: /admin is the guarded rule; its sibling rules stay open.
+    // By path: /admin is the guarded rule; its sibling rules stay open. (The AuthRule
+    // arrives through its own watch, so wait for it as for the routes.)
+    eventually("the AuthRule guards the admin rule", || async {
+        open.get(format!("{origin}/admin/"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 302)
+    })
+    .await;
     let r = open
         .get(format!("{origin}/admin/"))
         .header("accept", "text/html")

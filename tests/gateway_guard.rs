@@ -110,3 +110,210 @@ async fn the_guarded_rule_holds_for_every_spelling_header_and_method() {
     let r = raw_exchange(p.http, &request("GET", "/x", "x-beta: yes\r\n")).await;
     assert_eq!(r.status, 200);
 }
+
+fn svc(ns: &str, name: &str, addr: std::net::SocketAddr) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  ports: [{{name: http, port: 80}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-x, namespace: {ns}, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints:\n- addresses: [\"{}\"]\n",
+        addr.port(),
+        addr.ip()
+    )
+}
+
+const CLASS: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: portcullis}\nspec: {controllerName: portcullis.dev/gateway-controller}\n";
+
+fn secret(ns: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: idp, namespace: {ns}}}\nstringData: {{client-secret: s}}\n"
+    )
+}
+
+/// Every listener port is served on the same socket, so a hostname one listener names
+/// belongs to the namespaces that listener admits; a tenant attached through another
+/// listener (another port, no hostname) does not get it, nor its users' cookies.
+#[tokio::test]
+async fn a_route_through_another_listener_does_not_take_a_named_host() {
+    let api = Backend::start("api").await;
+    let evil = Backend::start("evil").await;
+    let dir = TempDir::new("gateway-ports");
+    dir.write(
+        "all.yaml",
+        &format!(
+            r#"{CLASS}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: infra}}
+spec:
+  gatewayClassName: portcullis
+  listeners:
+  - {{name: internal, port: 80, protocol: HTTP, hostname: app.test}}
+  - {{name: tenants, port: 8080, protocol: HTTP, allowedRoutes: {{namespaces: {{from: All}}}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: admin, namespace: infra}}
+spec:
+  parentRefs: [{{name: edge, sectionName: internal}}]
+  rules: [{{backendRefs: [{{name: api, port: 80}}]}}]
+---
+apiVersion: portcullis.dev/v1alpha1
+kind: AuthRule
+metadata: {{name: admins, namespace: infra}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: edge, sectionName: internal}}]
+  oidc: {{issuer: "http://127.0.0.1:9", clientId: app, clientSecretRef: {{name: idp}}}}
+{}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: grab, namespace: evil}}
+spec:
+  parentRefs: [{{name: edge, namespace: infra, sectionName: tenants, port: 8080}}]
+  hostnames: [app.test, "*.test"]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /admin}}}}]
+    backendRefs: [{{name: e, port: 80}}]
+{}{}"#,
+            secret("infra"),
+            svc("infra", "api", api.addr),
+            svc("evil", "e", evil.addr)
+        ),
+    );
+    let p = Portcullis::start(dir.path(), &[]);
+    for path in ["/admin/users", "/x"] {
+        let r = raw_exchange(
+            p.http,
+            &request(
+                "GET",
+                path,
+                "Cookie: AWSELBAuthSessionCookie-0=victim-session\r\n",
+            ),
+        )
+        .await;
+        assert_eq!((r.status, r.backend()), (401, None), "{path}: {}", r.body);
+    }
+    // The tenant still serves the hosts nobody named.
+    let r = raw_exchange(
+        p.http,
+        b"GET /admin HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.backend().unwrap()["backend"], "evil");
+}
+
+/// Another namespace's catch-all route and its AuthRule's logout path do not answer a
+/// host that has routes of its own.
+#[tokio::test]
+async fn another_namespaces_logout_path_does_not_answer_this_host() {
+    let api = Backend::start("api").await;
+    let evil = Backend::start("evil").await;
+    let dir = TempDir::new("gateway-logout");
+    dir.write(
+        "all.yaml",
+        &format!(
+            r#"{CLASS}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: infra}}
+spec:
+  gatewayClassName: portcullis
+  listeners: [{{name: http, port: 80, protocol: HTTP, hostname: "*.test", allowedRoutes: {{namespaces: {{from: All}}}}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: shop, namespace: apps}}
+spec:
+  parentRefs: [{{name: edge, namespace: infra}}]
+  hostnames: [app.test]
+  rules: [{{backendRefs: [{{name: api, port: 80}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: quiet, namespace: evil}}
+spec:
+  parentRefs: [{{name: edge, namespace: infra}}]
+  rules:
+  - matches: [{{path: {{type: Exact, value: /nothing-to-see}}}}]
+    backendRefs: [{{name: e, port: 80}}]
+---
+apiVersion: portcullis.dev/v1alpha1
+kind: AuthRule
+metadata: {{name: trap, namespace: evil}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: quiet}}]
+  oidc: {{issuer: "http://127.0.0.1:9", clientId: x, clientSecretRef: {{name: idp}}}}
+  session: {{cookieName: AWSELBAuthSessionCookie}}
+  logout: {{path: /bye, postLogoutRedirectUris: ["https://evil.example/phish"]}}
+{}{}{}"#,
+            secret("evil"),
+            svc("apps", "api", api.addr),
+            svc("evil", "e", evil.addr)
+        ),
+    );
+    let p = Portcullis::start(dir.path(), &[]);
+    let r = raw_exchange(p.http, &request("GET", "/bye", "")).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.head, r.body);
+    assert_eq!(r.backend().unwrap()["backend"], "api");
+    assert!(!r.head.contains("evil.example"), "{}", r.head);
+}
+
+/// Filters cannot write identity headers in any spelling, and a route's regular
+/// expression is bounded: both are refused when compiled, and their rules answer 500.
+#[tokio::test]
+async fn filters_cannot_forge_identity_and_expressions_are_bounded() {
+    let api = Backend::start("api").await;
+    let dir = TempDir::new("gateway-filters");
+    dir.write(
+        "all.yaml",
+        &format!(
+            r#"{CLASS}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: apps}}
+spec:
+  gatewayClassName: portcullis
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: forge, namespace: apps}}
+spec:
+  parentRefs: [{{name: edge}}]
+  hostnames: [app.test]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /forged}}}}]
+    filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: x_amzn_oidc_identity, value: admin}}]}}}}]
+    backendRefs: [{{name: api, port: 80}}]
+  - matches: [{{path: {{type: PathPrefix, value: /rewritten}}}}]
+    filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: X_Original_URL, value: /admin}}]}}}}]
+    backendRefs: [{{name: api, port: 80}}]
+  - matches: [{{path: {{type: RegularExpression, value: "(?:.{{0,200}}){{200}}"}}}}]
+    backendRefs: [{{name: api, port: 80}}]
+  - matches: [{{path: {{type: RegularExpression, value: "/long/a*"}}}}]
+    backendRefs: [{{name: api, port: 80}}]
+{}"#,
+            svc("apps", "api", api.addr)
+        ),
+    );
+    let p = Portcullis::start(dir.path(), &[]);
+    for path in ["/forged", "/rewritten"] {
+        let r = raw_exchange(p.http, &request("GET", path, "")).await;
+        assert_eq!((r.status, r.backend()), (500, None), "{path}: {}", r.body);
+    }
+    let long = format!("/long/{}", "a".repeat(4000));
+    let started = std::time::Instant::now();
+    let r = raw_exchange(p.http, &request("GET", &long, "")).await;
+    assert_eq!(
+        r.status, 404,
+        "inputs past the bound match no expression: {}",
+        r.body
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    let r = raw_exchange(p.http, &request("GET", "/long/aaa", "")).await;
+    assert_eq!(r.status, 200);
+    let (ok, report) = run_with_stdin(
+        &["check", "-f", "-"],
+        &std::fs::read_to_string(dir.path().join("all.yaml")).unwrap(),
+    );
+    assert!(!ok);
+    assert!(report.contains("x_amzn_oidc_identity"), "{report}");
+    assert!(report.contains("regular expression"), "{report}");
+}

@@ -527,7 +527,9 @@ fn resolve_policy(
         .path
         .clone()
         .unwrap_or_else(|| DEFAULT_LOGOUT_PATH.into());
+    // `/` would answer every request of a host with a logout.
     if !logout_path.starts_with('/')
+        || logout_path == "/"
         || logout_path.starts_with("//")
         || logout_path == CALLBACK_PATH
         || !logout_path

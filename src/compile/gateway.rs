@@ -23,7 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 use super::backends::{Index, UpstreamCache};
 use super::snapshot::{
     Backend, CertTable, Conditions, Filters, Guard, HeaderEdits, HostOwner, PathKind, PathModifier,
-    PathRule, Redirect, Rewrite, ServerCert, ValueMatch,
+    PathRule, Redirect, Rewrite, ServerCert, SharedWith, ValueMatch,
 };
 use super::{CompileOptions, RouteDraft, age_key, meta_ref, normalize_host, path_rule};
 use crate::diagnostics::{Diagnostic, ObjectRef};
@@ -116,7 +116,7 @@ pub(super) fn compile(
     objects: &Objects,
     index: &Index,
     guards: &HashMap<ObjectRef, Vec<Guard>>,
-    owners: &HashMap<String, HostOwner>,
+    owners: &mut HashMap<String, HostOwner>,
     upstreams: &mut UpstreamCache,
     certs: &mut CertTable,
     options: &CompileOptions,
@@ -152,6 +152,10 @@ pub(super) fn compile(
         .iter()
         .filter_map(|n| Some((n.metadata.name.as_deref()?, n.metadata.labels.as_ref()?)))
         .collect();
+    if !options.allow_shared_hosts {
+        own_listener_hosts(&listeners, &labels, owners);
+    }
+    let owners = &*owners;
     let mut routes: Vec<&HttpRoute> = objects.http_routes.iter().map(Arc::as_ref).collect();
     routes.sort_by_key(|r| age_key(&r.metadata));
     let mut drafts = Vec::new();
@@ -225,6 +229,73 @@ pub(super) fn compile(
     }
     state.policy_ancestors = policy_ancestors(guards, &route_gateways, &state);
     GatewayOutput { drafts, state }
+}
+
+/// Every listener port is served on Portcullis's own listeners, so a hostname a
+/// listener names belongs to the namespaces that listener admits: a route attached
+/// through another listener (a host-less one, or one on another port) must not serve
+/// it. A host an Ingress owns stays the Ingress's.
+fn own_listener_hosts(
+    listeners: &HashMap<ObjectRef, Vec<Listener<'_>>>,
+    labels: &HashMap<&str, &BTreeMap<String, String>>,
+    owners: &mut HashMap<String, HostOwner>,
+) {
+    let mut claimed: BTreeMap<String, HostOwner> = BTreeMap::new();
+    let mut all: Vec<&Listener> = listeners.values().flatten().collect();
+    all.sort_by(|a, b| (&a.gateway, &a.spec.name).cmp(&(&b.gateway, &b.spec.name)));
+    for listener in all {
+        let Some(host) = &listener.hostname else {
+            continue;
+        };
+        let admitted = listener_admits(listener, labels);
+        let entry = claimed.entry(host.clone()).or_insert_with(|| HostOwner {
+            namespace: listener.gateway.namespace.clone(),
+            shared_with: SharedWith::Nobody,
+        });
+        entry.shared_with = match (std::mem::take(&mut entry.shared_with), admitted) {
+            (SharedWith::Everyone, _) | (_, SharedWith::Everyone) => SharedWith::Everyone,
+            (SharedWith::Nobody, other) | (other, SharedWith::Nobody) => other,
+            (SharedWith::Namespaces(mut a), SharedWith::Namespaces(b)) => {
+                a.extend(b);
+                a.sort();
+                a.dedup();
+                SharedWith::Namespaces(a)
+            }
+        };
+        if listener.gateway.namespace != entry.namespace
+            && let SharedWith::Namespaces(list) = &mut entry.shared_with
+            && !list.contains(&listener.gateway.namespace)
+        {
+            list.push(listener.gateway.namespace.clone());
+        }
+    }
+    for (host, owner) in claimed {
+        owners.entry(host).or_insert(owner);
+    }
+}
+
+/// The namespaces, besides its own Gateway's, a listener takes routes from.
+fn listener_admits(
+    listener: &Listener,
+    labels: &HashMap<&str, &BTreeMap<String, String>>,
+) -> SharedWith {
+    let from = listener
+        .spec
+        .allowed_routes
+        .as_ref()
+        .and_then(|a| a.namespaces.as_ref())
+        .and_then(|n| n.from.clone());
+    match from {
+        None | Some(GatewayListenersAllowedRoutesNamespacesFrom::Same) => SharedWith::Nobody,
+        Some(GatewayListenersAllowedRoutesNamespacesFrom::All) => SharedWith::Everyone,
+        Some(GatewayListenersAllowedRoutesNamespacesFrom::Selector) => SharedWith::Namespaces(
+            labels
+                .keys()
+                .filter(|ns| namespace_allowed(listener, ns, labels))
+                .map(|ns| (*ns).to_owned())
+                .collect(),
+        ),
+    }
 }
 
 /// Where a route attaches: one listener of one Gateway, under these hosts (`None`:
@@ -753,9 +824,11 @@ fn compile_rules(
                 Some(made) => made,
                 None => continue,
             };
-            let filters =
+            // A rule whose filters cannot be applied is served as 500, never without
+            // them.
+            let (filters, broken) =
                 match rule_filters(rule.filters.as_deref().unwrap_or_default(), &path, &field) {
-                    Ok(f) => f,
+                    Ok(f) => (f, false),
                     Err((f, message)) => {
                         diags.push(Diagnostic::error(
                             obj,
@@ -765,10 +838,9 @@ fn compile_rules(
                             "see the HTTPRoute filters Portcullis supports in the README".into(),
                         ));
                         resolved = Cond::no("ResolvedRefs", "UnsupportedValue", message);
-                        Filters::default()
+                        (Filters::default(), true)
                     }
                 };
-            let broken = !resolved.ok && resolved.reason == "UnsupportedValue";
             for (host, tls, via) in &hosts {
                 if let Some(h) = host
                     && owners.get(h).is_some_and(|o| !o.admits(&obj.namespace))
@@ -877,23 +949,21 @@ fn route_match(
             }
             rule
         }
-        HttpRouteRulesMatchesPathType::RegularExpression => {
-            match regex_lite::Regex::new(&format!("^(?:{value})$")) {
-                Ok(r) => {
-                    conditions.path_regex = Some(r);
-                    PathRule {
-                        kind: PathKind::Regex,
-                        path: value,
-                    }
-                }
-                Err(e) => {
-                    return bad(
-                        format!("path regular expression {value:?} does not compile: {e}"),
-                        diags,
-                    );
+        HttpRouteRulesMatchesPathType::RegularExpression => match bounded_regex(&value) {
+            Ok(r) => {
+                conditions.path_regex = Some(r);
+                PathRule {
+                    kind: PathKind::Regex,
+                    path: value,
                 }
             }
-        }
+            Err(e) => {
+                return bad(
+                    format!("path regular expression {value:?} does not compile: {e}"),
+                    diags,
+                );
+            }
+        },
     };
     if let Some(method) = &m.method {
         let name = serde_json::to_value(method)
@@ -914,7 +984,7 @@ fn route_match(
         }
         let value = match h.r#type {
             Some(HttpRouteRulesMatchesHeadersType::RegularExpression) => {
-                match regex_lite::Regex::new(&format!("^(?:{})$", h.value)) {
+                match bounded_regex(&h.value) {
                     Ok(r) => ValueMatch::Regex(r),
                     Err(e) => {
                         return bad(
@@ -937,7 +1007,7 @@ fn route_match(
         }
         let value = match q.r#type {
             Some(HttpRouteRulesMatchesQueryParamsType::RegularExpression) => {
-                match regex_lite::Regex::new(&format!("^(?:{})$", q.value)) {
+                match bounded_regex(&q.value) {
                     Ok(r) => ValueMatch::Regex(r),
                     Err(e) => {
                         return bad(
@@ -959,11 +1029,12 @@ fn route_match(
 
 /// Identity and framing headers no filter may write: the identity headers are the
 /// guard's alone, and framing is the proxy's.
+/// Names are compared with `_` read as `-`, as CGI and WSGI servers read them.
 fn writable_header(name: &http::HeaderName) -> bool {
-    let n = name.as_str();
+    let n = name.as_str().replace('_', "-");
     !(n.starts_with("x-amzn-oidc-")
         || matches!(
-            n,
+            n.as_str(),
             "host"
                 | "connection"
                 | "keep-alive"
@@ -973,7 +1044,29 @@ fn writable_header(name: &http::HeaderName) -> bool {
                 | "trailer"
                 | "upgrade"
                 | "content-length"
+                | "x-original-url"
+                | "x-rewrite-url"
+                | "x-original-uri"
+                | "proxy"
         ))
+}
+
+/// Longest pattern, compiled program size and nesting a route's regular expression
+/// may have: matching costs at most program size × input length, and one tenant's
+/// expression runs on every request to its host.
+const MAX_PATTERN_BYTES: usize = 1024;
+const REGEX_SIZE_LIMIT: usize = 64 * 1024;
+const REGEX_NEST_LIMIT: u32 = 16;
+
+fn bounded_regex(pattern: &str) -> Result<regex_lite::Regex, String> {
+    if pattern.len() > MAX_PATTERN_BYTES {
+        return Err(format!("longer than {MAX_PATTERN_BYTES} bytes"));
+    }
+    regex_lite::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .nest_limit(REGEX_NEST_LIMIT)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 fn header_edits(

@@ -75,7 +75,7 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
     if options.case_insensitive_paths {
         auth::fold_case(&mut rules);
     }
-    let owners = if options.allow_shared_hosts {
+    let mut owners = if options.allow_shared_hosts {
         HashMap::new()
     } else {
         host_owners(&ingresses)
@@ -95,7 +95,7 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
         objects,
         &index,
         &rules.guards,
-        &owners,
+        &mut owners,
         &mut upstreams,
         &mut certs,
         options,

@@ -103,11 +103,19 @@ pub enum ValueMatch {
     Regex(regex_lite::Regex),
 }
 
+/// Inputs longer than this never match a regular expression: with the compile-time
+/// limit on program size it bounds the work one request can ask for.
+pub const MAX_REGEX_INPUT: usize = 2048;
+
+fn regex_matches(r: &regex_lite::Regex, value: &str) -> bool {
+    value.len() <= MAX_REGEX_INPUT && r.is_match(value)
+}
+
 impl ValueMatch {
     fn matches(&self, value: &str) -> bool {
         match self {
             ValueMatch::Exact(v) => v == value,
-            ValueMatch::Regex(r) => r.is_match(value),
+            ValueMatch::Regex(r) => regex_matches(r, value),
         }
     }
 }
@@ -133,7 +141,7 @@ impl Conditions {
             && self
                 .path_regex
                 .as_ref()
-                .is_none_or(|r| r.is_match(req.path))
+                .is_none_or(|r| regex_matches(r, req.path))
             && self.headers.iter().all(|(name, want)| {
                 req.headers
                     .get(name)
@@ -477,12 +485,24 @@ impl RouteTable {
     /// The OIDC policies guarding any route this host can reach: the callback path is
     /// answered per host, whichever route a login started from. Rules of namespaces
     /// the host's owner does not admit never take part in its logins.
+    ///
+    /// When the host has routes of its own (not by wildcard), wildcard, host-less and
+    /// default routes take part only for those routes' namespaces: another namespace's
+    /// catch-all route must not answer this host's callback or logout path.
     pub fn oidc_policies(&self, host: &str) -> Vec<Arc<AuthPolicy>> {
         let owner = self.owner(host);
+        let named: Vec<&str> = self
+            .exact
+            .get(host)
+            .into_iter()
+            .flatten()
+            .map(|r| r.ingress.namespace.as_str())
+            .collect();
         let routes = self
             .candidates(host)
             .chain(&self.default_backend)
-            .filter(|r| owner.is_none_or(|o| o.admits(&r.ingress.namespace)));
+            .filter(|r| owner.is_none_or(|o| o.admits(&r.ingress.namespace)))
+            .filter(|r| named.is_empty() || named.contains(&r.ingress.namespace.as_str()));
         let mut policies: Vec<Arc<AuthPolicy>> = Vec::new();
         for guard in routes.flat_map(|r| &r.guards) {
             if let GuardPolicy::Oidc(p) = &guard.policy
