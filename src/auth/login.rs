@@ -528,7 +528,7 @@ impl Authenticator {
     /// Runs `check` against the provider's keys. A token signed with a `kid` not seen
     /// before means the provider may have rotated its keys: they are fetched again
     /// (once per unknown kid and interval) and `check` runs once more.
-    async fn with_current_keys<T>(
+    pub(super) async fn with_current_keys<T>(
         &self,
         provider: &Provider,
         check: impl Fn(&id_token::Jwks) -> Result<T, IdTokenError>,
@@ -863,13 +863,32 @@ impl Authenticator {
         session: &Session,
         now: i64,
     ) -> Result<Identity, LoginError> {
+        self.identity_of(
+            policy,
+            &session.sub,
+            &session.claims,
+            &session.access_token,
+            now,
+        )
+    }
+
+    /// The identity headers for `sub` with `claims` (userinfo's, or a bearer token's),
+    /// carrying `access_token` as the backend's `x-amzn-oidc-accesstoken`.
+    pub fn identity_of(
+        &self,
+        policy: &AuthPolicy,
+        sub: &str,
+        claims: &Map<String, Value>,
+        access_token: &str,
+        now: i64,
+    ) -> Result<Identity, LoginError> {
         // The header names the rule (signer), issuer and client: all part of the key.
         let key = session_key(&[
             &policy.rule.namespace,
             &policy.rule.name,
             &policy.issuer,
             &policy.client_id,
-            &session.access_token,
+            access_token,
         ]);
         let cached = self
             .signed_data
@@ -886,17 +905,16 @@ impl Authenticator {
                     signer: &signer,
                     exp: now + DATA_LIFETIME_SECS,
                 };
-                let data: Arc<str> =
-                    identity::sign_data(&self.signing_key, &header, &session.claims)
-                        .map_err(|e| LoginError::Internal(e.to_string()))?
-                        .into();
+                let data: Arc<str> = identity::sign_data(&self.signing_key, &header, claims)
+                    .map_err(|e| LoginError::Internal(e.to_string()))?
+                    .into();
                 self.signed_data.insert(key, (now, data.clone()));
                 data
             }
         };
         Ok(Identity {
-            access_token: session.access_token.clone(),
-            sub: session.sub.clone(),
+            access_token: access_token.to_owned(),
+            sub: sub.to_owned(),
             data,
         })
     }

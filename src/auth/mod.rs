@@ -2,6 +2,7 @@
 //! validation, the sealed session cookie, the identity headers for the backend, and
 //! where a browser may be sent after login.
 
+pub mod bearer;
 pub mod cookies;
 pub mod flow;
 pub mod id_token;

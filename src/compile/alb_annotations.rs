@@ -198,6 +198,7 @@ pub fn spec_for(
         logout: LogoutSpec::default(),
         cors: Default::default(),
         authorization: None,
+        bearer: None,
     })
 }
 

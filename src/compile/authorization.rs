@@ -70,6 +70,22 @@ pub struct RequestFacts<'a> {
     pub fold_case: bool,
 }
 
+/// Where the identity came from: `source` in expressions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Session,
+    Bearer,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Session => "session",
+            Self::Bearer => "bearer",
+        }
+    }
+}
+
 /// The outcome for one request.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Decision {
@@ -141,8 +157,14 @@ pub fn compile(
 }
 
 impl Authorization {
-    /// Whether a user with `claims` may make this request (`path` is the canonical path).
-    pub fn decide(&self, claims: &Map<String, Value>, request: &RequestFacts<'_>) -> Decision {
+    /// Whether a user (or API client) with `claims` may make this request (`path` is
+    /// the canonical path).
+    pub fn decide(
+        &self,
+        claims: &Map<String, Value>,
+        request: &RequestFacts<'_>,
+        source: Source,
+    ) -> Decision {
         let lowered;
         let request = if request.fold_case {
             lowered = request.path.to_ascii_lowercase();
@@ -182,7 +204,7 @@ impl Authorization {
         let added = context
             .add_variable("claims", claims)
             .and_then(|()| context.add_variable("request", request))
-            .and_then(|()| context.add_variable("source", "session"));
+            .and_then(|()| context.add_variable("source", source.as_str()));
         if let Err(e) = added {
             return refuse("claims", Vec::new(), Some(e.to_string()));
         }
@@ -321,27 +343,31 @@ rules:
         ));
         let admin =
             claims(json!({"email": "a@corp.example", "groups": ["admins"], "title": "boss"}));
-        let d = a.decide(&admin, &request("/admin/x"));
+        let d = a.decide(&admin, &request("/admin/x"), Source::Session);
         assert_eq!((d.allowed, d.by.as_str()), (true, "admins"));
         assert_eq!(d.claims, ["groups", "email"]);
         let other = claims(json!({"email": "b@corp.example", "groups": ["staff"], "title": "dev"}));
-        let d = a.decide(&other, &request("/admin/x"));
+        let d = a.decide(&other, &request("/admin/x"), Source::Session);
         assert_eq!((d.allowed, d.by.as_str()), (false, "defaultAction"));
-        assert!(a.decide(&other, &request("/docs")).allowed);
+        assert!(a.decide(&other, &request("/docs"), Source::Session).allowed);
         let intern =
             claims(json!({"email": "i@corp.example", "groups": ["admins"], "title": "intern"}));
-        assert_eq!(a.decide(&intern, &request("/admin/x")).by, "no-interns");
+        assert_eq!(
+            a.decide(&intern, &request("/admin/x"), Source::Session).by,
+            "no-interns"
+        );
         let shouting = RequestFacts {
             fold_case: true,
             ..request("/ADMIN/x")
         };
-        let d = a.decide(&other, &shouting);
+        let d = a.decide(&other, &shouting, Source::Session);
         assert!(
             !d.allowed,
             "a case-insensitive backend's /ADMIN is /admin here too: {d:?}"
         );
         assert!(
-            a.decide(&other, &request("/ADMIN/x")).allowed,
+            a.decide(&other, &request("/ADMIN/x"), Source::Session)
+                .allowed,
             "case-sensitive otherwise"
         );
     }
@@ -351,7 +377,11 @@ rules:
         let a = compiled(&spec(
             "rules:\n- {name: admins, when: \"'admins' in claims.groups\", action: Allow}\ndefaultAction: Allow\n",
         ));
-        let d = a.decide(&claims(json!({"email": "x@y"})), &request("/"));
+        let d = a.decide(
+            &claims(json!({"email": "x@y"})),
+            &request("/"),
+            Source::Session,
+        );
         assert!(!d.allowed, "{d:?}");
         assert!(d.error.is_some());
     }
@@ -364,21 +394,25 @@ rules:
         let d = a.decide(
             &claims(json!({"email": "a@corp.example", "roles": "dev ops"})),
             &request("/"),
+            Source::Session,
         );
         assert!(d.allowed, "{d:?}");
         let d = a.decide(
             &claims(json!({"email": "a@evil.example", "roles": ["ops"]})),
             &request("/"),
+            Source::Session,
         );
         assert_eq!((d.allowed, d.by.as_str()), (false, "emailDomains"));
         let d = a.decide(
             &claims(json!({"email": "a@corp.example", "roles": ["dev"]})),
             &request("/"),
+            Source::Session,
         );
         assert_eq!((d.allowed, d.by.as_str()), (false, "groups"));
         let d = a.decide(
             &claims(json!({"email": "a@corp.example.evil.test", "roles": ["ops"]})),
             &request("/"),
+            Source::Session,
         );
         assert!(!d.allowed, "a suffix is not a domain");
     }
@@ -387,17 +421,30 @@ rules:
     fn no_rules_allow_and_rules_without_a_default_deny() {
         assert!(
             compiled(&AuthorizationSpec::default())
-                .decide(&Map::new(), &request("/"))
+                .decide(&Map::new(), &request("/"), Source::Session)
                 .allowed
         );
         let a = compiled(&spec(
             "rules:\n- {name: never, when: 'false', action: Allow}\n",
         ));
-        assert!(!a.decide(&Map::new(), &request("/")).allowed);
+        assert!(
+            !a.decide(&Map::new(), &request("/"), Source::Session)
+                .allowed
+        );
         let headers = compiled(&spec(
             "rules:\n- {name: red, when: \"request.headers['x-team'] == 'red' && source == 'session'\", action: Allow}\n",
         ));
-        assert!(headers.decide(&Map::new(), &request("/")).allowed);
+        assert!(
+            headers
+                .decide(&Map::new(), &request("/"), Source::Session)
+                .allowed
+        );
+        assert!(
+            !headers
+                .decide(&Map::new(), &request("/"), Source::Bearer)
+                .allowed,
+            "source tells a bearer token from a session"
+        );
     }
 
     #[test]

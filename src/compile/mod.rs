@@ -7,6 +7,7 @@ pub mod alb_annotations;
 mod auth;
 pub mod authorization;
 mod backends;
+pub mod bearer;
 pub mod snapshot;
 mod tls;
 

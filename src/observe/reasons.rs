@@ -227,6 +227,13 @@ pub const REASONS: &[Reason] = &[
         "Check the provider's backchannel_logout_uri registration and its clock; the log line says which check failed.",
     ),
     r(
+        "AuthInvalidBearerToken",
+        "401 (400 for several Authorization headers)",
+        "A bearer token on a route whose AuthRule takes them was refused (401, WWW-Authenticate: Bearer error=\"invalid_token\").",
+        "The token expired, is signed by another issuer or key, is for another API (aud), or lacks a claim spec.bearer.additionalClaims asks for; error_description and the log line say which check failed.",
+        "Get a fresh token for the audience in spec.bearer.audiences from the issuer in spec.bearer.issuer; compare its claims (e.g. at jwt.io, offline) with spec.bearer.",
+    ),
+    r(
         "AuthForbidden",
         "403",
         "The user is logged in, but the AuthRule's authorization refused this request (403).",
