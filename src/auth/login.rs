@@ -17,6 +17,7 @@ use super::identity::{self, DataHeader, SigningKey};
 use super::idp::{ClientAuth, Hop, IdpClient, IdpError};
 use super::providers::{Provider, ProviderKey, Registry};
 use super::redirect::safe_return_path;
+use super::revocations::{RevocationTable, Revoked};
 use super::sealed::KeyRing;
 use super::session::{self, Session, SessionError};
 use crate::compile::AuthPolicy;
@@ -61,6 +62,8 @@ pub enum LoginError {
         "the callback's iss {got:?} is not the issuer (RFC 9207: an authorization response from another provider)"
     )]
     IssuerMismatch { got: Option<String> },
+    #[error("front-channel logout request refused: {0}")]
+    FrontChannel(&'static str),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -79,6 +82,7 @@ impl LoginError {
             Self::SubjectMismatch { .. } => "AuthInvalidUserinfoResponse",
             Self::NoIdToken => "AuthInvalidTokenResponse",
             Self::IssuerMismatch { .. } => "AuthIssuerMismatch",
+            Self::FrontChannel(_) => "AuthInvalidLogoutRequest",
         }
     }
 
@@ -90,6 +94,7 @@ impl LoginError {
                 "The login could not be matched to this browser; start again from the application."
             }
             Self::ProviderError { .. } => "The identity provider did not complete the login.",
+            Self::FrontChannel(_) => "The logout request is not valid.",
             Self::MissingCode | Self::IssuerMismatch { .. } => {
                 "The login response is not valid; start again from the application."
             }
@@ -117,6 +122,7 @@ impl LoginError {
             Self::Idp(IdpError::InvalidGrant { .. }) => 401,
             Self::IdToken(_) | Self::SubjectMismatch { .. } | Self::NoIdToken => 401,
             Self::IssuerMismatch { .. } => 401,
+            Self::FrontChannel(_) => 400,
             _ => 500,
         }
     }
@@ -139,11 +145,9 @@ pub struct Authenticator {
     refreshes: Mutex<HashMap<SessionKey, (Instant, RefreshCell)>>,
     /// Signed `x-amzn-oidc-data` by session, with the time it was signed.
     signed_data: quick_cache::sync::Cache<SessionKey, (i64, Arc<str>)>,
-    /// Logouts providers announced on the back channel, by issuer and `sid:<sid>` or
-    /// `sub:<sub>`, with when.
-    revoked: Mutex<HashMap<(String, String), i64>>,
-    /// `jti`s of logout tokens taken, with their `iat`: each is taken once.
-    logout_jtis: Mutex<HashMap<String, i64>>,
+    /// Logouts providers announced (back and front channel), and the logout tokens'
+    /// `jti`s already taken.
+    revocations: RevocationTable,
     opened: quick_cache::sync::Cache<SessionKey, Arc<Session>>,
 }
 
@@ -259,8 +263,7 @@ impl Authenticator {
             refreshes: Mutex::new(HashMap::new()),
             signed_data: quick_cache::sync::Cache::new(MAX_CACHED_SESSIONS),
             opened: quick_cache::sync::Cache::new(MAX_CACHED_SESSIONS),
-            revoked: Mutex::new(HashMap::new()),
-            logout_jtis: Mutex::new(HashMap::new()),
+            revocations: RevocationTable::default(),
         }
     }
 
@@ -582,7 +585,7 @@ impl Authenticator {
                 Err(_) => return SessionState::Invalid,
             },
         };
-        if self.revoked_at_provider(&policy.issuer, &opened) {
+        if self.revoked_at_provider(policy, &opened) {
             return SessionState::Expired;
         }
         match opened {
@@ -595,20 +598,70 @@ impl Authenticator {
 
     /// Whether the provider announced a logout of this session (by `sid`, or of its
     /// user by `sub`) after it began.
-    fn revoked_at_provider(&self, issuer: &str, s: &Session) -> bool {
-        let Ok(revoked) = self.revoked.lock() else {
-            return true;
-        };
-        if revoked.is_empty() {
-            return false;
+    fn revoked_at_provider(&self, policy: &AuthPolicy, s: &Session) -> bool {
+        let mut keys = vec![Revoked::Sub(s.sub.clone())];
+        if let Some(sid) = &s.sid {
+            keys.push(Revoked::Sid(sid.clone()));
+            keys.push(Revoked::SidIn {
+                namespace: policy.rule.namespace.clone(),
+                sid: sid.clone(),
+            });
         }
-        let at = |key: String| revoked.get(&(issuer.to_owned(), key)).copied();
-        let when = s
-            .sid
-            .as_ref()
-            .and_then(|sid| at(format!("sid:{sid}")))
-            .or_else(|| at(format!("sub:{}", s.sub)));
-        when.is_some_and(|t| t >= s.logged_in_at)
+        (self.revocations)
+            .latest(&policy.issuer, &keys)
+            .is_some_and(|t| t >= s.logged_in_at)
+    }
+
+    /// A front-channel logout (OpenID Connect Front-Channel Logout 1.0): the provider's
+    /// page loads this host's front-channel URI with `iss` and `sid`. Sessions of that
+    /// `sid` under the host's AuthRules of that issuer end, and the browser's own
+    /// session cookie is cleared when it is one of them. Without `iss` and `sid` only
+    /// the browser's own sessions on this host end.
+    pub fn frontchannel_logout(
+        &self,
+        policies: &[Arc<AuthPolicy>],
+        host: &str,
+        query: &str,
+        cookies: &[&str],
+        secure: bool,
+        now: i64,
+    ) -> Result<Vec<String>, LoginError> {
+        if repeated_param(query, &["iss", "sid"]).is_some() {
+            return Err(LoginError::FrontChannel("iss or sid is repeated"));
+        }
+        let query = form_pairs(query);
+        let (iss, sid) = (query.get("iss"), query.get("sid"));
+        let matching: Vec<&Arc<AuthPolicy>> = match (iss, sid) {
+            (Some(iss), Some(_)) => policies.iter().filter(|p| &p.issuer == iss).collect(),
+            (None, None) => policies.iter().collect(),
+            _ => {
+                return Err(LoginError::FrontChannel(
+                    "iss and sid come together or not at all",
+                ));
+            }
+        };
+        if matching.is_empty() {
+            return Err(LoginError::FrontChannel(
+                "no AuthRule of this host has that issuer",
+            ));
+        }
+        let mut set_cookies = Vec::new();
+        for policy in matching {
+            if let Some(sid) = sid {
+                let key = Revoked::SidIn {
+                    namespace: policy.rule.namespace.clone(),
+                    sid: sid.clone(),
+                };
+                self.revocations.insert(&policy.issuer, key.key(), now);
+            }
+            let own = session::read_shards(cookies.iter().copied(), &policy.cookie_name).and_then(
+                |shards| session::open(&self.ring, &Self::binding(policy, host), &shards).ok(),
+            );
+            if own.is_some_and(|s| sid.is_none() || s.sid.as_ref() == sid) {
+                set_cookies.extend(session::clear_cookie_headers(&policy.cookie_name, secure));
+            }
+        }
+        Ok(set_cookies)
     }
 
     /// A back-channel logout token posted by a provider: validated against the first of
@@ -658,29 +711,16 @@ impl Authenticator {
         claims: &id_token::LogoutClaims,
         now: i64,
     ) -> Result<(), LoginError> {
-        let max_age = id_token::LOGOUT_TOKEN_MAX_AGE_SECS;
-        {
-            let mut jtis = self
-                .logout_jtis
-                .lock()
-                .map_err(|_| LoginError::Internal("logout table poisoned".into()))?;
-            jtis.retain(|_, iat| now - *iat <= max_age + id_token::LEEWAY_SECS);
-            if jtis.insert(claims.jti.clone(), claims.iat).is_some() {
-                return Err(LoginError::IdToken(IdTokenError::Replayed));
-            }
+        let keep = id_token::LOGOUT_TOKEN_MAX_AGE_SECS + id_token::LEEWAY_SECS;
+        if !(self.revocations).take_jti(&claims.jti, claims.iat, now, keep) {
+            return Err(LoginError::IdToken(IdTokenError::Replayed));
         }
-        let mut revoked = self
-            .revoked
-            .lock()
-            .map_err(|_| LoginError::Internal("logout table poisoned".into()))?;
-        // A session lasts at most a week: older logouts can match nothing.
-        revoked.retain(|_, at| now - *at <= crate::model::DEFAULT_SESSION_TIMEOUT_SECONDS);
         let key = match (&claims.sid, &claims.sub) {
-            (Some(sid), _) => format!("sid:{sid}"),
-            (None, Some(sub)) => format!("sub:{sub}"),
+            (Some(sid), _) => Revoked::Sid(sid.clone()),
+            (None, Some(sub)) => Revoked::Sub(sub.clone()),
             (None, None) => return Err(LoginError::IdToken(IdTokenError::Malformed)),
         };
-        revoked.insert((issuer.to_owned(), key), now);
+        self.revocations.insert(issuer, key.key(), now);
         Ok(())
     }
 

@@ -11,5 +11,6 @@ pub mod idp;
 pub mod login;
 pub mod providers;
 pub mod redirect;
+pub mod revocations;
 pub mod sealed;
 pub mod session;

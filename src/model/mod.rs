@@ -20,6 +20,9 @@ pub const DEFAULT_LOGOUT_PATH: &str = "/oauth2/logout";
 /// Where providers post back-channel logout tokens (any host; register it at the
 /// provider as the client's `backchannel_logout_uri`).
 pub const BACKCHANNEL_LOGOUT_PATH: &str = "/oauth2/backchannel-logout";
+/// Where providers' logout pages send browsers with `iss` and `sid` (on every guarded
+/// host; register it as the client's `frontchannel_logout_uri`).
+pub const FRONTCHANNEL_LOGOUT_PATH: &str = "/oauth2/frontchannel-logout";
 pub const MAX_EXTRA_PARAMS: usize = 10;
 
 /// Logs people in with OpenID Connect before their requests reach the Ingresses it

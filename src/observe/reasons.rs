@@ -234,6 +234,13 @@ pub const REASONS: &[Reason] = &[
         "Get a fresh token for the audience in spec.bearer.audiences from the issuer in spec.bearer.issuer; compare its claims (e.g. at jwt.io, offline) with spec.bearer.",
     ),
     r(
+        "AuthInvalidLogoutRequest",
+        "400",
+        "A front-channel logout request was refused (400).",
+        "Its iss names no AuthRule of this host, or it has iss without sid (or sid without iss), or a parameter twice.",
+        "Register https://<host>/oauth2/frontchannel-logout as the frontchannel_logout_uri of the client on that host, with frontchannel_logout_session_required.",
+    ),
+    r(
         "AuthForbidden",
         "403",
         "The user is logged in, but the AuthRule's authorization refused this request (403).",

@@ -27,8 +27,8 @@ use crate::auth::session::Session;
 use crate::compile::authorization::{RequestFacts, Source};
 use crate::compile::{AuthPolicy, Backend, GuardPolicy, Route};
 use crate::form::form_pairs;
-use crate::model::BACKCHANNEL_LOGOUT_PATH;
 use crate::model::OnUnauthenticatedRequest;
+use crate::model::{BACKCHANNEL_LOGOUT_PATH, FRONTCHANNEL_LOGOUT_PATH};
 use crate::observe::access_log::{AccessRecord, timestamp};
 use crate::observe::flows::{Hop, now_ms};
 use crate::observe::trace::{self, TraceId};
@@ -139,6 +139,12 @@ impl Exchange {
             let policies = routes.all_policies();
             if !policies.is_empty() {
                 return self.backchannel_logout(req, &policies).await;
+            }
+        }
+        if path == FRONTCHANNEL_LOGOUT_PATH && req.method() == http::Method::GET {
+            let policies = routes.oidc_policies(&host);
+            if !policies.is_empty() {
+                return self.frontchannel_logout(&req, &host, &policies);
             }
         }
         let key = routes.match_key(&path);
@@ -707,6 +713,45 @@ impl Exchange {
                     "AuthInvalidLogoutToken",
                     "The logout token is not valid.",
                 )
+            }
+        }
+    }
+
+    /// A provider's front-channel logout, loaded by its logout page (usually in an
+    /// iframe): the sessions of that `sid` on this host end. A blank page either way,
+    /// never cached.
+    fn frontchannel_logout(
+        &mut self,
+        req: &Request<Incoming>,
+        host: &str,
+        policies: &[Arc<AuthPolicy>],
+    ) -> Response<Body> {
+        self.rec.add_action("authenticate");
+        let cookies = cookie_headers(req.headers());
+        let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
+        let query = req.uri().query().unwrap_or("");
+        let secure = self.conn.tls.is_some();
+        let done =
+            (self.dp.auth).frontchannel_logout(policies, host, query, &cookies, secure, unix_now());
+        match done {
+            Ok(set_cookies) => {
+                tracing::info!(trace_id = %self.trace.root, %host, own_session = !set_cookies.is_empty(), "front-channel logout: sessions ended");
+                let mut resp = Response::new(crate::proxy::pages::full(
+                    "<!DOCTYPE html><title>Logged out</title>",
+                ));
+                for (name, value) in [
+                    (http::header::CACHE_CONTROL, "no-cache, no-store"),
+                    (http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                ] {
+                    resp.headers_mut()
+                        .insert(name, http::HeaderValue::from_static(value));
+                }
+                append_cookies(&mut resp, set_cookies);
+                resp
+            }
+            Err(e) => {
+                tracing::warn!(trace_id = %self.trace.root, %host, error = %e, "front-channel logout refused");
+                self.login_error(&e)
             }
         }
     }

@@ -34,6 +34,12 @@ const apiAudience = process.env.IDP_API_AUDIENCE ?? 'https://api.example.com';
 // Tokens for this client are issued with the clock an hour slow: expired on arrival.
 const slowClockClient = 'portcullis-slow-clock';
 
+// IDP_FRONTCHANNEL_URI: OpenID Connect Front-Channel Logout 1.0, which oidc-provider
+// no longer ships: after a confirmed logout the browser gets a page that loads this
+// URI with iss and sid in an iframe, then goes on to the post-logout redirect.
+const frontchannelUri = process.env.IDP_FRONTCHANNEL_URI;
+let lastSids = {};
+
 const provider = new Provider(issuer, {
   clients: [{
     client_id: process.env.IDP_CLIENT_ID ?? 'portcullis-test',
@@ -64,6 +70,16 @@ const provider = new Provider(issuer, {
   features: {
     devInteractions: { enabled: true },
     backchannelLogout: { enabled: Boolean(process.env.IDP_BACKCHANNEL_URI) },
+    rpInitiatedLogout: {
+      enabled: true,
+      // The default confirmation page, remembering the session's sids for the
+      // front-channel page that follows.
+      async logoutSource(ctx, form) {
+        const authorizations = ctx.oidc.session?.authorizations ?? {};
+        lastSids = Object.fromEntries(Object.entries(authorizations).map(([client, a]) => [client, a.sid]));
+        ctx.body = `<!DOCTYPE html><html><body>${form}<button autofocus type="submit" form="op.logoutForm" value="yes" name="logout">Yes, sign me out</button></body></html>`;
+      },
+    },
     clientCredentials: { enabled: true },
     resourceIndicators: {
       enabled: true,
@@ -94,6 +110,8 @@ const provider = new Provider(issuer, {
   },
 });
 provider.proxy = false;
+// frontchannel_logout_session_required: ID tokens carry the sid the logout page names.
+if (frontchannelUri) provider.Client.prototype.includeSid = () => true;
 
 // IDP_FAULT makes one hop misbehave, the way broken or overloaded providers do:
 // userinfo-500, userinfo-slow (10 s), userinfo-huge (20 KiB of claims),
@@ -125,8 +143,20 @@ provider.use(async (ctx, next) => {
     try { await next(); } finally { Date.now = realNow; }
     return;
   }
-  if (fault === 'clock-ahead') {
+  if (frontchannelUri && ctx.path === '/session/end/confirm') {
     await next();
+    const location = ctx.response.get('location');
+    const sid = lastSids[process.env.IDP_CLIENT_ID ?? 'portcullis-test'];
+    if (location && sid) {
+      const src = `${frontchannelUri}?iss=${encodeURIComponent(issuer)}&sid=${encodeURIComponent(sid)}`;
+      ctx.status = 200;
+      ctx.remove('location');
+      ctx.type = 'html';
+      ctx.body = `<!DOCTYPE html><html><head><meta http-equiv="refresh" content="1;url=${location}"></head><body><iframe src="${src}"></iframe></body></html>`;
+    }
+    return;
+  }
+  if (fault === 'clock-ahead') {
     ctx.set('Date', new Date(Date.now()).toUTCString());
     return;
   }
