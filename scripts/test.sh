@@ -16,11 +16,15 @@ npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 python3 -m venv .cache/venv
 .cache/venv/bin/pip install -q --disable-pip-version-check -r tests/py/requirements.txt
 
-# Debian's Chromium, for the test that logs in the way a person does.
-if ! command -v chromium >/dev/null; then
+# Debian's Chromium, for the test that logs in the way a person does, and Debian's
+# redis-server, for the tests of replicas sharing state.
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v redis-server >/dev/null || missing+=(redis-server)
+if ((${#missing[@]})); then
   sudo_if_needed() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
   sudo_if_needed apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # etcd, kube-apiserver and helm from their Go modules (cached in .cache/kube after the

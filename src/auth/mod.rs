@@ -14,3 +14,4 @@ pub mod redirect;
 pub mod revocations;
 pub mod sealed;
 pub mod session;
+pub mod shared;

@@ -94,7 +94,7 @@ mod tests {
             sid: "s2".into(),
         };
         assert_eq!(
-            t.latest("https://a", &[in_b.clone()]),
+            t.latest("https://a", std::slice::from_ref(&in_b)),
             None,
             "another namespace"
         );

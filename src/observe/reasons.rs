@@ -241,6 +241,13 @@ pub const REASONS: &[Reason] = &[
         "Register https://<host>/oauth2/frontchannel-logout as the frontchannel_logout_uri of the client on that host, with frontchannel_logout_session_required.",
     ),
     r(
+        "AuthSharedStateUnavailable",
+        "503",
+        "A session could not be checked because the shared state (Redis) cannot be reached (503).",
+        "Redis is down, unreachable or slower than --redis-timeout-ms; a logout announced meanwhile could not be seen, so sessions are refused (--redis-unavailable refuse).",
+        "Bring Redis back (portcullis_shared_state_up shows when it is); or, accepting that logouts wait for Redis, run with --redis-unavailable allow.",
+    ),
+    r(
         "AuthForbidden",
         "403",
         "The user is logged in, but the AuthRule's authorization refused this request (403).",

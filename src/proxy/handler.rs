@@ -144,7 +144,7 @@ impl Exchange {
         if path == FRONTCHANNEL_LOGOUT_PATH && req.method() == http::Method::GET {
             let policies = routes.oidc_policies(&host);
             if !policies.is_empty() {
-                return self.frontchannel_logout(&req, &host, &policies);
+                return self.frontchannel_logout(&req, &host, &policies).await;
             }
         }
         let key = routes.match_key(&path);
@@ -354,6 +354,10 @@ impl Exchange {
                     }
                     return self.pass_identity(req, policy, &session, now);
                 }
+                Err(e) if matches!(*e, LoginError::Shared(_)) => {
+                    tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, error = %e, "refresh not attempted: the shared state is unavailable");
+                    return Some(self.login_error(&e));
+                }
                 Err(e) => {
                     // A failed refresh is a session that ended: log in again.
                     self.dp.metrics.auth.refresh(&rule_label(policy), false);
@@ -362,6 +366,15 @@ impl Exchange {
                 }
             },
             SessionState::Expired => true,
+            SessionState::Unverifiable => {
+                // Fail closed: a logout announced meanwhile could not be seen.
+                tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, "session refused: the shared state (Redis) is unavailable");
+                return Some(self.error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "AuthSharedStateUnavailable",
+                    "Sessions cannot be checked right now; try again in a moment.",
+                ));
+            }
             SessionState::Invalid => {
                 // Tampered, or minted for another rule or host: no session, but say so.
                 tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, "session cookie refused: not sealed for this rule and host");
@@ -706,6 +719,11 @@ impl Exchange {
                 );
                 resp
             }
+            Err(e @ LoginError::Shared(_)) => {
+                // The provider retries a logout that was not taken.
+                tracing::warn!(trace_id = %self.trace.root, error = %e, "back-channel logout not taken: the shared state is unavailable");
+                self.login_error(&e)
+            }
             Err(e) => {
                 tracing::warn!(trace_id = %self.trace.root, error = %e, "back-channel logout token refused");
                 self.error(
@@ -720,7 +738,7 @@ impl Exchange {
     /// A provider's front-channel logout, loaded by its logout page (usually in an
     /// iframe): the sessions of that `sid` on this host end. A blank page either way,
     /// never cached.
-    fn frontchannel_logout(
+    async fn frontchannel_logout(
         &mut self,
         req: &Request<Incoming>,
         host: &str,
@@ -733,7 +751,7 @@ impl Exchange {
         let secure = self.conn.tls.is_some();
         let done =
             (self.dp.auth).frontchannel_logout(policies, host, query, &cookies, secure, unix_now());
-        match done {
+        match done.await {
             Ok(set_cookies) => {
                 tracing::info!(trace_id = %self.trace.root, %host, own_session = !set_cookies.is_empty(), "front-channel logout: sessions ended");
                 let mut resp = Response::new(crate::proxy::pages::full(
