@@ -98,6 +98,10 @@ pub struct AuthRuleSpec {
 /// when present are always checked.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.issuer.startsWith('https://') || self.issuer.matches('^http://(localhost|127[.]0[.]0[.]1|[[]::1[]])(:[0-9]+)?(/.*)?$')",
+    "message": "bearer.issuer must be an https:// URL (http only for a loopback development provider)"
+}]))]
 pub struct BearerSpec {
     /// The issuer, exactly as in the tokens' `iss` claim (an `https://` URL). May be
     /// the same provider as `oidc.issuer`; its keys are then fetched once for both.
@@ -121,6 +125,10 @@ pub struct BearerSpec {
 /// A claim a bearer token must carry, as ALB's `jwt-validation` additional claims.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!(self.name in ['exp', 'iss', 'nbf', 'iat', 'aud'])",
+    "message": "exp, iss, nbf and iat are always checked, and aud is spec.bearer.audiences: not additional claims"
+}]))]
 pub struct AdditionalClaim {
     /// The claim's name; not `exp`, `iss`, `nbf`, `iat` (always checked) or `aud`
     /// (see `audiences`).
