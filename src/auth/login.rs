@@ -753,7 +753,10 @@ impl Authenticator {
             (None, Some(sub)) => Revoked::Sub(sub.clone()),
             (None, None) => return Err(LoginError::IdToken(IdTokenError::Malformed)),
         };
-        self.shared.revoke(issuer, &key, now).await?;
+        if let Err(e) = self.shared.revoke(issuer, &key, now).await {
+            self.shared.release_jti(&claims.jti).await;
+            return Err(e.into());
+        }
         Ok(())
     }
 

@@ -208,6 +208,16 @@ impl SharedState {
         Ok(within(redis.timeout, taken).await?.is_some())
     }
 
+    /// Gives a `jti` back when the logout it carried could not be recorded, so the
+    /// provider's retry is taken. Best effort: the key expires anyway.
+    pub async fn release_jti(&self, jti: &str) {
+        if let Some(redis) = &self.redis {
+            let mut conn = redis.conn.clone();
+            let del = conn.del::<_, ()>(format!("{PREFIX}jti:{}", digest_hex(jti)));
+            let _ = within(redis.timeout, del).await;
+        }
+    }
+
     /// Asks for the refresh lock of the session whose refresh token digests to
     /// `session`. In process every replica is its own: always `Mine`.
     pub async fn claim_refresh(
@@ -330,21 +340,24 @@ async fn within<T>(
 /// subscribe, load, follow; start again after any failure.
 async fn follow(state: std::sync::Weak<SharedState>) {
     let mut delay = Duration::from_millis(100);
-    let mut was_up = true;
+    let mut reported = false;
     loop {
         let Some(s) = state.upgrade() else { return };
-        let outcome = follow_once(&s).await;
-        if let Some(redis) = &s.redis {
-            redis.synced.store(false, Ordering::Release);
-        }
+        let Err(e) = follow_once(&s).await else {
+            return;
+        };
+        let was_current = s
+            .redis
+            .as_ref()
+            .is_some_and(|r| r.synced.swap(false, Ordering::AcqRel));
         s.up.set(0);
-        if let Err(e) = outcome {
-            if was_up {
-                tracing::warn!(error = %e, refuse_sessions = s.when_unavailable == WhenUnavailable::Refuse, "shared state lost: revocations are not current until Redis answers again");
-            }
-            was_up = false;
-        } else {
+        if was_current {
             delay = Duration::from_millis(100);
+            reported = false;
+        }
+        if !reported {
+            tracing::warn!(error = %e, refuse_sessions = s.when_unavailable == WhenUnavailable::Refuse, "shared state lost: revocations are not current until Redis answers again");
+            reported = true;
         }
         drop(s);
         tokio::time::sleep(delay).await;
