@@ -4,7 +4,7 @@
 //! the request.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -13,6 +13,8 @@ use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::model::{AuthorizationAction, AuthorizationSpec, path_pattern_matches};
 
 pub struct Authorization {
+    /// Whether any expression reads `request.headers` (only then are they collected).
+    reads_headers: bool,
     default_allow: bool,
     email_domains: Vec<String>,
     groups: Vec<String>,
@@ -141,8 +143,12 @@ pub fn compile(
         Some(a) => a == AuthorizationAction::Allow,
         None => !given,
     };
+    let reads_headers = rules
+        .iter()
+        .any(|r| r.program.references().has_variable("request") && r.source.contains("headers"));
     ok.then(|| {
         Arc::new(Authorization {
+            reads_headers,
             default_allow,
             email_domains: spec
                 .email_domains
@@ -157,6 +163,11 @@ pub fn compile(
 }
 
 impl Authorization {
+    /// Whether `RequestFacts::headers` is read; without it they need not be collected.
+    pub fn reads_headers(&self) -> bool {
+        self.reads_headers
+    }
+
     /// Whether a user (or API client) with `claims` may make this request (`path` is
     /// the canonical path).
     pub fn decide(
@@ -200,14 +211,18 @@ impl Authorization {
                 return refuse("groups", vec![self.groups_claim.clone()], None);
             }
         }
-        let mut context = cel::Context::default();
-        let added = context
-            .add_variable("claims", claims)
-            .and_then(|()| context.add_variable("request", request))
-            .and_then(|()| context.add_variable("source", source.as_str()));
-        if let Err(e) = added {
-            return refuse("claims", Vec::new(), Some(e.to_string()));
-        }
+        // The standard library is built once: building it is most of a fresh context.
+        static STDLIB: LazyLock<Arc<cel::Env>> = LazyLock::new(|| Arc::new(cel::Env::stdlib()));
+        let facts = super::cel_facts::Facts::new(
+            claims,
+            request.method,
+            request.path,
+            request.host,
+            &request.headers,
+            source.as_str(),
+        );
+        let mut context = cel::Context::with_env(STDLIB.clone());
+        context.set_variable_resolver(&facts);
         for rule in &self.rules {
             let applies =
                 rule.paths.is_empty() || rule.paths.iter().any(|p| matches_path(p, request));
@@ -370,6 +385,29 @@ rules:
                 .allowed,
             "case-sensitive otherwise"
         );
+    }
+
+    #[test]
+    fn claims_and_request_read_like_maps() {
+        let a = compiled(&spec(
+            r#"
+rules:
+- {name: optional, when: "has(claims.team) && 'team' in claims && claims.team == 'red'", action: Allow}
+- {name: nested, when: "claims.org.unit == 'ops' && 'x-team' in request.headers && request.host == 'app.test'", action: Allow}
+- {name: numbers, when: "claims.level >= 3 && claims.tags.exists(t, t == 'vip')", action: Allow}
+"#,
+        ));
+        let red = claims(json!({"team": "red"}));
+        assert_eq!(
+            a.decide(&red, &request("/"), Source::Session).by,
+            "optional"
+        );
+        // `has` of a claim the user lacks is false, not an error: the next rule runs.
+        let ops = claims(json!({"org": {"unit": "ops"}}));
+        assert_eq!(a.decide(&ops, &request("/"), Source::Session).by, "nested");
+        let vip = claims(json!({"org": {"unit": "dev"}, "level": 4, "tags": ["vip"]}));
+        assert_eq!(a.decide(&vip, &request("/"), Source::Session).by, "numbers");
+        assert!(a.reads_headers());
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod auth;
 pub mod authorization;
 mod backends;
 pub mod bearer;
+mod cel_facts;
 pub mod snapshot;
 mod tls;
 

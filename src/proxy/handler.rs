@@ -484,11 +484,14 @@ impl Exchange {
         (sub, claims, source): (&str, &serde_json::Map<String, serde_json::Value>, Source),
     ) -> Option<Response<Body>> {
         let authorization = policy.authorization.as_ref()?;
-        let headers = req
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-            .collect();
+        let headers = if authorization.reads_headers() {
+            req.headers()
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect()
+        } else {
+            Default::default()
+        };
         let facts = RequestFacts {
             method: req.method().as_str(),
             path: arrival.path,
