@@ -17,11 +17,13 @@ npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 python3 -m venv .cache/venv
 .cache/venv/bin/pip install -q --disable-pip-version-check -r tests/py/requirements.txt
 
-# Debian's Chromium, for the test that logs in the way a person does, and shellcheck,
-# for the shell scripts (tests/packaging.rs).
+# Debian's Chromium, for the test that logs in the way a person does, shellcheck,
+# for the shell scripts (tests/packaging.rs), and redis-server, for the tests of
+# replicas sharing state.
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v shellcheck >/dev/null || missing+=(shellcheck)
+command -v redis-server >/dev/null || missing+=(redis-server)
 if ((${#missing[@]})); then
   sudo_if_needed() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
   sudo_if_needed apt-get update -qq

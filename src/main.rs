@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use kube::CustomResourceExt as _;
 use portcullis::auth::idp::IdpClient;
 use portcullis::auth::login::Authenticator;
+use portcullis::auth::shared::{SharedState, WhenUnavailable};
 use portcullis::compile::{CompileOptions, compile};
 use portcullis::controller::Controller;
 use portcullis::controller::lease::LeaseConfig;
@@ -327,6 +328,19 @@ struct ProxyArgs {
     /// `X-Forwarded-Host`.
     #[arg(long)]
     underscores_in_headers: bool,
+    /// Keep revocations (back- and front-channel logouts), used logout-token ids and
+    /// refresh locks in Redis (`redis://host:6379/0`, `rediss://` for TLS), shared by
+    /// every replica. Without it they live in each replica's memory.
+    #[arg(long, env = "PORTCULLIS_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Milliseconds to wait for Redis (connecting and each command).
+    #[arg(long, default_value_t = 500)]
+    redis_timeout_ms: u64,
+    /// What sessions get while Redis cannot be reached: refuse answers 503 (a logout
+    /// announced meanwhile could not be seen), allow serves them on the revocations
+    /// known so far.
+    #[arg(long, value_enum, default_value = "refuse")]
+    redis_unavailable: WhenUnavailable,
     /// Write the bound addresses as JSON to this file once listening.
     #[arg(long)]
     ports_file: Option<PathBuf>,
@@ -635,7 +649,22 @@ async fn start_data_plane(args: &ProxyArgs, keys: Keys) -> anyhow::Result<Starte
     };
     let log = AccessLog::start(args.log_format, Box::new(std::io::stdout()));
     let idp = idp_client(args)?;
-    let auth = Authenticator::new(idp, keys.ring, keys.signing_key, args.signer.clone());
+    let shared = match &args.redis_url {
+        Some(url) => SharedState::redis(
+            url,
+            Duration::from_millis(args.redis_timeout_ms),
+            args.redis_unavailable,
+        )
+        .with_context(|| format!("--redis-url {url:?}"))?,
+        None => SharedState::in_process(),
+    };
+    let auth = Authenticator::new(
+        idp,
+        keys.ring,
+        keys.signing_key,
+        args.signer.clone(),
+        shared,
+    );
     auth.providers().spawn_refresher();
     let dp = DataPlane::new(config, log, auth);
     let addresses = bound.describe();

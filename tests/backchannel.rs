@@ -5,6 +5,7 @@
 mod common;
 
 use common::app::*;
+use common::client;
 use common::idp::log_out;
 
 #[tokio::test]
@@ -70,4 +71,76 @@ async fn a_forged_logout_token_is_refused() {
         seen["headers"]["x-amzn-oidc-identity"], "alice",
         "the session lives on"
     );
+}
+
+/// Some providers only do front-channel logout: their logout page loads the
+/// `frontchannel_logout_uri` with `iss` and `sid`. Third-party cookies are blocked in
+/// most browsers, so the iframe usually arrives without the session cookie: the `sid`
+/// alone must end the session; when the cookie does come, it is cleared too.
+#[tokio::test]
+async fn a_front_channel_logout_ends_the_session_of_its_sid() {
+    let s = setup_rule(
+        &[(
+            "IDP_FRONTCHANNEL_URI",
+            "http://app.example.com:PORT/oauth2/frontchannel-logout",
+        )],
+        AUTH_RULE,
+        &[],
+    )
+    .await;
+    let b = browser(&s.proxy);
+    log_in_at(&b, &s.origin, "alice").await;
+    let other = browser(&s.proxy);
+    log_in_at(&other, &s.origin, "bob").await;
+    let end = format!(
+        "{}/session/end?client_id=portcullis-test&post_logout_redirect_uri={}/",
+        s.idp.issuer, s.origin
+    );
+    let frames = common::idp::log_out_front_channel(&b, &end).await;
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert!(frames[0].contains("sid="), "{}", frames[0]);
+    // The iframe as a browser that blocks third-party cookies loads it.
+    let loaded = browser(&s.proxy).get(&frames[0]).send().await.unwrap();
+    assert_eq!(loaded.status(), 200);
+    assert!(
+        loaded.headers().get("set-cookie").is_none(),
+        "no cookie, nothing to clear"
+    );
+    let r = b
+        .get(format!("{}/", s.origin))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "alice's session of that sid has ended");
+    let seen = seen_by_backend(&other, &format!("{}/", s.origin)).await;
+    assert_eq!(
+        seen["headers"]["x-amzn-oidc-identity"], "bob",
+        "bob's lives on"
+    );
+    // With the cookie (first-party), the browser's own session cookie is cleared.
+    let frames = common::idp::log_out_front_channel(&other, &end).await;
+    let cleared = other.get(&frames[0]).send().await.unwrap();
+    let set: Vec<String> = cleared
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        set.iter()
+            .any(|c| c.starts_with("AWSELBAuthSessionCookie-0=") && c.contains("Max-Age=0")),
+        "{set:?}"
+    );
+    // A request naming an issuer no AuthRule of this host has is refused.
+    let foreign = client()
+        .get(
+            s.proxy
+                .url("/oauth2/frontchannel-logout?iss=https%3A%2F%2Fevil.example&sid=x"),
+        )
+        .header("host", "app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 400);
 }

@@ -158,3 +158,62 @@ fn warnings_alone_have_an_exit_code_of_their_own() {
     assert_eq!(report["summary"]["warnings"], 1);
     assert_eq!(code, 3);
 }
+
+/// `spec.bearer` is checked offline like the rest: a claim format no one knows, an
+/// issuer over plain http, a claim that is always checked named as an additional one,
+/// and an authorization expression that does not compile, each on its field.
+#[test]
+fn bearer_and_authorization_problems_are_named_by_field() {
+    let rule = |bearer: &str| {
+        format!(
+            "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: web, namespace: apps}}\nspec:\n  ingressClassName: portcullis\n  defaultBackend: {{service: {{name: svc, port: {{number: 80}}}}}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: svc, namespace: apps}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: svc-1, namespace: apps, labels: {{kubernetes.io/service-name: svc}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{{addresses: [\"10.0.0.1\"]}}]\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: idp, namespace: apps}}\nstringData: {{client-secret: s}}\n---\napiVersion: portcullis.dev/v1alpha1\nkind: AuthRule\nmetadata: {{name: api, namespace: apps}}\nspec:\n  targetRefs: [{{name: web}}]\n  oidc: {{issuer: \"https://idp.example.com\", clientId: app, clientSecretRef: {{name: idp}}}}\n{bearer}"
+        )
+    };
+    let (code, report) = check_json(&rule(
+        "  bearer:\n    issuer: https://idp.example.com\n    audiences: [https://api.example.com]\n    additionalClaims:\n    - {name: scope, format: comma-separated, values: [read]}\n",
+    ));
+    assert_eq!(code, 1, "{report}");
+    let unknown = problems(&report, "InvalidAuthRule");
+    assert_eq!(
+        unknown[0]["field"], "spec.bearer.additionalClaims[0].format",
+        "{report}"
+    );
+    assert!(
+        unknown[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("space-separated-values"),
+        "the formats allowed are listed: {report}"
+    );
+
+    let (code, report) = check_json(&rule(
+        "  bearer:\n    issuer: http://idp.example.com\n    audiences: [https://api.example.com]\n    additionalClaims:\n    - {name: exp, format: single-string, values: ['1']}\n  authorization:\n    rules:\n    - {name: broken, when: \"claims.scope.contains(\", action: Allow}\n",
+    ));
+    assert_eq!(code, 1, "{report}");
+    let fields: Vec<&str> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["field"].as_str().unwrap())
+        .collect();
+    for field in [
+        "spec.bearer.issuer",
+        "spec.bearer.additionalClaims[0].name",
+        "spec.authorization.rules[0].when",
+    ] {
+        assert!(fields.contains(&field), "{field} in {report}");
+    }
+    let cel = problems(&report, "InvalidExpression");
+    assert!(
+        cel[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 1, column"),
+        "{report}"
+    );
+
+    let (code, report) = check_json(&rule(
+        "  bearer:\n    issuer: https://idp.example.com\n    jwksUri: https://idp.example.com/jwks\n    audiences: [https://api.example.com]\n    additionalClaims:\n    - {name: scope, format: space-separated-values, values: [read, write]}\n    - {name: groups, format: string-array, values: [ops]}\n",
+    ));
+    assert_eq!(code, 0, "a good one is clean: {report}");
+}

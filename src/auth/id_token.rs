@@ -144,7 +144,7 @@ pub fn validate(
 
 /// The claims of a JWS signed with one of `algs` by a key of `jwks`; nothing of the
 /// claims is checked yet.
-fn verified_claims(
+pub(crate) fn verified_claims(
     token: &str,
     jwks: &Jwks,
     algs: &[Alg],

@@ -17,8 +17,10 @@ use super::identity::{self, DataHeader, SigningKey};
 use super::idp::{ClientAuth, Hop, IdpClient, IdpError};
 use super::providers::{Provider, ProviderKey, Registry};
 use super::redirect::safe_return_path;
+use super::revocations::Revoked;
 use super::sealed::KeyRing;
 use super::session::{self, Session, SessionError};
+use super::shared::{RefreshClaim, RefreshResult, SharedError, SharedState};
 use crate::compile::AuthPolicy;
 use crate::form::{form_encode, form_pairs, repeated_param};
 
@@ -29,6 +31,11 @@ const DATA_LIFETIME_SECS: i64 = 60;
 const DATA_REUSE_SECS: i64 = 20;
 /// A finished refresh answers requests still carrying the old cookie for this long.
 const REFRESH_REUSE: Duration = Duration::from_secs(30);
+/// How long a replica holds a session's refresh lock, and others wait for its result:
+/// longer than a refresh takes (token and userinfo, each within the IdP timeout).
+const REFRESH_WAIT: Duration = Duration::from_secs(20);
+/// How often a waiting replica looks for another's refresh result.
+const REFRESH_POLL: Duration = Duration::from_millis(25);
 /// Sessions whose opened form and signed data header are kept (least recently and
 /// least often used go first): a few tens of MB at most.
 const MAX_CACHED_SESSIONS: usize = 20_000;
@@ -61,6 +68,12 @@ pub enum LoginError {
         "the callback's iss {got:?} is not the issuer (RFC 9207: an authorization response from another provider)"
     )]
     IssuerMismatch { got: Option<String> },
+    #[error(transparent)]
+    Shared(#[from] SharedError),
+    #[error("another replica's refresh of this session failed: {0}")]
+    RefreshedElsewhere(String),
+    #[error("front-channel logout request refused: {0}")]
+    FrontChannel(&'static str),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -79,6 +92,9 @@ impl LoginError {
             Self::SubjectMismatch { .. } => "AuthInvalidUserinfoResponse",
             Self::NoIdToken => "AuthInvalidTokenResponse",
             Self::IssuerMismatch { .. } => "AuthIssuerMismatch",
+            Self::FrontChannel(_) => "AuthInvalidLogoutRequest",
+            Self::Shared(_) => "AuthSharedStateUnavailable",
+            Self::RefreshedElsewhere(_) => "AuthInvalidGrantError",
         }
     }
 
@@ -90,6 +106,9 @@ impl LoginError {
                 "The login could not be matched to this browser; start again from the application."
             }
             Self::ProviderError { .. } => "The identity provider did not complete the login.",
+            Self::FrontChannel(_) => "The logout request is not valid.",
+            Self::Shared(_) => "Sessions cannot be checked right now; try again in a moment.",
+            Self::RefreshedElsewhere(_) => "The identity provider did not renew the session.",
             Self::MissingCode | Self::IssuerMismatch { .. } => {
                 "The login response is not valid; start again from the application."
             }
@@ -117,6 +136,9 @@ impl LoginError {
             Self::Idp(IdpError::InvalidGrant { .. }) => 401,
             Self::IdToken(_) | Self::SubjectMismatch { .. } | Self::NoIdToken => 401,
             Self::IssuerMismatch { .. } => 401,
+            Self::FrontChannel(_) => 400,
+            Self::Shared(_) => 503,
+            Self::RefreshedElsewhere(_) => 401,
             _ => 500,
         }
     }
@@ -139,11 +161,10 @@ pub struct Authenticator {
     refreshes: Mutex<HashMap<SessionKey, (Instant, RefreshCell)>>,
     /// Signed `x-amzn-oidc-data` by session, with the time it was signed.
     signed_data: quick_cache::sync::Cache<SessionKey, (i64, Arc<str>)>,
-    /// Logouts providers announced on the back channel, by issuer and `sid:<sid>` or
-    /// `sub:<sub>`, with when.
-    revoked: Mutex<HashMap<(String, String), i64>>,
-    /// `jti`s of logout tokens taken, with their `iat`: each is taken once.
-    logout_jtis: Mutex<HashMap<String, i64>>,
+    /// Logouts providers announced (back and front channel), the logout tokens'
+    /// `jti`s already taken, and refresh locks: in process, or in Redis for every
+    /// replica.
+    shared: Arc<SharedState>,
     opened: quick_cache::sync::Cache<SessionKey, Arc<Session>>,
 }
 
@@ -250,7 +271,13 @@ pub struct LoggedIn {
 }
 
 impl Authenticator {
-    pub fn new(idp: IdpClient, ring: KeyRing, signing_key: SigningKey, signer: String) -> Self {
+    pub fn new(
+        idp: IdpClient,
+        ring: KeyRing,
+        signing_key: SigningKey,
+        signer: String,
+        shared: Arc<SharedState>,
+    ) -> Self {
         Self {
             providers: Arc::new(Registry::new(idp)),
             ring,
@@ -259,8 +286,7 @@ impl Authenticator {
             refreshes: Mutex::new(HashMap::new()),
             signed_data: quick_cache::sync::Cache::new(MAX_CACHED_SESSIONS),
             opened: quick_cache::sync::Cache::new(MAX_CACHED_SESSIONS),
-            revoked: Mutex::new(HashMap::new()),
-            logout_jtis: Mutex::new(HashMap::new()),
+            shared,
         }
     }
 
@@ -276,6 +302,11 @@ impl Authenticator {
             "Ingress" => binding_for(ns, &format!("{name}.ingress-annotations"), host),
             _ => binding_for(ns, name, host),
         }
+    }
+
+    /// The state shared with other replicas (for its health metric).
+    pub fn shared(&self) -> &Arc<SharedState> {
+        &self.shared
     }
 
     /// The provider registry, shared with whoever reports provider health.
@@ -528,7 +559,7 @@ impl Authenticator {
     /// Runs `check` against the provider's keys. A token signed with a `kid` not seen
     /// before means the provider may have rotated its keys: they are fetched again
     /// (once per unknown kid and interval) and `check` runs once more.
-    async fn with_current_keys<T>(
+    pub(super) async fn with_current_keys<T>(
         &self,
         provider: &Provider,
         check: impl Fn(&id_token::Jwks) -> Result<T, IdTokenError>,
@@ -582,8 +613,10 @@ impl Authenticator {
                 Err(_) => return SessionState::Invalid,
             },
         };
-        if self.revoked_at_provider(&policy.issuer, &opened) {
-            return SessionState::Expired;
+        match self.revoked_at_provider(policy, &opened) {
+            Ok(true) => return SessionState::Expired,
+            Ok(false) => {}
+            Err(_) => return SessionState::Unverifiable,
         }
         match opened {
             s if s.expires_at <= now => SessionState::Expired,
@@ -595,20 +628,70 @@ impl Authenticator {
 
     /// Whether the provider announced a logout of this session (by `sid`, or of its
     /// user by `sub`) after it began.
-    fn revoked_at_provider(&self, issuer: &str, s: &Session) -> bool {
-        let Ok(revoked) = self.revoked.lock() else {
-            return true;
-        };
-        if revoked.is_empty() {
-            return false;
+    fn revoked_at_provider(&self, policy: &AuthPolicy, s: &Session) -> Result<bool, SharedError> {
+        let mut keys = vec![Revoked::Sub(s.sub.clone())];
+        if let Some(sid) = &s.sid {
+            keys.push(Revoked::Sid(sid.clone()));
+            keys.push(Revoked::SidIn {
+                namespace: policy.rule.namespace.clone(),
+                sid: sid.clone(),
+            });
         }
-        let at = |key: String| revoked.get(&(issuer.to_owned(), key)).copied();
-        let when = s
-            .sid
-            .as_ref()
-            .and_then(|sid| at(format!("sid:{sid}")))
-            .or_else(|| at(format!("sub:{}", s.sub)));
-        when.is_some_and(|t| t >= s.logged_in_at)
+        Ok((self.shared)
+            .revoked_at(&policy.issuer, &keys)?
+            .is_some_and(|t| t >= s.logged_in_at))
+    }
+
+    /// A front-channel logout (OpenID Connect Front-Channel Logout 1.0): the provider's
+    /// page loads this host's front-channel URI with `iss` and `sid`. Sessions of that
+    /// `sid` under the host's AuthRules of that issuer end, and the browser's own
+    /// session cookie is cleared when it is one of them. Without `iss` and `sid` only
+    /// the browser's own sessions on this host end.
+    pub async fn frontchannel_logout(
+        &self,
+        policies: &[Arc<AuthPolicy>],
+        host: &str,
+        query: &str,
+        cookies: &[&str],
+        secure: bool,
+        now: i64,
+    ) -> Result<Vec<String>, LoginError> {
+        if repeated_param(query, &["iss", "sid"]).is_some() {
+            return Err(LoginError::FrontChannel("iss or sid is repeated"));
+        }
+        let query = form_pairs(query);
+        let (iss, sid) = (query.get("iss"), query.get("sid"));
+        let matching: Vec<&Arc<AuthPolicy>> = match (iss, sid) {
+            (Some(iss), Some(_)) => policies.iter().filter(|p| &p.issuer == iss).collect(),
+            (None, None) => policies.iter().collect(),
+            _ => {
+                return Err(LoginError::FrontChannel(
+                    "iss and sid come together or not at all",
+                ));
+            }
+        };
+        if matching.is_empty() {
+            return Err(LoginError::FrontChannel(
+                "no AuthRule of this host has that issuer",
+            ));
+        }
+        let mut set_cookies = Vec::new();
+        for policy in matching {
+            if let Some(sid) = sid {
+                let key = Revoked::SidIn {
+                    namespace: policy.rule.namespace.clone(),
+                    sid: sid.clone(),
+                };
+                self.shared.revoke(&policy.issuer, &key, now).await?;
+            }
+            let own = session::read_shards(cookies.iter().copied(), &policy.cookie_name).and_then(
+                |shards| session::open(&self.ring, &Self::binding(policy, host), &shards).ok(),
+            );
+            if own.is_some_and(|s| sid.is_none() || s.sid.as_ref() == sid) {
+                set_cookies.extend(session::clear_cookie_headers(&policy.cookie_name, secure));
+            }
+        }
+        Ok(set_cookies)
     }
 
     /// A back-channel logout token posted by a provider: validated against the first of
@@ -643,7 +726,7 @@ impl Authenticator {
                 .await;
             match checked {
                 Ok(claims) => {
-                    self.take_logout(&policy.issuer, &claims, now)?;
+                    self.take_logout(&policy.issuer, &claims, now).await?;
                     return Ok(claims);
                 }
                 Err(e) => last = e,
@@ -652,35 +735,28 @@ impl Authenticator {
         Err(last)
     }
 
-    fn take_logout(
+    async fn take_logout(
         &self,
         issuer: &str,
         claims: &id_token::LogoutClaims,
         now: i64,
     ) -> Result<(), LoginError> {
-        let max_age = id_token::LOGOUT_TOKEN_MAX_AGE_SECS;
+        let keep = id_token::LOGOUT_TOKEN_MAX_AGE_SECS + id_token::LEEWAY_SECS;
+        if !(self.shared)
+            .take_jti(&claims.jti, claims.iat, now, keep)
+            .await?
         {
-            let mut jtis = self
-                .logout_jtis
-                .lock()
-                .map_err(|_| LoginError::Internal("logout table poisoned".into()))?;
-            jtis.retain(|_, iat| now - *iat <= max_age + id_token::LEEWAY_SECS);
-            if jtis.insert(claims.jti.clone(), claims.iat).is_some() {
-                return Err(LoginError::IdToken(IdTokenError::Replayed));
-            }
+            return Err(LoginError::IdToken(IdTokenError::Replayed));
         }
-        let mut revoked = self
-            .revoked
-            .lock()
-            .map_err(|_| LoginError::Internal("logout table poisoned".into()))?;
-        // A session lasts at most a week: older logouts can match nothing.
-        revoked.retain(|_, at| now - *at <= crate::model::DEFAULT_SESSION_TIMEOUT_SECONDS);
         let key = match (&claims.sid, &claims.sub) {
-            (Some(sid), _) => format!("sid:{sid}"),
-            (None, Some(sub)) => format!("sub:{sub}"),
+            (Some(sid), _) => Revoked::Sid(sid.clone()),
+            (None, Some(sub)) => Revoked::Sub(sub.clone()),
             (None, None) => return Err(LoginError::IdToken(IdTokenError::Malformed)),
         };
-        revoked.insert((issuer.to_owned(), key), now);
+        if let Err(e) = self.shared.revoke(issuer, &key, now).await {
+            self.shared.release_jti(&claims.jti).await;
+            return Err(e.into());
+        }
         Ok(())
     }
 
@@ -721,12 +797,17 @@ impl Authenticator {
                 .clone()
         };
         let performed = AtomicBool::new(false);
+        let shared_key: String = key.iter().map(|b| format!("{b:02x}")).collect();
         let result = cell
             .get_or_init(|| async {
-                performed.store(true, Ordering::Relaxed);
-                self.refresh_once(policy, stale, now)
-                    .await
-                    .map(Arc::new)
+                let refreshed = self
+                    .refresh_across_replicas(policy, &binding, &shared_key, stale, now)
+                    .await;
+                refreshed
+                    .map(|(session, here)| {
+                        performed.store(here, Ordering::Relaxed);
+                        Arc::new(session)
+                    })
                     .map_err(Arc::new)
             })
             .await
@@ -735,6 +816,59 @@ impl Authenticator {
             session,
             performed: performed.load(Ordering::Relaxed),
         })
+    }
+
+    /// One refresh of a session across replicas: the one that takes the shared lock
+    /// spends the refresh token and stores the renewed session (sealed) for the
+    /// others, which wait for it. Returns the session and whether it was renewed here.
+    async fn refresh_across_replicas(
+        &self,
+        policy: &AuthPolicy,
+        binding: &str,
+        key: &str,
+        stale: &Session,
+        now: i64,
+    ) -> Result<(Session, bool), LoginError> {
+        let deadline = Instant::now() + REFRESH_WAIT;
+        loop {
+            let (stored, locked) = self.shared.refresh_outcome(key).await?;
+            match stored {
+                Some(RefreshResult::Sealed(text)) => {
+                    let shards: Vec<String> = text.split(' ').map(str::to_owned).collect();
+                    return Ok((session::open(&self.ring, binding, &shards)?, false));
+                }
+                Some(RefreshResult::Failed(reason)) => {
+                    return Err(LoginError::RefreshedElsewhere(reason));
+                }
+                None => {}
+            }
+            if !locked && self.shared.claim_refresh(key, REFRESH_WAIT).await? == RefreshClaim::Mine
+            {
+                let result = self.refresh_once(policy, stale, now).await;
+                if self.shared.is_shared() {
+                    let outcome = match &result {
+                        Ok(s) => session::seal(&self.ring, binding, s)
+                            .map(|shards| RefreshResult::Sealed(shards.join(" "))),
+                        Err(e) => Ok(RefreshResult::Failed(e.reason().into())),
+                    };
+                    let stored = match outcome {
+                        Ok(o) => self.shared.finish_refresh(key, &o, REFRESH_REUSE).await,
+                        Err(e) => Err(SharedError::Unavailable(e.to_string())),
+                    };
+                    if let Err(e) = stored {
+                        tracing::warn!(rule = %policy.rule, error = %e, "the refreshed session could not be shared; other replicas refresh again");
+                    }
+                }
+                return result.map(|s| (s, true));
+            }
+            if Instant::now() >= deadline {
+                return Err(SharedError::Unavailable(
+                    "another replica's refresh did not finish in time".into(),
+                )
+                .into());
+            }
+            tokio::time::sleep(REFRESH_POLL).await;
+        }
     }
 
     async fn refresh_once(
@@ -863,13 +997,32 @@ impl Authenticator {
         session: &Session,
         now: i64,
     ) -> Result<Identity, LoginError> {
+        self.identity_of(
+            policy,
+            &session.sub,
+            &session.claims,
+            &session.access_token,
+            now,
+        )
+    }
+
+    /// The identity headers for `sub` with `claims` (userinfo's, or a bearer token's),
+    /// carrying `access_token` as the backend's `x-amzn-oidc-accesstoken`.
+    pub fn identity_of(
+        &self,
+        policy: &AuthPolicy,
+        sub: &str,
+        claims: &Map<String, Value>,
+        access_token: &str,
+        now: i64,
+    ) -> Result<Identity, LoginError> {
         // The header names the rule (signer), issuer and client: all part of the key.
         let key = session_key(&[
             &policy.rule.namespace,
             &policy.rule.name,
             &policy.issuer,
             &policy.client_id,
-            &session.access_token,
+            access_token,
         ]);
         let cached = self
             .signed_data
@@ -886,17 +1039,16 @@ impl Authenticator {
                     signer: &signer,
                     exp: now + DATA_LIFETIME_SECS,
                 };
-                let data: Arc<str> =
-                    identity::sign_data(&self.signing_key, &header, &session.claims)
-                        .map_err(|e| LoginError::Internal(e.to_string()))?
-                        .into();
+                let data: Arc<str> = identity::sign_data(&self.signing_key, &header, claims)
+                    .map_err(|e| LoginError::Internal(e.to_string()))?
+                    .into();
                 self.signed_data.insert(key, (now, data.clone()));
                 data
             }
         };
         Ok(Identity {
-            access_token: session.access_token.clone(),
-            sub: session.sub.clone(),
+            access_token: access_token.to_owned(),
+            sub: sub.to_owned(),
             data,
         })
     }
@@ -940,6 +1092,8 @@ pub enum SessionState {
     Stale(Arc<Session>),
     /// A session of ours that timed out (or whose access token expired).
     Expired,
+    /// Whether a provider ended it cannot be known now (the shared state is down).
+    Unverifiable,
     /// A cookie by our name that is not ours (tampered, foreign rule or host).
     Invalid,
 }

@@ -2,6 +2,7 @@
 //! validation, the sealed session cookie, the identity headers for the backend, and
 //! where a browser may be sent after login.
 
+pub mod bearer;
 pub mod cookies;
 pub mod flow;
 pub mod id_token;
@@ -10,5 +11,7 @@ pub mod idp;
 pub mod login;
 pub mod providers;
 pub mod redirect;
+pub mod revocations;
 pub mod sealed;
 pub mod session;
+pub mod shared;

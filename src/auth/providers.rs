@@ -18,6 +18,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use super::id_token::{self, Alg, Jwks};
 use super::idp::{Hop, IdpClient, IdpError, ProviderMetadata};
 use crate::compile::AuthPolicy;
+use crate::compile::bearer::BearerPolicy;
 use crate::model::check_endpoint_url;
 
 /// How long discovery and keys are used before the background refresh reads them again.
@@ -39,6 +40,8 @@ pub struct ProviderKey {
     pub authorization_endpoint: Option<String>,
     pub token_endpoint: Option<String>,
     pub user_info_endpoint: Option<String>,
+    /// Keys from here instead of discovery (`spec.bearer.jwksUri`): only keys are read.
+    pub jwks_uri: Option<String>,
 }
 
 impl ProviderKey {
@@ -48,6 +51,19 @@ impl ProviderKey {
             authorization_endpoint: policy.authorization_endpoint.clone(),
             token_endpoint: policy.token_endpoint.clone(),
             user_info_endpoint: policy.user_info_endpoint.clone(),
+            jwks_uri: None,
+        }
+    }
+
+    /// The issuer of bearer tokens. Without a `jwksUri` this is the same entry as a
+    /// login's of that issuer (without endpoint overrides), so keys are fetched once.
+    pub fn for_bearer(bearer: &BearerPolicy) -> Self {
+        Self {
+            issuer: bearer.issuer.clone(),
+            authorization_endpoint: None,
+            token_endpoint: None,
+            user_info_endpoint: None,
+            jwks_uri: bearer.jwks_uri.clone(),
         }
     }
 }
@@ -230,6 +246,9 @@ impl Registry {
     }
 
     async fn fetch(&self, key: &ProviderKey) -> Result<Provider, IdpError> {
+        if let Some(jwks_uri) = &key.jwks_uri {
+            return self.fetch_keys_only(key, jwks_uri).await;
+        }
         let mut meta = self.idp.discover(&key.issuer).await?;
         // Endpoints given in the AuthRule win over discovery, as with ALB.
         if let Some(e) = &key.authorization_endpoint {
@@ -247,6 +266,36 @@ impl Registry {
         Ok(Provider {
             meta,
             algs,
+            jwks: ArcSwap::from_pointee(jwks),
+            refetched_kids: Mutex::new(HashMap::new()),
+            last_kid_refetch: Mutex::new(None),
+        })
+    }
+
+    /// An issuer known only by its keys (`spec.bearer.jwksUri`, as ALB's `jwt-validation`
+    /// takes it): no discovery, no endpoints but the keys'.
+    async fn fetch_keys_only(
+        &self,
+        key: &ProviderKey,
+        jwks_uri: &str,
+    ) -> Result<Provider, IdpError> {
+        check_endpoint_url(jwks_uri).map_err(|why| IdpError::Invalid {
+            hop: Hop::Jwks,
+            detail: format!("jwks_uri {jwks_uri:?} {why}"),
+        })?;
+        let jwks = self.idp.jwks(jwks_uri).await?;
+        Ok(Provider {
+            meta: ProviderMetadata {
+                issuer: key.issuer.clone(),
+                authorization_endpoint: String::new(),
+                token_endpoint: String::new(),
+                userinfo_endpoint: None,
+                jwks_uri: jwks_uri.to_owned(),
+                end_session_endpoint: None,
+                id_token_signing_alg_values_supported: None,
+                authorization_response_iss_parameter_supported: false,
+            },
+            algs: id_token::allowed_algs(None),
             jwks: ArcSwap::from_pointee(jwks),
             refetched_kids: Mutex::new(HashMap::new()),
             last_kid_refetch: Mutex::new(None),
@@ -441,6 +490,7 @@ mod tests {
             authorization_endpoint: None,
             token_endpoint: None,
             user_info_endpoint: None,
+            jwks_uri: None,
         };
         let other = ProviderKey {
             token_endpoint: Some("https://evil.test/token".into()),

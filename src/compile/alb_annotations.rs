@@ -199,6 +199,7 @@ pub fn spec_for(
         logout: LogoutSpec::default(),
         cors: Default::default(),
         authorization: None,
+        bearer: None,
     })
 }
 

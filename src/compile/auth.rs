@@ -570,6 +570,11 @@ fn resolve_policy(
         .authorization
         .as_ref()
         .and_then(|a| super::authorization::compile(a, obj, &mut errors));
+    let bearer = spec
+        .bearer
+        .as_ref()
+        .and_then(|b| super::bearer::compile(b, obj, &mut errors))
+        .map(Arc::new);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -595,6 +600,7 @@ fn resolve_policy(
         post_logout_redirect_uris: spec.logout.post_logout_redirect_uris.clone(),
         allow_preflight: spec.cors.allow_preflight,
         authorization,
+        bearer,
         spec: spec.clone(),
     })
 }

@@ -4,7 +4,7 @@
 //! the request.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -13,6 +13,8 @@ use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::model::{AuthorizationAction, AuthorizationSpec, path_pattern_matches};
 
 pub struct Authorization {
+    /// Whether any expression reads `request.headers` (only then are they collected).
+    reads_headers: bool,
     default_allow: bool,
     email_domains: Vec<String>,
     groups: Vec<String>,
@@ -70,6 +72,22 @@ pub struct RequestFacts<'a> {
     pub fold_case: bool,
 }
 
+/// Where the identity came from: `source` in expressions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Session,
+    Bearer,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Session => "session",
+            Self::Bearer => "bearer",
+        }
+    }
+}
+
 /// The outcome for one request.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Decision {
@@ -125,8 +143,12 @@ pub fn compile(
         Some(a) => a == AuthorizationAction::Allow,
         None => !given,
     };
+    let reads_headers = rules
+        .iter()
+        .any(|r| r.program.references().has_variable("request") && r.source.contains("headers"));
     ok.then(|| {
         Arc::new(Authorization {
+            reads_headers,
             default_allow,
             email_domains: spec
                 .email_domains
@@ -141,8 +163,19 @@ pub fn compile(
 }
 
 impl Authorization {
-    /// Whether a user with `claims` may make this request (`path` is the canonical path).
-    pub fn decide(&self, claims: &Map<String, Value>, request: &RequestFacts<'_>) -> Decision {
+    /// Whether `RequestFacts::headers` is read; without it they need not be collected.
+    pub fn reads_headers(&self) -> bool {
+        self.reads_headers
+    }
+
+    /// Whether a user (or API client) with `claims` may make this request (`path` is
+    /// the canonical path).
+    pub fn decide(
+        &self,
+        claims: &Map<String, Value>,
+        request: &RequestFacts<'_>,
+        source: Source,
+    ) -> Decision {
         let lowered;
         let request = if request.fold_case {
             lowered = request.path.to_ascii_lowercase();
@@ -178,14 +211,18 @@ impl Authorization {
                 return refuse("groups", vec![self.groups_claim.clone()], None);
             }
         }
-        let mut context = cel::Context::default();
-        let added = context
-            .add_variable("claims", claims)
-            .and_then(|()| context.add_variable("request", request))
-            .and_then(|()| context.add_variable("source", "session"));
-        if let Err(e) = added {
-            return refuse("claims", Vec::new(), Some(e.to_string()));
-        }
+        // The standard library is built once: building it is most of a fresh context.
+        static STDLIB: LazyLock<Arc<cel::Env>> = LazyLock::new(|| Arc::new(cel::Env::stdlib()));
+        let facts = super::cel_facts::Facts::new(
+            claims,
+            request.method,
+            request.path,
+            request.host,
+            &request.headers,
+            source.as_str(),
+        );
+        let mut context = cel::Context::with_env(STDLIB.clone());
+        context.set_variable_resolver(&facts);
         for rule in &self.rules {
             let applies =
                 rule.paths.is_empty() || rule.paths.iter().any(|p| matches_path(p, request));
@@ -321,29 +358,56 @@ rules:
         ));
         let admin =
             claims(json!({"email": "a@corp.example", "groups": ["admins"], "title": "boss"}));
-        let d = a.decide(&admin, &request("/admin/x"));
+        let d = a.decide(&admin, &request("/admin/x"), Source::Session);
         assert_eq!((d.allowed, d.by.as_str()), (true, "admins"));
         assert_eq!(d.claims, ["groups", "email"]);
         let other = claims(json!({"email": "b@corp.example", "groups": ["staff"], "title": "dev"}));
-        let d = a.decide(&other, &request("/admin/x"));
+        let d = a.decide(&other, &request("/admin/x"), Source::Session);
         assert_eq!((d.allowed, d.by.as_str()), (false, "defaultAction"));
-        assert!(a.decide(&other, &request("/docs")).allowed);
+        assert!(a.decide(&other, &request("/docs"), Source::Session).allowed);
         let intern =
             claims(json!({"email": "i@corp.example", "groups": ["admins"], "title": "intern"}));
-        assert_eq!(a.decide(&intern, &request("/admin/x")).by, "no-interns");
+        assert_eq!(
+            a.decide(&intern, &request("/admin/x"), Source::Session).by,
+            "no-interns"
+        );
         let shouting = RequestFacts {
             fold_case: true,
             ..request("/ADMIN/x")
         };
-        let d = a.decide(&other, &shouting);
+        let d = a.decide(&other, &shouting, Source::Session);
         assert!(
             !d.allowed,
             "a case-insensitive backend's /ADMIN is /admin here too: {d:?}"
         );
         assert!(
-            a.decide(&other, &request("/ADMIN/x")).allowed,
+            a.decide(&other, &request("/ADMIN/x"), Source::Session)
+                .allowed,
             "case-sensitive otherwise"
         );
+    }
+
+    #[test]
+    fn claims_and_request_read_like_maps() {
+        let a = compiled(&spec(
+            r#"
+rules:
+- {name: optional, when: "has(claims.team) && 'team' in claims && claims.team == 'red'", action: Allow}
+- {name: nested, when: "claims.org.unit == 'ops' && 'x-team' in request.headers && request.host == 'app.test'", action: Allow}
+- {name: numbers, when: "claims.level >= 3 && claims.tags.exists(t, t == 'vip')", action: Allow}
+"#,
+        ));
+        let red = claims(json!({"team": "red"}));
+        assert_eq!(
+            a.decide(&red, &request("/"), Source::Session).by,
+            "optional"
+        );
+        // `has` of a claim the user lacks is false, not an error: the next rule runs.
+        let ops = claims(json!({"org": {"unit": "ops"}}));
+        assert_eq!(a.decide(&ops, &request("/"), Source::Session).by, "nested");
+        let vip = claims(json!({"org": {"unit": "dev"}, "level": 4, "tags": ["vip"]}));
+        assert_eq!(a.decide(&vip, &request("/"), Source::Session).by, "numbers");
+        assert!(a.reads_headers());
     }
 
     #[test]
@@ -351,7 +415,11 @@ rules:
         let a = compiled(&spec(
             "rules:\n- {name: admins, when: \"'admins' in claims.groups\", action: Allow}\ndefaultAction: Allow\n",
         ));
-        let d = a.decide(&claims(json!({"email": "x@y"})), &request("/"));
+        let d = a.decide(
+            &claims(json!({"email": "x@y"})),
+            &request("/"),
+            Source::Session,
+        );
         assert!(!d.allowed, "{d:?}");
         assert!(d.error.is_some());
     }
@@ -364,21 +432,25 @@ rules:
         let d = a.decide(
             &claims(json!({"email": "a@corp.example", "roles": "dev ops"})),
             &request("/"),
+            Source::Session,
         );
         assert!(d.allowed, "{d:?}");
         let d = a.decide(
             &claims(json!({"email": "a@evil.example", "roles": ["ops"]})),
             &request("/"),
+            Source::Session,
         );
         assert_eq!((d.allowed, d.by.as_str()), (false, "emailDomains"));
         let d = a.decide(
             &claims(json!({"email": "a@corp.example", "roles": ["dev"]})),
             &request("/"),
+            Source::Session,
         );
         assert_eq!((d.allowed, d.by.as_str()), (false, "groups"));
         let d = a.decide(
             &claims(json!({"email": "a@corp.example.evil.test", "roles": ["ops"]})),
             &request("/"),
+            Source::Session,
         );
         assert!(!d.allowed, "a suffix is not a domain");
     }
@@ -387,17 +459,30 @@ rules:
     fn no_rules_allow_and_rules_without_a_default_deny() {
         assert!(
             compiled(&AuthorizationSpec::default())
-                .decide(&Map::new(), &request("/"))
+                .decide(&Map::new(), &request("/"), Source::Session)
                 .allowed
         );
         let a = compiled(&spec(
             "rules:\n- {name: never, when: 'false', action: Allow}\n",
         ));
-        assert!(!a.decide(&Map::new(), &request("/")).allowed);
+        assert!(
+            !a.decide(&Map::new(), &request("/"), Source::Session)
+                .allowed
+        );
         let headers = compiled(&spec(
             "rules:\n- {name: red, when: \"request.headers['x-team'] == 'red' && source == 'session'\", action: Allow}\n",
         ));
-        assert!(headers.decide(&Map::new(), &request("/")).allowed);
+        assert!(
+            headers
+                .decide(&Map::new(), &request("/"), Source::Session)
+                .allowed
+        );
+        assert!(
+            !headers
+                .decide(&Map::new(), &request("/"), Source::Bearer)
+                .allowed,
+            "source tells a bearer token from a session"
+        );
     }
 
     #[test]

@@ -7,6 +7,8 @@ pub mod alb_annotations;
 mod auth;
 pub mod authorization;
 mod backends;
+pub mod bearer;
+mod cel_facts;
 mod gateway;
 pub mod snapshot;
 mod tls;

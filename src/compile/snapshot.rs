@@ -330,6 +330,8 @@ pub struct AuthPolicy {
     pub allow_preflight: bool,
     /// Who may pass once logged in (`spec.authorization`); `None`: every user.
     pub authorization: Option<Arc<super::authorization::Authorization>>,
+    /// Bearer tokens accepted besides sessions (`spec.bearer`).
+    pub bearer: Option<Arc<super::bearer::BearerPolicy>>,
     pub spec: AuthRuleSpec,
 }
 

@@ -108,6 +108,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         KeyRing::new(&[session_key.to_vec()]).ok_or(IdentityError::Random)?,
         SigningKey::generate()?,
         crate::auth::identity::DEFAULT_SIGNER.into(),
+        crate::auth::shared::SharedState::in_process(),
     );
     auth.providers().spawn_refresher();
     let log = AccessLog::start(LogFormat::Alb, Box::new(std::io::stdout()));

@@ -24,6 +24,9 @@ pub const DEFAULT_LOGOUT_PATH: &str = "/oauth2/logout";
 /// Where providers post back-channel logout tokens (any host; register it at the
 /// provider as the client's `backchannel_logout_uri`).
 pub const BACKCHANNEL_LOGOUT_PATH: &str = "/oauth2/backchannel-logout";
+/// Where providers' logout pages send browsers with `iss` and `sid` (on every guarded
+/// host; register it as the client's `frontchannel_logout_uri`).
+pub const FRONTCHANNEL_LOGOUT_PATH: &str = "/oauth2/frontchannel-logout";
 pub const MAX_EXTRA_PARAMS: usize = 10;
 
 /// Logs people in with OpenID Connect before their requests reach the Ingresses it
@@ -85,6 +88,78 @@ pub struct AuthRuleSpec {
     /// Who may pass once logged in. Without it every logged-in user may.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<AuthorizationSpec>,
+
+    /// API clients that send `Authorization: Bearer <JWT>` instead of a session
+    /// cookie, as ALB's `jwt-validation` action: the token is checked and forwarded
+    /// unchanged, with the identity headers made from its claims. A request with a
+    /// bearer token is never redirected to a login; a bad token gets 401.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer: Option<BearerSpec>,
+}
+
+/// Bearer tokens (JWT access tokens) accepted next to browser sessions. The signature
+/// (RS256 or ES256, with the issuer's keys), `iss`, `aud`, `exp`, and `nbf` and `iat`
+/// when present are always checked.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.issuer.startsWith('https://') || self.issuer.matches('^http://(localhost|127[.]0[.]0[.]1|[[]::1[]])(:[0-9]+)?(/.*)?$')",
+    "message": "bearer.issuer must be an https:// URL (http only for a loopback development provider)"
+}]))]
+pub struct BearerSpec {
+    /// The issuer, exactly as in the tokens' `iss` claim (an `https://` URL). May be
+    /// the same provider as `oidc.issuer`; its keys are then fetched once for both.
+    #[schemars(length(min = 1, max = 2048))]
+    pub issuer: String,
+    /// Where the issuer publishes its keys (JWKS). Default: the `jwks_uri` of the
+    /// issuer's discovery document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub jwks_uri: Option<String>,
+    /// The token's `aud` must name at least one of these (an API identifier such as
+    /// `https://api.example.com`; not a browser client's id, or ID tokens would pass).
+    #[schemars(length(min = 1, max = 16))]
+    pub audiences: Vec<String>,
+    /// Further claims the token must carry, in ALB's shape (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub additional_claims: Vec<AdditionalClaim>,
+}
+
+/// A claim a bearer token must carry, as ALB's `jwt-validation` additional claims.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!(self.name in ['exp', 'iss', 'nbf', 'iat', 'aud'])",
+    "message": "exp, iss, nbf and iat are always checked, and aud is spec.bearer.audiences: not additional claims"
+}]))]
+pub struct AdditionalClaim {
+    /// The claim's name; not `exp`, `iss`, `nbf`, `iat` (always checked) or `aud`
+    /// (see `audiences`).
+    #[schemars(length(min = 1, max = 256))]
+    pub name: String,
+    /// How the claim holds its values: `single-string` (the claim is one of
+    /// `values`), `string-array` or `space-separated-values` (the claim lists every
+    /// one of `values`, e.g. scopes).
+    pub format: ClaimFormat,
+    /// 1 to 10 values of at most 256 characters (without spaces for
+    /// `space-separated-values`).
+    #[schemars(length(min = 1, max = 10))]
+    pub values: Vec<String>,
+}
+
+/// The shape of an additional claim's value.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ClaimFormat {
+    /// One string, which must be one of the values.
+    #[serde(rename = "single-string")]
+    SingleString,
+    /// An array of strings, which must hold every value.
+    #[serde(rename = "string-array")]
+    StringArray,
+    /// One string of space-separated words (like `scope`), which must hold every value.
+    #[serde(rename = "space-separated-values")]
+    SpaceSeparatedValues,
 }
 
 /// Who may pass, decided after the login: the short forms first (each must hold), then
@@ -126,8 +201,9 @@ pub struct AuthorizationRule {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub paths: Vec<String>,
-    /// A CEL expression over `claims` (the user's claims), `request` (`method`, `path`,
-    /// `host`, `headers` with lower-case names) and `source` (`session`), e.g.
+    /// A CEL expression over `claims` (the user's claims, or the bearer token's),
+    /// `request` (`method`, `path`, `host`, `headers` with lower-case names) and
+    /// `source` (`session` or `bearer`), e.g.
     /// `'admins' in claims.groups && claims.email.endsWith('@corp.example')`.
     #[schemars(length(min = 1, max = 4096))]
     pub when: String,

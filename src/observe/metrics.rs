@@ -46,6 +46,7 @@ pub struct AuthMetrics {
     refreshes: IntCounterVec,
     claims_size_exceeded: IntCounterVec,
     logouts: IntCounterVec,
+    bearer_tokens: IntCounterVec,
 }
 
 impl AuthMetrics {
@@ -73,6 +74,18 @@ impl AuthMetrics {
 
     pub fn logout(&self, rule: &str) {
         self.logouts.with_label_values(&[rule]).inc();
+    }
+
+    /// A request with a bearer token: `reason` is empty when the token passed.
+    pub fn bearer(&self, rule: &str, reason: &str) {
+        let result = if reason.is_empty() {
+            "success"
+        } else {
+            "failure"
+        };
+        self.bearer_tokens
+            .with_label_values(&[rule, result, reason])
+            .inc();
     }
 }
 
@@ -178,6 +191,13 @@ impl Metrics {
                 Opts::new("auth_logouts_total", "Logout requests, by AuthRule"),
                 &["rule"],
             )),
+            bearer_tokens: must(IntCounterVec::new(
+                Opts::new(
+                    "auth_bearer_tokens_total",
+                    "Requests with a bearer token, by AuthRule, result (success, failure) and error_reason",
+                ),
+                &["rule", "result", "reason"],
+            )),
         };
         let status = StatusMetrics {
             patches: must(IntCounterVec::new(
@@ -217,6 +237,7 @@ impl Metrics {
             Box::new(auth.refreshes.clone()),
             Box::new(auth.claims_size_exceeded.clone()),
             Box::new(auth.logouts.clone()),
+            Box::new(auth.bearer_tokens.clone()),
             Box::new(status.patches.clone()),
             Box::new(status.latency.clone()),
             Box::new(status.queue.clone()),

@@ -227,6 +227,27 @@ pub const REASONS: &[Reason] = &[
         "Check the provider's backchannel_logout_uri registration and its clock; the log line says which check failed.",
     ),
     r(
+        "AuthInvalidBearerToken",
+        "401 (400 for several Authorization headers)",
+        "A bearer token on a route whose AuthRule takes them was refused (401, WWW-Authenticate: Bearer error=\"invalid_token\").",
+        "The token expired, is signed by another issuer or key, is for another API (aud), or lacks a claim spec.bearer.additionalClaims asks for; error_description and the log line say which check failed.",
+        "Get a fresh token for the audience in spec.bearer.audiences from the issuer in spec.bearer.issuer; compare its claims (e.g. at jwt.io, offline) with spec.bearer.",
+    ),
+    r(
+        "AuthInvalidLogoutRequest",
+        "400",
+        "A front-channel logout request was refused (400).",
+        "Its iss names no AuthRule of this host, or it has iss without sid (or sid without iss), or a parameter twice.",
+        "Register https://<host>/oauth2/frontchannel-logout as the frontchannel_logout_uri of the client on that host, with frontchannel_logout_session_required.",
+    ),
+    r(
+        "AuthSharedStateUnavailable",
+        "503",
+        "A session could not be checked because the shared state (Redis) cannot be reached (503).",
+        "Redis is down, unreachable or slower than --redis-timeout-ms; a logout announced meanwhile could not be seen, so sessions are refused (--redis-unavailable refuse).",
+        "Bring Redis back (portcullis_shared_state_up shows when it is); or, accepting that logouts wait for Redis, run with --redis-unavailable allow.",
+    ),
+    r(
         "AuthForbidden",
         "403",
         "The user is logged in, but the AuthRule's authorization refused this request (403).",

@@ -19,15 +19,16 @@ use super::forward::{self, Outgoing};
 use super::headers::{is_websocket_upgrade, set_forwarded};
 use super::pages::{ErrorPage, prefers_html, redirect};
 use super::{Body, BoxError, ConnInfo, DataPlane, Live};
+use crate::auth::bearer::{BearerError, bearer_token, challenge};
 use crate::auth::flow::FlowError;
 use crate::auth::login::{Browser, CALLBACK_PATH, Identity, LoginError, Notes, SessionState};
 use crate::auth::redirect::safe_return_path;
 use crate::auth::session::Session;
-use crate::compile::authorization::RequestFacts;
+use crate::compile::authorization::{RequestFacts, Source};
 use crate::compile::{AuthPolicy, Backend, GuardPolicy, Redirect, Rewrite, Route, RouteQuery};
 use crate::form::form_pairs;
-use crate::model::BACKCHANNEL_LOGOUT_PATH;
 use crate::model::OnUnauthenticatedRequest;
+use crate::model::{BACKCHANNEL_LOGOUT_PATH, FRONTCHANNEL_LOGOUT_PATH};
 use crate::observe::access_log::{AccessRecord, timestamp};
 use crate::observe::flows::{Hop, now_ms};
 use crate::observe::trace::{self, TraceId};
@@ -142,6 +143,12 @@ impl Exchange {
             let policies = routes.all_policies();
             if !policies.is_empty() {
                 return self.backchannel_logout(req, &policies).await;
+            }
+        }
+        if path == FRONTCHANNEL_LOGOUT_PATH && req.method() == http::Method::GET {
+            let policies = routes.oidc_policies(&host);
+            if !policies.is_empty() {
+                return self.frontchannel_logout(&req, &host, &policies).await;
             }
         }
         let key = routes.match_key(&path);
@@ -344,6 +351,15 @@ impl Exchange {
             ));
         }
         let now = unix_now();
+        if policy.bearer.is_some() && req.headers().contains_key(http::header::AUTHORIZATION) {
+            // A request with a token is an API client's: it is never sent to a login,
+            // and a session cookie beside a bad token does not rescue it.
+            match self.bearer_credential(req) {
+                Ok(Some(token)) => return self.bearer(req, arrival, policy, &token, now).await,
+                Ok(None) => {}
+                Err(refused) => return Some(*refused),
+            }
+        }
         let cookies = cookie_headers(req.headers());
         let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
         let auth = &self.dp.auth;
@@ -363,7 +379,8 @@ impl Exchange {
                         ),
                     });
                 }
-                if let Some(refused) = self.authorize(req, arrival, policy, &session) {
+                let who = (session.sub.as_str(), &session.claims, Source::Session);
+                if let Some(refused) = self.authorize(req, arrival, policy, who) {
                     return Some(refused);
                 }
                 return self.pass_identity(req, policy, &session, now);
@@ -379,10 +396,15 @@ impl Exchange {
                         Ok(cookies) => self.set_cookies = cookies,
                         Err(e) => return Some(self.login_error(&e)),
                     }
-                    if let Some(refused) = self.authorize(req, arrival, policy, &session) {
+                    let who = (session.sub.as_str(), &session.claims, Source::Session);
+                    if let Some(refused) = self.authorize(req, arrival, policy, who) {
                         return Some(refused);
                     }
                     return self.pass_identity(req, policy, &session, now);
+                }
+                Err(e) if matches!(*e, LoginError::Shared(_)) => {
+                    tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, error = %e, "refresh not attempted: the shared state is unavailable");
+                    return Some(self.login_error(&e));
                 }
                 Err(e) => {
                     // A failed refresh is a session that ended: log in again.
@@ -392,6 +414,15 @@ impl Exchange {
                 }
             },
             SessionState::Expired => true,
+            SessionState::Unverifiable => {
+                // Fail closed: a logout announced meanwhile could not be seen.
+                tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, "session refused: the shared state (Redis) is unavailable");
+                return Some(self.error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "AuthSharedStateUnavailable",
+                    "Sessions cannot be checked right now; try again in a moment.",
+                ));
+            }
             SessionState::Invalid => {
                 // Tampered, or minted for another rule or host: no session, but say so.
                 tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, "session cookie refused: not sealed for this rule and host");
@@ -416,11 +447,13 @@ impl Exchange {
                 } else {
                     "AuthDenied"
                 };
-                return Some(self.error(
+                let mut resp = self.error(
                     StatusCode::UNAUTHORIZED,
                     reason,
                     "This address needs a login session.",
-                ));
+                );
+                offer_bearer(&mut resp, policy);
+                return Some(resp);
             }
             _ => {}
         }
@@ -436,6 +469,7 @@ impl Exchange {
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("application/json"),
             );
+            offer_bearer(&mut resp, policy);
             return Some(resp);
         }
         let redirect_uri = callback_uri(arrival.authority, secure);
@@ -488,21 +522,24 @@ impl Exchange {
         }
     }
 
-    /// The AuthRule's authorization for a logged-in user: `None` lets the request on,
-    /// `Some` is the 403.
+    /// The AuthRule's authorization for a logged-in user or a bearer token's client:
+    /// `None` lets the request on, `Some` is the 403.
     fn authorize(
         &mut self,
         req: &Request<Incoming>,
         arrival: &Arrival<'_>,
         policy: &AuthPolicy,
-        session: &Session,
+        (sub, claims, source): (&str, &serde_json::Map<String, serde_json::Value>, Source),
     ) -> Option<Response<Body>> {
         let authorization = policy.authorization.as_ref()?;
-        let headers = req
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-            .collect();
+        let headers = if authorization.reads_headers() {
+            req.headers()
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect()
+        } else {
+            Default::default()
+        };
         let facts = RequestFacts {
             method: req.method().as_str(),
             path: arrival.path,
@@ -510,7 +547,7 @@ impl Exchange {
             headers,
             fold_case: self.live.snapshot.routes.fold_case,
         };
-        let decision = authorization.decide(&session.claims, &facts);
+        let decision = authorization.decide(claims, &facts, source);
         if decision.allowed {
             return None;
         }
@@ -521,7 +558,8 @@ impl Exchange {
             refused_by = %decision.by,
             claims = ?decision.claims,
             error = decision.error.as_deref().unwrap_or("-"),
-            sub = %session.sub,
+            %sub,
+            source = source.as_str(),
             "request refused by the AuthRule's authorization"
         );
         Some(self.error(
@@ -529,6 +567,86 @@ impl Exchange {
             "AuthForbidden",
             "Your account is logged in but may not open this address.",
         ))
+    }
+
+    /// The bearer token of the request, if it carries one. More than one
+    /// `Authorization` header is refused (400): the backend could read another token
+    /// than the one checked here.
+    fn bearer_credential(
+        &mut self,
+        req: &Request<Incoming>,
+    ) -> Result<Option<String>, Box<Response<Body>>> {
+        let mut values = req.headers().get_all(http::header::AUTHORIZATION).iter();
+        let (Some(first), None) = (values.next(), values.next()) else {
+            self.rec.add_action("authenticate");
+            let mut resp = self.error(
+                StatusCode::BAD_REQUEST,
+                "AuthInvalidBearerToken",
+                "The request carries more than one Authorization header.",
+            );
+            if let Ok(v) = http::HeaderValue::from_str(
+                "Bearer error=\"invalid_request\", error_description=\"more than one Authorization header\"",
+            ) {
+                resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+            }
+            return Err(Box::new(resp));
+        };
+        Ok(bearer_token(first.as_bytes()).map(str::to_owned))
+    }
+
+    /// A request with a bearer token: checked, authorized with `source` bearer, and
+    /// forwarded with the token unchanged and identity headers from its claims; a bad
+    /// token gets 401 with the RFC 6750 challenge.
+    async fn bearer(
+        &mut self,
+        req: &mut Request<Incoming>,
+        arrival: &Arrival<'_>,
+        policy: &AuthPolicy,
+        token: &str,
+        now: i64,
+    ) -> Option<Response<Body>> {
+        let bearer = policy.bearer.as_ref()?;
+        let rule = rule_label(policy);
+        let who = match self.dp.auth.bearer(bearer, token, now).await {
+            Ok(who) => who,
+            Err(e) => {
+                self.dp.metrics.auth.bearer(&rule, e.reason());
+                return Some(self.bearer_refused(policy, &e));
+            }
+        };
+        self.dp.metrics.auth.bearer(&rule, "");
+        if let Some(refused) = self.authorize(
+            req,
+            arrival,
+            policy,
+            (&who.sub, &who.claims, Source::Bearer),
+        ) {
+            return Some(refused);
+        }
+        match (self.dp.auth).identity_of(policy, &who.sub, &who.claims, token, now) {
+            Ok(identity) => {
+                insert_identity(req.headers_mut(), &identity);
+                None
+            }
+            Err(e) => Some(self.login_error(&e)),
+        }
+    }
+
+    fn bearer_refused(&mut self, policy: &AuthPolicy, e: &BearerError) -> Response<Body> {
+        tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, reason = e.reason(), error = %e, "bearer token refused");
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        let message = if status == StatusCode::UNAUTHORIZED {
+            "The bearer token is not valid here."
+        } else {
+            "The token issuer's keys could not be read."
+        };
+        let mut resp = self.error(status, e.reason(), message);
+        if status == StatusCode::UNAUTHORIZED
+            && let Ok(v) = http::HeaderValue::from_str(&challenge(Some(e)))
+        {
+            resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+        }
+        resp
     }
 
     fn pass_identity(
@@ -652,6 +770,11 @@ impl Exchange {
                 );
                 resp
             }
+            Err(e @ LoginError::Shared(_)) => {
+                // The provider retries a logout that was not taken.
+                tracing::warn!(trace_id = %self.trace.root, error = %e, "back-channel logout not taken: the shared state is unavailable");
+                self.login_error(&e)
+            }
             Err(e) => {
                 tracing::warn!(trace_id = %self.trace.root, error = %e, "back-channel logout token refused");
                 self.error(
@@ -659,6 +782,45 @@ impl Exchange {
                     "AuthInvalidLogoutToken",
                     "The logout token is not valid.",
                 )
+            }
+        }
+    }
+
+    /// A provider's front-channel logout, loaded by its logout page (usually in an
+    /// iframe): the sessions of that `sid` on this host end. A blank page either way,
+    /// never cached.
+    async fn frontchannel_logout(
+        &mut self,
+        req: &Request<Incoming>,
+        host: &str,
+        policies: &[Arc<AuthPolicy>],
+    ) -> Response<Body> {
+        self.rec.add_action("authenticate");
+        let cookies = cookie_headers(req.headers());
+        let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
+        let query = req.uri().query().unwrap_or("");
+        let secure = self.conn.tls.is_some();
+        let done =
+            (self.dp.auth).frontchannel_logout(policies, host, query, &cookies, secure, unix_now());
+        match done.await {
+            Ok(set_cookies) => {
+                tracing::info!(trace_id = %self.trace.root, %host, own_session = !set_cookies.is_empty(), "front-channel logout: sessions ended");
+                let mut resp = Response::new(crate::proxy::pages::full(
+                    "<!DOCTYPE html><title>Logged out</title>",
+                ));
+                for (name, value) in [
+                    (http::header::CACHE_CONTROL, "no-cache, no-store"),
+                    (http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                ] {
+                    resp.headers_mut()
+                        .insert(name, http::HeaderValue::from_static(value));
+                }
+                append_cookies(&mut resp, set_cookies);
+                resp
+            }
+            Err(e) => {
+                tracing::warn!(trace_id = %self.trace.root, %host, error = %e, "front-channel logout refused");
+                self.login_error(&e)
             }
         }
     }
@@ -817,6 +979,16 @@ fn insert_identity(headers: &mut HeaderMap, identity: &Identity) {
         if let Ok(v) = http::HeaderValue::from_str(value) {
             headers.insert(name, v);
         }
+    }
+}
+
+/// A 401 on a rule that takes bearer tokens says so (RFC 6750), for API clients.
+fn offer_bearer(resp: &mut Response<Body>, policy: &AuthPolicy) {
+    if policy.bearer.is_some() {
+        resp.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
     }
 }
 

@@ -177,6 +177,9 @@ impl DataPlane {
         let _ = metrics
             .registry()
             .register(Box::new(auth.providers().health_metric()));
+        let _ = metrics
+            .registry()
+            .register(Box::new(auth.shared().health_metric()));
         Arc::new(Self {
             live: ArcSwap::from_pointee(live),
             ready: AtomicBool::new(false),

@@ -73,6 +73,35 @@ pub async fn log_out(browser: &reqwest::Client, start: &str, post_logout_uri: &s
     walk(browser, start, post_logout_uri, "").await.url
 }
 
+/// Confirms the provider's logout at `start` and returns the front-channel logout
+/// URLs its logout page loads in iframes (what a browser would then load).
+pub async fn log_out_front_channel(browser: &reqwest::Client, start: &str) -> Vec<String> {
+    let start = reqwest::Url::parse(start).unwrap();
+    let page = browser
+        .get(start.clone())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (action, mut fields) =
+        parse_form(&page).unwrap_or_else(|| panic!("no logout form at {start}: {page}"));
+    fields.push(("logout".into(), "yes".into()));
+    let done = browser
+        .post(start.join(&action).unwrap())
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    let page = done.text().await.unwrap();
+    page.split("<iframe")
+        .skip(1)
+        .filter_map(|tag| attr(tag, "src"))
+        .map(|src| src.replace("&amp;", "&"))
+        .collect()
+}
+
 async fn walk(browser: &reqwest::Client, start: &str, redirect_uri: &str, user: &str) -> Callback {
     let mut next = reqwest::Url::parse(start).unwrap();
     let mut form: Option<Vec<(String, String)>> = None;

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod cluster;
 pub mod idp;
+pub mod redis;
 pub mod tls;
 
 use std::convert::Infallible;

@@ -1,7 +1,7 @@
 // A real, certified OpenID provider for the tests: oidc-provider with one confidential
 // client, development login forms (any password), and keys made at start.
 // Prints {"issuer": "..."} on stdout once it listens on 127.0.0.1 (port from argv or 0).
-import { Provider } from 'oidc-provider';
+import { Provider, errors } from 'oidc-provider';
 import { generateKeyPair, exportJWK } from 'jose';
 import { readFileSync } from 'node:fs';
 
@@ -28,20 +28,40 @@ const server = tls
 await new Promise((resolve) => server.listen(port, process.env.IDP_HOST ?? '127.0.0.1', resolve));
 const issuer = process.env.IDP_ISSUER ?? `http://127.0.0.1:${server.address().port}`;
 
+// The API that bearer tokens are issued for (client_credentials with
+// resource=IDP_API_AUDIENCE gives a JWT access token with that aud).
+const apiAudience = process.env.IDP_API_AUDIENCE ?? 'https://api.example.com';
+// Tokens for this client are issued with the clock an hour slow: expired on arrival.
+const slowClockClient = 'portcullis-slow-clock';
+
+// IDP_FRONTCHANNEL_URI: OpenID Connect Front-Channel Logout 1.0, which oidc-provider
+// no longer ships: after a confirmed logout the browser gets a page that loads this
+// URI with iss and sid in an iframe, then goes on to the post-logout redirect.
+const frontchannelUri = process.env.IDP_FRONTCHANNEL_URI;
+let lastSids = {};
+
 const provider = new Provider(issuer, {
   clients: [{
     client_id: process.env.IDP_CLIENT_ID ?? 'portcullis-test',
     client_secret: process.env.IDP_CLIENT_SECRET ?? 'test-secret',
     redirect_uris: redirectUris,
     post_logout_redirect_uris: redirectUris.map((u) => new URL('/', u).href),
-    grant_types: ['authorization_code', 'refresh_token'],
+    grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_basic',
+    scope: 'openid email profile offline_access api:read api:write',
     // IDP_BACKCHANNEL_URI: where this provider posts back-channel logout tokens.
     ...(process.env.IDP_BACKCHANNEL_URI
       ? { backchannel_logout_uri: process.env.IDP_BACKCHANNEL_URI, backchannel_logout_session_required: true }
       : {}),
     id_token_signed_response_alg: process.env.IDP_ID_TOKEN_ALG ?? 'RS256',
+  }, {
+    client_id: slowClockClient,
+    client_secret: 'test-secret',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: 'api:read api:write',
   }],
   jwks: await signingKeys(),
   // The test provider posts back-channel logouts to Portcullis on loopback, which its
@@ -50,8 +70,33 @@ const provider = new Provider(issuer, {
   features: {
     devInteractions: { enabled: true },
     backchannelLogout: { enabled: Boolean(process.env.IDP_BACKCHANNEL_URI) },
+    rpInitiatedLogout: {
+      enabled: true,
+      // The default confirmation page, remembering the session's sids for the
+      // front-channel page that follows.
+      async logoutSource(ctx, form) {
+        const authorizations = ctx.oidc.session?.authorizations ?? {};
+        lastSids = Object.fromEntries(Object.entries(authorizations).map(([client, a]) => [client, a.sid]));
+        ctx.body = `<!DOCTYPE html><html><body>${form}<button autofocus type="submit" form="op.logoutForm" value="yes" name="logout">Yes, sign me out</button></body></html>`;
+      },
+    },
+    clientCredentials: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      // Only client_credentials asks for the API; logins keep opaque tokens for userinfo.
+      defaultResource: () => undefined,
+      getResourceServerInfo: (ctx, resource) => {
+        if (resource !== apiAudience) throw new errors.InvalidTarget();
+        return {
+          scope: 'api:read api:write',
+          audience: apiAudience,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: process.env.IDP_API_TOKEN_ALG ?? 'RS256' } },
+        };
+      },
+    },
   },
-  scopes: ['openid', 'email', 'profile', 'offline_access'],
+  scopes: ['openid', 'email', 'profile', 'offline_access', 'api:read', 'api:write'],
   claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
   issueRefreshToken: async () => true,
   ttl: { AccessToken: Number(process.env.IDP_ACCESS_TOKEN_TTL ?? 300) },
@@ -65,19 +110,53 @@ const provider = new Provider(issuer, {
   },
 });
 provider.proxy = false;
+// frontchannel_logout_session_required: ID tokens carry the sid the logout page names.
+if (frontchannelUri) provider.Client.prototype.includeSid = () => true;
 
 // IDP_FAULT makes one hop misbehave, the way broken or overloaded providers do:
 // userinfo-500, userinfo-slow (10 s), userinfo-huge (20 KiB of claims),
 // id-token-tampered (payload changed after signing), clock-ahead (the provider's
 // clock five minutes fast: its tokens' iat and its Date header).
 const fault = process.env.IDP_FAULT ?? '';
+// Grants the provider made, by grant type: GET /test/grants (for tests that count
+// refresh-token grants across replicas).
+const grants = {};
+provider.on('grant.success', (ctx) => {
+  const type = ctx.oidc.params?.grant_type ?? 'unknown';
+  grants[type] = (grants[type] ?? 0) + 1;
+});
 if (fault === 'clock-ahead') {
   const realNow = Date.now;
   Date.now = () => realNow() + 300000;
 }
 provider.use(async (ctx, next) => {
-  if (fault === 'clock-ahead') {
+  if (ctx.path === '/test/grants') {
+    ctx.body = grants;
+    return;
+  }
+  const slowClock = ctx.path === '/token'
+    && Buffer.from((ctx.get('authorization').split(' ')[1] ?? ''), 'base64').toString().startsWith(`${slowClockClient}:`);
+  if (slowClock) {
+    // One request at a time in the tests that use it, so the shift touches no other.
+    const realNow = Date.now;
+    Date.now = () => realNow() - 3600000;
+    try { await next(); } finally { Date.now = realNow; }
+    return;
+  }
+  if (frontchannelUri && ctx.path === '/session/end/confirm') {
     await next();
+    const location = ctx.response.get('location');
+    const sid = lastSids[process.env.IDP_CLIENT_ID ?? 'portcullis-test'];
+    if (location && sid) {
+      const src = `${frontchannelUri}?iss=${encodeURIComponent(issuer)}&sid=${encodeURIComponent(sid)}`;
+      ctx.status = 200;
+      ctx.remove('location');
+      ctx.type = 'html';
+      ctx.body = `<!DOCTYPE html><html><head><meta http-equiv="refresh" content="1;url=${location}"></head><body><iframe src="${src}"></iframe></body></html>`;
+    }
+    return;
+  }
+  if (fault === 'clock-ahead') {
     ctx.set('Date', new Date(Date.now()).toUTCString());
     return;
   }

@@ -1,0 +1,241 @@
+//! Two `portcullis serve` replicas sharing state in a real `redis-server`, against the
+//! certified provider: a logout the provider posts to one replica ends the session on
+//! the other, concurrent refreshes of one session on both spend one refresh-token
+//! grant, and a Redis outage refuses sessions (503) quickly instead of hanging.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::app::*;
+use common::redis::RedisServer;
+use common::*;
+
+/// Key files both replicas read, so each opens the other's session cookies.
+struct SharedKeys {
+    _dir: TempDir,
+    session: String,
+    signing: String,
+}
+
+fn shared_keys() -> SharedKeys {
+    let dir = TempDir::new("replica-keys");
+    dir.write(
+        "session-keys",
+        &base64::engine::general_purpose::STANDARD.encode([9u8; 32]),
+    );
+    let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &aws_lc_rs::rand::SystemRandom::new(),
+    )
+    .unwrap();
+    dir.write(
+        "signing.pem",
+        &format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
+        ),
+    );
+    SharedKeys {
+        session: dir.path().join("session-keys").display().to_string(),
+        signing: dir.path().join("signing.pem").display().to_string(),
+        _dir: dir,
+    }
+}
+
+fn replica_args<'a>(keys: &'a SharedKeys, redis_url: &'a str) -> Vec<&'a str> {
+    vec![
+        "--session-keys-file",
+        &keys.session,
+        "--signing-key-file",
+        &keys.signing,
+        "--redis-url",
+        redis_url,
+        "--redis-timeout-ms",
+        "300",
+    ]
+}
+
+/// `GET /` on a replica with the session's cookie header, as a browser would send it.
+async fn get_with(replica: &Portcullis, cookie: &str) -> reqwest::Response {
+    client()
+        .get(format!("http://{}/", replica.http))
+        .header("host", "app.example.com")
+        .header("accept", "text/html")
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The cookie header the backend saw behind replica A once logged in.
+async fn session_cookie(b: &reqwest::Client, origin: &str) -> String {
+    let seen = seen_by_backend(b, &format!("{origin}/")).await;
+    seen["headers"]["cookie"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_logout_posted_to_one_replica_ends_the_session_on_the_other() {
+    let redis = RedisServer::start();
+    let keys = shared_keys();
+    let url = redis.url();
+    let args = replica_args(&keys, &url);
+    let s = setup_rule(
+        &[(
+            "IDP_BACKCHANNEL_URI",
+            "http://127.0.0.1:PORT/oauth2/backchannel-logout",
+        )],
+        AUTH_RULE,
+        &args,
+    )
+    .await;
+    let b_replica = Portcullis::start(s.manifests.path(), &args);
+    let browser_a = browser(&s.proxy);
+    log_in_at(&browser_a, &s.origin, "alice").await;
+    let cookie = session_cookie(&browser_a, &s.origin).await;
+    let on_b = get_with(&b_replica, &cookie).await;
+    assert_eq!(on_b.status(), 200, "replica B opens A's session");
+    let seen: serde_json::Value = on_b.json().await.unwrap();
+    assert_eq!(seen["headers"]["x-amzn-oidc-identity"], "alice");
+
+    // The user logs out at the provider, which posts the logout token to replica A.
+    let end = format!(
+        "{}/session/end?client_id=portcullis-test&post_logout_redirect_uri={}/",
+        s.idp.issuer, s.origin
+    );
+    common::idp::log_out(&browser_a, &end, &format!("{}/", s.origin)).await;
+    let posted = Instant::now();
+    eventually("replica B refuses the session", || async {
+        get_with(&b_replica, &cookie).await.status() == 302
+    })
+    .await;
+    let lag = posted.elapsed();
+    assert!(
+        lag < Duration::from_secs(2),
+        "at once, not eventually: {lag:?}"
+    );
+    let posted_to_a = s
+        .proxy
+        .log_line(|l| l.contains("/oauth2/backchannel-logout"))
+        .await;
+    assert_eq!(alb_record(&posted_to_a)["elb_status_code"], "200");
+    assert!(
+        !b_replica
+            .access_log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("backchannel")),
+        "the provider posted to replica A only"
+    );
+    // A replica started after the logout learns it from Redis.
+    let c_replica = Portcullis::start(s.manifests.path(), &args);
+    eventually("replica C refuses it too", || async {
+        get_with(&c_replica, &cookie).await.status() == 302
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_on_two_replicas_spend_one_refresh_grant() {
+    let redis = RedisServer::start();
+    let keys = shared_keys();
+    let url = redis.url();
+    let args = replica_args(&keys, &url);
+    let rule = AUTH_RULE.replace(
+        "scope: openid email profile",
+        "scope: openid email profile offline_access\n    authenticationRequestExtraParams: {prompt: consent}",
+    );
+    let s = setup_rule(&[("IDP_ACCESS_TOKEN_TTL", "2")], &rule, &args).await;
+    let b_replica = Portcullis::start(s.manifests.path(), &args);
+    let browser_a = browser(&s.proxy);
+    log_in_at(&browser_a, &s.origin, "dave").await;
+    let cookie = session_cookie(&browser_a, &s.origin).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // Five requests of the stale session on each replica, all at once.
+    let requests = (0..10).map(|i| {
+        let replica = if i % 2 == 0 { &s.proxy } else { &b_replica };
+        get_with(replica, &cookie)
+    });
+    let responses = futures_util::future::join_all(requests).await;
+    let mut tokens = Vec::new();
+    for r in responses {
+        assert_eq!(r.status(), 200);
+        let seen: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(seen["headers"]["x-amzn-oidc-identity"], "dave");
+        tokens.push(seen["headers"]["x-amzn-oidc-accesstoken"].clone());
+    }
+    assert!(
+        tokens.iter().all(|t| *t == tokens[0]),
+        "every request on both replicas got the one refreshed token"
+    );
+    let grants: serde_json::Value = reqwest::get(format!("{}/test/grants", s.idp.issuer))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(grants["refresh_token"], 1, "{grants}");
+    let refreshed = r#"portcullis_auth_refreshes_total{result="success",rule="apps/sso"} 1"#;
+    let on_a = s.proxy.metrics().await.contains(refreshed);
+    let on_b = b_replica.metrics().await.contains(refreshed);
+    assert!(
+        on_a ^ on_b,
+        "one replica refreshed, the other took its result"
+    );
+}
+
+#[tokio::test]
+async fn a_redis_outage_refuses_sessions_at_once_and_they_return_with_it() {
+    let redis = RedisServer::start();
+    let port = redis.port;
+    let keys = shared_keys();
+    let url = redis.url();
+    let args = replica_args(&keys, &url);
+    let s = setup_rule(&[], AUTH_RULE, &args).await;
+    let mut allow = args.clone();
+    allow.extend(["--redis-unavailable", "allow"]);
+    let lenient = Portcullis::start(s.manifests.path(), &allow);
+    let b = browser(&s.proxy);
+    log_in_at(&b, &s.origin, "erin").await;
+    let cookie = session_cookie(&b, &s.origin).await;
+    eventually("both replicas mirror Redis", || async {
+        get_with(&lenient, &cookie).await.status() == 200
+    })
+    .await;
+
+    drop(redis);
+    eventually("the session is refused while Redis is down", || async {
+        get_with(&s.proxy, &cookie).await.status() == 503
+    })
+    .await;
+    let started = Instant::now();
+    let refused = get_with(&s.proxy, &cookie).await;
+    assert_eq!(refused.status(), 503);
+    assert!(started.elapsed() < Duration::from_secs(1), "no hang");
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("AuthSharedStateUnavailable")
+    );
+    assert_eq!(
+        get_with(&lenient, &cookie).await.status(),
+        200,
+        "--redis-unavailable allow serves on what it knew"
+    );
+    let metrics = s.proxy.metrics().await;
+    assert!(
+        metrics.contains("portcullis_shared_state_up 0"),
+        "{metrics}"
+    );
+
+    let _back = RedisServer::start_on(port);
+    eventually("sessions pass again once Redis is back", || async {
+        get_with(&s.proxy, &cookie).await.status() == 200
+    })
+    .await;
+}
