@@ -42,6 +42,25 @@ pub fn apply(
     (snapshot, compiled.diagnostics)
 }
 
+/// `apply` on a blocking thread: a compile of a large cluster takes tens of
+/// milliseconds, which on an async worker would stall the requests it serves.
+pub async fn apply_off_workers(
+    dp: Arc<DataPlane>,
+    objects: Objects,
+    options: CompileOptions,
+) -> Option<(Objects, Arc<crate::compile::Snapshot>, Vec<Diagnostic>)> {
+    let work = tokio::task::spawn_blocking(move || {
+        let (snapshot, diagnostics) = apply(&dp, &objects, &options);
+        (objects, snapshot, diagnostics)
+    });
+    match work.await {
+        Ok(done) => Some(done),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The runtime is shutting down.
+        Err(_) => None,
+    }
+}
+
 /// Re-reads the manifests every `interval` and on SIGHUP, installing a new snapshot
 /// when anything changed.
 pub async fn watch_files(
@@ -73,7 +92,7 @@ pub async fn watch_files(
             if forced {
                 tracing::info!("SIGHUP: re-reading manifests");
             }
-            apply(&dp, &objects, &options);
+            apply_off_workers(dp.clone(), objects, options.clone()).await;
         }
     }
 }
@@ -94,17 +113,22 @@ pub async fn watch_cluster(
     tracing::info!("every watch has listed: serving");
     loop {
         let objects = source.objects();
-        let (snapshot, diagnostics) = apply(&dp, &objects, &options);
+        let Some((objects, snapshot, diagnostics)) =
+            apply_off_workers(dp.clone(), objects, options.clone()).await
+        else {
+            return;
+        };
         published.send_replace(Some(Arc::new(Published {
             objects,
             diagnostics,
             snapshot,
         })));
+        // Changes that arrive while a compile runs are taken together by the next one
+        // (the notification holds one permit), so a burst costs a compile or two, and
+        // a single change is live after one compile, not after a fixed wait.
         tokio::select! {
             _ = source.changed.notified() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        // Changes come in bursts (an apply of many objects): take them together.
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

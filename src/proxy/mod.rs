@@ -152,7 +152,9 @@ pub struct DataPlane {
     pub config: ProxyConfig,
     pub metrics: Metrics,
     pub log: AccessLog,
-    pub client: forward::UpstreamClient,
+    /// One upstream pool per data-plane worker, so a pooled connection is used on the
+    /// thread whose runtime drives it.
+    clients: Vec<forward::UpstreamClient>,
     pub auth: Authenticator,
     pub flows: crate::observe::flows::FlowLog,
     /// Balancer state by upstream name, kept across snapshots.
@@ -170,7 +172,9 @@ impl DataPlane {
             unmatched,
             balances: Vec::new(),
         };
-        let client = forward::upstream_client(&config);
+        let clients = (0..workers())
+            .map(|_| forward::upstream_client(&config))
+            .collect();
         // The system RNG seeds itself on first use (tens of ms); pay that at start-up,
         // not on the first request.
         let _ = crate::observe::trace::TraceId::for_request(&http::HeaderMap::new(), 0);
@@ -183,7 +187,7 @@ impl DataPlane {
             config,
             metrics,
             log,
-            client,
+            clients,
             auth,
             flows: Default::default(),
             balances: Default::default(),
@@ -258,6 +262,17 @@ impl DataPlane {
         list
     }
 
+    /// How many data-plane workers serve traffic: one per core.
+    pub fn workers(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// The upstream pool of the worker this runs on (the first one off the workers).
+    fn client(&self) -> &forward::UpstreamClient {
+        let worker = WORKER.with(std::cell::Cell::get);
+        &self.clients[worker % self.clients.len()]
+    }
+
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
@@ -273,6 +288,21 @@ impl std::fmt::Debug for DataPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("DataPlane")
     }
+}
+
+thread_local! {
+    /// The data-plane worker this thread is (0 on threads that are none).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks this thread as data-plane worker `index`.
+pub fn set_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
+/// One data-plane worker per core the process may run on.
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// What the request path knows of the connection a request came on.
