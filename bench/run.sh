@@ -34,8 +34,13 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-# 10,000 idle connections, both ends in this machine.
-ulimit -n 65536
+# 10,000 idle connections: each end (load tool, proxy) needs that many descriptors.
+ulimit -n "$(ulimit -Hn)"
+idle_conns=10000
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 10500 ]; then
+  idle_conns=$(( $(ulimit -n) - 500 ))
+  echo "open files limited to $(ulimit -n): measuring $idle_conns idle connections" >&2
+fi
 
 if [ ! -x "$tools/bin/oha" ]; then
   echo "installing oha into $tools" >&2
@@ -64,7 +69,7 @@ target/release/examples/bench_passthrough 127.0.0.1:$pass 127.0.0.1:$backend & p
 
 cat > "$work/nginx.conf" <<NGINX
 worker_processes 2;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile $(ulimit -n);
 pid $work/nginx.pid;
 error_log $work/nginx-error.log;
 events { worker_connections 16384; }
@@ -203,7 +208,7 @@ idle() { # port host pids...
   local port=$1 host=$2; shift 2
   local before=0 after=0 p
   for p in "$@"; do before=$((before + $(rss_kib "$p"))); done
-  coproc IDLE { target/release/examples/bench_idle "127.0.0.1:$port" "$host" 10000; }
+  coproc IDLE { target/release/examples/bench_idle "127.0.0.1:$port" "$host" "$idle_conns"; }
   read -r ready opened rest <&"${IDLE[0]}"
   sleep 1
   for p in "$@"; do after=$((after + $(rss_kib "$p"))); done
@@ -211,7 +216,7 @@ idle() { # port host pids...
   wait "$IDLE_PID" 2>/dev/null || true
   echo "$before $after $opened"
 }
-echo "opening 10,000 idle connections to portcullis and to nginx" >&2
+echo "opening $idle_conns idle connections to portcullis and to nginx" >&2
 idle "$pc" bench.local "$pc_pid" > "$work/idle-portcullis"
 idle "$nginx_port" bench.local "$nginx_master" $(pgrep -P "$nginx_master") > "$work/idle-nginx"
 kill "$pc_pid"

@@ -198,27 +198,32 @@ impl DataPlane {
     /// Swaps in a new snapshot whole; requests in flight finish on the old one.
     pub fn install(&self, snapshot: Arc<Snapshot>) {
         let old = self.live.load();
-        let keyed = |m: &RouteMetrics| m.clone();
-        let mut previous: HashMap<(String, String), RouteMetrics> = HashMap::new();
-        for (route, m) in old.snapshot.routes.all.iter().zip(&old.route_metrics) {
-            previous.insert((route.ingress.to_string(), route.label()), keyed(m));
-        }
+        // Keyed by the old handles' own labels: nothing is copied for routes that stay.
+        let previous: HashMap<(&str, &str), usize> = old
+            .route_metrics
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.labels(), i))
+            .collect();
+        let mut kept = vec![false; old.route_metrics.len()];
         let route_metrics: Vec<RouteMetrics> = snapshot
             .routes
             .all
             .iter()
             .map(|r| {
-                let key = (r.ingress.to_string(), r.label());
-                previous.remove(&key).unwrap_or_else(|| {
-                    self.metrics.route(
-                        &format!("{}/{}", r.ingress.namespace, r.ingress.name),
-                        &key.1,
-                    )
-                })
+                let ingress = format!("{}/{}", r.ingress.namespace, r.ingress.name);
+                let label = r.label();
+                match previous.get(&(ingress.as_str(), label.as_str())) {
+                    Some(&i) if !kept[i] => {
+                        kept[i] = true;
+                        old.route_metrics[i].clone()
+                    }
+                    _ => self.metrics.route(&ingress, &label),
+                }
             })
             .collect();
-        for gone in previous.values() {
-            self.metrics.forget(gone);
+        for (m, _) in old.route_metrics.iter().zip(&kept).filter(|(_, k)| !**k) {
+            self.metrics.forget(m);
         }
         self.metrics
             .snapshot_routes
@@ -226,8 +231,10 @@ impl DataPlane {
         let unmatched = old.unmatched.clone();
         let balances = self.balances_for(&snapshot);
         for rule in snapshot.auth_rules.keys() {
-            self.metrics
-                .auth_rule(&format!("{}/{}", rule.namespace, rule.name));
+            if !old.snapshot.auth_rules.contains_key(rule) {
+                self.metrics
+                    .auth_rule(&format!("{}/{}", rule.namespace, rule.name));
+            }
         }
         self.live.store(Arc::new(Live {
             snapshot,
