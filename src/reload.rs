@@ -31,14 +31,16 @@ pub fn apply(
             tracing::warn!(object = %d.object, field = %d.field, reason = d.reason, fix = %d.fix, "{}", d.message);
         }
     }
+    let counts = format!("{:?}", summary(&compiled.snapshot));
+    let snapshot = Arc::new(compiled.snapshot);
+    dp.install(snapshot.clone());
+    // Counted and logged once live, so the line's time is when traffic sees the change.
     dp.metrics
         .reloads
         .with_label_values(&[if errors == 0 { "clean" } else { "with_errors" }])
         .inc();
     dp.metrics.config_errors.set(errors as i64);
-    tracing::info!(counts = ?summary(&compiled.snapshot), errors, "configuration installed");
-    let snapshot = Arc::new(compiled.snapshot);
-    dp.install(snapshot.clone());
+    tracing::info!(counts = %counts, errors, "configuration installed");
     (snapshot, compiled.diagnostics)
 }
 
