@@ -44,14 +44,16 @@ pub fn apply(
     (snapshot, compiled.diagnostics)
 }
 
-/// `apply` on a blocking thread: a compile of a large cluster takes tens of
-/// milliseconds, which on an async worker would stall the requests it serves.
+/// Reads the objects and `apply`s them on a blocking thread: a compile of a large
+/// cluster takes tens of milliseconds, which on an async worker would stall what else
+/// it runs (watches, the admin listener).
 pub async fn apply_off_workers(
     dp: Arc<DataPlane>,
-    objects: Objects,
+    read: impl FnOnce() -> Objects + Send + 'static,
     options: CompileOptions,
 ) -> Option<(Objects, Arc<crate::compile::Snapshot>, Vec<Diagnostic>)> {
     let work = tokio::task::spawn_blocking(move || {
+        let objects = read();
         let (snapshot, diagnostics) = apply(&dp, &objects, &options);
         (objects, snapshot, diagnostics)
     });
@@ -94,7 +96,7 @@ pub async fn watch_files(
             if forced {
                 tracing::info!("SIGHUP: re-reading manifests");
             }
-            apply_off_workers(dp.clone(), objects, options.clone()).await;
+            apply_off_workers(dp.clone(), move || objects, options.clone()).await;
         }
     }
 }
@@ -113,10 +115,11 @@ pub async fn watch_cluster(
         _ = shutdown.wait_for(|s| *s) => return,
     }
     tracing::info!("every watch has listed: serving");
+    let source = Arc::new(source);
     loop {
-        let objects = source.objects();
+        let src = source.clone();
         let Some((objects, snapshot, diagnostics)) =
-            apply_off_workers(dp.clone(), objects, options.clone()).await
+            apply_off_workers(dp.clone(), move || src.objects(), options.clone()).await
         else {
             return;
         };
