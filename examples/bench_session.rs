@@ -1,7 +1,9 @@
 //! Mints a session cookie for the benchmark's authenticated rung, sealed with the
 //! session key Portcullis is started with, so the rung measures the session check and
 //! the identity headers without a login per connection.
-//! Usage: bench_session KEYS_FILE NAMESPACE/NAME HOST  (prints a Cookie header value)
+//! With COUNT, prints COUNT distinct sessions (each its own user and access token),
+//! one Cookie header value a line, for the session-rotation rung.
+//! Usage: bench_session KEYS_FILE NAMESPACE/NAME HOST [COUNT]  (prints Cookie header values)
 
 use base64::Engine as _;
 use portcullis::auth::login::binding_for;
@@ -10,8 +12,10 @@ use portcullis::auth::session::{self, Session};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [keys, rule, host] = args.as_slice() else {
-        panic!("usage: bench_session KEYS_FILE NAMESPACE/NAME HOST");
+    let (keys, rule, host, count) = match args.as_slice() {
+        [k, r, h] => (k, r, h, 1),
+        [k, r, h, c] => (k, r, h, c.parse().expect("COUNT is a number")),
+        _ => panic!("usage: bench_session KEYS_FILE NAMESPACE/NAME HOST [COUNT]"),
     };
     let key = base64::engine::general_purpose::STANDARD
         .decode(
@@ -23,30 +27,43 @@ fn main() {
     let ring = KeyRing::new(&[key]).expect("a 32-byte key");
     let (namespace, name) = rule.split_once('/').expect("NAMESPACE/NAME");
     let now = jiff::Timestamp::now().as_second();
-    let claims = serde_json::json!({
-        "sub": "bench-user",
-        "email": "bench-user@example.com",
-        "email_verified": true,
-        "name": "Bench User",
-    });
-    let session = Session {
-        sub: "bench-user".into(),
-        claims: claims.as_object().cloned().unwrap_or_default(),
-        access_token: "x".repeat(800),
-        refresh_token: None,
-        id_token: None,
-        flow_id: None,
-        access_expires_at: now + 86_400,
-        expires_at: now + 86_400,
-        sid: None,
-        logged_in_at: now,
-    };
-    let shards = session::seal(&ring, &binding_for(namespace, name, host), &session)
-        .expect("sealing the session");
-    let cookie: Vec<String> = shards
-        .iter()
-        .enumerate()
-        .map(|(i, s)| format!("AWSELBAuthSessionCookie-{i}={s}"))
-        .collect();
-    println!("{}", cookie.join("; "));
+    let binding = binding_for(namespace, name, host);
+    let mut out = String::new();
+    for i in 0..count {
+        // The first session is the one the single-session rungs have always used.
+        let user = if i == 0 {
+            "bench-user".to_owned()
+        } else {
+            format!("bench-user-{i}")
+        };
+        let claims = serde_json::json!({
+            "sub": user,
+            "email": format!("{user}@example.com"),
+            "email_verified": true,
+            "name": "Bench User",
+        });
+        let mut access_token = format!("{i:08}");
+        access_token.push_str(&"x".repeat(800 - access_token.len()));
+        let session = Session {
+            sub: user.clone(),
+            claims: claims.as_object().cloned().unwrap_or_default(),
+            access_token,
+            refresh_token: None,
+            id_token: None,
+            flow_id: None,
+            access_expires_at: now + 86_400,
+            expires_at: now + 86_400,
+            sid: None,
+            logged_in_at: now,
+        };
+        let shards = session::seal(&ring, &binding, &session).expect("sealing the session");
+        let cookie: Vec<String> = shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("AWSELBAuthSessionCookie-{i}={s}"))
+            .collect();
+        out.push_str(&cookie.join("; "));
+        out.push('\n');
+    }
+    print!("{out}");
 }

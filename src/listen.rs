@@ -23,6 +23,8 @@ pub enum ServeError {
     },
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("cannot start a data-plane worker: {source}")]
+    Worker { source: std::io::Error },
 }
 
 pub struct Listen {
@@ -70,22 +72,108 @@ impl Bound {
 }
 
 /// Serves the bound listeners until `shutdown` turns true, then drains.
+///
+/// Plain HTTP and HTTPS are served by one single-threaded runtime per core, all
+/// accepting on the same listening sockets: a connection, its requests and the
+/// upstream connections they use then live on one thread, with no wake-ups across
+/// cores and no work stealing. The admin listener stays on the caller's runtime.
 pub async fn run_listeners(
     dp: Arc<DataPlane>,
     bound: Bound,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
+    let tls = match &bound.https {
+        Some(_) => Some(crate::proxy::tls::server_config(dp.clone())?),
+        None => None,
+    };
+    let http = bound.http.map(into_std).transpose()?;
+    let https = bound.https.map(into_std).transpose()?;
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(l) = bound.http {
-        tasks.spawn(server::serve_http(dp.clone(), l, shutdown.clone()));
+    for worker in 0..dp.workers() {
+        let listeners = WorkerListeners {
+            http: http
+                .as_ref()
+                .map(std::net::TcpListener::try_clone)
+                .transpose(),
+            https: https
+                .as_ref()
+                .map(std::net::TcpListener::try_clone)
+                .transpose(),
+        };
+        let (dp, tls, shutdown) = (dp.clone(), tls.clone(), shutdown.clone());
+        let (done, finished) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("worker-{worker}"))
+            .spawn(move || {
+                let _ = done.send(serve_worker(worker, dp, listeners, tls, shutdown));
+            })
+            .map_err(|source| ServeError::Worker { source })?;
+        tasks.spawn(async move { finished.await.unwrap_or(Ok(())) });
     }
-    if let Some(l) = bound.https {
-        let config = crate::proxy::tls::server_config(dp.clone())?;
-        tasks.spawn(server::serve_https(dp.clone(), l, config, shutdown.clone()));
-    }
+    // The workers hold the sockets now: the last one to stop closes them.
+    drop((http, https));
     if let Some(l) = bound.admin {
-        tasks.spawn(crate::admin::serve_admin(dp.clone(), l, shutdown.clone()));
+        let admin = crate::admin::serve_admin(dp.clone(), l, shutdown.clone());
+        tasks.spawn(async move {
+            admin.await;
+            Ok(())
+        });
     }
-    while tasks.join_next().await.is_some() {}
-    Ok(())
+    let mut first_error = None;
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Err(e)) = done {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// One worker's handles on the shared listening sockets.
+struct WorkerListeners {
+    http: std::io::Result<Option<std::net::TcpListener>>,
+    https: std::io::Result<Option<std::net::TcpListener>>,
+}
+
+fn into_std(l: TcpListener) -> Result<std::net::TcpListener, ServeError> {
+    let addr = l
+        .local_addr()
+        .map_err(|source| ServeError::Worker { source })?;
+    l.into_std()
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// A worker thread: its own current-thread runtime serving the listeners until
+/// shutdown and drain.
+fn serve_worker(
+    worker: usize,
+    dp: Arc<DataPlane>,
+    listeners: WorkerListeners,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ServeError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| ServeError::Worker { source })?;
+    let err = |source| ServeError::Worker { source };
+    let http = listeners.http.map_err(err)?;
+    let https = listeners.https.map_err(err)?;
+    crate::proxy::set_worker(worker);
+    runtime.block_on(async move {
+        let register = |l: std::net::TcpListener| TcpListener::from_std(l).map_err(err);
+        let http = http.map(register).transpose()?;
+        let https = https.map(register).transpose()?;
+        let plain = async {
+            if let Some(l) = http {
+                server::serve_http(dp.clone(), l, shutdown.clone()).await;
+            }
+        };
+        let secure = async {
+            if let (Some(l), Some(config)) = (https, tls) {
+                server::serve_https(dp.clone(), l, config, shutdown.clone()).await;
+            }
+        };
+        tokio::join!(plain, secure);
+        Ok(())
+    })
 }

@@ -24,6 +24,11 @@ use portcullis::source::cluster::ClusterSource;
 use portcullis::source::manifests::ManifestSource;
 
 /// Kubernetes ingress controller that logs people in at the edge (ALB authenticate-oidc compatible).
+/// mimalloc's per-thread heaps: glibc's malloc (arena locks, consolidation of freed
+/// chunks) was a tenth of the CPU of a proxied request and a third of a compile.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "portcullis", version)]
 struct Cli {

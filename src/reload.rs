@@ -31,15 +31,38 @@ pub fn apply(
             tracing::warn!(object = %d.object, field = %d.field, reason = d.reason, fix = %d.fix, "{}", d.message);
         }
     }
+    let counts = format!("{:?}", summary(&compiled.snapshot));
+    let snapshot = Arc::new(compiled.snapshot);
+    dp.install(snapshot.clone());
+    // Counted and logged once live, so the line's time is when traffic sees the change.
     dp.metrics
         .reloads
         .with_label_values(&[if errors == 0 { "clean" } else { "with_errors" }])
         .inc();
     dp.metrics.config_errors.set(errors as i64);
-    tracing::info!(counts = ?summary(&compiled.snapshot), errors, "configuration installed");
-    let snapshot = Arc::new(compiled.snapshot);
-    dp.install(snapshot.clone());
+    tracing::info!(counts = %counts, errors, "configuration installed");
     (snapshot, compiled.diagnostics)
+}
+
+/// Reads the objects and `apply`s them on a blocking thread: a compile of a large
+/// cluster takes tens of milliseconds, which on an async worker would stall what else
+/// it runs (watches, the admin listener).
+pub async fn apply_off_workers(
+    dp: Arc<DataPlane>,
+    read: impl FnOnce() -> Objects + Send + 'static,
+    options: CompileOptions,
+) -> Option<(Objects, Arc<crate::compile::Snapshot>, Vec<Diagnostic>)> {
+    let work = tokio::task::spawn_blocking(move || {
+        let objects = read();
+        let (snapshot, diagnostics) = apply(&dp, &objects, &options);
+        (objects, snapshot, diagnostics)
+    });
+    match work.await {
+        Ok(done) => Some(done),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The runtime is shutting down.
+        Err(_) => None,
+    }
 }
 
 /// Re-reads the manifests every `interval` and on SIGHUP, installing a new snapshot
@@ -73,7 +96,7 @@ pub async fn watch_files(
             if forced {
                 tracing::info!("SIGHUP: re-reading manifests");
             }
-            apply(&dp, &objects, &options);
+            apply_off_workers(dp.clone(), move || objects, options.clone()).await;
         }
     }
 }
@@ -92,19 +115,25 @@ pub async fn watch_cluster(
         _ = shutdown.wait_for(|s| *s) => return,
     }
     tracing::info!("every watch has listed: serving");
+    let source = Arc::new(source);
     loop {
-        let objects = source.objects();
-        let (snapshot, diagnostics) = apply(&dp, &objects, &options);
+        let src = source.clone();
+        let Some((objects, snapshot, diagnostics)) =
+            apply_off_workers(dp.clone(), move || src.objects(), options.clone()).await
+        else {
+            return;
+        };
         published.send_replace(Some(Arc::new(Published {
             objects,
             diagnostics,
             snapshot,
         })));
+        // Changes that arrive while a compile runs are taken together by the next one
+        // (the notification holds one permit), so a burst costs a compile or two, and
+        // a single change is live after one compile, not after a fixed wait.
         tokio::select! {
             _ = source.changed.notified() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        // Changes come in bursts (an apply of many objects): take them together.
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -48,7 +48,7 @@ pub fn compile_rules(
         order: Vec::new(),
     };
     let mut rules: Vec<&AuthRule> = objects.auth_rules.iter().map(Arc::as_ref).collect();
-    rules.sort_by_key(|r| age_key(&r.metadata));
+    rules.sort_by(|a, b| age_key(&a.metadata).cmp(&age_key(&b.metadata)));
     for rule in rules {
         let obj = meta_ref("AuthRule", &rule.metadata);
         let paths_ok = validate_paths(&rule.spec.paths, &obj, diags);

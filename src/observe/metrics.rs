@@ -98,6 +98,11 @@ pub struct RouteMetrics {
 }
 
 impl RouteMetrics {
+    /// The ingress (`namespace/name`) and route labels of its series.
+    pub fn labels(&self) -> (&str, &str) {
+        (&self.labels[0], &self.labels[1])
+    }
+
     pub fn observe(&self, status: u16, seconds: f64) {
         let class = (status / 100).clamp(1, 5) as usize - 1;
         self.by_class[class].inc();

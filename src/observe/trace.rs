@@ -3,6 +3,8 @@
 //! and gets a fresh `Self`; anything else is replaced.
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use std::fmt::Write as _;
+
 use http::HeaderMap;
 
 pub const HEADER: &str = "x-amzn-trace-id";
@@ -61,9 +63,12 @@ fn new_id(unix_secs: u64) -> String {
     let mut random = [0u8; 12];
     // The system RNG does not fail on supported platforms; a zero id still works.
     let _ = SystemRandom::new().fill(&mut random);
-    let mut id = format!("1-{:08x}-", unix_secs as u32);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(35);
+    let _ = write!(id, "1-{:08x}-", unix_secs as u32);
     for b in random {
-        id.push_str(&format!("{b:02x}"));
+        id.push(HEX[usize::from(b >> 4)] as char);
+        id.push(HEX[usize::from(b & 15)] as char);
     }
     id
 }

@@ -120,8 +120,11 @@ pub async fn forward(
         rec.target_port = target.clone();
         tried.push(target.clone());
         let sent = Instant::now();
-        let outcome =
-            tokio::time::timeout(dp.config.upstream_response_timeout, dp.client.request(req)).await;
+        let outcome = tokio::time::timeout(
+            dp.config.upstream_response_timeout,
+            dp.client().request(req),
+        )
+        .await;
         rec.target_processing_time = sent.elapsed().as_secs_f64();
         result = match outcome {
             Ok(Ok(resp)) => {

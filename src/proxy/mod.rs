@@ -152,7 +152,9 @@ pub struct DataPlane {
     pub config: ProxyConfig,
     pub metrics: Metrics,
     pub log: AccessLog,
-    pub client: forward::UpstreamClient,
+    /// One upstream pool per data-plane worker, so a pooled connection is used on the
+    /// thread whose runtime drives it.
+    clients: Vec<forward::UpstreamClient>,
     pub auth: Authenticator,
     pub flows: crate::observe::flows::FlowLog,
     /// Balancer state by upstream name, kept across snapshots.
@@ -170,7 +172,9 @@ impl DataPlane {
             unmatched,
             balances: Vec::new(),
         };
-        let client = forward::upstream_client(&config);
+        let clients = (0..workers())
+            .map(|_| forward::upstream_client(&config))
+            .collect();
         // The system RNG seeds itself on first use (tens of ms); pay that at start-up,
         // not on the first request.
         let _ = crate::observe::trace::TraceId::for_request(&http::HeaderMap::new(), 0);
@@ -186,7 +190,7 @@ impl DataPlane {
             config,
             metrics,
             log,
-            client,
+            clients,
             auth,
             flows: Default::default(),
             balances: Default::default(),
@@ -197,27 +201,32 @@ impl DataPlane {
     /// Swaps in a new snapshot whole; requests in flight finish on the old one.
     pub fn install(&self, snapshot: Arc<Snapshot>) {
         let old = self.live.load();
-        let keyed = |m: &RouteMetrics| m.clone();
-        let mut previous: HashMap<(String, String), RouteMetrics> = HashMap::new();
-        for (route, m) in old.snapshot.routes.all.iter().zip(&old.route_metrics) {
-            previous.insert((route.ingress.to_string(), route.label()), keyed(m));
-        }
+        // Keyed by the old handles' own labels: nothing is copied for routes that stay.
+        let previous: HashMap<(&str, &str), usize> = old
+            .route_metrics
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.labels(), i))
+            .collect();
+        let mut kept = vec![false; old.route_metrics.len()];
         let route_metrics: Vec<RouteMetrics> = snapshot
             .routes
             .all
             .iter()
             .map(|r| {
-                let key = (r.ingress.to_string(), r.label());
-                previous.remove(&key).unwrap_or_else(|| {
-                    self.metrics.route(
-                        &format!("{}/{}", r.ingress.namespace, r.ingress.name),
-                        &key.1,
-                    )
-                })
+                let ingress = format!("{}/{}", r.ingress.namespace, r.ingress.name);
+                let label = r.label();
+                match previous.get(&(ingress.as_str(), label.as_str())) {
+                    Some(&i) if !kept[i] => {
+                        kept[i] = true;
+                        old.route_metrics[i].clone()
+                    }
+                    _ => self.metrics.route(&ingress, &label),
+                }
             })
             .collect();
-        for gone in previous.values() {
-            self.metrics.forget(gone);
+        for (m, _) in old.route_metrics.iter().zip(&kept).filter(|(_, k)| !**k) {
+            self.metrics.forget(m);
         }
         self.metrics
             .snapshot_routes
@@ -225,8 +234,10 @@ impl DataPlane {
         let unmatched = old.unmatched.clone();
         let balances = self.balances_for(&snapshot);
         for rule in snapshot.auth_rules.keys() {
-            self.metrics
-                .auth_rule(&format!("{}/{}", rule.namespace, rule.name));
+            if !old.snapshot.auth_rules.contains_key(rule) {
+                self.metrics
+                    .auth_rule(&format!("{}/{}", rule.namespace, rule.name));
+            }
         }
         self.live.store(Arc::new(Live {
             snapshot,
@@ -261,6 +272,17 @@ impl DataPlane {
         list
     }
 
+    /// How many data-plane workers serve traffic: one per core.
+    pub fn workers(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// The upstream pool of the worker this runs on (the first one off the workers).
+    fn client(&self) -> &forward::UpstreamClient {
+        let worker = WORKER.with(std::cell::Cell::get);
+        &self.clients[worker % self.clients.len()]
+    }
+
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
@@ -276,6 +298,21 @@ impl std::fmt::Debug for DataPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("DataPlane")
     }
+}
+
+thread_local! {
+    /// The data-plane worker this thread is (0 on threads that are none).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks this thread as data-plane worker `index`.
+pub fn set_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
+/// One data-plane worker per core the process may run on.
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// What the request path knows of the connection a request came on.

@@ -150,7 +150,10 @@ async fn serve_connection<I>(
 {
     let conn = Arc::new(conn);
     let peer = conn.peer;
-    let service = service_fn(move |req| handler::handle(dp.clone(), conn.clone(), req));
+    // Boxed: hyper keeps room for one request future per connection for as long as the
+    // connection lives, so an idle keep-alive connection would hold a whole request's
+    // state machine. Boxed, it holds a pointer, and the state exists only per request.
+    let service = service_fn(move |req| Box::pin(handler::handle(dp.clone(), conn.clone(), req)));
     let connection = builder
         .serve_connection_with_upgrades(io, service)
         .into_owned();
