@@ -97,7 +97,13 @@ fn data_plane() -> std::sync::Arc<DataPlane> {
     let idp = IdpClient::new(Duration::from_secs(5)).expect("an HTTP client");
     let ring = KeyRing::new(&[vec![7; 32]]).expect("a 32-byte key");
     let key = SigningKey::generate().expect("a signing key");
-    let auth = Authenticator::new(idp, ring, key, "bench".into());
+    let auth = Authenticator::new(
+        idp,
+        ring,
+        key,
+        "bench".into(),
+        portcullis::auth::shared::SharedState::in_process(),
+    );
     let log = AccessLog::start(LogFormat::Alb, Box::new(std::io::sink()));
     DataPlane::new(ProxyConfig::default(), log, auth)
 }
