@@ -59,7 +59,7 @@ cargo build --release --bin portcullis --example bench_backend --example bench_p
   --example bench_session --example bench_load --example bench_idle --example bench_compile >&2
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+wait_port() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 backend=$(free_port); nginx_port=$(free_port); pass=$(free_port); pc=$(free_port); admin=$(free_port)
@@ -174,7 +174,8 @@ pc_pid=$!
 
 # The test provider and oauth2-proxy, logged in once by script.
 IDP_REDIRECT_URIS="http://127.0.0.1:$o2p_port/oauth2/callback" node tests/idp/server.mjs "$idp_port" > "$work/idp.out" 2>&1 & pids+=($!)
-wait_port "$idp_port"
+# It listens before it serves: its first line says it is ready.
+for _ in $(seq 600); do grep -q issuer "$work/idp.out" 2>/dev/null && break; sleep 0.05; done
 "$o2p" --http-address="127.0.0.1:$o2p_port" --provider=oidc --oidc-issuer-url="http://127.0.0.1:$idp_port" \
   --client-id=portcullis-test --client-secret=test-secret --scope="openid email profile" \
   --redirect-url="http://127.0.0.1:$o2p_port/oauth2/callback" --upstream="http://127.0.0.1:$backend/" \
