@@ -157,6 +157,7 @@ provider.use(async (ctx, next) => {
     return;
   }
   if (fault === 'clock-ahead') {
+    await next();
     ctx.set('Date', new Date(Date.now()).toUTCString());
     return;
   }
