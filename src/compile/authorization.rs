@@ -3,6 +3,7 @@
 //! compile makes the AuthRule invalid (fail closed); one that fails to evaluate refuses
 //! the request.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 
@@ -90,12 +91,12 @@ impl Source {
 
 /// The outcome for one request.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Decision {
+pub struct Decision<'a> {
     pub allowed: bool,
     /// What decided: a rule's name, `emailDomains`, `groups` or `defaultAction`.
-    pub by: String,
+    pub by: &'a str,
     /// The claim names looked at (never their values).
-    pub claims: Vec<String>,
+    pub claims: Cow<'a, [String]>,
     /// Why an expression could not be evaluated, when that is what refused.
     pub error: Option<String>,
 }
@@ -175,7 +176,7 @@ impl Authorization {
         claims: &Map<String, Value>,
         request: &RequestFacts<'_>,
         source: Source,
-    ) -> Decision {
+    ) -> Decision<'_> {
         let lowered;
         let request = if request.fold_case {
             lowered = request.path.to_ascii_lowercase();
@@ -187,12 +188,18 @@ impl Authorization {
         } else {
             request
         };
-        let refuse = |by: &str, claims: Vec<String>, error: Option<String>| Decision {
-            allowed: false,
-            by: by.into(),
-            claims,
-            error,
-        };
+        fn refuse<'a>(
+            by: &'a str,
+            claims: Cow<'a, [String]>,
+            error: Option<String>,
+        ) -> Decision<'a> {
+            Decision {
+                allowed: false,
+                by,
+                claims,
+                error,
+            }
+        }
         if !self.email_domains.is_empty() {
             let email = claims
                 .get("email")
@@ -200,7 +207,7 @@ impl Authorization {
                 .unwrap_or_default();
             let domain = email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
             if !domain.is_some_and(|d| self.email_domains.contains(&d)) {
-                return refuse("emailDomains", vec!["email".into()], None);
+                return refuse("emailDomains", Cow::Owned(vec!["email".into()]), None);
             }
         }
         if !self.groups.is_empty() {
@@ -208,7 +215,7 @@ impl Authorization {
                 .iter()
                 .any(|g| self.groups.contains(g));
             if !member {
-                return refuse("groups", vec![self.groups_claim.clone()], None);
+                return refuse("groups", Cow::Owned(vec![self.groups_claim.clone()]), None);
             }
         }
         // The standard library is built once: building it is most of a fresh context.
@@ -233,8 +240,8 @@ impl Authorization {
                 Ok(cel::Value::Bool(true)) => {
                     return Decision {
                         allowed: rule.allow,
-                        by: rule.name.clone(),
-                        claims: rule.claims.clone(),
+                        by: &rule.name,
+                        claims: Cow::Borrowed(&rule.claims),
                         error: None,
                     };
                 }
@@ -244,17 +251,19 @@ impl Authorization {
                 Ok(other) => {
                     return refuse(
                         &rule.name,
-                        rule.claims.clone(),
+                        Cow::Borrowed(&rule.claims),
                         Some(format!("the expression gave {other:?}, not true or false")),
                     );
                 }
-                Err(e) => return refuse(&rule.name, rule.claims.clone(), Some(e.to_string())),
+                Err(e) => {
+                    return refuse(&rule.name, Cow::Borrowed(&rule.claims), Some(e.to_string()));
+                }
             }
         }
         Decision {
             allowed: self.default_allow,
-            by: "defaultAction".into(),
-            claims: Vec::new(),
+            by: "defaultAction",
+            claims: Cow::Borrowed(&[]),
             error: None,
         }
     }
@@ -359,11 +368,11 @@ rules:
         let admin =
             claims(json!({"email": "a@corp.example", "groups": ["admins"], "title": "boss"}));
         let d = a.decide(&admin, &request("/admin/x"), Source::Session);
-        assert_eq!((d.allowed, d.by.as_str()), (true, "admins"));
-        assert_eq!(d.claims, ["groups", "email"]);
+        assert_eq!((d.allowed, d.by), (true, "admins"));
+        assert_eq!(*d.claims, ["groups", "email"]);
         let other = claims(json!({"email": "b@corp.example", "groups": ["staff"], "title": "dev"}));
         let d = a.decide(&other, &request("/admin/x"), Source::Session);
-        assert_eq!((d.allowed, d.by.as_str()), (false, "defaultAction"));
+        assert_eq!((d.allowed, d.by), (false, "defaultAction"));
         assert!(a.decide(&other, &request("/docs"), Source::Session).allowed);
         let intern =
             claims(json!({"email": "i@corp.example", "groups": ["admins"], "title": "intern"}));
@@ -440,13 +449,13 @@ rules:
             &request("/"),
             Source::Session,
         );
-        assert_eq!((d.allowed, d.by.as_str()), (false, "emailDomains"));
+        assert_eq!((d.allowed, d.by), (false, "emailDomains"));
         let d = a.decide(
             &claims(json!({"email": "a@corp.example", "roles": ["dev"]})),
             &request("/"),
             Source::Session,
         );
-        assert_eq!((d.allowed, d.by.as_str()), (false, "groups"));
+        assert_eq!((d.allowed, d.by), (false, "groups"));
         let d = a.decide(
             &claims(json!({"email": "a@corp.example.evil.test", "roles": ["ops"]})),
             &request("/"),
