@@ -1102,6 +1102,10 @@ fn header_edits(
     })
 }
 
+fn pairs<'a>(items: impl Iterator<Item = (&'a String, &'a String)>) -> Vec<(String, String)> {
+    items.map(|(n, v)| (n.clone(), v.clone())).collect()
+}
+
 fn rule_filters(
     filters: &[HttpRouteRulesFilters],
     path: &PathRule,
@@ -1111,35 +1115,15 @@ fn rule_filters(
     for (i, f) in filters.iter().enumerate() {
         let ffield = format!("{field}.filters[{i}]");
         if let Some(m) = &f.request_header_modifier {
-            let set: Vec<(String, String)> = m
-                .set
-                .iter()
-                .flatten()
-                .map(|h| (h.name.clone(), h.value.clone()))
-                .collect();
-            let add: Vec<(String, String)> = m
-                .add
-                .iter()
-                .flatten()
-                .map(|h| (h.name.clone(), h.value.clone()))
-                .collect();
-            out.request_headers =
-                header_edits(&set, &add, m.remove.as_deref().unwrap_or_default(), &ffield)?;
+            let set = pairs(m.set.iter().flatten().map(|h| (&h.name, &h.value)));
+            let add = pairs(m.add.iter().flatten().map(|h| (&h.name, &h.value)));
+            let remove = m.remove.as_deref().unwrap_or_default();
+            out.request_headers = header_edits(&set, &add, remove, &ffield)?;
         } else if let Some(m) = &f.response_header_modifier {
-            let set: Vec<(String, String)> = m
-                .set
-                .iter()
-                .flatten()
-                .map(|h| (h.name.clone(), h.value.clone()))
-                .collect();
-            let add: Vec<(String, String)> = m
-                .add
-                .iter()
-                .flatten()
-                .map(|h| (h.name.clone(), h.value.clone()))
-                .collect();
-            out.response_headers =
-                header_edits(&set, &add, m.remove.as_deref().unwrap_or_default(), &ffield)?;
+            let set = pairs(m.set.iter().flatten().map(|h| (&h.name, &h.value)));
+            let add = pairs(m.add.iter().flatten().map(|h| (&h.name, &h.value)));
+            let remove = m.remove.as_deref().unwrap_or_default();
+            out.response_headers = header_edits(&set, &add, remove, &ffield)?;
         } else if let Some(r) = &f.request_redirect {
             let modifier = match &r.path {
                 Some(p) => Some(path_modifier(
