@@ -5,7 +5,7 @@
 mod common;
 
 use common::app::{AUTH_RULE, log_in_at, seen_by_backend};
-use common::cluster::{ControlPlane, apply, host_address, try_apply};
+use common::cluster::{ControlPlane, apply, host_address, run_controller, try_apply};
 use common::idp::Idp;
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -29,30 +29,7 @@ fn endpoint_slice(service: &str, addr: std::net::SocketAddr) -> String {
 /// The chart's objects, then the controller as the chart's ServiceAccount.
 async fn install(cp: &ControlPlane) -> Portcullis {
     apply(&cp.admin().await, RENDERED).await;
-    controller(cp, "replica-a")
-}
-
-/// One more controller process (a replica), under the chart's RBAC.
-fn controller(cp: &ControlPlane, identity: &str) -> Portcullis {
-    let kubeconfig = cp.controller_kubeconfig();
-    Portcullis::launch_with_env(
-        &[
-            "run".as_ref(),
-            "--http".as_ref(),
-            "127.0.0.1:0".as_ref(),
-            "--admin".as_ref(),
-            "127.0.0.1:0".as_ref(),
-            "--https".as_ref(),
-            "127.0.0.1:0".as_ref(),
-            "--publish-address".as_ref(),
-            "192.0.2.80".as_ref(),
-        ],
-        &[
-            ("KUBECONFIG", kubeconfig.as_os_str()),
-            ("POD_NAMESPACE", "portcullis-system".as_ref()),
-            ("POD_NAME", identity.as_ref()),
-        ],
-    )
+    run_controller(cp, "replica-a")
 }
 
 #[tokio::test]
@@ -288,7 +265,7 @@ async fn second_replica_while_a_leads(cp: &ControlPlane, leases: &Api<Lease>) ->
         lease_holder(leases).await.as_deref() == Some("replica-a")
     })
     .await;
-    let second = controller(cp, "replica-b");
+    let second = run_controller(cp, "replica-b");
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(
         lease_holder(leases).await.as_deref(),

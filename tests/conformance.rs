@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use common::cluster::{ControlPlane, apply, host_address};
+use common::cluster::{ControlPlane, apply, gateway_crds, host_address};
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
@@ -36,20 +36,6 @@ fn built() -> PathBuf {
         "building the conformance suite failed"
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-fn gateway_crds() -> String {
-    let out = Command::new("tests/gateway/crds.sh").output().unwrap();
-    let dir = String::from_utf8(out.stdout).unwrap();
-    let mut all = String::new();
-    for entry in std::fs::read_dir(dir.trim()).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        if text.contains("kind: CustomResourceDefinition") {
-            all.push_str("\n---\n");
-            all.push_str(&text);
-        }
-    }
-    all
 }
 
 fn free_port() -> u16 {

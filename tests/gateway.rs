@@ -6,10 +6,8 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::app::{callback_url, seen_by_backend};
-use common::cluster::{ControlPlane, apply, host_address};
+use common::cluster::{ControlPlane, apply, gateway_crds, host_address, run_controller};
 use common::idp::Idp;
 use common::*;
 use kube::Api;
@@ -17,50 +15,6 @@ use kube::api::{ApiResource, DynamicObject};
 use portcullis::model::AuthRule;
 
 const RENDERED: &str = include_str!("../deploy/portcullis.yaml");
-
-/// The CustomResourceDefinitions of `config/crd/standard` in the Go module.
-fn gateway_crds() -> String {
-    let out = Command::new("tests/gateway/crds.sh")
-        .output()
-        .expect("tests/gateway/crds.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = String::from_utf8(out.stdout).unwrap();
-    let mut all = String::new();
-    for entry in std::fs::read_dir(dir.trim()).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        if text.contains("kind: CustomResourceDefinition") {
-            all.push_str("\n---\n");
-            all.push_str(&text);
-        }
-    }
-    all
-}
-
-fn controller(cp: &ControlPlane) -> Portcullis {
-    let kubeconfig = cp.controller_kubeconfig();
-    Portcullis::launch_with_env(
-        &[
-            "run".as_ref(),
-            "--http".as_ref(),
-            "127.0.0.1:0".as_ref(),
-            "--admin".as_ref(),
-            "127.0.0.1:0".as_ref(),
-            "--https".as_ref(),
-            "127.0.0.1:0".as_ref(),
-            "--publish-address".as_ref(),
-            "192.0.2.80".as_ref(),
-        ],
-        &[
-            ("KUBECONFIG", kubeconfig.as_os_str()),
-            ("POD_NAMESPACE", "portcullis-system".as_ref()),
-            ("POD_NAME", "replica-a".as_ref()),
-        ],
-    )
-}
 
 fn service(ns: &str, name: &str, addr: std::net::SocketAddr) -> String {
     format!(
@@ -189,7 +143,7 @@ async fn gateway_and_httproutes_route_guard_and_report() {
     let admin = cp.admin().await;
     apply(&admin, &gateway_crds()).await;
     apply(&admin, RENDERED).await;
-    let proxy = controller(&cp);
+    let proxy = run_controller(&cp, "replica-a");
     let web = Backend::start_on("web", host_address()).await;
     let api = Backend::start_on("api", host_address()).await;
     let store = Backend::start_on("store", host_address()).await;

@@ -982,22 +982,10 @@ fn route_match(
         if conditions.headers.iter().any(|(n, _)| *n == name) {
             continue; // The first match for a name wins, as the specification says.
         }
-        let value = match h.r#type {
-            Some(HttpRouteRulesMatchesHeadersType::RegularExpression) => {
-                match bounded_regex(&h.value) {
-                    Ok(r) => ValueMatch::Regex(r),
-                    Err(e) => {
-                        return bad(
-                            format!(
-                                "header regular expression {:?} does not compile: {e}",
-                                h.value
-                            ),
-                            diags,
-                        );
-                    }
-                }
-            }
-            _ => ValueMatch::Exact(h.value.clone()),
+        let regex = h.r#type == Some(HttpRouteRulesMatchesHeadersType::RegularExpression);
+        let value = match value_match(regex, &h.value) {
+            Ok(v) => v,
+            Err(e) => return bad(format!("header regular expression {e}"), diags),
         };
         conditions.headers.push((name, value));
     }
@@ -1005,26 +993,24 @@ fn route_match(
         if conditions.query.iter().any(|(n, _)| *n == q.name) {
             continue;
         }
-        let value = match q.r#type {
-            Some(HttpRouteRulesMatchesQueryParamsType::RegularExpression) => {
-                match bounded_regex(&q.value) {
-                    Ok(r) => ValueMatch::Regex(r),
-                    Err(e) => {
-                        return bad(
-                            format!(
-                                "query regular expression {:?} does not compile: {e}",
-                                q.value
-                            ),
-                            diags,
-                        );
-                    }
-                }
-            }
-            _ => ValueMatch::Exact(q.value.clone()),
+        let regex = q.r#type == Some(HttpRouteRulesMatchesQueryParamsType::RegularExpression);
+        let value = match value_match(regex, &q.value) {
+            Ok(v) => v,
+            Err(e) => return bad(format!("query regular expression {e}"), diags),
         };
         conditions.query.push((q.name.clone(), value));
     }
     Some((path, conditions))
+}
+
+/// A header or query parameter match: the value itself, or a bounded expression.
+fn value_match(regex: bool, value: &str) -> Result<ValueMatch, String> {
+    if !regex {
+        return Ok(ValueMatch::Exact(value.to_owned()));
+    }
+    bounded_regex(value)
+        .map(ValueMatch::Regex)
+        .map_err(|e| format!("{value:?} does not compile: {e}"))
 }
 
 /// Identity and framing headers no filter may write: the identity headers are the

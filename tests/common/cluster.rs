@@ -8,7 +8,7 @@ use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::{Scope, pinned_kind};
 
-use super::TempDir;
+use super::{Portcullis, TempDir};
 
 pub struct ControlPlane {
     pub dir: TempDir,
@@ -194,4 +194,51 @@ pub fn host_address() -> std::net::IpAddr {
         .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
         .find(|a| a.is_ipv4() && !a.is_loopback())
         .expect("a non-loopback IPv4 address for the test backend")
+}
+
+/// `portcullis run` as the chart's ServiceAccount (its RBAC applies), listening on
+/// ephemeral loopback ports and publishing 192.0.2.80 as the Ingress and Gateway address.
+pub fn run_controller(cp: &ControlPlane, identity: &str) -> Portcullis {
+    let kubeconfig = cp.controller_kubeconfig();
+    Portcullis::launch_with_env(
+        &[
+            "run".as_ref(),
+            "--http".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--admin".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--https".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--publish-address".as_ref(),
+            "192.0.2.80".as_ref(),
+        ],
+        &[
+            ("KUBECONFIG", kubeconfig.as_os_str()),
+            ("POD_NAMESPACE", "portcullis-system".as_ref()),
+            ("POD_NAME", identity.as_ref()),
+        ],
+    )
+}
+
+/// The CustomResourceDefinitions of the Gateway API standard channel, from the
+/// `sigs.k8s.io/gateway-api` Go module (`tests/gateway/crds.sh`).
+pub fn gateway_crds() -> String {
+    let out = Command::new("tests/gateway/crds.sh")
+        .output()
+        .expect("tests/gateway/crds.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = String::from_utf8(out.stdout).unwrap();
+    let mut all = String::new();
+    for entry in std::fs::read_dir(dir.trim()).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        if text.contains("kind: CustomResourceDefinition") {
+            all.push_str("\n---\n");
+            all.push_str(&text);
+        }
+    }
+    all
 }
