@@ -171,6 +171,10 @@ struct ClassArgs {
     /// case, for backends that route that way (Express, ASP.NET, IIS).
     #[arg(long, env = "PORTCULLIS_CASE_INSENSITIVE_PATHS")]
     case_insensitive_paths: bool,
+    /// Close (503 AuthRulePending) every route that no AuthRule guards, unless its
+    /// Ingress or HTTPRoute is annotated `portcullis.dev/auth: none`.
+    #[arg(long, env = "PORTCULLIS_REQUIRE_AUTH_RULE")]
+    require_auth_rule: bool,
 }
 
 impl ClassArgs {
@@ -181,6 +185,7 @@ impl ClassArgs {
             default_certificate: self.default_certificate.clone(),
             allow_shared_hosts: self.allow_shared_hosts,
             case_insensitive_paths: self.case_insensitive_paths,
+            require_auth_rule: self.require_auth_rule,
         }
     }
 }

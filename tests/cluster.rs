@@ -496,3 +496,156 @@ async fn a_leader_cut_off_longer_than_its_lease_stops_writing_and_another_takes_
     assert_eq!(holder().await.as_deref(), Some("replica-b"));
     assert!(a.exited().is_none(), "the old leader keeps serving traffic");
 }
+
+/// Requests `host` over raw sockets until `stop`; the statuses seen, and how many
+/// answers came from the backend.
+fn hammer(
+    addr: std::net::SocketAddr,
+    host: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(usize, std::collections::BTreeMap<u16, usize>)> {
+    let request = format!("GET /orders HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    tokio::spawn(async move {
+        let (mut reached, mut statuses) = (0, std::collections::BTreeMap::new());
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let answer = raw_exchange(addr, request.as_bytes()).await;
+            reached += usize::from(answer.backend().is_some());
+            *statuses.entry(answer.status).or_insert(0) += 1;
+        }
+        (reached, statuses)
+    })
+}
+
+fn order_ingress(name: &str, annotations: &str) -> String {
+    format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: apps, annotations: {{{annotations}}}}}\nspec:\n  ingressClassName: portcullis\n  rules:\n  - host: {name}.test\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: svc, port: {{number: 80}}}}}}}}\n"
+    )
+}
+
+fn order_rule(name: &str, extra: &str) -> String {
+    format!(
+        "---\napiVersion: portcullis.dev/v1alpha1\nkind: AuthRule\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n  targetRefs: [{{name: {name}}}]\n  oidc: {{issuer: \"https://idp.example.com\", clientId: app, clientSecretRef: {{name: idp}}}}\n{extra}"
+    )
+}
+
+/// Applies `first`, then (after `between`, if any) `second`, while a client requests
+/// `name.test`; returns how many requests reached the backend once the route is
+/// guarded (401).
+async fn apply_in_order(
+    admin: &kube::Client,
+    addr: std::net::SocketAddr,
+    name: &str,
+    (first, second): (&str, &str),
+    between: Option<&str>,
+) -> usize {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = hammer(addr, &format!("{name}.test"), stop.clone());
+    apply(admin, first).await;
+    if let Some(status) = between {
+        // A sync wave: the Ingress is live on its own for a while.
+        let probe = format!("GET / HTTP/1.1\r\nHost: {name}.test\r\nConnection: close\r\n\r\n");
+        eventually("the Ingress is served on its own", || async {
+            raw_exchange(addr, probe.as_bytes())
+                .await
+                .body
+                .contains(status)
+        })
+        .await;
+    }
+    apply(admin, second).await;
+    let probe = format!("GET / HTTP/1.1\r\nHost: {name}.test\r\nConnection: close\r\n\r\n");
+    eventually("the route is guarded", || async {
+        raw_exchange(addr, probe.as_bytes()).await.status == 401
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reached, statuses) = load.await.unwrap();
+    println!("{name}: {reached} reached the backend; statuses {statuses:?}");
+    reached
+}
+
+/// Helm and Argo CD create built-in kinds before custom resources: the Ingress lands
+/// before its AuthRule. A route that names its rule (or any route, under
+/// `--require-auth-rule`) answers 503 until the rule attaches, whatever the order and
+/// however long between, and stays closed when the API server refuses the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_creation_order_serves_a_guarded_app_before_its_rule() {
+    let cp = ControlPlane::start();
+    let admin = cp.admin().await;
+    apply(&admin, RENDERED).await;
+    let controller =
+        common::cluster::run_controller_with(&cp, "replica-a", &["--require-auth-rule"]);
+    let backend = Backend::start_on("app", host_address()).await;
+    let service = "apiVersion: v1\nkind: Service\nmetadata: {name: svc, namespace: apps}\nspec:\n  ports: [{name: http, port: 80}]\n";
+    let secret = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: idp, namespace: apps}\nstringData: {client-secret: s}\n";
+    apply(
+        &admin,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: apps}\n",
+    )
+    .await;
+    apply(
+        &admin,
+        &format!(
+            "{service}---\n{}{secret}",
+            endpoint_slice("svc", backend.addr)
+        ),
+    )
+    .await;
+    let addr = controller.http;
+    let named = |n: &str| format!("\"portcullis.dev/auth-rule\": {n}");
+
+    // One apply in Helm's order, then a sync wave's gap, for a route that names its
+    // rule and for one that relies on --require-auth-rule alone.
+    for (name, annotations) in [("one", named("one")), ("two", String::new())] {
+        let objects = (&*order_ingress(name, &annotations), &*order_rule(name, ""));
+        assert_eq!(apply_in_order(&admin, addr, name, objects, None).await, 0);
+    }
+    for (name, annotations) in [("three", named("three")), ("four", String::new())] {
+        let objects = (&*order_ingress(name, &annotations), &*order_rule(name, ""));
+        let waiting = Some("AuthRulePending");
+        assert_eq!(
+            apply_in_order(&admin, addr, name, objects, waiting).await,
+            0
+        );
+    }
+
+    // A rule the API server refuses never arrives: the route stays closed, and the
+    // Ingress's Events say why.
+    apply(&admin, &order_ingress("five", &named("five"))).await;
+    let refused = order_rule(
+        "five",
+        "  bearer: {issuer: \"http://idp.example.com\", audiences: [api]}\n",
+    );
+    let refusal = try_apply(&admin, &refused).await.unwrap_err();
+    assert!(refusal.contains("https://"), "{refusal}");
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(admin.clone(), "apps");
+    eventually("the Ingress has an AuthRulePending Event", || async {
+        events.list(&Default::default()).await.is_ok_and(|list| {
+            list.items.iter().any(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("five")
+                    && e.reason.as_deref() == Some("AuthRulePending")
+                    && e.note
+                        .as_deref()
+                        .is_some_and(|n| n.contains("AuthRule apps/five"))
+            })
+        })
+    })
+    .await;
+    let probe = b"GET /orders HTTP/1.1\r\nHost: five.test\r\nConnection: close\r\n\r\n";
+    let answer = raw_exchange(addr, probe).await;
+    assert_eq!(answer.status, 503, "{}", answer.head);
+    assert!(answer.body.contains("AuthRulePending"), "{}", answer.body);
+    assert!(answer.backend().is_none());
+
+    // A route marked public is served without a rule.
+    apply(
+        &admin,
+        &order_ingress("six", "\"portcullis.dev/auth\": none"),
+    )
+    .await;
+    let probe = b"GET / HTTP/1.1\r\nHost: six.test\r\nConnection: close\r\n\r\n";
+    eventually("the public route is served", || async {
+        raw_exchange(addr, probe).await.backend().is_some()
+    })
+    .await;
+}

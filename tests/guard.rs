@@ -24,6 +24,11 @@ fn app(backend: &Backend) -> String {
         rule("guard", "admin", ""),
         rule("private", "public", "  paths: [\"/private*\"]\n"),
         rule("cors", "cors", "  cors: {allowPreflight: true}\n"),
+        rule(
+            "delimiters",
+            "public",
+            "  paths: [\"/@admin*\", \"/v1/jobs:run*\"]\n",
+        ),
         "---\napiVersion: v1\nkind: Secret\nmetadata: {name: idp, namespace: apps}\nstringData: {client-secret: s}\n".into(),
     ]
     .concat()
@@ -376,4 +381,55 @@ async fn case_insensitive_paths_guard_every_case() {
     }
     let r = raw_exchange(p.http, &get("/Public/X", "app.test")).await;
     assert_eq!(r.backend().unwrap()["path"], "/Public/X");
+}
+
+/// Rules written with `@` and `:` meet every escape of them: Spring, Go and ASP.NET
+/// decode `%40` and `%3A` before routing, so the guard must see what they see.
+#[tokio::test]
+async fn escaped_delimiters_meet_the_rules_that_name_them() {
+    let (_b, _d, p) = start(&[]).await;
+    for path in [
+        "/@admin",
+        "/%40admin",
+        "/%40admin/users",
+        "/v1/jobs:run",
+        "/v1/jobs%3Arun",
+        "/v1/jobs%3arun/now",
+        "/v1/%6aobs%3Arun",
+    ] {
+        let r = raw_exchange(p.http, &get(path, "app.test")).await;
+        assert_eq!((r.status, r.backend()), (401, None), "{path}: {}", r.body);
+    }
+    // Open paths travel with the escapes decoded, as the route and guard read them.
+    let r = raw_exchange(p.http, &get("/v1/jobs%3Alist?a=%40", "app.test")).await;
+    assert_eq!(r.backend().unwrap()["path"], "/v1/jobs:list?a=%40");
+}
+
+/// `X-HTTP-Method-Override: DELETE` on a POST makes Symfony, Laravel and Express's
+/// `method-override` run the DELETE handler: the backend gets the method that was
+/// routed and guarded, and no override in any spelling.
+#[tokio::test]
+async fn method_overrides_never_reach_the_backend() {
+    for args in [&[][..], &["--underscores-in-headers"][..]] {
+        let (_b, _d, p) = start(args).await;
+        for name in [
+            "X-HTTP-Method-Override",
+            "x-http-method",
+            "X-Method-Override",
+            "X_HTTP_Method_Override",
+            "x_method_override",
+        ] {
+            let request = format!(
+                "POST /orders/7 HTTP/1.1\r\nHost: app.test\r\n{name}: DELETE\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let r = raw_exchange(p.http, request.as_bytes()).await;
+            let seen = r.backend().unwrap();
+            assert_eq!(seen["method"], "POST");
+            let names: Vec<&String> = seen["headers"].as_object().unwrap().keys().collect();
+            assert!(
+                !names.iter().any(|n| n.replace('_', "-").contains("method")),
+                "{args:?} {name}: {names:?}"
+            );
+        }
+    }
 }

@@ -10,6 +10,7 @@ mod backends;
 pub mod bearer;
 mod cel_facts;
 mod gateway;
+pub mod required;
 pub mod snapshot;
 mod tls;
 
@@ -47,6 +48,9 @@ pub struct CompileOptions {
     /// Match Ingress paths, AuthRule path patterns and logout paths without regard to
     /// ASCII case, for backends that route that way (Express, ASP.NET).
     pub case_insensitive_paths: bool,
+    /// Close every route no AuthRule guards unless its object is annotated
+    /// `portcullis.dev/auth: none` (`--require-auth-rule`).
+    pub require_auth_rule: bool,
 }
 
 impl Default for CompileOptions {
@@ -57,6 +61,7 @@ impl Default for CompileOptions {
             default_certificate: None,
             allow_shared_hosts: false,
             case_insensitive_paths: false,
+            require_auth_rule: false,
         }
     }
 }
@@ -104,6 +109,17 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
         &mut diags,
     );
     drafts.extend(gateway_api.drafts);
+    let mut default_draft = default_draft;
+    let requirements = route_requirements(objects, &ingresses);
+    let mut all_drafts: Vec<&mut RouteDraft> =
+        drafts.iter_mut().chain(&mut default_draft).collect();
+    required::close_unguarded(
+        &mut all_drafts,
+        &requirements,
+        &|rule| rules.summaries.contains_key(rule),
+        options.require_auth_rule,
+        &mut diags,
+    );
     let mut routes = build_table(drafts, default_draft);
     routes.upstreams = upstreams.into_list();
     routes.owners = owners;
@@ -133,6 +149,21 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
         },
         diagnostics: diags,
     }
+}
+
+/// What the annotations of each served Ingress and of each HTTPRoute ask of their
+/// routes' guards.
+fn route_requirements(
+    objects: &Objects,
+    ingresses: &[&Ingress],
+) -> HashMap<ObjectRef, required::Requirement> {
+    let ingresses = ingresses.iter().map(|i| (ingress_ref(i), &i.metadata));
+    let routes =
+        (objects.http_routes.iter()).map(|r| (meta_ref("HTTPRoute", &r.metadata), &r.metadata));
+    ingresses
+        .chain(routes)
+        .map(|(object, meta)| (object, required::requirement(meta.annotations.as_ref())))
+        .collect()
 }
 
 fn ingress_ref(ingress: &Ingress) -> ObjectRef {
@@ -556,7 +587,7 @@ fn build_table(mut drafts: Vec<RouteDraft>, default_draft: Option<RouteDraft>) -
         .flat_map(|r| &r.guards)
         .filter_map(|g| match &g.policy {
             GuardPolicy::Oidc(p) => Some(p.logout_path.clone()),
-            GuardPolicy::Broken(_) => None,
+            GuardPolicy::Broken(_) | GuardPolicy::Pending(_) => None,
         })
         .chain([crate::model::CALLBACK_PATH.to_owned()])
         .collect();
@@ -582,3 +613,5 @@ mod gateway_tests;
 mod tests;
 #[cfg(test)]
 use tests as tests_support;
+#[cfg(test)]
+mod required_tests;

@@ -306,6 +306,9 @@ pub enum GuardPolicy {
     Oidc(Arc<AuthPolicy>),
     /// The AuthRule is broken: fail closed with 500 and this message.
     Broken(String),
+    /// The AuthRules the route's object requires have not attached yet (or it requires
+    /// one and has none): fail closed with 503 and this message.
+    Pending(String),
 }
 
 /// An AuthRule with everything resolved: defaults applied, the client secret read.

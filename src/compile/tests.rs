@@ -332,7 +332,7 @@ fn guard_policy(c: &Compiled, path: &str) -> Option<Result<Arc<AuthPolicy>, Stri
     let route = c.snapshot.routes.find("app.example.com", path)?;
     route.guard_for(path).map(|g| match &g.policy {
         GuardPolicy::Oidc(p) => Ok(p.clone()),
-        GuardPolicy::Broken(m) => Err(m.clone()),
+        GuardPolicy::Broken(m) | GuardPolicy::Pending(m) => Err(m.clone()),
     })
 }
 

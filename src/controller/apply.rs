@@ -23,6 +23,8 @@ pub const QUEUE_BOUND: usize = 1024;
 /// How long a status this replica wrote stands for the object's status while the
 /// watch may still deliver an older copy.
 const TRUST_OWN_WRITE: Duration = Duration::from_secs(20);
+/// A route Event that still holds is told again after this long.
+const REPEAT_ROUTE_EVENT: Duration = Duration::from_secs(3600);
 
 /// What this replica wrote lately, so a plan does not mistake a lagging watch for a
 /// change.
@@ -31,6 +33,8 @@ pub struct OwnWrites {
     statuses: HashMap<String, (AuthRuleStatus, Instant)>,
     unreadable: HashMap<ObjectRef, String>,
     gateway: HashMap<ObjectRef, (serde_json::Value, Instant)>,
+    /// Route Events sent, so each is told once an hour while it holds.
+    events: HashMap<super::plan::RouteEvent, Instant>,
 }
 
 impl OwnWrites {
@@ -43,6 +47,13 @@ impl OwnWrites {
             .map(|(uid, (s, _))| (uid.clone(), s.clone()))
             .collect();
         (statuses, self.unreadable.clone())
+    }
+
+    /// Route Events sent within the last hour.
+    pub fn recent_events(&mut self) -> std::collections::HashSet<super::plan::RouteEvent> {
+        self.events
+            .retain(|_, at| at.elapsed() < REPEAT_ROUTE_EVENT);
+        self.events.keys().cloned().collect()
     }
 
     /// Gateway API status written lately, by object.
@@ -216,6 +227,7 @@ impl Worker {
                 reason,
                 note,
                 action,
+                ..
             } => {
                 let event = Event {
                     type_: if *warning {
@@ -264,6 +276,11 @@ impl Worker {
             }
             Write::GatewayApiStatus { object, status, .. } => {
                 own.gateway.insert(object, (status, Instant::now()));
+            }
+            Write::Event {
+                once: Some(key), ..
+            } => {
+                own.events.insert(key, Instant::now());
             }
             _ => {}
         }

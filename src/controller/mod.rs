@@ -117,10 +117,15 @@ impl Controller {
         let idp = self.provider_health(&p.snapshot).await;
         let credentials = self.credentials(&p.snapshot, checked).await;
         let failures = self.data_plane.flows.failures();
-        let (own_writes, own_unreadable, own_gateway) = match applier.own.lock() {
+        let (own_writes, own_unreadable, own_gateway, own_events) = match applier.own.lock() {
             Ok(mut own) => {
                 let (writes, unreadable) = own.recent();
-                (writes, unreadable, own.recent_gateway())
+                (
+                    writes,
+                    unreadable,
+                    own.recent_gateway(),
+                    own.recent_events(),
+                )
             }
             Err(_) => Default::default(),
         };
@@ -134,6 +139,7 @@ impl Controller {
             own_writes: &own_writes,
             own_unreadable: &own_unreadable,
             own_gateway: &own_gateway,
+            own_events: &own_events,
             publish_service: self.publish_service.as_deref(),
             publish_address: self.publish_address.as_deref(),
             now: jiff::Timestamp::now(),

@@ -5,7 +5,7 @@
 //! counts as current even when the watch has not delivered it yet, so nothing is
 //! written twice and nobody's reconcile loop wakes for nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
@@ -38,12 +38,21 @@ pub struct Inputs<'a> {
     pub own_unreadable: &'a HashMap<ObjectRef, String>,
     /// Gateway API status written recently, by object.
     pub own_gateway: &'a HashMap<ObjectRef, serde_json::Value>,
+    /// Route Events this replica sent lately: (object, reason, message).
+    pub own_events: &'a HashSet<RouteEvent>,
     /// Where served Ingresses are reached: the controller's Service
     /// (`namespace/name`), or a fixed address.
     pub publish_service: Option<&'a str>,
     pub publish_address: Option<&'a str>,
     pub now: Timestamp,
 }
+
+/// An Event about an Ingress or HTTPRoute: the object, the reason and the message.
+pub type RouteEvent = (ObjectRef, &'static str, String);
+
+/// Route diagnostics announced as Warning Events on the route itself (Ingresses have
+/// no conditions to carry them).
+const ROUTE_EVENT_REASONS: &[&str] = &["AuthRulePending"];
 
 /// One thing to tell the cluster.
 #[derive(Clone, Debug, PartialEq)]
@@ -76,6 +85,8 @@ pub enum Write {
         reason: String,
         note: String,
         action: &'static str,
+        /// For a route Event: what the applier remembers once it is sent.
+        once: Option<RouteEvent>,
     },
 }
 
@@ -152,7 +163,71 @@ pub fn plan(input: &Inputs<'_>) -> Vec<Write> {
     if let Some(address) = published {
         writes.extend(ingress_addresses(input, &address));
     }
+    writes.extend(route_events(input));
     writes
+}
+
+/// A Warning Event on each route object for each of its closing problems, once (the
+/// applier remembers what it sent).
+fn route_events(input: &Inputs<'_>) -> Vec<Write> {
+    let mut out = Vec::new();
+    for d in input.diagnostics {
+        if !ROUTE_EVENT_REASONS.contains(&d.reason) {
+            continue;
+        }
+        let key: RouteEvent = (d.object.clone(), d.reason, d.message.clone());
+        if input.own_events.contains(&key) {
+            continue;
+        }
+        let Some(regarding) = route_reference(input.objects, &d.object) else {
+            continue;
+        };
+        out.push(Write::Event {
+            regarding,
+            warning: true,
+            reason: d.reason.into(),
+            note: format!("{} (fix: {})", d.message, d.fix)
+                .chars()
+                .take(1000)
+                .collect(),
+            action: "Compile",
+            once: Some(key),
+        });
+    }
+    out
+}
+
+fn route_reference(objects: &Objects, object: &ObjectRef) -> Option<ObjectReference> {
+    let same = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        m.namespace.as_deref() == Some(&object.namespace) && m.name.as_deref() == Some(&object.name)
+    };
+    let (api_version, meta) = match object.kind.as_str() {
+        "Ingress" => (
+            "networking.k8s.io/v1",
+            &objects
+                .ingresses
+                .iter()
+                .find(|i| same(&i.metadata))?
+                .metadata,
+        ),
+        "HTTPRoute" => (
+            "gateway.networking.k8s.io/v1",
+            &objects
+                .http_routes
+                .iter()
+                .find(|r| same(&r.metadata))?
+                .metadata,
+        ),
+        _ => return None,
+    };
+    Some(ObjectReference {
+        api_version: Some(api_version.into()),
+        kind: Some(object.kind.clone()),
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        ..ObjectReference::default()
+    })
 }
 
 /// One PolicyAncestorStatus per Gateway the rule's Gateway API targets reach; its
@@ -334,6 +409,7 @@ fn events(rule: &AuthRule, before: Option<&AuthRuleStatus>, status: &AuthRuleSta
             reason: c.reason.clone(),
             note: c.message.chars().take(1000).collect(),
             action: "Compile",
+            once: None,
         });
     }
     let counted = before.map(|s| &s.recent_login_failures);
@@ -356,6 +432,7 @@ fn events(rule: &AuthRule, before: Option<&AuthRuleStatus>, status: &AuthRuleSta
                 .take(1000)
                 .collect(),
             action: "Login",
+            once: None,
         });
     }
     out

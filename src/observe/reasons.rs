@@ -185,6 +185,13 @@ pub const REASONS: &[Reason] = &[
         "kubectl describe authrule (or `portcullis check`) names the field and the fix.",
     ),
     r(
+        "AuthRulePending",
+        "503",
+        "The route requires an AuthRule that has not attached yet, so the route is closed.",
+        "The route's portcullis.dev/auth-rule annotation names an AuthRule that does not exist yet, was refused by the API server, or does not target it; or --require-auth-rule is set and no AuthRule guards it.",
+        "`portcullis check` or the object's Events name the rule; create it, fix its targetRefs, or annotate a public route portcullis.dev/auth: none.",
+    ),
+    r(
         "AuthIdpDiscoveryFailed",
         "500",
         "The provider's discovery document or keys could not be read.",

@@ -160,7 +160,7 @@ pub fn canonical_path(raw: &str, rules: &PathRules) -> Result<String, Refusal> {
             }
             continue;
         }
-        if is_unreserved(byte) || (!escaped && is_pchar_delimiter(byte)) {
+        if is_unreserved(byte) || is_pchar_delimiter(byte) {
             current.push(byte as char);
         } else {
             // Everything else travels percent-encoded, in one spelling.
@@ -213,7 +213,10 @@ fn is_unreserved(b: u8) -> bool {
 }
 
 /// Characters a path segment may carry unencoded besides the unreserved ones (RFC 3986
-/// `pchar`); encoded, they keep their escape so their meaning stays data.
+/// `pchar`, less `;`). Their escapes are decoded too: frameworks (Spring, Go's
+/// `net/http`, ASP.NET) decode `%40` and `%3A` before routing, and rule paths name
+/// `@` and `:` plainly, so `/%40admin` must meet the guard of `/@admin`. `;` keeps its
+/// escape: decoded, it would start a path parameter.
 fn is_pchar_delimiter(b: u8) -> bool {
     matches!(
         b,
@@ -299,8 +302,17 @@ fn parse_authority(raw: &str) -> Result<(String, Option<u16>), Refusal> {
 
 /// Headers no client may pass to a backend, besides the identity headers: frameworks
 /// route on the first three, CGI servers turn `Proxy` into `HTTP_PROXY` (httpoxy).
-pub const DEFAULT_DROPPED_HEADERS: &[&str] =
-    &["x-original-url", "x-rewrite-url", "x-original-uri", "proxy"];
+/// The method-override headers make Symfony, Laravel and Express's `method-override`
+/// read another method than the one routed and guarded.
+pub const DEFAULT_DROPPED_HEADERS: &[&str] = &[
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "proxy",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// Every header whose name, with `_` read as `-`, starts with this is Portcullis's to set.
 pub const IDENTITY_PREFIX: &str = "x-amzn-oidc-";

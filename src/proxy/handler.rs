@@ -204,6 +204,15 @@ impl Exchange {
                     tracing::warn!(trace_id = %self.trace.root, rule = %guard.rule, %problem, "guarded route refused: its AuthRule is invalid");
                     return self.error(StatusCode::INTERNAL_SERVER_ERROR, "AuthRuleInvalid", "Login for this address is misconfigured; the operator can see why in the AuthRule's status or with `portcullis check`.");
                 }
+                GuardPolicy::Pending(problem) => {
+                    tracing::warn!(trace_id = %self.trace.root, route = %route.ingress, %problem, "guarded route refused: its AuthRule has not attached yet");
+                    let mut resp = self.error(StatusCode::SERVICE_UNAVAILABLE, "AuthRulePending", "Login for this address is not configured yet; try again in a moment. The operator can see why with `portcullis check` or in the object's events.");
+                    resp.headers_mut().insert(
+                        http::header::RETRY_AFTER,
+                        http::HeaderValue::from_static("5"),
+                    );
+                    return resp;
+                }
                 GuardPolicy::Oidc(policy) => {
                     let at = Arrival {
                         authority: &authority,

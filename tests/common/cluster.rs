@@ -199,19 +199,29 @@ pub fn host_address() -> std::net::IpAddr {
 /// `portcullis run` as the chart's ServiceAccount (its RBAC applies), listening on
 /// ephemeral loopback ports and publishing 192.0.2.80 as the Ingress and Gateway address.
 pub fn run_controller(cp: &ControlPlane, identity: &str) -> Portcullis {
+    run_controller_with(cp, identity, &[])
+}
+
+/// As `run_controller`, with more arguments.
+pub fn run_controller_with(cp: &ControlPlane, identity: &str, extra: &[&str]) -> Portcullis {
     let kubeconfig = cp.controller_kubeconfig();
+    let mut args: Vec<&std::ffi::OsStr> = [
+        "run",
+        "--http",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--https",
+        "127.0.0.1:0",
+        "--publish-address",
+        "192.0.2.80",
+    ]
+    .iter()
+    .map(|a| a.as_ref())
+    .collect();
+    args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
     Portcullis::launch_with_env(
-        &[
-            "run".as_ref(),
-            "--http".as_ref(),
-            "127.0.0.1:0".as_ref(),
-            "--admin".as_ref(),
-            "127.0.0.1:0".as_ref(),
-            "--https".as_ref(),
-            "127.0.0.1:0".as_ref(),
-            "--publish-address".as_ref(),
-            "192.0.2.80".as_ref(),
-        ],
+        &args,
         &[
             ("KUBECONFIG", kubeconfig.as_os_str()),
             ("POD_NAMESPACE", "portcullis-system".as_ref()),

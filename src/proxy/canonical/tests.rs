@@ -111,6 +111,16 @@ fn data_stays_data() {
         Ok("/a:b@c!$&'()*+,=")
     );
     assert_eq!(canonical_path("/a\"b", &rules).as_deref(), Ok("/a%22b"));
+    // Escapes of `:`, `@` and the sub-delimiters other than `;` are decoded, as the
+    // frameworks behind do before routing, so they meet the rules that name them.
+    assert_eq!(
+        canonical_path("/%40admin/v1/jobs%3arun", &rules).as_deref(),
+        Ok("/@admin/v1/jobs:run")
+    );
+    assert_eq!(
+        canonical_path("/%21%24%26%27%28%29%2A%2B%2C%3D", &rules).as_deref(),
+        Ok("/!$&'()*+,=")
+    );
     assert_eq!(canonical_path("/", &rules).as_deref(), Ok("/"));
     assert_eq!(canonical_path("/a/", &rules).as_deref(), Ok("/a/"));
     assert_eq!(canonical_path("/a/b/..", &rules).as_deref(), Ok("/a/"));
@@ -245,6 +255,25 @@ proptest! {
                 }
             }
         }
+    }
+
+    /// Every spelling of a path made of the characters rule paths may name (escaped or
+    /// not, in either case of hex) has one canonical form: the plain one.
+    #[test]
+    fn every_spelling_of_a_rule_path_is_that_path(path in "(/[a-zA-Z0-9_.~!$&'()*+,=:@-]{1,8}){1,5}", mask in any::<u64>(), upper in any::<bool>()) {
+        prop_assume!(!path.split('/').any(|s| s == "." || s == ".."));
+        let spelt: String = path
+            .bytes()
+            .enumerate()
+            .map(|(i, b)| {
+                if b != b'/' && mask >> (i % 64) & 1 == 1 {
+                    if upper { format!("%{b:02X}") } else { format!("%{b:02x}") }
+                } else {
+                    (b as char).to_string()
+                }
+            })
+            .collect();
+        prop_assert_eq!(canonical_path(&spelt, &PathRules::default()), Ok(path.clone()));
     }
 
     /// A backend that decodes once and resolves dot segments (most frameworks) reads
