@@ -2,7 +2,7 @@
 //! `alb.ingress.kubernetes.io/auth-*` annotations and their Secret, through the
 //! certified provider.
 
-mod common;
+use crate::common;
 
 use common::app::{browser, log_in_at, seen_by_backend};
 use common::idp::Idp;

@@ -2,7 +2,7 @@
 //! writes goes through `aws-log-parser` (PyPI, installed by scripts/test.sh), which
 //! knows only ALB's `error_reason` codes.
 
-mod common;
+use crate::common;
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};

@@ -1,7 +1,7 @@
 //! Who may pass once logged in: claim rules in CEL and the short forms, through the
 //! certified provider's real login.
 
-mod common;
+use crate::common;
 
 use common::app::*;
 use common::*;

@@ -2,7 +2,7 @@
 //! provider posts an OpenID Connect Back-Channel Logout token, Portcullis validates it
 //! and refuses the session from then on.
 
-mod common;
+use crate::common;
 
 use common::app::*;
 use common::client;

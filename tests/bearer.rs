@@ -3,7 +3,7 @@
 //! audience) passes with identity headers made from its claims; a tampered, expired
 //! or foreign one gets 401 with the RFC 6750 challenge, never a redirect.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -1,8 +1,6 @@
 //! `portcullis check` in a GitOps pipeline: a rendered cluster in one stream, strict
 //! fields, machine-readable output, exit codes that tell errors from warnings.
 
-mod common;
-
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Instant;

@@ -2,7 +2,7 @@
 //! their Go modules): the chart's manifests applied as rendered, the controller under
 //! the chart's RBAC, and a login through an Ingress and AuthRule made through the API.
 
-mod common;
+use crate::common;
 
 use common::app::{AUTH_RULE, log_in_at, seen_by_backend};
 use common::cluster::{ControlPlane, apply, host_address, run_controller, try_apply};

@@ -11,7 +11,7 @@
 //! every test of the supported features instead (or `=NameA|NameB` those), to see
 //! what else passes; the suite's whole output is saved and its path printed.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

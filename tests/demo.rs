@@ -1,7 +1,7 @@
 //! `portcullis demo`, the README's first command: the development provider, the echo
 //! backend and the proxy in one process, logged into and out of as a browser would.
 
-mod common;
+use crate::common;
 
 use common::Portcullis;
 use common::app::callback_url;

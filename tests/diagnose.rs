@@ -2,7 +2,7 @@
 //! a wrong client secret, a wrong issuer and an unreachable provider each get their own
 //! failing check and fix.
 
-mod common;
+use crate::common;
 
 use common::app::AUTH_RULE;
 use common::idp::Idp;

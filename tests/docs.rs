@@ -4,7 +4,7 @@
 //! aws-jwt-verify) are run from the page against a header a running Portcullis made
 //! after a real login at the certified provider.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! `portcullis explain logs` on recorded samples: Portcullis's own access log (from a
 //! demo session with failed callbacks) and a real ALB's format.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

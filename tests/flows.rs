@@ -1,7 +1,7 @@
 //! Flow records: each login attempt hop by hop, found from the error page's reference
 //! through the admin endpoint and through `portcullis explain flow` on the logs.
 
-mod common;
+use crate::common;
 
 use common::app::*;
 use common::*;

@@ -4,7 +4,7 @@
 //! through the certified provider) while its sibling stays open, and every status
 //! written once.
 
-mod common;
+use crate::common;
 
 use common::app::{callback_url, seen_by_backend};
 use common::cluster::{ControlPlane, apply, gateway_crds, host_address, run_controller};

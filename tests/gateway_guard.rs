@@ -2,7 +2,7 @@
 //! bytes: an AuthRule on one HTTPRoute rule guards every spelling of its paths, and no
 //! header, method or sibling rule routes around it.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -2,7 +2,7 @@
 //! bytes (no client normalises anything), and the echo backend's answer shows what it
 //! would have received.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -1,7 +1,7 @@
 //! `x-amzn-oidc-data` checked by an implementation other than ours: Node's crypto
 //! verifies the signature with the PEM key, as ALB's documented verifiers do.
 
-mod common;
+use crate::common;
 
 use portcullis::auth::identity::{DataHeader, SigningKey, sign_data};
 

@@ -2,7 +2,7 @@
 //! AuthRule, the real OpenID provider, a cookie-keeping client that follows each hop,
 //! and a backend that reports the identity headers it received.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use common::app::*;

@@ -2,7 +2,7 @@
 //! misbehaves or goes away, and browsers that send back what they should not. Every
 //! failure shows its reason and trace id, and the access log carries the same.
 
-mod common;
+use crate::common;
 
 use common::app::*;
 use common::*;

@@ -2,7 +2,7 @@
 //! (promtool from the Prometheus Go module, a JSON schema of the dashboard), and built
 //! only from metrics Portcullis really exports.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! The data plane against real servers: `portcullis serve` as a process, real backends
 //! on loopback, real HTTP/1.1, h2c, WebSocket and TLS clients.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

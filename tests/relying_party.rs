@@ -3,7 +3,7 @@
 //! check, code redemption, ID-token validation, userinfo, refresh and the reasons for
 //! a replayed code and a wrong secret.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

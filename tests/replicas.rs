@@ -3,7 +3,7 @@
 //! the other, concurrent refreshes of one session on both spend one refresh-token
 //! grant, and a Redis outage refuses sessions (503) quickly instead of hanging.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! namespace of its oldest Ingress, and two AuthRules naming one issuer each use their
 //! own endpoints.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

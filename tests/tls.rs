@@ -1,7 +1,7 @@
 //! HTTPS: certificates from Ingress TLS Secrets chosen by SNI, swapped in when the
 //! Secret changes, and plain HTTP redirected for hosts that have one.
 
-mod common;
+use crate::common;
 
 use common::tls::*;
 use common::*;

@@ -4,7 +4,7 @@
 //! through `explain flow` to the token step, the secret fixed without a restart, then
 //! `helm upgrade` and `helm uninstall`. The README's cluster section follows these steps.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

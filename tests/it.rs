@@ -1,0 +1,36 @@
+//! Every integration test, in one binary so the crate is linked once: one module per
+//! area, sharing `common` (real backends, the binary on ephemeral ports, a control
+//! plane, the test provider). Run one area with `cargo test --test it <module>::`.
+
+mod common;
+
+mod alb_annotations;
+mod alb_logs;
+mod authorization;
+mod backchannel;
+mod bearer;
+mod check;
+mod cluster;
+mod conformance;
+mod demo;
+mod diagnose;
+mod docs;
+mod explain;
+mod flows;
+mod gateway;
+mod gateway_guard;
+mod generated;
+mod guard;
+mod id_token_differential;
+mod identity_header;
+mod login;
+mod login_failures;
+mod observability;
+mod packaging;
+mod proxy;
+mod readme;
+mod relying_party;
+mod replicas;
+mod tenants;
+mod tls;
+mod walkthrough;
