@@ -148,3 +148,17 @@ fn the_readme_lists_every_passing_conformance_test() {
         names.len()
     );
 }
+
+/// `portcullis --help` opens with what Portcullis is, before the commands.
+#[test]
+fn help_opens_with_what_portcullis_is() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("Kubernetes ingress controller that logs people in at the edge"),
+        "{text}"
+    );
+}

@@ -1,0 +1,339 @@
+//! The command line: every subcommand and flag, as `--help` shows them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use portcullis::auth::shared::WhenUnavailable;
+use portcullis::compile::CompileOptions;
+use portcullis::observe::access_log::LogFormat;
+use portcullis::proxy::IpNet;
+use portcullis::proxy::canonical::{Ambiguity, DEFAULT_DROPPED_HEADERS};
+
+/// Kubernetes ingress controller that logs people in at the edge (ALB authenticate-oidc compatible).
+#[derive(Parser)]
+#[command(name = "portcullis", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve traffic for the Ingress, AuthRule, Secret, Service and EndpointSlice
+    /// manifests in files; re-read them when they change or on SIGHUP.
+    #[command(
+        after_help = "Example:\n  portcullis serve -f deploy/examples/ --http 0.0.0.0:8080 --https 0.0.0.0:8443"
+    )]
+    Serve(Box<ServeArgs>),
+    /// Load and compile manifests without serving; print every problem with the object,
+    /// the field and the fix. Exits 0 when clean, 1 on errors, 3 on warnings only.
+    #[command(
+        after_help = "Examples:\n  portcullis check -f manifests/\n  helm template my-release charts/app | portcullis check -f - -o json"
+    )]
+    Check(CheckArgs),
+    /// Run in a cluster: watch Ingress, IngressClass, AuthRule, Secret, Service and
+    /// EndpointSlice through the Kubernetes API (in-cluster config or KUBECONFIG) and
+    /// serve them. The container's entrypoint.
+    #[command(
+        after_help = "Example (outside a cluster, with a kubeconfig):\n  KUBECONFIG=~/.kube/config portcullis run --http 127.0.0.1:8080 --no-status"
+    )]
+    Run(Box<RunArgs>),
+    /// Print the AuthRule CustomResourceDefinition as YAML.
+    #[command(after_help = "Example:\n  portcullis crd | kubectl apply -f -")]
+    Crd,
+    /// Check AuthRules against their providers from here: discovery and issuer, keys,
+    /// endpoints, client credentials, clock skew, and the redirect URIs to register.
+    /// Reads manifest files with -f, else the cluster (in-cluster config or
+    /// KUBECONFIG). Exits 1 when a check fails.
+    #[command(
+        after_help = "Examples:\n  portcullis diagnose --rule apps/sso\n  portcullis diagnose -f manifests/ --idp-ca-file corp-ca.pem"
+    )]
+    Diagnose(DiagnoseArgs),
+    /// Explain what went wrong, from artefacts people bring.
+    #[command(subcommand)]
+    Explain(ExplainCommand),
+    /// Run the whole login on this machine: a development OpenID provider, an echo
+    /// backend that shows the identity headers, and the proxy guarding /auth*.
+    #[command(
+        after_help = "Example:\n  portcullis demo --port 8080   # then open http://localhost:8080/auth/"
+    )]
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+pub struct DiagnoseArgs {
+    /// Manifest files or directories; without any, the cluster is read.
+    #[arg(short = 'f', long = "filename")]
+    pub files: Vec<PathBuf>,
+    /// Only this AuthRule (`namespace/name`).
+    #[arg(long)]
+    pub rule: Option<String>,
+    #[command(flatten)]
+    pub class: ClassArgs,
+    /// Seconds to wait for each answer of the provider.
+    #[arg(long, default_value_t = 5)]
+    pub idp_timeout: u64,
+    /// PEM certificates of a private CA the provider's certificate chains to.
+    #[arg(long, env = "PORTCULLIS_IDP_CA_FILE")]
+    pub idp_ca_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum ExplainCommand {
+    /// Group the failed requests of ALB-format access logs (Portcullis's or a real
+    /// ALB's) by error_reason, and explain each group with the likely fix.
+    #[command(
+        after_help = "Example:\n  kubectl logs -n portcullis-system -l app.kubernetes.io/name=portcullis | portcullis explain logs"
+    )]
+    Logs {
+        /// A log file, or - (the default) for standard input, e.g. from `kubectl logs`.
+        file: Option<PathBuf>,
+    },
+    /// Every reason Portcullis reports, with its status, usual cause and fix, as a
+    /// Markdown table.
+    #[command(after_help = "Example:\n  portcullis explain reasons > docs/troubleshooting.md")]
+    Reasons,
+    /// Read a browser's HAR export of a login (through Portcullis or a real ALB) and
+    /// say which step broke and why.
+    #[command(after_help = "Example:\n  portcullis explain har ~/Downloads/app.example.com.har")]
+    Har {
+        /// The .har file.
+        file: PathBuf,
+    },
+    /// Rebuild one login's timeline from Portcullis's logs (all replicas, text or
+    /// JSON).
+    #[command(
+        after_help = "Example (the reference from an error page):\n  kubectl logs -n portcullis-system -l app.kubernetes.io/name=portcullis | portcullis explain flow 1-6b0595e6-218072abd8411a33ba4b5bec"
+    )]
+    Flow {
+        /// A flow id, or any trace id of the flow (the reference on an error page).
+        id: String,
+        /// A log file, or - (the default) for standard input.
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// The proxy's port on 127.0.0.1.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Write the bound addresses as JSON to this file once listening.
+    #[arg(long)]
+    pub ports_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ManifestArgs {
+    /// A manifest file or a directory of them (repeatable; multi-document YAML).
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub class: ClassArgs,
+}
+
+#[derive(Args)]
+pub struct ClassArgs {
+    /// The IngressClass name served even without an IngressClass object naming us.
+    #[arg(long, env = "PORTCULLIS_INGRESS_CLASS", default_value = "portcullis")]
+    pub ingress_class: String,
+    /// Also serve Ingresses that name no IngressClass.
+    #[arg(long)]
+    pub watch_ingress_without_class: bool,
+    /// namespace/name of a kubernetes.io/tls Secret used when no certificate matches SNI.
+    #[arg(long)]
+    pub default_certificate: Option<String>,
+    /// Let Ingresses of any namespace add paths to any host. By default a host belongs
+    /// to the namespace of its oldest Ingress, and other namespaces need its
+    /// `portcullis.dev/share-host-with` annotation.
+    #[arg(long, env = "PORTCULLIS_ALLOW_SHARED_HOSTS")]
+    pub allow_shared_hosts: bool,
+    /// Match Ingress paths, AuthRule path patterns and logout paths without regard to
+    /// case, for backends that route that way (Express, ASP.NET, IIS).
+    #[arg(long, env = "PORTCULLIS_CASE_INSENSITIVE_PATHS")]
+    pub case_insensitive_paths: bool,
+    /// Close (503 AuthRulePending) every route that no AuthRule guards, unless its
+    /// Ingress or HTTPRoute is annotated `portcullis.dev/auth: none`.
+    #[arg(long, env = "PORTCULLIS_REQUIRE_AUTH_RULE")]
+    pub require_auth_rule: bool,
+}
+
+impl ClassArgs {
+    pub fn compile_options(&self) -> CompileOptions {
+        CompileOptions {
+            ingress_class: self.ingress_class.clone(),
+            watch_ingress_without_class: self.watch_ingress_without_class,
+            default_certificate: self.default_certificate.clone(),
+            allow_shared_hosts: self.allow_shared_hosts,
+            case_insensitive_paths: self.case_insensitive_paths,
+            require_auth_rule: self.require_auth_rule,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+    /// Output: text for people, json for machines (CI annotations).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    pub output: CheckOutput,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum CheckOutput {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+    /// How often the manifest files are checked for changes, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub reload_interval_ms: u64,
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub class: ClassArgs,
+    /// Secret (in --namespace) holding the session and signing keys; made with fresh
+    /// keys when missing. Ignored when key files are given.
+    #[arg(
+        long,
+        env = "PORTCULLIS_KEYS_SECRET",
+        default_value = "portcullis-keys"
+    )]
+    pub keys_secret: String,
+    /// The namespace Portcullis runs in (its keys Secret and leader Lease live there).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "portcullis-system")]
+    pub namespace: String,
+    /// This replica's name in the leader Lease (default: the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// The controller's Service (`namespace/name`) whose load-balancer address served
+    /// Ingresses get in `status.loadBalancer`.
+    #[arg(long, env = "PORTCULLIS_PUBLISH_SERVICE")]
+    pub publish_service: Option<String>,
+    /// A fixed IP or host name for `status.loadBalancer` instead of the Service's.
+    #[arg(long)]
+    pub publish_address: Option<String>,
+    /// Serve only; never write status or Events (no Lease either).
+    #[arg(long)]
+    pub no_status: bool,
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+}
+
+#[derive(Args)]
+pub struct ProxyArgs {
+    /// Plain HTTP listener.
+    #[arg(long, env = "PORTCULLIS_HTTP", default_value = "0.0.0.0:8080")]
+    pub http: SocketAddr,
+    /// HTTPS listener (certificates from the Ingresses' spec.tls Secrets).
+    #[arg(long, env = "PORTCULLIS_HTTPS")]
+    pub https: Option<SocketAddr>,
+    /// Admin listener: /metrics, /healthz, /readyz, /keys, and /flows (to loopback
+    /// peers only, unless --expose-flows).
+    #[arg(long, env = "PORTCULLIS_ADMIN", default_value = "127.0.0.1:9090")]
+    pub admin: SocketAddr,
+    /// Serve the login flow records (/flows: subjects, providers' errors) to any peer
+    /// of the admin listener, not only loopback (kubectl port-forward).
+    #[arg(long, env = "PORTCULLIS_EXPOSE_FLOWS")]
+    pub expose_flows: bool,
+    /// Port that HTTP-to-HTTPS redirects point at (default: the --https port).
+    #[arg(long)]
+    pub https_redirect_port: Option<u16>,
+    /// Don't redirect HTTP to HTTPS for hosts that have a certificate.
+    #[arg(long)]
+    pub no_https_redirect: bool,
+    /// Access-log format.
+    #[arg(long, value_enum, default_value = "alb")]
+    pub log_format: LogFormat,
+    /// Name in the access log's `elb` field.
+    #[arg(long, default_value = "portcullis")]
+    pub log_name: String,
+    /// Peer address or CIDR whose X-Forwarded-* headers are trusted (repeatable).
+    #[arg(long = "trusted-proxy")]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Seconds to wait for an upstream's response headers.
+    #[arg(long, default_value_t = 60)]
+    pub upstream_timeout: u64,
+    /// Seconds to wait for an upstream connection.
+    #[arg(long, default_value_t = 5)]
+    pub upstream_connect_timeout: u64,
+    /// Seconds a client has to send its request headers.
+    #[arg(long, default_value_t = 30)]
+    pub header_read_timeout: u64,
+    /// The `signer` field of x-amzn-oidc-data (ALB puts its load balancer ARN there);
+    /// `{namespace}`, `{name}` and `{id}` stand for the AuthRule's, so each rule signs
+    /// as itself.
+    #[arg(long, env = "PORTCULLIS_SIGNER", default_value = portcullis::auth::identity::DEFAULT_SIGNER)]
+    pub signer: String,
+    /// Session keys: one base64-encoded 32-byte key a line, newest first (older lines
+    /// still open existing sessions). Without it a key is made at start, and sessions
+    /// end when Portcullis restarts.
+    #[arg(long, env = "PORTCULLIS_SESSION_KEYS_FILE")]
+    pub session_keys_file: Option<PathBuf>,
+    /// The P-256 key (PKCS#8 PEM) that signs x-amzn-oidc-data. Without it a key is made
+    /// at start.
+    #[arg(long, env = "PORTCULLIS_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
+    /// Seconds to wait for the identity provider (token, userinfo, discovery).
+    #[arg(long, default_value_t = 5)]
+    pub idp_timeout: u64,
+    /// PEM certificates of a private certificate authority that identity providers'
+    /// TLS certificates chain to (trusted besides the system's).
+    #[arg(long, env = "PORTCULLIS_IDP_CA_FILE")]
+    pub idp_ca_file: Option<PathBuf>,
+    /// Also serve the x-amzn-oidc-data keys on every host at this path
+    /// (`<path>/<kid>` PEM, `<path>` JWKS), e.g. /.well-known/portcullis-keys.
+    #[arg(long)]
+    pub public_keys_path: Option<String>,
+    /// Repeated slashes in a path (`//admin`): normalize merges them, reject answers
+    /// 400, keep passes them on (only when every backend keeps them too).
+    #[arg(long, value_enum, default_value = "normalize")]
+    pub repeated_slashes: Ambiguity,
+    /// `%2F`, `%5C` and `\` in a path: reject answers 400, normalize reads each as `/`,
+    /// keep passes them on encoded (only when no backend decodes them before routing).
+    #[arg(long, value_enum, default_value = "reject")]
+    pub escaped_slashes: Ambiguity,
+    /// `;` parameters in a path segment (`/admin;x/users`): reject answers 400,
+    /// normalize drops them (as Tomcat and Jetty read them), keep passes them on.
+    #[arg(long, value_enum, default_value = "reject")]
+    pub path_parameters: Ambiguity,
+    /// Forward the path as the client sent it instead of the canonical path that was
+    /// routed and guarded (for backends that need the original bytes).
+    #[arg(long)]
+    pub forward_original_path: bool,
+    /// A client request header never forwarded (repeatable; replaces the default
+    /// list). The x-amzn-oidc-* identity headers are always removed.
+    #[arg(long = "drop-request-header", default_values_t = DEFAULT_DROPPED_HEADERS.iter().map(|h| h.to_string()))]
+    pub drop_request_headers: Vec<String>,
+    /// Forward client request headers with `_` in their names. By default they are
+    /// dropped, as nginx does: CGI-style servers read `x_forwarded_host` as
+    /// `X-Forwarded-Host`.
+    #[arg(long)]
+    pub underscores_in_headers: bool,
+    /// Keep revocations (back- and front-channel logouts), used logout-token ids and
+    /// refresh locks in Redis (`redis://host:6379/0`, `rediss://` for TLS), shared by
+    /// every replica. Without it they live in each replica's memory.
+    #[arg(long, env = "PORTCULLIS_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Milliseconds to wait for Redis (connecting and each command).
+    #[arg(long, default_value_t = 500)]
+    pub redis_timeout_ms: u64,
+    /// What sessions get while Redis cannot be reached: refuse answers 503 (a logout
+    /// announced meanwhile could not be seen), allow serves them on the revocations
+    /// known so far.
+    #[arg(long, value_enum, default_value = "refuse")]
+    pub redis_unavailable: WhenUnavailable,
+    /// Write the bound addresses as JSON to this file once listening.
+    #[arg(long)]
+    pub ports_file: Option<PathBuf>,
+}
