@@ -207,7 +207,7 @@ pub async fn run_in_cluster(args: RunArgs) -> anyhow::Result<()> {
         let identity = args.identity.clone().unwrap_or_else(default_identity);
         let controller = Controller {
             client,
-            data_plane: dp.clone(),
+            context: dp.context(),
             namespace: args.namespace.clone(),
             lease: LeaseConfig::new(identity.clone()),
             identity,

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod auth;
 pub mod compile;
+pub mod context;
 pub mod controller;
 pub mod demo;
 pub mod diagnostics;

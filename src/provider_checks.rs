@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use crate::auth::credentials::BOGUS_CODE;
 use crate::auth::id_token::allowed_algs;
 use crate::auth::idp::{ClientAuth, Hop, IdpClient, IdpError, ProviderMetadata};
 use crate::compile::AuthPolicy;
@@ -56,7 +57,6 @@ const SKEW_FAIL_SECS: i64 = 60;
 const SKEW_WARN_SECS: i64 = 10;
 /// An authorization code no provider issued: redeeming it separates a refused code
 /// (credentials fine) from refused credentials.
-const BOGUS_CODE: &str = "portcullis-diagnose-not-a-real-code";
 
 /// Runs every check for `policy`, guarding `hosts`.
 pub async fn diagnose(idp: &IdpClient, policy: &AuthPolicy, hosts: &[String]) -> Vec<Check> {
@@ -354,49 +354,4 @@ pub fn rules_in(
         .iter()
         .map(|(object, s)| (object.clone(), (s.policy.clone(), s.hosts.clone())))
         .collect()
-}
-
-/// What the token endpoint says of the client's credentials, asked with a made-up code.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Credentials {
-    /// Refused only the code (`invalid_grant`): id, secret and method are right.
-    Accepted,
-    /// Refused the client: the text says how, for the condition's message.
-    Refused(String),
-    /// No verdict (unreachable, another error).
-    Unknown,
-}
-
-/// Redeems a made-up code to learn whether the provider accepts the client.
-pub async fn client_credentials(
-    idp: &IdpClient,
-    policy: &AuthPolicy,
-    token_endpoint: &str,
-) -> Credentials {
-    let client = ClientAuth {
-        client_id: &policy.client_id,
-        client_secret: &policy.client_secret,
-        method: policy.token_endpoint_auth_method,
-    };
-    let verifier = "status".repeat(8);
-    let redirect_uri = format!("https://portcullis.invalid{CALLBACK_PATH}");
-    match idp
-        .redeem_code(
-            token_endpoint,
-            &client,
-            BOGUS_CODE,
-            &redirect_uri,
-            &verifier,
-        )
-        .await
-    {
-        Err(IdpError::InvalidGrant { .. }) => Credentials::Accepted,
-        Err(IdpError::Status {
-            excerpt, status, ..
-        }) if excerpt.contains("invalid_client") || status == 401 => Credentials::Refused(format!(
-            "{token_endpoint} refused client {}: {status} {excerpt}",
-            policy.client_id
-        )),
-        _ => Credentials::Unknown,
-    }
 }

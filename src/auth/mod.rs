@@ -4,6 +4,7 @@
 
 pub mod bearer;
 pub mod cookies;
+pub mod credentials;
 pub mod flow;
 pub mod id_token;
 pub mod identity;

@@ -10,7 +10,6 @@
 //! ```
 
 pub mod apply;
-mod gateway_status;
 pub mod lease;
 pub mod plan;
 
@@ -25,8 +24,8 @@ use tokio::sync::watch;
 
 use crate::auth::providers::{Health, ProviderKey};
 use crate::compile::Snapshot;
+use crate::context::Context;
 use crate::diagnostics::{Diagnostic, ObjectRef};
-use crate::proxy::DataPlane;
 use crate::store::Objects;
 
 /// Status is planned again this often, whatever changed.
@@ -51,7 +50,7 @@ pub struct Published {
 pub struct Controller {
     pub client: kube::Client,
     /// The registry of providers and the flow records, shared with the request path.
-    pub data_plane: Arc<DataPlane>,
+    pub context: Context,
     /// Where the leader Lease lives.
     pub namespace: String,
     pub identity: String,
@@ -80,7 +79,7 @@ impl Controller {
                 instance: Some(self.identity.clone()),
             },
         );
-        let metrics = self.data_plane.metrics.status.clone();
+        let metrics = self.context.status_metrics.clone();
         let applier = apply::spawn(
             self.client.clone(),
             recorder,
@@ -116,7 +115,7 @@ impl Controller {
     ) -> Vec<plan::Write> {
         let idp = self.provider_health(&p.snapshot).await;
         let credentials = self.credentials(&p.snapshot, checked).await;
-        let failures = self.data_plane.flows.failures();
+        let failures = self.context.flows.failures();
         let (own_writes, own_unreadable, own_gateway, own_events) = match applier.own.lock() {
             Ok(mut own) => {
                 let (writes, unreadable) = own.recent();
@@ -153,8 +152,8 @@ impl Controller {
         snapshot: &Snapshot,
         checked: &mut CredentialChecks,
     ) -> BTreeMap<ObjectRef, Result<(), String>> {
-        use crate::provider_checks::{Credentials, client_credentials};
-        let registry = self.data_plane.auth.providers();
+        use crate::auth::credentials::{Credentials, client_credentials};
+        let registry = &self.context.providers;
         checked.retain(|rule, _| snapshot.auth_rules.contains_key(rule));
         for (object, summary) in &snapshot.auth_rules {
             let Some(policy) = &summary.policy else {
@@ -203,7 +202,7 @@ impl Controller {
         &self,
         snapshot: &Snapshot,
     ) -> BTreeMap<ObjectRef, Result<(), String>> {
-        let registry = self.data_plane.auth.providers();
+        let registry = &self.context.providers;
         let mut out = BTreeMap::new();
         for (object, summary) in &snapshot.auth_rules {
             let Some(policy) = &summary.policy else {

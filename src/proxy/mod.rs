@@ -156,7 +156,7 @@ pub struct DataPlane {
     /// thread whose runtime drives it.
     clients: Vec<forward::UpstreamClient>,
     pub auth: Authenticator,
-    pub flows: crate::observe::flows::FlowLog,
+    pub flows: Arc<crate::observe::flows::FlowLog>,
     /// Balancer state by upstream name, kept across snapshots.
     balances: std::sync::Mutex<HashMap<String, Arc<balance::Balance>>>,
     started: Instant,
@@ -196,6 +196,15 @@ impl DataPlane {
             balances: Default::default(),
             started: Instant::now(),
         })
+    }
+
+    /// What the controller shares with the request path.
+    pub fn context(&self) -> crate::context::Context {
+        crate::context::Context {
+            providers: self.auth.providers().clone(),
+            flows: self.flows.clone(),
+            status_metrics: self.metrics.status.clone(),
+        }
     }
 
     /// Swaps in a new snapshot whole; requests in flight finish on the old one.

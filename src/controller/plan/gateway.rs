@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
 
-use super::plan::{Inputs, Write};
+use super::{Inputs, Write};
 use crate::compile::{Cond, GatewayState, RouteState};
 use crate::diagnostics::ObjectRef;
 use crate::model::{GATEWAY_CONTROLLER_NAME, GATEWAY_GROUP};

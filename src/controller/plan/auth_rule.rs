@@ -1,96 +1,23 @@
-//! What the cluster should be told, worked out without touching it: from the
-//! published snapshot and diagnostics, provider health, login failures and the status
-//! each object has now, the server-side-apply bodies and Events to send. Conditions
-//! are compared without timestamps, and a status this replica wrote a moment ago
-//! counts as current even when the watch has not delivered it yet, so nothing is
-//! written twice and nobody's reconcile loop wakes for nothing.
+//! AuthRule status: conditions, attached routes, recent login failures, policy
+//! ancestors, and a Warning Event for each condition that turns False.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ObjectReference, Service};
-use k8s_openapi::api::networking::v1::{IngressLoadBalancerIngress, IngressLoadBalancerStatus};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::json;
 
-use crate::compile::{AuthRuleSummary, Snapshot};
+use crate::compile::AuthRuleSummary;
 use crate::diagnostics::{Category, Diagnostic, ObjectRef};
 use crate::model::{
     AuthRule, AuthRuleStatus, GATEWAY_CONTROLLER_NAME, GROUP, ParentReference, PolicyAncestorStatus,
 };
-use crate::store::Objects;
 
-/// Everything a plan is made from.
-pub struct Inputs<'a> {
-    pub objects: &'a Objects,
-    pub snapshot: &'a Snapshot,
-    pub diagnostics: &'a [Diagnostic],
-    /// Per AuthRule: its provider's last check (absent before the first).
-    pub idp: &'a BTreeMap<ObjectRef, Result<(), String>>,
-    /// Per AuthRule: whether the provider accepts its client credentials (absent
-    /// while unknown).
-    pub credentials: &'a BTreeMap<ObjectRef, Result<(), String>>,
-    /// Per AuthRule (`namespace/name`): recent failed logins by reason.
-    pub failures: &'a BTreeMap<String, BTreeMap<String, i32>>,
-    /// Status this replica wrote recently, by AuthRule uid.
-    pub own_writes: &'a HashMap<String, AuthRuleStatus>,
-    /// Status written recently for AuthRules that do not parse, by object.
-    pub own_unreadable: &'a HashMap<ObjectRef, String>,
-    /// Gateway API status written recently, by object.
-    pub own_gateway: &'a HashMap<ObjectRef, serde_json::Value>,
-    /// Route Events this replica sent lately: (object, reason, message).
-    pub own_events: &'a HashSet<RouteEvent>,
-    /// Where served Ingresses are reached: the controller's Service
-    /// (`namespace/name`), or a fixed address.
-    pub publish_service: Option<&'a str>,
-    pub publish_address: Option<&'a str>,
-    pub now: Timestamp,
-}
+use super::{Inputs, Write};
 
-/// An Event about an Ingress or HTTPRoute: the object, the reason and the message.
-pub type RouteEvent = (ObjectRef, &'static str, String);
-
-/// Route diagnostics announced as Warning Events on the route itself (Ingresses have
-/// no conditions to carry them).
-const ROUTE_EVENT_REASONS: &[&str] = &["AuthRulePending"];
-
-/// One thing to tell the cluster.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Write {
-    AuthRuleStatus {
-        object: ObjectRef,
-        uid: String,
-        status: AuthRuleStatus,
-    },
-    /// An AuthRule that does not parse: only `Accepted: False` with the error.
-    UnreadableStatus {
-        object: ObjectRef,
-        error: String,
-        body: serde_json::Value,
-    },
-    IngressAddress {
-        object: ObjectRef,
-        load_balancer: IngressLoadBalancerStatus,
-    },
-    /// The whole status of a GatewayClass, Gateway or HTTPRoute (our parents only,
-    /// others' kept as they are).
-    GatewayApiStatus {
-        object: ObjectRef,
-        kind: &'static str,
-        status: serde_json::Value,
-    },
-    Event {
-        regarding: ObjectReference,
-        warning: bool,
-        reason: String,
-        note: String,
-        action: &'static str,
-        /// For a route Event: what the applier remembers once it is sent.
-        once: Option<RouteEvent>,
-    },
-}
-
-pub fn plan(input: &Inputs<'_>) -> Vec<Write> {
+/// Status (and Events) for every AuthRule, readable or not.
+pub(super) fn plan(input: &Inputs<'_>) -> Vec<Write> {
     let mut by_object: BTreeMap<&ObjectRef, Vec<&Diagnostic>> = BTreeMap::new();
     for d in input.diagnostics {
         by_object.entry(&d.object).or_default().push(d);
@@ -155,79 +82,7 @@ pub fn plan(input: &Inputs<'_>) -> Vec<Write> {
             body,
         });
     }
-    let published = address(input);
-    writes.extend(super::gateway_status::plan(
-        input,
-        &super::gateway_status::addresses(published.as_ref()),
-    ));
-    if let Some(address) = published {
-        writes.extend(ingress_addresses(input, &address));
-    }
-    writes.extend(route_events(input));
     writes
-}
-
-/// A Warning Event on each route object for each of its closing problems, once (the
-/// applier remembers what it sent).
-fn route_events(input: &Inputs<'_>) -> Vec<Write> {
-    let mut out = Vec::new();
-    for d in input.diagnostics {
-        if !ROUTE_EVENT_REASONS.contains(&d.reason) {
-            continue;
-        }
-        let key: RouteEvent = (d.object.clone(), d.reason, d.message.clone());
-        if input.own_events.contains(&key) {
-            continue;
-        }
-        let Some(regarding) = route_reference(input.objects, &d.object) else {
-            continue;
-        };
-        out.push(Write::Event {
-            regarding,
-            warning: true,
-            reason: d.reason.into(),
-            note: format!("{} (fix: {})", d.message, d.fix)
-                .chars()
-                .take(1000)
-                .collect(),
-            action: "Compile",
-            once: Some(key),
-        });
-    }
-    out
-}
-
-fn route_reference(objects: &Objects, object: &ObjectRef) -> Option<ObjectReference> {
-    let same = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-        m.namespace.as_deref() == Some(&object.namespace) && m.name.as_deref() == Some(&object.name)
-    };
-    let (api_version, meta) = match object.kind.as_str() {
-        "Ingress" => (
-            "networking.k8s.io/v1",
-            &objects
-                .ingresses
-                .iter()
-                .find(|i| same(&i.metadata))?
-                .metadata,
-        ),
-        "HTTPRoute" => (
-            "gateway.networking.k8s.io/v1",
-            &objects
-                .http_routes
-                .iter()
-                .find(|r| same(&r.metadata))?
-                .metadata,
-        ),
-        _ => return None,
-    };
-    Some(ObjectReference {
-        api_version: Some(api_version.into()),
-        kind: Some(object.kind.clone()),
-        name: meta.name.clone(),
-        namespace: meta.namespace.clone(),
-        uid: meta.uid.clone(),
-        ..ObjectReference::default()
-    })
 }
 
 /// One PolicyAncestorStatus per Gateway the rule's Gateway API targets reach; its
@@ -448,90 +303,3 @@ fn reference(rule: &AuthRule) -> ObjectReference {
         ..ObjectReference::default()
     }
 }
-
-/// The address served Ingresses get: the fixed one, else the controller Service's
-/// load-balancer addresses (or external IPs), from the watched Services.
-fn address(input: &Inputs<'_>) -> Option<IngressLoadBalancerStatus> {
-    let entry = |value: &str| {
-        if value.parse::<std::net::IpAddr>().is_ok() {
-            IngressLoadBalancerIngress {
-                ip: Some(value.into()),
-                ..Default::default()
-            }
-        } else {
-            IngressLoadBalancerIngress {
-                hostname: Some(value.into()),
-                ..Default::default()
-            }
-        }
-    };
-    if let Some(fixed) = input.publish_address {
-        return Some(IngressLoadBalancerStatus {
-            ingress: Some(vec![entry(fixed)]),
-        });
-    }
-    let (namespace, name) = input.publish_service?.split_once('/')?;
-    let service: &Service = input.objects.services.iter().find(|s| {
-        s.metadata.namespace.as_deref() == Some(namespace)
-            && s.metadata.name.as_deref() == Some(name)
-    })?;
-    let from_lb: Vec<IngressLoadBalancerIngress> = service
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.as_deref().or(i.hostname.as_deref()))
-        .map(entry)
-        .collect();
-    let addresses = if from_lb.is_empty() {
-        service
-            .spec
-            .as_ref()
-            .and_then(|s| s.external_ips.as_ref())
-            .into_iter()
-            .flatten()
-            .map(|v| entry(v))
-            .collect()
-    } else {
-        from_lb
-    };
-    (!addresses.is_empty()).then_some(IngressLoadBalancerStatus {
-        ingress: Some(addresses),
-    })
-}
-
-/// Every served Ingress whose `status.loadBalancer` is not `address` yet.
-fn ingress_addresses(input: &Inputs<'_>, address: &IngressLoadBalancerStatus) -> Vec<Write> {
-    let served: std::collections::BTreeSet<&ObjectRef> = input
-        .snapshot
-        .routes
-        .all
-        .iter()
-        .map(|r| &r.ingress)
-        .collect();
-    input
-        .objects
-        .ingresses
-        .iter()
-        .filter_map(|ingress| {
-            let object = ObjectRef::new(
-                "Ingress",
-                ingress.metadata.namespace.as_deref().unwrap_or_default(),
-                ingress.metadata.name.as_deref().unwrap_or_default(),
-            );
-            let current = ingress
-                .status
-                .as_ref()
-                .and_then(|s| s.load_balancer.as_ref());
-            (served.contains(&object) && current != Some(address)).then(|| Write::IngressAddress {
-                object,
-                load_balancer: address.clone(),
-            })
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests;
