@@ -17,11 +17,7 @@ use crate::store::Objects;
 
 /// Compiles and installs, logging what changed in the diagnostics; returns what was
 /// installed.
-pub fn apply(
-    dp: &DataPlane,
-    objects: &Objects,
-    options: &CompileOptions,
-) -> (Arc<crate::compile::Snapshot>, Vec<Diagnostic>) {
+pub fn apply(dp: &DataPlane, objects: &Objects, options: &CompileOptions) -> Installed {
     let compiled = compile(objects, options);
     let errors = compiled.diagnostics.iter().filter(|d| d.is_error()).count();
     for d in &compiled.diagnostics {
@@ -41,7 +37,18 @@ pub fn apply(
         .inc();
     dp.metrics.config_errors.set(errors as i64);
     tracing::info!(counts = %counts, errors, "configuration installed");
-    (snapshot, compiled.diagnostics)
+    Installed {
+        snapshot,
+        diagnostics: compiled.diagnostics,
+        gateway_status: compiled.gateway_status,
+    }
+}
+
+/// What `apply` installed, and what it leaves for the controller.
+pub struct Installed {
+    pub snapshot: Arc<crate::compile::Snapshot>,
+    pub diagnostics: Vec<Diagnostic>,
+    pub gateway_status: crate::compile::GatewayApiState,
 }
 
 /// Reads the objects and `apply`s them on a blocking thread: a compile of a large
@@ -51,11 +58,11 @@ pub async fn apply_off_workers(
     dp: Arc<DataPlane>,
     read: impl FnOnce() -> Objects + Send + 'static,
     options: CompileOptions,
-) -> Option<(Objects, Arc<crate::compile::Snapshot>, Vec<Diagnostic>)> {
+) -> Option<(Objects, Installed)> {
     let work = tokio::task::spawn_blocking(move || {
         let objects = read();
-        let (snapshot, diagnostics) = apply(&dp, &objects, &options);
-        (objects, snapshot, diagnostics)
+        let installed = apply(&dp, &objects, &options);
+        (objects, installed)
     });
     match work.await {
         Ok(done) => Some(done),
@@ -118,15 +125,16 @@ pub async fn watch_cluster(
     let source = Arc::new(source);
     loop {
         let src = source.clone();
-        let Some((objects, snapshot, diagnostics)) =
+        let Some((objects, installed)) =
             apply_off_workers(dp.clone(), move || src.objects(), options.clone()).await
         else {
             return;
         };
         published.send_replace(Some(Arc::new(Published {
             objects,
-            diagnostics,
-            snapshot,
+            diagnostics: installed.diagnostics,
+            snapshot: installed.snapshot,
+            gateway_status: installed.gateway_status,
         })));
         // Changes that arrive while a compile runs are taken together by the next one
         // (the notification holds one permit), so a burst costs a compile or two, and

@@ -78,7 +78,7 @@ fn get(
 }
 
 fn parent_conditions(c: &Compiled, ns: &str, name: &str) -> Vec<(&'static str, bool, String)> {
-    c.snapshot.gateway_api.routes[&ObjectRef::new("HTTPRoute", ns, name)].parents[0]
+    c.gateway_status.routes[&ObjectRef::new("HTTPRoute", ns, name)].parents[0]
         .conditions
         .iter()
         .map(|c| (c.kind, c.ok, c.reason.clone()))
@@ -131,7 +131,7 @@ fn routes_attach_to_our_gateways_and_match_path_header_and_query() {
             ("ResolvedRefs", true, "ResolvedRefs".into())
         ]
     );
-    let gw = &c.snapshot.gateway_api.gateways[&ObjectRef::new("Gateway", "infra", "edge")];
+    let gw = &c.gateway_status.gateways[&ObjectRef::new("Gateway", "infra", "edge")];
     assert_eq!(gw.listeners[0].attached_routes, 1);
     assert_eq!(gw.listeners[1].attached_routes, 0);
     let tcp = &gw.listeners[2];
@@ -141,8 +141,7 @@ fn routes_attach_to_our_gateways_and_match_path_header_and_query() {
             .any(|c| c.kind == "Accepted" && !c.ok && c.reason == "UnsupportedProtocol")
     );
     assert!(
-        !c.snapshot
-            .gateway_api
+        !c.gateway_status
             .gateways
             .contains_key(&ObjectRef::new("Gateway", "infra", "theirs"))
     );
@@ -169,7 +168,7 @@ fn a_route_to_a_gateway_of_another_class_gets_no_status_from_us() {
         "elsewhere",
         "  parentRefs: [{name: theirs}]\n  rules: [{backendRefs: [{name: web, port: 80}]}]",
     )));
-    assert!(c.snapshot.gateway_api.routes.is_empty());
+    assert!(c.gateway_status.routes.is_empty());
     assert!(c.snapshot.routes.all.is_empty());
 }
 
@@ -281,8 +280,7 @@ spec:
     };
     assert!(guarded("/admin/x"));
     assert!(!guarded("/public"));
-    let ancestors =
-        &c.snapshot.gateway_api.policy_ancestors[&ObjectRef::new("AuthRule", "apps", "sso")];
+    let ancestors = &c.gateway_status.policy_ancestors[&ObjectRef::new("AuthRule", "apps", "sso")];
     assert_eq!(ancestors.len(), 1);
     assert_eq!(ancestors[0].name, "edge");
 }
@@ -359,7 +357,7 @@ spec:
         parent_conditions(&c, "data", "other")[0],
         ("Accepted", false, "NotAllowedByListeners".into())
     );
-    let gw = &c.snapshot.gateway_api.gateways[&ObjectRef::new("Gateway", "infra", "picky")];
+    let gw = &c.gateway_status.gateways[&ObjectRef::new("Gateway", "infra", "picky")];
     assert_eq!(gw.listeners[0].attached_routes, 1);
 }
 
@@ -387,7 +385,7 @@ spec:
         ),
     );
     let c = compiled(&fixture(&yaml));
-    let gw = &c.snapshot.gateway_api.gateways[&ObjectRef::new("Gateway", "apps", "broken")];
+    let gw = &c.gateway_status.gateways[&ObjectRef::new("Gateway", "apps", "broken")];
     assert_eq!(gw.listeners[0].attached_routes, 1);
     assert!(
         gw.listeners[0]

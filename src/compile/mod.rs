@@ -66,9 +66,12 @@ impl Default for CompileOptions {
     }
 }
 
+/// What a compile gives: the snapshot the data plane serves, the problems found, and
+/// how the Gateway API objects stand (read by the controller for their status only).
 pub struct Compiled {
     pub snapshot: Snapshot,
     pub diagnostics: Vec<Diagnostic>,
+    pub gateway_status: GatewayApiState,
 }
 
 pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
@@ -145,9 +148,9 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
             routes,
             certs,
             auth_rules: rules.summaries,
-            gateway_api: gateway_api.state,
         },
         diagnostics: diags,
+        gateway_status: gateway_api.state,
     }
 }
 

@@ -18,8 +18,6 @@ pub struct Snapshot {
     pub certs: CertTable,
     /// Every AuthRule that compiled, with the number of routes it guards.
     pub auth_rules: BTreeMap<ObjectRef, AuthRuleSummary>,
-    /// How the Gateway API objects of Portcullis's classes stand, for their status.
-    pub gateway_api: super::gateway::GatewayApiState,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -45,6 +45,7 @@ pub struct Published {
     pub objects: Objects,
     pub diagnostics: Vec<Diagnostic>,
     pub snapshot: Arc<Snapshot>,
+    pub gateway_status: crate::compile::GatewayApiState,
 }
 
 pub struct Controller {
@@ -131,6 +132,7 @@ impl Controller {
         plan::plan(&plan::Inputs {
             objects: &p.objects,
             snapshot: &p.snapshot,
+            gateway: &p.gateway_status,
             diagnostics: &p.diagnostics,
             idp: &idp,
             credentials: &credentials,

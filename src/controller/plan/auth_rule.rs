@@ -48,7 +48,7 @@ pub(super) fn plan(input: &Inputs<'_>) -> Vec<Write> {
             input.now,
         );
         status.ancestors = ancestors(
-            input.snapshot.gateway_api.policy_ancestors.get(&object),
+            input.gateway.policy_ancestors.get(&object),
             &status,
             current,
         );

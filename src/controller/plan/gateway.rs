@@ -33,7 +33,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
 ];
 
 pub fn plan(input: &Inputs<'_>, addresses: &[(String, String)]) -> Vec<Write> {
-    let state = &input.snapshot.gateway_api;
+    let state = &input.gateway;
     let mut writes = Vec::new();
     for class in &input.objects.gateway_classes {
         let Some(name) = class.metadata.name.as_deref() else {

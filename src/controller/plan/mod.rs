@@ -27,6 +27,8 @@ use crate::store::Objects;
 pub struct Inputs<'a> {
     pub objects: &'a Objects,
     pub snapshot: &'a Snapshot,
+    /// How the Gateway API objects stand, from the same compile.
+    pub gateway: &'a crate::compile::GatewayApiState,
     pub diagnostics: &'a [Diagnostic],
     /// Per AuthRule: its provider's last check (absent before the first).
     pub idp: &'a BTreeMap<ObjectRef, Result<(), String>>,

@@ -48,6 +48,7 @@ stringData: {client-secret: s}
 struct World {
     objects: Objects,
     snapshot: Snapshot,
+    gateway: crate::compile::GatewayApiState,
     diagnostics: Vec<Diagnostic>,
     idp: BTreeMap<ObjectRef, Result<(), String>>,
     credentials: BTreeMap<ObjectRef, Result<(), String>>,
@@ -64,6 +65,7 @@ impl World {
         Self {
             objects,
             snapshot: compiled.snapshot,
+            gateway: compiled.gateway_status,
             diagnostics: compiled.diagnostics,
             idp: BTreeMap::new(),
             credentials: BTreeMap::new(),
@@ -78,6 +80,7 @@ impl World {
         plan(&Inputs {
             objects: &self.objects,
             snapshot: &self.snapshot,
+            gateway: &self.gateway,
             diagnostics: &self.diagnostics,
             idp: &self.idp,
             credentials: &self.credentials,
@@ -319,6 +322,7 @@ fn an_unreadable_rule_is_reported_once_per_error() {
     let again = plan(&Inputs {
         objects: &w.objects,
         snapshot: &w.snapshot,
+        gateway: &w.gateway,
         diagnostics: &w.diagnostics,
         idp: &w.idp,
         credentials: &w.credentials,
