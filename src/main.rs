@@ -171,6 +171,13 @@ struct ClassArgs {
     /// case, for backends that route that way (Express, ASP.NET, IIS).
     #[arg(long, env = "PORTCULLIS_CASE_INSENSITIVE_PATHS")]
     case_insensitive_paths: bool,
+    /// ALB access-control annotations Portcullis cannot honour whose difference is
+    /// accepted for every Ingress (comma separated: scheme, wafv2-acl-arn, waf-acl-id,
+    /// shield-advanced-protection, security-groups, security-group-prefix-lists,
+    /// mutual-authentication), e.g. `scheme` when Portcullis itself is reachable only
+    /// from the private network. Per Ingress: `portcullis.dev/accept-alb-differences`.
+    #[arg(long, env = "PORTCULLIS_ACCEPT_ALB_DIFFERENCES", value_delimiter = ',')]
+    accept_alb_differences: Vec<String>,
 }
 
 impl ClassArgs {
@@ -181,6 +188,7 @@ impl ClassArgs {
             default_certificate: self.default_certificate.clone(),
             allow_shared_hosts: self.allow_shared_hosts,
             case_insensitive_paths: self.case_insensitive_paths,
+            accept_alb_differences: self.accept_alb_differences.clone(),
         }
     }
 }

@@ -47,6 +47,10 @@ pub struct CompileOptions {
     /// Match Ingress paths, AuthRule path patterns and logout paths without regard to
     /// ASCII case, for backends that route that way (Express, ASP.NET).
     pub case_insensitive_paths: bool,
+    /// ALB access-control annotations (`scheme`, `wafv2-acl-arn`, ...) whose
+    /// difference the operator accepts for every Ingress, as if each carried them in
+    /// `portcullis.dev/accept-alb-differences`.
+    pub accept_alb_differences: Vec<String>,
 }
 
 impl Default for CompileOptions {
@@ -57,6 +61,7 @@ impl Default for CompileOptions {
             default_certificate: None,
             allow_shared_hosts: false,
             case_insensitive_paths: false,
+            accept_alb_differences: Vec::new(),
         }
     }
 }
@@ -318,6 +323,8 @@ struct RouteDraft {
     conditions: Conditions,
     filters: Filters,
     timeout: Option<std::time::Duration>,
+    sources: Option<Arc<SourceAllowList>>,
+    closed: Option<Arc<Closed>>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -341,6 +348,7 @@ fn compile_routes(
             continue;
         };
         let ingress_guards = guards.get(&obj).cloned().unwrap_or_default();
+        let access = alb_annotations::access_for(ingress, options, diags);
         let redirect = ssl_redirect_enabled(ingress);
         let mut resolve = |backend: &IngressBackend, field: &str, diags: &mut Vec<Diagnostic>| {
             upstreams.resolve(index, &namespace, backend, &obj, field, diags)
@@ -369,6 +377,8 @@ fn compile_routes(
                         conditions: Conditions::default(),
                         filters: Filters::default(),
                         timeout: None,
+                        sources: access.sources.clone(),
+                        closed: access.closed.clone(),
                     })
                 }
             }
@@ -444,6 +454,8 @@ fn compile_routes(
                     conditions: Conditions::default(),
                     filters: Filters::default(),
                     timeout: None,
+                    sources: access.sources.clone(),
+                    closed: access.closed.clone(),
                 });
             }
         }
@@ -536,6 +548,8 @@ fn build_table(mut drafts: Vec<RouteDraft>, default_draft: Option<RouteDraft>) -
             conditions: d.conditions,
             filters: d.filters,
             timeout: d.timeout,
+            sources: d.sources,
+            closed: d.closed,
         });
         all.push(route.clone());
         route
@@ -556,7 +570,7 @@ fn build_table(mut drafts: Vec<RouteDraft>, default_draft: Option<RouteDraft>) -
         .flat_map(|r| &r.guards)
         .filter_map(|g| match &g.policy {
             GuardPolicy::Oidc(p) => Some(p.logout_path.clone()),
-            GuardPolicy::Broken(_) => None,
+            GuardPolicy::Bearer(_) | GuardPolicy::Broken(_) => None,
         })
         .chain([crate::model::CALLBACK_PATH.to_owned()])
         .collect();
