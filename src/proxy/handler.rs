@@ -682,21 +682,25 @@ impl Exchange {
                 "Bearer tokens are taken over HTTPS only; use the https:// address.",
             ));
         }
-        let token = match self.bearer_credential(req) {
-            Ok(Some(token)) => token,
-            Ok(None) => {
-                let mut resp = self.error(
-                    StatusCode::UNAUTHORIZED,
-                    "AuthBearerTokenRequired",
-                    "This address needs a bearer token.",
-                );
-                resp.headers_mut().insert(
-                    http::header::WWW_AUTHENTICATE,
-                    http::HeaderValue::from_static("Bearer"),
-                );
-                return Some(resp);
+        let token = if req.headers().contains_key(http::header::AUTHORIZATION) {
+            match self.bearer_credential(req) {
+                Ok(token) => token,
+                Err(refused) => return Some(*refused),
             }
-            Err(refused) => return Some(*refused),
+        } else {
+            None
+        };
+        let Some(token) = token else {
+            let mut resp = self.error(
+                StatusCode::UNAUTHORIZED,
+                "AuthBearerTokenRequired",
+                "This address needs a bearer token.",
+            );
+            resp.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            return Some(resp);
         };
         let label = format!("{}/{}", rule.namespace, rule.name);
         match self.dp.auth.bearer(bearer, &token, unix_now()).await {
