@@ -831,7 +831,11 @@ pub fn report_ignored(ingress: &Ingress, diags: &mut Vec<Diagnostic>) {
         return;
     };
     let object = super::ingress_ref(ingress);
-    let read: HashSet<String> = READ.iter().map(|k| format!("{PREFIX}{k}")).collect();
+    let read: HashSet<String> = READ
+        .iter()
+        .chain(NOT_HONOURED.iter().map(|(name, _, _)| name))
+        .map(|k| format!("{PREFIX}{k}"))
+        .collect();
     for key in annotations.keys() {
         let foreign = FOREIGN.iter().any(|p| key.starts_with(p))
             || (key.starts_with(PREFIX) && !read.contains(key));

@@ -1113,6 +1113,11 @@ fn access_controls_portcullis_cannot_give_close_the_routes_unless_accepted() {
             .unwrap();
         assert!(route.closed.is_none(), "{name}: {:?}", route.closed);
         assert_eq!(annotation_problems(&accepted), Vec::<String>::new());
+        assert!(
+            !accepted.diagnostics.iter().any(|d| d.field.contains(name)),
+            "an accepted annotation is read, not reported as ignored: {:#?}",
+            accepted.diagnostics
+        );
         // Or says so for every Ingress.
         let options = CompileOptions {
             accept_alb_differences: vec![name.to_owned()],
