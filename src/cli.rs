@@ -157,6 +157,13 @@ pub struct ClassArgs {
     /// Ingress or HTTPRoute is annotated `portcullis.dev/auth: none`.
     #[arg(long, env = "PORTCULLIS_REQUIRE_AUTH_RULE")]
     pub require_auth_rule: bool,
+    /// ALB access-control annotations Portcullis cannot honour whose difference is
+    /// accepted for every Ingress (comma separated: scheme, wafv2-acl-arn, waf-acl-id,
+    /// shield-advanced-protection, security-groups, security-group-prefix-lists,
+    /// mutual-authentication), e.g. `scheme` when Portcullis itself is reachable only
+    /// from the private network. Per Ingress: `portcullis.dev/accept-alb-differences`.
+    #[arg(long, env = "PORTCULLIS_ACCEPT_ALB_DIFFERENCES", value_delimiter = ',')]
+    pub accept_alb_differences: Vec<String>,
 }
 
 impl ClassArgs {
@@ -168,6 +175,7 @@ impl ClassArgs {
             allow_shared_hosts: self.allow_shared_hosts,
             case_insensitive_paths: self.case_insensitive_paths,
             require_auth_rule: self.require_auth_rule,
+            accept_alb_differences: self.accept_alb_differences.clone(),
         }
     }
 }

@@ -84,7 +84,7 @@ fn check_names_the_broken_annotation_and_warns_of_foreign_ones() {
     let dir = TempDir::new("alb-check");
     let broken = annotated(
         "https://idp.example.com",
-        "    nginx.ingress.kubernetes.io/rewrite-target: /\n",
+        "    nginx.ingress.kubernetes.io/rewrite-target: /\n    alb.ingress.kubernetes.io/target-type: ip\n",
     )
     .replace(
         r#""secretName":"oidc-client""#,
@@ -105,7 +105,7 @@ fn check_names_the_broken_annotation_and_warns_of_foreign_ones() {
         "{out}"
     );
     assert!(
-        out.contains("metadata.annotations[alb.ingress.kubernetes.io/scheme]"),
+        out.contains("metadata.annotations[alb.ingress.kubernetes.io/target-type]"),
         "{out}"
     );
     assert!(
@@ -167,5 +167,343 @@ async fn broken_login_annotations_close_the_routes_instead_of_opening_them() {
         let answer = raw_exchange(proxy.http, request).await;
         assert!(answer.backend().is_none(), "{}", answer.body);
         assert!(answer.body.contains("AuthRuleInvalid"), "{}", answer.body);
+    }
+}
+
+/// An Ingress for ALB (internet-facing, one path to Service svc) with these
+/// annotations, each line indented by four spaces.
+fn for_alb(annotations: &str) -> String {
+    format!(
+        r#"---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: web
+  namespace: apps
+  annotations:
+    alb.ingress.kubernetes.io/scheme: internet-facing
+{annotations}spec:
+  ingressClassName: portcullis
+  rules:
+  - host: app.example.com
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: svc, port: {{number: 80}}}}}}}}
+"#
+    )
+}
+
+/// A JWT access token from the provider (client_credentials for the API).
+async fn access_token(issuer: &str) -> String {
+    let resp: serde_json::Value = reqwest::Client::new()
+        .post(format!("{issuer}/token"))
+        .basic_auth("portcullis-test", Some("test-secret"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", "https://api.example.com"),
+            ("scope", "api:read"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    resp["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no access token: {resp}"))
+        .to_owned()
+}
+
+/// `GET /api/items` for app.example.com with `headers` (each ending in CRLF).
+fn get_with(headers: &str) -> Vec<u8> {
+    format!(
+        "GET /api/items HTTP/1.1\r\nHost: app.example.com\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// `jwt-validation` alone guards every path with bearer tokens: without one, or with
+/// a forged, re-signed-as-none or foreign one, the answer is 401 and the backend never
+/// hears of it; a token the issuer signed passes unchanged.
+#[tokio::test]
+async fn jwt_validation_alone_lets_only_valid_bearer_tokens_through() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let backend = Backend::start("app").await;
+    let dir = TempDir::new("alb-jwt");
+    dir.write("svc.yaml", &service_yaml("svc", &[backend.addr]));
+    let proxy = Portcullis::start(dir.path(), &[]);
+    let idp = Idp::start(&[]);
+    let issuer = &idp.issuer;
+    // The route is served first, so the next answers come from the guard.
+    dir.write("app.yaml", &for_alb(""));
+    eventually("the unguarded route is served", || async {
+        raw_exchange(proxy.http, &get_with(""))
+            .await
+            .backend()
+            .is_some()
+    })
+    .await;
+    dir.write(
+        "app.yaml",
+        &for_alb(&format!(
+            "    alb.ingress.kubernetes.io/jwt-validation: '{{\"jwksEndpoint\":\"{issuer}/jwks\",\"issuer\":\"{issuer}\",\"additionalClaims\":[{{\"name\":\"scope\",\"format\":\"space-separated-values\",\"values\":[\"api:read\"]}}]}}'\n    portcullis.dev/jwt-audiences: https://api.example.com\n"
+        )),
+    );
+    eventually("jwt-validation guards the route", || async {
+        raw_exchange(proxy.http, &get_with("")).await.status == 401
+    })
+    .await;
+
+    let good = access_token(issuer).await;
+    let parts: Vec<&str> = good.split('.').collect();
+    let mut claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    claims["sub"] = "admin".into();
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        parts[2]
+    );
+    let unsigned = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"at+jwt"}"#),
+        parts[1]
+    );
+    for (what, headers, reason) in [
+        ("no token", String::new(), "AuthBearerTokenRequired"),
+        (
+            "another scheme",
+            "Authorization: Basic YWRtaW46YWRtaW4=\r\n".to_owned(),
+            "AuthBearerTokenRequired",
+        ),
+        (
+            "a forged token",
+            format!("Authorization: Bearer {forged}\r\n"),
+            "AuthInvalidBearerToken",
+        ),
+        (
+            "alg none",
+            format!("Authorization: Bearer {unsigned}\r\n"),
+            "AuthInvalidBearerToken",
+        ),
+        (
+            "not a JWT",
+            "Authorization: Bearer opaque\r\n".to_owned(),
+            "AuthInvalidBearerToken",
+        ),
+        (
+            "a session cookie instead",
+            "Cookie: AWSELBAuthSessionCookie-0=x\r\nAccept: text/html\r\n".to_owned(),
+            "AuthBearerTokenRequired",
+        ),
+    ] {
+        let answer = raw_exchange(proxy.http, &get_with(&headers)).await;
+        assert_eq!(answer.status, 401, "{what}: {}", answer.head);
+        assert!(answer.backend().is_none(), "{what}: {}", answer.body);
+        assert!(answer.body.contains(reason), "{what}: {}", answer.body);
+        let head = answer.head.to_ascii_lowercase();
+        assert!(head.contains("www-authenticate: bearer"), "{what}: {head}");
+        assert!(!head.contains("location:"), "{what}: never a login");
+    }
+    let answer = raw_exchange(
+        proxy.http,
+        &get_with(&format!("Authorization: Bearer {good}\r\n")),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.head);
+    let seen = answer.backend().expect("the backend answered");
+    assert_eq!(
+        seen["headers"]["authorization"],
+        format!("Bearer {good}"),
+        "the token is forwarded unchanged"
+    );
+}
+
+/// `inbound-cidrs` is who may connect at all: a request from elsewhere gets 403 before
+/// any login or backend, whatever X-Forwarded-For an untrusted peer sends; behind a
+/// trusted proxy, the address that proxy saw counts.
+#[tokio::test]
+async fn inbound_cidrs_admit_only_the_listed_networks() {
+    let backend = Backend::start("app").await;
+    let dir = TempDir::new("alb-cidrs");
+    dir.write("svc.yaml", &service_yaml("svc", &[backend.addr]));
+    let proxy = Portcullis::start(dir.path(), &[]);
+    let behind_proxy = Portcullis::start(dir.path(), &["--trusted-proxy", "127.0.0.1"]);
+    let login = "    alb.ingress.kubernetes.io/auth-type: oidc\n    alb.ingress.kubernetes.io/auth-idp-oidc: '{\"issuer\":\"https://idp.example.com\",\"secretName\":\"oidc-client\"}'\n    alb.ingress.kubernetes.io/auth-on-unauthenticated-request: allow\n";
+    let secret = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: oidc-client, namespace: apps}\nstringData: {clientID: portcullis-test, clientSecret: test-secret}\n";
+    dir.write("app.yaml", &format!("{}{secret}", for_alb(login)));
+    eventually("the route is served", || async {
+        raw_exchange(proxy.http, &get_with(""))
+            .await
+            .backend()
+            .is_some()
+    })
+    .await;
+    dir.write(
+        "app.yaml",
+        &format!(
+            "{}{secret}",
+            for_alb(&format!(
+                "    alb.ingress.kubernetes.io/inbound-cidrs: 10.0.0.0/8, 2001:db8::/32\n{login}"
+            ))
+        ),
+    );
+    eventually("inbound-cidrs closes the route to loopback", || async {
+        raw_exchange(proxy.http, &get_with("")).await.status == 403
+    })
+    .await;
+    for (what, request) in [
+        ("no header", get_with("")),
+        (
+            "an untrusted peer's X-Forwarded-For",
+            get_with("X-Forwarded-For: 10.1.2.3\r\nX-Real-IP: 10.1.2.3\r\nForwarded: for=10.1.2.3\r\n"),
+        ),
+        (
+            "the login callback",
+            b"GET /oauth2/idpresponse?code=x&state=y HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n".to_vec(),
+        ),
+        (
+            "the logout path",
+            b"GET /oauth2/logout HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n"
+                .to_vec(),
+        ),
+    ] {
+        let answer = raw_exchange(proxy.http, &request).await;
+        assert_eq!(answer.status, 403, "{what}: {}", answer.head);
+        assert!(answer.body.contains("SourceNotAllowed"), "{what}: {}", answer.body);
+        assert!(answer.backend().is_none(), "{what}");
+    }
+    // Behind a trusted proxy: the right-most address it did not add itself.
+    for (xff, admitted) in [
+        ("10.1.2.3", true),
+        ("2001:db8::7", true),
+        ("203.0.113.5", false),
+        ("10.1.2.3, 203.0.113.5", false),
+        ("unknown", false),
+    ] {
+        let answer = raw_exchange(
+            behind_proxy.http,
+            &get_with(&format!("X-Forwarded-For: {xff}\r\n")),
+        )
+        .await;
+        assert_eq!(
+            answer.backend().is_some(),
+            admitted,
+            "{xff}: {}",
+            answer.head
+        );
+        if !admitted {
+            assert_eq!(answer.status, 403, "{xff}");
+        }
+    }
+    // Listing loopback opens it.
+    dir.write(
+        "app.yaml",
+        &format!(
+            "{}{secret}",
+            for_alb(&format!(
+                "    alb.ingress.kubernetes.io/inbound-cidrs: 10.0.0.0/8,127.0.0.0/8\n{login}"
+            ))
+        ),
+    );
+    eventually("loopback is admitted", || async {
+        raw_exchange(proxy.http, &get_with(""))
+            .await
+            .backend()
+            .is_some()
+    })
+    .await;
+    // A malformed list closes the route, never opens it.
+    dir.write(
+        "app.yaml",
+        &format!(
+            "{}{secret}",
+            for_alb(&format!(
+                "    alb.ingress.kubernetes.io/inbound-cidrs: 10.0.0.0/8,127.0.0.1\n{login}"
+            ))
+        ),
+    );
+    eventually("the malformed list closes the route", || async {
+        raw_exchange(proxy.http, &get_with("")).await.status == 500
+    })
+    .await;
+    let answer = raw_exchange(proxy.http, &get_with("")).await;
+    assert!(answer.body.contains("AnnotationInvalid"), "{}", answer.body);
+    assert!(answer.backend().is_none());
+}
+
+/// Access controls Portcullis cannot give answer 500 and never the app, until the
+/// operator, having put them in front, accepts the difference on the Ingress.
+#[tokio::test]
+async fn access_controls_that_cannot_be_honoured_close_the_route_until_accepted() {
+    let backend = Backend::start("app").await;
+    let dir = TempDir::new("alb-closed");
+    dir.write("svc.yaml", &service_yaml("svc", &[backend.addr]));
+    let proxy = Portcullis::start(dir.path(), &[]);
+    let request = get_with("");
+    for (name, annotation) in [
+        ("scheme", "    alb.ingress.kubernetes.io/scheme: internal\n"),
+        (
+            "wafv2-acl-arn",
+            "    alb.ingress.kubernetes.io/wafv2-acl-arn: arn:aws:wafv2:us-east-1:123456789012:regional/webacl/app/0b8f\n",
+        ),
+        (
+            "waf-acl-id",
+            "    alb.ingress.kubernetes.io/waf-acl-id: 0b8f\n",
+        ),
+        (
+            "shield-advanced-protection",
+            "    alb.ingress.kubernetes.io/shield-advanced-protection: \"true\"\n",
+        ),
+        (
+            "security-groups",
+            "    alb.ingress.kubernetes.io/security-groups: sg-0123, sg-4567\n",
+        ),
+        (
+            "security-group-prefix-lists",
+            "    alb.ingress.kubernetes.io/security-group-prefix-lists: pl-0123\n",
+        ),
+        (
+            "mutual-authentication",
+            "    alb.ingress.kubernetes.io/mutual-authentication: '[{\"port\":443,\"mode\":\"verify\",\"trustStore\":\"arn:aws:elasticloadbalancing:us-east-1:123456789012:truststore/ts/1\"}]'\n",
+        ),
+    ] {
+        let ingress = |extra: &str| {
+            for_alb(&format!("{annotation}{extra}"))
+                .replace("    alb.ingress.kubernetes.io/scheme: internet-facing\n    alb.ingress.kubernetes.io/scheme: internal\n", "    alb.ingress.kubernetes.io/scheme: internal\n")
+        };
+        dir.write(
+            "app.yaml",
+            &ingress(&format!(
+                "    portcullis.dev/accept-alb-differences: {name}\n"
+            )),
+        );
+        eventually("the accepted difference is served", || async {
+            raw_exchange(proxy.http, &request).await.backend().is_some()
+        })
+        .await;
+        dir.write("app.yaml", &ingress(""));
+        eventually("the annotation closes the route", || async {
+            raw_exchange(proxy.http, &request).await.status == 500
+        })
+        .await;
+        let answer = raw_exchange(proxy.http, &request).await;
+        assert!(answer.backend().is_none(), "{name}: {}", answer.body);
+        assert!(
+            answer.body.contains("AnnotationNotHonoured"),
+            "{name}: {}",
+            answer.body
+        );
+        let (ok, out) = run_with_stdin(&["check", "-f", dir.path().to_str().unwrap()], "");
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains(&format!(
+                "metadata.annotations[alb.ingress.kubernetes.io/{name}]"
+            )) && out.contains(&format!("portcullis.dev/accept-alb-differences: {name}")),
+            "check names the annotation and the way to accept it: {out}"
+        );
     }
 }

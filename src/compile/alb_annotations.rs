@@ -1,32 +1,99 @@
-//! Ingresses annotated for the AWS Load Balancer Controller log people in as they do on
-//! EKS: `alb.ingress.kubernetes.io/auth-type: oidc` with `auth-idp-oidc` (and its
-//! Secret of `clientID` and `clientSecret`), `auth-scope`, `auth-session-cookie`,
-//! `auth-session-timeout`, `auth-on-unauthenticated-request` and
-//! `auth-authentication-request-extra-params` become the AuthRule spec they mean. An
-//! explicit AuthRule targeting the Ingress wins. Other controllers' annotations that
-//! Portcullis does not read are reported, never ignored in silence.
+//! Ingresses annotated for the AWS Load Balancer Controller work as they do on EKS, and
+//! every annotation of ALB's that controls access is honoured or closes the routes:
+//!
+//! - `auth-type: oidc` with `auth-idp-oidc` (and its Secret of `clientID` and
+//!   `clientSecret`), or `auth-type: cognito` with `auth-idp-cognito` (and a Secret
+//!   named by `portcullis.dev/cognito-client-secret`), `auth-scope`,
+//!   `auth-session-cookie`, `auth-session-timeout`, `auth-on-unauthenticated-request`
+//!   and `auth-authentication-request-extra-params` become the AuthRule spec they mean;
+//! - `jwt-validation` becomes that spec's bearer check, or on its own a guard that
+//!   takes bearer tokens only (the audiences from `portcullis.dev/jwt-audiences`);
+//! - `inbound-cidrs` becomes the routes' source allow-list;
+//! - `scheme: internal` (ALB's default), WAF, Shield, security groups and client
+//!   certificates close the routes unless `portcullis.dev/accept-alb-differences`
+//!   (or `--accept-alb-differences`) names them.
+//!
+//! An explicit AuthRule targeting the Ingress wins over the auth annotations. Other
+//! controllers' annotations that Portcullis does not read are reported, never ignored
+//! in silence.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::Ingress;
 use serde::Deserialize;
 
 use super::backends::Index;
-use crate::diagnostics::Diagnostic;
+use super::bearer::BearerPolicy;
+use super::snapshot::{Closed, SourceAllowList};
+use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::model::{
-    AuthRuleSpec, LogoutSpec, OidcSpec, OnUnauthenticatedRequest, SecretKeyRef, SessionSpec,
-    TargetRef,
+    AdditionalClaim, AuthRuleSpec, BearerSpec, LogoutSpec, OidcSpec, OnUnauthenticatedRequest,
+    SecretKeyRef, SessionSpec, TargetRef,
 };
 
 pub const PREFIX: &str = "alb.ingress.kubernetes.io/";
+/// The ALB access-control annotations (by name, without the prefix) whose difference
+/// the operator accepts on this Ingress, comma separated.
+pub const ACCEPT_DIFFERENCES_ANNOTATION: &str = "portcullis.dev/accept-alb-differences";
+/// The audiences a `jwt-validation` token may name (comma separated), or `*` for any.
+pub const JWT_AUDIENCES_ANNOTATION: &str = "portcullis.dev/jwt-audiences";
+/// The Secret (key `clientSecret`) holding the Cognito app client's secret.
+pub const COGNITO_SECRET_ANNOTATION: &str = "portcullis.dev/cognito-client-secret";
+
 const READ: &[&str] = &[
     "auth-type",
     "auth-idp-oidc",
+    "auth-idp-cognito",
     "auth-scope",
     "auth-session-cookie",
     "auth-session-timeout",
     "auth-on-unauthenticated-request",
     "auth-authentication-request-extra-params",
+    "jwt-validation",
+    "inbound-cidrs",
+    "scheme",
+    "mutual-authentication",
+];
+/// Access-control annotations Portcullis cannot honour: what each one asks of ALB, and
+/// what takes its place in front of Portcullis. Each closes the Ingress's routes until
+/// it is removed or its difference accepted.
+const NOT_HONOURED: &[(&str, &str, &str)] = &[
+    (
+        "scheme",
+        "an internal load balancer, unreachable from the internet",
+        "serve the app from a Portcullis reachable only from the private network",
+    ),
+    (
+        "wafv2-acl-arn",
+        "an AWS WAFv2 web ACL in front of the app",
+        "put the web ACL (or another WAF) in front of Portcullis",
+    ),
+    (
+        "waf-acl-id",
+        "an AWS WAF Classic web ACL in front of the app",
+        "put a WAF in front of Portcullis",
+    ),
+    (
+        "shield-advanced-protection",
+        "AWS Shield Advanced on the load balancer",
+        "protect the load balancer in front of Portcullis with Shield Advanced",
+    ),
+    (
+        "security-groups",
+        "security groups that decide who may connect",
+        "list the allowed sources in alb.ingress.kubernetes.io/inbound-cidrs, or keep the security groups on the load balancer in front of Portcullis",
+    ),
+    (
+        "security-group-prefix-lists",
+        "managed prefix lists that decide who may connect",
+        "list the allowed sources in alb.ingress.kubernetes.io/inbound-cidrs, or keep the prefix lists on the load balancer in front of Portcullis",
+    ),
+    (
+        "mutual-authentication",
+        "client certificates (mTLS) checked by the load balancer",
+        "check client certificates in front of Portcullis",
+    ),
 ];
 /// Prefixes of other ingress controllers' annotations.
 const FOREIGN: &[&str] = &[
@@ -49,37 +116,212 @@ struct IdpOidc {
     #[serde(default)]
     user_info_endpoint: Option<String>,
     secret_name: String,
+    #[serde(default)]
+    authentication_request_extra_params: BTreeMap<String, String>,
 }
 
-/// The field of a problem, as the annotation it came from.
+/// What `auth-idp-cognito` holds (AWS LBC's JSON).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdpCognito {
+    #[serde(rename = "userPoolARN")]
+    user_pool_arn: String,
+    #[serde(rename = "userPoolClientID")]
+    user_pool_client_id: String,
+    #[serde(rename = "userPoolDomain")]
+    user_pool_domain: String,
+    #[serde(default, rename = "authenticationRequestExtraParams")]
+    authentication_request_extra_params: BTreeMap<String, String>,
+}
+
+/// What `jwt-validation` holds (AWS LBC's JSON).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct JwtValidation {
+    jwks_endpoint: String,
+    issuer: String,
+    #[serde(default)]
+    additional_claims: Vec<AdditionalClaim>,
+}
+
+/// The field of a problem, as the ALB annotation it came from.
 pub fn annotation_field(name: &str) -> String {
     format!("metadata.annotations[{PREFIX}{name}]")
 }
 
-/// The AuthRule spec an Ingress's ALB annotations mean, with its client id read from
-/// the Secret; `None` when it asks for no OIDC login (or a problem was reported).
-pub fn spec_for(
+/// The field of a problem, as an annotation named in full.
+fn key_field(key: &str) -> String {
+    format!("metadata.annotations[{key}]")
+}
+
+/// What an Ingress's auth annotations ask for.
+pub enum Asked {
+    /// No login and no bearer tokens.
+    Nothing,
+    /// A login (`auth-type: oidc` or `cognito`), with bearer tokens beside it when
+    /// `jwt-validation` is set too.
+    Login(AnnotatedSpec),
+    /// `jwt-validation` alone: bearer tokens only.
+    Bearer(BearerPolicy),
+    /// Something was asked that cannot be set up (reported): the routes close.
+    Broken,
+}
+
+/// The AuthRule spec the annotations mean, and how to read its problems back.
+pub struct AnnotatedSpec {
+    pub spec: AuthRuleSpec,
+    /// The login comes from `auth-idp-cognito` (its secret from the Secret named by
+    /// `portcullis.dev/cognito-client-secret`).
+    pub cognito: bool,
+    /// `portcullis.dev/jwt-audiences: *`: any audience, as ALB.
+    pub any_audience: bool,
+}
+
+/// What the auth annotations of an Ingress ask for, with the client id read from the
+/// Secret. Problems go to `diags`.
+pub fn asked(ingress: &Ingress, index: &Index, diags: &mut Vec<Diagnostic>) -> Asked {
+    let Some(annotations) = ingress.metadata.annotations.as_ref() else {
+        return Asked::Nothing;
+    };
+    let object = super::ingress_ref(ingress);
+    let before = diags.len();
+    let bearer = jwt_validation(annotations, &object, diags);
+    let jwt_broken = diags.len() > before;
+    let login = login_spec(ingress, annotations, index, diags);
+    match (login, bearer) {
+        (Login::Broken, _) => Asked::Broken,
+        _ if jwt_broken => Asked::Broken,
+        (Login::None, None) => Asked::Nothing,
+        (Login::None, Some((spec, any_audience))) => {
+            let mut errors = Vec::new();
+            match super::bearer::compile(&spec, &object, &mut errors) {
+                Some(mut policy) if errors.is_empty() => {
+                    policy.any_audience = any_audience;
+                    Asked::Bearer(policy)
+                }
+                _ => {
+                    diags.extend(errors.into_iter().map(|d| move_to_annotations(d, false)));
+                    Asked::Broken
+                }
+            }
+        }
+        (Login::Spec(mut spec, cognito), bearer) => {
+            let any_audience = bearer.as_ref().is_some_and(|(_, any)| *any);
+            spec.bearer = bearer.map(|(b, _)| b);
+            Asked::Login(AnnotatedSpec {
+                spec,
+                cognito,
+                any_audience,
+            })
+        }
+    }
+}
+
+/// `jwt-validation` as the AuthRule's `spec.bearer`, with its audiences from
+/// `portcullis.dev/jwt-audiences` (`true`: any audience). `None` when not set or
+/// broken (reported).
+fn jwt_validation(
+    annotations: &BTreeMap<String, String>,
+    object: &ObjectRef,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<(BearerSpec, bool)> {
+    let value = annotations.get(&format!("{PREFIX}jwt-validation"))?;
+    let mut bad = |field: String, message: String, fix: String| {
+        diags.push(Diagnostic::error(
+            object,
+            &field,
+            "InvalidAnnotation",
+            message,
+            fix,
+        ));
+    };
+    let jwt: JwtValidation = match serde_json::from_str(value) {
+        Ok(v) => v,
+        Err(e) => {
+            bad(
+                annotation_field("jwt-validation"),
+                format!("not the JSON AWS Load Balancer Controller reads: {e}; the Ingress's routes answer 500 until it is fixed"),
+                r#"{"jwksEndpoint":"https://.../jwks","issuer":"https://...","additionalClaims":[{"name":"scope","format":"space-separated-values","values":["api:read"]}]}"#.into(),
+            );
+            return None;
+        }
+    };
+    let audiences: Vec<String> = annotations
+        .get(JWT_AUDIENCES_ANNOTATION)
+        .map(String::as_str)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let any_audience = audiences == ["*"];
+    if audiences.is_empty() {
+        bad(
+            key_field(JWT_AUDIENCES_ANNOTATION),
+            "jwt-validation checks no audience at ALB, so any token its issuer signs for any API would pass; Portcullis needs the audiences this Ingress's API accepts (the Ingress's routes answer 500 until they are named)".into(),
+            format!("annotate {JWT_AUDIENCES_ANNOTATION}: <the API's identifier, as in the tokens' aud>; or `*` to check no audience as ALB does, with an additionalClaims entry (e.g. client_id or scope) that only this API's clients hold"),
+        );
+        return None;
+    }
+    if any_audience && jwt.additional_claims.is_empty() {
+        bad(
+            key_field(JWT_AUDIENCES_ANNOTATION),
+            "`*` checks no audience, and jwt-validation lists no additionalClaims: every token the issuer signs, for any client or API, would pass".into(),
+            "add an additionalClaims entry that only this API's clients hold (client_id, scope), or name the audiences".into(),
+        );
+        return None;
+    }
+    if audiences.iter().any(|a| a == "*") && !any_audience {
+        bad(
+            key_field(JWT_AUDIENCES_ANNOTATION),
+            "`*` stands alone: it means any audience".into(),
+            "either list audiences, or write `*` alone".into(),
+        );
+        return None;
+    }
+    Some((
+        BearerSpec {
+            issuer: jwt.issuer,
+            jwks_uri: Some(jwt.jwks_endpoint),
+            // Validated by the bearer compiler as any list; `*` is read as any audience.
+            audiences,
+            additional_claims: jwt.additional_claims,
+        },
+        any_audience,
+    ))
+}
+
+enum Login {
+    None,
+    /// The spec, and whether it comes from Cognito.
+    Spec(AuthRuleSpec, bool),
+    Broken,
+}
+
+fn login_spec(
     ingress: &Ingress,
+    annotations: &BTreeMap<String, String>,
     index: &Index,
     diags: &mut Vec<Diagnostic>,
-) -> Option<AuthRuleSpec> {
+) -> Login {
     let object = super::ingress_ref(ingress);
-    let annotations = ingress.metadata.annotations.as_ref()?;
     let get = |k: &str| annotations.get(&format!("{PREFIX}{k}")).map(String::as_str);
-    match get("auth-type") {
-        Some("oidc") => {}
-        None | Some("none") => return None,
+    let cognito = match get("auth-type") {
+        Some("oidc") => false,
+        Some("cognito") => true,
+        None | Some("none") => return Login::None,
         Some(other) => {
             diags.push(Diagnostic::error(
                 &object,
                 &annotation_field("auth-type"),
                 "UnsupportedAnnotation",
                 format!("auth-type {other:?} is not supported; the Ingress's routes answer 500 until it is fixed"),
-                "use auth-type: oidc (Cognito user pools work through their OIDC issuer) or an AuthRule".into(),
+                "use auth-type: oidc, cognito or none, or an AuthRule".into(),
             ));
-            return None;
+            return Login::Broken;
         }
-    }
+    };
     let mut bad = |name: &str, message: String, fix: &str| {
         diags.push(Diagnostic::error(
             &object,
@@ -89,43 +331,105 @@ pub fn spec_for(
             fix.into(),
         ));
     };
-    let Some(idp) = get("auth-idp-oidc") else {
-        bad(
-            "auth-idp-oidc",
-            "auth-type is oidc but auth-idp-oidc is missing".into(),
-            r#"add {"issuer":"https://...","secretName":"<Secret with clientID and clientSecret>"}"#,
-        );
-        return None;
-    };
-    let idp: IdpOidc = match serde_json::from_str(idp) {
-        Ok(v) => v,
-        Err(e) => {
+    let namespace = object.namespace.clone();
+    let (mut oidc, mut extra) = if cognito {
+        let Some(idp) = get("auth-idp-cognito") else {
+            bad(
+                "auth-idp-cognito",
+                "auth-type is cognito but auth-idp-cognito is missing".into(),
+                r#"add {"userPoolARN":"arn:aws:cognito-idp:<region>:<account>:userpool/<pool id>","userPoolClientID":"<app client id>","userPoolDomain":"<domain prefix>"}"#,
+            );
+            return Login::Broken;
+        };
+        let idp: IdpCognito = match serde_json::from_str(idp) {
+            Ok(v) => v,
+            Err(e) => {
+                bad(
+                    "auth-idp-cognito",
+                    format!("not the JSON AWS Load Balancer Controller reads: {e}"),
+                    r#"{"userPoolARN":"arn:aws:cognito-idp:<region>:<account>:userpool/<pool id>","userPoolClientID":"<app client id>","userPoolDomain":"<domain prefix>"}"#,
+                );
+                return Login::Broken;
+            }
+        };
+        let Some(secret_name) = annotations
+            .get(COGNITO_SECRET_ANNOTATION)
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+        else {
+            diags.push(Diagnostic::error(
+                &object,
+                &key_field(COGNITO_SECRET_ANNOTATION),
+                "InvalidAnnotation",
+                "auth-type is cognito, and ALB reads the app client's secret from Cognito, which Portcullis cannot; the Ingress's routes answer 500 until a Secret holds it".into(),
+                format!("kubectl -n {namespace} create secret generic <name> --from-literal=clientSecret=<the app client's secret>, and annotate {COGNITO_SECRET_ANNOTATION}: <name>"),
+            ));
+            return Login::Broken;
+        };
+        match cognito_oidc(&idp, secret_name) {
+            Ok(oidc) => (oidc, idp.authentication_request_extra_params),
+            Err(message) => {
+                bad(
+                    "auth-idp-cognito",
+                    message,
+                    "userPoolARN as arn:aws:cognito-idp:<region>:<account>:userpool/<region>_<id>, userPoolDomain as the domain prefix (or the pool's custom domain)",
+                );
+                return Login::Broken;
+            }
+        }
+    } else {
+        let Some(idp) = get("auth-idp-oidc") else {
             bad(
                 "auth-idp-oidc",
-                format!("not the JSON AWS Load Balancer Controller reads: {e}"),
-                r#"{"issuer":"https://...","authorizationEndpoint":"...","tokenEndpoint":"...","userInfoEndpoint":"...","secretName":"..."}"#,
+                "auth-type is oidc but auth-idp-oidc is missing".into(),
+                r#"add {"issuer":"https://...","secretName":"<Secret with clientID and clientSecret>"}"#,
             );
-            return None;
-        }
-    };
-    let namespace = object.namespace.clone();
-    let client_id = index
-        .secret(&namespace, &idp.secret_name)
-        .and_then(|s| s.data.as_ref()?.get("clientID").map(|v| v.0.clone()))
-        .and_then(|v| String::from_utf8(v).ok())
-        .map(|v| v.trim().to_owned());
-    let Some(client_id) = client_id.filter(|c| !c.is_empty()) else {
-        diags.push(
-            Diagnostic::error(
-                &object,
-                &annotation_field("auth-idp-oidc"),
-                "SecretNotFound",
-                format!("Secret {namespace}/{} with key clientID not found", idp.secret_name),
-                format!("kubectl -n {namespace} create secret generic {} --from-literal=clientID=<id> --from-literal=clientSecret=<secret>", idp.secret_name),
-            )
-            .of_reference(),
-        );
-        return None;
+            return Login::Broken;
+        };
+        let idp: IdpOidc = match serde_json::from_str(idp) {
+            Ok(v) => v,
+            Err(e) => {
+                bad(
+                    "auth-idp-oidc",
+                    format!("not the JSON AWS Load Balancer Controller reads: {e}"),
+                    r#"{"issuer":"https://...","authorizationEndpoint":"...","tokenEndpoint":"...","userInfoEndpoint":"...","secretName":"..."}"#,
+                );
+                return Login::Broken;
+            }
+        };
+        let client_id = index
+            .secret(&namespace, &idp.secret_name)
+            .and_then(|s| s.data.as_ref()?.get("clientID").map(|v| v.0.clone()))
+            .and_then(|v| String::from_utf8(v).ok())
+            .map(|v| v.trim().to_owned());
+        let Some(client_id) = client_id.filter(|c| !c.is_empty()) else {
+            diags.push(
+                Diagnostic::error(
+                    &object,
+                    &annotation_field("auth-idp-oidc"),
+                    "SecretNotFound",
+                    format!("Secret {namespace}/{} with key clientID not found", idp.secret_name),
+                    format!("kubectl -n {namespace} create secret generic {} --from-literal=clientID=<id> --from-literal=clientSecret=<secret>", idp.secret_name),
+                )
+                .of_reference(),
+            );
+            return Login::Broken;
+        };
+        let oidc = OidcSpec {
+            issuer: idp.issuer,
+            authorization_endpoint: idp.authorization_endpoint,
+            token_endpoint: idp.token_endpoint,
+            user_info_endpoint: idp.user_info_endpoint,
+            client_id,
+            client_secret_ref: SecretKeyRef {
+                name: idp.secret_name,
+                key: "clientSecret".into(),
+            },
+            scope: None,
+            authentication_request_extra_params: BTreeMap::new(),
+            token_endpoint_auth_method: Default::default(),
+        };
+        (oidc, idp.authentication_request_extra_params)
     };
     let on_unauthenticated = match get("auth-on-unauthenticated-request") {
         None | Some("authenticate") => OnUnauthenticatedRequest::Authenticate,
@@ -137,7 +441,7 @@ pub fn spec_for(
                 format!("{other:?} is not authenticate, deny or allow"),
                 "use authenticate, deny or allow",
             );
-            return None;
+            return Login::Broken;
         }
     };
     let timeout = match get("auth-session-timeout").map(str::parse::<i64>) {
@@ -149,10 +453,9 @@ pub fn spec_for(
                 "not a number of seconds".into(),
                 "e.g. 86400",
             );
-            return None;
+            return Login::Broken;
         }
     };
-    let mut extra = BTreeMap::new();
     for pair in get("auth-authentication-request-extra-params")
         .unwrap_or_default()
         .split(',')
@@ -165,63 +468,356 @@ pub fn spec_for(
                 format!("{pair:?} is not key=value"),
                 "e.g. prompt=login,display=page",
             );
-            return None;
+            return Login::Broken;
         };
         extra.insert(k.trim().to_owned(), v.trim().to_owned());
     }
-    Some(AuthRuleSpec {
-        target_refs: vec![TargetRef {
-            section_name: None,
-            group: "networking.k8s.io".into(),
-            kind: "Ingress".into(),
-            name: object.name.clone(),
-        }],
-        paths: Vec::new(),
-        oidc: OidcSpec {
-            issuer: idp.issuer,
-            authorization_endpoint: idp.authorization_endpoint,
-            token_endpoint: idp.token_endpoint,
-            user_info_endpoint: idp.user_info_endpoint,
-            client_id,
-            client_secret_ref: SecretKeyRef {
-                name: idp.secret_name,
-                key: "clientSecret".into(),
+    oidc.scope = get("auth-scope").map(str::to_owned);
+    oidc.authentication_request_extra_params = extra;
+    Login::Spec(
+        AuthRuleSpec {
+            target_refs: vec![TargetRef {
+                section_name: None,
+                group: "networking.k8s.io".into(),
+                kind: "Ingress".into(),
+                name: object.name.clone(),
+            }],
+            paths: Vec::new(),
+            oidc,
+            session: SessionSpec {
+                cookie_name: get("auth-session-cookie").map(str::to_owned),
+                timeout,
             },
-            scope: get("auth-scope").map(str::to_owned),
-            authentication_request_extra_params: extra,
-            token_endpoint_auth_method: Default::default(),
+            on_unauthenticated_request: on_unauthenticated,
+            logout: LogoutSpec::default(),
+            cors: Default::default(),
+            authorization: None,
+            bearer: None,
         },
-        session: SessionSpec {
-            cookie_name: get("auth-session-cookie").map(str::to_owned),
-            timeout,
+        cognito,
+    )
+}
+
+/// A Cognito user pool as the OpenID provider it is: the issuer from the pool's ARN,
+/// the endpoints from its domain, the client id from the annotation and the secret
+/// from the named Secret.
+fn cognito_oidc(idp: &IdpCognito, secret_name: String) -> Result<OidcSpec, String> {
+    let arn = idp.user_pool_arn.trim();
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    let (region, pool) = match parts.as_slice() {
+        ["arn", "aws", "cognito-idp", region, _account, resource] if label(region) => {
+            match resource.strip_prefix("userpool/") {
+                Some(pool)
+                    if pool.strip_prefix(&format!("{region}_")).is_some_and(|id| {
+                        !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric())
+                    }) =>
+                {
+                    (*region, pool)
+                }
+                _ => {
+                    return Err(format!(
+                        "userPoolARN {arn:?} does not name a user pool (userpool/<region>_<id>)"
+                    ));
+                }
+            }
+        }
+        _ => {
+            return Err(format!(
+                "userPoolARN {arn:?} is not a Cognito user pool ARN of the aws partition"
+            ));
+        }
+    };
+    let domain = idp.user_pool_domain.trim().to_ascii_lowercase();
+    // A prefix is one label; a custom domain is a whole name.
+    let host = if label(&domain) {
+        format!("{domain}.auth.{region}.amazoncognito.com")
+    } else if domain.contains('.') && crate::model::is_dns_name(&domain) {
+        domain
+    } else {
+        return Err(format!(
+            "userPoolDomain {:?} is neither a domain prefix nor a domain name",
+            idp.user_pool_domain
+        ));
+    };
+    let client_id = idp.user_pool_client_id.trim();
+    if client_id.is_empty() || !client_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(format!(
+            "userPoolClientID {:?} is not an app client id",
+            idp.user_pool_client_id
+        ));
+    }
+    let endpoint = |path: &str| Some(format!("https://{host}/oauth2/{path}"));
+    Ok(OidcSpec {
+        issuer: format!("https://cognito-idp.{region}.amazonaws.com/{pool}"),
+        authorization_endpoint: endpoint("authorize"),
+        token_endpoint: endpoint("token"),
+        user_info_endpoint: endpoint("userInfo"),
+        client_id: client_id.to_owned(),
+        client_secret_ref: SecretKeyRef {
+            name: secret_name,
+            key: "clientSecret".into(),
         },
-        on_unauthenticated_request: on_unauthenticated,
-        logout: LogoutSpec::default(),
-        cors: Default::default(),
-        authorization: None,
-        bearer: None,
+        scope: None,
+        authentication_request_extra_params: BTreeMap::new(),
+        token_endpoint_auth_method: Default::default(),
     })
 }
 
+/// Who may reach an Ingress's routes, and whether they are closed.
+#[derive(Default)]
+pub struct IngressAccess {
+    pub sources: Option<Arc<SourceAllowList>>,
+    pub closed: Option<Arc<Closed>>,
+}
+
+/// The access-control annotations that are not about login: `inbound-cidrs` as a
+/// source allow-list; `scheme`, WAF, Shield, security groups and client certificates
+/// close the routes unless their difference is accepted. A malformed value closes them
+/// too.
+pub fn access_for(
+    ingress: &Ingress,
+    options: &super::CompileOptions,
+    diags: &mut Vec<Diagnostic>,
+) -> IngressAccess {
+    let Some(annotations) = ingress.metadata.annotations.as_ref() else {
+        return IngressAccess::default();
+    };
+    let object = super::ingress_ref(ingress);
+    let get = |k: &str| annotations.get(&format!("{PREFIX}{k}")).map(|v| v.trim());
+    let known = |name: &str| NOT_HONOURED.iter().any(|(n, _, _)| *n == name);
+    let mut accepted: HashSet<String> = options
+        .accept_alb_differences
+        .iter()
+        .map(|n| n.trim().trim_start_matches(PREFIX).to_owned())
+        .collect();
+    for name in annotations
+        .get(ACCEPT_DIFFERENCES_ANNOTATION)
+        .map(String::as_str)
+        .unwrap_or_default()
+        .split(',')
+        .map(|n| n.trim().trim_start_matches(PREFIX))
+        .filter(|n| !n.is_empty())
+    {
+        if !known(name) {
+            diags.push(Diagnostic::warning(
+                &object,
+                &key_field(ACCEPT_DIFFERENCES_ANNOTATION),
+                "InvalidAnnotation",
+                format!(
+                    "{name:?} is not an ALB annotation Portcullis cannot honour; it accepts nothing"
+                ),
+                format!(
+                    "name some of {}",
+                    NOT_HONOURED
+                        .iter()
+                        .map(|(n, _, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        accepted.insert(name.to_owned());
+    }
+    // Each problem, and whether it is a malformed value (else one not honoured).
+    let mut problems: Vec<(bool, String)> = Vec::new();
+    let not_honoured = |name: &str,
+                        value: &str,
+                        diags: &mut Vec<Diagnostic>,
+                        problems: &mut Vec<(bool, String)>| {
+        if accepted.contains(name) {
+            return;
+        }
+        let (_, means, instead) = NOT_HONOURED
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .copied()
+            .unwrap_or((name, "an access control", "put it in front of Portcullis"));
+        let message = format!(
+            "{name}: {value} asks for {means}, which Portcullis cannot give; the Ingress's routes answer 500 AnnotationNotHonoured and never reach the app"
+        );
+        diags.push(Diagnostic::error(
+            &object,
+            &annotation_field(name),
+            "UnsupportedAnnotation",
+            message.clone(),
+            format!("{instead}, then annotate {ACCEPT_DIFFERENCES_ANNOTATION}: {name}; or remove the annotation"),
+        ));
+        problems.push((false, message));
+    };
+    let malformed = |name: &str,
+                     message: String,
+                     fix: String,
+                     diags: &mut Vec<Diagnostic>,
+                     problems: &mut Vec<(bool, String)>| {
+        let message = format!(
+            "{message}; the Ingress's routes answer 500 AnnotationInvalid until it is fixed"
+        );
+        diags.push(Diagnostic::error(
+            &object,
+            &annotation_field(name),
+            "InvalidAnnotation",
+            message.clone(),
+            fix,
+        ));
+        problems.push((true, message));
+    };
+
+    let sources = match get("inbound-cidrs") {
+        None => None,
+        Some(list) => {
+            let mut nets = Vec::new();
+            let mut bad = Vec::new();
+            for item in list.split(',').map(str::trim) {
+                match item.parse::<ipnet::IpNet>() {
+                    Ok(net) => nets.push(net.trunc()),
+                    Err(_) => bad.push(item.to_owned()),
+                }
+            }
+            if !bad.is_empty() {
+                malformed(
+                    "inbound-cidrs",
+                    format!("inbound-cidrs holds {} that {} not a CIDR range", bad.iter().map(|b| format!("{b:?}")).collect::<Vec<_>>().join(", "), if bad.len() == 1 { "is" } else { "are" }),
+                    "list ranges with their prefix length, comma separated, e.g. 10.0.0.0/8, 192.168.0.0/16, 2001:db8::/32 (a single address is 203.0.113.7/32)".into(),
+                    diags,
+                    &mut problems,
+                );
+                None
+            } else {
+                Some(Arc::new(SourceAllowList { nets }))
+            }
+        }
+    };
+
+    // ALB's default scheme is internal: an Ingress written for ALB that names none
+    // was never reachable from the internet.
+    let written_for_alb = annotations.keys().any(|k| k.starts_with(PREFIX));
+    match get("scheme") {
+        Some("internet-facing") => {}
+        Some("internal") => not_honoured("scheme", "internal", diags, &mut problems),
+        None if written_for_alb => not_honoured(
+            "scheme",
+            "internal (ALB's default when the annotation is absent)",
+            diags,
+            &mut problems,
+        ),
+        None => {}
+        Some(other) => malformed(
+            "scheme",
+            format!("scheme {other:?} is neither internal nor internet-facing"),
+            "use internet-facing, or internal".into(),
+            diags,
+            &mut problems,
+        ),
+    }
+    for name in [
+        "wafv2-acl-arn",
+        "waf-acl-id",
+        "security-groups",
+        "security-group-prefix-lists",
+    ] {
+        if let Some(value) = get(name).filter(|v| !v.is_empty()) {
+            not_honoured(name, value, diags, &mut problems);
+        }
+    }
+    match get("shield-advanced-protection") {
+        None | Some("" | "false") => {}
+        Some("true") => not_honoured("shield-advanced-protection", "true", diags, &mut problems),
+        Some(other) => malformed(
+            "shield-advanced-protection",
+            format!("{other:?} is neither true nor false"),
+            "use true or false".into(),
+            diags,
+            &mut problems,
+        ),
+    }
+    if let Some(value) = get("mutual-authentication")
+        && !accepted.contains("mutual-authentication")
+    {
+        #[derive(Deserialize)]
+        struct Listener {
+            #[serde(default)]
+            mode: Option<String>,
+        }
+        match serde_json::from_str::<Vec<Listener>>(value) {
+            Ok(listeners) => {
+                let modes: Vec<&str> = listeners
+                    .iter()
+                    .filter_map(|l| l.mode.as_deref())
+                    .filter(|m| *m != "off")
+                    .collect();
+                if !modes.is_empty() {
+                    not_honoured(
+                        "mutual-authentication",
+                        &format!("mode {}", modes.join(", ")),
+                        diags,
+                        &mut problems,
+                    );
+                }
+            }
+            Err(e) => malformed(
+                "mutual-authentication",
+                format!("not the JSON AWS Load Balancer Controller reads: {e}"),
+                r#"e.g. [{"port":443,"mode":"off"}]"#.into(),
+                diags,
+                &mut problems,
+            ),
+        }
+    }
+    let invalid = problems.iter().any(|(invalid, _)| *invalid);
+    let closed = (!problems.is_empty()).then(|| {
+        let problems: Vec<&str> = problems.iter().map(|(_, p)| p.as_str()).collect();
+        Arc::new(Closed {
+            reason: if invalid {
+                "AnnotationInvalid"
+            } else {
+                "AnnotationNotHonoured"
+            },
+            problem: format!("{object}: {}", problems.join("; ")),
+        })
+    });
+    IngressAccess { sources, closed }
+}
+
 /// Problems met compiling the spec, moved onto the annotation they came from.
-pub fn move_to_annotations(mut d: Diagnostic) -> Diagnostic {
+/// `cognito`: the login came from `auth-idp-cognito`.
+pub fn move_to_annotations(mut d: Diagnostic, cognito: bool) -> Diagnostic {
     let field = d.field.clone();
     let annotation = |name: &str, rest: &str| format!("{}{rest}", annotation_field(name));
+    let idp = if cognito {
+        "auth-idp-cognito"
+    } else {
+        "auth-idp-oidc"
+    };
     d.field = if let Some(rest) = field.strip_prefix("spec.oidc.clientSecretRef") {
-        annotation(
-            "auth-idp-oidc",
-            &format!(".secretName{}", rest.replace(".key", "")),
-        )
+        if cognito {
+            key_field(COGNITO_SECRET_ANNOTATION)
+        } else {
+            annotation(
+                "auth-idp-oidc",
+                &format!(".secretName{}", rest.replace(".key", "")),
+            )
+        }
     } else if let Some(rest) = field.strip_prefix("spec.oidc.scope") {
         annotation("auth-scope", rest)
     } else if let Some(rest) = field.strip_prefix("spec.oidc.authenticationRequestExtraParams") {
         annotation("auth-authentication-request-extra-params", rest)
     } else if let Some(rest) = field.strip_prefix("spec.oidc.") {
-        annotation("auth-idp-oidc", &format!(".{rest}"))
+        annotation(idp, &format!(".{rest}"))
     } else if field.starts_with("spec.session.cookieName") {
         annotation_field("auth-session-cookie")
     } else if field.starts_with("spec.session.timeout") {
         annotation_field("auth-session-timeout")
+    } else if field.starts_with("spec.bearer.audiences") {
+        key_field(JWT_AUDIENCES_ANNOTATION)
+    } else if let Some(rest) = field.strip_prefix("spec.bearer.jwksUri") {
+        annotation("jwt-validation", &format!(".jwksEndpoint{rest}"))
+    } else if let Some(rest) = field.strip_prefix("spec.bearer.") {
+        annotation("jwt-validation", &format!(".{rest}"))
     } else {
         field
     };
@@ -235,7 +831,11 @@ pub fn report_ignored(ingress: &Ingress, diags: &mut Vec<Diagnostic>) {
         return;
     };
     let object = super::ingress_ref(ingress);
-    let read: HashSet<String> = READ.iter().map(|k| format!("{PREFIX}{k}")).collect();
+    let read: HashSet<String> = READ
+        .iter()
+        .chain(NOT_HONOURED.iter().map(|(name, _, _)| name))
+        .map(|k| format!("{PREFIX}{k}"))
+        .collect();
     for key in annotations.keys() {
         let foreign = FOREIGN.iter().any(|p| key.starts_with(p))
             || (key.starts_with(PREFIX) && !read.contains(key));
@@ -254,7 +854,7 @@ pub fn report_ignored(ingress: &Ingress, diags: &mut Vec<Diagnostic>) {
 /// Where the equivalent of an ignored annotation is described.
 fn ignored_fix(key: &str) -> &'static str {
     if key.starts_with(PREFIX) {
-        "Portcullis reads only the auth-* annotations (docs/coming-from-alb.md); remove it"
+        "Portcullis reads the auth-*, jwt-validation and access-control annotations (docs/coming-from-alb.md); this one has no effect here, remove it"
     } else if key.starts_with("nginx.ingress.kubernetes.io/") {
         "express it with an AuthRule or Portcullis's flags (docs/coming-from-nginx.md), or remove it"
     } else {

@@ -165,37 +165,57 @@ fn annotation_rules(
         }
         alb::report_ignored(ingress, diags);
         let mut found = Vec::new();
-        let spec = alb::spec_for(ingress, index, &mut found);
-        // No spec and nothing reported: the annotations ask for no login.
-        if spec.is_none() && found.is_empty() {
+        let asked = alb::asked(ingress, index, &mut found);
+        if matches!(asked, alb::Asked::Nothing) && found.is_empty() {
             continue;
         }
         if outcome.guards.contains_key(&object) {
             diags.extend(found);
             diags.push(Diagnostic::warning(
                 &object,
-                &alb::annotation_field("auth-type"),
+                &alb::annotation_field(if matches!(asked, alb::Asked::Bearer(_)) {
+                    "jwt-validation"
+                } else {
+                    "auth-type"
+                }),
                 "AnnotationsOverridden",
-                "an AuthRule targets this Ingress; its alb.ingress.kubernetes.io/auth-* annotations are not used".into(),
+                "an AuthRule targets this Ingress; its alb.ingress.kubernetes.io/auth-* and jwt-validation annotations are not used".into(),
                 "remove the annotations, or the AuthRule".into(),
             ));
             continue;
         }
-        let resolved = match &spec {
-            Some(spec) => resolve_policy(&object, spec, index),
-            // A login was asked for and cannot be had: closed, never served without it.
-            None => Err(std::mem::take(&mut found)),
+        let resolved = match asked {
+            alb::Asked::Login(a) => resolve_policy(&object, &a.spec, index)
+                .map(|mut p| {
+                    if a.any_audience
+                        && let Some(b) = p.bearer.as_mut()
+                    {
+                        Arc::make_mut(b).any_audience = true;
+                    }
+                    GuardPolicy::Oidc(Arc::new(p))
+                })
+                .map_err(|errors| {
+                    errors
+                        .into_iter()
+                        .map(|d| alb::move_to_annotations(d, a.cognito))
+                        .collect()
+                }),
+            alb::Asked::Bearer(b) => Ok(GuardPolicy::Bearer(Arc::new(b))),
+            // A login or a token check was asked for and cannot be had: closed,
+            // never served without it.
+            alb::Asked::Broken | alb::Asked::Nothing => Err(std::mem::take(&mut found)),
         };
         diags.extend(found);
         let policy = match resolved {
-            Ok(p) => GuardPolicy::Oidc(Arc::new(p)),
+            Ok(p) => p,
             Err(errors) => {
+                let errors: Vec<Diagnostic> = errors;
                 let message = errors
                     .iter()
                     .map(|d| d.message.clone())
                     .collect::<Vec<_>>()
                     .join("; ");
-                diags.extend(errors.into_iter().map(alb::move_to_annotations));
+                diags.extend(errors);
                 GuardPolicy::Broken(format!("{object}: {message}"))
             }
         };

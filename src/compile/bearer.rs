@@ -20,6 +20,9 @@ pub struct BearerPolicy {
     pub issuer: String,
     pub jwks_uri: Option<String>,
     pub audiences: Vec<String>,
+    /// No audience check (ALB's `jwt-validation` checks none; only when the operator
+    /// says so with `portcullis.dev/jwt-audiences: *`, never from `spec.bearer`).
+    pub any_audience: bool,
     pub claims: Vec<ClaimRequirement>,
 }
 
@@ -133,6 +136,7 @@ pub fn compile(
         issuer: spec.issuer.clone(),
         jwks_uri: spec.jwks_uri.clone(),
         audiences: spec.audiences.clone(),
+        any_audience: false,
         claims: spec
             .additional_claims
             .iter()
@@ -156,9 +160,10 @@ impl BearerPolicy {
             Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
             _ => Vec::new(),
         };
-        if !audiences
-            .iter()
-            .any(|a| self.audiences.iter().any(|want| want == a))
+        if !self.any_audience
+            && !audiences
+                .iter()
+                .any(|a| self.audiences.iter().any(|want| want == a))
         {
             return Err(BearerRefusal::WrongAudience);
         }

@@ -875,6 +875,8 @@ fn compile_rules(
                         filters.clone()
                     },
                     timeout,
+                    sources: None,
+                    closed: None,
                 });
             }
         }

@@ -51,6 +51,10 @@ pub struct CompileOptions {
     /// Close every route no AuthRule guards unless its object is annotated
     /// `portcullis.dev/auth: none` (`--require-auth-rule`).
     pub require_auth_rule: bool,
+    /// ALB access-control annotations (`scheme`, `wafv2-acl-arn`, ...) whose
+    /// difference the operator accepts for every Ingress, as if each carried them in
+    /// `portcullis.dev/accept-alb-differences`.
+    pub accept_alb_differences: Vec<String>,
 }
 
 impl Default for CompileOptions {
@@ -62,6 +66,7 @@ impl Default for CompileOptions {
             allow_shared_hosts: false,
             case_insensitive_paths: false,
             require_auth_rule: false,
+            accept_alb_differences: Vec::new(),
         }
     }
 }
@@ -352,6 +357,8 @@ struct RouteDraft {
     conditions: Conditions,
     filters: Filters,
     timeout: Option<std::time::Duration>,
+    sources: Option<Arc<SourceAllowList>>,
+    closed: Option<Arc<Closed>>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -375,6 +382,7 @@ fn compile_routes(
             continue;
         };
         let ingress_guards = guards.get(&obj).cloned().unwrap_or_default();
+        let access = alb_annotations::access_for(ingress, options, diags);
         let redirect = ssl_redirect_enabled(ingress);
         let mut resolve = |backend: &IngressBackend, field: &str, diags: &mut Vec<Diagnostic>| {
             upstreams.resolve(index, &namespace, backend, &obj, field, diags)
@@ -403,6 +411,8 @@ fn compile_routes(
                         conditions: Conditions::default(),
                         filters: Filters::default(),
                         timeout: None,
+                        sources: access.sources.clone(),
+                        closed: access.closed.clone(),
                     })
                 }
             }
@@ -478,6 +488,8 @@ fn compile_routes(
                     conditions: Conditions::default(),
                     filters: Filters::default(),
                     timeout: None,
+                    sources: access.sources.clone(),
+                    closed: access.closed.clone(),
                 });
             }
         }
@@ -570,6 +582,8 @@ fn build_table(mut drafts: Vec<RouteDraft>, default_draft: Option<RouteDraft>) -
             conditions: d.conditions,
             filters: d.filters,
             timeout: d.timeout,
+            sources: d.sources,
+            closed: d.closed,
         });
         all.push(route.clone());
         route
@@ -590,7 +604,7 @@ fn build_table(mut drafts: Vec<RouteDraft>, default_draft: Option<RouteDraft>) -
         .flat_map(|r| &r.guards)
         .filter_map(|g| match &g.policy {
             GuardPolicy::Oidc(p) => Some(p.logout_path.clone()),
-            GuardPolicy::Broken(_) | GuardPolicy::Pending(_) => None,
+            GuardPolicy::Bearer(_) | GuardPolicy::Broken(_) | GuardPolicy::Pending(_) => None,
         })
         .chain([crate::model::CALLBACK_PATH.to_owned()])
         .collect();

@@ -47,6 +47,7 @@ fn verdict(c: &Compiled, host: &str) -> &'static str {
     match route.guard_for("/x").map(|g| &g.policy) {
         None => "open",
         Some(GuardPolicy::Oidc(_)) => "oidc",
+        Some(GuardPolicy::Bearer(_)) => "bearer",
         Some(GuardPolicy::Broken(_)) => "broken",
         Some(GuardPolicy::Pending(_)) => "pending",
     }

@@ -3,6 +3,7 @@
 //! the load balancer's counters, which start at zero in every snapshot).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
@@ -82,6 +83,39 @@ pub struct Route {
     pub filters: Filters,
     /// HTTPRoute `timeouts.request`: the whole exchange, else 504.
     pub timeout: Option<std::time::Duration>,
+    /// Who may reach the route at all (ALB's `inbound-cidrs`), checked before the
+    /// guard and the login endpoints; `None`: everyone.
+    pub sources: Option<Arc<SourceAllowList>>,
+    /// An access control the route's object asks for that Portcullis cannot give:
+    /// the route answers this error and never reaches the backend.
+    pub closed: Option<Arc<Closed>>,
+}
+
+/// Source addresses allowed to reach a route (ALB's `inbound-cidrs`, a security group
+/// in front of the load balancer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceAllowList {
+    pub nets: Vec<ipnet::IpNet>,
+}
+
+impl SourceAllowList {
+    /// Whether the client address is in the list. An IPv4 address carried as
+    /// IPv6 (`::ffff:10.0.0.1`) counts as the IPv4 address; no address never passes.
+    pub fn admits(&self, client: Option<std::net::IpAddr>) -> bool {
+        let Some(ip) = client.map(|ip| ip.to_canonical()) else {
+            return false;
+        };
+        self.nets.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// Why a route is closed: the reason (one of the catalogue's) and what the operator
+/// must do, for the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Closed {
+    /// `AnnotationNotHonoured` or `AnnotationInvalid`.
+    pub reason: &'static str,
+    pub problem: String,
 }
 
 /// The facts of a request that routing reads, taken from the canonical request.
@@ -302,6 +336,9 @@ pub struct Guard {
 #[derive(Clone)]
 pub enum GuardPolicy {
     Oidc(Arc<AuthPolicy>),
+    /// Bearer tokens only, no login (ALB's `jwt-validation` without `auth-type`): a
+    /// request without a valid token gets 401.
+    Bearer(Arc<super::bearer::BearerPolicy>),
     /// The AuthRule is broken: fail closed with 500 and this message.
     Broken(String),
     /// The AuthRules the route's object requires have not attached yet (or it requires
@@ -492,7 +529,10 @@ impl RouteTable {
     /// When the host has routes of its own (not by wildcard), wildcard, host-less and
     /// default routes take part only for those routes' namespaces: another namespace's
     /// catch-all route must not answer this host's callback or logout path.
-    pub fn oidc_policies(&self, host: &str) -> Vec<Arc<AuthPolicy>> {
+    ///
+    /// Routes whose source allow-list refuses `client` take no part either: their
+    /// login endpoints are as closed to it as the routes themselves.
+    pub fn oidc_policies(&self, host: &str, client: Option<IpAddr>) -> Vec<Arc<AuthPolicy>> {
         let owner = self.owner(host);
         let named: Vec<&str> = self
             .exact
@@ -505,7 +545,9 @@ impl RouteTable {
             .candidates(host)
             .chain(&self.default_backend)
             .filter(|r| owner.is_none_or(|o| o.admits(&r.ingress.namespace)))
-            .filter(|r| named.is_empty() || named.contains(&r.ingress.namespace.as_str()));
+            .filter(|r| named.is_empty() || named.contains(&r.ingress.namespace.as_str()))
+            .filter(|r| r.sources.as_ref().is_none_or(|s| s.admits(client)))
+            .filter(|r| r.closed.is_none());
         let mut policies: Vec<Arc<AuthPolicy>> = Vec::new();
         for guard in routes.flat_map(|r| &r.guards) {
             if let GuardPolicy::Oidc(p) = &guard.policy

@@ -332,6 +332,7 @@ fn guard_policy(c: &Compiled, path: &str) -> Option<Result<Arc<AuthPolicy>, Stri
     let route = c.snapshot.routes.find("app.example.com", path)?;
     route.guard_for(path).map(|g| match &g.policy {
         GuardPolicy::Oidc(p) => Ok(p.clone()),
+        GuardPolicy::Bearer(_) => Err("bearer tokens only".into()),
         GuardPolicy::Broken(m) | GuardPolicy::Pending(m) => Err(m.clone()),
     })
 }
@@ -729,7 +730,7 @@ fn two_rules_on_one_host_never_share_a_cookie() {
 fn an_authrule_wins_over_alb_annotations_on_the_same_ingress() {
     let ingress = INGRESS.replace(
         "metadata: {name: web, namespace: apps}",
-        "metadata:\n  name: web\n  namespace: apps\n  annotations:\n    alb.ingress.kubernetes.io/auth-type: oidc\n    alb.ingress.kubernetes.io/auth-idp-oidc: '{\"issuer\":\"https://alb.example.com\",\"secretName\":\"alb\"}'",
+        "metadata:\n  name: web\n  namespace: apps\n  annotations:\n    alb.ingress.kubernetes.io/scheme: internet-facing\n    alb.ingress.kubernetes.io/auth-type: oidc\n    alb.ingress.kubernetes.io/auth-idp-oidc: '{\"issuer\":\"https://alb.example.com\",\"secretName\":\"alb\"}'",
     );
     let mut yaml = format!("{ingress}{}", service("apps", "root", "10.0.0.1", 80));
     yaml.push_str("---\napiVersion: v1\nkind: Secret\nmetadata: {name: alb, namespace: apps}\nstringData: {clientID: a, clientSecret: b}\n");
@@ -763,7 +764,7 @@ fn alb_annotations_that_ask_for_a_login_they_cannot_have_close_the_routes() {
     let with = |annotations: &str| {
         let ingress = INGRESS.replace(
             "metadata: {name: web, namespace: apps}",
-            &format!("metadata:\n  name: web\n  namespace: apps\n  annotations:\n{annotations}"),
+            &format!("metadata:\n  name: web\n  namespace: apps\n  annotations:\n    alb.ingress.kubernetes.io/scheme: internet-facing\n{annotations}"),
         );
         compiled(&format!(
             "{ingress}{}",
@@ -794,4 +795,391 @@ fn alb_annotations_that_ask_for_a_login_they_cannot_have_close_the_routes() {
         guard_policy(&open, "/").is_none(),
         "auth-type none asks for no login"
     );
+}
+
+/// The Ingress fixture with these annotations (each line indented by four spaces),
+/// its Services, and whatever else `extra` adds.
+fn annotated(annotations: &str, extra: &str) -> Compiled {
+    let ingress = INGRESS.replace(
+        "metadata: {name: web, namespace: apps}",
+        &format!("metadata:\n  name: web\n  namespace: apps\n  annotations:\n{annotations}"),
+    );
+    compiled(&format!(
+        "{ingress}{}{extra}",
+        service("apps", "root", "10.0.0.1", 80)
+    ))
+}
+
+/// The problems reported on annotations (the fixture's other Services are missing),
+/// besides those ignored.
+fn annotation_problems(c: &Compiled) -> Vec<String> {
+    c.diagnostics
+        .iter()
+        .filter(|d| d.field.starts_with("metadata.annotations") && d.reason != "IgnoredAnnotation")
+        .map(|d| format!("{}: {}", d.field, d.message))
+        .collect()
+}
+
+const INTERNET_FACING: &str = "    alb.ingress.kubernetes.io/scheme: internet-facing\n";
+
+fn bearer_guard(c: &Compiled) -> Option<Arc<bearer::BearerPolicy>> {
+    let route = c.snapshot.routes.find("app.example.com", "/")?;
+    match &route.guard_for("/")?.policy {
+        GuardPolicy::Bearer(b) => Some(b.clone()),
+        _ => None,
+    }
+}
+
+const JWT: &str = r#"    alb.ingress.kubernetes.io/jwt-validation: '{"jwksEndpoint":"https://idp.test/jwks","issuer":"https://idp.test","additionalClaims":[{"name":"scope","format":"space-separated-values","values":["api:read"]}]}'
+"#;
+
+#[test]
+fn jwt_validation_alone_guards_with_bearer_tokens_only() {
+    let c = annotated(
+        &format!(
+            "{INTERNET_FACING}{JWT}    portcullis.dev/jwt-audiences: https://api.test, other\n"
+        ),
+        "",
+    );
+    assert_eq!(annotation_problems(&c), Vec::<String>::new());
+    let b = bearer_guard(&c).expect("a bearer-only guard");
+    assert_eq!(b.issuer, "https://idp.test");
+    assert_eq!(b.jwks_uri.as_deref(), Some("https://idp.test/jwks"));
+    assert_eq!(b.audiences, ["https://api.test", "other"]);
+    assert!(!b.any_audience);
+    assert_eq!(b.claims.len(), 1);
+    // Every path of the Ingress, as ALB's action on its rules.
+    let api = c.snapshot.routes.find("app.example.com", "/api/x").unwrap();
+    assert!(matches!(
+        api.guard_for("/api/x").map(|g| &g.policy),
+        Some(GuardPolicy::Bearer(_))
+    ));
+    assert!(
+        c.snapshot
+            .routes
+            .oidc_policies("app.example.com", None)
+            .is_empty(),
+        "no login endpoints"
+    );
+
+    let any = annotated(
+        &format!("{INTERNET_FACING}{JWT}    portcullis.dev/jwt-audiences: \"*\"\n"),
+        "",
+    );
+    assert_eq!(annotation_problems(&any), Vec::<String>::new());
+    assert!(bearer_guard(&any).unwrap().any_audience);
+}
+
+#[test]
+fn jwt_validation_without_audiences_or_well_formed_json_closes_the_routes() {
+    let no_claims = JWT.replace(
+        r#","additionalClaims":[{"name":"scope","format":"space-separated-values","values":["api:read"]}]"#,
+        "",
+    );
+    for (annotations, field) in [
+        (
+            JWT.to_owned(),
+            "metadata.annotations[portcullis.dev/jwt-audiences]",
+        ),
+        (
+            format!("{no_claims}    portcullis.dev/jwt-audiences: \"*\"\n"),
+            "metadata.annotations[portcullis.dev/jwt-audiences]",
+        ),
+        (
+            format!("{JWT}    portcullis.dev/jwt-audiences: \"a, *\"\n"),
+            "metadata.annotations[portcullis.dev/jwt-audiences]",
+        ),
+        (
+            "    alb.ingress.kubernetes.io/jwt-validation: '{\"issuer\":\"https://idp.test\"}'\n    portcullis.dev/jwt-audiences: a\n".to_owned(),
+            "metadata.annotations[alb.ingress.kubernetes.io/jwt-validation]",
+        ),
+        (
+            JWT.replace("https://idp.test\",\"add", "http://idp.test\",\"add")
+                + "    portcullis.dev/jwt-audiences: a\n",
+            "metadata.annotations[alb.ingress.kubernetes.io/jwt-validation].issuer",
+        ),
+        (
+            JWT.replace("https://idp.test/jwks", "https://169.254.169.254/jwks")
+                + "    portcullis.dev/jwt-audiences: a\n",
+            "metadata.annotations[alb.ingress.kubernetes.io/jwt-validation].jwksEndpoint",
+        ),
+    ] {
+        let c = annotated(&format!("{INTERNET_FACING}{annotations}"), "");
+        assert!(
+            matches!(guard_policy(&c, "/"), Some(Err(_))),
+            "closed: {annotations}"
+        );
+        assert!(
+            c.diagnostics.iter().any(|d| d.field == field),
+            "{field}: {:#?}",
+            c.diagnostics
+        );
+    }
+}
+
+#[test]
+fn jwt_validation_beside_a_login_is_the_rules_bearer_check() {
+    let c = annotated(
+        &format!(
+            "{INTERNET_FACING}    alb.ingress.kubernetes.io/auth-type: oidc\n    alb.ingress.kubernetes.io/auth-idp-oidc: '{{\"issuer\":\"https://alb.example.com\",\"secretName\":\"alb\"}}'\n{JWT}    portcullis.dev/jwt-audiences: \"*\"\n"
+        ),
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {name: alb, namespace: apps}\nstringData: {clientID: a, clientSecret: b}\n",
+    );
+    assert_eq!(annotation_problems(&c), Vec::<String>::new());
+    let p = guard_policy(&c, "/").unwrap().unwrap();
+    let b = p.bearer.as_ref().expect("tokens beside sessions");
+    assert_eq!(b.issuer, "https://idp.test");
+    assert!(b.any_audience);
+}
+
+#[test]
+fn cognito_annotations_become_the_user_pools_oidc_login() {
+    let cognito = r#"    alb.ingress.kubernetes.io/auth-type: cognito
+    alb.ingress.kubernetes.io/auth-idp-cognito: '{"userPoolARN":"arn:aws:cognito-idp:eu-west-1:123456789012:userpool/eu-west-1_AbC123","userPoolClientID":"4abc5def","userPoolDomain":"my-app"}'
+"#;
+    let secret = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: cognito, namespace: apps}\nstringData: {clientSecret: s}\n";
+    let c = annotated(
+        &format!("{INTERNET_FACING}{cognito}    portcullis.dev/cognito-client-secret: cognito\n"),
+        secret,
+    );
+    assert_eq!(annotation_problems(&c), Vec::<String>::new());
+    let p = guard_policy(&c, "/").unwrap().unwrap();
+    assert_eq!(
+        p.issuer,
+        "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123"
+    );
+    let base = "https://my-app.auth.eu-west-1.amazoncognito.com/oauth2";
+    assert_eq!(
+        p.authorization_endpoint.as_deref(),
+        Some(format!("{base}/authorize").as_str())
+    );
+    assert_eq!(
+        p.token_endpoint.as_deref(),
+        Some(format!("{base}/token").as_str())
+    );
+    assert_eq!(
+        p.user_info_endpoint.as_deref(),
+        Some(format!("{base}/userInfo").as_str())
+    );
+    assert_eq!(
+        (p.client_id.as_str(), p.client_secret.as_str()),
+        ("4abc5def", "s")
+    );
+
+    // ALB reads the secret from Cognito; here a Secret must hold it, or the routes close.
+    for (annotations, extra, field) in [
+        (cognito.to_owned(), secret, "metadata.annotations[portcullis.dev/cognito-client-secret]"),
+        (
+            format!("{cognito}    portcullis.dev/cognito-client-secret: missing\n"),
+            secret,
+            "metadata.annotations[portcullis.dev/cognito-client-secret]",
+        ),
+        (
+            cognito.replace("userpool/eu-west-1_AbC123", "group/x")
+                + "    portcullis.dev/cognito-client-secret: cognito\n",
+            secret,
+            "metadata.annotations[alb.ingress.kubernetes.io/auth-idp-cognito]",
+        ),
+        (
+            "    alb.ingress.kubernetes.io/auth-type: cognito\n    portcullis.dev/cognito-client-secret: cognito\n".to_owned(),
+            secret,
+            "metadata.annotations[alb.ingress.kubernetes.io/auth-idp-cognito]",
+        ),
+    ] {
+        let c = annotated(&format!("{INTERNET_FACING}{annotations}"), extra);
+        assert!(
+            matches!(guard_policy(&c, "/"), Some(Err(_))),
+            "closed: {annotations}"
+        );
+        assert!(
+            c.diagnostics.iter().any(|d| d.field == field),
+            "{field}: {:#?}",
+            c.diagnostics
+        );
+    }
+}
+
+#[test]
+fn inbound_cidrs_become_the_routes_source_allow_list() {
+    let c = annotated(
+        &format!(
+            "{INTERNET_FACING}    alb.ingress.kubernetes.io/inbound-cidrs: 10.0.0.0/8, 192.168.1.7/24 ,2001:db8::/32\n"
+        ),
+        "",
+    );
+    assert_eq!(annotation_problems(&c), Vec::<String>::new());
+    for path in ["/", "/api/x", "/any"] {
+        let route = c.snapshot.routes.find("app.example.com", path).unwrap();
+        let sources = route.sources.as_ref().expect("every route of the Ingress");
+        let admits = |ip: &str| sources.admits(Some(ip.parse().unwrap()));
+        assert!(admits("10.200.0.1"));
+        assert!(admits("192.168.1.200"), "host bits are dropped");
+        assert!(admits("::ffff:10.0.0.1"), "IPv4 as IPv6 is IPv4");
+        assert!(admits("2001:db8:1::5"));
+        assert!(!admits("127.0.0.1"));
+        assert!(!admits("192.168.2.1"));
+        assert!(!admits("2001:db9::1"));
+        assert!(!sources.admits(None));
+        assert!(route.closed.is_none());
+    }
+
+    for bad in ["10.0.0.0/33", "10.0.0.1", "", "10.0.0.0/8,,", "any"] {
+        let c = annotated(
+            &format!("{INTERNET_FACING}    alb.ingress.kubernetes.io/inbound-cidrs: \"{bad}\"\n"),
+            "",
+        );
+        let route = c.snapshot.routes.find("app.example.com", "/").unwrap();
+        let closed = route
+            .closed
+            .as_ref()
+            .expect("a malformed list closes the routes");
+        assert_eq!(closed.reason, "AnnotationInvalid", "{bad}");
+        let d = c
+            .diagnostics
+            .iter()
+            .find(|d| d.field == "metadata.annotations[alb.ingress.kubernetes.io/inbound-cidrs]")
+            .unwrap_or_else(|| panic!("{bad}: {:#?}", c.diagnostics));
+        assert_eq!(d.severity, crate::diagnostics::Severity::Error);
+        assert!(d.fix.contains("10.0.0.0/8"), "{}", d.fix);
+    }
+}
+
+#[test]
+fn access_controls_portcullis_cannot_give_close_the_routes_unless_accepted() {
+    for (annotation, name) in [
+        ("    alb.ingress.kubernetes.io/scheme: internal\n", "scheme"),
+        ("    alb.ingress.kubernetes.io/target-type: ip\n", "scheme"),
+        (
+            "    alb.ingress.kubernetes.io/wafv2-acl-arn: arn:aws:wafv2:us-east-1:1:regional/webacl/x/y\n",
+            "wafv2-acl-arn",
+        ),
+        (
+            "    alb.ingress.kubernetes.io/waf-acl-id: abc\n",
+            "waf-acl-id",
+        ),
+        (
+            "    alb.ingress.kubernetes.io/shield-advanced-protection: \"true\"\n",
+            "shield-advanced-protection",
+        ),
+        (
+            "    alb.ingress.kubernetes.io/security-groups: sg-1, sg-2\n",
+            "security-groups",
+        ),
+        (
+            "    alb.ingress.kubernetes.io/security-group-prefix-lists: pl-1\n",
+            "security-group-prefix-lists",
+        ),
+        (
+            "    alb.ingress.kubernetes.io/mutual-authentication: '[{\"port\":443,\"mode\":\"verify\",\"trustStore\":\"arn:x\"}]'\n",
+            "mutual-authentication",
+        ),
+    ] {
+        let scheme = if name == "scheme" {
+            ""
+        } else {
+            INTERNET_FACING
+        };
+        let c = annotated(&format!("{scheme}{annotation}"), "");
+        let route = c.snapshot.routes.find("app.example.com", "/").unwrap();
+        let closed = route
+            .closed
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name} closes"));
+        assert_eq!(closed.reason, "AnnotationNotHonoured");
+        assert!(closed.problem.contains(name), "{}", closed.problem);
+        let d = c
+            .diagnostics
+            .iter()
+            .find(|d| d.field == format!("metadata.annotations[alb.ingress.kubernetes.io/{name}]"))
+            .unwrap_or_else(|| panic!("{name}: {:#?}", c.diagnostics));
+        assert_eq!(d.severity, crate::diagnostics::Severity::Error);
+        assert!(
+            d.fix
+                .contains(&format!("portcullis.dev/accept-alb-differences: {name}")),
+            "{}",
+            d.fix
+        );
+        // The operator who put the control in front says so, and the routes open.
+        let accepted = annotated(
+            &format!(
+                "{scheme}{annotation}    portcullis.dev/accept-alb-differences: waf-acl-id, {name}\n"
+            ),
+            "",
+        );
+        let route = accepted
+            .snapshot
+            .routes
+            .find("app.example.com", "/")
+            .unwrap();
+        assert!(route.closed.is_none(), "{name}: {:?}", route.closed);
+        assert_eq!(annotation_problems(&accepted), Vec::<String>::new());
+        assert!(
+            !accepted.diagnostics.iter().any(|d| d.field.contains(name)),
+            "an accepted annotation is read, not reported as ignored: {:#?}",
+            accepted.diagnostics
+        );
+        // Or says so for every Ingress.
+        let options = CompileOptions {
+            accept_alb_differences: vec![name.to_owned()],
+            ..CompileOptions::default()
+        };
+        let ingress = INGRESS.replace(
+            "metadata: {name: web, namespace: apps}",
+            &format!(
+                "metadata:\n  name: web\n  namespace: apps\n  annotations:\n{scheme}{annotation}"
+            ),
+        );
+        let global = compile(&objects(&ingress), &options);
+        let route = global.snapshot.routes.find("app.example.com", "/").unwrap();
+        assert!(route.closed.is_none(), "{name}: {:?}", route.closed);
+    }
+    // What asks for nothing closes nothing.
+    for open in [
+        "    alb.ingress.kubernetes.io/shield-advanced-protection: \"false\"\n",
+        "    alb.ingress.kubernetes.io/mutual-authentication: '[{\"port\":443,\"mode\":\"off\"}]'\n",
+        "    alb.ingress.kubernetes.io/wafv2-acl-arn: \"\"\n",
+    ] {
+        let c = annotated(&format!("{INTERNET_FACING}{open}"), "");
+        let route = c.snapshot.routes.find("app.example.com", "/").unwrap();
+        assert!(route.closed.is_none(), "{open}");
+    }
+    let plain = compiled(INGRESS);
+    let route = plain.snapshot.routes.find("app.example.com", "/").unwrap();
+    assert!(
+        route.closed.is_none() && route.sources.is_none(),
+        "an Ingress not written for ALB is not internal by ALB's default"
+    );
+    // A malformed value closes too, and a typo in the acceptance is reported.
+    let c = annotated(
+        &format!(
+            "{INTERNET_FACING}    alb.ingress.kubernetes.io/mutual-authentication: verify\n    portcullis.dev/accept-alb-differences: wafv2\n"
+        ),
+        "",
+    );
+    let route = c.snapshot.routes.find("app.example.com", "/").unwrap();
+    assert_eq!(route.closed.as_ref().unwrap().reason, "AnnotationInvalid");
+    assert!(
+        c.diagnostics
+            .iter()
+            .any(|d| d.field == "metadata.annotations[portcullis.dev/accept-alb-differences]"),
+        "{:#?}",
+        c.diagnostics
+    );
+}
+
+#[test]
+fn a_source_allow_list_keeps_its_routes_logins_from_other_networks() {
+    let c = annotated(
+        &format!(
+            "{INTERNET_FACING}    alb.ingress.kubernetes.io/inbound-cidrs: 10.0.0.0/8\n    alb.ingress.kubernetes.io/auth-type: oidc\n    alb.ingress.kubernetes.io/auth-idp-oidc: '{{\"issuer\":\"https://alb.example.com\",\"secretName\":\"alb\"}}'\n"
+        ),
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {name: alb, namespace: apps}\nstringData: {clientID: a, clientSecret: b}\n",
+    );
+    assert_eq!(annotation_problems(&c), Vec::<String>::new());
+    let routes = &c.snapshot.routes;
+    let inside = Some("10.1.2.3".parse().unwrap());
+    let outside = Some("127.0.0.1".parse().unwrap());
+    assert_eq!(routes.oidc_policies("app.example.com", inside).len(), 1);
+    assert!(routes.oidc_policies("app.example.com", outside).is_empty());
+    assert!(routes.oidc_policies("app.example.com", None).is_empty());
 }

@@ -241,6 +241,13 @@ pub const REASONS: &[Reason] = &[
         "Get a fresh token for the audience in spec.bearer.audiences from the issuer in spec.bearer.issuer; compare its claims (e.g. at jwt.io, offline) with spec.bearer.",
     ),
     r(
+        "AuthBearerTokenRequired",
+        "401",
+        "The route takes bearer tokens only (ALB's jwt-validation without a login), and the request carries none (401, WWW-Authenticate: Bearer).",
+        "An API client that sent no Authorization header, or another scheme than Bearer; or a browser opening an API address.",
+        "Send Authorization: Bearer <a JWT from the issuer in the Ingress's jwt-validation, for an audience in portcullis.dev/jwt-audiences>.",
+    ),
+    r(
         "AuthInvalidLogoutRequest",
         "400",
         "A front-channel logout request was refused (400).",
@@ -267,6 +274,27 @@ pub const REASONS: &[Reason] = &[
         "The callback's iss parameter names another provider (RFC 9207).",
         "Two providers' logins crossed in one browser, or an attacker replayed another provider's response (mix-up).",
         "Start again from the application; if it persists, check that the AuthRule's issuer is exactly the provider's.",
+    ),
+    r(
+        "SourceNotAllowed",
+        "403",
+        "The client's address is not in the Ingress's alb.ingress.kubernetes.io/inbound-cidrs, so the request was refused before any login or backend (403).",
+        "A client outside the listed networks; or Portcullis sits behind a load balancer or proxy that is not a --trusted-proxy, so every request seems to come from that hop; or a trusted hop's X-Forwarded-For names the client it saw, outside the list.",
+        "Add the client's network to inbound-cidrs; when a proxy is in front, start Portcullis with --trusted-proxy <its address or range> so X-Forwarded-For is read (the access log's client field shows the peer).",
+    ),
+    r(
+        "AnnotationNotHonoured",
+        "500",
+        "The route's Ingress asks for an access control Portcullis cannot give (an internal scheme, a WAF, Shield, security groups, client certificates), so the route is closed.",
+        "An Ingress written for the AWS Load Balancer Controller with alb.ingress.kubernetes.io/scheme: internal (or no scheme: ALB's default is internal), wafv2-acl-arn, waf-acl-id, shield-advanced-protection: true, security-groups, security-group-prefix-lists or mutual-authentication.",
+        "Put that control in front of Portcullis, then annotate the Ingress portcullis.dev/accept-alb-differences: <annotation names> (or start Portcullis with --accept-alb-differences); `portcullis check` names each annotation.",
+    ),
+    r(
+        "AnnotationInvalid",
+        "500",
+        "An access-control annotation of the route's Ingress is malformed, so the route is closed.",
+        "inbound-cidrs with an entry that is not a CIDR range, or a scheme, shield-advanced-protection or mutual-authentication value ALB would not read either.",
+        "`portcullis check` (or the Ingress's Warning events) names the annotation and the fix.",
     ),
     r(
         "BackendUnavailable",

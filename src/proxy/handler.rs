@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 
 use super::canonical::{self, Authority, Refusal};
 use super::forward::{self, Outgoing};
-use super::headers::{is_websocket_upgrade, set_forwarded};
+use super::headers::{client_ip, is_websocket_upgrade, set_forwarded};
 use super::pages::{ErrorPage, prefers_html, redirect};
 use super::{Body, BoxError, ConnInfo, DataPlane, Live};
 use crate::auth::bearer::{BearerError, bearer_token, challenge};
@@ -25,7 +25,9 @@ use crate::auth::login::{Browser, CALLBACK_PATH, Identity, LoginError, Notes, Se
 use crate::auth::redirect::safe_return_path;
 use crate::auth::session::Session;
 use crate::compile::authorization::{RequestFacts, Source};
+use crate::compile::bearer::BearerPolicy;
 use crate::compile::{AuthPolicy, Backend, GuardPolicy, Redirect, Rewrite, Route, RouteQuery};
+use crate::diagnostics::ObjectRef;
 use crate::form::form_pairs;
 use crate::model::OnUnauthenticatedRequest;
 use crate::model::{BACKCHANNEL_LOGOUT_PATH, FRONTCHANNEL_LOGOUT_PATH};
@@ -139,6 +141,13 @@ impl Exchange {
         }
         let live = self.live.clone();
         let routes = &live.snapshot.routes;
+        // Read before any forwarding header is changed; routes with a source
+        // allow-list admit only this address, their login endpoints included.
+        let client = client_ip(
+            req.headers(),
+            self.conn.peer,
+            &self.dp.config.trusted_proxies,
+        );
         if path == BACKCHANNEL_LOGOUT_PATH && req.method() == http::Method::POST {
             let policies = routes.all_policies();
             if !policies.is_empty() {
@@ -146,14 +155,14 @@ impl Exchange {
             }
         }
         if path == FRONTCHANNEL_LOGOUT_PATH && req.method() == http::Method::GET {
-            let policies = routes.oidc_policies(&host);
+            let policies = routes.oidc_policies(&host, client);
             if !policies.is_empty() {
                 return self.frontchannel_logout(&req, &host, &policies).await;
             }
         }
         let key = routes.match_key(&path);
         if routes.is_auth_path(&key) {
-            let policies = routes.oidc_policies(&host);
+            let policies = routes.oidc_policies(&host, client);
             if key == CALLBACK_PATH && !policies.is_empty() {
                 return self.callback(&req, &authority, &policies).await;
             }
@@ -178,6 +187,26 @@ impl Exchange {
         };
         self.rec.matched_rule_priority = route.priority.to_string();
         self.route = Some(route.clone());
+        // Who may connect at all, and whether the route may be served, come before
+        // any redirect, login or backend.
+        if let Some(sources) = &route.sources
+            && !sources.admits(client)
+        {
+            tracing::info!(trace_id = %self.trace.root, ingress = %route.ingress, client = ?client, "request refused: the source address is not in the Ingress's inbound-cidrs");
+            return self.error(
+                StatusCode::FORBIDDEN,
+                "SourceNotAllowed",
+                "This address is not open to your network.",
+            );
+        }
+        if let Some(closed) = &route.closed {
+            tracing::warn!(trace_id = %self.trace.root, ingress = %route.ingress, problem = %closed.problem, "route closed: an access-control annotation cannot be honoured");
+            return self.error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                closed.reason,
+                "This address asks for an access control Portcullis cannot give, so it is closed; the operator can see why in the Ingress's events or with `portcullis check`.",
+            );
+        }
         let path_and_query = match req.uri().query() {
             Some(q) => format!("{path}?{q}"),
             None => path.clone(),
@@ -212,6 +241,11 @@ impl Exchange {
                         http::HeaderValue::from_static("5"),
                     );
                     return resp;
+                }
+                GuardPolicy::Bearer(bearer) => {
+                    if let Some(answer) = self.bearer_only(&mut req, &guard.rule, bearer).await {
+                        return answer;
+                    }
                 }
                 GuardPolicy::Oidc(policy) => {
                     let at = Arrival {
@@ -620,7 +654,7 @@ impl Exchange {
             Ok(who) => who,
             Err(e) => {
                 self.dp.metrics.auth.bearer(&rule, e.reason());
-                return Some(self.bearer_refused(policy, &e));
+                return Some(self.bearer_refused(&policy.rule, &e));
             }
         };
         self.dp.metrics.auth.bearer(&rule, "");
@@ -641,8 +675,57 @@ impl Exchange {
         }
     }
 
-    fn bearer_refused(&mut self, policy: &AuthPolicy, e: &BearerError) -> Response<Body> {
-        tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, reason = e.reason(), error = %e, "bearer token refused");
+    /// A route that takes bearer tokens only (ALB's `jwt-validation` without a login):
+    /// `None` forwards the request with its token unchanged, `Some` is the refusal
+    /// (401 without a valid token, never a redirect).
+    async fn bearer_only(
+        &mut self,
+        req: &mut Request<Incoming>,
+        rule: &ObjectRef,
+        bearer: &BearerPolicy,
+    ) -> Option<Response<Body>> {
+        if self.conn.tls.is_none() && !self.conn.local.ip().is_loopback() {
+            return Some(self.error(
+                StatusCode::FORBIDDEN,
+                "AuthRequiresHttps",
+                "Bearer tokens are taken over HTTPS only; use the https:// address.",
+            ));
+        }
+        let token = if req.headers().contains_key(http::header::AUTHORIZATION) {
+            match self.bearer_credential(req) {
+                Ok(token) => token,
+                Err(refused) => return Some(*refused),
+            }
+        } else {
+            None
+        };
+        let Some(token) = token else {
+            let mut resp = self.error(
+                StatusCode::UNAUTHORIZED,
+                "AuthBearerTokenRequired",
+                "This address needs a bearer token.",
+            );
+            resp.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            return Some(resp);
+        };
+        let label = format!("{}/{}", rule.namespace, rule.name);
+        match self.dp.auth.bearer(bearer, &token, unix_now()).await {
+            Ok(_) => {
+                self.dp.metrics.auth.bearer(&label, "");
+                None
+            }
+            Err(e) => {
+                self.dp.metrics.auth.bearer(&label, e.reason());
+                Some(self.bearer_refused(rule, &e))
+            }
+        }
+    }
+
+    fn bearer_refused(&mut self, rule: &ObjectRef, e: &BearerError) -> Response<Body> {
+        tracing::warn!(trace_id = %self.trace.root, %rule, reason = e.reason(), error = %e, "bearer token refused");
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
         let message = if status == StatusCode::UNAUTHORIZED {
             "The bearer token is not valid here."

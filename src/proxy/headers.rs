@@ -1,6 +1,6 @@
 //! Header rules of the request path: hop-by-hop removal and the forwarding headers.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::header::{
     CONNECTION, HeaderMap, HeaderName, HeaderValue, TE, TRANSFER_ENCODING, UPGRADE,
@@ -128,6 +128,44 @@ pub fn set_forwarded(
     }
 }
 
+/// The client's address, as a source allow-list reads it: the socket peer, or, when
+/// the peer is a trusted proxy, the right-most address of `X-Forwarded-For` that is
+/// not itself a trusted proxy (each trusted hop appends the address it saw; what lies
+/// left of the first untrusted one, the client wrote). `None` when that entry is not
+/// an address: no allow-list admits it.
+pub fn client_ip(headers: &HeaderMap, peer: SocketAddr, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer_ip = peer.ip().to_canonical();
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(peer_ip) {
+        return Some(peer_ip);
+    }
+    let mut client = peer_ip;
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .flat_map(|v| {
+            // A value that is not text counts as one entry that is not an address.
+            v.to_str().unwrap_or("-").rsplit(',')
+        });
+    for hop in hops {
+        let hop = hop.trim();
+        // `1.2.3.4`, `2001:db8::1`, or with a port: `1.2.3.4:5`, `[2001:db8::1]:5`.
+        let ip = hop
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))?
+            .to_canonical();
+        client = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    Some(client)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +211,59 @@ mod tests {
         );
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 203.0.113.9");
         assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn the_client_is_the_peer_unless_a_trusted_proxy_says_otherwise() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let xff = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+            }
+            h
+        };
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let outsider: SocketAddr = "203.0.113.9:5000".parse().unwrap();
+        let proxy: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        assert_eq!(
+            client_ip(&xff(&["10.1.1.1"]), outsider, &trusted),
+            ip("203.0.113.9"),
+            "an untrusted peer's X-Forwarded-For does not count"
+        );
+        assert_eq!(client_ip(&xff(&[]), proxy, &trusted), ip("10.0.0.2"));
+        assert_eq!(
+            client_ip(&xff(&["10.9.9.9, 198.51.100.1"]), proxy, &trusted),
+            ip("198.51.100.1"),
+            "the right-most untrusted address, not what the client wrote before it"
+        );
+        assert_eq!(
+            client_ip(&xff(&["198.51.100.1, 10.0.0.7"]), proxy, &trusted),
+            ip("198.51.100.1"),
+            "trusted hops are skipped"
+        );
+        assert_eq!(
+            client_ip(&xff(&["198.51.100.1", "10.0.0.7:443"]), proxy, &trusted),
+            ip("198.51.100.1"),
+            "repeated headers are one list; ports are dropped"
+        );
+        assert_eq!(
+            client_ip(&xff(&["[2001:db8::1]:443"]), proxy, &trusted),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
+            client_ip(&xff(&["::ffff:198.51.100.1"]), proxy, &trusted),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            client_ip(&xff(&["unknown"]), proxy, &trusted),
+            None,
+            "no address, no pass"
+        );
+        assert_eq!(
+            client_ip(&xff(&["junk, 198.51.100.1"]), proxy, &trusted),
+            ip("198.51.100.1"),
+            "what lies beyond the client is not read"
+        );
     }
 }
