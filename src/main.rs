@@ -297,6 +297,15 @@ struct ProxyArgs {
     /// at start.
     #[arg(long, env = "PORTCULLIS_SIGNING_KEY_FILE")]
     signing_key_file: Option<PathBuf>,
+    /// During a signing-key rollout: the key being replaced (PKCS#8 PEM), published at
+    /// /keys and --public-keys-path beside the signing key but not used to sign, so
+    /// replicas still signing with it are verified by keys any replica serves.
+    #[arg(long, env = "PORTCULLIS_PREVIOUS_SIGNING_KEY_FILE")]
+    previous_signing_key_file: Option<PathBuf>,
+    /// During a signing-key rollout: the key that will replace the signing key,
+    /// published (not used to sign) before the replicas switch to it.
+    #[arg(long, env = "PORTCULLIS_NEXT_SIGNING_KEY_FILE")]
+    next_signing_key_file: Option<PathBuf>,
     /// Seconds to wait for the identity provider (token, userinfo, discovery).
     #[arg(long, default_value_t = 5)]
     idp_timeout: u64,
@@ -666,7 +675,7 @@ async fn start_data_plane(args: &ProxyArgs, keys: Keys) -> anyhow::Result<Starte
     let auth = Authenticator::new(
         idp,
         keys.ring,
-        keys.signing_key,
+        keys.signing_keys,
         args.signer.clone(),
         shared,
     );
@@ -831,9 +840,18 @@ fn keys(args: &ProxyArgs, fallback: Option<KeyText>) -> anyhow::Result<Keys> {
         p.as_ref()
             .map_or(source.to_owned(), |p| p.display().to_string())
     };
+    let optional = |file: &Option<PathBuf>, from_secret: Option<String>| match file {
+        Some(p) => read(p).map(Some),
+        None => Ok(from_secret),
+    };
     let text = KeyText {
         session_keys,
         signing_key_pem,
+        previous_signing_key_pem: optional(
+            &args.previous_signing_key_file,
+            fallback.previous_signing_key_pem,
+        )?,
+        next_signing_key_pem: optional(&args.next_signing_key_file, fallback.next_signing_key_pem)?,
     };
     Ok(text.parse(&format!(
         "{} and {}",

@@ -320,7 +320,7 @@ impl Exchange {
     fn public_keys(&mut self, path: &str) -> Option<Response<Body>> {
         let base = self.dp.config.public_keys_path.as_deref()?;
         let (status, content_type, body) = crate::auth::identity::key_document(
-            self.dp.auth.signing_key(),
+            self.dp.auth.signing_keys(),
             path.strip_prefix(base)?,
         )?;
         self.rec.add_action("fixed-response");
