@@ -313,6 +313,20 @@ struct ProxyArgs {
     /// TLS certificates chain to (trusted besides the system's).
     #[arg(long, env = "PORTCULLIS_IDP_CA_FILE")]
     idp_ca_file: Option<PathBuf>,
+    /// Open client connections allowed on each listener (HTTP, HTTPS); as nine tenths
+    /// are reached the longest-idle keep-alive connections are closed, and at the cap
+    /// a new connection is closed at once. 0: no cap.
+    #[arg(long, env = "PORTCULLIS_MAX_CONNECTIONS", default_value_t = 16_384)]
+    max_connections: usize,
+    /// Open connections allowed per client address on each listener (peers in
+    /// --trusted-proxies are exempt); the client's own idle keep-alive connections
+    /// make room first. 0: no cap.
+    #[arg(
+        long,
+        env = "PORTCULLIS_MAX_CONNECTIONS_PER_CLIENT",
+        default_value_t = 512
+    )]
+    max_connections_per_client: usize,
     /// Also serve the x-amzn-oidc-data keys on every host at this path
     /// (`<path>/<kid>` PEM, `<path>` JWKS), e.g. /.well-known/portcullis-keys.
     #[arg(long)]
@@ -651,6 +665,10 @@ async fn start_data_plane(args: &ProxyArgs, keys: Keys) -> anyhow::Result<Starte
         forward_original_path: args.forward_original_path,
         expose_flows: args.expose_flows,
         underscores_in_headers: args.underscores_in_headers,
+        connection_limits: portcullis::proxy::connections::Limits {
+            max: args.max_connections,
+            per_client: args.max_connections_per_client,
+        },
         dropped_headers: args
             .drop_request_headers
             .iter()
