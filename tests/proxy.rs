@@ -253,6 +253,11 @@ async fn h2c_and_websocket_pass_through() {
         (r["type"].as_str(), r["elb_status_code"].as_str()),
         ("ws", "101")
     );
+    // The tunnel still counts against the connection cap until it ends.
+    drop(h2);
+    wait_open(&p, 1.0).await;
+    drop(stream);
+    wait_open(&p, 0.0).await;
 }
 
 /// A Service with two endpoints on one port: a backend on 127.0.0.1 and nothing on

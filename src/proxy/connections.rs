@@ -1,7 +1,7 @@
 //! How many connections a listener keeps open, in all and per client address.
 //!
 //! Every accepted connection takes a slot; the slot goes when the connection's task
-//! ends. As the listener nears its cap (nine tenths of it), each new connection asks
+//! ends, or, for a WebSocket, when its tunnel does (a tunnel is never idle). As the listener nears its cap (nine tenths of it), each new connection asks
 //! the keep-alive connection idle the longest to close (gracefully: hyper finishes
 //! what it is writing); at the cap a new connection is admitted only when an idle one
 //! makes room, else it is closed at once. A client at its own cap likewise makes
@@ -84,6 +84,34 @@ impl Slot {
     fn ask_to_close(&self) {
         self.closing.store(true, Ordering::Release);
         self.close.notify_one();
+    }
+}
+
+/// A connection's claim on its slot: the slot is given back when the last holder
+/// drops it (the connection's task, or a WebSocket tunnel that outlives hyper's
+/// connection).
+pub struct Held {
+    slot: Arc<Slot>,
+    conns: Arc<Connections>,
+}
+
+pub type Hold = Arc<Held>;
+
+impl Held {
+    pub fn new(slot: Arc<Slot>, conns: Arc<Connections>) -> Hold {
+        Arc::new(Self { slot, conns })
+    }
+
+    /// The connection became a tunnel: never idle from now on (it cannot be closed
+    /// gracefully), still counted until the tunnel ends.
+    pub fn tunnel(&self) {
+        self.slot.begin();
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.conns.release(&self.slot);
     }
 }
 
@@ -221,7 +249,7 @@ impl Connections {
             let usable = inner.slots.len() - inner.closing;
             // Closing connections still hold sockets: allow an eighth over the cap
             // for them, never more.
-            if usable >= max || inner.slots.len() >= max + max / 8 + 1 {
+            if usable >= max || inner.slots.len() > max + max / 8 {
                 return Err(self.refuse(Refused::Listener, client));
             }
         }

@@ -251,6 +251,9 @@ impl Exchange {
             Backend::Service(upstream) => {
                 self.rec.add_action("forward");
                 let upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+                let hold = websocket
+                    .then(|| req.extensions().get::<super::connections::Hold>().cloned())
+                    .flatten();
                 let (mut parts, body) = req.into_parts();
                 if (!self.dp.config.forward_original_path || route.filters.rewrite.is_some())
                     && let Ok(uri) = path_and_query.parse::<http::Uri>()
@@ -278,6 +281,7 @@ impl Exchange {
                     parts,
                     body,
                     upgrade,
+                    hold,
                 };
                 let Some(balance) = self.live.balances.get(upstream.id).cloned() else {
                     return self.error(

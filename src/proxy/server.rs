@@ -13,7 +13,7 @@ use tokio_rustls::TlsAcceptor;
 
 use rustls::ServerConfig;
 
-use super::connections::{Connections, Slot};
+use super::connections::{Connections, Held, Hold, Slot};
 use super::tls::{openssl_cipher_name, protocol_name};
 use super::{ConnInfo, DataPlane, TlsInfo, handler};
 
@@ -107,9 +107,14 @@ async fn accept_loop(
             tls: None,
         };
         let (dp, builder, tls) = (dp.clone(), builder.clone(), tls.clone());
-        let (alive, conns, stop) = (alive.clone(), conns.clone(), shutdown.clone());
+        let (alive, stop) = (alive.clone(), shutdown.clone());
+        let hold = Held::new(slot.clone(), conns.clone());
         tokio::spawn(async move {
-            let watch = Watch { slot: &slot, stop };
+            let watch = Watch {
+                slot: &slot,
+                hold: hold.clone(),
+                stop,
+            };
             match tls {
                 None => serve_connection(dp, builder, TokioIo::new(stream), conn, watch).await,
                 Some(acceptor) => {
@@ -125,7 +130,8 @@ async fn accept_loop(
                     }
                 }
             }
-            conns.release(&slot);
+            // The slot goes back once a WebSocket tunnel, if any, has ended too.
+            drop(hold);
             drop(alive);
         });
     }
@@ -158,6 +164,7 @@ impl Drop for Busy {
 /// What ends a connection early: shutdown, or the tracker making room.
 struct Watch<'a> {
     slot: &'a Arc<Slot>,
+    hold: Hold,
     stop: watch::Receiver<bool>,
 }
 
@@ -198,6 +205,7 @@ async fn serve_connection<I>(
     let conn = Arc::new(conn);
     let peer = conn.peer;
     let slot = watch.slot.clone();
+    let hold = watch.hold.clone();
     let conns = if conn.tls.is_some() {
         dp.https_connections.clone()
     } else {
@@ -206,8 +214,9 @@ async fn serve_connection<I>(
     // Boxed: hyper keeps room for one request future per connection for as long as the
     // connection lives, so an idle keep-alive connection would hold a whole request's
     // state machine. Boxed, it holds a pointer, and the state exists only per request.
-    let service = service_fn(move |req| {
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let (dp, conn, slot, conns) = (dp.clone(), conn.clone(), slot.clone(), conns.clone());
+        req.extensions_mut().insert(hold.clone());
         Box::pin(async move {
             let _busy = Busy::new(slot, conns);
             handler::handle(dp, conn, req).await
@@ -217,7 +226,7 @@ async fn serve_connection<I>(
         .serve_connection_with_upgrades(io, service)
         .into_owned();
     let mut connection = std::pin::pin!(connection);
-    let Watch { slot, mut stop } = watch;
+    let Watch { slot, mut stop, .. } = watch;
     let ended = tokio::select! {
         ended = connection.as_mut() => Some(ended),
         _ = slot.close_requested() => None,
