@@ -76,7 +76,7 @@ async fn answer(
     let keys = path
         .strip_prefix("/keys")
         .or((path == "/.well-known/jwks.json").then_some(""))
-        .and_then(|rest| key_document(dp.auth.signing_key(), rest));
+        .and_then(|rest| key_document(dp.auth.signing_keys(), rest));
     let (status, content_type, body) = match (keys, path) {
         (Some(answer), _) => answer,
         (None, "/metrics") => (

@@ -85,6 +85,10 @@ async fn start_data_plane(args: &ProxyArgs, keys: Keys) -> anyhow::Result<Starte
         forward_original_path: args.forward_original_path,
         expose_flows: args.expose_flows,
         underscores_in_headers: args.underscores_in_headers,
+        connection_limits: portcullis::proxy::connections::Limits {
+            max: args.max_connections,
+            per_client: args.max_connections_per_client,
+        },
         dropped_headers: args
             .drop_request_headers
             .iter()
@@ -109,7 +113,7 @@ async fn start_data_plane(args: &ProxyArgs, keys: Keys) -> anyhow::Result<Starte
     let auth = Authenticator::new(
         idp,
         keys.ring,
-        keys.signing_key,
+        keys.signing_keys,
         args.signer.clone(),
         shared,
     );
@@ -274,9 +278,18 @@ fn keys(args: &ProxyArgs, fallback: Option<KeyText>) -> anyhow::Result<Keys> {
         p.as_ref()
             .map_or(source.to_owned(), |p| p.display().to_string())
     };
+    let optional = |file: &Option<PathBuf>, from_secret: Option<String>| match file {
+        Some(p) => read(p).map(Some),
+        None => Ok(from_secret),
+    };
     let text = KeyText {
         session_keys,
         signing_key_pem,
+        previous_signing_key_pem: optional(
+            &args.previous_signing_key_file,
+            fallback.previous_signing_key_pem,
+        )?,
+        next_signing_key_pem: optional(&args.next_signing_key_file, fallback.next_signing_key_pem)?,
     };
     Ok(text.parse(&format!(
         "{} and {}",

@@ -292,6 +292,15 @@ pub struct ProxyArgs {
     /// at start.
     #[arg(long, env = "PORTCULLIS_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<PathBuf>,
+    /// During a signing-key rollout: the key being replaced (PKCS#8 PEM), published at
+    /// /keys and --public-keys-path beside the signing key but not used to sign, so
+    /// replicas still signing with it are verified by keys any replica serves.
+    #[arg(long, env = "PORTCULLIS_PREVIOUS_SIGNING_KEY_FILE")]
+    pub previous_signing_key_file: Option<PathBuf>,
+    /// During a signing-key rollout: the key that will replace the signing key,
+    /// published (not used to sign) before the replicas switch to it.
+    #[arg(long, env = "PORTCULLIS_NEXT_SIGNING_KEY_FILE")]
+    pub next_signing_key_file: Option<PathBuf>,
     /// Seconds to wait for the identity provider (token, userinfo, discovery).
     #[arg(long, default_value_t = 5)]
     pub idp_timeout: u64,
@@ -299,6 +308,20 @@ pub struct ProxyArgs {
     /// TLS certificates chain to (trusted besides the system's).
     #[arg(long, env = "PORTCULLIS_IDP_CA_FILE")]
     pub idp_ca_file: Option<PathBuf>,
+    /// Open client connections allowed on each listener (HTTP, HTTPS); as nine tenths
+    /// are reached the longest-idle keep-alive connections are closed, and at the cap
+    /// a new connection is closed at once. 0: no cap.
+    #[arg(long, env = "PORTCULLIS_MAX_CONNECTIONS", default_value_t = 16_384)]
+    pub max_connections: usize,
+    /// Open connections allowed per client address on each listener (peers in
+    /// --trusted-proxies are exempt); the client's own idle keep-alive connections
+    /// make room first. 0: no cap.
+    #[arg(
+        long,
+        env = "PORTCULLIS_MAX_CONNECTIONS_PER_CLIENT",
+        default_value_t = 512
+    )]
+    pub max_connections_per_client: usize,
     /// Also serve the x-amzn-oidc-data keys on every host at this path
     /// (`<path>/<kid>` PEM, `<path>` JWKS), e.g. /.well-known/portcullis-keys.
     #[arg(long)]

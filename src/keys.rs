@@ -10,12 +10,16 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, PostParams};
 
-use crate::auth::identity::{IdentityError, SigningKey, pem};
+use crate::auth::identity::{IdentityError, SigningKey, SigningKeys, pem};
 use crate::auth::sealed::KeyRing;
 
 /// Key names inside the keys Secret.
 pub const SESSION_KEYS: &str = "session-keys";
 pub const SIGNING_KEY: &str = "signing-key.pem";
+/// Published beside the signing key during a rollout (see `SigningKeys`): the key it
+/// replaced, and the key that will replace it.
+pub const PREVIOUS_SIGNING_KEY: &str = "signing-key-previous.pem";
+pub const NEXT_SIGNING_KEY: &str = "signing-key-next.pem";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeysError {
@@ -54,11 +58,14 @@ pub enum KeysError {
 pub struct KeyText {
     pub session_keys: String,
     pub signing_key_pem: String,
+    /// Keys published, not used to sign: the previous and the next signing key.
+    pub previous_signing_key_pem: Option<String>,
+    pub next_signing_key_pem: Option<String>,
 }
 
 pub struct Keys {
     pub ring: KeyRing,
-    pub signing_key: SigningKey,
+    pub signing_keys: SigningKeys,
 }
 
 impl KeyText {
@@ -76,6 +83,8 @@ impl KeyText {
         Ok(Self {
             session_keys: format!("{}\n", STANDARD.encode(session)),
             signing_key_pem: pem("PRIVATE KEY", pkcs8.as_ref()),
+            previous_signing_key_pem: None,
+            next_signing_key_pem: None,
         })
     }
 
@@ -85,14 +94,19 @@ impl KeyText {
         let ring = KeyRing::new(&session_keys).ok_or_else(|| KeysError::BadSessionKey {
             source_name: source_name.into(),
         })?;
-        let signing_key =
-            SigningKey::from_pem(self.signing_key_pem.as_bytes()).map_err(|error| {
-                KeysError::BadSigningKey {
-                    source_name: source_name.into(),
-                    error,
-                }
-            })?;
-        Ok(Keys { ring, signing_key })
+        let key = |pem: &str| {
+            SigningKey::from_pem(pem.as_bytes()).map_err(|error| KeysError::BadSigningKey {
+                source_name: source_name.into(),
+                error,
+            })
+        };
+        let optional = |pem: &Option<String>| pem.as_deref().map(key).transpose();
+        let signing_keys = SigningKeys {
+            current: key(&self.signing_key_pem)?,
+            previous: optional(&self.previous_signing_key_pem)?,
+            next: optional(&self.next_signing_key_pem)?,
+        };
+        Ok(Keys { ring, signing_keys })
     }
 }
 
@@ -167,20 +181,25 @@ pub async fn from_secret(
             }
         }
     };
-    let field = |key: &'static str| -> Result<String, KeysError> {
+    let optional = |key: &'static str| -> Option<String> {
         secret
             .data
             .as_ref()
             .and_then(|d| d.get(key))
             .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            .ok_or_else(|| KeysError::MissingKey {
-                namespace: namespace.into(),
-                name: name.into(),
-                key,
-            })
+            .filter(|text| !text.trim().is_empty())
+    };
+    let field = |key: &'static str| -> Result<String, KeysError> {
+        optional(key).ok_or_else(|| KeysError::MissingKey {
+            namespace: namespace.into(),
+            name: name.into(),
+            key,
+        })
     };
     Ok(KeyText {
         session_keys: field(SESSION_KEYS)?,
         signing_key_pem: field(SIGNING_KEY)?,
+        previous_signing_key_pem: optional(PREVIOUS_SIGNING_KEY),
+        next_signing_key_pem: optional(NEXT_SIGNING_KEY),
     })
 }

@@ -144,3 +144,108 @@ async fn a_front_channel_logout_ends_the_session_of_its_sid() {
         .unwrap();
     assert_eq!(foreign.status(), 400);
 }
+
+/// An issuer nobody serves: front-channel logouts need only its URL.
+const FLOOD_ISSUER: &str = "https://idp.invalid";
+
+async fn front_channel_target() -> (common::Backend, common::TempDir, common::Portcullis) {
+    let backend = common::Backend::start("app").await;
+    let manifests = common::TempDir::new("frontchannel-flood");
+    manifests.write(
+        "app.yaml",
+        &format!(
+            "{}{}{}",
+            common::ingress_yaml("web", &[("app.example.com", "/", "svc")], ""),
+            common::service_yaml("svc", &[backend.addr]),
+            AUTH_RULE.replace("ISSUER", FLOOD_ISSUER)
+        ),
+    );
+    let proxy = common::Portcullis::start(manifests.path(), &[]);
+    (backend, manifests, proxy)
+}
+
+fn front_channel_logout(sid: &str) -> Vec<u8> {
+    format!(
+        "GET /oauth2/frontchannel-logout?iss=https%3A%2F%2Fidp.invalid&sid={sid} HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// 10,000 front-channel logouts with the longest `sid`s taken (512 bytes), and some
+/// far longer ones, keep the process within a stated memory bound: the revocation
+/// table holds at most 4 MiB of front-channel entries per issuer and forgets the
+/// oldest, counting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_front_channel_logouts_keeps_memory_bounded() {
+    let (_backend, _manifests, proxy) = front_channel_target().await;
+    let addr = proxy.http;
+    common::eventually("the AuthRule guards the host", || async {
+        common::raw_exchange(addr, &front_channel_logout("warm-up"))
+            .await
+            .status
+            == 200
+    })
+    .await;
+    // Warm up the request path (allocator arenas, connection state) before measuring.
+    for i in 0..200 {
+        let r = common::raw_exchange(addr, &front_channel_logout(&format!("w{i}"))).await;
+        assert_eq!(r.status, 200);
+    }
+    let before = proxy.rss_kib();
+
+    // Oversize: refused with its catalogued reason, nothing recorded.
+    let huge = "s".repeat(59 * 1024);
+    let refused = common::raw_exchange(addr, &front_channel_logout(&huge)).await;
+    assert_eq!(refused.status, 400, "{}", refused.head);
+    proxy.log_line(|l| l.contains("AuthLogoutSidTooLong")).await;
+
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            tokio::spawn(async move {
+                let pad = "x".repeat(503);
+                for i in 0..1_250 {
+                    let sid = format!("{t:02}-{i:05}-{pad}");
+                    assert_eq!(sid.len(), 512);
+                    let r = common::raw_exchange(addr, &front_channel_logout(&sid)).await;
+                    assert_eq!(r.status, 200, "{}", r.head);
+                    if i % 50 == 0 {
+                        // Oversize ones mixed in.
+                        let r =
+                            common::raw_exchange(addr, &front_channel_logout(&"o".repeat(4096)))
+                                .await;
+                        assert_eq!(r.status, 400);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let after = proxy.rss_kib();
+    let grown_mib = after.saturating_sub(before) as f64 / 1024.0;
+    eprintln!(
+        "front-channel flood: 10,000 logouts (512-byte sids) in {elapsed:?}; VmRSS {} -> {} KiB (+{grown_mib:.1} MiB)",
+        before, after
+    );
+    // The table's budget is 4 MiB of keys and entries; allocator slack and request
+    // buffers add some.
+    assert!(
+        grown_mib < 24.0,
+        "VmRSS grew by {grown_mib:.1} MiB ({before} -> {after} KiB)"
+    );
+    let metrics = proxy.metrics().await;
+    let evicted: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("portcullis_revocations_evicted_total{kind=\"front_channel\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no eviction counter in\n{metrics}"));
+    assert!(evicted > 1_000.0, "evicted {evicted}");
+    assert!(
+        metrics.contains("portcullis_revocations_evicted_total{kind=\"signed\"} 0"),
+        "signed revocations are never pushed out by front-channel ones"
+    );
+}

@@ -253,6 +253,11 @@ async fn h2c_and_websocket_pass_through() {
         (r["type"].as_str(), r["elb_status_code"].as_str()),
         ("ws", "101")
     );
+    // The tunnel still counts against the connection cap until it ends.
+    drop(h2);
+    wait_open(&p, 1.0).await;
+    drop(stream);
+    wait_open(&p, 0.0).await;
 }
 
 /// A Service with two endpoints on one port: a backend on 127.0.0.1 and nothing on
@@ -601,4 +606,165 @@ async fn a_failing_endpoint_stays_marked_across_an_unrelated_reload() {
             "request {i} with a body met the dead endpoint"
         );
     }
+}
+
+/// Reads one HTTP/1.1 response (Content-Length or chunked) from a kept-alive stream.
+async fn read_one_response(stream: &mut tokio::net::TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let lower = head.to_ascii_lowercase();
+            let length = lower
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            match length {
+                Some(n) if body.len() >= n => return text,
+                None if body.ends_with("0\r\n\r\n") => return text,
+                _ => {}
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .expect("a response in time")
+            .unwrap();
+        assert!(n > 0, "closed before the response ended: {text}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Whether the server closed `stream` (EOF or reset) within a few seconds, and what it
+/// sent before.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> (bool, Vec<u8>) {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (true, got),
+            Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+            Err(_) => {}
+        }
+    }
+    (false, got)
+}
+
+fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+const OPEN_HTTP: &str = "portcullis_connections_open{listener=\"http\"}";
+
+async fn wait_open(proxy: &Portcullis, n: f64) {
+    eventually(&format!("{n} connections open"), || async {
+        metric_value(&proxy.metrics().await, OPEN_HTTP) == n
+    })
+    .await;
+}
+
+/// `--max-connections 4`: as the cap is reached the idle keep-alive connection is
+/// closed to make room; once every connection is busy, the extra one is closed at
+/// once, counted and logged.
+#[tokio::test]
+async fn the_connection_cap_closes_idle_keep_alive_first_then_refuses() {
+    let backend = Backend::start("a").await;
+    let dir = TempDir::new("conn-cap");
+    dir.write(
+        "all.yaml",
+        &format!(
+            "{}{}",
+            ingress_yaml("web", &[("app.example.com", "/", "svc-a")], ""),
+            service_yaml("svc-a", &[backend.addr])
+        ),
+    );
+    let proxy = Portcullis::start(
+        dir.path(),
+        &[
+            "--max-connections",
+            "4",
+            "--max-connections-per-client",
+            "0",
+        ],
+    );
+    let addr = proxy.http;
+    let close = b"GET / HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n";
+    eventually("the route is served", || async {
+        raw_exchange(addr, close).await.status == 200
+    })
+    .await;
+    wait_open(&proxy, 0.0).await;
+
+    // A: one request, then idle on keep-alive.
+    let mut a = tokio::net::TcpStream::connect(addr).await.unwrap();
+    a.write_all(b"GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_one_response(&mut a).await.starts_with("HTTP/1.1 200"));
+    // B, C, D: open, mid-request (no request line yet).
+    let mut busy = Vec::new();
+    for _ in 0..3 {
+        busy.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    wait_open(&proxy, 4.0).await;
+    // E, the fifth: A makes room.
+    let e = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (closed, _) = closed_by_server(&mut a).await;
+    assert!(closed, "the idle keep-alive connection was closed first");
+    wait_open(&proxy, 4.0).await;
+    // F: nothing is idle: refused, closed without a byte.
+    let mut f = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = f
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n")
+        .await;
+    let (closed, sent) = closed_by_server(&mut f).await;
+    assert!(
+        closed && sent.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&sent)
+    );
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "portcullis_connections_refused_total{listener=\"http\",reason=\"max_connections\"}"
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "portcullis_connections_closed_idle_total{listener=\"http\"}"
+        ),
+        1.0
+    );
+    let log = proxy.diagnostics.lock().unwrap().join("\n");
+    assert!(log.contains("a connection cap was reached"), "{log}");
+    // The others still work.
+    busy.push(e);
+    busy[3]
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        read_one_response(&mut busy[3])
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    busy[0]
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        read_one_response(&mut busy[0])
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
 }

@@ -239,3 +239,83 @@ async fn a_redis_outage_refuses_sessions_at_once_and_they_return_with_it() {
     })
     .await;
 }
+
+/// Sends one inline command to Redis and returns its first reply line.
+fn redis_command(redis: &RedisServer, command: &str) -> String {
+    use std::io::{BufRead, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    s.write_all(format!("{command}\r\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    line.trim().to_owned()
+}
+
+/// Front-channel logouts are written to Redis at a bounded rate (20 a second, bursts
+/// of 200): a flood beyond it still ends sessions on the replica that received it,
+/// and what was not shared is counted. Every request is answered 200 either way.
+#[tokio::test]
+async fn a_front_channel_flood_reaches_redis_at_a_bounded_rate() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let backend = Backend::start("app").await;
+    let manifests = TempDir::new("frontchannel-redis");
+    manifests.write(
+        "app.yaml",
+        &format!(
+            "{}{}{}",
+            ingress_yaml("web", &[("app.example.com", "/", "svc")], ""),
+            service_yaml("svc", &[backend.addr]),
+            AUTH_RULE.replace("ISSUER", "https://idp.invalid")
+        ),
+    );
+    let proxy = Portcullis::start(manifests.path(), &["--redis-url", &url]);
+    let logout = |sid: &str| {
+        format!(
+            "GET /oauth2/frontchannel-logout?iss=https%3A%2F%2Fidp.invalid&sid={sid} HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let sent = std::sync::atomic::AtomicUsize::new(0);
+    eventually("front-channel logouts are taken", || async {
+        let n = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        raw_exchange(proxy.http, logout(&format!("ready-{n}")).as_bytes())
+            .await
+            .status
+            == 200
+    })
+    .await;
+    let started = Instant::now();
+    let flood = 600;
+    for i in 0..flood {
+        let r = raw_exchange(proxy.http, logout(&format!("flood-{i}")).as_bytes()).await;
+        assert_eq!(r.status, 200, "{}", r.head);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let metrics = proxy.metrics().await;
+    let not_shared: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("portcullis_revocations_not_shared_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in\n{metrics}"));
+    let stored: usize = redis_command(&redis, "ZCARD portcullis:revocations:front-channel")
+        .trim_start_matches(':')
+        .parse()
+        .unwrap();
+    let total = flood + sent.load(std::sync::atomic::Ordering::Relaxed);
+    // Some warm-up requests may have failed before Redis answered; none was stored then.
+    assert!(
+        stored + not_shared <= total,
+        "{stored} + {not_shared} > {total}"
+    );
+    assert!(
+        stored + not_shared >= flood,
+        "{stored} + {not_shared} < {flood}"
+    );
+    let allowed = 200.0 + 20.0 * (elapsed + 1.0);
+    assert!(
+        (stored as f64) <= allowed,
+        "{stored} stored in {elapsed:.1} s, more than the rate allows ({allowed})"
+    );
+    assert!(not_shared > 0, "the flood exceeded the rate");
+    let log = proxy.diagnostics.lock().unwrap().join("\n");
+    assert!(log.contains("kept on this replica only"), "{log}");
+}

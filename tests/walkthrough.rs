@@ -234,8 +234,17 @@ async fn an_operator_installs_fixes_a_wrong_secret_upgrades_and_uninstalls() {
     let page: serde_json::Value = failed.json().await.unwrap();
     assert_eq!(page["error"], "AuthTokenEpRequestFailed");
     let reference = page["traceId"].as_str().unwrap().to_owned();
-    let logs = controller.diagnostics.lock().unwrap().join("\n");
-    let (ok, timeline) = run_with_stdin(&["explain", "flow", &reference, "-"], &logs);
+    // The flow's hops are logged as they happen; the last may land just after the
+    // answer.
+    let explain = || {
+        let logs = controller.diagnostics.lock().unwrap().join("\n");
+        run_with_stdin(&["explain", "flow", &reference, "-"], &logs)
+    };
+    eventually("the failed hop is in the log", || async {
+        explain().1.contains("broke at token")
+    })
+    .await;
+    let (ok, timeline) = explain();
     assert!(ok, "{timeline}");
     assert!(
         timeline.contains("broke at token") && timeline.contains("invalid_client"),

@@ -136,25 +136,69 @@ pub fn signer_for(template: &str, namespace: &str, name: &str) -> String {
         .replace("{id}", &id)
 }
 
+/// The key that signs, and the keys published beside it during a rollout: the one
+/// it replaced (`previous`, which replicas not yet restarted still sign with) and the
+/// one that replaces it (`next`, which replicas already restarted sign with). Every
+/// replica publishes all three, so a verifier asking any replica for any `kid` a
+/// replica of the rollout may have signed with gets the key, not a 404.
+pub struct SigningKeys {
+    pub current: SigningKey,
+    pub previous: Option<SigningKey>,
+    pub next: Option<SigningKey>,
+}
+
+impl From<SigningKey> for SigningKeys {
+    fn from(current: SigningKey) -> Self {
+        Self {
+            current,
+            previous: None,
+            next: None,
+        }
+    }
+}
+
+impl SigningKeys {
+    /// Every published key once: current, then next, then previous.
+    pub fn published(&self) -> Vec<&SigningKey> {
+        let mut keys = vec![&self.current];
+        for k in [&self.next, &self.previous].into_iter().flatten() {
+            if keys.iter().all(|p| p.kid() != k.kid()) {
+                keys.push(k);
+            }
+        }
+        keys
+    }
+
+    pub fn find(&self, kid: &str) -> Option<&SigningKey> {
+        self.published().into_iter().find(|k| k.kid() == kid)
+    }
+}
+
 /// ALB's key endpoint under some base path: `<base>/<kid>` is the PEM public key,
-/// `<base>` itself a JWKS. `rest` is what follows the base; `None` when it names
-/// nothing. Status, content type and body.
+/// `<base>` itself a JWKS of every published key. `rest` is what follows the base;
+/// `None` when it names nothing. Status, content type and body.
 pub fn key_document(
-    key: &SigningKey,
+    keys: &SigningKeys,
     rest: &str,
 ) -> Option<(http::StatusCode, &'static str, String)> {
     match rest {
-        "" | "/" => Some((
-            http::StatusCode::OK,
-            "application/json",
-            serde_json::json!({"keys": [key.jwk()]}).to_string(),
-        )),
-        r if r.strip_prefix('/') == Some(key.kid()) => Some((
-            http::StatusCode::OK,
-            "application/x-pem-file",
-            key.public_pem(),
-        )),
-        _ => None,
+        "" | "/" => {
+            let jwks: Vec<serde_json::Value> =
+                keys.published().into_iter().map(SigningKey::jwk).collect();
+            Some((
+                http::StatusCode::OK,
+                "application/json",
+                serde_json::json!({ "keys": jwks }).to_string(),
+            ))
+        }
+        r => {
+            let key = keys.find(r.strip_prefix('/')?)?;
+            Some((
+                http::StatusCode::OK,
+                "application/x-pem-file",
+                key.public_pem(),
+            ))
+        }
     }
 }
 
@@ -348,6 +392,37 @@ mod tests {
         ));
         assert_eq!(a.rsplit('/').next().unwrap().len(), 16);
         assert_eq!(signer_for("arn:fixed", "apps", "sso"), "arn:fixed");
+    }
+
+    #[test]
+    fn the_key_document_publishes_previous_current_and_next() {
+        let keys = SigningKeys {
+            current: SigningKey::generate().unwrap(),
+            previous: Some(SigningKey::generate().unwrap()),
+            next: Some(SigningKey::generate().unwrap()),
+        };
+        let (status, kind, body) = key_document(&keys, "").unwrap();
+        assert_eq!((status, kind), (http::StatusCode::OK, "application/json"));
+        let jwks: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let kids: Vec<&str> = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap())
+            .collect();
+        let next = keys.next.as_ref().unwrap();
+        let previous = keys.previous.as_ref().unwrap();
+        assert_eq!(kids, [keys.current.kid(), next.kid(), previous.kid()]);
+        for k in [&keys.current, next, previous] {
+            let (_, kind, pem) = key_document(&keys, &format!("/{}", k.kid())).unwrap();
+            assert_eq!(kind, "application/x-pem-file");
+            assert_eq!(pem, k.public_pem());
+        }
+        assert!(key_document(&keys, "/unknown").is_none());
+        // Alone, only the current key; the same key twice is published once.
+        let only: SigningKeys = SigningKey::generate().unwrap().into();
+        let (_, _, body) = key_document(&only, "/").unwrap();
+        assert_eq!(body.matches("\"kid\"").count(), 1);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio::sync::OnceCell;
 
 use super::flow::{self, FlowError, FlowState};
 use super::id_token::{self, Expected, IdTokenError};
-use super::identity::{self, DataHeader, SigningKey};
+use super::identity::{self, DataHeader, SigningKey, SigningKeys};
 use super::idp::{ClientAuth, Hop, IdpClient, IdpError};
 use super::providers::{Provider, ProviderKey, Registry};
 use super::redirect::safe_return_path;
@@ -74,6 +74,8 @@ pub enum LoginError {
     RefreshedElsewhere(String),
     #[error("front-channel logout request refused: {0}")]
     FrontChannel(&'static str),
+    #[error("front-channel logout request refused: its sid is {len} bytes, more than {max}", max = super::revocations::MAX_SID_BYTES)]
+    SidTooLong { len: usize },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -93,6 +95,7 @@ impl LoginError {
             Self::NoIdToken => "AuthInvalidTokenResponse",
             Self::IssuerMismatch { .. } => "AuthIssuerMismatch",
             Self::FrontChannel(_) => "AuthInvalidLogoutRequest",
+            Self::SidTooLong { .. } => "AuthLogoutSidTooLong",
             Self::Shared(_) => "AuthSharedStateUnavailable",
             Self::RefreshedElsewhere(_) => "AuthInvalidGrantError",
         }
@@ -106,7 +109,7 @@ impl LoginError {
                 "The login could not be matched to this browser; start again from the application."
             }
             Self::ProviderError { .. } => "The identity provider did not complete the login.",
-            Self::FrontChannel(_) => "The logout request is not valid.",
+            Self::FrontChannel(_) | Self::SidTooLong { .. } => "The logout request is not valid.",
             Self::Shared(_) => "Sessions cannot be checked right now; try again in a moment.",
             Self::RefreshedElsewhere(_) => "The identity provider did not renew the session.",
             Self::MissingCode | Self::IssuerMismatch { .. } => {
@@ -136,7 +139,7 @@ impl LoginError {
             Self::Idp(IdpError::InvalidGrant { .. }) => 401,
             Self::IdToken(_) | Self::SubjectMismatch { .. } | Self::NoIdToken => 401,
             Self::IssuerMismatch { .. } => 401,
-            Self::FrontChannel(_) => 400,
+            Self::FrontChannel(_) | Self::SidTooLong { .. } => 400,
             Self::Shared(_) => 503,
             Self::RefreshedElsewhere(_) => 401,
             _ => 500,
@@ -150,7 +153,7 @@ type RefreshCell = Arc<OnceCell<Result<Arc<Session>, Arc<LoginError>>>>;
 pub struct Authenticator {
     providers: Arc<Registry>,
     ring: KeyRing,
-    signing_key: SigningKey,
+    signing_keys: SigningKeys,
     /// The `signer` of `x-amzn-oidc-data`, with `{namespace}`, `{name}` and `{id}`
     /// standing for the AuthRule's.
     signer: String,
@@ -274,14 +277,14 @@ impl Authenticator {
     pub fn new(
         idp: IdpClient,
         ring: KeyRing,
-        signing_key: SigningKey,
+        signing_keys: impl Into<SigningKeys>,
         signer: String,
         shared: Arc<SharedState>,
     ) -> Self {
         Self {
             providers: Arc::new(Registry::new(idp)),
             ring,
-            signing_key,
+            signing_keys: signing_keys.into(),
             signer,
             refreshes: Mutex::new(HashMap::new()),
             signed_data: quick_cache::sync::Cache::new(MAX_CACHED_SESSIONS),
@@ -291,7 +294,12 @@ impl Authenticator {
     }
 
     pub fn signing_key(&self) -> &SigningKey {
-        &self.signing_key
+        &self.signing_keys.current
+    }
+
+    /// The key that signs and the keys published beside it.
+    pub fn signing_keys(&self) -> &SigningKeys {
+        &self.signing_keys
     }
 
     /// Sessions and flows are bound to the AuthRule and the host.
@@ -661,6 +669,11 @@ impl Authenticator {
         }
         let query = form_pairs(query);
         let (iss, sid) = (query.get("iss"), query.get("sid"));
+        if let Some(sid) = sid
+            && sid.len() > super::revocations::MAX_SID_BYTES
+        {
+            return Err(LoginError::SidTooLong { len: sid.len() });
+        }
         let matching: Vec<&Arc<AuthPolicy>> = match (iss, sid) {
             (Some(iss), Some(_)) => policies.iter().filter(|p| &p.issuer == iss).collect(),
             (None, None) => policies.iter().collect(),
@@ -1039,9 +1052,10 @@ impl Authenticator {
                     signer: &signer,
                     exp: now + DATA_LIFETIME_SECS,
                 };
-                let data: Arc<str> = identity::sign_data(&self.signing_key, &header, claims)
-                    .map_err(|e| LoginError::Internal(e.to_string()))?
-                    .into();
+                let data: Arc<str> =
+                    identity::sign_data(&self.signing_keys.current, &header, claims)
+                        .map_err(|e| LoginError::Internal(e.to_string()))?
+                        .into();
                 self.signed_data.insert(key, (now, data.clone()));
                 data
             }

@@ -7,7 +7,10 @@
 //! TTL, keeping the last good answer while the provider is down. A failure is
 //! remembered with a growing back-off, so an outage does not turn every request into
 //! an outbound call. An ID token signed with a `kid` not seen before refetches the
-//! keys, each unknown `kid` at most once per interval.
+//! keys at once, then, while the `kid`s keep being unknown, after 1 s, 2 s, 4 s, …
+//! up to once a minute per provider (`kid_refetch_delay`): a provider whose keys lag
+//! its first token by a few seconds costs a few seconds of failed logins, and tokens
+//! with made-up `kid`s cost it one fetch a minute.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,10 +26,9 @@ use crate::model::check_endpoint_url;
 
 /// How long discovery and keys are used before the background refresh reads them again.
 pub const REFRESH_AFTER: Duration = Duration::from_secs(600);
-/// How often the same unknown `kid` may trigger a key refetch.
-const UNKNOWN_KID_INTERVAL: Duration = Duration::from_secs(60);
-/// At most one key refetch for unknown `kid`s in this window, whatever the `kid`s.
-const ANY_KID_INTERVAL: Duration = Duration::from_secs(1);
+/// Unknown-`kid` refetches: the first wait, doubling to the last.
+const FIRST_KID_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_KID_BACKOFF: Duration = Duration::from_secs(60);
 /// Back-off after a failed fetch: doubling from the first to the last.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -73,30 +75,54 @@ pub struct Provider {
     pub meta: ProviderMetadata,
     pub algs: Vec<Alg>,
     pub jwks: ArcSwap<Jwks>,
-    /// Unknown `kid`s that triggered a refetch, and when.
-    refetched_kids: Mutex<HashMap<String, Instant>>,
-    last_kid_refetch: Mutex<Option<Instant>>,
+    /// When unknown `kid`s may refetch the keys again (one state per provider, so
+    /// made-up `kid`s remember nothing each).
+    kid_refetch: Mutex<KidRefetch>,
 }
 
-impl Provider {
-    /// Whether a token signed with `kid` may refetch the keys now (and notes that it did).
-    fn may_refetch_for(&self, kid: &str) -> bool {
-        let (Ok(mut kids), Ok(mut last)) =
-            (self.refetched_kids.lock(), self.last_kid_refetch.lock())
-        else {
-            return false;
-        };
-        if last.is_some_and(|t| t.elapsed() < ANY_KID_INTERVAL)
-            || kids
-                .get(kid)
-                .is_some_and(|t| t.elapsed() < UNKNOWN_KID_INTERVAL)
-        {
-            return false;
+/// The back-off of unknown-`kid` refetches of one provider.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KidRefetch {
+    last: Option<Instant>,
+    /// Refetches in a row that did not find the `kid` they were made for.
+    misses: u32,
+}
+
+/// How long after a refetch the next one may run, after `misses` refetches in a row
+/// that found nothing new: none after a hit, then 1 s, 2 s, 4 s, … at most 60 s.
+pub fn kid_refetch_delay(misses: u32) -> Duration {
+    match misses {
+        0 => Duration::ZERO,
+        n => FIRST_KID_BACKOFF
+            .saturating_mul(1u32.checked_shl(n - 1).unwrap_or(u32::MAX))
+            .min(MAX_KID_BACKOFF),
+    }
+}
+
+impl KidRefetch {
+    /// Whether an unknown `kid` may refetch the keys at `now` (and notes that it does).
+    pub fn may_refetch(&mut self, now: Instant) -> bool {
+        if let Some(last) = self.last {
+            let since = now.saturating_duration_since(last);
+            if since < kid_refetch_delay(self.misses) {
+                return false;
+            }
+            // Quiet for long: the next unknown kid is news again.
+            if since >= 2 * MAX_KID_BACKOFF {
+                self.misses = 0;
+            }
         }
-        kids.retain(|_, t| t.elapsed() < UNKNOWN_KID_INTERVAL);
-        kids.insert(kid.to_owned(), Instant::now());
-        *last = Some(Instant::now());
+        self.last = Some(now);
         true
+    }
+
+    /// The refetch found the `kid` (`true`) or not.
+    pub fn fetched(&mut self, found: bool) {
+        self.misses = if found {
+            0
+        } else {
+            self.misses.saturating_add(1)
+        };
     }
 }
 
@@ -267,8 +293,7 @@ impl Registry {
             meta,
             algs,
             jwks: ArcSwap::from_pointee(jwks),
-            refetched_kids: Mutex::new(HashMap::new()),
-            last_kid_refetch: Mutex::new(None),
+            kid_refetch: Mutex::default(),
         })
     }
 
@@ -297,19 +322,30 @@ impl Registry {
             },
             algs: id_token::allowed_algs(None),
             jwks: ArcSwap::from_pointee(jwks),
-            refetched_kids: Mutex::new(HashMap::new()),
-            last_kid_refetch: Mutex::new(None),
+            kid_refetch: Mutex::default(),
         })
     }
 
     /// Refetches the provider's keys for a token signed with an unknown `kid`, when
-    /// that `kid` has not done so lately. Returns whether the keys were replaced.
+    /// the provider's back-off allows. Returns whether the keys were replaced.
     pub async fn refetch_keys_for(&self, provider: &Provider, kid: &str) -> Result<bool, IdpError> {
-        if !provider.may_refetch_for(kid) {
+        let allowed = provider
+            .kid_refetch
+            .lock()
+            .is_ok_and(|mut r| r.may_refetch(Instant::now()));
+        if !allowed {
             return Ok(false);
         }
-        let jwks = self.idp.jwks(&provider.meta.jwks_uri).await?;
-        provider.jwks.store(Arc::new(jwks));
+        let fetched = self.idp.jwks(&provider.meta.jwks_uri).await;
+        let found = fetched.as_ref().is_ok_and(|jwks| {
+            jwks.keys
+                .iter()
+                .any(|k| k.kid.as_deref() == Some(kid) || kid.is_empty())
+        });
+        if let Ok(mut r) = provider.kid_refetch.lock() {
+            r.fetched(found);
+        }
+        provider.jwks.store(Arc::new(fetched?));
         Ok(true)
     }
 
@@ -463,24 +499,64 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_kid_refetches_at_most_once_per_interval() {
-        let p = Provider {
-            meta: meta("https://idp.test/token"),
-            algs: Vec::new(),
-            jwks: ArcSwap::from_pointee(Jwks::default()),
-            refetched_kids: Mutex::new(HashMap::new()),
-            last_kid_refetch: Mutex::new(None),
-        };
-        assert!(p.may_refetch_for("new"));
-        assert!(!p.may_refetch_for("new"), "same kid again");
-        assert!(!p.may_refetch_for("other"), "any kid within a second");
-        *p.last_kid_refetch.lock().unwrap() = Some(Instant::now() - ANY_KID_INTERVAL);
-        assert!(p.may_refetch_for("other"), "another kid a second later");
-        *p.last_kid_refetch.lock().unwrap() = Some(Instant::now() - ANY_KID_INTERVAL);
+    fn the_unknown_kid_schedule_doubles_from_one_second_to_a_minute() {
+        let secs: Vec<u64> = (0..10).map(|n| kid_refetch_delay(n).as_secs()).collect();
+        assert_eq!(secs, [0, 1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(kid_refetch_delay(u32::MAX), MAX_KID_BACKOFF);
+    }
+
+    /// A provider whose JWKS shows a new key 3 s after its first token: with a fake
+    /// clock, logins fail for about those 3 s, not a minute.
+    #[test]
+    fn an_unknown_kid_refetches_with_backoff_on_a_fake_clock() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut r = KidRefetch::default();
+        let published_at = 3_000;
+        let mut fetches = Vec::new();
+        let mut found_at = None;
+        // A login every 100 ms for 10 s.
+        for ms in (0..10_000).step_by(100) {
+            if found_at.is_some() {
+                break;
+            }
+            if r.may_refetch(at(ms)) {
+                fetches.push(ms);
+                let found = ms >= published_at;
+                r.fetched(found);
+                if found {
+                    found_at = Some(ms);
+                }
+            }
+        }
+        assert_eq!(fetches, [0, 1_000, 3_000]);
+        assert_eq!(found_at, Some(3_000));
+        assert_eq!(r.misses, 0, "a hit resets the back-off");
         assert!(
-            !p.may_refetch_for("new"),
-            "the first kid still waits its interval"
+            r.may_refetch(at(3_000)),
+            "the next rotation is news at once"
         );
+
+        // Made-up kids, one every 100 ms for ten minutes: the fetches thin out to one
+        // a minute.
+        let mut r = KidRefetch::default();
+        let mut fetches = Vec::new();
+        for ms in (0..600_000).step_by(100) {
+            if r.may_refetch(at(ms)) {
+                fetches.push(ms / 1000);
+                r.fetched(false);
+            }
+        }
+        assert_eq!(&fetches[..8], [0, 1, 3, 7, 15, 31, 63, 123]);
+        assert!(fetches.len() <= 16, "{fetches:?}");
+        assert!(fetches.windows(2).skip(7).all(|w| w[1] - w[0] == 60));
+        // Quiet for two minutes, then an unknown kid refetches at once.
+        let last = *fetches.last().unwrap() * 1000;
+        assert!(!r.may_refetch(at(last + 59_000)));
+        assert!(r.may_refetch(at(last + 130_000)));
+        r.fetched(false);
+        assert!(!r.may_refetch(at(last + 130_500)));
+        assert!(r.may_refetch(at(last + 131_000)), "back to one second");
     }
 
     #[test]

@@ -20,12 +20,24 @@ use futures_util::StreamExt as _;
 use redis::AsyncCommands as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::revocations::{RevocationTable, Revoked};
+use super::revocations::{Origin, RevocationTable, Revoked};
 use crate::model::DEFAULT_SESSION_TIMEOUT_SECONDS;
 
 const PREFIX: &str = "portcullis:";
-/// The sorted set of revocations: member `[issuer, key]` as JSON, score the time.
+/// The sorted set of revocations the provider signed: member `[issuer, key]` as
+/// JSON, score the time.
 const REVOCATIONS: &str = "portcullis:revocations";
+/// The sorted set of front-channel revocations, kept apart so their bound never
+/// pushes out a signed one.
+const FRONT_CHANNEL_REVOCATIONS: &str = "portcullis:revocations:front-channel";
+/// The most members each sorted set keeps (the newest); older ones are trimmed on
+/// every write. With `sid`s of at most `MAX_SID_BYTES` a set stays under ~70 MB.
+const MAX_STORED_REVOCATIONS: i64 = 100_000;
+/// Front-channel revocations written to Redis: on average this many a second, in
+/// bursts of up to `FRONT_CHANNEL_BURST`. What is over the rate is kept in this
+/// replica's table only, logged and counted.
+const FRONT_CHANNEL_PER_SEC: f64 = 20.0;
+const FRONT_CHANNEL_BURST: f64 = 200.0;
 /// Where each new revocation is announced to the other replicas.
 const CHANNEL: &str = "portcullis:revocations";
 /// How often the subscription proves it is alive.
@@ -69,6 +81,12 @@ pub enum RefreshResult {
 pub struct SharedState {
     table: RevocationTable,
     redis: Option<Redis>,
+    /// The budget of front-channel writes to Redis.
+    front_channel_writes: std::sync::Mutex<TokenBucket>,
+    /// `portcullis_revocations_not_shared_total`: front-channel revocations over the
+    /// write rate, kept in this replica only.
+    not_shared: prometheus::IntCounter,
+    not_shared_log: crate::observe::RateLimitedLog,
     when_unavailable: WhenUnavailable,
     /// `portcullis_shared_state_up`: 1 while the revocations mirror is current.
     up: prometheus::IntGauge,
@@ -87,6 +105,9 @@ impl SharedState {
         let state = Arc::new(Self {
             table: RevocationTable::default(),
             redis: None,
+            front_channel_writes: std::sync::Mutex::new(TokenBucket::front_channel()),
+            not_shared: not_shared_counter(),
+            not_shared_log: Default::default(),
             when_unavailable: WhenUnavailable::Allow,
             up: up_gauge(),
         });
@@ -113,6 +134,9 @@ impl SharedState {
             .map_err(|e| SharedError::Unavailable(e.to_string()))?;
         let state = Arc::new(Self {
             table: RevocationTable::default(),
+            front_channel_writes: std::sync::Mutex::new(TokenBucket::front_channel()),
+            not_shared: not_shared_counter(),
+            not_shared_log: Default::default(),
             redis: Some(Redis {
                 conn,
                 client,
@@ -128,6 +152,14 @@ impl SharedState {
 
     pub fn health_metric(&self) -> prometheus::IntGauge {
         self.up.clone()
+    }
+
+    /// The bounds' counters, for the process's metrics registry.
+    pub fn bound_metrics(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.table.evicted_metric()),
+            Box::new(self.not_shared.clone()),
+        ]
     }
 
     pub fn is_shared(&self) -> bool {
@@ -163,20 +195,48 @@ impl SharedState {
         let Some(redis) = &self.redis else {
             return Ok(());
         };
+        let origin = key.origin();
+        if origin == Origin::Unsigned {
+            let allowed = self
+                .front_channel_writes
+                .lock()
+                .map(|mut b| b.take(std::time::Instant::now()))
+                .unwrap_or(false);
+            if !allowed {
+                self.not_shared.inc();
+                if self.not_shared_log.allow() {
+                    tracing::warn!(
+                        issuer,
+                        total = self.not_shared.get(),
+                        "front-channel logouts arrive faster than {FRONT_CHANNEL_PER_SEC}/s: the excess is kept on this replica only, not shared through Redis"
+                    );
+                }
+                return Ok(());
+            }
+        }
+        let set = match origin {
+            Origin::Signed => REVOCATIONS,
+            Origin::Unsigned => FRONT_CHANNEL_REVOCATIONS,
+        };
         let member = serde_json::json!([issuer, key.key()]).to_string();
         let message = serde_json::json!({"issuer": issuer, "key": key.key(), "at": at}).to_string();
         let mut conn = redis.conn.clone();
         let mut pipe = redis::pipe();
         pipe.cmd("ZADD")
-            .arg(REVOCATIONS)
+            .arg(set)
             .arg("GT")
             .arg(at)
             .arg(&member)
             .ignore()
             .cmd("ZREMRANGEBYSCORE")
-            .arg(REVOCATIONS)
+            .arg(set)
             .arg("-inf")
             .arg(at - DEFAULT_SESSION_TIMEOUT_SECONDS)
+            .ignore()
+            .cmd("ZREMRANGEBYRANK")
+            .arg(set)
+            .arg(0)
+            .arg(-(MAX_STORED_REVOCATIONS + 1))
             .ignore()
             .cmd("PUBLISH")
             .arg(CHANNEL)
@@ -313,6 +373,53 @@ impl SharedState {
     }
 }
 
+fn not_shared_counter() -> prometheus::IntCounter {
+    prometheus::IntCounter::new(
+        "revocations_not_shared_total",
+        "Front-channel logouts over the rate written to Redis: kept on the replica that received them only",
+    )
+    .expect("valid metric")
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved up.
+#[derive(Debug)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Option<std::time::Instant>,
+}
+
+impl TokenBucket {
+    pub fn new(rate: f64, burst: f64) -> Self {
+        Self {
+            rate,
+            burst,
+            tokens: burst,
+            at: None,
+        }
+    }
+
+    fn front_channel() -> Self {
+        Self::new(FRONT_CHANNEL_PER_SEC, FRONT_CHANNEL_BURST)
+    }
+
+    /// Takes one token at `now`, when there is one.
+    pub fn take(&mut self, now: std::time::Instant) -> bool {
+        if let Some(at) = self.at {
+            let earned = now.saturating_duration_since(at).as_secs_f64() * self.rate;
+            self.tokens = (self.tokens + earned).min(self.burst);
+        }
+        self.at = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 fn up_gauge() -> prometheus::IntGauge {
     prometheus::IntGauge::new(
         "shared_state_up",
@@ -375,11 +482,13 @@ async fn follow_once(s: &Arc<SharedState>) -> Result<(), SharedError> {
     // Subscribed first, then loaded: a revocation between the two arrives either way.
     let mut conn = redis.conn.clone();
     let since = jiff::Timestamp::now().as_second() - DEFAULT_SESSION_TIMEOUT_SECONDS;
-    let stored =
-        conn.zrangebyscore_withscores::<_, _, _, Vec<(String, i64)>>(REVOCATIONS, since, "+inf");
-    for (member, at) in within(redis.timeout, stored).await? {
-        if let Ok((issuer, key)) = serde_json::from_str::<(String, String)>(&member) {
-            s.table.insert(&issuer, key, at);
+    for set in [FRONT_CHANNEL_REVOCATIONS, REVOCATIONS] {
+        let stored =
+            conn.zrangebyscore_withscores::<_, _, _, Vec<(String, i64)>>(set, since, "+inf");
+        for (member, at) in within(redis.timeout, stored).await? {
+            if let Ok((issuer, key)) = serde_json::from_str::<(String, String)>(&member) {
+                s.table.insert(&issuer, key, at);
+            }
         }
     }
     redis.synced.store(true, Ordering::Release);
@@ -433,6 +542,24 @@ mod tests {
         assert_eq!(
             s.claim_refresh("k", Duration::from_secs(1)).await,
             Ok(RefreshClaim::Mine)
+        );
+    }
+
+    #[test]
+    fn the_token_bucket_allows_its_burst_then_its_rate() {
+        let start = std::time::Instant::now();
+        let mut b = TokenBucket::new(10.0, 5.0);
+        assert_eq!((0..8).filter(|_| b.take(start)).count(), 5, "the burst");
+        assert!(!b.take(start + Duration::from_millis(50)), "half a token");
+        assert!(
+            b.take(start + Duration::from_millis(100)),
+            "one token later"
+        );
+        let later = start + Duration::from_secs(60);
+        assert_eq!(
+            (0..8).filter(|_| b.take(later)).count(),
+            5,
+            "never more than the burst"
         );
     }
 

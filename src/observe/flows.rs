@@ -16,6 +16,8 @@ use crate::observe::reasons;
 const MAX_FLOWS: usize = 500;
 const MAX_HOPS: usize = 24;
 const MAX_DETAIL: usize = 512;
+/// A flow's id and host as kept (both are short when real: a UUID, a host name).
+const MAX_NAME: usize = 256;
 /// The log target of hop lines, which `explain flow` looks for.
 pub const LOG_TARGET: &str = "portcullis::flow";
 
@@ -126,9 +128,9 @@ impl FlowLog {
             flows.pop_front();
         }
         flows.push_back(FlowRecord {
-            id: id.to_owned(),
+            id: id.chars().take(MAX_NAME).collect(),
             rule: rule.to_owned(),
-            host: host.to_owned(),
+            host: host.chars().take(MAX_NAME).collect(),
             hops: vec![hop],
             reason: None,
         });

@@ -255,6 +255,13 @@ pub const REASONS: &[Reason] = &[
         "Register https://<host>/oauth2/frontchannel-logout as the frontchannel_logout_uri of the client on that host, with frontchannel_logout_session_required.",
     ),
     r(
+        "AuthLogoutSidTooLong",
+        "400",
+        "A front-channel logout request was refused because its sid is longer than 512 bytes (400).",
+        "Providers' session ids are a few dozen characters; a longer one is usually a request made to fill memory, rarely a provider with unusually long session ids.",
+        "If a real provider sends such sids, use its back-channel logout (signed tokens) instead; otherwise nothing to do: nothing was recorded.",
+    ),
+    r(
         "AuthSharedStateUnavailable",
         "503",
         "A session could not be checked because the shared state (Redis) cannot be reached (503).",

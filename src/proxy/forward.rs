@@ -75,6 +75,8 @@ pub struct Outgoing {
     pub body: Body,
     /// The client's side of a WebSocket upgrade.
     pub upgrade: Option<OnUpgrade>,
+    /// The client connection's slot, held by a WebSocket tunnel for as long as it runs.
+    pub hold: Option<super::connections::Hold>,
 }
 
 pub async fn forward(
@@ -89,6 +91,7 @@ pub async fn forward(
         mut parts,
         body,
         upgrade,
+        hold,
     } = out;
     rec.target_group_arn = upstream.name.clone();
     prepare_headers(&mut parts, upgrade.is_some());
@@ -173,7 +176,7 @@ pub async fn forward(
     let resp = result?;
     rec.target_status_code = resp.status().as_u16().to_string();
     let responded = Instant::now();
-    let resp = finish_response(resp, upgrade);
+    let resp = finish_response(resp, upgrade, hold);
     rec.response_processing_time = responded.elapsed().as_secs_f64();
     Ok(resp)
 }
@@ -204,12 +207,16 @@ fn prepare_headers(parts: &mut request::Parts, websocket: bool) {
 fn finish_response(
     mut resp: Response<hyper::body::Incoming>,
     client_upgrade: Option<OnUpgrade>,
+    hold: Option<super::connections::Hold>,
 ) -> Response<Body> {
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     match (switching, client_upgrade) {
         (true, Some(client_side)) => {
             let upstream_side = hyper::upgrade::on(&mut resp);
-            tokio::spawn(tunnel(client_side, upstream_side));
+            if let Some(h) = &hold {
+                h.tunnel();
+            }
+            tokio::spawn(tunnel(client_side, upstream_side, hold));
             let (mut parts, _) = resp.into_parts();
             let upgrade_value = parts.headers.get(UPGRADE).cloned();
             strip_hop_by_hop(&mut parts.headers);
@@ -230,7 +237,7 @@ fn finish_response(
     }
 }
 
-async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, _hold: Option<super::connections::Hold>) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(e) => {

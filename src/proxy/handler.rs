@@ -294,6 +294,9 @@ impl Exchange {
             Backend::Service(upstream) => {
                 self.rec.add_action("forward");
                 let upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+                let hold = websocket
+                    .then(|| req.extensions().get::<super::connections::Hold>().cloned())
+                    .flatten();
                 let (mut parts, body) = req.into_parts();
                 if (!self.dp.config.forward_original_path || route.filters.rewrite.is_some())
                     && let Ok(uri) = path_and_query.parse::<http::Uri>()
@@ -321,6 +324,7 @@ impl Exchange {
                     parts,
                     body,
                     upgrade,
+                    hold,
                 };
                 let Some(balance) = self.live.balances.get(upstream.id).cloned() else {
                     return self.error(
@@ -363,7 +367,7 @@ impl Exchange {
     fn public_keys(&mut self, path: &str) -> Option<Response<Body>> {
         let base = self.dp.config.public_keys_path.as_deref()?;
         let (status, content_type, body) = crate::auth::identity::key_document(
-            self.dp.auth.signing_key(),
+            self.dp.auth.signing_keys(),
             path.strip_prefix(base)?,
         )?;
         self.rec.add_action("fixed-response");

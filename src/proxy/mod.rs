@@ -3,6 +3,7 @@
 
 pub mod balance;
 pub mod canonical;
+pub mod connections;
 mod forward;
 pub mod handler;
 pub mod headers;
@@ -59,6 +60,8 @@ pub struct ProxyConfig {
     pub expose_flows: bool,
     /// Forward client headers with `_` in their names (dropped by default).
     pub underscores_in_headers: bool,
+    /// Open connections allowed per listener and per client address.
+    pub connection_limits: connections::Limits,
 }
 
 impl Default for ProxyConfig {
@@ -85,6 +88,7 @@ impl Default for ProxyConfig {
                 .collect(),
             expose_flows: false,
             underscores_in_headers: false,
+            connection_limits: connections::Limits::default(),
         }
     }
 }
@@ -160,6 +164,9 @@ pub struct DataPlane {
     /// Balancer state by upstream name, kept across snapshots.
     balances: std::sync::Mutex<HashMap<String, Arc<balance::Balance>>>,
     started: Instant,
+    /// Open connections of each listener, shared by every worker accepting on it.
+    pub http_connections: Arc<connections::Connections>,
+    pub https_connections: Arc<connections::Connections>,
 }
 
 impl DataPlane {
@@ -184,6 +191,22 @@ impl DataPlane {
         let _ = metrics
             .registry()
             .register(Box::new(auth.shared().health_metric()));
+        for c in auth.shared().bound_metrics() {
+            let _ = metrics.registry().register(c);
+        }
+        let connection_metrics = connections::ConnectionMetrics::new();
+        for c in connection_metrics.collectors() {
+            let _ = metrics.registry().register(c);
+        }
+        let tracker = |name| {
+            Arc::new(connections::Connections::new(
+                name,
+                config.connection_limits,
+                config.trusted_proxies.clone(),
+                &connection_metrics,
+            ))
+        };
+        let (http_connections, https_connections) = (tracker("http"), tracker("https"));
         Arc::new(Self {
             live: ArcSwap::from_pointee(live),
             ready: AtomicBool::new(false),
@@ -195,6 +218,8 @@ impl DataPlane {
             flows: Default::default(),
             balances: Default::default(),
             started: Instant::now(),
+            http_connections,
+            https_connections,
         })
     }
 
