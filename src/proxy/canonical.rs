@@ -94,6 +94,26 @@ pub struct Authority {
     pub header: String,
 }
 
+/// The request as every step after arrival reads it (route, guard, filters, forward),
+/// decided once.
+#[derive(Clone, Debug)]
+pub struct CanonicalRequest {
+    pub authority: Authority,
+    /// The canonical path (`canonical_path`).
+    pub path: String,
+    /// The path routes, guards and the login's paths are matched on: the canonical
+    /// path, in lower case under `--case-insensitive-paths`.
+    pub key: String,
+    /// The canonical path with the query as sent.
+    pub path_and_query: String,
+    /// The client: the peer, or what a trusted proxy says it forwarded for; `None`
+    /// when a trusted proxy's header names no address (admitted by no allow-list).
+    pub client: Option<std::net::IpAddr>,
+    /// HTTPS as this listener established it.
+    pub tls: bool,
+    pub websocket: bool,
+}
+
 /// The canonical form of a path (no query): percent-encoded unreserved characters
 /// decoded, dot segments removed, every other escape in upper case, and each
 /// ambiguous construct rejected, normalised or kept as `rules` say.

@@ -1,0 +1,410 @@
+//! A guarded route's request: bearer token or session (refreshed when due), the
+//! AuthRule's authorization, preflights and `onUnauthenticatedRequest`; it passes with
+//! identity headers or is answered here.
+
+use super::*;
+
+impl Exchange {
+    /// A guarded request: `None` lets it through (with identity headers when it has a
+    /// session), `Some` answers it here.
+    pub(super) async fn guard(
+        &mut self,
+        req: &mut Request<Incoming>,
+        arrival: &CanonicalRequest,
+        policy: &AuthPolicy,
+    ) -> Option<Response<Body>> {
+        let host = arrival.authority.host.as_str();
+        let secure = self.conn.tls.is_some();
+        if !secure && !self.conn.local.ip().is_loopback() {
+            return Some(self.error(
+                StatusCode::FORBIDDEN,
+                "AuthRequiresHttps",
+                "Login needs HTTPS; use the https:// address.",
+            ));
+        }
+        let now = unix_now();
+        if policy.bearer.is_some() && req.headers().contains_key(http::header::AUTHORIZATION) {
+            // A request with a token is an API client's: it is never sent to a login,
+            // and a session cookie beside a bad token does not rescue it.
+            match self.bearer_credential(req) {
+                Ok(Some(token)) => return self.bearer(req, arrival, policy, &token, now).await,
+                Ok(None) => {}
+                Err(refused) => return Some(*refused),
+            }
+        }
+        let cookies = cookie_headers(req.headers());
+        let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
+        let auth = &self.dp.auth;
+        let expired = match auth.session(policy, host, &cookies, now) {
+            SessionState::Valid(session) => {
+                if let Some(flow_id) = &session.flow_id {
+                    self.dp.flows.first_request(flow_id, || Hop {
+                        at: now_ms(),
+                        hop: "first-request".into(),
+                        ok: true,
+                        trace_id: self.trace.root.clone(),
+                        detail: format!(
+                            "{} {} with the session of {}",
+                            req.method(),
+                            req.uri().path(),
+                            session.sub
+                        ),
+                    });
+                }
+                let who = (session.sub.as_str(), &session.claims, Source::Session);
+                if let Some(refused) = self.authorize(req, arrival, policy, who) {
+                    return Some(refused);
+                }
+                return self.pass_identity(req, policy, &session, now);
+            }
+            SessionState::Stale(stale) => match auth.refresh(policy, host, &stale, now).await {
+                Ok(refreshed) => {
+                    let session = refreshed.session;
+                    if refreshed.performed {
+                        self.dp.metrics.auth.refresh(&rule_label(policy), true);
+                        tracing::info!(trace_id = %self.trace.root, rule = %policy.rule, sub = %session.sub, "session refreshed");
+                    }
+                    match auth.session_cookies(policy, host, &session, secure) {
+                        Ok(cookies) => self.set_cookies = cookies,
+                        Err(e) => return Some(self.login_error(&e)),
+                    }
+                    let who = (session.sub.as_str(), &session.claims, Source::Session);
+                    if let Some(refused) = self.authorize(req, arrival, policy, who) {
+                        return Some(refused);
+                    }
+                    return self.pass_identity(req, policy, &session, now);
+                }
+                Err(e) if matches!(*e, LoginError::Shared(_)) => {
+                    tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, error = %e, "refresh not attempted: the shared state is unavailable");
+                    return Some(self.login_error(&e));
+                }
+                Err(e) => {
+                    // A failed refresh is a session that ended: log in again.
+                    self.dp.metrics.auth.refresh(&rule_label(policy), false);
+                    tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, reason = e.reason(), error = %e, "refresh failed");
+                    true
+                }
+            },
+            SessionState::Expired => true,
+            SessionState::Unverifiable => {
+                // Fail closed: a logout announced meanwhile could not be seen.
+                tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, "session refused: the shared state (Redis) is unavailable");
+                return Some(self.error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "AuthSharedStateUnavailable",
+                    "Sessions cannot be checked right now; try again in a moment.",
+                ));
+            }
+            SessionState::Invalid => {
+                // Tampered, or minted for another rule or host: no session, but say so.
+                tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, "session cookie refused: not sealed for this rule and host");
+                self.rec.error_reason = "AuthInvalidCookie".into();
+                false
+            }
+            SessionState::None => false,
+        };
+        // A CORS preflight carries no credentials by design; it passes only where the
+        // rule says so, and only without a body.
+        let preflight = req.method() == http::Method::OPTIONS
+            && req.headers().contains_key("access-control-request-method");
+        if preflight && policy.allow_preflight && req.body().is_end_stream() {
+            self.rec.add_action("preflight");
+            return None;
+        }
+        match policy.on_unauthenticated {
+            OnUnauthenticatedRequest::Allow => return None,
+            OnUnauthenticatedRequest::Deny if !expired => {
+                let reason = if self.rec.error_reason == "AuthInvalidCookie" {
+                    "AuthInvalidCookie"
+                } else {
+                    "AuthDenied"
+                };
+                let mut resp = self.error(
+                    StatusCode::UNAUTHORIZED,
+                    reason,
+                    "This address needs a login session.",
+                );
+                offer_bearer(&mut resp, policy);
+                return Some(resp);
+            }
+            _ => {}
+        }
+        let return_to = safe_return_path(&arrival.path_and_query).to_owned();
+        if !self.html {
+            // Scripts cannot follow a login. Point them at this page: opened in a
+            // browser, it starts a login with its own flow cookie.
+            self.rec.error_reason = "AuthRequired".into();
+            let body = serde_json::json!({"status": 401, "error": "AuthRequired", "loginUrl": return_to, "traceId": self.trace.root});
+            let mut resp = Response::new(crate::proxy::pages::full(body.to_string()));
+            *resp.status_mut() = StatusCode::UNAUTHORIZED;
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            offer_bearer(&mut resp, policy);
+            return Some(resp);
+        }
+        let redirect_uri = callback_uri(&arrival.authority, secure);
+        let at = Browser {
+            host,
+            redirect_uri: &redirect_uri,
+            cookies: &cookies,
+            now,
+            secure,
+        };
+        match auth.begin(policy, &at, &return_to).await {
+            Ok(login) => {
+                let endpoint = login.location.split('?').next().unwrap_or_default();
+                let hop = Hop {
+                    at: now_ms(),
+                    hop: "redirect".into(),
+                    ok: true,
+                    trace_id: self.trace.root.clone(),
+                    detail: format!(
+                        "to {endpoint} for {return_to}: client_id {}, redirect_uri {redirect_uri}, scope {:?}{}, nonce and PKCE S256",
+                        policy.client_id,
+                        policy.scope,
+                        policy
+                            .extra_params
+                            .iter()
+                            .map(|(k, v)| format!(", {k}={v}"))
+                            .collect::<String>()
+                    ),
+                };
+                (self.dp.flows).record(&login.flow_id, &rule_label(policy), host, hop);
+                self.rec.redirect_url = login.location.clone();
+                let mut resp = redirect(StatusCode::FOUND, &login.location);
+                append_cookies(&mut resp, [login.set_cookie]);
+                Some(resp)
+            }
+            Err(e) => {
+                // No flow began: the record is kept under the request's trace id.
+                let hop = Hop {
+                    at: now_ms(),
+                    hop: "redirect".into(),
+                    ok: false,
+                    trace_id: self.trace.root.clone(),
+                    detail: format!("{}: {e}", e.reason()),
+                };
+                let id = format!("begin-{}", self.trace.root);
+                (self.dp.flows).record(&id, &rule_label(policy), host, hop);
+                self.dp.flows.failed(&id, e.reason());
+                Some(self.login_error(&e))
+            }
+        }
+    }
+
+    /// The AuthRule's authorization for a logged-in user or a bearer token's client:
+    /// `None` lets the request on, `Some` is the 403.
+    pub(super) fn authorize(
+        &mut self,
+        req: &Request<Incoming>,
+        arrival: &CanonicalRequest,
+        policy: &AuthPolicy,
+        (sub, claims, source): (&str, &serde_json::Map<String, serde_json::Value>, Source),
+    ) -> Option<Response<Body>> {
+        let authorization = policy.authorization.as_ref()?;
+        let headers = if authorization.reads_headers() {
+            req.headers()
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect()
+        } else {
+            Default::default()
+        };
+        let facts = RequestFacts {
+            method: req.method().as_str(),
+            path: &arrival.path,
+            host: &arrival.authority.host,
+            headers,
+            fold_case: self.live.snapshot.routes.fold_case,
+        };
+        let decision = authorization.decide(claims, &facts, source);
+        if decision.allowed {
+            return None;
+        }
+        // A refusal is a security event: logged at warn, like other refused logins.
+        tracing::warn!(
+            trace_id = %self.trace.root,
+            rule = %policy.rule,
+            refused_by = %decision.by,
+            claims = ?decision.claims,
+            error = decision.error.as_deref().unwrap_or("-"),
+            %sub,
+            source = source.as_str(),
+            "request refused by the AuthRule's authorization"
+        );
+        Some(self.error(
+            StatusCode::FORBIDDEN,
+            "AuthForbidden",
+            "Your account is logged in but may not open this address.",
+        ))
+    }
+
+    /// The bearer token of the request, if it carries one. More than one
+    /// `Authorization` header is refused (400): the backend could read another token
+    /// than the one checked here.
+    pub(super) fn bearer_credential(
+        &mut self,
+        req: &Request<Incoming>,
+    ) -> Result<Option<String>, Box<Response<Body>>> {
+        let mut values = req.headers().get_all(http::header::AUTHORIZATION).iter();
+        let (Some(first), None) = (values.next(), values.next()) else {
+            self.rec.add_action("authenticate");
+            let mut resp = self.error(
+                StatusCode::BAD_REQUEST,
+                "AuthInvalidBearerToken",
+                "The request carries more than one Authorization header.",
+            );
+            if let Ok(v) = http::HeaderValue::from_str(
+                "Bearer error=\"invalid_request\", error_description=\"more than one Authorization header\"",
+            ) {
+                resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+            }
+            return Err(Box::new(resp));
+        };
+        Ok(bearer_token(first.as_bytes()).map(str::to_owned))
+    }
+
+    /// A request with a bearer token: checked, authorized with `source` bearer, and
+    /// forwarded with the token unchanged and identity headers from its claims; a bad
+    /// token gets 401 with the RFC 6750 challenge.
+    pub(super) async fn bearer(
+        &mut self,
+        req: &mut Request<Incoming>,
+        arrival: &CanonicalRequest,
+        policy: &AuthPolicy,
+        token: &str,
+        now: i64,
+    ) -> Option<Response<Body>> {
+        let bearer = policy.bearer.as_ref()?;
+        let rule = rule_label(policy);
+        let who = match self.dp.auth.bearer(bearer, token, now).await {
+            Ok(who) => who,
+            Err(e) => {
+                self.dp.metrics.auth.bearer(&rule, e.reason());
+                return Some(self.bearer_refused(&policy.rule, &e));
+            }
+        };
+        self.dp.metrics.auth.bearer(&rule, "");
+        if let Some(refused) = self.authorize(
+            req,
+            arrival,
+            policy,
+            (&who.sub, &who.claims, Source::Bearer),
+        ) {
+            return Some(refused);
+        }
+        match (self.dp.auth).identity_of(policy, &who.sub, &who.claims, token, now) {
+            Ok(identity) => {
+                insert_identity(req.headers_mut(), &identity);
+                None
+            }
+            Err(e) => Some(self.login_error(&e)),
+        }
+    }
+
+    /// A route that takes bearer tokens only (ALB's `jwt-validation` without a login):
+    /// `None` forwards the request with its token unchanged, `Some` is the refusal
+    /// (401 without a valid token, never a redirect).
+    pub(super) async fn bearer_only(
+        &mut self,
+        req: &mut Request<Incoming>,
+        rule: &ObjectRef,
+        bearer: &BearerPolicy,
+    ) -> Option<Response<Body>> {
+        if self.conn.tls.is_none() && !self.conn.local.ip().is_loopback() {
+            return Some(self.error(
+                StatusCode::FORBIDDEN,
+                "AuthRequiresHttps",
+                "Bearer tokens are taken over HTTPS only; use the https:// address.",
+            ));
+        }
+        let token = if req.headers().contains_key(http::header::AUTHORIZATION) {
+            match self.bearer_credential(req) {
+                Ok(token) => token,
+                Err(refused) => return Some(*refused),
+            }
+        } else {
+            None
+        };
+        let Some(token) = token else {
+            let mut resp = self.error(
+                StatusCode::UNAUTHORIZED,
+                "AuthBearerTokenRequired",
+                "This address needs a bearer token.",
+            );
+            resp.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            return Some(resp);
+        };
+        let label = format!("{}/{}", rule.namespace, rule.name);
+        match self.dp.auth.bearer(bearer, &token, unix_now()).await {
+            Ok(_) => {
+                self.dp.metrics.auth.bearer(&label, "");
+                None
+            }
+            Err(e) => {
+                self.dp.metrics.auth.bearer(&label, e.reason());
+                Some(self.bearer_refused(rule, &e))
+            }
+        }
+    }
+
+    pub(super) fn bearer_refused(&mut self, rule: &ObjectRef, e: &BearerError) -> Response<Body> {
+        tracing::warn!(trace_id = %self.trace.root, %rule, reason = e.reason(), error = %e, "bearer token refused");
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        let message = if status == StatusCode::UNAUTHORIZED {
+            "The bearer token is not valid here."
+        } else {
+            "The token issuer's keys could not be read."
+        };
+        let mut resp = self.error(status, e.reason(), message);
+        if status == StatusCode::UNAUTHORIZED
+            && let Ok(v) = http::HeaderValue::from_str(&challenge(Some(e)))
+        {
+            resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+        }
+        resp
+    }
+
+    pub(super) fn pass_identity(
+        &mut self,
+        req: &mut Request<Incoming>,
+        policy: &AuthPolicy,
+        session: &Session,
+        now: i64,
+    ) -> Option<Response<Body>> {
+        match self.dp.auth.identity(policy, session, now) {
+            Ok(identity) => {
+                insert_identity(req.headers_mut(), &identity);
+                None
+            }
+            Err(e) => Some(self.login_error(&e)),
+        }
+    }
+}
+
+pub(super) fn insert_identity(headers: &mut HeaderMap, identity: &Identity) {
+    for (name, value) in [
+        ("x-amzn-oidc-accesstoken", identity.access_token.as_str()),
+        ("x-amzn-oidc-identity", identity.sub.as_str()),
+        ("x-amzn-oidc-data", &identity.data),
+    ] {
+        if let Ok(v) = http::HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    }
+}
+
+/// A 401 on a rule that takes bearer tokens says so (RFC 6750), for API clients.
+pub(super) fn offer_bearer(resp: &mut Response<Body>, policy: &AuthPolicy) {
+    if policy.bearer.is_some() {
+        resp.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+    }
+}
