@@ -4,6 +4,17 @@
 
 use super::*;
 
+/// What a request's session cookie is worth to the guard.
+enum SessionVerdict {
+    /// A session to pass on.
+    Pass(Arc<Session>),
+    /// Answered here (the shared state cannot vouch for the session, or its cookies
+    /// cannot be sealed).
+    Answer(Response<Body>),
+    /// No session; `expired` when one ended.
+    Missing { expired: bool },
+}
+
 impl Exchange {
     /// A guarded request: `None` lets it through (with identity headers when it has a
     /// session), `Some` answers it here.
@@ -13,9 +24,7 @@ impl Exchange {
         arrival: &CanonicalRequest,
         policy: &AuthPolicy,
     ) -> Option<Response<Body>> {
-        let host = arrival.authority.host.as_str();
-        let secure = self.conn.tls.is_some();
-        if !secure && !self.conn.local.ip().is_loopback() {
+        if !arrival.tls && !self.conn.local.ip().is_loopback() {
             return Some(self.error(
                 StatusCode::FORBIDDEN,
                 "AuthRequiresHttps",
@@ -32,77 +41,125 @@ impl Exchange {
                 Err(refused) => return Some(*refused),
             }
         }
-        let cookies = cookie_headers(req.headers());
-        let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
-        let auth = &self.dp.auth;
-        let expired = match auth.session(policy, host, &cookies, now) {
-            SessionState::Valid(session) => {
-                if let Some(flow_id) = &session.flow_id {
-                    self.dp.flows.first_request(flow_id, || Hop {
-                        at: now_ms(),
-                        hop: "first-request".into(),
-                        ok: true,
-                        trace_id: self.trace.root.clone(),
-                        detail: format!(
-                            "{} {} with the session of {}",
-                            req.method(),
-                            req.uri().path(),
-                            session.sub
-                        ),
-                    });
-                }
+        match self.session_of(req, arrival, policy, now).await {
+            SessionVerdict::Pass(session) => {
+                self.first_request(req, &session);
                 let who = (session.sub.as_str(), &session.claims, Source::Session);
                 if let Some(refused) = self.authorize(req, arrival, policy, who) {
                     return Some(refused);
                 }
-                return self.pass_identity(req, policy, &session, now);
+                self.pass_identity(req, policy, &session, now)
             }
-            SessionState::Stale(stale) => match auth.refresh(policy, host, &stale, now).await {
-                Ok(refreshed) => {
-                    let session = refreshed.session;
-                    if refreshed.performed {
-                        self.dp.metrics.auth.refresh(&rule_label(policy), true);
-                        tracing::info!(trace_id = %self.trace.root, rule = %policy.rule, sub = %session.sub, "session refreshed");
-                    }
-                    match auth.session_cookies(policy, host, &session, secure) {
-                        Ok(cookies) => self.set_cookies = cookies,
-                        Err(e) => return Some(self.login_error(&e)),
-                    }
-                    let who = (session.sub.as_str(), &session.claims, Source::Session);
-                    if let Some(refused) = self.authorize(req, arrival, policy, who) {
-                        return Some(refused);
-                    }
-                    return self.pass_identity(req, policy, &session, now);
-                }
-                Err(e) if matches!(*e, LoginError::Shared(_)) => {
-                    tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, error = %e, "refresh not attempted: the shared state is unavailable");
-                    return Some(self.login_error(&e));
-                }
-                Err(e) => {
-                    // A failed refresh is a session that ended: log in again.
-                    self.dp.metrics.auth.refresh(&rule_label(policy), false);
-                    tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, reason = e.reason(), error = %e, "refresh failed");
-                    true
-                }
-            },
-            SessionState::Expired => true,
+            SessionVerdict::Answer(answer) => Some(answer),
+            SessionVerdict::Missing { expired } => {
+                self.unauthenticated(req, arrival, policy, expired, now)
+                    .await
+            }
+        }
+    }
+
+    /// What the request's session cookie is worth: a session (refreshed when its
+    /// access token expired), an answer (the shared state cannot vouch for it), or
+    /// none (`expired` when one ended, which `deny` still sends to a login, as ALB).
+    async fn session_of(
+        &mut self,
+        req: &Request<Incoming>,
+        arrival: &CanonicalRequest,
+        policy: &AuthPolicy,
+        now: i64,
+    ) -> SessionVerdict {
+        let host = arrival.authority.host.as_str();
+        let cookies = cookie_headers(req.headers());
+        let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
+        match self.dp.auth.session(policy, host, &cookies, now) {
+            SessionState::Valid(session) => SessionVerdict::Pass(session),
+            SessionState::Stale(stale) => self.refreshed(arrival, policy, &stale, now).await,
+            SessionState::Expired => SessionVerdict::Missing { expired: true },
             SessionState::Unverifiable => {
                 // Fail closed: a logout announced meanwhile could not be seen.
                 tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, "session refused: the shared state (Redis) is unavailable");
-                return Some(self.error(
+                SessionVerdict::Answer(self.error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "AuthSharedStateUnavailable",
                     "Sessions cannot be checked right now; try again in a moment.",
-                ));
+                ))
             }
             SessionState::Invalid => {
                 // Tampered, or minted for another rule or host: no session, but say so.
                 tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, "session cookie refused: not sealed for this rule and host");
                 self.rec.error_reason = "AuthInvalidCookie".into();
-                false
+                SessionVerdict::Missing { expired: false }
             }
-            SessionState::None => false,
+            SessionState::None => SessionVerdict::Missing { expired: false },
+        }
+    }
+
+    /// A session whose access token expired: refreshed (once across replicas), with
+    /// its new cookies set on whatever the answer is; a failed refresh ends it.
+    async fn refreshed(
+        &mut self,
+        arrival: &CanonicalRequest,
+        policy: &AuthPolicy,
+        stale: &Session,
+        now: i64,
+    ) -> SessionVerdict {
+        let host = arrival.authority.host.as_str();
+        let auth = &self.dp.auth;
+        match auth.refresh(policy, host, stale, now).await {
+            Ok(refreshed) => {
+                let session = refreshed.session;
+                if refreshed.performed {
+                    self.dp.metrics.auth.refresh(&rule_label(policy), true);
+                    tracing::info!(trace_id = %self.trace.root, rule = %policy.rule, sub = %session.sub, "session refreshed");
+                }
+                match auth.session_cookies(policy, host, &session, arrival.tls) {
+                    Ok(cookies) => self.set_cookies = cookies,
+                    Err(e) => return SessionVerdict::Answer(self.login_error(&e)),
+                }
+                SessionVerdict::Pass(session)
+            }
+            Err(e) if matches!(*e, LoginError::Shared(_)) => {
+                tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, error = %e, "refresh not attempted: the shared state is unavailable");
+                SessionVerdict::Answer(self.login_error(&e))
+            }
+            Err(e) => {
+                // A failed refresh is a session that ended: log in again.
+                self.dp.metrics.auth.refresh(&rule_label(policy), false);
+                tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, reason = e.reason(), error = %e, "refresh failed");
+                SessionVerdict::Missing { expired: true }
+            }
+        }
+    }
+
+    /// The first request a new session makes, on its flow record.
+    fn first_request(&self, req: &Request<Incoming>, session: &Session) {
+        let Some(flow_id) = &session.flow_id else {
+            return;
         };
+        self.dp.flows.first_request(flow_id, || Hop {
+            at: now_ms(),
+            hop: "first-request".into(),
+            ok: true,
+            trace_id: self.trace.root.clone(),
+            detail: format!(
+                "{} {} with the session of {}",
+                req.method(),
+                req.uri().path(),
+                session.sub
+            ),
+        });
+    }
+
+    /// A request without a session: a preflight the rule lets through, `allow`,
+    /// `deny`'s 401, a script's 401 naming the login page, or the login itself.
+    async fn unauthenticated(
+        &mut self,
+        req: &Request<Incoming>,
+        arrival: &CanonicalRequest,
+        policy: &AuthPolicy,
+        expired: bool,
+        now: i64,
+    ) -> Option<Response<Body>> {
         // A CORS preflight carries no credentials by design; it passes only where the
         // rule says so, and only without a body.
         let preflight = req.method() == http::Method::OPTIONS
@@ -131,51 +188,71 @@ impl Exchange {
         }
         let return_to = safe_return_path(&arrival.path_and_query).to_owned();
         if !self.html {
-            // Scripts cannot follow a login. Point them at this page: opened in a
-            // browser, it starts a login with its own flow cookie.
-            self.rec.error_reason = "AuthRequired".into();
-            let body = serde_json::json!({"status": 401, "error": "AuthRequired", "loginUrl": return_to, "traceId": self.trace.root});
-            let mut resp = Response::new(crate::proxy::pages::full(body.to_string()));
-            *resp.status_mut() = StatusCode::UNAUTHORIZED;
-            resp.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            );
-            offer_bearer(&mut resp, policy);
-            return Some(resp);
+            return Some(self.login_required(policy, &return_to));
         }
-        let redirect_uri = callback_uri(&arrival.authority, secure);
+        Some(
+            self.begin_login(req, arrival, policy, &return_to, now)
+                .await,
+        )
+    }
+
+    /// Scripts cannot follow a login. Point them at this page: opened in a browser, it
+    /// starts a login with its own flow cookie.
+    fn login_required(&mut self, policy: &AuthPolicy, return_to: &str) -> Response<Body> {
+        self.rec.error_reason = "AuthRequired".into();
+        let body = serde_json::json!({"status": 401, "error": "AuthRequired", "loginUrl": return_to, "traceId": self.trace.root});
+        let mut resp = Response::new(crate::proxy::pages::full(body.to_string()));
+        *resp.status_mut() = StatusCode::UNAUTHORIZED;
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        offer_bearer(&mut resp, policy);
+        resp
+    }
+
+    /// The redirect to the provider, with the flow cookie, recorded as the flow's
+    /// first hop.
+    async fn begin_login(
+        &mut self,
+        req: &Request<Incoming>,
+        arrival: &CanonicalRequest,
+        policy: &AuthPolicy,
+        return_to: &str,
+        now: i64,
+    ) -> Response<Body> {
+        let host = arrival.authority.host.as_str();
+        let cookies = cookie_headers(req.headers());
+        let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
+        let redirect_uri = callback_uri(&arrival.authority, arrival.tls);
         let at = Browser {
             host,
             redirect_uri: &redirect_uri,
             cookies: &cookies,
             now,
-            secure,
+            secure: arrival.tls,
         };
-        match auth.begin(policy, &at, &return_to).await {
+        match self.dp.auth.begin(policy, &at, return_to).await {
             Ok(login) => {
                 let endpoint = login.location.split('?').next().unwrap_or_default();
+                let extra: String = (policy.extra_params.iter())
+                    .map(|(k, v)| format!(", {k}={v}"))
+                    .collect();
                 let hop = Hop {
                     at: now_ms(),
                     hop: "redirect".into(),
                     ok: true,
                     trace_id: self.trace.root.clone(),
                     detail: format!(
-                        "to {endpoint} for {return_to}: client_id {}, redirect_uri {redirect_uri}, scope {:?}{}, nonce and PKCE S256",
-                        policy.client_id,
-                        policy.scope,
-                        policy
-                            .extra_params
-                            .iter()
-                            .map(|(k, v)| format!(", {k}={v}"))
-                            .collect::<String>()
+                        "to {endpoint} for {return_to}: client_id {}, redirect_uri {redirect_uri}, scope {:?}{extra}, nonce and PKCE S256",
+                        policy.client_id, policy.scope,
                     ),
                 };
                 (self.dp.flows).record(&login.flow_id, &rule_label(policy), host, hop);
                 self.rec.redirect_url = login.location.clone();
                 let mut resp = redirect(StatusCode::FOUND, &login.location);
                 append_cookies(&mut resp, [login.set_cookie]);
-                Some(resp)
+                resp
             }
             Err(e) => {
                 // No flow began: the record is kept under the request's trace id.
@@ -189,7 +266,7 @@ impl Exchange {
                 let id = format!("begin-{}", self.trace.root);
                 (self.dp.flows).record(&id, &rule_label(policy), host, hop);
                 self.dp.flows.failed(&id, e.reason());
-                Some(self.login_error(&e))
+                self.login_error(&e)
             }
         }
     }
