@@ -84,7 +84,7 @@ pub enum ExplainCommand {
     /// Group the failed requests of ALB-format access logs (Portcullis's or a real
     /// ALB's) by error_reason, and explain each group with the likely fix.
     #[command(
-        after_help = "Example:\n  kubectl logs -n portcullis-system -l app.kubernetes.io/name=portcullis | portcullis explain logs"
+        after_help = "Example (--tail=-1: with -l, kubectl logs shows only the last 10 lines of each pod otherwise):\n  kubectl logs -n portcullis-system -l app.kubernetes.io/name=portcullis --tail=-1 --prefix | portcullis explain logs"
     )]
     Logs {
         /// A log file, or - (the default) for standard input, e.g. from `kubectl logs`.
@@ -104,7 +104,7 @@ pub enum ExplainCommand {
     /// Rebuild one login's timeline from Portcullis's logs (all replicas, text or
     /// JSON).
     #[command(
-        after_help = "Example (the reference from an error page):\n  kubectl logs -n portcullis-system -l app.kubernetes.io/name=portcullis | portcullis explain flow 1-6b0595e6-218072abd8411a33ba4b5bec"
+        after_help = "Example (the reference from an error page; --tail=-1: with -l, kubectl logs shows only the last 10 lines of each pod otherwise):\n  kubectl logs -n portcullis-system -l app.kubernetes.io/name=portcullis --tail=-1 --prefix | portcullis explain flow 1-6b0595e6-218072abd8411a33ba4b5bec"
     )]
     Flow {
         /// A flow id, or any trace id of the flow (the reference on an error page).

@@ -28,9 +28,17 @@ struct Page {
     blocks: Vec<(String, String)>,
 }
 
-/// The README and every page under docs/.
+/// The README, the project's policy pages, the chart's README and every page under docs/.
 fn pages() -> Vec<PathBuf> {
-    let mut paths = vec![PathBuf::from(ROOT).join("README.md")];
+    let mut paths: Vec<PathBuf> = [
+        "README.md",
+        "CHANGELOG.md",
+        "SECURITY.md",
+        "charts/portcullis/README.md",
+    ]
+    .iter()
+    .map(|p| PathBuf::from(ROOT).join(p))
+    .collect();
     let mut docs: Vec<PathBuf> = std::fs::read_dir(PathBuf::from(ROOT).join("docs"))
         .unwrap()
         .map(|e| e.unwrap().path())

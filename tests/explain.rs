@@ -55,6 +55,18 @@ fn portcullis_own_log_names_each_failure_and_its_trace() {
     assert!(!report.contains("not in ALB's format"), "{report}");
 }
 
+/// What `kubectl logs -l ... --tail=-1 --prefix` prints: each line tagged with its pod.
+#[test]
+fn lines_tagged_by_kubectl_logs_prefix_read_as_the_bare_log() {
+    let bare = include_str!("data/portcullis-access.log");
+    let tagged: String = bare
+        .lines()
+        .enumerate()
+        .map(|(i, line)| format!("[pod/portcullis-7d9f8-{}/portcullis] {line}\n", i % 2))
+        .collect();
+    assert_eq!(explain_logs(&tagged), explain_logs(bare));
+}
+
 fn explain_har(name: &str) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["explain", "har"])

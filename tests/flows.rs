@@ -57,6 +57,20 @@ async fn a_failed_login_leads_from_its_reference_to_the_hop_that_broke() {
         rebuilt.contains("ok   redirect"),
         "the first hop, from its own log line: {rebuilt}"
     );
+
+    // As `kubectl logs -l ... --tail=-1 --prefix` prints two replicas' lines.
+    let tagged: String = s
+        .proxy
+        .diagnostics
+        .lock()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, line)| format!("[pod/portcullis-7d9f8-{}/portcullis] {line}\n", i % 2))
+        .collect();
+    let (ok, from_tagged) = run_with_stdin(&["explain", "flow", &reference], &tagged);
+    assert!(ok, "{from_tagged}");
+    assert_eq!(from_tagged, rebuilt, "the pod tags change nothing");
 }
 
 #[tokio::test]

@@ -1,10 +1,11 @@
 //! What ships agrees with itself: the release workflow publishes the image and chart
 //! the chart names, the image exposes the ports it listens on, base images are pinned,
 //! the kind end-to-end test runs the Kubernetes and Helm versions the rest of the
-//! project uses, the chart's NetworkPolicy keeps the admin port to listed peers, and the
-//! shell scripts pass shellcheck.
+//! project uses, the chart's NetworkPolicy keeps the admin port to listed peers, the
+//! chart's README lists every value with its default, the scheduling and scaling values
+//! render into the objects they name, and the shell scripts pass shellcheck.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -195,6 +196,11 @@ fn the_kind_test_runs_the_kubernetes_and_helm_versions_the_project_uses() {
 }
 
 fn helm_template(set: &[&str]) -> Vec<Value> {
+    helm_template_result(set).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `helm template` of the chart with `--set` values: the objects, or helm's error.
+fn helm_template_result(set: &[&str]) -> Result<Vec<Value>, String> {
     let out = Command::new(format!("{ROOT}/tests/apiserver/build.sh"))
         .output()
         .unwrap();
@@ -212,12 +218,10 @@ fn helm_template(set: &[&str]) -> Vec<Value> {
         cmd.args(["--set", s]);
     }
     let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    parse_documents(&String::from_utf8(out.stdout).unwrap()).unwrap()
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(parse_documents(&String::from_utf8(out.stdout).unwrap()).unwrap())
 }
 
 fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Option<&'a Value> {
@@ -283,6 +287,194 @@ fn the_charts_network_policy_keeps_the_admin_port_to_listed_peers() {
         1,
         "with no adminFrom, no pod reaches the admin port: {rules}"
     );
+}
+
+/// Every leaf of `values`: its dotted key and value (a non-empty map is descended into).
+fn leaves(prefix: &str, values: &Value, out: &mut BTreeMap<String, Value>) {
+    for (key, value) in values.as_object().unwrap() {
+        let path = format!("{prefix}{key}");
+        match value.as_object() {
+            Some(map) if !map.is_empty() => leaves(&format!("{path}."), value, out),
+            _ => {
+                out.insert(path, value.clone());
+            }
+        }
+    }
+}
+
+#[test]
+fn the_chart_readme_lists_every_value_with_its_default() {
+    let mut values = BTreeMap::new();
+    leaves("", &yaml("charts/portcullis/values.yaml"), &mut values);
+    assert!(values.contains_key("autoscaling.maxReplicas"), "{values:?}");
+    let readme = read("charts/portcullis/README.md");
+    let table = after_heading(&readme, "## Values");
+    let mut rows = BTreeMap::new();
+    for line in table.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split(" | ").map(|c| c.trim()).collect();
+        assert_eq!(cells.len(), 4, "key, type, default, meaning: {line}");
+        let key = cells[0].trim_start_matches("| ").trim_matches('`');
+        let default = cells[2].trim_matches('`');
+        let default: Value = serde_json::from_str(default)
+            .unwrap_or_else(|e| panic!("{key}: default {default} is not JSON: {e}"));
+        assert!(
+            rows.insert(key.to_owned(), default).is_none(),
+            "{key} is listed twice"
+        );
+        assert!(
+            !cells[3].trim_end_matches(" |").is_empty(),
+            "{key} says what it means"
+        );
+    }
+    let listed: BTreeSet<&String> = rows.keys().collect();
+    let keys: BTreeSet<&String> = values.keys().collect();
+    assert_eq!(
+        listed.difference(&keys).collect::<Vec<_>>(),
+        Vec::<&&String>::new(),
+        "the README lists values that values.yaml does not have"
+    );
+    assert_eq!(
+        keys.difference(&listed).collect::<Vec<_>>(),
+        Vec::<&&String>::new(),
+        "values.yaml has values the README does not list"
+    );
+    for (key, default) in &values {
+        assert_eq!(&rows[key], default, "the README's default of {key}");
+    }
+}
+
+/// The text of `markdown` from the heading `heading` to the next heading of its level.
+fn after_heading<'a>(markdown: &'a str, heading: &str) -> &'a str {
+    let start = markdown
+        .find(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("no heading {heading}"));
+    let rest = &markdown[start + heading.len() + 2..];
+    let level = heading.split(' ').next().unwrap();
+    &rest[..rest.find(&format!("\n{level} ")).unwrap_or(rest.len())]
+}
+
+#[test]
+fn the_charts_scaling_and_scheduling_values_render_into_the_pods() {
+    let docs = helm_template(&[]);
+    assert!(of_kind(&docs, "HorizontalPodAutoscaler").is_none());
+    let deployment = of_kind(&docs, "Deployment").unwrap();
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    for absent in ["topologySpreadConstraints", "priorityClassName"] {
+        assert!(pod.get(absent).is_none(), "{absent} not set by default");
+    }
+    assert!(
+        deployment["spec"]["template"]["metadata"]
+            .get("annotations")
+            .is_none()
+    );
+    let pdb = of_kind(&docs, "PodDisruptionBudget").unwrap();
+    assert_eq!(
+        pdb["spec"],
+        serde_json::json!({"minAvailable": 1, "selector": deployment["spec"]["selector"]})
+    );
+    let env = pod["containers"][0]["env"].as_array().unwrap().clone();
+
+    let docs = helm_template(&[
+        "autoscaling.enabled=true",
+        "autoscaling.maxReplicas=6",
+        "extraEnv[0].name=HTTPS_PROXY",
+        "extraEnv[0].value=http://proxy.internal:3128",
+        "extraEnv[1].name=FROM_SECRET",
+        "extraEnv[1].valueFrom.secretKeyRef.name=s",
+        "extraEnv[1].valueFrom.secretKeyRef.key=k",
+        "topologySpreadConstraints[0].maxSkew=1",
+        "topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone",
+        "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+        "topologySpreadConstraints[1].maxSkew=2",
+        "topologySpreadConstraints[1].topologyKey=kubernetes.io/hostname",
+        "topologySpreadConstraints[1].whenUnsatisfiable=DoNotSchedule",
+        "topologySpreadConstraints[1].labelSelector.matchLabels.tier=edge",
+        "podAnnotations.example\\.com/owner=team-a",
+        "podLabels.tier=edge",
+        "podLabels.app\\.kubernetes\\.io/name=other",
+        "priorityClassName=system-cluster-critical",
+        "podDisruptionBudget.maxUnavailable=1",
+        "service.externalTrafficPolicy=Local",
+        "service.loadBalancerSourceRanges[0]=203.0.113.0/24",
+    ]);
+    let deployment = of_kind(&docs, "Deployment").unwrap();
+    assert!(
+        deployment["spec"].get("replicas").is_none(),
+        "the autoscaler owns the replica count: {deployment:#}"
+    );
+    let hpa = of_kind(&docs, "HorizontalPodAutoscaler").expect("rendered when enabled");
+    assert_eq!(
+        hpa["spec"]["scaleTargetRef"],
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment["metadata"]["name"]})
+    );
+    assert_eq!(
+        (&hpa["spec"]["minReplicas"], &hpa["spec"]["maxReplicas"]),
+        (&serde_json::json!(2), &serde_json::json!(6))
+    );
+    assert_eq!(
+        hpa["spec"]["metrics"][0]["resource"],
+        serde_json::json!({"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}})
+    );
+    let template = &deployment["spec"]["template"];
+    let pod = &template["spec"];
+    let extended = pod["containers"][0]["env"].as_array().unwrap();
+    assert_eq!(
+        extended[..env.len()],
+        env[..],
+        "the chart's own variables first"
+    );
+    assert_eq!(
+        extended[env.len()..],
+        [
+            serde_json::json!({"name": "HTTPS_PROXY", "value": "http://proxy.internal:3128"}),
+            serde_json::json!({"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}),
+        ]
+    );
+    let selector = &deployment["spec"]["selector"]["matchLabels"];
+    assert_eq!(
+        pod["topologySpreadConstraints"],
+        serde_json::json!([
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+             "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": selector}},
+            {"maxSkew": 2, "topologyKey": "kubernetes.io/hostname",
+             "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"tier": "edge"}}},
+        ]),
+        "an entry without a labelSelector selects the release's pods"
+    );
+    assert_eq!(pod["priorityClassName"], "system-cluster-critical");
+    assert_eq!(
+        template["metadata"]["annotations"],
+        serde_json::json!({"example.com/owner": "team-a"})
+    );
+    let labels = &template["metadata"]["labels"];
+    assert_eq!(labels["tier"], "edge");
+    for (key, value) in selector.as_object().unwrap() {
+        assert_eq!(&labels[key], value, "podLabels cannot unselect the pods");
+    }
+    let pdb = of_kind(&docs, "PodDisruptionBudget").unwrap();
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert!(pdb["spec"].get("minAvailable").is_none());
+    let service = docs
+        .iter()
+        .find(|d| d["kind"] == "Service" && d["spec"]["type"] == "LoadBalancer")
+        .unwrap();
+    assert_eq!(service["spec"]["externalTrafficPolicy"], "Local");
+    assert_eq!(
+        service["spec"]["loadBalancerSourceRanges"],
+        serde_json::json!(["203.0.113.0/24"])
+    );
+
+    let off = helm_template(&["podDisruptionBudget.enabled=false"]);
+    assert!(of_kind(&off, "PodDisruptionBudget").is_none());
+    for misspelt in [
+        "podAnotations.a=b",
+        "autoscaling.targetMemory=80",
+        "service.externalTrafficPolicy=local",
+    ] {
+        let refused = helm_template_result(&[misspelt]).expect_err(misspelt);
+        assert!(refused.contains("schema"), "{misspelt}: {refused}");
+    }
 }
 
 #[test]

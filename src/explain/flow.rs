@@ -1,5 +1,5 @@
 //! `portcullis explain flow ID`: rebuilds a login's timeline from log lines (text or
-//! JSON, e.g. `kubectl logs -l app.kubernetes.io/name=portcullis --prefix`), whichever
+//! JSON, e.g. `kubectl logs -l app.kubernetes.io/name=portcullis --tail=-1 --prefix`), whichever
 //! replicas its hops landed on. ID is a flow id or any trace id of the flow.
 
 use std::collections::BTreeMap;
@@ -18,13 +18,14 @@ pub struct HopLine {
 
 pub fn parse_line(line: &str) -> Option<HopLine> {
     let line = strip_ansi(line);
+    let line = super::without_kubectl_prefix(&line);
     if !line.contains(LOG_TARGET) {
         return None;
     }
     let (timestamp, fields) = if line.trim_start().starts_with('{') {
-        json_fields(&line)?
+        json_fields(line)?
     } else {
-        text_fields(&line)
+        text_fields(line)
     };
     let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
     let at = timestamp
@@ -88,7 +89,7 @@ fn strip_ansi(line: &str) -> String {
 }
 
 /// `2026-11-24T13:35:49.78Z  INFO portcullis::flow: flow hop flow_id="a" ok=true ...`
-/// (an optional `kubectl logs --prefix` tag before the timestamp is skipped).
+/// (a `kubectl logs --prefix` tag before it is removed first).
 fn text_fields(line: &str) -> (String, BTreeMap<String, String>) {
     let timestamp = line
         .split_whitespace()

@@ -65,11 +65,12 @@ pub struct Report {
 pub fn read(input: impl BufRead) -> Report {
     let mut report = Report::default();
     for line in input.lines().map_while(Result::ok) {
+        let line = super::without_kubectl_prefix(&line);
         if line.trim().is_empty() {
             continue;
         }
         report.lines += 1;
-        let f = fields(&line);
+        let f = fields(line);
         if f.len() < MIN_FIELDS {
             report.unreadable += 1;
             continue;
