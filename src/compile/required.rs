@@ -58,18 +58,13 @@ pub fn requirement(annotations: Option<&BTreeMap<String, String>>) -> Requiremen
     out
 }
 
+/// An object name: a DNS name in lower case (RFC 1123 subdomain).
 fn is_dns_subdomain(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
+    crate::model::is_dns_name(name)
+        && !name.bytes().any(|b| b.is_ascii_uppercase())
+        && name
+            .split('.')
+            .all(|l| !l.starts_with('-') && !l.ends_with('-'))
 }
 
 pub fn annotation_field(name: &str) -> String {
