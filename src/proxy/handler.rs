@@ -25,7 +25,9 @@ use crate::auth::login::{Browser, CALLBACK_PATH, Identity, LoginError, Notes, Se
 use crate::auth::redirect::safe_return_path;
 use crate::auth::session::Session;
 use crate::compile::authorization::{RequestFacts, Source};
-use crate::compile::{AuthPolicy, Backend, GuardPolicy, Redirect, Rewrite, Route, RouteQuery};
+use crate::compile::{
+    AuthPolicy, Backend, GuardPolicy, Redirect, Rewrite, Route, RouteQuery, Unevaluable,
+};
 use crate::form::form_pairs;
 use crate::model::OnUnauthenticatedRequest;
 use crate::model::{BACKCHANNEL_LOGOUT_PATH, FRONTCHANNEL_LOGOUT_PATH};
@@ -169,12 +171,16 @@ impl Exchange {
             query: req.uri().query(),
             tls: self.conn.tls.is_some(),
         };
-        let Some(route) = routes.find_for(&facts).cloned() else {
-            return self.error(
-                StatusCode::NOT_FOUND,
-                "NoMatchingRoute",
-                "No Ingress rule matches this host and path.",
-            );
+        let route = match routes.find_for(&facts) {
+            Ok(Some(route)) => route.clone(),
+            Ok(None) => {
+                return self.error(
+                    StatusCode::NOT_FOUND,
+                    "NoMatchingRoute",
+                    "No Ingress rule matches this host and path.",
+                );
+            }
+            Err(unevaluable) => return self.unevaluable(&unevaluable),
         };
         self.rec.matched_rule_priority = route.priority.to_string();
         self.route = Some(route.clone());
@@ -733,6 +739,19 @@ impl Exchange {
                 "No Ingress rule matches this host and path.",
             ),
         }
+    }
+
+    /// A request whose route cannot be decided (an input a match must read is too
+    /// long, or can be read two ways): refused, never given to the next route.
+    fn unevaluable(&mut self, why: &Unevaluable) -> Response<Body> {
+        tracing::info!(trace_id = %self.trace.root, input = why.input(), reason = why.reason(), "request refused: its route cannot be decided");
+        let message = match why {
+            Unevaluable::TooLong(_) => "The request's route depends on a value too long to check.",
+            Unevaluable::Ambiguous(_) => {
+                "The request's route depends on a value it carries more than once or in two spellings."
+            }
+        };
+        self.error(StatusCode::BAD_REQUEST, why.reason(), message)
     }
 
     /// A provider's back-channel logout: the token validated, every session it names
