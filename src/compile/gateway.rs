@@ -875,45 +875,23 @@ fn compile_rules(
             continue;
         };
         for (mfield, path, conditions) in matches {
-            // A rule whose filters cannot be applied is served as 500, never without
-            // them.
-            let filters = rule_filters(rule.filters.as_deref().unwrap_or_default(), path, &field);
-            let (filters, invalid) = match filters {
-                Ok(f) if broken.is_empty() => (f, None),
-                Ok(_) => (Filters::default(), Some(BROKEN_MATCH.to_owned())),
-                Err((f, message)) => {
-                    diags.push(Diagnostic::error(
-                        obj,
-                        &f,
-                        "UnsupportedValue",
-                        message.clone(),
-                        "see the HTTPRoute filters Portcullis supports in the README".into(),
-                    ));
-                    resolved = Cond::no("ResolvedRefs", "UnsupportedValue", message);
-                    let reason = "the HTTPRoute rule has an unsupported filter".to_owned();
-                    (Filters::default(), Some(reason))
-                }
-            };
-            let backend = match invalid {
-                Some(reason) => Backend::Invalid { reason },
-                None => backend.clone(),
-            };
-            for (host, tls, via) in &hosts {
-                let mut conditions = conditions.clone();
-                conditions.tls = *tls;
-                drafts.push(RouteDraft {
-                    host: host.clone(),
-                    field: mfield.clone(),
-                    path: Some(path.clone()),
-                    ingress: obj.clone(),
-                    backend: backend.clone(),
-                    guards: route_guards(obj, rule, via, guards),
-                    https_redirect: false,
-                    conditions,
-                    filters: filters.clone(),
-                    timeout: rule_timeout(rule),
-                });
+            let (filters, invalid) =
+                served_filters(rule, path, &field, !broken.is_empty(), obj, diags);
+            if let Some(cond) = invalid.as_ref().and_then(|(_, c)| c.clone()) {
+                resolved = cond;
             }
+            let served = Served {
+                rule,
+                field: mfield,
+                path,
+                conditions,
+                backend: match invalid {
+                    Some((reason, _)) => Backend::Invalid { reason },
+                    None => backend.clone(),
+                },
+                filters,
+            };
+            drafts.extend(host_drafts(obj, &served, &hosts, guards));
         }
     }
     for field in broken {
@@ -924,6 +902,74 @@ fn compile_rules(
         );
     }
     RulesOutput { drafts, resolved }
+}
+
+/// The filters a match is served with, or why it answers 500 instead (with the
+/// ResolvedRefs condition to report, for an unsupported filter). A rule whose filters
+/// cannot be applied is served as 500, never without them; so is every rule of a
+/// route with a match that does not compile (`route_broken`).
+fn served_filters(
+    rule: &HttpRouteRules,
+    path: &PathRule,
+    field: &str,
+    route_broken: bool,
+    obj: &ObjectRef,
+    diags: &mut Vec<Diagnostic>,
+) -> (Filters, Option<(String, Option<Cond>)>) {
+    match rule_filters(rule.filters.as_deref().unwrap_or_default(), path, field) {
+        Ok(f) if !route_broken => (f, None),
+        Ok(_) => (Filters::default(), Some((BROKEN_MATCH.to_owned(), None))),
+        Err((f, message)) => {
+            diags.push(Diagnostic::error(
+                obj,
+                &f,
+                "UnsupportedValue",
+                message.clone(),
+                "see the HTTPRoute filters Portcullis supports in the README".into(),
+            ));
+            let cond = Cond::no("ResolvedRefs", "UnsupportedValue", message);
+            let reason = "the HTTPRoute rule has an unsupported filter".to_owned();
+            (Filters::default(), Some((reason, Some(cond))))
+        }
+    }
+}
+
+/// One compiled match of a rule, as it is served.
+struct Served<'r> {
+    rule: &'r HttpRouteRules,
+    field: &'r str,
+    path: &'r PathRule,
+    conditions: &'r Conditions,
+    backend: Backend,
+    filters: Filters,
+}
+
+/// A match's route on each host of its HTTPRoute, with the protocol condition and
+/// the guards of the places that host comes through.
+fn host_drafts(
+    obj: &ObjectRef,
+    served: &Served,
+    hosts: &[RouteHost<'_>],
+    guards: &HashMap<ObjectRef, Vec<Guard>>,
+) -> Vec<RouteDraft> {
+    hosts
+        .iter()
+        .map(|(host, tls, via)| RouteDraft {
+            host: host.clone(),
+            field: served.field.to_owned(),
+            path: Some(served.path.clone()),
+            ingress: obj.clone(),
+            backend: served.backend.clone(),
+            guards: route_guards(obj, served.rule, via, guards),
+            https_redirect: false,
+            conditions: Conditions {
+                tls: *tls,
+                ..served.conditions.clone()
+            },
+            filters: served.filters.clone(),
+            timeout: rule_timeout(served.rule),
+        })
+        .collect()
 }
 
 /// Whether a route may serve this host: not when it belongs to another namespace.
