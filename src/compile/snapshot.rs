@@ -116,8 +116,9 @@ pub enum Unevaluable {
     /// Longer than `MAX_REGEX_INPUT`, for a regular expression to read (the path, or
     /// the named header or query parameter).
     TooLong(String),
-    /// Present more than once, in another spelling of its name, or not as text: the
-    /// route and the backend could read different values.
+    /// Present more than once (a query parameter also when another copy's name
+    /// differs only in case), or not text for an expression to read: the route and
+    /// the backend could read different values.
     Ambiguous(String),
 }
 
@@ -198,7 +199,8 @@ pub struct Conditions {
     /// without regard to case; a header present twice cannot be read one way).
     pub headers: Vec<(http::HeaderName, ValueMatch)>,
     /// Every query parameter must be present once under exactly this name; present
-    /// twice, or under a name that differs only in case, it cannot be read one way.
+    /// again (under this name or one differing only in case), it cannot be read one
+    /// way.
     pub query: Vec<(String, ValueMatch)>,
     /// `Some(true)`: only on TLS connections (every parent listener is HTTPS);
     /// `Some(false)`: only on plain ones.
@@ -259,15 +261,23 @@ fn query_pairs(query: Option<&str>) -> Vec<QueryPair<'_>> {
     form_urlencoded::parse(query.unwrap_or("").as_bytes()).collect()
 }
 
-/// A query parameter match: absent is no match; present once under exactly its name
-/// is read; anything else (twice, or a name differing only in case, which ASP.NET and
-/// others read as the same parameter) cannot be read one way.
+/// A query parameter match. Names are case-sensitive, as Gateway API says (and its
+/// conformance tests): absent under exactly its name is no match; present once is
+/// read; present again, under the same name or one differing only in case (which
+/// ASP.NET and others read as the same parameter), it cannot be read one way.
 fn query_eval(pairs: &[QueryPair<'_>], name: &str, want: &ValueMatch) -> Eval {
     let what = || format!("query parameter {name}");
-    let mut found = pairs.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name));
-    match (found.next(), found.next()) {
-        (None, _) => Ok(false),
-        (Some((k, v)), None) if k == name => want.eval(v.as_bytes(), what),
+    let exact = pairs.iter().filter(|(k, _)| k == name).count();
+    let alike = pairs
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .count();
+    match (exact, alike) {
+        (0, _) => Ok(false),
+        (1, 1) => match pairs.iter().find(|(k, _)| k == name) {
+            Some((_, value)) => want.eval(value.as_bytes(), what),
+            None => Ok(false),
+        },
         _ => Err(Unevaluable::Ambiguous(what())),
     }
 }

@@ -285,7 +285,7 @@ pub const REASONS: &[Reason] = &[
     r(
         "RouteMatchAmbiguous",
         "400",
-        "Which rule takes the request depends on a header or query parameter the request carries more than once (or under a name differing only in case, or not as text), so the route and the backend could read different values.",
+        "Which rule takes the request depends on a header or query parameter the request carries more than once (a query parameter also when another copy's name differs only in case), or a header value that is not text, so the route and the backend could read different values.",
         "A client or proxy that repeats a header or query parameter a HTTPRoute match reads (`?debug=0&debug=1`: the first value is not the one PHP or Rails read); often a probe.",
         "Send the header or parameter once. The log line names it.",
     ),

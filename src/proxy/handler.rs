@@ -748,7 +748,7 @@ impl Exchange {
         let message = match why {
             Unevaluable::TooLong(_) => "The request's route depends on a value too long to check.",
             Unevaluable::Ambiguous(_) => {
-                "The request's route depends on a value it carries more than once or in two spellings."
+                "The request's route depends on a header or query parameter it carries more than once."
             }
         };
         self.error(StatusCode::BAD_REQUEST, why.reason(), message)
