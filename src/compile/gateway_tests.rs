@@ -669,6 +669,14 @@ fn a_guarded_rule_an_open_rule_can_take_requests_from_is_reported() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].1.contains("tried first"), "{}", found[0].1);
 
+    // No warning when the broader rule answers 500 (its backend does not exist).
+    let body = "  parentRefs: [{name: edge, namespace: infra}]\n  hostnames: [shop.example.com]\n  rules:\n  - name: admin\n    matches: [{path: {type: PathPrefix, value: /admin}, method: GET}]\n    backendRefs: [{name: api, port: 80}]\n  - backendRefs: [{name: nowhere, port: 80}]";
+    let c = compiled(&fixture(&format!(
+        "{}{GUARD_ADMIN}",
+        route("apps", "shop", body)
+    )));
+    assert_eq!(shadowed(&c), vec![]);
+
     // No warning: a guarded path with no conditions, open paths beside or inside it.
     for matches in [
         "[{path: {type: PathPrefix, value: /admin}}]",

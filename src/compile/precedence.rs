@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 
 use super::RouteDraft;
-use super::snapshot::{Conditions, PathKind, PathRule, ValueMatch};
+use super::snapshot::{Backend, Conditions, PathKind, PathRule, ValueMatch};
 use crate::diagnostics::{Diagnostic, ObjectRef};
 
 /// The order routes are tried in, smallest first: exact paths (an exact path only
@@ -157,14 +157,15 @@ fn same_match(a: &ValueMatch, b: &ValueMatch) -> bool {
 /// A warning for each guarded rule an open rule of the same host can take requests
 /// from, on the guarded rule's object and field. `drafts` are in route order.
 pub(super) fn shadowed_guards(drafts: &[RouteDraft]) -> Vec<Diagnostic> {
-    let views: Vec<(usize, RuleView, bool)> = drafts
+    let views: Vec<(usize, RuleView, Exposure)> = drafts
         .iter()
         .enumerate()
-        .filter_map(|(i, d)| Some((i, view(d)?, !d.guards.is_empty())))
+        .filter_map(|(i, d)| Some((i, view(d)?, exposure(d))))
         .collect();
     let mut out: Vec<Diagnostic> = Vec::new();
-    for (gi, guarded, _) in views.iter().filter(|(_, _, g)| *g) {
-        for (oi, open, _) in views.iter().filter(|(_, _, g)| !*g) {
+    let of = |e: Exposure| move |(_, _, x): &&(usize, RuleView, Exposure)| *x == e;
+    for (gi, guarded, _) in views.iter().filter(of(Exposure::Guarded)) {
+        for (oi, open, _) in views.iter().filter(of(Exposure::Open)) {
             let Some(how) = shadow(*open, *guarded, oi < gi) else {
                 continue;
             };
@@ -178,6 +179,23 @@ pub(super) fn shadowed_guards(drafts: &[RouteDraft]) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Exposure {
+    Guarded,
+    /// Forwards without a login.
+    Open,
+    /// Answers 500 (or only redirects): takes nothing to a backend.
+    Closed,
+}
+
+fn exposure(d: &RouteDraft) -> Exposure {
+    match (&d.backend, d.guards.is_empty()) {
+        (_, false) => Exposure::Guarded,
+        (Backend::Invalid { .. }, true) => Exposure::Closed,
+        (_, true) => Exposure::Open,
+    }
 }
 
 fn view(d: &RouteDraft) -> Option<RuleView<'_>> {
