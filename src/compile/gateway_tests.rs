@@ -687,6 +687,44 @@ fn a_guarded_rule_an_open_rule_can_take_requests_from_is_reported() {
     }
 }
 
+#[test]
+fn an_open_wildcard_route_of_the_same_namespace_can_shadow_a_guarded_rule() {
+    let wildcard = |ns: &str, service: &str| {
+        route(
+            ns,
+            "rest",
+            &format!(
+                "  parentRefs: [{{name: edge, namespace: infra}}]\n  hostnames: [\"*.example.com\"]\n  rules:\n  - backendRefs: [{{name: {service}, port: 80}}]"
+            ),
+        )
+    };
+    let guarded = route(
+        "apps",
+        "shop",
+        "  parentRefs: [{name: edge, namespace: infra}]\n  hostnames: [shop.example.com]\n  rules:\n  - name: admin\n    matches: [{path: {type: PathPrefix, value: /}, method: GET}]\n    backendRefs: [{name: api, port: 80}]",
+    );
+    let warnings = |extra: &str| {
+        let c = compiled(&fixture(&format!("{guarded}{}{GUARD_ADMIN}", extra)));
+        assert_eq!(
+            get(&c, "shop.example.com", "/", &[], None).as_deref(),
+            Some(API)
+        );
+        c.diagnostics
+            .iter()
+            .filter(|d| d.reason == "GuardShadowed")
+            .map(|d| d.message.clone())
+            .collect::<Vec<_>>()
+    };
+    let found = warnings(&wildcard("apps", "web"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("HTTPRoute apps/rest"), "{}", found[0]);
+    assert_eq!(
+        warnings(&wildcard("data", "store")),
+        Vec::<String>::new(),
+        "another namespace's rules are not named in this route's status"
+    );
+}
+
 fn precedence_condition() -> &'static str {
     gateway::SHADOW_CONDITION
 }

@@ -85,9 +85,10 @@ fn reaches_host(open: RuleView, guarded: RuleView) -> bool {
     }
     match (open.host, guarded.host) {
         (None, _) => true,
-        (Some(o), Some(g)) => o
-            .strip_prefix("*.")
-            .is_some_and(|suffix| g.len() > suffix.len() && g.ends_with(&format!(".{suffix}"))),
+        (Some(o), Some(g)) => o.strip_prefix("*.").is_some_and(|suffix| {
+            g.strip_suffix(suffix)
+                .is_some_and(|label| label.len() > 1 && label.ends_with('.'))
+        }),
         (Some(_), None) => false,
     }
 }

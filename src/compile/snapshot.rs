@@ -231,13 +231,6 @@ impl Conditions {
         all_of(path.into_iter().chain(headers).chain(query))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.path_regex.is_none()
-            && self.method.is_none()
-            && self.headers.is_empty()
-            && self.query.is_empty()
-    }
-
     /// Gateway API precedence after the path: a method, then more headers, then
     /// more query parameters.
     pub(crate) fn rank(&self) -> (bool, usize, usize) {
