@@ -163,19 +163,23 @@ pub(super) fn shadowed_guards(drafts: &[RouteDraft]) -> Vec<Diagnostic> {
         .enumerate()
         .filter_map(|(i, d)| Some((i, view(d)?, exposure(d))))
         .collect();
+    let of = |e: Exposure| {
+        views
+            .iter()
+            .filter(move |(_, _, x)| *x == e)
+            .map(|(i, v, _)| (*i, *v))
+    };
+    let open: Vec<(usize, RuleView)> = of(Exposure::Open).collect();
+    let mut seen = std::collections::HashSet::new();
     let mut out: Vec<Diagnostic> = Vec::new();
-    let of = |e: Exposure| move |(_, _, x): &&(usize, RuleView, Exposure)| *x == e;
-    for (gi, guarded, _) in views.iter().filter(of(Exposure::Guarded)) {
-        for (oi, open, _) in views.iter().filter(of(Exposure::Open)) {
-            let Some(how) = shadow(*open, *guarded, oi < gi) else {
+    for (gi, guarded) in of(Exposure::Guarded) {
+        for (oi, open) in &open {
+            let Some(how) = shadow(*open, guarded, *oi < gi) else {
                 continue;
             };
-            let d = diagnostic(*open, *guarded, how);
-            if !out
-                .iter()
-                .any(|k| k.object == d.object && k.field == d.field && k.message == d.message)
-            {
-                out.push(d);
+            // One warning per pair of rules, whatever hosts they share.
+            if seen.insert((guarded.object, guarded.field, open.object, open.field)) {
+                out.push(diagnostic(*open, guarded, how));
             }
         }
     }
