@@ -84,6 +84,9 @@ spec:
     backendRefs: [{name: api, port: 80}]
   - name: split
     backendRefs: [{name: web, port: 80, weight: 1}, {name: api, port: 80, weight: 1}]
+  - name: ops
+    matches: [{path: {type: PathPrefix, value: /ops}, method: POST}]
+    backendRefs: [{name: web, port: 80}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -103,7 +106,9 @@ apiVersion: portcullis.dev/v1alpha1
 kind: AuthRule
 metadata: {name: admins, namespace: apps}
 spec:
-  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: shop, sectionName: admin}]
+  targetRefs:
+  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: shop, sectionName: admin}
+  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: shop, sectionName: ops}
   oidc:
     issuer: ISSUER
     clientId: portcullis-test
@@ -295,6 +300,13 @@ async fn gateway_and_httproutes_route_guard_and_report() {
                 "ResolvedRefs",
             )
             && rule.data["status"]["ancestors"][0]["ancestorRef"]["name"] == "edge"
+            // A GET to /ops reaches the open catch-all: the guarded POST rule is
+            // reported as shadowed, in a condition the CRD's schema accepts.
+            && condition(
+                &shop.data["status"]["parents"][0]["conditions"],
+                "portcullis.dev/GuardsHold",
+            )
+            .is_some_and(|c| c["status"] == "False" && c["reason"] == "GuardShadowed")
     })
     .await;
     let gw = gateways.get("edge").await.unwrap();

@@ -285,10 +285,19 @@ spec:
   - matches: [{{path: {{type: PathPrefix, value: /rewritten}}}}]
     filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: X_Original_URL, value: /admin}}]}}}}]
     backendRefs: [{{name: api, port: 80}}]
-  - matches: [{{path: {{type: RegularExpression, value: "(?:.{{0,200}}){{200}}"}}}}]
-    backendRefs: [{{name: api, port: 80}}]
   - matches: [{{path: {{type: RegularExpression, value: "/long/a*"}}}}]
     backendRefs: [{{name: api, port: 80}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: huge, namespace: apps}}
+spec:
+  parentRefs: [{{name: edge}}]
+  hostnames: [huge.test]
+  rules:
+  - matches: [{{path: {{type: RegularExpression, value: "(?:.{{0,200}}){{200}}"}}}}]
+    backendRefs: [{{name: api, port: 80}}]
+  - backendRefs: [{{name: api, port: 80}}]
 {}"#,
             svc("apps", "api", api.addr)
         ),
@@ -302,13 +311,24 @@ spec:
     let started = std::time::Instant::now();
     let r = raw_exchange(p.http, &request("GET", &long, "")).await;
     assert_eq!(
-        r.status, 404,
-        "inputs past the bound match no expression: {}",
+        (r.status, error(&r).as_deref()),
+        (400, Some("RouteMatchTooLong")),
+        "inputs past the bound are not matched, nor passed on: {}",
         r.body
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
     let r = raw_exchange(p.http, &request("GET", "/long/aaa", "")).await;
     assert_eq!(r.status, 200);
+    // An expression past the bounds fails its whole route: the open rule beside it too.
+    for path in ["/x", "/"] {
+        let r = raw_exchange(
+            p.http,
+            format!("GET {path} HTTP/1.1\r\nHost: huge.test\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+        assert_eq!((r.status, r.backend()), (500, None), "{path}: {}", r.body);
+    }
     let (ok, report) = run_with_stdin(
         &["check", "-f", "-"],
         &std::fs::read_to_string(dir.path().join("all.yaml")).unwrap(),
@@ -316,4 +336,148 @@ spec:
     assert!(!ok);
     assert!(report.contains("x_amzn_oidc_identity"), "{report}");
     assert!(report.contains("regular expression"), "{report}");
+}
+
+/// The reason of an error answer (the JSON body non-browser clients get).
+fn error(r: &RawResponse) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+    body["error"].as_str().map(str::to_owned)
+}
+
+/// A request whose route depends on a match that cannot be read one way (too long
+/// for an expression, a header or query parameter given twice) or on a match that
+/// does not compile is refused; it never reaches the open rule beside a guarded one.
+#[tokio::test]
+async fn a_guarded_match_that_cannot_be_decided_never_falls_to_the_open_rule() {
+    let backend = Backend::start("app").await;
+    let dir = TempDir::new("gateway-undecided");
+    dir.write(
+        "all.yaml",
+        &format!(
+            r#"{CLASS}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: apps}}
+spec:
+  gatewayClassName: portcullis
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: shop, namespace: apps}}
+spec:
+  parentRefs: [{{name: edge}}]
+  hostnames: [app.test]
+  rules:
+  - name: admin
+    matches: [{{path: {{type: RegularExpression, value: "/admin(/.*)?"}}}}]
+    backendRefs: [{{name: svc, port: 80}}]
+  - name: internal
+    matches: [{{headers: [{{name: x-tier, type: RegularExpression, value: "internal.*"}}]}}]
+    backendRefs: [{{name: svc, port: 80}}]
+  - name: debug
+    matches:
+    - queryParams: [{{name: debug, value: "1"}}]
+    - queryParams: [{{name: mode, type: RegularExpression, value: "admin.*"}}]
+    backendRefs: [{{name: svc, port: 80}}]
+  - name: everything
+    backendRefs: [{{name: svc, port: 80}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: broken, namespace: apps}}
+spec:
+  parentRefs: [{{name: edge}}]
+  hostnames: [broken.test]
+  rules:
+  - name: admin
+    matches: [{{path: {{type: RegularExpression, value: "/\\p{{Lu}}[a-z]+"}}}}]
+    backendRefs: [{{name: svc, port: 80}}]
+  - name: everything
+    backendRefs: [{{name: svc, port: 80}}]
+---
+apiVersion: portcullis.dev/v1alpha1
+kind: AuthRule
+metadata: {{name: admins, namespace: apps}}
+spec:
+  targetRefs:
+  - {{group: gateway.networking.k8s.io, kind: HTTPRoute, name: shop, sectionName: admin}}
+  - {{group: gateway.networking.k8s.io, kind: HTTPRoute, name: shop, sectionName: internal}}
+  - {{group: gateway.networking.k8s.io, kind: HTTPRoute, name: shop, sectionName: debug}}
+  - {{group: gateway.networking.k8s.io, kind: HTTPRoute, name: broken, sectionName: admin}}
+  oidc: {{issuer: "http://127.0.0.1:9", clientId: app, clientSecretRef: {{name: idp}}}}
+{}{}"#,
+            secret("apps"),
+            svc("apps", "svc", backend.addr)
+        ),
+    );
+    let p = Portcullis::start(dir.path(), &[]);
+    let open = raw_exchange(p.http, &request("GET", "/shop", "")).await;
+    assert_eq!(open.status, 200, "{}", open.body);
+    assert!(open.backend().is_some());
+
+    let long = "x".repeat(2100);
+    let cases: Vec<(String, String, u16, &str)> = vec![
+        ("/admin/users".into(), String::new(), 401, "AuthRequired"),
+        (
+            "/x".into(),
+            format!("x-tier: internal{long}\r\n"),
+            400,
+            "RouteMatchTooLong",
+        ),
+        (
+            format!("/x?mode=admin{long}"),
+            String::new(),
+            400,
+            "RouteMatchTooLong",
+        ),
+        (
+            "/x?debug=0&debug=1".into(),
+            String::new(),
+            400,
+            "RouteMatchAmbiguous",
+        ),
+        (
+            "/x?debug=0&DEBUG=1".into(),
+            String::new(),
+            400,
+            "RouteMatchAmbiguous",
+        ),
+        (
+            "/x".into(),
+            "x-tier: public\r\nx-tier: internal\r\n".into(),
+            400,
+            "RouteMatchAmbiguous",
+        ),
+    ];
+    for (path, extra, status, reason) in &cases {
+        let r = raw_exchange(p.http, &request("GET", path, extra)).await;
+        assert_eq!(
+            (r.status, r.backend().is_none()),
+            (*status, true),
+            "{path} {extra:.40}: {}",
+            r.body
+        );
+        assert_eq!(error(&r).as_deref(), Some(*reason), "{path}: {}", r.body);
+    }
+    // A match that does not compile (RE2's \p{Lu}, which regex-lite refuses) fails
+    // its whole route closed: nothing of broken.test reaches the backend.
+    for path in ["/Admin", "/", "/anything"] {
+        let r = raw_exchange(
+            p.http,
+            format!("GET {path} HTTP/1.1\r\nHost: broken.test\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+        assert_eq!((r.status, r.backend()), (500, None), "{path}: {}", r.body);
+        assert_eq!(error(&r).as_deref(), Some("RouteInvalid"));
+    }
+    let (ok, report) = run_with_stdin(
+        &["check", "-f", "-"],
+        &std::fs::read_to_string(dir.path().join("all.yaml")).unwrap(),
+    );
+    assert!(!ok, "{report}");
+    assert!(report.contains("InvalidMatch"), "{report}");
+    assert!(report.contains("GuardShadowed"), "{report}");
+    assert!(report.contains("spec.rules[1].matches[0]"), "{report}");
 }

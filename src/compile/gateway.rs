@@ -763,6 +763,69 @@ struct RulesOutput {
     resolved: Cond,
 }
 
+/// A host a route serves, the protocol its listeners agree on (`None`: both), and
+/// the places it comes through.
+type RouteHost<'p> = (Option<String>, Option<bool>, Vec<&'p Place>);
+
+fn route_hosts(places: &[Place]) -> Vec<RouteHost<'_>> {
+    let mut hosts: Vec<RouteHost<'_>> = Vec::new();
+    for place in places.iter().filter(|p| p.usable) {
+        for host in &place.hosts {
+            match hosts.iter_mut().find(|(h, _, _)| h == host) {
+                Some((_, tls, via)) => {
+                    if *tls != Some(place.tls) {
+                        *tls = None;
+                    }
+                    via.push(place);
+                }
+                None => hosts.push((host.clone(), Some(place.tls), vec![place])),
+            }
+        }
+    }
+    hosts
+}
+
+/// One match of a rule, compiled: its field, path and conditions.
+type CompiledMatch = (String, PathRule, Conditions);
+
+/// Every match of a rule, or `Err` with the field of the first that does not compile.
+fn rule_matches(
+    rule: &HttpRouteRules,
+    field: &str,
+    obj: &ObjectRef,
+    options: &CompileOptions,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<Vec<CompiledMatch>, String> {
+    let matches: Vec<HttpRouteRulesMatches> = match rule.matches.as_deref() {
+        Some(m) if !m.is_empty() => m.to_vec(),
+        _ => vec![HttpRouteRulesMatches::default()],
+    };
+    let mut out = Vec::new();
+    for (mi, m) in matches.iter().enumerate() {
+        let mfield = format!("{field}.matches[{mi}]");
+        match route_match(m, &mfield, obj, options, diags) {
+            Some((path, conditions)) => out.push((mfield, path, conditions)),
+            None => return Err(mfield),
+        }
+    }
+    Ok(out)
+}
+
+fn rule_timeout(rule: &HttpRouteRules) -> Option<std::time::Duration> {
+    rule.timeouts
+        .as_ref()
+        .and_then(|t| t.request.as_deref())
+        .and_then(|t| t.parse::<gateway_api::Duration>().ok())
+        .map(|d| std::time::Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+        .filter(|d| !d.is_zero())
+}
+
+/// A route with a match that does not compile serves nothing: every rule of it
+/// answers 500 on every host it has, and so does a catch-all in the broken match's
+/// place, since which requests that match was meant to take cannot be known. Its
+/// traffic never reaches a broader rule.
+const BROKEN_MATCH: &str = "a match of this HTTPRoute does not compile";
+
 #[allow(clippy::too_many_arguments)]
 fn compile_rules(
     route: &HttpRoute,
@@ -777,22 +840,26 @@ fn compile_rules(
     diags: &mut Vec<Diagnostic>,
 ) -> RulesOutput {
     let mut resolved = Cond::yes("ResolvedRefs", "ResolvedRefs", "");
-    let mut hosts: Vec<(Option<String>, Option<bool>, Vec<&Place>)> = Vec::new();
-    for place in places.iter().filter(|p| p.usable) {
-        for host in &place.hosts {
-            match hosts.iter_mut().find(|(h, _, _)| h == host) {
-                Some((_, tls, via)) => {
-                    if *tls != Some(place.tls) {
-                        *tls = None;
-                    }
-                    via.push(place);
-                }
-                None => hosts.push((host.clone(), Some(place.tls), vec![place])),
-            }
-        }
+    let hosts: Vec<RouteHost<'_>> = route_hosts(places)
+        .into_iter()
+        .filter(|(host, _, _)| host_admits(host.as_deref(), owners, obj, diags))
+        .collect();
+    let rules: Vec<&HttpRouteRules> = route.spec.rules.iter().flatten().collect();
+    let compiled: Vec<Result<Vec<CompiledMatch>, String>> = rules
+        .iter()
+        .enumerate()
+        .map(|(ri, rule)| rule_matches(rule, &format!("spec.rules[{ri}]"), obj, options, diags))
+        .collect();
+    let broken: Vec<&String> = compiled.iter().filter_map(|c| c.as_ref().err()).collect();
+    if let Some(field) = broken.first() {
+        resolved = Cond::no(
+            "ResolvedRefs",
+            "UnsupportedValue",
+            format!("{field} does not compile; every rule of this route answers 500 until it does"),
+        );
     }
     let mut drafts = Vec::new();
-    for (ri, rule) in route.spec.rules.iter().flatten().enumerate() {
+    for (ri, (rule, matches)) in rules.iter().zip(&compiled).enumerate() {
         let field = format!("spec.rules[{ri}]");
         let backend = rule_backend(
             rule,
@@ -804,85 +871,194 @@ fn compile_rules(
             &mut resolved,
             diags,
         );
-        let matches: Vec<HttpRouteRulesMatches> = match rule.matches.as_deref() {
-            Some(m) if !m.is_empty() => m.to_vec(),
-            _ => vec![HttpRouteRulesMatches::default()],
+        let Ok(matches) = matches else {
+            continue;
         };
-        let timeout = rule
-            .timeouts
-            .as_ref()
-            .and_then(|t| t.request.as_deref())
-            .and_then(|t| t.parse::<gateway_api::Duration>().ok())
-            .map(|d| {
-                std::time::Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            })
-            .filter(|d| !d.is_zero());
-        for (mi, m) in matches.iter().enumerate() {
-            let mfield = format!("{field}.matches[{mi}]");
-            let made = route_match(m, &mfield, obj, options, diags);
-            let (path, mut conditions) = match made {
-                Some(made) => made,
-                None => continue,
-            };
-            // A rule whose filters cannot be applied is served as 500, never without
-            // them.
-            let (filters, broken) =
-                match rule_filters(rule.filters.as_deref().unwrap_or_default(), &path, &field) {
-                    Ok(f) => (f, false),
-                    Err((f, message)) => {
-                        diags.push(Diagnostic::error(
-                            obj,
-                            &f,
-                            "UnsupportedValue",
-                            message.clone(),
-                            "see the HTTPRoute filters Portcullis supports in the README".into(),
-                        ));
-                        resolved = Cond::no("ResolvedRefs", "UnsupportedValue", message);
-                        (Filters::default(), true)
-                    }
-                };
-            for (host, tls, via) in &hosts {
-                if let Some(h) = host
-                    && owners.get(h).is_some_and(|o| !o.admits(&obj.namespace))
-                {
-                    diags.push(Diagnostic::error(
-                        obj,
-                        "spec.hostnames",
-                        "HostOwnedByOtherNamespace",
-                        format!("host {h} belongs to another namespace's Ingress; this route does not serve it"),
-                        format!("use a host of namespace {}'s own, or have the owning Ingress share it", obj.namespace),
-                    ));
-                    continue;
-                }
-                conditions.tls = *tls;
-                drafts.push(RouteDraft {
-                    host: host.clone(),
-                    path: Some(path.clone()),
-                    ingress: obj.clone(),
-                    backend: if broken {
-                        Backend::Invalid {
-                            reason: "the HTTPRoute rule has an unsupported filter".into(),
-                        }
-                    } else {
-                        backend.clone()
-                    },
-                    guards: route_guards(obj, rule, via, guards),
-                    https_redirect: false,
-                    conditions: conditions.clone(),
-                    filters: if broken {
-                        Filters::default()
-                    } else {
-                        filters.clone()
-                    },
-                    timeout,
-                    sources: None,
-                    closed: None,
-                });
+        for (mfield, path, conditions) in matches {
+            let (filters, invalid) =
+                served_filters(rule, path, &field, !broken.is_empty(), obj, diags);
+            if let Some(cond) = invalid.as_ref().and_then(|(_, c)| c.clone()) {
+                resolved = cond;
             }
+            let served = Served {
+                rule,
+                field: mfield,
+                path,
+                conditions,
+                backend: match invalid {
+                    Some((reason, _)) => Backend::Invalid { reason },
+                    None => backend.clone(),
+                },
+                filters,
+            };
+            drafts.extend(host_drafts(obj, &served, &hosts, guards));
         }
+    }
+    for field in broken {
+        drafts.extend(
+            hosts
+                .iter()
+                .map(|(host, tls, _)| broken_catch_all(obj, field, host, *tls)),
+        );
     }
     RulesOutput { drafts, resolved }
 }
+
+/// The filters a match is served with, or why it answers 500 instead (with the
+/// ResolvedRefs condition to report, for an unsupported filter). A rule whose filters
+/// cannot be applied is served as 500, never without them; so is every rule of a
+/// route with a match that does not compile (`route_broken`).
+fn served_filters(
+    rule: &HttpRouteRules,
+    path: &PathRule,
+    field: &str,
+    route_broken: bool,
+    obj: &ObjectRef,
+    diags: &mut Vec<Diagnostic>,
+) -> (Filters, Option<(String, Option<Cond>)>) {
+    match rule_filters(rule.filters.as_deref().unwrap_or_default(), path, field) {
+        Ok(f) if !route_broken => (f, None),
+        Ok(_) => (Filters::default(), Some((BROKEN_MATCH.to_owned(), None))),
+        Err((f, message)) => {
+            diags.push(Diagnostic::error(
+                obj,
+                &f,
+                "UnsupportedValue",
+                message.clone(),
+                "see the HTTPRoute filters Portcullis supports in the README".into(),
+            ));
+            let cond = Cond::no("ResolvedRefs", "UnsupportedValue", message);
+            let reason = "the HTTPRoute rule has an unsupported filter".to_owned();
+            (Filters::default(), Some((reason, Some(cond))))
+        }
+    }
+}
+
+/// One compiled match of a rule, as it is served.
+struct Served<'r> {
+    rule: &'r HttpRouteRules,
+    field: &'r str,
+    path: &'r PathRule,
+    conditions: &'r Conditions,
+    backend: Backend,
+    filters: Filters,
+}
+
+/// A match's route on each host of its HTTPRoute, with the protocol condition and
+/// the guards of the places that host comes through.
+fn host_drafts(
+    obj: &ObjectRef,
+    served: &Served,
+    hosts: &[RouteHost<'_>],
+    guards: &HashMap<ObjectRef, Vec<Guard>>,
+) -> Vec<RouteDraft> {
+    hosts
+        .iter()
+        .map(|(host, tls, via)| RouteDraft {
+            host: host.clone(),
+            field: served.field.to_owned(),
+            path: Some(served.path.clone()),
+            ingress: obj.clone(),
+            backend: served.backend.clone(),
+            guards: route_guards(obj, served.rule, via, guards),
+            https_redirect: false,
+            conditions: Conditions {
+                tls: *tls,
+                ..served.conditions.clone()
+            },
+            filters: served.filters.clone(),
+            timeout: rule_timeout(served.rule),
+            sources: None,
+            closed: None,
+        })
+        .collect()
+}
+
+/// Whether a route may serve this host: not when it belongs to another namespace.
+fn host_admits(
+    host: Option<&str>,
+    owners: &HashMap<String, HostOwner>,
+    obj: &ObjectRef,
+    diags: &mut Vec<Diagnostic>,
+) -> bool {
+    let Some(h) = host else {
+        return true;
+    };
+    if owners.get(h).is_none_or(|o| o.admits(&obj.namespace)) {
+        return true;
+    }
+    diags.push(Diagnostic::error(
+        obj,
+        "spec.hostnames",
+        "HostOwnedByOtherNamespace",
+        format!("host {h} belongs to another namespace's Ingress; this route does not serve it"),
+        format!(
+            "use a host of namespace {}'s own, or have the owning Ingress share it",
+            obj.namespace
+        ),
+    ));
+    false
+}
+
+fn broken_catch_all(
+    obj: &ObjectRef,
+    field: &str,
+    host: &Option<String>,
+    tls: Option<bool>,
+) -> RouteDraft {
+    RouteDraft {
+        host: host.clone(),
+        field: field.to_owned(),
+        path: Some(PathRule {
+            kind: PathKind::Prefix,
+            path: "/".into(),
+        }),
+        ingress: obj.clone(),
+        backend: Backend::Invalid {
+            reason: BROKEN_MATCH.into(),
+        },
+        guards: Vec::new(),
+        https_redirect: false,
+        conditions: Conditions {
+            tls,
+            ..Conditions::default()
+        },
+        filters: Filters::default(),
+        timeout: None,
+        sources: None,
+        closed: None,
+    }
+}
+
+/// Adds a condition to each HTTPRoute with a guarded rule an open rule can take
+/// requests from (`GuardShadowed` diagnostics), so `kubectl get httproute` shows it.
+pub(super) fn report_shadowed(diags: &[Diagnostic], state: &mut GatewayApiState) {
+    let mut by_route: BTreeMap<&ObjectRef, Vec<&Diagnostic>> = BTreeMap::new();
+    for d in diags.iter().filter(|d| d.reason == "GuardShadowed") {
+        by_route.entry(&d.object).or_default().push(d);
+    }
+    for (obj, found) in by_route {
+        let Some(route) = state.routes.get_mut(obj) else {
+            continue;
+        };
+        let mut message = format!("{}: {}", found[0].field, found[0].message);
+        if found.len() > 1 {
+            message.push_str(&format!(
+                " (and {} more; see `portcullis check`)",
+                found.len() - 1
+            ));
+        }
+        for parent in &mut route.parents {
+            parent
+                .conditions
+                .push(Cond::no(SHADOW_CONDITION, "GuardShadowed", message.clone()));
+        }
+    }
+}
+
+/// The condition type (implementation-specific, so domain-prefixed) that says whether
+/// every guarded rule of a route holds against its open siblings.
+pub const SHADOW_CONDITION: &str = "portcullis.dev/GuardsHold";
 
 /// The AuthRules guarding this rule: those naming the route (or this rule by its
 /// name) and those naming a Gateway (or the listener) it attaches through.
@@ -934,7 +1110,7 @@ fn route_match(
             field,
             "InvalidMatch",
             what,
-            "fix the match; the rule is not served until then".into(),
+            "fix the match; every rule of this HTTPRoute answers 500 until then".into(),
         ));
         None
     };

@@ -59,22 +59,37 @@ fn get(
     headers: &[(&str, &str)],
     query: Option<&str>,
 ) -> Option<String> {
+    lookup(c, host, path, headers, query).expect("the route can be decided")
+}
+
+/// The backend a request reaches, or the reason it is refused before any route.
+fn lookup(
+    c: &Compiled,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    query: Option<&str>,
+) -> Result<Option<String>, &'static str> {
     let mut map = http::HeaderMap::new();
     for (k, v) in headers {
-        map.insert(
+        map.append(
             http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
             v.parse().unwrap(),
         );
     }
-    let route = c.snapshot.routes.find_for(&RouteQuery {
-        host,
-        path,
-        method: &http::Method::GET,
-        headers: &map,
-        query,
-        tls: false,
-    })?;
-    Some(backend_label(&route.backend))
+    let route = c
+        .snapshot
+        .routes
+        .find_for(&RouteQuery {
+            host,
+            path,
+            method: &http::Method::GET,
+            headers: &map,
+            query,
+            tls: false,
+        })
+        .map_err(|e| e.reason())?;
+    Ok(route.map(|r| backend_label(&r.backend)))
 }
 
 fn parent_conditions(c: &Compiled, ns: &str, name: &str) -> Vec<(&'static str, bool, String)> {
@@ -434,4 +449,341 @@ spec:
         Some("10.0.0.2:8080")
     );
     assert_eq!(get(&c, "a.b.in.example.com", "/", &[], None), None);
+}
+
+/// An AuthRule on rule `admin` of HTTPRoute apps/shop.
+const GUARD_ADMIN: &str = r#"
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: idp, namespace: apps}
+stringData: {client-secret: s3cret}
+---
+apiVersion: portcullis.dev/v1alpha1
+kind: AuthRule
+metadata: {name: sso, namespace: apps}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: shop, sectionName: admin}]
+  oidc: {issuer: "https://idp.example.com", clientId: c, clientSecretRef: {name: idp}}
+"#;
+
+/// HTTPRoute apps/shop on shop.example.com: rule `admin` (to api) with these matches,
+/// then an open catch-all (to web).
+fn guarded_shop(admin_matches: &str) -> Compiled {
+    let body = format!(
+        "  parentRefs: [{{name: edge, namespace: infra}}]\n  hostnames: [shop.example.com]\n  rules:\n  - name: admin\n    matches: {admin_matches}\n    backendRefs: [{{name: api, port: 80}}]\n  - backendRefs: [{{name: web, port: 80}}]"
+    );
+    compiled(&fixture(&format!(
+        "{}{GUARD_ADMIN}",
+        route("apps", "shop", &body)
+    )))
+}
+
+const API: &str = "10.0.0.2:8080";
+const WEB: &str = "10.0.0.1:8080";
+
+#[test]
+fn regular_expressions_rank_between_exact_paths_and_prefixes() {
+    let c = guarded_shop(r#"[{path: {type: RegularExpression, value: "/admin(/.*)?"}}]"#);
+    assert_eq!(
+        get(&c, "shop.example.com", "/admin/users", &[], None).as_deref(),
+        Some(API),
+        "the guarded expression is tried before the open prefix /"
+    );
+    assert_eq!(
+        get(&c, "shop.example.com", "/shop", &[], None).as_deref(),
+        Some(WEB)
+    );
+    let guarded = c
+        .snapshot
+        .routes
+        .find("shop.example.com", "/admin")
+        .unwrap();
+    assert!(!guarded.guards.is_empty());
+    assert!(
+        !c.diagnostics.iter().any(|d| d.reason == "GuardShadowed"),
+        "{:?}",
+        c.diagnostics
+    );
+
+    let exact = PathRule {
+        kind: PathKind::Exact,
+        path: "/admin/users".into(),
+    };
+    let regex = PathRule {
+        kind: PathKind::Regex,
+        path: "/admin(/.*)?".into(),
+    };
+    let long_prefix = PathRule {
+        kind: PathKind::Prefix,
+        path: "/admin/users/and/more/than/the/expression".into(),
+    };
+    let none = Conditions::default();
+    let headers = Conditions {
+        headers: vec![(
+            http::HeaderName::from_static("x-a"),
+            ValueMatch::Exact("1".into()),
+        )],
+        ..Conditions::default()
+    };
+    let rank = |p: &PathRule, c: &Conditions| precedence::rank(Some(p), c);
+    assert!(rank(&exact, &none) < rank(&regex, &headers));
+    assert!(rank(&regex, &none) < rank(&long_prefix, &headers));
+    assert!(rank(&regex, &headers) < rank(&regex, &none));
+    assert!(rank(&long_prefix, &none) < precedence::rank(None, &none));
+}
+
+#[test]
+fn a_match_that_cannot_be_evaluated_refuses_instead_of_falling_through() {
+    let c = guarded_shop(
+        r#"[{path: {type: PathPrefix, value: /}, headers: [{name: x-tier, type: RegularExpression, value: "internal.*"}], queryParams: [{name: debug, value: "1"}]}, {path: {type: PathPrefix, value: /}, queryParams: [{name: mode, type: RegularExpression, value: "admin.*"}]}]"#,
+    );
+    let host = "shop.example.com";
+    let long = format!("internal{}", "x".repeat(2100));
+    assert_eq!(
+        lookup(&c, host, "/x", &[("x-tier", "internal")], Some("debug=1")),
+        Ok(Some(API.into()))
+    );
+    assert_eq!(
+        lookup(&c, host, "/x", &[("x-tier", &long)], Some("debug=1")),
+        Err("RouteMatchTooLong")
+    );
+    assert_eq!(
+        lookup(&c, host, "/x", &[("x-tier", &long)], Some("debug=0")),
+        Ok(Some(WEB.into())),
+        "a condition that fails decides even beside one that cannot be read"
+    );
+    let long_query = format!("mode=admin{}", "x".repeat(2100));
+    assert_eq!(
+        lookup(&c, host, "/x", &[], Some(&long_query)),
+        Err("RouteMatchTooLong")
+    );
+    for query in [
+        "debug=0&debug=1",
+        "debug=1&debug=1",
+        "debug=1&Debug=0",
+        "DEBUG=1&debug=0",
+    ] {
+        assert_eq!(
+            lookup(&c, host, "/x", &[("x-tier", "internal")], Some(query)),
+            Err("RouteMatchAmbiguous"),
+            "{query}"
+        );
+    }
+    assert_eq!(
+        lookup(
+            &c,
+            host,
+            "/x",
+            &[("x-tier", "public"), ("x-tier", "internal")],
+            Some("debug=1")
+        ),
+        Err("RouteMatchAmbiguous")
+    );
+    assert_eq!(
+        lookup(&c, host, "/x", &[("x-tier", "internal")], Some("DEBUG=1")),
+        Ok(Some(WEB.into())),
+        "names are case-sensitive, as Gateway API's conformance tests ask"
+    );
+    assert_eq!(
+        lookup(&c, host, "/x", &[], Some("other=1&other=2")),
+        Ok(Some(WEB.into())),
+        "parameters no match reads may repeat"
+    );
+}
+
+#[test]
+fn an_unevaluable_rule_ranked_after_the_match_does_not_matter() {
+    let body = "  parentRefs: [{name: edge, namespace: infra}]\n  hostnames: [shop.example.com]\n  rules:\n  - matches: [{path: {type: Exact, value: /open}}]\n    backendRefs: [{name: web, port: 80}]\n  - matches: [{path: {type: PathPrefix, value: /}, headers: [{name: x-tier, type: RegularExpression, value: \"i.*\"}]}]\n    backendRefs: [{name: api, port: 80}]";
+    let c = compiled(&fixture(&route("apps", "shop", body)));
+    let long = "i".repeat(3000);
+    assert_eq!(
+        lookup(&c, "shop.example.com", "/open", &[("x-tier", &long)], None),
+        Ok(Some(WEB.into()))
+    );
+    assert_eq!(
+        lookup(&c, "shop.example.com", "/other", &[("x-tier", &long)], None),
+        Err("RouteMatchTooLong")
+    );
+}
+
+#[test]
+fn a_match_that_does_not_compile_fails_its_whole_route_closed() {
+    let c = guarded_shop(r#"[{path: {type: RegularExpression, value: "\\p{Lu}[a-z]+"}}]"#);
+    for path in ["/Admin", "/", "/shop/anything"] {
+        let got = get(&c, "shop.example.com", path, &[], None).unwrap();
+        assert!(got.starts_with("invalid"), "{path}: {got}");
+    }
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.reason == "InvalidMatch")
+        .expect("reported");
+    assert_eq!(d.field, "spec.rules[0].matches[0]");
+    assert!(d.fix.contains("500"), "{}", d.fix);
+    let conditions = parent_conditions(&c, "apps", "shop");
+    assert!(
+        conditions.contains(&("ResolvedRefs", false, "UnsupportedValue".into())),
+        "{conditions:?}"
+    );
+}
+
+#[test]
+fn a_guarded_rule_an_open_rule_can_take_requests_from_is_reported() {
+    let shadowed = |c: &Compiled| -> Vec<(String, String)> {
+        c.diagnostics
+            .iter()
+            .filter(|d| d.reason == "GuardShadowed")
+            .map(|d| (d.field.clone(), d.message.clone()))
+            .collect()
+    };
+    // Conditions on the guarded rule: a request without them reaches the catch-all.
+    let c = guarded_shop(
+        "[{path: {type: PathPrefix, value: /admin}, headers: [{name: x-tier, value: internal}]}]",
+    );
+    let found = shadowed(&c);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "spec.rules[0].matches[0]");
+    assert!(
+        found[0].1.contains("spec.rules[1].matches[0]"),
+        "{}",
+        found[0].1
+    );
+    let conditions = parent_conditions(&c, "apps", "shop");
+    assert!(
+        conditions.contains(&(precedence_condition(), false, "GuardShadowed".into())),
+        "{conditions:?}"
+    );
+    // A method match likewise.
+    let c = guarded_shop("[{path: {type: PathPrefix, value: /admin}, method: GET}]");
+    assert_eq!(shadowed(&c).len(), 1);
+    // The same path, open and with more conditions: tried first.
+    let body = "  parentRefs: [{name: edge, namespace: infra}]\n  hostnames: [shop.example.com]\n  rules:\n  - name: admin\n    matches: [{path: {type: PathPrefix, value: /admin}}]\n    backendRefs: [{name: api, port: 80}]\n  - matches: [{path: {type: PathPrefix, value: /admin}, headers: [{name: x-beta, value: \"1\"}]}]\n    backendRefs: [{name: web, port: 80}]";
+    let c = compiled(&fixture(&format!(
+        "{}{GUARD_ADMIN}",
+        route("apps", "shop", body)
+    )));
+    let found = shadowed(&c);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].1.contains("tried first"), "{}", found[0].1);
+
+    // No warning when the broader rule answers 500 (its backend does not exist).
+    let body = "  parentRefs: [{name: edge, namespace: infra}]\n  hostnames: [shop.example.com]\n  rules:\n  - name: admin\n    matches: [{path: {type: PathPrefix, value: /admin}, method: GET}]\n    backendRefs: [{name: api, port: 80}]\n  - backendRefs: [{name: nowhere, port: 80}]";
+    let c = compiled(&fixture(&format!(
+        "{}{GUARD_ADMIN}",
+        route("apps", "shop", body)
+    )));
+    assert_eq!(shadowed(&c), vec![]);
+
+    // No warning: a guarded path with no conditions, open paths beside or inside it.
+    for matches in [
+        "[{path: {type: PathPrefix, value: /admin}}]",
+        "[{path: {type: Exact, value: /admin}}]",
+        r#"[{path: {type: RegularExpression, value: "/admin(/.*)?"}}]"#,
+    ] {
+        assert_eq!(shadowed(&guarded_shop(matches)), vec![], "{matches}");
+    }
+}
+
+#[test]
+fn an_open_wildcard_route_of_the_same_namespace_can_shadow_a_guarded_rule() {
+    let wildcard = |ns: &str, service: &str| {
+        route(
+            ns,
+            "rest",
+            &format!(
+                "  parentRefs: [{{name: edge, namespace: infra}}]\n  hostnames: [\"*.example.com\"]\n  rules:\n  - backendRefs: [{{name: {service}, port: 80}}]"
+            ),
+        )
+    };
+    let guarded = route(
+        "apps",
+        "shop",
+        "  parentRefs: [{name: edge, namespace: infra}]\n  hostnames: [shop.example.com]\n  rules:\n  - name: admin\n    matches: [{path: {type: PathPrefix, value: /}, method: GET}]\n    backendRefs: [{name: api, port: 80}]",
+    );
+    let warnings = |extra: &str| {
+        let c = compiled(&fixture(&format!("{guarded}{}{GUARD_ADMIN}", extra)));
+        assert_eq!(
+            get(&c, "shop.example.com", "/", &[], None).as_deref(),
+            Some(API)
+        );
+        c.diagnostics
+            .iter()
+            .filter(|d| d.reason == "GuardShadowed")
+            .map(|d| d.message.clone())
+            .collect::<Vec<_>>()
+    };
+    let found = warnings(&wildcard("apps", "web"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("HTTPRoute apps/rest"), "{}", found[0]);
+    assert_eq!(
+        warnings(&wildcard("data", "store")),
+        Vec::<String>::new(),
+        "another namespace's rules are not named in this route's status"
+    );
+}
+
+fn precedence_condition() -> &'static str {
+    gateway::SHADOW_CONDITION
+}
+
+proptest::proptest! {
+    /// Whatever query string carries `debug` (repeated, in other cases, with other
+    /// parameters), a request with `debug=1` under that exact name never reaches the
+    /// open rule; the guarded rule gets it only when that is the one reading of it
+    /// in any case; and it is refused only when `debug` is there and read twice.
+    #[test]
+    fn repeated_query_keys_never_route_around_a_guarded_match(
+        pairs in proptest::collection::vec(
+            (
+                proptest::sample::select(vec!["debug", "Debug", "DEBUG", "deb%75g", "other", "d"]),
+                proptest::sample::select(vec!["1", "0", "", "%31", "1+"]),
+            ),
+            0..6,
+        )
+    ) {
+        let c = guarded_shop_once();
+        let query: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let query = query.join("&");
+        let got = lookup(c, "shop.example.com", "/x", &[], Some(&query));
+        let decoded: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let alike: Vec<&(String, String)> = decoded
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("debug"))
+            .collect();
+        let exact: Vec<&str> = alike
+            .iter()
+            .filter(|(k, _)| k == "debug")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        match got {
+            Ok(Some(b)) if b == WEB => proptest::prop_assert!(
+                !exact.contains(&"1") && (exact.is_empty() || alike.len() == 1),
+                "{query} reached the open rule"
+            ),
+            Ok(Some(b)) if b == API => proptest::prop_assert!(
+                alike.len() == 1 && exact == ["1"],
+                "{query} reached the guarded rule"
+            ),
+            Err(reason) => {
+                proptest::prop_assert_eq!(reason, "RouteMatchAmbiguous");
+                proptest::prop_assert!(
+                    !exact.is_empty() && alike.len() > 1,
+                    "{query} refused"
+                );
+            }
+            other => proptest::prop_assert!(false, "{query}: {other:?}"),
+        }
+    }
+}
+
+fn guarded_shop_once() -> &'static Compiled {
+    static C: std::sync::OnceLock<Compiled> = std::sync::OnceLock::new();
+    C.get_or_init(|| {
+        guarded_shop(
+            "[{path: {type: PathPrefix, value: /}, queryParams: [{name: debug, value: \"1\"}]}]",
+        )
+    })
 }

@@ -10,6 +10,7 @@ mod backends;
 pub mod bearer;
 mod cel_facts;
 mod gateway;
+mod precedence;
 pub mod required;
 pub mod snapshot;
 mod tls;
@@ -128,6 +129,11 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
         options.require_auth_rule,
         &mut diags,
     );
+    drafts.sort_by_key(|d| precedence::rank(d.path.as_ref(), &d.conditions));
+    let shadowed = precedence::shadowed_guards(&drafts);
+    let mut gateway_state = gateway_api.state;
+    gateway::report_shadowed(&shadowed, &mut gateway_state);
+    diags.extend(shadowed);
     let mut routes = build_table(drafts, default_draft);
     routes.upstreams = upstreams.into_list();
     routes.owners = owners;
@@ -155,7 +161,7 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
             auth_rules: rules.summaries,
         },
         diagnostics: diags,
-        gateway_status: gateway_api.state,
+        gateway_status: gateway_state,
     }
 }
 
@@ -349,6 +355,8 @@ fn ssl_redirect_enabled(ingress: &Ingress) -> bool {
 
 struct RouteDraft {
     host: Option<String>,
+    /// The field of `ingress` this route comes from, for diagnostics.
+    field: String,
     path: Option<PathRule>,
     ingress: ObjectRef,
     backend: Backend,
@@ -403,6 +411,7 @@ fn compile_routes(
                 None => {
                     default_draft = Some(RouteDraft {
                         host: None,
+                        field: "spec.defaultBackend".into(),
                         path: None,
                         ingress: obj.clone(),
                         backend: resolved,
@@ -480,6 +489,7 @@ fn compile_routes(
                 let backend = resolve(&p.backend, &format!("{field}.backend"), diags);
                 drafts.push(RouteDraft {
                     host: host.clone(),
+                    field,
                     path: Some(path),
                     ingress: obj.clone(),
                     backend,
@@ -548,26 +558,7 @@ fn path_rule(
 }
 
 fn build_table(mut drafts: Vec<RouteDraft>, default_draft: Option<RouteDraft>) -> RouteTable {
-    // Exact paths first (an exact path only ever matches itself, so this equals
-    // "longest first, Exact on a tie"), then the longest prefix, then regular
-    // expressions; then Gateway API's method, header and query counts. The sort is
-    // stable: older objects first, as the drafts came.
-    drafts.sort_by_key(|d| {
-        let (rank, len) = match d.path.as_ref() {
-            Some(p) if p.kind == PathKind::Exact => (0, 0),
-            Some(p) if p.kind == PathKind::Prefix => (1, p.path.len()),
-            Some(p) => (2, p.path.len()),
-            None => (3, 0),
-        };
-        let (method, headers, query) = d.conditions.rank();
-        (
-            rank,
-            std::cmp::Reverse(len),
-            std::cmp::Reverse(method),
-            std::cmp::Reverse(headers),
-            std::cmp::Reverse(query),
-        )
-    });
+    drafts.sort_by_key(|d| precedence::rank(d.path.as_ref(), &d.conditions));
     let mut table = RouteTable::default();
     let make = |d: RouteDraft, priority: usize, all: &mut Vec<Arc<Route>>| {
         let route = Arc::new(Route {

@@ -135,20 +135,91 @@ pub enum ValueMatch {
     Regex(regex_lite::Regex),
 }
 
-/// Inputs longer than this never match a regular expression: with the compile-time
-/// limit on program size it bounds the work one request can ask for.
+/// Inputs longer than this are not given to a regular expression: with the
+/// compile-time limit on program size it bounds the work one request can ask for. A
+/// request whose routing depends on such an input is refused (`Unevaluable`), never
+/// routed as if the expression had not matched.
 pub const MAX_REGEX_INPUT: usize = 2048;
 
-fn regex_matches(r: &regex_lite::Regex, value: &str) -> bool {
-    value.len() <= MAX_REGEX_INPUT && r.is_match(value)
+/// Why a request's route cannot be decided: a match that would have to be evaluated
+/// before the route is known has an input it cannot read one way only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unevaluable {
+    /// Longer than `MAX_REGEX_INPUT`, for a regular expression to read (the path, or
+    /// the named header or query parameter).
+    TooLong(String),
+    /// Present more than once (a query parameter also when another copy's name
+    /// differs only in case), or not text for an expression to read: the route and
+    /// the backend could read different values.
+    Ambiguous(String),
+}
+
+impl Unevaluable {
+    /// The access log's and error page's reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Unevaluable::TooLong(_) => "RouteMatchTooLong",
+            Unevaluable::Ambiguous(_) => "RouteMatchAmbiguous",
+        }
+    }
+
+    /// What could not be read (`path`, `header x-tier`, `query parameter debug`).
+    pub fn input(&self) -> &str {
+        match self {
+            Unevaluable::TooLong(what) | Unevaluable::Ambiguous(what) => what,
+        }
+    }
+}
+
+/// The outcome of one condition: `Ok(matched)`, or why it cannot be told.
+pub type Eval = Result<bool, Unevaluable>;
+
+/// Conditions joined by "and", decided as they would be if every one could be
+/// evaluated: one that fails decides (no match) even when another cannot be read;
+/// otherwise one that cannot be read leaves the whole undecided.
+fn all_of(evals: impl IntoIterator<Item = Eval>) -> Eval {
+    let mut undecided = None;
+    for eval in evals {
+        match eval {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(e) => {
+                undecided.get_or_insert(e);
+            }
+        }
+    }
+    undecided.map_or(Ok(true), Err)
+}
+
+fn regex_eval(r: &regex_lite::Regex, value: &str, what: impl FnOnce() -> String) -> Eval {
+    if value.len() > MAX_REGEX_INPUT {
+        return Err(Unevaluable::TooLong(what()));
+    }
+    Ok(r.is_match(value))
 }
 
 impl ValueMatch {
-    fn matches(&self, value: &str) -> bool {
+    /// The value as bytes: an exact match compares them; an expression needs text.
+    fn eval(&self, value: &[u8], what: impl FnOnce() -> String) -> Eval {
         match self {
-            ValueMatch::Exact(v) => v == value,
-            ValueMatch::Regex(r) => regex_matches(r, value),
+            ValueMatch::Exact(v) => Ok(v.as_bytes() == value),
+            ValueMatch::Regex(r) => match std::str::from_utf8(value) {
+                Ok(text) => regex_eval(r, text, what),
+                Err(_) => Err(Unevaluable::Ambiguous(what())),
+            },
         }
+    }
+
+    /// The expression or value, to compare two matches.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ValueMatch::Exact(v) => v,
+            ValueMatch::Regex(r) => r.as_str(),
+        }
+    }
+
+    pub fn is_regex(&self) -> bool {
+        matches!(self, ValueMatch::Regex(_))
     }
 }
 
@@ -156,10 +227,12 @@ impl ValueMatch {
 pub struct Conditions {
     pub path_regex: Option<regex_lite::Regex>,
     pub method: Option<http::Method>,
-    /// Every header must be present with a matching value (names are matched without
-    /// regard to case; a repeated header matches on its first value).
+    /// Every header must be present once with a matching value (names are matched
+    /// without regard to case; a header present twice cannot be read one way).
     pub headers: Vec<(http::HeaderName, ValueMatch)>,
-    /// Every query parameter must be present (exact name, first occurrence).
+    /// Every query parameter must be present once under exactly this name; present
+    /// again (under this name or one differing only in case), it cannot be read one
+    /// way.
     pub query: Vec<(String, ValueMatch)>,
     /// `Some(true)`: only on TLS connections (every parent listener is HTTPS);
     /// `Some(false)`: only on plain ones.
@@ -167,35 +240,70 @@ pub struct Conditions {
 }
 
 impl Conditions {
-    pub fn matches(&self, req: &RouteQuery<'_>) -> bool {
-        self.tls.is_none_or(|tls| tls == req.tls)
-            && self.method.as_ref().is_none_or(|m| m == req.method)
-            && self
-                .path_regex
-                .as_ref()
-                .is_none_or(|r| regex_matches(r, req.path))
-            && self.headers.iter().all(|(name, want)| {
-                req.headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| want.matches(v))
-            })
-            && (self.query.is_empty() || {
-                let pairs: Vec<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> =
-                    form_urlencoded::parse(req.query.unwrap_or("").as_bytes()).collect();
-                self.query.iter().all(|(name, want)| {
-                    pairs
-                        .iter()
-                        .find(|(k, _)| k == name)
-                        .is_some_and(|(_, v)| want.matches(v))
-                })
-            })
+    /// Whether the request meets every condition, or why that cannot be told.
+    pub fn eval(&self, req: &RouteQuery<'_>) -> Eval {
+        let fixed = self.tls.is_none_or(|tls| tls == req.tls)
+            && self.method.as_ref().is_none_or(|m| m == req.method);
+        if !fixed {
+            return Ok(false);
+        }
+        let path = self
+            .path_regex
+            .as_ref()
+            .map(|r| regex_eval(r, req.path, || "path".into()));
+        let headers = self
+            .headers
+            .iter()
+            .map(|(name, want)| header_eval(req.headers, name, want));
+        let query = (!self.query.is_empty()).then(|| query_pairs(req.query));
+        let query = self
+            .query
+            .iter()
+            .map(|(name, want)| query_eval(query.as_deref().unwrap_or_default(), name, want));
+        all_of(path.into_iter().chain(headers).chain(query))
     }
 
     /// Gateway API precedence after the path: a method, then more headers, then
     /// more query parameters.
     pub(crate) fn rank(&self) -> (bool, usize, usize) {
         (self.method.is_some(), self.headers.len(), self.query.len())
+    }
+}
+
+fn header_eval(headers: &http::HeaderMap, name: &http::HeaderName, want: &ValueMatch) -> Eval {
+    let what = || format!("header {name}");
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(false),
+        (Some(v), None) => want.eval(v.as_bytes(), what),
+        (Some(_), Some(_)) => Err(Unevaluable::Ambiguous(what())),
+    }
+}
+
+type QueryPair<'q> = (std::borrow::Cow<'q, str>, std::borrow::Cow<'q, str>);
+
+fn query_pairs(query: Option<&str>) -> Vec<QueryPair<'_>> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes()).collect()
+}
+
+/// A query parameter match. Names are case-sensitive, as Gateway API says (and its
+/// conformance tests): absent under exactly its name is no match; present once is
+/// read; present again, under the same name or one differing only in case (which
+/// ASP.NET and others read as the same parameter), it cannot be read one way.
+fn query_eval(pairs: &[QueryPair<'_>], name: &str, want: &ValueMatch) -> Eval {
+    let what = || format!("query parameter {name}");
+    let exact = pairs.iter().filter(|(k, _)| k == name).count();
+    let alike = pairs
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .count();
+    match (exact, alike) {
+        (0, _) => Ok(false),
+        (1, 1) => match pairs.iter().find(|(k, _)| k == name) {
+            Some((_, value)) => want.eval(value.as_bytes(), what),
+            None => Ok(false),
+        },
+        _ => Err(Unevaluable::Ambiguous(what())),
     }
 }
 
@@ -446,17 +554,30 @@ impl RouteTable {
             query: None,
             tls: false,
         })
+        .ok()
+        .flatten()
     }
 
     /// As `find`, with the HTTPRoute conditions (method, headers, query, listener
-    /// protocol) checked too.
-    pub fn find_for(&self, req: &RouteQuery<'_>) -> Option<&Arc<Route>> {
+    /// protocol) checked too. The first route in precedence order whose path and
+    /// conditions match serves; when a route before it cannot be evaluated (an input
+    /// too long, or one that can be read two ways) the request has no route that can
+    /// be told apart from a guess, and the answer is `Err`, never the next route.
+    pub fn find_for(&self, req: &RouteQuery<'_>) -> Result<Option<&Arc<Route>>, Unevaluable> {
         let owner = self.owner(req.host);
-        self.candidates(req.host)
+        let candidates = self
+            .candidates(req.host)
             .filter(|r| r.path.as_ref().is_some_and(|p| p.matches(req.path)))
-            .filter(|r| r.conditions.matches(req))
-            .chain(&self.default_backend)
-            .find(|r| owner.is_none_or(|o| o.admits(&r.ingress.namespace)))
+            .filter(|r| owner.is_none_or(|o| o.admits(&r.ingress.namespace)));
+        for route in candidates {
+            if route.conditions.eval(req)? {
+                return Ok(Some(route));
+            }
+        }
+        Ok(self
+            .default_backend
+            .as_ref()
+            .filter(|r| owner.is_none_or(|o| o.admits(&r.ingress.namespace))))
     }
 
     /// Routes that may serve `host`, in precedence order (default backend aside): the

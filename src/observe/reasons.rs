@@ -313,9 +313,23 @@ pub const REASONS: &[Reason] = &[
     r(
         "RouteInvalid",
         "500",
-        "The HTTPRoute rule that matched cannot be served: a backendRef is refused or missing, or a filter is unsupported.",
-        "A backendRef to another namespace without a ReferenceGrant, a Service that does not exist, a non-Service kind, or every weight 0.",
+        "The HTTPRoute rule that matched cannot be served: a backendRef is refused or missing, a filter is unsupported, or a match of its HTTPRoute does not compile (then every rule of that HTTPRoute answers this, on each of its hosts).",
+        "A backendRef to another namespace without a ReferenceGrant, a Service that does not exist, a non-Service kind, every weight 0, or a regular expression Portcullis cannot compile (RE2 syntax such as \\p{Lu} that regex-lite refuses, or one past the size bounds).",
         "kubectl get httproute <name> -o yaml shows the ResolvedRefs condition per parent; `portcullis check` names the field.",
+    ),
+    r(
+        "RouteMatchTooLong",
+        "400",
+        "Which rule takes the request depends on a regular expression over a path, header or query value longer than 2 KiB, so the request was refused rather than given to the next rule.",
+        "A rule tried before the one that would serve the request matches that input with a RegularExpression, and the request carries more than 2,048 bytes of it; often a probe.",
+        "Send shorter values; if the application needs them, match that input exactly instead of with an expression. The log line names the input.",
+    ),
+    r(
+        "RouteMatchAmbiguous",
+        "400",
+        "Which rule takes the request depends on a header or query parameter the request carries more than once (a query parameter also when another copy's name differs only in case), or a header value that is not text, so the route and the backend could read different values.",
+        "A client or proxy that repeats a header or query parameter a HTTPRoute match reads (`?debug=0&debug=1`: the first value is not the one PHP or Rails read); often a probe.",
+        "Send the header or parameter once. The log line names it.",
     ),
     r(
         "RouteTimeout",

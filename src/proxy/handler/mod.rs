@@ -26,7 +26,9 @@ use crate::auth::redirect::safe_return_path;
 use crate::auth::session::Session;
 use crate::compile::authorization::{RequestFacts, Source};
 use crate::compile::bearer::BearerPolicy;
-use crate::compile::{AuthPolicy, Backend, GuardPolicy, Redirect, Rewrite, Route, RouteQuery};
+use crate::compile::{
+    AuthPolicy, Backend, GuardPolicy, Redirect, Rewrite, Route, RouteQuery, Unevaluable,
+};
 use crate::diagnostics::ObjectRef;
 use crate::form::form_pairs;
 use crate::model::OnUnauthenticatedRequest;
@@ -259,16 +261,33 @@ impl Exchange {
             query: req.uri().query(),
             tls: at.tls,
         };
-        let Some(route) = self.live.snapshot.routes.find_for(&facts).cloned() else {
-            return Err(self.error(
-                StatusCode::NOT_FOUND,
-                "NoMatchingRoute",
-                "No Ingress rule matches this host and path.",
-            ));
+        let route = match self.live.snapshot.routes.find_for(&facts) {
+            Ok(Some(route)) => route.clone(),
+            Ok(None) => {
+                return Err(self.error(
+                    StatusCode::NOT_FOUND,
+                    "NoMatchingRoute",
+                    "No Ingress rule matches this host and path.",
+                ));
+            }
+            Err(unevaluable) => return Err(self.unevaluable(&unevaluable)),
         };
         self.rec.matched_rule_priority = route.priority.to_string();
         self.route = Some(route.clone());
         Ok(route)
+    }
+
+    /// A request whose route cannot be decided (an input a match must read is too
+    /// long, or can be read two ways): refused, never given to the next route.
+    fn unevaluable(&mut self, why: &Unevaluable) -> Response<Body> {
+        tracing::info!(trace_id = %self.trace.root, input = why.input(), reason = why.reason(), "request refused: its route cannot be decided");
+        let message = match why {
+            Unevaluable::TooLong(_) => "The request's route depends on a value too long to check.",
+            Unevaluable::Ambiguous(_) => {
+                "The request's route depends on a header or query parameter it carries more than once."
+            }
+        };
+        self.error(StatusCode::BAD_REQUEST, why.reason(), message)
     }
 
     /// Who may connect at all, whether the route may be served, and the redirect to
