@@ -507,3 +507,44 @@ async fn access_controls_that_cannot_be_honoured_close_the_route_until_accepted(
         );
     }
 }
+
+/// Behind a trusted proxy, the address the proxy appended to X-Forwarded-For is the
+/// client's: naming X-Forwarded-For in the client's `Connection` header (which such a
+/// proxy may pass on) does not drop it and let the client pass as the proxy itself.
+#[tokio::test]
+async fn connection_cannot_drop_the_trusted_proxys_forwarded_for() {
+    let backend = Backend::start("app").await;
+    let dir = TempDir::new("alb-cidrs-connection");
+    dir.write("svc.yaml", &service_yaml("svc", &[backend.addr]));
+    // The proxy in front (loopback here) is in the private range inbound-cidrs admits.
+    dir.write(
+        "app.yaml",
+        &for_alb("    alb.ingress.kubernetes.io/inbound-cidrs: 127.0.0.0/8\n"),
+    );
+    let proxy = Portcullis::start(dir.path(), &["--trusted-proxy", "127.0.0.1"]);
+    eventually("a client in the range is admitted", || async {
+        raw_exchange(proxy.http, &get_with("X-Forwarded-For: 127.0.0.9\r\n"))
+            .await
+            .backend()
+            .is_some()
+    })
+    .await;
+    for (what, request) in [
+        (
+            "plain",
+            b"GET /api/items HTTP/1.1\r\nHost: app.example.com\r\nX-Forwarded-For: 203.0.113.5\r\nConnection: close\r\n\r\n".to_vec(),
+        ),
+        (
+            "Connection names X-Forwarded-For",
+            b"GET /api/items HTTP/1.1\r\nHost: app.example.com\r\nX-Forwarded-For: 203.0.113.5\r\nConnection: close, X-Forwarded-For\r\n\r\n".to_vec(),
+        ),
+        (
+            "a second Connection header names it",
+            b"GET /api/items HTTP/1.1\r\nHost: app.example.com\r\nX-Forwarded-For: 203.0.113.5\r\nConnection: close\r\nConnection: x-forwarded-for\r\n\r\n".to_vec(),
+        ),
+    ] {
+        let answer = raw_exchange(proxy.http, &request).await;
+        assert_eq!(answer.status, 403, "{what}: {}", answer.body);
+        assert!(answer.backend().is_none(), "{what}: {}", answer.body);
+    }
+}
