@@ -548,3 +548,82 @@ async fn connection_cannot_drop_the_trusted_proxys_forwarded_for() {
         assert!(answer.backend().is_none(), "{what}: {}", answer.body);
     }
 }
+
+/// An Ingress of an ALB IngressGroup (`group.name`), as AWS's controller builds
+/// it, shares one load balancer with the group's other Ingresses: an access control of
+/// the load balancer (`inbound-cidrs`, WAF, security groups, ...) set on one of them
+/// guards them all. A group member without the annotation is not open to everyone.
+#[tokio::test]
+async fn load_balancer_access_controls_cover_the_whole_ingress_group() {
+    let backend = Backend::start("app").await;
+    let dir = TempDir::new("alb-group");
+    dir.write("svc.yaml", &service_yaml("svc", &[backend.addr]));
+    let member = |name: &str, host: &str, annotations: &str| {
+        format!(
+            r#"---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  namespace: apps
+  annotations:
+    alb.ingress.kubernetes.io/group.name: shared
+    alb.ingress.kubernetes.io/scheme: internet-facing
+{annotations}spec:
+  ingressClassName: portcullis
+  rules:
+  - host: {host}
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: svc, port: {{number: 80}}}}}}}}
+"#
+        )
+    };
+    let proxy = Portcullis::start(dir.path(), &[]);
+    let get = |host: &str| {
+        format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
+    };
+    dir.write(
+        "app.yaml",
+        &format!(
+            "{}{}",
+            member("web", "app.example.com", ""),
+            member("admin", "admin.example.com", "")
+        ),
+    );
+    eventually("both members are served", || async {
+        raw_exchange(proxy.http, &get("admin.example.com"))
+            .await
+            .backend()
+            .is_some()
+    })
+    .await;
+    // The group's load balancer admits 10.0.0.0/8 only (set on one member, as AWS's
+    // controller asks of such annotations).
+    dir.write(
+        "app.yaml",
+        &format!(
+            "{}{}",
+            member(
+                "web",
+                "app.example.com",
+                "    alb.ingress.kubernetes.io/inbound-cidrs: 10.0.0.0/8\n"
+            ),
+            member("admin", "admin.example.com", "")
+        ),
+    );
+    eventually("the annotated member refuses loopback", || async {
+        raw_exchange(proxy.http, &get("app.example.com"))
+            .await
+            .status
+            == 403
+    })
+    .await;
+    let answer = raw_exchange(proxy.http, &get("admin.example.com")).await;
+    assert!(
+        answer.backend().is_none(),
+        "the other member of the group is behind the same load balancer: {}",
+        answer.body
+    );
+    assert_eq!(answer.status, 403, "{}", answer.head);
+}
