@@ -507,3 +507,123 @@ async fn access_controls_that_cannot_be_honoured_close_the_route_until_accepted(
         );
     }
 }
+
+/// Behind a trusted proxy, the address the proxy appended to X-Forwarded-For is the
+/// client's: naming X-Forwarded-For in the client's `Connection` header (which such a
+/// proxy may pass on) does not drop it and let the client pass as the proxy itself.
+#[tokio::test]
+async fn connection_cannot_drop_the_trusted_proxys_forwarded_for() {
+    let backend = Backend::start("app").await;
+    let dir = TempDir::new("alb-cidrs-connection");
+    dir.write("svc.yaml", &service_yaml("svc", &[backend.addr]));
+    // The proxy in front (loopback here) is in the private range inbound-cidrs admits.
+    dir.write(
+        "app.yaml",
+        &for_alb("    alb.ingress.kubernetes.io/inbound-cidrs: 127.0.0.0/8\n"),
+    );
+    let proxy = Portcullis::start(dir.path(), &["--trusted-proxy", "127.0.0.1"]);
+    eventually("a client in the range is admitted", || async {
+        raw_exchange(proxy.http, &get_with("X-Forwarded-For: 127.0.0.9\r\n"))
+            .await
+            .backend()
+            .is_some()
+    })
+    .await;
+    for (what, request) in [
+        (
+            "plain",
+            b"GET /api/items HTTP/1.1\r\nHost: app.example.com\r\nX-Forwarded-For: 203.0.113.5\r\nConnection: close\r\n\r\n".to_vec(),
+        ),
+        (
+            "Connection names X-Forwarded-For",
+            b"GET /api/items HTTP/1.1\r\nHost: app.example.com\r\nX-Forwarded-For: 203.0.113.5\r\nConnection: close, X-Forwarded-For\r\n\r\n".to_vec(),
+        ),
+        (
+            "a second Connection header names it",
+            b"GET /api/items HTTP/1.1\r\nHost: app.example.com\r\nX-Forwarded-For: 203.0.113.5\r\nConnection: close\r\nConnection: x-forwarded-for\r\n\r\n".to_vec(),
+        ),
+    ] {
+        let answer = raw_exchange(proxy.http, &request).await;
+        assert_eq!(answer.status, 403, "{what}: {}", answer.body);
+        assert!(answer.backend().is_none(), "{what}: {}", answer.body);
+    }
+}
+
+/// An Ingress of an ALB IngressGroup (`group.name`), as AWS's controller builds
+/// it, shares one load balancer with the group's other Ingresses: an access control of
+/// the load balancer (`inbound-cidrs`, WAF, security groups, ...) set on one of them
+/// guards them all. A group member without the annotation is not open to everyone.
+#[tokio::test]
+async fn load_balancer_access_controls_cover_the_whole_ingress_group() {
+    let backend = Backend::start("app").await;
+    let dir = TempDir::new("alb-group");
+    dir.write("svc.yaml", &service_yaml("svc", &[backend.addr]));
+    let member = |name: &str, host: &str, annotations: &str| {
+        format!(
+            r#"---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  namespace: apps
+  annotations:
+    alb.ingress.kubernetes.io/group.name: shared
+    alb.ingress.kubernetes.io/scheme: internet-facing
+{annotations}spec:
+  ingressClassName: portcullis
+  rules:
+  - host: {host}
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: svc, port: {{number: 80}}}}}}}}
+"#
+        )
+    };
+    let proxy = Portcullis::start(dir.path(), &[]);
+    let get = |host: &str| {
+        format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
+    };
+    dir.write(
+        "app.yaml",
+        &format!(
+            "{}{}",
+            member("web", "app.example.com", ""),
+            member("admin", "admin.example.com", "")
+        ),
+    );
+    eventually("both members are served", || async {
+        raw_exchange(proxy.http, &get("admin.example.com"))
+            .await
+            .backend()
+            .is_some()
+    })
+    .await;
+    // The group's load balancer admits 10.0.0.0/8 only (set on one member, as AWS's
+    // controller asks of such annotations).
+    dir.write(
+        "app.yaml",
+        &format!(
+            "{}{}",
+            member(
+                "web",
+                "app.example.com",
+                "    alb.ingress.kubernetes.io/inbound-cidrs: 10.0.0.0/8\n"
+            ),
+            member("admin", "admin.example.com", "")
+        ),
+    );
+    eventually("the annotated member refuses loopback", || async {
+        raw_exchange(proxy.http, &get("app.example.com"))
+            .await
+            .status
+            == 403
+    })
+    .await;
+    let answer = raw_exchange(proxy.http, &get("admin.example.com")).await;
+    assert!(
+        answer.backend().is_none(),
+        "the other member of the group is behind the same load balancer: {}",
+        answer.body
+    );
+    assert_eq!(answer.status, 403, "{}", answer.head);
+}

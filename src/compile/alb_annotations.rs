@@ -54,6 +54,20 @@ const READ: &[&str] = &[
     "inbound-cidrs",
     "scheme",
     "mutual-authentication",
+    "group.name",
+];
+/// The access controls of the load balancer itself (AWS's controller merges them
+/// "Exclusive" in an IngressGroup): set on one Ingress of a group, they hold for every
+/// Ingress of the group, which shares that load balancer.
+const LOAD_BALANCER_LEVEL: &[&str] = &[
+    "scheme",
+    "inbound-cidrs",
+    "wafv2-acl-arn",
+    "waf-acl-id",
+    "shield-advanced-protection",
+    "security-groups",
+    "security-group-prefix-lists",
+    "mutual-authentication",
 ];
 /// Access-control annotations Portcullis cannot honour: what each one asks of ALB, and
 /// what takes its place in front of Portcullis. Each closes the Ingress's routes until
@@ -575,19 +589,102 @@ pub struct IngressAccess {
     pub closed: Option<Arc<Closed>>,
 }
 
+/// A load-balancer-level annotation as an IngressGroup holds it: the one value its
+/// members set, or several (AWS's controller refuses to build such a group).
+enum GroupValue {
+    One(String),
+    Conflict(Vec<String>),
+}
+
+/// The load-balancer-level access annotations of each IngressGroup (by
+/// `group.name`, cluster-wide as AWS's controller reads it), from all its members.
+#[derive(Default)]
+pub struct Groups(std::collections::HashMap<String, BTreeMap<String, GroupValue>>);
+
+fn group_name(ingress: &Ingress) -> Option<&str> {
+    let name = ingress
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(&format!("{PREFIX}group.name"))?
+        .trim();
+    (!name.is_empty()).then_some(name)
+}
+
+impl Groups {
+    pub fn of(ingresses: &[&Ingress]) -> Self {
+        let mut groups = Self::default();
+        for ingress in ingresses {
+            let (Some(group), Some(annotations)) =
+                (group_name(ingress), ingress.metadata.annotations.as_ref())
+            else {
+                continue;
+            };
+            let merged = groups.0.entry(group.to_owned()).or_default();
+            for name in LOAD_BALANCER_LEVEL {
+                let Some(value) = annotations.get(&format!("{PREFIX}{name}")) else {
+                    continue;
+                };
+                let value = value.trim().to_owned();
+                match merged.get_mut(*name) {
+                    None => {
+                        merged.insert((*name).to_owned(), GroupValue::One(value));
+                    }
+                    Some(GroupValue::One(v)) if *v == value => {}
+                    Some(GroupValue::One(v)) => {
+                        let first = std::mem::take(v);
+                        merged.insert((*name).to_owned(), GroupValue::Conflict(vec![first, value]));
+                    }
+                    Some(GroupValue::Conflict(values)) => {
+                        if !values.contains(&value) {
+                            values.push(value);
+                        }
+                    }
+                }
+            }
+        }
+        groups
+    }
+}
+
 /// The access-control annotations that are not about login: `inbound-cidrs` as a
 /// source allow-list; `scheme`, WAF, Shield, security groups and client certificates
 /// close the routes unless their difference is accepted. A malformed value closes them
-/// too.
+/// too. In an IngressGroup, the group's load-balancer-level annotations count as the
+/// Ingress's own; members that disagree on one close their routes.
 pub fn access_for(
     ingress: &Ingress,
+    groups: &Groups,
     options: &super::CompileOptions,
     diags: &mut Vec<Diagnostic>,
 ) -> IngressAccess {
-    let Some(annotations) = ingress.metadata.annotations.as_ref() else {
+    let Some(own) = ingress.metadata.annotations.as_ref() else {
         return IngressAccess::default();
     };
     let object = super::ingress_ref(ingress);
+    let mut annotations = own.clone();
+    let mut conflicts: Vec<(String, String)> = Vec::new();
+    if let Some(group) = group_name(ingress)
+        && let Some(merged) = groups.0.get(group)
+    {
+        for (name, value) in merged {
+            match value {
+                GroupValue::One(v) => {
+                    annotations
+                        .entry(format!("{PREFIX}{name}"))
+                        .or_insert_with(|| v.clone());
+                }
+                GroupValue::Conflict(values) => conflicts.push((
+                    name.clone(),
+                    format!(
+                        "the Ingresses of group {group:?} set {name} to different values ({}), which AWS's controller refuses for their one load balancer",
+                        values.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(", ")
+                    ),
+                )),
+            }
+        }
+    }
+    let annotations = &annotations;
     let get = |k: &str| annotations.get(&format!("{PREFIX}{k}")).map(|v| v.trim());
     let known = |name: &str| NOT_HONOURED.iter().any(|(n, _, _)| *n == name);
     let mut accepted: HashSet<String> = options
@@ -667,6 +764,15 @@ pub fn access_for(
         problems.push((true, message));
     };
 
+    for (name, message) in conflicts {
+        malformed(
+            &name,
+            message,
+            format!("set {name} on one Ingress of the group only, or to the same value on each"),
+            diags,
+            &mut problems,
+        );
+    }
     let sources = match get("inbound-cidrs") {
         None => None,
         Some(list) => {

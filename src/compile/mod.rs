@@ -383,6 +383,7 @@ fn compile_routes(
     let mut drafts: Vec<RouteDraft> = Vec::new();
     let mut taken: HashMap<(HostKey, PathRule), ObjectRef> = HashMap::new();
     let mut default_draft: Option<RouteDraft> = None;
+    let groups = alb_annotations::Groups::of(ingresses);
     for ingress in ingresses {
         let obj = ingress_ref(ingress);
         let namespace = obj.namespace.clone();
@@ -390,7 +391,7 @@ fn compile_routes(
             continue;
         };
         let ingress_guards = guards.get(&obj).cloned().unwrap_or_default();
-        let access = alb_annotations::access_for(ingress, options, diags);
+        let access = alb_annotations::access_for(ingress, &groups, options, diags);
         let redirect = ssl_redirect_enabled(ingress);
         let mut resolve = |backend: &IngressBackend, field: &str, diags: &mut Vec<Diagnostic>| {
             upstreams.resolve(index, &namespace, backend, &obj, field, diags)

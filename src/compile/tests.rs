@@ -1183,3 +1183,66 @@ fn a_source_allow_list_keeps_its_routes_logins_from_other_networks() {
     assert!(routes.oidc_policies("app.example.com", outside).is_empty());
     assert!(routes.oidc_policies("app.example.com", None).is_empty());
 }
+
+#[test]
+fn an_ingress_group_shares_its_load_balancers_access_controls() {
+    let member = |name: &str, host: &str, annotations: &str| {
+        ingress(
+            "apps",
+            name,
+            Some(host),
+            "/",
+            &format!(
+                ", annotations: {{alb.ingress.kubernetes.io/group.name: g, alb.ingress.kubernetes.io/scheme: internet-facing{annotations}}}"
+            ),
+        )
+    };
+    let svc = service("apps", "svc", "10.0.0.1", 80);
+    let c = compiled(&format!(
+        "{}{}{svc}",
+        member(
+            "a",
+            "a.test",
+            ", alb.ingress.kubernetes.io/inbound-cidrs: 10.0.0.0/8"
+        ),
+        member("b", "b.test", "")
+    ));
+    let route = c.snapshot.routes.find("b.test", "/").expect("b is served");
+    let sources = route.sources.as_ref().expect("the group's inbound-cidrs");
+    assert!(sources.admits(Some("10.1.2.3".parse().unwrap())));
+    assert!(!sources.admits(Some("203.0.113.5".parse().unwrap())));
+    // Members that disagree (AWS's controller refuses the group) close their routes.
+    let c = compiled(&format!(
+        "{}{}{svc}",
+        member(
+            "a",
+            "a.test",
+            ", alb.ingress.kubernetes.io/inbound-cidrs: 10.0.0.0/8"
+        ),
+        member(
+            "b",
+            "b.test",
+            ", alb.ingress.kubernetes.io/inbound-cidrs: 0.0.0.0/0"
+        )
+    ));
+    for host in ["a.test", "b.test"] {
+        let route = c.snapshot.routes.find(host, "/").expect("served");
+        assert_eq!(
+            route.closed.as_ref().map(|c| c.reason),
+            Some("AnnotationInvalid"),
+            "{host}"
+        );
+    }
+    // Another group, or none, is not affected.
+    let c = compiled(&format!(
+        "{}{}{svc}",
+        member(
+            "a",
+            "a.test",
+            ", alb.ingress.kubernetes.io/inbound-cidrs: 10.0.0.0/8"
+        ),
+        member("b", "b.test", "").replace("group.name: g", "group.name: h")
+    ));
+    let route = c.snapshot.routes.find("b.test", "/").expect("served");
+    assert!(route.sources.is_none() && route.closed.is_none());
+}

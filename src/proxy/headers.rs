@@ -17,7 +17,9 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// Removes the headers that describe one connection, not the message, including every
-/// header the `Connection` header names.
+/// header the `Connection` header names, except the forwarding headers: whether those
+/// are kept is the trusted-proxy rule's to say (`set_forwarded`), and a client must not
+/// drop what a trusted proxy appended (its address in `X-Forwarded-For`) by naming it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
@@ -25,6 +27,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !is_forwarding_header(name))
         .collect();
     for name in named {
         headers.remove(name);
@@ -80,6 +83,12 @@ const FORWARDING_HEADERS: &[&str] = &[
     "x-cluster-client-ip",
 ];
 
+/// `X-Forwarded-*` and the other headers by which a proxy describes the client.
+fn is_forwarding_header(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n.starts_with("x-forwarded-") || FORWARDING_HEADERS.contains(&n)
+}
+
 /// Sets `X-Forwarded-For/Proto/Host/Port` and `X-Real-IP`. A trusted peer's values are
 /// kept (its address is appended to `X-Forwarded-For`); from anyone else, every
 /// forwarding header is removed and Portcullis's own set.
@@ -96,9 +105,7 @@ pub fn set_forwarded(
     if !is_trusted {
         let forged: Vec<HeaderName> = headers
             .keys()
-            .filter(|n| {
-                n.as_str().starts_with("x-forwarded-") || FORWARDING_HEADERS.contains(&n.as_str())
-            })
+            .filter(|n| is_forwarding_header(n))
             .cloned()
             .collect();
         for name in forged {
