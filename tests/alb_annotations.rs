@@ -355,6 +355,20 @@ async fn inbound_cidrs_admit_only_the_listed_networks() {
         raw_exchange(proxy.http, &get_with("")).await.status == 403
     })
     .await;
+    // The second instance reads the same files on its own schedule.
+    eventually(
+        "the instance behind the proxy has the allow-list too",
+        || async {
+            raw_exchange(
+                behind_proxy.http,
+                &get_with("X-Forwarded-For: 203.0.113.5\r\n"),
+            )
+            .await
+            .status
+                == 403
+        },
+    )
+    .await;
     for (what, request) in [
         ("no header", get_with("")),
         (
