@@ -80,45 +80,43 @@ pub(super) fn close_unguarded(
     require_auth_rule: bool,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let mut attached: HashMap<&ObjectRef, Vec<ObjectRef>> = HashMap::new();
+    // Per object: the rules attached to any of its routes, and whether a route of it
+    // that serves something has no guard at all.
+    let mut attached: HashMap<&ObjectRef, (Vec<ObjectRef>, bool)> = HashMap::new();
     for draft in drafts.iter() {
-        let rules = attached.entry(&draft.ingress).or_default();
+        let (rules, unguarded) = attached.entry(&draft.ingress).or_default();
         rules.extend(draft.guards.iter().map(|g| g.rule.clone()));
+        *unguarded |= draft.guards.is_empty() && draft.filters.redirect.is_none();
     }
-    let mut closed: HashMap<ObjectRef, String> = HashMap::new();
-    for (object, rules) in &attached {
+    // Objects whose every route closes (their annotations are unmet), and objects
+    // whose unguarded routes close (`--require-auth-rule`).
+    let mut whole: HashMap<ObjectRef, String> = HashMap::new();
+    let mut unguarded_only: HashMap<ObjectRef, String> = HashMap::new();
+    for (object, (rules, unguarded)) in &attached {
         let requirement = requirements.get(*object);
-        let problems = unmet(
-            object,
-            requirement,
-            rules,
-            existing_rules,
-            require_auth_rule,
-        );
-        if problems.is_empty() {
+        let problems = unmet(object, requirement, rules, existing_rules);
+        if !problems.is_empty() {
+            whole.insert((*object).clone(), joined(&problems));
+            diags.extend(problems);
             continue;
         }
-        let message = problems
-            .iter()
-            .map(|d| d.message.as_str())
-            .collect::<Vec<_>>()
-            .join("; ");
-        closed.insert((*object).clone(), message);
-        diags.extend(problems);
+        let public = requirement.is_some_and(|r| r.public);
+        if require_auth_rule && *unguarded && !public {
+            let problem = unguarded_problem(object);
+            unguarded_only.insert((*object).clone(), problem.message.clone());
+            diags.push(problem);
+        }
     }
     for draft in drafts.iter_mut() {
-        let Some(message) = closed.get(&draft.ingress) else {
-            continue;
+        let message = match (
+            whole.get(&draft.ingress),
+            unguarded_only.get(&draft.ingress),
+        ) {
+            (Some(m), _) => m,
+            // Only a login stands between a plain redirect and nobody; it serves nothing.
+            (None, Some(m)) if draft.guards.is_empty() && draft.filters.redirect.is_none() => m,
+            _ => continue,
         };
-        // Only a login stands between a plain redirect and nobody; it serves nothing.
-        let redirect_only = draft.filters.redirect.is_some();
-        if redirect_only
-            && requirements
-                .get(&draft.ingress)
-                .is_none_or(|r| r.rules.is_empty())
-        {
-            continue;
-        }
         draft.guards.insert(
             0,
             Guard {
@@ -131,13 +129,36 @@ pub(super) fn close_unguarded(
     }
 }
 
+fn joined(problems: &[Diagnostic]) -> String {
+    problems
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A route of this object that no AuthRule guards, under `--require-auth-rule`.
+fn unguarded_problem(object: &ObjectRef) -> Diagnostic {
+    let kind = &object.kind;
+    Diagnostic::error(
+        object,
+        &annotation_field(AUTH_RULE_ANNOTATION),
+        "AuthRulePending",
+        format!(
+            "a route of this {kind} has no AuthRule and --require-auth-rule is set; it answers 503"
+        ),
+        format!(
+            "create an AuthRule whose spec.targetRefs names it (and name it in {AUTH_RULE_ANNOTATION}), or annotate it {AUTH_ANNOTATION}: none to serve it without a login"
+        ),
+    )
+}
+
 /// What keeps one object's routes closed, as diagnostics on that object.
 fn unmet(
     object: &ObjectRef,
     requirement: Option<&Requirement>,
     attached: &[ObjectRef],
     existing_rules: &dyn Fn(&ObjectRef) -> bool,
-    require_auth_rule: bool,
 ) -> Vec<Diagnostic> {
     let empty = Requirement::default();
     let requirement = requirement.unwrap_or(&empty);
@@ -188,16 +209,6 @@ fn unmet(
             )
             .of_reference(),
         );
-    }
-    let unguarded = attached.is_empty() && requirement.rules.is_empty();
-    if require_auth_rule && unguarded && !requirement.public {
-        out.push(Diagnostic::error(
-            object,
-            &annotation_field(AUTH_RULE_ANNOTATION),
-            "AuthRulePending",
-            format!("no AuthRule guards this {kind} and --require-auth-rule is set; its routes answer 503"),
-            format!("create an AuthRule whose spec.targetRefs names it (and name it in {AUTH_RULE_ANNOTATION}), or annotate it {AUTH_ANNOTATION}: none to serve it without a login"),
-        ));
     }
     out
 }

@@ -278,3 +278,46 @@ fn require_auth_rule_leaves_plain_redirects_alone() {
     let c = compile(&objects(&yaml), &strict());
     assert_eq!(verdict(&c, "a.test"), "open");
 }
+
+#[test]
+fn require_auth_rule_closes_the_rules_of_a_route_its_authrule_leaves_out() {
+    let two_rules = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: apps}
+spec:
+  parentRefs: [{name: edge}]
+  hostnames: [a.test]
+  rules:
+  - name: admin
+    matches: [{path: {type: PathPrefix, value: /admin}}]
+    backendRefs: [{name: app, port: 80}]
+  - name: shop
+    matches: [{path: {type: PathPrefix, value: /shop}}]
+    backendRefs: [{name: app, port: 80}]
+"#;
+    let rule = rule("sso", "web").replace(
+        "targetRefs: [{name: web}]",
+        "targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: web, sectionName: admin}]",
+    );
+    let yaml = format!(
+        "{GATEWAY}{}{two_rules}{rule}",
+        service("apps", "app", "10.0.0.1", 80)
+    );
+    let c = compile(&objects(&yaml), &strict());
+    let policy = |path: &str| {
+        let route = c.snapshot.routes.find("a.test", path).expect("a route");
+        match route.guard_for(path).map(|g| &g.policy) {
+            Some(GuardPolicy::Oidc(_)) => "oidc",
+            Some(GuardPolicy::Pending(_)) => "pending",
+            _ => "other",
+        }
+    };
+    assert_eq!(policy("/admin/x"), "oidc");
+    assert_eq!(policy("/shop/x"), "pending");
+    // Without the flag the rule's choice stands.
+    let open = compiled(&yaml);
+    let shop = open.snapshot.routes.find("a.test", "/shop/x").unwrap();
+    assert!(shop.guard_for("/shop/x").is_none());
+}
