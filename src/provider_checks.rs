@@ -55,9 +55,6 @@ fn check(outcome: Outcome, name: &'static str, detail: String, fix: &str) -> Che
 /// Clock skew beyond this breaks ID-token checks (Portcullis allows 60 s).
 const SKEW_FAIL_SECS: i64 = 60;
 const SKEW_WARN_SECS: i64 = 10;
-/// An authorization code no provider issued: redeeming it separates a refused code
-/// (credentials fine) from refused credentials.
-
 /// Runs every check for `policy`, guarding `hosts`.
 pub async fn diagnose(idp: &IdpClient, policy: &AuthPolicy, hosts: &[String]) -> Vec<Check> {
     let mut checks = Vec::new();

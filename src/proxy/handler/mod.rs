@@ -122,7 +122,7 @@ impl Exchange {
     ) -> Response<Body> {
         let at = match self.canonicalise(&mut req) {
             Ok(at) => at,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         };
         if let Some(policies) = self.backchannel(&req, &at) {
             return self.backchannel_logout(req, &policies).await;
@@ -132,7 +132,7 @@ impl Exchange {
         }
         let route = match self.route(&req, &at) {
             Ok(route) => route,
-            Err(answer) => return answer,
+            Err(answer) => return *answer,
         };
         if let Some(answer) = self.admit(&route, &at) {
             return answer;
@@ -149,7 +149,7 @@ impl Exchange {
             return redirect(status, &location);
         }
         route.filters.request_headers.apply(req.headers_mut());
-        let mut resp = self.to_backend(req, &route, at, received_bytes).await;
+        let mut resp = self.send_to_backend(req, &route, at, received_bytes).await;
         route.filters.response_headers.apply(resp.headers_mut());
         resp
     }
@@ -159,7 +159,7 @@ impl Exchange {
     fn canonicalise(
         &mut self,
         req: &mut Request<Incoming>,
-    ) -> Result<CanonicalRequest, Response<Body>> {
+    ) -> Result<CanonicalRequest, Box<Response<Body>>> {
         let tls = self.conn.tls.is_some();
         let authority = match canonical::authority(req.uri(), req.headers(), tls) {
             Ok(a) => a,
@@ -171,13 +171,13 @@ impl Exchange {
                 } else {
                     refusal.reason()
                 };
-                return Err(self.refuse(reason, refusal));
+                return Err(Box::new(self.refuse(reason, refusal)));
             }
         };
         let config = &self.dp.config;
         let path = match canonical::canonical_path(req.uri().path(), &config.path_rules) {
             Ok(p) => p,
-            Err(refusal) => return Err(self.refuse(refusal.reason(), refusal)),
+            Err(refusal) => return Err(Box::new(self.refuse(refusal.reason(), refusal))),
         };
         let websocket = is_websocket_upgrade(req.headers());
         canonical::clean_arrival(
@@ -252,7 +252,7 @@ impl Exchange {
         &mut self,
         req: &Request<Incoming>,
         at: &CanonicalRequest,
-    ) -> Result<Arc<Route>, Response<Body>> {
+    ) -> Result<Arc<Route>, Box<Response<Body>>> {
         let facts = RouteQuery {
             host: &at.authority.host,
             path: &at.key,
@@ -264,13 +264,13 @@ impl Exchange {
         let route = match self.live.snapshot.routes.find_for(&facts) {
             Ok(Some(route)) => route.clone(),
             Ok(None) => {
-                return Err(self.error(
+                return Err(Box::new(self.error(
                     StatusCode::NOT_FOUND,
                     "NoMatchingRoute",
                     "No Ingress rule matches this host and path.",
-                ));
+                )));
             }
-            Err(unevaluable) => return Err(self.unevaluable(&unevaluable)),
+            Err(unevaluable) => return Err(Box::new(self.unevaluable(&unevaluable))),
         };
         self.rec.matched_rule_priority = route.priority.to_string();
         self.route = Some(route.clone());
@@ -358,7 +358,7 @@ impl Exchange {
 
     /// The rewritten request to the route's backend (or the answer of a backend that
     /// cannot be reached).
-    async fn to_backend(
+    async fn send_to_backend(
         &mut self,
         req: Request<Incoming>,
         route: &Route,
