@@ -62,7 +62,32 @@ async fn start_data_plane(args: &ProxyArgs, keys: Keys) -> anyhow::Result<Starte
         .as_ref()
         .and_then(|l| l.local_addr().ok())
         .map(|a| a.port());
-    let config = ProxyConfig {
+    let config = proxy_config(args, https_port)?;
+    let log = AccessLog::start(args.log_format, Box::new(std::io::stdout()));
+    let idp = idp_client(args)?;
+    let shared = shared_state(args)?;
+    let auth = Authenticator::new(
+        idp,
+        keys.ring,
+        keys.signing_keys,
+        args.signer.clone(),
+        shared,
+    );
+    auth.providers().spawn_refresher();
+    let dp = DataPlane::new(config, log, auth);
+    let addresses = bound.describe();
+    tracing::info!(%addresses, "listening");
+    if let Some(path) = &args.ports_file {
+        std::fs::write(path, addresses.to_string())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(Started { dp, bound })
+}
+
+/// The data plane's settings from the command line; the redirect to HTTPS goes to the
+/// bound HTTPS port unless one is named.
+fn proxy_config(args: &ProxyArgs, https_port: Option<u16>) -> anyhow::Result<ProxyConfig> {
+    Ok(ProxyConfig {
         log_name: args.log_name.clone(),
         trusted_proxies: args.trusted_proxies.clone(),
         https_redirect_port: if args.no_https_redirect {
@@ -98,10 +123,12 @@ async fn start_data_plane(args: &ProxyArgs, keys: Keys) -> anyhow::Result<Starte
             })
             .collect::<anyhow::Result<_>>()?,
         ..ProxyConfig::default()
-    };
-    let log = AccessLog::start(args.log_format, Box::new(std::io::stdout()));
-    let idp = idp_client(args)?;
-    let shared = match &args.redis_url {
+    })
+}
+
+/// Sessions and refreshes shared through Redis when `--redis-url` names one.
+fn shared_state(args: &ProxyArgs) -> anyhow::Result<Arc<SharedState>> {
+    Ok(match &args.redis_url {
         Some(url) => SharedState::redis(
             url,
             Duration::from_millis(args.redis_timeout_ms),
@@ -109,23 +136,7 @@ async fn start_data_plane(args: &ProxyArgs, keys: Keys) -> anyhow::Result<Starte
         )
         .with_context(|| format!("--redis-url {url:?}"))?,
         None => SharedState::in_process(),
-    };
-    let auth = Authenticator::new(
-        idp,
-        keys.ring,
-        keys.signing_keys,
-        args.signer.clone(),
-        shared,
-    );
-    auth.providers().spawn_refresher();
-    let dp = DataPlane::new(config, log, auth);
-    let addresses = bound.describe();
-    tracing::info!(%addresses, "listening");
-    if let Some(path) = &args.ports_file {
-        std::fs::write(path, addresses.to_string())
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(Started { dp, bound })
+    })
 }
 
 /// The client for identity providers: the system's CAs and `--idp-ca-file`.

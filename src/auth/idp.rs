@@ -377,85 +377,9 @@ impl IdpClient {
         client: &ClientAuth<'a>,
         form: &mut Vec<(&'a str, &'a str)>,
     ) -> Result<TokenResponse, IdpError> {
-        let hop = Hop::Token;
-        let mut req = Request::builder()
-            .method(Method::POST)
-            .uri(url)
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(ACCEPT, "application/json");
-        match client.method {
-            TokenEndpointAuthMethod::ClientSecretBasic => {
-                // RFC 6749 2.3.1: id and secret are form-encoded before Basic encoding.
-                let pair = format!(
-                    "{}:{}",
-                    form_encode(client.client_id),
-                    form_encode(client.client_secret)
-                );
-                req = req.header(AUTHORIZATION, format!("Basic {}", STANDARD.encode(pair)));
-            }
-            TokenEndpointAuthMethod::ClientSecretPost => {
-                form.push(("client_id", client.client_id));
-                form.push(("client_secret", client.client_secret));
-            }
-        }
-        let body = form
-            .iter()
-            .map(|(k, v)| format!("{k}={}", form_encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        let req = req
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| IdpError::Invalid {
-                hop,
-                detail: e.to_string(),
-            })?;
-        let (status, body) = self.call(hop, req).await?;
-        if status == StatusCode::BAD_REQUEST || status == StatusCode::UNAUTHORIZED {
-            let err: Map<String, Value> = serde_json::from_slice(&body).unwrap_or_default();
-            let error = err
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            let description = err
-                .get("error_description")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .chars()
-                .take(MAX_ERROR_EXCERPT)
-                .collect();
-            if error == "invalid_grant" {
-                return Err(IdpError::InvalidGrant { error, description });
-            }
-            return Err(IdpError::Status {
-                hop,
-                status: status.as_u16(),
-                excerpt: format!("{error} {description}").trim().to_owned(),
-            });
-        }
-        if !status.is_success() {
-            return Err(IdpError::Status {
-                hop,
-                status: status.as_u16(),
-                excerpt: excerpt(&body),
-            });
-        }
-        let token: TokenResponse =
-            serde_json::from_slice(&body).map_err(|e| IdpError::Invalid {
-                hop,
-                detail: e.to_string(),
-            })?;
-        if !token.token_type.eq_ignore_ascii_case("bearer") || token.access_token.is_empty() {
-            return Err(IdpError::Invalid {
-                hop,
-                detail: format!(
-                    "token_type {:?} with an access token of {} bytes",
-                    token.token_type,
-                    token.access_token.len()
-                ),
-            });
-        }
-        Ok(token)
+        let req = token_http_request(url, client, form)?;
+        let (status, body) = self.call(Hop::Token, req).await?;
+        token_answer(status, &body)
     }
 
     /// The user's claims; `sub` must be present (the caller compares it with the ID
@@ -495,6 +419,100 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// The POST to the token endpoint, with the client authenticated as it is configured to.
+fn token_http_request<'a>(
+    url: &str,
+    client: &ClientAuth<'a>,
+    form: &mut Vec<(&'a str, &'a str)>,
+) -> Result<Request<Full<Bytes>>, IdpError> {
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(ACCEPT, "application/json");
+    match client.method {
+        TokenEndpointAuthMethod::ClientSecretBasic => {
+            // RFC 6749 2.3.1: id and secret are form-encoded before Basic encoding.
+            let pair = format!(
+                "{}:{}",
+                form_encode(client.client_id),
+                form_encode(client.client_secret)
+            );
+            req = req.header(AUTHORIZATION, format!("Basic {}", STANDARD.encode(pair)));
+        }
+        TokenEndpointAuthMethod::ClientSecretPost => {
+            form.push(("client_id", client.client_id));
+            form.push(("client_secret", client.client_secret));
+        }
+    }
+    let body = form
+        .iter()
+        .map(|(k, v)| format!("{k}={}", form_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    req.body(Full::new(Bytes::from(body)))
+        .map_err(|e| IdpError::Invalid {
+            hop: Hop::Token,
+            detail: e.to_string(),
+        })
+}
+
+/// The token endpoint's answer: a bearer token, or the error the provider named.
+fn token_answer(status: StatusCode, body: &[u8]) -> Result<TokenResponse, IdpError> {
+    let hop = Hop::Token;
+    if status == StatusCode::BAD_REQUEST || status == StatusCode::UNAUTHORIZED {
+        return Err(token_error(status, body));
+    }
+    if !status.is_success() {
+        return Err(IdpError::Status {
+            hop,
+            status: status.as_u16(),
+            excerpt: excerpt(body),
+        });
+    }
+    let token: TokenResponse = serde_json::from_slice(body).map_err(|e| IdpError::Invalid {
+        hop,
+        detail: e.to_string(),
+    })?;
+    if !token.token_type.eq_ignore_ascii_case("bearer") || token.access_token.is_empty() {
+        return Err(IdpError::Invalid {
+            hop,
+            detail: format!(
+                "token_type {:?} with an access token of {} bytes",
+                token.token_type,
+                token.access_token.len()
+            ),
+        });
+    }
+    Ok(token)
+}
+
+/// A 400 or 401 from the token endpoint: `invalid_grant` is told apart, since the
+/// caller treats a dead refresh token differently from a broken provider.
+fn token_error(status: StatusCode, body: &[u8]) -> IdpError {
+    let err: Map<String, Value> = serde_json::from_slice(body).unwrap_or_default();
+    let error = err
+        .get("error")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let description = err
+        .get("error_description")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .chars()
+        .take(MAX_ERROR_EXCERPT)
+        .collect();
+    if error == "invalid_grant" {
+        return IdpError::InvalidGrant { error, description };
+    }
+    IdpError::Status {
+        hop: Hop::Token,
+        status: status.as_u16(),
+        excerpt: format!("{error} {description}").trim().to_owned(),
+    }
 }
 
 fn excerpt(body: &[u8]) -> String {

@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 use super::flow::{self, FlowError, FlowState};
 use super::id_token::{self, Expected, IdTokenError};
 use super::identity::{self, DataHeader, SigningKey, SigningKeys};
-use super::idp::{ClientAuth, Hop, IdpClient, IdpError};
+use super::idp::{ClientAuth, Hop, IdpClient, IdpError, TokenResponse};
 use super::providers::{Provider, ProviderKey, Registry};
 use super::redirect::safe_return_path;
 use super::revocations::Revoked;
@@ -385,50 +385,12 @@ impl Authenticator {
         notes: &mut Notes,
     ) -> Result<LoggedIn, LoginError> {
         let query = &form_pairs(raw_query);
-        let Browser {
-            host,
-            redirect_uri,
-            cookies,
-            now,
-            secure,
-        } = *at;
-        let present = |k: &str| {
-            if query.contains_key(k) {
-                "present"
-            } else {
-                "absent"
-            }
-        };
-        notes.note(
-            "callback",
-            true,
-            format!(
-                "state {}, code {}, error {}",
-                present("state"),
-                present("code"),
-                query.get("error").map_or("absent", String::as_str)
-            ),
-        );
+        note_callback_query(notes, query);
         if repeated_param(raw_query, &["state", "code", "iss", "error"]).is_some() {
             return notes.fail("callback", FlowError::RepeatedParameter.into());
         }
-        let binding = Self::binding(policy, host);
-        let finished = flow::finish(
-            &self.ring,
-            &binding,
-            query.get("state").map(String::as_str),
-            cookies.iter().copied(),
-            now,
-        );
-        if let Ok(state) = &finished {
-            notes.flow_id = Some(state.flow_id.clone());
-        }
-        let state = notes.outcome("flow-cookie", finished, |s| {
-            format!(
-                "state matches; the login began {} s ago",
-                now - s.started_at
-            )
-        })?;
+        let binding = Self::binding(policy, at.host);
+        let state = self.open_flow(&binding, query, at, notes)?;
         if let Some(error) = query.get("error") {
             let e = LoginError::ProviderError {
                 error: error.clone(),
@@ -444,15 +406,84 @@ impl Authenticator {
         let provider = notes.outcome("discovery", provider, |p| {
             format!("token endpoint {}", p.meta.token_endpoint)
         })?;
-        // RFC 9207: a provider that names itself in every response must have named
-        // the configured issuer, or the code may be another provider's (mix-up).
-        let iss = query.get("iss");
-        if (provider.meta.authorization_response_iss_parameter_supported || iss.is_some())
-            && iss != Some(&policy.issuer)
-        {
-            let e = LoginError::IssuerMismatch { got: iss.cloned() };
+        if let Err(e) = check_response_issuer(&provider, policy, query.get("iss")) {
             return notes.fail("callback", e);
         }
+        let tokens = self
+            .redeem(&provider, policy, code, at.redirect_uri, &state, notes)
+            .await?;
+        let Some(id_token) = tokens.id_token.as_deref() else {
+            return notes.fail("token", LoginError::NoIdToken);
+        };
+        let validated = self
+            .validate_id_token(&provider, policy, &state, id_token, at.now)
+            .await;
+        let id = notes.outcome("id-token", validated, |c| {
+            format!(
+                "signature, iss, aud, exp, iat and nonce valid; sub {}",
+                c.sub
+            )
+        })?;
+        let claims = self
+            .userinfo_for(&provider, &tokens.access_token, &id.sub, notes)
+            .await?;
+        let session = new_session(policy, &state, &id, tokens, claims, at.now);
+        let shards = session::seal(&self.ring, &binding, &session);
+        let shards = notes.outcome("session", shards, |s| {
+            format!(
+                "{} bytes in {} cookie(s)",
+                s.iter().map(String::len).sum::<usize>(),
+                s.len()
+            )
+        })?;
+        let mut set_cookies = session::set_cookie_headers(&policy.cookie_name, &shards, at.secure);
+        set_cookies.push(flow::clear_cookie(&state.state, at.secure));
+        notes.note("final-redirect", true, format!("to {}", state.return_to));
+        Ok(LoggedIn {
+            set_cookies,
+            location: state.return_to,
+            sub: id.sub,
+        })
+    }
+
+    /// Opens the flow cookie against the callback's state; the flow's id goes into
+    /// `notes` as soon as it is known, so even a later failure is recorded under it.
+    fn open_flow(
+        &self,
+        binding: &str,
+        query: &HashMap<String, String>,
+        at: &Browser<'_>,
+        notes: &mut Notes,
+    ) -> Result<FlowState, LoginError> {
+        let now = at.now;
+        let finished = flow::finish(
+            &self.ring,
+            binding,
+            query.get("state").map(String::as_str),
+            at.cookies.iter().copied(),
+            now,
+        );
+        if let Ok(state) = &finished {
+            notes.flow_id = Some(state.flow_id.clone());
+        }
+        notes.outcome("flow-cookie", finished, |s| {
+            format!(
+                "state matches; the login began {} s ago",
+                now - s.started_at
+            )
+        })
+    }
+
+    /// Redeems the code at the token endpoint, noting how long the provider took.
+    async fn redeem(
+        &self,
+        provider: &Provider,
+        policy: &AuthPolicy,
+        code: &str,
+        redirect_uri: &str,
+        state: &FlowState,
+        notes: &mut Notes,
+    ) -> Result<TokenResponse, LoginError> {
         let client = ClientAuth {
             client_id: &policy.client_id,
             client_secret: &policy.client_secret,
@@ -469,33 +500,27 @@ impl Authenticator {
                 &state.pkce_verifier,
             )
             .await;
-        let tokens = notes.outcome("token", redeemed, |t| {
+        notes.outcome("token", redeemed, |t| {
             format!(
                 "{} answered in {} ms; ID token {}, refresh token {}",
                 provider.meta.token_endpoint,
                 started.elapsed().as_millis(),
-                if t.id_token.is_some() { "yes" } else { "no" },
-                if t.refresh_token.is_some() {
-                    "yes"
-                } else {
-                    "no"
-                }
+                yes_no(t.id_token.is_some()),
+                yes_no(t.refresh_token.is_some())
             )
-        })?;
-        let Some(id_token) = tokens.id_token.as_deref() else {
-            return notes.fail("token", LoginError::NoIdToken);
-        };
-        let validated = self
-            .validate_id_token(&provider, policy, &state, id_token, now)
-            .await;
-        let id = notes.outcome("id-token", validated, |c| {
-            format!(
-                "signature, iss, aud, exp, iat and nonce valid; sub {}",
-                c.sub
-            )
-        })?;
+        })
+    }
+
+    /// The userinfo claims, which must be about the ID token's subject.
+    async fn userinfo_for(
+        &self,
+        provider: &Provider,
+        access_token: &str,
+        sub: &str,
+        notes: &mut Notes,
+    ) -> Result<Map<String, Value>, LoginError> {
         let started = Instant::now();
-        let claims = self.userinfo(&provider, &tokens.access_token).await;
+        let claims = self.userinfo(provider, access_token).await;
         let claims = notes.outcome("userinfo", claims, |c| {
             format!("{} claims in {} ms", c.len(), started.elapsed().as_millis())
         })?;
@@ -504,45 +529,14 @@ impl Authenticator {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        if userinfo_sub != id.sub {
+        if userinfo_sub != sub {
             let e = LoginError::SubjectMismatch {
-                id_token: id.sub,
+                id_token: sub.to_owned(),
                 userinfo: userinfo_sub,
             };
             return notes.fail("userinfo", e);
         }
-        let session = Session {
-            sub: id.sub.clone(),
-            claims,
-            access_token: tokens.access_token,
-            refresh_token: tokens.refresh_token,
-            id_token: Some(id_token.to_owned()),
-            flow_id: Some(state.flow_id.clone()),
-            access_expires_at: now + access_lifetime(tokens.expires_in),
-            expires_at: now + policy.session_timeout_secs as i64,
-            sid: id
-                .claims
-                .get("sid")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            logged_in_at: now,
-        };
-        let shards = session::seal(&self.ring, &binding, &session);
-        let shards = notes.outcome("session", shards, |s| {
-            format!(
-                "{} bytes in {} cookie(s)",
-                s.iter().map(String::len).sum::<usize>(),
-                s.len()
-            )
-        })?;
-        let mut set_cookies = session::set_cookie_headers(&policy.cookie_name, &shards, secure);
-        set_cookies.push(flow::clear_cookie(&state.state, secure));
-        notes.note("final-redirect", true, format!("to {}", state.return_to));
-        Ok(LoggedIn {
-            set_cookies,
-            location: state.return_to,
-            sub: id.sub,
-        })
+        Ok(claims)
     }
 
     async fn validate_id_token(
@@ -1073,6 +1067,73 @@ fn access_lifetime(expires_in: Option<i64>) -> i64 {
     expires_in
         .unwrap_or(DEFAULT_ACCESS_TOKEN_SECS)
         .clamp(MIN_ACCESS_TOKEN_SECS, MAX_ACCESS_TOKEN_SECS)
+}
+
+/// Notes which of the callback's parameters came, before anything is checked.
+fn note_callback_query(notes: &mut Notes, query: &HashMap<String, String>) {
+    let present = |k: &str| {
+        if query.contains_key(k) {
+            "present"
+        } else {
+            "absent"
+        }
+    };
+    notes.note(
+        "callback",
+        true,
+        format!(
+            "state {}, code {}, error {}",
+            present("state"),
+            present("code"),
+            query.get("error").map_or("absent", String::as_str)
+        ),
+    );
+}
+
+/// RFC 9207: a provider that names itself in every response must have named
+/// the configured issuer, or the code may be another provider's (mix-up).
+fn check_response_issuer(
+    provider: &Provider,
+    policy: &AuthPolicy,
+    iss: Option<&String>,
+) -> Result<(), LoginError> {
+    if (provider.meta.authorization_response_iss_parameter_supported || iss.is_some())
+        && iss != Some(&policy.issuer)
+    {
+        return Err(LoginError::IssuerMismatch { got: iss.cloned() });
+    }
+    Ok(())
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// The session a completed login starts.
+fn new_session(
+    policy: &AuthPolicy,
+    state: &FlowState,
+    id: &id_token::IdClaims,
+    tokens: TokenResponse,
+    claims: Map<String, Value>,
+    now: i64,
+) -> Session {
+    Session {
+        sub: id.sub.clone(),
+        claims,
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+        id_token: tokens.id_token,
+        flow_id: Some(state.flow_id.clone()),
+        access_expires_at: now + access_lifetime(tokens.expires_in),
+        expires_at: now + policy.session_timeout_secs as i64,
+        sid: id
+            .claims
+            .get("sid")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        logged_in_at: now,
+    }
 }
 
 fn opened_key(binding: &str, shards: &[String]) -> SessionKey {

@@ -89,28 +89,8 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         .map_err(|source| DemoError::Bind { port: 0, source })?;
     echo::start(backend);
 
-    let mut objects = Objects::default();
-    let text = manifests(
-        &provider.issuer,
-        backend_addr,
-        &provider.client_secret,
-        &origins,
-    );
-    let source = ObjectRef::new("File", "", "demo");
-    for doc in parse_documents(&text).unwrap_or_default() {
-        add_document(&mut objects, doc, &source);
-    }
-    let mut session_key = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut session_key).map_err(|_| IdentityError::Random)?;
-    let auth = Authenticator::new(
-        IdpClient::new(std::time::Duration::from_secs(5))
-            .map_err(|e| DemoError::Client(e.to_string()))?,
-        KeyRing::new(&[session_key.to_vec()]).ok_or(IdentityError::Random)?,
-        SigningKey::generate()?,
-        crate::auth::identity::DEFAULT_SIGNER.into(),
-        crate::auth::shared::SharedState::in_process(),
-    );
-    auth.providers().spawn_refresher();
+    let objects = demo_objects(&provider, backend_addr, &origins);
+    let auth = demo_authenticator()?;
     let log = AccessLog::start(LogFormat::Alb, Box::new(std::io::stdout()));
     let dp = DataPlane::new(ProxyConfig::default(), log, auth);
     let options_compile = CompileOptions {
@@ -131,11 +111,10 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
             source,
         })?;
     }
-    eprintln!(
-        "\nPortcullis demo: everything on this machine, development use only.\n\n  Open   {origin}/auth   and log in with any name (no password).\n  Open   {origin}/       to see an unguarded page.\n\n  provider  {issuer}  (development only, loopback)\n  metrics   http://{admin}/metrics\n  keys      http://{admin}/keys\n\nAccess log lines follow. Stop with Ctrl-C.\n",
-        origin = origins[0],
-        issuer = provider.issuer,
-        admin = addresses["admin"].as_str().unwrap_or("-"),
+    print_banner(
+        &origins[0],
+        &provider.issuer,
+        addresses["admin"].as_str().unwrap_or("-"),
     );
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -144,6 +123,48 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     });
     run_listeners(dp, bound, shutdown).await?;
     Ok(())
+}
+
+/// The demo's AuthRule, Ingress and Services, read as `-f` would read them.
+fn demo_objects(
+    provider: &provider::DevProvider,
+    backend_addr: std::net::SocketAddr,
+    origins: &[String],
+) -> Objects {
+    let mut objects = Objects::default();
+    let text = manifests(
+        &provider.issuer,
+        backend_addr,
+        &provider.client_secret,
+        origins,
+    );
+    let source = ObjectRef::new("File", "", "demo");
+    for doc in parse_documents(&text).unwrap_or_default() {
+        add_document(&mut objects, doc, &source);
+    }
+    objects
+}
+
+/// An authenticator with fresh keys: demo sessions do not outlive the process.
+fn demo_authenticator() -> Result<Authenticator, DemoError> {
+    let mut session_key = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut session_key).map_err(|_| IdentityError::Random)?;
+    let auth = Authenticator::new(
+        IdpClient::new(std::time::Duration::from_secs(5))
+            .map_err(|e| DemoError::Client(e.to_string()))?,
+        KeyRing::new(&[session_key.to_vec()]).ok_or(IdentityError::Random)?,
+        SigningKey::generate()?,
+        crate::auth::identity::DEFAULT_SIGNER.into(),
+        crate::auth::shared::SharedState::in_process(),
+    );
+    auth.providers().spawn_refresher();
+    Ok(auth)
+}
+
+fn print_banner(origin: &str, issuer: &str, admin: &str) {
+    eprintln!(
+        "\nPortcullis demo: everything on this machine, development use only.\n\n  Open   {origin}/auth   and log in with any name (no password).\n  Open   {origin}/       to see an unguarded page.\n\n  provider  {issuer}  (development only, loopback)\n  metrics   http://{admin}/metrics\n  keys      http://{admin}/keys\n\nAccess log lines follow. Stop with Ctrl-C.\n"
+    );
 }
 
 /// Request bodies of the demo's servers (login and token forms) are small.

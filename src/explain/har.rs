@@ -154,6 +154,29 @@ fn page_reason(text: &str) -> (Option<String>, Option<String>) {
     (code_after("Reason:"), code_after("Reference:"))
 }
 
+/// The step that broke, why, and the fix.
+type Broke = (String, String, String);
+
+/// Where the login under analysis began, read from its redirect to the provider.
+struct LoginStart {
+    app: String,
+    idp: String,
+    state: String,
+    redirect_uri: String,
+}
+
+impl LoginStart {
+    fn of(first: &Entry) -> Self {
+        let to_idp = &first.location;
+        Self {
+            app: origin(&first.url).to_owned(),
+            idp: origin(to_idp).to_owned(),
+            state: param(to_idp, "state").unwrap_or_default(),
+            redirect_uri: param(to_idp, "redirect_uri").unwrap_or_default(),
+        }
+    }
+}
+
 pub fn analyze(har: &Value) -> Result<HarReport, HarError> {
     let entries = entries(har)?;
     let mut report = HarReport::default();
@@ -165,37 +188,88 @@ pub fn analyze(har: &Value) -> Result<HarReport, HarError> {
         report.notes.push("the HAR has no request cookies (exported without sensitive data?), so cookie checks are skipped".into());
     }
     clock_skew(&entries, &mut report);
-    let starts: Vec<usize> = (0..entries.len())
+    if let Err(broke) = follow_login(&entries, has_cookies, &mut report) {
+        report.broke = Some(broke);
+    }
+    Ok(report)
+}
+
+/// Follows the last login of the HAR step by step, up to the step that broke.
+fn follow_login(entries: &[Entry], has_cookies: bool, report: &mut HarReport) -> Result<(), Broke> {
+    let starts = login_starts(entries);
+    let &start = starts.last().ok_or_else(|| no_login_start(entries))?;
+    let first = &entries[start];
+    let login = LoginStart::of(first);
+    report.steps.push(initial_step(first, &login.idp));
+    if starts.len() >= 3 {
+        return Err(redirect_loop(
+            entries,
+            &login.app,
+            starts.len(),
+            has_cookies,
+        ));
+    }
+    if !login.redirect_uri.is_empty() && origin(&login.redirect_uri) != login.app {
+        report.notes.push(format!(
+            "redirect_uri {} is not on {}, where the login began",
+            login.redirect_uri, login.app
+        ));
+    }
+    provider_login(&entries[start + 1..], &login, report)?;
+    let Some(cb) = entries[start + 1..]
+        .iter()
+        .position(|e| path(&e.url) == CALLBACK_PATH)
+        .map(|i| start + 1 + i)
+    else {
+        return Err((
+            "callback".into(),
+            "the browser never came back from the provider".into(),
+            "finish the login at the provider; if its page shows an error, fix that first".into(),
+        ));
+    };
+    let callback = &entries[cb];
+    if let Some((why, fix)) = callback_failure(callback, &login, has_cookies) {
+        report.steps.push(Step {
+            name: "callback",
+            state: StepState::Failed,
+            detail: why.clone(),
+        });
+        return Err(("callback".into(), why, fix));
+    }
+    callback_cookies(callback, report)?;
+    after_callback(&entries[cb + 1..], callback, &login.app, report)
+}
+
+/// The redirects to a provider's authorization endpoint: each began a login.
+fn login_starts(entries: &[Entry]) -> Vec<usize> {
+    (0..entries.len())
         .filter(|&i| {
             let e = &entries[i];
             (300..400).contains(&e.status)
                 && e.location.contains("response_type=code")
                 && e.location.contains("state=")
         })
-        .collect();
-    let Some(&start) = starts.last() else {
-        let scripted = entries
-            .iter()
-            .any(|e| e.status == 401 && e.text.contains("AuthRequired"));
-        let why = if scripted {
-            "a script's request got 401 AuthRequired; scripts cannot follow a login"
-        } else {
-            "no redirect to a provider's authorization endpoint"
-        };
-        report.broke = Some(("initial request".into(), why.into(), "open the guarded page itself in the browser; check that the route is guarded (`kubectl get authrules`)".into()));
-        return Ok(report);
+        .collect()
+}
+
+fn no_login_start(entries: &[Entry]) -> Broke {
+    let scripted = entries
+        .iter()
+        .any(|e| e.status == 401 && e.text.contains("AuthRequired"));
+    let why = if scripted {
+        "a script's request got 401 AuthRequired; scripts cannot follow a login"
+    } else {
+        "no redirect to a provider's authorization endpoint"
     };
-    let first = &entries[start];
-    let app = origin(&first.url).to_owned();
-    let to_idp = first.location.clone();
-    let idp = origin(&to_idp).to_owned();
-    let state = param(&to_idp, "state").unwrap_or_default();
-    let redirect_uri = param(&to_idp, "redirect_uri").unwrap_or_default();
+    ("initial request".into(), why.into(), "open the guarded page itself in the browser; check that the route is guarded (`kubectl get authrules`)".into())
+}
+
+fn initial_step(first: &Entry, idp: &str) -> Step {
     let flow_cookie = first
         .set_cookies
         .iter()
         .any(|(n, _)| n.starts_with("AWSALBAuthNonce"));
-    report.steps.push(Step {
+    Step {
         name: "initial request",
         state: StepState::Ok,
         detail: format!(
@@ -208,34 +282,36 @@ pub fn analyze(har: &Value) -> Result<HarReport, HarError> {
                 ""
             }
         ),
+    }
+}
+
+fn redirect_loop(entries: &[Entry], app: &str, starts: usize, has_cookies: bool) -> Broke {
+    let app_cookie = entries.iter().filter(|e| origin(&e.url) == app).any(|e| {
+        e.request_cookies
+            .iter()
+            .any(|c| c.starts_with("AWSELBAuthSessionCookie"))
     });
-    if starts.len() >= 3 {
-        let app_cookie = entries.iter().filter(|e| origin(&e.url) == app).any(|e| {
-            e.request_cookies
-                .iter()
-                .any(|c| c.starts_with("AWSELBAuthSessionCookie"))
-        });
-        let why = format!(
-            "the login started {} times: each return to the application began a new login",
-            starts.len()
-        );
-        let fix = if has_cookies && !app_cookie {
-            "the browser never sent the session cookie back: check that it is not too large, that a Secure cookie is not used over http, and that the app's host name stays the same".to_owned()
-        } else {
-            "check that the session is accepted: `explain logs` on the access log shows AuthInvalidCookie when it is not".to_owned()
-        };
-        report.broke = Some(("redirect loop".into(), why, fix));
-        return Ok(report);
-    }
-    if !redirect_uri.is_empty() && origin(&redirect_uri) != app {
-        report.notes.push(format!(
-            "redirect_uri {redirect_uri} is not on {app}, where the login began"
-        ));
-    }
-    // The provider's pages.
-    let at_idp: Vec<&Entry> = entries[start + 1..]
+    let why = format!(
+        "the login started {starts} times: each return to the application began a new login"
+    );
+    let fix = if has_cookies && !app_cookie {
+        "the browser never sent the session cookie back: check that it is not too large, that a Secure cookie is not used over http, and that the app's host name stays the same".to_owned()
+    } else {
+        "check that the session is accepted: `explain logs` on the access log shows AuthInvalidCookie when it is not".to_owned()
+    };
+    ("redirect loop".into(), why, fix)
+}
+
+/// The provider's pages, after the redirect to it.
+fn provider_login(
+    after: &[Entry],
+    login: &LoginStart,
+    report: &mut HarReport,
+) -> Result<(), Broke> {
+    let idp = &login.idp;
+    let at_idp: Vec<&Entry> = after
         .iter()
-        .filter(|e| origin(&e.url) == idp)
+        .filter(|e| origin(&e.url) == idp.as_str())
         .collect();
     let refused = at_idp.iter().find(|e| e.status >= 400);
     report.steps.push(Step {
@@ -249,46 +325,45 @@ pub fn analyze(har: &Value) -> Result<HarReport, HarError> {
         },
         detail: format!("{} request(s) to {idp}", at_idp.len()),
     });
-    if let Some(e) = refused {
-        let why = if e.text.contains("redirect_uri") {
-            format!(
-                "the provider refused the login with {}: redirect_uri {redirect_uri} is not registered",
-                e.status
-            )
-        } else {
-            format!("the provider answered {} at {}", e.status, path(&e.url))
-        };
-        report.broke = Some((
-            "provider login".into(),
-            why,
-            format!("register {redirect_uri} for the client at the provider"),
-        ));
-        return Ok(report);
-    }
-    let Some(cb) = entries[start + 1..]
-        .iter()
-        .position(|e| path(&e.url) == CALLBACK_PATH)
-        .map(|i| start + 1 + i)
-    else {
-        report.broke = Some((
-            "callback".into(),
-            "the browser never came back from the provider".into(),
-            "finish the login at the provider; if its page shows an error, fix that first".into(),
-        ));
-        return Ok(report);
+    let Some(e) = refused else {
+        return Ok(());
     };
-    let callback = &entries[cb];
-    let mut failure: Option<(String, String)> = None;
+    let redirect_uri = &login.redirect_uri;
+    let why = if e.text.contains("redirect_uri") {
+        format!(
+            "the provider refused the login with {}: redirect_uri {redirect_uri} is not registered",
+            e.status
+        )
+    } else {
+        format!("the provider answered {} at {}", e.status, path(&e.url))
+    };
+    Err((
+        "provider login".into(),
+        why,
+        format!("register {redirect_uri} for the client at the provider"),
+    ))
+}
+
+/// Why the callback failed, and the fix: first what the browser brought back, then
+/// what Portcullis answered.
+fn callback_failure(
+    callback: &Entry,
+    login: &LoginStart,
+    has_cookies: bool,
+) -> Option<(String, String)> {
+    let app = login.app.as_str();
     if let Some(error) = param(&callback.url, "error") {
         let description = param(&callback.url, "error_description").unwrap_or_default();
-        failure = Some((
+        return Some((
             format!("the provider sent the browser back with error={error} {description}"),
             "see why at the provider (a denied consent, a client not allowed for this user, ...)"
                 .into(),
         ));
-    } else if param(&callback.url, "state").as_deref() != Some(state.as_str()) {
-        failure = Some(("the callback's state is not this login's (another login's callback, or a replayed one)".into(), "start again from the application in one tab".into()));
-    } else if has_cookies
+    }
+    if param(&callback.url, "state").as_deref() != Some(login.state.as_str()) {
+        return Some(("the callback's state is not this login's (another login's callback, or a replayed one)".into(), "start again from the application in one tab".into()));
+    }
+    if has_cookies
         && !callback
             .request_cookies
             .iter()
@@ -302,36 +377,34 @@ pub fn analyze(har: &Value) -> Result<HarReport, HarError> {
         } else {
             "the flow cookie was not sent back: the browser blocked it (third-party or SameSite cookie settings, private mode) or it expired".into()
         };
-        failure = Some((
+        return Some((
             why,
             reasons::lookup("AuthMissingAWSALBAuthNonce").map_or(String::new(), |r| r.fix.into()),
         ));
     }
-    if failure.is_none() && callback.status >= 400 {
-        let (reason, reference) = page_reason(&callback.text);
-        let reason = reason.unwrap_or_else(|| format!("status {}", callback.status));
-        let entry = reasons::lookup(&reason);
-        failure = Some((
-            format!(
-                "{} at the callback: {reason}{}{}",
-                callback.status,
-                entry.map_or(String::new(), |r| format!(" ({})", r.summary)),
-                reference.map_or(String::new(), |r| format!("; reference {r}"))
-            ),
-            entry.map_or("look the reference up in the access log".into(), |r| {
-                r.fix.into()
-            }),
-        ));
-    }
-    if let Some((why, fix)) = failure {
-        report.steps.push(Step {
-            name: "callback",
-            state: StepState::Failed,
-            detail: why.clone(),
-        });
-        report.broke = Some(("callback".into(), why, fix));
-        return Ok(report);
-    }
+    (callback.status >= 400).then(|| callback_error_page(callback))
+}
+
+/// What the callback's error page names, explained.
+fn callback_error_page(callback: &Entry) -> (String, String) {
+    let (reason, reference) = page_reason(&callback.text);
+    let reason = reason.unwrap_or_else(|| format!("status {}", callback.status));
+    let entry = reasons::lookup(&reason);
+    (
+        format!(
+            "{} at the callback: {reason}{}{}",
+            callback.status,
+            entry.map_or(String::new(), |r| format!(" ({})", r.summary)),
+            reference.map_or(String::new(), |r| format!("; reference {r}"))
+        ),
+        entry.map_or("look the reference up in the access log".into(), |r| {
+            r.fix.into()
+        }),
+    )
+}
+
+/// The session cookies the callback set, which browsers drop when too large.
+fn callback_cookies(callback: &Entry, report: &mut HarReport) -> Result<(), Broke> {
     let oversize: Vec<&(String, usize)> = callback
         .set_cookies
         .iter()
@@ -352,14 +425,23 @@ pub fn analyze(har: &Value) -> Result<HarReport, HarError> {
         ),
     });
     if let Some((name, len)) = oversize.first() {
-        report.broke = Some((
+        return Err((
             "callback".into(),
             format!("cookie {name} is {len} bytes; browsers drop cookies over {MAX_COOKIE_BYTES}"),
             "shrink the session: fewer scopes or claims".into(),
         ));
-        return Ok(report);
     }
-    let back = entries[cb + 1..].iter().find(|e| origin(&e.url) == app);
+    Ok(())
+}
+
+/// The first request back at the application after the callback.
+fn after_callback(
+    rest: &[Entry],
+    callback: &Entry,
+    app: &str,
+    report: &mut HarReport,
+) -> Result<(), Broke> {
+    let back = rest.iter().find(|e| origin(&e.url) == app);
     match back {
         Some(e) if (200..400).contains(&e.status) && !(300..400).contains(&e.status) => {
             report.steps.push(Step {
@@ -380,7 +462,7 @@ pub fn analyze(har: &Value) -> Result<HarReport, HarError> {
                 state: StepState::Failed,
                 detail: format!("{} answered {}", e.url, e.status),
             });
-            report.broke = Some((
+            return Err((
                 "authenticated request".into(),
                 format!(
                     "the first request after the login answered {}{}",
@@ -392,7 +474,7 @@ pub fn analyze(har: &Value) -> Result<HarReport, HarError> {
         }
         None => report.notes.push("the HAR ends at the callback".into()),
     }
-    Ok(report)
+    Ok(())
 }
 
 fn clock_skew(entries: &[Entry], report: &mut HarReport) {

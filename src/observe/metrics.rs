@@ -121,146 +121,184 @@ impl Default for Metrics {
     }
 }
 
-impl Metrics {
-    pub fn new() -> Self {
-        let registry = Registry::new_custom(Some("portcullis".into()), None).expect("valid prefix");
-        let requests = must(IntCounterVec::new(
-            Opts::new(
-                "requests_total",
-                "Requests answered, by Ingress, route and status class",
+/// Makes a metric and registers it, handing back the handle that is counted on.
+fn registered<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    made: prometheus::Result<C>,
+) -> C {
+    let metric = must(made);
+    must(registry.register(Box::new(metric.clone())));
+    metric
+}
+
+impl AuthMetrics {
+    fn new(registry: &Registry) -> Self {
+        Self {
+            logins: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "auth_logins_total",
+                        "Logins finished at the callback, by AuthRule, result (success, failure, error) and error_reason",
+                    ),
+                    &["rule", "result", "reason"],
+                ),
             ),
-            &["ingress", "route", "status_class"],
-        ));
-        let latency = must(HistogramVec::new(
-            HistogramOpts::new(
-                "request_duration_seconds",
-                "Time from request received to response headers sent",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["ingress", "route"],
-        ));
-        let upstream_errors = must(IntCounterVec::new(
-            Opts::new("upstream_errors_total", "Failed upstream attempts, by kind"),
-            &["kind"],
-        ));
-        let reloads = must(IntCounterVec::new(
-            Opts::new(
-                "config_reloads_total",
-                "Snapshots compiled, by result (clean or with_errors)",
+            login_latency: registered(
+                registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "auth_login_duration_seconds",
+                        "Time the callback spent with the provider (token, ID token, userinfo)",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["rule"],
+                ),
             ),
-            &["result"],
-        ));
-        let snapshot_routes = must(IntGauge::new(
-            "snapshot_routes",
-            "Routes in the snapshot being served",
-        ));
-        let config_errors = must(IntGauge::new(
-            "config_errors",
-            "Error diagnostics in the snapshot being served",
-        ));
-        let access_log_dropped = must(IntCounter::new(
-            "access_log_dropped_total",
-            "Access-log lines dropped because the writer fell behind",
-        ));
-        let auth = AuthMetrics {
-            logins: must(IntCounterVec::new(
-                Opts::new(
-                    "auth_logins_total",
-                    "Logins finished at the callback, by AuthRule, result (success, failure, error) and error_reason",
+            refreshes: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "auth_refreshes_total",
+                        "Sessions renewed with their refresh token, by AuthRule and result",
+                    ),
+                    &["rule", "result"],
                 ),
-                &["rule", "result", "reason"],
-            )),
-            login_latency: must(HistogramVec::new(
-                HistogramOpts::new(
-                    "auth_login_duration_seconds",
-                    "Time the callback spent with the provider (token, ID token, userinfo)",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
-                &["rule"],
-            )),
-            refreshes: must(IntCounterVec::new(
-                Opts::new(
-                    "auth_refreshes_total",
-                    "Sessions renewed with their refresh token, by AuthRule and result",
+            ),
+            claims_size_exceeded: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "auth_claims_size_exceeded_total",
+                        "Logins refused because the user's claims exceed 11 KiB",
+                    ),
+                    &["rule"],
                 ),
-                &["rule", "result"],
-            )),
-            claims_size_exceeded: must(IntCounterVec::new(
-                Opts::new(
-                    "auth_claims_size_exceeded_total",
-                    "Logins refused because the user's claims exceed 11 KiB",
+            ),
+            logouts: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new("auth_logouts_total", "Logout requests, by AuthRule"),
+                    &["rule"],
                 ),
-                &["rule"],
-            )),
-            logouts: must(IntCounterVec::new(
-                Opts::new("auth_logouts_total", "Logout requests, by AuthRule"),
-                &["rule"],
-            )),
-            bearer_tokens: must(IntCounterVec::new(
-                Opts::new(
-                    "auth_bearer_tokens_total",
-                    "Requests with a bearer token, by AuthRule, result (success, failure) and error_reason",
+            ),
+            bearer_tokens: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "auth_bearer_tokens_total",
+                        "Requests with a bearer token, by AuthRule, result (success, failure) and error_reason",
+                    ),
+                    &["rule", "result", "reason"],
                 ),
-                &["rule", "result", "reason"],
-            )),
-        };
-        let status = StatusMetrics {
-            patches: must(IntCounterVec::new(
-                Opts::new(
-                    "status_patches_total",
-                    "Status patches and Events sent by the leader, by result",
+            ),
+        }
+    }
+}
+
+impl StatusMetrics {
+    fn new(registry: &Registry) -> Self {
+        let status = Self {
+            patches: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "status_patches_total",
+                        "Status patches and Events sent by the leader, by result",
+                    ),
+                    &["result"],
                 ),
-                &["result"],
-            )),
-            latency: must(Histogram::with_opts(HistogramOpts::new(
-                "status_patch_seconds",
-                "Time of one status patch or Event",
-            ))),
-            queue: must(IntGauge::new(
-                "status_queue_depth",
-                "Status writes waiting to be sent",
-            )),
+            ),
+            latency: registered(
+                registry,
+                Histogram::with_opts(HistogramOpts::new(
+                    "status_patch_seconds",
+                    "Time of one status patch or Event",
+                )),
+            ),
+            queue: registered(
+                registry,
+                IntGauge::new("status_queue_depth", "Status writes waiting to be sent"),
+            ),
         };
         for result in STATUS_RESULTS {
             status.patches.with_label_values(&[result]);
         }
-        let ready = must(IntGauge::new(
-            "ready",
-            "1 once a configuration is served (as /readyz), else 0",
-        ));
-        for c in [
-            Box::new(ready.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(requests.clone()),
-            Box::new(latency.clone()),
-            Box::new(upstream_errors.clone()),
-            Box::new(reloads.clone()),
-            Box::new(snapshot_routes.clone()),
-            Box::new(config_errors.clone()),
-            Box::new(access_log_dropped.clone()),
-            Box::new(auth.logins.clone()),
-            Box::new(auth.login_latency.clone()),
-            Box::new(auth.refreshes.clone()),
-            Box::new(auth.claims_size_exceeded.clone()),
-            Box::new(auth.logouts.clone()),
-            Box::new(auth.bearer_tokens.clone()),
-            Box::new(status.patches.clone()),
-            Box::new(status.latency.clone()),
-            Box::new(status.queue.clone()),
-        ] {
-            must(registry.register(c));
-        }
+        status
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("portcullis".into()), None).expect("valid prefix");
+        let ready = registered(
+            &registry,
+            IntGauge::new(
+                "ready",
+                "1 once a configuration is served (as /readyz), else 0",
+            ),
+        );
         Self {
-            registry,
-            requests,
-            latency,
-            upstream_errors,
-            reloads,
-            snapshot_routes,
-            config_errors,
+            requests: registered(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "requests_total",
+                        "Requests answered, by Ingress, route and status class",
+                    ),
+                    &["ingress", "route", "status_class"],
+                ),
+            ),
+            latency: registered(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "request_duration_seconds",
+                        "Time from request received to response headers sent",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["ingress", "route"],
+                ),
+            ),
+            upstream_errors: registered(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("upstream_errors_total", "Failed upstream attempts, by kind"),
+                    &["kind"],
+                ),
+            ),
+            reloads: registered(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "config_reloads_total",
+                        "Snapshots compiled, by result (clean or with_errors)",
+                    ),
+                    &["result"],
+                ),
+            ),
+            snapshot_routes: registered(
+                &registry,
+                IntGauge::new("snapshot_routes", "Routes in the snapshot being served"),
+            ),
+            config_errors: registered(
+                &registry,
+                IntGauge::new(
+                    "config_errors",
+                    "Error diagnostics in the snapshot being served",
+                ),
+            ),
             ready,
-            access_log_dropped,
-            auth,
-            status,
+            access_log_dropped: registered(
+                &registry,
+                IntCounter::new(
+                    "access_log_dropped_total",
+                    "Access-log lines dropped because the writer fell behind",
+                ),
+            ),
+            auth: AuthMetrics::new(&registry),
+            status: StatusMetrics::new(&registry),
+            registry,
         }
     }
 

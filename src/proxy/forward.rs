@@ -129,42 +129,7 @@ pub async fn forward(
         )
         .await;
         rec.target_processing_time = sent.elapsed().as_secs_f64();
-        result = match outcome {
-            Ok(Ok(resp)) => {
-                statuses.push(resp.status().as_u16().to_string());
-                Ok(resp)
-            }
-            Ok(Err(e)) if e.is_connect() => {
-                statuses.push("-".into());
-                balance.mark_failed(
-                    index,
-                    dp.now_ms() + dp.config.failure_backoff.as_millis() as u64,
-                );
-                dp.metrics
-                    .upstream_errors
-                    .with_label_values(&["connect"])
-                    .inc();
-                tracing::warn!(target = %target, upstream = %upstream.name, error = %e, "upstream connection failed");
-                Err(ForwardError::Connect)
-            }
-            Ok(Err(e)) => {
-                statuses.push("-".into());
-                dp.metrics
-                    .upstream_errors
-                    .with_label_values(&["response"])
-                    .inc();
-                tracing::warn!(target = %target, upstream = %upstream.name, error = %e, "upstream response failed");
-                Err(ForwardError::Response)
-            }
-            Err(_) => {
-                statuses.push("-".into());
-                dp.metrics
-                    .upstream_errors
-                    .with_label_values(&["timeout"])
-                    .inc();
-                Err(ForwardError::Timeout)
-            }
-        };
+        result = judge_outcome(dp, upstream, balance, index, outcome, &mut statuses);
         last = Some(index);
         let again = matches!(result, Err(ForwardError::Connect)) && retryable;
         if !again {
@@ -179,6 +144,60 @@ pub async fn forward(
     let resp = finish_response(resp, upgrade, hold);
     rec.response_processing_time = responded.elapsed().as_secs_f64();
     Ok(resp)
+}
+
+type Sent = Result<
+    Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
+    tokio::time::error::Elapsed,
+>;
+
+/// What one attempt came to, counted and logged; a connection that failed marks its
+/// endpoint so the balancer passes it over for the failure backoff.
+fn judge_outcome(
+    dp: &DataPlane,
+    upstream: &Upstream,
+    balance: &Balance,
+    index: usize,
+    outcome: Sent,
+    statuses: &mut Vec<String>,
+) -> Result<Response<hyper::body::Incoming>, ForwardError> {
+    let target = &upstream.targets[index];
+    match outcome {
+        Ok(Ok(resp)) => {
+            statuses.push(resp.status().as_u16().to_string());
+            Ok(resp)
+        }
+        Ok(Err(e)) if e.is_connect() => {
+            statuses.push("-".into());
+            balance.mark_failed(
+                index,
+                dp.now_ms() + dp.config.failure_backoff.as_millis() as u64,
+            );
+            dp.metrics
+                .upstream_errors
+                .with_label_values(&["connect"])
+                .inc();
+            tracing::warn!(target = %target, upstream = %upstream.name, error = %e, "upstream connection failed");
+            Err(ForwardError::Connect)
+        }
+        Ok(Err(e)) => {
+            statuses.push("-".into());
+            dp.metrics
+                .upstream_errors
+                .with_label_values(&["response"])
+                .inc();
+            tracing::warn!(target = %target, upstream = %upstream.name, error = %e, "upstream response failed");
+            Err(ForwardError::Response)
+        }
+        Err(_) => {
+            statuses.push("-".into());
+            dp.metrics
+                .upstream_errors
+                .with_label_values(&["timeout"])
+                .inc();
+            Err(ForwardError::Timeout)
+        }
+    }
 }
 
 fn upstream_uri(target: &str, original: &Uri) -> Result<Uri, http::Error> {

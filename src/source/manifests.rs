@@ -239,57 +239,74 @@ pub fn parse_documents(text: &str) -> Result<Vec<Value>, String> {
 /// Adds one document to the store; documents of kinds Portcullis does not read
 /// (Deployments, ConfigMaps, ...) are skipped without comment.
 pub fn add_document(objects: &mut Objects, mut doc: Value, file: &ObjectRef) {
-    let api_version = doc
-        .get("apiVersion")
+    let api_version = string_at(&doc, "/apiVersion");
+    let kind = string_at(&doc, "/kind");
+    let name = string_at(&doc, "/metadata/name");
+    default_namespace(&mut doc, &kind);
+    let namespace = string_at(&doc, "/metadata/namespace");
+    let object = ObjectRef::new(&kind, &namespace, &name);
+    if let Some(problem) = unnamed(file, &object, &api_version, &kind, &name) {
+        objects.diagnostics.push(problem);
+        return;
+    }
+    let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    if is_read(group, &kind) && refused_by_schema(objects, &doc, &object, &kind) {
+        return;
+    }
+    store(objects, group, &kind, doc, object);
+}
+
+fn string_at(doc: &Value, pointer: &str) -> String {
+    doc.pointer(pointer)
         .and_then(Value::as_str)
         .unwrap_or_default()
-        .to_owned();
-    let kind = doc
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let name = doc
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let cluster_scoped = matches!(kind.as_str(), "IngressClass" | "GatewayClass" | "Namespace");
+        .to_owned()
+}
+
+/// As kubectl does, a namespaced object without a namespace lands in `default`.
+fn default_namespace(doc: &mut Value, kind: &str) {
+    let cluster_scoped = matches!(kind, "IngressClass" | "GatewayClass" | "Namespace");
     if !cluster_scoped
         && doc.pointer("/metadata/namespace").is_none()
         && let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut)
     {
         meta.insert("namespace".into(), Value::String("default".into()));
     }
-    let namespace = doc
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let object = ObjectRef::new(&kind, &namespace, &name);
+}
+
+/// The diagnostic for a document that does not say what it is.
+fn unnamed(
+    file: &ObjectRef,
+    object: &ObjectRef,
+    api_version: &str,
+    kind: &str,
+    name: &str,
+) -> Option<Diagnostic> {
     if kind.is_empty() || api_version.is_empty() {
-        objects.diagnostics.push(Diagnostic::error(
+        return Some(Diagnostic::error(
             file,
             "",
             "InvalidManifest",
             "a document has no apiVersion or kind".into(),
             "give every document apiVersion, kind and metadata.name".into(),
         ));
-        return;
     }
     if name.is_empty() {
-        objects.diagnostics.push(Diagnostic::error(
-            &object,
+        return Some(Diagnostic::error(
+            object,
             "metadata.name",
             "InvalidManifest",
             format!("a {kind} in {} has no metadata.name", file.name),
             "set metadata.name".into(),
         ));
-        return;
     }
-    let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
-    let read = matches!(
-        (group, kind.as_str()),
+    None
+}
+
+/// The kinds Portcullis reads; any other document is skipped.
+fn is_read(group: &str, kind: &str) -> bool {
+    matches!(
+        (group, kind),
         ("networking.k8s.io", "Ingress" | "IngressClass")
             | ("", "Secret" | "Service" | "Namespace")
             | (
@@ -297,27 +314,37 @@ pub fn add_document(objects: &mut Objects, mut doc: Value, file: &ObjectRef) {
                 "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant"
             )
             | ("discovery.k8s.io", "EndpointSlice")
-    ) || (group, kind.as_str()) == (crate::model::GROUP, "AuthRule");
-    if read && let Some(schema) = super::strict::schema_for(&kind) {
-        let unknown = schema.unknown_fields(&doc);
-        if !unknown.is_empty() {
-            for (field, allowed) in &unknown {
-                objects
-                    .diagnostics
-                    .push(unknown_field(&object, field, allowed));
-            }
-            // As `kubectl apply --validate=strict`: the object is refused; an AuthRule
-            // still guards its targets, failing closed.
-            if kind == "AuthRule" {
-                let message = format!("unknown field {}", unknown[0].0);
-                objects
-                    .unreadable_auth_rules
-                    .push(unreadable_auth_rule(object, &doc, message));
-            }
-            return;
-        }
+    ) || (group, kind) == (crate::model::GROUP, "AuthRule")
+}
+
+/// Whether the document has fields its schema does not know, each reported.
+fn refused_by_schema(objects: &mut Objects, doc: &Value, object: &ObjectRef, kind: &str) -> bool {
+    let Some(schema) = super::strict::schema_for(kind) else {
+        return false;
+    };
+    let unknown = schema.unknown_fields(doc);
+    if unknown.is_empty() {
+        return false;
     }
-    match (group, kind.as_str()) {
+    for (field, allowed) in &unknown {
+        objects
+            .diagnostics
+            .push(unknown_field(object, field, allowed));
+    }
+    // As `kubectl apply --validate=strict`: the object is refused; an AuthRule
+    // still guards its targets, failing closed.
+    if kind == "AuthRule" {
+        let message = format!("unknown field {}", unknown[0].0);
+        objects
+            .unreadable_auth_rules
+            .push(unreadable_auth_rule(object.clone(), doc, message));
+    }
+    true
+}
+
+/// Decodes a document of a kind Portcullis reads into its list.
+fn store(objects: &mut Objects, group: &str, kind: &str, doc: Value, object: ObjectRef) {
+    match (group, kind) {
         ("networking.k8s.io", "Ingress") => push(
             &mut objects.ingresses,
             doc,
@@ -378,23 +405,28 @@ pub fn add_document(objects: &mut Objects, mut doc: Value, file: &ObjectRef) {
             &object,
             &mut objects.diagnostics,
         ),
-        (crate::model::GROUP, "AuthRule") => match decode(doc.clone()) {
-            Ok(rule) => objects.auth_rules.push(Arc::new(rule)),
-            Err((field, e)) => {
-                let message = format!("cannot read AuthRule: {e}");
-                objects.diagnostics.push(Diagnostic::error(
-                    &object,
-                    &field,
-                    "InvalidAuthRule",
-                    message.clone(),
-                    format!("fix {field} (`kubectl explain authrule.{field}` describes it); the rule's routes answer 500 until then"),
-                ));
-                objects
-                    .unreadable_auth_rules
-                    .push(unreadable_auth_rule(object, &doc, message));
-            }
-        },
+        (crate::model::GROUP, "AuthRule") => add_auth_rule(objects, doc, object),
         _ => {}
+    }
+}
+
+/// An AuthRule that cannot be read still guards its targets, failing closed.
+fn add_auth_rule(objects: &mut Objects, doc: Value, object: ObjectRef) {
+    match decode(doc.clone()) {
+        Ok(rule) => objects.auth_rules.push(Arc::new(rule)),
+        Err((field, e)) => {
+            let message = format!("cannot read AuthRule: {e}");
+            objects.diagnostics.push(Diagnostic::error(
+                &object,
+                &field,
+                "InvalidAuthRule",
+                message.clone(),
+                format!("fix {field} (`kubectl explain authrule.{field}` describes it); the rule's routes answer 500 until then"),
+            ));
+            objects
+                .unreadable_auth_rules
+                .push(unreadable_auth_rule(object, &doc, message));
+        }
     }
 }
 

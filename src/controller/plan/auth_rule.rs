@@ -125,6 +125,9 @@ pub struct Observed {
     pub failures: BTreeMap<String, i32>,
 }
 
+/// A condition's status, reason and message.
+type Verdict = (&'static str, String, String);
+
 /// The conditions of one AuthRule. `previous` supplies the transition times of
 /// conditions that did not change.
 pub fn auth_rule_status(
@@ -135,23 +138,64 @@ pub fn auth_rule_status(
     observed: &Observed,
     now: Timestamp,
 ) -> AuthRuleStatus {
-    let errors: Vec<&&Diagnostic> = diagnostics.iter().filter(|d| d.is_error()).collect();
-    let of = |category| errors.iter().find(|d| d.category == category);
-    let explain = |d: &Diagnostic| format!("{}: {} (fix: {})", d.field, d.message, d.fix);
-    let accepted = match of(Category::Spec) {
-        Some(d) => ("False", d.reason.to_owned(), explain(d)),
-        None => ("True", "Accepted".into(), "the spec is valid".into()),
-    };
-    let resolved = match of(Category::Reference) {
-        Some(d) => ("False", d.reason.to_owned(), explain(d)),
-        None => (
+    let accepted = diagnosed(
+        diagnostics,
+        Category::Spec,
+        ("True", "Accepted".into(), "the spec is valid".into()),
+    );
+    let resolved = diagnosed(
+        diagnostics,
+        Category::Reference,
+        (
             "True",
             "ResolvedRefs".into(),
             "the client Secret and every target Ingress were found".into(),
         ),
-    };
+    );
+    let condition =
+        |kind: &str, verdict: Verdict| new_condition(kind, verdict, previous, generation, now);
+    let mut conditions = vec![
+        condition("Accepted", accepted),
+        condition("ResolvedRefs", resolved),
+        condition("Ready", ready(summary)),
+    ];
+    if let Some(idp) = &observed.idp {
+        conditions.push(condition("IdPReachable", idp_reachable(idp)));
+    }
+    if let Some(credentials) = &observed.credentials {
+        conditions.push(condition(
+            "CredentialsAccepted",
+            credentials_accepted(credentials),
+        ));
+    }
+    AuthRuleStatus {
+        conditions,
+        observed_generation: generation,
+        attached_routes: summary.map_or(0, |s| s.attached_routes) as i32,
+        recent_login_failures: observed.failures.clone(),
+        ancestors: Vec::new(),
+    }
+}
+
+/// The condition a category of diagnostics decides: the first error of the category
+/// makes it False, with the fix; none leaves it `ok`.
+fn diagnosed(diagnostics: &[&Diagnostic], category: Category, ok: Verdict) -> Verdict {
+    let error = diagnostics
+        .iter()
+        .find(|d| d.is_error() && d.category == category);
+    match error {
+        Some(d) => (
+            "False",
+            d.reason.to_owned(),
+            format!("{}: {} (fix: {})", d.field, d.message, d.fix),
+        ),
+        None => ok,
+    }
+}
+
+fn ready(summary: Option<&AuthRuleSummary>) -> Verdict {
     let attached = summary.map_or(0, |s| s.attached_routes);
-    let ready = match summary {
+    match summary {
         Some(s) if s.usable && attached > 0 => (
             "True",
             "Ready".into(),
@@ -168,66 +212,63 @@ pub fn auth_rule_status(
             "the routes it targets answer 500 AuthRuleInvalid until the problems above are fixed"
                 .into(),
         ),
-    };
-    let condition = |kind: &str, (status, reason, message): (&str, String, String)| {
-        let kept = previous
-            .and_then(|p| p.conditions.iter().find(|c| c.type_ == kind))
-            .filter(|c| c.status == status && c.reason == reason)
-            .map(|c| c.last_transition_time.clone());
-        Condition {
-            type_: kind.into(),
-            status: status.into(),
-            reason,
-            message,
-            observed_generation: generation,
-            last_transition_time: kept.unwrap_or(Time(now)),
-        }
-    };
-    let mut conditions = vec![
-        condition("Accepted", accepted),
-        condition("ResolvedRefs", resolved),
-        condition("Ready", ready),
-    ];
-    if let Some(idp) = &observed.idp {
-        conditions.push(condition(
-            "IdPReachable",
-            match idp {
-                Ok(()) => (
-                    "True",
-                    "DiscoveryLoaded".into(),
-                    "the discovery document and keys load".into(),
-                ),
-                Err(e) => (
-                    "False",
-                    "IdPUnreachable".into(),
-                    format!("{e} (logins in progress keep the last good discovery; fix: run `portcullis diagnose` on this rule)"),
-                ),
-            },
-        ));
     }
-    if let Some(credentials) = &observed.credentials {
-        conditions.push(condition(
-            "CredentialsAccepted",
-            match credentials {
-                Ok(()) => (
-                    "True",
-                    "ClientAccepted".into(),
-                    "the token endpoint accepts the client id and secret".into(),
-                ),
-                Err(e) => (
-                    "False",
-                    "InvalidClient".into(),
-                    format!("{e} (fix: put the client secret registered at the provider into the Secret named by spec.oidc.clientSecretRef, or correct spec.oidc.clientId or tokenEndpointAuthMethod; logins fail with AuthTokenEpRequestFailed until then)"),
-                ),
-            },
-        ));
+}
+
+fn idp_reachable(idp: &Result<(), String>) -> Verdict {
+    match idp {
+        Ok(()) => (
+            "True",
+            "DiscoveryLoaded".into(),
+            "the discovery document and keys load".into(),
+        ),
+        Err(e) => (
+            "False",
+            "IdPUnreachable".into(),
+            format!(
+                "{e} (logins in progress keep the last good discovery; fix: run `portcullis diagnose` on this rule)"
+            ),
+        ),
     }
-    AuthRuleStatus {
-        conditions,
+}
+
+fn credentials_accepted(credentials: &Result<(), String>) -> Verdict {
+    match credentials {
+        Ok(()) => (
+            "True",
+            "ClientAccepted".into(),
+            "the token endpoint accepts the client id and secret".into(),
+        ),
+        Err(e) => (
+            "False",
+            "InvalidClient".into(),
+            format!(
+                "{e} (fix: put the client secret registered at the provider into the Secret named by spec.oidc.clientSecretRef, or correct spec.oidc.clientId or tokenEndpointAuthMethod; logins fail with AuthTokenEpRequestFailed until then)"
+            ),
+        ),
+    }
+}
+
+/// A condition that keeps its previous transition time while its status and reason
+/// stay the same.
+fn new_condition(
+    kind: &str,
+    (status, reason, message): Verdict,
+    previous: Option<&AuthRuleStatus>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let kept = previous
+        .and_then(|p| p.conditions.iter().find(|c| c.type_ == kind))
+        .filter(|c| c.status == status && c.reason == reason)
+        .map(|c| c.last_transition_time.clone());
+    Condition {
+        type_: kind.into(),
+        status: status.into(),
+        reason,
+        message,
         observed_generation: generation,
-        attached_routes: attached as i32,
-        recent_login_failures: observed.failures.clone(),
-        ancestors: Vec::new(),
+        last_transition_time: kept.unwrap_or(Time(now)),
     }
 }
 
