@@ -662,8 +662,60 @@ pub fn access_for(
         return IngressAccess::default();
     };
     let object = super::ingress_ref(ingress);
+    let (annotations, conflicts) = with_group_annotations(ingress, own, groups);
+    let accepted = accepted_differences(&annotations, options, &object, diags);
+    let mut problems = AccessProblems {
+        object: &object,
+        accepted,
+        diags,
+        found: Vec::new(),
+    };
+    for (name, message) in conflicts {
+        problems.malformed(
+            &name,
+            message,
+            format!("set {name} on one Ingress of the group only, or to the same value on each"),
+        );
+    }
+    let get = |k: &str| annotations.get(&format!("{PREFIX}{k}")).map(|v| v.trim());
+    let sources = get("inbound-cidrs").and_then(|list| source_allow_list(list, &mut problems));
+    // ALB's default scheme is internal: an Ingress written for ALB that names none
+    // was never reachable from the internet.
+    let written_for_alb = annotations.keys().any(|k| k.starts_with(PREFIX));
+    check_scheme(get("scheme"), written_for_alb, &mut problems);
+    for name in [
+        "wafv2-acl-arn",
+        "waf-acl-id",
+        "security-groups",
+        "security-group-prefix-lists",
+    ] {
+        if let Some(value) = get(name).filter(|v| !v.is_empty()) {
+            problems.not_honoured(name, value);
+        }
+    }
+    check_shield(get("shield-advanced-protection"), &mut problems);
+    if let Some(value) = get("mutual-authentication")
+        && !problems.accepted.contains("mutual-authentication")
+    {
+        check_mutual_authentication(value, &mut problems);
+    }
+    IngressAccess {
+        sources,
+        closed: problems.closed(),
+    }
+}
+
+type Conflicts = Vec<(String, String)>;
+
+/// The Ingress's annotations with its group's load-balancer-level ones added, and the
+/// annotations the group's members disagree on (with the problem that is).
+fn with_group_annotations(
+    ingress: &Ingress,
+    own: &BTreeMap<String, String>,
+    groups: &Groups,
+) -> (BTreeMap<String, String>, Conflicts) {
     let mut annotations = own.clone();
-    let mut conflicts: Vec<(String, String)> = Vec::new();
+    let mut conflicts: Conflicts = Vec::new();
     if let Some(group) = group_name(ingress)
         && let Some(merged) = groups.0.get(group)
     {
@@ -684,8 +736,17 @@ pub fn access_for(
             }
         }
     }
-    let annotations = &annotations;
-    let get = |k: &str| annotations.get(&format!("{PREFIX}{k}")).map(|v| v.trim());
+    (annotations, conflicts)
+}
+
+/// The annotations whose difference the operator accepts, from the flag and the
+/// Ingress's own annotation; naming one Portcullis does not refuse is warned of.
+fn accepted_differences(
+    annotations: &BTreeMap<String, String>,
+    options: &super::CompileOptions,
+    object: &ObjectRef,
+    diags: &mut Vec<Diagnostic>,
+) -> HashSet<String> {
     let known = |name: &str| NOT_HONOURED.iter().any(|(n, _, _)| *n == name);
     let mut accepted: HashSet<String> = options
         .accept_alb_differences
@@ -702,7 +763,7 @@ pub fn access_for(
     {
         if !known(name) {
             diags.push(Diagnostic::warning(
-                &object,
+                object,
                 &key_field(ACCEPT_DIFFERENCES_ANNOTATION),
                 "InvalidAnnotation",
                 format!(
@@ -720,13 +781,21 @@ pub fn access_for(
         }
         accepted.insert(name.to_owned());
     }
-    // Each problem, and whether it is a malformed value (else one not honoured).
-    let mut problems: Vec<(bool, String)> = Vec::new();
-    let not_honoured = |name: &str,
-                        value: &str,
-                        diags: &mut Vec<Diagnostic>,
-                        problems: &mut Vec<(bool, String)>| {
-        if accepted.contains(name) {
+    accepted
+}
+
+/// What closes an Ingress's routes, reported as it is found.
+struct AccessProblems<'a> {
+    object: &'a ObjectRef,
+    accepted: HashSet<String>,
+    diags: &'a mut Vec<Diagnostic>,
+    /// Each problem, and whether it is a malformed value (else one not honoured).
+    found: Vec<(bool, String)>,
+}
+
+impl AccessProblems<'_> {
+    fn not_honoured(&mut self, name: &str, value: &str) {
+        if self.accepted.contains(name) {
             return;
         }
         let (_, means, instead) = NOT_HONOURED
@@ -737,156 +806,124 @@ pub fn access_for(
         let message = format!(
             "{name}: {value} asks for {means}, which Portcullis cannot give; the Ingress's routes answer 500 AnnotationNotHonoured and never reach the app"
         );
-        diags.push(Diagnostic::error(
-            &object,
+        self.diags.push(Diagnostic::error(
+            self.object,
             &annotation_field(name),
             "UnsupportedAnnotation",
             message.clone(),
             format!("{instead}, then annotate {ACCEPT_DIFFERENCES_ANNOTATION}: {name}; or remove the annotation"),
         ));
-        problems.push((false, message));
-    };
-    let malformed = |name: &str,
-                     message: String,
-                     fix: String,
-                     diags: &mut Vec<Diagnostic>,
-                     problems: &mut Vec<(bool, String)>| {
+        self.found.push((false, message));
+    }
+
+    fn malformed(&mut self, name: &str, message: String, fix: String) {
         let message = format!(
             "{message}; the Ingress's routes answer 500 AnnotationInvalid until it is fixed"
         );
-        diags.push(Diagnostic::error(
-            &object,
+        self.diags.push(Diagnostic::error(
+            self.object,
             &annotation_field(name),
             "InvalidAnnotation",
             message.clone(),
             fix,
         ));
-        problems.push((true, message));
-    };
-
-    for (name, message) in conflicts {
-        malformed(
-            &name,
-            message,
-            format!("set {name} on one Ingress of the group only, or to the same value on each"),
-            diags,
-            &mut problems,
-        );
+        self.found.push((true, message));
     }
-    let sources = match get("inbound-cidrs") {
-        None => None,
-        Some(list) => {
-            let mut nets = Vec::new();
-            let mut bad = Vec::new();
-            for item in list.split(',').map(str::trim) {
-                match item.parse::<ipnet::IpNet>() {
-                    Ok(net) => nets.push(net.trunc()),
-                    Err(_) => bad.push(item.to_owned()),
-                }
-            }
-            if !bad.is_empty() {
-                malformed(
-                    "inbound-cidrs",
-                    format!("inbound-cidrs holds {} that {} not a CIDR range", bad.iter().map(|b| format!("{b:?}")).collect::<Vec<_>>().join(", "), if bad.len() == 1 { "is" } else { "are" }),
-                    "list ranges with their prefix length, comma separated, e.g. 10.0.0.0/8, 192.168.0.0/16, 2001:db8::/32 (a single address is 203.0.113.7/32)".into(),
-                    diags,
-                    &mut problems,
-                );
-                None
-            } else {
-                Some(Arc::new(SourceAllowList { nets }))
-            }
-        }
-    };
 
-    // ALB's default scheme is internal: an Ingress written for ALB that names none
-    // was never reachable from the internet.
-    let written_for_alb = annotations.keys().any(|k| k.starts_with(PREFIX));
-    match get("scheme") {
+    /// Closed by every problem found, as invalid when any value was malformed.
+    fn closed(&self) -> Option<Arc<Closed>> {
+        let invalid = self.found.iter().any(|(invalid, _)| *invalid);
+        (!self.found.is_empty()).then(|| {
+            let problems: Vec<&str> = self.found.iter().map(|(_, p)| p.as_str()).collect();
+            Arc::new(Closed {
+                reason: if invalid {
+                    "AnnotationInvalid"
+                } else {
+                    "AnnotationNotHonoured"
+                },
+                problem: format!("{}: {}", self.object, problems.join("; ")),
+            })
+        })
+    }
+}
+
+/// `inbound-cidrs` as an allow-list; none when any item is not a CIDR range.
+fn source_allow_list(list: &str, problems: &mut AccessProblems) -> Option<Arc<SourceAllowList>> {
+    let mut nets = Vec::new();
+    let mut bad = Vec::new();
+    for item in list.split(',').map(str::trim) {
+        match item.parse::<ipnet::IpNet>() {
+            Ok(net) => nets.push(net.trunc()),
+            Err(_) => bad.push(item.to_owned()),
+        }
+    }
+    if !bad.is_empty() {
+        problems.malformed(
+            "inbound-cidrs",
+            format!("inbound-cidrs holds {} that {} not a CIDR range", bad.iter().map(|b| format!("{b:?}")).collect::<Vec<_>>().join(", "), if bad.len() == 1 { "is" } else { "are" }),
+            "list ranges with their prefix length, comma separated, e.g. 10.0.0.0/8, 192.168.0.0/16, 2001:db8::/32 (a single address is 203.0.113.7/32)".into(),
+        );
+        None
+    } else {
+        Some(Arc::new(SourceAllowList { nets }))
+    }
+}
+
+fn check_scheme(scheme: Option<&str>, written_for_alb: bool, problems: &mut AccessProblems) {
+    match scheme {
         Some("internet-facing") => {}
-        Some("internal") => not_honoured("scheme", "internal", diags, &mut problems),
-        None if written_for_alb => not_honoured(
+        Some("internal") => problems.not_honoured("scheme", "internal"),
+        None if written_for_alb => problems.not_honoured(
             "scheme",
             "internal (ALB's default when the annotation is absent)",
-            diags,
-            &mut problems,
         ),
         None => {}
-        Some(other) => malformed(
+        Some(other) => problems.malformed(
             "scheme",
             format!("scheme {other:?} is neither internal nor internet-facing"),
             "use internet-facing, or internal".into(),
-            diags,
-            &mut problems,
         ),
     }
-    for name in [
-        "wafv2-acl-arn",
-        "waf-acl-id",
-        "security-groups",
-        "security-group-prefix-lists",
-    ] {
-        if let Some(value) = get(name).filter(|v| !v.is_empty()) {
-            not_honoured(name, value, diags, &mut problems);
-        }
-    }
-    match get("shield-advanced-protection") {
+}
+
+fn check_shield(shield: Option<&str>, problems: &mut AccessProblems) {
+    match shield {
         None | Some("" | "false") => {}
-        Some("true") => not_honoured("shield-advanced-protection", "true", diags, &mut problems),
-        Some(other) => malformed(
+        Some("true") => problems.not_honoured("shield-advanced-protection", "true"),
+        Some(other) => problems.malformed(
             "shield-advanced-protection",
             format!("{other:?} is neither true nor false"),
             "use true or false".into(),
-            diags,
-            &mut problems,
         ),
     }
-    if let Some(value) = get("mutual-authentication")
-        && !accepted.contains("mutual-authentication")
-    {
-        #[derive(Deserialize)]
-        struct Listener {
-            #[serde(default)]
-            mode: Option<String>,
-        }
-        match serde_json::from_str::<Vec<Listener>>(value) {
-            Ok(listeners) => {
-                let modes: Vec<&str> = listeners
-                    .iter()
-                    .filter_map(|l| l.mode.as_deref())
-                    .filter(|m| *m != "off")
-                    .collect();
-                if !modes.is_empty() {
-                    not_honoured(
-                        "mutual-authentication",
-                        &format!("mode {}", modes.join(", ")),
-                        diags,
-                        &mut problems,
-                    );
-                }
-            }
-            Err(e) => malformed(
-                "mutual-authentication",
-                format!("not the JSON AWS Load Balancer Controller reads: {e}"),
-                r#"e.g. [{"port":443,"mode":"off"}]"#.into(),
-                diags,
-                &mut problems,
-            ),
-        }
+}
+
+fn check_mutual_authentication(value: &str, problems: &mut AccessProblems) {
+    #[derive(Deserialize)]
+    struct Listener {
+        #[serde(default)]
+        mode: Option<String>,
     }
-    let invalid = problems.iter().any(|(invalid, _)| *invalid);
-    let closed = (!problems.is_empty()).then(|| {
-        let problems: Vec<&str> = problems.iter().map(|(_, p)| p.as_str()).collect();
-        Arc::new(Closed {
-            reason: if invalid {
-                "AnnotationInvalid"
-            } else {
-                "AnnotationNotHonoured"
-            },
-            problem: format!("{object}: {}", problems.join("; ")),
-        })
-    });
-    IngressAccess { sources, closed }
+    match serde_json::from_str::<Vec<Listener>>(value) {
+        Ok(listeners) => {
+            let modes: Vec<&str> = listeners
+                .iter()
+                .filter_map(|l| l.mode.as_deref())
+                .filter(|m| *m != "off")
+                .collect();
+            if !modes.is_empty() {
+                problems.not_honoured(
+                    "mutual-authentication",
+                    &format!("mode {}", modes.join(", ")),
+                );
+            }
+        }
+        Err(e) => problems.malformed(
+            "mutual-authentication",
+            format!("not the JSON AWS Load Balancer Controller reads: {e}"),
+            r#"e.g. [{"port":443,"mode":"off"}]"#.into(),
+        ),
+    }
 }
 
 /// Problems met compiling the spec, moved onto the annotation they came from.
