@@ -320,175 +320,58 @@ fn login_spec(
     diags: &mut Vec<Diagnostic>,
 ) -> Login {
     let object = super::ingress_ref(ingress);
+    match login_from(&object, annotations, index) {
+        Ok(None) => Login::None,
+        Ok(Some((spec, cognito))) => Login::Spec(spec, cognito),
+        Err(problem) => {
+            diags.push(problem);
+            Login::Broken
+        }
+    }
+}
+
+/// The spec and whether it comes from Cognito, none when the annotations ask for no
+/// login, or the one problem that breaks it.
+type LoginFrom = Result<Option<(AuthRuleSpec, bool)>, Diagnostic>;
+
+fn login_from(
+    object: &ObjectRef,
+    annotations: &BTreeMap<String, String>,
+    index: &Index,
+) -> LoginFrom {
     let get = |k: &str| annotations.get(&format!("{PREFIX}{k}")).map(String::as_str);
     let cognito = match get("auth-type") {
         Some("oidc") => false,
         Some("cognito") => true,
-        None | Some("none") => return Login::None,
+        None | Some("none") => return Ok(None),
         Some(other) => {
-            diags.push(Diagnostic::error(
-                &object,
+            return Err(Diagnostic::error(
+                object,
                 &annotation_field("auth-type"),
                 "UnsupportedAnnotation",
-                format!("auth-type {other:?} is not supported; the Ingress's routes answer 500 until it is fixed"),
+                format!(
+                    "auth-type {other:?} is not supported; the Ingress's routes answer 500 until it is fixed"
+                ),
                 "use auth-type: oidc, cognito or none, or an AuthRule".into(),
             ));
-            return Login::Broken;
         }
     };
-    let mut bad = |name: &str, message: String, fix: &str| {
-        diags.push(Diagnostic::error(
-            &object,
-            &annotation_field(name),
-            "InvalidAnnotation",
-            message,
-            fix.into(),
-        ));
-    };
-    let namespace = object.namespace.clone();
     let (mut oidc, mut extra) = if cognito {
-        let Some(idp) = get("auth-idp-cognito") else {
-            bad(
-                "auth-idp-cognito",
-                "auth-type is cognito but auth-idp-cognito is missing".into(),
-                r#"add {"userPoolARN":"arn:aws:cognito-idp:<region>:<account>:userpool/<pool id>","userPoolClientID":"<app client id>","userPoolDomain":"<domain prefix>"}"#,
-            );
-            return Login::Broken;
-        };
-        let idp: IdpCognito = match serde_json::from_str(idp) {
-            Ok(v) => v,
-            Err(e) => {
-                bad(
-                    "auth-idp-cognito",
-                    format!("not the JSON AWS Load Balancer Controller reads: {e}"),
-                    r#"{"userPoolARN":"arn:aws:cognito-idp:<region>:<account>:userpool/<pool id>","userPoolClientID":"<app client id>","userPoolDomain":"<domain prefix>"}"#,
-                );
-                return Login::Broken;
-            }
-        };
-        let Some(secret_name) = annotations
-            .get(COGNITO_SECRET_ANNOTATION)
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-        else {
-            diags.push(Diagnostic::error(
-                &object,
-                &key_field(COGNITO_SECRET_ANNOTATION),
-                "InvalidAnnotation",
-                "auth-type is cognito, and ALB reads the app client's secret from Cognito, which Portcullis cannot; the Ingress's routes answer 500 until a Secret holds it".into(),
-                format!("kubectl -n {namespace} create secret generic <name> --from-literal=clientSecret=<the app client's secret>, and annotate {COGNITO_SECRET_ANNOTATION}: <name>"),
-            ));
-            return Login::Broken;
-        };
-        match cognito_oidc(&idp, secret_name) {
-            Ok(oidc) => (oidc, idp.authentication_request_extra_params),
-            Err(message) => {
-                bad(
-                    "auth-idp-cognito",
-                    message,
-                    "userPoolARN as arn:aws:cognito-idp:<region>:<account>:userpool/<region>_<id>, userPoolDomain as the domain prefix (or the pool's custom domain)",
-                );
-                return Login::Broken;
-            }
-        }
+        cognito_login(object, annotations)?
     } else {
-        let Some(idp) = get("auth-idp-oidc") else {
-            bad(
-                "auth-idp-oidc",
-                "auth-type is oidc but auth-idp-oidc is missing".into(),
-                r#"add {"issuer":"https://...","secretName":"<Secret with clientID and clientSecret>"}"#,
-            );
-            return Login::Broken;
-        };
-        let idp: IdpOidc = match serde_json::from_str(idp) {
-            Ok(v) => v,
-            Err(e) => {
-                bad(
-                    "auth-idp-oidc",
-                    format!("not the JSON AWS Load Balancer Controller reads: {e}"),
-                    r#"{"issuer":"https://...","authorizationEndpoint":"...","tokenEndpoint":"...","userInfoEndpoint":"...","secretName":"..."}"#,
-                );
-                return Login::Broken;
-            }
-        };
-        let client_id = index
-            .secret(&namespace, &idp.secret_name)
-            .and_then(|s| s.data.as_ref()?.get("clientID").map(|v| v.0.clone()))
-            .and_then(|v| String::from_utf8(v).ok())
-            .map(|v| v.trim().to_owned());
-        let Some(client_id) = client_id.filter(|c| !c.is_empty()) else {
-            diags.push(
-                Diagnostic::error(
-                    &object,
-                    &annotation_field("auth-idp-oidc"),
-                    "SecretNotFound",
-                    format!("Secret {namespace}/{} with key clientID not found", idp.secret_name),
-                    format!("kubectl -n {namespace} create secret generic {} --from-literal=clientID=<id> --from-literal=clientSecret=<secret>", idp.secret_name),
-                )
-                .of_reference(),
-            );
-            return Login::Broken;
-        };
-        let oidc = OidcSpec {
-            issuer: idp.issuer,
-            authorization_endpoint: idp.authorization_endpoint,
-            token_endpoint: idp.token_endpoint,
-            user_info_endpoint: idp.user_info_endpoint,
-            client_id,
-            client_secret_ref: SecretKeyRef {
-                name: idp.secret_name,
-                key: "clientSecret".into(),
-            },
-            scope: None,
-            authentication_request_extra_params: BTreeMap::new(),
-            token_endpoint_auth_method: Default::default(),
-        };
-        (oidc, idp.authentication_request_extra_params)
+        oidc_login(object, annotations, index)?
     };
-    let on_unauthenticated = match get("auth-on-unauthenticated-request") {
-        None | Some("authenticate") => OnUnauthenticatedRequest::Authenticate,
-        Some("deny") => OnUnauthenticatedRequest::Deny,
-        Some("allow") => OnUnauthenticatedRequest::Allow,
-        Some(other) => {
-            bad(
-                "auth-on-unauthenticated-request",
-                format!("{other:?} is not authenticate, deny or allow"),
-                "use authenticate, deny or allow",
-            );
-            return Login::Broken;
-        }
-    };
-    let timeout = match get("auth-session-timeout").map(str::parse::<i64>) {
-        None => None,
-        Some(Ok(t)) => Some(t),
-        Some(Err(_)) => {
-            bad(
-                "auth-session-timeout",
-                "not a number of seconds".into(),
-                "e.g. 86400",
-            );
-            return Login::Broken;
-        }
-    };
-    for pair in get("auth-authentication-request-extra-params")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-    {
-        let Some((k, v)) = pair.split_once('=') else {
-            bad(
-                "auth-authentication-request-extra-params",
-                format!("{pair:?} is not key=value"),
-                "e.g. prompt=login,display=page",
-            );
-            return Login::Broken;
-        };
-        extra.insert(k.trim().to_owned(), v.trim().to_owned());
-    }
+    let on_unauthenticated =
+        on_unauthenticated_request(object, get("auth-on-unauthenticated-request"))?;
+    let timeout = session_timeout(object, get("auth-session-timeout"))?;
+    add_extra_params(
+        object,
+        get("auth-authentication-request-extra-params"),
+        &mut extra,
+    )?;
     oidc.scope = get("auth-scope").map(str::to_owned);
     oidc.authentication_request_extra_params = extra;
-    Login::Spec(
+    Ok(Some((
         AuthRuleSpec {
             target_refs: vec![TargetRef {
                 section_name: None,
@@ -509,7 +392,175 @@ fn login_spec(
             bearer: None,
         },
         cognito,
+    )))
+}
+
+fn invalid_annotation(object: &ObjectRef, name: &str, message: String, fix: &str) -> Diagnostic {
+    Diagnostic::error(
+        object,
+        &annotation_field(name),
+        "InvalidAnnotation",
+        message,
+        fix.into(),
     )
+}
+
+/// The provider and its extra request parameters.
+type Provider = (OidcSpec, BTreeMap<String, String>);
+
+fn cognito_login(
+    object: &ObjectRef,
+    annotations: &BTreeMap<String, String>,
+) -> Result<Provider, Diagnostic> {
+    let Some(idp) = annotations.get(&format!("{PREFIX}auth-idp-cognito")) else {
+        return Err(invalid_annotation(
+            object,
+            "auth-idp-cognito",
+            "auth-type is cognito but auth-idp-cognito is missing".into(),
+            r#"add {"userPoolARN":"arn:aws:cognito-idp:<region>:<account>:userpool/<pool id>","userPoolClientID":"<app client id>","userPoolDomain":"<domain prefix>"}"#,
+        ));
+    };
+    let idp: IdpCognito = serde_json::from_str(idp).map_err(|e| {
+        invalid_annotation(
+            object,
+            "auth-idp-cognito",
+            format!("not the JSON AWS Load Balancer Controller reads: {e}"),
+            r#"{"userPoolARN":"arn:aws:cognito-idp:<region>:<account>:userpool/<pool id>","userPoolClientID":"<app client id>","userPoolDomain":"<domain prefix>"}"#,
+        )
+    })?;
+    let Some(secret_name) = annotations
+        .get(COGNITO_SECRET_ANNOTATION)
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+    else {
+        let namespace = &object.namespace;
+        return Err(Diagnostic::error(
+            object,
+            &key_field(COGNITO_SECRET_ANNOTATION),
+            "InvalidAnnotation",
+            "auth-type is cognito, and ALB reads the app client's secret from Cognito, which Portcullis cannot; the Ingress's routes answer 500 until a Secret holds it".into(),
+            format!("kubectl -n {namespace} create secret generic <name> --from-literal=clientSecret=<the app client's secret>, and annotate {COGNITO_SECRET_ANNOTATION}: <name>"),
+        ));
+    };
+    match cognito_oidc(&idp, secret_name) {
+        Ok(oidc) => Ok((oidc, idp.authentication_request_extra_params)),
+        Err(message) => Err(invalid_annotation(
+            object,
+            "auth-idp-cognito",
+            message,
+            "userPoolARN as arn:aws:cognito-idp:<region>:<account>:userpool/<region>_<id>, userPoolDomain as the domain prefix (or the pool's custom domain)",
+        )),
+    }
+}
+
+fn oidc_login(
+    object: &ObjectRef,
+    annotations: &BTreeMap<String, String>,
+    index: &Index,
+) -> Result<Provider, Diagnostic> {
+    let Some(idp) = annotations.get(&format!("{PREFIX}auth-idp-oidc")) else {
+        return Err(invalid_annotation(
+            object,
+            "auth-idp-oidc",
+            "auth-type is oidc but auth-idp-oidc is missing".into(),
+            r#"add {"issuer":"https://...","secretName":"<Secret with clientID and clientSecret>"}"#,
+        ));
+    };
+    let idp: IdpOidc = serde_json::from_str(idp).map_err(|e| {
+        invalid_annotation(
+            object,
+            "auth-idp-oidc",
+            format!("not the JSON AWS Load Balancer Controller reads: {e}"),
+            r#"{"issuer":"https://...","authorizationEndpoint":"...","tokenEndpoint":"...","userInfoEndpoint":"...","secretName":"..."}"#,
+        )
+    })?;
+    let namespace = &object.namespace;
+    let client_id = index
+        .secret(namespace, &idp.secret_name)
+        .and_then(|s| s.data.as_ref()?.get("clientID").map(|v| v.0.clone()))
+        .and_then(|v| String::from_utf8(v).ok())
+        .map(|v| v.trim().to_owned());
+    let Some(client_id) = client_id.filter(|c| !c.is_empty()) else {
+        return Err(Diagnostic::error(
+                object,
+                &annotation_field("auth-idp-oidc"),
+                "SecretNotFound",
+                format!("Secret {namespace}/{} with key clientID not found", idp.secret_name),
+                format!("kubectl -n {namespace} create secret generic {} --from-literal=clientID=<id> --from-literal=clientSecret=<secret>", idp.secret_name),
+            )
+            .of_reference());
+    };
+    let oidc = OidcSpec {
+        issuer: idp.issuer,
+        authorization_endpoint: idp.authorization_endpoint,
+        token_endpoint: idp.token_endpoint,
+        user_info_endpoint: idp.user_info_endpoint,
+        client_id,
+        client_secret_ref: SecretKeyRef {
+            name: idp.secret_name,
+            key: "clientSecret".into(),
+        },
+        scope: None,
+        authentication_request_extra_params: BTreeMap::new(),
+        token_endpoint_auth_method: Default::default(),
+    };
+    Ok((oidc, idp.authentication_request_extra_params))
+}
+
+fn on_unauthenticated_request(
+    object: &ObjectRef,
+    value: Option<&str>,
+) -> Result<OnUnauthenticatedRequest, Diagnostic> {
+    match value {
+        None | Some("authenticate") => Ok(OnUnauthenticatedRequest::Authenticate),
+        Some("deny") => Ok(OnUnauthenticatedRequest::Deny),
+        Some("allow") => Ok(OnUnauthenticatedRequest::Allow),
+        Some(other) => Err(invalid_annotation(
+            object,
+            "auth-on-unauthenticated-request",
+            format!("{other:?} is not authenticate, deny or allow"),
+            "use authenticate, deny or allow",
+        )),
+    }
+}
+
+fn session_timeout(object: &ObjectRef, value: Option<&str>) -> Result<Option<i64>, Diagnostic> {
+    match value.map(str::parse::<i64>) {
+        None => Ok(None),
+        Some(Ok(t)) => Ok(Some(t)),
+        Some(Err(_)) => Err(invalid_annotation(
+            object,
+            "auth-session-timeout",
+            "not a number of seconds".into(),
+            "e.g. 86400",
+        )),
+    }
+}
+
+/// `auth-authentication-request-extra-params` (key=value, comma separated) over the
+/// provider's own.
+fn add_extra_params(
+    object: &ObjectRef,
+    value: Option<&str>,
+    extra: &mut BTreeMap<String, String>,
+) -> Result<(), Diagnostic> {
+    for pair in value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let Some((k, v)) = pair.split_once('=') else {
+            return Err(invalid_annotation(
+                object,
+                "auth-authentication-request-extra-params",
+                format!("{pair:?} is not key=value"),
+                "e.g. prompt=login,display=page",
+            ));
+        };
+        extra.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    Ok(())
 }
 
 /// A Cognito user pool as the OpenID provider it is: the issuer from the pool's ARN,
