@@ -10,7 +10,7 @@ use super::{age_key, meta_ref};
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::model::{
     AuthRule, AuthRuleSpec, CALLBACK_PATH, DEFAULT_COOKIE_NAME, DEFAULT_LOGOUT_PATH, DEFAULT_SCOPE,
-    DEFAULT_SESSION_TIMEOUT_SECONDS, GATEWAY_GROUP, MAX_EXTRA_PARAMS, TargetRef,
+    DEFAULT_SESSION_TIMEOUT_SECONDS, GATEWAY_GROUP, MAX_EXTRA_PARAMS, OidcSpec, TargetRef,
     check_endpoint_url,
 };
 use crate::store::Objects;
@@ -437,148 +437,12 @@ fn resolve_policy(
     index: &Index,
 ) -> Result<AuthPolicy, Vec<Diagnostic>> {
     let mut errors = Vec::new();
-    let mut err = |field: &str, reason: &'static str, message: String, fix: String| {
-        errors.push(Diagnostic::error(obj, field, reason, message, fix));
-    };
     let oidc = &spec.oidc;
-    if let Err(m) = check_endpoint_url(&oidc.issuer) {
-        err(
-            "spec.oidc.issuer",
-            "InvalidIssuer",
-            format!("issuer {:?} {m}", oidc.issuer),
-            "use the provider's issuer URL, e.g. https://login.example.com/realms/main".into(),
-        );
-    }
-    for (field, value) in [
-        (
-            "spec.oidc.authorizationEndpoint",
-            &oidc.authorization_endpoint,
-        ),
-        ("spec.oidc.tokenEndpoint", &oidc.token_endpoint),
-        ("spec.oidc.userInfoEndpoint", &oidc.user_info_endpoint),
-    ] {
-        if let Some((url, Err(m))) = value.as_deref().map(|u| (u, check_endpoint_url(u))) {
-            err(field, "InvalidEndpoint", format!("{url:?} {m}"), "use the https URL from the provider's discovery document, or leave it out to use discovery".into());
-        }
-    }
-    if oidc.client_id.trim().is_empty() {
-        err(
-            "spec.oidc.clientId",
-            "InvalidClientId",
-            "clientId is empty".into(),
-            "set the client id registered at the provider".into(),
-        );
-    }
-    let scope = oidc.scope.clone().unwrap_or_else(|| DEFAULT_SCOPE.into());
-    if !scope.split(' ').any(|s| s == "openid")
-        || scope.split(' ').any(|s| {
-            s.is_empty()
-                || !s
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-        })
-    {
-        err(
-            "spec.oidc.scope",
-            "InvalidScope",
-            format!("scope {scope:?} must be single-space separated and include openid"),
-            "e.g. scope: \"openid email profile\"".into(),
-        );
-    }
-    if oidc.authentication_request_extra_params.len() > MAX_EXTRA_PARAMS {
-        err(
-            "spec.oidc.authenticationRequestExtraParams",
-            "TooManyExtraParams",
-            format!(
-                "{} extra parameters; at most {MAX_EXTRA_PARAMS}",
-                oidc.authentication_request_extra_params.len()
-            ),
-            "remove some parameters".into(),
-        );
-    }
-    for key in oidc.authentication_request_extra_params.keys() {
-        if key.is_empty()
-            || !key.bytes().all(|b| b.is_ascii_alphanumeric())
-            || RESERVED_PARAMS.contains(&key.as_str())
-        {
-            err(
-                &format!("spec.oidc.authenticationRequestExtraParams.{key}"),
-                "InvalidExtraParam",
-                format!("extra parameter {key:?} is not allowed"),
-                format!(
-                    "keys are letters and digits, and not one of {}",
-                    RESERVED_PARAMS.join(", ")
-                ),
-            );
-        }
-    }
-    let cookie_name = spec
-        .session
-        .cookie_name
-        .clone()
-        .unwrap_or_else(|| DEFAULT_COOKIE_NAME.into());
-    if cookie_name.is_empty()
-        || cookie_name.len() > MAX_COOKIE_NAME_LEN
-        || !cookie_name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        err(
-            "spec.session.cookieName",
-            "InvalidCookieName",
-            format!("cookie name {cookie_name:?} is not valid"),
-            format!("use at most {MAX_COOKIE_NAME_LEN} letters, digits, - _ ."),
-        );
-    }
-    let timeout = spec
-        .session
-        .timeout
-        .unwrap_or(DEFAULT_SESSION_TIMEOUT_SECONDS);
-    if !(1..=DEFAULT_SESSION_TIMEOUT_SECONDS).contains(&timeout) {
-        err(
-            "spec.session.timeout",
-            "InvalidSessionTimeout",
-            format!("session timeout {timeout} s is outside 1..={DEFAULT_SESSION_TIMEOUT_SECONDS}"),
-            "set a number of seconds from 1 to 604800".into(),
-        );
-    }
-    let logout_path = spec
-        .logout
-        .path
-        .clone()
-        .unwrap_or_else(|| DEFAULT_LOGOUT_PATH.into());
-    // `/` would answer every request of a host with a logout.
-    if !logout_path.starts_with('/')
-        || logout_path == "/"
-        || logout_path.starts_with("//")
-        || logout_path == CALLBACK_PATH
-        || !logout_path
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./~".contains(&b))
-    {
-        err(
-            "spec.logout.path",
-            "InvalidLogoutPath",
-            format!("logout path {logout_path:?} is not valid"),
-            format!(
-                "use a path such as {DEFAULT_LOGOUT_PATH} (letters, digits, - _ . / ~; not {CALLBACK_PATH})"
-            ),
-        );
-    }
-    for (i, uri) in spec.logout.post_logout_redirect_uris.iter().enumerate() {
-        // A browser target, not a server Portcullis calls: http is the operator's call.
-        let as_https = uri
-            .strip_prefix("http://")
-            .map(|rest| format!("https://{rest}"));
-        if let Err(m) = check_endpoint_url(as_https.as_deref().unwrap_or(uri)) {
-            err(
-                &format!("spec.logout.postLogoutRedirectUris[{i}]"),
-                "InvalidPostLogoutRedirectUri",
-                format!("{uri:?} {m}"),
-                "use an absolute URL registered at the provider".into(),
-            );
-        }
-    }
+    check_provider(obj, oidc, &mut errors);
+    let scope = checked_scope(obj, oidc, &mut errors);
+    check_extra_params(obj, oidc, &mut errors);
+    let (cookie_name, timeout) = checked_session(obj, spec, &mut errors);
+    let logout_path = checked_logout(obj, spec, &mut errors);
     let client_secret = match client_secret(obj, spec, index) {
         Ok(s) => s,
         Err(d) => {
@@ -623,6 +487,180 @@ fn resolve_policy(
         bearer,
         spec: spec.clone(),
     })
+}
+
+/// The issuer, the endpoints and the client id.
+fn check_provider(obj: &ObjectRef, oidc: &OidcSpec, errors: &mut Vec<Diagnostic>) {
+    let mut err = |field: &str, reason: &'static str, message: String, fix: String| {
+        errors.push(Diagnostic::error(obj, field, reason, message, fix));
+    };
+    if let Err(m) = check_endpoint_url(&oidc.issuer) {
+        err(
+            "spec.oidc.issuer",
+            "InvalidIssuer",
+            format!("issuer {:?} {m}", oidc.issuer),
+            "use the provider's issuer URL, e.g. https://login.example.com/realms/main".into(),
+        );
+    }
+    for (field, value) in [
+        (
+            "spec.oidc.authorizationEndpoint",
+            &oidc.authorization_endpoint,
+        ),
+        ("spec.oidc.tokenEndpoint", &oidc.token_endpoint),
+        ("spec.oidc.userInfoEndpoint", &oidc.user_info_endpoint),
+    ] {
+        if let Some((url, Err(m))) = value.as_deref().map(|u| (u, check_endpoint_url(u))) {
+            err(field, "InvalidEndpoint", format!("{url:?} {m}"), "use the https URL from the provider's discovery document, or leave it out to use discovery".into());
+        }
+    }
+    if oidc.client_id.trim().is_empty() {
+        err(
+            "spec.oidc.clientId",
+            "InvalidClientId",
+            "clientId is empty".into(),
+            "set the client id registered at the provider".into(),
+        );
+    }
+}
+
+/// The scope asked for, the default when none is named.
+fn checked_scope(obj: &ObjectRef, oidc: &OidcSpec, errors: &mut Vec<Diagnostic>) -> String {
+    let scope = oidc.scope.clone().unwrap_or_else(|| DEFAULT_SCOPE.into());
+    if !scope.split(' ').any(|s| s == "openid")
+        || scope.split(' ').any(|s| {
+            s.is_empty()
+                || !s
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        })
+    {
+        errors.push(Diagnostic::error(
+            obj,
+            "spec.oidc.scope",
+            "InvalidScope",
+            format!("scope {scope:?} must be single-space separated and include openid"),
+            "e.g. scope: \"openid email profile\"".into(),
+        ));
+    }
+    scope
+}
+
+fn check_extra_params(obj: &ObjectRef, oidc: &OidcSpec, errors: &mut Vec<Diagnostic>) {
+    if oidc.authentication_request_extra_params.len() > MAX_EXTRA_PARAMS {
+        errors.push(Diagnostic::error(
+            obj,
+            "spec.oidc.authenticationRequestExtraParams",
+            "TooManyExtraParams",
+            format!(
+                "{} extra parameters; at most {MAX_EXTRA_PARAMS}",
+                oidc.authentication_request_extra_params.len()
+            ),
+            "remove some parameters".into(),
+        ));
+    }
+    for key in oidc.authentication_request_extra_params.keys() {
+        if key.is_empty()
+            || !key.bytes().all(|b| b.is_ascii_alphanumeric())
+            || RESERVED_PARAMS.contains(&key.as_str())
+        {
+            errors.push(Diagnostic::error(
+                obj,
+                &format!("spec.oidc.authenticationRequestExtraParams.{key}"),
+                "InvalidExtraParam",
+                format!("extra parameter {key:?} is not allowed"),
+                format!(
+                    "keys are letters and digits, and not one of {}",
+                    RESERVED_PARAMS.join(", ")
+                ),
+            ));
+        }
+    }
+}
+
+/// The session cookie's name and the session's timeout, defaults filled in.
+fn checked_session(
+    obj: &ObjectRef,
+    spec: &AuthRuleSpec,
+    errors: &mut Vec<Diagnostic>,
+) -> (String, i64) {
+    let cookie_name = spec
+        .session
+        .cookie_name
+        .clone()
+        .unwrap_or_else(|| DEFAULT_COOKIE_NAME.into());
+    if cookie_name.is_empty()
+        || cookie_name.len() > MAX_COOKIE_NAME_LEN
+        || !cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        errors.push(Diagnostic::error(
+            obj,
+            "spec.session.cookieName",
+            "InvalidCookieName",
+            format!("cookie name {cookie_name:?} is not valid"),
+            format!("use at most {MAX_COOKIE_NAME_LEN} letters, digits, - _ ."),
+        ));
+    }
+    let timeout = spec
+        .session
+        .timeout
+        .unwrap_or(DEFAULT_SESSION_TIMEOUT_SECONDS);
+    if !(1..=DEFAULT_SESSION_TIMEOUT_SECONDS).contains(&timeout) {
+        errors.push(Diagnostic::error(
+            obj,
+            "spec.session.timeout",
+            "InvalidSessionTimeout",
+            format!("session timeout {timeout} s is outside 1..={DEFAULT_SESSION_TIMEOUT_SECONDS}"),
+            "set a number of seconds from 1 to 604800".into(),
+        ));
+    }
+    (cookie_name, timeout)
+}
+
+/// The logout path, the default when none is named; the redirect URIs are checked.
+fn checked_logout(obj: &ObjectRef, spec: &AuthRuleSpec, errors: &mut Vec<Diagnostic>) -> String {
+    let logout_path = spec
+        .logout
+        .path
+        .clone()
+        .unwrap_or_else(|| DEFAULT_LOGOUT_PATH.into());
+    // `/` would answer every request of a host with a logout.
+    if !logout_path.starts_with('/')
+        || logout_path == "/"
+        || logout_path.starts_with("//")
+        || logout_path == CALLBACK_PATH
+        || !logout_path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./~".contains(&b))
+    {
+        errors.push(Diagnostic::error(
+            obj,
+            "spec.logout.path",
+            "InvalidLogoutPath",
+            format!("logout path {logout_path:?} is not valid"),
+            format!(
+                "use a path such as {DEFAULT_LOGOUT_PATH} (letters, digits, - _ . / ~; not {CALLBACK_PATH})"
+            ),
+        ));
+    }
+    for (i, uri) in spec.logout.post_logout_redirect_uris.iter().enumerate() {
+        // A browser target, not a server Portcullis calls: http is the operator's call.
+        let as_https = uri
+            .strip_prefix("http://")
+            .map(|rest| format!("https://{rest}"));
+        if let Err(m) = check_endpoint_url(as_https.as_deref().unwrap_or(uri)) {
+            errors.push(Diagnostic::error(
+                obj,
+                &format!("spec.logout.postLogoutRedirectUris[{i}]"),
+                "InvalidPostLogoutRedirectUri",
+                format!("{uri:?} {m}"),
+                "use an absolute URL registered at the provider".into(),
+            ));
+        }
+    }
+    logout_path
 }
 
 // Built once per AuthRule per compile, never on the request path.
