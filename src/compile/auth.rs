@@ -51,20 +51,7 @@ pub fn compile_rules(
     rules.sort_by(|a, b| age_key(&a.metadata).cmp(&age_key(&b.metadata)));
     for rule in rules {
         let obj = meta_ref("AuthRule", &rule.metadata);
-        let paths_ok = validate_paths(&rule.spec.paths, &obj, diags);
-        let policy = match resolve_policy(&obj, &rule.spec, index) {
-            Ok(p) if paths_ok => GuardPolicy::Oidc(Arc::new(p)),
-            Ok(_) => GuardPolicy::Broken(format!("{obj} has invalid spec.paths")),
-            Err(mut errors) => {
-                let message = errors
-                    .iter()
-                    .map(|d| d.message.clone())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                diags.append(&mut errors);
-                GuardPolicy::Broken(format!("{obj}: {message}"))
-            }
-        };
+        let (policy, paths_ok) = rule_policy(&obj, rule, index, diags);
         let usable = matches!(policy, GuardPolicy::Oidc(_));
         let paths = if paths_ok {
             rule.spec.paths.clone()
@@ -78,53 +65,108 @@ pub fn compile_rules(
         };
         outcome.summaries.insert(obj.clone(), summary);
         outcome.order.push(obj.clone());
-        for (i, target) in rule.spec.target_refs.iter().enumerate() {
-            let field = format!("spec.targetRefs[{i}]");
-            match (target.group.as_str(), target.kind.as_str()) {
-                ("networking.k8s.io", "Ingress") => {}
-                (GATEWAY_GROUP, "HTTPRoute" | "Gateway") => {
-                    attach_gateway_api(
-                        &mut outcome,
-                        &obj,
-                        target,
-                        &field,
-                        &paths,
-                        &policy,
-                        index,
-                        diags,
-                    );
-                    continue;
-                }
-                _ => {
-                    diags.push(
-                        Diagnostic::error(
-                            &obj,
-                            &field,
-                            "UnsupportedTarget",
-                            format!(
-                                "target {}/{} {} is not an Ingress, HTTPRoute or Gateway",
-                                target.group, target.kind, target.name
-                            ),
-                            "set kind: Ingress (group networking.k8s.io), or kind: HTTPRoute or Gateway (group gateway.networking.k8s.io)".into(),
-                        )
-                        .of_reference(),
-                    );
-                    continue;
-                }
-            }
-            attach(
-                &mut outcome,
-                &obj,
-                &target.name,
-                &field,
-                &paths,
-                &policy,
-                index,
-                ours,
-                diags,
-            );
-        }
+        attach_targets(
+            &mut outcome,
+            &obj,
+            &rule.spec.target_refs,
+            &paths,
+            &policy,
+            index,
+            ours,
+            diags,
+        );
     }
+    attach_unreadable(&mut outcome, objects, index, ours, diags);
+    annotation_rules(&mut outcome, objects, index, ours, diags);
+    outcome
+}
+
+/// The rule's policy, and whether its paths are valid.
+fn rule_policy(
+    obj: &ObjectRef,
+    rule: &AuthRule,
+    index: &Index,
+    diags: &mut Vec<Diagnostic>,
+) -> (GuardPolicy, bool) {
+    let paths_ok = validate_paths(&rule.spec.paths, obj, diags);
+    let policy = match resolve_policy(obj, &rule.spec, index) {
+        Ok(p) if paths_ok => GuardPolicy::Oidc(Arc::new(p)),
+        Ok(_) => GuardPolicy::Broken(format!("{obj} has invalid spec.paths")),
+        Err(errors) => broken_by(obj, errors, diags),
+    };
+    (policy, paths_ok)
+}
+
+/// Closed by every problem found, each of which is reported.
+fn broken_by(obj: &ObjectRef, errors: Vec<Diagnostic>, diags: &mut Vec<Diagnostic>) -> GuardPolicy {
+    let message = errors
+        .iter()
+        .map(|d| d.message.clone())
+        .collect::<Vec<_>>()
+        .join("; ");
+    diags.extend(errors);
+    GuardPolicy::Broken(format!("{obj}: {message}"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attach_targets(
+    outcome: &mut RuleOutcome,
+    obj: &ObjectRef,
+    targets: &[TargetRef],
+    paths: &[String],
+    policy: &GuardPolicy,
+    index: &Index,
+    ours: &HashSet<ObjectRef>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    for (i, target) in targets.iter().enumerate() {
+        let field = format!("spec.targetRefs[{i}]");
+        match (target.group.as_str(), target.kind.as_str()) {
+            ("networking.k8s.io", "Ingress") => {}
+            (GATEWAY_GROUP, "HTTPRoute" | "Gateway") => {
+                attach_gateway_api(outcome, obj, target, &field, paths, policy, index, diags);
+                continue;
+            }
+            _ => {
+                diags.push(
+                    Diagnostic::error(
+                        obj,
+                        &field,
+                        "UnsupportedTarget",
+                        format!(
+                            "target {}/{} {} is not an Ingress, HTTPRoute or Gateway",
+                            target.group, target.kind, target.name
+                        ),
+                        "set kind: Ingress (group networking.k8s.io), or kind: HTTPRoute or Gateway (group gateway.networking.k8s.io)".into(),
+                    )
+                    .of_reference(),
+                );
+                continue;
+            }
+        }
+        attach(
+            outcome,
+            obj,
+            &target.name,
+            &field,
+            paths,
+            policy,
+            index,
+            ours,
+            diags,
+        );
+    }
+}
+
+/// An AuthRule that cannot be read still closes the Ingresses it names: what it
+/// guards is never served unguarded.
+fn attach_unreadable(
+    outcome: &mut RuleOutcome,
+    objects: &Objects,
+    index: &Index,
+    ours: &HashSet<ObjectRef>,
+    diags: &mut Vec<Diagnostic>,
+) {
     for unreadable in &objects.unreadable_auth_rules {
         let policy = GuardPolicy::Broken(unreadable.error.clone());
         outcome
@@ -132,7 +174,7 @@ pub fn compile_rules(
             .insert(unreadable.object.clone(), AuthRuleSummary::default());
         for name in &unreadable.target_names {
             attach(
-                &mut outcome,
+                outcome,
                 &unreadable.object,
                 name,
                 "spec.targetRefs",
@@ -144,8 +186,6 @@ pub fn compile_rules(
             );
         }
     }
-    annotation_rules(&mut outcome, objects, index, ours, diags);
-    outcome
 }
 
 /// Ingresses of ours annotated for the AWS Load Balancer Controller, guarded as their
@@ -171,54 +211,12 @@ fn annotation_rules(
         }
         if outcome.guards.contains_key(&object) {
             diags.extend(found);
-            diags.push(Diagnostic::warning(
-                &object,
-                &alb::annotation_field(if matches!(asked, alb::Asked::Bearer(_)) {
-                    "jwt-validation"
-                } else {
-                    "auth-type"
-                }),
-                "AnnotationsOverridden",
-                "an AuthRule targets this Ingress; its alb.ingress.kubernetes.io/auth-* and jwt-validation annotations are not used".into(),
-                "remove the annotations, or the AuthRule".into(),
-            ));
+            diags.push(annotations_overridden(&object, &asked));
             continue;
         }
-        let resolved = match asked {
-            alb::Asked::Login(a) => resolve_policy(&object, &a.spec, index)
-                .map(|mut p| {
-                    if a.any_audience
-                        && let Some(b) = p.bearer.as_mut()
-                    {
-                        Arc::make_mut(b).any_audience = true;
-                    }
-                    GuardPolicy::Oidc(Arc::new(p))
-                })
-                .map_err(|errors| {
-                    errors
-                        .into_iter()
-                        .map(|d| alb::move_to_annotations(d, a.cognito))
-                        .collect()
-                }),
-            alb::Asked::Bearer(b) => Ok(GuardPolicy::Bearer(Arc::new(b))),
-            // A login or a token check was asked for and cannot be had: closed,
-            // never served without it.
-            alb::Asked::Broken | alb::Asked::Nothing => Err(std::mem::take(&mut found)),
-        };
+        let resolved = annotated_policy(&object, asked, &mut found, index);
         diags.extend(found);
-        let policy = match resolved {
-            Ok(p) => p,
-            Err(errors) => {
-                let errors: Vec<Diagnostic> = errors;
-                let message = errors
-                    .iter()
-                    .map(|d| d.message.clone())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                diags.extend(errors);
-                GuardPolicy::Broken(format!("{object}: {message}"))
-            }
-        };
+        let policy = resolved.unwrap_or_else(|errors| broken_by(&object, errors, diags));
         outcome
             .guards
             .entry(object.clone())
@@ -229,6 +227,53 @@ fn annotation_rules(
                 paths: Vec::new(),
                 policy,
             });
+    }
+}
+
+fn annotations_overridden(object: &ObjectRef, asked: &super::alb_annotations::Asked) -> Diagnostic {
+    use super::alb_annotations as alb;
+    Diagnostic::warning(
+        object,
+        &alb::annotation_field(if matches!(asked, alb::Asked::Bearer(_)) {
+            "jwt-validation"
+        } else {
+            "auth-type"
+        }),
+        "AnnotationsOverridden",
+        "an AuthRule targets this Ingress; its alb.ingress.kubernetes.io/auth-* and jwt-validation annotations are not used".into(),
+        "remove the annotations, or the AuthRule".into(),
+    )
+}
+
+/// The policy the annotations ask for, or the problems that keep it from being had;
+/// those of a broken ask are taken from `found`.
+fn annotated_policy(
+    object: &ObjectRef,
+    asked: super::alb_annotations::Asked,
+    found: &mut Vec<Diagnostic>,
+    index: &Index,
+) -> Result<GuardPolicy, Vec<Diagnostic>> {
+    use super::alb_annotations as alb;
+    match asked {
+        alb::Asked::Login(a) => resolve_policy(object, &a.spec, index)
+            .map(|mut p| {
+                if a.any_audience
+                    && let Some(b) = p.bearer.as_mut()
+                {
+                    Arc::make_mut(b).any_audience = true;
+                }
+                GuardPolicy::Oidc(Arc::new(p))
+            })
+            .map_err(|errors| {
+                errors
+                    .into_iter()
+                    .map(|d| alb::move_to_annotations(d, a.cognito))
+                    .collect()
+            }),
+        alb::Asked::Bearer(b) => Ok(GuardPolicy::Bearer(Arc::new(b))),
+        // A login or a token check was asked for and cannot be had: closed,
+        // never served without it.
+        alb::Asked::Broken | alb::Asked::Nothing => Err(std::mem::take(found)),
     }
 }
 
