@@ -355,153 +355,198 @@ fn compile_gateway<'a>(
     };
     let mut out = Vec::new();
     let specs = &gateway.spec.listeners;
-    for (i, spec) in specs.iter().enumerate() {
-        let field = format!("spec.listeners[{i}]");
-        let hostname = spec.hostname.as_deref().map(normalize_host);
-        let mut conditions = Vec::new();
-        let tls = spec.protocol == "HTTPS";
-        let protocol_ok = matches!(spec.protocol.as_str(), "HTTP" | "HTTPS");
-        conditions.push(if protocol_ok {
-            Cond::yes("Accepted", "Accepted", "")
-        } else {
-            diags.push(Diagnostic::error(
-                obj,
-                &format!("{field}.protocol"),
-                "UnsupportedProtocol",
-                format!(
-                    "listener {} has protocol {}; Portcullis serves HTTP and HTTPS",
-                    spec.name, spec.protocol
-                ),
-                "use protocol HTTP or HTTPS, or serve this listener with another Gateway class"
-                    .into(),
-            ));
-            Cond::no(
-                "Accepted",
-                "UnsupportedProtocol",
-                format!(
-                    "protocol {} is not supported; use HTTP or HTTPS",
-                    spec.protocol
-                ),
-            )
-        });
-        let conflict = specs.iter().enumerate().find(|(j, other)| {
-            *j != i
-                && other.port == spec.port
-                && (other.protocol != spec.protocol
-                    || other.hostname.as_deref().map(normalize_host) == hostname)
-        });
-        conditions.push(match conflict {
-            None => Cond::yes("Conflicted", "NoConflicts", ""),
-            Some((_, other)) if other.protocol != spec.protocol => Cond::no(
-                "Conflicted",
-                "ProtocolConflict",
-                format!(
-                    "listener {} uses port {} with protocol {}",
-                    other.name, spec.port, other.protocol
-                ),
-            ),
-            Some((_, other)) => Cond::no(
-                "Conflicted",
-                "HostnameConflict",
-                format!("listener {} has the same port and hostname", other.name),
-            ),
-        });
-        // Conflicted is the one condition where True is the problem.
-        if let Some(c) = conditions.last_mut() {
-            c.ok = !c.ok;
-        }
-        let (kinds, kinds_ok) = if protocol_ok {
-            supported_kinds(spec)
-        } else {
-            (Vec::new(), true)
-        };
-        let mut resolved = if kinds_ok {
-            Cond::yes("ResolvedRefs", "ResolvedRefs", "")
-        } else {
-            Cond::no(
-                "ResolvedRefs",
-                "InvalidRouteKinds",
-                "allowedRoutes.kinds names kinds other than HTTPRoute".into(),
-            )
-        };
-        if tls && protocol_ok {
-            match listener_cert(obj, spec, &field, index, grants, diags) {
-                Ok(cert) => {
-                    let entry = match hostname.as_deref() {
-                        Some(h) => match h.strip_prefix("*.") {
-                            Some(suffix) => Some(certs.wildcard.entry(suffix.to_owned())),
-                            None => Some(certs.exact.entry(h.to_owned())),
-                        },
-                        None => None,
-                    };
-                    match entry {
-                        Some(e) => {
-                            e.or_insert(cert);
-                        }
-                        None => {
-                            certs.default.get_or_insert(cert);
-                        }
-                    }
-                }
-                Err(cond) => resolved = cond,
-            }
-        }
-        conditions.push(resolved);
-        let usable = conditions.iter().all(|c| {
-            if c.kind == "Conflicted" {
-                !c.ok
-            } else {
-                c.ok || (c.kind == "ResolvedRefs"
-                    && c.reason == "InvalidRouteKinds"
-                    && !kinds.is_empty())
-            }
-        });
-        conditions.push(if usable {
-            Cond::yes("Programmed", "Programmed", "")
-        } else {
-            Cond::no(
-                "Programmed",
-                "Invalid",
-                "the listener is not accepted or its references do not resolve".into(),
-            )
-        });
-        state.listeners.push(ListenerState {
-            name: spec.name.clone(),
-            supported_kinds: kinds.clone(),
-            attached_routes: 0,
-            conditions,
-        });
-        out.push(Listener {
-            gateway: obj.clone(),
-            spec,
-            hostname,
-            tls,
-            usable,
-            kinds_allow_routes: !kinds.is_empty(),
-        });
+    for i in 0..specs.len() {
+        let (listener_state, listener) =
+            compile_listener(obj, specs, i, index, grants, certs, diags);
+        state.listeners.push(listener_state);
+        out.push(listener);
     }
     let any_programmed = out.iter().any(|l| l.usable);
     state.conditions.push(Cond::yes("Accepted", "Accepted", ""));
-    state.conditions.push(
-        if gateway
-            .spec
-            .addresses
-            .as_ref()
-            .is_some_and(|a| !a.is_empty())
-        {
-            Cond::no(
-                "Programmed",
-                "AddressNotAssigned",
-                "spec.addresses cannot be honoured: Portcullis serves on its own listen addresses"
-                    .into(),
-            )
-        } else if any_programmed {
-            Cond::yes("Programmed", "Programmed", "")
-        } else {
-            Cond::no("Programmed", "Invalid", "no listener is programmed".into())
-        },
-    );
+    state
+        .conditions
+        .push(gateway_programmed(gateway, any_programmed));
     (state, out)
+}
+
+/// Listener `i` of `specs`, its status and what routes attach to; an HTTPS
+/// listener's certificate goes into `certs`.
+fn compile_listener<'a>(
+    obj: &ObjectRef,
+    specs: &'a [GatewayListeners],
+    i: usize,
+    index: &Index,
+    grants: &Grants,
+    certs: &mut CertTable,
+    diags: &mut Vec<Diagnostic>,
+) -> (ListenerState, Listener<'a>) {
+    let spec = &specs[i];
+    let field = format!("spec.listeners[{i}]");
+    let hostname = spec.hostname.as_deref().map(normalize_host);
+    let mut conditions = Vec::new();
+    let tls = spec.protocol == "HTTPS";
+    let protocol_ok = matches!(spec.protocol.as_str(), "HTTP" | "HTTPS");
+    conditions.push(accepted_condition(obj, spec, &field, protocol_ok, diags));
+    conditions.push(conflicted_condition(specs, i, hostname.as_deref()));
+    let (kinds, kinds_ok) = if protocol_ok {
+        supported_kinds(spec)
+    } else {
+        (Vec::new(), true)
+    };
+    let mut resolved = if kinds_ok {
+        Cond::yes("ResolvedRefs", "ResolvedRefs", "")
+    } else {
+        Cond::no(
+            "ResolvedRefs",
+            "InvalidRouteKinds",
+            "allowedRoutes.kinds names kinds other than HTTPRoute".into(),
+        )
+    };
+    if tls && protocol_ok {
+        match listener_cert(obj, spec, &field, index, grants, diags) {
+            Ok(cert) => add_listener_cert(certs, hostname.as_deref(), cert),
+            Err(cond) => resolved = cond,
+        }
+    }
+    conditions.push(resolved);
+    let usable = listener_usable(&conditions, &kinds);
+    conditions.push(if usable {
+        Cond::yes("Programmed", "Programmed", "")
+    } else {
+        Cond::no(
+            "Programmed",
+            "Invalid",
+            "the listener is not accepted or its references do not resolve".into(),
+        )
+    });
+    let listener_state = ListenerState {
+        name: spec.name.clone(),
+        supported_kinds: kinds.clone(),
+        attached_routes: 0,
+        conditions,
+    };
+    let listener = Listener {
+        gateway: obj.clone(),
+        spec,
+        hostname,
+        tls,
+        usable,
+        kinds_allow_routes: !kinds.is_empty(),
+    };
+    (listener_state, listener)
+}
+
+fn accepted_condition(
+    obj: &ObjectRef,
+    spec: &GatewayListeners,
+    field: &str,
+    protocol_ok: bool,
+    diags: &mut Vec<Diagnostic>,
+) -> Cond {
+    if protocol_ok {
+        return Cond::yes("Accepted", "Accepted", "");
+    }
+    diags.push(Diagnostic::error(
+        obj,
+        &format!("{field}.protocol"),
+        "UnsupportedProtocol",
+        format!(
+            "listener {} has protocol {}; Portcullis serves HTTP and HTTPS",
+            spec.name, spec.protocol
+        ),
+        "use protocol HTTP or HTTPS, or serve this listener with another Gateway class".into(),
+    ));
+    Cond::no(
+        "Accepted",
+        "UnsupportedProtocol",
+        format!(
+            "protocol {} is not supported; use HTTP or HTTPS",
+            spec.protocol
+        ),
+    )
+}
+
+/// Whether another listener of the Gateway takes listener `i`'s port with another
+/// protocol, or with the same hostname.
+fn conflicted_condition(specs: &[GatewayListeners], i: usize, hostname: Option<&str>) -> Cond {
+    let spec = &specs[i];
+    let conflict = specs.iter().enumerate().find(|(j, other)| {
+        *j != i
+            && other.port == spec.port
+            && (other.protocol != spec.protocol
+                || other.hostname.as_deref().map(normalize_host).as_deref() == hostname)
+    });
+    let mut cond = match conflict {
+        None => Cond::yes("Conflicted", "NoConflicts", ""),
+        Some((_, other)) if other.protocol != spec.protocol => Cond::no(
+            "Conflicted",
+            "ProtocolConflict",
+            format!(
+                "listener {} uses port {} with protocol {}",
+                other.name, spec.port, other.protocol
+            ),
+        ),
+        Some((_, other)) => Cond::no(
+            "Conflicted",
+            "HostnameConflict",
+            format!("listener {} has the same port and hostname", other.name),
+        ),
+    };
+    // Conflicted is the one condition where True is the problem.
+    cond.ok = !cond.ok;
+    cond
+}
+
+/// The listener's certificate serves its hostname, or every host when it has none;
+/// the first listener to name a host keeps it.
+fn add_listener_cert(certs: &mut CertTable, hostname: Option<&str>, cert: Arc<ServerCert>) {
+    match hostname {
+        Some(h) => match h.strip_prefix("*.") {
+            Some(suffix) => {
+                certs.wildcard.entry(suffix.to_owned()).or_insert(cert);
+            }
+            None => {
+                certs.exact.entry(h.to_owned()).or_insert(cert);
+            }
+        },
+        None => {
+            certs.default.get_or_insert(cert);
+        }
+    }
+}
+
+/// Programmed when accepted, not conflicted and its references resolve, or the
+/// only unresolved reference is a route kind beside one it does take.
+fn listener_usable(conditions: &[Cond], kinds: &[String]) -> bool {
+    conditions.iter().all(|c| {
+        if c.kind == "Conflicted" {
+            !c.ok
+        } else {
+            c.ok || (c.kind == "ResolvedRefs"
+                && c.reason == "InvalidRouteKinds"
+                && !kinds.is_empty())
+        }
+    })
+}
+
+fn gateway_programmed(gateway: &Gateway, any_programmed: bool) -> Cond {
+    if gateway
+        .spec
+        .addresses
+        .as_ref()
+        .is_some_and(|a| !a.is_empty())
+    {
+        Cond::no(
+            "Programmed",
+            "AddressNotAssigned",
+            "spec.addresses cannot be honoured: Portcullis serves on its own listen addresses"
+                .into(),
+        )
+    } else if any_programmed {
+        Cond::yes("Programmed", "Programmed", "")
+    } else {
+        Cond::no("Programmed", "Invalid", "no listener is programmed".into())
+    }
 }
 
 /// The route kinds a listener takes: HTTPRoute unless `allowedRoutes.kinds` says
