@@ -122,31 +122,12 @@ pub(super) fn compile(
     options: &CompileOptions,
     diags: &mut Vec<Diagnostic>,
 ) -> GatewayOutput {
-    let mut state = GatewayApiState::default();
-    for class in &objects.gateway_classes {
-        if class.spec.controller_name == GATEWAY_CONTROLLER_NAME
-            && let Some(name) = &class.metadata.name
-        {
-            state
-                .classes
-                .insert(name.clone(), class.metadata.generation);
-        }
-    }
+    let mut state = GatewayApiState {
+        classes: our_classes(objects),
+        ..GatewayApiState::default()
+    };
     let grants = Grants::new(objects);
-    let mut gateways: Vec<&Gateway> = objects
-        .gateways
-        .iter()
-        .map(Arc::as_ref)
-        .filter(|g| state.classes.contains_key(&g.spec.gateway_class_name))
-        .collect();
-    gateways.sort_by_key(|g| age_key(&g.metadata));
-    let mut listeners: HashMap<ObjectRef, Vec<Listener<'_>>> = HashMap::new();
-    for gateway in gateways {
-        let obj = meta_ref("Gateway", &gateway.metadata);
-        let (gw_state, gw_listeners) = compile_gateway(gateway, &obj, index, &grants, certs, diags);
-        state.gateways.insert(obj.clone(), gw_state);
-        listeners.insert(obj, gw_listeners);
-    }
+    let listeners = compile_gateways(objects, &mut state, index, &grants, certs, diags);
     let labels: HashMap<&str, &BTreeMap<String, String>> = objects
         .namespaces
         .iter()
@@ -163,49 +144,14 @@ pub(super) fn compile(
     let mut route_gateways: HashMap<ObjectRef, Vec<ParentReference>> = HashMap::new();
     for route in routes {
         let obj = meta_ref("HTTPRoute", &route.metadata);
-        let mut route_state = RouteState {
-            generation: route.metadata.generation,
-            parents: Vec::new(),
-        };
-        let mut places: Vec<Place> = Vec::new();
-        for parent in route.spec.parent_refs.iter().flatten() {
-            let Some(outcome) = attach(
-                &obj,
-                parent,
-                route.spec.hostnames.as_deref().unwrap_or_default(),
-                &listeners,
-                &labels,
-            ) else {
-                continue;
-            };
-            route_state.parents.push(ParentStatus {
-                parent: parent.clone(),
-                conditions: vec![outcome.accepted.clone()],
-            });
-            for (listener, hosts) in outcome.places {
-                *attached
-                    .entry((listener.gateway.clone(), listener.spec.name.clone()))
-                    .or_default() += 1;
-                let ancestor = ParentReference {
-                    group: GATEWAY_GROUP.into(),
-                    kind: "Gateway".into(),
-                    namespace: listener.gateway.namespace.clone(),
-                    name: listener.gateway.name.clone(),
-                    section_name: None,
-                };
-                let known = route_gateways.entry(obj.clone()).or_default();
-                if !known.contains(&ancestor) {
-                    known.push(ancestor);
-                }
-                places.push(Place {
-                    gateway: listener.gateway.clone(),
-                    listener: listener.spec.name.clone(),
-                    tls: listener.tls,
-                    usable: listener.usable,
-                    hosts,
-                });
-            }
-        }
+        let (mut route_state, places) = place_route(
+            &obj,
+            route,
+            &listeners,
+            &labels,
+            &mut attached,
+            &mut route_gateways,
+        );
         if route_state.parents.is_empty() {
             continue;
         }
@@ -229,6 +175,102 @@ pub(super) fn compile(
     }
     state.policy_ancestors = policy_ancestors(guards, &route_gateways, &state);
     GatewayOutput { drafts, state }
+}
+
+/// The GatewayClasses of Portcullis's controller name, with their generation.
+fn our_classes(objects: &Objects) -> BTreeMap<String, Option<i64>> {
+    let mut classes = BTreeMap::new();
+    for class in &objects.gateway_classes {
+        if class.spec.controller_name == GATEWAY_CONTROLLER_NAME
+            && let Some(name) = &class.metadata.name
+        {
+            classes.insert(name.clone(), class.metadata.generation);
+        }
+    }
+    classes
+}
+
+/// The Gateways of our classes, oldest first, their state recorded in `state`; the
+/// listeners of each.
+fn compile_gateways<'a>(
+    objects: &'a Objects,
+    state: &mut GatewayApiState,
+    index: &Index,
+    grants: &Grants,
+    certs: &mut CertTable,
+    diags: &mut Vec<Diagnostic>,
+) -> HashMap<ObjectRef, Vec<Listener<'a>>> {
+    let mut gateways: Vec<&Gateway> = objects
+        .gateways
+        .iter()
+        .map(Arc::as_ref)
+        .filter(|g| state.classes.contains_key(&g.spec.gateway_class_name))
+        .collect();
+    gateways.sort_by_key(|g| age_key(&g.metadata));
+    let mut listeners: HashMap<ObjectRef, Vec<Listener<'_>>> = HashMap::new();
+    for gateway in gateways {
+        let obj = meta_ref("Gateway", &gateway.metadata);
+        let (gw_state, gw_listeners) = compile_gateway(gateway, &obj, index, grants, certs, diags);
+        state.gateways.insert(obj.clone(), gw_state);
+        listeners.insert(obj, gw_listeners);
+    }
+    listeners
+}
+
+/// The route's parents and the listeners it attaches to through them; each listener's
+/// count of routes and each route's Gateways are kept up to date.
+fn place_route(
+    obj: &ObjectRef,
+    route: &HttpRoute,
+    listeners: &HashMap<ObjectRef, Vec<Listener<'_>>>,
+    labels: &HashMap<&str, &BTreeMap<String, String>>,
+    attached: &mut HashMap<(ObjectRef, String), i32>,
+    route_gateways: &mut HashMap<ObjectRef, Vec<ParentReference>>,
+) -> (RouteState, Vec<Place>) {
+    let mut route_state = RouteState {
+        generation: route.metadata.generation,
+        parents: Vec::new(),
+    };
+    let mut places: Vec<Place> = Vec::new();
+    for parent in route.spec.parent_refs.iter().flatten() {
+        let Some(outcome) = attach(
+            obj,
+            parent,
+            route.spec.hostnames.as_deref().unwrap_or_default(),
+            listeners,
+            labels,
+        ) else {
+            continue;
+        };
+        route_state.parents.push(ParentStatus {
+            parent: parent.clone(),
+            conditions: vec![outcome.accepted.clone()],
+        });
+        for (listener, hosts) in outcome.places {
+            *attached
+                .entry((listener.gateway.clone(), listener.spec.name.clone()))
+                .or_default() += 1;
+            let ancestor = ParentReference {
+                group: GATEWAY_GROUP.into(),
+                kind: "Gateway".into(),
+                namespace: listener.gateway.namespace.clone(),
+                name: listener.gateway.name.clone(),
+                section_name: None,
+            };
+            let known = route_gateways.entry(obj.clone()).or_default();
+            if !known.contains(&ancestor) {
+                known.push(ancestor);
+            }
+            places.push(Place {
+                gateway: listener.gateway.clone(),
+                listener: listener.spec.name.clone(),
+                tls: listener.tls,
+                usable: listener.usable,
+                hosts,
+            });
+        }
+    }
+    (route_state, places)
 }
 
 /// Every listener port is served on Portcullis's own listeners, so a hostname a
