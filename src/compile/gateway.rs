@@ -1182,6 +1182,34 @@ fn route_match(
     diags: &mut Vec<Diagnostic>,
 ) -> Option<(PathRule, Conditions)> {
     let mut conditions = Conditions::default();
+    let path = match_path(m, field, obj, options, &mut conditions, diags)?;
+    if let Err(what) = request_conditions(m, &mut conditions) {
+        diags.push(invalid_match(obj, field, what));
+        return None;
+    }
+    Some((path, conditions))
+}
+
+fn invalid_match(obj: &ObjectRef, field: &str, what: String) -> Diagnostic {
+    Diagnostic::error(
+        obj,
+        field,
+        "InvalidMatch",
+        what,
+        "fix the match; every rule of this HTTPRoute answers 500 until then".into(),
+    )
+}
+
+/// The match's path (a prefix of `/` when it names none); a regular expression goes
+/// into `conditions` too.
+fn match_path(
+    m: &HttpRouteRulesMatches,
+    field: &str,
+    obj: &ObjectRef,
+    options: &CompileOptions,
+    conditions: &mut Conditions,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<PathRule> {
     let (kind, value) = match &m.path {
         Some(p) => (
             p.r#type
@@ -1191,17 +1219,7 @@ fn route_match(
         ),
         None => (HttpRouteRulesMatchesPathType::PathPrefix, "/".into()),
     };
-    let bad = |what: String, diags: &mut Vec<Diagnostic>| {
-        diags.push(Diagnostic::error(
-            obj,
-            field,
-            "InvalidMatch",
-            what,
-            "fix the match; every rule of this HTTPRoute answers 500 until then".into(),
-        ));
-        None
-    };
-    let path = match kind {
+    match kind {
         HttpRouteRulesMatchesPathType::Exact | HttpRouteRulesMatchesPathType::PathPrefix => {
             let kind = if kind == HttpRouteRulesMatchesPathType::Exact {
                 "Exact"
@@ -1212,24 +1230,34 @@ fn route_match(
             if options.case_insensitive_paths {
                 rule.path = rule.path.to_ascii_lowercase();
             }
-            rule
+            Some(rule)
         }
         HttpRouteRulesMatchesPathType::RegularExpression => match bounded_regex(&value) {
             Ok(r) => {
                 conditions.path_regex = Some(r);
-                PathRule {
+                Some(PathRule {
                     kind: PathKind::Regex,
                     path: value,
-                }
+                })
             }
             Err(e) => {
-                return bad(
+                diags.push(invalid_match(
+                    obj,
+                    field,
                     format!("path regular expression {value:?} does not compile: {e}"),
-                    diags,
-                );
+                ));
+                None
             }
         },
-    };
+    }
+}
+
+/// The match's method, headers and query parameters as `conditions`, or what is
+/// wrong with the first that is not valid.
+fn request_conditions(
+    m: &HttpRouteRulesMatches,
+    conditions: &mut Conditions,
+) -> Result<(), String> {
     if let Some(method) = &m.method {
         let name = serde_json::to_value(method)
             .ok()
@@ -1237,21 +1265,19 @@ fn route_match(
             .unwrap_or_default();
         match http::Method::from_bytes(name.as_bytes()) {
             Ok(method) => conditions.method = Some(method),
-            Err(_) => return bad(format!("method {name:?} is not valid"), diags),
+            Err(_) => return Err(format!("method {name:?} is not valid")),
         }
     }
     for h in m.headers.iter().flatten() {
         let Ok(name) = http::HeaderName::from_bytes(h.name.as_bytes()) else {
-            return bad(format!("header name {:?} is not valid", h.name), diags);
+            return Err(format!("header name {:?} is not valid", h.name));
         };
         if conditions.headers.iter().any(|(n, _)| *n == name) {
             continue; // The first match for a name wins, as the specification says.
         }
         let regex = h.r#type == Some(HttpRouteRulesMatchesHeadersType::RegularExpression);
-        let value = match value_match(regex, &h.value) {
-            Ok(v) => v,
-            Err(e) => return bad(format!("header regular expression {e}"), diags),
-        };
+        let value =
+            value_match(regex, &h.value).map_err(|e| format!("header regular expression {e}"))?;
         conditions.headers.push((name, value));
     }
     for q in m.query_params.iter().flatten() {
@@ -1259,13 +1285,11 @@ fn route_match(
             continue;
         }
         let regex = q.r#type == Some(HttpRouteRulesMatchesQueryParamsType::RegularExpression);
-        let value = match value_match(regex, &q.value) {
-            Ok(v) => v,
-            Err(e) => return bad(format!("query regular expression {e}"), diags),
-        };
+        let value =
+            value_match(regex, &q.value).map_err(|e| format!("query regular expression {e}"))?;
         conditions.query.push((q.name.clone(), value));
     }
-    Some((path, conditions))
+    Ok(())
 }
 
 /// A header or query parameter match: the value itself, or a bounded expression.
