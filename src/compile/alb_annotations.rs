@@ -320,175 +320,58 @@ fn login_spec(
     diags: &mut Vec<Diagnostic>,
 ) -> Login {
     let object = super::ingress_ref(ingress);
+    match login_from(&object, annotations, index) {
+        Ok(None) => Login::None,
+        Ok(Some((spec, cognito))) => Login::Spec(spec, cognito),
+        Err(problem) => {
+            diags.push(problem);
+            Login::Broken
+        }
+    }
+}
+
+/// The spec and whether it comes from Cognito, none when the annotations ask for no
+/// login, or the one problem that breaks it.
+type LoginFrom = Result<Option<(AuthRuleSpec, bool)>, Diagnostic>;
+
+fn login_from(
+    object: &ObjectRef,
+    annotations: &BTreeMap<String, String>,
+    index: &Index,
+) -> LoginFrom {
     let get = |k: &str| annotations.get(&format!("{PREFIX}{k}")).map(String::as_str);
     let cognito = match get("auth-type") {
         Some("oidc") => false,
         Some("cognito") => true,
-        None | Some("none") => return Login::None,
+        None | Some("none") => return Ok(None),
         Some(other) => {
-            diags.push(Diagnostic::error(
-                &object,
+            return Err(Diagnostic::error(
+                object,
                 &annotation_field("auth-type"),
                 "UnsupportedAnnotation",
-                format!("auth-type {other:?} is not supported; the Ingress's routes answer 500 until it is fixed"),
+                format!(
+                    "auth-type {other:?} is not supported; the Ingress's routes answer 500 until it is fixed"
+                ),
                 "use auth-type: oidc, cognito or none, or an AuthRule".into(),
             ));
-            return Login::Broken;
         }
     };
-    let mut bad = |name: &str, message: String, fix: &str| {
-        diags.push(Diagnostic::error(
-            &object,
-            &annotation_field(name),
-            "InvalidAnnotation",
-            message,
-            fix.into(),
-        ));
-    };
-    let namespace = object.namespace.clone();
     let (mut oidc, mut extra) = if cognito {
-        let Some(idp) = get("auth-idp-cognito") else {
-            bad(
-                "auth-idp-cognito",
-                "auth-type is cognito but auth-idp-cognito is missing".into(),
-                r#"add {"userPoolARN":"arn:aws:cognito-idp:<region>:<account>:userpool/<pool id>","userPoolClientID":"<app client id>","userPoolDomain":"<domain prefix>"}"#,
-            );
-            return Login::Broken;
-        };
-        let idp: IdpCognito = match serde_json::from_str(idp) {
-            Ok(v) => v,
-            Err(e) => {
-                bad(
-                    "auth-idp-cognito",
-                    format!("not the JSON AWS Load Balancer Controller reads: {e}"),
-                    r#"{"userPoolARN":"arn:aws:cognito-idp:<region>:<account>:userpool/<pool id>","userPoolClientID":"<app client id>","userPoolDomain":"<domain prefix>"}"#,
-                );
-                return Login::Broken;
-            }
-        };
-        let Some(secret_name) = annotations
-            .get(COGNITO_SECRET_ANNOTATION)
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-        else {
-            diags.push(Diagnostic::error(
-                &object,
-                &key_field(COGNITO_SECRET_ANNOTATION),
-                "InvalidAnnotation",
-                "auth-type is cognito, and ALB reads the app client's secret from Cognito, which Portcullis cannot; the Ingress's routes answer 500 until a Secret holds it".into(),
-                format!("kubectl -n {namespace} create secret generic <name> --from-literal=clientSecret=<the app client's secret>, and annotate {COGNITO_SECRET_ANNOTATION}: <name>"),
-            ));
-            return Login::Broken;
-        };
-        match cognito_oidc(&idp, secret_name) {
-            Ok(oidc) => (oidc, idp.authentication_request_extra_params),
-            Err(message) => {
-                bad(
-                    "auth-idp-cognito",
-                    message,
-                    "userPoolARN as arn:aws:cognito-idp:<region>:<account>:userpool/<region>_<id>, userPoolDomain as the domain prefix (or the pool's custom domain)",
-                );
-                return Login::Broken;
-            }
-        }
+        cognito_login(object, annotations)?
     } else {
-        let Some(idp) = get("auth-idp-oidc") else {
-            bad(
-                "auth-idp-oidc",
-                "auth-type is oidc but auth-idp-oidc is missing".into(),
-                r#"add {"issuer":"https://...","secretName":"<Secret with clientID and clientSecret>"}"#,
-            );
-            return Login::Broken;
-        };
-        let idp: IdpOidc = match serde_json::from_str(idp) {
-            Ok(v) => v,
-            Err(e) => {
-                bad(
-                    "auth-idp-oidc",
-                    format!("not the JSON AWS Load Balancer Controller reads: {e}"),
-                    r#"{"issuer":"https://...","authorizationEndpoint":"...","tokenEndpoint":"...","userInfoEndpoint":"...","secretName":"..."}"#,
-                );
-                return Login::Broken;
-            }
-        };
-        let client_id = index
-            .secret(&namespace, &idp.secret_name)
-            .and_then(|s| s.data.as_ref()?.get("clientID").map(|v| v.0.clone()))
-            .and_then(|v| String::from_utf8(v).ok())
-            .map(|v| v.trim().to_owned());
-        let Some(client_id) = client_id.filter(|c| !c.is_empty()) else {
-            diags.push(
-                Diagnostic::error(
-                    &object,
-                    &annotation_field("auth-idp-oidc"),
-                    "SecretNotFound",
-                    format!("Secret {namespace}/{} with key clientID not found", idp.secret_name),
-                    format!("kubectl -n {namespace} create secret generic {} --from-literal=clientID=<id> --from-literal=clientSecret=<secret>", idp.secret_name),
-                )
-                .of_reference(),
-            );
-            return Login::Broken;
-        };
-        let oidc = OidcSpec {
-            issuer: idp.issuer,
-            authorization_endpoint: idp.authorization_endpoint,
-            token_endpoint: idp.token_endpoint,
-            user_info_endpoint: idp.user_info_endpoint,
-            client_id,
-            client_secret_ref: SecretKeyRef {
-                name: idp.secret_name,
-                key: "clientSecret".into(),
-            },
-            scope: None,
-            authentication_request_extra_params: BTreeMap::new(),
-            token_endpoint_auth_method: Default::default(),
-        };
-        (oidc, idp.authentication_request_extra_params)
+        oidc_login(object, annotations, index)?
     };
-    let on_unauthenticated = match get("auth-on-unauthenticated-request") {
-        None | Some("authenticate") => OnUnauthenticatedRequest::Authenticate,
-        Some("deny") => OnUnauthenticatedRequest::Deny,
-        Some("allow") => OnUnauthenticatedRequest::Allow,
-        Some(other) => {
-            bad(
-                "auth-on-unauthenticated-request",
-                format!("{other:?} is not authenticate, deny or allow"),
-                "use authenticate, deny or allow",
-            );
-            return Login::Broken;
-        }
-    };
-    let timeout = match get("auth-session-timeout").map(str::parse::<i64>) {
-        None => None,
-        Some(Ok(t)) => Some(t),
-        Some(Err(_)) => {
-            bad(
-                "auth-session-timeout",
-                "not a number of seconds".into(),
-                "e.g. 86400",
-            );
-            return Login::Broken;
-        }
-    };
-    for pair in get("auth-authentication-request-extra-params")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-    {
-        let Some((k, v)) = pair.split_once('=') else {
-            bad(
-                "auth-authentication-request-extra-params",
-                format!("{pair:?} is not key=value"),
-                "e.g. prompt=login,display=page",
-            );
-            return Login::Broken;
-        };
-        extra.insert(k.trim().to_owned(), v.trim().to_owned());
-    }
+    let on_unauthenticated =
+        on_unauthenticated_request(object, get("auth-on-unauthenticated-request"))?;
+    let timeout = session_timeout(object, get("auth-session-timeout"))?;
+    add_extra_params(
+        object,
+        get("auth-authentication-request-extra-params"),
+        &mut extra,
+    )?;
     oidc.scope = get("auth-scope").map(str::to_owned);
     oidc.authentication_request_extra_params = extra;
-    Login::Spec(
+    Ok(Some((
         AuthRuleSpec {
             target_refs: vec![TargetRef {
                 section_name: None,
@@ -509,7 +392,175 @@ fn login_spec(
             bearer: None,
         },
         cognito,
+    )))
+}
+
+fn invalid_annotation(object: &ObjectRef, name: &str, message: String, fix: &str) -> Diagnostic {
+    Diagnostic::error(
+        object,
+        &annotation_field(name),
+        "InvalidAnnotation",
+        message,
+        fix.into(),
     )
+}
+
+/// The provider and its extra request parameters.
+type Provider = (OidcSpec, BTreeMap<String, String>);
+
+fn cognito_login(
+    object: &ObjectRef,
+    annotations: &BTreeMap<String, String>,
+) -> Result<Provider, Diagnostic> {
+    let Some(idp) = annotations.get(&format!("{PREFIX}auth-idp-cognito")) else {
+        return Err(invalid_annotation(
+            object,
+            "auth-idp-cognito",
+            "auth-type is cognito but auth-idp-cognito is missing".into(),
+            r#"add {"userPoolARN":"arn:aws:cognito-idp:<region>:<account>:userpool/<pool id>","userPoolClientID":"<app client id>","userPoolDomain":"<domain prefix>"}"#,
+        ));
+    };
+    let idp: IdpCognito = serde_json::from_str(idp).map_err(|e| {
+        invalid_annotation(
+            object,
+            "auth-idp-cognito",
+            format!("not the JSON AWS Load Balancer Controller reads: {e}"),
+            r#"{"userPoolARN":"arn:aws:cognito-idp:<region>:<account>:userpool/<pool id>","userPoolClientID":"<app client id>","userPoolDomain":"<domain prefix>"}"#,
+        )
+    })?;
+    let Some(secret_name) = annotations
+        .get(COGNITO_SECRET_ANNOTATION)
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+    else {
+        let namespace = &object.namespace;
+        return Err(Diagnostic::error(
+            object,
+            &key_field(COGNITO_SECRET_ANNOTATION),
+            "InvalidAnnotation",
+            "auth-type is cognito, and ALB reads the app client's secret from Cognito, which Portcullis cannot; the Ingress's routes answer 500 until a Secret holds it".into(),
+            format!("kubectl -n {namespace} create secret generic <name> --from-literal=clientSecret=<the app client's secret>, and annotate {COGNITO_SECRET_ANNOTATION}: <name>"),
+        ));
+    };
+    match cognito_oidc(&idp, secret_name) {
+        Ok(oidc) => Ok((oidc, idp.authentication_request_extra_params)),
+        Err(message) => Err(invalid_annotation(
+            object,
+            "auth-idp-cognito",
+            message,
+            "userPoolARN as arn:aws:cognito-idp:<region>:<account>:userpool/<region>_<id>, userPoolDomain as the domain prefix (or the pool's custom domain)",
+        )),
+    }
+}
+
+fn oidc_login(
+    object: &ObjectRef,
+    annotations: &BTreeMap<String, String>,
+    index: &Index,
+) -> Result<Provider, Diagnostic> {
+    let Some(idp) = annotations.get(&format!("{PREFIX}auth-idp-oidc")) else {
+        return Err(invalid_annotation(
+            object,
+            "auth-idp-oidc",
+            "auth-type is oidc but auth-idp-oidc is missing".into(),
+            r#"add {"issuer":"https://...","secretName":"<Secret with clientID and clientSecret>"}"#,
+        ));
+    };
+    let idp: IdpOidc = serde_json::from_str(idp).map_err(|e| {
+        invalid_annotation(
+            object,
+            "auth-idp-oidc",
+            format!("not the JSON AWS Load Balancer Controller reads: {e}"),
+            r#"{"issuer":"https://...","authorizationEndpoint":"...","tokenEndpoint":"...","userInfoEndpoint":"...","secretName":"..."}"#,
+        )
+    })?;
+    let namespace = &object.namespace;
+    let client_id = index
+        .secret(namespace, &idp.secret_name)
+        .and_then(|s| s.data.as_ref()?.get("clientID").map(|v| v.0.clone()))
+        .and_then(|v| String::from_utf8(v).ok())
+        .map(|v| v.trim().to_owned());
+    let Some(client_id) = client_id.filter(|c| !c.is_empty()) else {
+        return Err(Diagnostic::error(
+                object,
+                &annotation_field("auth-idp-oidc"),
+                "SecretNotFound",
+                format!("Secret {namespace}/{} with key clientID not found", idp.secret_name),
+                format!("kubectl -n {namespace} create secret generic {} --from-literal=clientID=<id> --from-literal=clientSecret=<secret>", idp.secret_name),
+            )
+            .of_reference());
+    };
+    let oidc = OidcSpec {
+        issuer: idp.issuer,
+        authorization_endpoint: idp.authorization_endpoint,
+        token_endpoint: idp.token_endpoint,
+        user_info_endpoint: idp.user_info_endpoint,
+        client_id,
+        client_secret_ref: SecretKeyRef {
+            name: idp.secret_name,
+            key: "clientSecret".into(),
+        },
+        scope: None,
+        authentication_request_extra_params: BTreeMap::new(),
+        token_endpoint_auth_method: Default::default(),
+    };
+    Ok((oidc, idp.authentication_request_extra_params))
+}
+
+fn on_unauthenticated_request(
+    object: &ObjectRef,
+    value: Option<&str>,
+) -> Result<OnUnauthenticatedRequest, Diagnostic> {
+    match value {
+        None | Some("authenticate") => Ok(OnUnauthenticatedRequest::Authenticate),
+        Some("deny") => Ok(OnUnauthenticatedRequest::Deny),
+        Some("allow") => Ok(OnUnauthenticatedRequest::Allow),
+        Some(other) => Err(invalid_annotation(
+            object,
+            "auth-on-unauthenticated-request",
+            format!("{other:?} is not authenticate, deny or allow"),
+            "use authenticate, deny or allow",
+        )),
+    }
+}
+
+fn session_timeout(object: &ObjectRef, value: Option<&str>) -> Result<Option<i64>, Diagnostic> {
+    match value.map(str::parse::<i64>) {
+        None => Ok(None),
+        Some(Ok(t)) => Ok(Some(t)),
+        Some(Err(_)) => Err(invalid_annotation(
+            object,
+            "auth-session-timeout",
+            "not a number of seconds".into(),
+            "e.g. 86400",
+        )),
+    }
+}
+
+/// `auth-authentication-request-extra-params` (key=value, comma separated) over the
+/// provider's own.
+fn add_extra_params(
+    object: &ObjectRef,
+    value: Option<&str>,
+    extra: &mut BTreeMap<String, String>,
+) -> Result<(), Diagnostic> {
+    for pair in value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let Some((k, v)) = pair.split_once('=') else {
+            return Err(invalid_annotation(
+                object,
+                "auth-authentication-request-extra-params",
+                format!("{pair:?} is not key=value"),
+                "e.g. prompt=login,display=page",
+            ));
+        };
+        extra.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    Ok(())
 }
 
 /// A Cognito user pool as the OpenID provider it is: the issuer from the pool's ARN,
@@ -662,8 +713,60 @@ pub fn access_for(
         return IngressAccess::default();
     };
     let object = super::ingress_ref(ingress);
+    let (annotations, conflicts) = with_group_annotations(ingress, own, groups);
+    let accepted = accepted_differences(&annotations, options, &object, diags);
+    let mut problems = AccessProblems {
+        object: &object,
+        accepted,
+        diags,
+        found: Vec::new(),
+    };
+    for (name, message) in conflicts {
+        problems.malformed(
+            &name,
+            message,
+            format!("set {name} on one Ingress of the group only, or to the same value on each"),
+        );
+    }
+    let get = |k: &str| annotations.get(&format!("{PREFIX}{k}")).map(|v| v.trim());
+    let sources = get("inbound-cidrs").and_then(|list| source_allow_list(list, &mut problems));
+    // ALB's default scheme is internal: an Ingress written for ALB that names none
+    // was never reachable from the internet.
+    let written_for_alb = annotations.keys().any(|k| k.starts_with(PREFIX));
+    check_scheme(get("scheme"), written_for_alb, &mut problems);
+    for name in [
+        "wafv2-acl-arn",
+        "waf-acl-id",
+        "security-groups",
+        "security-group-prefix-lists",
+    ] {
+        if let Some(value) = get(name).filter(|v| !v.is_empty()) {
+            problems.not_honoured(name, value);
+        }
+    }
+    check_shield(get("shield-advanced-protection"), &mut problems);
+    if let Some(value) = get("mutual-authentication")
+        && !problems.accepted.contains("mutual-authentication")
+    {
+        check_mutual_authentication(value, &mut problems);
+    }
+    IngressAccess {
+        sources,
+        closed: problems.closed(),
+    }
+}
+
+type Conflicts = Vec<(String, String)>;
+
+/// The Ingress's annotations with its group's load-balancer-level ones added, and the
+/// annotations the group's members disagree on (with the problem that is).
+fn with_group_annotations(
+    ingress: &Ingress,
+    own: &BTreeMap<String, String>,
+    groups: &Groups,
+) -> (BTreeMap<String, String>, Conflicts) {
     let mut annotations = own.clone();
-    let mut conflicts: Vec<(String, String)> = Vec::new();
+    let mut conflicts: Conflicts = Vec::new();
     if let Some(group) = group_name(ingress)
         && let Some(merged) = groups.0.get(group)
     {
@@ -684,8 +787,17 @@ pub fn access_for(
             }
         }
     }
-    let annotations = &annotations;
-    let get = |k: &str| annotations.get(&format!("{PREFIX}{k}")).map(|v| v.trim());
+    (annotations, conflicts)
+}
+
+/// The annotations whose difference the operator accepts, from the flag and the
+/// Ingress's own annotation; naming one Portcullis does not refuse is warned of.
+fn accepted_differences(
+    annotations: &BTreeMap<String, String>,
+    options: &super::CompileOptions,
+    object: &ObjectRef,
+    diags: &mut Vec<Diagnostic>,
+) -> HashSet<String> {
     let known = |name: &str| NOT_HONOURED.iter().any(|(n, _, _)| *n == name);
     let mut accepted: HashSet<String> = options
         .accept_alb_differences
@@ -702,7 +814,7 @@ pub fn access_for(
     {
         if !known(name) {
             diags.push(Diagnostic::warning(
-                &object,
+                object,
                 &key_field(ACCEPT_DIFFERENCES_ANNOTATION),
                 "InvalidAnnotation",
                 format!(
@@ -720,13 +832,21 @@ pub fn access_for(
         }
         accepted.insert(name.to_owned());
     }
-    // Each problem, and whether it is a malformed value (else one not honoured).
-    let mut problems: Vec<(bool, String)> = Vec::new();
-    let not_honoured = |name: &str,
-                        value: &str,
-                        diags: &mut Vec<Diagnostic>,
-                        problems: &mut Vec<(bool, String)>| {
-        if accepted.contains(name) {
+    accepted
+}
+
+/// What closes an Ingress's routes, reported as it is found.
+struct AccessProblems<'a> {
+    object: &'a ObjectRef,
+    accepted: HashSet<String>,
+    diags: &'a mut Vec<Diagnostic>,
+    /// Each problem, and whether it is a malformed value (else one not honoured).
+    found: Vec<(bool, String)>,
+}
+
+impl AccessProblems<'_> {
+    fn not_honoured(&mut self, name: &str, value: &str) {
+        if self.accepted.contains(name) {
             return;
         }
         let (_, means, instead) = NOT_HONOURED
@@ -737,156 +857,124 @@ pub fn access_for(
         let message = format!(
             "{name}: {value} asks for {means}, which Portcullis cannot give; the Ingress's routes answer 500 AnnotationNotHonoured and never reach the app"
         );
-        diags.push(Diagnostic::error(
-            &object,
+        self.diags.push(Diagnostic::error(
+            self.object,
             &annotation_field(name),
             "UnsupportedAnnotation",
             message.clone(),
             format!("{instead}, then annotate {ACCEPT_DIFFERENCES_ANNOTATION}: {name}; or remove the annotation"),
         ));
-        problems.push((false, message));
-    };
-    let malformed = |name: &str,
-                     message: String,
-                     fix: String,
-                     diags: &mut Vec<Diagnostic>,
-                     problems: &mut Vec<(bool, String)>| {
+        self.found.push((false, message));
+    }
+
+    fn malformed(&mut self, name: &str, message: String, fix: String) {
         let message = format!(
             "{message}; the Ingress's routes answer 500 AnnotationInvalid until it is fixed"
         );
-        diags.push(Diagnostic::error(
-            &object,
+        self.diags.push(Diagnostic::error(
+            self.object,
             &annotation_field(name),
             "InvalidAnnotation",
             message.clone(),
             fix,
         ));
-        problems.push((true, message));
-    };
-
-    for (name, message) in conflicts {
-        malformed(
-            &name,
-            message,
-            format!("set {name} on one Ingress of the group only, or to the same value on each"),
-            diags,
-            &mut problems,
-        );
+        self.found.push((true, message));
     }
-    let sources = match get("inbound-cidrs") {
-        None => None,
-        Some(list) => {
-            let mut nets = Vec::new();
-            let mut bad = Vec::new();
-            for item in list.split(',').map(str::trim) {
-                match item.parse::<ipnet::IpNet>() {
-                    Ok(net) => nets.push(net.trunc()),
-                    Err(_) => bad.push(item.to_owned()),
-                }
-            }
-            if !bad.is_empty() {
-                malformed(
-                    "inbound-cidrs",
-                    format!("inbound-cidrs holds {} that {} not a CIDR range", bad.iter().map(|b| format!("{b:?}")).collect::<Vec<_>>().join(", "), if bad.len() == 1 { "is" } else { "are" }),
-                    "list ranges with their prefix length, comma separated, e.g. 10.0.0.0/8, 192.168.0.0/16, 2001:db8::/32 (a single address is 203.0.113.7/32)".into(),
-                    diags,
-                    &mut problems,
-                );
-                None
-            } else {
-                Some(Arc::new(SourceAllowList { nets }))
-            }
-        }
-    };
 
-    // ALB's default scheme is internal: an Ingress written for ALB that names none
-    // was never reachable from the internet.
-    let written_for_alb = annotations.keys().any(|k| k.starts_with(PREFIX));
-    match get("scheme") {
+    /// Closed by every problem found, as invalid when any value was malformed.
+    fn closed(&self) -> Option<Arc<Closed>> {
+        let invalid = self.found.iter().any(|(invalid, _)| *invalid);
+        (!self.found.is_empty()).then(|| {
+            let problems: Vec<&str> = self.found.iter().map(|(_, p)| p.as_str()).collect();
+            Arc::new(Closed {
+                reason: if invalid {
+                    "AnnotationInvalid"
+                } else {
+                    "AnnotationNotHonoured"
+                },
+                problem: format!("{}: {}", self.object, problems.join("; ")),
+            })
+        })
+    }
+}
+
+/// `inbound-cidrs` as an allow-list; none when any item is not a CIDR range.
+fn source_allow_list(list: &str, problems: &mut AccessProblems) -> Option<Arc<SourceAllowList>> {
+    let mut nets = Vec::new();
+    let mut bad = Vec::new();
+    for item in list.split(',').map(str::trim) {
+        match item.parse::<ipnet::IpNet>() {
+            Ok(net) => nets.push(net.trunc()),
+            Err(_) => bad.push(item.to_owned()),
+        }
+    }
+    if !bad.is_empty() {
+        problems.malformed(
+            "inbound-cidrs",
+            format!("inbound-cidrs holds {} that {} not a CIDR range", bad.iter().map(|b| format!("{b:?}")).collect::<Vec<_>>().join(", "), if bad.len() == 1 { "is" } else { "are" }),
+            "list ranges with their prefix length, comma separated, e.g. 10.0.0.0/8, 192.168.0.0/16, 2001:db8::/32 (a single address is 203.0.113.7/32)".into(),
+        );
+        None
+    } else {
+        Some(Arc::new(SourceAllowList { nets }))
+    }
+}
+
+fn check_scheme(scheme: Option<&str>, written_for_alb: bool, problems: &mut AccessProblems) {
+    match scheme {
         Some("internet-facing") => {}
-        Some("internal") => not_honoured("scheme", "internal", diags, &mut problems),
-        None if written_for_alb => not_honoured(
+        Some("internal") => problems.not_honoured("scheme", "internal"),
+        None if written_for_alb => problems.not_honoured(
             "scheme",
             "internal (ALB's default when the annotation is absent)",
-            diags,
-            &mut problems,
         ),
         None => {}
-        Some(other) => malformed(
+        Some(other) => problems.malformed(
             "scheme",
             format!("scheme {other:?} is neither internal nor internet-facing"),
             "use internet-facing, or internal".into(),
-            diags,
-            &mut problems,
         ),
     }
-    for name in [
-        "wafv2-acl-arn",
-        "waf-acl-id",
-        "security-groups",
-        "security-group-prefix-lists",
-    ] {
-        if let Some(value) = get(name).filter(|v| !v.is_empty()) {
-            not_honoured(name, value, diags, &mut problems);
-        }
-    }
-    match get("shield-advanced-protection") {
+}
+
+fn check_shield(shield: Option<&str>, problems: &mut AccessProblems) {
+    match shield {
         None | Some("" | "false") => {}
-        Some("true") => not_honoured("shield-advanced-protection", "true", diags, &mut problems),
-        Some(other) => malformed(
+        Some("true") => problems.not_honoured("shield-advanced-protection", "true"),
+        Some(other) => problems.malformed(
             "shield-advanced-protection",
             format!("{other:?} is neither true nor false"),
             "use true or false".into(),
-            diags,
-            &mut problems,
         ),
     }
-    if let Some(value) = get("mutual-authentication")
-        && !accepted.contains("mutual-authentication")
-    {
-        #[derive(Deserialize)]
-        struct Listener {
-            #[serde(default)]
-            mode: Option<String>,
-        }
-        match serde_json::from_str::<Vec<Listener>>(value) {
-            Ok(listeners) => {
-                let modes: Vec<&str> = listeners
-                    .iter()
-                    .filter_map(|l| l.mode.as_deref())
-                    .filter(|m| *m != "off")
-                    .collect();
-                if !modes.is_empty() {
-                    not_honoured(
-                        "mutual-authentication",
-                        &format!("mode {}", modes.join(", ")),
-                        diags,
-                        &mut problems,
-                    );
-                }
-            }
-            Err(e) => malformed(
-                "mutual-authentication",
-                format!("not the JSON AWS Load Balancer Controller reads: {e}"),
-                r#"e.g. [{"port":443,"mode":"off"}]"#.into(),
-                diags,
-                &mut problems,
-            ),
-        }
+}
+
+fn check_mutual_authentication(value: &str, problems: &mut AccessProblems) {
+    #[derive(Deserialize)]
+    struct Listener {
+        #[serde(default)]
+        mode: Option<String>,
     }
-    let invalid = problems.iter().any(|(invalid, _)| *invalid);
-    let closed = (!problems.is_empty()).then(|| {
-        let problems: Vec<&str> = problems.iter().map(|(_, p)| p.as_str()).collect();
-        Arc::new(Closed {
-            reason: if invalid {
-                "AnnotationInvalid"
-            } else {
-                "AnnotationNotHonoured"
-            },
-            problem: format!("{object}: {}", problems.join("; ")),
-        })
-    });
-    IngressAccess { sources, closed }
+    match serde_json::from_str::<Vec<Listener>>(value) {
+        Ok(listeners) => {
+            let modes: Vec<&str> = listeners
+                .iter()
+                .filter_map(|l| l.mode.as_deref())
+                .filter(|m| *m != "off")
+                .collect();
+            if !modes.is_empty() {
+                problems.not_honoured(
+                    "mutual-authentication",
+                    &format!("mode {}", modes.join(", ")),
+                );
+            }
+        }
+        Err(e) => problems.malformed(
+            "mutual-authentication",
+            format!("not the JSON AWS Load Balancer Controller reads: {e}"),
+            r#"e.g. [{"port":443,"mode":"off"}]"#.into(),
+        ),
+    }
 }
 
 /// Problems met compiling the spec, moved onto the annotation they came from.

@@ -10,7 +10,7 @@ use super::{age_key, meta_ref};
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::model::{
     AuthRule, AuthRuleSpec, CALLBACK_PATH, DEFAULT_COOKIE_NAME, DEFAULT_LOGOUT_PATH, DEFAULT_SCOPE,
-    DEFAULT_SESSION_TIMEOUT_SECONDS, GATEWAY_GROUP, MAX_EXTRA_PARAMS, TargetRef,
+    DEFAULT_SESSION_TIMEOUT_SECONDS, GATEWAY_GROUP, MAX_EXTRA_PARAMS, OidcSpec, TargetRef,
     check_endpoint_url,
 };
 use crate::store::Objects;
@@ -51,20 +51,7 @@ pub fn compile_rules(
     rules.sort_by(|a, b| age_key(&a.metadata).cmp(&age_key(&b.metadata)));
     for rule in rules {
         let obj = meta_ref("AuthRule", &rule.metadata);
-        let paths_ok = validate_paths(&rule.spec.paths, &obj, diags);
-        let policy = match resolve_policy(&obj, &rule.spec, index) {
-            Ok(p) if paths_ok => GuardPolicy::Oidc(Arc::new(p)),
-            Ok(_) => GuardPolicy::Broken(format!("{obj} has invalid spec.paths")),
-            Err(mut errors) => {
-                let message = errors
-                    .iter()
-                    .map(|d| d.message.clone())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                diags.append(&mut errors);
-                GuardPolicy::Broken(format!("{obj}: {message}"))
-            }
-        };
+        let (policy, paths_ok) = rule_policy(&obj, rule, index, diags);
         let usable = matches!(policy, GuardPolicy::Oidc(_));
         let paths = if paths_ok {
             rule.spec.paths.clone()
@@ -78,53 +65,108 @@ pub fn compile_rules(
         };
         outcome.summaries.insert(obj.clone(), summary);
         outcome.order.push(obj.clone());
-        for (i, target) in rule.spec.target_refs.iter().enumerate() {
-            let field = format!("spec.targetRefs[{i}]");
-            match (target.group.as_str(), target.kind.as_str()) {
-                ("networking.k8s.io", "Ingress") => {}
-                (GATEWAY_GROUP, "HTTPRoute" | "Gateway") => {
-                    attach_gateway_api(
-                        &mut outcome,
-                        &obj,
-                        target,
-                        &field,
-                        &paths,
-                        &policy,
-                        index,
-                        diags,
-                    );
-                    continue;
-                }
-                _ => {
-                    diags.push(
-                        Diagnostic::error(
-                            &obj,
-                            &field,
-                            "UnsupportedTarget",
-                            format!(
-                                "target {}/{} {} is not an Ingress, HTTPRoute or Gateway",
-                                target.group, target.kind, target.name
-                            ),
-                            "set kind: Ingress (group networking.k8s.io), or kind: HTTPRoute or Gateway (group gateway.networking.k8s.io)".into(),
-                        )
-                        .of_reference(),
-                    );
-                    continue;
-                }
-            }
-            attach(
-                &mut outcome,
-                &obj,
-                &target.name,
-                &field,
-                &paths,
-                &policy,
-                index,
-                ours,
-                diags,
-            );
-        }
+        attach_targets(
+            &mut outcome,
+            &obj,
+            &rule.spec.target_refs,
+            &paths,
+            &policy,
+            index,
+            ours,
+            diags,
+        );
     }
+    attach_unreadable(&mut outcome, objects, index, ours, diags);
+    annotation_rules(&mut outcome, objects, index, ours, diags);
+    outcome
+}
+
+/// The rule's policy, and whether its paths are valid.
+fn rule_policy(
+    obj: &ObjectRef,
+    rule: &AuthRule,
+    index: &Index,
+    diags: &mut Vec<Diagnostic>,
+) -> (GuardPolicy, bool) {
+    let paths_ok = validate_paths(&rule.spec.paths, obj, diags);
+    let policy = match resolve_policy(obj, &rule.spec, index) {
+        Ok(p) if paths_ok => GuardPolicy::Oidc(Arc::new(p)),
+        Ok(_) => GuardPolicy::Broken(format!("{obj} has invalid spec.paths")),
+        Err(errors) => broken_by(obj, errors, diags),
+    };
+    (policy, paths_ok)
+}
+
+/// Closed by every problem found, each of which is reported.
+fn broken_by(obj: &ObjectRef, errors: Vec<Diagnostic>, diags: &mut Vec<Diagnostic>) -> GuardPolicy {
+    let message = errors
+        .iter()
+        .map(|d| d.message.clone())
+        .collect::<Vec<_>>()
+        .join("; ");
+    diags.extend(errors);
+    GuardPolicy::Broken(format!("{obj}: {message}"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attach_targets(
+    outcome: &mut RuleOutcome,
+    obj: &ObjectRef,
+    targets: &[TargetRef],
+    paths: &[String],
+    policy: &GuardPolicy,
+    index: &Index,
+    ours: &HashSet<ObjectRef>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    for (i, target) in targets.iter().enumerate() {
+        let field = format!("spec.targetRefs[{i}]");
+        match (target.group.as_str(), target.kind.as_str()) {
+            ("networking.k8s.io", "Ingress") => {}
+            (GATEWAY_GROUP, "HTTPRoute" | "Gateway") => {
+                attach_gateway_api(outcome, obj, target, &field, paths, policy, index, diags);
+                continue;
+            }
+            _ => {
+                diags.push(
+                    Diagnostic::error(
+                        obj,
+                        &field,
+                        "UnsupportedTarget",
+                        format!(
+                            "target {}/{} {} is not an Ingress, HTTPRoute or Gateway",
+                            target.group, target.kind, target.name
+                        ),
+                        "set kind: Ingress (group networking.k8s.io), or kind: HTTPRoute or Gateway (group gateway.networking.k8s.io)".into(),
+                    )
+                    .of_reference(),
+                );
+                continue;
+            }
+        }
+        attach(
+            outcome,
+            obj,
+            &target.name,
+            &field,
+            paths,
+            policy,
+            index,
+            ours,
+            diags,
+        );
+    }
+}
+
+/// An AuthRule that cannot be read still closes the Ingresses it names: what it
+/// guards is never served unguarded.
+fn attach_unreadable(
+    outcome: &mut RuleOutcome,
+    objects: &Objects,
+    index: &Index,
+    ours: &HashSet<ObjectRef>,
+    diags: &mut Vec<Diagnostic>,
+) {
     for unreadable in &objects.unreadable_auth_rules {
         let policy = GuardPolicy::Broken(unreadable.error.clone());
         outcome
@@ -132,7 +174,7 @@ pub fn compile_rules(
             .insert(unreadable.object.clone(), AuthRuleSummary::default());
         for name in &unreadable.target_names {
             attach(
-                &mut outcome,
+                outcome,
                 &unreadable.object,
                 name,
                 "spec.targetRefs",
@@ -144,8 +186,6 @@ pub fn compile_rules(
             );
         }
     }
-    annotation_rules(&mut outcome, objects, index, ours, diags);
-    outcome
 }
 
 /// Ingresses of ours annotated for the AWS Load Balancer Controller, guarded as their
@@ -171,54 +211,12 @@ fn annotation_rules(
         }
         if outcome.guards.contains_key(&object) {
             diags.extend(found);
-            diags.push(Diagnostic::warning(
-                &object,
-                &alb::annotation_field(if matches!(asked, alb::Asked::Bearer(_)) {
-                    "jwt-validation"
-                } else {
-                    "auth-type"
-                }),
-                "AnnotationsOverridden",
-                "an AuthRule targets this Ingress; its alb.ingress.kubernetes.io/auth-* and jwt-validation annotations are not used".into(),
-                "remove the annotations, or the AuthRule".into(),
-            ));
+            diags.push(annotations_overridden(&object, &asked));
             continue;
         }
-        let resolved = match asked {
-            alb::Asked::Login(a) => resolve_policy(&object, &a.spec, index)
-                .map(|mut p| {
-                    if a.any_audience
-                        && let Some(b) = p.bearer.as_mut()
-                    {
-                        Arc::make_mut(b).any_audience = true;
-                    }
-                    GuardPolicy::Oidc(Arc::new(p))
-                })
-                .map_err(|errors| {
-                    errors
-                        .into_iter()
-                        .map(|d| alb::move_to_annotations(d, a.cognito))
-                        .collect()
-                }),
-            alb::Asked::Bearer(b) => Ok(GuardPolicy::Bearer(Arc::new(b))),
-            // A login or a token check was asked for and cannot be had: closed,
-            // never served without it.
-            alb::Asked::Broken | alb::Asked::Nothing => Err(std::mem::take(&mut found)),
-        };
+        let resolved = annotated_policy(&object, asked, &mut found, index);
         diags.extend(found);
-        let policy = match resolved {
-            Ok(p) => p,
-            Err(errors) => {
-                let errors: Vec<Diagnostic> = errors;
-                let message = errors
-                    .iter()
-                    .map(|d| d.message.clone())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                diags.extend(errors);
-                GuardPolicy::Broken(format!("{object}: {message}"))
-            }
-        };
+        let policy = resolved.unwrap_or_else(|errors| broken_by(&object, errors, diags));
         outcome
             .guards
             .entry(object.clone())
@@ -229,6 +227,53 @@ fn annotation_rules(
                 paths: Vec::new(),
                 policy,
             });
+    }
+}
+
+fn annotations_overridden(object: &ObjectRef, asked: &super::alb_annotations::Asked) -> Diagnostic {
+    use super::alb_annotations as alb;
+    Diagnostic::warning(
+        object,
+        &alb::annotation_field(if matches!(asked, alb::Asked::Bearer(_)) {
+            "jwt-validation"
+        } else {
+            "auth-type"
+        }),
+        "AnnotationsOverridden",
+        "an AuthRule targets this Ingress; its alb.ingress.kubernetes.io/auth-* and jwt-validation annotations are not used".into(),
+        "remove the annotations, or the AuthRule".into(),
+    )
+}
+
+/// The policy the annotations ask for, or the problems that keep it from being had;
+/// those of a broken ask are taken from `found`.
+fn annotated_policy(
+    object: &ObjectRef,
+    asked: super::alb_annotations::Asked,
+    found: &mut Vec<Diagnostic>,
+    index: &Index,
+) -> Result<GuardPolicy, Vec<Diagnostic>> {
+    use super::alb_annotations as alb;
+    match asked {
+        alb::Asked::Login(a) => resolve_policy(object, &a.spec, index)
+            .map(|mut p| {
+                if a.any_audience
+                    && let Some(b) = p.bearer.as_mut()
+                {
+                    Arc::make_mut(b).any_audience = true;
+                }
+                GuardPolicy::Oidc(Arc::new(p))
+            })
+            .map_err(|errors| {
+                errors
+                    .into_iter()
+                    .map(|d| alb::move_to_annotations(d, a.cognito))
+                    .collect()
+            }),
+        alb::Asked::Bearer(b) => Ok(GuardPolicy::Bearer(Arc::new(b))),
+        // A login or a token check was asked for and cannot be had: closed,
+        // never served without it.
+        alb::Asked::Broken | alb::Asked::Nothing => Err(std::mem::take(found)),
     }
 }
 
@@ -437,148 +482,12 @@ fn resolve_policy(
     index: &Index,
 ) -> Result<AuthPolicy, Vec<Diagnostic>> {
     let mut errors = Vec::new();
-    let mut err = |field: &str, reason: &'static str, message: String, fix: String| {
-        errors.push(Diagnostic::error(obj, field, reason, message, fix));
-    };
     let oidc = &spec.oidc;
-    if let Err(m) = check_endpoint_url(&oidc.issuer) {
-        err(
-            "spec.oidc.issuer",
-            "InvalidIssuer",
-            format!("issuer {:?} {m}", oidc.issuer),
-            "use the provider's issuer URL, e.g. https://login.example.com/realms/main".into(),
-        );
-    }
-    for (field, value) in [
-        (
-            "spec.oidc.authorizationEndpoint",
-            &oidc.authorization_endpoint,
-        ),
-        ("spec.oidc.tokenEndpoint", &oidc.token_endpoint),
-        ("spec.oidc.userInfoEndpoint", &oidc.user_info_endpoint),
-    ] {
-        if let Some((url, Err(m))) = value.as_deref().map(|u| (u, check_endpoint_url(u))) {
-            err(field, "InvalidEndpoint", format!("{url:?} {m}"), "use the https URL from the provider's discovery document, or leave it out to use discovery".into());
-        }
-    }
-    if oidc.client_id.trim().is_empty() {
-        err(
-            "spec.oidc.clientId",
-            "InvalidClientId",
-            "clientId is empty".into(),
-            "set the client id registered at the provider".into(),
-        );
-    }
-    let scope = oidc.scope.clone().unwrap_or_else(|| DEFAULT_SCOPE.into());
-    if !scope.split(' ').any(|s| s == "openid")
-        || scope.split(' ').any(|s| {
-            s.is_empty()
-                || !s
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-        })
-    {
-        err(
-            "spec.oidc.scope",
-            "InvalidScope",
-            format!("scope {scope:?} must be single-space separated and include openid"),
-            "e.g. scope: \"openid email profile\"".into(),
-        );
-    }
-    if oidc.authentication_request_extra_params.len() > MAX_EXTRA_PARAMS {
-        err(
-            "spec.oidc.authenticationRequestExtraParams",
-            "TooManyExtraParams",
-            format!(
-                "{} extra parameters; at most {MAX_EXTRA_PARAMS}",
-                oidc.authentication_request_extra_params.len()
-            ),
-            "remove some parameters".into(),
-        );
-    }
-    for key in oidc.authentication_request_extra_params.keys() {
-        if key.is_empty()
-            || !key.bytes().all(|b| b.is_ascii_alphanumeric())
-            || RESERVED_PARAMS.contains(&key.as_str())
-        {
-            err(
-                &format!("spec.oidc.authenticationRequestExtraParams.{key}"),
-                "InvalidExtraParam",
-                format!("extra parameter {key:?} is not allowed"),
-                format!(
-                    "keys are letters and digits, and not one of {}",
-                    RESERVED_PARAMS.join(", ")
-                ),
-            );
-        }
-    }
-    let cookie_name = spec
-        .session
-        .cookie_name
-        .clone()
-        .unwrap_or_else(|| DEFAULT_COOKIE_NAME.into());
-    if cookie_name.is_empty()
-        || cookie_name.len() > MAX_COOKIE_NAME_LEN
-        || !cookie_name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        err(
-            "spec.session.cookieName",
-            "InvalidCookieName",
-            format!("cookie name {cookie_name:?} is not valid"),
-            format!("use at most {MAX_COOKIE_NAME_LEN} letters, digits, - _ ."),
-        );
-    }
-    let timeout = spec
-        .session
-        .timeout
-        .unwrap_or(DEFAULT_SESSION_TIMEOUT_SECONDS);
-    if !(1..=DEFAULT_SESSION_TIMEOUT_SECONDS).contains(&timeout) {
-        err(
-            "spec.session.timeout",
-            "InvalidSessionTimeout",
-            format!("session timeout {timeout} s is outside 1..={DEFAULT_SESSION_TIMEOUT_SECONDS}"),
-            "set a number of seconds from 1 to 604800".into(),
-        );
-    }
-    let logout_path = spec
-        .logout
-        .path
-        .clone()
-        .unwrap_or_else(|| DEFAULT_LOGOUT_PATH.into());
-    // `/` would answer every request of a host with a logout.
-    if !logout_path.starts_with('/')
-        || logout_path == "/"
-        || logout_path.starts_with("//")
-        || logout_path == CALLBACK_PATH
-        || !logout_path
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./~".contains(&b))
-    {
-        err(
-            "spec.logout.path",
-            "InvalidLogoutPath",
-            format!("logout path {logout_path:?} is not valid"),
-            format!(
-                "use a path such as {DEFAULT_LOGOUT_PATH} (letters, digits, - _ . / ~; not {CALLBACK_PATH})"
-            ),
-        );
-    }
-    for (i, uri) in spec.logout.post_logout_redirect_uris.iter().enumerate() {
-        // A browser target, not a server Portcullis calls: http is the operator's call.
-        let as_https = uri
-            .strip_prefix("http://")
-            .map(|rest| format!("https://{rest}"));
-        if let Err(m) = check_endpoint_url(as_https.as_deref().unwrap_or(uri)) {
-            err(
-                &format!("spec.logout.postLogoutRedirectUris[{i}]"),
-                "InvalidPostLogoutRedirectUri",
-                format!("{uri:?} {m}"),
-                "use an absolute URL registered at the provider".into(),
-            );
-        }
-    }
+    check_provider(obj, oidc, &mut errors);
+    let scope = checked_scope(obj, oidc, &mut errors);
+    check_extra_params(obj, oidc, &mut errors);
+    let (cookie_name, timeout) = checked_session(obj, spec, &mut errors);
+    let logout_path = checked_logout(obj, spec, &mut errors);
     let client_secret = match client_secret(obj, spec, index) {
         Ok(s) => s,
         Err(d) => {
@@ -623,6 +532,180 @@ fn resolve_policy(
         bearer,
         spec: spec.clone(),
     })
+}
+
+/// The issuer, the endpoints and the client id.
+fn check_provider(obj: &ObjectRef, oidc: &OidcSpec, errors: &mut Vec<Diagnostic>) {
+    let mut err = |field: &str, reason: &'static str, message: String, fix: String| {
+        errors.push(Diagnostic::error(obj, field, reason, message, fix));
+    };
+    if let Err(m) = check_endpoint_url(&oidc.issuer) {
+        err(
+            "spec.oidc.issuer",
+            "InvalidIssuer",
+            format!("issuer {:?} {m}", oidc.issuer),
+            "use the provider's issuer URL, e.g. https://login.example.com/realms/main".into(),
+        );
+    }
+    for (field, value) in [
+        (
+            "spec.oidc.authorizationEndpoint",
+            &oidc.authorization_endpoint,
+        ),
+        ("spec.oidc.tokenEndpoint", &oidc.token_endpoint),
+        ("spec.oidc.userInfoEndpoint", &oidc.user_info_endpoint),
+    ] {
+        if let Some((url, Err(m))) = value.as_deref().map(|u| (u, check_endpoint_url(u))) {
+            err(field, "InvalidEndpoint", format!("{url:?} {m}"), "use the https URL from the provider's discovery document, or leave it out to use discovery".into());
+        }
+    }
+    if oidc.client_id.trim().is_empty() {
+        err(
+            "spec.oidc.clientId",
+            "InvalidClientId",
+            "clientId is empty".into(),
+            "set the client id registered at the provider".into(),
+        );
+    }
+}
+
+/// The scope asked for, the default when none is named.
+fn checked_scope(obj: &ObjectRef, oidc: &OidcSpec, errors: &mut Vec<Diagnostic>) -> String {
+    let scope = oidc.scope.clone().unwrap_or_else(|| DEFAULT_SCOPE.into());
+    if !scope.split(' ').any(|s| s == "openid")
+        || scope.split(' ').any(|s| {
+            s.is_empty()
+                || !s
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        })
+    {
+        errors.push(Diagnostic::error(
+            obj,
+            "spec.oidc.scope",
+            "InvalidScope",
+            format!("scope {scope:?} must be single-space separated and include openid"),
+            "e.g. scope: \"openid email profile\"".into(),
+        ));
+    }
+    scope
+}
+
+fn check_extra_params(obj: &ObjectRef, oidc: &OidcSpec, errors: &mut Vec<Diagnostic>) {
+    if oidc.authentication_request_extra_params.len() > MAX_EXTRA_PARAMS {
+        errors.push(Diagnostic::error(
+            obj,
+            "spec.oidc.authenticationRequestExtraParams",
+            "TooManyExtraParams",
+            format!(
+                "{} extra parameters; at most {MAX_EXTRA_PARAMS}",
+                oidc.authentication_request_extra_params.len()
+            ),
+            "remove some parameters".into(),
+        ));
+    }
+    for key in oidc.authentication_request_extra_params.keys() {
+        if key.is_empty()
+            || !key.bytes().all(|b| b.is_ascii_alphanumeric())
+            || RESERVED_PARAMS.contains(&key.as_str())
+        {
+            errors.push(Diagnostic::error(
+                obj,
+                &format!("spec.oidc.authenticationRequestExtraParams.{key}"),
+                "InvalidExtraParam",
+                format!("extra parameter {key:?} is not allowed"),
+                format!(
+                    "keys are letters and digits, and not one of {}",
+                    RESERVED_PARAMS.join(", ")
+                ),
+            ));
+        }
+    }
+}
+
+/// The session cookie's name and the session's timeout, defaults filled in.
+fn checked_session(
+    obj: &ObjectRef,
+    spec: &AuthRuleSpec,
+    errors: &mut Vec<Diagnostic>,
+) -> (String, i64) {
+    let cookie_name = spec
+        .session
+        .cookie_name
+        .clone()
+        .unwrap_or_else(|| DEFAULT_COOKIE_NAME.into());
+    if cookie_name.is_empty()
+        || cookie_name.len() > MAX_COOKIE_NAME_LEN
+        || !cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        errors.push(Diagnostic::error(
+            obj,
+            "spec.session.cookieName",
+            "InvalidCookieName",
+            format!("cookie name {cookie_name:?} is not valid"),
+            format!("use at most {MAX_COOKIE_NAME_LEN} letters, digits, - _ ."),
+        ));
+    }
+    let timeout = spec
+        .session
+        .timeout
+        .unwrap_or(DEFAULT_SESSION_TIMEOUT_SECONDS);
+    if !(1..=DEFAULT_SESSION_TIMEOUT_SECONDS).contains(&timeout) {
+        errors.push(Diagnostic::error(
+            obj,
+            "spec.session.timeout",
+            "InvalidSessionTimeout",
+            format!("session timeout {timeout} s is outside 1..={DEFAULT_SESSION_TIMEOUT_SECONDS}"),
+            "set a number of seconds from 1 to 604800".into(),
+        ));
+    }
+    (cookie_name, timeout)
+}
+
+/// The logout path, the default when none is named; the redirect URIs are checked.
+fn checked_logout(obj: &ObjectRef, spec: &AuthRuleSpec, errors: &mut Vec<Diagnostic>) -> String {
+    let logout_path = spec
+        .logout
+        .path
+        .clone()
+        .unwrap_or_else(|| DEFAULT_LOGOUT_PATH.into());
+    // `/` would answer every request of a host with a logout.
+    if !logout_path.starts_with('/')
+        || logout_path == "/"
+        || logout_path.starts_with("//")
+        || logout_path == CALLBACK_PATH
+        || !logout_path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./~".contains(&b))
+    {
+        errors.push(Diagnostic::error(
+            obj,
+            "spec.logout.path",
+            "InvalidLogoutPath",
+            format!("logout path {logout_path:?} is not valid"),
+            format!(
+                "use a path such as {DEFAULT_LOGOUT_PATH} (letters, digits, - _ . / ~; not {CALLBACK_PATH})"
+            ),
+        ));
+    }
+    for (i, uri) in spec.logout.post_logout_redirect_uris.iter().enumerate() {
+        // A browser target, not a server Portcullis calls: http is the operator's call.
+        let as_https = uri
+            .strip_prefix("http://")
+            .map(|rest| format!("https://{rest}"));
+        if let Err(m) = check_endpoint_url(as_https.as_deref().unwrap_or(uri)) {
+            errors.push(Diagnostic::error(
+                obj,
+                &format!("spec.logout.postLogoutRedirectUris[{i}]"),
+                "InvalidPostLogoutRedirectUri",
+                format!("{uri:?} {m}"),
+                "use an absolute URL registered at the provider".into(),
+            ));
+        }
+    }
+    logout_path
 }
 
 // Built once per AuthRule per compile, never on the request path.

@@ -188,18 +188,22 @@ impl Authorization {
         } else {
             request
         };
-        fn refuse<'a>(
-            by: &'a str,
-            claims: Cow<'a, [String]>,
-            error: Option<String>,
-        ) -> Decision<'a> {
-            Decision {
-                allowed: false,
-                by,
-                claims,
-                error,
-            }
+        if let Some(refused) = self.identity_refusal(claims) {
+            return refused;
         }
+        if let Some(decided) = self.rule_decision(claims, request, source) {
+            return decided;
+        }
+        Decision {
+            allowed: self.default_allow,
+            by: "defaultAction",
+            claims: Cow::Borrowed(&[]),
+            error: None,
+        }
+    }
+
+    /// A refusal by `emailDomains` or `groups`, which are checked before any rule.
+    fn identity_refusal(&self, claims: &Map<String, Value>) -> Option<Decision<'_>> {
         if !self.email_domains.is_empty() {
             let email = claims
                 .get("email")
@@ -207,7 +211,11 @@ impl Authorization {
                 .unwrap_or_default();
             let domain = email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
             if !domain.is_some_and(|d| self.email_domains.contains(&d)) {
-                return refuse("emailDomains", Cow::Owned(vec!["email".into()]), None);
+                return Some(refuse(
+                    "emailDomains",
+                    Cow::Owned(vec!["email".into()]),
+                    None,
+                ));
             }
         }
         if !self.groups.is_empty() {
@@ -215,9 +223,23 @@ impl Authorization {
                 .iter()
                 .any(|g| self.groups.contains(g));
             if !member {
-                return refuse("groups", Cow::Owned(vec![self.groups_claim.clone()]), None);
+                return Some(refuse(
+                    "groups",
+                    Cow::Owned(vec![self.groups_claim.clone()]),
+                    None,
+                ));
             }
         }
+        None
+    }
+
+    /// The decision of the first rule for the path whose expression holds, if any.
+    fn rule_decision(
+        &self,
+        claims: &Map<String, Value>,
+        request: &RequestFacts<'_>,
+        source: Source,
+    ) -> Option<Decision<'_>> {
         // The standard library is built once: building it is most of a fresh context.
         static STDLIB: LazyLock<Arc<cel::Env>> = LazyLock::new(|| Arc::new(cel::Env::stdlib()));
         let facts = super::cel_facts::Facts::new(
@@ -238,34 +260,42 @@ impl Authorization {
             }
             match rule.program.execute(&context) {
                 Ok(cel::Value::Bool(true)) => {
-                    return Decision {
+                    return Some(Decision {
                         allowed: rule.allow,
                         by: &rule.name,
                         claims: Cow::Borrowed(&rule.claims),
                         error: None,
-                    };
+                    });
                 }
                 Ok(cel::Value::Bool(false)) => {}
                 // A claim the user lacks, or a result that is not a boolean: refused,
                 // whatever the rule's action.
                 Ok(other) => {
-                    return refuse(
+                    return Some(refuse(
                         &rule.name,
                         Cow::Borrowed(&rule.claims),
                         Some(format!("the expression gave {other:?}, not true or false")),
-                    );
+                    ));
                 }
                 Err(e) => {
-                    return refuse(&rule.name, Cow::Borrowed(&rule.claims), Some(e.to_string()));
+                    return Some(refuse(
+                        &rule.name,
+                        Cow::Borrowed(&rule.claims),
+                        Some(e.to_string()),
+                    ));
                 }
             }
         }
-        Decision {
-            allowed: self.default_allow,
-            by: "defaultAction",
-            claims: Cow::Borrowed(&[]),
-            error: None,
-        }
+        None
+    }
+}
+
+fn refuse<'a>(by: &'a str, claims: Cow<'a, [String]>, error: Option<String>) -> Decision<'a> {
+    Decision {
+        allowed: false,
+        by,
+        claims,
+        error,
     }
 }
 

@@ -181,11 +181,14 @@ impl UpstreamCache {
     }
 }
 
+/// A problem and its fix.
+type Unresolved = (String, String);
+
 fn targets(
     index: &Index,
     namespace: &str,
     backend: &IngressServiceBackend,
-) -> Result<Vec<String>, (String, String)> {
+) -> Result<Vec<String>, Unresolved> {
     let svc_name = format!("{namespace}/{}", backend.name);
     let service = index
         .services
@@ -214,19 +217,7 @@ fn targets(
         let external = spec
             .and_then(|s| s.external_name.as_deref())
             .unwrap_or_default();
-        let number = wanted.number.or(port.map(|p| p.port));
-        return match number {
-            Some(n) if !external.is_empty() => {
-                Ok(vec![format!("{}:{n}", external.trim_end_matches('.'))])
-            }
-            _ => Err((
-                format!(
-                    "ExternalName Service {svc_name} needs spec.externalName and a port number"
-                ),
-                "set spec.externalName on the Service and port.number on the Ingress backend"
-                    .into(),
-            )),
-        };
+        return external_name_target(&svc_name, external, wanted.number.or(port.map(|p| p.port)));
     }
     let port = port.ok_or_else(|| {
         (
@@ -241,10 +232,47 @@ fn targets(
             format!("use one of the ports Service {svc_name} declares"),
         )
     })?;
+    let targets = ready_endpoints(index, namespace, &backend.name, port);
+    if targets.is_empty() {
+        return Err((
+            format!("Service {svc_name} has no ready endpoints"),
+            format!(
+                "check that Pods selected by Service {svc_name} are running and ready (kubectl get endpointslices -l {SERVICE_NAME_LABEL}={})",
+                backend.name
+            ),
+        ));
+    }
+    Ok(targets)
+}
+
+/// An ExternalName Service is reached by its name, at the port number asked for.
+fn external_name_target(
+    svc_name: &str,
+    external: &str,
+    number: Option<i32>,
+) -> Result<Vec<String>, Unresolved> {
+    match number {
+        Some(n) if !external.is_empty() => {
+            Ok(vec![format!("{}:{n}", external.trim_end_matches('.'))])
+        }
+        _ => Err((
+            format!("ExternalName Service {svc_name} needs spec.externalName and a port number"),
+            "set spec.externalName on the Service and port.number on the Ingress backend".into(),
+        )),
+    }
+}
+
+/// The ready endpoints of the Service's port, sorted, each once.
+fn ready_endpoints(
+    index: &Index,
+    namespace: &str,
+    service: &str,
+    port: &ServicePort,
+) -> Vec<String> {
     let mut targets = Vec::new();
     for slice in index
         .slices
-        .get(&(namespace.to_owned(), backend.name.clone()))
+        .get(&(namespace.to_owned(), service.to_owned()))
         .into_iter()
         .flatten()
     {
@@ -271,14 +299,5 @@ fn targets(
     }
     targets.sort();
     targets.dedup();
-    if targets.is_empty() {
-        return Err((
-            format!("Service {svc_name} has no ready endpoints"),
-            format!(
-                "check that Pods selected by Service {svc_name} are running and ready (kubectl get endpointslices -l {SERVICE_NAME_LABEL}={})",
-                backend.name
-            ),
-        ));
-    }
-    Ok(targets)
+    targets
 }

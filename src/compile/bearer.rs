@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use crate::diagnostics::{Diagnostic, ObjectRef};
-use crate::model::{BearerSpec, ClaimFormat, check_endpoint_url};
+use crate::model::{AdditionalClaim, BearerSpec, ClaimFormat, check_endpoint_url};
 
 /// Clock difference tolerated between Portcullis and the token's issuer, as for ID
 /// tokens.
@@ -96,41 +96,7 @@ pub fn compile(
         );
     }
     for (i, claim) in spec.additional_claims.iter().enumerate() {
-        let field = format!("spec.bearer.additionalClaims[{i}]");
-        if CHECKED_ALWAYS.contains(&claim.name.as_str()) || claim.name == "aud" {
-            err(
-                format!("{field}.name"),
-                "InvalidAdditionalClaim",
-                format!("claim {:?} cannot be an additional claim", claim.name),
-                "exp, iss, nbf and iat are always checked; list audiences in spec.bearer.audiences"
-                    .into(),
-            );
-        } else if claim.name.trim().is_empty() {
-            err(
-                format!("{field}.name"),
-                "InvalidAdditionalClaim",
-                "the claim name is empty".into(),
-                "name the claim, e.g. scope".into(),
-            );
-        }
-        let spaced = claim.format == ClaimFormat::SpaceSeparatedValues;
-        if claim.values.is_empty()
-            || claim.values.len() > 10
-            || claim.values.iter().any(|v| {
-                v.is_empty() || v.len() > MAX_CLAIM_VALUE_LEN || (spaced && v.contains(' '))
-            })
-        {
-            err(
-                format!("{field}.values"),
-                "InvalidAdditionalClaim",
-                format!(
-                    "claim {:?} needs 1 to 10 non-empty values of at most {MAX_CLAIM_VALUE_LEN} characters{}",
-                    claim.name,
-                    if spaced { ", without spaces" } else { "" }
-                ),
-                "e.g. values: [api:read]".into(),
-            );
-        }
+        check_additional_claim(object, i, claim, diags);
     }
     (diags.len() == before).then(|| BearerPolicy {
         issuer: spec.issuer.clone(),
@@ -147,6 +113,56 @@ pub fn compile(
             })
             .collect(),
     })
+}
+
+fn check_additional_claim(
+    object: &ObjectRef,
+    i: usize,
+    claim: &AdditionalClaim,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut err = |field: String, message: String, fix: String| {
+        diags.push(Diagnostic::error(
+            object,
+            &field,
+            "InvalidAdditionalClaim",
+            message,
+            fix,
+        ));
+    };
+    let field = format!("spec.bearer.additionalClaims[{i}]");
+    if CHECKED_ALWAYS.contains(&claim.name.as_str()) || claim.name == "aud" {
+        err(
+            format!("{field}.name"),
+            format!("claim {:?} cannot be an additional claim", claim.name),
+            "exp, iss, nbf and iat are always checked; list audiences in spec.bearer.audiences"
+                .into(),
+        );
+    } else if claim.name.trim().is_empty() {
+        err(
+            format!("{field}.name"),
+            "the claim name is empty".into(),
+            "name the claim, e.g. scope".into(),
+        );
+    }
+    let spaced = claim.format == ClaimFormat::SpaceSeparatedValues;
+    if claim.values.is_empty()
+        || claim.values.len() > 10
+        || claim
+            .values
+            .iter()
+            .any(|v| v.is_empty() || v.len() > MAX_CLAIM_VALUE_LEN || (spaced && v.contains(' ')))
+    {
+        err(
+            format!("{field}.values"),
+            format!(
+                "claim {:?} needs 1 to 10 non-empty values of at most {MAX_CLAIM_VALUE_LEN} characters{}",
+                claim.name,
+                if spaced { ", without spaces" } else { "" }
+            ),
+            "e.g. values: [api:read]".into(),
+        );
+    }
 }
 
 impl BearerPolicy {

@@ -122,31 +122,12 @@ pub(super) fn compile(
     options: &CompileOptions,
     diags: &mut Vec<Diagnostic>,
 ) -> GatewayOutput {
-    let mut state = GatewayApiState::default();
-    for class in &objects.gateway_classes {
-        if class.spec.controller_name == GATEWAY_CONTROLLER_NAME
-            && let Some(name) = &class.metadata.name
-        {
-            state
-                .classes
-                .insert(name.clone(), class.metadata.generation);
-        }
-    }
+    let mut state = GatewayApiState {
+        classes: our_classes(objects),
+        ..GatewayApiState::default()
+    };
     let grants = Grants::new(objects);
-    let mut gateways: Vec<&Gateway> = objects
-        .gateways
-        .iter()
-        .map(Arc::as_ref)
-        .filter(|g| state.classes.contains_key(&g.spec.gateway_class_name))
-        .collect();
-    gateways.sort_by_key(|g| age_key(&g.metadata));
-    let mut listeners: HashMap<ObjectRef, Vec<Listener<'_>>> = HashMap::new();
-    for gateway in gateways {
-        let obj = meta_ref("Gateway", &gateway.metadata);
-        let (gw_state, gw_listeners) = compile_gateway(gateway, &obj, index, &grants, certs, diags);
-        state.gateways.insert(obj.clone(), gw_state);
-        listeners.insert(obj, gw_listeners);
-    }
+    let listeners = compile_gateways(objects, &mut state, index, &grants, certs, diags);
     let labels: HashMap<&str, &BTreeMap<String, String>> = objects
         .namespaces
         .iter()
@@ -163,49 +144,14 @@ pub(super) fn compile(
     let mut route_gateways: HashMap<ObjectRef, Vec<ParentReference>> = HashMap::new();
     for route in routes {
         let obj = meta_ref("HTTPRoute", &route.metadata);
-        let mut route_state = RouteState {
-            generation: route.metadata.generation,
-            parents: Vec::new(),
-        };
-        let mut places: Vec<Place> = Vec::new();
-        for parent in route.spec.parent_refs.iter().flatten() {
-            let Some(outcome) = attach(
-                &obj,
-                parent,
-                route.spec.hostnames.as_deref().unwrap_or_default(),
-                &listeners,
-                &labels,
-            ) else {
-                continue;
-            };
-            route_state.parents.push(ParentStatus {
-                parent: parent.clone(),
-                conditions: vec![outcome.accepted.clone()],
-            });
-            for (listener, hosts) in outcome.places {
-                *attached
-                    .entry((listener.gateway.clone(), listener.spec.name.clone()))
-                    .or_default() += 1;
-                let ancestor = ParentReference {
-                    group: GATEWAY_GROUP.into(),
-                    kind: "Gateway".into(),
-                    namespace: listener.gateway.namespace.clone(),
-                    name: listener.gateway.name.clone(),
-                    section_name: None,
-                };
-                let known = route_gateways.entry(obj.clone()).or_default();
-                if !known.contains(&ancestor) {
-                    known.push(ancestor);
-                }
-                places.push(Place {
-                    gateway: listener.gateway.clone(),
-                    listener: listener.spec.name.clone(),
-                    tls: listener.tls,
-                    usable: listener.usable,
-                    hosts,
-                });
-            }
-        }
+        let (mut route_state, places) = place_route(
+            &obj,
+            route,
+            &listeners,
+            &labels,
+            &mut attached,
+            &mut route_gateways,
+        );
         if route_state.parents.is_empty() {
             continue;
         }
@@ -229,6 +175,102 @@ pub(super) fn compile(
     }
     state.policy_ancestors = policy_ancestors(guards, &route_gateways, &state);
     GatewayOutput { drafts, state }
+}
+
+/// The GatewayClasses of Portcullis's controller name, with their generation.
+fn our_classes(objects: &Objects) -> BTreeMap<String, Option<i64>> {
+    let mut classes = BTreeMap::new();
+    for class in &objects.gateway_classes {
+        if class.spec.controller_name == GATEWAY_CONTROLLER_NAME
+            && let Some(name) = &class.metadata.name
+        {
+            classes.insert(name.clone(), class.metadata.generation);
+        }
+    }
+    classes
+}
+
+/// The Gateways of our classes, oldest first, their state recorded in `state`; the
+/// listeners of each.
+fn compile_gateways<'a>(
+    objects: &'a Objects,
+    state: &mut GatewayApiState,
+    index: &Index,
+    grants: &Grants,
+    certs: &mut CertTable,
+    diags: &mut Vec<Diagnostic>,
+) -> HashMap<ObjectRef, Vec<Listener<'a>>> {
+    let mut gateways: Vec<&Gateway> = objects
+        .gateways
+        .iter()
+        .map(Arc::as_ref)
+        .filter(|g| state.classes.contains_key(&g.spec.gateway_class_name))
+        .collect();
+    gateways.sort_by_key(|g| age_key(&g.metadata));
+    let mut listeners: HashMap<ObjectRef, Vec<Listener<'_>>> = HashMap::new();
+    for gateway in gateways {
+        let obj = meta_ref("Gateway", &gateway.metadata);
+        let (gw_state, gw_listeners) = compile_gateway(gateway, &obj, index, grants, certs, diags);
+        state.gateways.insert(obj.clone(), gw_state);
+        listeners.insert(obj, gw_listeners);
+    }
+    listeners
+}
+
+/// The route's parents and the listeners it attaches to through them; each listener's
+/// count of routes and each route's Gateways are kept up to date.
+fn place_route(
+    obj: &ObjectRef,
+    route: &HttpRoute,
+    listeners: &HashMap<ObjectRef, Vec<Listener<'_>>>,
+    labels: &HashMap<&str, &BTreeMap<String, String>>,
+    attached: &mut HashMap<(ObjectRef, String), i32>,
+    route_gateways: &mut HashMap<ObjectRef, Vec<ParentReference>>,
+) -> (RouteState, Vec<Place>) {
+    let mut route_state = RouteState {
+        generation: route.metadata.generation,
+        parents: Vec::new(),
+    };
+    let mut places: Vec<Place> = Vec::new();
+    for parent in route.spec.parent_refs.iter().flatten() {
+        let Some(outcome) = attach(
+            obj,
+            parent,
+            route.spec.hostnames.as_deref().unwrap_or_default(),
+            listeners,
+            labels,
+        ) else {
+            continue;
+        };
+        route_state.parents.push(ParentStatus {
+            parent: parent.clone(),
+            conditions: vec![outcome.accepted.clone()],
+        });
+        for (listener, hosts) in outcome.places {
+            *attached
+                .entry((listener.gateway.clone(), listener.spec.name.clone()))
+                .or_default() += 1;
+            let ancestor = ParentReference {
+                group: GATEWAY_GROUP.into(),
+                kind: "Gateway".into(),
+                namespace: listener.gateway.namespace.clone(),
+                name: listener.gateway.name.clone(),
+                section_name: None,
+            };
+            let known = route_gateways.entry(obj.clone()).or_default();
+            if !known.contains(&ancestor) {
+                known.push(ancestor);
+            }
+            places.push(Place {
+                gateway: listener.gateway.clone(),
+                listener: listener.spec.name.clone(),
+                tls: listener.tls,
+                usable: listener.usable,
+                hosts,
+            });
+        }
+    }
+    (route_state, places)
 }
 
 /// Every listener port is served on Portcullis's own listeners, so a hostname a
@@ -355,153 +397,198 @@ fn compile_gateway<'a>(
     };
     let mut out = Vec::new();
     let specs = &gateway.spec.listeners;
-    for (i, spec) in specs.iter().enumerate() {
-        let field = format!("spec.listeners[{i}]");
-        let hostname = spec.hostname.as_deref().map(normalize_host);
-        let mut conditions = Vec::new();
-        let tls = spec.protocol == "HTTPS";
-        let protocol_ok = matches!(spec.protocol.as_str(), "HTTP" | "HTTPS");
-        conditions.push(if protocol_ok {
-            Cond::yes("Accepted", "Accepted", "")
-        } else {
-            diags.push(Diagnostic::error(
-                obj,
-                &format!("{field}.protocol"),
-                "UnsupportedProtocol",
-                format!(
-                    "listener {} has protocol {}; Portcullis serves HTTP and HTTPS",
-                    spec.name, spec.protocol
-                ),
-                "use protocol HTTP or HTTPS, or serve this listener with another Gateway class"
-                    .into(),
-            ));
-            Cond::no(
-                "Accepted",
-                "UnsupportedProtocol",
-                format!(
-                    "protocol {} is not supported; use HTTP or HTTPS",
-                    spec.protocol
-                ),
-            )
-        });
-        let conflict = specs.iter().enumerate().find(|(j, other)| {
-            *j != i
-                && other.port == spec.port
-                && (other.protocol != spec.protocol
-                    || other.hostname.as_deref().map(normalize_host) == hostname)
-        });
-        conditions.push(match conflict {
-            None => Cond::yes("Conflicted", "NoConflicts", ""),
-            Some((_, other)) if other.protocol != spec.protocol => Cond::no(
-                "Conflicted",
-                "ProtocolConflict",
-                format!(
-                    "listener {} uses port {} with protocol {}",
-                    other.name, spec.port, other.protocol
-                ),
-            ),
-            Some((_, other)) => Cond::no(
-                "Conflicted",
-                "HostnameConflict",
-                format!("listener {} has the same port and hostname", other.name),
-            ),
-        });
-        // Conflicted is the one condition where True is the problem.
-        if let Some(c) = conditions.last_mut() {
-            c.ok = !c.ok;
-        }
-        let (kinds, kinds_ok) = if protocol_ok {
-            supported_kinds(spec)
-        } else {
-            (Vec::new(), true)
-        };
-        let mut resolved = if kinds_ok {
-            Cond::yes("ResolvedRefs", "ResolvedRefs", "")
-        } else {
-            Cond::no(
-                "ResolvedRefs",
-                "InvalidRouteKinds",
-                "allowedRoutes.kinds names kinds other than HTTPRoute".into(),
-            )
-        };
-        if tls && protocol_ok {
-            match listener_cert(obj, spec, &field, index, grants, diags) {
-                Ok(cert) => {
-                    let entry = match hostname.as_deref() {
-                        Some(h) => match h.strip_prefix("*.") {
-                            Some(suffix) => Some(certs.wildcard.entry(suffix.to_owned())),
-                            None => Some(certs.exact.entry(h.to_owned())),
-                        },
-                        None => None,
-                    };
-                    match entry {
-                        Some(e) => {
-                            e.or_insert(cert);
-                        }
-                        None => {
-                            certs.default.get_or_insert(cert);
-                        }
-                    }
-                }
-                Err(cond) => resolved = cond,
-            }
-        }
-        conditions.push(resolved);
-        let usable = conditions.iter().all(|c| {
-            if c.kind == "Conflicted" {
-                !c.ok
-            } else {
-                c.ok || (c.kind == "ResolvedRefs"
-                    && c.reason == "InvalidRouteKinds"
-                    && !kinds.is_empty())
-            }
-        });
-        conditions.push(if usable {
-            Cond::yes("Programmed", "Programmed", "")
-        } else {
-            Cond::no(
-                "Programmed",
-                "Invalid",
-                "the listener is not accepted or its references do not resolve".into(),
-            )
-        });
-        state.listeners.push(ListenerState {
-            name: spec.name.clone(),
-            supported_kinds: kinds.clone(),
-            attached_routes: 0,
-            conditions,
-        });
-        out.push(Listener {
-            gateway: obj.clone(),
-            spec,
-            hostname,
-            tls,
-            usable,
-            kinds_allow_routes: !kinds.is_empty(),
-        });
+    for i in 0..specs.len() {
+        let (listener_state, listener) =
+            compile_listener(obj, specs, i, index, grants, certs, diags);
+        state.listeners.push(listener_state);
+        out.push(listener);
     }
     let any_programmed = out.iter().any(|l| l.usable);
     state.conditions.push(Cond::yes("Accepted", "Accepted", ""));
-    state.conditions.push(
-        if gateway
-            .spec
-            .addresses
-            .as_ref()
-            .is_some_and(|a| !a.is_empty())
-        {
-            Cond::no(
-                "Programmed",
-                "AddressNotAssigned",
-                "spec.addresses cannot be honoured: Portcullis serves on its own listen addresses"
-                    .into(),
-            )
-        } else if any_programmed {
-            Cond::yes("Programmed", "Programmed", "")
-        } else {
-            Cond::no("Programmed", "Invalid", "no listener is programmed".into())
-        },
-    );
+    state
+        .conditions
+        .push(gateway_programmed(gateway, any_programmed));
     (state, out)
+}
+
+/// Listener `i` of `specs`, its status and what routes attach to; an HTTPS
+/// listener's certificate goes into `certs`.
+fn compile_listener<'a>(
+    obj: &ObjectRef,
+    specs: &'a [GatewayListeners],
+    i: usize,
+    index: &Index,
+    grants: &Grants,
+    certs: &mut CertTable,
+    diags: &mut Vec<Diagnostic>,
+) -> (ListenerState, Listener<'a>) {
+    let spec = &specs[i];
+    let field = format!("spec.listeners[{i}]");
+    let hostname = spec.hostname.as_deref().map(normalize_host);
+    let mut conditions = Vec::new();
+    let tls = spec.protocol == "HTTPS";
+    let protocol_ok = matches!(spec.protocol.as_str(), "HTTP" | "HTTPS");
+    conditions.push(accepted_condition(obj, spec, &field, protocol_ok, diags));
+    conditions.push(conflicted_condition(specs, i, hostname.as_deref()));
+    let (kinds, kinds_ok) = if protocol_ok {
+        supported_kinds(spec)
+    } else {
+        (Vec::new(), true)
+    };
+    let mut resolved = if kinds_ok {
+        Cond::yes("ResolvedRefs", "ResolvedRefs", "")
+    } else {
+        Cond::no(
+            "ResolvedRefs",
+            "InvalidRouteKinds",
+            "allowedRoutes.kinds names kinds other than HTTPRoute".into(),
+        )
+    };
+    if tls && protocol_ok {
+        match listener_cert(obj, spec, &field, index, grants, diags) {
+            Ok(cert) => add_listener_cert(certs, hostname.as_deref(), cert),
+            Err(cond) => resolved = cond,
+        }
+    }
+    conditions.push(resolved);
+    let usable = listener_usable(&conditions, &kinds);
+    conditions.push(if usable {
+        Cond::yes("Programmed", "Programmed", "")
+    } else {
+        Cond::no(
+            "Programmed",
+            "Invalid",
+            "the listener is not accepted or its references do not resolve".into(),
+        )
+    });
+    let listener_state = ListenerState {
+        name: spec.name.clone(),
+        supported_kinds: kinds.clone(),
+        attached_routes: 0,
+        conditions,
+    };
+    let listener = Listener {
+        gateway: obj.clone(),
+        spec,
+        hostname,
+        tls,
+        usable,
+        kinds_allow_routes: !kinds.is_empty(),
+    };
+    (listener_state, listener)
+}
+
+fn accepted_condition(
+    obj: &ObjectRef,
+    spec: &GatewayListeners,
+    field: &str,
+    protocol_ok: bool,
+    diags: &mut Vec<Diagnostic>,
+) -> Cond {
+    if protocol_ok {
+        return Cond::yes("Accepted", "Accepted", "");
+    }
+    diags.push(Diagnostic::error(
+        obj,
+        &format!("{field}.protocol"),
+        "UnsupportedProtocol",
+        format!(
+            "listener {} has protocol {}; Portcullis serves HTTP and HTTPS",
+            spec.name, spec.protocol
+        ),
+        "use protocol HTTP or HTTPS, or serve this listener with another Gateway class".into(),
+    ));
+    Cond::no(
+        "Accepted",
+        "UnsupportedProtocol",
+        format!(
+            "protocol {} is not supported; use HTTP or HTTPS",
+            spec.protocol
+        ),
+    )
+}
+
+/// Whether another listener of the Gateway takes listener `i`'s port with another
+/// protocol, or with the same hostname.
+fn conflicted_condition(specs: &[GatewayListeners], i: usize, hostname: Option<&str>) -> Cond {
+    let spec = &specs[i];
+    let conflict = specs.iter().enumerate().find(|(j, other)| {
+        *j != i
+            && other.port == spec.port
+            && (other.protocol != spec.protocol
+                || other.hostname.as_deref().map(normalize_host).as_deref() == hostname)
+    });
+    let mut cond = match conflict {
+        None => Cond::yes("Conflicted", "NoConflicts", ""),
+        Some((_, other)) if other.protocol != spec.protocol => Cond::no(
+            "Conflicted",
+            "ProtocolConflict",
+            format!(
+                "listener {} uses port {} with protocol {}",
+                other.name, spec.port, other.protocol
+            ),
+        ),
+        Some((_, other)) => Cond::no(
+            "Conflicted",
+            "HostnameConflict",
+            format!("listener {} has the same port and hostname", other.name),
+        ),
+    };
+    // Conflicted is the one condition where True is the problem.
+    cond.ok = !cond.ok;
+    cond
+}
+
+/// The listener's certificate serves its hostname, or every host when it has none;
+/// the first listener to name a host keeps it.
+fn add_listener_cert(certs: &mut CertTable, hostname: Option<&str>, cert: Arc<ServerCert>) {
+    match hostname {
+        Some(h) => match h.strip_prefix("*.") {
+            Some(suffix) => {
+                certs.wildcard.entry(suffix.to_owned()).or_insert(cert);
+            }
+            None => {
+                certs.exact.entry(h.to_owned()).or_insert(cert);
+            }
+        },
+        None => {
+            certs.default.get_or_insert(cert);
+        }
+    }
+}
+
+/// Programmed when accepted, not conflicted and its references resolve, or the
+/// only unresolved reference is a route kind beside one it does take.
+fn listener_usable(conditions: &[Cond], kinds: &[String]) -> bool {
+    conditions.iter().all(|c| {
+        if c.kind == "Conflicted" {
+            !c.ok
+        } else {
+            c.ok || (c.kind == "ResolvedRefs"
+                && c.reason == "InvalidRouteKinds"
+                && !kinds.is_empty())
+        }
+    })
+}
+
+fn gateway_programmed(gateway: &Gateway, any_programmed: bool) -> Cond {
+    if gateway
+        .spec
+        .addresses
+        .as_ref()
+        .is_some_and(|a| !a.is_empty())
+    {
+        Cond::no(
+            "Programmed",
+            "AddressNotAssigned",
+            "spec.addresses cannot be honoured: Portcullis serves on its own listen addresses"
+                .into(),
+        )
+    } else if any_programmed {
+        Cond::yes("Programmed", "Programmed", "")
+    } else {
+        Cond::no("Programmed", "Invalid", "no listener is programmed".into())
+    }
 }
 
 /// The route kinds a listener takes: HTTPRoute unless `allowedRoutes.kinds` says
@@ -1095,6 +1182,34 @@ fn route_match(
     diags: &mut Vec<Diagnostic>,
 ) -> Option<(PathRule, Conditions)> {
     let mut conditions = Conditions::default();
+    let path = match_path(m, field, obj, options, &mut conditions, diags)?;
+    if let Err(what) = request_conditions(m, &mut conditions) {
+        diags.push(invalid_match(obj, field, what));
+        return None;
+    }
+    Some((path, conditions))
+}
+
+fn invalid_match(obj: &ObjectRef, field: &str, what: String) -> Diagnostic {
+    Diagnostic::error(
+        obj,
+        field,
+        "InvalidMatch",
+        what,
+        "fix the match; every rule of this HTTPRoute answers 500 until then".into(),
+    )
+}
+
+/// The match's path (a prefix of `/` when it names none); a regular expression goes
+/// into `conditions` too.
+fn match_path(
+    m: &HttpRouteRulesMatches,
+    field: &str,
+    obj: &ObjectRef,
+    options: &CompileOptions,
+    conditions: &mut Conditions,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<PathRule> {
     let (kind, value) = match &m.path {
         Some(p) => (
             p.r#type
@@ -1104,17 +1219,7 @@ fn route_match(
         ),
         None => (HttpRouteRulesMatchesPathType::PathPrefix, "/".into()),
     };
-    let bad = |what: String, diags: &mut Vec<Diagnostic>| {
-        diags.push(Diagnostic::error(
-            obj,
-            field,
-            "InvalidMatch",
-            what,
-            "fix the match; every rule of this HTTPRoute answers 500 until then".into(),
-        ));
-        None
-    };
-    let path = match kind {
+    match kind {
         HttpRouteRulesMatchesPathType::Exact | HttpRouteRulesMatchesPathType::PathPrefix => {
             let kind = if kind == HttpRouteRulesMatchesPathType::Exact {
                 "Exact"
@@ -1125,24 +1230,34 @@ fn route_match(
             if options.case_insensitive_paths {
                 rule.path = rule.path.to_ascii_lowercase();
             }
-            rule
+            Some(rule)
         }
         HttpRouteRulesMatchesPathType::RegularExpression => match bounded_regex(&value) {
             Ok(r) => {
                 conditions.path_regex = Some(r);
-                PathRule {
+                Some(PathRule {
                     kind: PathKind::Regex,
                     path: value,
-                }
+                })
             }
             Err(e) => {
-                return bad(
+                diags.push(invalid_match(
+                    obj,
+                    field,
                     format!("path regular expression {value:?} does not compile: {e}"),
-                    diags,
-                );
+                ));
+                None
             }
         },
-    };
+    }
+}
+
+/// The match's method, headers and query parameters as `conditions`, or what is
+/// wrong with the first that is not valid.
+fn request_conditions(
+    m: &HttpRouteRulesMatches,
+    conditions: &mut Conditions,
+) -> Result<(), String> {
     if let Some(method) = &m.method {
         let name = serde_json::to_value(method)
             .ok()
@@ -1150,21 +1265,19 @@ fn route_match(
             .unwrap_or_default();
         match http::Method::from_bytes(name.as_bytes()) {
             Ok(method) => conditions.method = Some(method),
-            Err(_) => return bad(format!("method {name:?} is not valid"), diags),
+            Err(_) => return Err(format!("method {name:?} is not valid")),
         }
     }
     for h in m.headers.iter().flatten() {
         let Ok(name) = http::HeaderName::from_bytes(h.name.as_bytes()) else {
-            return bad(format!("header name {:?} is not valid", h.name), diags);
+            return Err(format!("header name {:?} is not valid", h.name));
         };
         if conditions.headers.iter().any(|(n, _)| *n == name) {
             continue; // The first match for a name wins, as the specification says.
         }
         let regex = h.r#type == Some(HttpRouteRulesMatchesHeadersType::RegularExpression);
-        let value = match value_match(regex, &h.value) {
-            Ok(v) => v,
-            Err(e) => return bad(format!("header regular expression {e}"), diags),
-        };
+        let value =
+            value_match(regex, &h.value).map_err(|e| format!("header regular expression {e}"))?;
         conditions.headers.push((name, value));
     }
     for q in m.query_params.iter().flatten() {
@@ -1172,13 +1285,11 @@ fn route_match(
             continue;
         }
         let regex = q.r#type == Some(HttpRouteRulesMatchesQueryParamsType::RegularExpression);
-        let value = match value_match(regex, &q.value) {
-            Ok(v) => v,
-            Err(e) => return bad(format!("query regular expression {e}"), diags),
-        };
+        let value =
+            value_match(regex, &q.value).map_err(|e| format!("query regular expression {e}"))?;
         conditions.query.push((q.name.clone(), value));
     }
-    Some((path, conditions))
+    Ok(())
 }
 
 /// A header or query parameter match: the value itself, or a bounded expression.

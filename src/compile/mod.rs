@@ -398,66 +398,16 @@ fn compile_routes(
         };
         if let Some(backend) = spec.default_backend.as_ref() {
             let resolved = resolve(backend, "spec.defaultBackend", diags);
-            match &default_draft {
-                Some(first) => diags.push(Diagnostic::warning(
-                    &obj,
-                    "spec.defaultBackend",
-                    "DefaultBackendConflict",
-                    format!(
-                        "{} already sets the default backend; this one is ignored",
-                        first.ingress
-                    ),
-                    "set spec.defaultBackend on one Ingress of the class only".into(),
-                )),
-                None => {
-                    default_draft = Some(RouteDraft {
-                        host: None,
-                        field: "spec.defaultBackend".into(),
-                        path: None,
-                        ingress: obj.clone(),
-                        backend: resolved,
-                        guards: ingress_guards.clone(),
-                        https_redirect: false,
-                        conditions: Conditions::default(),
-                        filters: Filters::default(),
-                        timeout: None,
-                        sources: access.sources.clone(),
-                        closed: access.closed.clone(),
-                    })
-                }
-            }
+            let candidate = RouteDraft {
+                field: "spec.defaultBackend".into(),
+                ..ingress_draft(&obj, &ingress_guards, &access, resolved)
+            };
+            offer_default_backend(&mut default_draft, candidate, diags);
         }
         for (ri, rule) in spec.rules.iter().flatten().enumerate() {
             let host = rule.host.as_deref().map(normalize_host);
-            if let Some(h) = host.as_deref()
-                && !valid_host(h)
-            {
-                diags.push(Diagnostic::error(
-                    &obj,
-                    &format!("spec.rules[{ri}].host"),
-                    "InvalidHost",
-                    format!("host {h:?} is not a DNS name or a `*.` wildcard"),
-                    "use a name like app.example.com or *.example.com".into(),
-                ));
-                continue;
-            }
-            if let Some(h) = host.as_deref()
-                && let Some(owner) = owners.get(h)
-                && !owner.admits(&namespace)
-            {
-                diags.push(Diagnostic::error(
-                    &obj,
-                    &format!("spec.rules[{ri}].host"),
-                    "HostOwnedByOtherNamespace",
-                    format!(
-                        "host {h} belongs to namespace {} (its oldest Ingress); this rule's paths are not served",
-                        owner.namespace
-                    ),
-                    format!(
-                        "use a host of namespace {namespace}'s own, or annotate an Ingress of namespace {} for {h} with {SHARE_HOST_ANNOTATION}: {namespace}",
-                        owner.namespace
-                    ),
-                ));
+            if let Some(refusal) = host_refusal(&obj, ri, host.as_deref(), owners) {
+                diags.push(refusal);
                 continue;
             }
             let https_redirect = redirect && host.as_deref().is_some_and(|h| certs.covers(h));
@@ -473,17 +423,7 @@ fn compile_routes(
                 }
                 let key = (host_key(host.as_deref()), path.clone());
                 if let Some(owner) = taken.get(&key) {
-                    diags.push(Diagnostic::warning(
-                        &obj,
-                        &field,
-                        "PathConflict",
-                        format!(
-                            "host {} path {} is already served by {owner}, the older Ingress; this path is ignored",
-                            host.as_deref().unwrap_or("*"),
-                            path.path
-                        ),
-                        "remove the duplicate path from one of the Ingresses".into(),
-                    ));
+                    diags.push(path_conflict(&obj, &field, host.as_deref(), &path, owner));
                     continue;
                 }
                 taken.insert(key, obj.clone());
@@ -492,20 +432,113 @@ fn compile_routes(
                     host: host.clone(),
                     field,
                     path: Some(path),
-                    ingress: obj.clone(),
-                    backend,
-                    guards: ingress_guards.clone(),
                     https_redirect,
-                    conditions: Conditions::default(),
-                    filters: Filters::default(),
-                    timeout: None,
-                    sources: access.sources.clone(),
-                    closed: access.closed.clone(),
+                    ..ingress_draft(&obj, &ingress_guards, &access, backend)
                 });
             }
         }
     }
     (drafts, default_draft)
+}
+
+/// A route of the Ingress to `backend`, for any host and path, with the Ingress's
+/// guards and access.
+fn ingress_draft(
+    obj: &ObjectRef,
+    guards: &[Guard],
+    access: &alb_annotations::IngressAccess,
+    backend: Backend,
+) -> RouteDraft {
+    RouteDraft {
+        host: None,
+        field: String::new(),
+        path: None,
+        ingress: obj.clone(),
+        backend,
+        guards: guards.to_vec(),
+        https_redirect: false,
+        conditions: Conditions::default(),
+        filters: Filters::default(),
+        timeout: None,
+        sources: access.sources.clone(),
+        closed: access.closed.clone(),
+    }
+}
+
+/// The oldest Ingress's default backend holds; later ones are warned of.
+fn offer_default_backend(
+    default_draft: &mut Option<RouteDraft>,
+    candidate: RouteDraft,
+    diags: &mut Vec<Diagnostic>,
+) {
+    match default_draft {
+        Some(first) => diags.push(Diagnostic::warning(
+            &candidate.ingress,
+            "spec.defaultBackend",
+            "DefaultBackendConflict",
+            format!(
+                "{} already sets the default backend; this one is ignored",
+                first.ingress
+            ),
+            "set spec.defaultBackend on one Ingress of the class only".into(),
+        )),
+        None => *default_draft = Some(candidate),
+    }
+}
+
+/// Why the rule's host is not served: not a valid name, or owned by another
+/// namespace that does not share it.
+fn host_refusal(
+    obj: &ObjectRef,
+    ri: usize,
+    host: Option<&str>,
+    owners: &HashMap<String, HostOwner>,
+) -> Option<Diagnostic> {
+    let h = host?;
+    let namespace = &obj.namespace;
+    if !valid_host(h) {
+        return Some(Diagnostic::error(
+            obj,
+            &format!("spec.rules[{ri}].host"),
+            "InvalidHost",
+            format!("host {h:?} is not a DNS name or a `*.` wildcard"),
+            "use a name like app.example.com or *.example.com".into(),
+        ));
+    }
+    let owner = owners.get(h).filter(|owner| !owner.admits(namespace))?;
+    Some(Diagnostic::error(
+        obj,
+        &format!("spec.rules[{ri}].host"),
+        "HostOwnedByOtherNamespace",
+        format!(
+            "host {h} belongs to namespace {} (its oldest Ingress); this rule's paths are not served",
+            owner.namespace
+        ),
+        format!(
+            "use a host of namespace {namespace}'s own, or annotate an Ingress of namespace {} for {h} with {SHARE_HOST_ANNOTATION}: {namespace}",
+            owner.namespace
+        ),
+    ))
+}
+
+fn path_conflict(
+    obj: &ObjectRef,
+    field: &str,
+    host: Option<&str>,
+    path: &PathRule,
+    owner: &ObjectRef,
+) -> Diagnostic {
+    Diagnostic::warning(
+        obj,
+        field,
+        "PathConflict",
+        format!(
+            "host {} path {} is already served by {owner}, the older Ingress; this path is ignored",
+            host.unwrap_or("*"),
+            path.path
+        ),
+        "remove the duplicate path from one of the Ingresses".into(),
+    )
 }
 
 fn path_rule(

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, IngressTLS};
 use rustls::crypto::aws_lc_rs;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -23,22 +23,9 @@ pub fn compile_certs(
 ) -> CertTable {
     let mut table = CertTable::default();
     if let Some(default) = options.default_certificate.as_deref() {
-        let obj = ObjectRef::new("Secret", "", default);
-        match default
-            .split_once('/')
-            .and_then(|(ns, name)| index.secret(ns, name).map(|s| (s, format!("{ns}/{name}"))))
-        {
-            Some((secret, source)) => match certified_key(secret) {
-                Ok(key) => table.default = Some(Arc::new(ServerCert { key, source })),
-                Err(e) => diags.push(bad_secret(&obj, e)),
-            },
-            None => diags.push(Diagnostic::error(
-                &obj,
-                "",
-                "SecretNotFound",
-                format!("default certificate Secret {default} not found"),
-                "create it or fix --default-certificate (namespace/name)".into(),
-            )),
+        match default_certificate(default, index) {
+            Ok(cert) => table.default = Some(cert),
+            Err(problem) => diags.push(problem),
         }
     }
     for ingress in ingresses {
@@ -46,32 +33,13 @@ pub fn compile_certs(
         let tls = ingress.spec.as_ref().and_then(|s| s.tls.as_ref());
         for (i, entry) in tls.into_iter().flatten().enumerate() {
             let field = format!("spec.tls[{i}]");
-            let Some(secret_name) = entry.secret_name.as_deref() else {
-                diags.push(Diagnostic::error(
-                    &obj,
-                    &field,
-                    "SecretNotFound",
-                    "TLS entry has no secretName".into(),
-                    "name the kubernetes.io/tls Secret that holds the certificate".into(),
-                ));
-                continue;
-            };
-            let source = format!("{}/{secret_name}", obj.namespace);
-            let Some(secret) = index.secret(&obj.namespace, secret_name) else {
-                diags.push(Diagnostic::error(&obj, &format!("{field}.secretName"), "SecretNotFound", format!("TLS Secret {source} not found"), format!("create Secret {source} of type kubernetes.io/tls (cert-manager does this for a Certificate)")));
-                continue;
-            };
-            let key = match certified_key(secret) {
-                Ok(k) => k,
-                Err(e) => {
-                    diags.push(bad_secret(
-                        &ObjectRef::new("Secret", &obj.namespace, secret_name),
-                        e,
-                    ));
+            let cert = match entry_certificate(&obj, &field, entry, index) {
+                Ok(cert) => cert,
+                Err(problem) => {
+                    diags.push(problem);
                     continue;
                 }
             };
-            let cert = Arc::new(ServerCert { key, source });
             let hosts = entry.hosts.as_deref().unwrap_or_default();
             if hosts.is_empty() && table.default.is_none() {
                 table.default = Some(cert.clone());
@@ -97,6 +65,60 @@ pub fn compile_certs(
         }
     }
     table
+}
+
+/// `--default-certificate`, a Secret named namespace/name.
+fn default_certificate(default: &str, index: &Index) -> Result<Arc<ServerCert>, Diagnostic> {
+    let obj = ObjectRef::new("Secret", "", default);
+    match default
+        .split_once('/')
+        .and_then(|(ns, name)| index.secret(ns, name).map(|s| (s, format!("{ns}/{name}"))))
+    {
+        Some((secret, source)) => match certified_key(secret) {
+            Ok(key) => Ok(Arc::new(ServerCert { key, source })),
+            Err(e) => Err(bad_secret(&obj, e)),
+        },
+        None => Err(Diagnostic::error(
+            &obj,
+            "",
+            "SecretNotFound",
+            format!("default certificate Secret {default} not found"),
+            "create it or fix --default-certificate (namespace/name)".into(),
+        )),
+    }
+}
+
+/// The certificate of one `spec.tls` entry, from the Secret it names.
+fn entry_certificate(
+    obj: &ObjectRef,
+    field: &str,
+    entry: &IngressTLS,
+    index: &Index,
+) -> Result<Arc<ServerCert>, Diagnostic> {
+    let Some(secret_name) = entry.secret_name.as_deref() else {
+        return Err(Diagnostic::error(
+            obj,
+            field,
+            "SecretNotFound",
+            "TLS entry has no secretName".into(),
+            "name the kubernetes.io/tls Secret that holds the certificate".into(),
+        ));
+    };
+    let source = format!("{}/{secret_name}", obj.namespace);
+    let Some(secret) = index.secret(&obj.namespace, secret_name) else {
+        return Err(Diagnostic::error(
+            obj,
+            &format!("{field}.secretName"),
+            "SecretNotFound",
+            format!("TLS Secret {source} not found"),
+            format!(
+                "create Secret {source} of type kubernetes.io/tls (cert-manager does this for a Certificate)"
+            ),
+        ));
+    };
+    let key = certified_key(secret)
+        .map_err(|e| bad_secret(&ObjectRef::new("Secret", &obj.namespace, secret_name), e))?;
+    Ok(Arc::new(ServerCert { key, source }))
 }
 
 fn bad_secret(obj: &ObjectRef, error: String) -> Diagnostic {
