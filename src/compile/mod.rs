@@ -138,21 +138,7 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
     routes.upstreams = upstreams.into_list();
     routes.owners = owners;
     routes.fold_case = options.case_insensitive_paths;
-    for route in &routes.all {
-        for guard in &route.guards {
-            if let Some(summary) = rules.summaries.get_mut(&guard.rule) {
-                summary.attached_routes += 1;
-                if let GuardPolicy::Oidc(p) = &guard.policy {
-                    summary.policy = Some(p.clone());
-                }
-                if let Some(host) = &route.host
-                    && !summary.hosts.contains(host)
-                {
-                    summary.hosts.push(host.clone());
-                }
-            }
-        }
-    }
+    count_attachments(&routes, &mut rules.summaries);
     diags.sort_by(|a, b| (&a.object, a.severity).cmp(&(&b.object, b.severity)));
     Compiled {
         snapshot: Snapshot {
@@ -162,6 +148,26 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
         },
         diagnostics: diags,
         gateway_status: gateway_state,
+    }
+}
+
+/// Each AuthRule's routes, policy and hosts, as served.
+fn count_attachments(routes: &RouteTable, summaries: &mut BTreeMap<ObjectRef, AuthRuleSummary>) {
+    for route in &routes.all {
+        for guard in &route.guards {
+            let Some(summary) = summaries.get_mut(&guard.rule) else {
+                continue;
+            };
+            summary.attached_routes += 1;
+            if let GuardPolicy::Oidc(p) = &guard.policy {
+                summary.policy = Some(p.clone());
+            }
+            if let Some(host) = &route.host
+                && !summary.hosts.contains(host)
+            {
+                summary.hosts.push(host.clone());
+            }
+        }
     }
 }
 
