@@ -101,9 +101,8 @@ pub struct CanonicalRequest {
     pub authority: Authority,
     /// The canonical path (`canonical_path`).
     pub path: String,
-    /// The path routes, guards and the login's paths are matched on: the canonical
-    /// path, in lower case under `--case-insensitive-paths`.
-    pub key: String,
+    /// The canonical path in lower case, under `--case-insensitive-paths`.
+    pub folded: Option<String>,
     /// The canonical path with the query as sent.
     pub path_and_query: String,
     /// The client: the peer, or what a trusted proxy says it forwarded for; `None`
@@ -112,6 +111,13 @@ pub struct CanonicalRequest {
     /// HTTPS as this listener established it.
     pub tls: bool,
     pub websocket: bool,
+}
+
+impl CanonicalRequest {
+    /// The path routes, guards and the login's paths are matched on.
+    pub fn key(&self) -> &str {
+        self.folded.as_deref().unwrap_or(&self.path)
+    }
 }
 
 /// The canonical form of a path (no query): percent-encoded unreserved characters

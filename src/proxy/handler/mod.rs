@@ -188,7 +188,11 @@ impl Exchange {
         // Read before any forwarding header is changed; routes with a source
         // allow-list admit only this address, their login endpoints included.
         let client = client_ip(req.headers(), self.conn.peer, &config.trusted_proxies);
-        let key = self.live.snapshot.routes.match_key(&path).into_owned();
+        // Only a folded key needs a copy of its own.
+        let folded = match self.live.snapshot.routes.match_key(&path) {
+            std::borrow::Cow::Owned(folded) => Some(folded),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
         let path_and_query = match req.uri().query() {
             Some(q) => format!("{path}?{q}"),
             None => path.clone(),
@@ -196,7 +200,7 @@ impl Exchange {
         Ok(CanonicalRequest {
             authority,
             path,
-            key,
+            folded,
             path_and_query,
             client,
             tls,
@@ -236,14 +240,14 @@ impl Exchange {
                 return Some(self.frontchannel_logout(req, host, &policies).await);
             }
         }
-        if !routes.is_auth_path(&at.key) {
+        if !routes.is_auth_path(at.key()) {
             return None;
         }
         let policies = routes.oidc_policies(host, at.client);
-        if at.key == CALLBACK_PATH && !policies.is_empty() {
+        if at.key() == CALLBACK_PATH && !policies.is_empty() {
             return Some(self.callback(req, &at.authority, &policies).await);
         }
-        let policy = policies.iter().find(|p| p.logout_path == at.key)?;
+        let policy = policies.iter().find(|p| p.logout_path == at.key())?;
         Some(self.logout(req, host, policy).await)
     }
 
@@ -255,7 +259,7 @@ impl Exchange {
     ) -> Result<Arc<Route>, Box<Response<Body>>> {
         let facts = RouteQuery {
             host: &at.authority.host,
-            path: &at.key,
+            path: at.key(),
             method: req.method(),
             headers: req.headers(),
             query: req.uri().query(),
@@ -335,7 +339,7 @@ impl Exchange {
         route: &Route,
         at: &CanonicalRequest,
     ) -> Option<Response<Body>> {
-        let guard = route.guard_for(&at.key)?;
+        let guard = route.guard_for(at.key())?;
         self.rec.add_action("authenticate");
         match &guard.policy {
             GuardPolicy::Broken(problem) => {
