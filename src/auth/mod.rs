@@ -12,6 +12,7 @@ pub mod idp;
 pub mod login;
 pub mod providers;
 pub mod redirect;
+pub mod refusal;
 pub mod revocations;
 pub mod sealed;
 pub mod session;

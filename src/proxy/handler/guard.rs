@@ -11,8 +11,17 @@ enum SessionVerdict {
     /// Answered here (the shared state cannot vouch for the session, or its cookies
     /// cannot be sealed).
     Answer(Response<Body>),
-    /// No session; `expired` when one ended.
-    Missing { expired: bool },
+    /// No session: `Ended` when one ended, `Foreign` when the cookie was sealed for
+    /// another rule or host.
+    Missing(NoSession),
+}
+
+/// Why a request has no session.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NoSession {
+    Never,
+    Ended,
+    Foreign,
 }
 
 impl Exchange {
@@ -25,11 +34,7 @@ impl Exchange {
         policy: &AuthPolicy,
     ) -> Option<Response<Body>> {
         if !arrival.tls && !self.conn.local.ip().is_loopback() {
-            return Some(self.error(
-                StatusCode::FORBIDDEN,
-                "AuthRequiresHttps",
-                "Login needs HTTPS; use the https:// address.",
-            ));
+            return Some(self.refused(GuardRefusal::RequiresHttps));
         }
         let now = unix_now();
         if policy.bearer.is_some() && req.headers().contains_key(http::header::AUTHORIZATION) {
@@ -51,16 +56,15 @@ impl Exchange {
                 self.pass_identity(req, policy, &session, now)
             }
             SessionVerdict::Answer(answer) => Some(answer),
-            SessionVerdict::Missing { expired } => {
-                self.unauthenticated(req, arrival, policy, expired, now)
-                    .await
+            SessionVerdict::Missing(why) => {
+                self.unauthenticated(req, arrival, policy, why, now).await
             }
         }
     }
 
     /// What the request's session cookie is worth: a session (refreshed when its
     /// access token expired), an answer (the shared state cannot vouch for it), or
-    /// none (`expired` when one ended, which `deny` still sends to a login, as ALB).
+    /// none, and why.
     async fn session_of(
         &mut self,
         req: &Request<Incoming>,
@@ -74,23 +78,19 @@ impl Exchange {
         match self.dp.auth.session(policy, host, &cookies, now) {
             SessionState::Valid(session) => SessionVerdict::Pass(session),
             SessionState::Stale(stale) => self.refreshed(arrival, policy, &stale, now).await,
-            SessionState::Expired => SessionVerdict::Missing { expired: true },
+            SessionState::Expired => SessionVerdict::Missing(NoSession::Ended),
             SessionState::Unverifiable => {
                 // Fail closed: a logout announced meanwhile could not be seen.
                 tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, "session refused: the shared state (Redis) is unavailable");
-                SessionVerdict::Answer(self.error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "AuthSharedStateUnavailable",
-                    "Sessions cannot be checked right now; try again in a moment.",
-                ))
+                SessionVerdict::Answer(self.refused(GuardRefusal::SharedStateUnavailable))
             }
             SessionState::Invalid => {
                 // Tampered, or minted for another rule or host: no session, but say so.
                 tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, "session cookie refused: not sealed for this rule and host");
                 self.rec.error_reason = "AuthInvalidCookie".into();
-                SessionVerdict::Missing { expired: false }
+                SessionVerdict::Missing(NoSession::Foreign)
             }
-            SessionState::None => SessionVerdict::Missing { expired: false },
+            SessionState::None => SessionVerdict::Missing(NoSession::Never),
         }
     }
 
@@ -126,7 +126,7 @@ impl Exchange {
                 // A failed refresh is a session that ended: log in again.
                 self.dp.metrics.auth.refresh(&rule_label(policy), false);
                 tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, reason = e.reason(), error = %e, "refresh failed");
-                SessionVerdict::Missing { expired: true }
+                SessionVerdict::Missing(NoSession::Ended)
             }
         }
     }
@@ -157,7 +157,7 @@ impl Exchange {
         req: &Request<Incoming>,
         arrival: &CanonicalRequest,
         policy: &AuthPolicy,
-        expired: bool,
+        why: NoSession,
         now: i64,
     ) -> Option<Response<Body>> {
         // A CORS preflight carries no credentials by design; it passes only where the
@@ -170,17 +170,14 @@ impl Exchange {
         }
         match policy.on_unauthenticated {
             OnUnauthenticatedRequest::Allow => return None,
-            OnUnauthenticatedRequest::Deny if !expired => {
-                let reason = if self.rec.error_reason == "AuthInvalidCookie" {
-                    "AuthInvalidCookie"
+            // ALB sends an ended session to a login even under `deny`.
+            OnUnauthenticatedRequest::Deny if why != NoSession::Ended => {
+                let refusal = if why == NoSession::Foreign {
+                    GuardRefusal::InvalidCookie
                 } else {
-                    "AuthDenied"
+                    GuardRefusal::Denied
                 };
-                let mut resp = self.error(
-                    StatusCode::UNAUTHORIZED,
-                    reason,
-                    "This address needs a login session.",
-                );
+                let mut resp = self.refused(refusal);
                 offer_bearer(&mut resp, policy);
                 return Some(resp);
             }
@@ -311,11 +308,7 @@ impl Exchange {
             source = source.as_str(),
             "request refused by the AuthRule's authorization"
         );
-        Some(self.error(
-            StatusCode::FORBIDDEN,
-            "AuthForbidden",
-            "Your account is logged in but may not open this address.",
-        ))
+        Some(self.refused(GuardRefusal::Forbidden))
     }
 
     /// The bearer token of the request, if it carries one. More than one
@@ -391,11 +384,7 @@ impl Exchange {
         bearer: &BearerPolicy,
     ) -> Option<Response<Body>> {
         if self.conn.tls.is_none() && !self.conn.local.ip().is_loopback() {
-            return Some(self.error(
-                StatusCode::FORBIDDEN,
-                "AuthRequiresHttps",
-                "Bearer tokens are taken over HTTPS only; use the https:// address.",
-            ));
+            return Some(self.refused(GuardRefusal::RequiresHttps));
         }
         let token = if req.headers().contains_key(http::header::AUTHORIZATION) {
             match self.bearer_credential(req) {
@@ -406,11 +395,7 @@ impl Exchange {
             None
         };
         let Some(token) = token else {
-            let mut resp = self.error(
-                StatusCode::UNAUTHORIZED,
-                "AuthBearerTokenRequired",
-                "This address needs a bearer token.",
-            );
+            let mut resp = self.refused(GuardRefusal::BearerTokenRequired);
             resp.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,
                 http::HeaderValue::from_static("Bearer"),

@@ -23,6 +23,7 @@ use crate::auth::bearer::{BearerError, bearer_token, challenge};
 use crate::auth::flow::FlowError;
 use crate::auth::login::{Browser, CALLBACK_PATH, Identity, LoginError, Notes, SessionState};
 use crate::auth::redirect::safe_return_path;
+use crate::auth::refusal::Refusal as GuardRefusal;
 use crate::auth::session::Session;
 use crate::compile::authorization::{RequestFacts, Source};
 use crate::compile::bearer::BearerPolicy;
@@ -281,6 +282,20 @@ impl Exchange {
         Ok(route)
     }
 
+    /// The one place a guard's refusal becomes a response.
+    fn refused(&mut self, refusal: GuardRefusal) -> Response<Body> {
+        let status =
+            StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = self.error(status, refusal.reason(), refusal.message());
+        if let Some(seconds) = refusal.retry_after() {
+            resp.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static(seconds),
+            );
+        }
+        resp
+    }
+
     /// A request whose route cannot be decided (an input a match must read is too
     /// long, or can be read two ways): refused, never given to the next route.
     fn unevaluable(&mut self, why: &Unevaluable) -> Response<Body> {
@@ -344,16 +359,11 @@ impl Exchange {
         match &guard.policy {
             GuardPolicy::Broken(problem) => {
                 tracing::warn!(trace_id = %self.trace.root, rule = %guard.rule, %problem, "guarded route refused: its AuthRule is invalid");
-                Some(self.error(StatusCode::INTERNAL_SERVER_ERROR, "AuthRuleInvalid", "Login for this address is misconfigured; the operator can see why in the AuthRule's status or with `portcullis check`."))
+                Some(self.refused(GuardRefusal::RuleInvalid))
             }
             GuardPolicy::Pending(problem) => {
                 tracing::warn!(trace_id = %self.trace.root, route = %route.ingress, %problem, "guarded route refused: its AuthRule has not attached yet");
-                let mut resp = self.error(StatusCode::SERVICE_UNAVAILABLE, "AuthRulePending", "Login for this address is not configured yet; try again in a moment. The operator can see why with `portcullis check` or in the object's events.");
-                resp.headers_mut().insert(
-                    http::header::RETRY_AFTER,
-                    http::HeaderValue::from_static("5"),
-                );
-                Some(resp)
+                Some(self.refused(GuardRefusal::RulePending))
             }
             GuardPolicy::Bearer(bearer) => self.bearer_only(req, &guard.rule, bearer).await,
             GuardPolicy::Oidc(policy) => self.guard(req, at, policy).await,
