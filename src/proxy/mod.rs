@@ -93,51 +93,32 @@ impl Default for ProxyConfig {
     }
 }
 
-/// An address range: `10.0.0.0/8`, `::1/128`, or a single address.
+/// An address range: `10.0.0.0/8`, `::1/128`, or a single address. Parsed and matched
+/// by the `ipnet` crate, as the Ingresses' `inbound-cidrs` are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct IpNet(ipnet::IpNet);
 
 impl std::str::FromStr for IpNet {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = s.split_once('/').map_or((s, None), |(a, p)| (a, Some(p)));
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{s:?} is not an IP address or CIDR range"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{s:?} has an invalid prefix length"))?,
-        };
-        Ok(Self { addr, prefix })
-    }
-}
-
-impl IpNet {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => mask_eq(&net.octets(), &ip.octets(), self.prefix),
-            (IpAddr::V6(net), IpAddr::V6(ip)) => mask_eq(&net.octets(), &ip.octets(), self.prefix),
-            _ => false,
+        if let Ok(addr) = s.parse::<IpAddr>() {
+            return Ok(Self(addr.into()));
+        }
+        match s.split_once('/') {
+            Some((addr, _)) if addr.parse::<IpAddr>().is_ok() => s
+                .parse()
+                .map(Self)
+                .map_err(|_| format!("{s:?} has an invalid prefix length")),
+            _ => Err(format!("{s:?} is not an IP address or CIDR range")),
         }
     }
 }
 
-fn mask_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
-    let full = (prefix / 8) as usize;
-    let rest = prefix % 8;
-    a[..full] == b[..full] && (rest == 0 || (a[full] ^ b[full]) >> (8 - rest) == 0)
+impl IpNet {
+    /// An IPv4 peer carried as IPv6 (`::ffff:10.0.0.1`) counts as the IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&ip.to_canonical())
+    }
 }
 
 /// The snapshot being served, with the metric handles of its routes.
