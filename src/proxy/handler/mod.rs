@@ -365,6 +365,12 @@ impl Exchange {
                 tracing::warn!(trace_id = %self.trace.root, route = %route.ingress, %problem, "guarded route refused: its AuthRule has not attached yet");
                 Some(self.refused(GuardRefusal::RulePending))
             }
+            // Sessions and bearer tokens travel only over HTTPS, except on loopback.
+            GuardPolicy::Bearer(_) | GuardPolicy::Oidc(_)
+                if !at.tls && !self.conn.local.ip().is_loopback() =>
+            {
+                Some(self.refused(GuardRefusal::RequiresHttps))
+            }
             GuardPolicy::Bearer(bearer) => self.bearer_only(req, &guard.rule, bearer).await,
             GuardPolicy::Oidc(policy) => self.guard(req, at, policy).await,
         }
