@@ -433,3 +433,38 @@ async fn method_overrides_never_reach_the_backend() {
         }
     }
 }
+
+/// Sessions and bearer tokens travel only over HTTPS outside loopback: on a plain-HTTP
+/// listener at a non-loopback address, a guarded route answers 403 and the backend
+/// gets nothing, whatever the request carries.
+#[tokio::test]
+async fn guarded_routes_need_https_off_loopback() {
+    let backend = Backend::start("app").await;
+    let dir = TempDir::new("https-only");
+    dir.write("all.yaml", &app(&backend));
+    let listen = format!("{}:0", crate::common::cluster::host_address());
+    let args: Vec<&std::ffi::OsStr> = [
+        "serve",
+        "-f",
+        dir.path().to_str().unwrap(),
+        "--http",
+        &listen,
+        "--admin",
+        "127.0.0.1:0",
+    ]
+    .map(std::ffi::OsStr::new)
+    .to_vec();
+    let p = Portcullis::launch(&args);
+    for request in [
+        get("/admin/users", "app.test"),
+        b"GET /admin HTTP/1.1\r\nHost: app.test\r\nAuthorization: Bearer x.y.z\r\nConnection: close\r\n\r\n".to_vec(),
+        b"GET /admin HTTP/1.1\r\nHost: app.test\r\nCookie: AWSELBAuthSessionCookie-0=forged\r\nConnection: close\r\n\r\n".to_vec(),
+    ] {
+        let r = raw_exchange(p.http, &request).await;
+        assert_eq!((r.status, r.backend()), (403, None), "{}", r.body);
+        assert!(r.body.contains("AuthRequiresHttps"), "{}", r.body);
+    }
+    // An open route is still served over plain HTTP.
+    let r = raw_exchange(p.http, &get("/public/x", "app.test")).await;
+    assert!(r.backend().is_some(), "{}", r.head);
+}
