@@ -6,6 +6,7 @@ mod common;
 
 mod alb_annotations;
 mod alb_logs;
+mod alb_routing;
 mod authorization;
 mod backchannel;
 mod bearer;

@@ -55,6 +55,8 @@ const READ: &[&str] = &[
     "scheme",
     "mutual-authentication",
     "group.name",
+    "group.order",
+    "use-regex-path-match",
 ];
 /// The access controls of the load balancer itself (AWS's controller merges them
 /// "Exclusive" in an IngressGroup): set on one Ingress of a group, they hold for every
@@ -633,11 +635,18 @@ fn cognito_oidc(idp: &IdpCognito, secret_name: String) -> Result<OidcSpec, Strin
     })
 }
 
-/// Who may reach an Ingress's routes, and whether they are closed.
+/// Who may reach an Ingress's routes, whether they are closed, and how its paths are
+/// read and ordered.
 #[derive(Default)]
 pub struct IngressAccess {
     pub sources: Option<Arc<SourceAllowList>>,
     pub closed: Option<Arc<Closed>>,
+    /// `use-regex-path-match: "true"`: `ImplementationSpecific` paths are regular
+    /// expressions.
+    pub regex_paths: bool,
+    /// `group.order` (-1000 to 1000, default 0): where the Ingress's ALB path patterns
+    /// come among those of other Ingresses.
+    pub group_order: i32,
 }
 
 /// A load-balancer-level annotation as an IngressGroup holds it: the one value its
@@ -750,9 +759,52 @@ pub fn access_for(
     {
         check_mutual_authentication(value, &mut problems);
     }
+    let regex_paths = regex_path_match(get("use-regex-path-match"), &mut problems);
+    let group_order = group_order(get("group.order"), &mut problems);
     IngressAccess {
         sources,
         closed: problems.closed(),
+        regex_paths,
+        group_order,
+    }
+}
+
+/// `use-regex-path-match`, read as AWS's controller reads a boolean (Go's
+/// `strconv.ParseBool`). A value that is neither closes the routes: their paths could
+/// be read either way.
+fn regex_path_match(value: Option<&str>, problems: &mut AccessProblems) -> bool {
+    match value {
+        None => false,
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => true,
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => false,
+        Some(other) => {
+            problems.malformed(
+                "use-regex-path-match",
+                format!("{other:?} is neither true nor false"),
+                "use \"true\" (ImplementationSpecific paths are regular expressions) or \"false\""
+                    .into(),
+            );
+            false
+        }
+    }
+}
+
+/// `group.order`: an integer from -1000 to 1000. Another value closes the routes:
+/// the order decides which of two overlapping paths serves a request.
+fn group_order(value: Option<&str>, problems: &mut AccessProblems) -> i32 {
+    let Some(value) = value else {
+        return 0;
+    };
+    match value.parse::<i32>() {
+        Ok(order) if (-1000..=1000).contains(&order) => order,
+        _ => {
+            problems.malformed(
+                "group.order",
+                format!("{value:?} is not an integer from -1000 to 1000"),
+                "e.g. \"10\"; smaller orders are tried first, the default is 0".into(),
+            );
+            0
+        }
     }
 }
 

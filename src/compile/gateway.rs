@@ -1057,6 +1057,7 @@ fn host_drafts(
             timeout: rule_timeout(served.rule),
             sources: None,
             closed: None,
+            order: Default::default(),
         })
         .collect()
 }
@@ -1114,6 +1115,7 @@ fn broken_catch_all(
         timeout: None,
         sources: None,
         closed: None,
+        order: Default::default(),
     }
 }
 
@@ -1333,13 +1335,26 @@ const MAX_PATTERN_BYTES: usize = 1024;
 const REGEX_SIZE_LIMIT: usize = 64 * 1024;
 const REGEX_NEST_LIMIT: u32 = 16;
 
+/// A Gateway API expression: it must match the whole value.
 fn bounded_regex(pattern: &str) -> Result<regex_lite::Regex, String> {
+    bounded(pattern, &format!("^(?:{pattern})$"), false)
+}
+
+/// An ALB expression: ALB searches the value for it, so it is compiled as written
+/// (`^` and `$` anchor it). `fold`: matched without regard to ASCII case, for paths
+/// that are folded to lower case before matching.
+pub(super) fn bounded_search_regex(pattern: &str, fold: bool) -> Result<regex_lite::Regex, String> {
+    bounded(pattern, pattern, fold)
+}
+
+fn bounded(pattern: &str, program: &str, fold: bool) -> Result<regex_lite::Regex, String> {
     if pattern.len() > MAX_PATTERN_BYTES {
         return Err(format!("longer than {MAX_PATTERN_BYTES} bytes"));
     }
-    regex_lite::RegexBuilder::new(&format!("^(?:{pattern})$"))
+    regex_lite::RegexBuilder::new(program)
         .size_limit(REGEX_SIZE_LIMIT)
         .nest_limit(REGEX_NEST_LIMIT)
+        .case_insensitive(fold)
         .build()
         .map_err(|e| e.to_string())
 }

@@ -526,11 +526,11 @@ fn regular_expressions_rank_between_exact_paths_and_prefixes() {
         )],
         ..Conditions::default()
     };
-    let rank = |p: &PathRule, c: &Conditions| precedence::rank(Some(p), c);
+    let rank = |p: &PathRule, c: &Conditions| precedence::rank(Some(p), c, Default::default());
     assert!(rank(&exact, &none) < rank(&regex, &headers));
     assert!(rank(&regex, &none) < rank(&long_prefix, &headers));
     assert!(rank(&regex, &headers) < rank(&regex, &none));
-    assert!(rank(&long_prefix, &none) < precedence::rank(None, &none));
+    assert!(rank(&long_prefix, &none) < precedence::rank(None, &none, Default::default()));
 }
 
 #[test]

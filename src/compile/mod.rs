@@ -10,6 +10,7 @@ mod backends;
 pub mod bearer;
 mod cel_facts;
 mod gateway;
+pub mod path_pattern;
 mod precedence;
 pub mod required;
 pub mod snapshot;
@@ -129,8 +130,9 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
         options.require_auth_rule,
         &mut diags,
     );
-    drafts.sort_by_key(|d| precedence::rank(d.path.as_ref(), &d.conditions));
+    drafts.sort_by_key(|d| precedence::rank(d.path.as_ref(), &d.conditions, d.order));
     let shadowed = precedence::shadowed_guards(&drafts);
+    diags.extend(precedence::unreachable_patterns(&drafts));
     let mut gateway_state = gateway_api.state;
     gateway::report_shadowed(&shadowed, &mut gateway_state);
     diags.extend(shadowed);
@@ -373,6 +375,8 @@ struct RouteDraft {
     timeout: Option<std::time::Duration>,
     sources: Option<Arc<SourceAllowList>>,
     closed: Option<Arc<Closed>>,
+    /// Where the route comes in ALB's rule order (read for ALB path patterns only).
+    order: precedence::RuleOrder,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -390,6 +394,7 @@ fn compile_routes(
     let mut taken: HashMap<(HostKey, PathRule), ObjectRef> = HashMap::new();
     let mut default_draft: Option<RouteDraft> = None;
     let groups = alb_annotations::Groups::of(ingresses);
+    let by_name = positions_by_name(ingresses);
     for ingress in ingresses {
         let obj = ingress_ref(ingress);
         let namespace = obj.namespace.clone();
@@ -399,6 +404,7 @@ fn compile_routes(
         let ingress_guards = guards.get(&obj).cloned().unwrap_or_default();
         let access = alb_annotations::access_for(ingress, &groups, options, diags);
         let redirect = ssl_redirect_enabled(ingress);
+        let mut written = 0;
         let mut resolve = |backend: &IngressBackend, field: &str, diags: &mut Vec<Diagnostic>| {
             upstreams.resolve(index, &namespace, backend, &obj, field, diags)
         };
@@ -419,14 +425,14 @@ fn compile_routes(
             let https_redirect = redirect && host.as_deref().is_some_and(|h| certs.covers(h));
             for (pi, p) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
                 let field = format!("spec.rules[{ri}].http.paths[{pi}]");
-                let Some(mut path) =
-                    path_rule(p.path.as_deref(), &p.path_type, &obj, &field, diags)
-                else {
+                let read = PathReading {
+                    regex: access.regex_paths,
+                    fold: options.case_insensitive_paths,
+                };
+                let Some((path, conditions)) = ingress_path(p, read, &obj, &field, diags) else {
                     continue;
                 };
-                if options.case_insensitive_paths {
-                    path.path = path.path.to_ascii_lowercase();
-                }
+                written += 1;
                 let key = (host_key(host.as_deref()), path.clone());
                 if let Some(owner) = taken.get(&key) {
                     diags.push(path_conflict(&obj, &field, host.as_deref(), &path, owner));
@@ -439,6 +445,12 @@ fn compile_routes(
                     field,
                     path: Some(path),
                     https_redirect,
+                    conditions,
+                    order: precedence::RuleOrder {
+                        group_order: access.group_order,
+                        ingress: by_name.get(&obj).copied().unwrap_or_default(),
+                        path: written,
+                    },
                     ..ingress_draft(&obj, &ingress_guards, &access, backend)
                 });
             }
@@ -468,7 +480,16 @@ fn ingress_draft(
         timeout: None,
         sources: access.sources.clone(),
         closed: access.closed.clone(),
+        order: precedence::RuleOrder::default(),
     }
+}
+
+/// Each Ingress's place by namespace and name: how AWS's controller orders the
+/// Ingresses of one `group.order`.
+fn positions_by_name(ingresses: &[&Ingress]) -> HashMap<ObjectRef, usize> {
+    let mut refs: Vec<ObjectRef> = ingresses.iter().map(|i| ingress_ref(i)).collect();
+    refs.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    refs.into_iter().enumerate().map(|(i, r)| (r, i)).collect()
 }
 
 /// The oldest Ingress's default backend holds; later ones are warned of.
@@ -547,6 +568,150 @@ fn path_conflict(
     )
 }
 
+/// How an Ingress's `ImplementationSpecific` paths are read.
+#[derive(Clone, Copy)]
+struct PathReading {
+    /// `use-regex-path-match: "true"`: as regular expressions.
+    regex: bool,
+    /// `--case-insensitive-paths`: matched against the path in lower case.
+    fold: bool,
+}
+
+/// An Ingress path and the conditions that match it: `Exact` and `Prefix` as the
+/// Ingress specification says; `ImplementationSpecific` as ALB reads it when it holds
+/// `*` or `?` (or is an expression, under `use-regex-path-match`), else as a prefix.
+fn ingress_path(
+    p: &k8s_openapi::api::networking::v1::HTTPIngressPath,
+    read: PathReading,
+    obj: &ObjectRef,
+    field: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<(PathRule, Conditions)> {
+    let value = p.path.as_deref();
+    let alb = p.path_type == "ImplementationSpecific";
+    if alb && read.regex {
+        return alb_regex_path(value.unwrap_or("/"), read.fold, obj, field, diags);
+    }
+    if alb && value.is_some_and(|v| v.contains(['*', '?'])) {
+        return alb_pattern_path(value.unwrap_or_default(), read.fold, obj, field, diags);
+    }
+    let mut rule = path_rule(value, &p.path_type, obj, field, diags)?;
+    if read.fold {
+        rule.path = rule.path.to_ascii_lowercase();
+    }
+    Some((rule, Conditions::default()))
+}
+
+fn invalid_path(obj: &ObjectRef, field: &str, message: String, fix: &str) -> Diagnostic {
+    Diagnostic::error(
+        obj,
+        &format!("{field}.path"),
+        "InvalidPath",
+        message,
+        fix.into(),
+    )
+}
+
+/// Whether a path is absolute and free of what could be read two ways: spaces,
+/// control characters, `#`, `..` segments (and `?` unless `wildcards`).
+fn plain_path(path: &str, wildcards: bool) -> bool {
+    path.starts_with('/')
+        && !path
+            .bytes()
+            .any(|b| b.is_ascii_control() || b == b' ' || b == b'#' || (b == b'?' && !wildcards))
+        && !path.split('/').any(|seg| seg == "..")
+}
+
+/// An ALB path pattern: `*` any run of characters, `?` exactly one, over the whole
+/// path, case-sensitive (unless every path is folded).
+fn alb_pattern_path(
+    value: &str,
+    fold: bool,
+    obj: &ObjectRef,
+    field: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<(PathRule, Conditions)> {
+    const FIX: &str = "ALB path patterns start with /, hold at most 128 characters and no spaces, control characters, # or .. segments; * matches any run of characters, ? exactly one";
+    let source = if fold {
+        value.to_ascii_lowercase()
+    } else {
+        value.to_owned()
+    };
+    if !plain_path(&source, true) {
+        diags.push(invalid_path(
+            obj,
+            field,
+            format!("path pattern {value:?} is not a valid ALB path pattern"),
+            FIX,
+        ));
+        return None;
+    }
+    match path_pattern::PathPattern::new(&source) {
+        Ok(pattern) => Some((
+            PathRule {
+                kind: PathKind::Pattern,
+                path: source,
+            },
+            Conditions {
+                path_pattern: Some(pattern),
+                ..Conditions::default()
+            },
+        )),
+        Err(e) => {
+            diags.push(invalid_path(
+                obj,
+                field,
+                format!("path pattern {value:?} is {e}"),
+                FIX,
+            ));
+            None
+        }
+    }
+}
+
+/// A path under `use-regex-path-match: "true"`: a `/` and then a regular expression
+/// that ALB searches the path for (write `^` and `$` to match all of it), with the
+/// bounds of every route expression.
+fn alb_regex_path(
+    value: &str,
+    fold: bool,
+    obj: &ObjectRef,
+    field: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<(PathRule, Conditions)> {
+    const FIX: &str = "under use-regex-path-match, write the path as / followed by the expression, e.g. /^/api/(.+)$";
+    let Some(expression) = value.strip_prefix('/') else {
+        diags.push(invalid_path(
+            obj,
+            field,
+            format!("path {value:?} does not start with /, which comes before the expression"),
+            FIX,
+        ));
+        return None;
+    };
+    match gateway::bounded_search_regex(expression, fold) {
+        Ok(regex) => Some((
+            PathRule {
+                kind: PathKind::Pattern,
+                path: value.to_owned(),
+            },
+            Conditions {
+                path_regex: Some(regex),
+                ..Conditions::default()
+            },
+        )),
+        Err(e) => {
+            diags.push(invalid_path(
+                obj,
+                field,
+                format!("path expression {expression:?} does not compile: {e}"),
+                FIX,
+            ));
+            None
+        }
+    }
+}
+
 fn path_rule(
     path: Option<&str>,
     path_type: &str,
@@ -555,23 +720,14 @@ fn path_rule(
     diags: &mut Vec<Diagnostic>,
 ) -> Option<PathRule> {
     let path = path.unwrap_or("/");
-    let bad = |message: String, diags: &mut Vec<Diagnostic>| {
-        diags.push(Diagnostic::error(
+    if !plain_path(path, false) {
+        diags.push(invalid_path(
             obj,
-            &format!("{field}.path"),
-            "InvalidPath",
-            message,
-            "paths start with / and contain no spaces, control characters, ?, # or ..".into(),
+            field,
+            format!("path {path:?} is not a valid absolute path"),
+            "paths start with / and contain no spaces, control characters, ?, # or ..",
         ));
-        None
-    };
-    if !path.starts_with('/')
-        || path
-            .bytes()
-            .any(|b| b.is_ascii_control() || b == b' ' || b == b'?' || b == b'#')
-        || path.split('/').any(|seg| seg == "..")
-    {
-        return bad(format!("path {path:?} is not a valid absolute path"), diags);
+        return None;
     }
     let kind = match path_type {
         "Exact" => PathKind::Exact,
@@ -598,7 +754,7 @@ fn path_rule(
 }
 
 fn build_table(mut drafts: Vec<RouteDraft>, default_draft: Option<RouteDraft>) -> RouteTable {
-    drafts.sort_by_key(|d| precedence::rank(d.path.as_ref(), &d.conditions));
+    drafts.sort_by_key(|d| precedence::rank(d.path.as_ref(), &d.conditions, d.order));
     let mut table = RouteTable::default();
     let make = |d: RouteDraft, priority: usize, all: &mut Vec<Arc<Route>>| {
         let route = Arc::new(Route {
@@ -655,6 +811,8 @@ pub fn summary(snapshot: &Snapshot) -> BTreeMap<&'static str, usize> {
     ])
 }
 
+#[cfg(test)]
+mod alb_routing_tests;
 #[cfg(test)]
 mod gateway_tests;
 #[cfg(test)]

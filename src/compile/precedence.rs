@@ -10,28 +10,44 @@ use crate::diagnostics::{Diagnostic, ObjectRef};
 
 /// The order routes are tried in, smallest first: exact paths (an exact path only
 /// ever matches itself, so this equals "longest first, Exact on a tie"), then
-/// regular expressions (the longest expression first), then the longest prefix, then
-/// the default backend, as Envoy Gateway orders them; then Gateway API's method,
-/// header and query counts. Sorting is stable: on a tie the older object goes first.
+/// regular expressions (the longest expression first), then the longest prefix, as
+/// Envoy Gateway orders them; then Gateway API's method, header and query counts.
+/// Then ALB path patterns (and ALB expressions) in `RuleOrder`, as AWS's controller
+/// orders the rules of one Ingress (exact, prefix, then `ImplementationSpecific` as
+/// written); then the default backend. Sorting is stable: on a tie the older object
+/// goes first.
 pub(crate) type Rank = (
     u8,
     Reverse<usize>,
+    RuleOrder,
     Reverse<bool>,
     Reverse<usize>,
     Reverse<usize>,
 );
 
-pub(crate) fn rank(path: Option<&PathRule>, conditions: &Conditions) -> Rank {
-    let (kind, len) = match path {
-        Some(p) if p.kind == PathKind::Exact => (0, 0),
-        Some(p) if p.kind == PathKind::Regex => (1, p.path.len()),
-        Some(p) => (2, p.path.len()),
-        None => (3, 0),
+/// Where an ALB rule comes in AWS's controller's order: the Ingress's `group.order`,
+/// then the Ingress's place among those of that order (by namespace and name), then
+/// the path's place in the Ingress as written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct RuleOrder {
+    pub group_order: i32,
+    pub ingress: usize,
+    pub path: usize,
+}
+
+pub(crate) fn rank(path: Option<&PathRule>, conditions: &Conditions, order: RuleOrder) -> Rank {
+    let (kind, len, order) = match path {
+        Some(p) if p.kind == PathKind::Exact => (0, 0, RuleOrder::default()),
+        Some(p) if p.kind == PathKind::Regex => (1, p.path.len(), RuleOrder::default()),
+        Some(p) if p.kind == PathKind::Prefix => (2, p.path.len(), RuleOrder::default()),
+        Some(_) => (3, 0, order),
+        None => (4, 0, RuleOrder::default()),
     };
     let (method, headers, query) = conditions.rank();
     (
         kind,
         Reverse(len),
+        order,
         Reverse(method),
         Reverse(headers),
         Reverse(query),
@@ -54,6 +70,10 @@ pub(crate) enum Shadow {
     /// Same path and host, tried first (more conditions, or older): a request that
     /// meets both rules' conditions goes to the open rule.
     TriedFirst,
+    /// Same host, a path covering the guarded one (an ALB pattern such as `/*`), tried
+    /// first: a request to the guarded path that meets both rules' conditions goes to
+    /// the open rule.
+    CoversFirst,
     /// The open rule's path covers the guarded one's, and the guarded rule's
     /// conditions (method, headers, query, listener protocol) are not all the open
     /// rule's: a request to the guarded path that fails them goes to the open rule.
@@ -64,12 +84,13 @@ pub(crate) enum Shadow {
 /// the open rule comes before the guarded one in the route order.
 pub(crate) fn shadow(open: RuleView, guarded: RuleView, open_first: bool) -> Option<Shadow> {
     let same_host = open.host == guarded.host;
-    if same_host
-        && open_first
-        && open.path == guarded.path
-        && compatible(open.conditions, guarded.conditions)
-    {
-        return Some(Shadow::TriedFirst);
+    if same_host && open_first && compatible(open.conditions, guarded.conditions) {
+        if open.path == guarded.path {
+            return Some(Shadow::TriedFirst);
+        }
+        if covers_path(open, guarded) {
+            return Some(Shadow::CoversFirst);
+        }
     }
     let reaches = same_host || reaches_host(open, guarded);
     (reaches && covers_path(open, guarded) && !implies(open.conditions, guarded.conditions))
@@ -97,6 +118,7 @@ fn reaches_host(open: RuleView, guarded: RuleView) -> bool {
 fn covers_path(open: RuleView, guarded: RuleView) -> bool {
     let (o, g) = (open.path, guarded.path);
     match (o.kind, g.kind) {
+        (_, PathKind::Pattern) | (PathKind::Pattern, _) => covers_alb(open, guarded),
         (PathKind::Prefix, PathKind::Regex) => o.path == "/",
         (PathKind::Prefix, _) => o.matches(&g.path),
         (PathKind::Exact, PathKind::Exact) => o.path == g.path,
@@ -107,6 +129,58 @@ fn covers_path(open: RuleView, guarded: RuleView) -> bool {
             .as_ref()
             .is_some_and(|r| r.is_match(&g.path)),
         _ => false,
+    }
+}
+
+/// `covers_path` where either rule is an ALB path (pattern or expression), as far as
+/// can be told without comparing two expressions: the same path; a pattern that is a
+/// literal start and one final `*` over paths that all begin with that start; an
+/// exact path the other matches; a prefix over patterns that start inside it.
+fn covers_alb(open: RuleView, guarded: RuleView) -> bool {
+    let (o, g) = (open.path, guarded.path);
+    if o.kind == g.kind && o.path == g.path {
+        return true;
+    }
+    // The literal start every path the guarded rule matches has, when it is known.
+    let starts_with = match g.kind {
+        PathKind::Exact | PathKind::Prefix => Some(g.path.as_str()),
+        PathKind::Pattern => guarded
+            .conditions
+            .path_pattern
+            .as_ref()
+            .map(|p| p.literal_head()),
+        PathKind::Regex => None,
+    };
+    match o.kind {
+        PathKind::Prefix => {
+            o.path == "/" || starts_with.is_some_and(|s| s.starts_with(&format!("{}/", o.path)))
+        }
+        PathKind::Pattern => {
+            let everything_after = open
+                .conditions
+                .path_pattern
+                .as_ref()
+                .and_then(|p| p.as_str().strip_suffix('*'))
+                .filter(|start| !start.contains(['*', '?']));
+            let exact_match = g.kind == PathKind::Exact && open_matches(open, &g.path);
+            exact_match
+                || everything_after.is_some_and(|start| {
+                    start.is_empty()
+                        || start == "/"
+                        || starts_with.is_some_and(|s| s.starts_with(start))
+                })
+        }
+        PathKind::Exact | PathKind::Regex => false,
+    }
+}
+
+/// Whether an ALB rule's pattern or expression matches this path.
+fn open_matches(open: RuleView, path: &str) -> bool {
+    let c = open.conditions;
+    match (&c.path_pattern, &c.path_regex) {
+        (Some(p), _) => p.matches(path),
+        (None, Some(r)) => r.is_match(path),
+        (None, None) => false,
     }
 }
 
@@ -186,6 +260,48 @@ pub(super) fn shadowed_guards(drafts: &[RouteDraft]) -> Vec<Diagnostic> {
     out
 }
 
+/// A warning for each ALB path pattern (or expression) that an earlier rule of the
+/// same host takes every request from: such a rule never serves, on ALB either, and
+/// the warning says the order rules are tried in. `drafts` are in route order.
+pub(super) fn unreachable_patterns(drafts: &[RouteDraft]) -> Vec<Diagnostic> {
+    let views: Vec<RuleView> = drafts.iter().filter_map(view).collect();
+    let mut out = Vec::new();
+    for (j, later) in views.iter().enumerate() {
+        if later.path.kind != PathKind::Pattern {
+            continue;
+        }
+        let earlier = views[..j].iter().find(|e| {
+            e.host == later.host
+                && covers_path(**e, *later)
+                && implies(later.conditions, e.conditions)
+        });
+        if let Some(e) = earlier {
+            out.push(unreachable(*e, *later));
+        }
+    }
+    out
+}
+
+fn unreachable(earlier: RuleView, later: RuleView) -> Diagnostic {
+    let other = if earlier.object == later.object {
+        format!("{} of this {}", earlier.field, earlier.object.kind)
+    } else {
+        format!("{} of {}", earlier.field, earlier.object)
+    };
+    Diagnostic::warning(
+        later.object,
+        later.field,
+        "PathUnreachable",
+        format!(
+            "path {} on host {} is never reached: {other}, path {}, is tried first and takes every request it matches. Ingress paths are tried in the order AWS's load balancer controller gives ALB rules: Exact paths, then Prefix paths (longest first), then ImplementationSpecific patterns as written (across Ingresses by group.order, then namespace and name)",
+            later.path.path,
+            later.host.unwrap_or("any host"),
+            earlier.path.path
+        ),
+        "write the more specific pattern first, or remove this path".into(),
+    )
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Exposure {
     Guarded,
@@ -224,6 +340,10 @@ fn diagnostic(open: RuleView, guarded: RuleView, how: Shadow) -> Diagnostic {
         Shadow::TriedFirst => format!(
             "this rule has an AuthRule, but {other} has no AuthRule, the same path {} on host {host}, and is tried first: a request meeting both rules' conditions reaches it without a login",
             guarded.path.path
+        ),
+        Shadow::CoversFirst => format!(
+            "this rule has an AuthRule, but {other} has no AuthRule, a path {} that covers {} on host {host}, and is tried first (ALB path patterns are tried in the order written): every request to this path meeting both rules' conditions reaches it without a login",
+            open.path.path, guarded.path.path
         ),
         Shadow::FallsThrough => format!(
             "this rule has an AuthRule, but {other} has no AuthRule and its path {} also covers {} on host {host}: a request to this path that does not meet this rule's method, header, query or protocol conditions reaches it without a login",

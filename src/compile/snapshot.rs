@@ -40,6 +40,11 @@ pub enum PathKind {
     /// An HTTPRoute `RegularExpression` path; the expression itself is in
     /// `Route::conditions.path_regex`.
     Regex,
+    /// An Ingress `ImplementationSpecific` path read as ALB reads it: a pattern with
+    /// `*` or `?` (in `Route::conditions.path_pattern`), or under
+    /// `use-regex-path-match` an expression (in `Route::conditions.path_regex`). Tried
+    /// after exact and prefix paths, in the order ALB tries its rules.
+    Pattern,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -58,7 +63,7 @@ impl PathRule {
                     || (path.starts_with(&self.path)
                         && matches!(path.as_bytes().get(self.path.len()), None | Some(b'/')))
             }
-            PathKind::Regex => true,
+            PathKind::Regex | PathKind::Pattern => true,
         }
     }
 }
@@ -226,6 +231,9 @@ impl ValueMatch {
 #[derive(Clone, Default)]
 pub struct Conditions {
     pub path_regex: Option<regex_lite::Regex>,
+    /// An ALB path pattern the whole path must match (linear in the path's length,
+    /// so never too long to read).
+    pub path_pattern: Option<super::path_pattern::PathPattern>,
     pub method: Option<http::Method>,
     /// Every header must be present once with a matching value (names are matched
     /// without regard to case; a header present twice cannot be read one way).
@@ -243,7 +251,11 @@ impl Conditions {
     /// Whether the request meets every condition, or why that cannot be told.
     pub fn eval(&self, req: &RouteQuery<'_>) -> Eval {
         let fixed = self.tls.is_none_or(|tls| tls == req.tls)
-            && self.method.as_ref().is_none_or(|m| m == req.method);
+            && self.method.as_ref().is_none_or(|m| m == req.method)
+            && self
+                .path_pattern
+                .as_ref()
+                .is_none_or(|p| p.matches(req.path));
         if !fixed {
             return Ok(false);
         }
