@@ -281,3 +281,334 @@ spec:
     assert!(answer.body.contains("RouteMatchTooLong"), "{}", answer.body);
     assert!(answer.backend().is_none());
 }
+
+/// The gRPC example of AWS's controller documentation before `ssl-redirect` existed:
+/// the `ssl-redirect` action (Go's field names in any case) on `/`, the app on a
+/// longer prefix. Plain HTTP to the app's prefix is served, as ALB serves it; the rest
+/// is sent to HTTPS with its path and query. On HTTPS the redirect is left off, as
+/// AWS's controller leaves it off (it would loop), and the next rule serves.
+#[tokio::test]
+async fn the_ssl_redirect_action_of_older_manifests_upgrades_plain_http() {
+    let grpc = Backend::start("grpc").await;
+    let dir = TempDir::new("alb-ssl-redirect-action");
+    let cert = common::tls::cert(&["grpcserver.example.com"]);
+    let ingress = r#"---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  annotations:
+    alb.ingress.kubernetes.io/actions.ssl-redirect: '{"Type": "redirect", "RedirectConfig":
+      { "Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"}}'
+    alb.ingress.kubernetes.io/scheme: internet-facing
+    alb.ingress.kubernetes.io/target-type: ip
+  labels:
+    app: grpcserver
+    environment: dev
+  name: grpcserver
+  namespace: grpcserver
+spec:
+  ingressClassName: alb
+  tls:
+  - hosts: [grpcserver.example.com]
+    secretName: grpc-tls
+  rules:
+  - host: grpcserver.example.com
+    http:
+      paths:
+      - backend:
+          service:
+            name: ssl-redirect
+            port:
+              name: use-annotation
+        path: /
+        pathType: Prefix
+      - backend:
+          service:
+            name: grpcserver
+            port:
+              number: 80
+        path: /helloworld.Greeter
+        pathType: Prefix
+"#;
+    dir.write(
+        "app.yaml",
+        &format!(
+            "{ingress}{}{}",
+            service_in("grpcserver", "grpcserver", &grpc),
+            common::tls::tls_secret("grpc-tls", &cert)
+                .replace("namespace: apps", "namespace: grpcserver")
+        ),
+    );
+    let proxy = Portcullis::start(
+        dir.path(),
+        &[
+            "--ingress-class",
+            "alb",
+            "--https",
+            "127.0.0.1:0",
+            "--no-https-redirect",
+        ],
+    );
+    let host = "grpcserver.example.com";
+    eventually("the app is served", || async {
+        reached(&proxy, host, "/helloworld.Greeter/SayHello")
+            .await
+            .is_ok()
+    })
+    .await;
+    for (target, location) in [
+        ("/", "https://grpcserver.example.com/"),
+        (
+            "/a/b?x=1&y=%20",
+            "https://grpcserver.example.com/a/b?x=1&y=%20",
+        ),
+        ("/a/../%62", "https://grpcserver.example.com/b"),
+        (
+            "/helloworld.Greeterx",
+            "https://grpcserver.example.com/helloworld.Greeterx",
+        ),
+    ] {
+        let answer = raw_exchange(proxy.http, &get(host, target)).await;
+        assert_eq!(answer.status, 301, "{target}: {}", answer.head);
+        assert!(
+            answer.head.contains(&format!("location: {location}\r\n")),
+            "{target}: {}",
+            answer.head
+        );
+        assert!(answer.backend().is_none(), "{target}");
+    }
+    let https = proxy.https.unwrap();
+    let client = common::tls::tls_client(&cert, &[host], https);
+    let url = |path: &str| format!("https://{host}:{}{path}", https.port());
+    let resp = client.get(url("/elsewhere")).send().await.unwrap();
+    assert_eq!(resp.status(), 404, "the redirect is left off HTTPS");
+    let resp = client
+        .get(url("/helloworld.Greeter/SayHello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+/// The actions example of AWS's controller documentation (its target groups outside
+/// the cluster aside): a fixed response, a redirect elsewhere, a weighted forward to
+/// two Services; an action naming a target group by ARN closes its rule.
+#[tokio::test]
+async fn the_actions_example_answers_redirects_and_splits() {
+    let (one, two, zero) = (
+        Backend::start("service-1").await,
+        Backend::start("service-2").await,
+        Backend::start("service-0").await,
+    );
+    let dir = TempDir::new("alb-actions");
+    let ingress = r##"---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  namespace: apps
+  name: ingress
+  annotations:
+    alb.ingress.kubernetes.io/scheme: internet-facing
+    alb.ingress.kubernetes.io/actions.response-503: >
+      {"type":"fixed-response","fixedResponseConfig":{"contentType":"text/plain","statusCode":"503","messageBody":"503 error text"}}
+    alb.ingress.kubernetes.io/actions.redirect-to-eks: >
+      {"type":"redirect","redirectConfig":{"host":"aws.amazon.com","path":"/eks/","port":"443","protocol":"HTTPS","query":"k=v","statusCode":"HTTP_302"}}
+    alb.ingress.kubernetes.io/actions.moved: >
+      {"type":"redirect","redirectConfig":{"path":"/new/#{path}","query":"#{query}&from=#{host}","statusCode":"HTTP_301"}}
+    alb.ingress.kubernetes.io/actions.forward-single-tg: >
+      {"type":"forward","targetGroupARN": "arn-of-your-target-group"}
+    alb.ingress.kubernetes.io/actions.forward-multiple-tg: >
+      {"type":"forward","forwardConfig":{"targetGroups":[{"serviceName":"service-1","servicePort":"http","weight":20},{"serviceName":"service-2","servicePort":80,"weight":20},{"serviceName":"service-0","servicePort":80,"weight":0}],"targetGroupStickinessConfig":{"enabled":false}}}
+spec:
+  ingressClassName: portcullis
+  rules:
+    - http:
+        paths:
+          - {path: /503, pathType: Exact, backend: {service: {name: response-503, port: {name: use-annotation}}}}
+          - {path: /eks, pathType: Exact, backend: {service: {name: redirect-to-eks, port: {name: use-annotation}}}}
+          - {path: /old, pathType: Prefix, backend: {service: {name: moved, port: {name: use-annotation}}}}
+          - {path: /path1, pathType: Exact, backend: {service: {name: forward-single-tg, port: {name: use-annotation}}}}
+          - {path: /path3, pathType: Exact, backend: {service: {name: forward-multiple-tg, port: {name: use-annotation}}}}
+"##;
+    dir.write(
+        "app.yaml",
+        &format!(
+            "{ingress}{}{}{}",
+            service_in("apps", "service-1", &one),
+            service_in("apps", "service-2", &two),
+            service_in("apps", "service-0", &zero),
+        ),
+    );
+    let proxy = Portcullis::start(dir.path(), &[]);
+    let host = "any.example.com";
+    eventually("the split is served", || async {
+        reached(&proxy, host, "/path3").await.is_ok()
+    })
+    .await;
+    // The same path in every spelling gets the fixed response; the backend never hears.
+    for target in ["/503", "/%35%30%33", "/x/../503", "/503?x=1"] {
+        let answer = raw_exchange(proxy.http, &get(host, target)).await;
+        assert_eq!(answer.status, 503, "{target}: {}", answer.head);
+        assert_eq!(answer.body, "503 error text", "{target}");
+        assert!(
+            answer
+                .head
+                .to_ascii_lowercase()
+                .contains("content-type: text/plain; charset=utf-8")
+        );
+    }
+    let head = raw_exchange(
+        proxy.http,
+        format!("HEAD /503 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!((head.status, head.body.as_str()), (503, ""));
+    for (target, status, location) in [
+        ("/eks", 302, "https://aws.amazon.com/eks/?k=v"),
+        ("/eks?x=1", 302, "https://aws.amazon.com/eks/?k=v"),
+        (
+            "/old/page?a=1",
+            301,
+            "http://any.example.com/new/old/page?a=1&from=any.example.com",
+        ),
+        (
+            "/old/%23%7Bhost%7D",
+            301,
+            "http://any.example.com/new/old/%23%7Bhost%7D?&from=any.example.com",
+        ),
+        (
+            "/old/a%20b",
+            301,
+            "http://any.example.com/new/old/a%20b?&from=any.example.com",
+        ),
+    ] {
+        let answer = raw_exchange(proxy.http, &get(host, target)).await;
+        assert_eq!(answer.status, status, "{target}: {}", answer.head);
+        assert!(
+            answer.head.contains(&format!("location: {location}\r\n")),
+            "{target}: {}",
+            answer.head
+        );
+    }
+    // A CR LF smuggled into the path never reaches the Location header.
+    for target in ["/old/a%0D%0ASet-Cookie:%20x=1", "/old/a%0aX:1"] {
+        let answer = raw_exchange(proxy.http, &get(host, target)).await;
+        assert_eq!(answer.status, 400, "{target}: {}", answer.head);
+        assert!(!answer.head.to_ascii_lowercase().contains("set-cookie"));
+    }
+    let answer = raw_exchange(proxy.http, &get(host, "/path1")).await;
+    assert_eq!(answer.status, 500, "{}", answer.head);
+    assert!(answer.body.contains("AnnotationInvalid"), "{}", answer.body);
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..60 {
+        let (backend, _) = reached(&proxy, host, "/path3").await.unwrap();
+        *seen.entry(backend).or_insert(0) += 1;
+    }
+    assert!(
+        seen.len() == 2 && seen.values().all(|n| *n >= 10),
+        "two Services of weight 20 share the requests, weight 0 gets none: {seen:?}"
+    );
+    let (_, out) = run_with_stdin(&["check", "-f", dir.path().to_str().unwrap()], "");
+    assert!(
+        out.contains("metadata.annotations[alb.ingress.kubernetes.io/actions.forward-single-tg]")
+            && out.contains("outside the cluster"),
+        "{out}"
+    );
+}
+
+/// An Ingress with a login: its action rules answer only after the login, as ALB runs
+/// authenticate-oidc before the action; only the move to HTTPS (`ssl-redirect`, or
+/// the action that does nothing else) comes first, as ALB has no login on HTTP.
+#[tokio::test]
+async fn actions_on_a_guarded_ingress_answer_after_the_login() {
+    let app = Backend::start("app").await;
+    let dir = TempDir::new("alb-actions-guarded");
+    let ingress = |extra: &str| {
+        format!(
+            r#"---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: web
+  namespace: apps
+  annotations:
+    alb.ingress.kubernetes.io/scheme: internet-facing
+    alb.ingress.kubernetes.io/auth-type: oidc
+    alb.ingress.kubernetes.io/auth-idp-oidc: '{{"issuer":"https://idp.example.com","authorizationEndpoint":"https://idp.example.com/auth","tokenEndpoint":"https://idp.example.com/token","userInfoEndpoint":"https://idp.example.com/userinfo","secretName":"oidc-client"}}'
+    alb.ingress.kubernetes.io/auth-on-unauthenticated-request: deny
+    alb.ingress.kubernetes.io/actions.secret: '{{"type":"fixed-response","fixedResponseConfig":{{"statusCode":"200","messageBody":"the secret"}}}}'
+    alb.ingress.kubernetes.io/actions.elsewhere: '{{"type":"redirect","redirectConfig":{{"host":"internal.example.com","statusCode":"HTTP_302"}}}}'
+    alb.ingress.kubernetes.io/actions.ssl-redirect: '{{"type":"redirect","redirectConfig":{{"protocol":"HTTPS","port":"443","statusCode":"HTTP_301"}}}}'
+{extra}spec:
+  ingressClassName: portcullis
+  rules:
+  - host: app.example.com
+    http:
+      paths:
+      - {{path: /secret, pathType: Exact, backend: {{service: {{name: secret, port: {{name: use-annotation}}}}}}}}
+      - {{path: /elsewhere, pathType: Exact, backend: {{service: {{name: elsewhere, port: {{name: use-annotation}}}}}}}}
+      - {{path: /up/*, pathType: ImplementationSpecific, backend: {{service: {{name: ssl-redirect, port: {{name: use-annotation}}}}}}}}
+      - {{path: /*, pathType: ImplementationSpecific, backend: {{service: {{name: app, port: {{number: 80}}}}}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: oidc-client, namespace: apps}}
+stringData: {{clientID: portcullis-test, clientSecret: test-secret}}
+{}"#,
+            service_in("apps", "app", &app)
+        )
+    };
+    dir.write("app.yaml", &ingress(""));
+    let proxy = Portcullis::start(dir.path(), &["--trusted-proxy", "127.0.0.1"]);
+    let host = "app.example.com";
+    eventually("the login guards the app", || async {
+        raw_exchange(proxy.http, &get(host, "/")).await.status == 401
+    })
+    .await;
+    for target in ["/secret", "/%73ecret", "/elsewhere", "/x/../secret"] {
+        let answer = raw_exchange(proxy.http, &get(host, target)).await;
+        assert_eq!(answer.status, 401, "{target}: {}", answer.head);
+        assert!(!answer.body.contains("the secret"), "{target}");
+        assert!(
+            !answer.head.to_ascii_lowercase().contains("location:"),
+            "{target}: {}",
+            answer.head
+        );
+    }
+    let answer = raw_exchange(proxy.http, &get(host, "/up/x?y=1")).await;
+    assert_eq!(answer.status, 301, "{}", answer.head);
+    assert!(
+        answer
+            .head
+            .contains("location: https://app.example.com/up/x?y=1\r\n"),
+        "{}",
+        answer.head
+    );
+
+    // `ssl-redirect: "443"`: every plain request goes to HTTPS before the login,
+    // unless a trusted proxy in front says it came over HTTPS.
+    dir.write(
+        "app.yaml",
+        &ingress("    alb.ingress.kubernetes.io/ssl-redirect: \"443\"\n"),
+    );
+    eventually("ssl-redirect answers", || async {
+        raw_exchange(proxy.http, &get(host, "/")).await.status == 301
+    })
+    .await;
+    for target in ["/secret", "/a?b=c"] {
+        let answer = raw_exchange(proxy.http, &get(host, target)).await;
+        assert_eq!(answer.status, 301, "{target}");
+        assert!(
+            answer
+                .head
+                .contains(&format!("location: https://app.example.com{target}\r\n")),
+            "{}",
+            answer.head
+        );
+    }
+    let behind_tls = format!(
+        "GET /secret HTTP/1.1\r\nHost: {host}\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n"
+    );
+    let answer = raw_exchange(proxy.http, behind_tls.as_bytes()).await;
+    assert_eq!(answer.status, 401, "{}", answer.head);
+}

@@ -57,11 +57,15 @@ const READ: &[&str] = &[
     "group.name",
     "group.order",
     "use-regex-path-match",
+    "ssl-redirect",
 ];
-/// The access controls of the load balancer itself (AWS's controller merges them
+/// Annotations read by the name after this prefix (`actions.<name>`).
+const READ_PREFIXES: &[&str] = &["actions."];
+/// The settings of the load balancer itself (AWS's controller merges them
 /// "Exclusive" in an IngressGroup): set on one Ingress of a group, they hold for every
 /// Ingress of the group, which shares that load balancer.
 const LOAD_BALANCER_LEVEL: &[&str] = &[
+    "ssl-redirect",
     "scheme",
     "inbound-cidrs",
     "wafv2-acl-arn",
@@ -647,6 +651,8 @@ pub struct IngressAccess {
     /// `group.order` (-1000 to 1000, default 0): where the Ingress's ALB path patterns
     /// come among those of other Ingresses.
     pub group_order: i32,
+    /// `ssl-redirect`: plain-HTTP requests go to HTTPS on this port.
+    pub ssl_redirect: Option<u16>,
 }
 
 /// A load-balancer-level annotation as an IngressGroup holds it: the one value its
@@ -761,11 +767,29 @@ pub fn access_for(
     }
     let regex_paths = regex_path_match(get("use-regex-path-match"), &mut problems);
     let group_order = group_order(get("group.order"), &mut problems);
+    let ssl_redirect = get("ssl-redirect").and_then(|v| ssl_redirect(v, &mut problems));
     IngressAccess {
         sources,
         closed: problems.closed(),
         regex_paths,
         group_order,
+        ssl_redirect,
+    }
+}
+
+/// `ssl-redirect`: the HTTPS port plain-HTTP requests are sent to. Another value
+/// closes the routes: serving them over plain HTTP would expose what ALB never did.
+fn ssl_redirect(value: &str, problems: &mut AccessProblems) -> Option<u16> {
+    match value.parse::<u16>() {
+        Ok(port) if port > 0 => Some(port),
+        _ => {
+            problems.malformed(
+                "ssl-redirect",
+                format!("{value:?} is not a port number"),
+                "the HTTPS port requests are redirected to, e.g. \"443\"".into(),
+            );
+            None
+        }
     }
 }
 
@@ -1083,8 +1107,11 @@ pub fn report_ignored(ingress: &Ingress, diags: &mut Vec<Diagnostic>) {
         .map(|k| format!("{PREFIX}{k}"))
         .collect();
     for key in annotations.keys() {
+        let by_prefix = key
+            .strip_prefix(PREFIX)
+            .is_some_and(|name| READ_PREFIXES.iter().any(|p| name.starts_with(p)));
         let foreign = FOREIGN.iter().any(|p| key.starts_with(p))
-            || (key.starts_with(PREFIX) && !read.contains(key));
+            || (key.starts_with(PREFIX) && !read.contains(key) && !by_prefix);
         if foreign {
             diags.push(Diagnostic::warning(
                 &object,

@@ -339,3 +339,181 @@ stringData: {client-secret: s}
     );
     assert_eq!(reached(&c, "/other"), "a");
 }
+
+/// The route a GET for app.example.com reaches on a plain or TLS connection.
+fn route_on(c: &Compiled, path: &str, tls: bool) -> Option<Arc<Route>> {
+    let headers = http::HeaderMap::new();
+    c.snapshot
+        .routes
+        .find_for(&RouteQuery {
+            host: "app.example.com",
+            path,
+            method: &http::Method::GET,
+            headers: &headers,
+            query: None,
+            tls,
+        })
+        .unwrap()
+        .cloned()
+}
+
+const SSL_REDIRECT_ACTION: &str = "    alb.ingress.kubernetes.io/actions.ssl-redirect: '{\"Type\": \"redirect\", \"RedirectConfig\": { \"Protocol\": \"HTTPS\", \"Port\": \"443\", \"StatusCode\": \"HTTP_301\"}}'\n";
+
+fn use_annotation(yaml: &str, service: &str) -> String {
+    yaml.replace(
+        &format!("name: {service}, port: {{number: 80}}"),
+        &format!("name: {service}, port: {{name: use-annotation}}"),
+    )
+}
+
+/// The classic pattern of EKS manifests: a first `/*` rule to the `ssl-redirect`
+/// action, then the app on `/*`. On plain HTTP the redirect answers; on HTTPS AWS's
+/// controller leaves the redirect off (it would loop) and the app serves.
+#[test]
+fn the_ssl_redirect_action_answers_plain_http_and_leaves_https_to_the_next_rule() {
+    let yaml = use_annotation(
+        &alb_ingress(
+            "web",
+            SSL_REDIRECT_ACTION,
+            &[
+                ("/*", "ImplementationSpecific", "ssl-redirect"),
+                ("/*", "ImplementationSpecific", "a"),
+            ],
+        ),
+        "ssl-redirect",
+    );
+    let c = compiled(&format!("{yaml}{}", services()));
+    assert!(c.diagnostics.is_empty(), "{:#?}", c.diagnostics);
+    let plain = route_on(&c, "/x", false).unwrap();
+    let Some(answer) = plain.alb.answer.as_deref() else {
+        panic!("the redirect answers plain HTTP");
+    };
+    assert!(matches!(answer, alb_actions::AlbAnswer::Redirect(r) if r.upgrades_only()));
+    let tls = route_on(&c, "/x", true).unwrap();
+    assert!(tls.alb.answer.is_none());
+    assert_eq!(backend_label(&tls.backend), "10.0.0.1:80");
+}
+
+#[test]
+fn actions_answer_forward_by_weight_or_close_their_rules() {
+    let annotations = r#"    alb.ingress.kubernetes.io/actions.response-503: >
+      {"type":"fixed-response","fixedResponseConfig":{"contentType":"text/plain","statusCode":"503","messageBody":"503 error text"}}
+    alb.ingress.kubernetes.io/actions.forward-multiple-tg: >
+      {"type":"forward","forwardConfig":{"targetGroups":[{"serviceName":"a","servicePort":"http","weight":20},{"serviceName":"b","servicePort":80,"weight":80}]}}
+    alb.ingress.kubernetes.io/actions.broken: '{"type":"redirect"'
+"#;
+    let mut yaml = alb_ingress(
+        "web",
+        annotations,
+        &[
+            ("/503", "Exact", "response-503"),
+            ("/split", "Exact", "forward-multiple-tg"),
+            ("/broken", "Exact", "broken"),
+            ("/broken-too", "Exact", "broken"),
+            ("/missing", "Exact", "missing"),
+            ("/*", "ImplementationSpecific", "c"),
+        ],
+    );
+    for name in ["response-503", "forward-multiple-tg", "broken", "missing"] {
+        yaml = use_annotation(&yaml, name);
+    }
+    let c = compiled(&format!("{yaml}{}", services()));
+    let fixed = route_on(&c, "/503", false).unwrap();
+    assert!(matches!(
+        fixed.alb.answer.as_deref(),
+        Some(alb_actions::AlbAnswer::Fixed(f)) if f.status == 503 && f.body == "503 error text"
+    ));
+    let split = route_on(&c, "/split", false).unwrap();
+    assert_eq!(
+        backend_label(&split.backend),
+        "20*10.0.0.1:80 80*10.0.0.2:80"
+    );
+    for path in ["/broken", "/broken-too", "/missing"] {
+        let route = route_on(&c, path, false).unwrap();
+        assert_eq!(
+            route.closed.as_ref().map(|c| c.reason),
+            Some("AnnotationInvalid"),
+            "{path} is closed, never left to /*"
+        );
+    }
+    let problems: Vec<String> = c
+        .diagnostics
+        .iter()
+        .map(|d| format!("{} {}", d.field, d.message))
+        .collect();
+    assert_eq!(
+        problems
+            .iter()
+            .filter(
+                |p| p.starts_with("metadata.annotations[alb.ingress.kubernetes.io/actions.broken]")
+            )
+            .count(),
+        1,
+        "one report per action: {problems:#?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("actions.missing")),
+        "{problems:#?}"
+    );
+    assert!(
+        !c.diagnostics
+            .iter()
+            .any(|d| d.reason == "IgnoredAnnotation"),
+        "{problems:#?}"
+    );
+}
+
+/// An Ingress's login guards its action rules too: ALB runs authenticate-oidc before
+/// the rule's action.
+#[test]
+fn actions_keep_the_ingress_guard() {
+    let login = "    alb.ingress.kubernetes.io/auth-type: oidc\n    alb.ingress.kubernetes.io/auth-idp-oidc: '{\"issuer\":\"https://idp.test\",\"secretName\":\"idp\"}'\n    alb.ingress.kubernetes.io/actions.teapot: '{\"type\":\"fixed-response\",\"fixedResponseConfig\":{\"statusCode\":\"200\",\"messageBody\":\"secret\"}}'\n";
+    let yaml = use_annotation(
+        &alb_ingress("web", login, &[("/teapot", "Exact", "teapot")]),
+        "teapot",
+    );
+    let secret = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: idp, namespace: apps}\nstringData: {clientID: app, clientSecret: s}\n";
+    let c = compiled(&format!("{yaml}{secret}{}", services()));
+    let route = route_on(&c, "/teapot", true).unwrap();
+    assert!(route.alb.answer.is_some());
+    assert!(route.guard_for("/teapot").is_some(), "{:#?}", c.diagnostics);
+}
+
+#[test]
+fn ssl_redirect_sends_every_plain_request_of_the_group_to_https() {
+    let member = |name: &str, annotations: &str, svc: &str| {
+        alb_ingress(
+            name,
+            &format!("    alb.ingress.kubernetes.io/group.name: shop\n{annotations}"),
+            &[(&format!("/{svc}"), "Prefix", svc)],
+        )
+    };
+    let c = compiled(&format!(
+        "{}{}{}",
+        member(
+            "web",
+            "    alb.ingress.kubernetes.io/ssl-redirect: '443'\n",
+            "a"
+        ),
+        member("api", "", "b"),
+        services()
+    ));
+    for path in ["/a", "/b"] {
+        assert_eq!(
+            route_on(&c, path, false).unwrap().alb.ssl_redirect,
+            Some(443),
+            "{path}"
+        );
+    }
+    let c = compiled(&format!(
+        "{}{}",
+        member(
+            "web",
+            "    alb.ingress.kubernetes.io/ssl-redirect: 'yes'\n",
+            "a"
+        ),
+        services()
+    ));
+    let route = route_on(&c, "/a", false).unwrap();
+    assert_eq!(route.closed.as_ref().unwrap().reason, "AnnotationInvalid");
+}

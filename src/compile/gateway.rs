@@ -1058,6 +1058,7 @@ fn host_drafts(
             sources: None,
             closed: None,
             order: Default::default(),
+            alb: Default::default(),
         })
         .collect()
 }
@@ -1116,6 +1117,7 @@ fn broken_catch_all(
         sources: None,
         closed: None,
         order: Default::default(),
+        alb: Default::default(),
     }
 }
 

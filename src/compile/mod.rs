@@ -3,6 +3,7 @@
 //! server. A bad object is left out (its routes fail closed) and reported; it never
 //! takes the rest down.
 
+pub mod alb_actions;
 pub mod alb_annotations;
 mod auth;
 pub mod authorization;
@@ -19,7 +20,7 @@ mod tls;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::diagnostics::{Diagnostic, ObjectRef};
@@ -377,6 +378,7 @@ struct RouteDraft {
     closed: Option<Arc<Closed>>,
     /// Where the route comes in ALB's rule order (read for ALB path patterns only).
     order: precedence::RuleOrder,
+    alb: AlbRoute,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -390,73 +392,168 @@ fn compile_routes(
     options: &CompileOptions,
     diags: &mut Vec<Diagnostic>,
 ) -> (Vec<RouteDraft>, Option<RouteDraft>) {
-    let mut drafts: Vec<RouteDraft> = Vec::new();
-    let mut taken: HashMap<(HostKey, PathRule), ObjectRef> = HashMap::new();
-    let mut default_draft: Option<RouteDraft> = None;
+    let mut routes = IngressRoutes {
+        drafts: Vec::new(),
+        taken: HashMap::new(),
+        default_draft: None,
+    };
     let groups = alb_annotations::Groups::of(ingresses);
     let by_name = positions_by_name(ingresses);
     for ingress in ingresses {
         let obj = ingress_ref(ingress);
-        let namespace = obj.namespace.clone();
         let Some(spec) = ingress.spec.as_ref() else {
             continue;
         };
-        let ingress_guards = guards.get(&obj).cloned().unwrap_or_default();
         let access = alb_annotations::access_for(ingress, &groups, options, diags);
-        let redirect = ssl_redirect_enabled(ingress);
-        let mut written = 0;
-        let mut resolve = |backend: &IngressBackend, field: &str, diags: &mut Vec<Diagnostic>| {
-            upstreams.resolve(index, &namespace, backend, &obj, field, diags)
+        let mut backends = alb_actions::Backends {
+            index,
+            upstreams,
+            object: &obj,
+            annotations: ingress.metadata.annotations.as_ref(),
+            reported: HashSet::new(),
         };
+        let base = ingress_draft(
+            &obj,
+            guards.get(&obj).map(Vec::as_slice).unwrap_or_default(),
+            &access,
+            Backend::Invalid {
+                reason: String::new(),
+            },
+        );
         if let Some(backend) = spec.default_backend.as_ref() {
-            let resolved = resolve(backend, "spec.defaultBackend", diags);
-            let candidate = RouteDraft {
-                field: "spec.defaultBackend".into(),
-                ..ingress_draft(&obj, &ingress_guards, &access, resolved)
-            };
-            offer_default_backend(&mut default_draft, candidate, diags);
+            let field = "spec.defaultBackend";
+            if let Some(resolved) = backends.resolve(backend, field, diags) {
+                let candidate = with_backend(&base, field.into(), resolved);
+                offer_default_backend(&mut routes.default_draft, candidate, diags);
+            }
         }
+        let order = precedence::RuleOrder {
+            group_order: access.group_order,
+            ingress: by_name.get(&obj).copied().unwrap_or_default(),
+            path: 0,
+        };
+        let context = RuleContext {
+            certs,
+            owners,
+            options,
+            https_redirect: ssl_redirect_enabled(ingress),
+            regex_paths: access.regex_paths,
+        };
+        routes.add_rules(spec, &base, order, &context, &mut backends, diags);
+    }
+    (routes.drafts, routes.default_draft)
+}
+
+/// What the rules of one Ingress are compiled with.
+struct RuleContext<'a> {
+    certs: &'a CertTable,
+    owners: &'a HashMap<String, HostOwner>,
+    options: &'a CompileOptions,
+    /// Portcullis's own redirect to HTTPS for hosts with a certificate.
+    https_redirect: bool,
+    regex_paths: bool,
+}
+
+/// The routes of every Ingress so far, and which host, path and conditions each
+/// Ingress has taken (the older keeps a contested one).
+struct IngressRoutes {
+    drafts: Vec<RouteDraft>,
+    taken: HashMap<(HostKey, PathRule, String), ObjectRef>,
+    default_draft: Option<RouteDraft>,
+}
+
+impl IngressRoutes {
+    /// The routes of an Ingress's rules, each a copy of `base` (its guards and
+    /// access) with its host, path and backend.
+    fn add_rules(
+        &mut self,
+        spec: &k8s_openapi::api::networking::v1::IngressSpec,
+        base: &RouteDraft,
+        mut order: precedence::RuleOrder,
+        context: &RuleContext,
+        backends: &mut alb_actions::Backends,
+        diags: &mut Vec<Diagnostic>,
+    ) {
+        let obj = &base.ingress;
+        let read = PathReading {
+            regex: context.regex_paths,
+            fold: context.options.case_insensitive_paths,
+        };
         for (ri, rule) in spec.rules.iter().flatten().enumerate() {
             let host = rule.host.as_deref().map(normalize_host);
-            if let Some(refusal) = host_refusal(&obj, ri, host.as_deref(), owners) {
+            if let Some(refusal) = host_refusal(obj, ri, host.as_deref(), context.owners) {
                 diags.push(refusal);
                 continue;
             }
-            let https_redirect = redirect && host.as_deref().is_some_and(|h| certs.covers(h));
+            let https_redirect =
+                context.https_redirect && host.as_deref().is_some_and(|h| context.certs.covers(h));
             for (pi, p) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
                 let field = format!("spec.rules[{ri}].http.paths[{pi}]");
-                let read = PathReading {
-                    regex: access.regex_paths,
-                    fold: options.case_insensitive_paths,
-                };
-                let Some((path, conditions)) = ingress_path(p, read, &obj, &field, diags) else {
+                let Some((path, conditions)) = ingress_path(p, read, obj, &field, diags) else {
                     continue;
                 };
-                written += 1;
-                let key = (host_key(host.as_deref()), path.clone());
-                if let Some(owner) = taken.get(&key) {
-                    diags.push(path_conflict(&obj, &field, host.as_deref(), &path, owner));
+                order.path += 1;
+                let backend_field = format!("{field}.backend");
+                let Some(resolved) = backends.resolve(&p.backend, &backend_field, diags) else {
+                    continue;
+                };
+                let mut draft = with_backend(base, field, resolved);
+                draft.conditions = Conditions {
+                    tls: draft.conditions.tls,
+                    ..conditions
+                };
+                let key = (
+                    host_key(host.as_deref()),
+                    path.clone(),
+                    precedence::condition_key(&draft.conditions),
+                );
+                if let Some(owner) = self.taken.get(&key) {
+                    diags.push(path_conflict(
+                        obj,
+                        &draft.field,
+                        host.as_deref(),
+                        &path,
+                        owner,
+                    ));
                     continue;
                 }
-                taken.insert(key, obj.clone());
-                let backend = resolve(&p.backend, &format!("{field}.backend"), diags);
-                drafts.push(RouteDraft {
+                self.taken.insert(key, obj.clone());
+                self.drafts.push(RouteDraft {
                     host: host.clone(),
-                    field,
                     path: Some(path),
                     https_redirect,
-                    conditions,
-                    order: precedence::RuleOrder {
-                        group_order: access.group_order,
-                        ingress: by_name.get(&obj).copied().unwrap_or_default(),
-                        path: written,
-                    },
-                    ..ingress_draft(&obj, &ingress_guards, &access, backend)
+                    order,
+                    ..draft
                 });
             }
         }
     }
-    (drafts, default_draft)
+}
+
+/// `base` serving `resolved` for the rule at `field`.
+fn with_backend(base: &RouteDraft, field: String, resolved: alb_actions::Resolved) -> RouteDraft {
+    RouteDraft {
+        host: base.host.clone(),
+        field,
+        path: base.path.clone(),
+        ingress: base.ingress.clone(),
+        backend: resolved.backend,
+        guards: base.guards.clone(),
+        https_redirect: base.https_redirect,
+        conditions: Conditions {
+            tls: resolved.tls,
+            ..Conditions::default()
+        },
+        filters: Filters::default(),
+        timeout: base.timeout,
+        sources: base.sources.clone(),
+        closed: base.closed.clone().or(resolved.closed),
+        order: base.order,
+        alb: AlbRoute {
+            answer: resolved.answer,
+            ..base.alb.clone()
+        },
+    }
 }
 
 /// A route of the Ingress to `backend`, for any host and path, with the Ingress's
@@ -481,6 +578,10 @@ fn ingress_draft(
         sources: access.sources.clone(),
         closed: access.closed.clone(),
         order: precedence::RuleOrder::default(),
+        alb: AlbRoute {
+            answer: None,
+            ssl_redirect: access.ssl_redirect,
+        },
     }
 }
 
@@ -771,6 +872,7 @@ fn build_table(mut drafts: Vec<RouteDraft>, default_draft: Option<RouteDraft>) -
             timeout: d.timeout,
             sources: d.sources,
             closed: d.closed,
+            alb: d.alb,
         });
         all.push(route.clone());
         route

@@ -54,6 +54,29 @@ pub(crate) fn rank(path: Option<&PathRule>, conditions: &Conditions, order: Rule
     )
 }
 
+/// The conditions of a rule as text, so two rules of one path with different
+/// conditions (a method, a header, the protocol an action is left off) are not the
+/// same rule.
+pub(crate) fn condition_key(c: &Conditions) -> String {
+    let values = |list: &[(String, ValueMatch)]| {
+        list.iter()
+            .map(|(n, v)| format!("{n}={}{}", v.is_regex(), v.as_str()))
+            .collect::<Vec<_>>()
+    };
+    let headers: Vec<(String, ValueMatch)> = c
+        .headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.clone()))
+        .collect();
+    format!(
+        "{:?} {:?} {:?} {:?}",
+        c.tls,
+        c.method,
+        values(&headers),
+        values(&c.query)
+    )
+}
+
 /// One rule as the shadow check sees it.
 #[derive(Clone, Copy)]
 pub(crate) struct RuleView<'a> {

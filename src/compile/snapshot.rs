@@ -94,6 +94,20 @@ pub struct Route {
     /// An access control the route's object asks for that Portcullis cannot give:
     /// the route answers this error and never reaches the backend.
     pub closed: Option<Arc<Closed>>,
+    /// What ALB's annotations add: an answer instead of the backend, a redirect to
+    /// HTTPS.
+    pub alb: AlbRoute,
+}
+
+/// What ALB's annotations add to a route besides its path, conditions and backend.
+#[derive(Clone, Default)]
+pub struct AlbRoute {
+    /// `actions.<name>`: a redirect or a fixed response instead of the backend,
+    /// answered after the guard, as ALB runs its login before a rule's action.
+    pub answer: Option<Arc<super::alb_actions::AlbAnswer>>,
+    /// `ssl-redirect`: a plain-HTTP request goes to HTTPS on this port, before any
+    /// login or rule.
+    pub ssl_redirect: Option<u16>,
 }
 
 /// Source addresses allowed to reach a route (ALB's `inbound-cidrs`, a security group

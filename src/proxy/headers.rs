@@ -135,6 +135,23 @@ pub fn set_forwarded(
     }
 }
 
+/// Whether a trusted proxy in front says the client connected over HTTPS: its last
+/// `X-Forwarded-Proto` entry, from a peer of `trusted` only (TLS ended in front of
+/// Portcullis). Anyone else's header says nothing.
+pub fn forwarded_https(headers: &HeaderMap, peer: SocketAddr, trusted: &[IpNet]) -> bool {
+    let peer_ip = peer.ip().to_canonical();
+    if !trusted.iter().any(|n| n.contains(peer_ip)) {
+        return false;
+    }
+    let last = headers
+        .get_all("x-forwarded-proto")
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next());
+    last.is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+}
+
 /// The client's address, as a source allow-list reads it: the socket peer, or, when
 /// the peer is a trusted proxy, the right-most address of `X-Forwarded-For` that is
 /// not itself a trusted proxy (each trusted hop appends the address it saw; what lies

@@ -38,6 +38,7 @@ use crate::observe::access_log::{AccessRecord, timestamp};
 use crate::observe::flows::{Hop, now_ms};
 use crate::observe::trace::{self, TraceId};
 
+mod alb;
 mod body;
 mod endpoints;
 mod filters;
@@ -138,8 +139,15 @@ impl Exchange {
         if let Some(answer) = self.admit(&route, &at) {
             return answer;
         }
+        if let Some(answer) = self.alb_upgrade(&route, &at, &req) {
+            return answer;
+        }
         if let Some(answer) = self.guard_route(&mut req, &route, &at).await {
             return answer;
+        }
+        // ALB runs a rule's login before its action, so an action answers only here.
+        if let Some(answer) = &route.alb.answer {
+            return self.alb_answer(answer, &at, req.uri().query());
         }
         if let Some(to) = &route.filters.redirect {
             let query = req.uri().query();

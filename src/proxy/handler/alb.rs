@@ -1,0 +1,87 @@
+//! What ALB's annotations answer themselves: the redirect to HTTPS of
+//! `ssl-redirect`, and a rule's `actions.<name>` redirect or fixed response.
+
+use super::*;
+use crate::compile::alb_actions::{AlbAnswer, RequestUrl};
+use crate::proxy::headers::forwarded_https;
+use crate::proxy::pages::{empty, full};
+
+impl Exchange {
+    /// `ssl-redirect`, and an action that only moves the request to HTTPS: answered
+    /// to a plain-HTTP request before any login, as ALB answers them on its HTTP
+    /// listener. A request a trusted proxy says came over HTTPS is not redirected
+    /// (TLS ended in front of Portcullis).
+    pub(super) fn alb_upgrade(
+        &mut self,
+        route: &Route,
+        at: &CanonicalRequest,
+        req: &Request<Incoming>,
+    ) -> Option<Response<Body>> {
+        if at.tls {
+            return None;
+        }
+        let config = &self.dp.config;
+        if let Some(port) = route.alb.ssl_redirect
+            && !forwarded_https(req.headers(), self.conn.peer, &config.trusted_proxies)
+        {
+            let host = &at.authority.host;
+            let authority = if port == 443 {
+                host.clone()
+            } else {
+                format!("{host}:{port}")
+            };
+            let location = format!("https://{authority}{}", at.path_and_query);
+            self.rec.add_action("redirect");
+            self.rec.redirect_url = location.clone();
+            return Some(redirect(StatusCode::MOVED_PERMANENTLY, &location));
+        }
+        let answer = route.alb.answer.as_ref()?;
+        match answer.as_ref() {
+            AlbAnswer::Redirect(r) if r.upgrades_only() => {
+                Some(self.alb_answer(answer, at, req.uri().query()))
+            }
+            _ => None,
+        }
+    }
+
+    /// A rule's action: its redirect, over the request's own parts, or its fixed
+    /// response.
+    pub(super) fn alb_answer(
+        &mut self,
+        answer: &AlbAnswer,
+        at: &CanonicalRequest,
+        query: Option<&str>,
+    ) -> Response<Body> {
+        match answer {
+            AlbAnswer::Redirect(r) => {
+                let url = RequestUrl {
+                    tls: at.tls,
+                    host: &at.authority.host,
+                    port: at.authority.port.unwrap_or(if at.tls { 443 } else { 80 }),
+                    path: &at.path,
+                    query,
+                };
+                let location = r.location(&url);
+                self.rec.add_action("redirect");
+                self.rec.redirect_url = location.clone();
+                let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FOUND);
+                redirect(status, &location)
+            }
+            AlbAnswer::Fixed(f) => {
+                self.rec.add_action("fixed-response");
+                let body = if self.head {
+                    empty()
+                } else {
+                    full(f.body.clone())
+                };
+                let mut resp = Response::new(body);
+                *resp.status_mut() =
+                    StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                if let Ok(v) = http::HeaderValue::from_str(&f.content_type) {
+                    resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+                }
+                resp
+            }
+        }
+    }
+}
