@@ -612,3 +612,166 @@ stringData: {{clientID: portcullis-test, clientSecret: test-secret}}
     let answer = raw_exchange(proxy.http, behind_tls.as_bytes()).await;
     assert_eq!(answer.status, 401, "{}", answer.head);
 }
+
+/// The conditions example of AWS's controller documentation, with a canary Service
+/// behind a header condition added: every condition holds as on ALB, and what cannot
+/// be told one way (a header or query key sent twice, an address a trusted proxy
+/// does not name) is refused, never given to the next rule.
+#[tokio::test]
+async fn the_conditions_example_routes_by_header_method_query_and_source() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let dir = TempDir::new("alb-conditions");
+    let ingress = r#"---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  namespace: apps
+  name: ingress
+  annotations:
+    alb.ingress.kubernetes.io/scheme: internet-facing
+    alb.ingress.kubernetes.io/actions.rule-path1: >
+      {"type":"fixed-response","fixedResponseConfig":{"contentType":"text/plain","statusCode":"200","messageBody":"Host is www.example.com OR anno.example.com"}}
+    alb.ingress.kubernetes.io/conditions.rule-path1: >
+      [{"field":"host-header","hostHeaderConfig":{"values":["anno.example.com"]}}]
+    alb.ingress.kubernetes.io/actions.rule-path3: >
+      {"type":"fixed-response","fixedResponseConfig":{"contentType":"text/plain","statusCode":"200","messageBody":"Http header HeaderName is HeaderValue1 OR HeaderValue2"}}
+    alb.ingress.kubernetes.io/conditions.rule-path3: >
+      [{"field":"http-header","httpHeaderConfig":{"httpHeaderName": "HeaderName", "values":["HeaderValue1", "HeaderValue2"]}}]
+    alb.ingress.kubernetes.io/actions.rule-path4: >
+      {"type":"fixed-response","fixedResponseConfig":{"contentType":"text/plain","statusCode":"200","messageBody":"Http request method is GET OR HEAD"}}
+    alb.ingress.kubernetes.io/conditions.rule-path4: >
+      [{"field":"http-request-method","httpRequestMethodConfig":{"Values":["GET", "HEAD"]}}]
+    alb.ingress.kubernetes.io/actions.rule-path5: >
+      {"type":"fixed-response","fixedResponseConfig":{"contentType":"text/plain","statusCode":"200","messageBody":"Query string is paramA:valueA1 OR paramA:valueA2"}}
+    alb.ingress.kubernetes.io/conditions.rule-path5: >
+      [{"field":"query-string","queryStringConfig":{"values":[{"key":"paramA","value":"valueA1"},{"key":"paramA","value":"valueA2"}]}}]
+    alb.ingress.kubernetes.io/actions.rule-path6: >
+      {"type":"fixed-response","fixedResponseConfig":{"contentType":"text/plain","statusCode":"200","messageBody":"Source IP is 192.168.0.0/16 OR 172.16.0.0/16"}}
+    alb.ingress.kubernetes.io/conditions.rule-path6: >
+      [{"field":"source-ip","sourceIpConfig":{"values":["192.168.0.0/16", "172.16.0.0/16"]}}]
+    alb.ingress.kubernetes.io/conditions.canary: >
+      [{"field":"http-header","httpHeaderConfig":{"httpHeaderName":"X-Canary","values":["always"]}}]
+spec:
+  ingressClassName: portcullis
+  rules:
+    - host: www.example.com
+      http:
+        paths:
+          - {path: /path1, pathType: Exact, backend: {service: {name: rule-path1, port: {name: use-annotation}}}}
+          - {path: /path3, pathType: Exact, backend: {service: {name: rule-path3, port: {name: use-annotation}}}}
+          - {path: /path4, pathType: Exact, backend: {service: {name: rule-path4, port: {name: use-annotation}}}}
+          - {path: /path5, pathType: Exact, backend: {service: {name: rule-path5, port: {name: use-annotation}}}}
+          - {path: /path6, pathType: Exact, backend: {service: {name: rule-path6, port: {name: use-annotation}}}}
+          - {path: /*, pathType: ImplementationSpecific, backend: {service: {name: canary, port: {number: 80}}}}
+          - {path: /*, pathType: ImplementationSpecific, backend: {service: {name: stable, port: {number: 80}}}}
+"#;
+    dir.write(
+        "app.yaml",
+        &format!(
+            "{ingress}{}{}",
+            service_in("apps", "stable", &stable),
+            service_in("apps", "canary", &canary)
+        ),
+    );
+    let proxy = Portcullis::start(dir.path(), &[]);
+    let behind_proxy = Portcullis::start(dir.path(), &["--trusted-proxy", "127.0.0.1"]);
+    let www = "www.example.com";
+    eventually("the example is served", || async {
+        reached(&proxy, www, "/").await.is_ok()
+    })
+    .await;
+    eventually("the second instance too", || async {
+        reached(&behind_proxy, www, "/").await.is_ok()
+    })
+    .await;
+    let send = |addr, method: &str, host: &str, target: &str, headers: &str| {
+        let request = format!(
+            "{method} {target} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n"
+        );
+        async move { raw_exchange(addr, request.as_bytes()).await }
+    };
+    // (method, host, target, headers) and what answers: a fixed response's first word,
+    // a backend's name, or a status.
+    let http = proxy.http;
+    for (method, host, target, headers, want) in [
+        ("GET", www, "/path1", "", "Host"),
+        ("GET", "anno.example.com", "/path1", "", "Host"),
+        ("GET", "anno.example.com", "/", "", "404"),
+        ("GET", www, "/path3", "HeaderName: HeaderValue2\r\n", "Http"),
+        ("GET", www, "/path3", "headername: headervalue1\r\n", "Http"),
+        (
+            "GET",
+            www,
+            "/path3",
+            "HeaderName: HeaderValue3\r\n",
+            "stable",
+        ),
+        (
+            "GET",
+            www,
+            "/path3",
+            "HeaderName: HeaderValue1\r\nHeaderName: HeaderValue3\r\n",
+            "400",
+        ),
+        ("GET", www, "/path4", "", "Http"),
+        ("POST", www, "/path4", "Content-Length: 0\r\n", "stable"),
+        ("GET", www, "/path5?paramA=valueA1", "", "Query"),
+        ("GET", www, "/path5?parama=VALUEA2&other=1", "", "Query"),
+        ("GET", www, "/path5?param%41=value%41%31", "", "Query"),
+        ("GET", www, "/path5?paramA=valueA1&paramA=evil", "", "400"),
+        ("GET", www, "/path5?paramA=nope", "", "stable"),
+        ("GET", www, "/path6", "", "stable"),
+        ("GET", www, "/app", "X-Canary: always\r\n", "canary"),
+        ("GET", www, "/app", "X-Canary: ALWAYS\r\n", "canary"),
+        ("GET", www, "/app", "X-Canary: always, never\r\n", "stable"),
+        (
+            "GET",
+            www,
+            "/app",
+            "X-Canary: always\r\nX-Canary: always\r\n",
+            "400",
+        ),
+        ("GET", www, "/app", "", "stable"),
+    ] {
+        let answer = send(http, method, host, target, headers).await;
+        let got = match answer.backend() {
+            Some(seen) => seen["backend"].as_str().unwrap().to_owned(),
+            None if answer.status == 200 => {
+                answer.body.split(' ').next().unwrap_or_default().to_owned()
+            }
+            None => answer.status.to_string(),
+        };
+        assert_eq!(
+            got, want,
+            "{method} {host}{target} {headers:?}: {}",
+            answer.body
+        );
+    }
+    // The source is the client: the peer, or behind a trusted proxy the address it
+    // forwarded for; an untrusted peer's X-Forwarded-For says nothing.
+    let behind = behind_proxy.http;
+    for (addr, headers, want) in [
+        (http, "X-Forwarded-For: 192.168.1.1\r\n", "stable"),
+        (behind, "X-Forwarded-For: 192.168.1.1\r\n", "Source"),
+        (
+            behind,
+            "X-Forwarded-For: 172.16.0.9, 203.0.113.1\r\n",
+            "stable",
+        ),
+        (behind, "X-Forwarded-For: 10.0.0.1\r\n", "stable"),
+        (behind, "X-Forwarded-For: unknown\r\n", "400"),
+    ] {
+        let answer = send(addr, "GET", www, "/path6", headers).await;
+        let got = match answer.backend() {
+            Some(seen) => seen["backend"].as_str().unwrap().to_owned(),
+            None if answer.status == 200 => {
+                answer.body.split(' ').next().unwrap_or_default().to_owned()
+            }
+            None => answer.status.to_string(),
+        };
+        assert_eq!(got, want, "{headers:?}: {}", answer.body);
+    }
+}

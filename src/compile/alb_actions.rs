@@ -260,8 +260,8 @@ pub fn parse(value: &str) -> Result<Action, Problem> {
         )
     })?;
     let folded = fold_keys(raw).map_err(|e| problem(e, JSON_FIX))?;
-    let json: ActionJson = serde_path_to_error::deserialize(folded)
-        .map_err(|e| problem(format!("{}: {}", e.path(), e.inner()), JSON_FIX))?;
+    let json: ActionJson =
+        serde_path_to_error::deserialize(folded).map_err(|e| problem(shape_error(&e), JSON_FIX))?;
     match json.kind.as_str() {
         "redirect" => redirect(json.redirect).map(|r| Action::Answer(AlbAnswer::Redirect(r))),
         "fixed-response" => fixed(json.fixed).map(|f| Action::Answer(AlbAnswer::Fixed(f))),
@@ -273,6 +273,18 @@ pub fn parse(value: &str) -> Result<Action, Problem> {
             format!("type {other:?} is not redirect, fixed-response or forward"),
             JSON_FIX,
         )),
+    }
+}
+
+/// Where the JSON does not have the shape AWS's controller reads, and why (field
+/// names as folded to lower case).
+pub(super) fn shape_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    match e.path().to_string().as_str() {
+        "." => format!(
+            "not the shape AWS Load Balancer Controller reads: {}",
+            e.inner()
+        ),
+        path => format!("{path}: {}", e.inner()),
     }
 }
 

@@ -352,6 +352,7 @@ fn route_on(c: &Compiled, path: &str, tls: bool) -> Option<Arc<Route>> {
             headers: &headers,
             query: None,
             tls,
+            client: None,
         })
         .unwrap()
         .cloned()
@@ -516,4 +517,143 @@ fn ssl_redirect_sends_every_plain_request_of_the_group_to_https() {
     ));
     let route = route_on(&c, "/a", false).unwrap();
     assert_eq!(route.closed.as_ref().unwrap().reason, "AnnotationInvalid");
+}
+
+/// A GET for `host` and `path` with these headers, query and client.
+fn route_for(
+    c: &Compiled,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    query: Option<&str>,
+    client: Option<&str>,
+) -> Result<Option<Arc<Route>>, Unevaluable> {
+    let mut map = http::HeaderMap::new();
+    for (k, v) in headers {
+        map.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    c.snapshot
+        .routes
+        .find_for(&RouteQuery {
+            host,
+            path,
+            method: &http::Method::GET,
+            headers: &map,
+            query,
+            tls: true,
+            client: client.map(|c| c.parse().unwrap()),
+        })
+        .map(|r| r.cloned())
+}
+
+fn service_of(route: Option<Arc<Route>>) -> String {
+    route.map_or("-".into(), |r| {
+        let label = backend_label(&r.backend);
+        match label
+            .strip_prefix("10.0.0.")
+            .and_then(|n| n.strip_suffix(":80"))
+        {
+            Some(n) => ["a", "b", "c", "d", "e"][n.parse::<usize>().unwrap() - 1].into(),
+            None => label,
+        }
+    })
+}
+
+/// `conditions.<name>` narrows the rules of Service `<name>` (header, method, query,
+/// source) and adds the hosts and paths it names, as the documentation's examples do.
+#[test]
+fn conditions_narrow_a_rule_and_add_hosts_and_paths() {
+    let annotations = r#"    alb.ingress.kubernetes.io/conditions.b: >
+      [{"field":"http-header","httpHeaderConfig":{"httpHeaderName":"X-Canary","values":["true"]}},{"field":"source-ip","sourceIpConfig":{"values":["10.0.0.0/8"]}}]
+    alb.ingress.kubernetes.io/conditions.c: >
+      [{"field":"host-header","hostHeaderConfig":{"values":["anno.example.com","www.*"]}},{"field":"path-pattern","pathPatternConfig":{"values":["/anno/*"]}}]
+    alb.ingress.kubernetes.io/conditions.d: >
+      [{"field":"query-string","queryStringConfig":{"values":[{"key":"mode","value":"beta"}]}}]
+"#;
+    let c = compiled(&format!(
+        "{}{}",
+        alb_ingress(
+            "web",
+            annotations,
+            &[
+                ("/*", "ImplementationSpecific", "b"),
+                ("/c", "Exact", "c"),
+                ("/*", "ImplementationSpecific", "d"),
+                ("/*", "ImplementationSpecific", "a"),
+            ],
+        ),
+        services()
+    ));
+    assert!(c.diagnostics.is_empty(), "{:#?}", c.diagnostics);
+    let at = |host: &str, path: &str, headers: &[(&str, &str)], query, client| {
+        service_of(route_for(&c, host, path, headers, query, client).unwrap())
+    };
+    let canary = [("x-canary", "TRUE")];
+    let app = "app.example.com";
+    assert_eq!(at(app, "/x", &canary, None, Some("10.1.2.3")), "b");
+    assert_eq!(at(app, "/x", &canary, None, Some("192.0.2.1")), "a");
+    assert_eq!(at(app, "/x", &[], None, Some("10.1.2.3")), "a");
+    assert_eq!(at(app, "/x", &[], Some("mode=beta"), None), "d");
+    assert_eq!(at(app, "/c", &[], None, None), "c");
+    assert_eq!(at(app, "/anno/x", &[], None, None), "c");
+    assert_eq!(at("anno.example.com", "/c", &[], None, None), "c");
+    assert_eq!(at("anno.example.com", "/anno/1", &[], None, None), "c");
+    assert_eq!(at("www.example.org", "/c", &[], None, None), "c");
+    assert_eq!(at("anno.example.com", "/x", &[], None, None), "-");
+    // What cannot be told is refused, never routed to the next rule.
+    let twice = route_for(
+        &c,
+        app,
+        "/x",
+        &[("x-canary", "true"), ("x-canary", "false")],
+        None,
+        Some("10.1.2.3"),
+    );
+    assert!(
+        matches!(twice, Err(Unevaluable::Ambiguous(_))),
+        "{:?}",
+        twice.map(service_of)
+    );
+    let no_client = route_for(&c, app, "/x", &canary, None, None);
+    assert!(no_client.is_err());
+    let query_twice = route_for(&c, app, "/x", &[], Some("mode=beta&mode=alpha"), None);
+    assert!(query_twice.is_err());
+}
+
+#[test]
+fn conditions_that_cannot_be_read_close_the_rule_never_widen_it() {
+    let annotations = r#"    alb.ingress.kubernetes.io/conditions.b: '[{"field":"source-ip","sourceIpConfig":{"values":["10.0.0.1"]}}]'
+"#;
+    let c = compiled(&format!(
+        "{}{}",
+        alb_ingress(
+            "web",
+            annotations,
+            &[
+                ("/admin/*", "ImplementationSpecific", "b"),
+                ("/*", "ImplementationSpecific", "a"),
+            ],
+        ),
+        services()
+    ));
+    let route = route_for(
+        &c,
+        "app.example.com",
+        "/admin/x",
+        &[],
+        None,
+        Some("192.0.2.1"),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(route.closed.as_ref().unwrap().reason, "AnnotationInvalid");
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.field == "metadata.annotations[alb.ingress.kubernetes.io/conditions.b]")
+        .expect("reported on the annotation");
+    assert!(d.message.contains("CIDR"), "{}", d.message);
 }

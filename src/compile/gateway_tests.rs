@@ -87,6 +87,7 @@ fn lookup(
             headers: &map,
             query,
             tls: false,
+            client: None,
         })
         .map_err(|e| e.reason())?;
     Ok(route.map(|r| backend_label(&r.backend)))

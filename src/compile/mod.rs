@@ -5,6 +5,7 @@
 
 pub mod alb_actions;
 pub mod alb_annotations;
+pub mod alb_conditions;
 mod auth;
 pub mod authorization;
 mod backends;
@@ -485,11 +486,9 @@ impl IngressRoutes {
                 diags.push(refusal);
                 continue;
             }
-            let https_redirect =
-                context.https_redirect && host.as_deref().is_some_and(|h| context.certs.covers(h));
             for (pi, p) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
                 let field = format!("spec.rules[{ri}].http.paths[{pi}]");
-                let Some((path, conditions)) = ingress_path(p, read, obj, &field, diags) else {
+                let Some(own_path) = ingress_path(p, read, obj, &field, diags) else {
                     continue;
                 };
                 order.path += 1;
@@ -498,34 +497,201 @@ impl IngressRoutes {
                     continue;
                 };
                 let mut draft = with_backend(base, field, resolved);
-                draft.conditions = Conditions {
-                    tls: draft.conditions.tls,
-                    ..conditions
-                };
-                let key = (
-                    host_key(host.as_deref()),
-                    path.clone(),
-                    precedence::condition_key(&draft.conditions),
+                draft.order = order;
+                let targets = rule_targets(
+                    &mut draft,
+                    (host.clone(), own_path),
+                    &p.backend,
+                    backends,
+                    context,
+                    diags,
                 );
-                if let Some(owner) = self.taken.get(&key) {
-                    diags.push(path_conflict(
-                        obj,
-                        &draft.field,
-                        host.as_deref(),
-                        &path,
-                        owner,
-                    ));
-                    continue;
+                for (target_host, host_condition) in &targets.hosts {
+                    for (path, path_conditions) in &targets.paths {
+                        let target = Target {
+                            host: target_host.clone(),
+                            host_condition: host_condition.clone(),
+                            path: path.clone(),
+                            path_conditions: path_conditions.clone(),
+                        };
+                        self.offer(&draft, target, context, diags);
+                    }
                 }
-                self.taken.insert(key, obj.clone());
-                self.drafts.push(RouteDraft {
-                    host: host.clone(),
-                    path: Some(path),
-                    https_redirect,
-                    order,
-                    ..draft
-                });
             }
+        }
+    }
+
+    /// The route of `draft` for one host and path, unless an older Ingress took
+    /// that host, path and conditions.
+    fn offer(
+        &mut self,
+        draft: &RouteDraft,
+        target: Target,
+        context: &RuleContext,
+        diags: &mut Vec<Diagnostic>,
+    ) {
+        let mut conditions = Conditions {
+            tls: draft.conditions.tls,
+            alb: draft.conditions.alb.clone(),
+            ..target.path_conditions
+        };
+        conditions.alb.extend(target.host_condition);
+        let host = target.host;
+        let key = (
+            host_key(host.as_deref()),
+            target.path.clone(),
+            precedence::condition_key(&conditions),
+        );
+        let obj = &draft.ingress;
+        if let Some(owner) = self.taken.get(&key) {
+            let conflict = path_conflict(obj, &draft.field, host.as_deref(), &target.path, owner);
+            diags.push(conflict);
+            return;
+        }
+        self.taken.insert(key, obj.clone());
+        let https_redirect =
+            context.https_redirect && host.as_deref().is_some_and(|h| context.certs.covers(h));
+        self.drafts.push(RouteDraft {
+            host,
+            path: Some(target.path),
+            https_redirect,
+            conditions,
+            ..draft.clone_parts()
+        });
+    }
+}
+
+/// One host and path a rule serves.
+struct Target {
+    host: Option<String>,
+    /// For hosts given by a wildcard that is not `*.` and a name, or an expression.
+    host_condition: Option<alb_conditions::AlbCondition>,
+    path: PathRule,
+    /// What matches the path (an ALB pattern or expression).
+    path_conditions: Conditions,
+}
+
+/// The hosts and paths a rule serves: its own, and those its `conditions.<name>`
+/// adds, with that annotation's other conditions put on `draft`. A conditions
+/// annotation that cannot be read closes the rule, which keeps its own host and path.
+struct Targets {
+    hosts: Vec<(Option<String>, Option<alb_conditions::AlbCondition>)>,
+    paths: Vec<(PathRule, Conditions)>,
+}
+
+fn rule_targets(
+    draft: &mut RouteDraft,
+    (host, (path, path_conditions)): (Option<String>, (PathRule, Conditions)),
+    backend: &k8s_openapi::api::networking::v1::IngressBackend,
+    backends: &mut alb_actions::Backends,
+    context: &RuleContext,
+    diags: &mut Vec<Diagnostic>,
+) -> Targets {
+    let regex_path = path_conditions.path_regex.is_some();
+    let mut targets = Targets {
+        hosts: vec![(host.clone(), None)],
+        paths: vec![(path, path_conditions)],
+    };
+    let read = match backends.conditions(backend, &draft.field, diags) {
+        Ok(Some(read)) => read,
+        Ok(None) => return targets,
+        Err(closed) => {
+            draft.closed = draft.closed.clone().or(Some(closed));
+            return targets;
+        }
+    };
+    draft.conditions.alb = read.conditions;
+    if let Some(extra) = read.hosts {
+        // The rule's own host (if any) and the condition's, as one ALB condition.
+        targets.hosts.retain(|(h, _)| h.is_some());
+        let obj = &draft.ingress;
+        for name in extra.names {
+            match host_refusal(obj, 0, Some(&name), context.owners) {
+                Some(refusal) => diags.push(Diagnostic {
+                    field: draft.field.clone(),
+                    ..refusal
+                }),
+                None => targets.hosts.push((Some(name), None)),
+            }
+        }
+        targets
+            .hosts
+            .extend(extra.matching.map(|c| (None, Some(c))));
+    }
+    if let Some(extra) = read.paths {
+        let fold = context.options.case_insensitive_paths;
+        match extra_paths(extra, regex_path, fold, &draft.ingress, &draft.field, diags) {
+            Ok(paths) => targets.paths.extend(paths),
+            Err(closed) => draft.closed = draft.closed.clone().or(Some(closed)),
+        }
+    }
+    targets
+}
+
+/// The paths a `path-pattern` condition adds: patterns, or expressions when the rule's
+/// own path is one (AWS's controller refuses the mix).
+fn extra_paths(
+    extra: alb_conditions::ExtraPaths,
+    regex_path: bool,
+    fold: bool,
+    obj: &ObjectRef,
+    field: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<Vec<(PathRule, Conditions)>, Arc<Closed>> {
+    use alb_conditions::ExtraPaths;
+    let before = diags.len();
+    let paths: Vec<(PathRule, Conditions)> = match (extra, regex_path) {
+        (ExtraPaths::Patterns(patterns), false) => patterns
+            .iter()
+            .filter_map(|p| alb_pattern_path(p, fold, obj, field, diags))
+            .collect(),
+        (ExtraPaths::Expressions(exprs), true) => exprs
+            .iter()
+            .filter_map(|e| alb_regex_path(&format!("/{e}"), fold, obj, field, diags))
+            .collect(),
+        (_, regex) => {
+            let (rule, condition) = if regex {
+                ("an expression (use-regex-path-match)", "values")
+            } else {
+                ("not an expression", "regexValues")
+            };
+            diags.push(Diagnostic::error(
+                obj,
+                field,
+                "InvalidAnnotation",
+                format!("the rule's path is {rule}, and its path-pattern condition gives {condition}, which AWS's controller refuses; the rule answers 500 AnnotationInvalid"),
+                "give the path-pattern condition the same kind of values as the rule's path".into(),
+            ));
+            Vec::new()
+        }
+    };
+    if diags.len() > before {
+        return Err(Arc::new(Closed {
+            reason: "AnnotationInvalid",
+            problem: format!("{obj} {field}: a path-pattern condition cannot be used"),
+        }));
+    }
+    Ok(paths)
+}
+
+impl RouteDraft {
+    /// A copy of everything but the host, path and conditions, which `offer` sets.
+    fn clone_parts(&self) -> RouteDraft {
+        RouteDraft {
+            host: None,
+            field: self.field.clone(),
+            path: None,
+            ingress: self.ingress.clone(),
+            backend: self.backend.clone(),
+            guards: self.guards.clone(),
+            https_redirect: false,
+            conditions: Conditions::default(),
+            filters: self.filters.clone(),
+            timeout: self.timeout,
+            sources: self.sources.clone(),
+            closed: self.closed.clone(),
+            order: self.order,
+            alb: self.alb.clone(),
         }
     }
 }

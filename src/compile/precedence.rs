@@ -69,11 +69,12 @@ pub(crate) fn condition_key(c: &Conditions) -> String {
         .map(|(n, v)| (n.to_string(), v.clone()))
         .collect();
     format!(
-        "{:?} {:?} {:?} {:?}",
+        "{:?} {:?} {:?} {:?} {:?}",
         c.tls,
         c.method,
         values(&headers),
-        values(&c.query)
+        values(&c.query),
+        c.alb
     )
 }
 
@@ -218,7 +219,8 @@ fn implies(a: &Conditions, b: &Conditions) -> bool {
         .query
         .iter()
         .all(|(n, v)| a.query.iter().any(|(m, w)| m == n && same_match(v, w)));
-    b.tls.is_none_or(|t| a.tls == Some(t))
+    b.alb.iter().all(|c| a.alb.contains(c))
+        && b.tls.is_none_or(|t| a.tls == Some(t))
         && b.method
             .as_ref()
             .is_none_or(|m| a.method.as_ref() == Some(m))

@@ -146,6 +146,9 @@ pub struct RouteQuery<'a> {
     pub headers: &'a http::HeaderMap,
     pub query: Option<&'a str>,
     pub tls: bool,
+    /// The client's address, as the source allow-list reads it (`None`: a trusted
+    /// proxy's header named none).
+    pub client: Option<IpAddr>,
 }
 
 #[derive(Clone)]
@@ -259,6 +262,8 @@ pub struct Conditions {
     /// `Some(true)`: only on TLS connections (every parent listener is HTTPS);
     /// `Some(false)`: only on plain ones.
     pub tls: Option<bool>,
+    /// ALB's `conditions.<name>`: every one must hold.
+    pub alb: Vec<super::alb_conditions::AlbCondition>,
 }
 
 impl Conditions {
@@ -286,7 +291,8 @@ impl Conditions {
             .query
             .iter()
             .map(|(name, want)| query_eval(query.as_deref().unwrap_or_default(), name, want));
-        all_of(path.into_iter().chain(headers).chain(query))
+        let alb = self.alb.iter().map(|c| c.eval(req));
+        all_of(path.into_iter().chain(headers).chain(query).chain(alb))
     }
 
     /// Gateway API precedence after the path: a method, then more headers, then
@@ -579,6 +585,7 @@ impl RouteTable {
             headers: &headers,
             query: None,
             tls: false,
+            client: None,
         })
         .ok()
         .flatten()

@@ -273,6 +273,7 @@ impl Exchange {
             headers: req.headers(),
             query: req.uri().query(),
             tls: at.tls,
+            client: at.client,
         };
         let route = match self.live.snapshot.routes.find_for(&facts) {
             Ok(Some(route)) => route.clone(),
