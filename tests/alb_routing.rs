@@ -775,3 +775,91 @@ spec:
         assert_eq!(got, want, "{headers:?}: {}", answer.body);
     }
 }
+
+/// With TLS ended in front (ALB's `certificate-arn` moved to a load balancer before
+/// Portcullis), the client's protocol is what a trusted proxy says it was: the
+/// `ssl-redirect` action does not loop, and `listen-ports` with HTTPS only serves
+/// such requests. From an untrusted peer the header says nothing.
+#[tokio::test]
+async fn listener_annotations_read_the_clients_protocol_behind_a_trusted_proxy() {
+    let (app, api) = (Backend::start("app").await, Backend::start("api").await);
+    let dir = TempDir::new("alb-listeners");
+    let ingress = r#"---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: web
+  namespace: apps
+  annotations:
+    alb.ingress.kubernetes.io/scheme: internet-facing
+    alb.ingress.kubernetes.io/listen-ports: '[{"HTTP": 80}, {"HTTPS":443}]'
+    alb.ingress.kubernetes.io/actions.ssl-redirect: '{"Type": "redirect", "RedirectConfig": { "Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"}}'
+spec:
+  ingressClassName: portcullis
+  rules:
+  - host: app.example.com
+    http:
+      paths:
+      - {path: /*, pathType: ImplementationSpecific, backend: {service: {name: ssl-redirect, port: {name: use-annotation}}}}
+      - {path: /*, pathType: ImplementationSpecific, backend: {service: {name: app, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: api
+  namespace: apps
+  annotations:
+    alb.ingress.kubernetes.io/scheme: internet-facing
+    alb.ingress.kubernetes.io/listen-ports: '[{"HTTPS":443}]'
+spec:
+  ingressClassName: portcullis
+  rules:
+  - host: api.example.com
+    http:
+      paths:
+      - {path: /*, pathType: ImplementationSpecific, backend: {service: {name: api, port: {number: 80}}}}
+"#;
+    dir.write(
+        "app.yaml",
+        &format!(
+            "{ingress}{}{}",
+            service_in("apps", "app", &app),
+            service_in("apps", "api", &api)
+        ),
+    );
+    let trusting = Portcullis::start(dir.path(), &["--trusted-proxy", "127.0.0.1"]);
+    let direct = Portcullis::start(dir.path(), &[]);
+    let send = |addr, host: &str, proto: &str| {
+        let header = match proto {
+            "" => String::new(),
+            p => format!("X-Forwarded-Proto: {p}\r\n"),
+        };
+        let request =
+            format!("GET /page?x=1 HTTP/1.1\r\nHost: {host}\r\n{header}Connection: close\r\n\r\n");
+        async move {
+            let answer = raw_exchange(addr, request.as_bytes()).await;
+            match answer.backend() {
+                Some(seen) => seen["backend"].as_str().unwrap().to_owned(),
+                None => answer.status.to_string(),
+            }
+        }
+    };
+    for proxy in [&trusting, &direct] {
+        eventually("the routes are served", || async {
+            send(proxy.http, "app.example.com", "").await == "301"
+        })
+        .await;
+    }
+    for (addr, host, proto, want) in [
+        (trusting.http, "app.example.com", "", "301"),
+        (trusting.http, "app.example.com", "http", "301"),
+        (trusting.http, "app.example.com", "https", "app"),
+        (trusting.http, "app.example.com", "http, https", "app"),
+        (trusting.http, "api.example.com", "", "404"),
+        (trusting.http, "api.example.com", "https", "api"),
+        (direct.http, "app.example.com", "https", "301"),
+        (direct.http, "api.example.com", "https", "404"),
+    ] {
+        assert_eq!(send(addr, host, proto).await, want, "{host} {proto:?}");
+    }
+}

@@ -634,9 +634,9 @@ fn forward(config: Option<ForwardJson>, target_group: Option<String>) -> Result<
 pub(super) struct Resolved {
     pub backend: Backend,
     pub answer: Option<Arc<AlbAnswer>>,
-    /// A redirect that would send requests of one kind of connection to themselves
-    /// is left off that kind (`Some(tls)`: only on the other one).
-    pub tls: Option<bool>,
+    /// A redirect that would send requests of one listener to themselves is left off
+    /// that listener (`Some(https)`: only on the other one).
+    pub listener: Option<bool>,
     /// The action cannot be used: the rule answers this error.
     pub closed: Option<Arc<Closed>>,
 }
@@ -720,7 +720,7 @@ impl Backends<'_> {
         field: &str,
         diags: &mut Vec<Diagnostic>,
     ) -> Option<Resolved> {
-        let tls = match &answer {
+        let listener = match &answer {
             AlbAnswer::Redirect(r) => match (r.loops_on(true), r.loops_on(false)) {
                 (true, true) => {
                     diags.push(Diagnostic::warning(
@@ -743,7 +743,7 @@ impl Backends<'_> {
                 reason: format!("answered by action {name}"),
             },
             answer: Some(Arc::new(answer)),
-            tls,
+            listener,
             closed: None,
         })
     }
@@ -787,7 +787,7 @@ impl Resolved {
         Self {
             backend,
             answer: None,
-            tls: None,
+            listener: None,
             closed: None,
         }
     }

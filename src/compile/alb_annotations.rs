@@ -58,6 +58,8 @@ const READ: &[&str] = &[
     "group.order",
     "use-regex-path-match",
     "ssl-redirect",
+    "listen-ports",
+    "backend-protocol-version",
 ];
 /// Annotations read by the name after this prefix (`actions.<name>`).
 const READ_PREFIXES: &[&str] = &["actions.", "conditions."];
@@ -113,6 +115,11 @@ const NOT_HONOURED: &[(&str, &str, &str)] = &[
         "mutual-authentication",
         "client certificates (mTLS) checked by the load balancer",
         "check client certificates in front of Portcullis",
+    ),
+    (
+        "backend-protocol",
+        "TLS from the load balancer to the pods (Portcullis speaks plain HTTP to them)",
+        "serve plain HTTP to Portcullis on the pods' port (a second port if need be) and point the backend at it",
     ),
 ];
 /// Prefixes of other ingress controllers' annotations.
@@ -653,6 +660,8 @@ pub struct IngressAccess {
     pub group_order: i32,
     /// `ssl-redirect`: plain-HTTP requests go to HTTPS on this port.
     pub ssl_redirect: Option<u16>,
+    /// `listen-ports` with one protocol: only on HTTPS (`true`) or plain HTTP.
+    pub listener: Option<bool>,
 }
 
 /// A load-balancer-level annotation as an IngressGroup holds it: the one value its
@@ -768,12 +777,128 @@ pub fn access_for(
     let regex_paths = regex_path_match(get("use-regex-path-match"), &mut problems);
     let group_order = group_order(get("group.order"), &mut problems);
     let ssl_redirect = get("ssl-redirect").and_then(|v| ssl_redirect(v, &mut problems));
+    let listener = get("listen-ports").and_then(|v| listen_ports(v, &mut problems));
+    check_backend_protocol(
+        get("backend-protocol"),
+        get("backend-protocol-version"),
+        &mut problems,
+    );
     IngressAccess {
         sources,
         closed: problems.closed(),
         regex_paths,
         group_order,
         ssl_redirect,
+        listener,
+    }
+}
+
+/// `listen-ports`: the protocols of the listeners the Ingress's rules are on (its
+/// ports are Portcullis's own listeners'). `Some(true)`: HTTPS only; `Some(false)`:
+/// HTTP only. A value AWS's controller refuses closes the routes: the rules could be
+/// served on a listener the Ingress never asked for.
+fn listen_ports(value: &str, problems: &mut AccessProblems) -> Option<bool> {
+    const FIX: &str =
+        r#"a JSON list of one protocol and port each, e.g. [{"HTTP": 80}, {"HTTPS": 443}]"#;
+    let listeners: Vec<BTreeMap<String, u16>> = match serde_json::from_str(value) {
+        Ok(l) => l,
+        Err(e) => {
+            let message = format!("not the JSON AWS Load Balancer Controller reads: {e}");
+            problems.malformed("listen-ports", message, FIX.into());
+            return None;
+        }
+    };
+    let (mut http, mut https) = (false, false);
+    let mut other_ports = Vec::new();
+    for listener in &listeners {
+        let [(protocol, port)] = listener.iter().collect::<Vec<_>>()[..] else {
+            problems.malformed(
+                "listen-ports",
+                "each entry names one protocol and its port".into(),
+                FIX.into(),
+            );
+            return None;
+        };
+        let usual = match protocol.as_str() {
+            "HTTP" => {
+                http = true;
+                80
+            }
+            "HTTPS" => {
+                https = true;
+                443
+            }
+            other => {
+                let message = format!("protocol {other:?} is neither HTTP nor HTTPS");
+                problems.malformed("listen-ports", message, FIX.into());
+                return None;
+            }
+        };
+        if *port == 0 {
+            problems.malformed("listen-ports", "port 0 is not a port".into(), FIX.into());
+            return None;
+        }
+        if *port != usual {
+            other_ports.push(*port);
+        }
+    }
+    if !other_ports.is_empty() {
+        problems.diags.push(Diagnostic::warning(
+            problems.object,
+            &annotation_field("listen-ports"),
+            "AnnotationNotHonoured",
+            format!("ports {other_ports:?} are not opened: the rules are served on Portcullis's own HTTP and HTTPS listeners (--http, --https and the chart's Service ports)"),
+            "set the chart's service ports to the ones clients use, or list 80 and 443".into(),
+        ));
+    }
+    match (http, https) {
+        (true, false) => Some(false),
+        (false, true) => Some(true),
+        (true, true) => None,
+        (false, false) => {
+            problems.malformed(
+                "listen-ports",
+                "the list names no listener".into(),
+                FIX.into(),
+            );
+            None
+        }
+    }
+}
+
+/// `backend-protocol: HTTPS` asks for TLS to the pods, which Portcullis does not
+/// speak (so it closes the routes unless accepted); `backend-protocol-version`
+/// other than `HTTP1` asks for HTTP/2 or gRPC to them, which it does not speak
+/// either (a warning: requests then fail at the pods, never reach them in the clear
+/// by surprise).
+fn check_backend_protocol(
+    protocol: Option<&str>,
+    version: Option<&str>,
+    problems: &mut AccessProblems,
+) {
+    match protocol {
+        None | Some("HTTP") => {}
+        Some("HTTPS") => problems.not_honoured("backend-protocol", "HTTPS"),
+        Some(other) => problems.malformed(
+            "backend-protocol",
+            format!("{other:?} is neither HTTP nor HTTPS"),
+            "use HTTP or HTTPS".into(),
+        ),
+    }
+    match version {
+        None | Some("HTTP1") => {}
+        Some(version @ ("HTTP2" | "GRPC")) => problems.diags.push(Diagnostic::warning(
+            problems.object,
+            &annotation_field("backend-protocol-version"),
+            "AnnotationNotHonoured",
+            format!("backend-protocol-version {version} is not honoured: Portcullis speaks HTTP/1.1 to the pods, which gRPC cannot use"),
+            "serve HTTP/1.1 on the pods' port, or route gRPC around Portcullis".into(),
+        )),
+        Some(other) => problems.malformed(
+            "backend-protocol-version",
+            format!("{other:?} is not HTTP1, HTTP2 or GRPC"),
+            "use HTTP1, HTTP2 or GRPC".into(),
+        ),
     }
 }
 

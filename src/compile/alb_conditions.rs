@@ -41,6 +41,10 @@ pub enum AlbCondition {
     Query(Vec<QueryMatch>),
     /// `source-ip`: the client address is in one range.
     Sources(Vec<ipnet::IpNet>),
+    /// The ALB listener the rule is on: `true` HTTPS, `false` HTTP, as the client
+    /// connected (`listen-ports`, and a redirect left off the listener it would loop
+    /// on).
+    Listener(bool),
 }
 
 #[derive(Clone, Debug)]
@@ -66,6 +70,7 @@ impl AlbCondition {
                 Some(ip) => Ok(nets.iter().any(|n| n.contains(&ip.to_canonical()))),
                 None => Err(Unevaluable::Ambiguous("source address".into())),
             },
+            AlbCondition::Listener(https) => Ok(req.https == *https),
         }
     }
 }
@@ -512,6 +517,7 @@ mod tests {
             headers,
             query,
             tls: true,
+            https: true,
             client,
         }
     }

@@ -352,6 +352,7 @@ fn route_on(c: &Compiled, path: &str, tls: bool) -> Option<Arc<Route>> {
             headers: &headers,
             query: None,
             tls,
+            https: tls,
             client: None,
         })
         .unwrap()
@@ -544,6 +545,7 @@ fn route_for(
             headers: &map,
             query,
             tls: true,
+            https: true,
             client: client.map(|c| c.parse().unwrap()),
         })
         .map(|r| r.cloned())
@@ -656,4 +658,79 @@ fn conditions_that_cannot_be_read_close_the_rule_never_widen_it() {
         .find(|d| d.field == "metadata.annotations[alb.ingress.kubernetes.io/conditions.b]")
         .expect("reported on the annotation");
     assert!(d.message.contains("CIDR"), "{}", d.message);
+}
+
+#[test]
+fn listen_ports_keep_rules_to_the_listeners_named() {
+    let ingress = |ports: &str| {
+        compiled(&format!(
+            "{}{}",
+            alb_ingress(
+                "web",
+                &format!("    alb.ingress.kubernetes.io/listen-ports: '{ports}'\n"),
+                &[("/*", "ImplementationSpecific", "a")],
+            ),
+            services()
+        ))
+    };
+    let served = |c: &Compiled| {
+        (
+            route_on(c, "/x", false).is_some(),
+            route_on(c, "/x", true).is_some(),
+        )
+    };
+    assert_eq!(served(&ingress(r#"[{"HTTPS": 443}]"#)), (false, true));
+    assert_eq!(served(&ingress(r#"[{"HTTP": 80}]"#)), (true, false));
+    assert_eq!(
+        served(&ingress(r#"[{"HTTP": 80}, {"HTTPS":443}]"#)),
+        (true, true)
+    );
+    let other_port = ingress(r#"[{"HTTPS": 8443}]"#);
+    assert_eq!(served(&other_port), (false, true));
+    assert!(
+        warnings(&other_port, "AnnotationNotHonoured")
+            .iter()
+            .any(|w| w.contains("8443")),
+        "{:#?}",
+        other_port.diagnostics
+    );
+    for bad in [
+        r#"[{"TCP": 80}]"#,
+        r#"[]"#,
+        r#"{"HTTP": 80}"#,
+        r#"[{"HTTP": 80, "HTTPS": 443}]"#,
+    ] {
+        let c = ingress(bad);
+        let route = c.snapshot.routes.all.first().unwrap();
+        assert_eq!(
+            route.closed.as_ref().map(|c| c.reason),
+            Some("AnnotationInvalid"),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn backend_tls_is_refused_and_http2_is_reported() {
+    let with = |annotations: &str| {
+        compiled(&format!(
+            "{}{}",
+            alb_ingress("web", annotations, &[("/*", "ImplementationSpecific", "a")]),
+            services()
+        ))
+    };
+    let c = with("    alb.ingress.kubernetes.io/backend-protocol: HTTPS\n");
+    let route = route_on(&c, "/", true).unwrap();
+    assert_eq!(
+        route.closed.as_ref().unwrap().reason,
+        "AnnotationNotHonoured"
+    );
+    let c = with(
+        "    alb.ingress.kubernetes.io/backend-protocol: HTTPS\n    portcullis.dev/accept-alb-differences: backend-protocol\n",
+    );
+    assert!(route_on(&c, "/", true).unwrap().closed.is_none());
+    let c = with("    alb.ingress.kubernetes.io/backend-protocol-version: GRPC\n");
+    assert!(route_on(&c, "/", true).unwrap().closed.is_none());
+    assert_eq!(warnings(&c, "AnnotationNotHonoured").len(), 1);
+    assert!(warnings(&c, "IgnoredAnnotation").is_empty());
 }

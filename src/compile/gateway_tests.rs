@@ -87,6 +87,7 @@ fn lookup(
             headers: &map,
             query,
             tls: false,
+            https: false,
             client: None,
         })
         .map_err(|e| e.reason())?;

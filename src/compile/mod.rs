@@ -600,7 +600,7 @@ fn rule_targets(
             return targets;
         }
     };
-    draft.conditions.alb = read.conditions;
+    draft.conditions.alb.extend(read.conditions);
     if let Some(extra) = read.hosts {
         // The rule's own host (if any) and the condition's, as one ALB condition.
         targets.hosts.retain(|(h, _)| h.is_some());
@@ -707,7 +707,13 @@ fn with_backend(base: &RouteDraft, field: String, resolved: alb_actions::Resolve
         guards: base.guards.clone(),
         https_redirect: base.https_redirect,
         conditions: Conditions {
-            tls: resolved.tls,
+            alb: (base.conditions.alb.iter().cloned())
+                .chain(
+                    resolved
+                        .listener
+                        .map(alb_conditions::AlbCondition::Listener),
+                )
+                .collect(),
             ..Conditions::default()
         },
         filters: Filters::default(),
@@ -738,9 +744,14 @@ fn ingress_draft(
         backend,
         guards: guards.to_vec(),
         https_redirect: false,
-        conditions: Conditions::default(),
         filters: Filters::default(),
         timeout: None,
+        conditions: Conditions {
+            alb: (access.listener.iter())
+                .map(|https| alb_conditions::AlbCondition::Listener(*https))
+                .collect(),
+            ..Conditions::default()
+        },
         sources: access.sources.clone(),
         closed: access.closed.clone(),
         order: precedence::RuleOrder::default(),

@@ -146,6 +146,9 @@ pub struct RouteQuery<'a> {
     pub headers: &'a http::HeaderMap,
     pub query: Option<&'a str>,
     pub tls: bool,
+    /// The client connected over HTTPS, here or at a trusted proxy in front (ALB's
+    /// listener annotations read this).
+    pub https: bool,
     /// The client's address, as the source allow-list reads it (`None`: a trusted
     /// proxy's header named none).
     pub client: Option<IpAddr>,
@@ -585,6 +588,7 @@ impl RouteTable {
             headers: &headers,
             query: None,
             tls: false,
+            https: false,
             client: None,
         })
         .ok()
@@ -607,10 +611,14 @@ impl RouteTable {
                 return Ok(Some(route));
             }
         }
-        Ok(self
+        let default = self
             .default_backend
             .as_ref()
-            .filter(|r| owner.is_none_or(|o| o.admits(&r.ingress.namespace))))
+            .filter(|r| owner.is_none_or(|o| o.admits(&r.ingress.namespace)));
+        match default {
+            Some(route) if route.conditions.eval(req)? => Ok(Some(route)),
+            _ => Ok(None),
+        }
     }
 
     /// Routes that may serve `host`, in precedence order (default backend aside): the

@@ -110,6 +110,9 @@ pub struct CanonicalRequest {
     pub client: Option<std::net::IpAddr>,
     /// HTTPS as this listener established it.
     pub tls: bool,
+    /// A trusted proxy in front says the client connected over HTTPS (TLS ended
+    /// there): ALB's listener annotations read the client's protocol.
+    pub forwarded_https: bool,
     pub websocket: bool,
 }
 
@@ -117,6 +120,11 @@ impl CanonicalRequest {
     /// The path routes, guards and the login's paths are matched on.
     pub fn key(&self) -> &str {
         self.folded.as_deref().unwrap_or(&self.path)
+    }
+
+    /// Whether the client connected over HTTPS, here or at a trusted proxy in front.
+    pub fn client_https(&self) -> bool {
+        self.tls || self.forwarded_https
     }
 }
 

@@ -3,27 +3,24 @@
 
 use super::*;
 use crate::compile::alb_actions::{AlbAnswer, RequestUrl};
-use crate::proxy::headers::forwarded_https;
 use crate::proxy::pages::{empty, full};
 
 impl Exchange {
     /// `ssl-redirect`, and an action that only moves the request to HTTPS: answered
     /// to a plain-HTTP request before any login, as ALB answers them on its HTTP
     /// listener. A request a trusted proxy says came over HTTPS is not redirected
-    /// (TLS ended in front of Portcullis).
+    /// (TLS ended in front of Portcullis), nor is the redirect's protocol read as
+    /// plain for it.
     pub(super) fn alb_upgrade(
         &mut self,
         route: &Route,
         at: &CanonicalRequest,
         req: &Request<Incoming>,
     ) -> Option<Response<Body>> {
-        if at.tls {
+        if at.client_https() {
             return None;
         }
-        let config = &self.dp.config;
-        if let Some(port) = route.alb.ssl_redirect
-            && !forwarded_https(req.headers(), self.conn.peer, &config.trusted_proxies)
-        {
+        if let Some(port) = route.alb.ssl_redirect {
             let host = &at.authority.host;
             let authority = if port == 443 {
                 host.clone()
@@ -54,10 +51,11 @@ impl Exchange {
     ) -> Response<Body> {
         match answer {
             AlbAnswer::Redirect(r) => {
+                let https = at.client_https();
                 let url = RequestUrl {
-                    tls: at.tls,
+                    tls: https,
                     host: &at.authority.host,
-                    port: at.authority.port.unwrap_or(if at.tls { 443 } else { 80 }),
+                    port: at.authority.port.unwrap_or(if https { 443 } else { 80 }),
                     path: &at.path,
                     query,
                 };

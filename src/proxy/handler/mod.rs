@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 
 use super::canonical::{self, Authority, CanonicalRequest, Refusal};
 use super::forward::{self, Outgoing};
-use super::headers::{client_ip, is_websocket_upgrade, set_forwarded};
+use super::headers::{client_ip, forwarded_https, is_websocket_upgrade, set_forwarded};
 use super::pages::{ErrorPage, prefers_html, redirect};
 use super::{Body, BoxError, ConnInfo, DataPlane, Live};
 use crate::auth::bearer::{BearerError, bearer_token, challenge};
@@ -197,6 +197,8 @@ impl Exchange {
         // Read before any forwarding header is changed; routes with a source
         // allow-list admit only this address, their login endpoints included.
         let client = client_ip(req.headers(), self.conn.peer, &config.trusted_proxies);
+        let forwarded_https =
+            forwarded_https(req.headers(), self.conn.peer, &config.trusted_proxies);
         // Only a folded key needs a copy of its own.
         let folded = match self.live.snapshot.routes.match_key(&path) {
             std::borrow::Cow::Owned(folded) => Some(folded),
@@ -213,6 +215,7 @@ impl Exchange {
             path_and_query,
             client,
             tls,
+            forwarded_https,
             websocket,
         })
     }
@@ -273,6 +276,7 @@ impl Exchange {
             headers: req.headers(),
             query: req.uri().query(),
             tls: at.tls,
+            https: at.client_https(),
             client: at.client,
         };
         let route = match self.live.snapshot.routes.find_for(&facts) {
