@@ -158,10 +158,11 @@ pub struct ClassArgs {
     #[arg(long, env = "PORTCULLIS_REQUIRE_AUTH_RULE")]
     pub require_auth_rule: bool,
     /// ALB access-control annotations Portcullis cannot honour whose difference is
-    /// accepted for every Ingress (comma separated: scheme, wafv2-acl-arn, waf-acl-id,
-    /// shield-advanced-protection, security-groups, security-group-prefix-lists,
-    /// mutual-authentication, backend-protocol), e.g. `scheme` when Portcullis itself is reachable only
-    /// from the private network. Per Ingress: `portcullis.dev/accept-alb-differences`.
+    /// accepted for every Ingress (comma separated: scheme, wafv2-acl-arn,
+    /// wafv2-acl-name, waf-acl-id, shield-advanced-protection, security-groups,
+    /// security-group-prefix-lists, frontend-nlb-security-groups, mutual-authentication,
+    /// backend-protocol), e.g. `scheme` when Portcullis itself is reachable only from
+    /// the private network. Per Ingress: `portcullis.dev/accept-alb-differences`.
     #[arg(long, env = "PORTCULLIS_ACCEPT_ALB_DIFFERENCES", value_delimiter = ',')]
     pub accept_alb_differences: Vec<String>,
 }

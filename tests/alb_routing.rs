@@ -101,8 +101,10 @@ async fn the_2048_example_serves_every_path() {
         "",
     );
     assert!(
-        !out.contains("InvalidPath") && out.contains("target-type"),
-        "check reads the pattern and reports only the load balancer's own annotation: {ok} {out}"
+        !out.contains("InvalidPath")
+            && out.contains("metadata.annotations[alb.ingress.kubernetes.io/target-type]")
+            && out.contains("as target-type: ip does"),
+        "check reads the pattern and reports only the load balancer's own annotation, with what takes its place: {ok} {out}"
     );
 }
 

@@ -71,10 +71,12 @@ const LOAD_BALANCER_LEVEL: &[&str] = &[
     "scheme",
     "inbound-cidrs",
     "wafv2-acl-arn",
+    "wafv2-acl-name",
     "waf-acl-id",
     "shield-advanced-protection",
     "security-groups",
     "security-group-prefix-lists",
+    "frontend-nlb-security-groups",
     "mutual-authentication",
 ];
 /// Access-control annotations Portcullis cannot honour: what each one asks of ALB, and
@@ -90,6 +92,16 @@ const NOT_HONOURED: &[(&str, &str, &str)] = &[
         "wafv2-acl-arn",
         "an AWS WAFv2 web ACL in front of the app",
         "put the web ACL (or another WAF) in front of Portcullis",
+    ),
+    (
+        "wafv2-acl-name",
+        "an AWS WAFv2 web ACL (named) in front of the app",
+        "put the web ACL (or another WAF) in front of Portcullis",
+    ),
+    (
+        "frontend-nlb-security-groups",
+        "security groups on the Network Load Balancer in front of ALB",
+        "list the allowed sources in alb.ingress.kubernetes.io/inbound-cidrs, or keep the security groups on the load balancer in front of Portcullis",
     ),
     (
         "waf-acl-id",
@@ -760,9 +772,11 @@ pub fn access_for(
     check_scheme(get("scheme"), written_for_alb, &mut problems);
     for name in [
         "wafv2-acl-arn",
+        "wafv2-acl-name",
         "waf-acl-id",
         "security-groups",
         "security-group-prefix-lists",
+        "frontend-nlb-security-groups",
     ] {
         if let Some(value) = get(name).filter(|v| !v.is_empty()) {
             problems.not_honoured(name, value);
@@ -1238,21 +1252,99 @@ pub fn report_ignored(ingress: &Ingress, diags: &mut Vec<Diagnostic>) {
         let foreign = FOREIGN.iter().any(|p| key.starts_with(p))
             || (key.starts_with(PREFIX) && !read.contains(key) && !by_prefix);
         if foreign {
+            let message = if key.strip_prefix(PREFIX).and_then(infrastructure).is_some() {
+                format!(
+                    "annotation {key} configures AWS's load balancer itself; it has no effect here"
+                )
+            } else {
+                format!(
+                    "annotation {key} belongs to another ingress controller; Portcullis does not read it"
+                )
+            };
             diags.push(Diagnostic::warning(
                 &object,
                 &format!("metadata.annotations[{key}]"),
                 "IgnoredAnnotation",
-                format!("annotation {key} belongs to another ingress controller; Portcullis does not read it"),
+                message,
                 ignored_fix(key).into(),
             ));
         }
     }
 }
 
+/// ALB annotations about AWS's load balancer itself (by name, or by prefix when they
+/// end in `-` or `.`), and what takes their place in front of and inside Portcullis.
+const INFRASTRUCTURE: &[(&[&str], &str)] = &[
+    (
+        &[
+            "tags",
+            "load-balancer-name",
+            "subnets",
+            "ip-address-type",
+            "customer-owned-ipv4-pool",
+            "ipam-ipv4-pool-id",
+            "load-balancer-attributes",
+            "minimum-load-balancer-capacity",
+            "manage-backend-security-group-rules",
+            "enable-frontend-nlb",
+            "frontend-nlb-",
+            "listener-attributes.",
+        ],
+        "the load balancer in front of Portcullis is the chart's traffic Service: its type and your cloud's load-balancer annotations (name, tags, subnets, address type, attributes) go in the chart values service.type and service.annotations; remove this one",
+    ),
+    (
+        &[
+            "healthcheck-",
+            "healthy-threshold-count",
+            "unhealthy-threshold-count",
+            "success-codes",
+            "target-control-port.",
+        ],
+        "Portcullis sends requests only to endpoints Kubernetes marks ready: a readiness probe on the pods (its path, port and timing) takes the place of the health check; remove this one",
+    ),
+    (
+        &[
+            "target-type",
+            "target-node-labels",
+            "multi-cluster-target-group",
+        ],
+        "Portcullis sends requests straight to the Service's ready endpoints (pod addresses), as target-type: ip does; remove this one",
+    ),
+    (
+        &["target-group-attributes"],
+        "Portcullis balances round-robin over ready endpoints and drains connections on shutdown; stickiness and slow start are not available; remove this one",
+    ),
+    (
+        &["certificate-arn", "create-acm-cert", "acm-pca-arn"],
+        "certificates come from the Ingress's spec.tls Secrets (cert-manager can issue them); to keep ACM, end TLS at a load balancer in front of Portcullis and start Portcullis with --trusted-proxy <its range>",
+    ),
+    (
+        &["ssl-policy"],
+        "Portcullis offers TLS 1.2 and 1.3 with rustls's default cipher suites; remove this one",
+    ),
+];
+
+/// What takes the place of an ALB infrastructure annotation (`name` without the
+/// prefix), if it is one.
+fn infrastructure(name: &str) -> Option<&'static str> {
+    INFRASTRUCTURE.iter().find_map(|(names, instead)| {
+        let matches = |n: &&str| {
+            if n.ends_with(['-', '.']) {
+                name.starts_with(*n)
+            } else {
+                name == *n
+            }
+        };
+        names.iter().any(matches).then_some(*instead)
+    })
+}
+
 /// Where the equivalent of an ignored annotation is described.
 fn ignored_fix(key: &str) -> &'static str {
-    if key.starts_with(PREFIX) {
-        "Portcullis reads the auth-*, jwt-validation and access-control annotations (docs/coming-from-alb.md); this one has no effect here, remove it"
+    if let Some(instead) = key.strip_prefix(PREFIX).and_then(infrastructure) {
+        instead
+    } else if key.starts_with(PREFIX) {
+        "Portcullis reads the auth-*, jwt-validation, access-control and routing annotations (docs/coming-from-alb.md); this one has no effect here, remove it"
     } else if key.starts_with("nginx.ingress.kubernetes.io/") {
         "express it with an AuthRule or Portcullis's flags (docs/coming-from-nginx.md), or remove it"
     } else {

@@ -734,3 +734,58 @@ fn backend_tls_is_refused_and_http2_is_reported() {
     assert_eq!(warnings(&c, "AnnotationNotHonoured").len(), 1);
     assert!(warnings(&c, "IgnoredAnnotation").is_empty());
 }
+
+/// Annotations about AWS's load balancer itself are reported once each, with what
+/// takes their place; a WAF named by name closes the routes like one named by ARN.
+#[test]
+fn infrastructure_annotations_are_reported_with_their_replacement() {
+    let annotations = r#"    alb.ingress.kubernetes.io/tags: Environment=dev,Team=test
+    alb.ingress.kubernetes.io/healthcheck-path: /healthz
+    alb.ingress.kubernetes.io/success-codes: 200-399
+    alb.ingress.kubernetes.io/target-type: ip
+    alb.ingress.kubernetes.io/certificate-arn: arn:aws:acm:us-west-2:123456789012:certificate/1
+    alb.ingress.kubernetes.io/listener-attributes.HTTPS-443: routing.http.response.server.enabled=false
+    alb.ingress.kubernetes.io/load-balancer-name: shop
+"#;
+    let c = compiled(&format!(
+        "{}{}",
+        alb_ingress("web", annotations, &[("/*", "ImplementationSpecific", "a")]),
+        services()
+    ));
+    let ignored: Vec<&Diagnostic> = c
+        .diagnostics
+        .iter()
+        .filter(|d| d.reason == "IgnoredAnnotation")
+        .collect();
+    assert_eq!(ignored.len(), 7, "{ignored:#?}");
+    let fix_of = |name: &str| {
+        ignored
+            .iter()
+            .find(|d| d.field == format!("metadata.annotations[alb.ingress.kubernetes.io/{name}]"))
+            .map(|d| d.fix.clone())
+            .unwrap_or_else(|| panic!("{name} reported"))
+    };
+    assert!(fix_of("tags").contains("service.annotations"));
+    assert!(fix_of("load-balancer-name").contains("service.annotations"));
+    assert!(fix_of("listener-attributes.HTTPS-443").contains("service.annotations"));
+    assert!(fix_of("healthcheck-path").contains("readiness probe"));
+    assert!(fix_of("success-codes").contains("readiness probe"));
+    assert!(fix_of("target-type").contains("ready endpoints"));
+    assert!(fix_of("certificate-arn").contains("spec.tls"));
+    assert!(route_on(&c, "/", true).unwrap().closed.is_none());
+
+    let c = compiled(&format!(
+        "{}{}",
+        alb_ingress(
+            "web",
+            "    alb.ingress.kubernetes.io/wafv2-acl-name: shop-acl\n",
+            &[("/*", "ImplementationSpecific", "a")]
+        ),
+        services()
+    ));
+    let route = route_on(&c, "/", true).unwrap();
+    assert_eq!(
+        route.closed.as_ref().unwrap().reason,
+        "AnnotationNotHonoured"
+    );
+}
