@@ -865,3 +865,89 @@ spec:
         assert_eq!(send(addr, host, proto).await, want, "{host} {proto:?}");
     }
 }
+
+/// The transforms examples of AWS's controller documentation: the backend receives
+/// the rewritten URL and Host, made from the canonical request that was routed; no
+/// match leaves it as it was; a result that is no path answers 500.
+#[tokio::test]
+async fn transforms_rewrite_what_the_backend_receives() {
+    let (api, broken) = (Backend::start("api").await, Backend::start("broken").await);
+    let dir = TempDir::new("alb-transforms");
+    let ingress = r#"---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: shop
+  namespace: apps
+  annotations:
+    alb.ingress.kubernetes.io/scheme: internet-facing
+    alb.ingress.kubernetes.io/transforms.api: >
+        [
+            {
+                "type": "url-rewrite",
+                "urlRewriteConfig": {
+                    "rewrites": [
+                        {
+                            "regex": "^\\/api\\/(.+)$",
+                            "replace": "/$1"
+                        }
+                    ]
+                }
+            },
+            {
+                "type": "host-header-rewrite",
+                "hostHeaderRewriteConfig": {
+                    "rewrites": [
+                        {
+                            "regex": "^(.+)\\.example\\.com$",
+                            "replace": "$1.example.org"
+                        }
+                    ]
+                }
+            }
+        ]
+    alb.ingress.kubernetes.io/transforms.broken: '[{"type":"url-rewrite","urlRewriteConfig":{"rewrites":[{"regex":"^/broken/(.*)$","replace":"$1"}]}}]'
+spec:
+  ingressClassName: portcullis
+  rules:
+  - host: shop.example.com
+    http:
+      paths:
+      - {path: /broken/*, pathType: ImplementationSpecific, backend: {service: {name: broken, port: {number: 80}}}}
+      - {path: /*, pathType: ImplementationSpecific, backend: {service: {name: api, port: {number: 80}}}}
+"#;
+    dir.write(
+        "app.yaml",
+        &format!(
+            "{ingress}{}{}",
+            service_in("apps", "api", &api),
+            service_in("apps", "broken", &broken)
+        ),
+    );
+    let proxy = Portcullis::start(dir.path(), &[]);
+    let host = "shop.example.com";
+    eventually("the shop is served", || async {
+        reached(&proxy, host, "/").await.is_ok()
+    })
+    .await;
+    for (target, path) in [
+        ("/api/items?x=1", "/items?x=1"),
+        ("/%61pi/items", "/items"),
+        ("/x/../api/a%2Fb", "400"),
+        ("/api/", "/api/"),
+        ("/other", "/other"),
+    ] {
+        let answer = raw_exchange(proxy.http, &get(host, target)).await;
+        let got = match answer.backend() {
+            Some(seen) => {
+                assert_eq!(seen["headers"]["host"], "shop.example.org", "{target}");
+                seen["path"].as_str().unwrap().to_owned()
+            }
+            None => answer.status.to_string(),
+        };
+        assert_eq!(got, path, "{target}: {}", answer.body);
+    }
+    let answer = raw_exchange(proxy.http, &get(host, "/broken/x")).await;
+    assert_eq!(answer.status, 500, "{}", answer.head);
+    assert!(answer.backend().is_none());
+}

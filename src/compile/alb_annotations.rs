@@ -62,7 +62,7 @@ const READ: &[&str] = &[
     "backend-protocol-version",
 ];
 /// Annotations read by the name after this prefix (`actions.<name>`).
-const READ_PREFIXES: &[&str] = &["actions.", "conditions."];
+const READ_PREFIXES: &[&str] = &["actions.", "conditions.", "transforms."];
 /// The settings of the load balancer itself (AWS's controller merges them
 /// "Exclusive" in an IngressGroup): set on one Ingress of a group, they hold for every
 /// Ingress of the group, which shares that load balancer.

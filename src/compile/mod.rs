@@ -6,6 +6,7 @@
 pub mod alb_actions;
 pub mod alb_annotations;
 pub mod alb_conditions;
+pub mod alb_transforms;
 mod auth;
 pub mod authorization;
 mod backends;
@@ -588,6 +589,10 @@ fn rule_targets(
     diags: &mut Vec<Diagnostic>,
 ) -> Targets {
     let regex_path = path_conditions.path_regex.is_some();
+    match backends.transforms(backend, &draft.field, diags) {
+        Ok(rewrite) => draft.alb.rewrite = rewrite,
+        Err(closed) => draft.closed = draft.closed.clone().or(Some(closed)),
+    }
     let mut targets = Targets {
         hosts: vec![(host.clone(), None)],
         paths: vec![(path, path_conditions)],
@@ -758,6 +763,7 @@ fn ingress_draft(
         alb: AlbRoute {
             answer: None,
             ssl_redirect: access.ssl_redirect,
+            rewrite: None,
         },
     }
 }

@@ -108,6 +108,8 @@ pub struct AlbRoute {
     /// `ssl-redirect`: a plain-HTTP request goes to HTTPS on this port, before any
     /// login or rule.
     pub ssl_redirect: Option<u16>,
+    /// `transforms.<name>`: the URL and host the backend receives.
+    pub rewrite: Option<Arc<super::alb_transforms::AlbRewrite>>,
 }
 
 /// Source addresses allowed to reach a route (ALB's `inbound-cidrs`, a security group

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::compile::alb_actions::{AlbAnswer, RequestUrl};
+use crate::compile::alb_transforms::{AlbRewrite, RewriteError};
 use crate::proxy::pages::{empty, full};
 
 impl Exchange {
@@ -38,6 +39,40 @@ impl Exchange {
                 Some(self.alb_answer(answer, at, req.uri().query()))
             }
             _ => None,
+        }
+    }
+
+    /// The path-and-query and authority a rule's `transforms` give the backend; a
+    /// rewrite that cannot be made is answered (500, or 400 for a URL too long for
+    /// the expression).
+    pub(super) fn alb_rewritten(
+        &mut self,
+        rewrite: &AlbRewrite,
+        at: &CanonicalRequest,
+    ) -> Result<(String, Authority), Box<Response<Body>>> {
+        match rewrite.apply(&at.path_and_query, &at.authority.host) {
+            Ok((path_and_query, host)) if host == at.authority.host => {
+                Ok((path_and_query, at.authority.clone()))
+            }
+            Ok((path_and_query, host)) => Ok((
+                path_and_query,
+                Authority {
+                    header: host.clone(),
+                    host,
+                    port: None,
+                },
+            )),
+            Err(RewriteError::TooLong) => Err(Box::new(
+                self.unevaluable(&crate::compile::Unevaluable::TooLong("url".into())),
+            )),
+            Err(RewriteError::Failed(why)) => {
+                tracing::warn!(trace_id = %self.trace.root, %why, "a transforms rewrite failed");
+                Err(Box::new(self.error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "RouteInvalid",
+                    "This address's rewrite produced no valid request; the operator can see why in the log.",
+                )))
+            }
         }
     }
 

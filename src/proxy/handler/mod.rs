@@ -398,9 +398,13 @@ impl Exchange {
         at: CanonicalRequest,
         received_bytes: Arc<AtomicU64>,
     ) -> Response<Body> {
-        let (path_and_query, authority) = match &route.filters.rewrite {
-            Some(rewrite) => rewritten(rewrite, &at.authority, &at.path, req.uri().query()),
-            None => (at.path_and_query, at.authority),
+        let (path_and_query, authority) = match (&route.filters.rewrite, &route.alb.rewrite) {
+            (Some(rewrite), _) => rewritten(rewrite, &at.authority, &at.path, req.uri().query()),
+            (None, Some(rewrite)) => match self.alb_rewritten(rewrite, &at) {
+                Ok(target) => target,
+                Err(answer) => return *answer,
+            },
+            (None, None) => (at.path_and_query, at.authority),
         };
         match pick(&route.backend) {
             Backend::Unavailable { service, reason } => {
@@ -448,7 +452,8 @@ impl Exchange {
             .then(|| req.extensions().get::<super::connections::Hold>().cloned())
             .flatten();
         let (mut parts, body) = req.into_parts();
-        if (!self.dp.config.forward_original_path || route.filters.rewrite.is_some())
+        let rewrites = route.filters.rewrite.is_some() || route.alb.rewrite.is_some();
+        if (!self.dp.config.forward_original_path || rewrites)
             && let Ok(uri) = target.path_and_query.parse::<http::Uri>()
         {
             parts.uri = uri;
