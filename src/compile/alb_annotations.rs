@@ -9,9 +9,16 @@
 //! - `jwt-validation` becomes that spec's bearer check, or on its own a guard that
 //!   takes bearer tokens only (the audiences from `portcullis.dev/jwt-audiences`);
 //! - `inbound-cidrs` becomes the routes' source allow-list;
-//! - `scheme: internal` (ALB's default), WAF, Shield, security groups and client
-//!   certificates close the routes unless `portcullis.dev/accept-alb-differences`
-//!   (or `--accept-alb-differences`) names them.
+//! - `scheme: internal` (ALB's default), WAF, Shield, security groups, client
+//!   certificates and TLS to the pods (`backend-protocol: HTTPS`) close the routes
+//!   unless `portcullis.dev/accept-alb-differences` (or `--accept-alb-differences`)
+//!   names them;
+//! - how the Ingress's rules are read and ordered: `use-regex-path-match`,
+//!   `group.order`, `listen-ports`, `ssl-redirect` (the rules' own `actions.*`,
+//!   `conditions.*` and `transforms.*` are read in `alb_actions`, `alb_conditions` and
+//!   `alb_transforms`);
+//! - annotations about AWS's load balancer itself are reported with what takes their
+//!   place.
 //!
 //! An explicit AuthRule targeting the Ingress wins over the auth annotations. Other
 //! controllers' annotations that Portcullis does not read are reported, never ignored
