@@ -375,14 +375,15 @@ fn diagnostic(open: RuleView, guarded: RuleView, how: Shadow) -> Diagnostic {
             open.path.path, guarded.path.path
         ),
     };
-    Diagnostic::warning(
-        guarded.object,
-        guarded.field,
-        "GuardShadowed",
-        message,
-        format!(
+    let fix = match how {
+        Shadow::CoversFirst => format!(
+            "write the guarded path before {} (ALB patterns are tried in the order written; across Ingresses by group.order, then namespace and name), or guard {} too",
+            open.field, open.field
+        ),
+        Shadow::TriedFirst | Shadow::FallsThrough => format!(
             "guard {} too (an AuthRule on the whole route or its Gateway listener), or give the guarded path a rule without conditions that the AuthRule names",
             open.field
         ),
-    )
+    };
+    Diagnostic::warning(guarded.object, guarded.field, "GuardShadowed", message, fix)
 }
