@@ -326,6 +326,13 @@ stringData: {client-secret: s}
         shadowed[0].contains("Ingress apps/b-admin"),
         "{shadowed:#?}"
     );
+    let fix = &c
+        .diagnostics
+        .iter()
+        .find(|d| d.reason == "GuardShadowed")
+        .unwrap()
+        .fix;
+    assert!(fix.contains("write the guarded path before"), "{fix}");
     // Written the other way round, the guarded path comes first: nothing to warn of.
     let c = compiled(&format!(
         "{}{guarded}{rule}{}",
