@@ -43,9 +43,11 @@ pub enum Command {
     #[command(after_help = "Example:\n  portcullis crd | kubectl apply -f -")]
     Crd,
     /// Check AuthRules against their providers from here: discovery and issuer, keys,
-    /// endpoints, client credentials, clock skew, and the redirect URIs to register.
-    /// Reads manifest files with -f, else the cluster (in-cluster config or
-    /// KUBECONFIG). Exits 1 when a check fails.
+    /// endpoints, client credentials, clock skew, and a real login per redirect URI the
+    /// rule's logins send (the provider's login page passes; its error page or error
+    /// redirect fails with its words and the fix). No credentials are entered. Reads
+    /// manifest files with -f, else the cluster (in-cluster config or KUBECONFIG).
+    /// Exits 1 when a check fails.
     #[command(
         after_help = "Examples:\n  portcullis diagnose --rule apps/sso\n  portcullis diagnose -f manifests/ --idp-ca-file corp-ca.pem"
     )]
@@ -77,6 +79,13 @@ pub struct DiagnoseArgs {
     /// PEM certificates of a private CA the provider's certificate chains to.
     #[arg(long, env = "PORTCULLIS_IDP_CA_FILE")]
     pub idp_ca_file: Option<PathBuf>,
+    /// The port browsers reach the hosts on over plain HTTP (the Service's, not the
+    /// container's): it is part of the redirect URI logins send.
+    #[arg(long, default_value_t = 80)]
+    pub http_port: u16,
+    /// The port browsers reach the hosts on over HTTPS.
+    #[arg(long, default_value_t = 443)]
+    pub https_port: u16,
 }
 
 #[derive(Subcommand)]

@@ -1,15 +1,21 @@
 //! `portcullis diagnose`: checks an AuthRule against its provider from where
 //! Portcullis runs (discovery and issuer, keys, endpoints, the client credentials,
-//! clock skew) and says what to register at the provider. Each check passes or fails
-//! with the fix.
+//! clock skew), and starts a real login for each redirect URI the rule's logins send,
+//! reading whether the provider shows its login page or refuses. Each check passes or
+//! fails with the fix.
+
+mod login_page;
+pub mod refusals;
 
 use std::time::Instant;
 
 use crate::auth::credentials::BOGUS_CODE;
 use crate::auth::id_token::allowed_algs;
 use crate::auth::idp::{ClientAuth, Hop, IdpClient, IdpError, ProviderMetadata};
-use crate::compile::AuthPolicy;
+use crate::compile::{AuthPolicy, Snapshot};
+use crate::diagnostics::ObjectRef;
 use crate::model::{CALLBACK_PATH, TokenEndpointAuthMethod};
+use refusals::Refused;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -25,6 +31,9 @@ pub struct Check {
     pub name: &'static str,
     pub detail: String,
     pub fix: String,
+    /// Set on checks that are the same for every rule of a provider (its clock): the
+    /// key under which such a check is printed once.
+    pub once: Option<String>,
 }
 
 impl std::fmt::Display for Check {
@@ -49,14 +58,71 @@ fn check(outcome: Outcome, name: &'static str, detail: String, fix: &str) -> Che
         name,
         detail,
         fix: fix.to_owned(),
+        once: None,
     }
 }
 
 /// Clock skew beyond this breaks ID-token checks (Portcullis allows 60 s).
 const SKEW_FAIL_SECS: i64 = 60;
 const SKEW_WARN_SECS: i64 = 10;
-/// Runs every check for `policy`, guarding `hosts`.
-pub async fn diagnose(idp: &IdpClient, policy: &AuthPolicy, hosts: &[String]) -> Vec<Check> {
+
+/// The ports browsers reach the guarded hosts on: those of the plain-HTTP and HTTPS
+/// addresses (a Service's, not the container's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ports {
+    pub http: u16,
+    pub https: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Self {
+            http: 80,
+            https: 443,
+        }
+    }
+}
+
+/// The redirect URIs logins of `rule` send, one per host and scheme browsers reach it
+/// by: HTTPS for a host with a certificate whose plain-HTTP requests are redirected
+/// there, plain HTTP for a host without one, both for a host with a certificate and no
+/// redirect.
+pub fn redirect_uris(snapshot: &Snapshot, rule: &ObjectRef, ports: Ports) -> Vec<String> {
+    let mut uris = std::collections::BTreeSet::new();
+    for route in &snapshot.routes.all {
+        let Some(host) = &route.host else { continue };
+        if host.starts_with("*.") || !route.guards.iter().any(|g| g.rule == *rule) {
+            continue;
+        }
+        let secure = snapshot.certs.covers(host);
+        let uri = |scheme: &str, port: u16, default: u16| {
+            let port = if port == default {
+                String::new()
+            } else {
+                format!(":{port}")
+            };
+            format!("{scheme}://{host}{port}{CALLBACK_PATH}")
+        };
+        if secure {
+            uris.insert(uri("https", ports.https, 443));
+        }
+        if !route.https_redirect {
+            uris.insert(uri("http", ports.http, 80));
+        }
+    }
+    // HTTPS first: the form most logins send.
+    let (mut https, http): (Vec<String>, Vec<String>) =
+        uris.into_iter().partition(|u| u.starts_with("https:"));
+    https.extend(http);
+    https
+}
+
+/// Runs every check for `policy`, whose logins send `redirect_uris`.
+pub async fn diagnose(
+    idp: &IdpClient,
+    policy: &AuthPolicy,
+    redirect_uris: &[String],
+) -> Vec<Check> {
     let mut checks = Vec::new();
     let Some(meta) = discovery(idp, policy, &mut checks).await else {
         return checks;
@@ -70,14 +136,22 @@ pub async fn diagnose(idp: &IdpClient, policy: &AuthPolicy, hosts: &[String]) ->
         .authorization_endpoint
         .clone()
         .unwrap_or_else(|| meta.authorization_endpoint.clone());
-    reachable(
-        idp,
-        Hop::Discovery,
-        "authorization",
-        &authorization,
-        &mut checks,
-    )
-    .await;
+    let mut refused = Vec::new();
+    if redirect_uris.is_empty() {
+        reachable(
+            idp,
+            Hop::Discovery,
+            "authorization",
+            &authorization,
+            &mut checks,
+        )
+        .await;
+    }
+    for uri in redirect_uris {
+        let (check, why) = login(idp, &authorization, policy, uri).await;
+        refused.extend(why);
+        checks.push(check);
+    }
     if let Some(userinfo) = policy
         .user_info_endpoint
         .clone()
@@ -92,23 +166,71 @@ pub async fn diagnose(idp: &IdpClient, policy: &AuthPolicy, hosts: &[String]) ->
             "set spec.oidc.userInfoEndpoint",
         ));
     }
-    let redirect_uri = hosts
+    let redirect_uri = redirect_uris
         .first()
-        .map(|h| format!("https://{h}{CALLBACK_PATH}"))
+        .cloned()
         .unwrap_or_else(|| format!("https://example.invalid{CALLBACK_PATH}"));
-    credentials(idp, policy, &token_endpoint, &redirect_uri, &mut checks).await;
-    for host in hosts {
+    let client_unknown = refused.contains(&Refused::Client);
+    credentials(
+        idp,
+        policy,
+        &token_endpoint,
+        &redirect_uri,
+        client_unknown,
+        &mut checks,
+    )
+    .await;
+    if redirect_uris.is_empty() {
         checks.push(check(
             Outcome::Info,
             "redirect URI",
             format!(
-                "register https://{host}{CALLBACK_PATH} for client {} (as browsers reach it on port 443; for another scheme or port register that form, e.g. http://{host}:8080{CALLBACK_PATH}: the redirect hop of the flow record, /flows, shows the URI a login really sent)",
+                "the rule guards no named host, so each login sends its own host's https://<host>{CALLBACK_PATH}: register it for client {} for every host name browsers use (the redirect hop of the flow record, /flows, shows the URI a login really sent)",
                 policy.client_id
             ),
             "",
         ));
     }
     checks
+}
+
+/// The login a browser would start with `redirect_uri`, and what the provider refused
+/// when it did.
+async fn login(
+    idp: &IdpClient,
+    endpoint: &str,
+    policy: &AuthPolicy,
+    redirect_uri: &str,
+) -> (Check, Option<Refused>) {
+    let Ok(uri) = url::Url::parse(redirect_uri) else {
+        let fail = check(
+            Outcome::Fail,
+            "login",
+            format!("{redirect_uri} is not a URL"),
+            "check the host names of the routes the rule guards",
+        );
+        return (fail, None);
+    };
+    let started = Instant::now();
+    let steps = match login_page::open(idp, endpoint, policy, &uri).await {
+        Ok(steps) => steps,
+        Err(e) => {
+            let fail = check(
+                Outcome::Fail,
+                "login",
+                format!("{endpoint}: {e}"),
+                "check DNS and egress to the provider's authorization endpoint from where Portcullis runs",
+            );
+            return (fail, None);
+        }
+    };
+    let asked = login_page::Asked {
+        client_id: &policy.client_id,
+        scope: &policy.scope,
+    };
+    let (mut verdict, refused) = login_page::verdict(&steps, asked, &uri);
+    verdict.detail = format!("{} ({} ms)", verdict.detail, started.elapsed().as_millis());
+    (verdict, refused)
 }
 
 async fn discovery(
@@ -134,7 +256,11 @@ async fn discovery(
         }
     };
     let ms = started.elapsed().as_millis();
+    let before = checks.len();
     clock(answer.date.as_deref(), checks);
+    for c in &mut checks[before..] {
+        c.once = Some(format!("clock {}", policy.issuer));
+    }
     if !answer.status.is_success() {
         checks.push(check(
             Outcome::Fail,
@@ -284,6 +410,7 @@ async fn credentials(
     policy: &AuthPolicy,
     token_endpoint: &str,
     redirect_uri: &str,
+    client_unknown: bool,
     checks: &mut Vec<Check>,
 ) {
     let client = ClientAuth {
@@ -297,45 +424,80 @@ async fn credentials(
         .redeem_code(token_endpoint, &client, BOGUS_CODE, redirect_uri, &verifier)
         .await;
     let ms = started.elapsed().as_millis();
+    let id = &policy.client_id;
     checks.push(match result {
         Err(IdpError::InvalidGrant { .. }) => check(
             Outcome::Pass,
             "credentials",
-            format!("{token_endpoint} accepted client {} and refused only the test code ({ms} ms)", policy.client_id),
+            format!("{token_endpoint} accepted client {id} and refused only the test code ({ms} ms)"),
             "",
         ),
         Err(IdpError::Status { excerpt, status, .. }) if excerpt.contains("invalid_client") || status == 401 => {
-            // Rule out the other way of sending the secret before blaming the secret.
-            let other = match policy.token_endpoint_auth_method {
-                TokenEndpointAuthMethod::ClientSecretBasic => TokenEndpointAuthMethod::ClientSecretPost,
-                TokenEndpointAuthMethod::ClientSecretPost => TokenEndpointAuthMethod::ClientSecretBasic,
-            };
-            let retry = ClientAuth { method: other, ..client };
-            let with_other = idp
-                .redeem_code(token_endpoint, &retry, BOGUS_CODE, redirect_uri, &verifier)
-                .await;
-            let name = |m: TokenEndpointAuthMethod| match m {
-                TokenEndpointAuthMethod::ClientSecretBasic => "client_secret_basic",
-                TokenEndpointAuthMethod::ClientSecretPost => "client_secret_post",
-            };
-            match with_other {
-                Err(IdpError::InvalidGrant { .. }) => check(
+            let refused = format!("{token_endpoint} refused client {id}: {status} {excerpt}");
+            if client_unknown {
+                check(
                     Outcome::Fail,
                     "credentials",
-                    format!("{token_endpoint} refused client {} with {} ({status} {excerpt}) but accepted it with {}", policy.client_id, name(policy.token_endpoint_auth_method), name(other)),
-                    &format!("set spec.oidc.tokenEndpointAuthMethod: {}", name(other)),
-                ),
-                _ => check(
-                    Outcome::Fail,
-                    "credentials",
-                    format!("{token_endpoint} refused client {}: {status} {excerpt} (with either way of sending the secret)", policy.client_id),
-                    "the client secret or spec.oidc.clientId does not match the provider's registration; update the Secret named by spec.oidc.clientSecretRef",
-                ),
+                    refused,
+                    &format!("client `{id}` is unknown at the provider (the login check says so): correct spec.oidc.clientId first (client ids are case-sensitive); the secret can only be checked after that"),
+                )
+            } else {
+                other_auth_method(idp, policy, token_endpoint, redirect_uri, &verifier, refused).await
             }
         }
         Err(e) => check(Outcome::Fail, "credentials", format!("{token_endpoint}: {e}"), "check the token endpoint and egress to it"),
         Ok(_) => check(Outcome::Warn, "credentials", "the provider redeemed a code it never issued".into(), "report this to the provider's operators"),
     });
+}
+
+/// A client refused at the token endpoint: the other way of sending the secret is
+/// ruled out before the secret is blamed.
+async fn other_auth_method(
+    idp: &IdpClient,
+    policy: &AuthPolicy,
+    token_endpoint: &str,
+    redirect_uri: &str,
+    verifier: &str,
+    refused: String,
+) -> Check {
+    let name = |m: TokenEndpointAuthMethod| match m {
+        TokenEndpointAuthMethod::ClientSecretBasic => "client_secret_basic",
+        TokenEndpointAuthMethod::ClientSecretPost => "client_secret_post",
+    };
+    let method = policy.token_endpoint_auth_method;
+    let other = match method {
+        TokenEndpointAuthMethod::ClientSecretBasic => TokenEndpointAuthMethod::ClientSecretPost,
+        TokenEndpointAuthMethod::ClientSecretPost => TokenEndpointAuthMethod::ClientSecretBasic,
+    };
+    let retry = ClientAuth {
+        client_id: &policy.client_id,
+        client_secret: &policy.client_secret,
+        method: other,
+    };
+    let with_other = idp
+        .redeem_code(token_endpoint, &retry, BOGUS_CODE, redirect_uri, verifier)
+        .await;
+    match with_other {
+        Err(IdpError::InvalidGrant { .. }) => check(
+            Outcome::Fail,
+            "credentials",
+            format!(
+                "{refused} with {} but accepted it with {}",
+                name(method),
+                name(other)
+            ),
+            &format!("set spec.oidc.tokenEndpointAuthMethod: {}", name(other)),
+        ),
+        _ => check(
+            Outcome::Fail,
+            "credentials",
+            format!("{refused} (with either way of sending the secret)"),
+            &format!(
+                "check spec.oidc.clientId `{}` against the provider's registration first (client ids are case-sensitive), then update the Secret named by spec.oidc.clientSecretRef with the client's secret",
+                policy.client_id
+            ),
+        ),
+    }
 }
 
 /// Each AuthRule of the snapshot: its policy (None when it is broken or guards

@@ -211,6 +211,38 @@ pub struct LoginRedirect {
     pub location: String,
     pub set_cookie: String,
     pub flow_id: String,
+    /// The `state` the provider sends back (in `location` too): the flow record keeps
+    /// a keyed hash of it, so a callback that lost its cookie still finds its start.
+    pub state: String,
+}
+
+/// The authorization request a login sends the browser to, parameters in ALB's order
+/// (`diagnose` sends the same request).
+pub fn authorization_url(
+    endpoint: &str,
+    policy: &AuthPolicy,
+    redirect_uri: &str,
+    state: &str,
+    nonce: &str,
+    pkce_challenge: &str,
+) -> String {
+    let mut location = format!(
+        "{endpoint}{}client_id={}&redirect_uri={}&response_type=code&scope={}&state={}",
+        if endpoint.contains('?') { '&' } else { '?' },
+        form_encode(&policy.client_id),
+        form_encode(redirect_uri),
+        form_encode(&policy.scope),
+        form_encode(state)
+    );
+    for (k, v) in &policy.extra_params {
+        location.push_str(&format!("&{k}={}", form_encode(v)));
+    }
+    location.push_str(&format!(
+        "&nonce={}&code_challenge={}&code_challenge_method=S256",
+        form_encode(nonce),
+        form_encode(pkce_challenge)
+    ));
+    location
 }
 
 /// What a callback did, hop by hop, for the flow record. `flow_id` is known once the
@@ -347,31 +379,19 @@ impl Authenticator {
         let provider = self.provider(policy).await?;
         let (state, sealed) =
             flow::begin(&self.ring, &Self::binding(policy, host), return_to, now)?;
-        let mut location = format!(
-            "{}{}client_id={}&redirect_uri={}&response_type=code&scope={}&state={}",
-            provider.meta.authorization_endpoint,
-            if provider.meta.authorization_endpoint.contains('?') {
-                '&'
-            } else {
-                '?'
-            },
-            form_encode(&policy.client_id),
-            form_encode(redirect_uri),
-            form_encode(&policy.scope),
-            state.state
+        let location = authorization_url(
+            &provider.meta.authorization_endpoint,
+            policy,
+            redirect_uri,
+            &state.state,
+            &state.nonce,
+            &state.pkce_challenge(),
         );
-        for (k, v) in &policy.extra_params {
-            location.push_str(&format!("&{k}={}", form_encode(v)));
-        }
-        location.push_str(&format!(
-            "&nonce={}&code_challenge={}&code_challenge_method=S256",
-            state.nonce,
-            state.pkce_challenge()
-        ));
         Ok(LoginRedirect {
             location,
             set_cookie: flow::set_cookie(&state.state, &sealed, secure),
             flow_id: state.flow_id,
+            state: state.state,
         })
     }
 
