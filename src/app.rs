@@ -75,6 +75,7 @@ async fn start_data_plane(args: &ProxyArgs, keys: Keys) -> anyhow::Result<Starte
     );
     auth.providers().spawn_refresher();
     let dp = DataPlane::new(config, log, auth);
+    dp.spawn_flow_sweeper();
     let addresses = bound.describe();
     tracing::info!(%addresses, "listening");
     if let Some(path) = &args.ports_file {
@@ -114,6 +115,7 @@ fn proxy_config(args: &ProxyArgs, https_port: Option<u16>) -> anyhow::Result<Pro
             max: args.max_connections,
             per_client: args.max_connections_per_client,
         },
+        login_abandoned_after: Duration::from_secs(args.login_abandoned_after),
         dropped_headers: args
             .drop_request_headers
             .iter()

@@ -373,6 +373,13 @@ pub struct ProxyArgs {
     /// known so far.
     #[arg(long, value_enum, default_value = "refuse")]
     pub redis_unavailable: WhenUnavailable,
+    /// Seconds a login that sent the browser to the provider waits for the callback
+    /// before it counts as abandoned: its flow record, the metric
+    /// portcullis_auth_logins_abandoned_total and the AuthRule's
+    /// status.recentAbandonedLogins then show it (the provider refused the client or
+    /// redirect URI, or the user gave up).
+    #[arg(long, env = "PORTCULLIS_LOGIN_ABANDONED_AFTER", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub login_abandoned_after: u64,
     /// Write the bound addresses as JSON to this file once listening.
     #[arg(long)]
     pub ports_file: Option<PathBuf>,

@@ -649,3 +649,49 @@ async fn no_creation_order_serves_a_guarded_app_before_its_rule() {
     })
     .await;
 }
+
+/// A login that goes to the provider and never comes back (the provider refused the
+/// client id, or the user gave up) shows on the AuthRule's status after
+/// `--login-abandoned-after`, written by the Lease holder.
+#[tokio::test]
+async fn abandoned_logins_show_on_the_authrule_status() {
+    let cp = ControlPlane::start();
+    let admin = cp.admin().await;
+    apply(&admin, RENDERED).await;
+    let controller =
+        common::cluster::run_controller_with(&cp, "replica-a", &["--login-abandoned-after", "1"]);
+    let backend = Backend::start_on("app", host_address()).await;
+    let origin = format!("http://app.example.com:{}", controller.http.port());
+    let idp = Idp::start(&[("IDP_REDIRECT_URIS", &format!("{origin}/oauth2/idpresponse"))]);
+    apply(&admin, &SCENARIO.replace("ISSUER", &idp.issuer)).await;
+    apply(&admin, &endpoint_slice("svc", backend.addr)).await;
+    let b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("app.example.com", controller.http)
+        .build()
+        .unwrap();
+    let start_login = || async {
+        b.get(format!("{origin}/"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 302)
+    };
+    // The first redirect to the provider is a login that never comes back.
+    eventually("the controller guards the Ingress", start_login).await;
+    let rules: Api<DynamicObject> =
+        Api::namespaced_with(admin.clone(), "apps", &ApiResource::erase::<AuthRule>(&()));
+    let abandoned = || async {
+        let rule = rules.get("sso").await.unwrap();
+        rule.data["status"]["recentAbandonedLogins"].clone()
+    };
+    eventually("status counts one abandoned login", || async {
+        abandoned().await == serde_json::json!({"count": 1, "windowSeconds": 900})
+    })
+    .await;
+    assert!(start_login().await);
+    eventually("status counts two", || async {
+        abandoned().await["count"] == 2
+    })
+    .await;
+}

@@ -93,6 +93,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let auth = demo_authenticator()?;
     let log = AccessLog::start(LogFormat::Alb, Box::new(std::io::stdout()));
     let dp = DataPlane::new(ProxyConfig::default(), log, auth);
+    dp.spawn_flow_sweeper();
     let options_compile = CompileOptions {
         ingress_class: "portcullis".into(),
         ..CompileOptions::default()

@@ -66,7 +66,7 @@ pub fn rebuild(input: impl BufRead, id: &str) -> Option<FlowRecord> {
         rule: first.rule.clone(),
         host: first.host.clone(),
         hops: hops.iter().map(|l| l.hop.clone()).collect(),
-        reason: None,
+        ..FlowRecord::default()
     })
 }
 

@@ -421,10 +421,24 @@ pub struct AuthRuleStatus {
     /// `error_reason` (`kubectl port-forward` to the admin port, then `/flows`, for details).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub recent_login_failures: BTreeMap<String, i32>,
+    /// Logins the status-writing replica counted abandoned lately: sent to the
+    /// provider, never back (the provider refused the client id or the redirect URI,
+    /// or the user gave up; `portcullis diagnose --rule namespace/name` sends the same
+    /// login and shows the provider's answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent_abandoned_logins: Option<RecentCount>,
     /// For Gateway API targets: one entry per Gateway the guarded routes attach to,
     /// as Gateway API policies report (PolicyAncestorStatus).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ancestors: Vec<PolicyAncestorStatus>,
+}
+
+/// How many times something happened in the last `windowSeconds`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentCount {
+    pub count: i32,
+    pub window_seconds: i64,
 }
 
 /// An ALB listener-rule path pattern: `*` any run, `?` one character, whole path.

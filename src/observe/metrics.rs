@@ -47,6 +47,7 @@ pub struct AuthMetrics {
     claims_size_exceeded: IntCounterVec,
     logouts: IntCounterVec,
     bearer_tokens: IntCounterVec,
+    abandoned: IntCounterVec,
 }
 
 impl AuthMetrics {
@@ -74,6 +75,11 @@ impl AuthMetrics {
 
     pub fn logout(&self, rule: &str) {
         self.logouts.with_label_values(&[rule]).inc();
+    }
+
+    /// A login that sent the browser to the provider and saw no callback in time.
+    pub fn abandoned(&self, rule: &str) {
+        self.abandoned.with_label_values(&[rule]).inc();
     }
 
     /// A request with a bearer token: `reason` is empty when the token passed.
@@ -190,6 +196,16 @@ impl AuthMetrics {
                         "Requests with a bearer token, by AuthRule, result (success, failure) and error_reason",
                     ),
                     &["rule", "result", "reason"],
+                ),
+            ),
+            abandoned: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "auth_logins_abandoned_total",
+                        "Logins that sent the browser to the provider and saw no callback within --login-abandoned-after (the provider refused the client or redirect URI, or the user gave up), by AuthRule",
+                    ),
+                    &["rule"],
                 ),
             ),
         }
@@ -309,6 +325,7 @@ impl Metrics {
             self.auth.refreshes.with_label_values(&[rule, result]);
         }
         self.auth.logouts.with_label_values(&[rule]);
+        self.auth.abandoned.with_label_values(&[rule]);
     }
 
     pub fn registry(&self) -> &Registry {

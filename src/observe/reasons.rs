@@ -150,6 +150,13 @@ pub const REASONS: &[Reason] = &[
         "Report it with the trace id and the log lines around it.",
     ),
     r(
+        "AuthLoginAbandoned",
+        "none",
+        "A login sent the browser to the provider, and the browser did not come back within --login-abandoned-after (2 minutes by default). Flow records, portcullis_auth_logins_abandoned_total and the AuthRule's status.recentAbandonedLogins count it; no request fails, so the access log has no such line.",
+        "The provider refused the client id or the redirect URI (it shows its error page and never sends the browser back), or the user gave up at the provider's login page.",
+        "Run `portcullis diagnose --rule <namespace>/<name>`: it sends the same login and shows what the provider answers. Many at once after a change point at the provider.",
+    ),
+    r(
         "AuthLoginWindowExpired",
         "401",
         "The callback came more than 15 minutes after the login began.",

@@ -62,6 +62,8 @@ pub struct ProxyConfig {
     pub underscores_in_headers: bool,
     /// Open connections allowed per listener and per client address.
     pub connection_limits: connections::Limits,
+    /// How long a login waits for its callback before it counts as abandoned.
+    pub login_abandoned_after: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -89,6 +91,7 @@ impl Default for ProxyConfig {
             expose_flows: false,
             underscores_in_headers: false,
             connection_limits: connections::Limits::default(),
+            login_abandoned_after: crate::observe::flows::DEFAULT_ABANDON_AFTER,
         }
     }
 }
@@ -188,6 +191,9 @@ impl DataPlane {
             ))
         };
         let (http_connections, https_connections) = (tracker("http"), tracker("https"));
+        let flows = Arc::new(crate::observe::flows::FlowLog::new(
+            config.login_abandoned_after,
+        ));
         Arc::new(Self {
             live: ArcSwap::from_pointee(live),
             ready: AtomicBool::new(false),
@@ -196,12 +202,33 @@ impl DataPlane {
             log,
             clients,
             auth,
-            flows: Default::default(),
+            flows,
             balances: Default::default(),
             started: Instant::now(),
             http_connections,
             https_connections,
         })
+    }
+
+    /// Counts logins abandoned at the provider, a few times per abandon time, for as
+    /// long as the data plane lives.
+    pub fn spawn_flow_sweeper(self: &Arc<Self>) {
+        let every = (self.config.login_abandoned_after / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(5));
+        let dp = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(dp) = dp.upgrade() else {
+                    return;
+                };
+                for abandoned in dp.flows.sweep(crate::observe::flows::now_ms()) {
+                    dp.metrics.auth.abandoned(&abandoned.rule);
+                }
+            }
+        });
     }
 
     /// What the controller shares with the request path.

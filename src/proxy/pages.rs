@@ -36,6 +36,9 @@ pub struct ErrorPage<'a> {
     /// One sentence a person can act on.
     pub message: &'a str,
     pub trace_id: &'a str,
+    /// What happened to this very request, when Portcullis knows (a callback found by
+    /// its state): said instead of the reason's usual cause.
+    pub what_happened: Option<&'a str>,
 }
 
 impl ErrorPage<'_> {
@@ -66,8 +69,10 @@ impl ErrorPage<'_> {
             "message": self.message,
             "traceId": self.trace_id,
         });
-        if let Some(cause) = self.cause() {
-            body["usualCause"] = cause.into();
+        match (self.what_happened, self.cause()) {
+            (Some(what), _) => body["whatHappened"] = what.into(),
+            (None, Some(cause)) => body["usualCause"] = cause.into(),
+            (None, None) => {}
         }
         body.to_string()
     }
@@ -87,9 +92,11 @@ impl ErrorPage<'_> {
              </body></html>",
             html_escape(self.message),
             html_escape(self.reason),
-            self.cause()
-                .map(|c| format!(". Usually: {}", html_escape(c)))
-                .unwrap_or_default(),
+            match (self.what_happened, self.cause()) {
+                (Some(what), _) => format!(". What happened: {}", html_escape(what)),
+                (None, Some(c)) => format!(". Usually: {}", html_escape(c)),
+                (None, None) => String::new(),
+            },
             html_escape(self.trace_id)
         )
     }
@@ -132,10 +139,31 @@ mod tests {
             reason: "X",
             message: "<script>",
             trace_id: "1-a",
+            what_happened: None,
         };
         assert!(page.html().contains("&lt;script&gt;"));
         let json: serde_json::Value = serde_json::from_str(&page.json()).unwrap();
         assert_eq!(json["traceId"], "1-a");
         assert_eq!(json["status"], 502);
+    }
+
+    #[test]
+    fn what_happened_replaces_the_usual_cause() {
+        let page = ErrorPage {
+            status: StatusCode::UNAUTHORIZED,
+            reason: "AuthMissingAWSALBAuthNonce",
+            message: "m",
+            trace_id: "1-a",
+            what_happened: Some("no cookies at all <b>"),
+        };
+        let json: serde_json::Value = serde_json::from_str(&page.json()).unwrap();
+        assert_eq!(json["whatHappened"], "no cookies at all <b>");
+        assert!(json.get("usualCause").is_none());
+        let html = page.html();
+        assert!(
+            html.contains("What happened: no cookies at all &lt;b&gt;"),
+            "{html}"
+        );
+        assert!(!html.contains("Usually"), "{html}");
     }
 }

@@ -1,5 +1,5 @@
-//! AuthRule status: conditions, attached routes, recent login failures, policy
-//! ancestors, and a Warning Event for each condition that turns False.
+//! AuthRule status: conditions, attached routes, recent login failures and abandoned
+//! logins, policy ancestors, and a Warning Event for each condition that turns False.
 
 use std::collections::BTreeMap;
 
@@ -11,8 +11,12 @@ use serde_json::json;
 use crate::compile::AuthRuleSummary;
 use crate::diagnostics::{Category, Diagnostic, ObjectRef};
 use crate::model::{
-    AuthRule, AuthRuleStatus, GATEWAY_CONTROLLER_NAME, GROUP, ParentReference, PolicyAncestorStatus,
+    AuthRule, AuthRuleStatus, GATEWAY_CONTROLLER_NAME, GROUP, ParentReference,
+    PolicyAncestorStatus, RecentCount,
 };
+
+/// How far back `recentAbandonedLogins` counts: a login's own window.
+pub const ABANDONED_WINDOW: std::time::Duration = std::time::Duration::from_secs(900);
 
 use super::{Inputs, Write};
 
@@ -36,6 +40,7 @@ pub(super) fn plan(input: &Inputs<'_>) -> Vec<Write> {
             idp: input.idp.get(&object).cloned(),
             credentials: input.credentials.get(&object).cloned(),
             failures: input.failures.get(&label).cloned().unwrap_or_default(),
+            abandoned: input.abandoned.get(&label).copied().unwrap_or_default(),
         };
         let recent = input.own_writes.get(&uid);
         let current = recent.or(rule.status.as_ref());
@@ -123,6 +128,8 @@ pub struct Observed {
     pub idp: Option<Result<(), String>>,
     pub credentials: Option<Result<(), String>>,
     pub failures: BTreeMap<String, i32>,
+    /// Logins counted abandoned in the last `ABANDONED_WINDOW`.
+    pub abandoned: i32,
 }
 
 /// A condition's status, reason and message.
@@ -173,6 +180,10 @@ pub fn auth_rule_status(
         observed_generation: generation,
         attached_routes: summary.map_or(0, |s| s.attached_routes) as i32,
         recent_login_failures: observed.failures.clone(),
+        recent_abandoned_logins: (observed.abandoned > 0).then_some(RecentCount {
+            count: observed.abandoned,
+            window_seconds: ABANDONED_WINDOW.as_secs() as i64,
+        }),
         ancestors: Vec::new(),
     }
 }

@@ -53,6 +53,7 @@ struct World {
     idp: BTreeMap<ObjectRef, Result<(), String>>,
     credentials: BTreeMap<ObjectRef, Result<(), String>>,
     failures: BTreeMap<String, BTreeMap<String, i32>>,
+    abandoned: BTreeMap<String, i32>,
     own: HashMap<String, AuthRuleStatus>,
     publish_address: Option<&'static str>,
     now: i64,
@@ -70,6 +71,7 @@ impl World {
             idp: BTreeMap::new(),
             credentials: BTreeMap::new(),
             failures: BTreeMap::new(),
+            abandoned: BTreeMap::new(),
             own: HashMap::new(),
             publish_address: None,
             now: NOW,
@@ -85,6 +87,7 @@ impl World {
             idp: &self.idp,
             credentials: &self.credentials,
             failures: &self.failures,
+            abandoned: &self.abandoned,
             own_writes: &self.own,
             own_unreadable: &HashMap::new(),
             own_gateway: &HashMap::new(),
@@ -231,6 +234,32 @@ fn provider_health_and_login_failures_are_reported() {
 }
 
 #[test]
+fn abandoned_logins_are_written_when_their_count_changes_only() {
+    let mut w = World::new(&format!("{APP}{SECRET}"));
+    let first = w.plan();
+    w.write_back(&first);
+    assert!(status_of(&first).recent_abandoned_logins.is_none());
+    w.abandoned.insert("apps/sso".into(), 2);
+    let writes = w.plan();
+    assert_eq!(
+        status_of(&writes).recent_abandoned_logins,
+        Some(crate::model::RecentCount {
+            count: 2,
+            window_seconds: 900
+        })
+    );
+    assert!(events(&writes).is_empty(), "status only, no Event");
+    w.write_back(&writes);
+    assert!(w.plan().is_empty(), "the same count is not written again");
+    w.abandoned.clear();
+    let writes = w.plan();
+    assert!(
+        status_of(&writes).recent_abandoned_logins.is_none(),
+        "out of the window"
+    );
+}
+
+#[test]
 fn nothing_is_written_when_nothing_changed_whatever_the_clock_says() {
     let mut w = World::new(APP);
     let first = w.plan();
@@ -327,6 +356,7 @@ fn an_unreadable_rule_is_reported_once_per_error() {
         idp: &w.idp,
         credentials: &w.credentials,
         failures: &w.failures,
+        abandoned: &w.abandoned,
         own_writes: &w.own,
         own_unreadable: &own,
         own_gateway: &HashMap::new(),

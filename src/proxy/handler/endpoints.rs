@@ -55,7 +55,21 @@ impl Exchange {
                 break;
             }
         }
+        let mut what_happened = None;
         if let Some((policy, result)) = &outcome {
+            if let Err(LoginError::Flow(e)) = result
+                && notes.flow_id.is_none()
+            {
+                let back = Return {
+                    at: now_ms(),
+                    host,
+                    secure,
+                    rule: &rule_label(policy),
+                    cookies: cookie_count(&cookies),
+                    reason: e.reason(),
+                };
+                what_happened = self.find_flow_start(query, *e, &back, &mut notes);
+            }
             self.record_flow(
                 policy,
                 host,
@@ -80,8 +94,8 @@ impl Exchange {
                 resp
             }
             Some((policy, Err(e))) => {
-                tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, reason = e.reason(), error = %e, "login failed at the callback");
-                self.login_error(&e)
+                tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, reason = e.reason(), error = %e, what_happened = what_happened.as_deref().unwrap_or("-"), "login failed at the callback");
+                self.login_error_because(&e, what_happened.as_deref())
             }
             None => self.error(
                 StatusCode::NOT_FOUND,
@@ -207,6 +221,31 @@ impl Exchange {
         resp
     }
 
+    /// A callback whose flow cookie did not match finds the flow its `state` began
+    /// (on this replica) by the keyed hash the redirect kept: its hops join that flow,
+    /// and the failed check says what happened instead of the generic error. Returns
+    /// that explanation.
+    fn find_flow_start(
+        &self,
+        query: &str,
+        e: FlowError,
+        back: &Return<'_>,
+        notes: &mut Notes,
+    ) -> Option<String> {
+        use FlowError::*;
+        if !matches!(e, MissingCookie | InvalidCookie | StateMismatch | Expired) {
+            return None;
+        }
+        let state = form_pairs(query).remove("state")?;
+        let flow = self.dp.flows.by_state(&state)?;
+        let explanation = explain_return(&flow, back);
+        if let Some(check) = notes.hops.iter_mut().rfind(|n| n.hop == "flow-cookie") {
+            check.detail = format!("{}: {explanation}", e.reason());
+        }
+        notes.flow_id = Some(flow.id);
+        Some(explanation)
+    }
+
     /// The callback's hops into the flow record. A callback whose flow cookie did not
     /// open has no flow id; it is recorded under its trace id.
     pub(super) fn record_flow(
@@ -234,4 +273,13 @@ impl Exchange {
             self.dp.flows.failed(&id, reason);
         }
     }
+}
+
+/// How many cookies the browser sent, over all its `Cookie` headers.
+fn cookie_count(headers: &[&str]) -> usize {
+    headers
+        .iter()
+        .flat_map(|h| h.split(';'))
+        .filter(|pair| !pair.trim().is_empty())
+        .count()
 }

@@ -242,7 +242,12 @@ impl Exchange {
                         policy.client_id, policy.scope,
                     ),
                 };
-                (self.dp.flows).record(&login.flow_id, &rule_label(policy), host, hop);
+                let sent = Sent {
+                    client_id: policy.client_id.clone(),
+                    redirect_uri: redirect_uri.clone(),
+                };
+                let rule = rule_label(policy);
+                (self.dp.flows).begun(&login.flow_id, &rule, host, hop, &login.state, sent);
                 self.rec.redirect_url = login.location.clone();
                 let mut resp = redirect(StatusCode::FOUND, &login.location);
                 append_cookies(&mut resp, [login.set_cookie]);

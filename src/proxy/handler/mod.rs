@@ -35,7 +35,7 @@ use crate::form::form_pairs;
 use crate::model::OnUnauthenticatedRequest;
 use crate::model::{BACKCHANNEL_LOGOUT_PATH, FRONTCHANNEL_LOGOUT_PATH};
 use crate::observe::access_log::{AccessRecord, timestamp};
-use crate::observe::flows::{Hop, now_ms};
+use crate::observe::flows::{Hop, Return, Sent, explain_return, now_ms};
 use crate::observe::trace::{self, TraceId};
 
 mod body;
@@ -507,11 +507,31 @@ impl Exchange {
     }
 
     fn login_error(&mut self, e: &LoginError) -> Response<Body> {
+        self.login_error_because(e, None)
+    }
+
+    /// A failed login's page; `what_happened`, when the flow record tells, replaces the
+    /// reason's usual cause.
+    fn login_error_because(
+        &mut self,
+        e: &LoginError,
+        what_happened: Option<&str>,
+    ) -> Response<Body> {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        self.error(status, e.reason(), e.public_message())
+        self.error_page(status, e.reason(), e.public_message(), what_happened)
     }
 
     fn error(&mut self, status: StatusCode, reason: &str, message: &str) -> Response<Body> {
+        self.error_page(status, reason, message, None)
+    }
+
+    fn error_page(
+        &mut self,
+        status: StatusCode,
+        reason: &str,
+        message: &str,
+        what_happened: Option<&str>,
+    ) -> Response<Body> {
         self.rec.error_reason = reason.to_owned();
         if self.rec.actions_executed.is_empty() || self.rec.actions_executed == "authenticate" {
             self.rec.add_action("fixed-response");
@@ -521,6 +541,7 @@ impl Exchange {
             reason,
             message,
             trace_id: &self.trace.root,
+            what_happened,
         }
         .render(self.html);
         if self.head {
