@@ -86,7 +86,7 @@ impl Default for Ports {
 /// The redirect URIs logins of `rule` send, one per host and scheme browsers reach it
 /// by: HTTPS for a host with a certificate whose plain-HTTP requests are redirected
 /// there, plain HTTP for a host without one, both for a host with a certificate and no
-/// redirect.
+/// redirect (a Gateway listener's routes: its protocol's only).
 pub fn redirect_uris(snapshot: &Snapshot, rule: &ObjectRef, ports: Ports) -> Vec<String> {
     let mut uris = std::collections::BTreeSet::new();
     for route in &snapshot.routes.all {
@@ -103,10 +103,13 @@ pub fn redirect_uris(snapshot: &Snapshot, rule: &ObjectRef, ports: Ports) -> Vec
             };
             format!("{scheme}://{host}{port}{CALLBACK_PATH}")
         };
-        if secure {
+        // A Gateway listener's route is served on TLS connections only, or on plain
+        // ones only.
+        let listener = route.conditions.tls;
+        if secure && listener != Some(false) {
             uris.insert(uri("https", ports.https, 443));
         }
-        if !route.https_redirect {
+        if !route.https_redirect && listener != Some(true) {
             uris.insert(uri("http", ports.http, 80));
         }
     }
@@ -513,4 +516,89 @@ pub fn rules_in(
         .iter()
         .map(|(object, s)| (object.clone(), (s.policy.clone(), s.hosts.clone())))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::{CompileOptions, compile};
+    use crate::source::manifests::{add_document, parse_documents};
+    use crate::store::Objects;
+
+    fn ingress(name: &str, host: &str, tls: bool, annotations: &str) -> String {
+        let tls = if tls {
+            format!("  tls: [{{hosts: [{host}], secretName: {name}-tls}}]\n")
+        } else {
+            String::new()
+        };
+        format!(
+            "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: apps, annotations: {{{annotations}}}}}\nspec:\n  ingressClassName: portcullis\n{tls}  rules:\n  - host: {host}\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: svc, port: {{number: 80}}}}}}}}\n"
+        )
+    }
+
+    fn tls_secret(name: &str, host: &str) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![host.to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let indent = |s: String| {
+            s.lines()
+                .map(|l| format!("    {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        format!(
+            "---\napiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\nmetadata: {{name: {name}, namespace: apps}}\nstringData:\n  tls.crt: |\n{}\n  tls.key: |\n{}\n",
+            indent(cert.pem()),
+            indent(key.serialize_pem())
+        )
+    }
+
+    const RULE: &str = "---\napiVersion: portcullis.dev/v1alpha1\nkind: AuthRule\nmetadata: {name: sso, namespace: apps}\nspec:\n  targetRefs: [{name: plain}, {name: secure}, {name: both}]\n  oidc: {issuer: \"https://idp.test\", clientId: app, clientSecretRef: {name: idp}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: idp, namespace: apps}\nstringData: {client-secret: s}\n";
+
+    #[test]
+    fn each_host_gets_the_redirect_uris_browsers_reach_it_by() {
+        let yaml = [
+            ingress("plain", "plain.test", false, ""),
+            ingress("secure", "secure.test", true, ""),
+            tls_secret("secure-tls", "secure.test"),
+            ingress(
+                "both",
+                "both.test",
+                true,
+                "\"portcullis.dev/ssl-redirect\": \"false\"",
+            ),
+            tls_secret("both-tls", "both.test"),
+            RULE.to_owned(),
+        ]
+        .concat();
+        let mut objects = Objects::default();
+        for doc in parse_documents(&yaml).unwrap() {
+            add_document(&mut objects, doc, &ObjectRef::new("File", "", "t.yaml"));
+        }
+        let compiled = compile(&objects, &CompileOptions::default());
+        let rule = ObjectRef::new("AuthRule", "apps", "sso");
+        assert_eq!(
+            redirect_uris(&compiled.snapshot, &rule, Ports::default()),
+            [
+                "https://both.test/oauth2/idpresponse",
+                "https://secure.test/oauth2/idpresponse",
+                "http://both.test/oauth2/idpresponse",
+                "http://plain.test/oauth2/idpresponse",
+            ],
+            "{:#?}",
+            compiled.diagnostics
+        );
+        let ports = Ports {
+            http: 8080,
+            https: 8443,
+        };
+        assert_eq!(
+            redirect_uris(&compiled.snapshot, &rule, ports)[0],
+            "https://both.test:8443/oauth2/idpresponse"
+        );
+        let other = ObjectRef::new("AuthRule", "apps", "other");
+        assert!(redirect_uris(&compiled.snapshot, &other, ports).is_empty());
+    }
 }
