@@ -13,7 +13,19 @@ async fn admin_get(p: &Portcullis, path: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
+/// `explain flow` on the process's log so far; the callback's lines are waited for
+/// (stderr is read as it comes), the last of which is its warning.
 fn explain_flow(p: &Portcullis, id: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !(p.diagnostics.lock().unwrap().iter())
+        .any(|l| l.contains(id) && l.contains("login failed at the callback"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no warning names {id}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let logs = p.diagnostics.lock().unwrap().join("\n");
     let (ok, out) = run_with_stdin(&["explain", "flow", id], &logs);
     assert!(ok, "explain flow {id} found nothing in:\n{logs}");

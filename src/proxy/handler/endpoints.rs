@@ -57,18 +57,15 @@ impl Exchange {
         }
         let mut what_happened = None;
         if let Some((policy, result)) = &outcome {
-            if let Err(LoginError::Flow(e)) = result
-                && notes.flow_id.is_none()
-            {
-                let back = Return {
-                    at: now_ms(),
+            if let Err(LoginError::Flow(e)) = result {
+                let at = Browser {
                     host,
+                    redirect_uri: &redirect_uri,
+                    cookies: &cookies,
+                    now: unix_now(),
                     secure,
-                    rule: &rule_label(policy),
-                    cookies: cookie_count(&cookies),
-                    reason: e.reason(),
                 };
-                what_happened = self.find_flow_start(query, *e, &back, &mut notes);
+                what_happened = self.find_flow_start(policy, *e, query, &at, &mut notes);
             }
             self.record_flow(
                 policy,
@@ -227,18 +224,28 @@ impl Exchange {
     /// that explanation.
     fn find_flow_start(
         &self,
-        query: &str,
+        policy: &AuthPolicy,
         e: FlowError,
-        back: &Return<'_>,
+        query: &str,
+        at: &Browser<'_>,
         notes: &mut Notes,
     ) -> Option<String> {
         use FlowError::*;
-        if !matches!(e, MissingCookie | InvalidCookie | StateMismatch | Expired) {
+        let unmatched = matches!(e, MissingCookie | InvalidCookie | StateMismatch | Expired);
+        if !unmatched || notes.flow_id.is_some() {
             return None;
         }
         let state = form_pairs(query).remove("state")?;
         let flow = self.dp.flows.by_state(&state)?;
-        let explanation = explain_return(&flow, back);
+        let back = Return {
+            at: now_ms(),
+            host: at.host,
+            secure: at.secure,
+            rule: &rule_label(policy),
+            cookies: cookie_count(at.cookies),
+            reason: e.reason(),
+        };
+        let explanation = explain_return(&flow, &back);
         if let Some(check) = notes.hops.iter_mut().rfind(|n| n.hop == "flow-cookie") {
             check.detail = format!("{}: {explanation}", e.reason());
         }
