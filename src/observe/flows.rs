@@ -130,6 +130,12 @@ impl FlowRecord {
     }
 
     fn unfinished(&self) -> String {
+        if self.hops.last().is_some_and(|h| h.hop == "returned") {
+            return format!(
+                "the callback reached another replica: `portcullis explain flow {}` on every replica's logs shows the whole login\n",
+                self.id
+            );
+        }
         let diagnose = format!("`portcullis diagnose --rule {}`", self.rule);
         match &self.sent {
             Some(sent) => format!(
@@ -371,41 +377,72 @@ impl FlowLog {
         }
     }
 
-    /// Counts flows abandoned that sent the browser to the provider longer ago than
-    /// the abandon time and saw no callback since: each gets an `abandoned` hop (and
-    /// its log line). Returns them, for the metric.
-    pub fn sweep(&self, now_ms: i64) -> Vec<Abandoned> {
-        let due: Vec<(String, String, String, Hop)> = match self.flows.lock() {
-            Ok(flows) => flows
-                .records
-                .iter()
-                .filter(|f| f.waiting() && now_ms - f.hops[0].at >= self.abandon_after_ms)
-                .map(|f| {
-                    let hop = Hop {
-                        at: now_ms,
-                        hop: ABANDONED.into(),
-                        ok: false,
-                        trace_id: f.hops[0].trace_id.clone(),
-                        detail: format!(
-                            "{ABANDONED_REASON}: sent to the provider {} ago, never returned: the provider refused the client or redirect URI, or the user gave up — run `portcullis diagnose --rule {}`",
-                            ago(now_ms - f.hops[0].at),
-                            f.rule
-                        ),
-                    };
-                    (f.id.clone(), f.rule.clone(), f.host.clone(), hop)
-                })
-                .collect(),
-            Err(_) => return Vec::new(),
+    /// The flows that sent the browser to the provider longer ago than the abandon
+    /// time and saw no callback here since.
+    pub fn overdue(&self, now_ms: i64) -> Vec<String> {
+        self.flows.lock().map_or_else(
+            |_| Vec::new(),
+            |flows| {
+                (flows.records.iter())
+                    .filter(|f| f.waiting() && now_ms - f.hops[0].at >= self.abandon_after_ms)
+                    .map(|f| f.id.clone())
+                    .collect()
+            },
+        )
+    }
+
+    /// Records that flow `id`'s callback reached another replica, so it is not
+    /// abandoned.
+    pub fn returned_elsewhere(&self, id: &str, now_ms: i64) {
+        let Some(found) = self.waiting_flow(id) else {
+            return;
         };
+        let hop = Hop {
+            at: now_ms,
+            hop: "returned".into(),
+            ok: true,
+            trace_id: found.hops[0].trace_id.clone(),
+            detail: "the callback reached another replica".into(),
+        };
+        self.record(id, &found.rule, &found.host, hop);
+    }
+
+    fn waiting_flow(&self, id: &str) -> Option<FlowRecord> {
+        let flows = self.flows.lock().ok()?;
+        (flows.records.iter())
+            .find(|f| f.id == id && f.waiting())
+            .cloned()
+    }
+
+    /// Counts the flows `ids` abandoned, those of them still waiting: each gets an
+    /// `abandoned` hop (and its log line). Returns them, for the metric.
+    pub fn abandon(&self, now_ms: i64, ids: &[String]) -> Vec<Abandoned> {
+        let due: Vec<FlowRecord> = ids.iter().filter_map(|id| self.waiting_flow(id)).collect();
         if !due.is_empty() {
             self.abandoned_total.send_modify(|n| *n += due.len() as u64);
         }
         due.into_iter()
-            .map(|(id, rule, host, hop)| {
-                self.record(&id, &rule, &host, hop);
-                Abandoned { rule }
+            .map(|f| {
+                let hop = Hop {
+                    at: now_ms,
+                    hop: ABANDONED.into(),
+                    ok: false,
+                    trace_id: f.hops[0].trace_id.clone(),
+                    detail: format!(
+                        "{ABANDONED_REASON}: sent to the provider {} ago, never returned: the provider refused the client or redirect URI, or the user gave up — run `portcullis diagnose --rule {}`",
+                        ago(now_ms - f.hops[0].at),
+                        f.rule
+                    ),
+                };
+                self.record(&f.id, &f.rule, &f.host, hop);
+                Abandoned { rule: f.rule }
             })
             .collect()
+    }
+
+    /// `abandon` of every overdue flow: for a replica that is the only one.
+    pub fn sweep(&self, now_ms: i64) -> Vec<Abandoned> {
+        self.abandon(now_ms, &self.overdue(now_ms))
     }
 
     /// Flows counted abandoned in the last `window` among the recent ones, by rule
@@ -601,6 +638,28 @@ mod tests {
         log.record("a", "apps/sso", "h", hop("callback", true, "1-a2"));
         let a = log.find("a").unwrap();
         assert!(!a.abandoned() && a.failure().is_none());
+    }
+
+    #[test]
+    fn a_flow_whose_callback_reached_another_replica_is_not_abandoned() {
+        let log = FlowLog::new(Duration::from_secs(1));
+        let start = now_ms();
+        let redirect = Hop {
+            at: start,
+            ..hop("redirect", true, "1-a")
+        };
+        log.begun("a", "apps/sso", "h", redirect, "state-a", sent());
+        assert_eq!(log.overdue(start + 2_000), ["a"]);
+        log.returned_elsewhere("a", start + 2_000);
+        assert!(log.overdue(start + 3_000).is_empty());
+        assert!(log.abandon(start + 3_000, &["a".into()]).is_empty());
+        let a = log.find("a").unwrap();
+        assert!(a.failure().is_none() && !a.abandoned());
+        assert!(
+            a.render().contains("the callback reached another replica"),
+            "{}",
+            a.render()
+        );
     }
 
     #[test]

@@ -224,11 +224,37 @@ impl DataPlane {
                 let Some(dp) = dp.upgrade() else {
                     return;
                 };
-                for abandoned in dp.flows.sweep(crate::observe::flows::now_ms()) {
-                    dp.metrics.auth.abandoned(&abandoned.rule);
-                }
+                dp.sweep_flows().await;
             }
         });
+    }
+
+    /// Overdue flows are abandoned unless another replica saw their callback (noted in
+    /// the shared state); when that cannot be asked, they wait for the next sweep.
+    async fn sweep_flows(&self) {
+        use crate::observe::flows::now_ms;
+        let overdue = self.flows.overdue(now_ms());
+        if overdue.is_empty() {
+            return;
+        }
+        let abandoned = match self.auth.shared().callbacks_noted(&overdue).await {
+            Ok(None) => overdue,
+            Ok(Some(noted)) => {
+                let (back, gone): (Vec<_>, Vec<_>) =
+                    overdue.into_iter().zip(noted).partition(|(_, n)| *n);
+                for (id, _) in back {
+                    self.flows.returned_elsewhere(&id, now_ms());
+                }
+                gone.into_iter().map(|(id, _)| id).collect()
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "abandoned logins not counted now: the shared state cannot be asked");
+                return;
+            }
+        };
+        for a in self.flows.abandon(now_ms(), &abandoned) {
+            self.metrics.auth.abandoned(&a.rule);
+        }
     }
 
     /// What the controller shares with the request path.

@@ -254,7 +254,8 @@ impl Exchange {
     }
 
     /// The callback's hops into the flow record. A callback whose flow cookie did not
-    /// open has no flow id; it is recorded under its trace id.
+    /// open has no flow id; it is recorded under its trace id. With shared state, the
+    /// replica that sent the redirect learns that the browser came back.
     pub(super) fn record_flow(
         &self,
         policy: &AuthPolicy,
@@ -262,6 +263,18 @@ impl Exchange {
         notes: Notes,
         failure: Option<&'static str>,
     ) {
+        if let Some(id) = &notes.flow_id
+            && self.dp.auth.shared().is_shared()
+        {
+            let (shared, id) = (self.dp.auth.shared().clone(), id.clone());
+            let keep = std::time::Duration::from_secs(crate::auth::flow::LOGIN_WINDOW_SECS as u64);
+            // Off the request path: the redirect's replica asks at its next sweep.
+            tokio::spawn(async move {
+                if let Err(e) = shared.note_callback(&id, keep).await {
+                    tracing::debug!(error = %e, "the callback could not be noted in the shared state");
+                }
+            });
+        }
         let id = notes
             .flow_id
             .unwrap_or_else(|| format!("callback-{}", self.trace.root));
