@@ -180,10 +180,11 @@ pub fn explain_return(flow: &FlowRecord, back: &Return<'_>) -> String {
         )
     };
     let sent = flow.sent.as_ref();
-    let client = match sent {
-        Some(_) if flow.rule == back.rule => "to this client".to_owned(),
-        Some(s) => format!("by rule {} (client {})", flow.rule, s.client_id),
-        None => format!("by rule {}", flow.rule),
+    // The page the browser gets says this too: another rule is not named there.
+    let client = match (flow.rule == back.rule, sent) {
+        (true, _) => "to this client".to_owned(),
+        (false, Some(s)) => format!("by another rule of this host (client {})", s.client_id),
+        (false, None) => "by another rule of this host".to_owned(),
     };
     let scheme = if back.secure { "https" } else { "http" };
     let scheme_changed = sent.filter(|s| !s.redirect_uri.starts_with(&format!("{scheme}://")));
@@ -742,7 +743,11 @@ mod tests {
             text.contains("on h, but the browser came back to www.h"),
             "{text}"
         );
-        assert!(text.contains("by rule apps/sso (client web)"), "{text}");
+        assert!(
+            text.contains("by another rule of this host (client web)"),
+            "{text}"
+        );
+        assert!(!text.contains("apps/sso"), "no rule name on a page: {text}");
         assert!(text.contains("came over http"), "{text}");
         assert!(!text.contains("nothing to change"), "{text}");
         let same = explain_return(&flow, &back("AuthMissingAWSALBAuthNonce", 0));
