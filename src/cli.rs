@@ -266,7 +266,9 @@ pub struct ProxyArgs {
     /// Name in the access log's `elb` field.
     #[arg(long, default_value = "portcullis")]
     pub log_name: String,
-    /// Peer address or CIDR whose X-Forwarded-* headers are trusted (repeatable).
+    /// Peer address or CIDR whose forwarding headers are trusted (repeatable): its
+    /// X-Forwarded-For names the client, and its X-Forwarded-Proto or Forwarded
+    /// proto=https makes the request HTTPS (TLS ended at that load balancer).
     #[arg(long = "trusted-proxy")]
     pub trusted_proxies: Vec<IpNet>,
     /// Seconds to wait for an upstream's response headers.

@@ -26,6 +26,7 @@ mod identity_header;
 mod login;
 mod login_failures;
 mod observability;
+mod offload;
 mod packaging;
 mod proxy;
 mod readme;

@@ -174,8 +174,8 @@ pub const REASONS: &[Reason] = &[
         "AuthRequiresHttps",
         "403",
         "A guarded route was reached over plain HTTP.",
-        "Login cookies need HTTPS outside loopback.",
-        "Give the Ingress a TLS certificate and use https://.",
+        "Login cookies and tokens need HTTPS outside loopback; or TLS ends at a load balancer in front that is not a --trusted-proxy, or whose X-Forwarded-Proto / Forwarded proto values disagree.",
+        "Give the Ingress a TLS certificate and use https://; behind a load balancer that ends TLS, start Portcullis with --trusted-proxy <its address or range> so its X-Forwarded-Proto: https counts.",
     ),
     r(
         "AuthRuleInvalid",

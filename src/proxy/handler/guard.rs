@@ -109,7 +109,7 @@ impl Exchange {
                     self.dp.metrics.auth.refresh(&rule_label(policy), true);
                     tracing::info!(trace_id = %self.trace.root, rule = %policy.rule, sub = %session.sub, "session refreshed");
                 }
-                match auth.session_cookies(policy, host, &session, arrival.tls) {
+                match auth.session_cookies(policy, host, &session, arrival.https) {
                     Ok(cookies) => self.set_cookies = cookies,
                     Err(e) => return SessionVerdict::Answer(self.login_error(&e)),
                 }
@@ -218,13 +218,13 @@ impl Exchange {
         let host = arrival.authority.host.as_str();
         let cookies = cookie_headers(req.headers());
         let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
-        let redirect_uri = callback_uri(&arrival.authority, arrival.tls);
+        let redirect_uri = callback_uri(&arrival.authority, arrival.https);
         let at = Browser {
             host,
             redirect_uri: &redirect_uri,
             cookies: &cookies,
             now,
-            secure: arrival.tls,
+            secure: arrival.https,
         };
         match self.dp.auth.begin(policy, &at, return_to).await {
             Ok(login) => {

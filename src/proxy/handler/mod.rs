@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 
 use super::canonical::{self, Authority, CanonicalRequest, Refusal};
 use super::forward::{self, Outgoing};
-use super::headers::{client_ip, is_websocket_upgrade, set_forwarded};
+use super::headers::{client_ip, forwarded_https, is_websocket_upgrade, set_forwarded};
 use super::pages::{ErrorPage, prefers_html, redirect};
 use super::{Body, BoxError, ConnInfo, DataPlane, Live};
 use crate::auth::bearer::{BearerError, bearer_token, challenge};
@@ -52,6 +52,8 @@ struct Target {
     path_and_query: String,
     authority: Authority,
     websocket: bool,
+    /// The client's scheme (the backend's `X-Forwarded-Proto`).
+    https: bool,
 }
 
 /// State of one request, filled as it moves along.
@@ -143,7 +145,7 @@ impl Exchange {
         }
         if let Some(to) = &route.filters.redirect {
             let query = req.uri().query();
-            let location = redirect_location(to, &at.authority, &at.path, query, at.tls);
+            let location = redirect_location(to, &at.authority, &at.path, query, at.https);
             self.rec.add_action("redirect");
             self.rec.redirect_url = location.clone();
             let status = StatusCode::from_u16(to.status).unwrap_or(StatusCode::FOUND);
@@ -162,7 +164,10 @@ impl Exchange {
         req: &mut Request<Incoming>,
     ) -> Result<CanonicalRequest, Box<Response<Body>>> {
         let tls = self.conn.tls.is_some();
-        let authority = match canonical::authority(req.uri(), req.headers(), tls) {
+        let config = &self.dp.config;
+        let forwarded = forwarded_https(req.headers(), self.conn.peer, &config.trusted_proxies);
+        let https = forwarded.unwrap_or(tls);
+        let authority = match canonical::authority(req.uri(), req.headers(), https) {
             Ok(a) => a,
             Err(refusal) => {
                 // A callback without a host cannot be matched to the login it finishes.
@@ -175,7 +180,6 @@ impl Exchange {
                 return Err(Box::new(self.refuse(reason, refusal)));
             }
         };
-        let config = &self.dp.config;
         let path = match canonical::canonical_path(req.uri().path(), &config.path_rules) {
             Ok(p) => p,
             Err(refusal) => return Err(Box::new(self.refuse(refusal.reason(), refusal))),
@@ -205,6 +209,7 @@ impl Exchange {
             path_and_query,
             client,
             tls,
+            https,
             websocket,
         })
     }
@@ -238,7 +243,7 @@ impl Exchange {
         if at.path == FRONTCHANNEL_LOGOUT_PATH && req.method() == http::Method::GET {
             let policies = routes.oidc_policies(host, at.client);
             if !policies.is_empty() {
-                return Some(self.frontchannel_logout(req, host, &policies).await);
+                return Some(self.frontchannel_logout(req, at, &policies).await);
             }
         }
         if !routes.is_auth_path(at.key()) {
@@ -246,10 +251,10 @@ impl Exchange {
         }
         let policies = routes.oidc_policies(host, at.client);
         if at.key() == CALLBACK_PATH && !policies.is_empty() {
-            return Some(self.callback(req, &at.authority, &policies).await);
+            return Some(self.callback(req, at, &policies).await);
         }
         let policy = policies.iter().find(|p| p.logout_path == at.key())?;
-        Some(self.logout(req, host, policy).await)
+        Some(self.logout(req, at, policy).await)
     }
 
     /// The route for the request's host, path and conditions (404 without one).
@@ -331,7 +336,7 @@ impl Exchange {
             ));
         }
         let port = self.dp.config.https_redirect_port?;
-        if !route.https_redirect || at.tls {
+        if !route.https_redirect || at.https {
             return None;
         }
         let host = &at.authority.host;
@@ -367,7 +372,7 @@ impl Exchange {
             }
             // Sessions and bearer tokens travel only over HTTPS, except on loopback.
             GuardPolicy::Bearer(_) | GuardPolicy::Oidc(_)
-                if !at.tls && !self.conn.local.ip().is_loopback() =>
+                if !at.https && !self.conn.local.ip().is_loopback() =>
             {
                 Some(self.refused(GuardRefusal::RequiresHttps))
             }
@@ -413,6 +418,7 @@ impl Exchange {
                     path_and_query,
                     authority,
                     websocket: at.websocket,
+                    https: at.https,
                 };
                 self.forward_to(req, route, upstream, target, received_bytes)
                     .await
@@ -445,7 +451,7 @@ impl Exchange {
             &mut parts.headers,
             self.conn.peer,
             self.conn.local,
-            self.conn.tls.is_some(),
+            target.https,
             &target.authority.host,
             &self.dp.config.trusted_proxies,
         );
