@@ -160,7 +160,7 @@ pub const REASONS: &[Reason] = &[
         "AuthRequired",
         "401",
         "A script asked for a page that needs a login.",
-        "An API call or fetch without a session; scripts cannot follow a login redirect.",
+        "An API call, fetch() or XHR (not a browser's top-level navigation: Sec-Fetch-Mode other than navigate, X-Requested-With, or no text/html in Accept) without a session; scripts cannot follow a login redirect.",
         "Open loginUrl from the JSON body in a browser, then retry the call.",
     ),
     r(

@@ -28,6 +28,23 @@ pub fn prefers_html(headers: &HeaderMap) -> bool {
         .any(|v| v.contains("text/html"))
 }
 
+/// Whether the request is a browser's top-level navigation, the only kind a login
+/// redirect can serve: `Sec-Fetch-Mode: navigate` where the browser sends it; never
+/// with `X-Requested-With` (XHR libraries); otherwise an `Accept` naming `text/html`.
+/// A `fetch()` or XHR that follows a redirect to the provider fails on CORS, so those
+/// get a 401 naming the login URL instead.
+pub fn is_navigation(headers: &HeaderMap) -> bool {
+    if headers.contains_key("x-requested-with") {
+        return false;
+    }
+    let mut modes = headers.get_all("sec-fetch-mode").iter();
+    match (modes.next(), modes.next()) {
+        (Some(mode), None) => mode.as_bytes().eq_ignore_ascii_case(b"navigate"),
+        (Some(_), Some(_)) => false,
+        (None, _) => prefers_html(headers),
+    }
+}
+
 /// What an error page says.
 pub struct ErrorPage<'a> {
     pub status: StatusCode,
@@ -124,6 +141,44 @@ pub fn html_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_top_level_navigations_are_sent_to_a_login() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            is_navigation(&h)
+        };
+        assert!(with(&[("accept", "text/html,application/xhtml+xml")]));
+        assert!(with(&[("sec-fetch-mode", "navigate"), ("accept", "*/*")]));
+        assert!(!with(&[("accept", "application/json")]));
+        assert!(!with(&[("accept", "*/*")]));
+        assert!(!with(&[
+            ("sec-fetch-mode", "cors"),
+            ("accept", "text/html")
+        ]));
+        assert!(!with(&[
+            ("sec-fetch-mode", "no-cors"),
+            ("accept", "text/html")
+        ]));
+        assert!(!with(&[
+            ("x-requested-with", "XMLHttpRequest"),
+            ("accept", "text/html")
+        ]));
+        assert!(!with(&[
+            ("x-requested-with", "XMLHttpRequest"),
+            ("sec-fetch-mode", "navigate")
+        ]));
+        assert!(!with(&[
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-mode", "cors")
+        ]));
+    }
 
     #[test]
     fn pages_escape_what_they_show() {

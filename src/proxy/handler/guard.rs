@@ -181,7 +181,7 @@ impl Exchange {
             _ => {}
         }
         let return_to = safe_return_path(&arrival.path_and_query).to_owned();
-        if !self.html {
+        if !is_navigation(req.headers()) {
             return Some(self.login_required(policy, &return_to));
         }
         Some(
@@ -190,8 +190,10 @@ impl Exchange {
         )
     }
 
-    /// Scripts cannot follow a login. Point them at this page: opened in a browser, it
-    /// starts a login with its own flow cookie.
+    /// Scripts cannot follow a login (a redirect to the provider fails their CORS
+    /// check). Point them at this page: opened in a browser, it starts a login with
+    /// its own flow cookie. The challenge names the cookie scheme and the page, so a
+    /// single-page app can tell "log in again" from any other 401.
     fn login_required(&mut self, policy: &AuthPolicy, return_to: &str) -> Response<Body> {
         self.rec.error_reason = "AuthRequired".into();
         let body = serde_json::json!({"status": 401, "error": "AuthRequired", "loginUrl": return_to, "traceId": self.trace.root});
@@ -202,6 +204,10 @@ impl Exchange {
             http::HeaderValue::from_static("application/json"),
         );
         offer_bearer(&mut resp, policy);
+        let escaped = return_to.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = http::HeaderValue::from_str(&format!("Cookie form-action=\"{escaped}\"")) {
+            resp.headers_mut().append(http::header::WWW_AUTHENTICATE, v);
+        }
         resp
     }
 

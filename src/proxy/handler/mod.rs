@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use super::canonical::{self, Authority, CanonicalRequest, Refusal};
 use super::forward::{self, Outgoing};
 use super::headers::{client_ip, forwarded_https, is_websocket_upgrade, set_forwarded};
-use super::pages::{ErrorPage, prefers_html, redirect};
+use super::pages::{ErrorPage, is_navigation, prefers_html, redirect};
 use super::{Body, BoxError, ConnInfo, DataPlane, Live};
 use crate::auth::bearer::{BearerError, bearer_token, challenge};
 use crate::auth::flow::FlowError;
