@@ -6,6 +6,7 @@ pub mod bearer;
 pub mod cookies;
 pub mod credentials;
 pub mod flow;
+pub mod guard;
 pub mod id_token;
 pub mod identity;
 pub mod idp;

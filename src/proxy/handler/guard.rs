@@ -3,25 +3,20 @@
 //! identity headers or is answered here.
 
 use super::*;
+use crate::auth::guard::{
+    Asking, NoSession, RefreshOutcome, SessionStep, Unauthenticated, after_refresh, session_step,
+};
 
-/// What a request's session cookie is worth to the guard.
+/// What a request's session cookie is worth to the guard, once the state machine
+/// (`auth::guard`) has run its course.
 enum SessionVerdict {
     /// A session to pass on.
     Pass(Arc<Session>),
     /// Answered here (the shared state cannot vouch for the session, or its cookies
     /// cannot be sealed).
     Answer(Response<Body>),
-    /// No session: `Ended` when one ended, `Foreign` when the cookie was sealed for
-    /// another rule or host.
+    /// No session, and why.
     Missing(NoSession),
-}
-
-/// Why a request has no session.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum NoSession {
-    Never,
-    Ended,
-    Foreign,
 }
 
 impl Exchange {
@@ -59,9 +54,8 @@ impl Exchange {
         }
     }
 
-    /// What the request's session cookie is worth: a session (refreshed when its
-    /// access token expired), an answer (the shared state cannot vouch for it), or
-    /// none, and why.
+    /// What the request's session cookie is worth: the session state machine's steps
+    /// (`auth::guard`), with the refresh it may ask for done here.
     async fn session_of(
         &mut self,
         req: &Request<Incoming>,
@@ -72,34 +66,38 @@ impl Exchange {
         let host = arrival.authority.host.as_str();
         let cookies = cookie_headers(req.headers());
         let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
-        match self.dp.auth.session(policy, host, &cookies, now) {
-            SessionState::Valid(session) => SessionVerdict::Pass(session),
-            SessionState::Stale(stale) => self.refreshed(arrival, policy, &stale, now).await,
-            SessionState::Expired => SessionVerdict::Missing(NoSession::Ended),
-            SessionState::Unverifiable => {
-                // Fail closed: a logout announced meanwhile could not be seen.
-                tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, "session refused: the shared state (Redis) is unavailable");
-                SessionVerdict::Answer(self.refused(GuardRefusal::SharedStateUnavailable))
-            }
-            SessionState::Invalid => {
+        let mut step = session_step(self.dp.auth.session(policy, host, &cookies, now));
+        if let SessionStep::Refresh(stale) = step {
+            step = after_refresh(self.refresh(arrival, policy, &stale, now).await);
+        }
+        match step {
+            SessionStep::Pass(session) => SessionVerdict::Pass(session),
+            SessionStep::Refresh(_) => unreachable!("a refresh is done above"),
+            SessionStep::Missing(NoSession::Foreign) => {
                 // Tampered, or minted for another rule or host: no session, but say so.
                 tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, "session cookie refused: not sealed for this rule and host");
                 self.rec.error_reason = "AuthInvalidCookie".into();
                 SessionVerdict::Missing(NoSession::Foreign)
             }
-            SessionState::None => SessionVerdict::Missing(NoSession::Never),
+            SessionStep::Missing(why) => SessionVerdict::Missing(why),
+            SessionStep::Error(e) => SessionVerdict::Answer(self.login_error(&e)),
+            SessionStep::Refuse(refusal) => {
+                // Fail closed: a logout announced meanwhile could not be seen.
+                tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, "session refused: the shared state (Redis) is unavailable");
+                SessionVerdict::Answer(self.refused(refusal))
+            }
         }
     }
 
-    /// A session whose access token expired: refreshed (once across replicas), with
-    /// its new cookies set on whatever the answer is; a failed refresh ends it.
-    async fn refreshed(
+    /// Refreshes a session whose access token expired (once across replicas); the
+    /// new cookies ride on whatever the answer is.
+    async fn refresh(
         &mut self,
         arrival: &CanonicalRequest,
         policy: &AuthPolicy,
         stale: &Session,
         now: i64,
-    ) -> SessionVerdict {
+    ) -> RefreshOutcome {
         let host = arrival.authority.host.as_str();
         let auth = &self.dp.auth;
         match auth.refresh(policy, host, stale, now).await {
@@ -111,19 +109,19 @@ impl Exchange {
                 }
                 match auth.session_cookies(policy, host, &session, arrival.https) {
                     Ok(cookies) => self.set_cookies = cookies,
-                    Err(e) => return SessionVerdict::Answer(self.login_error(&e)),
+                    Err(e) => return RefreshOutcome::Unsealable(Box::new(e)),
                 }
-                SessionVerdict::Pass(session)
+                RefreshOutcome::Renewed(session)
             }
             Err(e) if matches!(*e, LoginError::Shared(_)) => {
                 tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, error = %e, "refresh not attempted: the shared state is unavailable");
-                SessionVerdict::Answer(self.login_error(&e))
+                RefreshOutcome::SharedStateDown
             }
             Err(e) => {
                 // A failed refresh is a session that ended: log in again.
                 self.dp.metrics.auth.refresh(&rule_label(policy), false);
                 tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, reason = e.reason(), error = %e, "refresh failed");
-                SessionVerdict::Missing(NoSession::Ended)
+                RefreshOutcome::Failed
             }
         }
     }
@@ -147,8 +145,8 @@ impl Exchange {
         });
     }
 
-    /// A request without a session: a preflight the rule lets through, `allow`,
-    /// `deny`'s 401, a script's 401 naming the login page, or the login itself.
+    /// A request without a session: what `onUnauthenticatedRequest` gives it
+    /// (`auth::guard::unauthenticated`), carried out.
     async fn unauthenticated(
         &mut self,
         req: &Request<Incoming>,
@@ -157,37 +155,36 @@ impl Exchange {
         why: NoSession,
         now: i64,
     ) -> Option<Response<Body>> {
-        // A CORS preflight carries no credentials by design; it passes only where the
-        // rule says so, and only without a body.
-        let preflight = req.method() == http::Method::OPTIONS
-            && req.headers().contains_key("access-control-request-method");
-        if preflight && policy.allow_preflight && req.body().is_end_stream() {
-            self.rec.add_action("preflight");
-            return None;
-        }
-        match policy.on_unauthenticated {
-            OnUnauthenticatedRequest::Allow => return None,
-            // ALB sends an ended session to a login even under `deny`.
-            OnUnauthenticatedRequest::Deny if why != NoSession::Ended => {
-                let refusal = if why == NoSession::Foreign {
-                    GuardRefusal::InvalidCookie
-                } else {
-                    GuardRefusal::Denied
-                };
+        // A CORS preflight carries no credentials by design; one with a body is not one.
+        let asking = Asking {
+            preflight: req.method() == http::Method::OPTIONS
+                && req.headers().contains_key("access-control-request-method")
+                && req.body().is_end_stream(),
+            navigation: is_navigation(req.headers()),
+        };
+        let return_to = safe_return_path(&arrival.path_and_query).to_owned();
+        match auth_guard::unauthenticated(
+            policy.on_unauthenticated,
+            policy.allow_preflight,
+            asking,
+            why,
+        ) {
+            Unauthenticated::Preflight => {
+                self.rec.add_action("preflight");
+                None
+            }
+            Unauthenticated::Allow => None,
+            Unauthenticated::Refuse(refusal) => {
                 let mut resp = self.refused(refusal);
                 offer_bearer(&mut resp, policy);
-                return Some(resp);
+                Some(resp)
             }
-            _ => {}
+            Unauthenticated::LoginRequired => Some(self.login_required(policy, &return_to)),
+            Unauthenticated::Login => Some(
+                self.begin_login(req, arrival, policy, &return_to, now)
+                    .await,
+            ),
         }
-        let return_to = safe_return_path(&arrival.path_and_query).to_owned();
-        if !is_navigation(req.headers()) {
-            return Some(self.login_required(policy, &return_to));
-        }
-        Some(
-            self.begin_login(req, arrival, policy, &return_to, now)
-                .await,
-        )
     }
 
     /// Scripts cannot follow a login (a redirect to the provider fails their CORS

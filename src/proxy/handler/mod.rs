@@ -21,7 +21,8 @@ use super::pages::{ErrorPage, is_navigation, prefers_html, redirect};
 use super::{Body, BoxError, ConnInfo, DataPlane, Live};
 use crate::auth::bearer::{BearerError, bearer_token, challenge};
 use crate::auth::flow::FlowError;
-use crate::auth::login::{Browser, CALLBACK_PATH, Identity, LoginError, Notes, SessionState};
+use crate::auth::guard::{self as auth_guard, Entry};
+use crate::auth::login::{Browser, CALLBACK_PATH, Identity, LoginError, Notes};
 use crate::auth::redirect::safe_return_path;
 use crate::auth::refusal::Refusal as GuardRefusal;
 use crate::auth::session::Session;
@@ -32,7 +33,6 @@ use crate::compile::{
 };
 use crate::diagnostics::ObjectRef;
 use crate::form::form_pairs;
-use crate::model::OnUnauthenticatedRequest;
 use crate::model::{BACKCHANNEL_LOGOUT_PATH, FRONTCHANNEL_LOGOUT_PATH};
 use crate::observe::access_log::{AccessRecord, timestamp};
 use crate::observe::flows::{Hop, now_ms};
@@ -361,23 +361,22 @@ impl Exchange {
     ) -> Option<Response<Body>> {
         let guard = route.guard_for(at.key())?;
         self.rec.add_action("authenticate");
-        match &guard.policy {
-            GuardPolicy::Broken(problem) => {
-                tracing::warn!(trace_id = %self.trace.root, rule = %guard.rule, %problem, "guarded route refused: its AuthRule is invalid");
-                Some(self.refused(GuardRefusal::RuleInvalid))
+        let loopback = self.conn.local.ip().is_loopback();
+        match auth_guard::entry(&guard.policy, at.https, loopback) {
+            Entry::Refuse(refusal) => {
+                match &guard.policy {
+                    GuardPolicy::Broken(problem) => {
+                        tracing::warn!(trace_id = %self.trace.root, rule = %guard.rule, %problem, "guarded route refused: its AuthRule is invalid")
+                    }
+                    GuardPolicy::Pending(problem) => {
+                        tracing::warn!(trace_id = %self.trace.root, route = %route.ingress, %problem, "guarded route refused: its AuthRule has not attached yet")
+                    }
+                    _ => {}
+                }
+                Some(self.refused(refusal))
             }
-            GuardPolicy::Pending(problem) => {
-                tracing::warn!(trace_id = %self.trace.root, route = %route.ingress, %problem, "guarded route refused: its AuthRule has not attached yet");
-                Some(self.refused(GuardRefusal::RulePending))
-            }
-            // Sessions and bearer tokens travel only over HTTPS, except on loopback.
-            GuardPolicy::Bearer(_) | GuardPolicy::Oidc(_)
-                if !at.https && !self.conn.local.ip().is_loopback() =>
-            {
-                Some(self.refused(GuardRefusal::RequiresHttps))
-            }
-            GuardPolicy::Bearer(bearer) => self.bearer_only(req, &guard.rule, bearer).await,
-            GuardPolicy::Oidc(policy) => self.guard(req, at, policy).await,
+            Entry::BearerOnly(bearer) => self.bearer_only(req, &guard.rule, bearer).await,
+            Entry::Login(policy) => self.guard(req, at, policy).await,
         }
     }
 
