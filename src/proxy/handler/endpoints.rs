@@ -31,7 +31,7 @@ impl Exchange {
     ) -> Response<Body> {
         let host = authority.host.as_str();
         self.rec.add_action("authenticate");
-        let secure = self.conn.tls.is_some();
+        let secure = self.conn.https();
         let cookies = cookie_headers(req.headers());
         let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
         let query = req.uri().query().unwrap_or("");
@@ -155,7 +155,7 @@ impl Exchange {
         let cookies = cookie_headers(req.headers());
         let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
         let query = req.uri().query().unwrap_or("");
-        let secure = self.conn.tls.is_some();
+        let secure = self.conn.https();
         let done =
             (self.dp.auth).frontchannel_logout(policies, host, query, &cookies, secure, unix_now());
         match done.await {
@@ -194,7 +194,7 @@ impl Exchange {
         let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
         let query = form_pairs(req.uri().query().unwrap_or(""));
         let requested = query.get("redirect").map(String::as_str);
-        let secure = self.conn.tls.is_some();
+        let secure = self.conn.https();
         let out = (self.dp.auth)
             .logout(policy, host, &cookies, requested, secure)
             .await;
