@@ -28,6 +28,7 @@ mod login_failures;
 mod observability;
 mod packaging;
 mod proxy;
+mod proxy_protocol;
 mod readme;
 mod relying_party;
 mod replicas;
