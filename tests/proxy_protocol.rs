@@ -593,3 +593,38 @@ async fn the_offloaded_listener_counts_as_https() {
     assert!(r.body.contains("AuthRequired"), "{}", r.body);
     assert!(r.backend().is_none(), "no session, no backend");
 }
+
+/// Connections waiting for their header are capped at --max-connections: one more is
+/// closed at once, and the waiting one, once its header comes, is served.
+#[tokio::test]
+async fn connections_waiting_for_a_header_are_capped() {
+    let (_backend, dir) = route("pp-waiting", "", "").await;
+    let p = Portcullis::start(
+        dir.path(),
+        &["--proxy-protocol", "http", "--max-connections", "1"],
+    );
+    served(p.http).await;
+    let header = v1("203.0.113.7:1", "192.0.2.2:80");
+    let mut waiting = TcpStream::connect(p.http).await.unwrap();
+    waiting.write_all(&header[..10]).await.unwrap();
+    eventually("one more is refused while one waits", || async {
+        raw_exchange(p.http, &joined(&[&header, &get("/", "")]))
+            .await
+            .status
+            == 0
+    })
+    .await;
+    let refused = metric(
+        &p.metrics().await,
+        "portcullis_proxy_protocol_refused_total",
+        "reason=\"busy\"",
+    );
+    assert!(refused >= Some(1), "{refused:?}");
+    waiting
+        .write_all(&joined(&[&header[10..], &get("/", "")]))
+        .await
+        .unwrap();
+    let mut out = String::new();
+    let _ = waiting.read_to_string(&mut out).await;
+    assert!(out.contains("\"x-forwarded-for\":\"203.0.113.7\""), "{out}");
+}
