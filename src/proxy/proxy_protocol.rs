@@ -116,28 +116,36 @@ pub fn parse(buf: &[u8]) -> Parsed {
     parse_v1(buf)
 }
 
+/// The client's and the load balancer's addresses, as a header names them.
+fn addresses(
+    source: (impl Into<std::net::IpAddr>, u16),
+    destination: (impl Into<std::net::IpAddr>, u16),
+) -> Proxied {
+    Proxied {
+        source: Some(SocketAddr::new(source.0.into(), source.1)),
+        destination: Some(SocketAddr::new(destination.0.into(), destination.1)),
+    }
+}
+
+/// A header that names no client (v2 LOCAL, v1 UNKNOWN, v2's other families).
+const UNNAMED: Proxied = Proxied {
+    source: None,
+    destination: None,
+};
+
 fn parse_v2(buf: &[u8]) -> Parsed {
     match v2::Header::try_from(buf) {
         Ok(header) => {
             let proxied = match (header.command, header.addresses) {
-                (v2::Command::Proxy, v2::Addresses::IPv4(a)) => Proxied {
-                    source: Some(SocketAddr::from((a.source_address, a.source_port))),
-                    destination: Some(SocketAddr::from((
-                        a.destination_address,
-                        a.destination_port,
-                    ))),
-                },
-                (v2::Command::Proxy, v2::Addresses::IPv6(a)) => Proxied {
-                    source: Some(SocketAddr::from((a.source_address, a.source_port))),
-                    destination: Some(SocketAddr::from((
-                        a.destination_address,
-                        a.destination_port,
-                    ))),
-                },
-                _ => Proxied {
-                    source: None,
-                    destination: None,
-                },
+                (v2::Command::Proxy, v2::Addresses::IPv4(a)) => addresses(
+                    (a.source_address, a.source_port),
+                    (a.destination_address, a.destination_port),
+                ),
+                (v2::Command::Proxy, v2::Addresses::IPv6(a)) => addresses(
+                    (a.source_address, a.source_port),
+                    (a.destination_address, a.destination_port),
+                ),
+                _ => UNNAMED,
             };
             Parsed::Header {
                 proxied,
@@ -174,24 +182,15 @@ fn parse_v1(buf: &[u8]) -> Parsed {
         Err(_) => return Parsed::Refused(Refusal::Malformed),
     };
     let proxied = match header.addresses {
-        v1::Addresses::Tcp4(a) => Proxied {
-            source: Some(SocketAddr::from((a.source_address, a.source_port))),
-            destination: Some(SocketAddr::from((
-                a.destination_address,
-                a.destination_port,
-            ))),
-        },
-        v1::Addresses::Tcp6(a) => Proxied {
-            source: Some(SocketAddr::from((a.source_address, a.source_port))),
-            destination: Some(SocketAddr::from((
-                a.destination_address,
-                a.destination_port,
-            ))),
-        },
-        v1::Addresses::Unknown => Proxied {
-            source: None,
-            destination: None,
-        },
+        v1::Addresses::Tcp4(a) => addresses(
+            (a.source_address, a.source_port),
+            (a.destination_address, a.destination_port),
+        ),
+        v1::Addresses::Tcp6(a) => addresses(
+            (a.source_address, a.source_port),
+            (a.destination_address, a.destination_port),
+        ),
+        v1::Addresses::Unknown => UNNAMED,
     };
     Parsed::Header {
         proxied,

@@ -114,21 +114,7 @@ pub async fn serve(
         };
         let (shared, alive, stop) = (shared.clone(), alive.clone(), shutdown.clone());
         if shared.listener.proxy_protocol {
-            let Some(waiting) = shared.conns.wait_for_header() else {
-                let name = shared.listener.name.as_str();
-                shared.dp.proxy_refusals.record(name, peer, Refusal::Busy);
-                continue;
-            };
-            tokio::spawn(async move {
-                let proxied = read_proxy_header(&shared, stream, conn, stop.clone()).await;
-                drop(waiting);
-                if let Some((stream, conn)) = proxied
-                    && let Ok(slot) = shared.conns.admit(conn.peer.ip())
-                {
-                    serve_admitted(&shared, slot, stream, conn, stop).await;
-                }
-                drop(alive);
-            });
+            accept_proxied(shared, stream, conn, alive, stop);
             continue;
         }
         // Closed at once when refused: no TLS handshake, no HTTP, nothing remembered.
@@ -148,6 +134,36 @@ pub async fn serve(
     {
         tracing::warn!("some connections were still busy after {DRAIN_TIMEOUT:?}; closing them");
     }
+}
+
+/// A connection to a `--proxy-protocol` listener: it waits apart for its header
+/// (refused at once when too many do), then is admitted as the client the header
+/// names and served.
+fn accept_proxied(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    conn: ConnInfo,
+    alive: tokio::sync::mpsc::Sender<()>,
+    stop: watch::Receiver<bool>,
+) {
+    let Some(waiting) = shared.conns.wait_for_header() else {
+        let name = shared.listener.name.as_str();
+        shared
+            .dp
+            .proxy_refusals
+            .record(name, conn.peer, Refusal::Busy);
+        return;
+    };
+    tokio::spawn(async move {
+        let proxied = read_proxy_header(&shared, stream, conn, stop.clone()).await;
+        drop(waiting);
+        if let Some((stream, conn)) = proxied
+            && let Ok(slot) = shared.conns.admit(conn.peer.ip())
+        {
+            serve_admitted(&shared, slot, stream, conn, stop).await;
+        }
+        drop(alive);
+    });
 }
 
 /// Reads the connection's PROXY header within the header-read timeout: the stream
