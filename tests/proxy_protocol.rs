@@ -115,7 +115,7 @@ async fn v1_and_v2_headers_name_the_client_everywhere() {
         .into_iter()
         .chain(*b"vpce-08d2bf15fac5001c9")
         .collect::<Vec<u8>>();
-    let cases: [(&str, Vec<u8>, &str, &str); 5] = [
+    let cases: [(&str, Vec<u8>, &str, &str); 6] = [
         (
             "v1 TCP4",
             v1("203.0.113.7:5123", "198.51.100.1:443"),
@@ -144,6 +144,12 @@ async fn v1_and_v2_headers_name_the_client_everywhere() {
             "v2 IPv6",
             v2(1, "[2001:db8::9]:5127", "[2001:db8::1]:443", &[]),
             "2001:db8::9",
+            "443",
+        ),
+        (
+            "v2 IPv4-mapped IPv6",
+            v2(1, "[::ffff:203.0.113.12]:5129", "[2001:db8::1]:443", &[]),
+            "203.0.113.12",
             "443",
         ),
     ];
@@ -517,6 +523,13 @@ async fn per_client_caps_count_the_proxy_address() {
     assert_eq!(
         again.status, 0,
         "the same client is at its cap: {}",
+        again.head
+    );
+    let mapped = v2(1, "[::ffff:203.0.113.7]:3", "[2001:db8::1]:80", &[]);
+    let again = raw_exchange(p.http, &joined(&[&mapped, &get("/", "")])).await;
+    assert_eq!(
+        again.status, 0,
+        "the same client written as IPv4-mapped IPv6: {}",
         again.head
     );
     let other = raw_exchange(

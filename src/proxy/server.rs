@@ -1,6 +1,7 @@
 //! Listeners: accept TCP (and TLS), serve HTTP/1.1, h2 and h2c with upgrades, and
 //! drain in-flight requests on shutdown.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -182,8 +183,9 @@ async fn read_proxy_header(
     };
     let refused = match read {
         Ok(Ok((proxied, rest))) => {
+            // `::ffff:203.0.113.7` is 203.0.113.7: one client, one entry in the caps.
             if let Some(source) = proxied.source {
-                conn.peer = source;
+                conn.peer = SocketAddr::new(source.ip().to_canonical(), source.port());
             }
             if let Some(destination) = proxied.destination {
                 conn.port = destination.port();
