@@ -7,8 +7,8 @@ use clap::{Args, Parser, Subcommand};
 use portcullis::auth::shared::WhenUnavailable;
 use portcullis::compile::CompileOptions;
 use portcullis::observe::access_log::LogFormat;
-use portcullis::proxy::IpNet;
 use portcullis::proxy::canonical::{Ambiguity, DEFAULT_DROPPED_HEADERS};
+use portcullis::proxy::{IpNet, ListenerName};
 
 /// Kubernetes ingress controller that logs people in at the edge (ALB authenticate-oidc compatible).
 #[derive(Parser)]
@@ -246,6 +246,24 @@ pub struct ProxyArgs {
     /// HTTPS listener (certificates from the Ingresses' spec.tls Secrets).
     #[arg(long, env = "PORTCULLIS_HTTPS")]
     pub https: Option<SocketAddr>,
+    /// Plain listener for HTTPS whose TLS a load balancer in front ended (an AWS NLB
+    /// TLS listener with an ACM certificate): its requests count as HTTPS (guards serve
+    /// them, no redirect to HTTPS, X-Forwarded-Proto: https). Only that load balancer
+    /// may reach it.
+    #[arg(long, env = "PORTCULLIS_HTTPS_OFFLOADED")]
+    pub https_offloaded: Option<SocketAddr>,
+    /// Listeners whose connections start with a PROXY protocol header, v1 or v2
+    /// (comma separated: http, https, https-offloaded): its source address is the
+    /// client's everywhere (X-Forwarded-For, access log, inbound-cidrs, per-client
+    /// caps). A connection without a valid header is closed. Only the load balancer
+    /// that writes the header may reach these listeners.
+    #[arg(
+        long,
+        env = "PORTCULLIS_PROXY_PROTOCOL",
+        value_delimiter = ',',
+        value_enum
+    )]
+    pub proxy_protocol: Vec<ListenerName>,
     /// Admin listener: /metrics, /healthz, /readyz, /keys, and /flows (to loopback
     /// peers only, unless --expose-flows).
     #[arg(long, env = "PORTCULLIS_ADMIN", default_value = "127.0.0.1:9090")]
@@ -277,7 +295,8 @@ pub struct ProxyArgs {
     /// Seconds to wait for an upstream connection.
     #[arg(long, default_value_t = 5)]
     pub upstream_connect_timeout: u64,
-    /// Seconds a client has to send its request headers.
+    /// Seconds a client has to send its request headers (and, on a --proxy-protocol
+    /// listener, its PROXY header before them).
     #[arg(long, default_value_t = 30)]
     pub header_read_timeout: u64,
     /// The `signer` field of x-amzn-oidc-data (ALB puts its load balancer ARN there);

@@ -29,6 +29,7 @@ mod observability;
 mod offload;
 mod packaging;
 mod proxy;
+mod proxy_protocol;
 mod readme;
 mod relying_party;
 mod replicas;

@@ -290,6 +290,13 @@ pub const REASONS: &[Reason] = &[
         "Add the client's network to inbound-cidrs; when a proxy is in front, start Portcullis with --trusted-proxy <its address or range> so X-Forwarded-For is read (the access log's client field shows the peer).",
     ),
     r(
+        "ProxyProtocolHeaderRefused",
+        "none: the connection is closed before any TLS or HTTP",
+        "A connection to a listener named in --proxy-protocol did not start with a valid PROXY protocol header, so it was closed unserved; it is counted in portcullis_proxy_protocol_refused_total by reason (missing, malformed, too_large, truncated, empty, timeout, busy) and logged at most every 10 s (no access-log line: no request was read).",
+        "The load balancer does not send PROXY protocol on this port (an NLB's target group without proxy_protocol_v2.enabled, a Service without service.beta.kubernetes.io/aws-load-balancer-proxy-protocol: \"*\"); something reaches the port around the load balancer (a kubelet probe, kubectl port-forward, another pod, a scan); or the header came slower than --header-read-timeout. empty alone is how a load balancer's TCP health check looks.",
+        "Turn PROXY protocol on at the load balancer for exactly the listeners named in --proxy-protocol (or drop the listener from the flag); point probes at the admin port's /healthz; keep everything but the load balancer off the port (loadBalancerSourceRanges, a NetworkPolicy). The log line names the listener, the peer and the problem.",
+    ),
+    r(
         "AnnotationNotHonoured",
         "500",
         "The route's Ingress asks for an access control Portcullis cannot give (an internal scheme, a WAF, Shield, security groups, client certificates), so the route is closed.",

@@ -127,6 +127,7 @@ pub struct Portcullis {
     child: Child,
     pub http: SocketAddr,
     pub https: Option<SocketAddr>,
+    pub https_offloaded: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub access_log: Arc<Mutex<Vec<String>>>,
     /// Its stderr: the diagnostic log, with the flow-hop lines.
@@ -214,6 +215,7 @@ impl Portcullis {
             child,
             http: addr("http").unwrap(),
             https: addr("https"),
+            https_offloaded: addr("https_offloaded"),
             admin: addr("admin").unwrap(),
             access_log,
             diagnostics,

@@ -82,11 +82,7 @@ pub async fn handle(
     let live = dp.live.load_full();
     let trace = TraceId::for_request(req.headers(), now.as_second().max(0) as u64);
     let websocket = req.version() == Version::HTTP_11 && is_websocket_upgrade(req.headers());
-    let kind = match (
-        conn.tls.is_some(),
-        websocket,
-        req.version() == Version::HTTP_2,
-    ) {
+    let kind = match (conn.https(), websocket, req.version() == Version::HTTP_2) {
         (true, true, _) => "wss",
         (false, true, _) => "ws",
         (_, _, true) => "h2",
@@ -166,7 +162,9 @@ impl Exchange {
         let tls = self.conn.tls.is_some();
         let config = &self.dp.config;
         let forwarded = forwarded_https(req.headers(), self.conn.peer, &config.trusted_proxies);
-        let https = forwarded.unwrap_or(tls);
+        // TLS here, TLS ended by the load balancer in front of --https-offloaded, or
+        // what a trusted proxy says.
+        let https = forwarded.unwrap_or(self.conn.https());
         let authority = match canonical::authority(req.uri(), req.headers(), https) {
             Ok(a) => a,
             Err(refusal) => {
@@ -449,7 +447,7 @@ impl Exchange {
         set_forwarded(
             &mut parts.headers,
             self.conn.peer,
-            self.conn.local,
+            self.conn.port,
             target.https,
             &target.authority.host,
             &self.dp.config.trusted_proxies,
@@ -601,8 +599,8 @@ fn append_cookies(resp: &mut Response<Body>, cookies: impl IntoIterator<Item = S
 }
 
 fn describe_request(rec: &mut AccessRecord, req: &Request<Incoming>, conn: &ConnInfo) {
-    let scheme = if conn.tls.is_some() { "https" } else { "http" };
-    let host = canonical::authority(req.uri(), req.headers(), conn.tls.is_some())
+    let scheme = if conn.https() { "https" } else { "http" };
+    let host = canonical::authority(req.uri(), req.headers(), conn.https())
         .map_or_else(|_| conn.local.ip().to_string(), |a| a.host);
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let version = match req.version() {
@@ -613,7 +611,7 @@ fn describe_request(rec: &mut AccessRecord, req: &Request<Incoming>, conn: &Conn
     rec.request = format!(
         "{} {scheme}://{host}:{}{path} {version}",
         req.method(),
-        conn.local.port()
+        conn.port
     );
     if let Some(ua) = req.headers().get(http::header::USER_AGENT) {
         rec.user_agent = String::from_utf8_lossy(ua.as_bytes()).into_owned();
