@@ -28,7 +28,8 @@ struct Page {
     blocks: Vec<(String, String)>,
 }
 
-/// The README, the project's policy pages, the chart's README and every page under docs/.
+/// The README, the project's policy pages, the chart's README, every page under docs/
+/// and the cluster quickstart's README.
 fn pages() -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = [
         "README.md",
@@ -39,14 +40,29 @@ fn pages() -> Vec<PathBuf> {
     .iter()
     .map(|p| PathBuf::from(ROOT).join(p))
     .collect();
-    let mut docs: Vec<PathBuf> = std::fs::read_dir(PathBuf::from(ROOT).join("docs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "md"))
-        .collect();
-    docs.sort();
-    paths.extend(docs);
+    paths.extend(markdown_under(&PathBuf::from(ROOT).join("docs")));
+    paths.extend(markdown_under(
+        &PathBuf::from(ROOT).join("deploy/examples/quickstart"),
+    ));
     paths
+}
+
+/// The Markdown files under `dir` and its subdirectories, sorted.
+fn markdown_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "md") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 fn read(path: &Path) -> Page {
