@@ -20,6 +20,7 @@ mod flows;
 mod gateway;
 mod gateway_guard;
 mod generated;
+mod gitops;
 mod guard;
 mod id_token_differential;
 mod identity_header;
