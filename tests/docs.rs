@@ -196,6 +196,62 @@ fn manifests_in_the_docs_pass_check() {
     assert!(checked >= 2, "the marked manifests were found ({checked})");
 }
 
+/// Every AuthRule of the provider guides (docs/providers/*.md) passes `portcullis check`
+/// beside the Ingress, Service and client Secret it names, so the examples stay valid as
+/// the CRD changes.
+#[test]
+fn the_provider_guides_authrules_pass_check() {
+    let mut checked = Vec::new();
+    for path in markdown_under(&PathBuf::from(ROOT).join("docs/providers")) {
+        for (info, code) in read(&path).blocks {
+            if info.split_whitespace().next() != Some("yaml") || !code.contains("kind: AuthRule") {
+                continue;
+            }
+            let rule: serde_json::Value = serde_saphyr::from_multiple::<serde_json::Value>(&code)
+                .unwrap()
+                .into_iter()
+                .find(|d| d["kind"] == "AuthRule")
+                .unwrap();
+            assert_eq!(rule["metadata"]["namespace"], "apps", "{}", path.display());
+            let secret = &rule["spec"]["oidc"]["clientSecretRef"];
+            let fixture = format!(
+                "{}{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {}, namespace: apps}}\nstringData: {{{}: s}}\n",
+                ingress_yaml("web", &[("app.example.com", "/", "svc")], ""),
+                service_yaml("svc", &["127.0.0.1:3000".parse().unwrap()]),
+                secret["name"].as_str().unwrap(),
+                secret["key"].as_str().unwrap_or("client-secret"),
+            );
+            let (_, out) = run_with_stdin(
+                &["check", "-f", "-", "-o", "json"],
+                &format!("{code}\n{fixture}"),
+            );
+            let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(
+                report["problems"],
+                serde_json::json!([]),
+                "{}: {report:#}",
+                path.display()
+            );
+            assert_eq!(report["summary"]["authRules"], 1, "{}", path.display());
+            checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    for guide in [
+        "entra-id.md",
+        "okta.md",
+        "google.md",
+        "auth0.md",
+        "dex.md",
+        "cognito.md",
+        "gitlab.md",
+    ] {
+        assert!(
+            checked.iter().any(|c| c == guide),
+            "{guide}: no AuthRule checked ({checked:?})"
+        );
+    }
+}
+
 /// Quickstart 2: deploy/examples/login.yaml with the provider's issuer, client and
 /// secret put in where the README says, served on loopback, logs a user in and hands
 /// the app the identity.

@@ -30,6 +30,7 @@ mod observability;
 mod offload;
 mod packaging;
 mod proxy;
+mod quickstart;
 mod readme;
 mod relying_party;
 mod replicas;

@@ -337,7 +337,10 @@ pub struct OidcSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
     /// Up to 10 extra query parameters sent to the authorization endpoint, for example
-    /// `prompt: login`. Keys are letters and digits only.
+    /// `prompt: login`, or `access_type: offline` with `prompt: consent` for Google's
+    /// refresh tokens. Keys are letters, digits, `_`, `-`, `.` and `~`, and not one of
+    /// the parameters Portcullis sets itself (`client_id`, `redirect_uri`, `scope`,
+    /// `state`, `nonce`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub authentication_request_extra_params: BTreeMap<String, String>,
     /// How the client authenticates at the token endpoint: `client_secret_basic`
