@@ -196,6 +196,39 @@ fn manifests_in_the_docs_pass_check() {
     assert!(checked >= 2, "the marked manifests were found ({checked})");
 }
 
+/// Statements that contradicted the code once: each names a feature that has landed
+/// (bearer tokens, Redis for replicas, HTTPRoute rewrites, Gateway API targets), so a
+/// page saying otherwise is stale.
+#[test]
+fn no_page_denies_what_has_landed() {
+    let stale = [
+        (
+            "not yet (main",
+            "a feature marked as coming that may have landed",
+        ),
+        ("request rewriting, plugins", "HTTPRoute URLRewrite ships"),
+        (
+            "target that is not an Ingress, an `http://`",
+            "targets may be HTTPRoutes and Gateways",
+        ),
+        ("Auto-generated derived type", "the CRD's description"),
+    ];
+    let mut found = Vec::new();
+    let mut paths = pages();
+    paths.push(PathBuf::from(ROOT).join("crds/authrule.yaml"));
+    for path in paths {
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Phrases are matched across line breaks.
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        for (phrase, why) in stale {
+            if text.contains(phrase) {
+                found.push(format!("{}: {phrase:?} ({why})", path.display()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "stale statements:\n{}", found.join("\n"));
+}
+
 /// Every AuthRule of the provider guides (docs/providers/*.md) passes `portcullis check`
 /// beside the Ingress, Service and client Secret it names, so the examples stay valid as
 /// the CRD changes.
