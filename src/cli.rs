@@ -39,9 +39,11 @@ pub enum Command {
         after_help = "Example (outside a cluster, with a kubeconfig):\n  KUBECONFIG=~/.kube/config portcullis run --http 127.0.0.1:8080 --no-status"
     )]
     Run(Box<RunArgs>),
-    /// Print the AuthRule CustomResourceDefinition as YAML.
-    #[command(after_help = "Example:\n  portcullis crd | kubectl apply -f -")]
-    Crd,
+    /// Print the AuthRule CustomResourceDefinition as YAML, or its field reference.
+    #[command(
+        after_help = "Examples:\n  portcullis crd | kubectl apply -f -\n  portcullis crd --markdown > docs/reference/authrule.md"
+    )]
+    Crd(CrdArgs),
     /// Check AuthRules against their providers from here: discovery and issuer, keys,
     /// endpoints, client credentials, clock skew, and the redirect URIs to register.
     /// Reads manifest files with -f, else the cluster (in-cluster config or
@@ -59,6 +61,13 @@ pub enum Command {
         after_help = "Example:\n  portcullis demo --port 8080   # then open http://localhost:8080/auth/"
     )]
     Demo(DemoArgs),
+}
+
+#[derive(Args)]
+pub struct CrdArgs {
+    /// Print every field with its type, default and description as Markdown instead.
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 #[derive(Args)]

@@ -91,6 +91,11 @@ async fn a_login_through_an_ingress_and_authrule_made_through_the_api() {
     for kind in ["Accepted", "ResolvedRefs", "IdPReachable"] {
         assert_eq!(condition(&rule, kind).unwrap()["status"], "True", "{kind}");
     }
+    let (health, message) = crate::gitops::argo_health(&serde_json::to_value(&rule).unwrap());
+    assert_eq!(
+        health, "Healthy",
+        "docs/gitops.md's Argo CD check: {message}"
+    );
 
     // The API server goes away: traffic keeps flowing on the last snapshot.
     cp.stop_apiserver();
@@ -178,6 +183,12 @@ async fn status_names_the_missing_secret_and_clears_when_it_appears() {
         condition(&rule, "IdPReachable").is_none(),
         "a rule that does not compile has no provider to check yet"
     );
+    let (health, said) = crate::gitops::argo_health(&serde_json::to_value(&rule).unwrap());
+    assert_eq!(health, "Degraded", "{said}");
+    assert!(
+        said.starts_with("ResolvedRefs is False") && said.contains("idp"),
+        "{said}"
+    );
     let accepted_since = condition(&rule, "Accepted").unwrap()["lastTransitionTime"].clone();
 
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(admin.clone(), "apps");
@@ -238,6 +249,9 @@ async fn status_names_the_missing_secret_and_clears_when_it_appears() {
         idp["message"].as_str().unwrap().contains("diagnose"),
         "{idp}"
     );
+    let (health, said) = crate::gitops::argo_health(&serde_json::to_value(&rule).unwrap());
+    assert_eq!(health, "Degraded", "{said}");
+    assert!(said.starts_with("IdPReachable is False"), "{said}");
     assert_eq!(
         condition(&rule, "Accepted").unwrap()["lastTransitionTime"],
         accepted_since,

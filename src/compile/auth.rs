@@ -604,9 +604,13 @@ fn check_extra_params(obj: &ObjectRef, oidc: &OidcSpec, errors: &mut Vec<Diagnos
             "remove some parameters".into(),
         ));
     }
+    // Keys go into the authorization URL as they are, so only characters a URL
+    // carries unencoded (RFC 3986 unreserved): `access_type`, `login_hint`, `ui_locales`.
     for key in oidc.authentication_request_extra_params.keys() {
         if key.is_empty()
-            || !key.bytes().all(|b| b.is_ascii_alphanumeric())
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'~'))
             || RESERVED_PARAMS.contains(&key.as_str())
         {
             errors.push(Diagnostic::error(
@@ -615,7 +619,7 @@ fn check_extra_params(obj: &ObjectRef, oidc: &OidcSpec, errors: &mut Vec<Diagnos
                 "InvalidExtraParam",
                 format!("extra parameter {key:?} is not allowed"),
                 format!(
-                    "keys are letters and digits, and not one of {}",
+                    "keys are letters, digits, `_`, `-`, `.` and `~`, and not one of {}",
                     RESERVED_PARAMS.join(", ")
                 ),
             ));

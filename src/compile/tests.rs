@@ -420,7 +420,7 @@ fn a_missing_secret_key_fails_closed_and_names_the_fix() {
 fn every_problem_of_an_authrule_is_reported_at_once() {
     let rule = AUTH_RULE
         .replace("https://idp.example.com", "http://idp.example.com")
-        .replace("clientId: app", "clientId: app\n    scope: email\n    authenticationRequestExtraParams: {state: x, \"bad-key\": v}");
+        .replace("clientId: app", "clientId: app\n    scope: email\n    authenticationRequestExtraParams: {state: x, \"bad&key\": v, access_type: offline, login_hint: a}");
     let c = compiled(&format!("{}{rule}", routing_fixture()));
     let reasons: Vec<_> = c.diagnostics.iter().map(|d| d.reason).collect();
     for r in [
@@ -441,7 +441,7 @@ fn every_problem_of_an_authrule_is_reported_at_once() {
             .filter(|r| **r == "InvalidExtraParam")
             .count(),
         2,
-        "{:#?}",
+        "state and bad&key, not access_type or login_hint: {:#?}",
         c.diagnostics
     );
 }

@@ -1,6 +1,8 @@
 //! The `AuthRule` custom resource, defined once here; the CRD in `crds/` is generated
 //! from these types, so the doc comments are what `kubectl explain` prints.
 
+pub mod reference;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -29,10 +31,9 @@ pub const BACKCHANNEL_LOGOUT_PATH: &str = "/oauth2/backchannel-logout";
 pub const FRONTCHANNEL_LOGOUT_PATH: &str = "/oauth2/frontchannel-logout";
 pub const MAX_EXTRA_PARAMS: usize = 10;
 
-/// Logs people in with OpenID Connect before their requests reach the Ingresses it
-/// targets, the way AWS ALB's `authenticate-oidc` action does. Backends receive the
-/// user's identity in `x-amzn-oidc-accesstoken`, `x-amzn-oidc-identity` and the
-/// ES256-signed `x-amzn-oidc-data` headers.
+/// What an AuthRule asks for: the routes it guards, the OpenID provider it logs people in
+/// with, the session it keeps, who may pass and how API clients with bearer tokens are
+/// checked.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "portcullis.dev",
@@ -42,6 +43,7 @@ pub const MAX_EXTRA_PARAMS: usize = 10;
     status = "AuthRuleStatus",
     shortname = "ar",
     category = "portcullis",
+    doc = "An AuthRule logs people in with OpenID Connect before their requests reach the Ingresses, HTTPRoutes or Gateways it targets, the way AWS ALB's `authenticate-oidc` action does. Backends receive the user's identity in the `x-amzn-oidc-accesstoken`, `x-amzn-oidc-identity` and ES256-signed `x-amzn-oidc-data` headers. The controller reports in `status.conditions` whether the rule is accepted, its references resolve, its provider answers and it guards routes (`Ready`).",
     printcolumn = r#"{"name":"Issuer","type":"string","jsonPath":".spec.oidc.issuer"}"#,
     printcolumn = r#"{"name":"Unauthenticated","type":"string","jsonPath":".spec.onUnauthenticatedRequest"}"#,
     printcolumn = r#"{"name":"Routes","type":"integer","jsonPath":".status.attachedRoutes"}"#,
@@ -50,7 +52,8 @@ pub const MAX_EXTRA_PARAMS: usize = 10;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AuthRuleSpec {
-    /// Ingresses in this namespace whose routes this rule guards.
+    /// The Ingresses, HTTPRoutes and Gateways in this namespace whose routes this rule
+    /// guards (1 to 16).
     #[schemars(length(min = 1, max = 16))]
     pub target_refs: Vec<TargetRef>,
 
@@ -211,6 +214,7 @@ pub struct AuthorizationRule {
     pub action: AuthorizationAction,
 }
 
+/// What an authorization rule does with a request it matches.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum AuthorizationAction {
     Allow,
@@ -256,7 +260,7 @@ impl LogoutSpec {
     }
 }
 
-/// An Ingress, in the AuthRule's namespace, that the rule guards.
+/// An Ingress, HTTPRoute or Gateway, in the AuthRule's namespace, that the rule guards.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
@@ -333,7 +337,10 @@ pub struct OidcSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
     /// Up to 10 extra query parameters sent to the authorization endpoint, for example
-    /// `prompt: login`. Keys are letters and digits only.
+    /// `prompt: login`, or `access_type: offline` with `prompt: consent` for Google's
+    /// refresh tokens. Keys are letters, digits, `_`, `-`, `.` and `~`, and not one of
+    /// the parameters Portcullis sets itself (`client_id`, `redirect_uri`, `scope`,
+    /// `state`, `nonce`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub authentication_request_extra_params: BTreeMap<String, String>,
     /// How the client authenticates at the token endpoint: `client_secret_basic`
@@ -407,14 +414,18 @@ pub enum TokenEndpointAuthMethod {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthRuleStatus {
-    /// `Accepted`, `ResolvedRefs`, `Ready` and `IdPReachable`, each with the reason
-    /// and the fix.
+    /// `Accepted` (the spec is valid), `ResolvedRefs` (the client Secret and the targets
+    /// exist), `Ready` (it guards at least one route), and once the provider has been
+    /// asked, `IdPReachable` (discovery and keys load) and `CredentialsAccepted` (the
+    /// token endpoint takes the client id and secret). A False condition's message
+    /// names the field and the fix.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// The `metadata.generation` these conditions describe.
+    /// The `metadata.generation` these conditions describe; older than
+    /// `metadata.generation` while the controller has not yet read the latest spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// How many Ingress routes this rule guards.
+    /// How many routes (Ingress paths and HTTPRoute rules) this rule guards.
     #[serde(default)]
     pub attached_routes: i32,
     /// Failed logins among the recent ones the status-writing replica saw, by
@@ -427,14 +438,15 @@ pub struct AuthRuleStatus {
     pub ancestors: Vec<PolicyAncestorStatus>,
 }
 
-/// An ALB listener-rule path pattern: `*` any run, `?` one character, whole path.
-/// Gateway API's PolicyAncestorStatus: how this policy stands at one ancestor.
+/// Gateway API's PolicyAncestorStatus: how this policy stands at one Gateway.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyAncestorStatus {
+    /// The Gateway the guarded routes attach to.
     pub ancestor_ref: ParentReference,
     /// `portcullis.dev/gateway-controller`.
     pub controller_name: String,
+    /// `Accepted`, as the AuthRule's own.
     pub conditions: Vec<Condition>,
 }
 
@@ -444,14 +456,20 @@ pub struct PolicyAncestorStatus {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ParentReference {
+    /// `gateway.networking.k8s.io`.
     pub group: String,
+    /// `Gateway`.
     pub kind: String,
+    /// The Gateway's namespace.
     pub namespace: String,
+    /// The Gateway's name.
     pub name: String,
+    /// The Gateway listener, when the rule targets one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub section_name: Option<String>,
 }
 
+/// An ALB listener-rule path pattern: `*` any run, `?` one character, whole path.
 pub fn path_pattern_matches(pattern: &str, path: &str) -> bool {
     let (p, s) = (pattern.as_bytes(), path.as_bytes());
     let (mut pi, mut si) = (0, 0);
