@@ -390,6 +390,7 @@ fn login_from(
             cors: Default::default(),
             authorization: None,
             bearer: None,
+            identity_headers: Default::default(),
         },
         cognito,
     )))

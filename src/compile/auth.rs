@@ -530,6 +530,7 @@ fn resolve_policy(
         allow_preflight: spec.cors.allow_preflight,
         authorization,
         bearer,
+        data_claims: spec.identity_headers.claims_from,
         spec: spec.clone(),
     })
 }

@@ -478,6 +478,9 @@ pub struct AuthPolicy {
     pub authorization: Option<Arc<super::authorization::Authorization>>,
     /// Bearer tokens accepted besides sessions (`spec.bearer`).
     pub bearer: Option<Arc<super::bearer::BearerPolicy>>,
+    /// The claims a session's `x-amzn-oidc-data` carries
+    /// (`spec.identityHeaders.claimsFrom`).
+    pub data_claims: crate::model::ClaimsFrom,
     pub spec: AuthRuleSpec,
 }
 

@@ -89,6 +89,10 @@ pub struct AuthRuleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<AuthorizationSpec>,
 
+    /// What the identity headers carry.
+    #[serde(default, skip_serializing_if = "IdentityHeadersSpec::is_default")]
+    pub identity_headers: IdentityHeadersSpec,
+
     /// API clients that send `Authorization: Bearer <JWT>` instead of a session
     /// cookie, as ALB's `jwt-validation` action: the token is checked and forwarded
     /// unchanged, with the identity headers made from its claims. A request with a
@@ -215,6 +219,38 @@ pub struct AuthorizationRule {
 pub enum AuthorizationAction {
     Allow,
     Deny,
+}
+
+/// What the identity headers (`x-amzn-oidc-*`) carry.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityHeadersSpec {
+    /// The claims `x-amzn-oidc-data` carries for a session: `UserInfo` (default) is
+    /// the userinfo response alone, exactly as ALB sends it; `IdTokenAndUserInfo` adds
+    /// the ID token's claims (for providers that put groups or roles only there),
+    /// userinfo's winning where both have a claim, the ID token's own `iss`, `aud`,
+    /// `exp`, `iat`, `nbf`, `nonce`, `at_hash`, `c_hash`, `s_hash`, `auth_time`, `azp`,
+    /// `sid`, `jti` and `typ` left out. Authorization always reads
+    /// the ID token's claims with userinfo's. A bearer token's header carries the
+    /// token's own claims either way.
+    #[serde(default)]
+    pub claims_from: ClaimsFrom,
+}
+
+impl IdentityHeadersSpec {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Which claims `x-amzn-oidc-data` carries.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum ClaimsFrom {
+    /// The userinfo response, as ALB.
+    #[default]
+    UserInfo,
+    /// The ID token's claims merged with userinfo's (userinfo's winning).
+    IdTokenAndUserInfo,
 }
 
 /// How CORS preflights on guarded paths are treated.

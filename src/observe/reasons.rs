@@ -276,6 +276,13 @@ pub const REASONS: &[Reason] = &[
         "If the user should pass, change spec.authorization or the user's groups at the provider; claims change at the next login or refresh.",
     ),
     r(
+        "AuthClaimsOverage",
+        "403",
+        "The user is logged in, but a claim the AuthRule's authorization reads was left out by the provider, which named it in _claim_names instead (403).",
+        "Entra ID puts no groups claim in a token for a user in more than 200 groups (more than 6 in an implicit flow) and sends _claim_names and _claim_sources pointing at Microsoft Graph; other providers do the same for distributed claims. Portcullis does not fetch them, so the rule cannot see the groups.",
+        "At the provider, send fewer groups: in Entra ID set the app registration's groupMembershipClaims to ApplicationGroup (groups assigned to the application) or filter groups in the token configuration, or use app roles and set spec.authorization.groupsClaim: roles (rules read claims.roles). The log line and `portcullis explain flow <reference>` name the claim.",
+    ),
+    r(
         "AuthIssuerMismatch",
         "401",
         "The callback's iss parameter names another provider (RFC 9207).",

@@ -40,6 +40,24 @@ const slowClockClient = 'portcullis-slow-clock';
 const frontchannelUri = process.env.IDP_FRONTCHANNEL_URI;
 let lastSids = {};
 
+// Accounts whose groups travel the way real providers send them: only in the ID
+// token (Keycloak's group mapper with "add to userinfo" off, Entra ID, Okta, Auth0),
+// as one space-separated string, as Entra ID's overage (no groups, `_claim_names`
+// pointing at Microsoft Graph instead), or differently in each (a mapper's full-path
+// setting on for one and off for the other). Every other account has no groups.
+const overage = {
+  _claim_names: { groups: 'src1' },
+  _claim_sources: { src1: { endpoint: 'https://graph.microsoft.com/v1.0/users/x/getMemberObjects' } },
+};
+const groupClaims = {
+  'token-admin': { idToken: { groups: ['staff', 'admins'] } },
+  'token-staff': { idToken: { groups: ['staff'] } },
+  'spaced-admin': { idToken: { groups: 'staff admins' } },
+  'spaced-staff': { userinfo: { groups: 'staff administrators' } },
+  'overage-user': { idToken: overage },
+  'split-admin': { idToken: { groups: ['admins'] }, userinfo: { groups: ['/admins'] } },
+};
+
 const provider = new Provider(issuer, {
   clients: [{
     client_id: process.env.IDP_CLIENT_ID ?? 'portcullis-test',
@@ -97,14 +115,19 @@ const provider = new Provider(issuer, {
     },
   },
   scopes: ['openid', 'email', 'profile', 'offline_access', 'api:read', 'api:write'],
-  claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
+  // `groups` rides on openid so it can reach the ID token of a code flow (which
+  // otherwise carries sub alone); which accounts have it, and where, is below.
+  claims: { openid: ['sub', 'groups'], email: ['email', 'email_verified'], profile: ['name'] },
   issueRefreshToken: async () => true,
   ttl: { AccessToken: Number(process.env.IDP_ACCESS_TOKEN_TTL ?? 300) },
   async findAccount(ctx, id) {
     return {
       accountId: id,
-      async claims() {
-        return { sub: id, email: `${id}@example.com`, email_verified: true, name: `User ${id}` };
+      async claims(use) {
+        return {
+          sub: id, email: `${id}@example.com`, email_verified: true, name: `User ${id}`,
+          ...(groupClaims[id]?.[use === 'id_token' ? 'idToken' : 'userinfo'] ?? {}),
+        };
       },
     };
   },

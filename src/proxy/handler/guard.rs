@@ -46,7 +46,11 @@ impl Exchange {
         match self.session_of(req, arrival, policy, now).await {
             SessionVerdict::Pass(session) => {
                 self.first_request(req, &session);
-                let who = (session.sub.as_str(), &session.claims, Source::Session);
+                let who = Who {
+                    sub: &session.sub,
+                    claims: &session.claims,
+                    session: Some(&session),
+                };
                 if let Some(refused) = self.authorize(req, arrival, policy, who) {
                     return Some(refused);
                 }
@@ -272,8 +276,13 @@ impl Exchange {
         req: &Request<Incoming>,
         arrival: &CanonicalRequest,
         policy: &AuthPolicy,
-        (sub, claims, source): (&str, &serde_json::Map<String, serde_json::Value>, Source),
+        who: Who<'_>,
     ) -> Option<Response<Body>> {
+        let source = if who.session.is_some() {
+            Source::Session
+        } else {
+            Source::Bearer
+        };
         let authorization = policy.authorization.as_ref()?;
         let headers = if authorization.reads_headers() {
             req.headers()
@@ -290,22 +299,31 @@ impl Exchange {
             headers,
             fold_case: self.live.snapshot.routes.fold_case,
         };
-        let decision = authorization.decide(claims, &facts, source);
+        let decision = authorization.decide(who.claims, &facts, source);
         if decision.allowed {
             return None;
         }
+        let report = refusal_report(&decision, &who);
+        let refusal = if report.overage() {
+            GuardRefusal::ClaimsOverage
+        } else {
+            GuardRefusal::Forbidden
+        };
         // A refusal is a security event: logged at warn, like other refused logins.
         tracing::warn!(
             trace_id = %self.trace.root,
             rule = %policy.rule,
             refused_by = %decision.by,
             claims = ?decision.claims,
+            reason = refusal.reason(),
+            checked = %report.summary(),
+            fix = report.advice().as_deref().unwrap_or("-"),
             error = decision.error.as_deref().unwrap_or("-"),
-            %sub,
+            sub = %who.sub,
             source = source.as_str(),
             "request refused by the AuthRule's authorization"
         );
-        Some(self.refused(GuardRefusal::Forbidden))
+        Some(self.refused_with(refusal, Some(&report.for_user())))
     }
 
     /// The bearer token of the request, if it carries one. More than one
@@ -354,12 +372,12 @@ impl Exchange {
             }
         };
         self.dp.metrics.auth.bearer(&rule, "");
-        if let Some(refused) = self.authorize(
-            req,
-            arrival,
-            policy,
-            (&who.sub, &who.claims, Source::Bearer),
-        ) {
+        let client = Who {
+            sub: &who.sub,
+            claims: &who.claims,
+            session: None,
+        };
+        if let Some(refused) = self.authorize(req, arrival, policy, client) {
             return Some(refused);
         }
         match (self.dp.auth).identity_of(policy, &who.sub, &who.claims, token, now) {
@@ -441,6 +459,31 @@ impl Exchange {
             Err(e) => Some(self.login_error(&e)),
         }
     }
+}
+
+/// Whose request authorization decides on.
+pub(super) struct Who<'a> {
+    pub sub: &'a str,
+    /// What authorization reads: a session's merged claims, or a bearer token's.
+    pub claims: &'a serde_json::Map<String, serde_json::Value>,
+    /// The session, for where its claims came from; `None` for a bearer token.
+    pub session: Option<&'a Session>,
+}
+
+/// How the claims a refusal read stood, by name.
+fn refusal_report(decision: &Decision<'_>, who: &Who<'_>) -> RefusalReport {
+    let id_token;
+    let provenance = match who.session {
+        Some(s) => {
+            id_token = s.id_token_claims();
+            Provenance::Session {
+                id_token: &id_token,
+                userinfo: &s.userinfo,
+            }
+        }
+        None => Provenance::Bearer,
+    };
+    RefusalReport::new(decision.decider(), &decision.claims, who.claims, provenance)
 }
 
 pub(super) fn insert_identity(headers: &mut HeaderMap, identity: &Identity) {

@@ -20,12 +20,13 @@ use super::headers::{client_ip, is_websocket_upgrade, set_forwarded};
 use super::pages::{ErrorPage, prefers_html, redirect};
 use super::{Body, BoxError, ConnInfo, DataPlane, Live};
 use crate::auth::bearer::{BearerError, bearer_token, challenge};
+use crate::auth::claims::{Provenance, RefusalReport};
 use crate::auth::flow::FlowError;
 use crate::auth::login::{Browser, CALLBACK_PATH, Identity, LoginError, Notes, SessionState};
 use crate::auth::redirect::safe_return_path;
 use crate::auth::refusal::Refusal as GuardRefusal;
 use crate::auth::session::Session;
-use crate::compile::authorization::{RequestFacts, Source};
+use crate::compile::authorization::{Decision, RequestFacts, Source};
 use crate::compile::bearer::BearerPolicy;
 use crate::compile::{
     AuthPolicy, Backend, GuardPolicy, Redirect, Rewrite, Route, RouteQuery, Unevaluable,
@@ -284,9 +285,14 @@ impl Exchange {
 
     /// The one place a guard's refusal becomes a response.
     fn refused(&mut self, refusal: GuardRefusal) -> Response<Body> {
+        self.refused_with(refusal, None)
+    }
+
+    /// A guard's refusal with what was checked, for the person at the browser.
+    fn refused_with(&mut self, refusal: GuardRefusal, detail: Option<&str>) -> Response<Body> {
         let status =
             StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = self.error(status, refusal.reason(), refusal.message());
+        let mut resp = self.page(status, refusal.reason(), refusal.message(), detail);
         if let Some(seconds) = refusal.retry_after() {
             resp.headers_mut().insert(
                 http::header::RETRY_AFTER,
@@ -512,6 +518,16 @@ impl Exchange {
     }
 
     fn error(&mut self, status: StatusCode, reason: &str, message: &str) -> Response<Body> {
+        self.page(status, reason, message, None)
+    }
+
+    fn page(
+        &mut self,
+        status: StatusCode,
+        reason: &str,
+        message: &str,
+        detail: Option<&str>,
+    ) -> Response<Body> {
         self.rec.error_reason = reason.to_owned();
         if self.rec.actions_executed.is_empty() || self.rec.actions_executed == "authenticate" {
             self.rec.add_action("fixed-response");
@@ -520,6 +536,7 @@ impl Exchange {
             status,
             reason,
             message,
+            detail,
             trace_id: &self.trace.root,
         }
         .render(self.html);
