@@ -391,6 +391,7 @@ fn login_from(
             authorization: None,
             bearer: None,
             identity_headers: Default::default(),
+            claim_headers: Default::default(),
         },
         cognito,
     )))

@@ -93,6 +93,22 @@ pub struct AuthRuleSpec {
     #[serde(default, skip_serializing_if = "IdentityHeadersSpec::is_default")]
     pub identity_headers: IdentityHeadersSpec,
 
+    /// Plain request headers made from the user's claims, header name to claim name,
+    /// for backends that read them (oauth2-proxy's `X-Auth-Request-*`, Grafana's
+    /// `auth.proxy`): e.g. `X-Auth-Request-Email: email`, `X-Auth-Request-Groups:
+    /// groups`. Claims are the ID token's merged with userinfo's (a bearer token's for
+    /// API clients). A string is sent as it is, an array as its elements joined with
+    /// commas, another value as compact JSON; a value with a control character (CR,
+    /// LF, NUL, TAB), a space at either end, an element with a comma, or more than
+    /// 8 KiB is not sent, as if the claim were absent. These headers are removed from
+    /// every request on the routes this rule guards, in any spelling, and set only
+    /// for a request with a session or bearer token this rule accepted. At most 16;
+    /// not `Host`, `Cookie`, `Authorization`, hop-by-hop or framing headers,
+    /// `x-amzn-*`, or forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    pub claim_headers: BTreeMap<String, String>,
+
     /// API clients that send `Authorization: Bearer <JWT>` instead of a session
     /// cookie, as ALB's `jwt-validation` action: the token is checked and forwarded
     /// unchanged, with the identity headers made from its claims. A request with a
@@ -230,7 +246,7 @@ pub struct IdentityHeadersSpec {
     /// the ID token's claims (for providers that put groups or roles only there),
     /// userinfo's winning where both have a claim, the ID token's own `iss`, `aud`,
     /// `exp`, `iat`, `nbf`, `nonce`, `at_hash`, `c_hash`, `s_hash`, `auth_time`, `azp`,
-    /// `sid`, `jti` and `typ` left out. Authorization always reads
+    /// `sid`, `jti` and `typ` left out. Authorization and `claimHeaders` always read
     /// the ID token's claims with userinfo's. A bearer token's header carries the
     /// token's own claims either way.
     #[serde(default)]

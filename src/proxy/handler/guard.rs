@@ -54,6 +54,7 @@ impl Exchange {
                 if let Some(refused) = self.authorize(req, arrival, policy, who) {
                     return Some(refused);
                 }
+                self.claim_headers_for(policy, &session.claims);
                 self.pass_identity(req, policy, &session, now)
             }
             SessionVerdict::Answer(answer) => Some(answer),
@@ -380,6 +381,7 @@ impl Exchange {
         if let Some(refused) = self.authorize(req, arrival, policy, client) {
             return Some(refused);
         }
+        self.claim_headers_for(policy, &who.claims);
         match (self.dp.auth).identity_of(policy, &who.sub, &who.claims, token, now) {
             Ok(identity) => {
                 insert_identity(req.headers_mut(), &identity);
@@ -442,6 +444,25 @@ impl Exchange {
             resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
         }
         resp
+    }
+
+    /// The rule's claim headers for a user with `claims`, set once the route's filters
+    /// have run. A value that cannot travel unchanged is not sent, and logged (the
+    /// claim's name, never its value).
+    fn claim_headers_for(
+        &mut self,
+        policy: &AuthPolicy,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) {
+        for header in &policy.claim_headers {
+            match header.value(claims) {
+                Ok(value) => self.claim_headers.push((header.name.clone(), value)),
+                Err(NotSent::Absent) => {}
+                Err(NotSent::Unsendable(why)) => {
+                    tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, header = %header.name, claim = %header.claim, why, "claim header not sent: the claim's value cannot travel in a header unchanged");
+                }
+            }
+        }
     }
 
     pub(super) fn pass_identity(

@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 
 use super::canonical::{self, Authority, CanonicalRequest, Refusal};
 use super::forward::{self, Outgoing};
-use super::headers::{client_ip, is_websocket_upgrade, set_forwarded};
+use super::headers::{client_ip, is_websocket_upgrade, remove_named, set_forwarded};
 use super::pages::{ErrorPage, prefers_html, redirect};
 use super::{Body, BoxError, ConnInfo, DataPlane, Live};
 use crate::auth::bearer::{BearerError, bearer_token, challenge};
@@ -28,6 +28,7 @@ use crate::auth::refusal::Refusal as GuardRefusal;
 use crate::auth::session::Session;
 use crate::compile::authorization::{Decision, RequestFacts, Source};
 use crate::compile::bearer::BearerPolicy;
+use crate::compile::claim_headers::NotSent;
 use crate::compile::{
     AuthPolicy, Backend, GuardPolicy, Redirect, Rewrite, Route, RouteQuery, Unevaluable,
 };
@@ -69,6 +70,8 @@ struct Exchange {
     route: Option<Arc<Route>>,
     /// Cookies to set on the response whatever it is (a refreshed session).
     set_cookies: Vec<String>,
+    /// The route's claim headers for this request's user (`spec.claimHeaders`).
+    claim_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 pub async fn handle(
@@ -109,6 +112,7 @@ pub async fn handle(
         head,
         route: None,
         set_cookies: Vec::new(),
+        claim_headers: Vec::new(),
     };
     let resp = ex.respond(req, received_bytes.clone()).await;
     Ok(ex.finish(resp, received_bytes))
@@ -139,6 +143,9 @@ impl Exchange {
         if let Some(answer) = self.admit(&route, &at) {
             return answer;
         }
+        // The route's claim headers are Portcullis's alone: whatever the client sent is
+        // gone before the guard, and its expressions, read the request.
+        remove_named(req.headers_mut(), route.claim_header_names());
         if let Some(answer) = self.guard_route(&mut req, &route, &at).await {
             return answer;
         }
@@ -151,6 +158,11 @@ impl Exchange {
             return redirect(status, &location);
         }
         route.filters.request_headers.apply(req.headers_mut());
+        // After the route's own header filters, which cannot write them either.
+        remove_named(req.headers_mut(), route.claim_header_names());
+        for (name, value) in std::mem::take(&mut self.claim_headers) {
+            req.headers_mut().insert(name, value);
+        }
         let mut resp = self.send_to_backend(req, &route, at, received_bytes).await;
         route.filters.response_headers.apply(resp.headers_mut());
         resp
