@@ -331,3 +331,68 @@ async fn refusal_line(s: &Setup, user: &str) -> String {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A 403 explains itself: the page names the rule and the claims it read, and its
+/// reference leads (admin endpoint, or `explain flow` on the logs) to the login's
+/// flow record, which ends in the failed `authorize` hop with where each claim came
+/// from and what to change at the provider. Names only, never values.
+#[tokio::test]
+async fn a_refused_first_request_is_the_flows_failed_authorize_hop() {
+    let s = setup_rule(
+        &[],
+        &GROUPS_RULE.replace("SCOPE", "openid email profile"),
+        &[],
+    )
+    .await;
+    let staff = logged_in(&s, "token-staff").await;
+    let (status, body) = open(&staff, &s, "/admin/users").await;
+    assert_eq!(status, 403, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        page["detail"],
+        "Refused by spec.authorization.defaultAction (no rule allowed the request). \
+         Checked: groups (in your login, without a match). \
+         Your login carries: email, email_verified, groups, name, sub."
+    );
+    let reference = page["traceId"].as_str().unwrap();
+
+    let admin = |path: String| async move {
+        reqwest::get(format!("http://{}{path}", s.proxy.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let list: serde_json::Value = serde_json::from_str(&admin("/flows".into()).await).unwrap();
+    assert_eq!(list[0]["failedAt"], "authorize", "{list}");
+    assert_eq!(list[0]["completed"], false, "{list}");
+    let timeline = admin(format!("/flows/{reference}")).await;
+    let rebuilt = {
+        let logs = s.proxy.diagnostics.lock().unwrap().join("\n");
+        let (ok, out) = run_with_stdin(&["explain", "flow", reference], &logs);
+        assert!(ok, "{out}");
+        out
+    };
+    for text in [&timeline, &rebuilt] {
+        for expected in [
+            "only in the ID token: groups",
+            "spec.identityHeaders.claimsFrom: IdTokenAndUserInfo",
+            "ok   final-redirect",
+            "FAIL authorize",
+            "broke at authorize: AuthForbidden: GET /admin/users refused by \
+             spec.authorization.defaultAction (no rule allowed the request); \
+             checked groups (present from the ID token only, no match); \
+             claims present: email, email_verified, groups, name, sub",
+            "fix:     `portcullis explain flow <reference>`",
+        ] {
+            assert!(text.contains(expected), "{expected:?} in\n{text}");
+        }
+        assert!(!text.contains("token-staff@example.com"), "{text}");
+        assert!(!text.contains("completed\n"), "{text}");
+    }
+    // A later request that passes adds nothing: the refusal was the first request.
+    assert_eq!(open(&staff, &s, "/docs").await.0, 200);
+    let timeline = admin(format!("/flows/{reference}")).await;
+    assert!(!timeline.contains("first-request"), "{timeline}");
+}

@@ -218,27 +218,32 @@ impl RefusalReport {
             .any(|(_, s)| *s == ClaimState::HeldElsewhere)
     }
 
-    /// One line for the log and the flow record: what refused, each claim it read,
-    /// and the names present.
+    /// One line for the log: what refused, each claim it read, and the names present.
     pub fn summary(&self) -> String {
+        format!(
+            "{}; claims present: {}",
+            self.decided(),
+            self.present_names().unwrap_or_else(|| "none".into())
+        )
+    }
+
+    /// What refused and how each claim it read stood.
+    pub fn decided(&self) -> String {
         let read = if self.read.is_empty() {
-            "read no claim".to_owned()
+            "no claim".to_owned()
         } else {
             let each: Vec<String> = self
                 .read
                 .iter()
                 .map(|(n, s)| format!("{n} {}", self.state_words(s)))
                 .collect();
-            format!("read {}", each.join(", "))
+            each.join(", ")
         };
-        format!(
-            "refused by {}; it {read}; claims present: {}",
-            self.by,
-            self.present_names().unwrap_or_else(|| "none".into())
-        )
+        format!("refused by {}; checked {read}", self.by)
     }
 
-    fn present_names(&self) -> Option<String> {
+    /// The names of the claims present, if any.
+    pub fn present_names(&self) -> Option<String> {
         if self.present.is_empty() {
             return None;
         }
@@ -303,12 +308,12 @@ impl RefusalReport {
                 format!("{n} ({how})")
             })
             .collect();
-        let mut out = format!("Refused by {}", self.by);
+        let mut out = format!("Refused by {}.", self.by);
         if !read.is_empty() {
-            out.push_str(&format!(", which read {}", read.join(", ")));
+            out.push_str(&format!(" Checked: {}.", read.join(", ")));
         }
         out.push_str(&format!(
-            ". Your login carries: {}.",
+            " Your login carries: {}.",
             self.present_names().unwrap_or_else(|| "no claims".into())
         ));
         out

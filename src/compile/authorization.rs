@@ -351,10 +351,12 @@ impl Decision<'_> {
     /// What decided, as the log and the error page name it: `rule "admins"`,
     /// `emailDomains`, `groups` or `defaultAction`.
     pub fn decider(&self) -> String {
-        if self.by_rule {
-            format!("rule {:?}", self.by)
-        } else {
-            format!("spec.authorization.{}", self.by)
+        match (self.by_rule, self.by) {
+            (true, rule) => format!("rule {rule:?}"),
+            (false, "defaultAction") => {
+                "spec.authorization.defaultAction (no rule allowed the request)".into()
+            }
+            (false, short) => format!("spec.authorization.{short}"),
         }
     }
 }
@@ -609,7 +611,10 @@ rules:
             ["groups", "email"],
             "the admin-paths rule was not tried"
         );
-        assert_eq!(d.decider(), "spec.authorization.defaultAction");
+        assert_eq!(
+            d.decider(),
+            "spec.authorization.defaultAction (no rule allowed the request)"
+        );
         let d = a.decide(
             &claims(json!({"sub": "u"})),
             &request("/admin"),

@@ -45,7 +45,6 @@ impl Exchange {
         }
         match self.session_of(req, arrival, policy, now).await {
             SessionVerdict::Pass(session) => {
-                self.first_request(req, &session);
                 let who = Who {
                     sub: &session.sub,
                     claims: &session.claims,
@@ -54,6 +53,7 @@ impl Exchange {
                 if let Some(refused) = self.authorize(req, arrival, policy, who) {
                     return Some(refused);
                 }
+                self.first_request(req, &session);
                 self.claim_headers_for(policy, &session.claims);
                 self.pass_identity(req, policy, &session, now)
             }
@@ -140,7 +140,7 @@ impl Exchange {
         };
         self.dp.flows.first_request(flow_id, || Hop {
             at: now_ms(),
-            hop: "first-request".into(),
+            hop: FIRST_REQUEST.into(),
             ok: true,
             trace_id: self.trace.root.clone(),
             detail: format!(
@@ -324,7 +324,43 @@ impl Exchange {
             source = source.as_str(),
             "request refused by the AuthRule's authorization"
         );
+        if let Some(flow_id) = who.session.and_then(|s| s.flow_id.as_deref()) {
+            self.record_refusal(req, arrival, policy, flow_id, refusal, &report);
+        }
         Some(self.refused_with(refusal, Some(&report.for_user())))
+    }
+
+    /// A refused request of a session, on its login's flow record: a failed
+    /// `authorize` hop under this request's trace id.
+    fn record_refusal(
+        &self,
+        req: &Request<Incoming>,
+        arrival: &CanonicalRequest,
+        policy: &AuthPolicy,
+        flow_id: &str,
+        refusal: GuardRefusal,
+        report: &RefusalReport,
+    ) {
+        let advice = report
+            .advice()
+            .map(|a| format!("; at the provider: {a}"))
+            .unwrap_or_default();
+        let hop = Hop {
+            at: now_ms(),
+            hop: AUTHORIZE.into(),
+            ok: false,
+            trace_id: self.trace.root.clone(),
+            detail: format!(
+                "{}: {} {} {}{advice}; claims present: {}",
+                refusal.reason(),
+                req.method(),
+                req.uri().path(),
+                report.decided(),
+                report.present_names().unwrap_or_else(|| "none".into())
+            ),
+        };
+        let host = &arrival.authority.host;
+        (self.dp.flows).refused(flow_id, &rule_label(policy), host, hop, refusal.reason());
     }
 
     /// The bearer token of the request, if it carries one. More than one

@@ -37,7 +37,7 @@ use crate::form::form_pairs;
 use crate::model::OnUnauthenticatedRequest;
 use crate::model::{BACKCHANNEL_LOGOUT_PATH, FRONTCHANNEL_LOGOUT_PATH};
 use crate::observe::access_log::{AccessRecord, timestamp};
-use crate::observe::flows::{Hop, now_ms};
+use crate::observe::flows::{AUTHORIZE, FIRST_REQUEST, Hop, now_ms};
 use crate::observe::trace::{self, TraceId};
 
 mod body;
