@@ -428,15 +428,7 @@ impl Authenticator {
         let userinfo = self
             .userinfo_for(&provider, &tokens.access_token, &id.sub, notes)
             .await?;
-        notes.note(
-            "claims",
-            true,
-            format!(
-                "ID token and userinfo merged, userinfo's winning: {}{}",
-                super::claims::provenance(&id.claims, &userinfo),
-                data_claims_note(policy, &id.claims, &userinfo)
-            ),
-        );
+        note_claims(notes, policy, &id.claims, &userinfo);
         let session = new_session(policy, &state, &id, tokens, userinfo, at.now);
         let shards = session.and_then(|s| session::seal(&self.ring, &binding, &s));
         let shards = notes.outcome("session", shards, |s| {
@@ -1161,6 +1153,24 @@ fn check_response_issuer(
 
 fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
+}
+
+/// Notes which claims came from the ID token and which from userinfo (names only).
+fn note_claims(
+    notes: &mut Notes,
+    policy: &AuthPolicy,
+    id_token: &Map<String, Value>,
+    userinfo: &Map<String, Value>,
+) {
+    notes.note(
+        "claims",
+        true,
+        format!(
+            "ID token and userinfo merged, userinfo's winning: {}{}",
+            super::claims::provenance(id_token, userinfo),
+            data_claims_note(policy, id_token, userinfo)
+        ),
+    );
 }
 
 /// For the flow record: claims only the ID token has do not reach `x-amzn-oidc-data`
