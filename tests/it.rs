@@ -10,6 +10,7 @@ mod authorization;
 mod backchannel;
 mod bearer;
 mod check;
+mod claim_headers;
 mod cluster;
 mod conformance;
 mod demo;

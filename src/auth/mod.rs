@@ -3,6 +3,7 @@
 //! where a browser may be sent after login.
 
 pub mod bearer;
+pub mod claims;
 pub mod cookies;
 pub mod credentials;
 pub mod flow;

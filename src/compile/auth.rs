@@ -504,6 +504,7 @@ fn resolve_policy(
         .as_ref()
         .and_then(|b| super::bearer::compile(b, obj, &mut errors))
         .map(Arc::new);
+    let claim_headers = super::claim_headers::compile(&spec.claim_headers, obj, &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -530,6 +531,8 @@ fn resolve_policy(
         allow_preflight: spec.cors.allow_preflight,
         authorization,
         bearer,
+        data_claims: spec.identity_headers.claims_from,
+        claim_headers,
         spec: spec.clone(),
     })
 }

@@ -9,6 +9,7 @@ pub mod authorization;
 mod backends;
 pub mod bearer;
 mod cel_facts;
+pub mod claim_headers;
 mod gateway;
 mod precedence;
 pub mod required;

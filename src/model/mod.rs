@@ -92,6 +92,26 @@ pub struct AuthRuleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<AuthorizationSpec>,
 
+    /// What the identity headers carry.
+    #[serde(default, skip_serializing_if = "IdentityHeadersSpec::is_default")]
+    pub identity_headers: IdentityHeadersSpec,
+
+    /// Plain request headers made from the user's claims, header name to claim name,
+    /// for backends that read them (oauth2-proxy's `X-Auth-Request-*`, Grafana's
+    /// `auth.proxy`): e.g. `X-Auth-Request-Email: email`, `X-Auth-Request-Groups:
+    /// groups`. Claims are the ID token's merged with userinfo's (a bearer token's for
+    /// API clients). A string is sent as it is, an array as its elements joined with
+    /// commas, another value as compact JSON; a value with a control character (CR,
+    /// LF, NUL, TAB), a space at either end, an element with a comma, or more than
+    /// 8 KiB is not sent, as if the claim were absent. These headers are removed from
+    /// every request on the routes this rule guards, in any spelling, and set only
+    /// for a request with a session or bearer token this rule accepted. At most 16;
+    /// not `Host`, `Cookie`, `Authorization`, hop-by-hop or framing headers,
+    /// `x-amzn-*`, or forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    pub claim_headers: BTreeMap<String, String>,
+
     /// API clients that send `Authorization: Bearer <JWT>` instead of a session
     /// cookie, as ALB's `jwt-validation` action: the token is checked and forwarded
     /// unchanged, with the identity headers made from its claims. A request with a
@@ -219,6 +239,38 @@ pub struct AuthorizationRule {
 pub enum AuthorizationAction {
     Allow,
     Deny,
+}
+
+/// What the identity headers (`x-amzn-oidc-*`) carry.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityHeadersSpec {
+    /// The claims `x-amzn-oidc-data` carries for a session: `UserInfo` (default) is
+    /// the userinfo response alone, exactly as ALB sends it; `IdTokenAndUserInfo` adds
+    /// the ID token's claims (for providers that put groups or roles only there),
+    /// userinfo's winning where both have a claim, the ID token's own `iss`, `aud`,
+    /// `exp`, `iat`, `nbf`, `nonce`, `at_hash`, `c_hash`, `s_hash`, `auth_time`, `azp`,
+    /// `sid`, `jti` and `typ` left out. Authorization and `claimHeaders` always read
+    /// the ID token's claims with userinfo's. A bearer token's header carries the
+    /// token's own claims either way.
+    #[serde(default)]
+    pub claims_from: ClaimsFrom,
+}
+
+impl IdentityHeadersSpec {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Which claims `x-amzn-oidc-data` carries.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum ClaimsFrom {
+    /// The userinfo response, as ALB.
+    #[default]
+    UserInfo,
+    /// The ID token's claims merged with userinfo's (userinfo's winning).
+    IdTokenAndUserInfo,
 }
 
 /// How CORS preflights on guarded paths are treated.

@@ -272,8 +272,15 @@ pub const REASONS: &[Reason] = &[
         "AuthForbidden",
         "403",
         "The user is logged in, but the AuthRule's authorization refused this request (403).",
-        "A rule of spec.authorization (or emailDomains / groups) does not allow this user here; the log line names the rule and the claims it read.",
-        "If the user should pass, change spec.authorization or the user's groups at the provider; claims change at the next login or refresh.",
+        "A rule of spec.authorization (or emailDomains / groups) does not allow this user here, or a claim it reads is not in the login: the provider sends it in neither the ID token nor userinfo, or sends different values in each (userinfo's is used).",
+        "`portcullis explain flow <reference>` (the 403 page's reference) shows the login and the refusal: which rule refused, whether each claim it read was absent or present without a match and where it came from, the claim names present, and what to change at the provider. If the user should pass, change spec.authorization or what the provider sends; claims change at the next login or refresh.",
+    ),
+    r(
+        "AuthClaimsOverage",
+        "403",
+        "The user is logged in, but a claim the AuthRule's authorization reads was left out by the provider, which named it in _claim_names instead (403).",
+        "Entra ID puts no groups claim in a token for a user in more than 200 groups (more than 6 in an implicit flow) and sends _claim_names and _claim_sources pointing at Microsoft Graph; other providers do the same for distributed claims. Portcullis does not fetch them, so the rule cannot see the groups.",
+        "At the provider, send fewer groups: in Entra ID set the app registration's groupMembershipClaims to ApplicationGroup (groups assigned to the application) or filter groups in the token configuration, or use app roles and set spec.authorization.groupsClaim: roles (rules read claims.roles). The log line and `portcullis explain flow <reference>` name the claim.",
     ),
     r(
         "AuthIssuerMismatch",

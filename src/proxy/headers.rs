@@ -50,6 +50,29 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes every header named one of `names` (lower case), also when written with `_`
+/// for `-` (CGI and WSGI servers read those as the same name): headers Portcullis sets
+/// itself reach the backend only with its value.
+pub fn remove_named<'a>(headers: &mut HeaderMap, names: impl IntoIterator<Item = &'a HeaderName>) {
+    let names: Vec<&HeaderName> = names.into_iter().collect();
+    if names.is_empty() {
+        return;
+    }
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            let n = k.as_str();
+            names
+                .iter()
+                .any(|c| c.as_str() == n || (n.contains('_') && c.as_str() == n.replace('_', "-")))
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     let connection_upgrade = headers.get_all(CONNECTION).iter().any(|v| {
         v.to_str().is_ok_and(|v| {
@@ -84,7 +107,7 @@ const FORWARDING_HEADERS: &[&str] = &[
 ];
 
 /// `X-Forwarded-*` and the other headers by which a proxy describes the client.
-fn is_forwarding_header(name: &HeaderName) -> bool {
+pub(crate) fn is_forwarding_header(name: &HeaderName) -> bool {
     let n = name.as_str();
     n.starts_with("x-forwarded-") || FORWARDING_HEADERS.contains(&n)
 }
@@ -244,6 +267,28 @@ mod tests {
         names.sort();
         assert_eq!(names, ["te", "x-kept"]);
         assert_eq!(h[TE], "trailers");
+    }
+
+    #[test]
+    fn named_headers_go_in_every_spelling_and_every_copy() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("x-auth-request-email", "a"),
+            ("X-Auth-Request-Email", "b"),
+            ("x_auth_request_email", "c"),
+            ("X_Auth-Request_Email", "d"),
+            ("x-auth-request-emails", "kept"),
+            ("x-auth-request-user", "kept"),
+        ] {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_static(v),
+            );
+        }
+        remove_named(&mut h, [&HeaderName::from_static("x-auth-request-email")]);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["x-auth-request-emails", "x-auth-request-user"]);
     }
 
     #[test]

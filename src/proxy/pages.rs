@@ -52,6 +52,8 @@ pub struct ErrorPage<'a> {
     pub reason: &'a str,
     /// One sentence a person can act on.
     pub message: &'a str,
+    /// What was checked, when that helps the person (never a secret or a claim value).
+    pub detail: Option<&'a str>,
     pub trace_id: &'a str,
 }
 
@@ -86,6 +88,9 @@ impl ErrorPage<'_> {
         if let Some(cause) = self.cause() {
             body["usualCause"] = cause.into();
         }
+        if let Some(detail) = self.detail {
+            body["detail"] = detail.into();
+        }
         body.to_string()
     }
 
@@ -99,10 +104,13 @@ impl ErrorPage<'_> {
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title>\
              <style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}}\
              code{{background:#eee;padding:.1em .3em}}</style></head><body>\
-             <h1>{title}</h1><p>{}</p><p>Reason: <code>{}</code>{}</p>\
+             <h1>{title}</h1><p>{}</p>{}<p>Reason: <code>{}</code>{}</p>\
              <p>Reference: <code>{}</code></p><p><small>Give this reference to the operator; it finds this request in the logs.</small></p>\
              </body></html>",
             html_escape(self.message),
+            self.detail
+                .map(|d| format!("<p>{}</p>", html_escape(d)))
+                .unwrap_or_default(),
             html_escape(self.reason),
             self.cause()
                 .map(|c| format!(". Usually: {}", html_escape(c)))
@@ -186,11 +194,14 @@ mod tests {
             status: StatusCode::BAD_GATEWAY,
             reason: "X",
             message: "<script>",
+            detail: Some("<b>groups</b>"),
             trace_id: "1-a",
         };
         assert!(page.html().contains("&lt;script&gt;"));
+        assert!(page.html().contains("<p>&lt;b&gt;groups&lt;/b&gt;</p>"));
         let json: serde_json::Value = serde_json::from_str(&page.json()).unwrap();
         assert_eq!(json["traceId"], "1-a");
         assert_eq!(json["status"], 502);
+        assert_eq!(json["detail"], "<b>groups</b>");
     }
 }

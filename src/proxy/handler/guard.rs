@@ -40,11 +40,16 @@ impl Exchange {
         }
         match self.session_of(req, arrival, policy, now).await {
             SessionVerdict::Pass(session) => {
-                self.first_request(req, &session);
-                let who = (session.sub.as_str(), &session.claims, Source::Session);
+                let who = Who {
+                    sub: &session.sub,
+                    claims: &session.claims,
+                    session: Some(&session),
+                };
                 if let Some(refused) = self.authorize(req, arrival, policy, who) {
                     return Some(refused);
                 }
+                self.first_request(req, &session);
+                self.claim_headers_for(policy, &session.claims);
                 self.pass_identity(req, policy, &session, now)
             }
             SessionVerdict::Answer(answer) => Some(answer),
@@ -133,7 +138,7 @@ impl Exchange {
         };
         self.dp.flows.first_request(flow_id, || Hop {
             at: now_ms(),
-            hop: "first-request".into(),
+            hop: FIRST_REQUEST.into(),
             ok: true,
             trace_id: self.trace.root.clone(),
             detail: format!(
@@ -275,8 +280,13 @@ impl Exchange {
         req: &Request<Incoming>,
         arrival: &CanonicalRequest,
         policy: &AuthPolicy,
-        (sub, claims, source): (&str, &serde_json::Map<String, serde_json::Value>, Source),
+        who: Who<'_>,
     ) -> Option<Response<Body>> {
+        let source = if who.session.is_some() {
+            Source::Session
+        } else {
+            Source::Bearer
+        };
         let authorization = policy.authorization.as_ref()?;
         let headers = if authorization.reads_headers() {
             req.headers()
@@ -293,22 +303,67 @@ impl Exchange {
             headers,
             fold_case: self.live.snapshot.routes.fold_case,
         };
-        let decision = authorization.decide(claims, &facts, source);
+        let decision = authorization.decide(who.claims, &facts, source);
         if decision.allowed {
             return None;
         }
+        let report = refusal_report(&decision, &who);
+        let refusal = if report.overage() {
+            GuardRefusal::ClaimsOverage
+        } else {
+            GuardRefusal::Forbidden
+        };
         // A refusal is a security event: logged at warn, like other refused logins.
         tracing::warn!(
             trace_id = %self.trace.root,
             rule = %policy.rule,
             refused_by = %decision.by,
             claims = ?decision.claims,
+            reason = refusal.reason(),
+            checked = %report.summary(),
+            fix = report.advice().as_deref().unwrap_or("-"),
             error = decision.error.as_deref().unwrap_or("-"),
-            %sub,
+            sub = %who.sub,
             source = source.as_str(),
             "request refused by the AuthRule's authorization"
         );
-        Some(self.refused(GuardRefusal::Forbidden))
+        if let Some(flow_id) = who.session.and_then(|s| s.flow_id.as_deref()) {
+            self.record_refusal(req, arrival, policy, flow_id, refusal, &report);
+        }
+        Some(self.refused_with(refusal, Some(&report.for_user())))
+    }
+
+    /// A refused request of a session, on its login's flow record: a failed
+    /// `authorize` hop under this request's trace id.
+    fn record_refusal(
+        &self,
+        req: &Request<Incoming>,
+        arrival: &CanonicalRequest,
+        policy: &AuthPolicy,
+        flow_id: &str,
+        refusal: GuardRefusal,
+        report: &RefusalReport,
+    ) {
+        let advice = report
+            .advice()
+            .map(|a| format!("; at the provider: {a}"))
+            .unwrap_or_default();
+        let hop = Hop {
+            at: now_ms(),
+            hop: AUTHORIZE.into(),
+            ok: false,
+            trace_id: self.trace.root.clone(),
+            detail: format!(
+                "{}: {} {} {}{advice}; claims present: {}",
+                refusal.reason(),
+                req.method(),
+                req.uri().path(),
+                report.decided(),
+                report.present_names().unwrap_or_else(|| "none".into())
+            ),
+        };
+        let host = &arrival.authority.host;
+        (self.dp.flows).refused(flow_id, &rule_label(policy), host, hop, refusal.reason());
     }
 
     /// The bearer token of the request, if it carries one. More than one
@@ -357,14 +412,15 @@ impl Exchange {
             }
         };
         self.dp.metrics.auth.bearer(&rule, "");
-        if let Some(refused) = self.authorize(
-            req,
-            arrival,
-            policy,
-            (&who.sub, &who.claims, Source::Bearer),
-        ) {
+        let client = Who {
+            sub: &who.sub,
+            claims: &who.claims,
+            session: None,
+        };
+        if let Some(refused) = self.authorize(req, arrival, policy, client) {
             return Some(refused);
         }
+        self.claim_headers_for(policy, &who.claims);
         match (self.dp.auth).identity_of(policy, &who.sub, &who.claims, token, now) {
             Ok(identity) => {
                 insert_identity(req.headers_mut(), &identity);
@@ -429,6 +485,25 @@ impl Exchange {
         resp
     }
 
+    /// The rule's claim headers for a user with `claims`, set once the route's filters
+    /// have run. A value that cannot travel unchanged is not sent, and logged (the
+    /// claim's name, never its value).
+    fn claim_headers_for(
+        &mut self,
+        policy: &AuthPolicy,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) {
+        for header in &policy.claim_headers {
+            match header.value(claims) {
+                Ok(value) => self.claim_headers.push((header.name.clone(), value)),
+                Err(NotSent::Absent) => {}
+                Err(NotSent::Unsendable(why)) => {
+                    tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, header = %header.name, claim = %header.claim, why, "claim header not sent: the claim's value cannot travel in a header unchanged");
+                }
+            }
+        }
+    }
+
     pub(super) fn pass_identity(
         &mut self,
         req: &mut Request<Incoming>,
@@ -444,6 +519,31 @@ impl Exchange {
             Err(e) => Some(self.login_error(&e)),
         }
     }
+}
+
+/// Whose request authorization decides on.
+pub(super) struct Who<'a> {
+    pub sub: &'a str,
+    /// What authorization reads: a session's merged claims, or a bearer token's.
+    pub claims: &'a serde_json::Map<String, serde_json::Value>,
+    /// The session, for where its claims came from; `None` for a bearer token.
+    pub session: Option<&'a Session>,
+}
+
+/// How the claims a refusal read stood, by name.
+fn refusal_report(decision: &Decision<'_>, who: &Who<'_>) -> RefusalReport {
+    let id_token;
+    let provenance = match who.session {
+        Some(s) => {
+            id_token = s.id_token_claims();
+            Provenance::Session {
+                id_token: &id_token,
+                userinfo: &s.userinfo,
+            }
+        }
+        None => Provenance::Bearer,
+    };
+    RefusalReport::new(decision.decider(), &decision.claims, who.claims, provenance)
 }
 
 pub(super) fn insert_identity(headers: &mut HeaderMap, identity: &Identity) {

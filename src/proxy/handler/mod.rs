@@ -16,18 +16,22 @@ use hyper::body::Incoming;
 
 use super::canonical::{self, Authority, CanonicalRequest, Refusal};
 use super::forward::{self, Outgoing};
-use super::headers::{client_ip, forwarded_https, is_websocket_upgrade, set_forwarded};
+use super::headers::{
+    client_ip, forwarded_https, is_websocket_upgrade, remove_named, set_forwarded,
+};
 use super::pages::{ErrorPage, is_navigation, prefers_html, redirect};
 use super::{Body, BoxError, ConnInfo, DataPlane, Live};
 use crate::auth::bearer::{BearerError, bearer_token, challenge};
+use crate::auth::claims::{Provenance, RefusalReport};
 use crate::auth::flow::FlowError;
 use crate::auth::guard::{self as auth_guard, Entry};
 use crate::auth::login::{Browser, CALLBACK_PATH, Identity, LoginError, Notes};
 use crate::auth::redirect::safe_return_path;
 use crate::auth::refusal::Refusal as GuardRefusal;
 use crate::auth::session::Session;
-use crate::compile::authorization::{RequestFacts, Source};
+use crate::compile::authorization::{Decision, RequestFacts, Source};
 use crate::compile::bearer::BearerPolicy;
+use crate::compile::claim_headers::NotSent;
 use crate::compile::{
     AuthPolicy, Backend, GuardPolicy, Redirect, Rewrite, Route, RouteQuery, Unevaluable,
 };
@@ -35,7 +39,7 @@ use crate::diagnostics::ObjectRef;
 use crate::form::form_pairs;
 use crate::model::{BACKCHANNEL_LOGOUT_PATH, FRONTCHANNEL_LOGOUT_PATH};
 use crate::observe::access_log::{AccessRecord, timestamp};
-use crate::observe::flows::{Hop, now_ms};
+use crate::observe::flows::{AUTHORIZE, FIRST_REQUEST, Hop, now_ms};
 use crate::observe::trace::{self, TraceId};
 
 mod body;
@@ -70,6 +74,8 @@ struct Exchange {
     route: Option<Arc<Route>>,
     /// Cookies to set on the response whatever it is (a refreshed session).
     set_cookies: Vec<String>,
+    /// The route's claim headers for this request's user (`spec.claimHeaders`).
+    claim_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 pub async fn handle(
@@ -106,6 +112,7 @@ pub async fn handle(
         head,
         route: None,
         set_cookies: Vec::new(),
+        claim_headers: Vec::new(),
     };
     let resp = ex.respond(req, received_bytes.clone()).await;
     Ok(ex.finish(resp, received_bytes))
@@ -136,6 +143,9 @@ impl Exchange {
         if let Some(answer) = self.admit(&route, &at) {
             return answer;
         }
+        // The route's claim headers are Portcullis's alone: whatever the client sent is
+        // gone before the guard, and its expressions, read the request.
+        remove_named(req.headers_mut(), route.claim_header_names());
         if let Some(answer) = self.guard_route(&mut req, &route, &at).await {
             return answer;
         }
@@ -148,6 +158,11 @@ impl Exchange {
             return redirect(status, &location);
         }
         route.filters.request_headers.apply(req.headers_mut());
+        // After the route's own header filters, which cannot write them either.
+        remove_named(req.headers_mut(), route.claim_header_names());
+        for (name, value) in std::mem::take(&mut self.claim_headers) {
+            req.headers_mut().insert(name, value);
+        }
         let mut resp = self.send_to_backend(req, &route, at, received_bytes).await;
         route.filters.response_headers.apply(resp.headers_mut());
         resp
@@ -287,9 +302,14 @@ impl Exchange {
 
     /// The one place a guard's refusal becomes a response.
     fn refused(&mut self, refusal: GuardRefusal) -> Response<Body> {
+        self.refused_with(refusal, None)
+    }
+
+    /// A guard's refusal with what was checked, for the person at the browser.
+    fn refused_with(&mut self, refusal: GuardRefusal, detail: Option<&str>) -> Response<Body> {
         let status =
             StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = self.error(status, refusal.reason(), refusal.message());
+        let mut resp = self.page(status, refusal.reason(), refusal.message(), detail);
         if let Some(seconds) = refusal.retry_after() {
             resp.headers_mut().insert(
                 http::header::RETRY_AFTER,
@@ -515,6 +535,16 @@ impl Exchange {
     }
 
     fn error(&mut self, status: StatusCode, reason: &str, message: &str) -> Response<Body> {
+        self.page(status, reason, message, None)
+    }
+
+    fn page(
+        &mut self,
+        status: StatusCode,
+        reason: &str,
+        message: &str,
+        detail: Option<&str>,
+    ) -> Response<Body> {
         self.rec.error_reason = reason.to_owned();
         if self.rec.actions_executed.is_empty() || self.rec.actions_executed == "authenticate" {
             self.rec.add_action("fixed-response");
@@ -523,6 +553,7 @@ impl Exchange {
             status,
             reason,
             message,
+            detail,
             trace_id: &self.trace.root,
         }
         .render(self.html);
