@@ -7,8 +7,8 @@ use clap::{Args, Parser, Subcommand};
 use portcullis::auth::shared::WhenUnavailable;
 use portcullis::compile::CompileOptions;
 use portcullis::observe::access_log::LogFormat;
-use portcullis::proxy::IpNet;
 use portcullis::proxy::canonical::{Ambiguity, DEFAULT_DROPPED_HEADERS};
+use portcullis::proxy::{IpNet, ListenerName};
 
 /// Kubernetes ingress controller that logs people in at the edge (ALB authenticate-oidc compatible).
 #[derive(Parser)]
@@ -39,9 +39,11 @@ pub enum Command {
         after_help = "Example (outside a cluster, with a kubeconfig):\n  KUBECONFIG=~/.kube/config portcullis run --http 127.0.0.1:8080 --no-status"
     )]
     Run(Box<RunArgs>),
-    /// Print the AuthRule CustomResourceDefinition as YAML.
-    #[command(after_help = "Example:\n  portcullis crd | kubectl apply -f -")]
-    Crd,
+    /// Print the AuthRule CustomResourceDefinition as YAML, or its field reference.
+    #[command(
+        after_help = "Examples:\n  portcullis crd | kubectl apply -f -\n  portcullis crd --markdown > docs/reference/authrule.md"
+    )]
+    Crd(CrdArgs),
     /// Check AuthRules against their providers from here: discovery and issuer, keys,
     /// endpoints, client credentials, clock skew, and a real login per redirect URI the
     /// rule's logins send (the provider's login page passes; its error page or error
@@ -61,6 +63,13 @@ pub enum Command {
         after_help = "Example:\n  portcullis demo --port 8080   # then open http://localhost:8080/auth/"
     )]
     Demo(DemoArgs),
+}
+
+#[derive(Args)]
+pub struct CrdArgs {
+    /// Print every field with its type, default and description as Markdown instead.
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 #[derive(Args)]
@@ -255,6 +264,24 @@ pub struct ProxyArgs {
     /// HTTPS listener (certificates from the Ingresses' spec.tls Secrets).
     #[arg(long, env = "PORTCULLIS_HTTPS")]
     pub https: Option<SocketAddr>,
+    /// Plain listener for HTTPS whose TLS a load balancer in front ended (an AWS NLB
+    /// TLS listener with an ACM certificate): its requests count as HTTPS (guards serve
+    /// them, no redirect to HTTPS, X-Forwarded-Proto: https). Only that load balancer
+    /// may reach it.
+    #[arg(long, env = "PORTCULLIS_HTTPS_OFFLOADED")]
+    pub https_offloaded: Option<SocketAddr>,
+    /// Listeners whose connections start with a PROXY protocol header, v1 or v2
+    /// (comma separated: http, https, https-offloaded): its source address is the
+    /// client's everywhere (X-Forwarded-For, access log, inbound-cidrs, per-client
+    /// caps). A connection without a valid header is closed. Only the load balancer
+    /// that writes the header may reach these listeners.
+    #[arg(
+        long,
+        env = "PORTCULLIS_PROXY_PROTOCOL",
+        value_delimiter = ',',
+        value_enum
+    )]
+    pub proxy_protocol: Vec<ListenerName>,
     /// Admin listener: /metrics, /healthz, /readyz, /keys, and /flows (to loopback
     /// peers only, unless --expose-flows).
     #[arg(long, env = "PORTCULLIS_ADMIN", default_value = "127.0.0.1:9090")]
@@ -275,7 +302,9 @@ pub struct ProxyArgs {
     /// Name in the access log's `elb` field.
     #[arg(long, default_value = "portcullis")]
     pub log_name: String,
-    /// Peer address or CIDR whose X-Forwarded-* headers are trusted (repeatable).
+    /// Peer address or CIDR whose forwarding headers are trusted (repeatable): its
+    /// X-Forwarded-For names the client, and its X-Forwarded-Proto or Forwarded
+    /// proto=https makes the request HTTPS (TLS ended at that load balancer).
     #[arg(long = "trusted-proxy")]
     pub trusted_proxies: Vec<IpNet>,
     /// Seconds to wait for an upstream's response headers.
@@ -284,7 +313,8 @@ pub struct ProxyArgs {
     /// Seconds to wait for an upstream connection.
     #[arg(long, default_value_t = 5)]
     pub upstream_connect_timeout: u64,
-    /// Seconds a client has to send its request headers.
+    /// Seconds a client has to send its request headers (and, on a --proxy-protocol
+    /// listener, its PROXY header before them).
     #[arg(long, default_value_t = 30)]
     pub header_read_timeout: u64,
     /// The `signer` field of x-amzn-oidc-data (ALB puts its load balancer ARN there);

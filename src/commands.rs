@@ -19,6 +19,12 @@ pub fn crd_yaml() -> anyhow::Result<String> {
     Ok(serde_saphyr::to_string(&crd)?)
 }
 
+/// docs/reference/authrule.md: the CRD's fields as a Markdown table.
+pub fn crd_markdown() -> anyhow::Result<String> {
+    let crd = serde_json::to_value(AuthRule::crd())?;
+    Ok(portcullis::model::reference::crd_markdown(&crd))
+}
+
 /// Exit codes of `check`: problems of each severity tell apart.
 const CHECK_ERRORS: u8 = 1;
 const CHECK_WARNINGS: u8 = 3;

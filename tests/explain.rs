@@ -216,3 +216,18 @@ fn broken_logins_name_the_step_and_the_cause() {
     assert!(out.contains("broke at redirect loop"), "{out}");
     assert!(out.contains("never sent the session cookie back"), "{out}");
 }
+
+#[test]
+fn a_refusal_after_the_login_names_the_rule_the_claims_and_the_next_step() {
+    let (ok, out) = explain_har("forbidden.har");
+    assert!(!ok);
+    for expected in [
+        "ok   callback",
+        "FAIL authenticated request",
+        "broke at authenticated request: the first request after the login answered 403 (AuthForbidden): \
+         Refused by rule \"admins\". Checked: groups (not in your login).",
+        "portcullis explain flow 1-6a1f3c2e-5b0d4e7a9c1f2b3d4e5f6a7b on the logs",
+    ] {
+        assert!(out.contains(expected), "{expected:?} in\n{out}");
+    }
+}

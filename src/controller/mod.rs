@@ -74,8 +74,13 @@ impl Controller {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
-        let (mut leadership, lease_task) =
-            lease::spawn(leases, self.lease.clone(), shutdown.clone());
+        let metrics = self.context.status_metrics.clone();
+        let (mut leadership, lease_task) = lease::spawn(
+            leases,
+            self.lease.clone(),
+            metrics.lease_rounds.clone(),
+            shutdown.clone(),
+        );
         let recorder = Recorder::new(
             self.client.clone(),
             Reporter {
@@ -83,7 +88,7 @@ impl Controller {
                 instance: Some(self.identity.clone()),
             },
         );
-        let metrics = self.context.status_metrics.clone();
+        let plans = metrics.plans.clone();
         let applier = apply::spawn(
             self.client.clone(),
             recorder,
@@ -122,6 +127,12 @@ impl Controller {
             let current = published.borrow_and_update().clone();
             if let Some(p) = current {
                 let writes = self.plan(&p, &applier, &mut checked).await;
+                let found = if writes.is_empty() {
+                    "nothing"
+                } else {
+                    "writes"
+                };
+                plans.with_label_values(&[found]).inc();
                 applier.send(writes);
             }
         }

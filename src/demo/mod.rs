@@ -103,6 +103,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let bound = Bound {
         http: Some(proxy),
         https: None,
+        https_offloaded: None,
         admin: Some(admin),
     };
     let addresses = bound.describe();

@@ -29,6 +29,10 @@ pub const DEFAULT_ABANDON_AFTER: Duration = Duration::from_secs(120);
 pub const ABANDONED: &str = "abandoned";
 /// Its reason, in the catalogue.
 pub const ABANDONED_REASON: &str = "AuthLoginAbandoned";
+/// The hop of a session's first request that passed.
+pub const FIRST_REQUEST: &str = "first-request";
+/// The hop of a session's request that authorization refused.
+pub const AUTHORIZE: &str = "authorize";
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Hop {
@@ -79,9 +83,22 @@ impl FlowRecord {
             .map(|(_, h)| h)
     }
 
-    /// Whether the flow reached its final redirect.
-    pub fn completed(&self) -> bool {
+    /// Whether the login reached its final redirect.
+    pub fn logged_in(&self) -> bool {
         self.hops.iter().any(|h| h.hop == "final-redirect" && h.ok)
+    }
+
+    /// Whether the login reached its final redirect and nothing failed since (a
+    /// refused first request, for one).
+    pub fn completed(&self) -> bool {
+        self.logged_in() && self.failure().is_none()
+    }
+
+    /// Whether the session's first request is on record, passed or refused.
+    fn first_request_seen(&self) -> bool {
+        self.hops
+            .iter()
+            .any(|h| h.hop == FIRST_REQUEST || h.hop == AUTHORIZE)
     }
 
     /// Whether the browser went to the provider and has not come back (yet).
@@ -482,15 +499,35 @@ impl FlowLog {
         if self.awaiting_first_request.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let pending = self.flows.lock().ok().and_then(|flows| {
-            let f = flows.records.iter().find(|f| f.id == id)?;
-            let seen = f.hops.iter().any(|h| h.hop == "first-request");
-            (f.completed() && !seen).then(|| (f.rule.clone(), f.host.clone()))
-        });
-        if let Some((rule, host)) = pending {
-            self.awaiting_first_request.fetch_sub(1, Ordering::Relaxed);
+        if let Some((rule, host)) = self.take_first_request(id) {
             self.record(id, &rule, &host, hop());
         }
+    }
+
+    /// A request of flow `id`'s session that authorization refused: a failed
+    /// `authorize` hop, on the flow's record and in the log under the request's trace
+    /// id, so the 403's reference leads to the login and the refusal. When it is the
+    /// session's first request, the login counts as failed with `reason`.
+    pub fn refused(&self, id: &str, rule: &str, host: &str, hop: Hop, reason: &'static str) {
+        let first = self.awaiting_first_request.load(Ordering::Relaxed) > 0
+            && self.take_first_request(id).is_some();
+        self.record(id, rule, host, hop);
+        if first {
+            self.failed(id, reason);
+        }
+    }
+
+    /// The rule and host of flow `id` when its session's first request is still to
+    /// be recorded, which it then is about to be.
+    fn take_first_request(&self, id: &str) -> Option<(String, String)> {
+        let pending = self.flows.lock().ok().and_then(|flows| {
+            let f = flows.records.iter().find(|f| f.id == id)?;
+            (f.logged_in() && !f.first_request_seen()).then(|| (f.rule.clone(), f.host.clone()))
+        });
+        if pending.is_some() {
+            self.awaiting_first_request.fetch_sub(1, Ordering::Relaxed);
+        }
+        pending
     }
 
     /// Recent flows, failed ones first, newest first within each.
@@ -574,6 +611,44 @@ mod tests {
         assert!(
             unfinished.contains("`portcullis diagnose --rule apps/sso`"),
             "{unfinished}"
+        );
+    }
+
+    #[test]
+    fn a_refused_first_request_fails_the_flow_and_later_ones_only_add_hops() {
+        let log = FlowLog::default();
+        log.record("a", "r", "h", hop("final-redirect", true, "1-a"));
+        let refused = |trace: &str| Hop {
+            detail: "AuthForbidden: GET /admin refused by spec.authorization.groups".into(),
+            ..hop(AUTHORIZE, false, trace)
+        };
+        log.refused("a", "r", "h", refused("1-b"), "AuthForbidden");
+        let a = log.find("1-b").unwrap();
+        assert!(!a.completed() && a.logged_in());
+        assert_eq!(a.reason, Some("AuthForbidden"));
+        let text = a.render();
+        assert!(text.contains("broke at authorize: AuthForbidden"), "{text}");
+        assert!(text.contains("fix:"), "{text}");
+        log.first_request("a", || hop(FIRST_REQUEST, true, "1-c"));
+        log.refused("a", "r", "h", refused("1-d"), "AuthForbidden");
+        let a = log.find("a").unwrap();
+        assert!(
+            a.hops.iter().all(|h| h.hop != FIRST_REQUEST),
+            "the refusal was the first request"
+        );
+        assert_eq!(a.hops.len(), 3);
+        assert_eq!(log.awaiting_first_request.load(Ordering::Relaxed), 0);
+        // A later refusal of a session whose first request passed: a hop, not a
+        // failed login.
+        log.record("b", "r", "h", hop("final-redirect", true, "2-a"));
+        log.first_request("b", || hop(FIRST_REQUEST, true, "2-b"));
+        log.refused("b", "r", "h", refused("2-c"), "AuthForbidden");
+        let b = log.find("2-c").unwrap();
+        assert_eq!(b.reason, None);
+        assert!(
+            log.failures()
+                .get("r")
+                .is_some_and(|f| f["AuthForbidden"] == 1)
         );
     }
 

@@ -32,6 +32,12 @@ pub struct StatusMetrics {
     pub patches: IntCounterVec,
     pub latency: Histogram,
     pub queue: IntGauge,
+    /// Plans made while leading, by whether they found anything to write
+    /// (`writes`, `nothing`): a steady cluster counts only `nothing`.
+    pub plans: IntCounterVec,
+    /// Rounds of the leader election, by what this replica learnt (`leading`,
+    /// `following`, `failed`).
+    pub lease_rounds: IntCounterVec,
 }
 
 /// Every outcome of a status write, made at start so `rate()` sees each from zero.
@@ -236,9 +242,35 @@ impl StatusMetrics {
                 registry,
                 IntGauge::new("status_queue_depth", "Status writes waiting to be sent"),
             ),
+            plans: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "status_plans_total",
+                        "Plans the leader made from the cluster's objects, by whether they found anything to write",
+                    ),
+                    &["result"],
+                ),
+            ),
+            lease_rounds: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "leader_lease_rounds_total",
+                        "Rounds of the leader election, by what this replica learnt",
+                    ),
+                    &["result"],
+                ),
+            ),
         };
         for result in STATUS_RESULTS {
             status.patches.with_label_values(&[result]);
+        }
+        for result in ["writes", "nothing"] {
+            status.plans.with_label_values(&[result]);
+        }
+        for result in ["leading", "following", "failed"] {
+            status.lease_rounds.with_label_values(&[result]);
         }
         status
     }

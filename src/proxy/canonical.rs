@@ -108,8 +108,13 @@ pub struct CanonicalRequest {
     /// The client: the peer, or what a trusted proxy says it forwarded for; `None`
     /// when a trusted proxy's header names no address (admitted by no allow-list).
     pub client: Option<std::net::IpAddr>,
-    /// HTTPS as this listener established it.
+    /// This listener's own TLS (which Gateway listeners' routes apply).
     pub tls: bool,
+    /// Whether the client used HTTPS: this listener's TLS, or what a `--trusted-proxy`
+    /// that ended TLS in front says (`X-Forwarded-Proto`, `Forwarded: proto=`). What the
+    /// guard, the callback and logout addresses, cookies' `Secure`, redirects and the
+    /// backend's `X-Forwarded-Proto` go by.
+    pub https: bool,
     pub websocket: bool,
 }
 

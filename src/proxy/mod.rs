@@ -8,6 +8,7 @@ mod forward;
 pub mod handler;
 pub mod headers;
 pub mod pages;
+pub mod proxy_protocol;
 pub mod server;
 pub mod tls;
 
@@ -64,6 +65,8 @@ pub struct ProxyConfig {
     pub connection_limits: connections::Limits,
     /// How long a login waits for its callback before it counts as abandoned.
     pub login_abandoned_after: Duration,
+    /// Listeners whose connections start with a PROXY protocol header.
+    pub proxy_protocol: Vec<ListenerName>,
 }
 
 impl Default for ProxyConfig {
@@ -92,6 +95,28 @@ impl Default for ProxyConfig {
             underscores_in_headers: false,
             connection_limits: connections::Limits::default(),
             login_abandoned_after: crate::observe::flows::DEFAULT_ABANDON_AFTER,
+            proxy_protocol: Vec::new(),
+        }
+    }
+}
+
+/// A data-plane listener, by the name flags and metric labels use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListenerName {
+    /// `--http`.
+    Http,
+    /// `--https`.
+    Https,
+    /// `--https-offloaded`: plain TCP whose TLS a load balancer in front ended.
+    HttpsOffloaded,
+}
+
+impl ListenerName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+            Self::HttpsOffloaded => "https-offloaded",
         }
     }
 }
@@ -151,6 +176,9 @@ pub struct DataPlane {
     /// Open connections of each listener, shared by every worker accepting on it.
     pub http_connections: Arc<connections::Connections>,
     pub https_connections: Arc<connections::Connections>,
+    pub offloaded_connections: Arc<connections::Connections>,
+    /// Connections refused for their PROXY protocol header.
+    pub proxy_refusals: proxy_protocol::Refusals,
 }
 
 impl DataPlane {
@@ -191,6 +219,12 @@ impl DataPlane {
             ))
         };
         let (http_connections, https_connections) = (tracker("http"), tracker("https"));
+        let offloaded_connections = tracker("https-offloaded");
+        let proxy_refusals = proxy_protocol::Refusals::new();
+        let _ = metrics.registry().register(proxy_refusals.collector());
+        for listener in &config.proxy_protocol {
+            proxy_refusals.register_listener(listener.as_str());
+        }
         let flows = Arc::new(crate::observe::flows::FlowLog::new(
             config.login_abandoned_after,
         ));
@@ -207,6 +241,8 @@ impl DataPlane {
             started: Instant::now(),
             http_connections,
             https_connections,
+            offloaded_connections,
+            proxy_refusals,
         })
     }
 
@@ -386,9 +422,23 @@ fn workers() -> usize {
 /// What the request path knows of the connection a request came on.
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
+    /// The client: the socket's peer, or the address its PROXY protocol header names.
     pub peer: SocketAddr,
+    /// The socket's own address (on loopback, guards serve plain HTTP).
     pub local: SocketAddr,
+    /// The port the client connected to: the PROXY header's destination (the load
+    /// balancer's listener), else `local`'s.
+    pub port: u16,
     pub tls: Option<TlsInfo>,
+    /// A load balancer in front ended TLS for this connection (`--https-offloaded`).
+    pub tls_offloaded: bool,
+}
+
+impl ConnInfo {
+    /// The client spoke HTTPS: to Portcullis, or to the load balancer that ended TLS.
+    pub fn https(&self) -> bool {
+        self.tls.is_some() || self.tls_offloaded
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -14,6 +14,7 @@ use crate::model::{
     AuthRule, AuthRuleStatus, GATEWAY_CONTROLLER_NAME, GROUP, ParentReference,
     PolicyAncestorStatus, RecentCount,
 };
+use crate::store::UnreadableAuthRule;
 
 /// How far back `recentAbandonedLogins` counts: a login's own window.
 pub const ABANDONED_WINDOW: std::time::Duration = std::time::Duration::from_secs(900);
@@ -73,21 +74,48 @@ pub(super) fn plan(input: &Inputs<'_>) -> Vec<Write> {
         });
     }
     for unreadable in &input.objects.unreadable_auth_rules {
-        if input.own_unreadable.get(&unreadable.object) == Some(&unreadable.error) {
+        let reported = format!("{:?} {}", unreadable.generation, unreadable.error);
+        if input.own_unreadable.get(&unreadable.object) == Some(&reported) {
             continue;
         }
-        let body = json!({"conditions": [{
-            "type": "Accepted", "status": "False", "reason": "InvalidAuthRule",
-            "message": format!("{} (fix: compare it with `kubectl explain authrule.spec`)", unreadable.error),
-            "lastTransitionTime": Time(input.now),
-        }]});
         writes.push(Write::UnreadableStatus {
             object: unreadable.object.clone(),
-            error: unreadable.error.clone(),
-            body,
+            reported,
+            body: unreadable_status(unreadable, input.now),
         });
     }
     writes
+}
+
+/// The status of an AuthRule that does not parse: not accepted and not ready, for
+/// the generation read, so GitOps health checks (Argo CD, Flux's kstatus) see it fail
+/// rather than wait or pass.
+fn unreadable_status(unreadable: &UnreadableAuthRule, now: Timestamp) -> serde_json::Value {
+    let generation = unreadable.generation;
+    let condition = |kind: &str, message: String| {
+        let mut c = json!({
+            "type": kind, "status": "False", "reason": "InvalidAuthRule", "message": message,
+            "lastTransitionTime": Time(now),
+        });
+        if let Some(g) = generation {
+            c["observedGeneration"] = g.into();
+        }
+        c
+    };
+    let mut status = json!({"conditions": [
+        condition(
+            "Accepted",
+            format!("{} (fix: compare it with `kubectl explain authrule.spec`)", unreadable.error),
+        ),
+        condition(
+            "Ready",
+            "the routes it targets answer 500 AuthRuleInvalid until the spec is fixed".into(),
+        ),
+    ]});
+    if let Some(g) = generation {
+        status["observedGeneration"] = g.into();
+    }
+    status
 }
 
 /// One PolicyAncestorStatus per Gateway the rule's Gateway API targets reach; its

@@ -66,10 +66,11 @@ pub enum Write {
         uid: String,
         status: AuthRuleStatus,
     },
-    /// An AuthRule that does not parse: only `Accepted: False` with the error.
+    /// An AuthRule that does not parse: `Accepted` and `Ready` False with the error.
     UnreadableStatus {
         object: ObjectRef,
-        error: String,
+        /// The generation and error reported, so the same pair is written once.
+        reported: String,
         body: serde_json::Value,
     },
     IngressAddress {

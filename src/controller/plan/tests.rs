@@ -334,38 +334,58 @@ fn served_ingresses_get_the_address_once() {
 }
 
 #[test]
-fn an_unreadable_rule_is_reported_once_per_error() {
+fn an_unreadable_rule_is_reported_once_per_error_and_generation() {
     let yaml = format!(
-        "{SECRET}---\napiVersion: portcullis.dev/v1alpha1\nkind: AuthRule\nmetadata: {{name: bad, namespace: apps}}\nspec: {{targetRefs: 7}}\n"
+        "{SECRET}---\napiVersion: portcullis.dev/v1alpha1\nkind: AuthRule\nmetadata: {{name: bad, namespace: apps, generation: 3}}\nspec: {{targetRefs: 7}}\n"
     );
-    let w = World::new(&yaml);
-    let writes = w.plan();
-    let (object, error) = writes
-        .iter()
-        .find_map(|wr| match wr {
-            Write::UnreadableStatus { object, error, .. } => Some((object.clone(), error.clone())),
+    let mut w = World::new(&yaml);
+    let unreadable = |writes: &[Write]| {
+        writes.iter().find_map(|wr| match wr {
+            Write::UnreadableStatus {
+                object,
+                reported,
+                body,
+            } => Some((object.clone(), reported.clone(), body.clone())),
             _ => None,
         })
-        .expect("an unreadable status");
-    let own = HashMap::from([(object, error)]);
-    let again = plan(&Inputs {
-        objects: &w.objects,
-        snapshot: &w.snapshot,
-        gateway: &w.gateway,
-        diagnostics: &w.diagnostics,
-        idp: &w.idp,
-        credentials: &w.credentials,
-        failures: &w.failures,
-        abandoned: &w.abandoned,
-        own_writes: &w.own,
-        own_unreadable: &own,
-        own_gateway: &HashMap::new(),
-        own_events: &Default::default(),
-        publish_service: None,
-        publish_address: None,
-        now: Timestamp::from_second(NOW + 30).unwrap(),
-    });
+    };
+    let (object, reported, body) = unreadable(&w.plan()).expect("an unreadable status");
+    // Health checks (Argo CD's, Flux's kstatus) read Ready and observedGeneration.
+    assert_eq!(body["observedGeneration"], 3, "{body}");
+    let conditions = body["conditions"].as_array().unwrap();
+    for kind in ["Accepted", "Ready"] {
+        let c = conditions.iter().find(|c| c["type"] == kind).unwrap();
+        assert_eq!(
+            (&c["status"], &c["reason"], &c["observedGeneration"]),
+            (&"False".into(), &"InvalidAuthRule".into(), &3.into()),
+            "{kind}"
+        );
+    }
+    let own = HashMap::from([(object, reported)]);
+    let plan_again = |w: &World| {
+        plan(&Inputs {
+            objects: &w.objects,
+            snapshot: &w.snapshot,
+            gateway: &w.gateway,
+            diagnostics: &w.diagnostics,
+            idp: &w.idp,
+            credentials: &w.credentials,
+            failures: &w.failures,
+            abandoned: &w.abandoned,
+            own_writes: &w.own,
+            own_unreadable: &own,
+            own_gateway: &HashMap::new(),
+            own_events: &Default::default(),
+            publish_service: None,
+            publish_address: None,
+            now: Timestamp::from_second(NOW + 30).unwrap(),
+        })
+    };
+    let again = plan_again(&w);
     assert!(again.is_empty(), "{again:?}");
+    w.objects.unreadable_auth_rules[0].generation = Some(4);
+    let edited = unreadable(&plan_again(&w)).expect("a new generation is reported");
+    assert_eq!(edited.2["observedGeneration"], 4);
 }
 
 #[test]

@@ -26,12 +26,13 @@ impl Exchange {
     pub(super) async fn callback(
         &mut self,
         req: &Request<Incoming>,
-        authority: &Authority,
+        arrival: &CanonicalRequest,
         policies: &[Arc<AuthPolicy>],
     ) -> Response<Body> {
+        let authority = &arrival.authority;
         let host = authority.host.as_str();
         self.rec.add_action("authenticate");
-        let secure = self.conn.tls.is_some();
+        let secure = arrival.https;
         let cookies = cookie_headers(req.headers());
         let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
         let query = req.uri().query().unwrap_or("");
@@ -159,14 +160,15 @@ impl Exchange {
     pub(super) async fn frontchannel_logout(
         &mut self,
         req: &Request<Incoming>,
-        host: &str,
+        arrival: &CanonicalRequest,
         policies: &[Arc<AuthPolicy>],
     ) -> Response<Body> {
+        let host = arrival.authority.host.as_str();
         self.rec.add_action("authenticate");
         let cookies = cookie_headers(req.headers());
         let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
         let query = req.uri().query().unwrap_or("");
-        let secure = self.conn.tls.is_some();
+        let secure = arrival.https;
         let done =
             (self.dp.auth).frontchannel_logout(policies, host, query, &cookies, secure, unix_now());
         match done.await {
@@ -197,15 +199,16 @@ impl Exchange {
     pub(super) async fn logout(
         &mut self,
         req: &Request<Incoming>,
-        host: &str,
+        arrival: &CanonicalRequest,
         policy: &AuthPolicy,
     ) -> Response<Body> {
+        let host = arrival.authority.host.as_str();
         self.rec.add_action("authenticate");
         let cookies = cookie_headers(req.headers());
         let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
         let query = form_pairs(req.uri().query().unwrap_or(""));
         let requested = query.get("redirect").map(String::as_str);
-        let secure = self.conn.tls.is_some();
+        let secure = arrival.https;
         let out = (self.dp.auth)
             .logout(policy, host, &cookies, requested, secure)
             .await;
