@@ -14,6 +14,7 @@ use common::keycloak::{Keycloak, keycloak, log_in, login_form_action};
 use common::*;
 use portcullis::source::manifests::parse_documents;
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 
 const GUIDE: &str = "docs/providers/keycloak.md";
 /// Where the guide's examples put the app.
@@ -28,10 +29,9 @@ struct Setup {
     kc: &'static Keycloak,
 }
 
-/// The guide's client for this test: its own id, and this proxy's addresses where the
-/// guide has the app's. Keycloak posts back-channel logouts to 127.0.0.1 (it cannot
-/// resolve the test's host name; Portcullis takes them on any host).
-fn guide_client(client_id: &str, origin: &str, port: u16) -> Value {
+/// The guide's client for this test: its own id, and `origin` where the guide has the
+/// app's, except for the back-channel logout URL, which is `backchannel`.
+fn guide_client(client_id: &str, origin: &str, backchannel: &str) -> Value {
     let mut client: Value = serde_json::from_str(&snippet(GUIDE, "portcullis-client.json"))
         .expect("the guide's client is JSON");
     let attrs = &mut client["attributes"];
@@ -39,8 +39,7 @@ fn guide_client(client_id: &str, origin: &str, port: u16) -> Value {
         attrs["backchannel.logout.url"],
         format!("{GUIDE_APP}/oauth2/backchannel-logout")
     );
-    attrs["backchannel.logout.url"] =
-        format!("http://127.0.0.1:{port}/oauth2/backchannel-logout").into();
+    attrs["backchannel.logout.url"] = backchannel.into();
     assert_eq!(attrs["post.logout.redirect.uris"], format!("{GUIDE_APP}/"));
     attrs["post.logout.redirect.uris"] = format!("{origin}/").into();
     assert_eq!(
@@ -104,7 +103,10 @@ async fn setup(tag: &str, groups: bool, edit: impl FnOnce(&mut Value)) -> Setup 
     let port = proxy.http.port();
     let origin = format!("http://app.example.com:{port}");
     let client_id = format!("portcullis-{tag}");
-    let mut client = guide_client(&client_id, &origin, port);
+    // Keycloak posts back-channel logouts to 127.0.0.1: it cannot resolve the test's
+    // host name, and Portcullis takes them on any host.
+    let backchannel = format!("http://127.0.0.1:{port}/oauth2/backchannel-logout");
+    let mut client = guide_client(&client_id, &origin, &backchannel);
     edit(&mut client);
     let secret = kc.register_client(&client).await;
     manifests.write(
@@ -389,4 +391,78 @@ async fn the_guides_group_rule_lets_alice_in_and_refuses_bob() {
         .unwrap();
     assert_eq!(refused.status(), 403);
     assert!(refused.text().await.unwrap().contains("AuthForbidden"));
+}
+
+/// `portcullis diagnose` on the guide's AuthRule: what section 5 shows, then the
+/// traps of its table (a wrong secret, a trailing slash, the `/auth` of old servers).
+#[tokio::test]
+async fn diagnose_passes_with_the_guides_client_and_names_each_mistake() {
+    let kc = keycloak().await;
+    let backchannel = format!("{GUIDE_APP}/oauth2/backchannel-logout");
+    let client = guide_client("portcullis-diagnose", GUIDE_APP, &backchannel);
+    let secret = kc.register_client(&client).await;
+    let run = |issuer: &str, secret: &str| {
+        let dir = TempDir::new("keycloak-diagnose");
+        let rule = guide_auth_rule(issuer, "portcullis-diagnose", secret, GUIDE_APP, false);
+        let app = ingress_yaml("web", &[("app.example.com", "/", "svc")], "");
+        let svc = service_yaml("svc", &["127.0.0.1:9".parse().unwrap()]);
+        dir.write("all.yaml", &format!("{app}{svc}---\n{rule}"));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["diagnose", "--idp-timeout", "5", "-f"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success(), text)
+    };
+    let line = |out: &str, start: &str| -> String {
+        out.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting {start:?} in:\n{out}"))
+            .to_owned()
+    };
+
+    let (ok, out) = run(&kc.issuer, &secret);
+    assert!(ok, "{out}");
+    // The guide shows every check with the result it has against Keycloak.
+    let checks = |text: &str| -> BTreeSet<String> {
+        text.lines()
+            .filter(|l| {
+                ["PASS ", "WARN ", "FAIL ", "INFO "]
+                    .iter()
+                    .any(|s| l.starts_with(s))
+            })
+            .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    assert_eq!(
+        checks(&snippet(GUIDE, "diagnose-output")),
+        checks(&out),
+        "{out}"
+    );
+    assert!(
+        line(&out, "INFO  redirect URI").contains("https://app.example.com/oauth2/idpresponse"),
+        "{out}"
+    );
+
+    let (ok, out) = run(&kc.issuer, "not-the-secret");
+    assert!(!ok);
+    // Keycloak says unauthorized_client (401), where others say invalid_client.
+    let failed = line(&out, "FAIL  credentials");
+    assert!(
+        failed.contains("401 unauthorized_client Invalid client or Invalid client credentials"),
+        "{out}"
+    );
+
+    let (ok, out) = run(&format!("{}/", kc.issuer), &secret);
+    assert!(!ok);
+    assert!(
+        line(&out, "FAIL  issuer").contains(&format!("{:?}", kc.issuer)),
+        "{out}"
+    );
+
+    let old_style = format!("{}/auth/realms/portcullis", kc.base);
+    let (ok, out) = run(&old_style, &secret);
+    assert!(!ok);
+    line(&out, "FAIL  discovery");
 }
