@@ -133,10 +133,17 @@ async fn setup(tag: &str, groups: bool, edit: impl FnOnce(&mut Value)) -> Setup 
     }
 }
 
+/// What a login left: Portcullis's session cookies (`name=value`) and the id of the
+/// Keycloak session behind them (the callback's `session_state`, the ID token's `sid`).
+struct Login {
+    cookies: Vec<String>,
+    keycloak_session: String,
+}
+
 impl Setup {
     /// Opens `/` as a browser, logs in at Keycloak's form as `user` and completes the
-    /// callback; returns the session cookies it set (`name=value`).
-    async fn log_in(&self, b: &reqwest::Client, user: &str) -> Vec<String> {
+    /// callback.
+    async fn log_in(&self, b: &reqwest::Client, user: &str) -> Login {
         let start = b
             .get(format!("{}/", self.origin))
             .header("accept", "text/html")
@@ -148,6 +155,12 @@ impl Setup {
         let redirect_uri = format!("{}/oauth2/idpresponse", self.origin);
         let callback = log_in(b, &to_keycloak, &redirect_uri, user).await;
         assert_eq!(callback.error, None, "{}", callback.url);
+        let url = reqwest::Url::parse(&callback.url).unwrap();
+        let (_, keycloak_session) = url
+            .query_pairs()
+            .find(|(k, _)| k == "session_state")
+            .unwrap_or_else(|| panic!("no session_state in {url}"));
+        let keycloak_session = keycloak_session.into_owned();
         let done = b.get(&callback.url).send().await.unwrap();
         let set_cookies: Vec<String> = done
             .headers()
@@ -156,11 +169,15 @@ impl Setup {
             .map(|v| v.to_str().unwrap().to_owned())
             .collect();
         assert_eq!(done.status(), 302, "{:?}", done.text().await);
-        set_cookies
+        let cookies = set_cookies
             .iter()
             .filter(|c| c.starts_with("AWSELBAuthSessionCookie-"))
             .map(|c| c.split(';').next().unwrap().to_owned())
-            .collect()
+            .collect();
+        Login {
+            cookies,
+            keycloak_session,
+        }
     }
 
     /// Whether a request for `/` with `cookies` is sent to Keycloak to log in.
@@ -235,6 +252,8 @@ async fn a_user_logs_in_at_keycloaks_form_and_the_backend_gets_the_alb_headers()
     assert_eq!(claims["email_verified"], true);
     assert_eq!(claims["preferred_username"], "alice");
     assert_eq!(claims["name"], "Alice Liddell");
+    assert_eq!(claims["given_name"], "Alice");
+    assert_eq!(claims["family_name"], "Liddell");
     let kid = jwt_part(data, 0)["kid"].as_str().unwrap().to_owned();
     let pem = reqwest::get(format!("http://{}/keys/{kid}", s.proxy.admin))
         .await
@@ -256,27 +275,26 @@ async fn a_user_logs_in_at_keycloaks_form_and_the_backend_gets_the_alb_headers()
 async fn a_session_ended_in_keycloak_ends_at_the_edge_and_no_other_does() {
     let s = setup("backchannel", false, |_| {}).await;
     let alice = browser(&s.proxy);
-    let alice_cookies = s.log_in(&alice, "alice").await;
+    let first = s.log_in(&alice, "alice").await;
     let bob = browser(&s.proxy);
     s.log_in(&bob, "bob").await;
-    assert!(!s.sent_to_log_in(&alice_cookies).await);
+    // Alice again, in another browser: a second Keycloak session.
+    let laptop = s.log_in(&browser(&s.proxy), "alice").await;
+    assert_ne!(first.keycloak_session, laptop.keycloak_session);
+    assert!(!s.sent_to_log_in(&first.cookies).await);
 
-    // An administrator signs alice's session out (the admin console's Sessions tab).
-    let sessions = s.kc.sessions(&s.client_id).await;
-    let (session, _) = sessions
-        .iter()
-        .find(|(_, user)| user == "alice")
-        .unwrap_or_else(|| panic!("alice's session in {sessions:?}"));
-    s.kc.end_session(session).await;
+    // An administrator signs the first out (Sign out on the admin console's Sessions tab).
+    s.kc.end_session(&first.keycloak_session).await;
     // Keycloak has posted the logout token before it answered.
     let line = s
         .proxy
         .log_line(|l| l.contains("/oauth2/backchannel-logout"))
         .await;
     assert_eq!(alb_record(&line)["elb_status_code"], "200", "{line}");
+    assert!(s.sent_to_log_in(&first.cookies).await, "that session ended");
     assert!(
-        s.sent_to_log_in(&alice_cookies).await,
-        "alice's session ended"
+        !s.sent_to_log_in(&laptop.cookies).await,
+        "alice's other session lives on"
     );
     let r = alice
         .get(format!("{}/", s.origin))
@@ -297,7 +315,7 @@ async fn a_session_ended_in_keycloak_ends_at_the_edge_and_no_other_does() {
 async fn logging_out_at_the_edge_ends_the_keycloak_session_and_returns_to_the_app() {
     let s = setup("rp-logout", false, |_| {}).await;
     let b = browser(&s.proxy);
-    let old_cookies = s.log_in(&b, "alice").await;
+    let old_cookies = s.log_in(&b, "alice").await.cookies;
 
     let out = b
         .get(format!("{}/oauth2/logout", s.origin))
@@ -357,13 +375,11 @@ async fn with_front_channel_logout_on_a_sign_out_in_keycloak_never_reaches_the_e
     })
     .await;
     let b = browser(&s.proxy);
-    let cookies = s.log_in(&b, "alice").await;
-    let sessions = s.kc.sessions(&s.client_id).await;
-    assert_eq!(sessions.len(), 1, "{sessions:?}");
-    s.kc.end_session(&sessions[0].0).await;
+    let login = s.log_in(&b, "alice").await;
+    s.kc.end_session(&login.keycloak_session).await;
     assert_eq!(s.backchannel_logouts(), 0);
     assert!(
-        !s.sent_to_log_in(&cookies).await,
+        !s.sent_to_log_in(&login.cookies).await,
         "the session still passes"
     );
 }

@@ -277,23 +277,6 @@ impl Keycloak {
         found[0]["id"].as_str().unwrap().to_owned()
     }
 
-    /// The sessions of users logged in to `client_id`, as (session id, username).
-    pub async fn sessions(&self, client_id: &str) -> Vec<(String, String)> {
-        let id = self.client_uuid(client_id).await;
-        let sessions = self
-            .admin_json(&format!("/clients/{id}/user-sessions"))
-            .await;
-        sessions
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| {
-                let field = |k: &str| s[k].as_str().unwrap().to_owned();
-                (field("id"), field("username"))
-            })
-            .collect()
-    }
-
     /// Ends one session, as "Sign out" on the Sessions tab of the admin console does.
     /// Keycloak sends its back-channel logouts before it answers.
     pub async fn end_session(&self, session_id: &str) {
