@@ -51,15 +51,8 @@ fn guide_client(client_id: &str, origin: &str, backchannel: &str) -> Value {
     client
 }
 
-/// The guide's AuthRule and Secret for this test, with `authorization` (the guide's
-/// groups block) added when asked; as JSON documents, which are YAML.
-fn guide_auth_rule(
-    issuer: &str,
-    client_id: &str,
-    secret: &str,
-    origin: &str,
-    groups: bool,
-) -> String {
+/// The guide's AuthRule and Secret for this test.
+fn guide_auth_rule(issuer: &str, client_id: &str, secret: &str, origin: &str) -> Vec<Value> {
     let mut docs = parse_documents(&snippet(GUIDE, "keycloak-authrule.yaml")).unwrap();
     let [rule, secret_doc] = &mut docs[..] else {
         panic!("the guide's AuthRule block is an AuthRule and a Secret");
@@ -75,19 +68,29 @@ fn guide_auth_rule(
     assert_eq!(*logout, json!([format!("{GUIDE_APP}/")]));
     *logout = json!([format!("{origin}/")]);
     secret_doc["stringData"]["client-secret"] = secret.into();
-    if groups {
-        let fragment = parse_documents(&snippet(GUIDE, "keycloak-groups.yaml")).unwrap();
-        rule["spec"]["authorization"] = fragment[0]["authorization"].clone();
-    }
-    docs.iter()
-        .map(Value::to_string)
-        .collect::<Vec<_>>()
-        .join("\n---\n")
+    docs
+}
+
+/// The guide's groups block added to the AuthRule's `spec`.
+fn with_guide_groups(docs: &mut [Value]) {
+    let fragment = parse_documents(&snippet(GUIDE, "keycloak-groups.yaml")).unwrap();
+    docs[0]["spec"]["authorization"] = fragment[0]["authorization"].clone();
+}
+
+/// Documents as a manifest file: JSON, which is YAML.
+fn manifest(docs: &[Value]) -> String {
+    let docs: Vec<String> = docs.iter().map(Value::to_string).collect();
+    docs.join("\n---\n")
 }
 
 /// A proxy guarding `app.example.com` with the guide's AuthRule against the shared
-/// Keycloak, and a client of its own there (`edit` may change it first).
-async fn setup(tag: &str, groups: bool, edit: impl FnOnce(&mut Value)) -> Setup {
+/// Keycloak, and a client of its own there; `edit_client` and `edit_rule` may change
+/// them first.
+async fn setup(
+    tag: &str,
+    edit_client: impl FnOnce(&mut Value),
+    edit_rule: impl FnOnce(&mut [Value]),
+) -> Setup {
     let kc = keycloak().await;
     let backend = Backend::start("app").await;
     let manifests = TempDir::new("keycloak");
@@ -107,12 +110,11 @@ async fn setup(tag: &str, groups: bool, edit: impl FnOnce(&mut Value)) -> Setup 
     // host name, and Portcullis takes them on any host.
     let backchannel = format!("http://127.0.0.1:{port}/oauth2/backchannel-logout");
     let mut client = guide_client(&client_id, &origin, &backchannel);
-    edit(&mut client);
+    edit_client(&mut client);
     let secret = kc.register_client(&client).await;
-    manifests.write(
-        "auth.yaml",
-        &guide_auth_rule(&kc.issuer, &client_id, &secret, &origin, groups),
-    );
+    let mut rule = guide_auth_rule(&kc.issuer, &client_id, &secret, &origin);
+    edit_rule(&mut rule);
+    manifests.write("auth.yaml", &manifest(&rule));
     let probe = browser(&proxy);
     eventually("the AuthRule guards the route", || async {
         probe
@@ -217,7 +219,7 @@ fn jwt_part(token: &str, n: usize) -> Value {
 
 #[tokio::test]
 async fn a_user_logs_in_at_keycloaks_form_and_the_backend_gets_the_alb_headers() {
-    let s = setup("headers", false, |_| {}).await;
+    let s = setup("headers", |_| {}, |_| {}).await;
     let b = browser(&s.proxy);
     let start = b
         .get(format!("{}/dashboard", s.origin))
@@ -273,7 +275,7 @@ async fn a_user_logs_in_at_keycloaks_form_and_the_backend_gets_the_alb_headers()
 
 #[tokio::test]
 async fn a_session_ended_in_keycloak_ends_at_the_edge_and_no_other_does() {
-    let s = setup("backchannel", false, |_| {}).await;
+    let s = setup("backchannel", |_| {}, |_| {}).await;
     let alice = browser(&s.proxy);
     let first = s.log_in(&alice, "alice").await;
     let bob = browser(&s.proxy);
@@ -313,7 +315,7 @@ async fn a_session_ended_in_keycloak_ends_at_the_edge_and_no_other_does() {
 
 #[tokio::test]
 async fn logging_out_at_the_edge_ends_the_keycloak_session_and_returns_to_the_app() {
-    let s = setup("rp-logout", false, |_| {}).await;
+    let s = setup("rp-logout", |_| {}, |_| {}).await;
     let b = browser(&s.proxy);
     let old_cookies = s.log_in(&b, "alice").await.cookies;
 
@@ -350,8 +352,15 @@ async fn logging_out_at_the_edge_ends_the_keycloak_session_and_returns_to_the_ap
     );
     // Its back-channel logout reached Portcullis too: a copy of the old cookie no
     // longer passes.
-    assert!(s.backchannel_logouts() >= 1);
-    assert!(s.sent_to_log_in(&old_cookies).await);
+    let line = s
+        .proxy
+        .log_line(|l| l.contains("/oauth2/backchannel-logout"))
+        .await;
+    assert_eq!(alb_record(&line)["elb_status_code"], "200", "{line}");
+    eventually("the old cookie is sent to log in", || {
+        s.sent_to_log_in(&old_cookies)
+    })
+    .await;
     // The next visit meets Keycloak's login form: no Keycloak session is left.
     let again = b
         .get(format!("{}/", s.origin))
@@ -365,18 +374,55 @@ async fn logging_out_at_the_edge_ends_the_keycloak_session_and_returns_to_the_ap
     assert!(login_form_action(&page.text().await.unwrap()).is_some());
 }
 
+/// A wrong secret: Keycloak refuses the code's redemption with 401
+/// `unauthorized_client` (where other providers say `invalid_client`), and the login
+/// ends on 500 `AuthTokenEpRequestFailed` with Keycloak's words in the flow record.
+#[tokio::test]
+async fn a_wrong_secret_ends_the_login_with_keycloaks_words_in_the_flow_record() {
+    let s = setup(
+        "wrong-secret",
+        |_| {},
+        |rule| rule[1]["stringData"]["client-secret"] = "not-the-secret".into(),
+    )
+    .await;
+    let b = browser(&s.proxy);
+    let start = b
+        .get(format!("{}/", s.origin))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    let to_keycloak = start.headers()["location"].to_str().unwrap().to_owned();
+    let redirect_uri = format!("{}/oauth2/idpresponse", s.origin);
+    let callback = log_in(&b, &to_keycloak, &redirect_uri, "alice").await;
+    let failed = b.get(&callback.url).send().await.unwrap();
+    assert_eq!(failed.status(), 500);
+    let page = failed.text().await.unwrap();
+    assert!(page.contains("AuthTokenEpRequestFailed"), "{page}");
+    // The flow's token hop, as the log reader thread passes it on.
+    eventually("the token hop names unauthorized_client", || async {
+        let log = s.proxy.diagnostics.lock().unwrap();
+        log.iter()
+            .any(|l| l.contains("token") && l.contains("unauthorized_client"))
+    })
+    .await;
+}
+
 /// The trap the guide warns of: with Front channel logout on (the admin console's
 /// default for a new client), Keycloak skips the client's back-channel logout URL, and
 /// an administrator's sign-out never reaches Portcullis.
 #[tokio::test]
 async fn with_front_channel_logout_on_a_sign_out_in_keycloak_never_reaches_the_edge() {
-    let s = setup("frontchannel-on", false, |c| {
-        c["frontchannelLogout"] = true.into()
-    })
+    let s = setup(
+        "frontchannel-on",
+        |c| c["frontchannelLogout"] = true.into(),
+        |_| {},
+    )
     .await;
     let b = browser(&s.proxy);
     let login = s.log_in(&b, "alice").await;
     s.kc.end_session(&login.keycloak_session).await;
+    // Keycloak posts its back-channel logouts before it answers, so none will come.
     assert_eq!(s.backchannel_logouts(), 0);
     assert!(
         !s.sent_to_log_in(&login.cookies).await,
@@ -389,7 +435,7 @@ async fn with_front_channel_logout_on_a_sign_out_in_keycloak_never_reaches_the_e
 #[tokio::test]
 #[ignore = "needs ID-token claims"]
 async fn the_guides_group_rule_lets_alice_in_and_refuses_bob() {
-    let s = setup("groups", true, |_| {}).await;
+    let s = setup("groups", |_| {}, with_guide_groups).await;
     let alice = browser(&s.proxy);
     s.log_in(&alice, "alice").await;
     let seen = backend_view(alice.get(format!("{}/", s.origin)).send().await.unwrap()).await;
@@ -419,7 +465,12 @@ async fn diagnose_passes_with_the_guides_client_and_names_each_mistake() {
     let secret = kc.register_client(&client).await;
     let run = |issuer: &str, secret: &str| {
         let dir = TempDir::new("keycloak-diagnose");
-        let rule = guide_auth_rule(issuer, "portcullis-diagnose", secret, GUIDE_APP, false);
+        let rule = manifest(&guide_auth_rule(
+            issuer,
+            "portcullis-diagnose",
+            secret,
+            GUIDE_APP,
+        ));
         let app = ingress_yaml("web", &[("app.example.com", "/", "svc")], "");
         let svc = service_yaml("svc", &["127.0.0.1:9".parse().unwrap()]);
         dir.write("all.yaml", &format!("{app}{svc}---\n{rule}"));

@@ -91,19 +91,24 @@ async fn start() -> Result<Keycloak, String> {
             );
             return Ok(Keycloak { base, issuer });
         }
-        let out = output.lock().unwrap();
-        if let Some(status) = &out.exited {
-            return Err(format!("Keycloak exited ({status}):\n{}", out.tail()));
+        if let Some(failed) = not_starting(&output.lock().unwrap(), began) {
+            return Err(failed);
         }
-        if began.elapsed() > START_DEADLINE {
-            return Err(format!(
-                "Keycloak did not start in {START_DEADLINE:?}:\n{}",
-                out.tail()
-            ));
-        }
-        drop(out);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Why Keycloak will not answer, once that is known.
+fn not_starting(out: &Output, began: Instant) -> Option<String> {
+    if let Some(status) = &out.exited {
+        return Some(format!("Keycloak exited ({status}):\n{}", out.tail()));
+    }
+    (began.elapsed() > START_DEADLINE).then(|| {
+        format!(
+            "Keycloak did not start in {START_DEADLINE:?}:\n{}",
+            out.tail()
+        )
+    })
 }
 
 /// Runs tests/keycloak/build.sh (nothing to do once .cache has it) for the directory
