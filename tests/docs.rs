@@ -277,6 +277,7 @@ fn the_provider_guides_authrules_pass_check() {
         "dex.md",
         "cognito.md",
         "gitlab.md",
+        "keycloak.md",
     ] {
         assert!(
             checked.iter().any(|c| c == guide),
