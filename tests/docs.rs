@@ -277,6 +277,7 @@ fn the_provider_guides_authrules_pass_check() {
         "dex.md",
         "cognito.md",
         "gitlab.md",
+        "keycloak.md",
     ] {
         assert!(
             checked.iter().any(|c| c == guide),
@@ -340,7 +341,7 @@ async fn the_files_quickstart_logs_in_as_written() {
 }
 
 /// The snippet of `page` whose info string names `file` (```` ```python verify.py ````).
-fn snippet(page: &str, file: &str) -> String {
+pub(crate) fn snippet(page: &str, file: &str) -> String {
     read(&PathBuf::from(ROOT).join(page))
         .blocks
         .into_iter()

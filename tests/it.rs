@@ -25,6 +25,7 @@ mod gitops;
 mod guard;
 mod id_token_differential;
 mod identity_header;
+mod keycloak;
 mod login;
 mod login_failures;
 mod observability;

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod cluster;
 pub mod idp;
+pub mod keycloak;
 pub mod redis;
 pub mod tls;
 
