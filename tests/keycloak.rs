@@ -492,24 +492,30 @@ async fn the_guides_group_rule_lets_alice_in_and_refuses_bob() {
 }
 
 /// `portcullis diagnose` on the guide's AuthRule: what section 5 shows, then the
-/// traps of its table (a wrong secret, a trailing slash, the `/auth` of old servers).
+/// traps of its table (a wrong secret, a trailing slash, the `/auth` of old servers, a
+/// redirect URI Keycloak does not have, a client id in another case).
 #[tokio::test]
 async fn diagnose_passes_with_the_guides_client_and_names_each_mistake() {
     let kc = keycloak().await;
     let backchannel = format!("{GUIDE_APP}/oauth2/backchannel-logout");
     let client = guide_client("portcullis-diagnose", GUIDE_APP, &backchannel);
     let secret = kc.register_client(&client).await;
-    let run = |issuer: &str, secret: &str| {
+    // The guide's app is served over HTTPS, so logins send its https:// redirect URI.
+    let cert = common::tls::cert(&["app.example.com"]);
+    let run_as = |issuer: &str, client_id: &str, secret: &str, tls: bool| {
         let dir = TempDir::new("keycloak-diagnose");
-        let rule = manifest(&guide_auth_rule(
-            issuer,
-            "portcullis-diagnose",
-            secret,
-            GUIDE_APP,
-        ));
-        let app = ingress_yaml("web", &[("app.example.com", "/", "svc")], "");
+        let rule = manifest(&guide_auth_rule(issuer, client_id, secret, GUIDE_APP));
+        let (spec, tls_secret) = if tls {
+            (
+                "  tls: [{hosts: [app.example.com], secretName: web-tls}]\n",
+                common::tls::tls_secret("web-tls", &cert),
+            )
+        } else {
+            ("", String::new())
+        };
+        let app = ingress_yaml("web", &[("app.example.com", "/", "svc")], spec);
         let svc = service_yaml("svc", &["127.0.0.1:9".parse().unwrap()]);
-        dir.write("all.yaml", &format!("{app}{svc}---\n{rule}"));
+        dir.write("all.yaml", &format!("{app}{svc}{tls_secret}---\n{rule}"));
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args(["diagnose", "--idp-timeout", "5", "-f"])
             .arg(dir.path())
@@ -518,6 +524,7 @@ async fn diagnose_passes_with_the_guides_client_and_names_each_mistake() {
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         (out.status.success(), text)
     };
+    let run = |issuer: &str, secret: &str| run_as(issuer, "portcullis-diagnose", secret, true);
     let line = |out: &str, start: &str| -> String {
         out.lines()
             .find(|l| l.starts_with(start))
@@ -544,7 +551,9 @@ async fn diagnose_passes_with_the_guides_client_and_names_each_mistake() {
         "{out}"
     );
     assert!(
-        line(&out, "INFO  redirect URI").contains("https://app.example.com/oauth2/idpresponse"),
+        line(&out, "PASS  login").contains(
+            "https://app.example.com/oauth2/idpresponse: the provider shows its login page (200, a form at "
+        ),
         "{out}"
     );
 
@@ -568,4 +577,30 @@ async fn diagnose_passes_with_the_guides_client_and_names_each_mistake() {
     let (ok, out) = run(&old_style, &secret);
     assert!(!ok);
     line(&out, "FAIL  discovery");
+
+    // Served over plain HTTP, logins send the http:// form, which Keycloak does not have.
+    let (ok, out) = run_as(&kc.issuer, "portcullis-diagnose", &secret, false);
+    assert!(!ok);
+    assert!(
+        line(&out, "FAIL  login").contains("Keycloak refused the login")
+            && out.contains("Invalid parameter: redirect_uri"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\n      fix: `http://app.example.com/oauth2/idpresponse` is not registered for client `portcullis-diagnose`; register it or serve the host over HTTPS\n"),
+        "{out}"
+    );
+
+    // Client ids are case-sensitive in Keycloak.
+    let (ok, out) = run_as(&kc.issuer, "Portcullis-diagnose", &secret, true);
+    assert!(!ok);
+    assert!(
+        line(&out, "FAIL  login").contains("Keycloak refused the login")
+            && out.contains("Client not found"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\n      fix: client `Portcullis-diagnose` is unknown at the provider; client ids are case-sensitive"),
+        "{out}"
+    );
 }
