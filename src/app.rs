@@ -15,7 +15,7 @@ use portcullis::keys::{KeyText, Keys};
 use portcullis::listen::{Listen, run_listeners};
 use portcullis::observe::access_log::{AccessLog, LogFormat};
 use portcullis::proxy::canonical::PathRules;
-use portcullis::proxy::{DataPlane, ProxyConfig};
+use portcullis::proxy::{DataPlane, ListenerName, ProxyConfig};
 use portcullis::reload::{apply, watch_cluster, watch_files};
 use portcullis::source::cluster::ClusterSource;
 use portcullis::source::manifests::ManifestSource;
@@ -50,9 +50,11 @@ async fn start_data_plane(args: &ProxyArgs, keys: Keys) -> anyhow::Result<Starte
             "--public-keys-path {p:?} must be a path below / (e.g. /.well-known/portcullis-keys)"
         );
     }
+    proxy_protocol_listeners(args)?;
     let bound = Listen {
         http: Some(args.http),
         https: args.https,
+        https_offloaded: args.https_offloaded,
         admin: Some(args.admin),
     }
     .bind()
@@ -75,6 +77,7 @@ async fn start_data_plane(args: &ProxyArgs, keys: Keys) -> anyhow::Result<Starte
     );
     auth.providers().spawn_refresher();
     let dp = DataPlane::new(config, log, auth);
+    dp.spawn_flow_sweeper();
     let addresses = bound.describe();
     tracing::info!(%addresses, "listening");
     if let Some(path) = &args.ports_file {
@@ -82,6 +85,24 @@ async fn start_data_plane(args: &ProxyArgs, keys: Keys) -> anyhow::Result<Starte
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(Started { dp, bound })
+}
+
+/// Every listener `--proxy-protocol` names must be served.
+fn proxy_protocol_listeners(args: &ProxyArgs) -> anyhow::Result<()> {
+    for name in &args.proxy_protocol {
+        let (served, flag) = match name {
+            ListenerName::Http => (true, "--http"),
+            ListenerName::Https => (args.https.is_some(), "--https"),
+            ListenerName::HttpsOffloaded => (args.https_offloaded.is_some(), "--https-offloaded"),
+        };
+        anyhow::ensure!(
+            served,
+            "--proxy-protocol names the {} listener, but there is none: add {flag} ADDR or drop {} from --proxy-protocol",
+            name.as_str(),
+            name.as_str()
+        );
+    }
+    Ok(())
 }
 
 /// The data plane's settings from the command line; the redirect to HTTPS goes to the
@@ -110,10 +131,12 @@ fn proxy_config(args: &ProxyArgs, https_port: Option<u16>) -> anyhow::Result<Pro
         forward_original_path: args.forward_original_path,
         expose_flows: args.expose_flows,
         underscores_in_headers: args.underscores_in_headers,
+        proxy_protocol: args.proxy_protocol.clone(),
         connection_limits: portcullis::proxy::connections::Limits {
             max: args.max_connections,
             per_client: args.max_connections_per_client,
         },
+        login_abandoned_after: Duration::from_secs(args.login_abandoned_after),
         dropped_headers: args
             .drop_request_headers
             .iter()

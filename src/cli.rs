@@ -7,8 +7,8 @@ use clap::{Args, Parser, Subcommand};
 use portcullis::auth::shared::WhenUnavailable;
 use portcullis::compile::CompileOptions;
 use portcullis::observe::access_log::LogFormat;
-use portcullis::proxy::IpNet;
 use portcullis::proxy::canonical::{Ambiguity, DEFAULT_DROPPED_HEADERS};
+use portcullis::proxy::{IpNet, ListenerName};
 
 /// Kubernetes ingress controller that logs people in at the edge (ALB authenticate-oidc compatible).
 #[derive(Parser)]
@@ -39,13 +39,17 @@ pub enum Command {
         after_help = "Example (outside a cluster, with a kubeconfig):\n  KUBECONFIG=~/.kube/config portcullis run --http 127.0.0.1:8080 --no-status"
     )]
     Run(Box<RunArgs>),
-    /// Print the AuthRule CustomResourceDefinition as YAML.
-    #[command(after_help = "Example:\n  portcullis crd | kubectl apply -f -")]
-    Crd,
+    /// Print the AuthRule CustomResourceDefinition as YAML, or its field reference.
+    #[command(
+        after_help = "Examples:\n  portcullis crd | kubectl apply -f -\n  portcullis crd --markdown > docs/reference/authrule.md"
+    )]
+    Crd(CrdArgs),
     /// Check AuthRules against their providers from here: discovery and issuer, keys,
-    /// endpoints, client credentials, clock skew, and the redirect URIs to register.
-    /// Reads manifest files with -f, else the cluster (in-cluster config or
-    /// KUBECONFIG). Exits 1 when a check fails.
+    /// endpoints, client credentials, clock skew, and a real login per redirect URI the
+    /// rule's logins send (the provider's login page passes; its error page or error
+    /// redirect fails with its words and the fix). No credentials are entered. Reads
+    /// manifest files with -f, else the cluster (in-cluster config or KUBECONFIG).
+    /// Exits 1 when a check fails.
     #[command(
         after_help = "Examples:\n  portcullis diagnose --rule apps/sso\n  portcullis diagnose -f manifests/ --idp-ca-file corp-ca.pem"
     )]
@@ -59,6 +63,13 @@ pub enum Command {
         after_help = "Example:\n  portcullis demo --port 8080   # then open http://localhost:8080/auth/"
     )]
     Demo(DemoArgs),
+}
+
+#[derive(Args)]
+pub struct CrdArgs {
+    /// Print every field with its type, default and description as Markdown instead.
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 #[derive(Args)]
@@ -77,6 +88,13 @@ pub struct DiagnoseArgs {
     /// PEM certificates of a private CA the provider's certificate chains to.
     #[arg(long, env = "PORTCULLIS_IDP_CA_FILE")]
     pub idp_ca_file: Option<PathBuf>,
+    /// The port browsers reach the hosts on over plain HTTP (the Service's, not the
+    /// container's): it is part of the redirect URI logins send.
+    #[arg(long, default_value_t = 80)]
+    pub http_port: u16,
+    /// The port browsers reach the hosts on over HTTPS.
+    #[arg(long, default_value_t = 443)]
+    pub https_port: u16,
 }
 
 #[derive(Subcommand)]
@@ -247,6 +265,24 @@ pub struct ProxyArgs {
     /// HTTPS listener (certificates from the Ingresses' spec.tls Secrets).
     #[arg(long, env = "PORTCULLIS_HTTPS")]
     pub https: Option<SocketAddr>,
+    /// Plain listener for HTTPS whose TLS a load balancer in front ended (an AWS NLB
+    /// TLS listener with an ACM certificate): its requests count as HTTPS (guards serve
+    /// them, no redirect to HTTPS, X-Forwarded-Proto: https). Only that load balancer
+    /// may reach it.
+    #[arg(long, env = "PORTCULLIS_HTTPS_OFFLOADED")]
+    pub https_offloaded: Option<SocketAddr>,
+    /// Listeners whose connections start with a PROXY protocol header, v1 or v2
+    /// (comma separated: http, https, https-offloaded): its source address is the
+    /// client's everywhere (X-Forwarded-For, access log, inbound-cidrs, per-client
+    /// caps). A connection without a valid header is closed. Only the load balancer
+    /// that writes the header may reach these listeners.
+    #[arg(
+        long,
+        env = "PORTCULLIS_PROXY_PROTOCOL",
+        value_delimiter = ',',
+        value_enum
+    )]
+    pub proxy_protocol: Vec<ListenerName>,
     /// Admin listener: /metrics, /healthz, /readyz, /keys, and /flows (to loopback
     /// peers only, unless --expose-flows).
     #[arg(long, env = "PORTCULLIS_ADMIN", default_value = "127.0.0.1:9090")]
@@ -267,7 +303,9 @@ pub struct ProxyArgs {
     /// Name in the access log's `elb` field.
     #[arg(long, default_value = "portcullis")]
     pub log_name: String,
-    /// Peer address or CIDR whose X-Forwarded-* headers are trusted (repeatable).
+    /// Peer address or CIDR whose forwarding headers are trusted (repeatable): its
+    /// X-Forwarded-For names the client, and its X-Forwarded-Proto or Forwarded
+    /// proto=https makes the request HTTPS (TLS ended at that load balancer).
     #[arg(long = "trusted-proxy")]
     pub trusted_proxies: Vec<IpNet>,
     /// Seconds to wait for an upstream's response headers.
@@ -276,7 +314,8 @@ pub struct ProxyArgs {
     /// Seconds to wait for an upstream connection.
     #[arg(long, default_value_t = 5)]
     pub upstream_connect_timeout: u64,
-    /// Seconds a client has to send its request headers.
+    /// Seconds a client has to send its request headers (and, on a --proxy-protocol
+    /// listener, its PROXY header before them).
     #[arg(long, default_value_t = 30)]
     pub header_read_timeout: u64,
     /// The `signer` field of x-amzn-oidc-data (ALB puts its load balancer ARN there);
@@ -365,6 +404,13 @@ pub struct ProxyArgs {
     /// known so far.
     #[arg(long, value_enum, default_value = "refuse")]
     pub redis_unavailable: WhenUnavailable,
+    /// Seconds a login that sent the browser to the provider waits for the callback
+    /// before it counts as abandoned: its flow record, the metric
+    /// portcullis_auth_logins_abandoned_total and the AuthRule's
+    /// status.recentAbandonedLogins then show it (the provider refused the client or
+    /// redirect URI, or the user gave up).
+    #[arg(long, env = "PORTCULLIS_LOGIN_ABANDONED_AFTER", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub login_abandoned_after: u64,
     /// Write the bound addresses as JSON to this file once listening.
     #[arg(long)]
     pub ports_file: Option<PathBuf>,

@@ -19,6 +19,12 @@ pub fn crd_yaml() -> anyhow::Result<String> {
     Ok(serde_saphyr::to_string(&crd)?)
 }
 
+/// docs/reference/authrule.md: the CRD's fields as a Markdown table.
+pub fn crd_markdown() -> anyhow::Result<String> {
+    let crd = serde_json::to_value(AuthRule::crd())?;
+    Ok(portcullis::model::reference::crd_markdown(&crd))
+}
+
 /// Exit codes of `check`: problems of each severity tell apart.
 const CHECK_ERRORS: u8 = 1;
 const CHECK_WARNINGS: u8 = 3;
@@ -67,7 +73,7 @@ pub fn check(args: &CheckArgs) -> ExitCode {
 }
 
 pub async fn diagnose(args: DiagnoseArgs) -> anyhow::Result<ExitCode> {
-    use portcullis::provider_checks::{Outcome, diagnose, rules_in};
+    use portcullis::provider_checks::{Outcome, Ports, diagnose, redirect_uris, rules_in};
     let objects = if args.files.is_empty() {
         let client = kube::Client::try_default()
             .await
@@ -90,9 +96,15 @@ pub async fn diagnose(args: DiagnoseArgs) -> anyhow::Result<ExitCode> {
         Duration::from_secs(args.idp_timeout),
         extra_roots.as_deref(),
     )?;
+    let ports = Ports {
+        http: args.http_port,
+        https: args.https_port,
+    };
     let mut failed = false;
     let mut seen = 0;
-    for (object, (policy, hosts)) in rules_in(&compiled.snapshot) {
+    // Checks the same for every rule of a provider (its clock) are printed once.
+    let mut printed = std::collections::BTreeSet::new();
+    for (object, (policy, _)) in rules_in(&compiled.snapshot) {
         let name = format!("{}/{}", object.namespace, object.name);
         if args.rule.as_ref().is_some_and(|r| *r != name) {
             continue;
@@ -118,9 +130,15 @@ pub async fn diagnose(args: DiagnoseArgs) -> anyhow::Result<ExitCode> {
             }
             continue;
         };
-        for c in diagnose(&idp, &policy, &hosts).await {
+        let uris = redirect_uris(&compiled.snapshot, &object, ports);
+        for c in diagnose(&idp, &policy, &uris).await {
             failed |= c.outcome == Outcome::Fail;
-            println!("{c}");
+            if c.once
+                .as_ref()
+                .is_none_or(|key| printed.insert(key.clone()))
+            {
+                println!("{c}");
+            }
         }
         println!();
     }

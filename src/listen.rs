@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::proxy::{DataPlane, server};
+use crate::proxy::{DataPlane, ListenerName, server};
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot listen on {addr}: {source}")]
@@ -30,12 +30,14 @@ pub enum ServeError {
 pub struct Listen {
     pub http: Option<SocketAddr>,
     pub https: Option<SocketAddr>,
+    pub https_offloaded: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
 }
 
 pub struct Bound {
     pub http: Option<TcpListener>,
     pub https: Option<TcpListener>,
+    pub https_offloaded: Option<TcpListener>,
     pub admin: Option<TcpListener>,
 }
 
@@ -54,6 +56,7 @@ impl Listen {
         Ok(Bound {
             http: bind(self.http).await?,
             https: bind(self.https).await?,
+            https_offloaded: bind(self.https_offloaded).await?,
             admin: bind(self.admin).await?,
         })
     }
@@ -67,13 +70,18 @@ impl Bound {
                 .and_then(|l| l.local_addr().ok())
                 .map(|a| a.to_string())
         };
-        serde_json::json!({ "http": addr(&self.http), "https": addr(&self.https), "admin": addr(&self.admin) })
+        serde_json::json!({
+            "http": addr(&self.http),
+            "https": addr(&self.https),
+            "https_offloaded": addr(&self.https_offloaded),
+            "admin": addr(&self.admin),
+        })
     }
 }
 
 /// Serves the bound listeners until `shutdown` turns true, then drains.
 ///
-/// Plain HTTP and HTTPS are served by one single-threaded runtime per core, all
+/// The data-plane listeners are served by one single-threaded runtime per core, all
 /// accepting on the same listening sockets: a connection, its requests and the
 /// upstream connections they use then live on one thread, with no wake-ups across
 /// cores and no work stealing. The admin listener stays on the caller's runtime.
@@ -88,17 +96,16 @@ pub async fn run_listeners(
     };
     let http = bound.http.map(into_std).transpose()?;
     let https = bound.https.map(into_std).transpose()?;
+    let offloaded = bound.https_offloaded.map(into_std).transpose()?;
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..dp.workers() {
+        let copy = |l: &Option<std::net::TcpListener>| {
+            l.as_ref().map(std::net::TcpListener::try_clone).transpose()
+        };
         let listeners = WorkerListeners {
-            http: http
-                .as_ref()
-                .map(std::net::TcpListener::try_clone)
-                .transpose(),
-            https: https
-                .as_ref()
-                .map(std::net::TcpListener::try_clone)
-                .transpose(),
+            http: copy(&http),
+            https: copy(&https),
+            offloaded: copy(&offloaded),
         };
         let (dp, tls, shutdown) = (dp.clone(), tls.clone(), shutdown.clone());
         let (done, finished) = tokio::sync::oneshot::channel();
@@ -111,7 +118,7 @@ pub async fn run_listeners(
         tasks.spawn(async move { finished.await.unwrap_or(Ok(())) });
     }
     // The workers hold the sockets now: the last one to stop closes them.
-    drop((http, https));
+    drop((http, https, offloaded));
     if let Some(l) = bound.admin {
         let admin = crate::admin::serve_admin(dp.clone(), l, shutdown.clone());
         tasks.spawn(async move {
@@ -132,6 +139,7 @@ pub async fn run_listeners(
 struct WorkerListeners {
     http: std::io::Result<Option<std::net::TcpListener>>,
     https: std::io::Result<Option<std::net::TcpListener>>,
+    offloaded: std::io::Result<Option<std::net::TcpListener>>,
 }
 
 fn into_std(l: TcpListener) -> Result<std::net::TcpListener, ServeError> {
@@ -158,22 +166,25 @@ fn serve_worker(
     let err = |source| ServeError::Worker { source };
     let http = listeners.http.map_err(err)?;
     let https = listeners.https.map_err(err)?;
+    let offloaded = listeners.offloaded.map_err(err)?;
     crate::proxy::set_worker(worker);
     runtime.block_on(async move {
         let register = |l: std::net::TcpListener| TcpListener::from_std(l).map_err(err);
-        let http = http.map(register).transpose()?;
-        let https = https.map(register).transpose()?;
-        let plain = async {
-            if let Some(l) = http {
-                server::serve_http(dp.clone(), l, shutdown.clone()).await;
+        let serve = |socket: Option<std::net::TcpListener>, name, tls| {
+            let (dp, shutdown) = (dp.clone(), shutdown.clone());
+            let socket = socket.map(register).transpose();
+            async move {
+                if let Some(socket) = socket? {
+                    let listener = server::Listener::new(&dp, name, tls);
+                    server::serve(dp, socket, listener, shutdown).await;
+                }
+                Ok::<(), ServeError>(())
             }
         };
-        let secure = async {
-            if let (Some(l), Some(config)) = (https, tls) {
-                server::serve_https(dp.clone(), l, config, shutdown.clone()).await;
-            }
-        };
-        tokio::join!(plain, secure);
-        Ok(())
+        let plain = serve(http, ListenerName::Http, None);
+        let secure = serve(https, ListenerName::Https, tls);
+        let offloaded = serve(offloaded, ListenerName::HttpsOffloaded, None);
+        let (a, b, c) = tokio::join!(plain, secure, offloaded);
+        a.and(b).and(c)
     })
 }

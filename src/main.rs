@@ -36,7 +36,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Crd => {
+        Command::Crd(args) if args.markdown => {
+            print!("{}", commands::crd_markdown()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Crd(_) => {
             print!("{}", commands::crd_yaml()?);
             Ok(ExitCode::SUCCESS)
         }

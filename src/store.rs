@@ -20,6 +20,8 @@ use crate::model::AuthRule;
 #[derive(Clone, Debug, PartialEq)]
 pub struct UnreadableAuthRule {
     pub object: ObjectRef,
+    /// Its `metadata.generation`, which the status reports as observed.
+    pub generation: Option<i64>,
     pub target_names: Vec<String>,
     pub error: String,
 }
@@ -61,6 +63,7 @@ pub fn unreadable_auth_rule(
         .unwrap_or_default();
     UnreadableAuthRule {
         object,
+        generation: raw.pointer("/metadata/generation").and_then(|g| g.as_i64()),
         target_names,
         error,
     }

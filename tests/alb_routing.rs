@@ -856,7 +856,8 @@ spec:
         (trusting.http, "app.example.com", "", "301"),
         (trusting.http, "app.example.com", "http", "301"),
         (trusting.http, "app.example.com", "https", "app"),
-        (trusting.http, "app.example.com", "http, https", "app"),
+        // Values that disagree read as plain HTTP.
+        (trusting.http, "app.example.com", "http, https", "301"),
         (trusting.http, "api.example.com", "", "404"),
         (trusting.http, "api.example.com", "https", "api"),
         (direct.http, "app.example.com", "https", "301"),

@@ -27,6 +27,7 @@ spec:
     audiences: ["https://api.example.com"]
     additionalClaims:
     - {name: scope, format: space-separated-values, values: ["api:read"]}
+  claimHeaders: {X-Auth-Request-User: client_id, X-Auth-Request-Scope: scope}
   authorization:
     rules:
     - name: machines-read-only
@@ -90,7 +91,7 @@ async fn a_token_from_the_provider_passes_unchanged_with_identity_headers() {
         &s,
         "GET",
         "/api/items",
-        &format!("Authorization: Bearer {token}\r\nX-Amzn-Oidc-Identity: admin\r\nx_amzn_oidc_data: forged\r\n"),
+        &format!("Authorization: Bearer {token}\r\nX-Amzn-Oidc-Identity: admin\r\nx_amzn_oidc_data: forged\r\nX-Auth-Request-User: admin\r\n"),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.head);
@@ -100,6 +101,9 @@ async fn a_token_from_the_provider_passes_unchanged_with_identity_headers() {
     assert_eq!(headers["x-amzn-oidc-accesstoken"], token.as_str());
     assert_eq!(headers["x-amzn-oidc-identity"], "portcullis-test");
     assert!(headers.get("x_amzn_oidc_data").is_none());
+    // Claim headers come from the token's claims, never from the client.
+    assert_eq!(headers["x-auth-request-user"], "portcullis-test");
+    assert_eq!(headers["x-auth-request-scope"], "api:read");
     // x-amzn-oidc-data is signed by Portcullis over the token's claims.
     let pem = reqwest::get(format!("http://{}/keys", s.proxy.admin))
         .await

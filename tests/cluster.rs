@@ -5,7 +5,9 @@
 use crate::common;
 
 use common::app::{AUTH_RULE, log_in_at, seen_by_backend};
-use common::cluster::{ControlPlane, apply, host_address, run_controller, try_apply};
+use common::cluster::{
+    ControlPlane, apply, host_address, lease_round, run_controller, settled, try_apply,
+};
 use common::idp::Idp;
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -89,6 +91,11 @@ async fn a_login_through_an_ingress_and_authrule_made_through_the_api() {
     for kind in ["Accepted", "ResolvedRefs", "IdPReachable"] {
         assert_eq!(condition(&rule, kind).unwrap()["status"], "True", "{kind}");
     }
+    let (health, message) = crate::gitops::argo_health(&serde_json::to_value(&rule).unwrap());
+    assert_eq!(
+        health, "Healthy",
+        "docs/gitops.md's Argo CD check: {message}"
+    );
 
     // The API server goes away: traffic keeps flowing on the last snapshot.
     cp.stop_apiserver();
@@ -124,7 +131,7 @@ fn condition(rule: &DynamicObject, kind: &str) -> Option<serde_json::Value> {
 #[tokio::test]
 async fn status_names_the_missing_secret_and_clears_when_it_appears() {
     let cp = ControlPlane::start();
-    let _controller = install(&cp).await;
+    let p = install(&cp).await;
     let admin = cp.admin().await;
     apply(
         &admin,
@@ -176,6 +183,12 @@ async fn status_names_the_missing_secret_and_clears_when_it_appears() {
         condition(&rule, "IdPReachable").is_none(),
         "a rule that does not compile has no provider to check yet"
     );
+    let (health, said) = crate::gitops::argo_health(&serde_json::to_value(&rule).unwrap());
+    assert_eq!(health, "Degraded", "{said}");
+    assert!(
+        said.starts_with("ResolvedRefs is False") && said.contains("idp"),
+        "{said}"
+    );
     let accepted_since = condition(&rule, "Accepted").unwrap()["lastTransitionTime"].clone();
 
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(admin.clone(), "apps");
@@ -208,17 +221,10 @@ async fn status_names_the_missing_secret_and_clears_when_it_appears() {
             status_entry.and_then(|m| m.time.clone()),
         )
     };
-    let mut before = controller_write(&rules.get("sso").await.unwrap());
-    for _ in 0..10 {
-        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-        let now = controller_write(&rules.get("sso").await.unwrap());
-        if now == before {
-            break;
-        }
-        before = now;
-    }
+    settled(&p, &admin).await;
+    let before = controller_write(&rules.get("sso").await.unwrap());
     apply(&admin, &manifests).await;
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    settled(&p, &admin).await;
     let after = controller_write(&rules.get("sso").await.unwrap());
     assert_eq!(after, before, "no drift, no status churn");
 
@@ -243,6 +249,9 @@ async fn status_names_the_missing_secret_and_clears_when_it_appears() {
         idp["message"].as_str().unwrap().contains("diagnose"),
         "{idp}"
     );
+    let (health, said) = crate::gitops::argo_health(&serde_json::to_value(&rule).unwrap());
+    assert_eq!(health, "Degraded", "{said}");
+    assert!(said.starts_with("IdPReachable is False"), "{said}");
     assert_eq!(
         condition(&rule, "Accepted").unwrap()["lastTransitionTime"],
         accepted_since,
@@ -266,7 +275,10 @@ async fn second_replica_while_a_leads(cp: &ControlPlane, leases: &Api<Lease>) ->
     })
     .await;
     let second = run_controller(cp, "replica-b");
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    eventually("replica-b has read the Lease", || async {
+        common::cluster::counter(&second, "leader_lease_rounds_total", "following").await >= 1.0
+    })
+    .await;
     assert_eq!(
         lease_holder(leases).await.as_deref(),
         Some("replica-a"),
@@ -466,7 +478,7 @@ async fn a_leader_cut_off_longer_than_its_lease_stops_writing_and_another_takes_
     apply(&admin, &rule("during-cut")).await;
     relay.mend();
     // replica-a reconnects, reads the Lease, and must not write; then more changes.
-    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    lease_round(&a, "following").await;
     apply(&admin, &rule("after-cut")).await;
     let events: Api<Event> = Api::namespaced(admin.clone(), "apps");
     let reporters = || async {
@@ -486,7 +498,8 @@ async fn a_leader_cut_off_longer_than_its_lease_stops_writing_and_another_takes_
             .all(|r| seen.iter().any(|(name, _)| name == r))
     })
     .await;
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // One more round in which replica-a follows: anything it might have sent is in.
+    lease_round(&a, "following").await;
     for (name, instance) in reporters().await {
         assert_eq!(
             instance, "replica-b",
@@ -646,6 +659,52 @@ async fn no_creation_order_serves_a_guarded_app_before_its_rule() {
     let probe = b"GET / HTTP/1.1\r\nHost: six.test\r\nConnection: close\r\n\r\n";
     eventually("the public route is served", || async {
         raw_exchange(addr, probe).await.backend().is_some()
+    })
+    .await;
+}
+
+/// A login that goes to the provider and never comes back (the provider refused the
+/// client id, or the user gave up) shows on the AuthRule's status after
+/// `--login-abandoned-after`, written by the Lease holder.
+#[tokio::test]
+async fn abandoned_logins_show_on_the_authrule_status() {
+    let cp = ControlPlane::start();
+    let admin = cp.admin().await;
+    apply(&admin, RENDERED).await;
+    let controller =
+        common::cluster::run_controller_with(&cp, "replica-a", &["--login-abandoned-after", "1"]);
+    let backend = Backend::start_on("app", host_address()).await;
+    let origin = format!("http://app.example.com:{}", controller.http.port());
+    let idp = Idp::start(&[("IDP_REDIRECT_URIS", &format!("{origin}/oauth2/idpresponse"))]);
+    apply(&admin, &SCENARIO.replace("ISSUER", &idp.issuer)).await;
+    apply(&admin, &endpoint_slice("svc", backend.addr)).await;
+    let b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("app.example.com", controller.http)
+        .build()
+        .unwrap();
+    let start_login = || async {
+        b.get(format!("{origin}/"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 302)
+    };
+    // The first redirect to the provider is a login that never comes back.
+    eventually("the controller guards the Ingress", start_login).await;
+    let rules: Api<DynamicObject> =
+        Api::namespaced_with(admin.clone(), "apps", &ApiResource::erase::<AuthRule>(&()));
+    let abandoned = || async {
+        let rule = rules.get("sso").await.unwrap();
+        rule.data["status"]["recentAbandonedLogins"].clone()
+    };
+    eventually("status counts one abandoned login", || async {
+        abandoned().await == serde_json::json!({"count": 1, "windowSeconds": 900})
+    })
+    .await;
+    assert!(start_login().await);
+    eventually("status counts two", || async {
+        abandoned().await["count"] == 2
     })
     .await;
 }

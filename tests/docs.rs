@@ -28,7 +28,8 @@ struct Page {
     blocks: Vec<(String, String)>,
 }
 
-/// The README, the project's policy pages, the chart's README and every page under docs/.
+/// The README, the project's policy pages, the chart's README, every page under docs/
+/// and the cluster quickstart's README.
 fn pages() -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = [
         "README.md",
@@ -39,14 +40,29 @@ fn pages() -> Vec<PathBuf> {
     .iter()
     .map(|p| PathBuf::from(ROOT).join(p))
     .collect();
-    let mut docs: Vec<PathBuf> = std::fs::read_dir(PathBuf::from(ROOT).join("docs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "md"))
-        .collect();
-    docs.sort();
-    paths.extend(docs);
+    paths.extend(markdown_under(&PathBuf::from(ROOT).join("docs")));
+    paths.extend(markdown_under(
+        &PathBuf::from(ROOT).join("deploy/examples/quickstart"),
+    ));
     paths
+}
+
+/// The Markdown files under `dir` and its subdirectories, sorted.
+fn markdown_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "md") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 fn read(path: &Path) -> Page {
@@ -180,6 +196,96 @@ fn manifests_in_the_docs_pass_check() {
     assert!(checked >= 2, "the marked manifests were found ({checked})");
 }
 
+/// Statements that contradicted the code once: each names a feature that has landed
+/// (bearer tokens, Redis for replicas, HTTPRoute rewrites, Gateway API targets), so a
+/// page saying otherwise is stale.
+#[test]
+fn no_page_denies_what_has_landed() {
+    let stale = [
+        (
+            "not yet (main",
+            "a feature marked as coming that may have landed",
+        ),
+        ("request rewriting, plugins", "HTTPRoute URLRewrite ships"),
+        (
+            "target that is not an Ingress, an `http://`",
+            "targets may be HTTPRoutes and Gateways",
+        ),
+        ("Auto-generated derived type", "the CRD's description"),
+    ];
+    let mut found = Vec::new();
+    let mut paths = pages();
+    paths.push(PathBuf::from(ROOT).join("crds/authrule.yaml"));
+    for path in paths {
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Phrases are matched across line breaks.
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        for (phrase, why) in stale {
+            if text.contains(phrase) {
+                found.push(format!("{}: {phrase:?} ({why})", path.display()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "stale statements:\n{}", found.join("\n"));
+}
+
+/// Every AuthRule of the provider guides (docs/providers/*.md) passes `portcullis check`
+/// beside the Ingress, Service and client Secret it names, so the examples stay valid as
+/// the CRD changes.
+#[test]
+fn the_provider_guides_authrules_pass_check() {
+    let mut checked = Vec::new();
+    for path in markdown_under(&PathBuf::from(ROOT).join("docs/providers")) {
+        for (info, code) in read(&path).blocks {
+            if info.split_whitespace().next() != Some("yaml") || !code.contains("kind: AuthRule") {
+                continue;
+            }
+            let rule: serde_json::Value = serde_saphyr::from_multiple::<serde_json::Value>(&code)
+                .unwrap()
+                .into_iter()
+                .find(|d| d["kind"] == "AuthRule")
+                .unwrap();
+            assert_eq!(rule["metadata"]["namespace"], "apps", "{}", path.display());
+            let secret = &rule["spec"]["oidc"]["clientSecretRef"];
+            let fixture = format!(
+                "{}{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {}, namespace: apps}}\nstringData: {{{}: s}}\n",
+                ingress_yaml("web", &[("app.example.com", "/", "svc")], ""),
+                service_yaml("svc", &["127.0.0.1:3000".parse().unwrap()]),
+                secret["name"].as_str().unwrap(),
+                secret["key"].as_str().unwrap_or("client-secret"),
+            );
+            let (_, out) = run_with_stdin(
+                &["check", "-f", "-", "-o", "json"],
+                &format!("{code}\n{fixture}"),
+            );
+            let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(
+                report["problems"],
+                serde_json::json!([]),
+                "{}: {report:#}",
+                path.display()
+            );
+            assert_eq!(report["summary"]["authRules"], 1, "{}", path.display());
+            checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    for guide in [
+        "entra-id.md",
+        "okta.md",
+        "google.md",
+        "auth0.md",
+        "dex.md",
+        "cognito.md",
+        "gitlab.md",
+        "keycloak.md",
+    ] {
+        assert!(
+            checked.iter().any(|c| c == guide),
+            "{guide}: no AuthRule checked ({checked:?})"
+        );
+    }
+}
+
 /// Quickstart 2: deploy/examples/login.yaml with the provider's issuer, client and
 /// secret put in where the README says, served on loopback, logs a user in and hands
 /// the app the identity.
@@ -235,7 +341,7 @@ async fn the_files_quickstart_logs_in_as_written() {
 }
 
 /// The snippet of `page` whose info string names `file` (```` ```python verify.py ````).
-fn snippet(page: &str, file: &str) -> String {
+pub(crate) fn snippet(page: &str, file: &str) -> String {
     read(&PathBuf::from(ROOT).join(page))
         .blocks
         .into_iter()

@@ -360,6 +360,6 @@ async fn gateway_and_httproutes_route_guard_and_report() {
     for _ in 0..10 {
         let _ = open.get(format!("{origin}/page")).send().await;
     }
-    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    common::cluster::settled(&proxy, &admin).await;
     assert_eq!(versions().await, before, "no status was rewritten");
 }

@@ -138,12 +138,40 @@ async fn scripts_get_401_with_the_login_url_and_bad_callbacks_get_albs_reasons()
         .await
         .unwrap();
     assert_eq!(api.status(), 401);
+    let challenges: Vec<String> = (api.headers().get_all("www-authenticate").iter())
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
     let body: serde_json::Value = api.json().await.unwrap();
     assert_eq!(body["error"], "AuthRequired");
     assert_eq!(
         body["loginUrl"], "/api/items?page=2",
         "the page itself: a browser opening it starts a login"
     );
+    assert_eq!(challenges, ["Cookie form-action=\"/api/items?page=2\""]);
+    // Only a top-level navigation is sent to the provider: a fetch() or XHR asking
+    // for HTML would fail the redirect's CORS check.
+    for (headers, status) in [
+        (
+            &[("accept", "text/html"), ("sec-fetch-mode", "cors")][..],
+            401,
+        ),
+        (
+            &[
+                ("accept", "text/html"),
+                ("x-requested-with", "XMLHttpRequest"),
+            ],
+            401,
+        ),
+        (&[("accept", "*/*"), ("sec-fetch-mode", "navigate")], 302),
+        (&[("accept", "text/html")], 302),
+    ] {
+        let mut request = b.get(format!("{}/page", s.origin));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status(), status, "{headers:?}");
+    }
 
     let callback = |q: &str| b.get(format!("{}/oauth2/idpresponse?{q}", s.origin)).send();
     let no_state = callback("code=x").await.unwrap();

@@ -477,6 +477,74 @@ fn the_charts_scaling_and_scheduling_values_render_into_the_pods() {
     }
 }
 
+/// Behind a cloud load balancer: PROXY protocol on both traffic ports, TLS ended by the
+/// load balancer on the HTTPS one, and the Service's class; none of it by default.
+#[test]
+fn the_charts_load_balancer_values_render_into_the_pods_and_the_service() {
+    let args = |docs: &[Value]| -> Vec<String> {
+        let deployment = of_kind(docs, "Deployment").unwrap();
+        deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let traffic = |docs: &[Value]| {
+        docs.iter()
+            .find(|d| d["kind"] == "Service" && d["spec"]["type"] == "LoadBalancer")
+            .unwrap()
+            .clone()
+    };
+    let plain = helm_template(&[]);
+    let plain_args = args(&plain);
+    assert!(plain_args.contains(&"--https=0.0.0.0:8443".to_owned()));
+    assert!(
+        !plain_args
+            .iter()
+            .any(|a| a.starts_with("--proxy-protocol") || a.starts_with("--https-offloaded")),
+        "{plain_args:?}"
+    );
+    assert!(traffic(&plain)["spec"].get("loadBalancerClass").is_none());
+
+    let proxied = args(&helm_template(&["proxyProtocol=true"]));
+    assert!(
+        proxied.contains(&"--proxy-protocol=http,https".to_owned()),
+        "{proxied:?}"
+    );
+
+    let nlb = helm_template(&[
+        "proxyProtocol=true",
+        "service.tlsOffloaded=true",
+        "service.loadBalancerClass=service.k8s.aws/nlb",
+        "service.annotations.service\\.beta\\.kubernetes\\.io/aws-load-balancer-proxy-protocol=*",
+    ]);
+    let nlb_args = args(&nlb);
+    for wanted in [
+        "--https-offloaded=0.0.0.0:8443",
+        "--proxy-protocol=http,https-offloaded",
+    ] {
+        assert!(
+            nlb_args.contains(&wanted.to_owned()),
+            "{wanted}: {nlb_args:?}"
+        );
+    }
+    assert!(
+        !nlb_args.iter().any(|a| a.starts_with("--https=")),
+        "{nlb_args:?}"
+    );
+    let service = traffic(&nlb);
+    assert_eq!(service["spec"]["loadBalancerClass"], "service.k8s.aws/nlb");
+    assert_eq!(
+        service["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-proxy-protocol"],
+        "*"
+    );
+    for misspelt in ["proxyProtocol=yes", "service.tlsOffload=true"] {
+        let refused = helm_template_result(&[misspelt]).expect_err(misspelt);
+        assert!(refused.contains("schema"), "{misspelt}: {refused}");
+    }
+}
+
 #[test]
 fn shell_scripts_pass_shellcheck() {
     let scripts = [
@@ -486,6 +554,7 @@ fn shell_scripts_pass_shellcheck() {
         "tests/apiserver/build.sh",
         "tests/apiserver/start.sh",
         "tests/tools/build-promtool.sh",
+        "tests/keycloak/build.sh",
     ];
     let out = Command::new("shellcheck")
         .current_dir(ROOT)

@@ -162,3 +162,37 @@ fn help_opens_with_what_portcullis_is() {
         "{text}"
     );
 }
+
+/// The Status table names, for each capability, the test modules that run it; each
+/// must be a module of this test binary.
+#[test]
+fn every_test_module_the_status_names_exists() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let modules =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it.rs")).unwrap();
+    let status = readme
+        .split("\n## Status\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Status section");
+    let mut named = 0;
+    for row in status
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
+        .skip(1)
+    {
+        let tests = row.trim_end_matches('|').rsplit('|').next().unwrap();
+        for module in tests.split(',').map(|m| m.trim().trim_matches('`')) {
+            assert!(
+                modules.contains(&format!("\nmod {module};")),
+                "README Status names test module {module:?}, which tests/it.rs does not have"
+            );
+            named += 1;
+        }
+    }
+    assert!(
+        named > 20,
+        "the Status table names the test modules ({named})"
+    );
+}

@@ -1,7 +1,8 @@
 //! Two `portcullis serve` replicas sharing state in a real `redis-server`, against the
 //! certified provider: a logout the provider posts to one replica ends the session on
 //! the other, concurrent refreshes of one session on both spend one refresh-token
-//! grant, and a Redis outage refuses sessions (503) quickly instead of hanging.
+//! grant, a login whose callback lands on the other replica is not counted abandoned,
+//! and a Redis outage refuses sessions (503) quickly instead of hanging.
 
 use crate::common;
 
@@ -318,4 +319,104 @@ async fn a_front_channel_flood_reaches_redis_at_a_bounded_rate() {
     assert!(not_shared > 0, "the flood exceeded the rate");
     let log = proxy.diagnostics.lock().unwrap().join("\n");
     assert!(log.contains("kept on this replica only"), "{log}");
+}
+
+/// A login that began on replica A and whose callback the load balancer sent to
+/// replica B came back: A learns it from the shared state and does not count it
+/// abandoned, while a login that never came back is.
+#[tokio::test]
+async fn a_callback_on_the_other_replica_is_not_an_abandoned_login() {
+    let redis = RedisServer::start();
+    let keys = shared_keys();
+    let url = redis.url();
+    let mut args = replica_args(&keys, &url);
+    args.extend(["--login-abandoned-after", "1"]);
+    let s = setup_rule(&[], AUTH_RULE, &args).await;
+    let b_replica = Portcullis::start(s.manifests.path(), &args);
+    let abandoned_on_a = || async {
+        let metrics = s.proxy.metrics().await;
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(r#"portcullis_auth_logins_abandoned_total{rule="apps/sso"} "#)
+            })
+            .map(str::to_owned)
+    };
+    // The setup's own first request began a login that never came back.
+    eventually("the setup's login is counted abandoned on A", || async {
+        abandoned_on_a().await.as_deref() == Some("1")
+    })
+    .await;
+
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let on_a = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("app.example.com", s.proxy.http)
+        .build()
+        .unwrap();
+    let callback = callback_url(&on_a, &s.origin, "/", "bob").await;
+    let query = callback.split_once('?').unwrap().1;
+    use reqwest::cookie::CookieStore as _;
+    let cookie = jar.cookies(&s.origin.parse().unwrap()).unwrap();
+    let host = s.origin.trim_start_matches("http://");
+    let on_b = client()
+        .get(format!(
+            "http://{}/oauth2/idpresponse?{query}",
+            b_replica.http
+        ))
+        .header("host", host)
+        .header("cookie", cookie.to_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_b.status(), 302, "replica B completes the login A began");
+
+    let flows = || async {
+        let list = reqwest::get(format!("http://{}/flows", s.proxy.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        serde_json::from_str::<serde_json::Value>(&list).unwrap()
+    };
+    eventually(
+        "A records that the callback reached another replica",
+        || async {
+            flows()
+                .await
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["hops"] == 2 && f["failedAt"].is_null())
+        },
+    )
+    .await;
+    let list = flows().await;
+    let returned = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["hops"] == 2 && f["failedAt"].is_null())
+        .unwrap();
+    let timeline = reqwest::get(format!(
+        "http://{}/flows/{}",
+        s.proxy.admin,
+        returned["id"].as_str().unwrap()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        timeline.contains("ok   returned        the callback reached another replica"),
+        "{timeline}"
+    );
+    assert_eq!(
+        abandoned_on_a().await.as_deref(),
+        Some("1"),
+        "only the login that never came back"
+    );
 }

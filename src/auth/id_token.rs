@@ -129,6 +129,35 @@ pub fn validate(
 ) -> Result<IdClaims, IdTokenError> {
     let claims = verified_claims(token, jwks, expected.algs)?;
     check_claims(&claims, expected)?;
+    check_nonce(&claims, expected.nonce)?;
+    id_claims(claims)
+}
+
+/// An ID token of a refresh response (OpenID Connect Core 12.2): checked as at the
+/// login (`expected.nonce` aside: the provider need not repeat it, and the token came
+/// straight from the token endpoint, not through the browser). Whose it is, the caller
+/// compares with the session's `sub`.
+pub fn validate_refreshed(
+    token: &str,
+    jwks: &Jwks,
+    expected: &Expected<'_>,
+) -> Result<IdClaims, IdTokenError> {
+    let claims = verified_claims(token, jwks, expected.algs)?;
+    check_claims(&claims, expected)?;
+    id_claims(claims)
+}
+
+/// The claims of an ID token validated earlier, read again without its signature: only
+/// for the token a sealed session carries, which was validated before it was sealed.
+pub fn sealed_token_claims(token: &str) -> Result<Map<String, Value>, IdTokenError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(IdTokenError::Malformed);
+    }
+    let payload = token.split('.').nth(1).ok_or(IdTokenError::Malformed)?;
+    decode_json(payload)
+}
+
+fn id_claims(claims: Map<String, Value>) -> Result<IdClaims, IdTokenError> {
     let sub = claims
         .get("sub")
         .and_then(Value::as_str)
@@ -357,7 +386,11 @@ fn check_claims(claims: &Map<String, Value>, expected: &Expected<'_>) -> Result<
             None => return Err(IdTokenError::Malformed),
         },
     }
-    if claims.get("nonce").and_then(Value::as_str) != Some(expected.nonce) {
+    Ok(())
+}
+
+fn check_nonce(claims: &Map<String, Value>, nonce: &str) -> Result<(), IdTokenError> {
+    if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
         return Err(IdTokenError::NonceMismatch);
     }
     Ok(())
@@ -602,6 +635,49 @@ mod tests {
             check(with(claims(), "sub", json!(""))),
             Err(IdTokenError::Malformed)
         );
+    }
+
+    #[test]
+    fn a_refreshed_id_token_needs_no_nonce_but_every_other_check() {
+        let s = Signer::new();
+        let algs = [Alg::Es256];
+        let check = |claims: Value| {
+            validate_refreshed(
+                &s.token(json!({"alg": "ES256", "kid": "e1"}), claims),
+                &s.jwks(),
+                &expected(&algs),
+            )
+        };
+        let mut no_nonce = claims();
+        no_nonce.as_object_mut().unwrap().remove("nonce");
+        assert_eq!(check(no_nonce.clone()).unwrap().sub, "user-1");
+        assert_eq!(
+            check(with(no_nonce.clone(), "iss", json!("https://evil.example"))),
+            Err(IdTokenError::WrongIssuer("https://evil.example".into()))
+        );
+        assert_eq!(
+            check(with(no_nonce.clone(), "aud", json!("other"))),
+            Err(IdTokenError::WrongAudience)
+        );
+        assert_eq!(
+            check(with(no_nonce, "exp", json!(NOW - LEEWAY_SECS - 1))),
+            Err(IdTokenError::Expired)
+        );
+        let forged = s.token(json!({"alg": "ES256", "kid": "e1"}), claims());
+        let tampered = format!("{}x", &forged[..forged.len() - 1]);
+        assert!(validate_refreshed(&tampered, &s.jwks(), &expected(&algs)).is_err());
+    }
+
+    #[test]
+    fn a_sealed_token_reads_back_its_claims() {
+        let s = Signer::new();
+        let token = s.token(json!({"alg": "ES256", "kid": "e1"}), claims());
+        assert_eq!(
+            sealed_token_claims(&token).unwrap()["email"],
+            "a@example.com"
+        );
+        assert_eq!(sealed_token_claims("x"), Err(IdTokenError::Malformed));
+        assert_eq!(sealed_token_claims("a.!!.c"), Err(IdTokenError::Malformed));
     }
 
     #[test]

@@ -25,6 +25,9 @@ use resolver::ProviderResolver;
 /// ALB's default IdP timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// What `diagnose` calls itself when it opens a provider's login page: some providers
+/// answer clients that do not look like a browser with another page.
+const BROWSER_AGENT: &str = "Mozilla/5.0 (compatible; portcullis-diagnose)";
 /// An error body kept for logs and flow records, never shown to the user.
 const MAX_ERROR_EXCERPT: usize = 256;
 
@@ -155,6 +158,20 @@ pub struct ClientAuth<'a> {
     pub method: TokenEndpointAuthMethod,
 }
 
+/// A provider's page as a browser gets it, for `diagnose`: the status, where it
+/// redirects, the cookies it sets, and the start of the body.
+pub struct Page {
+    pub status: StatusCode,
+    pub location: Option<String>,
+    /// `Set-Cookie` values, as sent.
+    pub set_cookies: Vec<String>,
+    /// At most `MAX_PAGE_BYTES`: error pages say what they say near the top.
+    pub body: Bytes,
+}
+
+/// How much of a provider's page is read (some login pages are large).
+const MAX_PAGE_BYTES: usize = 256 * 1024;
+
 /// A provider's raw answer.
 pub struct Answer {
     pub status: StatusCode,
@@ -239,6 +256,78 @@ impl IdpClient {
                 detail: e.to_string(),
             })?;
         self.exchange(hop, req).await
+    }
+
+    /// A GET of `url` as a browser navigating sends it (HTML accepted, the cookies
+    /// `cookie` names), without following redirects: `diagnose` walks the
+    /// provider's answer to an authorization request one hop at a time.
+    pub async fn browse(&self, url: &str, cookie: Option<&str>) -> Result<Page, IdpError> {
+        let hop = Hop::Discovery;
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(url)
+            .header(ACCEPT, "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8")
+            .header(http::header::USER_AGENT, BROWSER_AGENT);
+        if let Some(cookie) = cookie {
+            req = req.header(http::header::COOKIE, cookie);
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| IdpError::Invalid {
+                hop,
+                detail: e.to_string(),
+            })?;
+        let exchange = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| IdpError::Unreachable {
+                    hop,
+                    detail: error_chain(&e),
+                })?;
+            let header = |name| {
+                resp.headers()
+                    .get_all(name)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            };
+            let location = header(http::header::LOCATION).into_iter().next();
+            let set_cookies = header(http::header::SET_COOKIE);
+            let status = resp.status();
+            let mut body = resp.into_body();
+            let mut read = Vec::new();
+            while read.len() < MAX_PAGE_BYTES {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            read.extend_from_slice(&data);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        return Err(IdpError::Unreachable {
+                            hop,
+                            detail: e.to_string(),
+                        });
+                    }
+                    None => break,
+                }
+            }
+            read.truncate(MAX_PAGE_BYTES);
+            Ok(Page {
+                status,
+                location,
+                set_cookies,
+                body: read.into(),
+            })
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| IdpError::Timeout {
+                hop,
+                timeout: self.timeout,
+            })?
     }
 
     async fn exchange(&self, hop: Hop, req: Request<Full<Bytes>>) -> Result<Answer, IdpError> {

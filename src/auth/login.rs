@@ -23,6 +23,7 @@ use super::session::{self, Session, SessionError};
 use super::shared::{RefreshClaim, RefreshResult, SharedError, SharedState};
 use crate::compile::AuthPolicy;
 use crate::form::{form_encode, form_pairs, repeated_param};
+use crate::model::ClaimsFrom;
 
 pub use crate::model::CALLBACK_PATH;
 /// ALB's `x-amzn-oidc-data` lives about a minute.
@@ -211,6 +212,38 @@ pub struct LoginRedirect {
     pub location: String,
     pub set_cookie: String,
     pub flow_id: String,
+    /// The `state` the provider sends back (in `location` too): the flow record keeps
+    /// a keyed hash of it, so a callback that lost its cookie still finds its start.
+    pub state: String,
+}
+
+/// The authorization request a login sends the browser to, parameters in ALB's order
+/// (`diagnose` sends the same request).
+pub fn authorization_url(
+    endpoint: &str,
+    policy: &AuthPolicy,
+    redirect_uri: &str,
+    state: &str,
+    nonce: &str,
+    pkce_challenge: &str,
+) -> String {
+    let mut location = format!(
+        "{endpoint}{}client_id={}&redirect_uri={}&response_type=code&scope={}&state={}",
+        if endpoint.contains('?') { '&' } else { '?' },
+        form_encode(&policy.client_id),
+        form_encode(redirect_uri),
+        form_encode(&policy.scope),
+        form_encode(state)
+    );
+    for (k, v) in &policy.extra_params {
+        location.push_str(&format!("&{k}={}", form_encode(v)));
+    }
+    location.push_str(&format!(
+        "&nonce={}&code_challenge={}&code_challenge_method=S256",
+        form_encode(nonce),
+        form_encode(pkce_challenge)
+    ));
+    location
 }
 
 /// What a callback did, hop by hop, for the flow record. `flow_id` is known once the
@@ -347,31 +380,19 @@ impl Authenticator {
         let provider = self.provider(policy).await?;
         let (state, sealed) =
             flow::begin(&self.ring, &Self::binding(policy, host), return_to, now)?;
-        let mut location = format!(
-            "{}{}client_id={}&redirect_uri={}&response_type=code&scope={}&state={}",
-            provider.meta.authorization_endpoint,
-            if provider.meta.authorization_endpoint.contains('?') {
-                '&'
-            } else {
-                '?'
-            },
-            form_encode(&policy.client_id),
-            form_encode(redirect_uri),
-            form_encode(&policy.scope),
-            state.state
+        let location = authorization_url(
+            &provider.meta.authorization_endpoint,
+            policy,
+            redirect_uri,
+            &state.state,
+            &state.nonce,
+            &state.pkce_challenge(),
         );
-        for (k, v) in &policy.extra_params {
-            location.push_str(&format!("&{k}={}", form_encode(v)));
-        }
-        location.push_str(&format!(
-            "&nonce={}&code_challenge={}&code_challenge_method=S256",
-            state.nonce,
-            state.pkce_challenge()
-        ));
         Ok(LoginRedirect {
             location,
             set_cookie: flow::set_cookie(&state.state, &sealed, secure),
             flow_id: state.flow_id,
+            state: state.state,
         })
     }
 
@@ -424,11 +445,12 @@ impl Authenticator {
                 c.sub
             )
         })?;
-        let claims = self
+        let userinfo = self
             .userinfo_for(&provider, &tokens.access_token, &id.sub, notes)
             .await?;
-        let session = new_session(policy, &state, &id, tokens, claims, at.now);
-        let shards = session::seal(&self.ring, &binding, &session);
+        note_claims(notes, policy, &id.claims, &userinfo);
+        let session = new_session(policy, &state, &id, tokens, userinfo, at.now);
+        let shards = session.and_then(|s| session::seal(&self.ring, &binding, &s));
         let shards = notes.outcome("session", shards, |s| {
             format!(
                 "{} bytes in {} cookie(s)",
@@ -895,8 +917,24 @@ impl Authenticator {
             .idp()
             .refresh(&provider.meta.token_endpoint, &client, refresh_token)
             .await?;
-        let claims = self.userinfo(&provider, &tokens.access_token).await?;
-        let sub = claims
+        // A new ID token's claims are read from now on: it is checked as at the login.
+        let id_claims = match tokens.id_token.as_deref() {
+            Some(token) => {
+                let id = self
+                    .validate_refreshed_id_token(&provider, policy, token, now)
+                    .await?;
+                if id.sub != stale.sub {
+                    return Err(LoginError::SubjectMismatch {
+                        id_token: id.sub,
+                        userinfo: stale.sub.clone(),
+                    });
+                }
+                Some(id.claims)
+            }
+            None => None,
+        };
+        let userinfo = self.userinfo(&provider, &tokens.access_token).await?;
+        let sub = userinfo
             .get("sub")
             .and_then(Value::as_str)
             .unwrap_or_default()
@@ -907,9 +945,10 @@ impl Authenticator {
                 userinfo: sub,
             });
         }
-        Ok(Session {
+        let session = Session {
             sub,
-            claims,
+            userinfo,
+            claims: Map::new(),
             access_token: tokens.access_token,
             // Providers that rotate refresh tokens send a new one; others keep the old.
             refresh_token: tokens.refresh_token.or_else(|| stale.refresh_token.clone()),
@@ -919,7 +958,28 @@ impl Authenticator {
             expires_at: stale.expires_at,
             sid: stale.sid.clone(),
             logged_in_at: stale.logged_in_at,
+        };
+        Ok(session.with_claims(id_claims.as_ref())?)
+    }
+
+    async fn validate_refreshed_id_token(
+        &self,
+        provider: &Provider,
+        policy: &AuthPolicy,
+        token: &str,
+        now: i64,
+    ) -> Result<id_token::IdClaims, LoginError> {
+        let expected = Expected {
+            issuer: &policy.issuer,
+            client_id: &policy.client_id,
+            nonce: "",
+            now,
+            algs: &provider.algs,
+        };
+        self.with_current_keys(provider, |jwks| {
+            id_token::validate_refreshed(token, jwks, &expected)
         })
+        .await
     }
 
     /// The cookies that carry `session` for this rule and host.
@@ -998,22 +1058,22 @@ impl Authenticator {
 
     /// The three identity headers for a valid session. The signed data header is
     /// reused for a while per session: signing is the costly part of a request.
+    /// `x-amzn-oidc-data` carries userinfo's claims, as ALB's, unless the rule asks
+    /// for the ID token's too (`spec.identityHeaders.claimsFrom`).
     pub fn identity(
         &self,
         policy: &AuthPolicy,
         session: &Session,
         now: i64,
     ) -> Result<Identity, LoginError> {
-        self.identity_of(
-            policy,
-            &session.sub,
-            &session.claims,
-            &session.access_token,
-            now,
-        )
+        let claims = match policy.data_claims {
+            ClaimsFrom::UserInfo => &session.userinfo,
+            ClaimsFrom::IdTokenAndUserInfo => &session.claims,
+        };
+        self.identity_of(policy, &session.sub, claims, &session.access_token, now)
     }
 
-    /// The identity headers for `sub` with `claims` (userinfo's, or a bearer token's),
+    /// The identity headers for `sub` with `claims` (a session's, or a bearer token's),
     /// carrying `access_token` as the backend's `x-amzn-oidc-accesstoken`.
     pub fn identity_of(
         &self,
@@ -1023,12 +1083,18 @@ impl Authenticator {
         access_token: &str,
         now: i64,
     ) -> Result<Identity, LoginError> {
-        // The header names the rule (signer), issuer and client: all part of the key.
+        // The header names the rule (signer), issuer and client, and carries the claims
+        // the rule chose: all part of the key.
+        let claims_from = match policy.data_claims {
+            ClaimsFrom::UserInfo => "userinfo",
+            ClaimsFrom::IdTokenAndUserInfo => "id-token-and-userinfo",
+        };
         let key = session_key(&[
             &policy.rule.namespace,
             &policy.rule.name,
             &policy.issuer,
             &policy.client_id,
+            claims_from,
             access_token,
         ]);
         let cached = self
@@ -1109,18 +1175,54 @@ fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
+/// Notes which claims came from the ID token and which from userinfo (names only).
+fn note_claims(
+    notes: &mut Notes,
+    policy: &AuthPolicy,
+    id_token: &Map<String, Value>,
+    userinfo: &Map<String, Value>,
+) {
+    notes.note(
+        "claims",
+        true,
+        format!(
+            "ID token and userinfo merged, userinfo's winning: {}{}",
+            super::claims::provenance(id_token, userinfo),
+            data_claims_note(policy, id_token, userinfo)
+        ),
+    );
+}
+
+/// For the flow record: claims only the ID token has do not reach `x-amzn-oidc-data`
+/// unless the rule asks for them.
+fn data_claims_note(
+    policy: &AuthPolicy,
+    id_token: &Map<String, Value>,
+    userinfo: &Map<String, Value>,
+) -> &'static str {
+    let token_only = id_token.keys().any(|k| {
+        super::claims::origin(k, id_token, userinfo) == Some(super::claims::Origin::IdToken)
+    });
+    if token_only && policy.data_claims == ClaimsFrom::UserInfo {
+        ". x-amzn-oidc-data carries userinfo's claims only, as ALB's; spec.identityHeaders.claimsFrom: IdTokenAndUserInfo adds the ID token's"
+    } else {
+        ""
+    }
+}
+
 /// The session a completed login starts.
 fn new_session(
     policy: &AuthPolicy,
     state: &FlowState,
     id: &id_token::IdClaims,
     tokens: TokenResponse,
-    claims: Map<String, Value>,
+    userinfo: Map<String, Value>,
     now: i64,
-) -> Session {
+) -> Result<Session, SessionError> {
     Session {
         sub: id.sub.clone(),
-        claims,
+        userinfo,
+        claims: Map::new(),
         access_token: tokens.access_token,
         refresh_token: tokens.refresh_token,
         id_token: tokens.id_token,
@@ -1134,6 +1236,7 @@ fn new_session(
             .map(str::to_owned),
         logged_in_at: now,
     }
+    .with_claims(Some(&id.claims))
 }
 
 fn opened_key(binding: &str, shards: &[String]) -> SessionKey {

@@ -3,9 +3,11 @@
 //! where a browser may be sent after login.
 
 pub mod bearer;
+pub mod claims;
 pub mod cookies;
 pub mod credentials;
 pub mod flow;
+pub mod guard;
 pub mod id_token;
 pub mod identity;
 pub mod idp;

@@ -19,6 +19,9 @@ pub enum Refusal {
     InvalidCookie,
     /// Logged in, but the AuthRule's authorization says no (403).
     Forbidden,
+    /// Logged in, but a claim the authorization needs was left out by the provider
+    /// and named in `_claim_names` instead (Entra ID's groups overage) (403).
+    ClaimsOverage,
     /// A route guarded by `jwt-validation` alone, and no bearer token (401).
     BearerTokenRequired,
 }
@@ -28,7 +31,7 @@ impl Refusal {
         match self {
             Self::RuleInvalid => 500,
             Self::RulePending | Self::SharedStateUnavailable => 503,
-            Self::RequiresHttps | Self::Forbidden => 403,
+            Self::RequiresHttps | Self::Forbidden | Self::ClaimsOverage => 403,
             Self::Denied | Self::InvalidCookie | Self::BearerTokenRequired => 401,
         }
     }
@@ -43,6 +46,7 @@ impl Refusal {
             Self::Denied => "AuthDenied",
             Self::InvalidCookie => "AuthInvalidCookie",
             Self::Forbidden => "AuthForbidden",
+            Self::ClaimsOverage => "AuthClaimsOverage",
             Self::BearerTokenRequired => "AuthBearerTokenRequired",
         }
     }
@@ -62,6 +66,9 @@ impl Refusal {
             }
             Self::Denied | Self::InvalidCookie => "This address needs a login session.",
             Self::Forbidden => "Your account is logged in but may not open this address.",
+            Self::ClaimsOverage => {
+                "Your account is logged in, but the identity provider did not send the groups this address checks (there are too many); the operator can change what the provider sends."
+            }
             Self::BearerTokenRequired => "This address needs a bearer token.",
         }
     }
@@ -79,7 +86,7 @@ impl Refusal {
 mod tests {
     use super::*;
 
-    const ALL: [Refusal; 8] = [
+    const ALL: [Refusal; 9] = [
         Refusal::RuleInvalid,
         Refusal::RulePending,
         Refusal::RequiresHttps,
@@ -87,6 +94,7 @@ mod tests {
         Refusal::Denied,
         Refusal::InvalidCookie,
         Refusal::Forbidden,
+        Refusal::ClaimsOverage,
         Refusal::BearerTokenRequired,
     ];
 

@@ -28,13 +28,22 @@ pub enum SessionError {
     Seal,
 }
 
+type Claims = serde_json::Map<String, serde_json::Value>;
+
 /// What a completed login leaves behind.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Session {
     /// `sub` of the user (from userinfo, equal to the ID token's).
     pub sub: String,
-    /// The userinfo response, passed on in `x-amzn-oidc-data`.
-    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The userinfo response, passed on in `x-amzn-oidc-data` (unless the rule asks
+    /// for the ID token's claims too).
+    #[serde(rename = "claims")]
+    pub userinfo: Claims,
+    /// The ID token's claims merged with userinfo's (`auth::claims::merge`): what
+    /// authorization and claim headers read. Never stored: made from `id_token` and
+    /// `userinfo` when the session is made or opened, so the cookie carries no copy.
+    #[serde(skip)]
+    pub claims: Claims,
     pub access_token: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
@@ -56,9 +65,38 @@ pub struct Session {
     pub logged_in_at: i64,
 }
 
+impl Session {
+    /// The session with `claims` made: `id_token_claims` (the validated ID token's,
+    /// when at hand) or else those of the stored `id_token`, merged with userinfo's.
+    /// An ID token that cannot be read makes the session invalid: it was validated
+    /// before it was sealed, so this is never a real session.
+    pub fn with_claims(mut self, id_token_claims: Option<&Claims>) -> Result<Self, SessionError> {
+        let read;
+        let from_token = match (id_token_claims, &self.id_token) {
+            (Some(c), _) => c,
+            (None, Some(token)) => {
+                read = super::id_token::sealed_token_claims(token)
+                    .map_err(|_| SessionError::Invalid)?;
+                &read
+            }
+            (None, None) => &Claims::new(),
+        };
+        self.claims = super::claims::merge(from_token, &self.userinfo);
+        Ok(self)
+    }
+
+    /// The stored ID token's claims (empty without one), for explaining a refusal.
+    pub fn id_token_claims(&self) -> Claims {
+        self.id_token
+            .as_deref()
+            .and_then(|t| super::id_token::sealed_token_claims(t).ok())
+            .unwrap_or_default()
+    }
+}
+
 /// Seals `session` for `binding` (the AuthRule and host) into shard values.
 pub fn seal(ring: &KeyRing, binding: &str, session: &Session) -> Result<Vec<String>, SessionError> {
-    let claims_bytes = serde_json::to_vec(&session.claims)
+    let claims_bytes = serde_json::to_vec(&session.userinfo)
         .map_err(|_| SessionError::Seal)?
         .len()
         + session.access_token.len();
@@ -85,7 +123,9 @@ pub fn open(ring: &KeyRing, binding: &str, shards: &[String]) -> Result<Session,
     {
         return Err(SessionError::Invalid);
     }
-    sealed::open(ring, Purpose::Session, binding, &value).ok_or(SessionError::Invalid)
+    sealed::open::<Session>(ring, Purpose::Session, binding, &value)
+        .ok_or(SessionError::Invalid)?
+        .with_claims(None)
 }
 
 /// The shard values of cookie `name` (`NAME-0`, `NAME-1`, ... in order) from the
@@ -148,7 +188,8 @@ mod tests {
         claims.insert("blob".into(), "x".repeat(claim_bytes).into());
         Session {
             sub: "user-1".into(),
-            claims,
+            userinfo: claims,
+            claims: Claims::new(),
             access_token: "at".into(),
             refresh_token: Some("rt".into()),
             id_token: None,
@@ -158,6 +199,35 @@ mod tests {
             logged_in_at: 0,
             expires_at: 200,
         }
+        .with_claims(None)
+        .unwrap()
+    }
+
+    #[test]
+    fn the_id_tokens_claims_are_read_back_never_stored_twice() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let r = ring(1);
+        let payload =
+            serde_json::json!({"sub": "user-1", "iss": "https://idp", "groups": ["admins"]});
+        let mut s = session(10);
+        s.id_token = Some(format!(
+            "e30.{}.sig",
+            URL_SAFE_NO_PAD.encode(payload.to_string())
+        ));
+        let s = s.with_claims(None).unwrap();
+        assert_eq!(s.claims["groups"], serde_json::json!(["admins"]));
+        assert!(!s.claims.contains_key("iss"));
+        let shards = seal(&r, "b", &s).unwrap();
+        let opened = open(&r, "b", &shards).unwrap();
+        assert_eq!(opened, s, "the merged claims are made again on opening");
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(
+            json.get("userinfo").is_none() && json["claims"].get("groups").is_none(),
+            "{json}"
+        );
+        let mut broken = s.clone();
+        broken.id_token = Some("not a token".into());
+        assert_eq!(broken.with_claims(None), Err(SessionError::Invalid));
     }
 
     #[test]

@@ -355,6 +355,42 @@ impl SharedState {
         Ok((result, locked))
     }
 
+    /// Notes, for the replica that sent its redirect, that flow `flow_id`'s callback
+    /// arrived. Nothing in process: there the flow record itself shows it.
+    pub async fn note_callback(&self, flow_id: &str, keep: Duration) -> Result<(), SharedError> {
+        let Some(redis) = &self.redis else {
+            return Ok(());
+        };
+        let mut conn = redis.conn.clone();
+        let set = conn.set_ex::<_, _, ()>(
+            format!("{PREFIX}flow-returned:{}", digest_hex(flow_id)),
+            1,
+            keep.as_secs().max(1),
+        );
+        within(redis.timeout, set).await
+    }
+
+    /// Which of `flow_ids` had their callback noted by any replica, in order; `None`
+    /// in process, where only this replica's own records can tell.
+    pub async fn callbacks_noted(
+        &self,
+        flow_ids: &[String],
+    ) -> Result<Option<Vec<bool>>, SharedError> {
+        let Some(redis) = &self.redis else {
+            return Ok(None);
+        };
+        if flow_ids.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let mut conn = redis.conn.clone();
+        let mut pipe = redis::pipe();
+        for id in flow_ids {
+            pipe.exists(format!("{PREFIX}flow-returned:{}", digest_hex(id)));
+        }
+        let noted = pipe.query_async::<Vec<bool>>(&mut conn);
+        Ok(Some(within(redis.timeout, noted).await?))
+    }
+
     fn apply(&self, message: &str) {
         let parsed: Option<(String, String, i64)> =
             serde_json::from_str::<serde_json::Value>(message)

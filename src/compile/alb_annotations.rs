@@ -422,6 +422,8 @@ fn login_from(
             cors: Default::default(),
             authorization: None,
             bearer: None,
+            identity_headers: Default::default(),
+            claim_headers: Default::default(),
         },
         cognito,
     )))

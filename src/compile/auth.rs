@@ -504,6 +504,7 @@ fn resolve_policy(
         .as_ref()
         .and_then(|b| super::bearer::compile(b, obj, &mut errors))
         .map(Arc::new);
+    let claim_headers = super::claim_headers::compile(&spec.claim_headers, obj, &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -530,6 +531,8 @@ fn resolve_policy(
         allow_preflight: spec.cors.allow_preflight,
         authorization,
         bearer,
+        data_claims: spec.identity_headers.claims_from,
+        claim_headers,
         spec: spec.clone(),
     })
 }
@@ -604,9 +607,13 @@ fn check_extra_params(obj: &ObjectRef, oidc: &OidcSpec, errors: &mut Vec<Diagnos
             "remove some parameters".into(),
         ));
     }
+    // Keys go into the authorization URL as they are, so only characters a URL
+    // carries unencoded (RFC 3986 unreserved): `access_type`, `login_hint`, `ui_locales`.
     for key in oidc.authentication_request_extra_params.keys() {
         if key.is_empty()
-            || !key.bytes().all(|b| b.is_ascii_alphanumeric())
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'~'))
             || RESERVED_PARAMS.contains(&key.as_str())
         {
             errors.push(Diagnostic::error(
@@ -615,7 +622,7 @@ fn check_extra_params(obj: &ObjectRef, oidc: &OidcSpec, errors: &mut Vec<Diagnos
                 "InvalidExtraParam",
                 format!("extra parameter {key:?} is not allowed"),
                 format!(
-                    "keys are letters and digits, and not one of {}",
+                    "keys are letters, digits, `_`, `-`, `.` and `~`, and not one of {}",
                     RESERVED_PARAMS.join(", ")
                 ),
             ));

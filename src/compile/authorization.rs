@@ -95,7 +95,10 @@ pub struct Decision<'a> {
     pub allowed: bool,
     /// What decided: a rule's name, `emailDomains`, `groups` or `defaultAction`.
     pub by: &'a str,
-    /// The claim names looked at (never their values).
+    /// Whether `by` is a rule's name (a rule may be called `groups` too).
+    pub by_rule: bool,
+    /// The claim names looked at (never their values); for `defaultAction`, those of
+    /// every rule tried.
     pub claims: Cow<'a, [String]>,
     /// Why an expression could not be evaluated, when that is what refused.
     pub error: Option<String>,
@@ -191,15 +194,55 @@ impl Authorization {
         if let Some(refused) = self.identity_refusal(claims) {
             return refused;
         }
-        if let Some(decided) = self.rule_decision(claims, request, source) {
+        let claims = self.groups_as_list(claims);
+        if let Some(decided) = self.rule_decision(&claims, request, source) {
             return decided;
         }
+        let tried = if self.default_allow {
+            Cow::Borrowed(&[][..])
+        } else {
+            Cow::Owned(self.claims_of_rules_for(request))
+        };
         Decision {
             allowed: self.default_allow,
             by: "defaultAction",
-            claims: Cow::Borrowed(&[]),
+            by_rule: false,
+            claims: tried,
             error: None,
         }
+    }
+
+    /// The groups claim as expressions see it: a list, also when the provider sends
+    /// one space-separated string (as the `groups` short form reads it), so
+    /// `'admins' in claims.groups` holds either way.
+    fn groups_as_list<'c>(&self, claims: &'c Map<String, Value>) -> Cow<'c, Map<String, Value>> {
+        match claims.get(&self.groups_claim) {
+            Some(Value::String(_)) => {
+                let mut listed = claims.clone();
+                let groups = groups_of(claims.get(&self.groups_claim));
+                listed.insert(
+                    self.groups_claim.clone(),
+                    Value::Array(groups.into_iter().map(Value::String).collect()),
+                );
+                Cow::Owned(listed)
+            }
+            _ => Cow::Borrowed(claims),
+        }
+    }
+
+    /// The claim names read by the rules that apply to the request's path.
+    fn claims_of_rules_for(&self, request: &RequestFacts<'_>) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for rule in &self.rules {
+            if rule.paths.is_empty() || rule.paths.iter().any(|p| matches_path(p, request)) {
+                for c in &rule.claims {
+                    if !names.contains(c) {
+                        names.push(c.clone());
+                    }
+                }
+            }
+        }
+        names
     }
 
     /// A refusal by `emailDomains` or `groups`, which are checked before any rule.
@@ -263,6 +306,7 @@ impl Authorization {
                     return Some(Decision {
                         allowed: rule.allow,
                         by: &rule.name,
+                        by_rule: true,
                         claims: Cow::Borrowed(&rule.claims),
                         error: None,
                     });
@@ -271,18 +315,20 @@ impl Authorization {
                 // A claim the user lacks, or a result that is not a boolean: refused,
                 // whatever the rule's action.
                 Ok(other) => {
-                    return Some(refuse(
-                        &rule.name,
-                        Cow::Borrowed(&rule.claims),
-                        Some(format!("the expression gave {other:?}, not true or false")),
-                    ));
+                    return Some(Decision {
+                        by_rule: true,
+                        ..refuse(
+                            &rule.name,
+                            Cow::Borrowed(&rule.claims),
+                            Some(format!("the expression gave {other:?}, not true or false")),
+                        )
+                    });
                 }
                 Err(e) => {
-                    return Some(refuse(
-                        &rule.name,
-                        Cow::Borrowed(&rule.claims),
-                        Some(e.to_string()),
-                    ));
+                    return Some(Decision {
+                        by_rule: true,
+                        ..refuse(&rule.name, Cow::Borrowed(&rule.claims), Some(e.to_string()))
+                    });
                 }
             }
         }
@@ -290,12 +336,28 @@ impl Authorization {
     }
 }
 
+/// A refusal by a short form or, with `by_rule` set after, by a rule.
 fn refuse<'a>(by: &'a str, claims: Cow<'a, [String]>, error: Option<String>) -> Decision<'a> {
     Decision {
         allowed: false,
         by,
+        by_rule: false,
         claims,
         error,
+    }
+}
+
+impl Decision<'_> {
+    /// What decided, as the log and the error page name it: `rule "admins"`,
+    /// `emailDomains`, `groups` or `defaultAction`.
+    pub fn decider(&self) -> String {
+        match (self.by_rule, self.by) {
+            (true, rule) => format!("rule {rule:?}"),
+            (false, "defaultAction") => {
+                "spec.authorization.defaultAction (no rule allowed the request)".into()
+            }
+            (false, short) => format!("spec.authorization.{short}"),
+        }
     }
 }
 
@@ -492,6 +554,86 @@ rules:
             Source::Session,
         );
         assert!(!d.allowed, "a suffix is not a domain");
+    }
+
+    #[test]
+    fn a_space_separated_groups_claim_reads_as_a_list_in_rules_too() {
+        let a = compiled(&spec(
+            "rules:\n- {name: admins, when: \"'admins' in claims.roles\", action: Allow}\ngroupsClaim: roles\n",
+        ));
+        for roles in [json!("staff admins"), json!(["staff", "admins"])] {
+            let d = a.decide(
+                &claims(json!({"roles": roles})),
+                &request("/"),
+                Source::Session,
+            );
+            assert!(d.allowed, "{roles}: {d:?}");
+        }
+        let d = a.decide(
+            &claims(json!({"roles": "staff administrators"})),
+            &request("/"),
+            Source::Session,
+        );
+        assert!(!d.allowed, "words, not substrings");
+        let short = compiled(&spec("groups: [admins]\n"));
+        assert!(
+            short
+                .decide(
+                    &claims(json!({"groups": "staff admins"})),
+                    &request("/"),
+                    Source::Session
+                )
+                .allowed
+        );
+    }
+
+    #[test]
+    fn the_default_names_the_claims_every_tried_rule_read() {
+        let a = compiled(&spec(
+            r#"
+rules:
+- {name: groups, when: "has(claims.groups) && 'admins' in claims.groups", action: Allow}
+- {name: admin-paths, paths: ["/admin*"], when: "claims.level > 3", action: Allow}
+- {name: mail, when: "has(claims.email) && claims.email == 'boss@x'", action: Allow}
+"#,
+        ));
+        let d = a.decide(
+            &claims(json!({"sub": "u"})),
+            &request("/docs"),
+            Source::Session,
+        );
+        assert_eq!(
+            (d.allowed, d.by, d.by_rule),
+            (false, "defaultAction", false)
+        );
+        assert_eq!(
+            *d.claims,
+            ["groups", "email"],
+            "the admin-paths rule was not tried"
+        );
+        assert_eq!(
+            d.decider(),
+            "spec.authorization.defaultAction (no rule allowed the request)"
+        );
+        let d = a.decide(
+            &claims(json!({"sub": "u"})),
+            &request("/admin"),
+            Source::Session,
+        );
+        assert_eq!(d.decider(), "rule \"admin-paths\"");
+        let d = a.decide(
+            &claims(json!({"groups": ["admins"]})),
+            &request("/"),
+            Source::Session,
+        );
+        assert_eq!(
+            d.decider(),
+            "rule \"groups\"",
+            "a rule named like a short form is a rule"
+        );
+        let short = compiled(&spec("groups: [admins]\n"));
+        let d = short.decide(&claims(json!({"sub": "u"})), &request("/"), Source::Session);
+        assert_eq!(d.decider(), "spec.authorization.groups");
     }
 
     #[test]

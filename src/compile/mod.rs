@@ -12,6 +12,7 @@ pub mod authorization;
 mod backends;
 pub mod bearer;
 mod cel_facts;
+pub mod claim_headers;
 mod gateway;
 pub mod path_pattern;
 mod precedence;
@@ -87,7 +88,7 @@ pub struct Compiled {
 pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
     let mut diags = objects.diagnostics.clone();
     let index = backends::Index::new(objects);
-    let ingresses = select_ingresses(objects, options);
+    let ingresses = select_ingresses(objects, options, &mut diags);
     let mut certs = tls::compile_certs(&ingresses, &index, options, &mut diags);
     let ours: HashSet<ObjectRef> = ingresses.iter().map(|i| ingress_ref(i)).collect();
     let mut rules = auth::compile_rules(objects, &index, &ours, &mut diags);
@@ -217,12 +218,27 @@ pub(crate) fn age_key(meta: &ObjectMeta) -> (Option<jiff::Timestamp>, &str, &str
 /// The Ingresses of our class: named by `spec.ingressClassName` (or the legacy
 /// annotation) as an IngressClass whose controller is ours or as the configured
 /// class name; or naming no class while one of our classes is the cluster default.
-fn select_ingresses<'a>(objects: &'a Objects, options: &CompileOptions) -> Vec<&'a Ingress> {
+///
+/// The configured class name is not served when an IngressClass of that name belongs
+/// to another controller (`--ingress-class alb` beside the AWS Load Balancer
+/// Controller): two controllers would serve, and guard differently, the same Ingress.
+fn select_ingresses<'a>(
+    objects: &'a Objects,
+    options: &CompileOptions,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<&'a Ingress> {
     let mut names: HashSet<&str> = HashSet::from([options.ingress_class.as_str()]);
     let mut have_default = options.watch_ingress_without_class;
     for class in &objects.ingress_classes {
         let controller = class.spec.as_ref().and_then(|s| s.controller.as_deref());
         if controller != Some(CONTROLLER_NAME) {
+            if class.metadata.name.as_deref() == Some(options.ingress_class.as_str()) {
+                names.remove(options.ingress_class.as_str());
+                diags.push(class_of_another_controller(
+                    &options.ingress_class,
+                    controller.unwrap_or("none"),
+                ));
+            }
             continue;
         }
         if let Some(name) = class.metadata.name.as_deref() {
@@ -259,6 +275,20 @@ fn select_ingresses<'a>(objects: &'a Objects, options: &CompileOptions) -> Vec<&
         .collect();
     selected.sort_by(|a, b| age_key(&a.metadata).cmp(&age_key(&b.metadata)));
     selected
+}
+
+fn class_of_another_controller(name: &str, controller: &str) -> Diagnostic {
+    Diagnostic::error(
+        &ObjectRef::new("IngressClass", "", name),
+        "spec.controller",
+        "IngressClassOfAnotherController",
+        format!(
+            "IngressClass {name} belongs to controller {controller}, so Portcullis serves none of its Ingresses (two controllers would serve the same Ingress)"
+        ),
+        format!(
+            "give Portcullis a class of its own (--ingress-class, an IngressClass with controller {CONTROLLER_NAME}) and move Ingresses to it host by host; see docs/coming-from-alb.md"
+        ),
+    )
 }
 
 fn normalize_host(host: &str) -> String {

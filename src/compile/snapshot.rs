@@ -431,6 +431,18 @@ impl Route {
         }
     }
 
+    /// The claim headers of every AuthRule guarding this route: removed from each of
+    /// its requests, whatever path and guard apply, so no client sets one.
+    pub fn claim_header_names(&self) -> impl Iterator<Item = &http::HeaderName> {
+        self.guards
+            .iter()
+            .filter_map(|g| match &g.policy {
+                GuardPolicy::Oidc(p) => Some(p.claim_headers.iter().map(|c| &c.name)),
+                _ => None,
+            })
+            .flatten()
+    }
+
     /// The guard that applies to this (canonical) request path, if any.
     pub fn guard_for(&self, path: &str) -> Option<&Guard> {
         self.guards
@@ -515,6 +527,11 @@ pub struct AuthPolicy {
     pub authorization: Option<Arc<super::authorization::Authorization>>,
     /// Bearer tokens accepted besides sessions (`spec.bearer`).
     pub bearer: Option<Arc<super::bearer::BearerPolicy>>,
+    /// The claims a session's `x-amzn-oidc-data` carries
+    /// (`spec.identityHeaders.claimsFrom`).
+    pub data_claims: crate::model::ClaimsFrom,
+    /// Plain headers made from claims (`spec.claimHeaders`).
+    pub claim_headers: Vec<super::claim_headers::ClaimHeader>,
     pub spec: AuthRuleSpec,
 }
 

@@ -188,6 +188,42 @@ spec: {controller: portcullis.dev/ingress-controller}
     );
 }
 
+/// `--ingress-class alb` beside the AWS Load Balancer Controller, whose IngressClass
+/// `alb` names its own controller: both would serve the same Ingress, so Portcullis
+/// serves none of them and says why.
+#[test]
+fn the_configured_class_is_not_served_when_another_controller_owns_it() {
+    let alb = INGRESS.replace("ingressClassName: portcullis", "ingressClassName: alb");
+    let class = "---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: alb}\nspec: {controller: ingress.k8s.aws/alb}\n";
+    let options = CompileOptions {
+        ingress_class: "alb".into(),
+        ..CompileOptions::default()
+    };
+    let with_class = objects(&format!(
+        "{alb}{class}{}",
+        service("apps", "root", "10.0.0.1", 80)
+    ));
+    let c = compile(&with_class, &options);
+    assert!(c.snapshot.routes.all.is_empty());
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.reason == "IngressClassOfAnotherController")
+        .expect("reported");
+    assert_eq!(
+        (d.object.kind.as_str(), d.object.name.as_str()),
+        ("IngressClass", "alb")
+    );
+    assert!(d.message.contains("ingress.k8s.aws/alb"), "{}", d.message);
+
+    let without_class = objects(&format!("{alb}{}", service("apps", "root", "10.0.0.1", 80)));
+    let c = compile(&without_class, &options);
+    assert!(
+        !c.snapshot.routes.all.is_empty(),
+        "with no IngressClass object, the configured name is ours"
+    );
+}
+
 #[test]
 fn a_missing_service_fails_closed_for_its_route_only() {
     let c = compiled(&format!(
@@ -384,7 +420,7 @@ fn a_missing_secret_key_fails_closed_and_names_the_fix() {
 fn every_problem_of_an_authrule_is_reported_at_once() {
     let rule = AUTH_RULE
         .replace("https://idp.example.com", "http://idp.example.com")
-        .replace("clientId: app", "clientId: app\n    scope: email\n    authenticationRequestExtraParams: {state: x, \"bad-key\": v}");
+        .replace("clientId: app", "clientId: app\n    scope: email\n    authenticationRequestExtraParams: {state: x, \"bad&key\": v, access_type: offline, login_hint: a}");
     let c = compiled(&format!("{}{rule}", routing_fixture()));
     let reasons: Vec<_> = c.diagnostics.iter().map(|d| d.reason).collect();
     for r in [
@@ -405,7 +441,7 @@ fn every_problem_of_an_authrule_is_reported_at_once() {
             .filter(|r| **r == "InvalidExtraParam")
             .count(),
         2,
-        "{:#?}",
+        "state and bad&key, not access_type or login_hint: {:#?}",
         c.diagnostics
     );
 }

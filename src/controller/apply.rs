@@ -271,8 +271,10 @@ impl Worker {
             Write::AuthRuleStatus { uid, status, .. } => {
                 own.statuses.insert(uid, (status, Instant::now()));
             }
-            Write::UnreadableStatus { object, error, .. } => {
-                own.unreadable.insert(object, error);
+            Write::UnreadableStatus {
+                object, reported, ..
+            } => {
+                own.unreadable.insert(object, reported);
             }
             Write::GatewayApiStatus { object, status, .. } => {
                 own.gateway.insert(object, (status, Instant::now()));

@@ -138,6 +138,7 @@ pub fn decide(
 pub fn spawn(
     api: Api<Lease>,
     config: LeaseConfig,
+    rounds: prometheus::IntCounterVec,
     mut shutdown: watch::Receiver<bool>,
 ) -> (Leadership, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(None);
@@ -147,6 +148,12 @@ pub fn spawn(
             let started = Instant::now();
             let round =
                 tokio::time::timeout(config.call_timeout, round(&api, &config, &mut seen)).await;
+            let learnt = match round {
+                Ok(Ok(true)) => "leading",
+                Ok(Ok(false)) => "following",
+                _ => "failed",
+            };
+            rounds.with_label_values(&[learnt]).inc();
             match round {
                 Ok(Ok(true)) => {
                     let deadline = started + config.duration;

@@ -34,6 +34,9 @@ const RESYNC_EVERY: Duration = Duration::from_secs(30);
 const PROBE_EVERY: Duration = Duration::from_secs(30);
 /// Client credentials are checked when they change, and again this often.
 const CREDENTIALS_EVERY: Duration = Duration::from_secs(300);
+/// Logins counted abandoned bring status up to date at most this often (besides the
+/// resync), so a provider refusing every login does not mean a write per login.
+const ABANDONED_PLAN_EVERY: Duration = Duration::from_secs(5);
 
 /// The last credentials check of each rule: what was checked (a digest of the client
 /// id, secret, method and token endpoint), when, and the verdict.
@@ -71,8 +74,13 @@ impl Controller {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
-        let (mut leadership, lease_task) =
-            lease::spawn(leases, self.lease.clone(), shutdown.clone());
+        let metrics = self.context.status_metrics.clone();
+        let (mut leadership, lease_task) = lease::spawn(
+            leases,
+            self.lease.clone(),
+            metrics.lease_rounds.clone(),
+            shutdown.clone(),
+        );
         let recorder = Recorder::new(
             self.client.clone(),
             Reporter {
@@ -80,7 +88,7 @@ impl Controller {
                 instance: Some(self.identity.clone()),
             },
         );
-        let metrics = self.context.status_metrics.clone();
+        let plans = metrics.plans.clone();
         let applier = apply::spawn(
             self.client.clone(),
             recorder,
@@ -89,19 +97,42 @@ impl Controller {
             metrics,
         );
         let mut checked = CredentialChecks::new();
+        let mut abandoned = self.context.flows.watch_abandoned();
+        // When logins were counted abandoned: the next plan, no sooner than
+        // ABANDONED_PLAN_EVERY after the last.
+        let mut abandoned_due: Option<tokio::time::Instant> = None;
+        let mut last_plan = tokio::time::Instant::now();
+        let mut watching = true;
         loop {
+            let due = abandoned_due;
             tokio::select! {
                 r = published.changed() => if r.is_err() { break },
                 _ = leadership.changed() => {}
                 _ = tokio::time::sleep(RESYNC_EVERY) => {}
+                r = abandoned.changed(), if due.is_none() && watching => {
+                    match r {
+                        Ok(()) => abandoned_due = Some(last_plan + ABANDONED_PLAN_EVERY),
+                        Err(_) => watching = false,
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {}
                 _ = shutdown.wait_for(|s| *s) => break,
             }
+            abandoned_due = None;
+            last_plan = tokio::time::Instant::now();
             if !leadership.holds() {
                 continue;
             }
             let current = published.borrow_and_update().clone();
             if let Some(p) = current {
                 let writes = self.plan(&p, &applier, &mut checked).await;
+                let found = if writes.is_empty() {
+                    "nothing"
+                } else {
+                    "writes"
+                };
+                plans.with_label_values(&[found]).inc();
                 applier.send(writes);
             }
         }
@@ -117,6 +148,8 @@ impl Controller {
         let idp = self.provider_health(&p.snapshot).await;
         let credentials = self.credentials(&p.snapshot, checked).await;
         let failures = self.context.flows.failures();
+        let abandoned = (self.context.flows)
+            .abandoned_counts(crate::observe::flows::now_ms(), plan::ABANDONED_WINDOW);
         let (own_writes, own_unreadable, own_gateway, own_events) = match applier.own.lock() {
             Ok(mut own) => {
                 let (writes, unreadable) = own.recent();
@@ -137,6 +170,7 @@ impl Controller {
             idp: &idp,
             credentials: &credentials,
             failures: &failures,
+            abandoned: &abandoned,
             own_writes: &own_writes,
             own_unreadable: &own_unreadable,
             own_gateway: &own_gateway,

@@ -93,6 +93,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let auth = demo_authenticator()?;
     let log = AccessLog::start(LogFormat::Alb, Box::new(std::io::stdout()));
     let dp = DataPlane::new(ProxyConfig::default(), log, auth);
+    dp.spawn_flow_sweeper();
     let options_compile = CompileOptions {
         ingress_class: "portcullis".into(),
         ..CompileOptions::default()
@@ -102,6 +103,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let bound = Bound {
         http: Some(proxy),
         https: None,
+        https_offloaded: None,
         admin: Some(admin),
     };
     let addresses = bound.describe();

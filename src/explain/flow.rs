@@ -66,7 +66,7 @@ pub fn rebuild(input: impl BufRead, id: &str) -> Option<FlowRecord> {
         rule: first.rule.clone(),
         host: first.host.clone(),
         hops: hops.iter().map(|l| l.hop.clone()).collect(),
-        reason: None,
+        ..FlowRecord::default()
     })
 }
 
@@ -142,7 +142,7 @@ fn json_fields(line: &str) -> Option<(String, BTreeMap<String, String>)> {
 }
 
 /// A Debug-formatted string (`"a \"b\""`) back to its text.
-fn unquote(s: &str) -> String {
+pub(super) fn unquote(s: &str) -> String {
     if s.len() >= 2 && s.starts_with('"') && s.ends_with('"') {
         serde_json::from_str::<String>(s).unwrap_or_else(|_| s[1..s.len() - 1].to_owned())
     } else {

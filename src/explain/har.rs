@@ -137,13 +137,23 @@ fn param(url: &str, name: &str) -> Option<String> {
     })
 }
 
-/// The reason and reference an error page (ours or JSON) names.
-fn page_reason(text: &str) -> (Option<String>, Option<String>) {
+/// What an error page (ours, HTML or JSON) names.
+#[derive(Default)]
+struct Page {
+    reason: Option<String>,
+    reference: Option<String>,
+    /// What was checked (an authorization refusal's rule and claim names).
+    detail: Option<String>,
+}
+
+fn page_reason(text: &str) -> Page {
     if let Ok(v) = serde_json::from_str::<Value>(text) {
-        return (
-            v["error"].as_str().map(str::to_owned),
-            v["traceId"].as_str().map(str::to_owned),
-        );
+        let get = |k: &str| v[k].as_str().map(str::to_owned);
+        return Page {
+            reason: get("error"),
+            reference: get("traceId"),
+            detail: get("detail"),
+        };
     }
     let code_after = |label: &str| {
         let i = text.find(label)? + label.len();
@@ -151,7 +161,28 @@ fn page_reason(text: &str) -> (Option<String>, Option<String>) {
         let start = rest.find("<code>")? + 6;
         Some(rest[start..start + rest[start..].find('<')?].to_owned())
     };
-    (code_after("Reason:"), code_after("Reference:"))
+    // `<h1>..</h1><p>message</p><p>detail</p><p>Reason: ...`
+    let detail = || {
+        let after_title = &text[text.find("</h1><p>")? + 8..];
+        let rest = &after_title[after_title.find("</p>")? + 4..];
+        let body = rest
+            .strip_prefix("<p>")
+            .filter(|r| !r.starts_with("Reason:"))?;
+        Some(html_unescape(&body[..body.find("</p>")?]))
+    };
+    Page {
+        reason: code_after("Reason:"),
+        reference: code_after("Reference:"),
+        detail: detail(),
+    }
+}
+
+fn html_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
 }
 
 /// The step that broke, why, and the fix.
@@ -387,7 +418,9 @@ fn callback_failure(
 
 /// What the callback's error page names, explained.
 fn callback_error_page(callback: &Entry) -> (String, String) {
-    let (reason, reference) = page_reason(&callback.text);
+    let Page {
+        reason, reference, ..
+    } = page_reason(&callback.text);
     let reason = reason.unwrap_or_else(|| format!("status {}", callback.status));
     let entry = reasons::lookup(&reason);
     (
@@ -456,25 +489,48 @@ fn after_callback(
             });
         }
         Some(e) => {
-            let (reason, _) = page_reason(&e.text);
             report.steps.push(Step {
                 name: "authenticated request",
                 state: StepState::Failed,
                 detail: format!("{} answered {}", e.url, e.status),
             });
-            return Err((
-                "authenticated request".into(),
-                format!(
-                    "the first request after the login answered {}{}",
-                    e.status,
-                    reason.map_or(String::new(), |r| format!(" ({r})"))
-                ),
-                "check the backend, and that the session cookie was sent".into(),
-            ));
+            return Err(refused_after_login(e));
         }
         None => report.notes.push("the HAR ends at the callback".into()),
     }
     Ok(())
+}
+
+/// Why the first request after the login failed: for an authorization refusal, what
+/// the page says was checked and where to look next.
+fn refused_after_login(e: &Entry) -> Broke {
+    let page = page_reason(&e.text);
+    let why = format!(
+        "the first request after the login answered {}{}{}",
+        e.status,
+        page.reason
+            .as_deref()
+            .map_or(String::new(), |r| format!(" ({r})")),
+        page.detail
+            .as_deref()
+            .map_or(String::new(), |d| format!(": {d}"))
+    );
+    let authorization = matches!(
+        page.reason.as_deref(),
+        Some("AuthForbidden" | "AuthClaimsOverage")
+    );
+    let fix = match (
+        authorization,
+        page.reason.as_deref().and_then(reasons::lookup),
+    ) {
+        (true, Some(r)) => format!(
+            "{} (portcullis explain flow {} on the logs)",
+            r.fix,
+            page.reference.as_deref().unwrap_or("<reference>")
+        ),
+        _ => "check the backend, and that the session cookie was sent".into(),
+    };
+    ("authenticated request".into(), why, fix)
 }
 
 fn clock_skew(entries: &[Entry], report: &mut HarReport) {

@@ -1,6 +1,8 @@
 //! The `AuthRule` custom resource, defined once here; the CRD in `crds/` is generated
 //! from these types, so the doc comments are what `kubectl explain` prints.
 
+pub mod reference;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -29,10 +31,9 @@ pub const BACKCHANNEL_LOGOUT_PATH: &str = "/oauth2/backchannel-logout";
 pub const FRONTCHANNEL_LOGOUT_PATH: &str = "/oauth2/frontchannel-logout";
 pub const MAX_EXTRA_PARAMS: usize = 10;
 
-/// Logs people in with OpenID Connect before their requests reach the Ingresses it
-/// targets, the way AWS ALB's `authenticate-oidc` action does. Backends receive the
-/// user's identity in `x-amzn-oidc-accesstoken`, `x-amzn-oidc-identity` and the
-/// ES256-signed `x-amzn-oidc-data` headers.
+/// What an AuthRule asks for: the routes it guards, the OpenID provider it logs people in
+/// with, the session it keeps, who may pass and how API clients with bearer tokens are
+/// checked.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "portcullis.dev",
@@ -42,6 +43,7 @@ pub const MAX_EXTRA_PARAMS: usize = 10;
     status = "AuthRuleStatus",
     shortname = "ar",
     category = "portcullis",
+    doc = "An AuthRule logs people in with OpenID Connect before their requests reach the Ingresses, HTTPRoutes or Gateways it targets, the way AWS ALB's `authenticate-oidc` action does. Backends receive the user's identity in the `x-amzn-oidc-accesstoken`, `x-amzn-oidc-identity` and ES256-signed `x-amzn-oidc-data` headers. The controller reports in `status.conditions` whether the rule is accepted, its references resolve, its provider answers and it guards routes (`Ready`).",
     printcolumn = r#"{"name":"Issuer","type":"string","jsonPath":".spec.oidc.issuer"}"#,
     printcolumn = r#"{"name":"Unauthenticated","type":"string","jsonPath":".spec.onUnauthenticatedRequest"}"#,
     printcolumn = r#"{"name":"Routes","type":"integer","jsonPath":".status.attachedRoutes"}"#,
@@ -50,7 +52,8 @@ pub const MAX_EXTRA_PARAMS: usize = 10;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AuthRuleSpec {
-    /// Ingresses in this namespace whose routes this rule guards.
+    /// The Ingresses, HTTPRoutes and Gateways in this namespace whose routes this rule
+    /// guards (1 to 16).
     #[schemars(length(min = 1, max = 16))]
     pub target_refs: Vec<TargetRef>,
 
@@ -88,6 +91,26 @@ pub struct AuthRuleSpec {
     /// Who may pass once logged in. Without it every logged-in user may.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<AuthorizationSpec>,
+
+    /// What the identity headers carry.
+    #[serde(default, skip_serializing_if = "IdentityHeadersSpec::is_default")]
+    pub identity_headers: IdentityHeadersSpec,
+
+    /// Plain request headers made from the user's claims, header name to claim name,
+    /// for backends that read them (oauth2-proxy's `X-Auth-Request-*`, Grafana's
+    /// `auth.proxy`): e.g. `X-Auth-Request-Email: email`, `X-Auth-Request-Groups:
+    /// groups`. Claims are the ID token's merged with userinfo's (a bearer token's for
+    /// API clients). A string is sent as it is, an array as its elements joined with
+    /// commas, another value as compact JSON; a value with a control character (CR,
+    /// LF, NUL, TAB), a space at either end, an element with a comma, or more than
+    /// 8 KiB is not sent, as if the claim were absent. These headers are removed from
+    /// every request on the routes this rule guards, in any spelling, and set only
+    /// for a request with a session or bearer token this rule accepted. At most 16;
+    /// not `Host`, `Cookie`, `Authorization`, hop-by-hop or framing headers,
+    /// `x-amzn-*`, or forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    pub claim_headers: BTreeMap<String, String>,
 
     /// API clients that send `Authorization: Bearer <JWT>` instead of a session
     /// cookie, as ALB's `jwt-validation` action: the token is checked and forwarded
@@ -211,10 +234,43 @@ pub struct AuthorizationRule {
     pub action: AuthorizationAction,
 }
 
+/// What an authorization rule does with a request it matches.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum AuthorizationAction {
     Allow,
     Deny,
+}
+
+/// What the identity headers (`x-amzn-oidc-*`) carry.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityHeadersSpec {
+    /// The claims `x-amzn-oidc-data` carries for a session: `UserInfo` (default) is
+    /// the userinfo response alone, exactly as ALB sends it; `IdTokenAndUserInfo` adds
+    /// the ID token's claims (for providers that put groups or roles only there),
+    /// userinfo's winning where both have a claim, the ID token's own `iss`, `aud`,
+    /// `exp`, `iat`, `nbf`, `nonce`, `at_hash`, `c_hash`, `s_hash`, `auth_time`, `azp`,
+    /// `sid`, `jti` and `typ` left out. Authorization and `claimHeaders` always read
+    /// the ID token's claims with userinfo's. A bearer token's header carries the
+    /// token's own claims either way.
+    #[serde(default)]
+    pub claims_from: ClaimsFrom,
+}
+
+impl IdentityHeadersSpec {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Which claims `x-amzn-oidc-data` carries.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum ClaimsFrom {
+    /// The userinfo response, as ALB.
+    #[default]
+    UserInfo,
+    /// The ID token's claims merged with userinfo's (userinfo's winning).
+    IdTokenAndUserInfo,
 }
 
 /// How CORS preflights on guarded paths are treated.
@@ -256,7 +312,7 @@ impl LogoutSpec {
     }
 }
 
-/// An Ingress, in the AuthRule's namespace, that the rule guards.
+/// An Ingress, HTTPRoute or Gateway, in the AuthRule's namespace, that the rule guards.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
@@ -333,7 +389,10 @@ pub struct OidcSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
     /// Up to 10 extra query parameters sent to the authorization endpoint, for example
-    /// `prompt: login`. Keys are letters and digits only.
+    /// `prompt: login`, or `access_type: offline` with `prompt: consent` for Google's
+    /// refresh tokens. Keys are letters, digits, `_`, `-`, `.` and `~`, and not one of
+    /// the parameters Portcullis sets itself (`client_id`, `redirect_uri`, `scope`,
+    /// `state`, `nonce`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub authentication_request_extra_params: BTreeMap<String, String>,
     /// How the client authenticates at the token endpoint: `client_secret_basic`
@@ -407,34 +466,53 @@ pub enum TokenEndpointAuthMethod {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthRuleStatus {
-    /// `Accepted`, `ResolvedRefs`, `Ready` and `IdPReachable`, each with the reason
-    /// and the fix.
+    /// `Accepted` (the spec is valid), `ResolvedRefs` (the client Secret and the targets
+    /// exist), `Ready` (it guards at least one route), and once the provider has been
+    /// asked, `IdPReachable` (discovery and keys load) and `CredentialsAccepted` (the
+    /// token endpoint takes the client id and secret). A False condition's message
+    /// names the field and the fix.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// The `metadata.generation` these conditions describe.
+    /// The `metadata.generation` these conditions describe; older than
+    /// `metadata.generation` while the controller has not yet read the latest spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// How many Ingress routes this rule guards.
+    /// How many routes (Ingress paths and HTTPRoute rules) this rule guards.
     #[serde(default)]
     pub attached_routes: i32,
     /// Failed logins among the recent ones the status-writing replica saw, by
     /// `error_reason` (`kubectl port-forward` to the admin port, then `/flows`, for details).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub recent_login_failures: BTreeMap<String, i32>,
+    /// Logins the status-writing replica counted abandoned lately: sent to the
+    /// provider, never back (the provider refused the client id or the redirect URI,
+    /// or the user gave up; `portcullis diagnose --rule namespace/name` sends the same
+    /// login and shows the provider's answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent_abandoned_logins: Option<RecentCount>,
     /// For Gateway API targets: one entry per Gateway the guarded routes attach to,
     /// as Gateway API policies report (PolicyAncestorStatus).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ancestors: Vec<PolicyAncestorStatus>,
 }
 
-/// An ALB listener-rule path pattern: `*` any run, `?` one character, whole path.
-/// Gateway API's PolicyAncestorStatus: how this policy stands at one ancestor.
+/// How many times something happened in the last `windowSeconds`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentCount {
+    pub count: i32,
+    pub window_seconds: i64,
+}
+
+/// Gateway API's PolicyAncestorStatus: how this policy stands at one Gateway.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyAncestorStatus {
+    /// The Gateway the guarded routes attach to.
     pub ancestor_ref: ParentReference,
     /// `portcullis.dev/gateway-controller`.
     pub controller_name: String,
+    /// `Accepted`, as the AuthRule's own.
     pub conditions: Vec<Condition>,
 }
 
@@ -444,14 +522,20 @@ pub struct PolicyAncestorStatus {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ParentReference {
+    /// `gateway.networking.k8s.io`.
     pub group: String,
+    /// `Gateway`.
     pub kind: String,
+    /// The Gateway's namespace.
     pub namespace: String,
+    /// The Gateway's name.
     pub name: String,
+    /// The Gateway listener, when the rule targets one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub section_name: Option<String>,
 }
 
+/// An ALB listener-rule path pattern: `*` any run, `?` one character, whole path.
 pub fn path_pattern_matches(pattern: &str, path: &str) -> bool {
     let (p, s) = (pattern.as_bytes(), path.as_bytes());
     let (mut pi, mut si) = (0, 0);

@@ -159,6 +159,15 @@ impl AccessRecord {
         ]
     }
 
+    /// The names of the fields, in the ALB line's order (the JSON line's keys).
+    pub fn field_names() -> Vec<&'static str> {
+        Self::default()
+            .fields()
+            .iter()
+            .map(|(name, _, _)| *name)
+            .collect()
+    }
+
     /// The ALB line: space separated, quoted fields where ALB quotes them. Numbers are
     /// written straight into the line: this runs once per request.
     pub fn alb_line(&self) -> String {

@@ -32,6 +32,12 @@ pub struct StatusMetrics {
     pub patches: IntCounterVec,
     pub latency: Histogram,
     pub queue: IntGauge,
+    /// Plans made while leading, by whether they found anything to write
+    /// (`writes`, `nothing`): a steady cluster counts only `nothing`.
+    pub plans: IntCounterVec,
+    /// Rounds of the leader election, by what this replica learnt (`leading`,
+    /// `following`, `failed`).
+    pub lease_rounds: IntCounterVec,
 }
 
 /// Every outcome of a status write, made at start so `rate()` sees each from zero.
@@ -47,6 +53,7 @@ pub struct AuthMetrics {
     claims_size_exceeded: IntCounterVec,
     logouts: IntCounterVec,
     bearer_tokens: IntCounterVec,
+    abandoned: IntCounterVec,
 }
 
 impl AuthMetrics {
@@ -74,6 +81,11 @@ impl AuthMetrics {
 
     pub fn logout(&self, rule: &str) {
         self.logouts.with_label_values(&[rule]).inc();
+    }
+
+    /// A login that sent the browser to the provider and saw no callback in time.
+    pub fn abandoned(&self, rule: &str) {
+        self.abandoned.with_label_values(&[rule]).inc();
     }
 
     /// A request with a bearer token: `reason` is empty when the token passed.
@@ -192,6 +204,16 @@ impl AuthMetrics {
                     &["rule", "result", "reason"],
                 ),
             ),
+            abandoned: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "auth_logins_abandoned_total",
+                        "Logins that sent the browser to the provider and saw no callback within --login-abandoned-after (the provider refused the client or redirect URI, or the user gave up), by AuthRule",
+                    ),
+                    &["rule"],
+                ),
+            ),
         }
     }
 }
@@ -220,9 +242,35 @@ impl StatusMetrics {
                 registry,
                 IntGauge::new("status_queue_depth", "Status writes waiting to be sent"),
             ),
+            plans: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "status_plans_total",
+                        "Plans the leader made from the cluster's objects, by whether they found anything to write",
+                    ),
+                    &["result"],
+                ),
+            ),
+            lease_rounds: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "leader_lease_rounds_total",
+                        "Rounds of the leader election, by what this replica learnt",
+                    ),
+                    &["result"],
+                ),
+            ),
         };
         for result in STATUS_RESULTS {
             status.patches.with_label_values(&[result]);
+        }
+        for result in ["writes", "nothing"] {
+            status.plans.with_label_values(&[result]);
+        }
+        for result in ["leading", "following", "failed"] {
+            status.lease_rounds.with_label_values(&[result]);
         }
         status
     }
@@ -309,6 +357,7 @@ impl Metrics {
             self.auth.refreshes.with_label_values(&[rule, result]);
         }
         self.auth.logouts.with_label_values(&[rule]);
+        self.auth.abandoned.with_label_values(&[rule]);
     }
 
     pub fn registry(&self) -> &Registry {

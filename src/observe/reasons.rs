@@ -97,8 +97,8 @@ pub const REASONS: &[Reason] = &[
         "AuthTokenEpRequestFailed",
         "500",
         "The token endpoint could not be reached or refused the request.",
-        "Most often the provider answered 401 invalid_client: a wrong client secret or client id, or the secret sent the wrong way (tokenEndpointAuthMethod). Otherwise no network path to the provider (egress policy, DNS, proxy) or a TLS certificate Portcullis does not trust.",
-        "If the log or flow record says invalid_client, fix the Secret named by spec.oidc.clientSecretRef (or clientId); `portcullis diagnose` tells a wrong secret from a wrong auth method from an unreachable endpoint. For a private CA use --idp-ca-file.",
+        "Most often the provider answered 401 invalid_client (Keycloak: unauthorized_client): a wrong client secret or client id, or the secret sent the wrong way (tokenEndpointAuthMethod). Otherwise no network path to the provider (egress policy, DNS, proxy) or a TLS certificate Portcullis does not trust.",
+        "If the log or flow record says 401 invalid_client or unauthorized_client, fix the Secret named by spec.oidc.clientSecretRef (or clientId); `portcullis diagnose` tells a wrong secret from a wrong auth method from an unreachable endpoint. For a private CA use --idp-ca-file.",
     ),
     r(
         "AuthTokenEpRequestTimeout",
@@ -150,6 +150,13 @@ pub const REASONS: &[Reason] = &[
         "Report it with the trace id and the log lines around it.",
     ),
     r(
+        "AuthLoginAbandoned",
+        "none",
+        "A login sent the browser to the provider, and the browser did not come back within --login-abandoned-after (2 minutes by default). Flow records, portcullis_auth_logins_abandoned_total and the AuthRule's status.recentAbandonedLogins count it; no request fails, so the access log has no such line.",
+        "The provider refused the client id or the redirect URI (it shows its error page and never sends the browser back), or the user gave up at the provider's login page.",
+        "Run `portcullis diagnose --rule <namespace>/<name>`: it sends the same login and shows what the provider answers. Many at once after a change point at the provider.",
+    ),
+    r(
         "AuthLoginWindowExpired",
         "401",
         "The callback came more than 15 minutes after the login began.",
@@ -160,7 +167,7 @@ pub const REASONS: &[Reason] = &[
         "AuthRequired",
         "401",
         "A script asked for a page that needs a login.",
-        "An API call or fetch without a session; scripts cannot follow a login redirect.",
+        "An API call, fetch() or XHR (not a browser's top-level navigation: Sec-Fetch-Mode other than navigate, X-Requested-With, or no text/html in Accept) without a session; scripts cannot follow a login redirect.",
         "Open loginUrl from the JSON body in a browser, then retry the call.",
     ),
     r(
@@ -174,8 +181,8 @@ pub const REASONS: &[Reason] = &[
         "AuthRequiresHttps",
         "403",
         "A guarded route was reached over plain HTTP.",
-        "Login cookies need HTTPS outside loopback.",
-        "Give the Ingress a TLS certificate and use https://.",
+        "Login cookies and tokens need HTTPS outside loopback; or TLS ends at a load balancer in front that is not a --trusted-proxy, or whose X-Forwarded-Proto / Forwarded proto values disagree.",
+        "Give the Ingress a TLS certificate and use https://; behind a load balancer that ends TLS, start Portcullis with --trusted-proxy <its address or range> so its X-Forwarded-Proto: https counts.",
     ),
     r(
         "AuthRuleInvalid",
@@ -272,8 +279,15 @@ pub const REASONS: &[Reason] = &[
         "AuthForbidden",
         "403",
         "The user is logged in, but the AuthRule's authorization refused this request (403).",
-        "A rule of spec.authorization (or emailDomains / groups) does not allow this user here; the log line names the rule and the claims it read.",
-        "If the user should pass, change spec.authorization or the user's groups at the provider; claims change at the next login or refresh.",
+        "A rule of spec.authorization (or emailDomains / groups) does not allow this user here, or a claim it reads is not in the login: the provider sends it in neither the ID token nor userinfo, or sends different values in each (userinfo's is used).",
+        "`portcullis explain flow <reference>` (the 403 page's reference) shows the login and the refusal: which rule refused, whether each claim it read was absent or present without a match and where it came from, the claim names present, and what to change at the provider. If the user should pass, change spec.authorization or what the provider sends; claims change at the next login or refresh.",
+    ),
+    r(
+        "AuthClaimsOverage",
+        "403",
+        "The user is logged in, but a claim the AuthRule's authorization reads was left out by the provider, which named it in _claim_names instead (403).",
+        "Entra ID puts no groups claim in a token for a user in more than 200 groups (more than 6 in an implicit flow) and sends _claim_names and _claim_sources pointing at Microsoft Graph; other providers do the same for distributed claims. Portcullis does not fetch them, so the rule cannot see the groups.",
+        "At the provider, send fewer groups: in Entra ID set the app registration's groupMembershipClaims to ApplicationGroup (groups assigned to the application) or filter groups in the token configuration, or use app roles and set spec.authorization.groupsClaim: roles (rules read claims.roles). The log line and `portcullis explain flow <reference>` name the claim.",
     ),
     r(
         "AuthIssuerMismatch",
@@ -288,6 +302,13 @@ pub const REASONS: &[Reason] = &[
         "The client's address is not in the Ingress's alb.ingress.kubernetes.io/inbound-cidrs, so the request was refused before any login or backend (403).",
         "A client outside the listed networks; or Portcullis sits behind a load balancer or proxy that is not a --trusted-proxy, so every request seems to come from that hop; or a trusted hop's X-Forwarded-For names the client it saw, outside the list.",
         "Add the client's network to inbound-cidrs; when a proxy is in front, start Portcullis with --trusted-proxy <its address or range> so X-Forwarded-For is read (the access log's client field shows the peer).",
+    ),
+    r(
+        "ProxyProtocolHeaderRefused",
+        "none: the connection is closed before any TLS or HTTP",
+        "A connection to a listener named in --proxy-protocol did not start with a valid PROXY protocol header, so it was closed unserved; it is counted in portcullis_proxy_protocol_refused_total by reason (missing, malformed, too_large, truncated, empty, timeout, busy) and logged at most every 10 s (no access-log line: no request was read).",
+        "The load balancer does not send PROXY protocol on this port (an NLB's target group without proxy_protocol_v2.enabled, a Service without service.beta.kubernetes.io/aws-load-balancer-proxy-protocol: \"*\"); something reaches the port around the load balancer (a kubelet probe, kubectl port-forward, another pod, a scan); or the header came slower than --header-read-timeout. empty alone is how a load balancer's TCP health check looks.",
+        "Turn PROXY protocol on at the load balancer for exactly the listeners named in --proxy-protocol (or drop the listener from the flag); point probes at the admin port's /healthz; keep everything but the load balancer off the port (loadBalancerSourceRanges, a NetworkPolicy). The log line names the listener, the peer and the problem.",
     ),
     r(
         "AnnotationNotHonoured",

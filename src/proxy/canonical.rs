@@ -108,11 +108,13 @@ pub struct CanonicalRequest {
     /// The client: the peer, or what a trusted proxy says it forwarded for; `None`
     /// when a trusted proxy's header names no address (admitted by no allow-list).
     pub client: Option<std::net::IpAddr>,
-    /// HTTPS as this listener established it.
+    /// This listener's own TLS (which Gateway listeners' routes apply).
     pub tls: bool,
-    /// A trusted proxy in front says the client connected over HTTPS (TLS ended
-    /// there): ALB's listener annotations read the client's protocol.
-    pub forwarded_https: bool,
+    /// Whether the client used HTTPS: this listener's TLS, or what a `--trusted-proxy`
+    /// that ended TLS in front says (`X-Forwarded-Proto`, `Forwarded: proto=`). What the
+    /// guard, the callback and logout addresses, cookies' `Secure`, redirects and the
+    /// backend's `X-Forwarded-Proto` go by.
+    pub https: bool,
     pub websocket: bool,
 }
 
@@ -120,11 +122,6 @@ impl CanonicalRequest {
     /// The path routes, guards and the login's paths are matched on.
     pub fn key(&self) -> &str {
         self.folded.as_deref().unwrap_or(&self.path)
-    }
-
-    /// Whether the client connected over HTTPS, here or at a trusted proxy in front.
-    pub fn client_https(&self) -> bool {
-        self.tls || self.forwarded_https
     }
 }
 

@@ -9,9 +9,14 @@
 //! counted (`portcullis_connections_refused_total`, `portcullis_connections_closed_idle_total`)
 //! and logged at most every ten seconds.
 //!
-//! The client address is a parameter: the socket's peer today, the address a PROXY
-//! protocol header names once that is read. Peers in `--trusted-proxies` aggregate
-//! many clients, so only the listener's cap applies to them.
+//! The client address is a parameter: the socket's peer, or on a `--proxy-protocol`
+//! listener the address the PROXY header names, so a connection is admitted only once
+//! its header is read. Until then it is one of the listener's connections waiting for
+//! a header: at most as many as the listener's cap, each for at most the header-read
+//! timeout, apart from the open ones (a client cannot be told from another before its
+//! header, and the load balancer's own address would reach any per-client cap at
+//! once). Peers in `--trusted-proxies` aggregate many clients, so only the listener's
+//! cap applies to them.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -20,7 +25,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::observe::RateLimitedLog;
 
@@ -147,6 +152,8 @@ pub struct Connections {
     limits: Limits,
     exempt: Vec<super::IpNet>,
     inner: Mutex<Inner>,
+    /// Connections still waiting for their PROXY protocol header.
+    waiting: Arc<Semaphore>,
     start: Instant,
     open: prometheus::IntGauge,
     refused: prometheus::IntCounterVec,
@@ -222,6 +229,10 @@ impl Connections {
             limits,
             exempt,
             inner: Mutex::default(),
+            waiting: Arc::new(Semaphore::new(match limits.max {
+                0 => Semaphore::MAX_PERMITS,
+                max => max,
+            })),
             start: Instant::now(),
             open: metrics.open.with_label_values(&[name]),
             refused: metrics.refused.clone(),
@@ -232,6 +243,12 @@ impl Connections {
 
     fn now_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
+    }
+
+    /// A place for a connection waiting for its PROXY header (until the permit is
+    /// dropped), or `None` when as many as the listener's cap are already waiting.
+    pub fn wait_for_header(&self) -> Option<OwnedSemaphorePermit> {
+        self.waiting.clone().try_acquire_owned().ok()
     }
 
     /// Takes a slot for a connection from `client`, or says which cap refused it. The
@@ -438,5 +455,17 @@ mod tests {
             t.release(&s);
         }
         assert!(t.inner.lock().unwrap().by_client.is_empty());
+    }
+
+    #[test]
+    fn connections_waiting_for_a_proxy_header_are_capped_apart() {
+        let t = tracker(2, 1);
+        let first = t.wait_for_header().unwrap();
+        let _second = t.wait_for_header().unwrap();
+        assert!(t.wait_for_header().is_none(), "the listener's cap");
+        // Waiting takes no slot: the open connections keep their own cap.
+        assert!(t.admit(ip(1)).is_ok());
+        drop(first);
+        assert!(t.wait_for_header().is_some(), "room again once one is read");
     }
 }

@@ -50,6 +50,29 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes every header named one of `names` (lower case), also when written with `_`
+/// for `-` (CGI and WSGI servers read those as the same name): headers Portcullis sets
+/// itself reach the backend only with its value.
+pub fn remove_named<'a>(headers: &mut HeaderMap, names: impl IntoIterator<Item = &'a HeaderName>) {
+    let names: Vec<&HeaderName> = names.into_iter().collect();
+    if names.is_empty() {
+        return;
+    }
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            let n = k.as_str();
+            names
+                .iter()
+                .any(|c| c.as_str() == n || (n.contains('_') && c.as_str() == n.replace('_', "-")))
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     let connection_upgrade = headers.get_all(CONNECTION).iter().any(|v| {
         v.to_str().is_ok_and(|v| {
@@ -84,19 +107,21 @@ const FORWARDING_HEADERS: &[&str] = &[
 ];
 
 /// `X-Forwarded-*` and the other headers by which a proxy describes the client.
-fn is_forwarding_header(name: &HeaderName) -> bool {
+pub(crate) fn is_forwarding_header(name: &HeaderName) -> bool {
     let n = name.as_str();
     n.starts_with("x-forwarded-") || FORWARDING_HEADERS.contains(&n)
 }
 
 /// Sets `X-Forwarded-For/Proto/Host/Port` and `X-Real-IP`. A trusted peer's values are
 /// kept (its address is appended to `X-Forwarded-For`); from anyone else, every
-/// forwarding header is removed and Portcullis's own set.
+/// forwarding header is removed and Portcullis's own set. `X-Forwarded-Proto` is always
+/// `https`, the scheme the request was guarded as (`forwarded_https`), so the backend
+/// never reads a different one.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: SocketAddr,
-    local: SocketAddr,
-    tls: bool,
+    port: u16,
+    https: bool,
     host: &str,
     trusted: &[IpNet],
 ) {
@@ -117,12 +142,12 @@ pub fn set_forwarded(
         Some(prior) if is_trusted => format!("{prior}, {peer_ip}"),
         _ => peer_ip.to_string(),
     };
-    let proto = if tls { "https" } else { "http" };
+    let proto = if https { "https" } else { "http" };
     let values = [
         ("x-forwarded-for", forwarded_for, true),
-        ("x-forwarded-proto", proto.to_owned(), !is_trusted),
+        ("x-forwarded-proto", proto.to_owned(), true),
         ("x-forwarded-host", host.to_owned(), !is_trusted),
-        ("x-forwarded-port", local.port().to_string(), !is_trusted),
+        ("x-forwarded-port", port.to_string(), !is_trusted),
         ("x-real-ip", peer_ip.to_string(), !is_trusted),
     ];
     for (name, value, replace) in values {
@@ -135,21 +160,56 @@ pub fn set_forwarded(
     }
 }
 
-/// Whether a trusted proxy in front says the client connected over HTTPS: its last
-/// `X-Forwarded-Proto` entry, from a peer of `trusted` only (TLS ended in front of
-/// Portcullis). Anyone else's header says nothing.
-pub fn forwarded_https(headers: &HeaderMap, peer: SocketAddr, trusted: &[IpNet]) -> bool {
+/// Whether the client reached the first proxy over HTTPS, as a trusted peer says in
+/// `X-Forwarded-Proto` or in `Forwarded`'s `proto=`: `None` when the peer is not a
+/// trusted proxy or names no scheme. Every value it sends (each header, each element)
+/// must say the same; values that disagree, or a scheme other than http(s)/ws(s), read
+/// as plain HTTP, which a guarded route refuses rather than taking a session or token
+/// over a leg that may be clear text.
+pub fn forwarded_https(headers: &HeaderMap, peer: SocketAddr, trusted: &[IpNet]) -> Option<bool> {
     let peer_ip = peer.ip().to_canonical();
     if !trusted.iter().any(|n| n.contains(peer_ip)) {
-        return false;
+        return None;
     }
-    let last = headers
-        .get_all("x-forwarded-proto")
-        .iter()
-        .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next());
-    last.is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+    let mut said: Option<bool> = None;
+    for scheme in forwarded_schemes(headers) {
+        let https = match scheme.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            Some("https" | "wss") => true,
+            Some("http" | "ws") => false,
+            _ => return Some(false),
+        };
+        if said.is_some_and(|s| s != https) {
+            return Some(false);
+        }
+        said = Some(https);
+    }
+    said
+}
+
+/// Every scheme named in `X-Forwarded-Proto` and in `Forwarded`'s `proto=`; `None`
+/// for a value that cannot be read.
+fn forwarded_schemes(headers: &HeaderMap) -> Vec<Option<String>> {
+    let text = |v: &HeaderValue| v.to_str().ok().map(str::to_owned);
+    let mut schemes: Vec<Option<String>> = Vec::new();
+    for value in headers.get_all("x-forwarded-proto") {
+        match text(value) {
+            Some(v) => schemes.extend(v.split(',').map(|s| Some(s.trim().to_owned()))),
+            None => schemes.push(None),
+        }
+    }
+    for value in headers.get_all("forwarded") {
+        let Some(v) = text(value) else {
+            schemes.push(None);
+            continue;
+        };
+        for element in rfc7239::parse(&v) {
+            match element {
+                Ok(e) => schemes.extend(e.protocol.map(|p| Some(p.trim_matches('"').to_owned()))),
+                Err(_) => schemes.push(None),
+            }
+        }
+    }
+    schemes
 }
 
 /// The client's address, as a source allow-list reads it: the socket peer, or, when
@@ -210,13 +270,34 @@ mod tests {
     }
 
     #[test]
+    fn named_headers_go_in_every_spelling_and_every_copy() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("x-auth-request-email", "a"),
+            ("X-Auth-Request-Email", "b"),
+            ("x_auth_request_email", "c"),
+            ("X_Auth-Request_Email", "d"),
+            ("x-auth-request-emails", "kept"),
+            ("x-auth-request-user", "kept"),
+        ] {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_static(v),
+            );
+        }
+        remove_named(&mut h, [&HeaderName::from_static("x-auth-request-email")]);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["x-auth-request-emails", "x-auth-request-user"]);
+    }
+
+    #[test]
     fn forwarded_headers_are_replaced_unless_the_peer_is_trusted() {
         let peer: SocketAddr = "203.0.113.9:5000".parse().unwrap();
-        let local: SocketAddr = "10.0.0.1:443".parse().unwrap();
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        set_forwarded(&mut h, peer, local, false, "app.example.com", &[]);
+        set_forwarded(&mut h, peer, 443, false, "app.example.com", &[]);
         assert_eq!(h["x-forwarded-for"], "203.0.113.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-port"], "443");
@@ -224,12 +305,12 @@ mod tests {
 
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
-        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("HTTPS, http"));
         set_forwarded(
             &mut h,
             peer,
-            local,
-            false,
+            443,
+            true,
             "app.example.com",
             &["203.0.113.0/24".parse().unwrap()],
         );
@@ -289,5 +370,58 @@ mod tests {
             ip("198.51.100.1"),
             "what lies beyond the client is not read"
         );
+    }
+
+    #[test]
+    fn only_a_trusted_peer_says_the_client_used_https_and_every_value_must_agree() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let proxy: SocketAddr = "10.0.0.7:5000".parse().unwrap();
+        let stranger: SocketAddr = "203.0.113.9:5000".parse().unwrap();
+        let with = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            h
+        };
+        let says = |pairs: &[(&str, &str)]| forwarded_https(&with(pairs), proxy, &trusted);
+        assert_eq!(
+            forwarded_https(&with(&[("x-forwarded-proto", "https")]), stranger, &trusted),
+            None
+        );
+        assert_eq!(says(&[]), None, "a trusted peer that names no scheme");
+        assert_eq!(says(&[("x-forwarded-proto", "https")]), Some(true));
+        assert_eq!(says(&[("x-forwarded-proto", "HTTPS")]), Some(true));
+        assert_eq!(says(&[("x-forwarded-proto", "http")]), Some(false));
+        assert_eq!(
+            says(&[("forwarded", "for=198.51.100.1;proto=https")]),
+            Some(true)
+        );
+        assert_eq!(
+            says(&[("forwarded", "for=198.51.100.1;proto=\"https\"")]),
+            Some(true)
+        );
+        assert_eq!(
+            says(&[("forwarded", "proto=https"), ("x-forwarded-proto", "https")]),
+            Some(true)
+        );
+        for disagreeing in [
+            &[("x-forwarded-proto", "https, http")][..],
+            &[
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-proto", "http"),
+            ],
+            &[("forwarded", "proto=https,proto=http")],
+            &[("forwarded", "proto=https"), ("x-forwarded-proto", "http")],
+            &[("x-forwarded-proto", "https"), ("forwarded", "for")],
+            &[("x-forwarded-proto", "")],
+            &[("x-forwarded-proto", "ftp")],
+            &[("x-forwarded-proto", "https;")],
+        ] {
+            assert_eq!(says(disagreeing), Some(false), "{disagreeing:?}");
+        }
     }
 }

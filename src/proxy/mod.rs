@@ -8,6 +8,7 @@ mod forward;
 pub mod handler;
 pub mod headers;
 pub mod pages;
+pub mod proxy_protocol;
 pub mod server;
 pub mod tls;
 
@@ -62,6 +63,10 @@ pub struct ProxyConfig {
     pub underscores_in_headers: bool,
     /// Open connections allowed per listener and per client address.
     pub connection_limits: connections::Limits,
+    /// How long a login waits for its callback before it counts as abandoned.
+    pub login_abandoned_after: Duration,
+    /// Listeners whose connections start with a PROXY protocol header.
+    pub proxy_protocol: Vec<ListenerName>,
 }
 
 impl Default for ProxyConfig {
@@ -89,6 +94,29 @@ impl Default for ProxyConfig {
             expose_flows: false,
             underscores_in_headers: false,
             connection_limits: connections::Limits::default(),
+            login_abandoned_after: crate::observe::flows::DEFAULT_ABANDON_AFTER,
+            proxy_protocol: Vec::new(),
+        }
+    }
+}
+
+/// A data-plane listener, by the name flags and metric labels use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListenerName {
+    /// `--http`.
+    Http,
+    /// `--https`.
+    Https,
+    /// `--https-offloaded`: plain TCP whose TLS a load balancer in front ended.
+    HttpsOffloaded,
+}
+
+impl ListenerName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+            Self::HttpsOffloaded => "https-offloaded",
         }
     }
 }
@@ -148,6 +176,9 @@ pub struct DataPlane {
     /// Open connections of each listener, shared by every worker accepting on it.
     pub http_connections: Arc<connections::Connections>,
     pub https_connections: Arc<connections::Connections>,
+    pub offloaded_connections: Arc<connections::Connections>,
+    /// Connections refused for their PROXY protocol header.
+    pub proxy_refusals: proxy_protocol::Refusals,
 }
 
 impl DataPlane {
@@ -188,6 +219,15 @@ impl DataPlane {
             ))
         };
         let (http_connections, https_connections) = (tracker("http"), tracker("https"));
+        let offloaded_connections = tracker("https-offloaded");
+        let proxy_refusals = proxy_protocol::Refusals::new();
+        let _ = metrics.registry().register(proxy_refusals.collector());
+        for listener in &config.proxy_protocol {
+            proxy_refusals.register_listener(listener.as_str());
+        }
+        let flows = Arc::new(crate::observe::flows::FlowLog::new(
+            config.login_abandoned_after,
+        ));
         Arc::new(Self {
             live: ArcSwap::from_pointee(live),
             ready: AtomicBool::new(false),
@@ -196,12 +236,61 @@ impl DataPlane {
             log,
             clients,
             auth,
-            flows: Default::default(),
+            flows,
             balances: Default::default(),
             started: Instant::now(),
             http_connections,
             https_connections,
+            offloaded_connections,
+            proxy_refusals,
         })
+    }
+
+    /// Counts logins abandoned at the provider, a few times per abandon time, for as
+    /// long as the data plane lives.
+    pub fn spawn_flow_sweeper(self: &Arc<Self>) {
+        let every = (self.config.login_abandoned_after / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(5));
+        let dp = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(dp) = dp.upgrade() else {
+                    return;
+                };
+                dp.sweep_flows().await;
+            }
+        });
+    }
+
+    /// Overdue flows are abandoned unless another replica saw their callback (noted in
+    /// the shared state); when that cannot be asked, they wait for the next sweep.
+    async fn sweep_flows(&self) {
+        use crate::observe::flows::now_ms;
+        let overdue = self.flows.overdue(now_ms());
+        if overdue.is_empty() {
+            return;
+        }
+        let abandoned = match self.auth.shared().callbacks_noted(&overdue).await {
+            Ok(None) => overdue,
+            Ok(Some(noted)) => {
+                let (back, gone): (Vec<_>, Vec<_>) =
+                    overdue.into_iter().zip(noted).partition(|(_, n)| *n);
+                for (id, _) in back {
+                    self.flows.returned_elsewhere(&id, now_ms());
+                }
+                gone.into_iter().map(|(id, _)| id).collect()
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "abandoned logins not counted now: the shared state cannot be asked");
+                return;
+            }
+        };
+        for a in self.flows.abandon(now_ms(), &abandoned) {
+            self.metrics.auth.abandoned(&a.rule);
+        }
     }
 
     /// What the controller shares with the request path.
@@ -333,9 +422,23 @@ fn workers() -> usize {
 /// What the request path knows of the connection a request came on.
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
+    /// The client: the socket's peer, or the address its PROXY protocol header names.
     pub peer: SocketAddr,
+    /// The socket's own address (on loopback, guards serve plain HTTP).
     pub local: SocketAddr,
+    /// The port the client connected to: the PROXY header's destination (the load
+    /// balancer's listener), else `local`'s.
+    pub port: u16,
     pub tls: Option<TlsInfo>,
+    /// A load balancer in front ended TLS for this connection (`--https-offloaded`).
+    pub tls_offloaded: bool,
+}
+
+impl ConnInfo {
+    /// The client spoke HTTPS: to Portcullis, or to the load balancer that ended TLS.
+    pub fn https(&self) -> bool {
+        self.tls.is_some() || self.tls_offloaded
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -28,6 +28,23 @@ pub fn prefers_html(headers: &HeaderMap) -> bool {
         .any(|v| v.contains("text/html"))
 }
 
+/// Whether the request is a browser's top-level navigation, the only kind a login
+/// redirect can serve: `Sec-Fetch-Mode: navigate` where the browser sends it; never
+/// with `X-Requested-With` (XHR libraries); otherwise an `Accept` naming `text/html`.
+/// A `fetch()` or XHR that follows a redirect to the provider fails on CORS, so those
+/// get a 401 naming the login URL instead.
+pub fn is_navigation(headers: &HeaderMap) -> bool {
+    if headers.contains_key("x-requested-with") {
+        return false;
+    }
+    let mut modes = headers.get_all("sec-fetch-mode").iter();
+    match (modes.next(), modes.next()) {
+        (Some(mode), None) => mode.as_bytes().eq_ignore_ascii_case(b"navigate"),
+        (Some(_), Some(_)) => false,
+        (None, _) => prefers_html(headers),
+    }
+}
+
 /// What an error page says.
 pub struct ErrorPage<'a> {
     pub status: StatusCode,
@@ -35,7 +52,12 @@ pub struct ErrorPage<'a> {
     pub reason: &'a str,
     /// One sentence a person can act on.
     pub message: &'a str,
+    /// What was checked, when that helps the person (never a secret or a claim value).
+    pub detail: Option<&'a str>,
     pub trace_id: &'a str,
+    /// What happened to this very request, when Portcullis knows (a callback found by
+    /// its state): said instead of the reason's usual cause.
+    pub what_happened: Option<&'a str>,
 }
 
 impl ErrorPage<'_> {
@@ -66,8 +88,13 @@ impl ErrorPage<'_> {
             "message": self.message,
             "traceId": self.trace_id,
         });
-        if let Some(cause) = self.cause() {
-            body["usualCause"] = cause.into();
+        match (self.what_happened, self.cause()) {
+            (Some(what), _) => body["whatHappened"] = what.into(),
+            (None, Some(cause)) => body["usualCause"] = cause.into(),
+            (None, None) => {}
+        }
+        if let Some(detail) = self.detail {
+            body["detail"] = detail.into();
         }
         body.to_string()
     }
@@ -82,14 +109,19 @@ impl ErrorPage<'_> {
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title>\
              <style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}}\
              code{{background:#eee;padding:.1em .3em}}</style></head><body>\
-             <h1>{title}</h1><p>{}</p><p>Reason: <code>{}</code>{}</p>\
+             <h1>{title}</h1><p>{}</p>{}<p>Reason: <code>{}</code>{}</p>\
              <p>Reference: <code>{}</code></p><p><small>Give this reference to the operator; it finds this request in the logs.</small></p>\
              </body></html>",
             html_escape(self.message),
-            html_escape(self.reason),
-            self.cause()
-                .map(|c| format!(". Usually: {}", html_escape(c)))
+            self.detail
+                .map(|d| format!("<p>{}</p>", html_escape(d)))
                 .unwrap_or_default(),
+            html_escape(self.reason),
+            match (self.what_happened, self.cause()) {
+                (Some(what), _) => format!(". What happened: {}", html_escape(what)),
+                (None, Some(c)) => format!(". Usually: {}", html_escape(c)),
+                (None, None) => String::new(),
+            },
             html_escape(self.trace_id)
         )
     }
@@ -126,16 +158,79 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_top_level_navigations_are_sent_to_a_login() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            is_navigation(&h)
+        };
+        assert!(with(&[("accept", "text/html,application/xhtml+xml")]));
+        assert!(with(&[("sec-fetch-mode", "navigate"), ("accept", "*/*")]));
+        assert!(!with(&[("accept", "application/json")]));
+        assert!(!with(&[("accept", "*/*")]));
+        assert!(!with(&[
+            ("sec-fetch-mode", "cors"),
+            ("accept", "text/html")
+        ]));
+        assert!(!with(&[
+            ("sec-fetch-mode", "no-cors"),
+            ("accept", "text/html")
+        ]));
+        assert!(!with(&[
+            ("x-requested-with", "XMLHttpRequest"),
+            ("accept", "text/html")
+        ]));
+        assert!(!with(&[
+            ("x-requested-with", "XMLHttpRequest"),
+            ("sec-fetch-mode", "navigate")
+        ]));
+        assert!(!with(&[
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-mode", "cors")
+        ]));
+    }
+
+    #[test]
     fn pages_escape_what_they_show() {
         let page = ErrorPage {
             status: StatusCode::BAD_GATEWAY,
             reason: "X",
             message: "<script>",
+            detail: Some("<b>groups</b>"),
             trace_id: "1-a",
+            what_happened: None,
         };
         assert!(page.html().contains("&lt;script&gt;"));
+        assert!(page.html().contains("<p>&lt;b&gt;groups&lt;/b&gt;</p>"));
         let json: serde_json::Value = serde_json::from_str(&page.json()).unwrap();
         assert_eq!(json["traceId"], "1-a");
         assert_eq!(json["status"], 502);
+        assert_eq!(json["detail"], "<b>groups</b>");
+    }
+
+    #[test]
+    fn what_happened_replaces_the_usual_cause() {
+        let page = ErrorPage {
+            status: StatusCode::UNAUTHORIZED,
+            reason: "AuthMissingAWSALBAuthNonce",
+            message: "m",
+            detail: None,
+            trace_id: "1-a",
+            what_happened: Some("no cookies at all <b>"),
+        };
+        let json: serde_json::Value = serde_json::from_str(&page.json()).unwrap();
+        assert_eq!(json["whatHappened"], "no cookies at all <b>");
+        assert!(json.get("usualCause").is_none());
+        let html = page.html();
+        assert!(
+            html.contains("What happened: no cookies at all &lt;b&gt;"),
+            "{html}"
+        );
+        assert!(!html.contains("Usually"), "{html}");
     }
 }

@@ -1,6 +1,7 @@
 //! Listeners: accept TCP (and TLS), serve HTTP/1.1, h2 and h2c with upgrades, and
 //! drain in-flight requests on shutdown.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use rustls::ServerConfig;
 
 use super::connections::{Connections, Held, Hold, Slot};
+use super::proxy_protocol::{self, Prefixed, Refusal};
 use super::tls::{openssl_cipher_name, protocol_name};
 use super::{ConnInfo, DataPlane, TlsInfo, handler};
 
@@ -37,47 +39,60 @@ fn builder(dp: &DataPlane) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// Serves plain HTTP (and h2c) on `listener` until `shutdown` turns true.
-pub async fn serve_http(
-    dp: Arc<DataPlane>,
-    listener: TcpListener,
-    shutdown: watch::Receiver<bool>,
-) {
-    let conns = dp.http_connections.clone();
-    accept_loop(dp, listener, None, conns, shutdown).await
+/// One data-plane listener, as its accept loop serves it.
+pub struct Listener {
+    pub name: super::ListenerName,
+    /// TLS ended here (`--https`).
+    pub tls: Option<TlsAcceptor>,
+    /// Connections start with a PROXY protocol header (`--proxy-protocol`).
+    pub proxy_protocol: bool,
 }
 
-/// Serves HTTPS on `listener` with certificates from the live snapshot.
-pub async fn serve_https(
-    dp: Arc<DataPlane>,
-    listener: TcpListener,
-    config: Arc<ServerConfig>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let conns = dp.https_connections.clone();
-    accept_loop(
-        dp,
-        listener,
-        Some(TlsAcceptor::from(config)),
-        conns,
-        shutdown,
-    )
-    .await
+impl Listener {
+    pub fn new(dp: &DataPlane, name: super::ListenerName, tls: Option<Arc<ServerConfig>>) -> Self {
+        Self {
+            name,
+            tls: tls.map(TlsAcceptor::from),
+            proxy_protocol: dp.config.proxy_protocol.contains(&name),
+        }
+    }
+
+    fn connections(&self, dp: &DataPlane) -> Arc<Connections> {
+        match self.name {
+            super::ListenerName::Http => dp.http_connections.clone(),
+            super::ListenerName::Https => dp.https_connections.clone(),
+            super::ListenerName::HttpsOffloaded => dp.offloaded_connections.clone(),
+        }
+    }
 }
 
-async fn accept_loop(
+/// What every connection task of a listener shares.
+struct Shared {
     dp: Arc<DataPlane>,
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    listener: Listener,
     conns: Arc<Connections>,
+    builder: auto::Builder<TokioExecutor>,
+}
+
+/// Serves `listener` (HTTP, h2c, or HTTPS with certificates from the live snapshot)
+/// until `shutdown` turns true, then drains.
+pub async fn serve(
+    dp: Arc<DataPlane>,
+    socket: TcpListener,
+    listener: Listener,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // Every connection task holds a sender; draining waits until all are dropped.
     let (alive, mut drained) = tokio::sync::mpsc::channel::<()>(1);
-    let builder = Arc::new(builder(&dp));
+    let shared = Arc::new(Shared {
+        builder: builder(&dp),
+        conns: listener.connections(&dp),
+        dp,
+        listener,
+    });
     loop {
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            a = socket.accept() => a,
             _ = shutdown.wait_for(|s| *s) => break,
         };
         let (stream, peer) = match accepted {
@@ -89,53 +104,30 @@ async fn accept_loop(
                 continue;
             }
         };
-        // The client's address: the socket's peer (a PROXY protocol header's, once
-        // that is read).
-        let slot = match conns.admit(peer.ip()) {
-            Ok(slot) => slot,
-            Err(_) => {
-                // Closed at once: no TLS handshake, no HTTP, nothing remembered.
-                drop(stream);
-                continue;
-            }
-        };
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(peer);
         let conn = ConnInfo {
             peer,
             local,
+            port: local.port(),
             tls: None,
+            tls_offloaded: shared.listener.name == super::ListenerName::HttpsOffloaded,
         };
-        let (dp, builder, tls) = (dp.clone(), builder.clone(), tls.clone());
-        let (alive, stop) = (alive.clone(), shutdown.clone());
-        let hold = Held::new(slot.clone(), conns.clone());
+        let (shared, alive, stop) = (shared.clone(), alive.clone(), shutdown.clone());
+        if shared.listener.proxy_protocol {
+            accept_proxied(shared, stream, conn, alive, stop);
+            continue;
+        }
+        // Closed at once when refused: no TLS handshake, no HTTP, nothing remembered.
+        let Ok(slot) = shared.conns.admit(peer.ip()) else {
+            continue;
+        };
         tokio::spawn(async move {
-            let watch = Watch {
-                slot: &slot,
-                hold: hold.clone(),
-                stop,
-            };
-            match tls {
-                None => serve_connection(dp, builder, TokioIo::new(stream), conn, watch).await,
-                Some(acceptor) => {
-                    let timeout = dp.config.tls_handshake_timeout;
-                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            let conn = with_tls_info(&dp, conn, &tls_stream);
-                            serve_connection(dp, builder, TokioIo::new(tls_stream), conn, watch)
-                                .await
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
-            }
-            // The slot goes back once a WebSocket tunnel, if any, has ended too.
-            drop(hold);
+            serve_admitted(&shared, slot, Prefixed::new(stream, Vec::new()), conn, stop).await;
             drop(alive);
         });
     }
-    drop(listener);
+    drop(socket);
     drop(alive);
     if tokio::time::timeout(DRAIN_TIMEOUT, drained.recv())
         .await
@@ -143,6 +135,105 @@ async fn accept_loop(
     {
         tracing::warn!("some connections were still busy after {DRAIN_TIMEOUT:?}; closing them");
     }
+}
+
+/// A connection to a `--proxy-protocol` listener: it waits apart for its header
+/// (refused at once when too many do), then is admitted as the client the header
+/// names and served.
+fn accept_proxied(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    conn: ConnInfo,
+    alive: tokio::sync::mpsc::Sender<()>,
+    stop: watch::Receiver<bool>,
+) {
+    let Some(waiting) = shared.conns.wait_for_header() else {
+        let name = shared.listener.name.as_str();
+        shared
+            .dp
+            .proxy_refusals
+            .record(name, conn.peer, Refusal::Busy);
+        return;
+    };
+    tokio::spawn(async move {
+        let proxied = read_proxy_header(&shared, stream, conn, stop.clone()).await;
+        drop(waiting);
+        if let Some((stream, conn)) = proxied
+            && let Ok(slot) = shared.conns.admit(conn.peer.ip())
+        {
+            serve_admitted(&shared, slot, stream, conn, stop).await;
+        }
+        drop(alive);
+    });
+}
+
+/// Reads the connection's PROXY header within the header-read timeout: the stream
+/// with the bytes read past it, and the connection as the header describes it.
+/// `None` (the connection is closed, the refusal counted) without a valid one.
+async fn read_proxy_header(
+    shared: &Shared,
+    mut stream: TcpStream,
+    mut conn: ConnInfo,
+    mut stop: watch::Receiver<bool>,
+) -> Option<(Prefixed<TcpStream>, ConnInfo)> {
+    let limit = shared.dp.config.header_read_timeout;
+    let read = tokio::select! {
+        read = tokio::time::timeout(limit, proxy_protocol::read_header(&mut stream)) => read,
+        _ = stop.wait_for(|s| *s) => return None,
+    };
+    let refused = match read {
+        Ok(Ok((proxied, rest))) => {
+            // `::ffff:203.0.113.7` is 203.0.113.7: one client, one entry in the caps.
+            if let Some(source) = proxied.source {
+                conn.peer = SocketAddr::new(source.ip().to_canonical(), source.port());
+            }
+            if let Some(destination) = proxied.destination {
+                conn.port = destination.port();
+            }
+            return Some((Prefixed::new(stream, rest), conn));
+        }
+        Ok(Err(why)) => why,
+        Err(_) => Refusal::Timeout,
+    };
+    let name = shared.listener.name.as_str();
+    shared.dp.proxy_refusals.record(name, conn.peer, refused);
+    None
+}
+
+/// An admitted connection: its TLS handshake, if any, then HTTP until it ends; the
+/// slot goes back once a WebSocket tunnel, if any, has ended too.
+async fn serve_admitted(
+    shared: &Shared,
+    slot: Arc<Slot>,
+    stream: Prefixed<TcpStream>,
+    conn: ConnInfo,
+    stop: watch::Receiver<bool>,
+) {
+    let hold = Held::new(slot.clone(), shared.conns.clone());
+    let watch = Watch {
+        slot: &slot,
+        conns: shared.conns.clone(),
+        hold: hold.clone(),
+        stop,
+    };
+    let dp = shared.dp.clone();
+    let peer = conn.peer;
+    match &shared.listener.tls {
+        None => serve_connection(dp, &shared.builder, TokioIo::new(stream), conn, watch).await,
+        Some(acceptor) => {
+            let timeout = dp.config.tls_handshake_timeout;
+            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => {
+                    let conn = with_tls_info(&dp, conn, &tls_stream);
+                    let io = TokioIo::new(tls_stream);
+                    serve_connection(dp, &shared.builder, io, conn, watch).await
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+    drop(hold);
 }
 
 /// A request in flight on a connection (so it is not idle), until dropped.
@@ -164,6 +255,7 @@ impl Drop for Busy {
 /// What ends a connection early: shutdown, or the tracker making room.
 struct Watch<'a> {
     slot: &'a Arc<Slot>,
+    conns: Arc<Connections>,
     hold: Hold,
     stop: watch::Receiver<bool>,
 }
@@ -171,7 +263,7 @@ struct Watch<'a> {
 fn with_tls_info(
     dp: &DataPlane,
     mut conn: ConnInfo,
-    stream: &tokio_rustls::server::TlsStream<TcpStream>,
+    stream: &tokio_rustls::server::TlsStream<Prefixed<TcpStream>>,
 ) -> ConnInfo {
     let (_, session) = stream.get_ref();
     let server_name = session.server_name().map(str::to_owned);
@@ -195,7 +287,7 @@ fn with_tls_info(
 
 async fn serve_connection<I>(
     dp: Arc<DataPlane>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: &auto::Builder<TokioExecutor>,
     io: I,
     conn: ConnInfo,
     watch: Watch<'_>,
@@ -206,11 +298,7 @@ async fn serve_connection<I>(
     let peer = conn.peer;
     let slot = watch.slot.clone();
     let hold = watch.hold.clone();
-    let conns = if conn.tls.is_some() {
-        dp.https_connections.clone()
-    } else {
-        dp.http_connections.clone()
-    };
+    let conns = watch.conns.clone();
     // Boxed: hyper keeps room for one request future per connection for as long as the
     // connection lives, so an idle keep-alive connection would hold a whole request's
     // state machine. Boxed, it holds a pointer, and the state exists only per request.

@@ -252,3 +252,45 @@ pub fn gateway_crds() -> String {
     }
     all
 }
+
+/// The value of counter `name{result="<result>"}` on `p`'s /metrics.
+pub async fn counter(p: &Portcullis, name: &str, result: &str) -> f64 {
+    let series = format!("portcullis_{name}{{result=\"{result}\"}} ");
+    let metrics = p.metrics().await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in /metrics"))
+}
+
+/// Makes the leader `p` look at the cluster again (a new, unreferenced Service in
+/// `apps` is a change it watches) and waits until it has made a plan that found
+/// nothing to write: the cluster's status is what Portcullis would write. A leader
+/// that keeps finding writes never gets there, and this times out.
+pub async fn settled(p: &Portcullis, admin: &kube::Client) {
+    static NUDGES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NUDGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let before = counter(p, "status_plans_total", "nothing").await;
+    apply(
+        admin,
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: nudge-{n}, namespace: apps}}\nspec: {{ports: [{{port: 80}}]}}\n"
+        ),
+    )
+    .await;
+    super::eventually("the leader plans and finds nothing to write", || async {
+        counter(p, "status_plans_total", "nothing").await > before
+    })
+    .await;
+}
+
+/// Waits until replica `p` has had a round of the leader election after this call in
+/// which it learnt `result` (`leading`, `following`).
+pub async fn lease_round(p: &Portcullis, result: &str) {
+    let before = counter(p, "leader_lease_rounds_total", result).await;
+    super::eventually(&format!("a lease round: {result}"), || async {
+        counter(p, "leader_lease_rounds_total", result).await > before
+    })
+    .await;
+}

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod cluster;
 pub mod idp;
+pub mod keycloak;
 pub mod redis;
 pub mod tls;
 
@@ -105,6 +106,17 @@ async fn describe(
             )
         })
         .collect();
+    // Every copy of every header, in order: `headers` keeps one value per name.
+    let header_list: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into(),
+            )
+        })
+        .collect();
     let (method, path) = (
         req.method().to_string(),
         req.uri()
@@ -118,7 +130,7 @@ async fn describe(
         .await
         .map(|b| b.to_bytes().len())
         .unwrap_or(0);
-    let json = serde_json::json!({"backend": name, "method": method, "path": path, "headers": headers, "bodyBytes": body});
+    let json = serde_json::json!({"backend": name, "method": method, "path": path, "headers": headers, "headerList": header_list, "bodyBytes": body});
     Ok(Response::new(Full::new(Bytes::from(json.to_string()))))
 }
 
@@ -127,6 +139,7 @@ pub struct Portcullis {
     child: Child,
     pub http: SocketAddr,
     pub https: Option<SocketAddr>,
+    pub https_offloaded: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub access_log: Arc<Mutex<Vec<String>>>,
     /// Its stderr: the diagnostic log, with the flow-hop lines.
@@ -214,6 +227,7 @@ impl Portcullis {
             child,
             http: addr("http").unwrap(),
             https: addr("https"),
+            https_offloaded: addr("https_offloaded"),
             admin: addr("admin").unwrap(),
             access_log,
             diagnostics,

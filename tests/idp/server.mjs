@@ -40,6 +40,28 @@ const slowClockClient = 'portcullis-slow-clock';
 const frontchannelUri = process.env.IDP_FRONTCHANNEL_URI;
 let lastSids = {};
 
+// Accounts whose groups travel the way real providers send them: only in the ID
+// token (Keycloak's group mapper with "add to userinfo" off, Entra ID, Okta, Auth0),
+// as one space-separated string, as Entra ID's overage (no groups, `_claim_names`
+// pointing at Microsoft Graph instead), or differently in each (a mapper's full-path
+// setting on for one and off for the other); and accounts whose claims cannot travel
+// in a header unchanged (a line break, a group with a comma). Every other account has
+// no groups and no nickname.
+const overage = {
+  _claim_names: { groups: 'src1' },
+  _claim_sources: { src1: { endpoint: 'https://graph.microsoft.com/v1.0/users/x/getMemberObjects' } },
+};
+const extraClaims = {
+  'token-admin': { idToken: { groups: ['staff', 'admins'] } },
+  'token-staff': { idToken: { groups: ['staff'] } },
+  'spaced-admin': { idToken: { groups: 'staff admins' } },
+  'spaced-staff': { userinfo: { groups: 'staff administrators' } },
+  'overage-user': { idToken: overage },
+  'split-admin': { idToken: { groups: ['admins'] }, userinfo: { groups: ['/admins'] } },
+  'crlf-user': { userinfo: { nickname: 'eve\r\nX-Auth-Request-Email: admin@example.com' } },
+  'comma-user': { idToken: { groups: ['staff', 'x,admins'] } },
+};
+
 const provider = new Provider(issuer, {
   clients: [{
     client_id: process.env.IDP_CLIENT_ID ?? 'portcullis-test',
@@ -97,14 +119,20 @@ const provider = new Provider(issuer, {
     },
   },
   scopes: ['openid', 'email', 'profile', 'offline_access', 'api:read', 'api:write'],
-  claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
+  // `groups` and `nickname` ride on openid so they can reach the ID token of a code
+  // flow (which otherwise carries sub alone); which accounts have them, and where, is
+  // in extraClaims.
+  claims: { openid: ['sub', 'groups', 'nickname'], email: ['email', 'email_verified'], profile: ['name'] },
   issueRefreshToken: async () => true,
   ttl: { AccessToken: Number(process.env.IDP_ACCESS_TOKEN_TTL ?? 300) },
   async findAccount(ctx, id) {
     return {
       accountId: id,
-      async claims() {
-        return { sub: id, email: `${id}@example.com`, email_verified: true, name: `User ${id}` };
+      async claims(use) {
+        return {
+          sub: id, email: `${id}@example.com`, email_verified: true, name: `User ${id}`,
+          ...(extraClaims[id]?.[use === 'id_token' ? 'idToken' : 'userinfo'] ?? {}),
+        };
       },
     };
   },

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# End to end in a kind cluster: build and load the image, install the chart, deploy the
-# test provider and an echo app with the same scenario as tests/cluster.rs
-# (tests/scenario/app.yaml), log in through HTTPS in headless Chromium, and check the
-# identity headers the app received.
+# End to end in a kind cluster, as the cluster quickstart goes
+# (deploy/examples/quickstart/README.md): install cert-manager, build and load the image,
+# install the chart, deploy the test provider, apply exactly the quickstart's files with
+# the test provider's issuer and client put in where its README says, log in through
+# HTTPS in headless Chromium, and check the identity headers the echo app received.
 #
 # Needs: Docker, kind v0.29 or later, kubectl, helm v3.19.0 (HELM=/path/to/helm for
 # another binary), Node.js 22 with npm, openssl, python3, and Chromium or Google Chrome
@@ -27,6 +28,7 @@ readonly name=portcullis-e2e
 # speaks and the chart's kubeVersion accepts (tests/packaging.rs checks both).
 readonly node_image=kindest/node:v1.33.1@sha256:050072256b9a903bd914c0b2866828150cb229cea0efe5892e2b644d5dd3b34f
 readonly helm_version=v3.19.0
+readonly cert_manager_version=v1.18.2
 readonly issuer=https://idp.example.com:30943
 state=$(mkdir -p .cache/kind-e2e && cd .cache/kind-e2e && pwd)
 readonly state
@@ -102,22 +104,26 @@ docker tag portcullis:e2e "portcullis:$app_tag"
 docker tag portcullis-test-idp:e2e "portcullis-test-idp:$idp_tag"
 kind load docker-image --name "$name" "portcullis:$app_tag" "portcullis-test-idp:$idp_tag"
 
-# One certificate authority for the provider and the application host, kept with the
-# cluster so a rerun serves the same certificates.
+# A certificate authority for the test provider (Portcullis trusts it with
+# --idp-ca-file), kept with the cluster so a rerun serves the same certificate; the
+# application's certificate comes from cert-manager, as in the quickstart.
 if ! openssl x509 -checkend 3600 -noout -in "$state/ca.crt" >/dev/null 2>&1; then
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=e2e-ca \
     -keyout "$state/ca.key" -out "$state/ca.crt" 2>/dev/null
-  for host in idp.example.com app.example.com; do
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$host" \
-      -keyout "$state/$host.key" -out "$state/$host.csr" 2>/dev/null
-    openssl x509 -req -in "$state/$host.csr" -CA "$state/ca.crt" -CAkey "$state/ca.key" -CAcreateserial \
-      -days 30 -extfile <(printf "subjectAltName=DNS:%s" "$host") -out "$state/$host.crt" 2>/dev/null
-  done
+  host=idp.example.com
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$host" \
+    -keyout "$state/$host.key" -out "$state/$host.csr" 2>/dev/null
+  openssl x509 -req -in "$state/$host.csr" -CA "$state/ca.crt" -CAkey "$state/ca.key" -CAcreateserial \
+    -days 30 -extfile <(printf "subjectAltName=DNS:%s" "$host") -out "$state/$host.crt" 2>/dev/null
 fi
 node_ip=$(kubectl get nodes -o jsonpath='{.items[0].status.addresses[?(@.type=="InternalIP")].address}')
 
 # create-or-update, so a rerun finds everything in place.
 upsert() { kubectl "$@" --dry-run=client -o yaml | kubectl apply -f - >/dev/null; }
+
+kubectl apply --server-side -f \
+  "https://github.com/cert-manager/cert-manager/releases/download/$cert_manager_version/cert-manager.yaml" >/dev/null
+kubectl -n cert-manager rollout status deploy/cert-manager-webhook --timeout 3m
 
 upsert create namespace portcullis-system
 upsert -n portcullis-system create secret generic idp-ca --from-file=ca.crt="$state/ca.crt"
@@ -138,17 +144,27 @@ fi
 
 upsert create namespace idp
 upsert -n idp create secret tls idp-tls --cert="$state/idp.example.com.crt" --key="$state/idp.example.com.key"
-sed "s#ISSUER#$issuer#" tests/scenario/app.yaml | kubectl apply --server-side -f -
-upsert -n apps create secret tls app-tls --cert="$state/app.example.com.crt" --key="$state/app.example.com.key"
-kubectl -n apps patch ingress web --type merge -p '{"spec":{"tls":[{"hosts":["app.example.com"],"secretName":"app-tls"}]}}'
 sed "s#portcullis-test-idp:e2e#portcullis-test-idp:$idp_tag#" tests/kind/cluster-extras.yaml |
   kubectl apply --server-side -f -
 kubectl -n idp rollout status deploy/idp --timeout 3m
+
+# The quickstart's files, in the order `kubectl apply -f deploy/examples/quickstart/`
+# takes them, with the issuer, client id and secret its README says to put in.
+quickstart() {
+  local file
+  for file in deploy/examples/quickstart/*.yaml; do
+    sed -e "s#https://login.example.com#$issuer#" -e 's#clientId: my-app#clientId: portcullis-test#' \
+      -e 's#client-secret: change-me#client-secret: test-secret#' "$file"
+    echo ---
+  done
+}
+quickstart | kubectl apply --server-side -f -
+kubectl -n apps wait certificate/app-tls --for=condition=Ready --timeout 2m
 kubectl -n apps rollout status deploy/echo --timeout 3m
 
-# The scenario applied twice changes nothing (GitOps sees no drift).
-sed "s#ISSUER#$issuer#" tests/scenario/app.yaml | kubectl diff --server-side -f - \
-  --field-manager kubectl >/dev/null || fail "re-applying the scenario would change it"
+# The quickstart applied twice changes nothing (GitOps sees no drift).
+quickstart | kubectl diff --server-side -f - --field-manager kubectl >/dev/null ||
+  fail "re-applying the quickstart would change it"
 
 ready=
 for _ in $(seq 60); do
@@ -157,10 +173,12 @@ for _ in $(seq 60); do
   sleep 2
 done
 [[ "$ready" == True ]] || fail "AuthRule apps/sso is not Ready"
+kubectl -n portcullis-system exec deploy/portcullis -- portcullis diagnose --rule apps/sso --idp-ca-file /etc/idp-ca/ca.crt ||
+  fail "portcullis diagnose in the cluster found a problem"
 
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
-out=$(CHROMIUM="$chromium" IGNORE_HTTPS_ERRORS=1 node tests/browser/login.mjs https://app.example.com/e2e ellen \
-  "MAP app.example.com 127.0.0.1, MAP idp.example.com 127.0.0.1")
+out=$(CHROMIUM="$chromium" IGNORE_HTTPS_ERRORS=1 node tests/browser/login.mjs https://app.localhost/e2e ellen \
+  "MAP app.localhost 127.0.0.1, MAP idp.example.com 127.0.0.1")
 echo "$out" | python3 -c '
 import json, sys
 seen = json.load(sys.stdin)

@@ -1,5 +1,5 @@
-//! AuthRule status: conditions, attached routes, recent login failures, policy
-//! ancestors, and a Warning Event for each condition that turns False.
+//! AuthRule status: conditions, attached routes, recent login failures and abandoned
+//! logins, policy ancestors, and a Warning Event for each condition that turns False.
 
 use std::collections::BTreeMap;
 
@@ -11,8 +11,13 @@ use serde_json::json;
 use crate::compile::AuthRuleSummary;
 use crate::diagnostics::{Category, Diagnostic, ObjectRef};
 use crate::model::{
-    AuthRule, AuthRuleStatus, GATEWAY_CONTROLLER_NAME, GROUP, ParentReference, PolicyAncestorStatus,
+    AuthRule, AuthRuleStatus, GATEWAY_CONTROLLER_NAME, GROUP, ParentReference,
+    PolicyAncestorStatus, RecentCount,
 };
+use crate::store::UnreadableAuthRule;
+
+/// How far back `recentAbandonedLogins` counts: a login's own window.
+pub const ABANDONED_WINDOW: std::time::Duration = std::time::Duration::from_secs(900);
 
 use super::{Inputs, Write};
 
@@ -36,6 +41,7 @@ pub(super) fn plan(input: &Inputs<'_>) -> Vec<Write> {
             idp: input.idp.get(&object).cloned(),
             credentials: input.credentials.get(&object).cloned(),
             failures: input.failures.get(&label).cloned().unwrap_or_default(),
+            abandoned: input.abandoned.get(&label).copied().unwrap_or_default(),
         };
         let recent = input.own_writes.get(&uid);
         let current = recent.or(rule.status.as_ref());
@@ -68,21 +74,48 @@ pub(super) fn plan(input: &Inputs<'_>) -> Vec<Write> {
         });
     }
     for unreadable in &input.objects.unreadable_auth_rules {
-        if input.own_unreadable.get(&unreadable.object) == Some(&unreadable.error) {
+        let reported = format!("{:?} {}", unreadable.generation, unreadable.error);
+        if input.own_unreadable.get(&unreadable.object) == Some(&reported) {
             continue;
         }
-        let body = json!({"conditions": [{
-            "type": "Accepted", "status": "False", "reason": "InvalidAuthRule",
-            "message": format!("{} (fix: compare it with `kubectl explain authrule.spec`)", unreadable.error),
-            "lastTransitionTime": Time(input.now),
-        }]});
         writes.push(Write::UnreadableStatus {
             object: unreadable.object.clone(),
-            error: unreadable.error.clone(),
-            body,
+            reported,
+            body: unreadable_status(unreadable, input.now),
         });
     }
     writes
+}
+
+/// The status of an AuthRule that does not parse: not accepted and not ready, for
+/// the generation read, so GitOps health checks (Argo CD, Flux's kstatus) see it fail
+/// rather than wait or pass.
+fn unreadable_status(unreadable: &UnreadableAuthRule, now: Timestamp) -> serde_json::Value {
+    let generation = unreadable.generation;
+    let condition = |kind: &str, message: String| {
+        let mut c = json!({
+            "type": kind, "status": "False", "reason": "InvalidAuthRule", "message": message,
+            "lastTransitionTime": Time(now),
+        });
+        if let Some(g) = generation {
+            c["observedGeneration"] = g.into();
+        }
+        c
+    };
+    let mut status = json!({"conditions": [
+        condition(
+            "Accepted",
+            format!("{} (fix: compare it with `kubectl explain authrule.spec`)", unreadable.error),
+        ),
+        condition(
+            "Ready",
+            "the routes it targets answer 500 AuthRuleInvalid until the spec is fixed".into(),
+        ),
+    ]});
+    if let Some(g) = generation {
+        status["observedGeneration"] = g.into();
+    }
+    status
 }
 
 /// One PolicyAncestorStatus per Gateway the rule's Gateway API targets reach; its
@@ -123,6 +156,8 @@ pub struct Observed {
     pub idp: Option<Result<(), String>>,
     pub credentials: Option<Result<(), String>>,
     pub failures: BTreeMap<String, i32>,
+    /// Logins counted abandoned in the last `ABANDONED_WINDOW`.
+    pub abandoned: i32,
 }
 
 /// A condition's status, reason and message.
@@ -173,6 +208,10 @@ pub fn auth_rule_status(
         observed_generation: generation,
         attached_routes: summary.map_or(0, |s| s.attached_routes) as i32,
         recent_login_failures: observed.failures.clone(),
+        recent_abandoned_logins: (observed.abandoned > 0).then_some(RecentCount {
+            count: observed.abandoned,
+            window_seconds: ABANDONED_WINDOW.as_secs() as i64,
+        }),
         ancestors: Vec::new(),
     }
 }

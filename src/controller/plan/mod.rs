@@ -10,7 +10,7 @@ mod auth_rule;
 mod gateway;
 mod ingress;
 
-pub use auth_rule::{Observed, auth_rule_status, same_status};
+pub use auth_rule::{ABANDONED_WINDOW, Observed, auth_rule_status, same_status};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -37,6 +37,9 @@ pub struct Inputs<'a> {
     pub credentials: &'a BTreeMap<ObjectRef, Result<(), String>>,
     /// Per AuthRule (`namespace/name`): recent failed logins by reason.
     pub failures: &'a BTreeMap<String, BTreeMap<String, i32>>,
+    /// Per AuthRule (`namespace/name`): logins counted abandoned in the last
+    /// `ABANDONED_WINDOW`.
+    pub abandoned: &'a BTreeMap<String, i32>,
     /// Status this replica wrote recently, by AuthRule uid.
     pub own_writes: &'a HashMap<String, AuthRuleStatus>,
     /// Status written recently for AuthRules that do not parse, by object.
@@ -63,10 +66,11 @@ pub enum Write {
         uid: String,
         status: AuthRuleStatus,
     },
-    /// An AuthRule that does not parse: only `Accepted: False` with the error.
+    /// An AuthRule that does not parse: `Accepted` and `Ready` False with the error.
     UnreadableStatus {
         object: ObjectRef,
-        error: String,
+        /// The generation and error reported, so the same pair is written once.
+        reported: String,
         body: serde_json::Value,
     },
     IngressAddress {

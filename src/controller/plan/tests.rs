@@ -53,6 +53,7 @@ struct World {
     idp: BTreeMap<ObjectRef, Result<(), String>>,
     credentials: BTreeMap<ObjectRef, Result<(), String>>,
     failures: BTreeMap<String, BTreeMap<String, i32>>,
+    abandoned: BTreeMap<String, i32>,
     own: HashMap<String, AuthRuleStatus>,
     publish_address: Option<&'static str>,
     now: i64,
@@ -70,6 +71,7 @@ impl World {
             idp: BTreeMap::new(),
             credentials: BTreeMap::new(),
             failures: BTreeMap::new(),
+            abandoned: BTreeMap::new(),
             own: HashMap::new(),
             publish_address: None,
             now: NOW,
@@ -85,6 +87,7 @@ impl World {
             idp: &self.idp,
             credentials: &self.credentials,
             failures: &self.failures,
+            abandoned: &self.abandoned,
             own_writes: &self.own,
             own_unreadable: &HashMap::new(),
             own_gateway: &HashMap::new(),
@@ -231,6 +234,32 @@ fn provider_health_and_login_failures_are_reported() {
 }
 
 #[test]
+fn abandoned_logins_are_written_when_their_count_changes_only() {
+    let mut w = World::new(&format!("{APP}{SECRET}"));
+    let first = w.plan();
+    w.write_back(&first);
+    assert!(status_of(&first).recent_abandoned_logins.is_none());
+    w.abandoned.insert("apps/sso".into(), 2);
+    let writes = w.plan();
+    assert_eq!(
+        status_of(&writes).recent_abandoned_logins,
+        Some(crate::model::RecentCount {
+            count: 2,
+            window_seconds: 900
+        })
+    );
+    assert!(events(&writes).is_empty(), "status only, no Event");
+    w.write_back(&writes);
+    assert!(w.plan().is_empty(), "the same count is not written again");
+    w.abandoned.clear();
+    let writes = w.plan();
+    assert!(
+        status_of(&writes).recent_abandoned_logins.is_none(),
+        "out of the window"
+    );
+}
+
+#[test]
 fn nothing_is_written_when_nothing_changed_whatever_the_clock_says() {
     let mut w = World::new(APP);
     let first = w.plan();
@@ -305,37 +334,58 @@ fn served_ingresses_get_the_address_once() {
 }
 
 #[test]
-fn an_unreadable_rule_is_reported_once_per_error() {
+fn an_unreadable_rule_is_reported_once_per_error_and_generation() {
     let yaml = format!(
-        "{SECRET}---\napiVersion: portcullis.dev/v1alpha1\nkind: AuthRule\nmetadata: {{name: bad, namespace: apps}}\nspec: {{targetRefs: 7}}\n"
+        "{SECRET}---\napiVersion: portcullis.dev/v1alpha1\nkind: AuthRule\nmetadata: {{name: bad, namespace: apps, generation: 3}}\nspec: {{targetRefs: 7}}\n"
     );
-    let w = World::new(&yaml);
-    let writes = w.plan();
-    let (object, error) = writes
-        .iter()
-        .find_map(|wr| match wr {
-            Write::UnreadableStatus { object, error, .. } => Some((object.clone(), error.clone())),
+    let mut w = World::new(&yaml);
+    let unreadable = |writes: &[Write]| {
+        writes.iter().find_map(|wr| match wr {
+            Write::UnreadableStatus {
+                object,
+                reported,
+                body,
+            } => Some((object.clone(), reported.clone(), body.clone())),
             _ => None,
         })
-        .expect("an unreadable status");
-    let own = HashMap::from([(object, error)]);
-    let again = plan(&Inputs {
-        objects: &w.objects,
-        snapshot: &w.snapshot,
-        gateway: &w.gateway,
-        diagnostics: &w.diagnostics,
-        idp: &w.idp,
-        credentials: &w.credentials,
-        failures: &w.failures,
-        own_writes: &w.own,
-        own_unreadable: &own,
-        own_gateway: &HashMap::new(),
-        own_events: &Default::default(),
-        publish_service: None,
-        publish_address: None,
-        now: Timestamp::from_second(NOW + 30).unwrap(),
-    });
+    };
+    let (object, reported, body) = unreadable(&w.plan()).expect("an unreadable status");
+    // Health checks (Argo CD's, Flux's kstatus) read Ready and observedGeneration.
+    assert_eq!(body["observedGeneration"], 3, "{body}");
+    let conditions = body["conditions"].as_array().unwrap();
+    for kind in ["Accepted", "Ready"] {
+        let c = conditions.iter().find(|c| c["type"] == kind).unwrap();
+        assert_eq!(
+            (&c["status"], &c["reason"], &c["observedGeneration"]),
+            (&"False".into(), &"InvalidAuthRule".into(), &3.into()),
+            "{kind}"
+        );
+    }
+    let own = HashMap::from([(object, reported)]);
+    let plan_again = |w: &World| {
+        plan(&Inputs {
+            objects: &w.objects,
+            snapshot: &w.snapshot,
+            gateway: &w.gateway,
+            diagnostics: &w.diagnostics,
+            idp: &w.idp,
+            credentials: &w.credentials,
+            failures: &w.failures,
+            abandoned: &w.abandoned,
+            own_writes: &w.own,
+            own_unreadable: &own,
+            own_gateway: &HashMap::new(),
+            own_events: &Default::default(),
+            publish_service: None,
+            publish_address: None,
+            now: Timestamp::from_second(NOW + 30).unwrap(),
+        })
+    };
+    let again = plan_again(&w);
     assert!(again.is_empty(), "{again:?}");
+    w.objects.unreadable_auth_rules[0].generation = Some(4);
+    let edited = unreadable(&plan_again(&w)).expect("a new generation is reported");
+    assert_eq!(edited.2["observedGeneration"], 4);
 }
 
 #[test]

@@ -18,7 +18,7 @@ impl Exchange {
         at: &CanonicalRequest,
         req: &Request<Incoming>,
     ) -> Option<Response<Body>> {
-        if at.client_https() {
+        if at.https {
             return None;
         }
         if let Some(port) = route.alb.ssl_redirect {
@@ -86,7 +86,7 @@ impl Exchange {
     ) -> Response<Body> {
         match answer {
             AlbAnswer::Redirect(r) => {
-                let https = at.client_https();
+                let https = at.https;
                 let url = RequestUrl {
                     tls: https,
                     host: &at.authority.host,

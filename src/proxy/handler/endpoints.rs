@@ -26,12 +26,13 @@ impl Exchange {
     pub(super) async fn callback(
         &mut self,
         req: &Request<Incoming>,
-        authority: &Authority,
+        arrival: &CanonicalRequest,
         policies: &[Arc<AuthPolicy>],
     ) -> Response<Body> {
+        let authority = &arrival.authority;
         let host = authority.host.as_str();
         self.rec.add_action("authenticate");
-        let secure = self.conn.tls.is_some();
+        let secure = arrival.https;
         let cookies = cookie_headers(req.headers());
         let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
         let query = req.uri().query().unwrap_or("");
@@ -55,7 +56,18 @@ impl Exchange {
                 break;
             }
         }
+        let mut what_happened = None;
         if let Some((policy, result)) = &outcome {
+            if let Err(LoginError::Flow(e)) = result {
+                let at = Browser {
+                    host,
+                    redirect_uri: &redirect_uri,
+                    cookies: &cookies,
+                    now: unix_now(),
+                    secure,
+                };
+                what_happened = self.find_flow_start(policy, *e, query, &at, &mut notes);
+            }
             self.record_flow(
                 policy,
                 host,
@@ -80,8 +92,8 @@ impl Exchange {
                 resp
             }
             Some((policy, Err(e))) => {
-                tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, reason = e.reason(), error = %e, "login failed at the callback");
-                self.login_error(&e)
+                tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, reason = e.reason(), error = %e, what_happened = what_happened.as_deref().unwrap_or("-"), "login failed at the callback");
+                self.login_error_because(&e, what_happened.as_deref())
             }
             None => self.error(
                 StatusCode::NOT_FOUND,
@@ -148,14 +160,15 @@ impl Exchange {
     pub(super) async fn frontchannel_logout(
         &mut self,
         req: &Request<Incoming>,
-        host: &str,
+        arrival: &CanonicalRequest,
         policies: &[Arc<AuthPolicy>],
     ) -> Response<Body> {
+        let host = arrival.authority.host.as_str();
         self.rec.add_action("authenticate");
         let cookies = cookie_headers(req.headers());
         let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
         let query = req.uri().query().unwrap_or("");
-        let secure = self.conn.tls.is_some();
+        let secure = arrival.https;
         let done =
             (self.dp.auth).frontchannel_logout(policies, host, query, &cookies, secure, unix_now());
         match done.await {
@@ -186,15 +199,16 @@ impl Exchange {
     pub(super) async fn logout(
         &mut self,
         req: &Request<Incoming>,
-        host: &str,
+        arrival: &CanonicalRequest,
         policy: &AuthPolicy,
     ) -> Response<Body> {
+        let host = arrival.authority.host.as_str();
         self.rec.add_action("authenticate");
         let cookies = cookie_headers(req.headers());
         let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
         let query = form_pairs(req.uri().query().unwrap_or(""));
         let requested = query.get("redirect").map(String::as_str);
-        let secure = self.conn.tls.is_some();
+        let secure = arrival.https;
         let out = (self.dp.auth)
             .logout(policy, host, &cookies, requested, secure)
             .await;
@@ -207,8 +221,44 @@ impl Exchange {
         resp
     }
 
+    /// A callback whose flow cookie did not match finds the flow its `state` began
+    /// (on this replica) by the keyed hash the redirect kept: its hops join that flow,
+    /// and the failed check says what happened instead of the generic error. Returns
+    /// that explanation.
+    fn find_flow_start(
+        &self,
+        policy: &AuthPolicy,
+        e: FlowError,
+        query: &str,
+        at: &Browser<'_>,
+        notes: &mut Notes,
+    ) -> Option<String> {
+        use FlowError::*;
+        let unmatched = matches!(e, MissingCookie | InvalidCookie | StateMismatch | Expired);
+        if !unmatched || notes.flow_id.is_some() {
+            return None;
+        }
+        let state = form_pairs(query).remove("state")?;
+        let flow = self.dp.flows.by_state(&state)?;
+        let back = Return {
+            at: now_ms(),
+            host: at.host,
+            secure: at.secure,
+            rule: &rule_label(policy),
+            cookies: cookie_count(at.cookies),
+            reason: e.reason(),
+        };
+        let explanation = explain_return(&flow, &back);
+        if let Some(check) = notes.hops.iter_mut().rfind(|n| n.hop == "flow-cookie") {
+            check.detail = format!("{}: {explanation}", e.reason());
+        }
+        notes.flow_id = Some(flow.id);
+        Some(explanation)
+    }
+
     /// The callback's hops into the flow record. A callback whose flow cookie did not
-    /// open has no flow id; it is recorded under its trace id.
+    /// open has no flow id; it is recorded under its trace id. With shared state, the
+    /// replica that sent the redirect learns that the browser came back.
     pub(super) fn record_flow(
         &self,
         policy: &AuthPolicy,
@@ -216,6 +266,18 @@ impl Exchange {
         notes: Notes,
         failure: Option<&'static str>,
     ) {
+        if let Some(id) = &notes.flow_id
+            && self.dp.auth.shared().is_shared()
+        {
+            let (shared, id) = (self.dp.auth.shared().clone(), id.clone());
+            let keep = std::time::Duration::from_secs(crate::auth::flow::LOGIN_WINDOW_SECS as u64);
+            // Off the request path: the redirect's replica asks at its next sweep.
+            tokio::spawn(async move {
+                if let Err(e) = shared.note_callback(&id, keep).await {
+                    tracing::debug!(error = %e, "the callback could not be noted in the shared state");
+                }
+            });
+        }
         let id = notes
             .flow_id
             .unwrap_or_else(|| format!("callback-{}", self.trace.root));
@@ -234,4 +296,13 @@ impl Exchange {
             self.dp.flows.failed(&id, reason);
         }
     }
+}
+
+/// How many cookies the browser sent, over all its `Cookie` headers.
+fn cookie_count(headers: &[&str]) -> usize {
+    headers
+        .iter()
+        .flat_map(|h| h.split(';'))
+        .filter(|pair| !pair.trim().is_empty())
+        .count()
 }

@@ -3,25 +3,20 @@
 //! identity headers or is answered here.
 
 use super::*;
+use crate::auth::guard::{
+    Asking, NoSession, RefreshOutcome, SessionStep, Unauthenticated, after_refresh, session_step,
+};
 
-/// What a request's session cookie is worth to the guard.
+/// What a request's session cookie is worth to the guard, once the state machine
+/// (`auth::guard`) has run its course.
 enum SessionVerdict {
     /// A session to pass on.
     Pass(Arc<Session>),
     /// Answered here (the shared state cannot vouch for the session, or its cookies
     /// cannot be sealed).
     Answer(Response<Body>),
-    /// No session: `Ended` when one ended, `Foreign` when the cookie was sealed for
-    /// another rule or host.
+    /// No session, and why.
     Missing(NoSession),
-}
-
-/// Why a request has no session.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum NoSession {
-    Never,
-    Ended,
-    Foreign,
 }
 
 impl Exchange {
@@ -45,11 +40,16 @@ impl Exchange {
         }
         match self.session_of(req, arrival, policy, now).await {
             SessionVerdict::Pass(session) => {
-                self.first_request(req, &session);
-                let who = (session.sub.as_str(), &session.claims, Source::Session);
+                let who = Who {
+                    sub: &session.sub,
+                    claims: &session.claims,
+                    session: Some(&session),
+                };
                 if let Some(refused) = self.authorize(req, arrival, policy, who) {
                     return Some(refused);
                 }
+                self.first_request(req, &session);
+                self.claim_headers_for(policy, &session.claims);
                 self.pass_identity(req, policy, &session, now)
             }
             SessionVerdict::Answer(answer) => Some(answer),
@@ -59,9 +59,8 @@ impl Exchange {
         }
     }
 
-    /// What the request's session cookie is worth: a session (refreshed when its
-    /// access token expired), an answer (the shared state cannot vouch for it), or
-    /// none, and why.
+    /// What the request's session cookie is worth: the session state machine's steps
+    /// (`auth::guard`), with the refresh it may ask for done here.
     async fn session_of(
         &mut self,
         req: &Request<Incoming>,
@@ -72,34 +71,38 @@ impl Exchange {
         let host = arrival.authority.host.as_str();
         let cookies = cookie_headers(req.headers());
         let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
-        match self.dp.auth.session(policy, host, &cookies, now) {
-            SessionState::Valid(session) => SessionVerdict::Pass(session),
-            SessionState::Stale(stale) => self.refreshed(arrival, policy, &stale, now).await,
-            SessionState::Expired => SessionVerdict::Missing(NoSession::Ended),
-            SessionState::Unverifiable => {
-                // Fail closed: a logout announced meanwhile could not be seen.
-                tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, "session refused: the shared state (Redis) is unavailable");
-                SessionVerdict::Answer(self.refused(GuardRefusal::SharedStateUnavailable))
-            }
-            SessionState::Invalid => {
+        let mut step = session_step(self.dp.auth.session(policy, host, &cookies, now));
+        if let SessionStep::Refresh(stale) = step {
+            step = after_refresh(self.refresh(arrival, policy, &stale, now).await);
+        }
+        match step {
+            SessionStep::Pass(session) => SessionVerdict::Pass(session),
+            SessionStep::Refresh(_) => unreachable!("a refresh is done above"),
+            SessionStep::Missing(NoSession::Foreign) => {
                 // Tampered, or minted for another rule or host: no session, but say so.
                 tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, "session cookie refused: not sealed for this rule and host");
                 self.rec.error_reason = "AuthInvalidCookie".into();
                 SessionVerdict::Missing(NoSession::Foreign)
             }
-            SessionState::None => SessionVerdict::Missing(NoSession::Never),
+            SessionStep::Missing(why) => SessionVerdict::Missing(why),
+            SessionStep::Error(e) => SessionVerdict::Answer(self.login_error(&e)),
+            SessionStep::Refuse(refusal) => {
+                // Fail closed: a logout announced meanwhile could not be seen.
+                tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, "session refused: the shared state (Redis) is unavailable");
+                SessionVerdict::Answer(self.refused(refusal))
+            }
         }
     }
 
-    /// A session whose access token expired: refreshed (once across replicas), with
-    /// its new cookies set on whatever the answer is; a failed refresh ends it.
-    async fn refreshed(
+    /// Refreshes a session whose access token expired (once across replicas); the
+    /// new cookies ride on whatever the answer is.
+    async fn refresh(
         &mut self,
         arrival: &CanonicalRequest,
         policy: &AuthPolicy,
         stale: &Session,
         now: i64,
-    ) -> SessionVerdict {
+    ) -> RefreshOutcome {
         let host = arrival.authority.host.as_str();
         let auth = &self.dp.auth;
         match auth.refresh(policy, host, stale, now).await {
@@ -109,21 +112,21 @@ impl Exchange {
                     self.dp.metrics.auth.refresh(&rule_label(policy), true);
                     tracing::info!(trace_id = %self.trace.root, rule = %policy.rule, sub = %session.sub, "session refreshed");
                 }
-                match auth.session_cookies(policy, host, &session, arrival.tls) {
+                match auth.session_cookies(policy, host, &session, arrival.https) {
                     Ok(cookies) => self.set_cookies = cookies,
-                    Err(e) => return SessionVerdict::Answer(self.login_error(&e)),
+                    Err(e) => return RefreshOutcome::Unsealable(Box::new(e)),
                 }
-                SessionVerdict::Pass(session)
+                RefreshOutcome::Renewed(session)
             }
             Err(e) if matches!(*e, LoginError::Shared(_)) => {
                 tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, error = %e, "refresh not attempted: the shared state is unavailable");
-                SessionVerdict::Answer(self.login_error(&e))
+                RefreshOutcome::SharedStateDown
             }
             Err(e) => {
                 // A failed refresh is a session that ended: log in again.
                 self.dp.metrics.auth.refresh(&rule_label(policy), false);
                 tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, reason = e.reason(), error = %e, "refresh failed");
-                SessionVerdict::Missing(NoSession::Ended)
+                RefreshOutcome::Failed
             }
         }
     }
@@ -135,7 +138,7 @@ impl Exchange {
         };
         self.dp.flows.first_request(flow_id, || Hop {
             at: now_ms(),
-            hop: "first-request".into(),
+            hop: FIRST_REQUEST.into(),
             ok: true,
             trace_id: self.trace.root.clone(),
             detail: format!(
@@ -147,8 +150,8 @@ impl Exchange {
         });
     }
 
-    /// A request without a session: a preflight the rule lets through, `allow`,
-    /// `deny`'s 401, a script's 401 naming the login page, or the login itself.
+    /// A request without a session: what `onUnauthenticatedRequest` gives it
+    /// (`auth::guard::unauthenticated`), carried out.
     async fn unauthenticated(
         &mut self,
         req: &Request<Incoming>,
@@ -157,41 +160,42 @@ impl Exchange {
         why: NoSession,
         now: i64,
     ) -> Option<Response<Body>> {
-        // A CORS preflight carries no credentials by design; it passes only where the
-        // rule says so, and only without a body.
-        let preflight = req.method() == http::Method::OPTIONS
-            && req.headers().contains_key("access-control-request-method");
-        if preflight && policy.allow_preflight && req.body().is_end_stream() {
-            self.rec.add_action("preflight");
-            return None;
-        }
-        match policy.on_unauthenticated {
-            OnUnauthenticatedRequest::Allow => return None,
-            // ALB sends an ended session to a login even under `deny`.
-            OnUnauthenticatedRequest::Deny if why != NoSession::Ended => {
-                let refusal = if why == NoSession::Foreign {
-                    GuardRefusal::InvalidCookie
-                } else {
-                    GuardRefusal::Denied
-                };
+        // A CORS preflight carries no credentials by design; one with a body is not one.
+        let asking = Asking {
+            preflight: req.method() == http::Method::OPTIONS
+                && req.headers().contains_key("access-control-request-method")
+                && req.body().is_end_stream(),
+            navigation: is_navigation(req.headers()),
+        };
+        let return_to = safe_return_path(&arrival.path_and_query).to_owned();
+        match auth_guard::unauthenticated(
+            policy.on_unauthenticated,
+            policy.allow_preflight,
+            asking,
+            why,
+        ) {
+            Unauthenticated::Preflight => {
+                self.rec.add_action("preflight");
+                None
+            }
+            Unauthenticated::Allow => None,
+            Unauthenticated::Refuse(refusal) => {
                 let mut resp = self.refused(refusal);
                 offer_bearer(&mut resp, policy);
-                return Some(resp);
+                Some(resp)
             }
-            _ => {}
+            Unauthenticated::LoginRequired => Some(self.login_required(policy, &return_to)),
+            Unauthenticated::Login => Some(
+                self.begin_login(req, arrival, policy, &return_to, now)
+                    .await,
+            ),
         }
-        let return_to = safe_return_path(&arrival.path_and_query).to_owned();
-        if !self.html {
-            return Some(self.login_required(policy, &return_to));
-        }
-        Some(
-            self.begin_login(req, arrival, policy, &return_to, now)
-                .await,
-        )
     }
 
-    /// Scripts cannot follow a login. Point them at this page: opened in a browser, it
-    /// starts a login with its own flow cookie.
+    /// Scripts cannot follow a login (a redirect to the provider fails their CORS
+    /// check). Point them at this page: opened in a browser, it starts a login with
+    /// its own flow cookie. The challenge names the cookie scheme and the page, so a
+    /// single-page app can tell "log in again" from any other 401.
     fn login_required(&mut self, policy: &AuthPolicy, return_to: &str) -> Response<Body> {
         self.rec.error_reason = "AuthRequired".into();
         let body = serde_json::json!({"status": 401, "error": "AuthRequired", "loginUrl": return_to, "traceId": self.trace.root});
@@ -202,6 +206,10 @@ impl Exchange {
             http::HeaderValue::from_static("application/json"),
         );
         offer_bearer(&mut resp, policy);
+        let escaped = return_to.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = http::HeaderValue::from_str(&format!("Cookie form-action=\"{escaped}\"")) {
+            resp.headers_mut().append(http::header::WWW_AUTHENTICATE, v);
+        }
         resp
     }
 
@@ -218,13 +226,13 @@ impl Exchange {
         let host = arrival.authority.host.as_str();
         let cookies = cookie_headers(req.headers());
         let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
-        let redirect_uri = callback_uri(&arrival.authority, arrival.tls);
+        let redirect_uri = callback_uri(&arrival.authority, arrival.https);
         let at = Browser {
             host,
             redirect_uri: &redirect_uri,
             cookies: &cookies,
             now,
-            secure: arrival.tls,
+            secure: arrival.https,
         };
         match self.dp.auth.begin(policy, &at, return_to).await {
             Ok(login) => {
@@ -242,7 +250,12 @@ impl Exchange {
                         policy.client_id, policy.scope,
                     ),
                 };
-                (self.dp.flows).record(&login.flow_id, &rule_label(policy), host, hop);
+                let sent = Sent {
+                    client_id: policy.client_id.clone(),
+                    redirect_uri: redirect_uri.clone(),
+                };
+                let rule = rule_label(policy);
+                (self.dp.flows).begun(&login.flow_id, &rule, host, hop, &login.state, sent);
                 self.rec.redirect_url = login.location.clone();
                 let mut resp = redirect(StatusCode::FOUND, &login.location);
                 append_cookies(&mut resp, [login.set_cookie]);
@@ -272,8 +285,13 @@ impl Exchange {
         req: &Request<Incoming>,
         arrival: &CanonicalRequest,
         policy: &AuthPolicy,
-        (sub, claims, source): (&str, &serde_json::Map<String, serde_json::Value>, Source),
+        who: Who<'_>,
     ) -> Option<Response<Body>> {
+        let source = if who.session.is_some() {
+            Source::Session
+        } else {
+            Source::Bearer
+        };
         let authorization = policy.authorization.as_ref()?;
         let headers = if authorization.reads_headers() {
             req.headers()
@@ -290,22 +308,67 @@ impl Exchange {
             headers,
             fold_case: self.live.snapshot.routes.fold_case,
         };
-        let decision = authorization.decide(claims, &facts, source);
+        let decision = authorization.decide(who.claims, &facts, source);
         if decision.allowed {
             return None;
         }
+        let report = refusal_report(&decision, &who);
+        let refusal = if report.overage() {
+            GuardRefusal::ClaimsOverage
+        } else {
+            GuardRefusal::Forbidden
+        };
         // A refusal is a security event: logged at warn, like other refused logins.
         tracing::warn!(
             trace_id = %self.trace.root,
             rule = %policy.rule,
             refused_by = %decision.by,
             claims = ?decision.claims,
+            reason = refusal.reason(),
+            checked = %report.summary(),
+            fix = report.advice().as_deref().unwrap_or("-"),
             error = decision.error.as_deref().unwrap_or("-"),
-            %sub,
+            sub = %who.sub,
             source = source.as_str(),
             "request refused by the AuthRule's authorization"
         );
-        Some(self.refused(GuardRefusal::Forbidden))
+        if let Some(flow_id) = who.session.and_then(|s| s.flow_id.as_deref()) {
+            self.record_refusal(req, arrival, policy, flow_id, refusal, &report);
+        }
+        Some(self.refused_with(refusal, Some(&report.for_user())))
+    }
+
+    /// A refused request of a session, on its login's flow record: a failed
+    /// `authorize` hop under this request's trace id.
+    fn record_refusal(
+        &self,
+        req: &Request<Incoming>,
+        arrival: &CanonicalRequest,
+        policy: &AuthPolicy,
+        flow_id: &str,
+        refusal: GuardRefusal,
+        report: &RefusalReport,
+    ) {
+        let advice = report
+            .advice()
+            .map(|a| format!("; at the provider: {a}"))
+            .unwrap_or_default();
+        let hop = Hop {
+            at: now_ms(),
+            hop: AUTHORIZE.into(),
+            ok: false,
+            trace_id: self.trace.root.clone(),
+            detail: format!(
+                "{}: {} {} {}{advice}; claims present: {}",
+                refusal.reason(),
+                req.method(),
+                req.uri().path(),
+                report.decided(),
+                report.present_names().unwrap_or_else(|| "none".into())
+            ),
+        };
+        let host = &arrival.authority.host;
+        (self.dp.flows).refused(flow_id, &rule_label(policy), host, hop, refusal.reason());
     }
 
     /// The bearer token of the request, if it carries one. More than one
@@ -354,14 +417,15 @@ impl Exchange {
             }
         };
         self.dp.metrics.auth.bearer(&rule, "");
-        if let Some(refused) = self.authorize(
-            req,
-            arrival,
-            policy,
-            (&who.sub, &who.claims, Source::Bearer),
-        ) {
+        let client = Who {
+            sub: &who.sub,
+            claims: &who.claims,
+            session: None,
+        };
+        if let Some(refused) = self.authorize(req, arrival, policy, client) {
             return Some(refused);
         }
+        self.claim_headers_for(policy, &who.claims);
         match (self.dp.auth).identity_of(policy, &who.sub, &who.claims, token, now) {
             Ok(identity) => {
                 insert_identity(req.headers_mut(), &identity);
@@ -426,6 +490,25 @@ impl Exchange {
         resp
     }
 
+    /// The rule's claim headers for a user with `claims`, set once the route's filters
+    /// have run. A value that cannot travel unchanged is not sent, and logged (the
+    /// claim's name, never its value).
+    fn claim_headers_for(
+        &mut self,
+        policy: &AuthPolicy,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) {
+        for header in &policy.claim_headers {
+            match header.value(claims) {
+                Ok(value) => self.claim_headers.push((header.name.clone(), value)),
+                Err(NotSent::Absent) => {}
+                Err(NotSent::Unsendable(why)) => {
+                    tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, header = %header.name, claim = %header.claim, why, "claim header not sent: the claim's value cannot travel in a header unchanged");
+                }
+            }
+        }
+    }
+
     pub(super) fn pass_identity(
         &mut self,
         req: &mut Request<Incoming>,
@@ -441,6 +524,31 @@ impl Exchange {
             Err(e) => Some(self.login_error(&e)),
         }
     }
+}
+
+/// Whose request authorization decides on.
+pub(super) struct Who<'a> {
+    pub sub: &'a str,
+    /// What authorization reads: a session's merged claims, or a bearer token's.
+    pub claims: &'a serde_json::Map<String, serde_json::Value>,
+    /// The session, for where its claims came from; `None` for a bearer token.
+    pub session: Option<&'a Session>,
+}
+
+/// How the claims a refusal read stood, by name.
+fn refusal_report(decision: &Decision<'_>, who: &Who<'_>) -> RefusalReport {
+    let id_token;
+    let provenance = match who.session {
+        Some(s) => {
+            id_token = s.id_token_claims();
+            Provenance::Session {
+                id_token: &id_token,
+                userinfo: &s.userinfo,
+            }
+        }
+        None => Provenance::Bearer,
+    };
+    RefusalReport::new(decision.decider(), &decision.claims, who.claims, provenance)
 }
 
 pub(super) fn insert_identity(headers: &mut HeaderMap, identity: &Identity) {

@@ -16,26 +16,30 @@ use hyper::body::Incoming;
 
 use super::canonical::{self, Authority, CanonicalRequest, Refusal};
 use super::forward::{self, Outgoing};
-use super::headers::{client_ip, forwarded_https, is_websocket_upgrade, set_forwarded};
-use super::pages::{ErrorPage, prefers_html, redirect};
+use super::headers::{
+    client_ip, forwarded_https, is_websocket_upgrade, remove_named, set_forwarded,
+};
+use super::pages::{ErrorPage, is_navigation, prefers_html, redirect};
 use super::{Body, BoxError, ConnInfo, DataPlane, Live};
 use crate::auth::bearer::{BearerError, bearer_token, challenge};
+use crate::auth::claims::{Provenance, RefusalReport};
 use crate::auth::flow::FlowError;
-use crate::auth::login::{Browser, CALLBACK_PATH, Identity, LoginError, Notes, SessionState};
+use crate::auth::guard::{self as auth_guard, Entry};
+use crate::auth::login::{Browser, CALLBACK_PATH, Identity, LoginError, Notes};
 use crate::auth::redirect::safe_return_path;
 use crate::auth::refusal::Refusal as GuardRefusal;
 use crate::auth::session::Session;
-use crate::compile::authorization::{RequestFacts, Source};
+use crate::compile::authorization::{Decision, RequestFacts, Source};
 use crate::compile::bearer::BearerPolicy;
+use crate::compile::claim_headers::NotSent;
 use crate::compile::{
     AuthPolicy, Backend, GuardPolicy, Redirect, Rewrite, Route, RouteQuery, Unevaluable,
 };
 use crate::diagnostics::ObjectRef;
 use crate::form::form_pairs;
-use crate::model::OnUnauthenticatedRequest;
 use crate::model::{BACKCHANNEL_LOGOUT_PATH, FRONTCHANNEL_LOGOUT_PATH};
 use crate::observe::access_log::{AccessRecord, timestamp};
-use crate::observe::flows::{Hop, now_ms};
+use crate::observe::flows::{AUTHORIZE, FIRST_REQUEST, Hop, Return, Sent, explain_return, now_ms};
 use crate::observe::trace::{self, TraceId};
 
 mod alb;
@@ -53,6 +57,8 @@ struct Target {
     path_and_query: String,
     authority: Authority,
     websocket: bool,
+    /// The client's scheme (the backend's `X-Forwarded-Proto`).
+    https: bool,
 }
 
 /// State of one request, filled as it moves along.
@@ -69,6 +75,8 @@ struct Exchange {
     route: Option<Arc<Route>>,
     /// Cookies to set on the response whatever it is (a refreshed session).
     set_cookies: Vec<String>,
+    /// The route's claim headers for this request's user (`spec.claimHeaders`).
+    claim_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 pub async fn handle(
@@ -81,11 +89,7 @@ pub async fn handle(
     let live = dp.live.load_full();
     let trace = TraceId::for_request(req.headers(), now.as_second().max(0) as u64);
     let websocket = req.version() == Version::HTTP_11 && is_websocket_upgrade(req.headers());
-    let kind = match (
-        conn.tls.is_some(),
-        websocket,
-        req.version() == Version::HTTP_2,
-    ) {
+    let kind = match (conn.https(), websocket, req.version() == Version::HTTP_2) {
         (true, true, _) => "wss",
         (false, true, _) => "ws",
         (_, _, true) => "h2",
@@ -109,6 +113,7 @@ pub async fn handle(
         head,
         route: None,
         set_cookies: Vec::new(),
+        claim_headers: Vec::new(),
     };
     let resp = ex.respond(req, received_bytes.clone()).await;
     Ok(ex.finish(resp, received_bytes))
@@ -142,6 +147,9 @@ impl Exchange {
         if let Some(answer) = self.alb_upgrade(&route, &at, &req) {
             return answer;
         }
+        // The route's claim headers are Portcullis's alone: whatever the client sent is
+        // gone before the guard, and its expressions, read the request.
+        remove_named(req.headers_mut(), route.claim_header_names());
         if let Some(answer) = self.guard_route(&mut req, &route, &at).await {
             return answer;
         }
@@ -151,13 +159,18 @@ impl Exchange {
         }
         if let Some(to) = &route.filters.redirect {
             let query = req.uri().query();
-            let location = redirect_location(to, &at.authority, &at.path, query, at.tls);
+            let location = redirect_location(to, &at.authority, &at.path, query, at.https);
             self.rec.add_action("redirect");
             self.rec.redirect_url = location.clone();
             let status = StatusCode::from_u16(to.status).unwrap_or(StatusCode::FOUND);
             return redirect(status, &location);
         }
         route.filters.request_headers.apply(req.headers_mut());
+        // After the route's own header filters, which cannot write them either.
+        remove_named(req.headers_mut(), route.claim_header_names());
+        for (name, value) in std::mem::take(&mut self.claim_headers) {
+            req.headers_mut().insert(name, value);
+        }
         let mut resp = self.send_to_backend(req, &route, at, received_bytes).await;
         route.filters.response_headers.apply(resp.headers_mut());
         resp
@@ -170,7 +183,12 @@ impl Exchange {
         req: &mut Request<Incoming>,
     ) -> Result<CanonicalRequest, Box<Response<Body>>> {
         let tls = self.conn.tls.is_some();
-        let authority = match canonical::authority(req.uri(), req.headers(), tls) {
+        let config = &self.dp.config;
+        let forwarded = forwarded_https(req.headers(), self.conn.peer, &config.trusted_proxies);
+        // TLS here, TLS ended by the load balancer in front of --https-offloaded, or
+        // what a trusted proxy says.
+        let https = forwarded.unwrap_or(self.conn.https());
+        let authority = match canonical::authority(req.uri(), req.headers(), https) {
             Ok(a) => a,
             Err(refusal) => {
                 // A callback without a host cannot be matched to the login it finishes.
@@ -183,7 +201,6 @@ impl Exchange {
                 return Err(Box::new(self.refuse(reason, refusal)));
             }
         };
-        let config = &self.dp.config;
         let path = match canonical::canonical_path(req.uri().path(), &config.path_rules) {
             Ok(p) => p,
             Err(refusal) => return Err(Box::new(self.refuse(refusal.reason(), refusal))),
@@ -197,8 +214,6 @@ impl Exchange {
         // Read before any forwarding header is changed; routes with a source
         // allow-list admit only this address, their login endpoints included.
         let client = client_ip(req.headers(), self.conn.peer, &config.trusted_proxies);
-        let forwarded_https =
-            forwarded_https(req.headers(), self.conn.peer, &config.trusted_proxies);
         // Only a folded key needs a copy of its own.
         let folded = match self.live.snapshot.routes.match_key(&path) {
             std::borrow::Cow::Owned(folded) => Some(folded),
@@ -215,7 +230,7 @@ impl Exchange {
             path_and_query,
             client,
             tls,
-            forwarded_https,
+            https,
             websocket,
         })
     }
@@ -249,7 +264,7 @@ impl Exchange {
         if at.path == FRONTCHANNEL_LOGOUT_PATH && req.method() == http::Method::GET {
             let policies = routes.oidc_policies(host, at.client);
             if !policies.is_empty() {
-                return Some(self.frontchannel_logout(req, host, &policies).await);
+                return Some(self.frontchannel_logout(req, at, &policies).await);
             }
         }
         if !routes.is_auth_path(at.key()) {
@@ -257,10 +272,10 @@ impl Exchange {
         }
         let policies = routes.oidc_policies(host, at.client);
         if at.key() == CALLBACK_PATH && !policies.is_empty() {
-            return Some(self.callback(req, &at.authority, &policies).await);
+            return Some(self.callback(req, at, &policies).await);
         }
         let policy = policies.iter().find(|p| p.logout_path == at.key())?;
-        Some(self.logout(req, host, policy).await)
+        Some(self.logout(req, at, policy).await)
     }
 
     /// The route for the request's host, path and conditions (404 without one).
@@ -276,7 +291,7 @@ impl Exchange {
             headers: req.headers(),
             query: req.uri().query(),
             tls: at.tls,
-            https: at.client_https(),
+            https: at.https,
             client: at.client,
         };
         let route = match self.live.snapshot.routes.find_for(&facts) {
@@ -297,9 +312,14 @@ impl Exchange {
 
     /// The one place a guard's refusal becomes a response.
     fn refused(&mut self, refusal: GuardRefusal) -> Response<Body> {
+        self.refused_with(refusal, None)
+    }
+
+    /// A guard's refusal with what was checked, for the person at the browser.
+    fn refused_with(&mut self, refusal: GuardRefusal, detail: Option<&str>) -> Response<Body> {
         let status =
             StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = self.error(status, refusal.reason(), refusal.message());
+        let mut resp = self.page(status, refusal.reason(), refusal.message(), detail);
         if let Some(seconds) = refusal.retry_after() {
             resp.headers_mut().insert(
                 http::header::RETRY_AFTER,
@@ -344,7 +364,7 @@ impl Exchange {
             ));
         }
         let port = self.dp.config.https_redirect_port?;
-        if !route.https_redirect || at.tls {
+        if !route.https_redirect || at.https {
             return None;
         }
         let host = &at.authority.host;
@@ -369,23 +389,22 @@ impl Exchange {
     ) -> Option<Response<Body>> {
         let guard = route.guard_for(at.key())?;
         self.rec.add_action("authenticate");
-        match &guard.policy {
-            GuardPolicy::Broken(problem) => {
-                tracing::warn!(trace_id = %self.trace.root, rule = %guard.rule, %problem, "guarded route refused: its AuthRule is invalid");
-                Some(self.refused(GuardRefusal::RuleInvalid))
+        let loopback = self.conn.local.ip().is_loopback();
+        match auth_guard::entry(&guard.policy, at.https, loopback) {
+            Entry::Refuse(refusal) => {
+                match &guard.policy {
+                    GuardPolicy::Broken(problem) => {
+                        tracing::warn!(trace_id = %self.trace.root, rule = %guard.rule, %problem, "guarded route refused: its AuthRule is invalid")
+                    }
+                    GuardPolicy::Pending(problem) => {
+                        tracing::warn!(trace_id = %self.trace.root, route = %route.ingress, %problem, "guarded route refused: its AuthRule has not attached yet")
+                    }
+                    _ => {}
+                }
+                Some(self.refused(refusal))
             }
-            GuardPolicy::Pending(problem) => {
-                tracing::warn!(trace_id = %self.trace.root, route = %route.ingress, %problem, "guarded route refused: its AuthRule has not attached yet");
-                Some(self.refused(GuardRefusal::RulePending))
-            }
-            // Sessions and bearer tokens travel only over HTTPS, except on loopback.
-            GuardPolicy::Bearer(_) | GuardPolicy::Oidc(_)
-                if !at.tls && !self.conn.local.ip().is_loopback() =>
-            {
-                Some(self.refused(GuardRefusal::RequiresHttps))
-            }
-            GuardPolicy::Bearer(bearer) => self.bearer_only(req, &guard.rule, bearer).await,
-            GuardPolicy::Oidc(policy) => self.guard(req, at, policy).await,
+            Entry::BearerOnly(bearer) => self.bearer_only(req, &guard.rule, bearer).await,
+            Entry::Login(policy) => self.guard(req, at, policy).await,
         }
     }
 
@@ -430,6 +449,7 @@ impl Exchange {
                     path_and_query,
                     authority,
                     websocket: at.websocket,
+                    https: at.https,
                 };
                 self.forward_to(req, route, upstream, target, received_bytes)
                     .await
@@ -462,8 +482,8 @@ impl Exchange {
         set_forwarded(
             &mut parts.headers,
             self.conn.peer,
-            self.conn.local,
-            self.conn.tls.is_some(),
+            self.conn.port,
+            target.https,
             &target.authority.host,
             &self.dp.config.trusted_proxies,
         );
@@ -525,11 +545,44 @@ impl Exchange {
     }
 
     fn login_error(&mut self, e: &LoginError) -> Response<Body> {
+        self.login_error_because(e, None)
+    }
+
+    /// A failed login's page; `what_happened`, when the flow record tells, replaces the
+    /// reason's usual cause.
+    fn login_error_because(
+        &mut self,
+        e: &LoginError,
+        what_happened: Option<&str>,
+    ) -> Response<Body> {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        self.error(status, e.reason(), e.public_message())
+        self.page_with(status, e.reason(), e.public_message(), None, what_happened)
     }
 
     fn error(&mut self, status: StatusCode, reason: &str, message: &str) -> Response<Body> {
+        self.page(status, reason, message, None)
+    }
+
+    fn page(
+        &mut self,
+        status: StatusCode,
+        reason: &str,
+        message: &str,
+        detail: Option<&str>,
+    ) -> Response<Body> {
+        self.page_with(status, reason, message, detail, None)
+    }
+
+    /// An error page; `what_happened`, when Portcullis knows it, replaces the reason's
+    /// usual cause.
+    fn page_with(
+        &mut self,
+        status: StatusCode,
+        reason: &str,
+        message: &str,
+        detail: Option<&str>,
+        what_happened: Option<&str>,
+    ) -> Response<Body> {
         self.rec.error_reason = reason.to_owned();
         if self.rec.actions_executed.is_empty() || self.rec.actions_executed == "authenticate" {
             self.rec.add_action("fixed-response");
@@ -538,7 +591,9 @@ impl Exchange {
             status,
             reason,
             message,
+            detail,
             trace_id: &self.trace.root,
+            what_happened,
         }
         .render(self.html);
         if self.head {
@@ -614,8 +669,8 @@ fn append_cookies(resp: &mut Response<Body>, cookies: impl IntoIterator<Item = S
 }
 
 fn describe_request(rec: &mut AccessRecord, req: &Request<Incoming>, conn: &ConnInfo) {
-    let scheme = if conn.tls.is_some() { "https" } else { "http" };
-    let host = canonical::authority(req.uri(), req.headers(), conn.tls.is_some())
+    let scheme = if conn.https() { "https" } else { "http" };
+    let host = canonical::authority(req.uri(), req.headers(), conn.https())
         .map_or_else(|_| conn.local.ip().to_string(), |a| a.host);
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let version = match req.version() {
@@ -626,7 +681,7 @@ fn describe_request(rec: &mut AccessRecord, req: &Request<Incoming>, conn: &Conn
     rec.request = format!(
         "{} {scheme}://{host}:{}{path} {version}",
         req.method(),
-        conn.local.port()
+        conn.port
     );
     if let Some(ua) = req.headers().get(http::header::USER_AGENT) {
         rec.user_agent = String::from_utf8_lossy(ua.as_bytes()).into_owned();
