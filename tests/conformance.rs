@@ -2,8 +2,9 @@
 //! its Go module) judging `portcullis run` on a real API server. There is no kubelet
 //! here, so a small node stand-in runs the suite's backends: for every Deployment it
 //! starts that many `echo-basic` processes (the suite's own echo server, built from
-//! the same module) with the Pod name and namespace they would have, and writes an
-//! EndpointSlice per process for each Service selecting them. Portcullis listens on
+//! the same module) with the Pod name and namespace they would have, writes those
+//! Pods marked Ready (the suite waits for them) and an EndpointSlice per process for
+//! each Service selecting them. Portcullis listens on
 //! ports 80 and 443 of this machine's address, which is what the Gateways publish.
 //!
 //! The suite runs the GATEWAY-HTTP profile: every test of the features the
@@ -26,7 +27,8 @@ use std::process::{Child, Command, Stdio};
 use common::cluster::{ControlPlane, apply, gateway_crds, host_address};
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, PodSpec, Service, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 
 const RENDERED: &str = include_str!("../deploy/portcullis.yaml");
@@ -80,6 +82,8 @@ struct Node {
     ip: std::net::IpAddr,
     pods: HashMap<(String, String), Vec<Echo>>,
     written: HashMap<(String, String), String>,
+    /// Deployments whose Pod objects are written and Ready.
+    published: std::collections::HashSet<(String, String)>,
 }
 
 impl Node {
@@ -133,6 +137,18 @@ impl Node {
                     echoes.push(Echo { child, http, h2c });
                 }
                 self.pods.insert(key.clone(), echoes);
+            }
+            if !self.published.contains(&key) {
+                let template = spec
+                    .template
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.labels.clone());
+                let pod_spec = spec.template.spec.clone().unwrap_or_default();
+                let names: Vec<String> = (0..replicas).map(|i| format!("{name}-sim-{i}")).collect();
+                if publish_pods(client, &ns, &names, template, pod_spec, self.ip).await {
+                    self.published.insert(key.clone());
+                }
             }
             labels.push((
                 key,
@@ -202,6 +218,62 @@ impl Node {
     }
 }
 
+/// The Pod objects of a Deployment's processes, Ready at this machine's address: the
+/// suite waits for Ready Pods in its namespaces before it starts. There is no
+/// kubelet, so nothing runs them; the processes do. False until every one is written.
+async fn publish_pods(
+    client: &kube::Client,
+    ns: &str,
+    names: &[String],
+    labels: Option<BTreeMap<String, String>>,
+    spec: PodSpec,
+    ip: std::net::IpAddr,
+) -> bool {
+    use kube::api::{Patch, PatchParams, PostParams};
+    // The ServiceAccount admission wants the account a controller would have made.
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let account = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("default".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let _ = accounts.create(&PostParams::default(), &account).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let status = serde_json::json!({"status": {
+        "phase": "Running",
+        "podIP": ip.to_string(),
+        "podIPs": [{"ip": ip.to_string()}],
+        "conditions": [{"type": "Ready", "status": "True"}],
+    }});
+    for name in names {
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: labels.clone(),
+                ..Default::default()
+            },
+            spec: Some(spec.clone()),
+            status: None,
+        };
+        if let Err(e) = pods.create(&PostParams::default(), &pod).await
+            && !matches!(&e, kube::Error::Api(s) if s.code == 409)
+        {
+            eprintln!("node stand-in: Pod {ns}/{name}: {e}");
+            return false;
+        }
+        if let Err(e) = pods
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+        {
+            eprintln!("node stand-in: Pod {ns}/{name} status: {e}");
+            return false;
+        }
+    }
+    true
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_api_conformance_suite_passes_its_listed_tests() {
     let ip = host_address();
@@ -248,6 +320,7 @@ async fn the_gateway_api_conformance_suite_passes_its_listed_tests() {
         ip,
         pods: HashMap::new(),
         written: HashMap::new(),
+        published: Default::default(),
     };
     let node_client = admin.clone();
     let node_task = tokio::spawn(async move {
