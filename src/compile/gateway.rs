@@ -404,11 +404,33 @@ fn compile_gateway<'a>(
         out.push(listener);
     }
     let any_programmed = out.iter().any(|l| l.usable);
-    state.conditions.push(Cond::yes("Accepted", "Accepted", ""));
+    state.conditions.push(gateway_accepted(&state.listeners));
     state
         .conditions
         .push(gateway_programmed(gateway, any_programmed));
     (state, out)
+}
+
+/// A Gateway is accepted while at least one of its listeners is; reason
+/// `ListenersNotValid` when some are not, as Gateway API asks.
+fn gateway_accepted(listeners: &[ListenerState]) -> Cond {
+    let accepted = listeners
+        .iter()
+        .filter(|l| l.conditions.iter().any(|c| c.kind == "Accepted" && c.ok))
+        .count();
+    if accepted == listeners.len() {
+        return Cond::yes("Accepted", "Accepted", "");
+    }
+    let message = format!(
+        "{} of {} listeners are not accepted; their status says why",
+        listeners.len() - accepted,
+        listeners.len()
+    );
+    if accepted == 0 {
+        Cond::no("Accepted", "ListenersNotValid", message)
+    } else {
+        Cond::yes("Accepted", "ListenersNotValid", &message)
+    }
 }
 
 /// Listener `i` of `specs`, its status and what routes attach to; an HTTPS

@@ -155,6 +155,14 @@ fn routes_attach_to_our_gateways_and_match_path_header_and_query() {
             .iter()
             .any(|c| c.kind == "Accepted" && !c.ok && c.reason == "UnsupportedProtocol")
     );
+    // Some listeners invalid: the Gateway is accepted, and says so.
+    assert!(
+        gw.conditions
+            .iter()
+            .any(|c| c.kind == "Accepted" && c.ok && c.reason == "ListenersNotValid"),
+        "{:?}",
+        gw.conditions
+    );
     assert!(
         !c.gateway_status
             .gateways
@@ -883,4 +891,19 @@ fn the_shorter_of_the_request_and_backend_timeouts_bounds_a_rule() {
     assert_eq!(timeout("/both"), Some(Duration::from_secs(2)));
     assert_eq!(timeout("/request"), Some(Duration::from_secs(3)));
     assert_eq!(timeout("/off"), None);
+}
+
+#[test]
+fn a_gateway_without_an_accepted_listener_is_not_accepted() {
+    let c = compiled(&fixture(
+        "\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: tcp-only, namespace: infra}\nspec:\n  gatewayClassName: portcullis\n  listeners: [{name: raw, port: 1111, protocol: INVALID}]\n",
+    ));
+    let gw = &c.gateway_status.gateways[&ObjectRef::new("Gateway", "infra", "tcp-only")];
+    assert!(
+        gw.conditions
+            .iter()
+            .any(|c| c.kind == "Accepted" && !c.ok && c.reason == "ListenersNotValid"),
+        "{:?}",
+        gw.conditions
+    );
 }
