@@ -481,3 +481,91 @@ spec:
     assert!(report.contains("GuardShadowed"), "{report}");
     assert!(report.contains("spec.rules[1].matches[0]"), "{report}");
 }
+
+/// A backendRef's RequestHeaderModifier runs only after the rule's guard has let the
+/// request through, overrides every spelling the client sent, and may not write the
+/// identity headers or `Host`: such a backend answers 500 instead of forwarding.
+#[tokio::test]
+async fn backend_header_edits_apply_after_the_guard_and_cannot_forge_identity() {
+    let api = Backend::start("api").await;
+    let dir = TempDir::new("gateway-backend-filters");
+    dir.write(
+        "all.yaml",
+        &format!(
+            r#"{CLASS}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: apps}}
+spec:
+  gatewayClassName: portcullis
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: shop, namespace: apps}}
+spec:
+  parentRefs: [{{name: edge}}]
+  hostnames: [app.test]
+  rules:
+  - name: admin
+    matches: [{{path: {{type: PathPrefix, value: /admin}}}}]
+    backendRefs:
+    - name: api
+      port: 80
+      filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: x-backend, value: admin}}]}}}}]
+  - matches: [{{path: {{type: PathPrefix, value: /forged}}}}]
+    backendRefs:
+    - name: api
+      port: 80
+      filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: X-Amzn-Oidc-Data, value: x}}]}}}}]
+  - matches: [{{path: {{type: PathPrefix, value: /hostless}}}}]
+    backendRefs:
+    - name: api
+      port: 80
+      filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{remove: [Host]}}}}]
+  - backendRefs:
+    - name: api
+      port: 80
+      filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: x-backend, value: open}}], remove: [x-remove-me]}}}}]
+---
+apiVersion: portcullis.dev/v1alpha1
+kind: AuthRule
+metadata: {{name: admins, namespace: apps}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: shop, sectionName: admin}}]
+  oidc: {{issuer: "http://127.0.0.1:9", clientId: app, clientSecretRef: {{name: idp}}}}
+{}{}"#,
+            svc("apps", "api", api.addr),
+            secret("apps")
+        ),
+    );
+    let p = Portcullis::start(dir.path(), &[]);
+    let sent = "X-Backend: evil\r\nx-backend: evil2\r\nX-REMOVE-ME: 1\r\nx-remove-me: 2\r\nX-Amzn-Oidc-Identity: admin\r\n";
+    let r = raw_exchange(p.http, &request("GET", "/shop", sent)).await;
+    let seen = r.backend().expect("the open rule forwards");
+    assert_eq!(seen["headers"]["x-backend"], "open", "{seen}");
+    assert!(seen["headers"].get("x-remove-me").is_none(), "{seen}");
+    assert!(
+        seen["headers"].get("x-amzn-oidc-identity").is_none(),
+        "{seen}"
+    );
+    for path in [
+        "/admin",
+        "/%61dmin/x",
+        "//admin",
+        "/x/../admin",
+        "/admin%2fx",
+    ] {
+        let r = raw_exchange(p.http, &request("GET", path, sent)).await;
+        assert!(
+            r.backend().is_none() && matches!(r.status, 400 | 401),
+            "{path}: {} {}",
+            r.status,
+            r.body
+        );
+    }
+    for path in ["/forged", "/hostless"] {
+        let r = raw_exchange(p.http, &request("GET", path, "")).await;
+        assert_eq!((r.status, r.backend()), (500, None), "{path}: {}", r.body);
+    }
+}

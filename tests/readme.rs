@@ -149,6 +149,37 @@ fn the_readme_lists_every_passing_conformance_test() {
     );
 }
 
+/// The README's table of conformance results per profile is the kept report's.
+#[test]
+fn the_readme_shows_the_conformance_report_per_profile() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let report: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string("conformance/report-v1.6.3.yaml").unwrap())
+            .unwrap();
+    let cell = |status: &serde_json::Value| {
+        format!(
+            "{} ({} passed, {} failed, {} skipped)",
+            status["result"].as_str().unwrap_or("none"),
+            status["statistics"]["Passed"].as_u64().unwrap_or(0),
+            status["statistics"]["Failed"].as_u64().unwrap_or(0),
+            status["statistics"]["Skipped"].as_u64().unwrap_or(0),
+        )
+    };
+    let profiles = report["profiles"]
+        .as_array()
+        .expect("the report has profiles");
+    assert!(!profiles.is_empty());
+    for profile in profiles {
+        let row = format!(
+            "| {} | {} | {} |",
+            profile["name"].as_str().unwrap(),
+            cell(&profile["core"]),
+            cell(&profile["extended"]),
+        );
+        assert!(readme.contains(&row), "README lacks the row {row}");
+    }
+}
+
 /// `portcullis --help` opens with what Portcullis is, before the commands.
 #[test]
 fn help_opens_with_what_portcullis_is() {

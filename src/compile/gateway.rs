@@ -404,11 +404,33 @@ fn compile_gateway<'a>(
         out.push(listener);
     }
     let any_programmed = out.iter().any(|l| l.usable);
-    state.conditions.push(Cond::yes("Accepted", "Accepted", ""));
+    state.conditions.push(gateway_accepted(&state.listeners));
     state
         .conditions
         .push(gateway_programmed(gateway, any_programmed));
     (state, out)
+}
+
+/// A Gateway is accepted while at least one of its listeners is; reason
+/// `ListenersNotValid` when some are not, as Gateway API asks.
+fn gateway_accepted(listeners: &[ListenerState]) -> Cond {
+    let accepted = listeners
+        .iter()
+        .filter(|l| l.conditions.iter().any(|c| c.kind == "Accepted" && c.ok))
+        .count();
+    if accepted == listeners.len() {
+        return Cond::yes("Accepted", "Accepted", "");
+    }
+    let message = format!(
+        "{} of {} listeners are not accepted; their status says why",
+        listeners.len() - accepted,
+        listeners.len()
+    );
+    if accepted == 0 {
+        Cond::no("Accepted", "ListenersNotValid", message)
+    } else {
+        Cond::yes("Accepted", "ListenersNotValid", &message)
+    }
 }
 
 /// Listener `i` of `specs`, its status and what routes attach to; an HTTPS
@@ -898,13 +920,18 @@ fn rule_matches(
     Ok(out)
 }
 
+/// How long a rule's request may take: the shorter of `timeouts.request` and
+/// `timeouts.backendRequest` (one attempt is all Portcullis makes, so the two bound
+/// the same wait); `0s` or no value leaves that bound out.
 fn rule_timeout(rule: &HttpRouteRules) -> Option<std::time::Duration> {
-    rule.timeouts
-        .as_ref()
-        .and_then(|t| t.request.as_deref())
-        .and_then(|t| t.parse::<gateway_api::Duration>().ok())
+    let t = rule.timeouts.as_ref()?;
+    [t.request.as_deref(), t.backend_request.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.parse::<gateway_api::Duration>().ok())
         .map(|d| std::time::Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
         .filter(|d| !d.is_zero())
+        .min()
 }
 
 /// A route with a match that does not compile serves nothing: every rule of it
@@ -1590,7 +1617,48 @@ fn backend_ref(
         }),
         resource: None,
     };
-    Ok(upstreams.resolve(index, ns, &backend, obj, field, diags))
+    let edits = backend_edits(r, field).map_err(|(f, message)| {
+        diags.push(Diagnostic::error(
+            obj,
+            &f,
+            "UnsupportedValue",
+            message.clone(),
+            "a backendRef takes only a RequestHeaderModifier filter".into(),
+        ));
+        Cond::no("ResolvedRefs", "UnsupportedValue", message)
+    })?;
+    let resolved = upstreams.resolve(index, ns, &backend, obj, field, diags);
+    Ok(match edits {
+        Some(headers) => Backend::Edited {
+            headers,
+            backend: Box::new(resolved),
+        },
+        None => resolved,
+    })
+}
+
+/// The RequestHeaderModifier of a backendRef (checked as a rule's is), or the field
+/// and message of a filter that cannot be applied: that backend then answers 500,
+/// never without its filter.
+fn backend_edits(
+    r: &HttpRouteRulesBackendRefs,
+    field: &str,
+) -> Result<Option<HeaderEdits>, (String, String)> {
+    let mut out = None;
+    for (i, f) in r.filters.iter().flatten().enumerate() {
+        let ffield = format!("{field}.filters[{i}]");
+        let Some(m) = &f.request_header_modifier else {
+            return Err((
+                ffield,
+                "only the RequestHeaderModifier filter is supported on a backendRef".into(),
+            ));
+        };
+        let set = pairs(m.set.iter().flatten().map(|h| (&h.name, &h.value)));
+        let add = pairs(m.add.iter().flatten().map(|h| (&h.name, &h.value)));
+        let remove = m.remove.as_deref().unwrap_or_default();
+        out = Some(header_edits(&set, &add, remove, &ffield)?);
+    }
+    Ok(out)
 }
 
 /// ReferenceGrants by the namespace they stand in.

@@ -157,6 +157,14 @@ fn routes_attach_to_our_gateways_and_match_path_header_and_query() {
             .iter()
             .any(|c| c.kind == "Accepted" && !c.ok && c.reason == "UnsupportedProtocol")
     );
+    // Some listeners invalid: the Gateway is accepted, and says so.
+    assert!(
+        gw.conditions
+            .iter()
+            .any(|c| c.kind == "Accepted" && c.ok && c.reason == "ListenersNotValid"),
+        "{:?}",
+        gw.conditions
+    );
     assert!(
         !c.gateway_status
             .gateways
@@ -788,4 +796,116 @@ fn guarded_shop_once() -> &'static Compiled {
             "[{path: {type: PathPrefix, value: /}, queryParams: [{name: debug, value: \"1\"}]}]",
         )
     })
+}
+
+#[test]
+fn a_backend_ref_edits_the_headers_of_the_requests_it_gets_only() {
+    let c = compiled(&fixture(&route(
+        "apps",
+        "edits",
+        r#"  parentRefs: [{name: edge, namespace: infra}]
+  hostnames: [e.example.com]
+  rules:
+  - backendRefs:
+    - name: web
+      port: 80
+      weight: 1
+      filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: backend, value: web}]}}]
+    - {name: api, port: 80, weight: 1}"#,
+    )));
+    assert_eq!(
+        get(&c, "e.example.com", "/", &[], None).as_deref(),
+        Some("1*10.0.0.1:8080 [backend=web] 1*10.0.0.2:8080")
+    );
+}
+
+#[test]
+fn a_backend_filter_that_cannot_be_applied_closes_that_backend() {
+    for (name, filter) in [
+        (
+            "oidc",
+            "{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-Amzn-Oidc-Identity, value: admin}]}}",
+        ),
+        (
+            "host",
+            "{type: RequestHeaderModifier, requestHeaderModifier: {remove: [host]}}",
+        ),
+        (
+            "mirror",
+            "{type: RequestMirror, requestMirror: {backendRef: {name: api, port: 80}}}",
+        ),
+    ] {
+        let c = compiled(&fixture(&route(
+            "apps",
+            name,
+            &format!(
+                "  parentRefs: [{{name: edge, namespace: infra}}]\n  hostnames: [{name}.example.com]\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: /admin}}}}]\n    backendRefs: [{{name: web, port: 80, filters: [{filter}]}}]\n  - backendRefs: [{{name: api, port: 80}}]"
+            ),
+        )));
+        let got = get(&c, &format!("{name}.example.com"), "/admin", &[], None).unwrap();
+        assert!(got.starts_with("invalid"), "{name}: {got}");
+        assert!(
+            parent_conditions(&c, "apps", name)
+                .iter()
+                .any(|(k, ok, r)| *k == "ResolvedRefs" && !ok && r == "UnsupportedValue"),
+            "{name}"
+        );
+        assert!(
+            c.diagnostics
+                .iter()
+                .any(|d| d.reason == "UnsupportedValue"
+                    && d.field.contains("backendRefs[0].filters[0]")),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn the_shorter_of_the_request_and_backend_timeouts_bounds_a_rule() {
+    let c = compiled(&fixture(&route(
+        "apps",
+        "slow",
+        r#"  parentRefs: [{name: edge, namespace: infra}]
+  hostnames: [t.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /backend}}]
+    timeouts: {backendRequest: 500ms}
+    backendRefs: [{name: web, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /both}}]
+    timeouts: {request: 10s, backendRequest: 2s}
+    backendRefs: [{name: web, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /request}}]
+    timeouts: {request: 3s, backendRequest: 0s}
+    backendRefs: [{name: web, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /off}}]
+    timeouts: {backendRequest: 0s}
+    backendRefs: [{name: web, port: 80}]"#,
+    )));
+    let timeout = |path: &str| {
+        c.snapshot
+            .routes
+            .find("t.example.com", path)
+            .unwrap()
+            .timeout
+    };
+    use std::time::Duration;
+    assert_eq!(timeout("/backend"), Some(Duration::from_millis(500)));
+    assert_eq!(timeout("/both"), Some(Duration::from_secs(2)));
+    assert_eq!(timeout("/request"), Some(Duration::from_secs(3)));
+    assert_eq!(timeout("/off"), None);
+}
+
+#[test]
+fn a_gateway_without_an_accepted_listener_is_not_accepted() {
+    let c = compiled(&fixture(
+        "\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: tcp-only, namespace: infra}\nspec:\n  gatewayClassName: portcullis\n  listeners: [{name: raw, port: 1111, protocol: INVALID}]\n",
+    ));
+    let gw = &c.gateway_status.gateways[&ObjectRef::new("Gateway", "infra", "tcp-only")];
+    assert!(
+        gw.conditions
+            .iter()
+            .any(|c| c.kind == "Accepted" && !c.ok && c.reason == "ListenersNotValid"),
+        "{:?}",
+        gw.conditions
+    );
 }

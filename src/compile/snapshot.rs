@@ -86,7 +86,8 @@ pub struct Route {
     pub conditions: Conditions,
     /// What to change on the way (HTTPRoute filters); empty for Ingresses.
     pub filters: Filters,
-    /// HTTPRoute `timeouts.request`: the whole exchange, else 504.
+    /// HTTPRoute `timeouts.request` or `timeouts.backendRequest`, the shorter: the
+    /// whole exchange, else 504.
     pub timeout: Option<std::time::Duration>,
     /// Who may reach the route at all (ALB's `inbound-cidrs`), checked before the
     /// guard and the login endpoints; `None`: everyone.
@@ -457,6 +458,13 @@ pub enum Backend {
     /// HTTPRoute `backendRefs` with weights: each request goes to one, in proportion.
     /// A share whose backend is unavailable answers as that backend would (500/503).
     Split(Vec<(u32, Backend)>),
+    /// A backendRef with a RequestHeaderModifier of its own: the edits apply, after the
+    /// rule's, only to the requests this backend is picked for. `backend` is never a
+    /// split.
+    Edited {
+        headers: HeaderEdits,
+        backend: Box<Backend>,
+    },
     /// The route's reference is invalid (500, as Gateway API asks).
     Invalid {
         reason: String,

@@ -45,10 +45,19 @@ pub(super) fn backend_label(backend: &Backend) -> String {
         Backend::Service(up) => up.targets.join(","),
         Backend::Unavailable { reason, .. } => format!("unavailable: {reason}"),
         Backend::Invalid { reason } => format!("invalid: {reason}"),
+        Backend::Edited { headers, backend } => {
+            let set: Vec<String> = headers
+                .set
+                .iter()
+                .map(|(n, v)| format!("{n}={}", v.to_str().unwrap_or("?")))
+                .collect();
+            format!("{} [{}]", backend_label(backend), set.join(","))
+        }
         Backend::Split(shares) => shares
             .iter()
             .map(|(w, b)| match b {
                 Backend::Service(up) => format!("{w}*{}", up.targets.join(",")),
+                Backend::Edited { .. } => format!("{w}*{}", backend_label(b)),
                 _ => format!("{w}*-"),
             })
             .collect::<Vec<_>>()

@@ -5,7 +5,7 @@
 # second run with the same version does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-VERSION=v1.5.1
+VERSION=v1.6.3
 out=".cache/gateway-conformance-${VERSION}"
 if [[ -x "$out/conformance.test" && -x "$out/echo-basic" ]]; then
   echo "$out"

@@ -3,6 +3,6 @@
 # sigs.k8s.io/gateway-api Go module at the version the Rust bindings were generated
 # from (downloaded once into Go's module cache).
 set -euo pipefail
-VERSION=v1.5.1
+VERSION=v1.6.3
 dir="$(go mod download -json "sigs.k8s.io/gateway-api@${VERSION}" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
 echo "$dir/config/crd/standard"

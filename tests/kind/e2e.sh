@@ -13,7 +13,7 @@
 # Usage: tests/kind/e2e.sh
 #   KEEP=1 keeps the cluster afterwards; a rerun reuses it, and the certificates kept
 #   in .cache/kind-e2e.
-#   CONFORMANCE=1 also installs the Gateway API CRDs (v1.5.1, standard channel) and
+#   CONFORMANCE=1 also installs the Gateway API CRDs (v1.6.3, standard channel) and
 #   a GatewayClass, and runs the whole Gateway API conformance suite against the
 #   cluster, with the suite's own echo backends as Pods; needs Go 1.25 or later too.
 #   Its report is written to .cache/kind-e2e/conformance-report.yaml.

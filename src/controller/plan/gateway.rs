@@ -23,6 +23,8 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRoutePortRedirect",
     "HTTPRouteQueryParamMatching",
     "HTTPRouteRequestTimeout",
+    "HTTPRouteBackendTimeout",
+    "HTTPRouteBackendRequestHeaderModification",
     "HTTPRouteResponseHeaderModification",
     "HTTPRouteSchemeRedirect",
     "HTTPRoute303RedirectStatusCode",

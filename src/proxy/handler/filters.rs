@@ -2,20 +2,24 @@
 
 use super::*;
 
-/// One backend of a weighted split, in proportion to the weights.
-pub(super) fn pick(backend: &Backend) -> &Backend {
-    let Backend::Split(shares) = backend else {
-        return backend;
-    };
-    let total: u64 = shares.iter().map(|(w, _)| u64::from(*w)).sum();
-    let mut at = next_random() % total.max(1);
-    for (weight, share) in shares {
-        if at < u64::from(*weight) {
-            return pick(share);
+/// One backend of a weighted split, in proportion to the weights, with the header
+/// edits of its backendRef.
+pub(super) fn pick(backend: &Backend) -> (&Backend, Option<&HeaderEdits>) {
+    match backend {
+        Backend::Split(shares) => {
+            let total: u64 = shares.iter().map(|(w, _)| u64::from(*w)).sum();
+            let mut at = next_random() % total.max(1);
+            for (weight, share) in shares {
+                if at < u64::from(*weight) {
+                    return pick(share);
+                }
+                at -= u64::from(*weight);
+            }
+            pick(&shares[0].1)
         }
-        at -= u64::from(*weight);
+        Backend::Edited { headers, backend } => (backend, Some(headers)),
+        other => (other, None),
     }
-    &shares[0].1
 }
 
 /// A per-thread xorshift sequence: weighted splits need spread, not secrecy.

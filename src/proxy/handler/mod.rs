@@ -33,7 +33,8 @@ use crate::compile::authorization::{Decision, RequestFacts, Source};
 use crate::compile::bearer::BearerPolicy;
 use crate::compile::claim_headers::NotSent;
 use crate::compile::{
-    AuthPolicy, Backend, GuardPolicy, Redirect, Rewrite, Route, RouteQuery, Unevaluable,
+    AuthPolicy, Backend, GuardPolicy, HeaderEdits, Redirect, Rewrite, Route, RouteQuery,
+    Unevaluable,
 };
 use crate::diagnostics::ObjectRef;
 use crate::form::form_pairs;
@@ -412,7 +413,7 @@ impl Exchange {
     /// cannot be reached).
     async fn send_to_backend(
         &mut self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         route: &Route,
         at: CanonicalRequest,
         received_bytes: Arc<AtomicU64>,
@@ -425,7 +426,11 @@ impl Exchange {
             },
             (None, None) => (at.path_and_query, at.authority),
         };
-        match pick(&route.backend) {
+        let (backend, edits) = pick(&route.backend);
+        if let Some(edits) = edits {
+            edits.apply(req.headers_mut());
+        }
+        match backend {
             Backend::Unavailable { service, reason } => {
                 self.rec.target_group_arn = service.clone();
                 tracing::warn!(trace_id = %self.trace.root, ingress = %route.ingress, %reason, "route has no backend");
@@ -443,7 +448,9 @@ impl Exchange {
                     "This address is misconfigured; the operator can see why in the route's status or with `portcullis check`.",
                 )
             }
-            Backend::Split(_) => unreachable!("pick returns one backend"),
+            Backend::Split(_) | Backend::Edited { .. } => {
+                unreachable!("pick returns one backend")
+            }
             Backend::Service(upstream) => {
                 let target = Target {
                     path_and_query,
