@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::backends::Index;
+use super::path_pattern::PathPattern;
 use super::snapshot::{AuthPolicy, AuthRuleSummary, Guard, GuardPolicy};
 use super::{age_key, meta_ref};
 use crate::diagnostics::{Diagnostic, ObjectRef};
@@ -26,7 +27,7 @@ const RESERVED_PARAMS: &[&str] = &[
     "code_challenge",
     "code_challenge_method",
 ];
-const MAX_PATH_PATTERN_LEN: usize = 128;
+const MAX_PATH_PATTERN_LEN: usize = super::path_pattern::MAX_PATTERN_LEN;
 const MAX_COOKIE_NAME_LEN: usize = 64;
 
 pub struct RuleOutcome {
@@ -340,11 +341,17 @@ pub fn separate_cookie_names(
     }
 }
 
+/// A guard's path pattern. `spec.paths` are checked to fit ALB's length first, so
+/// this cannot fail; if it did, the guard would cover every path rather than none.
+fn guard_pattern(path: &str) -> PathPattern {
+    PathPattern::new(path).unwrap_or_else(|_| PathPattern::new("*").expect("* is a pattern"))
+}
+
 /// Path patterns and logout paths in lower case, for case-insensitive matching.
 pub fn fold_case(outcome: &mut RuleOutcome) {
     for guard in outcome.guards.values_mut().flatten() {
         for p in &mut guard.paths {
-            *p = p.to_ascii_lowercase();
+            *p = guard_pattern(&p.as_str().to_ascii_lowercase());
         }
         if let GuardPolicy::Oidc(p) = &mut guard.policy {
             Arc::make_mut(p).logout_path = p.logout_path.to_ascii_lowercase();
@@ -408,7 +415,7 @@ fn attach(
     let guard = Guard {
         section: None,
         rule: rule.clone(),
-        paths: paths.to_vec(),
+        paths: paths.iter().map(|p| guard_pattern(p)).collect(),
         policy: policy.clone(),
     };
     outcome.guards.entry(ingress).or_default().push(guard);
@@ -448,7 +455,7 @@ fn attach_gateway_api(
     outcome.guards.entry(object).or_default().push(Guard {
         rule: rule.clone(),
         section: target.section_name.clone(),
-        paths: paths.to_vec(),
+        paths: paths.iter().map(|p| guard_pattern(p)).collect(),
         policy: policy.clone(),
     });
 }

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use rustls::sign::CertifiedKey;
 
 use crate::diagnostics::ObjectRef;
-use crate::model::{
-    AuthRuleSpec, OnUnauthenticatedRequest, TokenEndpointAuthMethod, path_pattern_matches,
-};
+use crate::model::{AuthRuleSpec, OnUnauthenticatedRequest, TokenEndpointAuthMethod};
 
 #[derive(Default)]
 pub struct Snapshot {
@@ -448,7 +446,7 @@ impl Route {
     pub fn guard_for(&self, path: &str) -> Option<&Guard> {
         self.guards
             .iter()
-            .find(|g| g.paths.is_empty() || g.paths.iter().any(|p| path_pattern_matches(p, path)))
+            .find(|g| g.paths.is_empty() || g.paths.iter().any(|p| p.matches(path)))
     }
 }
 
@@ -493,8 +491,8 @@ pub struct Guard {
     pub rule: ObjectRef,
     /// The HTTPRoute rule or Gateway listener the AuthRule names (`sectionName`).
     pub section: Option<String>,
-    /// ALB path patterns; empty guards every path.
-    pub paths: Vec<String>,
+    /// ALB path patterns, matched in time linear in the path; empty guards every path.
+    pub paths: Vec<super::path_pattern::PathPattern>,
     pub policy: GuardPolicy,
 }
 
