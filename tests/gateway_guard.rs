@@ -121,6 +121,10 @@ fn svc(ns: &str, name: &str, addr: std::net::SocketAddr) -> String {
 
 const CLASS: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: portcullis}\nspec: {controllerName: portcullis.dev/gateway-controller}\n";
 
+/// The Gateway `apps/edge` with one HTTP listener (after `CLASS`), which the
+/// HTTPRoutes of several tests attach to.
+const EDGE: &str = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: apps}\nspec:\n  gatewayClassName: portcullis\n  listeners: [{name: http, port: 80, protocol: HTTP}]\n";
+
 fn secret(ns: &str) -> String {
     format!(
         "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: idp, namespace: {ns}}}\nstringData: {{client-secret: s}}\n"
@@ -264,14 +268,7 @@ async fn filters_cannot_forge_identity_and_expressions_are_bounded() {
     dir.write(
         "all.yaml",
         &format!(
-            r#"{CLASS}---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: edge, namespace: apps}}
-spec:
-  gatewayClassName: portcullis
-  listeners: [{{name: http, port: 80, protocol: HTTP}}]
----
+            r#"{CLASS}{EDGE}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: forge, namespace: apps}}
@@ -354,14 +351,7 @@ async fn a_guarded_match_that_cannot_be_decided_never_falls_to_the_open_rule() {
     dir.write(
         "all.yaml",
         &format!(
-            r#"{CLASS}---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: edge, namespace: apps}}
-spec:
-  gatewayClassName: portcullis
-  listeners: [{{name: http, port: 80, protocol: HTTP}}]
----
+            r#"{CLASS}{EDGE}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: shop, namespace: apps}}
@@ -492,14 +482,7 @@ async fn backend_header_edits_apply_after_the_guard_and_cannot_forge_identity() 
     dir.write(
         "all.yaml",
         &format!(
-            r#"{CLASS}---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: edge, namespace: apps}}
-spec:
-  gatewayClassName: portcullis
-  listeners: [{{name: http, port: 80, protocol: HTTP}}]
----
+            r#"{CLASS}{EDGE}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: shop, namespace: apps}}
