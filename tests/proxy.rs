@@ -651,15 +651,6 @@ async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> (bool, Vec<u8>)
     (false, got)
 }
 
-fn metric_value(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
 const OPEN_HTTP: &str = "portcullis_connections_open{listener=\"http\"}";
 
 async fn wait_open(proxy: &Portcullis, n: f64) {

@@ -255,13 +255,10 @@ pub fn gateway_crds() -> String {
 
 /// The value of counter `name{result="<result>"}` on `p`'s /metrics.
 pub async fn counter(p: &Portcullis, name: &str, result: &str) -> f64 {
-    let series = format!("portcullis_{name}{{result=\"{result}\"}} ");
-    let metrics = p.metrics().await;
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in /metrics"))
+    let series = format!("portcullis_{name}{{result=\"{result}\"}}");
+    let value = super::metric_value(&p.metrics().await, &series);
+    assert!(!value.is_nan(), "no {series} in /metrics");
+    value
 }
 
 /// Makes the leader `p` look at the cluster again (a new, unreferenced Service in

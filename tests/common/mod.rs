@@ -286,6 +286,17 @@ impl Portcullis {
     }
 }
 
+/// The value of one series (`name{labels}`, exactly as exported) in a /metrics text;
+/// NaN when it is not there.
+pub fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 /// Runs the binary with `args` and `input` on stdin; returns whether it exited 0 and
 /// its stdout.
 pub fn run_with_stdin(args: &[&str], input: &str) -> (bool, String) {
