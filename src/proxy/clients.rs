@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
-use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::{
+    DefaultServerNameResolver, FixedServerNameResolver, HttpsConnector, ResolveServerName,
+};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -92,16 +94,12 @@ fn http_connector(config: &ProxyConfig) -> HttpConnector {
     connector
 }
 
-fn h1_client(config: &ProxyConfig, transport: &Transport, tls: &ClientConfig) -> H1Client {
-    let mut builder = HttpsConnectorBuilder::new()
-        .with_tls_config(tls.clone())
-        .https_or_http();
-    if let Some(name) = verified_name(transport) {
-        builder = builder.with_server_name_resolver(FixedServerNameResolver::new(name));
-    }
-    let connector = builder
-        .enable_http1()
-        .wrap_connector(http_connector(config));
+fn h1_client(config: &ProxyConfig, transport: &Transport, tls: &Arc<ClientConfig>) -> H1Client {
+    let names: Arc<dyn ResolveServerName + Send + Sync> = match verified_name(transport) {
+        Some(name) => Arc::new(FixedServerNameResolver::new(name)),
+        None => Arc::new(DefaultServerNameResolver::default()),
+    };
+    let connector = HttpsConnector::new(http_connector(config), tls.clone(), false, names);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(config.upstream_idle_timeout)
         .pool_max_idle_per_host(1024)
@@ -115,7 +113,7 @@ fn verified_name(transport: &Transport) -> Option<ServerName<'static>> {
     ServerName::try_from(verify.server_name.clone()).ok()
 }
 
-/// The TLS settings to the pods: ALPN as the version asks; the certificate checked
+/// The TLS settings to the pods: ALPN h2 for HTTP/2; the certificate checked
 /// against the CA bundle when one is named, else (as ALB) not at all.
 fn tls_config(transport: &Transport) -> ClientConfig {
     let provider = Arc::new(aws_lc_rs::default_provider());
@@ -132,11 +130,10 @@ fn tls_config(transport: &Transport) -> ClientConfig {
             .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
             .with_no_client_auth(),
     };
-    config.alpn_protocols = if transport.version.is_h2() {
-        vec![b"h2".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
-    };
+    // HTTP/1.1 offers no ALPN (a pod then speaks HTTP/1.1); HTTP/2 offers only h2.
+    if transport.version.is_h2() {
+        config.alpn_protocols = vec![b"h2".to_vec()];
+    }
     config
 }
 
@@ -332,5 +329,32 @@ mod tests {
             target_name("api.example.com:443").unwrap(),
             ServerName::try_from("api.example.com").unwrap()
         );
+    }
+}
+
+#[cfg(test)]
+mod build_tests {
+    use super::*;
+    use crate::compile::{BackendTls, BackendVersion};
+
+    /// hyper-rustls refuses (panics on) a TLS config whose ALPN is already set: only
+    /// the HTTP/2 pool, which does its own TLS, may set it.
+    #[tokio::test]
+    async fn every_transport_builds_its_pools() {
+        let config = ProxyConfig::default();
+        for tls in [None, Some(BackendTls { verify: None })] {
+            for version in [
+                BackendVersion::Http1,
+                BackendVersion::Http2,
+                BackendVersion::Grpc,
+            ] {
+                let t = Transport {
+                    tls: tls.clone(),
+                    version,
+                };
+                assert_eq!(tls_config(&t).alpn_protocols.is_empty(), !version.is_h2());
+                assert_eq!(Pools::new(&config, &t, 2).workers.len(), 2);
+            }
+        }
     }
 }
