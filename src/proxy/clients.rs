@@ -49,7 +49,7 @@ pub struct Pools {
 }
 
 enum Worker {
-    Http1(H1Client),
+    Http1(Box<H1Client>),
     Http2(H2Pool),
 }
 
@@ -61,7 +61,7 @@ impl Pools {
                 if transport.version.is_h2() {
                     Worker::Http2(H2Pool::new(config, transport, tls.clone()))
                 } else {
-                    Worker::Http1(h1_client(config, transport, &tls))
+                    Worker::Http1(Box::new(h1_client(config, transport, &tls)))
                 }
             })
             .collect();

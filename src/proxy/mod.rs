@@ -392,8 +392,7 @@ impl DataPlane {
             .upstreams
             .iter()
             .map(|up| {
-                let pools = next
-                    .entry(up.transport.clone())
+                next.entry(up.transport.clone())
                     .or_insert_with(|| match kept.get(&up.transport) {
                         Some(p) => p.clone(),
                         None => Arc::new(clients::Pools::new(
@@ -402,8 +401,7 @@ impl DataPlane {
                             self.workers,
                         )),
                     })
-                    .clone();
-                pools
+                    .clone()
             })
             .collect();
         *kept = next;
