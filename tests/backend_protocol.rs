@@ -147,6 +147,8 @@ async fn answer(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     if !grpc {
+        let mut view = view;
+        view["bodyBytes"] = body.len().into();
         let json = Full::new(Bytes::from(view.to_string())).boxed_unsync();
         return Ok(Response::new(json));
     }
@@ -313,6 +315,29 @@ async fn http2_reaches_h2c_and_tls_pods_with_the_clients_authority() {
         cleartext["headers"].get("connection").is_none(),
         "{cleartext}"
     );
+
+    // HTTP/1.1's own framing and hop-by-hop headers, in every spelling a client may
+    // send, never reach an HTTP/2 pod (where they are malformed): a chunked body
+    // arrives as a body, and the request is not refused for them.
+    let chunked = b"POST /upload HTTP/1.1\r\nHost: app.example.com\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\nTE: gzip, trailers\r\nAccept: application/json\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let resp = raw_exchange(proxy.http, chunked).await;
+    assert_eq!(resp.status, 200, "{}", resp.head);
+    let posted: serde_json::Value = serde_json::from_str(&resp.body).unwrap();
+    assert_eq!(posted["version"], "HTTP/2.0");
+    assert_eq!(posted["bodyBytes"], 5);
+    let names: Vec<&String> = posted["headers"].as_object().unwrap().keys().collect();
+    for hop in [
+        "transfer-encoding",
+        "connection",
+        "x-hop",
+        "keep-alive",
+        "proxy-connection",
+        "upgrade",
+        "host",
+    ] {
+        assert!(!names.iter().any(|n| *n == hop), "{hop} in {names:?}");
+    }
+    assert_eq!(posted["headers"]["te"], "trailers");
 
     dir.write(
         "svc.yaml",
