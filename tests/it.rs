@@ -9,6 +9,7 @@ mod alb_logs;
 mod alb_routing;
 mod authorization;
 mod backchannel;
+mod backend_protocol;
 mod bearer;
 mod check;
 mod claim_headers;

@@ -9,9 +9,8 @@
 //! - `jwt-validation` becomes that spec's bearer check, or on its own a guard that
 //!   takes bearer tokens only (the audiences from `portcullis.dev/jwt-audiences`);
 //! - `inbound-cidrs` becomes the routes' source allow-list;
-//! - `scheme: internal` (ALB's default), WAF, Shield, security groups, client
-//!   certificates and TLS to the pods (`backend-protocol: HTTPS`) close the routes
-//!   unless `portcullis.dev/accept-alb-differences` (or `--accept-alb-differences`)
+//! - `scheme: internal` (ALB's default), WAF, Shield, security groups and client
+//!   certificates close the routes unless `portcullis.dev/accept-alb-differences` (or `--accept-alb-differences`)
 //!   names them;
 //! - how the Ingress's rules are read and ordered: `use-regex-path-match`,
 //!   `group.order`, `listen-ports`, `ssl-redirect` (the rules' own `actions.*`,
@@ -66,6 +65,7 @@ const READ: &[&str] = &[
     "use-regex-path-match",
     "ssl-redirect",
     "listen-ports",
+    "backend-protocol",
     "backend-protocol-version",
 ];
 /// Annotations read by the name after this prefix (`actions.<name>`).
@@ -134,11 +134,6 @@ const NOT_HONOURED: &[(&str, &str, &str)] = &[
         "mutual-authentication",
         "client certificates (mTLS) checked by the load balancer",
         "check client certificates in front of Portcullis",
-    ),
-    (
-        "backend-protocol",
-        "TLS from the load balancer to the pods (Portcullis speaks plain HTTP to them)",
-        "serve plain HTTP to Portcullis on the pods' port (a second port if need be) and point the backend at it",
     ),
 ];
 /// Prefixes of other ingress controllers' annotations.
@@ -889,39 +884,21 @@ fn listen_ports(value: &str, problems: &mut AccessProblems) -> Option<bool> {
     }
 }
 
-/// `backend-protocol: HTTPS` asks for TLS to the pods, which Portcullis does not
-/// speak (so it closes the routes unless accepted); `backend-protocol-version`
-/// other than `HTTP1` asks for HTTP/2 or gRPC to them, which it does not speak
-/// either (a warning: requests then fail at the pods, never reach them in the clear
-/// by surprise).
+/// `backend-protocol` and `backend-protocol-version` on the Ingress: honoured per
+/// backend (`backend_protocol`, where the Service's own values win); a value AWS's
+/// controller would refuse closes the routes, since the pods could then be spoken to
+/// in a way nobody asked for.
 fn check_backend_protocol(
     protocol: Option<&str>,
     version: Option<&str>,
     problems: &mut AccessProblems,
 ) {
-    match protocol {
-        None | Some("HTTP") => {}
-        Some("HTTPS") => problems.not_honoured("backend-protocol", "HTTPS"),
-        Some(other) => problems.malformed(
-            "backend-protocol",
-            format!("{other:?} is neither HTTP nor HTTPS"),
-            "use HTTP or HTTPS".into(),
-        ),
+    use super::backend_protocol::{tls_asked, version_asked};
+    if let Err(p) = tls_asked(protocol) {
+        problems.malformed("backend-protocol", p.message, p.fix);
     }
-    match version {
-        None | Some("HTTP1") => {}
-        Some(version @ ("HTTP2" | "GRPC")) => problems.diags.push(Diagnostic::warning(
-            problems.object,
-            &annotation_field("backend-protocol-version"),
-            "AnnotationNotHonoured",
-            format!("backend-protocol-version {version} is not honoured: Portcullis speaks HTTP/1.1 to the pods, which gRPC cannot use"),
-            "serve HTTP/1.1 on the pods' port, or route gRPC around Portcullis".into(),
-        )),
-        Some(other) => problems.malformed(
-            "backend-protocol-version",
-            format!("{other:?} is not HTTP1, HTTP2 or GRPC"),
-            "use HTTP1, HTTP2 or GRPC".into(),
-        ),
+    if let Err(p) = version_asked(version) {
+        problems.malformed("backend-protocol-version", p.message, p.fix);
     }
 }
 

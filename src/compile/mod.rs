@@ -9,6 +9,7 @@ pub mod alb_conditions;
 pub mod alb_transforms;
 mod auth;
 pub mod authorization;
+pub mod backend_protocol;
 mod backends;
 pub mod bearer;
 mod cel_facts;

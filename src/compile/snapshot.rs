@@ -484,6 +484,50 @@ pub struct Upstream {
     pub targets: Vec<String>,
     /// Position in `RouteTable::upstreams`.
     pub id: usize,
+    /// How the pods are spoken to: HTTP/1.1 in the clear unless the Service asks.
+    pub transport: Transport,
+}
+
+/// The protocol to a Service's pods (ALB's target group protocol and version).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Transport {
+    /// `Some`: TLS to the pods (`backend-protocol: HTTPS`).
+    pub tls: Option<BackendTls>,
+    pub version: BackendVersion,
+}
+
+/// The HTTP version to the pods (`backend-protocol-version`, `appProtocol`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum BackendVersion {
+    #[default]
+    Http1,
+    /// HTTP/2: negotiated by ALPN over TLS, prior knowledge (h2c) in the clear.
+    Http2,
+    /// gRPC: HTTP/2 as above; Portcullis's own refusals answer in gRPC's terms.
+    Grpc,
+}
+
+impl BackendVersion {
+    pub fn is_h2(self) -> bool {
+        self != Self::Http1
+    }
+}
+
+/// TLS to the pods. As ALB, the pods' certificate is not checked unless a CA bundle
+/// is named: pods commonly serve self-signed certificates, and no SNI is sent (the
+/// pods are addressed by IP).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BackendTls {
+    pub verify: Option<VerifyBackend>,
+}
+
+/// Check the pods' certificate: it must chain to one of these CAs and name this server.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct VerifyBackend {
+    /// PEM, as the Secret's `ca.crt` holds it (checked to parse when compiled).
+    pub ca_pem: Arc<str>,
+    /// The name the certificate must carry, sent as SNI.
+    pub server_name: String,
 }
 
 #[derive(Clone)]
