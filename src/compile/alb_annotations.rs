@@ -412,10 +412,11 @@ fn login_from(
                 name: object.name.clone(),
             }],
             paths: Vec::new(),
-            oidc,
+            oidc: Some(oidc),
             session: SessionSpec {
                 cookie_name: get("auth-session-cookie").map(str::to_owned),
                 timeout,
+                cookie_domain: None,
             },
             on_unauthenticated_request: on_unauthenticated,
             logout: LogoutSpec::default(),
