@@ -38,6 +38,7 @@ mod quickstart;
 mod readme;
 mod relying_party;
 mod replicas;
+mod scripts;
 mod sso;
 mod tenants;
 mod tls;
