@@ -200,7 +200,9 @@ fn key_field(key: &str) -> String {
     format!("metadata.annotations[{key}]")
 }
 
-/// What an Ingress's auth annotations ask for.
+/// What an Ingress's auth annotations ask for (made once per Ingress per compile, so
+/// the spec is not boxed).
+#[allow(clippy::large_enum_variant)]
 pub enum Asked {
     /// No login and no bearer tokens.
     Nothing,
@@ -338,6 +340,7 @@ fn jwt_validation(
     ))
 }
 
+#[allow(clippy::large_enum_variant)]
 enum Login {
     None,
     /// The spec, and whether it comes from Cognito.
