@@ -80,7 +80,8 @@ pub struct AuthRuleSpec {
 
     /// What a request without a valid session gets: `authenticate` sends the browser to
     /// the provider's login (default); `deny` answers 401; `allow` forwards the request
-    /// without identity headers.
+    /// without identity headers. On a rule without `oidc` there is no login: a request
+    /// without a token gets 401 unless this is `allow`.
     #[serde(default)]
     pub on_unauthenticated_request: OnUnauthenticatedRequest,
 
@@ -441,7 +442,9 @@ pub struct SessionSpec {
     /// domain, issuer, client id and cookie name accept each other's sessions. It must
     /// be a parent of every host the rule guards, not a public suffix (`com`,
     /// `co.uk`), and no host under it may be served by a route of another namespace.
-    /// Default: each host keeps its own session.
+    /// Without `cookieName` the cookie is named after those four
+    /// (`AWSELBAuthSessionCookie-<8 hex digits>`). Default: each host keeps its own
+    /// session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub cookie_domain: Option<String>,
