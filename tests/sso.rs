@@ -139,6 +139,18 @@ async fn one_login_serves_every_host_of_the_domain_and_no_other_client() {
     assert_eq!(r.status, 401, "{}", r.head);
     assert!(r.backend().is_none());
 
+    // The two logins hold one cookie name under the domain: `check` warns.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "-o", "json", "-f"])
+        .arg(manifests.path())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let clash = (report["problems"].as_array().unwrap().iter())
+        .find(|p| p["reason"] == "CookieNameConflict" && p["field"] == "spec.session.cookieName")
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(clash.to_string().contains("example.com"), "{clash}");
+
     // Logout on host b clears the cookie for the whole domain.
     let out = raw(&proxy, "b.example.com", "/oauth2/logout", &session).await;
     assert_eq!(out.status, 302, "{}", out.head);

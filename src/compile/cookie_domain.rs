@@ -5,9 +5,10 @@
 //! rather than served with a cookie that leaks.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::RouteDraft;
-use super::snapshot::{AuthRuleSummary, GuardPolicy};
+use super::snapshot::{AuthPolicy, AuthRuleSummary, GuardPolicy};
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::model::{DEFAULT_COOKIE_NAME, SessionSpec, is_dns_name};
 
@@ -121,6 +122,46 @@ fn problem(rule: &ObjectRef, domain: &str, drafts: &[&mut RouteDraft]) -> Option
     ))
 }
 
+/// Whether two policies open each other's sessions: the same namespace, domain,
+/// issuer and client (the binding of a session under a cookie domain).
+fn shares_login(a: &AuthPolicy, b: &AuthPolicy) -> bool {
+    a.rule.namespace == b.rule.namespace
+        && a.cookie_domain == b.cookie_domain
+        && a.issuer == b.issuer
+        && a.client_id == b.client_id
+}
+
+/// Rules whose session cookie of the same name reaches a host of `domain_rule`'s
+/// domain without sharing its login: the browser holds two cookies of one name there,
+/// and each rule's login overwrites or hides the other's.
+fn name_clashes(
+    domain_rule: &AuthPolicy,
+    domain: &str,
+    drafts: &[&mut RouteDraft],
+) -> Option<Diagnostic> {
+    let other = drafts
+        .iter()
+        .filter(|d| receives(d.host.as_deref(), domain))
+        .flat_map(|d| &d.guards)
+        .find_map(|g| match &g.policy {
+            GuardPolicy::Oidc(p)
+                if p.login
+                    && p.cookie_name == domain_rule.cookie_name
+                    && !shares_login(p, domain_rule) =>
+            {
+                Some(p.rule.clone())
+            }
+            _ => None,
+        })?;
+    Some(Diagnostic::warning(
+        &domain_rule.rule,
+        "spec.session.cookieName",
+        "CookieNameConflict",
+        format!("{other} also uses cookie {} on a host under {domain}, with another login; the two sessions overwrite each other", domain_rule.cookie_name),
+        "give one of the rules another spec.session.cookieName, or leave cookieName unset under a cookieDomain".into(),
+    ))
+}
+
 /// Refuses every rule with a cookie domain its namespace does not own: its guards
 /// become `Broken` (500, fail closed) and the status and `check` name the route.
 pub(super) fn refuse_unowned(
@@ -128,16 +169,17 @@ pub(super) fn refuse_unowned(
     summaries: &mut BTreeMap<ObjectRef, AuthRuleSummary>,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let mut domains: BTreeMap<ObjectRef, String> = BTreeMap::new();
+    let mut domains: BTreeMap<ObjectRef, (String, Arc<AuthPolicy>)> = BTreeMap::new();
     for guard in drafts.iter().flat_map(|d| &d.guards) {
         if let GuardPolicy::Oidc(p) = &guard.policy
             && let Some(domain) = &p.cookie_domain
         {
-            domains.insert(p.rule.clone(), domain.clone());
+            domains.insert(p.rule.clone(), (domain.clone(), p.clone()));
         }
     }
     let mut refused: BTreeMap<ObjectRef, String> = BTreeMap::new();
-    for (rule, domain) in &domains {
+    for (rule, (domain, policy)) in &domains {
+        diags.extend(name_clashes(policy, domain, drafts));
         let Some((message, fix)) = problem(rule, domain, drafts) else {
             continue;
         };
