@@ -494,18 +494,10 @@ fn resolve_policy(
     let mut errors = Vec::new();
     let login =
         (spec.oidc.as_ref()).map(|oidc| (oidc, checked_login(obj, oidc, index, &mut errors)));
-    if spec.oidc.is_none() && spec.bearer.is_none() {
-        errors.push(Diagnostic::error(
-            obj,
-            "spec.oidc",
-            "MissingOidc",
-            "the rule has neither spec.oidc nor spec.bearer: nothing could pass".into(),
-            "set spec.oidc for browser logins, spec.bearer for API clients with tokens, or both"
-                .into(),
-        ));
-    }
+    check_something_passes(obj, spec, &mut errors);
     let (cookie_name, timeout) = checked_session(obj, spec, &mut errors);
-    let cookie_domain = super::cookie_domain::checked(obj, &spec.session, &mut errors);
+    let has_login = spec.oidc.is_some();
+    let cookie_domain = super::cookie_domain::checked(obj, &spec.session, has_login, &mut errors);
     let logout_path = checked_logout(obj, spec, &mut errors);
     let authorization = spec
         .authorization
@@ -541,7 +533,7 @@ fn resolve_policy(
     };
     Ok(AuthPolicy {
         rule: obj.clone(),
-        login: spec.oidc.is_some(),
+        login: has_login,
         issuer: oidc.issuer,
         authorization_endpoint: oidc.authorization_endpoint,
         token_endpoint: oidc.token_endpoint,
@@ -567,6 +559,20 @@ fn resolve_policy(
         claim_headers,
         spec: spec.clone(),
     })
+}
+
+/// A rule needs a login, bearer tokens, or both: with neither nothing could pass.
+fn check_something_passes(obj: &ObjectRef, spec: &AuthRuleSpec, errors: &mut Vec<Diagnostic>) {
+    if spec.oidc.is_none() && spec.bearer.is_none() {
+        errors.push(Diagnostic::error(
+            obj,
+            "spec.oidc",
+            "MissingOidc",
+            "the rule has neither spec.oidc nor spec.bearer: nothing could pass".into(),
+            "set spec.oidc for browser logins, spec.bearer for API clients with tokens, or both"
+                .into(),
+        ));
+    }
 }
 
 /// `spec.oidc` checked, with its client secret read: the secret and the scope.

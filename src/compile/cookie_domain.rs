@@ -16,10 +16,11 @@ const FIELD: &str = "spec.session.cookieDomain";
 
 /// `spec.session.cookieDomain` as browsers match it (lower case, no leading dot). A
 /// public suffix is refused: every site under `com` or `github.io` would receive the
-/// session.
+/// session; so is a domain on a rule without logins (`login` false), which keeps none.
 pub fn checked(
     obj: &ObjectRef,
     session: &SessionSpec,
+    login: bool,
     errors: &mut Vec<Diagnostic>,
 ) -> Option<String> {
     let given = session.cookie_domain.as_deref()?;
@@ -27,7 +28,9 @@ pub fn checked(
         .strip_prefix('.')
         .unwrap_or(given)
         .to_ascii_lowercase();
-    let problem = if !is_dns_name(&domain) {
+    let problem = if !login {
+        "is set on a rule without spec.oidc, which keeps no session"
+    } else if !is_dns_name(&domain) {
         "is not a domain name (letters, digits, - and dots, no trailing dot)"
     } else if domain.split('.').count() < 2 || psl::domain(domain.as_bytes()).is_none() {
         "is a public suffix: every site under it would receive the session"
@@ -235,7 +238,7 @@ mod tests {
                 ..SessionSpec::default()
             };
             let mut errors = Vec::new();
-            let out = checked(&obj, &session, &mut errors);
+            let out = checked(&obj, &session, true, &mut errors);
             assert_eq!(out.is_none(), !errors.is_empty());
             if let Some(e) = errors.first() {
                 assert_eq!(e.field, FIELD);
@@ -247,6 +250,11 @@ mod tests {
             check("apps.example.co.uk").as_deref(),
             Some("apps.example.co.uk")
         );
+        let session = SessionSpec {
+            cookie_domain: Some("example.com".into()),
+            ..SessionSpec::default()
+        };
+        assert_eq!(checked(&obj, &session, false, &mut Vec::new()), None);
         for bad in [
             "com",
             "co.uk",
