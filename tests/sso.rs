@@ -104,11 +104,14 @@ async fn one_login_serves_every_host_of_the_domain_and_no_other_client() {
         .unwrap();
     let to_idp = start.headers()["location"].to_str().unwrap().to_owned();
     let back = log_in(&browser, &to_idp, &callback("a"), "alice").await.url;
-    let done = browser.get(&back).send().await.unwrap();
-    assert_eq!(done.status(), 302);
-    let set: Vec<String> = (done.headers().get_all("set-cookie").iter())
-        .map(|v| v.to_str().unwrap().to_owned())
-        .collect();
+    // The callback's Host is the one the login began with (it is in the redirect URI).
+    let path = back.split_once(&format!(":{port}")).unwrap().1;
+    let flow = start.headers()["set-cookie"].to_str().unwrap();
+    let flow = flow.split(';').next().unwrap();
+    let host_a = format!("a.example.com:{port}");
+    let done = raw(&proxy, &host_a, path, &format!("Cookie: {flow}\r\n")).await;
+    assert_eq!(done.status, 302, "{}", done.head);
+    let set = set_cookies(&done);
     let shard = set
         .iter()
         .find(|c| c.starts_with("Shared-0=") && !c.starts_with("Shared-0=;"))
