@@ -9,8 +9,8 @@ use crate::common;
 use common::idp::{Idp, log_in};
 use common::*;
 
-/// Two rules of `apps` share a domain and a cookie name: `sso` (hosts a and b) logs in
-/// with the provider's client, `other` (host c) names another client.
+/// Three rules of `apps` share a domain and a cookie name: `sso` (hosts a and b) and
+/// `sister` (host d) log in with the provider's client, `other` (host c) names another.
 const RULES: &str = r#"
 ---
 apiVersion: portcullis.dev/v1alpha1
@@ -20,6 +20,14 @@ spec:
   targetRefs: [{name: a}, {name: b}]
   oidc: {issuer: ISSUER, clientId: portcullis-test, clientSecretRef: {name: idp}, scope: openid email profile}
   session: {cookieDomain: .Example.com, cookieName: Shared}
+---
+apiVersion: portcullis.dev/v1alpha1
+kind: AuthRule
+metadata: {name: sister, namespace: apps}
+spec:
+  targetRefs: [{name: d}]
+  oidc: {issuer: ISSUER, clientId: portcullis-test, clientSecretRef: {name: idp}}
+  session: {cookieDomain: example.com, cookieName: Shared}
 ---
 apiVersion: portcullis.dev/v1alpha1
 kind: AuthRule
@@ -66,7 +74,7 @@ async fn one_login_serves_every_host_of_the_domain_and_no_other_client() {
     let manifests = TempDir::new("sso");
     let app = format!(
         "{}{}",
-        ingresses(&["a", "b", "c"]),
+        ingresses(&["a", "b", "c", "d"]),
         service_yaml("svc", &[backend.addr])
     );
     manifests.write("app.yaml", &app);
@@ -77,9 +85,9 @@ async fn one_login_serves_every_host_of_the_domain_and_no_other_client() {
     let idp = Idp::start(&[("IDP_REDIRECT_URIS", &uris)]);
     manifests.write("auth.yaml", &RULES.replace("ISSUER", &idp.issuer));
     let html = "Accept: text/html\r\n";
-    eventually("the rules guard a, b and c", || async {
+    eventually("the rules guard a, b, c and d", || async {
         let mut guarded = true;
-        for h in ["a", "b", "c"] {
+        for h in ["a", "b", "c", "d"] {
             guarded &= raw(&proxy, &format!("{h}.example.com"), "/", html)
                 .await
                 .status
@@ -130,6 +138,9 @@ async fn one_login_serves_every_host_of_the_domain_and_no_other_client() {
         "b.example.com.".into(),
         format!("b.example.com:{port}"),
         format!("B.EXAMPLE.COM.:{port}"),
+        // Another rule of the namespace with the same provider and client.
+        "d.example.com".into(),
+        "D.Example.Com.".into(),
     ] {
         let r = raw(&proxy, &host, "/api", &session).await;
         assert_eq!(r.status, 200, "{host}: {}", r.head);
