@@ -39,6 +39,8 @@ mod quickstart;
 mod readme;
 mod relying_party;
 mod replicas;
+mod scripts;
+mod sso;
 mod tenants;
 mod tls;
 mod walkthrough;

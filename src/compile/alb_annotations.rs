@@ -195,7 +195,9 @@ fn key_field(key: &str) -> String {
     format!("metadata.annotations[{key}]")
 }
 
-/// What an Ingress's auth annotations ask for.
+/// What an Ingress's auth annotations ask for (made once per Ingress per compile, so
+/// the spec is not boxed).
+#[allow(clippy::large_enum_variant)]
 pub enum Asked {
     /// No login and no bearer tokens.
     Nothing,
@@ -333,6 +335,7 @@ fn jwt_validation(
     ))
 }
 
+#[allow(clippy::large_enum_variant)]
 enum Login {
     None,
     /// The spec, and whether it comes from Cognito.
@@ -407,10 +410,11 @@ fn login_from(
                 name: object.name.clone(),
             }],
             paths: Vec::new(),
-            oidc,
+            oidc: Some(oidc),
             session: SessionSpec {
                 cookie_name: get("auth-session-cookie").map(str::to_owned),
                 timeout,
+                cookie_domain: None,
             },
             on_unauthenticated_request: on_unauthenticated,
             logout: LogoutSpec::default(),

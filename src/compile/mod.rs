@@ -14,6 +14,7 @@ mod backends;
 pub mod bearer;
 mod cel_facts;
 pub mod claim_headers;
+mod cookie_domain;
 mod gateway;
 pub mod path_pattern;
 mod precedence;
@@ -128,6 +129,7 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
     let requirements = route_requirements(objects, &ingresses);
     let mut all_drafts: Vec<&mut RouteDraft> =
         drafts.iter_mut().chain(&mut default_draft).collect();
+    cookie_domain::refuse_unowned(&mut all_drafts, &mut rules.summaries, &mut diags);
     required::close_unguarded(
         &mut all_drafts,
         &requirements,
@@ -1106,7 +1108,7 @@ fn build_table(mut drafts: Vec<RouteDraft>, default_draft: Option<RouteDraft>) -
         .iter()
         .flat_map(|r| &r.guards)
         .filter_map(|g| match &g.policy {
-            GuardPolicy::Oidc(p) => Some(p.logout_path.clone()),
+            GuardPolicy::Oidc(p) => p.login.then(|| p.logout_path.clone()),
             GuardPolicy::Bearer(_) | GuardPolicy::Broken(_) | GuardPolicy::Pending(_) => None,
         })
         .chain([crate::model::CALLBACK_PATH.to_owned()])

@@ -557,6 +557,9 @@ pub enum GuardPolicy {
 #[derive(Clone, PartialEq)]
 pub struct AuthPolicy {
     pub rule: ObjectRef,
+    /// Browser logins (`spec.oidc`). Without them the rule takes bearer tokens only:
+    /// `issuer` is the tokens' and there is no client, session or logout.
+    pub login: bool,
     pub issuer: String,
     pub authorization_endpoint: Option<String>,
     pub token_endpoint: Option<String>,
@@ -567,6 +570,9 @@ pub struct AuthPolicy {
     pub extra_params: Vec<(String, String)>,
     pub token_endpoint_auth_method: TokenEndpointAuthMethod,
     pub cookie_name: String,
+    /// `spec.session.cookieDomain` (lower case, no leading dot): sessions are bound to
+    /// the namespace, issuer and client instead of the host, and shared under it.
+    pub cookie_domain: Option<String>,
     pub session_timeout_secs: u64,
     pub on_unauthenticated: OnUnauthenticatedRequest,
     pub logout_path: String,
@@ -740,11 +746,12 @@ impl RouteTable {
         self.auth_paths.contains(path)
     }
 
-    /// Every working OIDC policy, once each (the back channel is not per host).
+    /// Every working policy with logins, once each (the back channel is not per host).
     pub fn all_policies(&self) -> Vec<Arc<AuthPolicy>> {
         let mut policies: Vec<Arc<AuthPolicy>> = Vec::new();
         for guard in self.all.iter().flat_map(|r| &r.guards) {
             if let GuardPolicy::Oidc(p) = &guard.policy
+                && p.login
                 && !policies.iter().any(|known| known.rule == p.rule)
             {
                 policies.push(p.clone());
@@ -753,7 +760,7 @@ impl RouteTable {
         policies
     }
 
-    /// The OIDC policies guarding any route this host can reach: the callback path is
+    /// The policies with logins guarding any route this host can reach: the callback path is
     /// answered per host, whichever route a login started from. Rules of namespaces
     /// the host's owner does not admit never take part in its logins.
     ///
@@ -782,6 +789,7 @@ impl RouteTable {
         let mut policies: Vec<Arc<AuthPolicy>> = Vec::new();
         for guard in routes.flat_map(|r| &r.guards) {
             if let GuardPolicy::Oidc(p) = &guard.policy
+                && p.login
                 && !policies.iter().any(|known| known.rule == p.rule)
             {
                 policies.push(p.clone());
