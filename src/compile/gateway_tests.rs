@@ -89,6 +89,7 @@ fn lookup(
             tls: false,
             https: false,
             client: None,
+            socket: None,
         })
         .map_err(|e| e.reason())?;
     Ok(route.map(|r| backend_label(&r.backend)))

@@ -153,8 +153,13 @@ fn gateway_status(
             })
         })
         .collect();
+    let own: Vec<(String, String)> = (gw.address.iter())
+        .map(|ip| ("IPAddress".to_owned(), ip.to_string()))
+        .collect();
+    let addresses = if gw.own_address { &own } else { addresses };
     let mut conditions = gw.conditions.clone();
     if addresses.is_empty()
+        && !gw.own_address
         && let Some(p) = conditions.iter_mut().find(|c| c.kind == "Programmed")
     {
         *p = Cond {
