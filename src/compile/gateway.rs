@@ -70,6 +70,9 @@ pub struct GatewayApiState {
     pub routes: BTreeMap<ObjectRef, RouteState>,
     /// Per AuthRule with Gateway API targets: the Gateways its guarded routes attach to.
     pub policy_ancestors: BTreeMap<ObjectRef, Vec<ParentReference>>,
+    /// Gateways get addresses of their own (`--gateway-addresses`), so listeners of
+    /// any port are served as such.
+    pub own_addresses: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -152,6 +155,7 @@ pub(super) fn compile(
 ) -> GatewayOutput {
     let mut state = GatewayApiState {
         classes: our_classes(objects),
+        own_addresses: options.gateway_addresses.is_some(),
         ..GatewayApiState::default()
     };
     let grants = Grants::new(objects);

@@ -49,7 +49,17 @@ impl Assigner {
 
     /// The address of `gateway` (call in age order).
     pub fn assign(&mut self, gateway: &Gateway, key: &str) -> Result<IpAddr, NoAddress> {
-        if let Some(requested) = gateway.spec.addresses.as_ref().filter(|a| !a.is_empty()) {
+        // An IPAddress entry without a value asks for any address (GatewayAddressEmpty).
+        let any = |a: &gateway_api::gateways::GatewayAddresses| {
+            a.value.as_deref().is_none_or(str::is_empty)
+                && a.r#type.as_deref().is_none_or(|t| t == "IPAddress")
+        };
+        let requested = gateway
+            .spec
+            .addresses
+            .as_ref()
+            .filter(|a| !a.iter().all(any));
+        if let Some(requested) = requested {
             let ip = self.requested(requested)?;
             self.taken.insert(ip);
             return Ok(ip);
@@ -81,7 +91,9 @@ impl Assigner {
         };
         let kind = one.r#type.as_deref().unwrap_or("IPAddress");
         let Some(value) = one.value.as_deref().filter(|v| !v.is_empty()) else {
-            return refuse("spec.addresses has an address without a value; leave spec.addresses out to have one assigned".into());
+            return refuse(format!(
+                "spec.addresses asks for a {kind} without a value; Portcullis assigns IP addresses"
+            ));
         };
         let ip = match (kind, value.parse::<IpAddr>()) {
             ("IPAddress", Ok(ip)) => ip,
@@ -231,6 +243,10 @@ mod tests {
             assigner.assign(&asks("127.10.0.9"), "x/b").unwrap(),
             "127.10.0.9".parse::<IpAddr>().unwrap()
         );
+        // An IPAddress without a value: any address of the range.
+        let any = gateway(serde_json::json!({"addresses": [{"type": "IPAddress"}]}));
+        let given = assigner.assign(&any, "x/c").unwrap();
+        assert!(pool.contains(&given));
     }
 
     #[test]
