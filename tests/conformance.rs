@@ -387,6 +387,7 @@ async fn the_gateway_api_conformance_suite_passes_its_listed_tests() {
     let started = std::time::Instant::now();
     let admin_kubeconfig = cp.admin_kubeconfig();
     let report_arg = report.display().to_string();
+    let usable = range.replace(".0/24", ".250");
     let suite = tokio::task::spawn_blocking(move || {
         Command::new(out.join("conformance.test"))
             .args([
@@ -415,6 +416,11 @@ async fn the_gateway_api_conformance_suite_passes_its_listed_tests() {
                 "https://github.com/portcullis-dev/portcullis/issues",
                 "-report-output",
                 &report_arg,
+                // GatewayStaticAddresses: one of the run's range, and one outside it.
+                "-usable-address",
+                &usable,
+                "-unusable-address",
+                "198.51.100.7",
             ])
             .args(&feature_args)
             .env("KUBECONFIG", admin_kubeconfig)

@@ -289,8 +289,9 @@ fn compile_gateways<'a>(
     for gateway in gateways {
         let obj = meta_ref("Gateway", &gateway.metadata);
         let address = assigner.as_mut().map(|a| {
+            let pool = *a.pool();
             a.assign(gateway, &format!("{}/{}", obj.namespace, obj.name))
-                .map_err(|e| e.message(a.pool()))
+                .map_err(|e| address_refusal(&e, &pool))
         });
         let (mut gw_state, mut gw_listeners) =
             compile_gateway(gateway, &obj, index, grants, certs, diags);
@@ -504,17 +505,30 @@ fn compile_gateway<'a>(
     (state, out)
 }
 
+/// The condition a Gateway without an address of its own gets: not accepted for a
+/// kind of address Portcullis does not give, else not programmed.
+fn address_refusal(why: &super::gateway_addresses::NoAddress, pool: &ipnet::IpNet) -> Cond {
+    use super::gateway_addresses::NoAddress;
+    let message = why.message(pool);
+    match why {
+        NoAddress::Unsupported(_) => Cond::no("Accepted", "UnsupportedAddress", message),
+        NoAddress::Refused(_) => Cond::no("Programmed", "AddressNotUsable", message),
+        NoAddress::Exhausted => Cond::no("Programmed", "AddressNotAssigned", message),
+    }
+}
+
 /// A Gateway served at its own address: its listeners' sockets there, or, without
 /// an address, nothing of it programmed.
 fn own_address(
     state: &mut GatewayState,
     listeners: &mut [Listener<'_>],
-    address: Result<IpAddr, String>,
+    address: Result<IpAddr, Cond>,
 ) {
     state.own_address = true;
     let ip = match address {
         Ok(ip) => ip,
-        Err(message) => {
+        Err(refusal) => {
+            let message = refusal.message.clone();
             for (listener, listener_state) in listeners.iter_mut().zip(&mut state.listeners) {
                 listener.usable = false;
                 if let Some(p) = listener_state
@@ -529,9 +543,15 @@ fn own_address(
                     );
                 }
             }
-            state
-                .conditions
-                .push(Cond::no("Programmed", "AddressNotAssigned", message));
+            if refusal.kind == "Accepted" {
+                state.conditions.retain(|c| c.kind != "Accepted");
+                state.conditions.insert(0, refusal);
+                state
+                    .conditions
+                    .push(Cond::no("Programmed", "Invalid", message));
+            } else {
+                state.conditions.push(refusal);
+            }
             return;
         }
     };

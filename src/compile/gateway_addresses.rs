@@ -12,16 +12,20 @@ use gateway_api::gateways::Gateway;
 /// Why a Gateway has no address of its own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NoAddress {
-    /// `spec.addresses` asks for what cannot be given (the message says what).
+    /// `spec.addresses` names a kind of address Portcullis does not give (a host name,
+    /// another type): the Gateway is not accepted (`UnsupportedAddress`).
+    Unsupported(String),
+    /// `spec.addresses` asks for IP addresses that cannot be given (outside the range,
+    /// taken, more than one): not programmed (`AddressNotUsable`).
     Refused(String),
-    /// Every address of the range is taken.
+    /// Every address of the range is taken (`AddressNotAssigned`).
     Exhausted,
 }
 
 impl NoAddress {
     pub fn message(&self, pool: &ipnet::IpNet) -> String {
         match self {
-            NoAddress::Refused(why) => why.clone(),
+            NoAddress::Unsupported(why) | NoAddress::Refused(why) => why.clone(),
             NoAddress::Exhausted => format!(
                 "every address of --gateway-addresses {pool} is taken by an older Gateway; widen the range"
             ),
@@ -83,37 +87,36 @@ impl Assigner {
         &self,
         requested: &[gateway_api::gateways::GatewayAddresses],
     ) -> Result<IpAddr, NoAddress> {
-        let refuse = |why: String| Err(NoAddress::Refused(why));
-        let [one] = requested else {
-            return refuse(
-                "spec.addresses names more than one address; Portcullis gives a Gateway one".into(),
-            );
-        };
-        let kind = one.r#type.as_deref().unwrap_or("IPAddress");
-        let Some(value) = one.value.as_deref().filter(|v| !v.is_empty()) else {
-            return refuse(format!(
-                "spec.addresses asks for a {kind} without a value; Portcullis assigns IP addresses"
-            ));
-        };
-        let ip = match (kind, value.parse::<IpAddr>()) {
-            ("IPAddress", Ok(ip)) => ip,
-            _ => {
-                return refuse(format!(
-                    "spec.addresses asks for {kind} {value}; Portcullis assigns IP addresses of --gateway-addresses {}",
-                    self.pool
-                ));
+        let mut ips = Vec::new();
+        for one in requested {
+            let kind = one.r#type.as_deref().unwrap_or("IPAddress");
+            let value = one.value.as_deref().unwrap_or_default();
+            match (kind, value.parse::<IpAddr>()) {
+                ("IPAddress", Ok(ip)) => ips.push(ip),
+                _ => {
+                    return Err(NoAddress::Unsupported(format!(
+                        "spec.addresses asks for {kind} {value:?}; Portcullis gives IP addresses of --gateway-addresses {}",
+                        self.pool
+                    )));
+                }
             }
-        };
-        if !self.usable(ip) {
+        }
+        let refuse = |why: String| Err(NoAddress::Refused(why));
+        if let Some(ip) = ips.iter().find(|ip| !self.usable(**ip)) {
             return refuse(format!(
                 "spec.addresses asks for {ip}, outside --gateway-addresses {}",
                 self.pool
             ));
         }
-        if self.taken.contains(&ip) {
+        if let Some(ip) = ips.iter().find(|ip| self.taken.contains(ip)) {
             return refuse(format!("{ip} is taken by an older Gateway"));
         }
-        Ok(ip)
+        match ips[..] {
+            [ip] => Ok(ip),
+            _ => refuse(
+                "spec.addresses names more than one address; Portcullis gives a Gateway one".into(),
+            ),
+        }
     }
 
     /// In the range, and not its network or broadcast address.
@@ -232,13 +235,26 @@ mod tests {
         let asks = |value: &str| {
             gateway(serde_json::json!({"addresses": [{"type": "IPAddress", "value": value}]}))
         };
-        // Taken by the older Gateway, outside the range, or not an IP: refused.
-        for value in ["127.10.0.77", "10.0.0.1", "gw.example.com"] {
+        // Taken by the older Gateway or outside the range: refused; not an IP address:
+        // unsupported.
+        for value in ["127.10.0.77", "10.0.0.1"] {
             assert!(matches!(
                 assigner.assign(&asks(value), "x/b"),
                 Err(NoAddress::Refused(_))
             ));
         }
+        assert!(matches!(
+            assigner.assign(&asks("gw.example.com"), "x/b"),
+            Err(NoAddress::Unsupported(_))
+        ));
+        let two = gateway(serde_json::json!({"addresses": [
+            {"type": "IPAddress", "value": "127.10.0.9"},
+            {"type": "IPAddress", "value": "127.10.0.10"},
+        ]}));
+        assert!(matches!(
+            assigner.assign(&two, "x/b"),
+            Err(NoAddress::Refused(_))
+        ));
         assert_eq!(
             assigner.assign(&asks("127.10.0.9"), "x/b").unwrap(),
             "127.10.0.9".parse::<IpAddr>().unwrap()

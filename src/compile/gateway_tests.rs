@@ -1058,7 +1058,7 @@ fn a_gateway_without_an_address_serves_nothing_and_says_why() {
         .find(|c| c.kind == "Programmed")
         .unwrap();
     assert!(!programmed.ok);
-    assert_eq!(programmed.reason, "AddressNotAssigned");
+    assert_eq!(programmed.reason, "AddressNotUsable");
     assert!(
         programmed.message.contains("10.9.9.9"),
         "{}",

@@ -41,6 +41,7 @@ pub const OWN_ADDRESS_FEATURES: &[&str] = &[
     "GatewayPort8080",
     "HTTPRouteParentRefPort",
     "GatewayAddressEmpty",
+    "GatewayStaticAddresses",
 ];
 
 pub fn plan(input: &Inputs<'_>, addresses: &[(String, String)]) -> Vec<Write> {
