@@ -183,6 +183,14 @@ pub struct ClassArgs {
     /// from the private network. Per Ingress: `portcullis.dev/accept-alb-differences`.
     #[arg(long, env = "PORTCULLIS_ACCEPT_ALB_DIFFERENCES", value_delimiter = ',')]
     pub accept_alb_differences: Vec<String>,
+    /// An address range (CIDR) each Gateway gets an address of its own from: its
+    /// listeners are opened there at their own ports (any port; binding below 1024
+    /// needs CAP_NET_BIND_SERVICE), its status shows the address, and its routes serve
+    /// nowhere else. The range must be local to this machine (a loopback range, or
+    /// addresses routed to it). Without it, every Gateway is served on --http and
+    /// --https by protocol, whatever its listeners' ports.
+    #[arg(long, env = "PORTCULLIS_GATEWAY_ADDRESSES", value_name = "CIDR")]
+    pub gateway_addresses: Option<ipnet::IpNet>,
 }
 
 impl ClassArgs {
@@ -195,6 +203,7 @@ impl ClassArgs {
             case_insensitive_paths: self.case_insensitive_paths,
             require_auth_rule: self.require_auth_rule,
             accept_alb_differences: self.accept_alb_differences.clone(),
+            gateway_addresses: self.gateway_addresses.map(|n| n.trunc()),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod diagnostics;
 pub mod explain;
 pub mod form;
+pub mod gateway_sockets;
 pub mod keys;
 pub mod listen;
 pub mod model;

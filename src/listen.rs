@@ -90,10 +90,8 @@ pub async fn run_listeners(
     bound: Bound,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
-    let tls = match &bound.https {
-        Some(_) => Some(crate::proxy::tls::server_config(dp.clone())?),
-        None => None,
-    };
+    // Also for Gateway HTTPS listeners, which come and go with the configuration.
+    let tls = crate::proxy::tls::server_config(dp.clone())?;
     let http = bound.http.map(into_std).transpose()?;
     let https = bound.https.map(into_std).transpose()?;
     let offloaded = bound.https_offloaded.map(into_std).transpose()?;
@@ -108,17 +106,25 @@ pub async fn run_listeners(
             offloaded: copy(&offloaded),
         };
         let (dp, tls, shutdown) = (dp.clone(), tls.clone(), shutdown.clone());
+        let gateway_sockets = dp.gateway_sockets.subscribe();
         let (done, finished) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name(format!("worker-{worker}"))
             .spawn(move || {
-                let _ = done.send(serve_worker(worker, dp, listeners, tls, shutdown));
+                let served = (listeners, gateway_sockets);
+                let _ = done.send(serve_worker(worker, dp, served, tls, shutdown));
             })
             .map_err(|source| ServeError::Worker { source })?;
         tasks.spawn(async move { finished.await.unwrap_or(Ok(())) });
     }
     // The workers hold the sockets now: the last one to stop closes them.
     drop((http, https, offloaded));
+    let (closing, mut stop) = (dp.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        let _ = stop.wait_for(|s| *s).await;
+        closing.gateway_sockets.close_all();
+        Ok(())
+    });
     if let Some(l) = bound.admin {
         let admin = crate::admin::serve_admin(dp.clone(), l, shutdown.clone());
         tasks.spawn(async move {
@@ -155,8 +161,8 @@ fn into_std(l: TcpListener) -> Result<std::net::TcpListener, ServeError> {
 fn serve_worker(
     worker: usize,
     dp: Arc<DataPlane>,
-    listeners: WorkerListeners,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    (listeners, gateway_sockets): (WorkerListeners, GatewayFeed),
+    tls: Arc<rustls::ServerConfig>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -182,9 +188,54 @@ fn serve_worker(
             }
         };
         let plain = serve(http, ListenerName::Http, None);
-        let secure = serve(https, ListenerName::Https, tls);
+        let secure = serve(https, ListenerName::Https, Some(tls.clone()));
         let offloaded = serve(offloaded, ListenerName::HttpsOffloaded, None);
-        let (a, b, c) = tokio::join!(plain, secure, offloaded);
+        let gateways = serve_gateway_sockets(dp.clone(), gateway_sockets, tls, shutdown.clone());
+        let (a, b, c, ()) = tokio::join!(plain, secure, offloaded, gateways);
         a.and(b).and(c)
     })
+}
+
+type GatewayFeed = watch::Receiver<Vec<Arc<crate::gateway_sockets::Served>>>;
+
+/// One worker's share of the Gateways' own sockets: each one the feed lists is
+/// accepted on until it is stopped; at shutdown, once every one has drained.
+async fn serve_gateway_sockets(
+    dp: Arc<DataPlane>,
+    mut feed: GatewayFeed,
+    tls: Arc<rustls::ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut serving: Vec<Arc<crate::gateway_sockets::Served>> = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let listed = feed.borrow_and_update().clone();
+        serving.retain(|s| listed.iter().any(|l| Arc::ptr_eq(l, s)));
+        for served in listed {
+            if serving.iter().any(|s| Arc::ptr_eq(s, &served)) {
+                continue;
+            }
+            let socket = served.listener.try_clone().and_then(TcpListener::from_std);
+            let socket = match socket {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(address = %served.socket.addr, error = %e, "a worker cannot accept on a Gateway socket");
+                    continue;
+                }
+            };
+            let listener = server::Listener::gateway(served.socket, tls.clone());
+            tasks.spawn(server::serve(
+                dp.clone(),
+                socket,
+                listener,
+                served.stopped(),
+            ));
+            serving.push(served);
+        }
+        tokio::select! {
+            changed = feed.changed() => if changed.is_err() { break },
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+    while tasks.join_next().await.is_some() {}
 }

@@ -30,6 +30,10 @@ pub fn apply(dp: &DataPlane, objects: &Objects, options: &CompileOptions) -> Ins
     let counts = format!("{:?}", summary(&compiled.snapshot));
     let snapshot = Arc::new(compiled.snapshot);
     dp.install(snapshot.clone());
+    // After the routes are live, so a new socket's first request finds them.
+    let unbound = dp.gateway_sockets.sync(&snapshot.gateway_sockets);
+    let mut gateway_status = compiled.gateway_status;
+    crate::compile::mark_unbound(&mut gateway_status, &unbound);
     // Counted and logged once live, so the line's time is when traffic sees the change.
     dp.metrics
         .reloads
@@ -40,7 +44,7 @@ pub fn apply(dp: &DataPlane, objects: &Objects, options: &CompileOptions) -> Ins
     Installed {
         snapshot,
         diagnostics: compiled.diagnostics,
-        gateway_status: compiled.gateway_status,
+        gateway_status,
     }
 }
 
@@ -48,6 +52,7 @@ pub fn apply(dp: &DataPlane, objects: &Objects, options: &CompileOptions) -> Ins
 pub struct Installed {
     pub snapshot: Arc<crate::compile::Snapshot>,
     pub diagnostics: Vec<Diagnostic>,
+    /// With the listeners whose sockets could not be bound marked so.
     pub gateway_status: crate::compile::GatewayApiState,
 }
 

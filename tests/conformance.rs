@@ -4,8 +4,10 @@
 //! starts that many `echo-basic` processes (the suite's own echo server, built from
 //! the same module) with the Pod name and namespace they would have, writes those
 //! Pods marked Ready (the suite waits for them) and an EndpointSlice per process for
-//! each Service selecting them. Portcullis listens on
-//! ports 80 and 443 of this machine's address, which is what the Gateways publish.
+//! each Service selecting them. Each Gateway gets a loopback address of its own
+//! (`--gateway-addresses`, a range picked per run so runs in parallel do not meet),
+//! where its listeners are opened at their ports: 80 and 443 mostly, so the run needs
+//! root (or CAP_NET_BIND_SERVICE).
 //!
 //! The suite runs the GATEWAY-HTTP profile: every test of the features the
 //! GatewayClass claims but those in `SKIPPED`, and writes upstream's
@@ -277,11 +279,13 @@ async fn publish_pods(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_api_conformance_suite_passes_its_listed_tests() {
     let ip = host_address();
-    // The Gateways publish this machine's address with the listeners' ports 80 and 443.
-    for port in [80, 443] {
-        if let Err(e) = std::net::TcpListener::bind((ip, port)) {
-            panic!("the conformance suite needs {ip}:{port} (ports 80 and 443, as root): {e}");
-        }
+    // A loopback range of this run's own, which its Gateways' listeners are opened in.
+    let range = format!("127.{}.0.0/24", 20 + std::process::id() % 200);
+    let probe = range.replace(".0/24", ".1");
+    if let Err(e) = std::net::TcpListener::bind((probe.as_str(), 80)) {
+        panic!(
+            "the conformance suite opens the Gateways' listeners at port 80 and 443 (as root): {e}"
+        );
     }
     let out = built();
     let cp = ControlPlane::start();
@@ -294,16 +298,16 @@ async fn the_gateway_api_conformance_suite_passes_its_listed_tests() {
     )
     .await;
     let kubeconfig = cp.controller_kubeconfig();
-    let http = format!("{ip}:80");
-    let https = format!("{ip}:443");
     let address = ip.to_string();
     let _proxy = Portcullis::launch_with_env(
         &[
             "run".as_ref(),
             "--http".as_ref(),
-            http.as_ref(),
+            "127.0.0.1:0".as_ref(),
             "--https".as_ref(),
-            https.as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--gateway-addresses".as_ref(),
+            range.as_ref(),
             "--admin".as_ref(),
             "127.0.0.1:0".as_ref(),
             "--publish-address".as_ref(),
@@ -383,6 +387,7 @@ async fn the_gateway_api_conformance_suite_passes_its_listed_tests() {
     let started = std::time::Instant::now();
     let admin_kubeconfig = cp.admin_kubeconfig();
     let report_arg = report.display().to_string();
+    let usable = range.replace(".0/24", ".250");
     let suite = tokio::task::spawn_blocking(move || {
         Command::new(out.join("conformance.test"))
             .args([
@@ -411,6 +416,11 @@ async fn the_gateway_api_conformance_suite_passes_its_listed_tests() {
                 "https://github.com/portcullis-dev/portcullis/issues",
                 "-report-output",
                 &report_arg,
+                // GatewayStaticAddresses: one of the run's range, and one outside it.
+                "-usable-address",
+                &usable,
+                "-unusable-address",
+                "198.51.100.7",
             ])
             .args(&feature_args)
             .env("KUBECONFIG", admin_kubeconfig)

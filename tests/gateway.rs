@@ -363,3 +363,252 @@ async fn gateway_and_httproutes_route_guard_and_report() {
     common::cluster::settled(&proxy, &admin).await;
     assert_eq!(versions().await, before, "no status was rewritten");
 }
+
+// Gateways with addresses of their own (`--gateway-addresses`), from files, attacked
+// with raw bytes on their own sockets.
+
+/// A loopback range of this test's own (runs and tests in parallel do not meet) and
+/// the first addresses in it.
+fn own_range(test: u8) -> (String, [std::net::IpAddr; 3]) {
+    let second = 100 + std::process::id() % 100;
+    let range = format!("127.{second}.{test}.0/24");
+    let ip = |last: u8| format!("127.{second}.{test}.{last}").parse().unwrap();
+    (range, [ip(10), ip(11), ip(12)])
+}
+
+const FILE_CLASS: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: portcullis}\nspec: {controllerName: portcullis.dev/gateway-controller}\n";
+
+/// A Gateway in `apps` at `ip` with `listeners` (flow YAML, one per item).
+fn own_gateway(name: &str, ip: std::net::IpAddr, listeners: &[String]) -> String {
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n  gatewayClassName: portcullis\n  addresses: [{{type: IPAddress, value: \"{ip}\"}}]\n  listeners:\n{}",
+        listeners
+            .iter()
+            .map(|l| format!("  - {l}\n"))
+            .collect::<String>()
+    )
+}
+
+/// An HTTPRoute in `apps` through `parent` (flow YAML) to Service `backend`.
+fn own_route(name: &str, parent: &str, backend: &str) -> String {
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n  parentRefs: [{parent}]\n  rules: [{{backendRefs: [{{name: {backend}, port: 80}}]}}]\n"
+    )
+}
+
+fn get_host(host: &str) -> Vec<u8> {
+    format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+/// Which backend answered (`None`: Portcullis answered itself), and the status (0:
+/// nothing listens there).
+async fn reached(addr: std::net::SocketAddr, request: &[u8]) -> (u16, Option<String>) {
+    if tokio::net::TcpStream::connect(addr).await.is_err() {
+        return (0, None);
+    }
+    let r = raw_exchange(addr, request).await;
+    let backend = r
+        .backend()
+        .and_then(|b| b["backend"].as_str().map(str::to_owned));
+    (r.status, backend)
+}
+
+#[tokio::test]
+async fn each_gateway_is_served_on_its_own_address_and_port_and_only_there() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let (range, [ip_a, ip_b, ip_c]) = own_range(1);
+    // Taken before Portcullis starts: Gateway c's listener cannot be opened.
+    let occupied = std::net::TcpListener::bind((ip_c, 8080)).unwrap();
+    let http = |port: u16| format!("{{name: l{port}, port: {port}, protocol: HTTP}}");
+    let objects = |b_listeners: &[String]| {
+        format!(
+            "{FILE_CLASS}{}{}{}{}{}{}{}",
+            own_gateway("a", ip_a, &[http(8080)]),
+            own_gateway("b", ip_b, b_listeners),
+            own_gateway("c", ip_c, &[http(8080)]),
+            own_route("to-a", "{name: a}", "a"),
+            own_route("to-b", "{name: b}", "b"),
+            service_yaml("a", &[a.addr]),
+            service_yaml("b", &[b.addr]),
+        )
+    };
+    let dir = TempDir::new("gateway-addresses");
+    dir.write("all.yaml", &objects(&[http(8080)]));
+    let p = Portcullis::start(dir.path(), &["--gateway-addresses", &range]);
+    let at = |ip, port| std::net::SocketAddr::new(ip, port);
+    eventually("both Gateways are served", || async {
+        reached(at(ip_b, 8080), &get_host("any.test"))
+            .await
+            .1
+            .is_some()
+    })
+    .await;
+    // The same port and host, told apart by address alone.
+    assert_eq!(
+        reached(at(ip_a, 8080), &get_host("any.test")).await,
+        (200, Some("a".into()))
+    );
+    assert_eq!(
+        reached(at(ip_b, 8080), &get_host("any.test")).await,
+        (200, Some("b".into()))
+    );
+    // Neither Gateway's routes are on the flag listener.
+    assert_eq!(reached(p.http, &get_host("any.test")).await, (404, None));
+    // The port that could not be opened is reported; the others serve all the same.
+    let reported = || {
+        p.diagnostics.lock().unwrap().iter().any(|l| {
+            l.contains("cannot listen for a Gateway listener") && l.contains(&ip_c.to_string())
+        })
+    };
+    eventually("the unbound socket is logged", || async { reported() }).await;
+    drop(occupied);
+
+    // A listener added at another port opens; the one removed closes.
+    dir.write("all.yaml", &objects(&[http(8081)]));
+    eventually("b moved to port 8081", || async {
+        reached(at(ip_b, 8081), &get_host("any.test"))
+            .await
+            .1
+            .as_deref()
+            == Some("b")
+            && tokio::net::TcpStream::connect(at(ip_b, 8080))
+                .await
+                .is_err()
+    })
+    .await;
+    assert_eq!(
+        reached(at(ip_a, 8080), &get_host("any.test")).await,
+        (200, Some("a".into())),
+        "a's socket stays through b's change"
+    );
+}
+
+/// One Gateway address and port with three listeners: no hostname (open), a
+/// wildcard (open) and a named host whose routes an AuthRule guards. However the
+/// client spells the named host, its request belongs to the named listener: the
+/// guard answers, and the wildcard's and host-less listener's routes never do.
+#[tokio::test]
+async fn a_named_listener_keeps_its_host_in_every_spelling() {
+    let open = Backend::start("open").await;
+    let wild = Backend::start("wild").await;
+    let abc = Backend::start("abc").await;
+    let (range, [ip, _, _]) = own_range(2);
+    let port = 8080;
+    let listeners = [
+        format!("{{name: open, port: {port}, protocol: HTTP}}"),
+        format!("{{name: wild, port: {port}, protocol: HTTP, hostname: \"*.example.com\"}}"),
+        format!("{{name: abc, port: {port}, protocol: HTTP, hostname: abc.example.com}}"),
+    ];
+    let dir = TempDir::new("gateway-isolation");
+    dir.write(
+        "all.yaml",
+        &format!(
+            "{FILE_CLASS}{}{}{}{}{}{}{}---\napiVersion: portcullis.dev/v1alpha1\nkind: AuthRule\nmetadata: {{name: abc-users, namespace: apps}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: iso, sectionName: abc}}]\n  oidc: {{issuer: \"http://127.0.0.1:9\", clientId: app, clientSecretRef: {{name: idp}}}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: idp, namespace: apps}}\nstringData: {{client-secret: s}}\n",
+            own_gateway("iso", ip, &listeners),
+            own_route("to-open", "{name: iso, sectionName: open}", "open"),
+            own_route("to-wild", "{name: iso, sectionName: wild}", "wild"),
+            own_route("to-abc", "{name: iso, sectionName: abc}", "abc"),
+            service_yaml("open", &[open.addr]),
+            service_yaml("wild", &[wild.addr]),
+            service_yaml("abc", &[abc.addr]),
+        ),
+    );
+    let _p = Portcullis::start(dir.path(), &["--gateway-addresses", &range]);
+    let gw = std::net::SocketAddr::new(ip, port);
+    eventually("the Gateway is served", || async {
+        reached(gw, &get_host("bar.com")).await.1.is_some()
+    })
+    .await;
+    assert_eq!(
+        reached(gw, &get_host("bar.com")).await,
+        (200, Some("open".into()))
+    );
+    for host in ["bar.example.com", "BAR.example.com.", "x.y.example.com"] {
+        assert_eq!(
+            reached(gw, &get_host(host)).await,
+            (200, Some("wild".into())),
+            "{host}"
+        );
+    }
+    let named = [
+        "abc.example.com".to_owned(),
+        "ABC.Example.COM".to_owned(),
+        "abc.example.com.".to_owned(),
+        format!("abc.example.com:{port}"),
+        format!("abc.example.com.:{port}"),
+        "abc.example.com:80".to_owned(),
+        "aBc.ExAmPlE.cOm.:80".to_owned(),
+    ];
+    for host in &named {
+        assert_eq!(
+            reached(gw, &get_host(host)).await,
+            (401, None),
+            "Host: {host}"
+        );
+    }
+    // The request target's authority is the host; one that disagrees is refused.
+    let absolute = [
+        "GET http://abc.example.com/ HTTP/1.1\r\nHost: abc.example.com\r\nConnection: close\r\n\r\n",
+        "GET http://ABC.example.com./ HTTP/1.1\r\nHost: abc.example.com\r\nConnection: close\r\n\r\n",
+        "GET http://abc.example.com/ HTTP/1.1\r\nHost: bar.com\r\nConnection: close\r\n\r\n",
+        "GET http://bar.com/ HTTP/1.1\r\nHost: abc.example.com\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: abc.example.com\r\nHost: bar.com\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: bar.com\r\nHost: abc.example.com\r\nConnection: close\r\n\r\n",
+    ];
+    for request in absolute {
+        let (status, backend) = reached(gw, request.as_bytes()).await;
+        assert!(
+            backend.is_none() && matches!(status, 400 | 401),
+            "{request:?}: {status} {backend:?}"
+        );
+    }
+    // h2 (prior knowledge): :authority is the host, and a Host header that disagrees
+    // is refused.
+    for (authority, host) in [
+        ("abc.example.com", None),
+        ("ABC.EXAMPLE.COM.", None),
+        ("bar.com", Some("abc.example.com")),
+        ("abc.example.com", Some("bar.com")),
+    ] {
+        let (status, backend) = h2_reached(gw, authority, host).await;
+        assert!(
+            backend.is_none() && matches!(status, 400 | 401),
+            ":authority {authority}, Host {host:?}: {status} {backend:?}"
+        );
+    }
+    assert_eq!(
+        h2_reached(gw, "bar.example.com", None).await,
+        (200, Some("wild".into()))
+    );
+}
+
+/// One h2c request with prior knowledge: which backend answered, and the status.
+async fn h2_reached(
+    addr: std::net::SocketAddr,
+    authority: &str,
+    host: Option<&str>,
+) -> (u16, Option<String>) {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::get(format!("http://{authority}/"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    if let Some(h) = host {
+        req.headers_mut().insert("host", h.parse().unwrap());
+    }
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let backend = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["backend"].as_str().map(str::to_owned));
+    (status, backend)
+}

@@ -519,6 +519,7 @@ mod tests {
             tls: true,
             https: true,
             client,
+            socket: None,
         }
     }
 

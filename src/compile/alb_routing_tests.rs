@@ -361,6 +361,7 @@ fn route_on(c: &Compiled, path: &str, tls: bool) -> Option<Arc<Route>> {
             tls,
             https: tls,
             client: None,
+            socket: None,
         })
         .unwrap()
         .cloned()
@@ -554,6 +555,7 @@ fn route_for(
             tls: true,
             https: true,
             client: client.map(|c| c.parse().unwrap()),
+            socket: None,
         })
         .map(|r| r.cloned())
 }

@@ -4,7 +4,8 @@
 //! namespace needs a ReferenceGrant there. A broken rule answers 500 rather than
 //! letting its requests fall through to a broader rule.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use gateway_api::gateways::{
@@ -21,9 +22,11 @@ use k8s_openapi::api::networking::v1::{IngressBackend, IngressServiceBackend, Se
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
 use super::backends::{Index, UpstreamCache};
+use super::gateway_addresses::Assigner;
 use super::snapshot::{
-    Backend, CertTable, Conditions, Filters, Guard, HeaderEdits, HostOwner, PathKind, PathModifier,
-    PathRule, Redirect, Rewrite, ServerCert, SharedWith, ValueMatch,
+    Backend, CertTable, Conditions, Filters, GatewaySocket, Guard, HeaderEdits, HostOwner,
+    ListenerScope, PathKind, PathModifier, PathRule, Redirect, Rewrite, ServerCert, SharedWith,
+    ValueMatch,
 };
 use super::{CompileOptions, RouteDraft, age_key, meta_ref, normalize_host, path_rule};
 use crate::diagnostics::{Diagnostic, ObjectRef};
@@ -67,6 +70,9 @@ pub struct GatewayApiState {
     pub routes: BTreeMap<ObjectRef, RouteState>,
     /// Per AuthRule with Gateway API targets: the Gateways its guarded routes attach to.
     pub policy_ancestors: BTreeMap<ObjectRef, Vec<ParentReference>>,
+    /// Gateways get addresses of their own (`--gateway-addresses`), so listeners of
+    /// any port are served as such.
+    pub own_addresses: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -74,6 +80,10 @@ pub struct GatewayState {
     pub generation: Option<i64>,
     pub conditions: Vec<Cond>,
     pub listeners: Vec<ListenerState>,
+    /// Gateways get addresses of their own (`--gateway-addresses`): its status shows
+    /// `address` (none when it has none), not Portcullis's published address.
+    pub own_address: bool,
+    pub address: Option<IpAddr>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -82,6 +92,9 @@ pub struct ListenerState {
     pub supported_kinds: Vec<String>,
     pub attached_routes: i32,
     pub conditions: Vec<Cond>,
+    /// Where the listener is to be bound (`--gateway-addresses`): a socket that cannot
+    /// be bound makes it not programmed.
+    pub socket: Option<SocketAddr>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -104,11 +117,29 @@ struct Listener<'a> {
     tls: bool,
     usable: bool,
     kinds_allow_routes: bool,
+    /// HTTP or HTTPS: a listener Portcullis serves, whose hostname is taken from the
+    /// others of its port even while it is not programmed.
+    served_protocol: bool,
+    /// The Gateway's own socket for this listener (`--gateway-addresses`).
+    socket: Option<SocketAddr>,
+    /// The hostnames of every listener served where this one is (see
+    /// `ListenerScope::siblings`).
+    siblings: Arc<Vec<Option<String>>>,
+}
+
+impl Listener<'_> {
+    /// Where the listener is served: its Gateway's socket, or the flag listener of its
+    /// protocol (shared by every Gateway without an address of its own).
+    fn entry(&self) -> (Option<SocketAddr>, bool) {
+        (self.socket, self.tls)
+    }
 }
 
 pub(super) struct GatewayOutput {
     pub drafts: Vec<RouteDraft>,
     pub state: GatewayApiState,
+    /// The sockets to open for programmed listeners (`--gateway-addresses`).
+    pub sockets: Vec<GatewaySocket>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -124,10 +155,14 @@ pub(super) fn compile(
 ) -> GatewayOutput {
     let mut state = GatewayApiState {
         classes: our_classes(objects),
+        own_addresses: options.gateway_addresses.is_some(),
         ..GatewayApiState::default()
     };
     let grants = Grants::new(objects);
-    let listeners = compile_gateways(objects, &mut state, index, &grants, certs, diags);
+    let mut listeners =
+        compile_gateways(objects, &mut state, index, &grants, certs, options, diags);
+    share_siblings(&mut listeners, options.gateway_addresses.is_some());
+    let sockets = gateway_sockets(&listeners);
     let labels: HashMap<&str, &BTreeMap<String, String>> = objects
         .namespaces
         .iter()
@@ -174,7 +209,48 @@ pub(super) fn compile(
         }
     }
     state.policy_ancestors = policy_ancestors(guards, &route_gateways, &state);
-    GatewayOutput { drafts, state }
+    GatewayOutput {
+        drafts,
+        state,
+        sockets,
+    }
+}
+
+/// Gives each listener the hostnames of every listener served where it is, which
+/// decide which of them a request's host belongs to. With `own_addresses`, a Gateway
+/// without an address is served nowhere and takes part in no set.
+fn share_siblings(listeners: &mut HashMap<ObjectRef, Vec<Listener<'_>>>, own_addresses: bool) {
+    let mut sets: HashMap<(Option<SocketAddr>, bool), Vec<Option<String>>> = HashMap::new();
+    let served = |l: &Listener| l.served_protocol && (!own_addresses || l.socket.is_some());
+    for listener in listeners.values().flatten().filter(|l| served(l)) {
+        let set = sets.entry(listener.entry()).or_default();
+        if !set.contains(&listener.hostname) {
+            set.push(listener.hostname.clone());
+        }
+    }
+    let sets: HashMap<_, Arc<Vec<Option<String>>>> =
+        sets.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+    for listener in listeners.values_mut().flatten() {
+        if let Some(set) = sets.get(&listener.entry()).filter(|_| served(listener)) {
+            listener.siblings = set.clone();
+        }
+    }
+}
+
+/// The sockets of the programmed listeners of Gateways with their own address.
+fn gateway_sockets(listeners: &HashMap<ObjectRef, Vec<Listener<'_>>>) -> Vec<GatewaySocket> {
+    let sockets: BTreeSet<GatewaySocket> = listeners
+        .values()
+        .flatten()
+        .filter(|l| l.usable)
+        .filter_map(|l| {
+            Some(GatewaySocket {
+                addr: l.socket?,
+                tls: l.tls,
+            })
+        })
+        .collect();
+    sockets.into_iter().collect()
 }
 
 /// The GatewayClasses of Portcullis's controller name, with their generation.
@@ -198,6 +274,7 @@ fn compile_gateways<'a>(
     index: &Index,
     grants: &Grants,
     certs: &mut CertTable,
+    options: &CompileOptions,
     diags: &mut Vec<Diagnostic>,
 ) -> HashMap<ObjectRef, Vec<Listener<'a>>> {
     let mut gateways: Vec<&Gateway> = objects
@@ -208,9 +285,23 @@ fn compile_gateways<'a>(
         .collect();
     gateways.sort_by_key(|g| age_key(&g.metadata));
     let mut listeners: HashMap<ObjectRef, Vec<Listener<'_>>> = HashMap::new();
+    let mut assigner = options.gateway_addresses.map(Assigner::new);
     for gateway in gateways {
         let obj = meta_ref("Gateway", &gateway.metadata);
-        let (gw_state, gw_listeners) = compile_gateway(gateway, &obj, index, grants, certs, diags);
+        let address = assigner.as_mut().map(|a| {
+            let pool = *a.pool();
+            a.assign(gateway, &format!("{}/{}", obj.namespace, obj.name))
+                .map_err(|e| address_refusal(&e, &pool))
+        });
+        let (mut gw_state, mut gw_listeners) =
+            compile_gateway(gateway, &obj, index, grants, certs, diags);
+        match address {
+            None => gw_state.conditions.push(gateway_programmed(
+                gateway,
+                gw_listeners.iter().any(|l| l.usable),
+            )),
+            Some(address) => own_address(&mut gw_state, &mut gw_listeners, address),
+        }
         state.gateways.insert(obj.clone(), gw_state);
         listeners.insert(obj, gw_listeners);
     }
@@ -267,6 +358,9 @@ fn place_route(
                 tls: listener.tls,
                 usable: listener.usable,
                 hosts,
+                hostname: listener.hostname.clone(),
+                socket: listener.socket,
+                siblings: listener.siblings.clone(),
             });
         }
     }
@@ -350,6 +444,10 @@ struct Place {
     tls: bool,
     usable: bool,
     hosts: Vec<Option<String>>,
+    /// The listener's own hostname.
+    hostname: Option<String>,
+    socket: Option<SocketAddr>,
+    siblings: Arc<Vec<Option<String>>>,
 }
 
 fn policy_ancestors(
@@ -403,12 +501,111 @@ fn compile_gateway<'a>(
         state.listeners.push(listener_state);
         out.push(listener);
     }
-    let any_programmed = out.iter().any(|l| l.usable);
     state.conditions.push(gateway_accepted(&state.listeners));
+    (state, out)
+}
+
+/// The condition a Gateway without an address of its own gets: not accepted for a
+/// kind of address Portcullis does not give, else not programmed.
+fn address_refusal(why: &super::gateway_addresses::NoAddress, pool: &ipnet::IpNet) -> Cond {
+    use super::gateway_addresses::NoAddress;
+    let message = why.message(pool);
+    match why {
+        NoAddress::Unsupported(_) => Cond::no("Accepted", "UnsupportedAddress", message),
+        NoAddress::Refused(_) => Cond::no("Programmed", "AddressNotUsable", message),
+        NoAddress::Exhausted => Cond::no("Programmed", "AddressNotAssigned", message),
+    }
+}
+
+/// A Gateway served at its own address: its listeners' sockets there, or, without
+/// an address, nothing of it programmed.
+fn own_address(
+    state: &mut GatewayState,
+    listeners: &mut [Listener<'_>],
+    address: Result<IpAddr, Cond>,
+) {
+    state.own_address = true;
+    let ip = match address {
+        Ok(ip) => ip,
+        Err(refusal) => {
+            let message = refusal.message.clone();
+            for (listener, listener_state) in listeners.iter_mut().zip(&mut state.listeners) {
+                listener.usable = false;
+                if let Some(p) = listener_state
+                    .conditions
+                    .iter_mut()
+                    .find(|c| c.kind == "Programmed")
+                {
+                    *p = Cond::no(
+                        "Programmed",
+                        "Pending",
+                        format!("the Gateway has no address: {message}"),
+                    );
+                }
+            }
+            if refusal.kind == "Accepted" {
+                state.conditions.retain(|c| c.kind != "Accepted");
+                state.conditions.insert(0, refusal);
+                state
+                    .conditions
+                    .push(Cond::no("Programmed", "Invalid", message));
+            } else {
+                state.conditions.push(refusal);
+            }
+            return;
+        }
+    };
+    state.address = Some(ip);
+    for (listener, listener_state) in listeners.iter_mut().zip(&mut state.listeners) {
+        let socket = SocketAddr::new(ip, listener.spec.port as u16);
+        listener.socket = Some(socket);
+        listener_state.socket = Some(socket);
+    }
     state
         .conditions
-        .push(gateway_programmed(gateway, any_programmed));
-    (state, out)
+        .push(if listeners.iter().any(|l| l.usable) {
+            Cond::yes("Programmed", "Programmed", "")
+        } else {
+            Cond::no("Programmed", "Invalid", "no listener is programmed".into())
+        });
+}
+
+/// Listeners whose socket could not be bound are neither accepted (`PortUnavailable`)
+/// nor programmed, and their Gateway says so; the other listeners serve all the same.
+pub fn mark_unbound(state: &mut GatewayApiState, unbound: &BTreeMap<SocketAddr, String>) {
+    for gateway in state.gateways.values_mut() {
+        let mut changed = false;
+        for listener in &mut gateway.listeners {
+            let Some(why) = listener.socket.and_then(|s| unbound.get(&s)) else {
+                continue;
+            };
+            changed = true;
+            for c in &mut listener.conditions {
+                match c.kind {
+                    "Accepted" => *c = Cond::no("Accepted", "PortUnavailable", why.clone()),
+                    "Programmed" => *c = Cond::no("Programmed", "Invalid", why.clone()),
+                    _ => {}
+                }
+            }
+        }
+        if !changed {
+            continue;
+        }
+        let accepted = gateway_accepted(&gateway.listeners);
+        let any_programmed = gateway
+            .listeners
+            .iter()
+            .any(|l| l.conditions.iter().any(|c| c.kind == "Programmed" && c.ok));
+        for c in &mut gateway.conditions {
+            match c.kind {
+                "Accepted" => *c = accepted.clone(),
+                "Programmed" if !any_programmed => {
+                    *c = Cond::no("Programmed", "Invalid", "no listener is programmed".into());
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// A Gateway is accepted while at least one of its listeners is; reason
@@ -488,6 +685,7 @@ fn compile_listener<'a>(
         supported_kinds: kinds.clone(),
         attached_routes: 0,
         conditions,
+        socket: None,
     };
     let listener = Listener {
         gateway: obj.clone(),
@@ -496,6 +694,9 @@ fn compile_listener<'a>(
         tls,
         usable,
         kinds_allow_routes: !kinds.is_empty(),
+        served_protocol: protocol_ok,
+        socket: None,
+        siblings: Arc::default(),
     };
     (listener_state, listener)
 }
@@ -872,22 +1073,42 @@ struct RulesOutput {
     resolved: Cond,
 }
 
-/// A host a route serves, the protocol its listeners agree on (`None`: both), and
-/// the places it comes through.
-type RouteHost<'p> = (Option<String>, Option<bool>, Vec<&'p Place>);
+/// A host a route serves where it is served (a socket and protocol, and the
+/// listeners there it came through), and the places it comes through.
+struct RouteHost<'p> {
+    host: Option<String>,
+    tls: bool,
+    scope: ListenerScope,
+    via: Vec<&'p Place>,
+}
 
+/// The route's hosts, one per host and place served: a route attached to two
+/// Gateways with addresses of their own is two routes, each guarded as its Gateway
+/// says; Gateways served on the flag listeners share them, and the guards of all.
 fn route_hosts(places: &[Place]) -> Vec<RouteHost<'_>> {
     let mut hosts: Vec<RouteHost<'_>> = Vec::new();
     for place in places.iter().filter(|p| p.usable) {
         for host in &place.hosts {
-            match hosts.iter_mut().find(|(h, _, _)| h == host) {
-                Some((_, tls, via)) => {
-                    if *tls != Some(place.tls) {
-                        *tls = None;
+            let same = |h: &&mut RouteHost| {
+                h.host == *host && h.tls == place.tls && h.scope.socket == place.socket
+            };
+            match hosts.iter_mut().find(same) {
+                Some(known) => {
+                    if !known.scope.via.contains(&place.hostname) {
+                        known.scope.via.push(place.hostname.clone());
                     }
-                    via.push(place);
+                    known.via.push(place);
                 }
-                None => hosts.push((host.clone(), Some(place.tls), vec![place])),
+                None => hosts.push(RouteHost {
+                    host: host.clone(),
+                    tls: place.tls,
+                    scope: ListenerScope {
+                        socket: place.socket,
+                        siblings: place.siblings.clone(),
+                        via: vec![place.hostname.clone()],
+                    },
+                    via: vec![place],
+                }),
             }
         }
     }
@@ -956,7 +1177,7 @@ fn compile_rules(
     let mut resolved = Cond::yes("ResolvedRefs", "ResolvedRefs", "");
     let hosts: Vec<RouteHost<'_>> = route_hosts(places)
         .into_iter()
-        .filter(|(host, _, _)| host_admits(host.as_deref(), owners, obj, diags))
+        .filter(|h| host_admits(h.host.as_deref(), owners, obj, diags))
         .collect();
     let rules: Vec<&HttpRouteRules> = route.spec.rules.iter().flatten().collect();
     let compiled: Vec<Result<Vec<CompiledMatch>, String>> = rules
@@ -1009,11 +1230,7 @@ fn compile_rules(
         }
     }
     for field in broken {
-        drafts.extend(
-            hosts
-                .iter()
-                .map(|(host, tls, _)| broken_catch_all(obj, field, host, *tls)),
-        );
+        drafts.extend(hosts.iter().map(|h| broken_catch_all(obj, field, h)));
     }
     RulesOutput { drafts, resolved }
 }
@@ -1068,16 +1285,17 @@ fn host_drafts(
 ) -> Vec<RouteDraft> {
     hosts
         .iter()
-        .map(|(host, tls, via)| RouteDraft {
-            host: host.clone(),
+        .map(|h| RouteDraft {
+            host: h.host.clone(),
             field: served.field.to_owned(),
             path: Some(served.path.clone()),
             ingress: obj.clone(),
             backend: served.backend.clone(),
-            guards: route_guards(obj, served.rule, via, guards),
+            guards: route_guards(obj, served.rule, &h.via, guards),
             https_redirect: false,
             conditions: Conditions {
-                tls: *tls,
+                tls: Some(h.tls),
+                gateway: Some(h.scope.clone()),
                 ..served.conditions.clone()
             },
             filters: served.filters.clone(),
@@ -1116,14 +1334,9 @@ fn host_admits(
     false
 }
 
-fn broken_catch_all(
-    obj: &ObjectRef,
-    field: &str,
-    host: &Option<String>,
-    tls: Option<bool>,
-) -> RouteDraft {
+fn broken_catch_all(obj: &ObjectRef, field: &str, at: &RouteHost<'_>) -> RouteDraft {
     RouteDraft {
-        host: host.clone(),
+        host: at.host.clone(),
         field: field.to_owned(),
         path: Some(PathRule {
             kind: PathKind::Prefix,
@@ -1136,7 +1349,8 @@ fn broken_catch_all(
         guards: Vec::new(),
         https_redirect: false,
         conditions: Conditions {
-            tls,
+            tls: Some(at.tls),
+            gateway: Some(at.scope.clone()),
             ..Conditions::default()
         },
         filters: Filters::default(),

@@ -89,6 +89,7 @@ fn lookup(
             tls: false,
             https: false,
             client: None,
+            socket: None,
         })
         .map_err(|e| e.reason())?;
     Ok(route.map(|r| backend_label(&r.backend)))
@@ -908,4 +909,274 @@ fn a_gateway_without_an_accepted_listener_is_not_accepted() {
         "{:?}",
         gw.conditions
     );
+}
+
+/// The backend a plain GET reaches on `socket` (`None`: the flag listeners).
+fn on(
+    c: &Compiled,
+    socket: Option<std::net::SocketAddr>,
+    host: &str,
+    path: &str,
+) -> Option<String> {
+    let headers = http::HeaderMap::new();
+    let route = c
+        .snapshot
+        .routes
+        .find_for(&RouteQuery {
+            host,
+            path,
+            method: &http::Method::GET,
+            headers: &headers,
+            query: None,
+            tls: false,
+            https: false,
+            client: None,
+            socket,
+        })
+        .expect("the route can be decided");
+    route.map(|r| backend_label(&r.backend))
+}
+
+fn with_addresses(yaml: &str, range: &str) -> Compiled {
+    let options = CompileOptions {
+        gateway_addresses: Some(range.parse().unwrap()),
+        ..CompileOptions::default()
+    };
+    compile(&objects(yaml), &options)
+}
+
+const TWO_GATEWAYS: &str = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: a, namespace: infra}
+spec:
+  gatewayClassName: portcullis
+  listeners: [{name: http, port: 80, protocol: HTTP}, {name: alt, port: 8080, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: b, namespace: infra}
+spec:
+  gatewayClassName: portcullis
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+"#;
+
+fn two_gateways() -> String {
+    format!(
+        "{}{TWO_GATEWAYS}{}{}{}",
+        fixture(""),
+        route(
+            "infra",
+            "shared",
+            "  parentRefs: [{name: a, port: 80}, {name: b}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /shared}}]\n    backendRefs: [{name: web, namespace: apps, port: 80}]"
+        ),
+        route(
+            "infra",
+            "only-a",
+            "  parentRefs: [{name: a}]\n  rules:\n  - backendRefs: [{name: store, namespace: data, port: 80}]"
+        ),
+        "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: all, namespace: apps}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: infra}]\n  to: [{group: \"\", kind: Service}]\n---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: all, namespace: data}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: infra}]\n  to: [{group: \"\", kind: Service}]\n",
+    )
+}
+
+#[test]
+fn gateways_with_addresses_of_their_own_serve_only_their_own_routes() {
+    let c = with_addresses(&two_gateways(), "127.10.0.0/24");
+    let address = |name: &str| {
+        c.gateway_status.gateways[&ObjectRef::new("Gateway", "infra", name)]
+            .address
+            .expect("the Gateway has an address")
+    };
+    let (a, b) = (address("a"), address("b"));
+    assert_ne!(a, b);
+    let socket = |ip, port| Some(std::net::SocketAddr::new(ip, port));
+    let mut wanted: Vec<_> = (c.snapshot.gateway_sockets.iter())
+        .map(|s| s.addr)
+        .filter(|s| [a, b].contains(&s.ip()))
+        .collect();
+    wanted.sort();
+    let mut expected = vec![
+        socket(a, 80).unwrap(),
+        socket(a, 8080).unwrap(),
+        socket(b, 80).unwrap(),
+    ];
+    expected.sort();
+    assert_eq!(wanted, expected, "every programmed listener's socket, once");
+    // Shared: on both Gateways (on a only at the port its parentRef names).
+    assert_eq!(
+        on(&c, socket(a, 80), "x.test", "/shared").as_deref(),
+        Some("10.0.0.1:8080")
+    );
+    assert_eq!(
+        on(&c, socket(b, 80), "x.test", "/shared").as_deref(),
+        Some("10.0.0.1:8080")
+    );
+    assert_eq!(
+        on(&c, socket(a, 8080), "x.test", "/shared").as_deref(),
+        Some("10.0.0.3:8080")
+    );
+    // Dedicated to a: on neither b nor the flag listeners.
+    assert_eq!(
+        on(&c, socket(a, 80), "x.test", "/").as_deref(),
+        Some("10.0.0.3:8080")
+    );
+    assert_eq!(on(&c, socket(b, 80), "x.test", "/"), None);
+    assert_eq!(on(&c, None, "x.test", "/shared"), None);
+    // Another address of the range, or another port: nothing.
+    let other = "127.10.0.250".parse().unwrap();
+    assert_eq!(on(&c, socket(other, 80), "x.test", "/shared"), None);
+    assert_eq!(on(&c, socket(b, 8080), "x.test", "/shared"), None);
+}
+
+#[test]
+fn without_addresses_of_their_own_gateways_share_the_flag_listeners() {
+    let c = compiled(&two_gateways());
+    assert!(c.snapshot.gateway_sockets.is_empty());
+    assert_eq!(
+        on(&c, None, "x.test", "/shared").as_deref(),
+        Some("10.0.0.1:8080")
+    );
+    assert_eq!(
+        on(&c, None, "x.test", "/").as_deref(),
+        Some("10.0.0.3:8080")
+    );
+}
+
+#[test]
+fn a_gateway_without_an_address_serves_nothing_and_says_why() {
+    let asks = TWO_GATEWAYS.replace(
+        "metadata: {name: b, namespace: infra}\nspec:\n",
+        "metadata: {name: b, namespace: infra}\nspec:\n  addresses: [{type: IPAddress, value: 10.9.9.9}]\n",
+    );
+    let c = with_addresses(&format!("{}{asks}", fixture("")), "127.10.0.0/24");
+    let b = &c.gateway_status.gateways[&ObjectRef::new("Gateway", "infra", "b")];
+    assert_eq!(b.address, None);
+    let programmed = b
+        .conditions
+        .iter()
+        .find(|c| c.kind == "Programmed")
+        .unwrap();
+    assert!(!programmed.ok);
+    assert_eq!(programmed.reason, "AddressNotUsable");
+    assert!(
+        programmed.message.contains("10.9.9.9"),
+        "{}",
+        programmed.message
+    );
+    assert!(
+        b.listeners[0]
+            .conditions
+            .iter()
+            .any(|c| c.kind == "Programmed" && !c.ok)
+    );
+    assert_eq!(
+        c.snapshot.gateway_sockets.len(),
+        4,
+        "edge's and a's two listeners each, none of b's"
+    );
+}
+
+#[test]
+fn a_listener_whose_socket_cannot_be_bound_is_not_accepted_and_the_others_stay() {
+    let mut c = with_addresses(&two_gateways(), "127.10.0.0/24");
+    let a = ObjectRef::new("Gateway", "infra", "a");
+    let failed = c.gateway_status.gateways[&a].listeners[1].socket.unwrap();
+    let unbound = BTreeMap::from([(failed, format!("cannot listen on {failed}: Address in use"))]);
+    mark_unbound(&mut c.gateway_status, &unbound);
+    let gw = &c.gateway_status.gateways[&a];
+    let state = |i: usize, kind: &str| {
+        let c = gw.listeners[i]
+            .conditions
+            .iter()
+            .find(|c| c.kind == kind)
+            .unwrap();
+        (c.ok, c.reason.clone())
+    };
+    assert_eq!(state(1, "Accepted"), (false, "PortUnavailable".into()));
+    assert_eq!(state(1, "Programmed"), (false, "Invalid".into()));
+    assert_eq!(state(0, "Programmed"), (true, "Programmed".into()));
+    let gateway = |kind: &str| gw.conditions.iter().find(|c| c.kind == kind).unwrap();
+    assert_eq!(gateway("Accepted").reason, "ListenersNotValid");
+    assert!(gateway("Programmed").ok, "the other listener still serves");
+}
+
+const ISOLATION: &str = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: iso, namespace: infra}
+spec:
+  gatewayClassName: portcullis
+  listeners:
+  - {name: empty-hostname, port: 80, protocol: HTTP}
+  - {name: wildcard-example-com, port: 80, protocol: HTTP, hostname: "*.example.com"}
+  - {name: wildcard-foo-example-com, port: 80, protocol: HTTP, hostname: "*.foo.example.com"}
+  - {name: abc-foo-example-com, port: 80, protocol: HTTP, hostname: abc.foo.example.com}
+"#;
+
+fn isolation(route_hostnames: bool) -> String {
+    let mut yaml = format!("{}{ISOLATION}", fixture(""));
+    let listeners = [
+        ("empty-hostname", "bar.com"),
+        ("wildcard-example-com", "bar.example.com"),
+        ("wildcard-foo-example-com", "bar.foo.example.com"),
+        ("abc-foo-example-com", "abc.foo.example.com"),
+    ];
+    for (listener, host) in listeners {
+        // With hostnames, each route names all four, so only the listener decides.
+        let hostnames = if route_hostnames {
+            format!("  hostnames: [{}]\n", listeners.map(|(_, h)| h).join(", "))
+        } else {
+            let _ = host;
+            String::new()
+        };
+        yaml.push_str(&route(
+            "infra",
+            listener,
+            &format!(
+                "  parentRefs: [{{name: iso, sectionName: {listener}}}]\n{hostnames}  rules:\n  - matches: [{{path: {{type: PathPrefix, value: /{listener}}}}}]\n    backendRefs: [{{name: store, namespace: data, port: 80}}]"
+            ),
+        ));
+    }
+    yaml.push_str("---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: all, namespace: data}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: infra}]\n  to: [{group: \"\", kind: Service}]\n");
+    yaml
+}
+
+#[test]
+fn a_request_belongs_to_the_most_specific_listener_of_its_port() {
+    let hosts = [
+        "bar.com",
+        "bar.example.com",
+        "bar.foo.example.com",
+        "abc.foo.example.com",
+    ];
+    let paths = [
+        "/empty-hostname",
+        "/wildcard-example-com",
+        "/wildcard-foo-example-com",
+        "/abc-foo-example-com",
+    ];
+    for route_hostnames in [false, true] {
+        let shared = compiled(&isolation(route_hostnames));
+        let own = with_addresses(&isolation(route_hostnames), "127.10.0.0/24");
+        let ip = own.gateway_status.gateways[&ObjectRef::new("Gateway", "infra", "iso")]
+            .address
+            .unwrap();
+        for (c, socket) in [
+            (&shared, None),
+            (&own, Some(std::net::SocketAddr::new(ip, 80))),
+        ] {
+            for (h, host) in hosts.iter().enumerate() {
+                for (p, path) in paths.iter().enumerate() {
+                    let got = on(c, socket, host, path);
+                    let want = (h == p).then(|| "10.0.0.3:8080".to_owned());
+                    assert_eq!(
+                        got, want,
+                        "{host}{path} on {socket:?}, route hostnames {route_hostnames}"
+                    );
+                }
+            }
+        }
+    }
 }

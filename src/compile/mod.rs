@@ -16,6 +16,7 @@ mod cel_facts;
 pub mod claim_headers;
 mod cookie_domain;
 mod gateway;
+pub mod gateway_addresses;
 pub mod path_pattern;
 mod precedence;
 pub mod required;
@@ -31,7 +32,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::model::CONTROLLER_NAME;
 use crate::store::Objects;
-pub use gateway::{Cond, GatewayApiState, GatewayState, ListenerState, ParentStatus, RouteState};
+pub use gateway::{
+    Cond, GatewayApiState, GatewayState, ListenerState, ParentStatus, RouteState, mark_unbound,
+};
 pub use snapshot::*;
 
 pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
@@ -63,6 +66,10 @@ pub struct CompileOptions {
     /// difference the operator accepts for every Ingress, as if each carried them in
     /// `portcullis.dev/accept-alb-differences`.
     pub accept_alb_differences: Vec<String>,
+    /// The range each Gateway gets an address of its own from, its listeners bound
+    /// there at their own ports (`--gateway-addresses`); `None`: every Gateway is
+    /// served on the flag listeners by protocol.
+    pub gateway_addresses: Option<ipnet::IpNet>,
 }
 
 impl Default for CompileOptions {
@@ -75,6 +82,7 @@ impl Default for CompileOptions {
             case_insensitive_paths: false,
             require_auth_rule: false,
             accept_alb_differences: Vec::new(),
+            gateway_addresses: None,
         }
     }
 }
@@ -154,6 +162,7 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
             routes,
             certs,
             auth_rules: rules.summaries,
+            gateway_sockets: gateway_api.sockets,
         },
         diagnostics: diags,
         gateway_status: gateway_state,

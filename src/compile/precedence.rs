@@ -69,7 +69,8 @@ pub(crate) fn condition_key(c: &Conditions) -> String {
         .map(|(n, v)| (n.to_string(), v.clone()))
         .collect();
     format!(
-        "{:?} {:?} {:?} {:?} {:?}",
+        "{:?} {:?} {:?} {:?} {:?} {:?}",
+        c.gateway,
         c.tls,
         c.method,
         values(&headers),
@@ -220,6 +221,7 @@ fn implies(a: &Conditions, b: &Conditions) -> bool {
         .iter()
         .all(|(n, v)| a.query.iter().any(|(m, w)| m == n && same_match(v, w)));
     b.alb.iter().all(|c| a.alb.contains(c))
+        && a.gateway == b.gateway
         && b.tls.is_none_or(|t| a.tls == Some(t))
         && b.method
             .as_ref()
@@ -241,7 +243,10 @@ fn compatible(a: &Conditions, b: &Conditions) -> bool {
         .iter()
         .any(|(n, v)| b.query.iter().any(|(m, w)| n == m && differ(v, w)));
     let both = |x: Option<bool>, y: Option<bool>| x.zip(y).is_none_or(|(x, y)| x == y);
+    // Conservative: the same listeners, or a request may meet both.
+    let socket = |c: &Conditions| c.gateway.as_ref().and_then(|g| g.socket);
     both(a.tls, b.tls)
+        && socket(a) == socket(b)
         && a.method
             .as_ref()
             .zip(b.method.as_ref())

@@ -3,7 +3,7 @@
 //! the load balancer's counters, which start at zero in every snapshot).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
@@ -17,6 +17,17 @@ pub struct Snapshot {
     pub certs: CertTable,
     /// Every AuthRule that compiled, with the number of routes it guards.
     pub auth_rules: BTreeMap<ObjectRef, AuthRuleSummary>,
+    /// The sockets of the Gateways' own addresses (`--gateway-addresses`), for the
+    /// listeners to open; empty without that flag.
+    pub gateway_sockets: Vec<GatewaySocket>,
+}
+
+/// A socket a Gateway listener is served on: its address and port, and whether TLS
+/// ends there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GatewaySocket {
+    pub addr: SocketAddr,
+    pub tls: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -153,6 +164,9 @@ pub struct RouteQuery<'a> {
     /// The client's address, as the source allow-list reads it (`None`: a trusted
     /// proxy's header named none).
     pub client: Option<IpAddr>,
+    /// The Gateway socket the request came in on (`--gateway-addresses`); `None`: the
+    /// flag listeners (`--http`, `--https`, `--https-offloaded`).
+    pub socket: Option<SocketAddr>,
 }
 
 #[derive(Clone)]
@@ -268,12 +282,70 @@ pub struct Conditions {
     pub tls: Option<bool>,
     /// ALB's `conditions.<name>`: every one must hold.
     pub alb: Vec<super::alb_conditions::AlbCondition>,
+    /// The Gateway listeners an HTTPRoute's route came through; `None` (Ingresses):
+    /// served on the flag listeners only.
+    pub gateway: Option<ListenerScope>,
+}
+
+/// Where a Gateway route is served: on one socket, and only for request hosts whose
+/// most specific listener hostname there is one the route came through (listener
+/// isolation: a route of `*.example.com` never serves `abc.example.com` when another
+/// listener of the port names `abc.example.com`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerScope {
+    /// The Gateway's own socket (`--gateway-addresses`); `None`: the flag listeners.
+    pub socket: Option<SocketAddr>,
+    /// The hostnames of every listener of the Gateway sharing the port (`None`: a
+    /// listener without one), lower case.
+    pub siblings: Arc<Vec<Option<String>>>,
+    /// The hostnames of the listeners among them the route came through.
+    pub via: Vec<Option<String>>,
+}
+
+impl ListenerScope {
+    /// Whether a request for `host` (lower case, no port or trailing dot) on `socket`
+    /// belongs to one of the listeners the route came through.
+    pub fn admits(&self, socket: Option<SocketAddr>, host: &str) -> bool {
+        socket == self.socket
+            && most_specific_listener(&self.siblings, host).is_some_and(|l| self.via.contains(l))
+    }
+}
+
+/// The listener hostname that takes `host`: the same name, else the wildcard of the
+/// longest suffix (a Gateway wildcard covers any number of labels), else a listener
+/// without a hostname; `None` when no listener takes it.
+pub fn most_specific_listener<'l>(
+    listeners: &'l [Option<String>],
+    host: &str,
+) -> Option<&'l Option<String>> {
+    let mut best: Option<(usize, &Option<String>)> = None;
+    for listener in listeners {
+        let score = match listener.as_deref() {
+            None => 0,
+            Some(name) if name == host => usize::MAX,
+            Some(name) => match name.strip_prefix("*.") {
+                Some(suffix)
+                    if host.len() > suffix.len() + 1
+                        && host.ends_with(suffix)
+                        && host.as_bytes()[host.len() - suffix.len() - 1] == b'.' =>
+                {
+                    suffix.len() + 1
+                }
+                _ => continue,
+            },
+        };
+        if best.is_none_or(|(b, _)| score > b) {
+            best = Some((score, listener));
+        }
+    }
+    best.map(|(_, l)| l)
 }
 
 impl Conditions {
     /// Whether the request meets every condition, or why that cannot be told.
     pub fn eval(&self, req: &RouteQuery<'_>) -> Eval {
-        let fixed = self.tls.is_none_or(|tls| tls == req.tls)
+        let fixed = self.reachable_on(req.socket, req.host)
+            && self.tls.is_none_or(|tls| tls == req.tls)
             && self.method.as_ref().is_none_or(|m| m == req.method)
             && self
                 .path_pattern
@@ -297,6 +369,15 @@ impl Conditions {
             .map(|(name, want)| query_eval(query.as_deref().unwrap_or_default(), name, want));
         let alb = self.alb.iter().map(|c| c.eval(req));
         all_of(path.into_iter().chain(headers).chain(query).chain(alb))
+    }
+
+    /// Whether a request for `host` coming in on `socket` may reach the route at all:
+    /// an Ingress's on the flag listeners, a Gateway route through its own listeners.
+    pub fn reachable_on(&self, socket: Option<SocketAddr>, host: &str) -> bool {
+        match &self.gateway {
+            None => socket.is_none(),
+            Some(scope) => scope.admits(socket, host),
+        }
     }
 
     /// Gateway API precedence after the path: a method, then more headers, then
@@ -665,6 +746,7 @@ impl RouteTable {
             tls: false,
             https: false,
             client: None,
+            socket: None,
         })
         .ok()
         .flatten()
@@ -769,14 +851,22 @@ impl RouteTable {
     /// catch-all route must not answer this host's callback or logout path.
     ///
     /// Routes whose source allow-list refuses `client` take no part either: their
-    /// login endpoints are as closed to it as the routes themselves.
-    pub fn oidc_policies(&self, host: &str, client: Option<IpAddr>) -> Vec<Arc<AuthPolicy>> {
+    /// login endpoints are as closed to it as the routes themselves; nor do routes
+    /// served on another socket or through another listener than `socket` and `host`
+    /// reach.
+    pub fn oidc_policies(
+        &self,
+        host: &str,
+        client: Option<IpAddr>,
+        socket: Option<SocketAddr>,
+    ) -> Vec<Arc<AuthPolicy>> {
         let owner = self.owner(host);
         let named: Vec<&str> = self
             .exact
             .get(host)
             .into_iter()
             .flatten()
+            .filter(|r| r.conditions.reachable_on(socket, host))
             .map(|r| r.ingress.namespace.as_str())
             .collect();
         let routes = self
@@ -785,6 +875,7 @@ impl RouteTable {
             .filter(|r| owner.is_none_or(|o| o.admits(&r.ingress.namespace)))
             .filter(|r| named.is_empty() || named.contains(&r.ingress.namespace.as_str()))
             .filter(|r| r.sources.as_ref().is_none_or(|s| s.admits(client)))
+            .filter(|r| r.conditions.reachable_on(socket, host))
             .filter(|r| r.closed.is_none());
         let mut policies: Vec<Arc<AuthPolicy>> = Vec::new();
         for guard in routes.flat_map(|r| &r.guards) {

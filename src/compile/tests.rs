@@ -902,7 +902,7 @@ fn jwt_validation_alone_guards_with_bearer_tokens_only() {
     assert!(
         c.snapshot
             .routes
-            .oidc_policies("app.example.com", None)
+            .oidc_policies("app.example.com", None, None)
             .is_empty(),
         "no login endpoints"
     );
@@ -1224,9 +1224,20 @@ fn a_source_allow_list_keeps_its_routes_logins_from_other_networks() {
     let routes = &c.snapshot.routes;
     let inside = Some("10.1.2.3".parse().unwrap());
     let outside = Some("127.0.0.1".parse().unwrap());
-    assert_eq!(routes.oidc_policies("app.example.com", inside).len(), 1);
-    assert!(routes.oidc_policies("app.example.com", outside).is_empty());
-    assert!(routes.oidc_policies("app.example.com", None).is_empty());
+    assert_eq!(
+        routes.oidc_policies("app.example.com", inside, None).len(),
+        1
+    );
+    assert!(
+        routes
+            .oidc_policies("app.example.com", outside, None)
+            .is_empty()
+    );
+    assert!(
+        routes
+            .oidc_policies("app.example.com", None, None)
+            .is_empty()
+    );
 }
 
 #[test]

@@ -184,6 +184,8 @@ pub struct DataPlane {
     pub offloaded_connections: Arc<connections::Connections>,
     /// Connections refused for their PROXY protocol header.
     pub proxy_refusals: proxy_protocol::Refusals,
+    /// The sockets of Gateways with addresses of their own.
+    pub gateway_sockets: crate::gateway_sockets::GatewaySockets,
 }
 
 impl DataPlane {
@@ -247,6 +249,7 @@ impl DataPlane {
             https_connections,
             offloaded_connections,
             proxy_refusals,
+            gateway_sockets: Default::default(),
         })
     }
 
@@ -463,6 +466,9 @@ pub struct ConnInfo {
     pub tls: Option<TlsInfo>,
     /// A load balancer in front ended TLS for this connection (`--https-offloaded`).
     pub tls_offloaded: bool,
+    /// The Gateway socket the connection came in on (`--gateway-addresses`): only
+    /// the routes of that Gateway's listeners serve it. `None`: a flag listener.
+    pub socket: Option<SocketAddr>,
 }
 
 impl ConnInfo {

@@ -46,6 +46,8 @@ pub struct Listener {
     pub tls: Option<TlsAcceptor>,
     /// Connections start with a PROXY protocol header (`--proxy-protocol`).
     pub proxy_protocol: bool,
+    /// A Gateway's own socket: only that Gateway's routes serve it.
+    pub socket: Option<SocketAddr>,
 }
 
 impl Listener {
@@ -54,6 +56,23 @@ impl Listener {
             name,
             tls: tls.map(TlsAcceptor::from),
             proxy_protocol: dp.config.proxy_protocol.contains(&name),
+            socket: None,
+        }
+    }
+
+    /// A Gateway listener's socket (`--gateway-addresses`), counted with the flag
+    /// listener of its protocol; PROXY protocol is the flag listeners' alone.
+    pub fn gateway(socket: crate::compile::GatewaySocket, tls: Arc<ServerConfig>) -> Self {
+        let (name, tls) = if socket.tls {
+            (super::ListenerName::Https, Some(TlsAcceptor::from(tls)))
+        } else {
+            (super::ListenerName::Http, None)
+        };
+        Self {
+            name,
+            tls,
+            proxy_protocol: false,
+            socket: Some(socket.addr),
         }
     }
 
@@ -112,6 +131,7 @@ pub async fn serve(
             port: local.port(),
             tls: None,
             tls_offloaded: shared.listener.name == super::ListenerName::HttpsOffloaded,
+            socket: shared.listener.socket,
         };
         let (shared, alive, stop) = (shared.clone(), alive.clone(), shutdown.clone());
         if shared.listener.proxy_protocol {

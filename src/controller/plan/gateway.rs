@@ -32,6 +32,16 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRoute308RedirectStatusCode",
     "HTTPRouteNamedRouteRule",
     "HTTPRouteBackendProtocolWebSocket",
+    "GatewayHTTPListenerIsolation",
+];
+
+/// Features served only when Gateways have addresses of their own
+/// (`--gateway-addresses`): listeners at any port, told apart by port.
+pub const OWN_ADDRESS_FEATURES: &[&str] = &[
+    "GatewayPort8080",
+    "HTTPRouteParentRefPort",
+    "GatewayAddressEmpty",
+    "GatewayStaticAddresses",
 ];
 
 pub fn plan(input: &Inputs<'_>, addresses: &[(String, String)]) -> Vec<Write> {
@@ -63,10 +73,14 @@ pub fn plan(input: &Inputs<'_>, addresses: &[(String, String)]) -> Vec<Write> {
                 message: "Gateway API v1 (standard channel)".into(),
             },
         ];
-        let features: Vec<Value> = SUPPORTED_FEATURES
+        let own = state.own_addresses.then_some(OWN_ADDRESS_FEATURES);
+        let mut names: Vec<&str> = SUPPORTED_FEATURES
             .iter()
-            .map(|f| json!({"name": f}))
+            .chain(own.into_iter().flatten())
+            .copied()
             .collect();
+        names.sort_unstable();
+        let features: Vec<Value> = names.iter().map(|f| json!({"name": f})).collect();
         let status = json!({
             "conditions": conditions_json(&conditions, *generation, current.as_ref().and_then(|c| c.get("conditions")), input.now),
             "supportedFeatures": features,
@@ -153,8 +167,13 @@ fn gateway_status(
             })
         })
         .collect();
+    let own: Vec<(String, String)> = (gw.address.iter())
+        .map(|ip| ("IPAddress".to_owned(), ip.to_string()))
+        .collect();
+    let addresses = if gw.own_address { &own } else { addresses };
     let mut conditions = gw.conditions.clone();
     if addresses.is_empty()
+        && !gw.own_address
         && let Some(p) = conditions.iter_mut().find(|c| c.kind == "Programmed")
     {
         *p = Cond {

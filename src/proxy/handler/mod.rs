@@ -270,7 +270,7 @@ impl Exchange {
         let routes = &live.snapshot.routes;
         let host = at.authority.host.as_str();
         if at.path == FRONTCHANNEL_LOGOUT_PATH && req.method() == http::Method::GET {
-            let policies = routes.oidc_policies(host, at.client);
+            let policies = routes.oidc_policies(host, at.client, self.conn.socket);
             if !policies.is_empty() {
                 return Some(self.frontchannel_logout(req, at, &policies).await);
             }
@@ -278,7 +278,7 @@ impl Exchange {
         if !routes.is_auth_path(at.key()) {
             return None;
         }
-        let policies = routes.oidc_policies(host, at.client);
+        let policies = routes.oidc_policies(host, at.client, self.conn.socket);
         if at.key() == CALLBACK_PATH && !policies.is_empty() {
             return Some(self.callback(req, at, &policies).await);
         }
@@ -301,6 +301,7 @@ impl Exchange {
             tls: at.tls,
             https: at.https,
             client: at.client,
+            socket: self.conn.socket,
         };
         let route = match self.live.snapshot.routes.find_for(&facts) {
             Ok(Some(route)) => route.clone(),
