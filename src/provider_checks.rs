@@ -9,6 +9,7 @@ pub mod refusals;
 
 use std::time::Instant;
 
+use crate::auth::client_assertion::ClientCredential;
 use crate::auth::credentials::BOGUS_CODE;
 use crate::auth::id_token::allowed_algs;
 use crate::auth::idp::{ClientAuth, Hop, IdpClient, IdpError, ProviderMetadata};
@@ -131,6 +132,7 @@ pub async fn diagnose(
         return checks;
     };
     keys(idp, &meta, &mut checks).await;
+    checks.push(auth_method(&meta, policy));
     let token_endpoint = policy
         .token_endpoint
         .clone()
@@ -416,11 +418,7 @@ async fn credentials(
     client_unknown: bool,
     checks: &mut Vec<Check>,
 ) {
-    let client = ClientAuth {
-        client_id: &policy.client_id,
-        client_secret: &policy.client_secret,
-        method: policy.token_endpoint_auth_method,
-    };
+    let client = ClientAuth::of(policy);
     let verifier = "diagnose".repeat(6);
     let started = Instant::now();
     let result = idp
@@ -437,7 +435,9 @@ async fn credentials(
         ),
         Err(IdpError::Status { excerpt, status, .. }) if excerpt.contains("invalid_client") || status == 401 => {
             let refused = format!("{token_endpoint} refused client {id}: {status} {excerpt}");
-            if client_unknown {
+            if policy.token_endpoint_auth_method == TokenEndpointAuthMethod::PrivateKeyJwt {
+                check(Outcome::Fail, "credentials", refused, &assertion_fix(policy))
+            } else if client_unknown {
                 check(
                     Outcome::Fail,
                     "credentials",
@@ -453,6 +453,67 @@ async fn credentials(
     });
 }
 
+/// Whether the provider says it takes the rule's way of authenticating the client
+/// (`token_endpoint_auth_methods_supported`, whose default is `client_secret_basic`).
+fn auth_method(meta: &ProviderMetadata, policy: &AuthPolicy) -> Check {
+    let method = policy.token_endpoint_auth_method.as_str();
+    let name = "auth method";
+    let Some(supported) = &meta.token_endpoint_auth_methods_supported else {
+        return match policy.token_endpoint_auth_method {
+            TokenEndpointAuthMethod::ClientSecretBasic => check(Outcome::Pass, name, "the provider lists no token_endpoint_auth_methods_supported; client_secret_basic is the default".into(), ""),
+            _ => check(Outcome::Warn, name, format!("the provider lists no token_endpoint_auth_methods_supported, whose default is client_secret_basic, not {method}"), "the credentials check below says whether the token endpoint takes it"),
+        };
+    };
+    if !supported.iter().any(|m| m == method) {
+        return check(
+            Outcome::Fail,
+            name,
+            format!(
+                "the provider supports {} at its token endpoint, not {method}",
+                supported.join(", ")
+            ),
+            "set spec.oidc.tokenEndpointAuthMethod to one the provider lists, or enable the method at the provider",
+        );
+    }
+    let alg = match &policy.credential {
+        ClientCredential::Key(key) => Some(key.alg()),
+        _ => None,
+    };
+    if let (Some(alg), Some(algs)) = (alg, &meta.token_endpoint_auth_signing_alg_values_supported)
+        && !algs.iter().any(|a| a == alg)
+    {
+        return check(
+            Outcome::Fail,
+            name,
+            format!(
+                "the provider verifies client assertions signed with {}, not {alg}",
+                algs.join(", ")
+            ),
+            "use a key of an algorithm it lists in spec.oidc.clientKeyRef (RSA signs RS256, P-256 ES256)",
+        );
+    }
+    check(
+        Outcome::Pass,
+        name,
+        format!("the provider supports {method}"),
+        "",
+    )
+}
+
+/// What to do when the provider refuses a `private_key_jwt` client's assertion.
+fn assertion_fix(policy: &AuthPolicy) -> String {
+    let id = &policy.client_id;
+    match &policy.credential {
+        ClientCredential::ServiceAccountToken(t) => format!(
+            "the provider must trust the cluster's ServiceAccount issuer for client `{id}` (a federated credential whose subject is Portcullis's ServiceAccount, audience {}), and the rule's namespace must have that token mounted (chart value serviceAccountTokens)",
+            t.audience
+        ),
+        _ => format!(
+            "register the public key of spec.oidc.clientKeyRef for client `{id}` (`portcullis client-jwks -f <key file>` prints it), with private_key_jwt as its token endpoint auth method"
+        ),
+    }
+}
+
 /// A client refused at the token endpoint: the other way of sending the secret is
 /// ruled out before the secret is blamed.
 async fn other_auth_method(
@@ -463,19 +524,15 @@ async fn other_auth_method(
     verifier: &str,
     refused: String,
 ) -> Check {
-    let name = |m: TokenEndpointAuthMethod| match m {
-        TokenEndpointAuthMethod::ClientSecretBasic => "client_secret_basic",
-        TokenEndpointAuthMethod::ClientSecretPost => "client_secret_post",
-    };
+    let name = TokenEndpointAuthMethod::as_str;
     let method = policy.token_endpoint_auth_method;
     let other = match method {
-        TokenEndpointAuthMethod::ClientSecretBasic => TokenEndpointAuthMethod::ClientSecretPost,
         TokenEndpointAuthMethod::ClientSecretPost => TokenEndpointAuthMethod::ClientSecretBasic,
+        _ => TokenEndpointAuthMethod::ClientSecretPost,
     };
     let retry = ClientAuth {
-        client_id: &policy.client_id,
-        client_secret: &policy.client_secret,
         method: other,
+        ..ClientAuth::of(policy)
     };
     let with_other = idp
         .redeem_code(token_endpoint, &retry, BOGUS_CODE, redirect_uri, verifier)

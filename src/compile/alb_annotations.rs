@@ -530,13 +530,16 @@ fn oidc_login(
         token_endpoint: idp.token_endpoint,
         user_info_endpoint: idp.user_info_endpoint,
         client_id,
-        client_secret_ref: SecretKeyRef {
+        client_secret_ref: Some(SecretKeyRef {
             name: idp.secret_name,
             key: "clientSecret".into(),
-        },
+        }),
         scope: None,
         authentication_request_extra_params: BTreeMap::new(),
         token_endpoint_auth_method: Default::default(),
+        client_key_ref: None,
+        service_account_token_audience: None,
+        resource: Vec::new(),
     };
     Ok((oidc, idp.authentication_request_extra_params))
 }
@@ -657,13 +660,16 @@ fn cognito_oidc(idp: &IdpCognito, secret_name: String) -> Result<OidcSpec, Strin
         token_endpoint: endpoint("token"),
         user_info_endpoint: endpoint("userInfo"),
         client_id: client_id.to_owned(),
-        client_secret_ref: SecretKeyRef {
+        client_secret_ref: Some(SecretKeyRef {
             name: secret_name,
             key: "clientSecret".into(),
-        },
+        }),
         scope: None,
         authentication_request_extra_params: BTreeMap::new(),
         token_endpoint_auth_method: Default::default(),
+        client_key_ref: None,
+        service_account_token_audience: None,
+        resource: Vec::new(),
     })
 }
 

@@ -495,13 +495,8 @@ fn resolve_policy(
     check_extra_params(obj, oidc, &mut errors);
     let (cookie_name, timeout) = checked_session(obj, spec, &mut errors);
     let logout_path = checked_logout(obj, spec, &mut errors);
-    let client_secret = match client_secret(obj, spec, index) {
-        Ok(s) => s,
-        Err(d) => {
-            errors.push(d);
-            String::new()
-        }
-    };
+    let credential = super::client_credential::compile(obj, oidc, index, &mut errors);
+    let resource = super::client_credential::resources(obj, oidc, &mut errors);
     let authorization = spec
         .authorization
         .as_ref()
@@ -522,7 +517,8 @@ fn resolve_policy(
         token_endpoint: oidc.token_endpoint.clone(),
         user_info_endpoint: oidc.user_info_endpoint.clone(),
         client_id: oidc.client_id.clone(),
-        client_secret,
+        credential,
+        resource,
         scope,
         extra_params: oidc
             .authentication_request_extra_params
@@ -720,50 +716,4 @@ fn checked_logout(obj: &ObjectRef, spec: &AuthRuleSpec, errors: &mut Vec<Diagnos
         }
     }
     logout_path
-}
-
-// Built once per AuthRule per compile, never on the request path.
-#[allow(clippy::result_large_err)]
-fn client_secret(
-    obj: &ObjectRef,
-    spec: &AuthRuleSpec,
-    index: &Index,
-) -> Result<String, Diagnostic> {
-    let r = &spec.oidc.client_secret_ref;
-    let secret_name = format!("{}/{}", obj.namespace, r.name);
-    let field = "spec.oidc.clientSecretRef";
-    let secret = index.secret(&obj.namespace, &r.name).ok_or_else(|| {
-        Diagnostic::error(
-            obj,
-            field,
-            "SecretNotFound",
-            format!("Secret {secret_name} not found"),
-            format!(
-                "kubectl -n {} create secret generic {} --from-literal={}=<client secret>",
-                obj.namespace, r.name, r.key
-            ),
-        )
-        .of_reference()
-    })?;
-    let value = secret.data.as_ref().and_then(|d| d.get(&r.key)).ok_or_else(|| {
-        Diagnostic::error(obj, &format!("{field}.key"), "SecretKeyNotFound", format!("Secret {secret_name} has no key {}", r.key), format!("add key {} to Secret {secret_name}, or point clientSecretRef.key at the key that holds the client secret", r.key))
-        .of_reference()
-    })?;
-    let text = String::from_utf8(value.0.clone())
-        .ok()
-        .map(|s| s.trim_end_matches(['\r', '\n']).to_owned());
-    match text {
-        Some(s) if !s.is_empty() => Ok(s),
-        _ => Err(Diagnostic::error(
-            obj,
-            &format!("{field}.key"),
-            "InvalidSecret",
-            format!(
-                "key {} of Secret {secret_name} is empty or not UTF-8",
-                r.key
-            ),
-            "store the client secret as plain text".into(),
-        )
-        .of_reference()),
-    }
 }

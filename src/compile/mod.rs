@@ -13,6 +13,7 @@ mod backends;
 pub mod bearer;
 mod cel_facts;
 pub mod claim_headers;
+mod client_credential;
 mod gateway;
 pub mod path_pattern;
 mod precedence;
