@@ -12,6 +12,7 @@ mod backchannel;
 mod bearer;
 mod check;
 mod claim_headers;
+mod client_auth;
 mod cluster;
 mod conformance;
 mod demo;
