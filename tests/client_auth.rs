@@ -367,3 +367,62 @@ async fn resource_indicators_reach_the_provider_in_the_authorization_and_token_r
         "AuthUserinfoEpRequestFailed"
     );
 }
+
+/// `portcullis diagnose` of the key rule (with the Secret holding `pem`) against the
+/// provider at `issuer`.
+fn diagnose_key_rule(issuer: &str, pem: &str) -> (bool, String) {
+    let dir = TempDir::new("diagnose-key");
+    let secret = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: idp-key, namespace: apps}}\nstringData:\n  tls.key: {}\n",
+        serde_json::to_string(pem).unwrap()
+    );
+    dir.write(
+        "all.yaml",
+        &format!(
+            "{}{}{}{secret}",
+            ingress_yaml("web", &[("app.example.com", "/", "svc")], ""),
+            service_yaml("svc", &["127.0.0.1:9".parse().unwrap()]),
+            KEY_RULE.replace("ISSUER", issuer)
+        ),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["diagnose", "--idp-timeout", "2", "-f"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn diagnose_checks_the_method_is_advertised_and_the_key_registered() {
+    let keys = TempDir::new("client-key");
+    let registered = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let jwks = client_jwks(&keys, &registered.serialize_pem()).to_string();
+    let idp = common::idp::Idp::start(&[
+        ("IDP_CLIENT_JWKS", jwks.as_str()),
+        (
+            "IDP_REDIRECT_URIS",
+            "http://app.example.com/oauth2/idpresponse",
+        ),
+    ]);
+    let (ok, out) = diagnose_key_rule(&idp.issuer, &registered.serialize_pem());
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("PASS  auth method   the provider supports private_key_jwt"),
+        "{out}"
+    );
+    assert!(out.contains("PASS  credentials"), "{out}");
+
+    let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let (ok, out) = diagnose_key_rule(&idp.issuer, &other.serialize_pem());
+    assert!(!ok);
+    let refused = out
+        .lines()
+        .find(|l| l.starts_with("FAIL  credentials"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(refused.contains("invalid_client"), "{out}");
+    assert!(out.contains("portcullis client-jwks"), "{out}");
+}
