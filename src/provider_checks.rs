@@ -132,7 +132,11 @@ pub async fn diagnose(
         return checks;
     };
     keys(idp, &meta, &mut checks).await;
-    checks.push(auth_method(&meta, policy));
+    let alg = match &policy.credential {
+        ClientCredential::Key(key) => Some(key.alg()),
+        _ => None,
+    };
+    checks.push(auth_method(&meta, policy.token_endpoint_auth_method, alg));
     let token_endpoint = policy
         .token_endpoint
         .clone()
@@ -455,11 +459,16 @@ async fn credentials(
 
 /// Whether the provider says it takes the rule's way of authenticating the client
 /// (`token_endpoint_auth_methods_supported`, whose default is `client_secret_basic`).
-fn auth_method(meta: &ProviderMetadata, policy: &AuthPolicy) -> Check {
-    let method = policy.token_endpoint_auth_method.as_str();
+/// `alg` is what the rule's own key signs with, if it has one.
+fn auth_method(
+    meta: &ProviderMetadata,
+    rule_method: TokenEndpointAuthMethod,
+    alg: Option<&str>,
+) -> Check {
+    let method = rule_method.as_str();
     let name = "auth method";
     let Some(supported) = &meta.token_endpoint_auth_methods_supported else {
-        return match policy.token_endpoint_auth_method {
+        return match rule_method {
             TokenEndpointAuthMethod::ClientSecretBasic => check(Outcome::Pass, name, "the provider lists no token_endpoint_auth_methods_supported; client_secret_basic is the default".into(), ""),
             _ => check(Outcome::Warn, name, format!("the provider lists no token_endpoint_auth_methods_supported, whose default is client_secret_basic, not {method}"), "the credentials check below says whether the token endpoint takes it"),
         };
@@ -475,10 +484,6 @@ fn auth_method(meta: &ProviderMetadata, policy: &AuthPolicy) -> Check {
             "set spec.oidc.tokenEndpointAuthMethod to one the provider lists, or enable the method at the provider",
         );
     }
-    let alg = match &policy.credential {
-        ClientCredential::Key(key) => Some(key.alg()),
-        _ => None,
-    };
     if let (Some(alg), Some(algs)) = (alg, &meta.token_endpoint_auth_signing_alg_values_supported)
         && !algs.iter().any(|a| a == alg)
     {
@@ -581,6 +586,68 @@ mod tests {
     use crate::compile::{CompileOptions, compile};
     use crate::source::manifests::{add_document, parse_documents};
     use crate::store::Objects;
+
+    #[test]
+    fn the_auth_method_must_be_one_the_provider_lists() {
+        let meta = |methods: Option<&[&str]>, algs: Option<&[&str]>| ProviderMetadata {
+            issuer: "https://idp.test".into(),
+            authorization_endpoint: "https://idp.test/auth".into(),
+            token_endpoint: "https://idp.test/token".into(),
+            userinfo_endpoint: None,
+            jwks_uri: "https://idp.test/jwks".into(),
+            end_session_endpoint: None,
+            id_token_signing_alg_values_supported: None,
+            authorization_response_iss_parameter_supported: false,
+            token_endpoint_auth_methods_supported: methods
+                .map(|m| m.iter().map(|s| s.to_string()).collect()),
+            token_endpoint_auth_signing_alg_values_supported: algs
+                .map(|a| a.iter().map(|s| s.to_string()).collect()),
+        };
+        use TokenEndpointAuthMethod::*;
+        let jwt = Some(&["client_secret_basic", "private_key_jwt"][..]);
+        let cases = [
+            (meta(jwt, None), PrivateKeyJwt, Some("ES256"), Outcome::Pass),
+            (
+                meta(jwt, Some(&["RS256"])),
+                PrivateKeyJwt,
+                Some("ES256"),
+                Outcome::Fail,
+            ),
+            (
+                meta(jwt, Some(&["RS256"])),
+                PrivateKeyJwt,
+                None,
+                Outcome::Pass,
+            ),
+            (
+                meta(Some(&["client_secret_basic"]), None),
+                PrivateKeyJwt,
+                None,
+                Outcome::Fail,
+            ),
+            (
+                meta(Some(&["client_secret_basic"]), None),
+                ClientSecretPost,
+                None,
+                Outcome::Fail,
+            ),
+            (meta(None, None), ClientSecretBasic, None, Outcome::Pass),
+            (meta(None, None), PrivateKeyJwt, None, Outcome::Warn),
+        ];
+        for (meta, method, alg, outcome) in cases {
+            let c = auth_method(&meta, method, alg);
+            assert_eq!(c.outcome, outcome, "{method:?} {alg:?}: {}", c.detail);
+        }
+        let refused = auth_method(
+            &meta(Some(&["client_secret_post"]), None),
+            ClientSecretBasic,
+            None,
+        );
+        assert!(refused.detail.contains(
+            "supports client_secret_post at its token endpoint, not client_secret_basic"
+        ));
+        assert!(refused.fix.contains("spec.oidc.tokenEndpointAuthMethod"));
+    }
 
     fn ingress(name: &str, host: &str, tls: bool, annotations: &str) -> String {
         let tls = if tls {

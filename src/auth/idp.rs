@@ -474,13 +474,13 @@ impl IdpClient {
         redirect_uri: &str,
         pkce_verifier: &str,
     ) -> Result<TokenResponse, IdpError> {
-        let mut form = vec![
+        let form = vec![
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", redirect_uri),
             ("code_verifier", pkce_verifier),
         ];
-        self.token_request(token_endpoint, client, &mut form).await
+        self.token_request(token_endpoint, client, &form).await
     }
 
     pub async fn refresh(
@@ -489,21 +489,21 @@ impl IdpClient {
         client: &ClientAuth<'_>,
         refresh_token: &str,
     ) -> Result<TokenResponse, IdpError> {
-        let mut form = vec![
+        let form = vec![
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token),
         ];
-        self.token_request(token_endpoint, client, &mut form).await
+        self.token_request(token_endpoint, client, &form).await
     }
 
     async fn token_request<'a>(
         &self,
         url: &str,
         client: &ClientAuth<'a>,
-        form: &mut Vec<(&'a str, &'a str)>,
+        form: &[(&'a str, &'a str)],
     ) -> Result<TokenResponse, IdpError> {
         let assertion = self.client_assertion(url, client).await?;
-        let mut fields = form.clone();
+        let mut fields = form.to_vec();
         fields.extend(client.resource.iter().map(|r| ("resource", r.as_str())));
         let req = token_http_request(url, client, assertion.as_deref(), &mut fields)?;
         let (status, body) = self.call(Hop::Token, req).await?;

@@ -206,7 +206,7 @@ pub enum Asked {
     Nothing,
     /// A login (`auth-type: oidc` or `cognito`), with bearer tokens beside it when
     /// `jwt-validation` is set too.
-    Login(AnnotatedSpec),
+    Login(Box<AnnotatedSpec>),
     /// `jwt-validation` alone: bearer tokens only.
     Bearer(BearerPolicy),
     /// Something was asked that cannot be set up (reported): the routes close.
@@ -254,11 +254,11 @@ pub fn asked(ingress: &Ingress, index: &Index, diags: &mut Vec<Diagnostic>) -> A
         (Login::Spec(mut spec, cognito), bearer) => {
             let any_audience = bearer.as_ref().is_some_and(|(_, any)| *any);
             spec.bearer = bearer.map(|(b, _)| b);
-            Asked::Login(AnnotatedSpec {
-                spec,
+            Asked::Login(Box::new(AnnotatedSpec {
+                spec: *spec,
                 cognito,
                 any_audience,
-            })
+            }))
         }
     }
 }
@@ -341,7 +341,7 @@ fn jwt_validation(
 enum Login {
     None,
     /// The spec, and whether it comes from Cognito.
-    Spec(AuthRuleSpec, bool),
+    Spec(Box<AuthRuleSpec>, bool),
     Broken,
 }
 
@@ -354,7 +354,7 @@ fn login_spec(
     let object = super::ingress_ref(ingress);
     match login_from(&object, annotations, index) {
         Ok(None) => Login::None,
-        Ok(Some((spec, cognito))) => Login::Spec(spec, cognito),
+        Ok(Some((spec, cognito))) => Login::Spec(Box::new(spec), cognito),
         Err(problem) => {
             diags.push(problem);
             Login::Broken

@@ -236,6 +236,9 @@ fn service_account_token(obj: &ObjectRef, audience: &str) -> Result<ClientCreden
 #[cfg(test)]
 mod tests {
     use super::check_resource;
+    use crate::auth::client_assertion::ClientCredential;
+    use crate::compile::tests::{compiled, service};
+    use crate::diagnostics::ObjectRef;
 
     #[test]
     fn resource_indicators_are_absolute_uris_without_fragments() {
@@ -257,5 +260,174 @@ mod tests {
         ] {
             assert!(check_resource(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// An Ingress, its Service, an AuthRule guarding it with `oidc` (after issuer and
+    /// clientId) and `extra` objects.
+    fn rule(oidc: &str, extra: &str) -> crate::compile::Compiled {
+        compiled(&format!(
+            r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: web, namespace: apps}}
+spec:
+  ingressClassName: portcullis
+  rules:
+  - host: app.example.com
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: root, port: {{number: 80}}}}}}}}
+{}
+---
+apiVersion: portcullis.dev/v1alpha1
+kind: AuthRule
+metadata: {{name: sso, namespace: apps}}
+spec:
+  targetRefs: [{{name: web}}]
+  oidc:
+    issuer: https://idp.example.com
+    clientId: app
+{oidc}
+{extra}"#,
+            service("apps", "root", "10.0.0.1", 80)
+        ))
+    }
+
+    fn problems(c: &crate::compile::Compiled) -> Vec<(&'static str, String, String)> {
+        c.diagnostics
+            .iter()
+            .filter(|d| d.object.kind == "AuthRule")
+            .map(|d| (d.reason, d.field.clone(), d.fix.clone()))
+            .collect()
+    }
+
+    fn credential(c: &crate::compile::Compiled) -> ClientCredential {
+        let rule = ObjectRef::new("AuthRule", "apps", "sso");
+        let policy = c.snapshot.auth_rules[&rule].policy.clone();
+        policy.expect("the rule compiled").credential.clone()
+    }
+
+    const KEY_SECRET: &str = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: idp-key, namespace: apps}\nstringData:\n  tls.key: |\n";
+
+    fn key_secret() -> String {
+        let pem = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .unwrap()
+            .serialize_pem();
+        let indented: String = pem.lines().map(|l| format!("    {l}\n")).collect();
+        format!("{KEY_SECRET}{indented}")
+    }
+
+    #[test]
+    fn a_rule_without_a_way_to_authenticate_the_client_says_which_field_to_add() {
+        let c = rule("", "");
+        let p = problems(&c);
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert_eq!(
+            (p[0].0, p[0].1.as_str()),
+            ("MissingClientCredential", "spec.oidc.clientSecretRef")
+        );
+        assert!(
+            p[0].2
+                .contains("private_key_jwt with clientKeyRef or serviceAccountTokenAudience")
+        );
+
+        let c = rule("    tokenEndpointAuthMethod: private_key_jwt", "");
+        let p = problems(&c);
+        assert_eq!(
+            (p[0].0, p[0].1.as_str()),
+            ("MissingClientCredential", "spec.oidc.clientKeyRef")
+        );
+
+        for (oidc, field) in [
+            (
+                "    clientSecretRef: {name: idp}\n    clientKeyRef: {name: idp-key}",
+                "spec.oidc.tokenEndpointAuthMethod",
+            ),
+            (
+                "    tokenEndpointAuthMethod: private_key_jwt\n    clientKeyRef: {name: idp-key}\n    serviceAccountTokenAudience: api://x",
+                "spec.oidc.serviceAccountTokenAudience",
+            ),
+            (
+                "    tokenEndpointAuthMethod: private_key_jwt\n    clientKeyRef: {name: idp-key}\n    clientSecretRef: {name: idp}",
+                "spec.oidc.clientSecretRef",
+            ),
+        ] {
+            let c = rule(oidc, &key_secret());
+            let p = problems(&c);
+            assert!(
+                p.iter()
+                    .any(|(r, f, _)| *r == "InvalidClientAuth" && f == field),
+                "{oidc}: {p:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_from_a_secret_or_a_service_account_token_needs_no_secret() {
+        let c = rule(
+            "    tokenEndpointAuthMethod: private_key_jwt\n    clientKeyRef: {name: idp-key}",
+            &key_secret(),
+        );
+        assert!(problems(&c).is_empty(), "{:#?}", problems(&c));
+        assert!(matches!(credential(&c), ClientCredential::Key(_)));
+
+        let c = rule(
+            "    tokenEndpointAuthMethod: private_key_jwt\n    serviceAccountTokenAudience: api://AzureADTokenExchange",
+            "",
+        );
+        assert!(problems(&c).is_empty(), "{:#?}", problems(&c));
+        let ClientCredential::ServiceAccountToken(t) = credential(&c) else {
+            panic!("not a ServiceAccount token");
+        };
+        assert_eq!(
+            t.file,
+            std::path::Path::new("apps/api%3A%2F%2FAzureADTokenExchange")
+        );
+    }
+
+    #[test]
+    fn a_key_that_cannot_sign_or_is_missing_fails_closed_with_the_fix() {
+        let oidc =
+            "    tokenEndpointAuthMethod: private_key_jwt\n    clientKeyRef: {name: idp-key}";
+        let c = rule(oidc, &format!("{KEY_SECRET}    not a key\n"));
+        let p = problems(&c);
+        assert_eq!(
+            (p[0].0, p[0].1.as_str()),
+            ("InvalidClientKey", "spec.oidc.clientKeyRef.key"),
+            "{p:#?}"
+        );
+        assert!(p[0].2.contains("PEM private key"));
+        let rule_ref = ObjectRef::new("AuthRule", "apps", "sso");
+        assert!(!c.snapshot.auth_rules[&rule_ref].usable);
+
+        let c = rule(oidc, "");
+        let p = problems(&c);
+        assert_eq!(p[0].0, "SecretNotFound");
+        assert!(
+            p[0].2.contains("--from-file=tls.key=<private key file>"),
+            "{p:#?}"
+        );
+    }
+
+    #[test]
+    fn resource_indicators_are_checked_and_kept() {
+        let secret = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: idp, namespace: apps}\nstringData: {client-secret: s}\n";
+        let c = rule(
+            "    clientSecretRef: {name: idp}\n    resource: [https://api.example.com, 'https://b.example.com/#frag']",
+            secret,
+        );
+        let p = problems(&c);
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert_eq!(
+            (p[0].0, p[0].1.as_str()),
+            ("InvalidResource", "spec.oidc.resource[1]")
+        );
+        let c = rule(
+            "    clientSecretRef: {name: idp}\n    resource: [https://api.example.com]",
+            secret,
+        );
+        let rule_ref = ObjectRef::new("AuthRule", "apps", "sso");
+        let policy = c.snapshot.auth_rules[&rule_ref].policy.clone().unwrap();
+        assert_eq!(policy.resource, ["https://api.example.com"]);
     }
 }
