@@ -429,7 +429,10 @@ pub struct OidcSpec {
     pub service_account_token_audience: Option<String>,
     /// Resource indicators (RFC 8707): absolute URIs without a fragment of the APIs
     /// the access token is for, sent as `resource` in the authorization request and
-    /// in every token request (code and refresh). At most 10.
+    /// in every token request (code and refresh). Portcullis reads userinfo with that
+    /// access token, as ALB: the provider must accept it there (oidc-provider, for
+    /// one, refuses a token bound to another resource, and takes one resource per
+    /// token request).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     pub resource: Vec<String>,
