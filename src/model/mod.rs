@@ -419,8 +419,8 @@ pub struct OidcSpec {
     /// the JWT names that certificate (`x5t`, `x5t#S256`), as Entra ID expects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_key_ref: Option<ClientKeyRef>,
-    /// For `private_key_jwt` with federated credentials (Entra ID workload identity
-    /// federation, Google, Keycloak): the audience of Portcullis's own ServiceAccount
+    /// For `private_key_jwt` with a federated credential (a provider that trusts the
+    /// cluster's ServiceAccount issuer, such as Entra ID): the audience of Portcullis's own ServiceAccount
     /// token, sent as the client assertion, e.g. `api://AzureADTokenExchange`. The
     /// token is read at every token request from the projected volume the operator
     /// mounts for this namespace and audience (chart value `serviceAccountTokens`).
