@@ -536,7 +536,7 @@ pub struct AuthRuleStatus {
     /// `Accepted` (the spec is valid), `ResolvedRefs` (the client Secret and the targets
     /// exist), `Ready` (it guards at least one route), and once the provider has been
     /// asked, `IdPReachable` (discovery and keys load) and `CredentialsAccepted` (the
-    /// token endpoint takes the client id and secret). A False condition's message
+    /// token endpoint takes the client's credentials). A False condition's message
     /// names the field and the fix.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
