@@ -452,6 +452,7 @@ async fn credentials(
                 other_auth_method(idp, policy, token_endpoint, redirect_uri, &verifier, refused).await
             }
         }
+        Err(e @ IdpError::ClientAssertion(_)) => check(Outcome::Fail, "credentials", e.to_string(), "a ServiceAccount token is read from --service-account-token-dir/<namespace>/<audience>: run diagnose where it is mounted (kubectl exec into a Portcullis pod), or point the flag at a directory holding one"),
         Err(e) => check(Outcome::Fail, "credentials", format!("{token_endpoint}: {e}"), "check the token endpoint and egress to it"),
         Ok(_) => check(Outcome::Warn, "credentials", "the provider redeemed a code it never issued".into(), "report this to the provider's operators"),
     });
