@@ -168,11 +168,12 @@ fn idp_client(args: &ProxyArgs) -> anyhow::Result<IdpClient> {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
         None => None,
     };
-    IdpClient::with_extra_roots(
+    Ok(IdpClient::with_extra_roots(
         Duration::from_secs(args.idp_timeout),
         extra_roots.as_deref(),
     )
-    .context("loading the certificate authorities trusted for identity providers")
+    .context("loading the certificate authorities trusted for identity providers")?
+    .with_token_dir(args.service_account_token_dir.clone()))
 }
 
 /// A channel that turns true on SIGTERM or Ctrl-C.

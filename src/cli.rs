@@ -57,12 +57,27 @@ pub enum Command {
     /// Explain what went wrong, from artefacts people bring.
     #[command(subcommand)]
     Explain(ExplainCommand),
+    /// Print the public JWKS of a private key (PEM) for `private_key_jwt`: what to
+    /// register at the provider for a client whose AuthRule names the key in
+    /// `spec.oidc.clientKeyRef`. The `kid` is the key's RFC 7638 thumbprint, as in
+    /// the client assertions Portcullis signs.
+    #[command(
+        after_help = "Example:\n  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out client.key\n  portcullis client-jwks -f client.key > client-jwks.json"
+    )]
+    ClientJwks(ClientJwksArgs),
     /// Run the whole login on this machine: a development OpenID provider, an echo
     /// backend that shows the identity headers, and the proxy guarding /auth*.
     #[command(
         after_help = "Example:\n  portcullis demo --port 8080   # then open http://localhost:8080/auth/"
     )]
     Demo(DemoArgs),
+}
+
+#[derive(Args)]
+pub struct ClientJwksArgs {
+    /// The PEM private key file (RSA or P-256).
+    #[arg(short = 'f', long = "filename")]
+    pub key: PathBuf,
 }
 
 #[derive(Args)]
@@ -88,6 +103,14 @@ pub struct DiagnoseArgs {
     /// PEM certificates of a private CA the provider's certificate chains to.
     #[arg(long, env = "PORTCULLIS_IDP_CA_FILE")]
     pub idp_ca_file: Option<PathBuf>,
+    /// Where the ServiceAccount tokens of federated client credentials are mounted
+    /// (as for `run`); the credentials check of such a rule reads its token there.
+    #[arg(
+        long,
+        env = "PORTCULLIS_SERVICE_ACCOUNT_TOKEN_DIR",
+        default_value = portcullis::auth::client_assertion::DEFAULT_TOKEN_DIR
+    )]
+    pub service_account_token_dir: PathBuf,
     /// The port browsers reach the hosts on over plain HTTP (the Service's, not the
     /// container's): it is part of the redirect URI logins send.
     #[arg(long, default_value_t = 80)]
@@ -357,6 +380,15 @@ pub struct ProxyArgs {
     /// TLS certificates chain to (trusted besides the system's).
     #[arg(long, env = "PORTCULLIS_IDP_CA_FILE")]
     pub idp_ca_file: Option<PathBuf>,
+    /// Where ServiceAccount tokens for federated client credentials are mounted: an
+    /// AuthRule of namespace N with `serviceAccountTokenAudience: A` sends the token
+    /// in `<dir>/N/<A percent-encoded>`, read afresh at each token request.
+    #[arg(
+        long,
+        env = "PORTCULLIS_SERVICE_ACCOUNT_TOKEN_DIR",
+        default_value = portcullis::auth::client_assertion::DEFAULT_TOKEN_DIR
+    )]
+    pub service_account_token_dir: PathBuf,
     /// Open client connections allowed on each listener (HTTP, HTTPS); as nine tenths
     /// are reached the longest-idle keep-alive connections are closed, and at the cap
     /// a new connection is closed at once. 0: no cap.

@@ -14,6 +14,19 @@ use portcullis::source::manifests::ManifestSource;
 
 use crate::cli::{CheckArgs, CheckOutput, DiagnoseArgs, ExplainCommand};
 
+/// The public JWKS of the private key in `path`, pretty-printed.
+pub fn client_jwks(path: &std::path::Path) -> anyhow::Result<String> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let key =
+        portcullis::auth::client_assertion::ClientKey::from_pem(&pem, None).with_context(|| {
+            format!(
+                "{} is not a key private_key_jwt can sign with",
+                path.display()
+            )
+        })?;
+    Ok(format!("{:#}\n", key.jwks()))
+}
+
 pub fn crd_yaml() -> anyhow::Result<String> {
     let crd = serde_json::to_value(AuthRule::crd())?;
     Ok(serde_saphyr::to_string(&crd)?)
@@ -95,7 +108,8 @@ pub async fn diagnose(args: DiagnoseArgs) -> anyhow::Result<ExitCode> {
     let idp = IdpClient::with_extra_roots(
         Duration::from_secs(args.idp_timeout),
         extra_roots.as_deref(),
-    )?;
+    )?
+    .with_token_dir(args.service_account_token_dir.clone());
     let ports = Ports {
         http: args.http_port,
         https: args.https_port,

@@ -45,6 +45,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => Ok(commands::check(&args)),
+        Command::ClientJwks(args) => {
+            print!("{}", commands::client_jwks(&args.key)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Diagnose(args) => runtime()?.block_on(commands::diagnose(args)),
         Command::Explain(command) => commands::explain(command),
         Command::Demo(args) => {

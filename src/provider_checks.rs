@@ -9,6 +9,7 @@ pub mod refusals;
 
 use std::time::Instant;
 
+use crate::auth::client_assertion::ClientCredential;
 use crate::auth::credentials::BOGUS_CODE;
 use crate::auth::id_token::allowed_algs;
 use crate::auth::idp::{ClientAuth, Hop, IdpClient, IdpError, ProviderMetadata};
@@ -135,6 +136,11 @@ pub async fn diagnose(
         return checks;
     };
     keys(idp, &meta, &mut checks).await;
+    let alg = match &policy.credential {
+        ClientCredential::Key(key) => Some(key.alg()),
+        _ => None,
+    };
+    checks.push(auth_method(&meta, policy.token_endpoint_auth_method, alg));
     let token_endpoint = policy
         .token_endpoint
         .clone()
@@ -224,6 +230,8 @@ async fn bearer_keys(
             jwks_uri: jwks_uri.clone(),
             end_session_endpoint: None,
             id_token_signing_alg_values_supported: None,
+            token_endpoint_auth_methods_supported: None,
+            token_endpoint_auth_signing_alg_values_supported: None,
             authorization_response_iss_parameter_supported: false,
         },
         None => match discovery(idp, policy, "spec.bearer.issuer", checks).await {
@@ -455,11 +463,7 @@ async fn credentials(
     client_unknown: bool,
     checks: &mut Vec<Check>,
 ) {
-    let client = ClientAuth {
-        client_id: &policy.client_id,
-        client_secret: &policy.client_secret,
-        method: policy.token_endpoint_auth_method,
-    };
+    let client = ClientAuth::of(policy);
     let verifier = "diagnose".repeat(6);
     let started = Instant::now();
     let result = idp
@@ -476,7 +480,9 @@ async fn credentials(
         ),
         Err(IdpError::Status { excerpt, status, .. }) if excerpt.contains("invalid_client") || status == 401 => {
             let refused = format!("{token_endpoint} refused client {id}: {status} {excerpt}");
-            if client_unknown {
+            if policy.token_endpoint_auth_method == TokenEndpointAuthMethod::PrivateKeyJwt {
+                check(Outcome::Fail, "credentials", refused, &assertion_fix(policy))
+            } else if client_unknown {
                 check(
                     Outcome::Fail,
                     "credentials",
@@ -487,9 +493,72 @@ async fn credentials(
                 other_auth_method(idp, policy, token_endpoint, redirect_uri, &verifier, refused).await
             }
         }
+        Err(e @ IdpError::ClientAssertion(_)) => check(Outcome::Fail, "credentials", e.to_string(), "a ServiceAccount token is read from --service-account-token-dir/<namespace>/<audience>: run diagnose where it is mounted (kubectl exec into a Portcullis pod), or point the flag at a directory holding one"),
         Err(e) => check(Outcome::Fail, "credentials", format!("{token_endpoint}: {e}"), "check the token endpoint and egress to it"),
         Ok(_) => check(Outcome::Warn, "credentials", "the provider redeemed a code it never issued".into(), "report this to the provider's operators"),
     });
+}
+
+/// Whether the provider says it takes the rule's way of authenticating the client
+/// (`token_endpoint_auth_methods_supported`, whose default is `client_secret_basic`).
+/// `alg` is what the rule's own key signs with, if it has one.
+fn auth_method(
+    meta: &ProviderMetadata,
+    rule_method: TokenEndpointAuthMethod,
+    alg: Option<&str>,
+) -> Check {
+    let method = rule_method.as_str();
+    let name = "auth method";
+    let Some(supported) = &meta.token_endpoint_auth_methods_supported else {
+        return match rule_method {
+            TokenEndpointAuthMethod::ClientSecretBasic => check(Outcome::Pass, name, "the provider lists no token_endpoint_auth_methods_supported; client_secret_basic is the default".into(), ""),
+            _ => check(Outcome::Warn, name, format!("the provider lists no token_endpoint_auth_methods_supported, whose default is client_secret_basic, not {method}"), "the credentials check below says whether the token endpoint takes it"),
+        };
+    };
+    if !supported.iter().any(|m| m == method) {
+        return check(
+            Outcome::Fail,
+            name,
+            format!(
+                "the provider supports {} at its token endpoint, not {method}",
+                supported.join(", ")
+            ),
+            "set spec.oidc.tokenEndpointAuthMethod to one the provider lists, or enable the method at the provider",
+        );
+    }
+    if let (Some(alg), Some(algs)) = (alg, &meta.token_endpoint_auth_signing_alg_values_supported)
+        && !algs.iter().any(|a| a == alg)
+    {
+        return check(
+            Outcome::Fail,
+            name,
+            format!(
+                "the provider verifies client assertions signed with {}, not {alg}",
+                algs.join(", ")
+            ),
+            "use a key of an algorithm it lists in spec.oidc.clientKeyRef (RSA signs RS256, P-256 ES256)",
+        );
+    }
+    check(
+        Outcome::Pass,
+        name,
+        format!("the provider supports {method}"),
+        "",
+    )
+}
+
+/// What to do when the provider refuses a `private_key_jwt` client's assertion.
+fn assertion_fix(policy: &AuthPolicy) -> String {
+    let id = &policy.client_id;
+    match &policy.credential {
+        ClientCredential::ServiceAccountToken(t) => format!(
+            "the provider must trust the cluster's ServiceAccount issuer for client `{id}` (a federated credential whose subject is Portcullis's ServiceAccount, audience {}), and the rule's namespace must have that token mounted (chart value serviceAccountTokens)",
+            t.audience
+        ),
+        _ => format!(
+            "register the public key of spec.oidc.clientKeyRef for client `{id}` (`portcullis client-jwks -f <key file>` prints it), with private_key_jwt as its token endpoint auth method"
+        ),
+    }
 }
 
 /// A client refused at the token endpoint: the other way of sending the secret is
@@ -502,19 +571,15 @@ async fn other_auth_method(
     verifier: &str,
     refused: String,
 ) -> Check {
-    let name = |m: TokenEndpointAuthMethod| match m {
-        TokenEndpointAuthMethod::ClientSecretBasic => "client_secret_basic",
-        TokenEndpointAuthMethod::ClientSecretPost => "client_secret_post",
-    };
+    let name = TokenEndpointAuthMethod::as_str;
     let method = policy.token_endpoint_auth_method;
     let other = match method {
-        TokenEndpointAuthMethod::ClientSecretBasic => TokenEndpointAuthMethod::ClientSecretPost,
         TokenEndpointAuthMethod::ClientSecretPost => TokenEndpointAuthMethod::ClientSecretBasic,
+        _ => TokenEndpointAuthMethod::ClientSecretPost,
     };
     let retry = ClientAuth {
-        client_id: &policy.client_id,
-        client_secret: &policy.client_secret,
         method: other,
+        ..ClientAuth::of(policy)
     };
     let with_other = idp
         .redeem_code(token_endpoint, &retry, BOGUS_CODE, redirect_uri, verifier)
@@ -563,6 +628,68 @@ mod tests {
     use crate::compile::{CompileOptions, compile};
     use crate::source::manifests::{add_document, parse_documents};
     use crate::store::Objects;
+
+    #[test]
+    fn the_auth_method_must_be_one_the_provider_lists() {
+        let meta = |methods: Option<&[&str]>, algs: Option<&[&str]>| ProviderMetadata {
+            issuer: "https://idp.test".into(),
+            authorization_endpoint: "https://idp.test/auth".into(),
+            token_endpoint: "https://idp.test/token".into(),
+            userinfo_endpoint: None,
+            jwks_uri: "https://idp.test/jwks".into(),
+            end_session_endpoint: None,
+            id_token_signing_alg_values_supported: None,
+            authorization_response_iss_parameter_supported: false,
+            token_endpoint_auth_methods_supported: methods
+                .map(|m| m.iter().map(|s| s.to_string()).collect()),
+            token_endpoint_auth_signing_alg_values_supported: algs
+                .map(|a| a.iter().map(|s| s.to_string()).collect()),
+        };
+        use TokenEndpointAuthMethod::*;
+        let jwt = Some(&["client_secret_basic", "private_key_jwt"][..]);
+        let cases = [
+            (meta(jwt, None), PrivateKeyJwt, Some("ES256"), Outcome::Pass),
+            (
+                meta(jwt, Some(&["RS256"])),
+                PrivateKeyJwt,
+                Some("ES256"),
+                Outcome::Fail,
+            ),
+            (
+                meta(jwt, Some(&["RS256"])),
+                PrivateKeyJwt,
+                None,
+                Outcome::Pass,
+            ),
+            (
+                meta(Some(&["client_secret_basic"]), None),
+                PrivateKeyJwt,
+                None,
+                Outcome::Fail,
+            ),
+            (
+                meta(Some(&["client_secret_basic"]), None),
+                ClientSecretPost,
+                None,
+                Outcome::Fail,
+            ),
+            (meta(None, None), ClientSecretBasic, None, Outcome::Pass),
+            (meta(None, None), PrivateKeyJwt, None, Outcome::Warn),
+        ];
+        for (meta, method, alg, outcome) in cases {
+            let c = auth_method(&meta, method, alg);
+            assert_eq!(c.outcome, outcome, "{method:?} {alg:?}: {}", c.detail);
+        }
+        let refused = auth_method(
+            &meta(Some(&["client_secret_post"]), None),
+            ClientSecretBasic,
+            None,
+        );
+        assert!(refused.detail.contains(
+            "supports client_secret_post at its token endpoint, not client_secret_basic"
+        ));
+        assert!(refused.fix.contains("spec.oidc.tokenEndpointAuthMethod"));
+    }
 
     fn ingress(name: &str, host: &str, tls: bool, annotations: &str) -> String {
         let tls = if tls {

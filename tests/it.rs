@@ -13,6 +13,7 @@ mod backend_protocol;
 mod bearer;
 mod check;
 mod claim_headers;
+mod client_auth;
 mod cluster;
 mod conformance;
 mod demo;

@@ -290,6 +290,41 @@ fn the_charts_network_policy_keeps_the_admin_port_to_listed_peers() {
 }
 
 /// Every leaf of `values`: its dotted key and value (a non-empty map is descended into).
+#[test]
+fn the_charts_service_account_tokens_land_where_authrules_of_their_namespaces_read_them() {
+    let pod = |set: &[&str]| {
+        of_kind(&helm_template(set), "Deployment").unwrap()["spec"]["template"]["spec"].clone()
+    };
+    assert!(pod(&[]).get("volumes").is_none());
+    let audience = "api://AzureADTokenExchange";
+    let pod = pod(&[
+        &format!("serviceAccountTokens[0].audience={audience}"),
+        "serviceAccountTokens[0].namespaces={apps,team-b}",
+        "extraVolumes[0].name=ca",
+        "extraVolumes[0].configMap.name=corp-ca",
+        "extraVolumeMounts[0].name=ca",
+        "extraVolumeMounts[0].mountPath=/etc/corp-ca",
+    ]);
+    let volumes = pod["volumes"].as_array().unwrap();
+    assert_eq!(volumes[1]["name"], "ca");
+    let sources = volumes[0]["projected"]["sources"].as_array().unwrap();
+    for (source, namespace) in sources.iter().zip(["apps", "team-b"]) {
+        let token = &source["serviceAccountToken"];
+        assert_eq!(token["audience"], audience);
+        let read_by =
+            portcullis::auth::client_assertion::ServiceAccountToken::new(namespace, audience);
+        assert_eq!(token["path"], read_by.file.to_str().unwrap());
+    }
+    let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+    assert_eq!(
+        mounts[0]["mountPath"],
+        portcullis::auth::client_assertion::DEFAULT_TOKEN_DIR
+    );
+    assert_eq!(mounts[1]["mountPath"], "/etc/corp-ca");
+    let refused = helm_template_result(&["serviceAccountTokens[0].audience=x"]);
+    assert!(refused.unwrap_err().contains("namespaces"));
+}
+
 fn leaves(prefix: &str, values: &Value, out: &mut BTreeMap<String, Value>) {
     for (key, value) in values.as_object().unwrap() {
         let path = format!("{prefix}{key}");

@@ -8,6 +8,7 @@ use crate::common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::idp::{Callback, Idp, log_in};
+use portcullis::auth::client_assertion::ClientCredential;
 use portcullis::auth::flow;
 use portcullis::auth::id_token::{Expected, allowed_algs, validate};
 use portcullis::auth::idp::{ClientAuth, IdpClient, ProviderMetadata};
@@ -45,12 +46,17 @@ fn authorization_url(meta: &ProviderMetadata, f: &flow::FlowState) -> String {
     )
 }
 
-fn auth(secret: &str) -> ClientAuth<'_> {
+fn auth(secret: &ClientCredential) -> ClientAuth<'_> {
     ClientAuth {
         client_id: CLIENT_ID,
-        client_secret: secret,
+        credential: secret,
         method: TokenEndpointAuthMethod::ClientSecretBasic,
+        resource: &[],
     }
+}
+
+fn secret(s: &str) -> ClientCredential {
+    ClientCredential::Secret(s.into())
 }
 
 /// A provider, a discovered client, and a login by `user` that came back to the
@@ -118,7 +124,7 @@ async fn a_full_code_flow_against_oidc_provider() {
         let tokens = client
             .redeem_code(
                 &meta.token_endpoint,
-                &auth("test-secret"),
+                &auth(&secret("test-secret")),
                 &code,
                 REDIRECT_URI,
                 &f.pkce_verifier,
@@ -165,7 +171,7 @@ async fn a_full_code_flow_against_oidc_provider() {
         let refreshed = client
             .refresh(
                 &meta.token_endpoint,
-                &auth("test-secret"),
+                &auth(&secret("test-secret")),
                 tokens.refresh_token.as_deref().unwrap(),
             )
             .await
@@ -175,7 +181,7 @@ async fn a_full_code_flow_against_oidc_provider() {
         let replay = client
             .redeem_code(
                 &meta.token_endpoint,
-                &auth("test-secret"),
+                &auth(&secret("test-secret")),
                 &code,
                 REDIRECT_URI,
                 &f.pkce_verifier,
@@ -201,7 +207,7 @@ async fn the_provider_refuses_a_wrong_verifier_and_a_wrong_secret() {
     let wrong_secret = client
         .redeem_code(
             &meta.token_endpoint,
-            &auth("not-the-secret"),
+            &auth(&secret("not-the-secret")),
             &code,
             REDIRECT_URI,
             &f.pkce_verifier,
@@ -221,7 +227,7 @@ async fn the_provider_refuses_a_wrong_verifier_and_a_wrong_secret() {
     let wrong_verifier = client
         .redeem_code(
             &meta.token_endpoint,
-            &auth("test-secret"),
+            &auth(&secret("test-secret")),
             &code,
             REDIRECT_URI,
             "a-different-verifier-a-different-verifier-x",

@@ -26,11 +26,7 @@ pub async fn client_credentials(
     policy: &AuthPolicy,
     token_endpoint: &str,
 ) -> Credentials {
-    let client = ClientAuth {
-        client_id: &policy.client_id,
-        client_secret: &policy.client_secret,
-        method: policy.token_endpoint_auth_method,
-    };
+    let client = ClientAuth::of(policy);
     let verifier = "status".repeat(8);
     let redirect_uri = format!("https://portcullis.invalid{CALLBACK_PATH}");
     match idp

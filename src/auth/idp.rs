@@ -17,7 +17,9 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::client_assertion::{AssertionError, ClientCredential, JWT_BEARER};
 use super::id_token::Jwks;
+use crate::compile::AuthPolicy;
 use crate::form::form_encode;
 use crate::model::TokenEndpointAuthMethod;
 use resolver::ProviderResolver;
@@ -58,6 +60,8 @@ pub enum IdpError {
     Invalid { hop: Hop, detail: String },
     #[error("the token endpoint refused the code: {error} {description}")]
     InvalidGrant { error: String, description: String },
+    #[error("no client assertion for the token endpoint: {0}")]
+    ClientAssertion(#[from] AssertionError),
 }
 
 impl IdpError {
@@ -68,9 +72,9 @@ impl IdpError {
             Self::InvalidGrant { .. } => "AuthInvalidGrantError",
             Self::Timeout { hop: Token, .. } => "AuthTokenEpRequestTimeout",
             Self::Timeout { hop: Userinfo, .. } => "AuthUserinfoEpRequestTimeout",
-            Self::Unreachable { hop: Token, .. } | Self::Status { hop: Token, .. } => {
-                "AuthTokenEpRequestFailed"
-            }
+            Self::Unreachable { hop: Token, .. }
+            | Self::Status { hop: Token, .. }
+            | Self::ClientAssertion(_) => "AuthTokenEpRequestFailed",
             Self::Unreachable { hop: Userinfo, .. } | Self::Status { hop: Userinfo, .. } => {
                 "AuthUserinfoEpRequestFailed"
             }
@@ -116,6 +120,12 @@ pub struct ProviderMetadata {
     pub end_session_endpoint: Option<String>,
     #[serde(default)]
     pub id_token_signing_alg_values_supported: Option<Vec<String>>,
+    /// How clients may authenticate at the token endpoint (default `client_secret_basic`).
+    #[serde(default)]
+    pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    /// The algorithms client assertions may be signed with.
+    #[serde(default)]
+    pub token_endpoint_auth_signing_alg_values_supported: Option<Vec<String>>,
     /// RFC 9207: the provider sends `iss` with every authorization response.
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,
@@ -154,8 +164,22 @@ fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>
 /// The client's registration, for the token endpoint.
 pub struct ClientAuth<'a> {
     pub client_id: &'a str,
-    pub client_secret: &'a str,
+    pub credential: &'a ClientCredential,
     pub method: TokenEndpointAuthMethod,
+    /// Resource indicators (RFC 8707) sent with every token request.
+    pub resource: &'a [String],
+}
+
+impl<'a> ClientAuth<'a> {
+    /// The client an AuthRule registers.
+    pub fn of(policy: &'a AuthPolicy) -> Self {
+        Self {
+            client_id: &policy.client_id,
+            credential: &policy.credential,
+            method: policy.token_endpoint_auth_method,
+            resource: &policy.resource,
+        }
+    }
 }
 
 /// A provider's page as a browser gets it, for `diagnose`: the status, where it
@@ -183,6 +207,8 @@ pub struct Answer {
 pub struct IdpClient {
     http: Client<HttpsConnector<HttpConnector<ProviderResolver>>, Full<Bytes>>,
     timeout: Duration,
+    /// Where ServiceAccount tokens for federated credentials are mounted.
+    token_dir: std::path::PathBuf,
 }
 
 impl IdpClient {
@@ -232,7 +258,17 @@ impl IdpClient {
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        Ok(Self { http, timeout })
+        Ok(Self {
+            http,
+            timeout,
+            token_dir: super::client_assertion::DEFAULT_TOKEN_DIR.into(),
+        })
+    }
+
+    /// Reads federated ServiceAccount tokens from `dir` (`<dir>/<namespace>/<audience>`).
+    pub fn with_token_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.token_dir = dir;
+        self
     }
 
     async fn call(
@@ -438,13 +474,13 @@ impl IdpClient {
         redirect_uri: &str,
         pkce_verifier: &str,
     ) -> Result<TokenResponse, IdpError> {
-        let mut form = vec![
+        let form = vec![
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", redirect_uri),
             ("code_verifier", pkce_verifier),
         ];
-        self.token_request(token_endpoint, client, &mut form).await
+        self.token_request(token_endpoint, client, &form).await
     }
 
     pub async fn refresh(
@@ -453,22 +489,48 @@ impl IdpClient {
         client: &ClientAuth<'_>,
         refresh_token: &str,
     ) -> Result<TokenResponse, IdpError> {
-        let mut form = vec![
+        let form = vec![
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token),
         ];
-        self.token_request(token_endpoint, client, &mut form).await
+        self.token_request(token_endpoint, client, &form).await
     }
 
     async fn token_request<'a>(
         &self,
         url: &str,
         client: &ClientAuth<'a>,
-        form: &mut Vec<(&'a str, &'a str)>,
+        form: &[(&'a str, &'a str)],
     ) -> Result<TokenResponse, IdpError> {
-        let req = token_http_request(url, client, form)?;
+        let assertion = self.client_assertion(url, client).await?;
+        let mut fields = form.to_vec();
+        fields.extend(client.resource.iter().map(|r| ("resource", r.as_str())));
+        let req = token_http_request(url, client, assertion.as_deref(), &mut fields)?;
         let (status, body) = self.call(Hop::Token, req).await?;
         token_answer(status, &body)
+    }
+
+    /// The JWT that authenticates a `private_key_jwt` client: signed afresh for this
+    /// request (its audience the token endpoint), or the mounted ServiceAccount token.
+    async fn client_assertion(
+        &self,
+        token_endpoint: &str,
+        client: &ClientAuth<'_>,
+    ) -> Result<Option<String>, IdpError> {
+        Ok(match client.credential {
+            ClientCredential::Secret(_) => None,
+            ClientCredential::Key(key) => {
+                let jti = super::identity::new_uuid().map_err(|e| IdpError::Invalid {
+                    hop: Hop::Token,
+                    detail: e.to_string(),
+                })?;
+                let now = jiff::Timestamp::now().as_second();
+                Some(key.assertion(client.client_id, token_endpoint, now, &jti)?)
+            }
+            ClientCredential::ServiceAccountToken(token) => {
+                Some(token.read(&self.token_dir).await?)
+            }
+        })
     }
 
     /// The user's claims; `sub` must be present (the caller compares it with the ID
@@ -514,6 +576,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 fn token_http_request<'a>(
     url: &str,
     client: &ClientAuth<'a>,
+    assertion: Option<&'a str>,
     form: &mut Vec<(&'a str, &'a str)>,
 ) -> Result<Request<Full<Bytes>>, IdpError> {
     let mut req = Request::builder()
@@ -521,19 +584,25 @@ fn token_http_request<'a>(
         .uri(url)
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
         .header(ACCEPT, "application/json");
-    match client.method {
-        TokenEndpointAuthMethod::ClientSecretBasic => {
-            // RFC 6749 2.3.1: id and secret are form-encoded before Basic encoding.
-            let pair = format!(
-                "{}:{}",
-                form_encode(client.client_id),
-                form_encode(client.client_secret)
-            );
-            req = req.header(AUTHORIZATION, format!("Basic {}", STANDARD.encode(pair)));
-        }
-        TokenEndpointAuthMethod::ClientSecretPost => {
+    let secret = match client.credential {
+        ClientCredential::Secret(secret) => secret.as_str(),
+        _ => "",
+    };
+    match (client.method, assertion) {
+        // RFC 7523 2.2: the assertion authenticates; client_id names the client.
+        (_, Some(assertion)) => {
             form.push(("client_id", client.client_id));
-            form.push(("client_secret", client.client_secret));
+            form.push(("client_assertion_type", JWT_BEARER));
+            form.push(("client_assertion", assertion));
+        }
+        (TokenEndpointAuthMethod::ClientSecretPost, None) => {
+            form.push(("client_id", client.client_id));
+            form.push(("client_secret", secret));
+        }
+        (_, None) => {
+            // RFC 6749 2.3.1: id and secret are form-encoded before Basic encoding.
+            let pair = format!("{}:{}", form_encode(client.client_id), form_encode(secret));
+            req = req.header(AUTHORIZATION, format!("Basic {}", STANDARD.encode(pair)));
         }
     }
     let body = form

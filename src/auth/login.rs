@@ -238,6 +238,9 @@ pub fn authorization_url(
     for (k, v) in &policy.extra_params {
         location.push_str(&format!("&{k}={}", form_encode(v)));
     }
+    for resource in &policy.resource {
+        location.push_str(&format!("&resource={}", form_encode(resource)));
+    }
     location.push_str(&format!(
         "&nonce={}&code_challenge={}&code_challenge_method=S256",
         form_encode(nonce),
@@ -518,11 +521,7 @@ impl Authenticator {
         state: &FlowState,
         notes: &mut Notes,
     ) -> Result<TokenResponse, LoginError> {
-        let client = ClientAuth {
-            client_id: &policy.client_id,
-            client_secret: &policy.client_secret,
-            method: policy.token_endpoint_auth_method,
-        };
+        let client = ClientAuth::of(policy);
         let started = Instant::now();
         let redeemed = self
             .idp()
@@ -923,11 +922,7 @@ impl Authenticator {
         now: i64,
     ) -> Result<Session, LoginError> {
         let provider = self.provider(policy).await?;
-        let client = ClientAuth {
-            client_id: &policy.client_id,
-            client_secret: &policy.client_secret,
-            method: policy.token_endpoint_auth_method,
-        };
+        let client = ClientAuth::of(policy);
         let refresh_token = stale.refresh_token.as_deref().unwrap_or_default();
         let tokens = self
             .idp()

@@ -4,6 +4,7 @@
 
 pub mod bearer;
 pub mod claims;
+pub mod client_assertion;
 pub mod cookies;
 pub mod credentials;
 pub mod flow;

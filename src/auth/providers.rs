@@ -323,6 +323,8 @@ impl Registry {
                 end_session_endpoint: None,
                 id_token_signing_alg_values_supported: None,
                 authorization_response_iss_parameter_supported: false,
+                token_endpoint_auth_methods_supported: None,
+                token_endpoint_auth_signing_alg_values_supported: None,
             },
             algs: id_token::allowed_algs(None),
             jwks: ArcSwap::from_pointee(jwks),
@@ -484,6 +486,8 @@ mod tests {
             end_session_endpoint: None,
             id_token_signing_alg_values_supported: None,
             authorization_response_iss_parameter_supported: false,
+            token_endpoint_auth_methods_supported: None,
+            token_endpoint_auth_signing_alg_values_supported: None,
         }
     }
 

@@ -203,7 +203,7 @@ pub enum Asked {
     Nothing,
     /// A login (`auth-type: oidc` or `cognito`), with bearer tokens beside it when
     /// `jwt-validation` is set too.
-    Login(AnnotatedSpec),
+    Login(Box<AnnotatedSpec>),
     /// `jwt-validation` alone: bearer tokens only.
     Bearer(BearerPolicy),
     /// Something was asked that cannot be set up (reported): the routes close.
@@ -251,11 +251,11 @@ pub fn asked(ingress: &Ingress, index: &Index, diags: &mut Vec<Diagnostic>) -> A
         (Login::Spec(mut spec, cognito), bearer) => {
             let any_audience = bearer.as_ref().is_some_and(|(_, any)| *any);
             spec.bearer = bearer.map(|(b, _)| b);
-            Asked::Login(AnnotatedSpec {
-                spec,
+            Asked::Login(Box::new(AnnotatedSpec {
+                spec: *spec,
                 cognito,
                 any_audience,
-            })
+            }))
         }
     }
 }
@@ -339,7 +339,7 @@ fn jwt_validation(
 enum Login {
     None,
     /// The spec, and whether it comes from Cognito.
-    Spec(AuthRuleSpec, bool),
+    Spec(Box<AuthRuleSpec>, bool),
     Broken,
 }
 
@@ -352,7 +352,7 @@ fn login_spec(
     let object = super::ingress_ref(ingress);
     match login_from(&object, annotations, index) {
         Ok(None) => Login::None,
-        Ok(Some((spec, cognito))) => Login::Spec(spec, cognito),
+        Ok(Some((spec, cognito))) => Login::Spec(Box::new(spec), cognito),
         Err(problem) => {
             diags.push(problem);
             Login::Broken
@@ -529,13 +529,16 @@ fn oidc_login(
         token_endpoint: idp.token_endpoint,
         user_info_endpoint: idp.user_info_endpoint,
         client_id,
-        client_secret_ref: SecretKeyRef {
+        client_secret_ref: Some(SecretKeyRef {
             name: idp.secret_name,
             key: "clientSecret".into(),
-        },
+        }),
         scope: None,
         authentication_request_extra_params: BTreeMap::new(),
         token_endpoint_auth_method: Default::default(),
+        client_key_ref: None,
+        service_account_token_audience: None,
+        resource: Vec::new(),
     };
     Ok((oidc, idp.authentication_request_extra_params))
 }
@@ -656,13 +659,16 @@ fn cognito_oidc(idp: &IdpCognito, secret_name: String) -> Result<OidcSpec, Strin
         token_endpoint: endpoint("token"),
         user_info_endpoint: endpoint("userInfo"),
         client_id: client_id.to_owned(),
-        client_secret_ref: SecretKeyRef {
+        client_secret_ref: Some(SecretKeyRef {
             name: secret_name,
             key: "clientSecret".into(),
-        },
+        }),
         scope: None,
         authentication_request_extra_params: BTreeMap::new(),
         token_endpoint_auth_method: Default::default(),
+        client_key_ref: None,
+        service_account_token_audience: None,
+        resource: Vec::new(),
     })
 }
 

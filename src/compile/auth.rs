@@ -8,6 +8,7 @@ use super::backends::Index;
 use super::path_pattern::PathPattern;
 use super::snapshot::{AuthPolicy, AuthRuleSummary, Guard, GuardPolicy};
 use super::{age_key, meta_ref};
+use crate::auth::client_assertion::ClientCredential;
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::model::{
     AuthRule, AuthRuleSpec, CALLBACK_PATH, DEFAULT_COOKIE_NAME, DEFAULT_LOGOUT_PATH, DEFAULT_SCOPE,
@@ -514,11 +515,12 @@ fn resolve_policy(
     }
     // A bearer-only rule names its token issuer where a login names the provider, so
     // status and `diagnose` check the keys tokens are verified with.
-    let (oidc, client_secret, scope) = match login {
-        Some((oidc, (secret, scope))) => (oidc.clone(), secret, scope),
+    let (oidc, credential, resource, scope) = match login {
+        Some((oidc, (credential, resource, scope))) => (oidc.clone(), credential, resource, scope),
         None => (
             bearer_only_provider(bearer.as_deref()),
-            String::new(),
+            ClientCredential::Secret(String::new()),
+            Vec::new(),
             DEFAULT_SCOPE.into(),
         ),
     };
@@ -539,7 +541,8 @@ fn resolve_policy(
         token_endpoint: oidc.token_endpoint,
         user_info_endpoint: oidc.user_info_endpoint,
         client_id: oidc.client_id,
-        client_secret,
+        credential,
+        resource,
         scope,
         extra_params: oidc
             .authentication_request_extra_params
@@ -581,15 +584,13 @@ fn checked_login(
     oidc: &OidcSpec,
     index: &Index,
     errors: &mut Vec<Diagnostic>,
-) -> (String, String) {
+) -> (ClientCredential, Vec<String>, String) {
     check_provider(obj, oidc, errors);
     let scope = checked_scope(obj, oidc, errors);
     check_extra_params(obj, oidc, errors);
-    let secret = client_secret(obj, oidc, index).unwrap_or_else(|d| {
-        errors.push(d);
-        String::new()
-    });
-    (secret, scope)
+    let credential = super::client_credential::compile(obj, oidc, index, errors);
+    let resource = super::client_credential::resources(obj, oidc, errors);
+    (credential, resource, scope)
 }
 
 /// The provider fields of a rule without `spec.oidc`: its token issuer, no client.
@@ -600,13 +601,13 @@ fn bearer_only_provider(bearer: Option<&super::bearer::BearerPolicy>) -> OidcSpe
         token_endpoint: None,
         user_info_endpoint: None,
         client_id: String::new(),
-        client_secret_ref: crate::model::SecretKeyRef {
-            name: String::new(),
-            key: String::new(),
-        },
+        client_secret_ref: None,
         scope: None,
         authentication_request_extra_params: Default::default(),
         token_endpoint_auth_method: Default::default(),
+        client_key_ref: None,
+        service_account_token_audience: None,
+        resource: Vec::new(),
     }
 }
 
@@ -786,46 +787,4 @@ fn checked_logout(obj: &ObjectRef, spec: &AuthRuleSpec, errors: &mut Vec<Diagnos
         }
     }
     logout_path
-}
-
-// Built once per AuthRule per compile, never on the request path.
-#[allow(clippy::result_large_err)]
-fn client_secret(obj: &ObjectRef, oidc: &OidcSpec, index: &Index) -> Result<String, Diagnostic> {
-    let r = &oidc.client_secret_ref;
-    let secret_name = format!("{}/{}", obj.namespace, r.name);
-    let field = "spec.oidc.clientSecretRef";
-    let secret = index.secret(&obj.namespace, &r.name).ok_or_else(|| {
-        Diagnostic::error(
-            obj,
-            field,
-            "SecretNotFound",
-            format!("Secret {secret_name} not found"),
-            format!(
-                "kubectl -n {} create secret generic {} --from-literal={}=<client secret>",
-                obj.namespace, r.name, r.key
-            ),
-        )
-        .of_reference()
-    })?;
-    let value = secret.data.as_ref().and_then(|d| d.get(&r.key)).ok_or_else(|| {
-        Diagnostic::error(obj, &format!("{field}.key"), "SecretKeyNotFound", format!("Secret {secret_name} has no key {}", r.key), format!("add key {} to Secret {secret_name}, or point clientSecretRef.key at the key that holds the client secret", r.key))
-        .of_reference()
-    })?;
-    let text = String::from_utf8(value.0.clone())
-        .ok()
-        .map(|s| s.trim_end_matches(['\r', '\n']).to_owned());
-    match text {
-        Some(s) if !s.is_empty() => Ok(s),
-        _ => Err(Diagnostic::error(
-            obj,
-            &format!("{field}.key"),
-            "InvalidSecret",
-            format!(
-                "key {} of Secret {secret_name} is empty or not UTF-8",
-                r.key
-            ),
-            "store the client secret as plain text".into(),
-        )
-        .of_reference()),
-    }
 }

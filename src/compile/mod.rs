@@ -14,6 +14,7 @@ mod backends;
 pub mod bearer;
 mod cel_facts;
 pub mod claim_headers;
+mod client_credential;
 mod cookie_domain;
 mod gateway;
 pub mod gateway_addresses;

@@ -646,7 +646,10 @@ pub struct AuthPolicy {
     pub token_endpoint: Option<String>,
     pub user_info_endpoint: Option<String>,
     pub client_id: String,
-    pub client_secret: String,
+    /// The client secret, key or ServiceAccount token the token endpoint is given.
+    pub credential: crate::auth::client_assertion::ClientCredential,
+    /// Resource indicators (RFC 8707) sent with the authorization and token requests.
+    pub resource: Vec<String>,
     pub scope: String,
     pub extra_params: Vec<(String, String)>,
     pub token_endpoint_auth_method: TokenEndpointAuthMethod,
@@ -678,7 +681,7 @@ impl std::fmt::Debug for AuthPolicy {
             .field("rule", &self.rule)
             .field("issuer", &self.issuer)
             .field("client_id", &self.client_id)
-            .field("client_secret", &"<redacted>")
+            .field("credential", &self.credential)
             .finish_non_exhaustive()
     }
 }

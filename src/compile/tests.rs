@@ -388,7 +388,8 @@ fn an_authrule_guards_the_paths_it_names() {
     assert!(c.diagnostics.is_empty(), "{:#?}", c.diagnostics);
     let policy = guard_policy(&c, "/auth/x").unwrap().unwrap();
     assert_eq!(
-        policy.client_secret, "s3cret",
+        policy.credential.fingerprint(),
+        "s3cret",
         "trailing newline of a secret file is dropped"
     );
     assert_eq!(policy.cookie_name, "AWSELBAuthSessionCookie");
@@ -1007,7 +1008,7 @@ fn cognito_annotations_become_the_user_pools_oidc_login() {
         Some(format!("{base}/userInfo").as_str())
     );
     assert_eq!(
-        (p.client_id.as_str(), p.client_secret.as_str()),
+        (p.client_id.as_str(), p.credential.fingerprint().as_str()),
         ("4abc5def", "s")
     );
 

@@ -204,7 +204,7 @@ impl Controller {
                 &aws_lc_rs::digest::SHA256,
                 [
                     policy.client_id.as_str(),
-                    &policy.client_secret,
+                    &policy.credential.fingerprint(),
                     &method,
                     token_endpoint,
                 ]

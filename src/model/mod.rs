@@ -20,6 +20,7 @@ pub const DEFAULT_COOKIE_NAME: &str = "AWSELBAuthSessionCookie";
 pub const DEFAULT_SESSION_TIMEOUT_SECONDS: i64 = 604_800;
 pub const DEFAULT_SCOPE: &str = "openid";
 pub const DEFAULT_SECRET_KEY: &str = "client-secret";
+pub const DEFAULT_CLIENT_KEY: &str = "tls.key";
 /// Where the provider sends the browser back, on every guarded host (as ALB).
 pub const CALLBACK_PATH: &str = "/oauth2/idpresponse";
 pub const DEFAULT_LOGOUT_PATH: &str = "/oauth2/logout";
@@ -371,6 +372,14 @@ fn default_target_kind() -> String {
     {
         "rule": "!has(self.scope) || self.scope.matches('(^| )openid( |$)')",
         "message": "scope must include openid"
+    },
+    {
+        "rule": "has(self.clientSecretRef) != (has(self.tokenEndpointAuthMethod) && self.tokenEndpointAuthMethod == 'private_key_jwt')",
+        "message": "client_secret_basic and client_secret_post need clientSecretRef; private_key_jwt uses clientKeyRef or serviceAccountTokenAudience instead"
+    },
+    {
+        "rule": "!has(self.tokenEndpointAuthMethod) || self.tokenEndpointAuthMethod != 'private_key_jwt' || has(self.clientKeyRef) != has(self.serviceAccountTokenAudience)",
+        "message": "private_key_jwt needs exactly one of clientKeyRef (a private key in a Secret) and serviceAccountTokenAudience (Portcullis's ServiceAccount token)"
     }
 ]))]
 pub struct OidcSpec {
@@ -391,8 +400,10 @@ pub struct OidcSpec {
     /// The client identifier registered at the provider.
     #[schemars(length(min = 1, max = 512))]
     pub client_id: String,
-    /// The Secret key, in this namespace, that holds the client secret.
-    pub client_secret_ref: SecretKeyRef,
+    /// The Secret key, in this namespace, that holds the client secret; required for
+    /// `client_secret_basic` and `client_secret_post`, unused with `private_key_jwt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_ref: Option<SecretKeyRef>,
     /// Space-separated scopes to request; must include `openid`. Default `openid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
@@ -404,9 +415,51 @@ pub struct OidcSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub authentication_request_extra_params: BTreeMap<String, String>,
     /// How the client authenticates at the token endpoint: `client_secret_basic`
-    /// (default, HTTP Basic) or `client_secret_post` (form fields).
+    /// (default, HTTP Basic), `client_secret_post` (form fields) or `private_key_jwt`
+    /// (a signed JWT, RFC 7523, from `clientKeyRef` or `serviceAccountTokenAudience`).
     #[serde(default)]
     pub token_endpoint_auth_method: TokenEndpointAuthMethod,
+    /// For `private_key_jwt`: the Secret key, in this namespace, holding the client's
+    /// private key (PEM; RSA signs RS256, P-256 ES256). Each token request carries a
+    /// JWT signed with it (`iss` and `sub` the client id, `aud` the token endpoint,
+    /// valid 60 s, `kid` the key's RFC 7638 thumbprint); register the public key
+    /// (`portcullis client-jwks`) at the provider. When the Secret also has `tls.crt`,
+    /// the JWT names that certificate (`x5t`, `x5t#S256`), as Entra ID expects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_ref: Option<ClientKeyRef>,
+    /// For `private_key_jwt` with a federated credential (a provider that trusts the
+    /// cluster's ServiceAccount issuer, such as Entra ID): the audience of Portcullis's own ServiceAccount
+    /// token, sent as the client assertion, e.g. `api://AzureADTokenExchange`. The
+    /// token is read at every token request from the projected volume the operator
+    /// mounts for this namespace and audience (chart value `serviceAccountTokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub service_account_token_audience: Option<String>,
+    /// Resource indicators (RFC 8707): absolute URIs without a fragment of the APIs
+    /// the access token is for, sent as `resource` in the authorization request and
+    /// in every token request (code and refresh). Portcullis reads userinfo with that
+    /// access token, as ALB: the provider must accept it there (oidc-provider, for
+    /// one, refuses a token bound to another resource, and takes one resource per
+    /// token request).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub resource: Vec<String>,
+}
+
+/// The key of a Secret in the AuthRule's namespace that holds a private key.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientKeyRef {
+    /// Name of the Secret (a `kubernetes.io/tls` Secret fits).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key inside the Secret's data holding the PEM private key. Default `tls.key`.
+    #[serde(default = "default_client_key")]
+    pub key: String,
+}
+
+fn default_client_key() -> String {
+    DEFAULT_CLIENT_KEY.into()
 }
 
 /// A key of a Secret in the AuthRule's namespace.
@@ -479,6 +532,20 @@ pub enum TokenEndpointAuthMethod {
     /// Client id and secret as form fields.
     #[serde(rename = "client_secret_post")]
     ClientSecretPost,
+    /// A signed JWT as `client_assertion` (RFC 7523), no secret.
+    #[serde(rename = "private_key_jwt")]
+    PrivateKeyJwt,
+}
+
+impl TokenEndpointAuthMethod {
+    /// The name in `token_endpoint_auth_methods_supported`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
+        }
+    }
 }
 
 /// What the controller observed of this AuthRule.
@@ -488,7 +555,7 @@ pub struct AuthRuleStatus {
     /// `Accepted` (the spec is valid), `ResolvedRefs` (the client Secret and the targets
     /// exist), `Ready` (it guards at least one route), and once the provider has been
     /// asked, `IdPReachable` (discovery and keys load) and `CredentialsAccepted` (the
-    /// token endpoint takes the client id and secret). A False condition's message
+    /// token endpoint takes the client's credentials). A False condition's message
     /// names the field and the fix.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -692,7 +759,10 @@ oidc:
             oidc.token_endpoint_auth_method,
             TokenEndpointAuthMethod::ClientSecretBasic
         );
-        assert_eq!(oidc.client_secret_ref.key, DEFAULT_SECRET_KEY);
+        assert_eq!(
+            oidc.client_secret_ref.as_ref().unwrap().key,
+            DEFAULT_SECRET_KEY
+        );
         assert_eq!(spec.target_refs[0].kind, "Ingress");
         assert!(spec.paths.is_empty());
     }

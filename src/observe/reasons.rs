@@ -97,8 +97,8 @@ pub const REASONS: &[Reason] = &[
         "AuthTokenEpRequestFailed",
         "500",
         "The token endpoint could not be reached or refused the request.",
-        "Most often the provider answered 401 invalid_client (Keycloak: unauthorized_client): a wrong client secret or client id, or the secret sent the wrong way (tokenEndpointAuthMethod). Otherwise no network path to the provider (egress policy, DNS, proxy) or a TLS certificate Portcullis does not trust.",
-        "If the log or flow record says 401 invalid_client or unauthorized_client, fix the Secret named by spec.oidc.clientSecretRef (or clientId); `portcullis diagnose` tells a wrong secret from a wrong auth method from an unreachable endpoint. For a private CA use --idp-ca-file.",
+        "Most often the provider answered 401 invalid_client (Keycloak: unauthorized_client): a wrong client secret or client id, the secret sent the wrong way (tokenEndpointAuthMethod), or with private_key_jwt a key the provider does not have or a federated token it does not trust. Otherwise no network path to the provider (egress policy, DNS, proxy), a TLS certificate Portcullis does not trust, or no ServiceAccount token mounted for the rule's namespace and audience.",
+        "If the log or flow record says 401 invalid_client or unauthorized_client, fix the Secret named by spec.oidc.clientSecretRef (or clientId), or register the key of spec.oidc.clientKeyRef (`portcullis client-jwks`); `portcullis diagnose` tells a wrong secret from a wrong auth method from an unreachable endpoint. For a private CA use --idp-ca-file; for serviceAccountTokenAudience, the chart value serviceAccountTokens.",
     ),
     r(
         "AuthTokenEpRequestTimeout",

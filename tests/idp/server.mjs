@@ -2,7 +2,7 @@
 // client, development login forms (any password), and keys made at start.
 // Prints {"issuer": "..."} on stdout once it listens on 127.0.0.1 (port from argv or 0).
 import { Provider, errors } from 'oidc-provider';
-import { generateKeyPair, exportJWK } from 'jose';
+import { generateKeyPair, exportJWK, createLocalJWKSet, jwtVerify } from 'jose';
 import { readFileSync } from 'node:fs';
 
 const port = Number(process.argv[2] ?? 0);
@@ -62,15 +62,31 @@ const extraClaims = {
   'comma-user': { idToken: { groups: ['staff', 'x,admins'] } },
 };
 
+// IDP_CLIENT_JWKS: the client has no secret and authenticates with private_key_jwt,
+// its assertions verified with these public keys.
+const clientJwks = process.env.IDP_CLIENT_JWKS ? JSON.parse(process.env.IDP_CLIENT_JWKS) : null;
+// IDP_FEDERATED ({issuer, subject, audience, jwks}): the client authenticates with a
+// token another issuer signed, as Entra ID's workload identity federation does: a
+// client_assertion from that issuer, with that subject and audience, verified with its
+// keys. oidc-provider itself wants a single-use assertion whose iss and sub are the
+// client id, so the check is made here and the request handed on with the client's
+// own secret, which nobody else knows.
+const federated = process.env.IDP_FEDERATED ? JSON.parse(process.env.IDP_FEDERATED) : null;
+const federatedSecret = federated ? (await import('node:crypto')).randomBytes(32).toString('hex') : null;
+const clientAuth = clientJwks
+  ? { token_endpoint_auth_method: 'private_key_jwt', jwks: clientJwks }
+  : federated
+    ? { token_endpoint_auth_method: 'client_secret_post', client_secret: federatedSecret }
+    : { token_endpoint_auth_method: 'client_secret_basic', client_secret: process.env.IDP_CLIENT_SECRET ?? 'test-secret' };
+
 const provider = new Provider(issuer, {
   clients: [{
     client_id: process.env.IDP_CLIENT_ID ?? 'portcullis-test',
-    client_secret: process.env.IDP_CLIENT_SECRET ?? 'test-secret',
     redirect_uris: redirectUris,
     post_logout_redirect_uris: redirectUris.map((u) => new URL('/', u).href),
     grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
     response_types: ['code'],
-    token_endpoint_auth_method: 'client_secret_basic',
+    ...clientAuth,
     scope: 'openid email profile offline_access api:read api:write',
     // IDP_BACKCHANNEL_URI: where this provider posts back-channel logout tokens.
     ...(process.env.IDP_BACKCHANNEL_URI
@@ -108,6 +124,10 @@ const provider = new Provider(issuer, {
       // Only client_credentials asks for the API; logins keep opaque tokens for userinfo.
       defaultResource: () => undefined,
       getResourceServerInfo: (ctx, resource) => {
+        // IDP_LOGIN_RESOURCE: a resource logins may name, its tokens opaque.
+        if (resource === process.env.IDP_LOGIN_RESOURCE) {
+          return { scope: 'api:read', audience: resource, accessTokenFormat: 'opaque' };
+        }
         if (resource !== apiAudience) throw new errors.InvalidTarget();
         return {
           scope: 'api:read api:write',
@@ -157,10 +177,67 @@ if (fault === 'clock-ahead') {
   const realNow = Date.now;
   Date.now = () => realNow() + 300000;
 }
+// IDP_RECORD_REQUESTS: the authorization and token requests' parameters, as
+// received (GET /test/requests), each with the audience of the access token issued.
+const requests = [];
+for (const event of ['access_token.issued', 'access_token.saved']) {
+  provider.on(event, (token) => {
+    const last = requests.findLast((r) => r.path === '/token');
+    if (last) last.accessTokenAudience = token.aud ?? null;
+  });
+}
+async function formBody(req) {
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  return Object.fromEntries([...new URLSearchParams(Buffer.concat(chunks).toString())].reduce((m, [k, v]) => {
+    m.set(k, m.has(k) ? [].concat(m.get(k), v) : v);
+    return m;
+  }, new Map()));
+}
+// A federated client assertion, checked as the trusting provider would.
+async function federatedClient(params) {
+  if (params.client_assertion_type !== 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer') {
+    throw new Error(`client_assertion_type ${params.client_assertion_type}`);
+  }
+  const { payload } = await jwtVerify(params.client_assertion, createLocalJWKSet(federated.jwks), {
+    issuer: federated.issuer, audience: federated.audience, subject: federated.subject,
+  });
+  federatedSeen.push({ jti: payload.jti ?? null, iat: payload.iat });
+  const rest = { ...params, client_secret: federatedSecret };
+  delete rest.client_assertion;
+  delete rest.client_assertion_type;
+  return rest;
+}
+const federatedSeen = [];
 provider.use(async (ctx, next) => {
   if (ctx.path === '/test/grants') {
     ctx.body = grants;
     return;
+  }
+  if (ctx.path === '/test/requests') {
+    ctx.body = { requests, federated: federatedSeen };
+    return;
+  }
+  if (process.env.IDP_RECORD_REQUESTS && ctx.path === '/auth') {
+    requests.push({ path: '/auth', resource: ctx.query.resource ?? null });
+  }
+  if ((process.env.IDP_RECORD_REQUESTS || federated) && ctx.path === '/token' && ctx.method === 'POST') {
+    let params = await formBody(ctx.req);
+    requests.push({
+      path: '/token', grant_type: params.grant_type, resource: params.resource ?? null,
+      client_assertion_type: params.client_assertion_type ?? null, client_secret: 'client_secret' in params,
+    });
+    if (federated) {
+      try {
+        params = await federatedClient(params);
+      } catch (e) {
+        ctx.status = 401;
+        ctx.body = { error: 'invalid_client', error_description: `federated credential refused: ${e.message}` };
+        return;
+      }
+    }
+    // Read already: oidc-provider takes the parsed body from here.
+    ctx.req.body = params;
   }
   const slowClock = ctx.path === '/token'
     && Buffer.from((ctx.get('authorization').split(' ')[1] ?? ''), 'base64').toString().startsWith(`${slowClockClient}:`);

@@ -11,6 +11,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use super::*;
+use crate::auth::client_assertion::ClientCredential;
 
 type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
 /// Status, body and delay in ms for a request path.
@@ -64,6 +65,105 @@ fn client() -> IdpClient {
     IdpClient::new(Duration::from_millis(500)).unwrap()
 }
 
+fn secret_auth(secret: &ClientCredential, method: TokenEndpointAuthMethod) -> ClientAuth<'_> {
+    ClientAuth {
+        client_id: "app",
+        credential: secret,
+        method,
+        resource: &[],
+    }
+}
+
+/// The form fields of a request body, in order.
+fn fields(body: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(body.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn private_key_jwt_sends_a_fresh_assertion_for_the_token_endpoint_and_no_secret() {
+    let (addr, seen) = provider(|_| (200, TOKEN_OK.into(), 0)).await;
+    let pem = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .unwrap()
+        .serialize_pem();
+    let key = super::super::client_assertion::ClientKey::from_pem(pem.as_bytes(), None).unwrap();
+    let credential = ClientCredential::Key(Arc::new(key));
+    let resource = [
+        "https://api.example.com".to_owned(),
+        "urn:example:b".to_owned(),
+    ];
+    let auth = ClientAuth {
+        resource: &resource,
+        ..secret_auth(&credential, TokenEndpointAuthMethod::PrivateKeyJwt)
+    };
+    let url = format!("http://{addr}/token");
+    let idp = client();
+    idp.redeem_code(&url, &auth, "c0de", "https://app.example.com/cb", "v")
+        .await
+        .unwrap();
+    idp.refresh(&url, &auth, "rt-1").await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let mut assertions = Vec::new();
+    for (grant, (_, authorization, body)) in
+        ["authorization_code", "refresh_token"].iter().zip(&seen)
+    {
+        assert_eq!(authorization, "", "no Basic credentials");
+        let f = fields(body);
+        let get = |k: &str| {
+            f.iter()
+                .filter(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("grant_type"), [*grant]);
+        assert_eq!(get("client_id"), ["app"]);
+        assert_eq!(
+            get("client_assertion_type"),
+            ["urn:ietf:params:oauth:client-assertion-type:jwt-bearer"]
+        );
+        assert_eq!(
+            get("resource"),
+            ["https://api.example.com", "urn:example:b"]
+        );
+        assert!(get("client_secret").is_empty());
+        let jwt = get("client_assertion")[0].to_owned();
+        let payload: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(jwt.split('.').nth(1).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (payload["iss"].as_str(), payload["sub"].as_str()),
+            (Some("app"), Some("app"))
+        );
+        assert_eq!(payload["aud"], url.as_str());
+        assertions.push(payload["jti"].clone());
+    }
+    assert_ne!(assertions[0], assertions[1], "each request has its own jti");
+}
+
+#[tokio::test]
+async fn a_missing_service_account_token_fails_the_token_request_before_sending_it() {
+    let (addr, seen) = provider(|_| (200, TOKEN_OK.into(), 0)).await;
+    let token = super::super::client_assertion::ServiceAccountToken::new("apps", "api://x");
+    let credential = ClientCredential::ServiceAccountToken(token);
+    let auth = secret_auth(&credential, TokenEndpointAuthMethod::PrivateKeyJwt);
+    let err = client()
+        .with_token_dir("/nonexistent-portcullis-tokens".into())
+        .refresh(&format!("http://{addr}/token"), &auth, "rt-1")
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "AuthTokenEpRequestFailed");
+    assert!(
+        err.to_string()
+            .contains("/nonexistent-portcullis-tokens/apps/api%3A%2F%2Fx"),
+        "{err}"
+    );
+    assert!(seen.lock().unwrap().is_empty());
+}
+
 const TOKEN_OK: &str = r#"{"access_token":"at-1","token_type":"Bearer","id_token":"x.y.z","refresh_token":"rt-1","expires_in":300}"#;
 
 #[tokio::test]
@@ -89,11 +189,8 @@ async fn discovery_requires_the_configured_issuer() {
 #[tokio::test]
 async fn the_code_is_redeemed_with_basic_auth_and_pkce() {
     let (addr, seen) = provider(|_| (200, TOKEN_OK.into(), 0)).await;
-    let auth = ClientAuth {
-        client_id: "app",
-        client_secret: "s3cr:t&",
-        method: TokenEndpointAuthMethod::ClientSecretBasic,
-    };
+    let secret = ClientCredential::Secret("s3cr:t&".into());
+    let auth = secret_auth(&secret, TokenEndpointAuthMethod::ClientSecretBasic);
     let token = client()
         .redeem_code(
             &format!("http://{addr}/token"),
@@ -121,11 +218,8 @@ async fn the_code_is_redeemed_with_basic_auth_and_pkce() {
 #[tokio::test]
 async fn client_secret_post_sends_the_credentials_as_form_fields() {
     let (addr, seen) = provider(|_| (200, TOKEN_OK.into(), 0)).await;
-    let auth = ClientAuth {
-        client_id: "app",
-        client_secret: "s",
-        method: TokenEndpointAuthMethod::ClientSecretPost,
-    };
+    let secret = ClientCredential::Secret("s".into());
+    let auth = secret_auth(&secret, TokenEndpointAuthMethod::ClientSecretPost);
     client()
         .refresh(&format!("http://{addr}/token"), &auth, "rt-1")
         .await
@@ -140,11 +234,8 @@ async fn client_secret_post_sends_the_credentials_as_form_fields() {
 
 #[tokio::test]
 async fn each_bad_token_answer_has_its_alb_reason() {
-    let auth = ClientAuth {
-        client_id: "app",
-        client_secret: "s",
-        method: TokenEndpointAuthMethod::ClientSecretBasic,
-    };
+    let secret = ClientCredential::Secret("s".into());
+    let auth = secret_auth(&secret, TokenEndpointAuthMethod::ClientSecretBasic);
     let cases: [(Answer, &str); 5] = [
         (
             |_| {

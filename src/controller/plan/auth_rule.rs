@@ -200,7 +200,7 @@ pub fn auth_rule_status(
     if let Some(credentials) = &observed.credentials {
         conditions.push(condition(
             "CredentialsAccepted",
-            credentials_accepted(credentials),
+            credentials_accepted(credentials, summary.and_then(|s| s.policy.as_deref())),
         ));
     }
     AuthRuleStatus {
@@ -271,18 +271,33 @@ fn idp_reachable(idp: &Result<(), String>) -> Verdict {
     }
 }
 
-fn credentials_accepted(credentials: &Result<(), String>) -> Verdict {
+fn credentials_accepted(
+    credentials: &Result<(), String>,
+    policy: Option<&crate::compile::AuthPolicy>,
+) -> Verdict {
+    use crate::auth::client_assertion::ClientCredential;
+    let fix = match policy.map(|p| &p.credential) {
+        Some(ClientCredential::Key(_)) => {
+            "register the public key of spec.oidc.clientKeyRef (`portcullis client-jwks` prints it) for the client at the provider"
+        }
+        Some(ClientCredential::ServiceAccountToken(_)) => {
+            "have the provider trust Portcullis's ServiceAccount token with spec.oidc.serviceAccountTokenAudience for the client (a federated credential), and mount that token for this namespace (chart value serviceAccountTokens)"
+        }
+        _ => {
+            "put the client secret registered at the provider into the Secret named by spec.oidc.clientSecretRef"
+        }
+    };
     match credentials {
         Ok(()) => (
             "True",
             "ClientAccepted".into(),
-            "the token endpoint accepts the client id and secret".into(),
+            "the token endpoint accepts the client's credentials".into(),
         ),
         Err(e) => (
             "False",
             "InvalidClient".into(),
             format!(
-                "{e} (fix: put the client secret registered at the provider into the Secret named by spec.oidc.clientSecretRef, or correct spec.oidc.clientId or tokenEndpointAuthMethod; logins fail with AuthTokenEpRequestFailed until then)"
+                "{e} (fix: {fix}, or correct spec.oidc.clientId or tokenEndpointAuthMethod; logins fail with AuthTokenEpRequestFailed until then)"
             ),
         ),
     }

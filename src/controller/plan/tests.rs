@@ -389,6 +389,31 @@ fn an_unreadable_rule_is_reported_once_per_error_and_generation() {
 }
 
 #[test]
+fn a_refused_federated_credential_names_its_own_fix_not_a_secret() {
+    let app = APP.replace(
+        "clientSecretRef: {name: idp}",
+        "tokenEndpointAuthMethod: private_key_jwt, serviceAccountTokenAudience: api://AzureADTokenExchange",
+    );
+    let mut w = World::new(&app);
+    let rule = ObjectRef::new("AuthRule", "apps", "sso");
+    w.credentials.insert(
+        rule,
+        Err("https://idp.test/token refused client app: 401 invalid_client".into()),
+    );
+    let writes = w.plan();
+    let s = status_of(&writes);
+    assert_eq!(condition(s, "Accepted"), ("True", "Accepted"));
+    let message = &s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "CredentialsAccepted")
+        .unwrap()
+        .message;
+    assert!(message.contains("serviceAccountTokens"), "{message}");
+    assert!(!message.contains("clientSecretRef"), "{message}");
+}
+
+#[test]
 fn a_wrong_client_secret_is_a_false_condition_with_the_fix_until_it_is_accepted() {
     let mut w = World::new(&format!("{APP}{SECRET}"));
     let rule = ObjectRef::new("AuthRule", "apps", "sso");
