@@ -195,6 +195,7 @@ impl ClassArgs {
             case_insensitive_paths: self.case_insensitive_paths,
             require_auth_rule: self.require_auth_rule,
             accept_alb_differences: self.accept_alb_differences.clone(),
+            redis: false,
         }
     }
 }
@@ -206,6 +207,10 @@ pub struct CheckArgs {
     /// Output: text for people, json for machines (CI annotations).
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     pub output: CheckOutput,
+    /// The Redis the deployment runs with (its --redis-url): AuthRules with
+    /// spec.session.store: redis are errors without one. Only its presence is checked.
+    #[arg(long, env = "PORTCULLIS_REDIS_URL")]
+    pub redis_url: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

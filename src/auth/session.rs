@@ -1,10 +1,18 @@
 //! The session cookie: the login's result, sealed with AES-256-GCM (aws-lc-rs, the
 //! same provider as TLS), bound to the AuthRule and host that issued it, and split into
 //! `NAME-0` .. `NAME-3` shards of at most 4 KiB when large, as ALB does.
+//!
+//! A rule with `spec.session.store: redis` keeps the sealed session in Redis instead:
+//! the cookie carries a random id sealed like a session, and the record's name is an
+//! HMAC of the id under a key derived from the session key, so neither a Redis dump
+//! nor a guessed id makes a cookie that opens anything. The record is sealed to its
+//! name: moved under another session's name, it no longer opens.
 
 use serde::{Deserialize, Serialize};
 
-use super::sealed::{self, KeyRing, Purpose};
+use base64::Engine as _;
+
+use super::sealed::{self, KeyIndex, KeyRing, Purpose};
 
 pub const MAX_SHARDS: usize = 4;
 /// Room for the cookie name and attributes within a browser's 4096-byte limit.
@@ -13,6 +21,10 @@ pub const SHARD_VALUE_BYTES: usize = 4000;
 pub const MAX_CLAIMS_BYTES: usize = 11 * 1024;
 /// The cookie's own lifetime; the real session lifetime is inside the sealed value.
 pub const COOKIE_MAX_AGE_SECS: u64 = 604_800;
+/// A session kept in Redis may be this large, sealed; a larger login is refused.
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Random bytes in a server-side session's id (256 bits).
+const ID_BYTES: usize = 32;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SessionError {
@@ -26,6 +38,8 @@ pub enum SessionError {
     TooLarge(usize),
     #[error("sealing failed")]
     Seal,
+    #[error("the sealed session needs {0} bytes, more than the 1 MiB a session in Redis may take")]
+    RecordTooLarge(usize),
 }
 
 type Claims = serde_json::Map<String, serde_json::Value>;
@@ -63,6 +77,10 @@ pub struct Session {
     /// Unix seconds of the login; a logout at the provider after it ends the session.
     #[serde(default)]
     pub logged_in_at: i64,
+    /// The name of its record in Redis, for a session kept there (never stored: it
+    /// comes from the cookie).
+    #[serde(skip)]
+    pub record: Option<String>,
 }
 
 impl Session {
@@ -126,6 +144,90 @@ pub fn open(ring: &KeyRing, binding: &str, shards: &[String]) -> Result<Session,
     sealed::open::<Session>(ring, Purpose::Session, binding, &value)
         .ok_or(SessionError::Invalid)?
         .with_claims(None)
+}
+
+/// A new server-side session's cookie value and its record's name.
+pub fn new_reference(ring: &KeyRing, binding: &str) -> Result<(String, String), SessionError> {
+    let mut id = [0u8; ID_BYTES];
+    aws_lc_rs::rand::fill(&mut id).map_err(|_| SessionError::Seal)?;
+    let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id);
+    let cookie = sealed::seal(ring, Purpose::SessionId, binding, &id).ok_or(SessionError::Seal)?;
+    let name = record_name(ring, KeyIndex::NEWEST, binding, &id)?;
+    Ok((cookie, name))
+}
+
+/// The record name a server-side session's cookie (one shard) points at; a cookie
+/// that is not one of ours is `Invalid`.
+pub fn open_reference(
+    ring: &KeyRing,
+    binding: &str,
+    shards: &[String],
+) -> Result<String, SessionError> {
+    let [value] = shards else {
+        return Err(SessionError::Invalid);
+    };
+    if value.len() > SHARD_VALUE_BYTES {
+        return Err(SessionError::Invalid);
+    }
+    let (id, key) = sealed::open_keyed::<String>(ring, Purpose::SessionId, binding, value)
+        .ok_or(SessionError::Invalid)?;
+    // The key that sealed the cookie names the record, so rotating keys keeps it.
+    record_name(ring, key, binding, &id)
+}
+
+fn record_name(
+    ring: &KeyRing,
+    key: KeyIndex,
+    binding: &str,
+    id: &str,
+) -> Result<String, SessionError> {
+    ring.tag(key, format!("{binding}|{id}").as_bytes())
+        .ok_or(SessionError::Seal)
+}
+
+/// Seals `session` as the Redis record `name`, up to `MAX_RECORD_BYTES`.
+pub fn seal_record(
+    ring: &KeyRing,
+    binding: &str,
+    name: &str,
+    session: &Session,
+) -> Result<String, SessionError> {
+    let value = sealed::seal(
+        ring,
+        Purpose::Session,
+        &record_binding(binding, name),
+        session,
+    )
+    .ok_or(SessionError::Seal)?;
+    if value.len() > MAX_RECORD_BYTES {
+        return Err(SessionError::RecordTooLarge(value.len()));
+    }
+    Ok(value)
+}
+
+/// Opens the Redis record `name`; one altered, or moved from another name, is `Invalid`.
+pub fn open_record(
+    ring: &KeyRing,
+    binding: &str,
+    name: &str,
+    value: &str,
+) -> Result<Session, SessionError> {
+    if value.len() > MAX_RECORD_BYTES {
+        return Err(SessionError::Invalid);
+    }
+    let mut session: Session = sealed::open(
+        ring,
+        Purpose::Session,
+        &record_binding(binding, name),
+        value,
+    )
+    .ok_or(SessionError::Invalid)?;
+    session.record = Some(name.to_owned());
+    session.with_claims(None)
+}
+
+fn record_binding(binding: &str, name: &str) -> String {
+    format!("{binding}|record:{name}")
 }
 
 /// The shard values of cookie `name` (`NAME-0`, `NAME-1`, ... in order) from the
@@ -198,6 +300,7 @@ mod tests {
             sid: None,
             logged_in_at: 0,
             expires_at: 200,
+            record: None,
         }
         .with_claims(None)
         .unwrap()

@@ -415,6 +415,7 @@ fn login_from(
             oidc,
             session: SessionSpec {
                 cookie_name: get("auth-session-cookie").map(str::to_owned),
+                store: Default::default(),
                 timeout,
             },
             on_unauthenticated_request: on_unauthenticated,

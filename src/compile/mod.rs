@@ -61,6 +61,8 @@ pub struct CompileOptions {
     /// difference the operator accepts for every Ingress, as if each carried them in
     /// `portcullis.dev/accept-alb-differences`.
     pub accept_alb_differences: Vec<String>,
+    /// Redis is configured (`--redis-url`): AuthRules may keep sessions there.
+    pub redis: bool,
 }
 
 impl Default for CompileOptions {
@@ -73,6 +75,7 @@ impl Default for CompileOptions {
             case_insensitive_paths: false,
             require_auth_rule: false,
             accept_alb_differences: Vec::new(),
+            redis: false,
         }
     }
 }
@@ -91,7 +94,7 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
     let ingresses = select_ingresses(objects, options, &mut diags);
     let mut certs = tls::compile_certs(&ingresses, &index, options, &mut diags);
     let ours: HashSet<ObjectRef> = ingresses.iter().map(|i| ingress_ref(i)).collect();
-    let mut rules = auth::compile_rules(objects, &index, &ours, &mut diags);
+    let mut rules = auth::compile_rules(objects, &index, &ours, options.redis, &mut diags);
     auth::separate_cookie_names(&mut rules, &ingress_hosts(&ingresses), &mut diags);
     if options.case_insensitive_paths {
         auth::fold_case(&mut rules);
