@@ -409,6 +409,87 @@ mod tests {
     }
 
     #[test]
+    fn a_session_id_cookie_names_its_record_only_with_the_session_keys() {
+        let r = ring(1);
+        let (cookie, name) = new_reference(&r, "b").unwrap();
+        let (_, other) = new_reference(&r, "b").unwrap();
+        assert_ne!(name, other, "every login gets its own id");
+        assert_eq!(name.len(), 64, "an HMAC-SHA256 in hex");
+        assert_eq!(open_reference(&r, "b", &[cookie.clone()]), Ok(name.clone()));
+        assert!(
+            !cookie.contains(&name),
+            "the cookie does not carry the record's name"
+        );
+        for (ring_, binding) in [(ring(2), "b"), (ring(1), "c")] {
+            assert_eq!(
+                open_reference(&ring_, binding, &[cookie.clone()]),
+                Err(SessionError::Invalid)
+            );
+        }
+        let mut raw = STANDARD.decode(&cookie).unwrap();
+        for i in 0..raw.len() {
+            raw[i] ^= 0x20;
+            let altered = STANDARD.encode(&raw);
+            assert_eq!(
+                open_reference(&r, "b", &[altered]),
+                Err(SessionError::Invalid),
+                "byte {i}"
+            );
+            raw[i] ^= 0x20;
+        }
+        assert_eq!(
+            open_reference(&r, "b", &[cookie.clone(), cookie.clone()]),
+            Err(SessionError::Invalid),
+            "one shard only"
+        );
+        let session_cookie = seal(&r, "b", &session(10)).unwrap();
+        assert_eq!(
+            open_reference(&r, "b", &session_cookie),
+            Err(SessionError::Invalid),
+            "a cookie session is no session id"
+        );
+        let rotated = KeyRing::new(&[vec![9; 32], vec![1; 32]]).unwrap();
+        assert_eq!(
+            open_reference(&rotated, "b", &[cookie]),
+            Ok(name),
+            "the key that sealed the id still names the record after a rotation"
+        );
+    }
+
+    #[test]
+    fn a_record_opens_under_its_own_name_only_and_may_be_large() {
+        let r = ring(1);
+        let big = session(40 * 1024);
+        assert!(matches!(
+            seal(&r, "b", &big),
+            Err(SessionError::ClaimsTooLarge(_))
+        ));
+        let record = seal_record(&r, "b", "name-1", &big).unwrap();
+        let opened = open_record(&r, "b", "name-1", &record).unwrap();
+        assert_eq!(opened.record.as_deref(), Some("name-1"));
+        assert_eq!(
+            Session {
+                record: None,
+                ..opened
+            },
+            big
+        );
+        assert_eq!(
+            open_record(&r, "b", "name-2", &record),
+            Err(SessionError::Invalid),
+            "moved under another session's name"
+        );
+        assert_eq!(
+            open_record(&r, "c", "name-1", &record),
+            Err(SessionError::Invalid)
+        );
+        assert!(matches!(
+            seal_record(&r, "b", "n", &session(MAX_RECORD_BYTES)),
+            Err(SessionError::RecordTooLarge(_))
+        ));
+    }
+
+    #[test]
     fn shards_are_read_in_order_and_stop_at_a_gap() {
         let headers = ["a=1; S-1=two; S-0=one", "S-3=four; S-0=ignored; SX-0=no"];
         assert_eq!(
