@@ -38,6 +38,7 @@ mod quickstart;
 mod readme;
 mod relying_party;
 mod replicas;
+mod session_store;
 mod tenants;
 mod tls;
 mod walkthrough;
