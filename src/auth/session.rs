@@ -277,7 +277,6 @@ pub fn clear_cookie_headers(name: &str, secure: bool) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
 
     fn ring(seed: u8) -> KeyRing {
@@ -415,14 +414,17 @@ mod tests {
         let (_, other) = new_reference(&r, "b").unwrap();
         assert_ne!(name, other, "every login gets its own id");
         assert_eq!(name.len(), 64, "an HMAC-SHA256 in hex");
-        assert_eq!(open_reference(&r, "b", &[cookie.clone()]), Ok(name.clone()));
+        assert_eq!(
+            open_reference(&r, "b", std::slice::from_ref(&cookie)),
+            Ok(name.clone())
+        );
         assert!(
             !cookie.contains(&name),
             "the cookie does not carry the record's name"
         );
         for (ring_, binding) in [(ring(2), "b"), (ring(1), "c")] {
             assert_eq!(
-                open_reference(&ring_, binding, &[cookie.clone()]),
+                open_reference(&ring_, binding, std::slice::from_ref(&cookie)),
                 Err(SessionError::Invalid)
             );
         }
