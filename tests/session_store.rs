@@ -349,3 +349,68 @@ fn record_names(redis: &RedisServer) -> Vec<String> {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn a_refresh_rewrites_the_record_and_keeps_the_cookie() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let rule = in_redis(AUTH_RULE).replace(
+        "scope: openid email profile",
+        "scope: openid email profile offline_access\n    authenticationRequestExtraParams: {prompt: consent}",
+    );
+    let s = setup_rule(
+        &[("IDP_ACCESS_TOKEN_TTL", "2")],
+        &rule,
+        &["--redis-url", &url],
+    )
+    .await;
+    let b = browser(&s.proxy);
+    log_in_at(&b, &s.origin, "dave").await;
+    let cookie = session_cookie(&b, &s.origin).await;
+    let first = raw_get(&s.proxy, &cookie).await.backend().unwrap();
+    let token = first["headers"]["x-amzn-oidc-accesstoken"].clone();
+    let name = record_names(&redis).pop().unwrap();
+    assert_eq!(
+        redis.command(&format!("COPY portcullis:session:{name} before-refresh")),
+        ":1"
+    );
+
+    // The same cookie, until its access token has expired and been renewed.
+    let refreshed = std::cell::RefCell::new(None);
+    eventually("the session is refreshed", || async {
+        let r = raw_get(&s.proxy, &cookie).await;
+        let renewed = r
+            .backend()
+            .is_some_and(|seen| seen["headers"]["x-amzn-oidc-accesstoken"] != token);
+        if renewed {
+            *refreshed.borrow_mut() = Some(r);
+        }
+        renewed
+    })
+    .await;
+    let refreshed = refreshed.into_inner().unwrap();
+    assert!(
+        !refreshed.head.to_ascii_lowercase().contains("set-cookie"),
+        "the cookie names the record still: {}",
+        refreshed.head
+    );
+    let same = redis.command(&format!(
+        r#"EVAL "if redis.call('get', KEYS[1]) == redis.call('get', KEYS[2]) then return 1 end return 0" 2 portcullis:session:{name} before-refresh"#
+    ));
+    assert_eq!(same, ":0", "the record holds the new tokens");
+    assert_eq!(record_names(&redis), vec![name.clone()]);
+    let ttl = redis.command(&format!("TTL portcullis:session:{name}"));
+    let ttl: i64 = ttl.trim_start_matches(':').parse().unwrap();
+    assert!(
+        (3500..=3600).contains(&ttl),
+        "the session's end stays: {ttl}"
+    );
+    let metrics = s.proxy.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"portcullis_auth_refreshes_total{result="success",rule="apps/sso"}"#
+        ),
+        1.0
+    );
+}
