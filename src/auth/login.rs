@@ -190,6 +190,15 @@ pub struct LoggedOut {
     pub sub: Option<String>,
 }
 
+/// What a request's cookies carry for a logout: the session when it can be read, and
+/// for a session kept in Redis its record's name (known even when the record cannot
+/// be read, so it is still deleted by name).
+#[derive(Default)]
+struct Own {
+    session: Option<Session>,
+    record: Option<String>,
+}
+
 /// A request that carries a valid session: the headers the backend gets.
 pub struct Identity {
     pub access_token: String,
@@ -792,8 +801,12 @@ impl Authenticator {
                 self.shared.revoke(&policy.issuer, &key, now).await?;
             }
             let own = self.own_session(policy, host, cookies).await;
-            if let Some(s) = own.filter(|s| sid.is_none() || s.sid.as_ref() == sid) {
-                if let Some(name) = &s.record {
+            let ends = match sid {
+                None => own.session.is_some() || own.record.is_some(),
+                Some(sid) => own.session.is_some_and(|s| s.sid.as_ref() == Some(sid)),
+            };
+            if ends {
+                if let Some(name) = &own.record {
                     self.shared
                         .delete_session(name)
                         .await
@@ -1153,36 +1166,30 @@ impl Authenticator {
     }
 
     /// The session the request's cookies carry for `policy` on `host`, whatever its
-    /// state; `None` when there is none or it cannot be read.
-    async fn own_session(
-        &self,
-        policy: &AuthPolicy,
-        host: &str,
-        cookies: &[&str],
-    ) -> Option<Session> {
-        let shards = session::read_shards(cookies.iter().copied(), &policy.cookie_name)?;
+    /// state, for a logout to end.
+    async fn own_session(&self, policy: &AuthPolicy, host: &str, cookies: &[&str]) -> Own {
+        let Some(shards) = session::read_shards(cookies.iter().copied(), &policy.cookie_name)
+        else {
+            return Own::default();
+        };
         let binding = Self::binding(policy, host);
         if policy.spec.session.store == SessionStore::Cookie {
-            return session::open(&self.ring, &binding, &shards).ok();
+            let session = session::open(&self.ring, &binding, &shards).ok();
+            return Own {
+                session,
+                record: None,
+            };
         }
-        let name = session::open_reference(&self.ring, &binding, &shards).ok()?;
-        match self.shared.get_session(&name).await {
+        let Ok(name) = session::open_reference(&self.ring, &binding, &shards) else {
+            return Own::default();
+        };
+        let session = match self.shared.get_session(&name).await {
             Ok(Some(record)) => session::open_record(&self.ring, &binding, &name, &record).ok(),
-            // Unreadable, it is still ended by name.
-            Ok(None) | Err(_) => Some(Session {
-                sub: String::new(),
-                userinfo: Map::new(),
-                claims: Map::new(),
-                access_token: String::new(),
-                refresh_token: None,
-                id_token: None,
-                flow_id: None,
-                access_expires_at: 0,
-                expires_at: 0,
-                sid: None,
-                logged_in_at: 0,
-                record: Some(name),
-            }),
+            Ok(None) | Err(_) => None,
+        };
+        Own {
+            session,
+            record: Some(name),
         }
     }
 
@@ -1200,8 +1207,8 @@ impl Authenticator {
         requested: Option<&str>,
         secure: bool,
     ) -> LoggedOut {
-        let session = self.own_session(policy, host, cookies).await;
-        if let Some(name) = session.as_ref().and_then(|s| s.record.as_deref())
+        let Own { session, record } = self.own_session(policy, host, cookies).await;
+        if let Some(name) = &record
             && let Err(e) = self.shared.delete_session(name).await
         {
             tracing::warn!(rule = %policy.rule, error = %e, "logout: the session's record could not be deleted from Redis; it lives until it expires, but this browser's cookie is cleared");
@@ -1242,7 +1249,7 @@ impl Authenticator {
         LoggedOut {
             set_cookies: session::clear_cookie_headers(&policy.cookie_name, secure),
             location,
-            sub: session.map(|s| s.sub).filter(|sub| !sub.is_empty()),
+            sub: session.map(|s| s.sub),
         }
     }
 
