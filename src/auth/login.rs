@@ -958,7 +958,7 @@ impl Authenticator {
             let (stored, locked) = self.shared.refresh_outcome(key).await?;
             match stored {
                 Some(RefreshResult::Sealed(text)) => {
-                    return Ok((self.open_shared(policy, binding, stale, &text)?, false));
+                    return Ok((self.open_shared(binding, stale, &text)?, false));
                 }
                 Some(RefreshResult::Failed(reason)) => {
                     return Err(LoginError::RefreshedElsewhere(reason));
@@ -973,9 +973,7 @@ impl Authenticator {
                 }
                 if self.shared.is_shared() {
                     let outcome = match &result {
-                        Ok(s) => self
-                            .seal_shared(policy, binding, s)
-                            .map(RefreshResult::Sealed),
+                        Ok(s) => self.seal_shared(binding, s).map(RefreshResult::Sealed),
                         Err(e) => Ok(RefreshResult::Failed(e.reason().into())),
                     };
                     let stored = match outcome {
@@ -1000,33 +998,23 @@ impl Authenticator {
 
     /// A refreshed session sealed for the replicas waiting on its refresh, as its
     /// rule keeps sessions (cookie shards joined by spaces, or a Redis record).
-    fn seal_shared(
-        &self,
-        policy: &AuthPolicy,
-        binding: &str,
-        s: &Session,
-    ) -> Result<String, SessionError> {
+    fn seal_shared(&self, binding: &str, s: &Session) -> Result<String, SessionError> {
         match &s.record {
             Some(name) => session::seal_record(&self.ring, binding, name, s),
             None => session::seal(&self.ring, binding, s).map(|shards| shards.join(" ")),
         }
-        .inspect_err(
-            |e| tracing::debug!(rule = %policy.rule, error = %e, "refresh result not sealed"),
-        )
     }
 
+    /// What `seal_shared` made of the renewal of `stale`.
     fn open_shared(
         &self,
-        policy: &AuthPolicy,
         binding: &str,
         stale: &Session,
         text: &str,
     ) -> Result<Session, SessionError> {
-        match (&stale.record, policy.spec.session.store) {
-            (Some(name), SessionStore::Redis) => {
-                session::open_record(&self.ring, binding, name, text)
-            }
-            _ => {
+        match &stale.record {
+            Some(name) => session::open_record(&self.ring, binding, name, text),
+            None => {
                 let shards: Vec<String> = text.split(' ').map(str::to_owned).collect();
                 session::open(&self.ring, binding, &shards)
             }
