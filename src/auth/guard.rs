@@ -220,6 +220,14 @@ mod tests {
             after_refresh(RefreshOutcome::SharedStateDown),
             SessionStep::Refuse(Refusal::SharedStateUnavailable)
         ));
+        assert!(matches!(
+            session_step(SessionState::StoreUnavailable),
+            SessionStep::Refuse(Refusal::SessionStoreUnavailable)
+        ));
+        assert!(matches!(
+            after_refresh(RefreshOutcome::SessionStoreDown),
+            SessionStep::Refuse(Refusal::SessionStoreUnavailable)
+        ));
     }
 
     #[test]
