@@ -1,8 +1,9 @@
 //! `spec.session.store: redis` against a real `redis-server` and the certified
-//! provider: a login too large for cookies fits, a logout on one replica ends the
-//! session on the other, a Redis outage refuses sessions with a reason of its own and
-//! they come back with it, and a session id cookie that Portcullis did not seal (or a
-//! record moved under another id) opens nothing.
+//! provider: a login too large for cookies fits, a logout on one replica (logout path,
+//! back-channel, front-channel) ends the session on the other, a refresh rewrites the
+//! record, a Redis outage refuses sessions with a reason of its own and they come back
+//! with it, and a session id cookie that Portcullis did not seal (or a record moved
+//! under another id) opens nothing.
 
 use crate::common;
 use crate::replicas::{get_with, replica_args, session_cookie, shared_keys};
@@ -176,6 +177,24 @@ async fn a_logout_on_replica_a_ends_the_session_on_replica_b() {
         records(&redis) == 0
     })
     .await;
+    assert_eq!(get_with(&b_replica, &cookie).await.status(), 302);
+
+    // A front-channel logout that names no sid ends the browser's own session.
+    let judy = browser(&s.proxy);
+    log_in_at(&judy, &s.origin, "judy").await;
+    let cookie = session_cookie(&judy, &s.origin).await;
+    assert_eq!(get_with(&b_replica, &cookie).await.status(), 200);
+    let front = judy
+        .get(format!("{}/oauth2/frontchannel-logout", s.origin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(front.status(), 200);
+    assert_eq!(
+        records(&redis),
+        0,
+        "the front-channel logout deleted the record"
+    );
     assert_eq!(get_with(&b_replica, &cookie).await.status(), 302);
 }
 
