@@ -732,16 +732,18 @@ impl Authenticator {
             Ok(None) => return Err(SessionState::Expired),
             Err(_) => return Err(SessionState::StoreUnavailable),
         };
+        let open = |name: &str, record: &str| {
+            session::open_record(&self.ring, binding, name, record)
+                .map_err(|_| SessionState::Invalid)
+        };
+        if record.len() > session::MAX_SHARDS * session::SHARD_VALUE_BYTES {
+            return open(&name, &record).map(Arc::new);
+        }
         let parts = [name, record];
         if let Some(s) = self.opened_session(binding, &parts) {
             return Ok(s);
         }
-        let [name, record] = &parts;
-        let s = session::open_record(&self.ring, binding, name, record)
-            .map_err(|_| SessionState::Invalid)?;
-        if record.len() > session::MAX_SHARDS * session::SHARD_VALUE_BYTES {
-            return Ok(Arc::new(s));
-        }
+        let s = open(&parts[0], &parts[1])?;
         Ok(self.remember_session(binding, &parts, s))
     }
 
