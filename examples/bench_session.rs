@@ -56,6 +56,7 @@ fn main() {
             expires_at: now + 86_400,
             sid: None,
             logged_in_at: now,
+            record: None,
         };
         let shards = session::seal(&ring, &binding, &session).expect("sealing the session");
         let cookie: Vec<String> = shards

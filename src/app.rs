@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use portcullis::auth::idp::IdpClient;
 use portcullis::auth::login::Authenticator;
 use portcullis::auth::shared::SharedState;
+use portcullis::compile::CompileOptions;
 use portcullis::controller::Controller;
 use portcullis::controller::lease::LeaseConfig;
 use portcullis::keys::{KeyText, Keys};
@@ -188,7 +189,10 @@ fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let options = args.manifests.class.compile_options();
+    let options = CompileOptions {
+        redis: args.proxy.redis_url.is_some(),
+        ..args.manifests.class.compile_options()
+    };
     let keys = keys(&args.proxy, None)?;
     let Started { dp, bound } = start_data_plane(&args.proxy, keys).await?;
     let mut source = ManifestSource::new(args.manifests.files.clone());
@@ -206,7 +210,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 pub async fn run_in_cluster(args: RunArgs) -> anyhow::Result<()> {
-    let options = args.class.compile_options();
+    let options = CompileOptions {
+        redis: args.proxy.redis_url.is_some(),
+        ..args.class.compile_options()
+    };
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;

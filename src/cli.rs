@@ -227,6 +227,7 @@ impl ClassArgs {
             require_auth_rule: self.require_auth_rule,
             accept_alb_differences: self.accept_alb_differences.clone(),
             gateway_addresses: self.gateway_addresses.map(|n| n.trunc()),
+            redis: false,
         }
     }
 }
@@ -238,6 +239,10 @@ pub struct CheckArgs {
     /// Output: text for people, json for machines (CI annotations).
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     pub output: CheckOutput,
+    /// The Redis the deployment runs with (its --redis-url): AuthRules with
+    /// spec.session.store: redis are errors without one. Only its presence is checked.
+    #[arg(long, env = "PORTCULLIS_REDIS_URL")]
+    pub redis_url: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -434,7 +439,8 @@ pub struct ProxyArgs {
     pub underscores_in_headers: bool,
     /// Keep revocations (back- and front-channel logouts), used logout-token ids and
     /// refresh locks in Redis (`redis://host:6379/0`, `rediss://` for TLS), shared by
-    /// every replica. Without it they live in each replica's memory.
+    /// every replica, and the sessions of AuthRules with `spec.session.store: redis`.
+    /// Without it they live in each replica's memory.
     #[arg(long, env = "PORTCULLIS_REDIS_URL")]
     pub redis_url: Option<String>,
     /// Milliseconds to wait for Redis (connecting and each command).
@@ -442,7 +448,8 @@ pub struct ProxyArgs {
     pub redis_timeout_ms: u64,
     /// What sessions get while Redis cannot be reached: refuse answers 503 (a logout
     /// announced meanwhile could not be seen), allow serves them on the revocations
-    /// known so far.
+    /// known so far. Sessions kept in Redis (`spec.session.store: redis`) get 503
+    /// either way.
     #[arg(long, value_enum, default_value = "refuse")]
     pub redis_unavailable: WhenUnavailable,
     /// Seconds a login that sent the browser to the provider waits for the callback

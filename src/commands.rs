@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use kube::CustomResourceExt as _;
 use portcullis::auth::idp::IdpClient;
-use portcullis::compile::compile;
+use portcullis::compile::{CompileOptions, compile};
 use portcullis::model::AuthRule;
 use portcullis::source::cluster::ClusterSource;
 use portcullis::source::manifests::ManifestSource;
@@ -44,7 +44,11 @@ const CHECK_WARNINGS: u8 = 3;
 
 pub fn check(args: &CheckArgs) -> ExitCode {
     let objects = ManifestSource::new(args.manifests.files.clone()).read_once();
-    let compiled = compile(&objects, &args.manifests.class.compile_options());
+    let options = CompileOptions {
+        redis: args.redis_url.is_some(),
+        ..args.manifests.class.compile_options()
+    };
+    let compiled = compile(&objects, &options);
     let errors = compiled.diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = compiled.diagnostics.len() - errors;
     let routes = compiled.snapshot.routes.all.len();
@@ -100,7 +104,12 @@ pub async fn diagnose(args: DiagnoseArgs) -> anyhow::Result<ExitCode> {
     } else {
         ManifestSource::new(args.files.clone()).read()
     };
-    let compiled = compile(&objects, &args.class.compile_options());
+    // The provider is what is checked here, not where sessions are kept.
+    let options = CompileOptions {
+        redis: true,
+        ..args.class.compile_options()
+    };
+    let compiled = compile(&objects, &options);
     let extra_roots = match &args.idp_ca_file {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
         None => None,

@@ -7,8 +7,15 @@ use std::time::Instant;
 
 /// Runs `check -f - -o json` on `input`; the exit code and the parsed report.
 fn check_json(input: &str) -> (i32, serde_json::Value) {
+    check_json_with(&[], input)
+}
+
+/// `check_json` with more arguments (and no `PORTCULLIS_REDIS_URL` from outside).
+fn check_json_with(args: &[&str], input: &str) -> (i32, serde_json::Value) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["check", "-f", "-", "-o", "json"])
+        .args(args)
+        .env_remove("PORTCULLIS_REDIS_URL")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -261,4 +268,23 @@ fn rules_without_a_login_and_cookie_domains_are_checked_offline() {
             .count();
         assert_eq!(of_rule, 0, "{spec}: {report}");
     }
+}
+
+#[test]
+fn sessions_in_redis_are_an_error_unless_the_deployment_has_redis() {
+    let rule = "---\napiVersion: portcullis.dev/v1alpha1\nkind: AuthRule\nmetadata: {name: sso, namespace: apps}\nspec:\n  targetRefs: [{name: app}]\n  session: {store: redis}\n  oidc: {issuer: \"https://idp.example.com\", clientId: app, clientSecretRef: {name: idp}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: idp, namespace: apps}\nstringData: {client-secret: s}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: app, namespace: apps}\nspec:\n  ingressClassName: portcullis\n  rules:\n  - host: app.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}\n";
+    let (code, report) = check_json(rule);
+    assert_eq!(code, 1, "{report}");
+    let found = problems(&report, "SessionStoreUnavailable");
+    assert_eq!(found.len(), 1, "{report}");
+    assert_eq!(found[0]["field"], "spec.session.store", "{report}");
+    assert!(
+        found[0]["fix"].as_str().unwrap().contains("--redis-url"),
+        "{report}"
+    );
+    let (_, report) = check_json_with(&["--redis-url", "redis://redis:6379/0"], rule);
+    assert!(
+        problems(&report, "SessionStoreUnavailable").is_empty(),
+        "{report}"
+    );
 }

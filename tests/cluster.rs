@@ -823,3 +823,50 @@ async fn a_bearer_only_rule_and_a_cookie_domain_another_namespace_serves_report_
     assert_eq!(closed.status, 500, "{}", closed.head);
     assert!(closed.body.contains("AuthRuleInvalid"), "{}", closed.body);
 }
+
+/// `spec.session.store: redis` on a controller run without `--redis-url`: the AuthRule
+/// is not accepted (the field and the fix in its status) and its route stays closed.
+#[tokio::test]
+async fn sessions_in_redis_without_redis_are_not_accepted() {
+    let cp = ControlPlane::start();
+    let p = install(&cp).await;
+    let admin = cp.admin().await;
+    let backend = Backend::start_on("app", host_address()).await;
+    let rule = AUTH_RULE
+        .replace("ISSUER", "https://login.example.com")
+        .replace("  oidc:", "  session: {store: redis}\n  oidc:");
+    let manifests = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: apps}}\n---\n{}{}{}",
+        ingress_yaml("web", &[("app.example.com", "/", "svc")], ""),
+        service_yaml("svc", &[backend.addr]),
+        rule
+    );
+    apply(&admin, &manifests).await;
+    let rules: Api<DynamicObject> =
+        Api::namespaced_with(admin.clone(), "apps", &ApiResource::erase::<AuthRule>(&()));
+    eventually("Accepted is False", || async {
+        let rule = rules.get("sso").await.unwrap();
+        condition(&rule, "Accepted").is_some_and(|c| c["status"] == "False")
+    })
+    .await;
+    let rule = rules.get("sso").await.unwrap();
+    let accepted = condition(&rule, "Accepted").unwrap();
+    assert_eq!(accepted["reason"], "SessionStoreUnavailable", "{accepted}");
+    let message = accepted["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.session.store")
+            && message.contains("--redis-url")
+            && message.contains("store: cookie"),
+        "{message}"
+    );
+    assert_eq!(condition(&rule, "Ready").unwrap()["status"], "False");
+    let closed = client()
+        .get(format!("http://{}/", p.http))
+        .header("host", "app.example.com")
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), 500, "closed, not open");
+    assert!(closed.text().await.unwrap().contains("AuthRuleInvalid"));
+}

@@ -41,6 +41,7 @@ mod readme;
 mod relying_party;
 mod replicas;
 mod scripts;
+mod session_store;
 mod sso;
 mod tenants;
 mod tls;

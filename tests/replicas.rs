@@ -14,13 +14,13 @@ use common::redis::RedisServer;
 use common::*;
 
 /// Key files both replicas read, so each opens the other's session cookies.
-struct SharedKeys {
+pub(crate) struct SharedKeys {
     _dir: TempDir,
     session: String,
     signing: String,
 }
 
-fn shared_keys() -> SharedKeys {
+pub(crate) fn shared_keys() -> SharedKeys {
     let dir = TempDir::new("replica-keys");
     dir.write(
         "session-keys",
@@ -45,7 +45,7 @@ fn shared_keys() -> SharedKeys {
     }
 }
 
-fn replica_args<'a>(keys: &'a SharedKeys, redis_url: &'a str) -> Vec<&'a str> {
+pub(crate) fn replica_args<'a>(keys: &'a SharedKeys, redis_url: &'a str) -> Vec<&'a str> {
     vec![
         "--session-keys-file",
         &keys.session,
@@ -59,7 +59,7 @@ fn replica_args<'a>(keys: &'a SharedKeys, redis_url: &'a str) -> Vec<&'a str> {
 }
 
 /// `GET /` on a replica with the session's cookie header, as a browser would send it.
-async fn get_with(replica: &Portcullis, cookie: &str) -> reqwest::Response {
+pub(crate) async fn get_with(replica: &Portcullis, cookie: &str) -> reqwest::Response {
     client()
         .get(format!("http://{}/", replica.http))
         .header("host", "app.example.com")
@@ -71,7 +71,7 @@ async fn get_with(replica: &Portcullis, cookie: &str) -> reqwest::Response {
 }
 
 /// The cookie header the backend saw behind replica A once logged in.
-async fn session_cookie(b: &reqwest::Client, origin: &str) -> String {
+pub(crate) async fn session_cookie(b: &reqwest::Client, origin: &str) -> String {
     let seen = seen_by_backend(b, &format!("{origin}/")).await;
     seen["headers"]["cookie"].as_str().unwrap().to_owned()
 }
@@ -241,16 +241,6 @@ async fn a_redis_outage_refuses_sessions_at_once_and_they_return_with_it() {
     .await;
 }
 
-/// Sends one inline command to Redis and returns its first reply line.
-fn redis_command(redis: &RedisServer, command: &str) -> String {
-    use std::io::{BufRead, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
-    s.write_all(format!("{command}\r\n").as_bytes()).unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(s).read_line(&mut line).unwrap();
-    line.trim().to_owned()
-}
-
 /// Front-channel logouts are written to Redis at a bounded rate (20 a second, bursts
 /// of 200): a flood beyond it still ends sessions on the replica that received it,
 /// and what was not shared is counted. Every request is answered 200 either way.
@@ -297,7 +287,8 @@ async fn a_front_channel_flood_reaches_redis_at_a_bounded_rate() {
         .find_map(|l| l.strip_prefix("portcullis_revocations_not_shared_total "))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no counter in\n{metrics}"));
-    let stored: usize = redis_command(&redis, "ZCARD portcullis:revocations:front-channel")
+    let stored: usize = redis
+        .command("ZCARD portcullis:revocations:front-channel")
         .trim_start_matches(':')
         .parse()
         .unwrap();

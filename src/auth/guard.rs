@@ -71,6 +71,7 @@ pub fn session_step(state: SessionState) -> SessionStep {
         SessionState::Stale(session) => SessionStep::Refresh(session),
         SessionState::Expired => SessionStep::Missing(NoSession::Ended),
         SessionState::Unverifiable => SessionStep::Refuse(Refusal::SharedStateUnavailable),
+        SessionState::StoreUnavailable => SessionStep::Refuse(Refusal::SessionStoreUnavailable),
         SessionState::Invalid => SessionStep::Missing(NoSession::Foreign),
         SessionState::None => SessionStep::Missing(NoSession::Never),
     }
@@ -83,6 +84,8 @@ pub enum RefreshOutcome {
     Renewed(Arc<Session>),
     /// Not tried: the shared state that makes one grant per session is down.
     SharedStateDown,
+    /// Renewed, but the Redis that keeps the session does not answer.
+    SessionStoreDown,
     /// The provider refused it, or could not be reached.
     Failed,
     /// Renewed, but the new session cannot be sealed into cookies (too large).
@@ -96,6 +99,7 @@ pub fn after_refresh(outcome: RefreshOutcome) -> SessionStep {
     match outcome {
         RefreshOutcome::Renewed(session) => SessionStep::Pass(session),
         RefreshOutcome::SharedStateDown => SessionStep::Refuse(Refusal::SharedStateUnavailable),
+        RefreshOutcome::SessionStoreDown => SessionStep::Refuse(Refusal::SessionStoreUnavailable),
         RefreshOutcome::Failed => SessionStep::Missing(NoSession::Ended),
         RefreshOutcome::Unsealable(e) => SessionStep::Error(e),
     }
@@ -230,6 +234,14 @@ mod tests {
         assert!(matches!(
             after_refresh(RefreshOutcome::SharedStateDown),
             SessionStep::Refuse(Refusal::SharedStateUnavailable)
+        ));
+        assert!(matches!(
+            session_step(SessionState::StoreUnavailable),
+            SessionStep::Refuse(Refusal::SessionStoreUnavailable)
+        ));
+        assert!(matches!(
+            after_refresh(RefreshOutcome::SessionStoreDown),
+            SessionStep::Refuse(Refusal::SessionStoreUnavailable)
         ));
     }
 

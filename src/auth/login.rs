@@ -23,7 +23,7 @@ use super::session::{self, Session, SessionError};
 use super::shared::{RefreshClaim, RefreshResult, SharedError, SharedState};
 use crate::compile::AuthPolicy;
 use crate::form::{form_encode, form_pairs, repeated_param};
-use crate::model::ClaimsFrom;
+use crate::model::{ClaimsFrom, SessionStore};
 
 pub use crate::model::CALLBACK_PATH;
 /// ALB's `x-amzn-oidc-data` lives about a minute.
@@ -77,6 +77,8 @@ pub enum LoginError {
     FrontChannel(&'static str),
     #[error("front-channel logout request refused: its sid is {len} bytes, more than {max}", max = super::revocations::MAX_SID_BYTES)]
     SidTooLong { len: usize },
+    #[error("the session store (Redis) is unavailable: {0}")]
+    SessionStore(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -98,6 +100,7 @@ impl LoginError {
             Self::FrontChannel(_) => "AuthInvalidLogoutRequest",
             Self::SidTooLong { .. } => "AuthLogoutSidTooLong",
             Self::Shared(_) => "AuthSharedStateUnavailable",
+            Self::SessionStore(_) => "AuthSessionStoreUnavailable",
             Self::RefreshedElsewhere(_) => "AuthInvalidGrantError",
         }
     }
@@ -112,6 +115,7 @@ impl LoginError {
             Self::ProviderError { .. } => "The identity provider did not complete the login.",
             Self::FrontChannel(_) | Self::SidTooLong { .. } => "The logout request is not valid.",
             Self::Shared(_) => "Sessions cannot be checked right now; try again in a moment.",
+            Self::SessionStore(_) => "Sessions cannot be stored right now; try again in a moment.",
             Self::RefreshedElsewhere(_) => "The identity provider did not renew the session.",
             Self::MissingCode | Self::IssuerMismatch { .. } => {
                 "The login response is not valid; start again from the application."
@@ -141,7 +145,7 @@ impl LoginError {
             Self::IdToken(_) | Self::SubjectMismatch { .. } | Self::NoIdToken => 401,
             Self::IssuerMismatch { .. } => 401,
             Self::FrontChannel(_) | Self::SidTooLong { .. } => 400,
-            Self::Shared(_) => 503,
+            Self::Shared(_) | Self::SessionStore(_) => 503,
             Self::RefreshedElsewhere(_) => 401,
             _ => 500,
         }
@@ -184,6 +188,15 @@ pub struct LoggedOut {
     pub location: String,
     /// Whose session ended, when there was one.
     pub sub: Option<String>,
+}
+
+/// What a request's cookies carry for a logout: the session when it can be read, and
+/// for a session kept in Redis its record's name (known even when the record cannot
+/// be read, so it is still deleted by name).
+#[derive(Default)]
+struct Own {
+    session: Option<Session>,
+    record: Option<String>,
 }
 
 /// A request that carries a valid session: the headers the backend gets.
@@ -307,6 +320,8 @@ pub struct LoggedIn {
     pub set_cookies: Vec<String>,
     pub location: String,
     pub sub: String,
+    /// The sealed session's size in bytes (in the cookies, or in Redis).
+    pub session_bytes: usize,
 }
 
 impl Authenticator {
@@ -460,13 +475,18 @@ impl Authenticator {
             .await?;
         note_claims(notes, policy, &id.claims, &userinfo);
         let session = new_session(policy, &state, &id, tokens, userinfo, at.now);
-        let shards = session.and_then(|s| session::seal(&self.ring, &binding, &s));
-        let shards = notes.outcome("session", shards, |s| {
-            format!(
-                "{} bytes in {} cookie(s)",
-                s.iter().map(String::len).sum::<usize>(),
-                s.len()
-            )
+        let stored = match session {
+            Ok(s) => self.store_new_session(policy, &binding, &s, at.now).await,
+            Err(e) => Err(e.into()),
+        };
+        let (shards, session_bytes) = notes.outcome("session", stored, |(shards, bytes)| {
+            match policy.spec.session.store {
+                SessionStore::Cookie => format!("{bytes} bytes in {} cookie(s)", shards.len()),
+                SessionStore::Redis => format!(
+                    "{bytes} bytes in Redis; the cookie carries a {}-byte id",
+                    shards.concat().len()
+                ),
+            }
         })?;
         let mut set_cookies = session::set_cookie_headers(
             &policy.cookie_name,
@@ -480,7 +500,33 @@ impl Authenticator {
             set_cookies,
             location: state.return_to,
             sub: id.sub,
+            session_bytes,
         })
+    }
+
+    /// Keeps a new session where its rule says: sealed into cookie shards, or sealed
+    /// into a Redis record that the one cookie names. The cookie values and the
+    /// sealed session's size.
+    async fn store_new_session(
+        &self,
+        policy: &AuthPolicy,
+        binding: &str,
+        s: &Session,
+        now: i64,
+    ) -> Result<(Vec<String>, usize), LoginError> {
+        if policy.spec.session.store == SessionStore::Cookie {
+            let shards = session::seal(&self.ring, binding, s)?;
+            let bytes = shards.iter().map(String::len).sum();
+            return Ok((shards, bytes));
+        }
+        let (cookie, name) = session::new_reference(&self.ring, binding)?;
+        let record = session::seal_record(&self.ring, binding, &name, s)?;
+        let ended_by = ended_by(policy, s);
+        (self.shared)
+            .put_session(&name, &record, s.expires_at - now, &ended_by, false)
+            .await
+            .map_err(|e| LoginError::SessionStore(e.to_string()))?;
+        Ok((vec![cookie], record.len()))
     }
 
     /// Opens the flow cookie against the callback's state; the flow's id goes into
@@ -629,7 +675,7 @@ impl Authenticator {
     }
 
     /// The session in the request's cookies, if it is valid and not timed out.
-    pub fn session(
+    pub async fn session(
         &self,
         policy: &AuthPolicy,
         host: &str,
@@ -641,15 +687,22 @@ impl Authenticator {
             return SessionState::None;
         };
         let binding = Self::binding(policy, host);
-        let opened = match self.opened_session(&binding, &shards) {
-            Some(s) => s,
-            None => match session::open(&self.ring, &binding, &shards) {
-                Ok(s) => self.remember_session(&binding, &shards, s),
-                Err(_) => return SessionState::Invalid,
-            },
+        let opened = match policy.spec.session.store {
+            SessionStore::Cookie => self.open_cookie_session(&binding, &shards),
+            SessionStore::Redis => self.open_stored_session(&binding, &shards).await,
+        };
+        let opened = match opened {
+            Ok(s) => s,
+            Err(state) => return state,
         };
         match self.revoked_at_provider(policy, &opened) {
-            Ok(true) => return SessionState::Expired,
+            Ok(true) => {
+                if let Some(name) = &opened.record {
+                    // Ended: its record goes too (when Redis answers; it expires anyway).
+                    let _ = self.shared.delete_session(name).await;
+                }
+                return SessionState::Expired;
+            }
             Ok(false) => {}
             Err(_) => return SessionState::Unverifiable,
         }
@@ -661,19 +714,55 @@ impl Authenticator {
         }
     }
 
+    fn open_cookie_session(
+        &self,
+        binding: &str,
+        shards: &[String],
+    ) -> Result<Arc<Session>, SessionState> {
+        if let Some(s) = self.opened_session(binding, shards) {
+            return Ok(s);
+        }
+        match session::open(&self.ring, binding, shards) {
+            Ok(s) => Ok(self.remember_session(binding, shards, s)),
+            Err(_) => Err(SessionState::Invalid),
+        }
+    }
+
+    /// The session a server-side session's cookie names, read from Redis on every
+    /// request (a logout on another replica deletes it there). Only records of the
+    /// size of a cookie session are kept opened in memory.
+    async fn open_stored_session(
+        &self,
+        binding: &str,
+        shards: &[String],
+    ) -> Result<Arc<Session>, SessionState> {
+        let name = session::open_reference(&self.ring, binding, shards)
+            .map_err(|_| SessionState::Invalid)?;
+        let record = match self.shared.get_session(&name).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return Err(SessionState::Expired),
+            Err(_) => return Err(SessionState::StoreUnavailable),
+        };
+        let open = |name: &str, record: &str| {
+            session::open_record(&self.ring, binding, name, record)
+                .map_err(|_| SessionState::Invalid)
+        };
+        if record.len() > session::MAX_SHARDS * session::SHARD_VALUE_BYTES {
+            return open(&name, &record).map(Arc::new);
+        }
+        let parts = [name, record];
+        if let Some(s) = self.opened_session(binding, &parts) {
+            return Ok(s);
+        }
+        let s = open(&parts[0], &parts[1])?;
+        Ok(self.remember_session(binding, &parts, s))
+    }
+
     /// Whether the provider announced a logout of this session (by `sid`, or of its
     /// user by `sub`) after it began.
     fn revoked_at_provider(&self, policy: &AuthPolicy, s: &Session) -> Result<bool, SharedError> {
-        let mut keys = vec![Revoked::Sub(s.sub.clone())];
-        if let Some(sid) = &s.sid {
-            keys.push(Revoked::Sid(sid.clone()));
-            keys.push(Revoked::SidIn {
-                namespace: policy.rule.namespace.clone(),
-                sid: sid.clone(),
-            });
-        }
         Ok((self.shared)
-            .revoked_at(&policy.issuer, &keys)?
+            .revoked_at(&policy.issuer, &revocation_keys(policy, s))?
             .is_some_and(|t| t >= s.logged_in_at))
     }
 
@@ -724,10 +813,18 @@ impl Authenticator {
                 };
                 self.shared.revoke(&policy.issuer, &key, now).await?;
             }
-            let own = session::read_shards(cookies.iter().copied(), &policy.cookie_name).and_then(
-                |shards| session::open(&self.ring, &Self::binding(policy, host), &shards).ok(),
-            );
-            if own.is_some_and(|s| sid.is_none() || s.sid.as_ref() == sid) {
+            let own = self.own_session(policy, host, cookies).await;
+            let ends = match sid {
+                None => own.session.is_some() || own.record.is_some(),
+                Some(sid) => own.session.is_some_and(|s| s.sid.as_ref() == Some(sid)),
+            };
+            if ends {
+                if let Some(name) = &own.record {
+                    self.shared
+                        .delete_session(name)
+                        .await
+                        .map_err(|e| LoginError::SessionStore(e.to_string()))?;
+                }
                 set_cookies.extend(session::clear_cookie_headers(
                     &policy.cookie_name,
                     policy.cookie_domain.as_deref(),
@@ -878,8 +975,7 @@ impl Authenticator {
             let (stored, locked) = self.shared.refresh_outcome(key).await?;
             match stored {
                 Some(RefreshResult::Sealed(text)) => {
-                    let shards: Vec<String> = text.split(' ').map(str::to_owned).collect();
-                    return Ok((session::open(&self.ring, binding, &shards)?, false));
+                    return Ok((self.open_shared(binding, stale, &text)?, false));
                 }
                 Some(RefreshResult::Failed(reason)) => {
                     return Err(LoginError::RefreshedElsewhere(reason));
@@ -888,11 +984,13 @@ impl Authenticator {
             }
             if !locked && self.shared.claim_refresh(key, REFRESH_WAIT).await? == RefreshClaim::Mine
             {
-                let result = self.refresh_once(policy, stale, now).await;
+                let mut result = self.refresh_once(policy, stale, now).await;
+                if let (Ok(s), Some(name)) = (&result, &stale.record) {
+                    result = self.rewrite_record(policy, binding, name, s, now).await;
+                }
                 if self.shared.is_shared() {
                     let outcome = match &result {
-                        Ok(s) => session::seal(&self.ring, binding, s)
-                            .map(|shards| RefreshResult::Sealed(shards.join(" "))),
+                        Ok(s) => self.seal_shared(binding, s).map(RefreshResult::Sealed),
                         Err(e) => Ok(RefreshResult::Failed(e.reason().into())),
                     };
                     let stored = match outcome {
@@ -913,6 +1011,60 @@ impl Authenticator {
             }
             tokio::time::sleep(REFRESH_POLL).await;
         }
+    }
+
+    /// A refreshed session sealed for the replicas waiting on its refresh, as its
+    /// rule keeps sessions (cookie shards joined by spaces, or a Redis record).
+    fn seal_shared(&self, binding: &str, s: &Session) -> Result<String, SessionError> {
+        match &s.record {
+            Some(name) => session::seal_record(&self.ring, binding, name, s),
+            None => session::seal(&self.ring, binding, s).map(|shards| shards.join(" ")),
+        }
+    }
+
+    /// What `seal_shared` made of the renewal of `stale`.
+    fn open_shared(
+        &self,
+        binding: &str,
+        stale: &Session,
+        text: &str,
+    ) -> Result<Session, SessionError> {
+        match &stale.record {
+            Some(name) => session::open_record(&self.ring, binding, name, text),
+            None => {
+                let shards: Vec<String> = text.split(' ').map(str::to_owned).collect();
+                session::open(&self.ring, binding, &shards)
+            }
+        }
+    }
+
+    /// Writes a refreshed server-side session over its record (never bringing back
+    /// one a logout deleted meanwhile); the cookie stays as it is.
+    async fn rewrite_record(
+        &self,
+        policy: &AuthPolicy,
+        binding: &str,
+        name: &str,
+        s: &Session,
+        now: i64,
+    ) -> Result<Session, LoginError> {
+        let record = session::seal_record(&self.ring, binding, name, s)?;
+        let written = (self.shared)
+            .put_session(
+                name,
+                &record,
+                s.expires_at - now,
+                &ended_by(policy, s),
+                true,
+            )
+            .await
+            .map_err(|e| LoginError::SessionStore(e.to_string()))?;
+        if !written {
+            return Err(LoginError::RefreshedElsewhere(
+                "the session ended (logged out) during its refresh".into(),
+            ));
+        }
+        Ok(s.clone())
     }
 
     async fn refresh_once(
@@ -969,6 +1121,7 @@ impl Authenticator {
             expires_at: stale.expires_at,
             sid: stale.sid.clone(),
             logged_in_at: stale.logged_in_at,
+            record: stale.record.clone(),
         };
         Ok(session.with_claims(id_claims.as_ref())?)
     }
@@ -1001,6 +1154,10 @@ impl Authenticator {
         session: &Session,
         secure: bool,
     ) -> Result<Vec<String>, LoginError> {
+        if session.record.is_some() {
+            // Its record was rewritten; the cookie names it still.
+            return Ok(Vec::new());
+        }
         let shards = session::seal(&self.ring, &Self::binding(policy, host), session)?;
         Ok(session::set_cookie_headers(
             &policy.cookie_name,
@@ -1008,6 +1165,34 @@ impl Authenticator {
             &shards,
             secure,
         ))
+    }
+
+    /// The session the request's cookies carry for `policy` on `host`, whatever its
+    /// state, for a logout to end.
+    async fn own_session(&self, policy: &AuthPolicy, host: &str, cookies: &[&str]) -> Own {
+        let Some(shards) = session::read_shards(cookies.iter().copied(), &policy.cookie_name)
+        else {
+            return Own::default();
+        };
+        let binding = Self::binding(policy, host);
+        if policy.spec.session.store == SessionStore::Cookie {
+            let session = session::open(&self.ring, &binding, &shards).ok();
+            return Own {
+                session,
+                record: None,
+            };
+        }
+        let Ok(name) = session::open_reference(&self.ring, &binding, &shards) else {
+            return Own::default();
+        };
+        let session = match self.shared.get_session(&name).await {
+            Ok(Some(record)) => session::open_record(&self.ring, &binding, &name, &record).ok(),
+            Ok(None) | Err(_) => None,
+        };
+        Own {
+            session,
+            record: Some(name),
+        }
     }
 
     /// Ends the session in the request's cookies: every shard is cleared and the
@@ -1024,10 +1209,12 @@ impl Authenticator {
         requested: Option<&str>,
         secure: bool,
     ) -> LoggedOut {
-        let session =
-            session::read_shards(cookies.iter().copied(), &policy.cookie_name).and_then(|shards| {
-                session::open(&self.ring, &Self::binding(policy, host), &shards).ok()
-            });
+        let Own { session, record } = self.own_session(policy, host, cookies).await;
+        if let Some(name) = &record
+            && let Err(e) = self.shared.delete_session(name).await
+        {
+            tracing::warn!(rule = %policy.rule, error = %e, "logout: the session's record could not be deleted from Redis; it lives until it expires, but this browser's cookie is cleared");
+        }
         let allowed = &policy.post_logout_redirect_uris;
         let listed = requested
             .filter(|r| allowed.iter().any(|a| a == r))
@@ -1251,8 +1438,31 @@ fn new_session(
             .and_then(Value::as_str)
             .map(str::to_owned),
         logged_in_at: now,
+        record: None,
     }
     .with_claims(Some(&id.claims))
+}
+
+/// The revocations that end session `s` of `policy`.
+fn revocation_keys(policy: &AuthPolicy, s: &Session) -> Vec<Revoked> {
+    let mut keys = vec![Revoked::Sub(s.sub.clone())];
+    if let Some(sid) = &s.sid {
+        keys.push(Revoked::Sid(sid.clone()));
+        keys.push(Revoked::SidIn {
+            namespace: policy.rule.namespace.clone(),
+            sid: sid.clone(),
+        });
+    }
+    keys
+}
+
+/// The revocations, with their issuer, that end server-side session `s`: its record
+/// is listed under each, so the logout deletes it.
+fn ended_by(policy: &AuthPolicy, s: &Session) -> Vec<(String, Revoked)> {
+    revocation_keys(policy, s)
+        .into_iter()
+        .map(|k| (policy.issuer.clone(), k))
+        .collect()
 }
 
 fn opened_key(binding: &str, shards: &[String]) -> SessionKey {
@@ -1288,6 +1498,8 @@ pub enum SessionState {
     Expired,
     /// Whether a provider ended it cannot be known now (the shared state is down).
     Unverifiable,
+    /// A session kept in Redis, which does not answer.
+    StoreUnavailable,
     /// A cookie by our name that is not ours (tampered, foreign rule or host).
     Invalid,
 }

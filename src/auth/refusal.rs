@@ -13,6 +13,8 @@ pub enum Refusal {
     RequiresHttps,
     /// The shared state cannot vouch for the session (503).
     SharedStateUnavailable,
+    /// The session lives in Redis, which does not answer (503).
+    SessionStoreUnavailable,
     /// `onUnauthenticatedRequest: deny`, and no session (401).
     Denied,
     /// `deny`, and a session cookie sealed for another rule or host (401).
@@ -31,7 +33,7 @@ impl Refusal {
     pub fn status(self) -> u16 {
         match self {
             Self::RuleInvalid => 500,
-            Self::RulePending | Self::SharedStateUnavailable => 503,
+            Self::RulePending | Self::SharedStateUnavailable | Self::SessionStoreUnavailable => 503,
             Self::RequiresHttps | Self::Forbidden | Self::ClaimsOverage => 403,
             Self::Denied | Self::InvalidCookie | Self::BearerTokenRequired => 401,
         }
@@ -44,6 +46,7 @@ impl Refusal {
             Self::RulePending => "AuthRulePending",
             Self::RequiresHttps => "AuthRequiresHttps",
             Self::SharedStateUnavailable => "AuthSharedStateUnavailable",
+            Self::SessionStoreUnavailable => "AuthSessionStoreUnavailable",
             Self::Denied => "AuthDenied",
             Self::InvalidCookie => "AuthInvalidCookie",
             Self::Forbidden => "AuthForbidden",
@@ -62,7 +65,7 @@ impl Refusal {
                 "Login for this address is not configured yet; try again in a moment. The operator can see why with `portcullis check` or in the object's events."
             }
             Self::RequiresHttps => "Login and bearer tokens need HTTPS; use the https:// address.",
-            Self::SharedStateUnavailable => {
+            Self::SharedStateUnavailable | Self::SessionStoreUnavailable => {
                 "Sessions cannot be checked right now; try again in a moment."
             }
             Self::Denied | Self::InvalidCookie => "This address needs a login session.",
@@ -87,11 +90,12 @@ impl Refusal {
 mod tests {
     use super::*;
 
-    const ALL: [Refusal; 9] = [
+    const ALL: [Refusal; 10] = [
         Refusal::RuleInvalid,
         Refusal::RulePending,
         Refusal::RequiresHttps,
         Refusal::SharedStateUnavailable,
+        Refusal::SessionStoreUnavailable,
         Refusal::Denied,
         Refusal::InvalidCookie,
         Refusal::Forbidden,

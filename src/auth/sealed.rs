@@ -8,6 +8,7 @@
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
 use aws_lc_rs::digest::{SHA256, digest};
+use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
@@ -20,6 +21,8 @@ const TAG_LEN: usize = 16;
 pub enum Purpose {
     Session,
     Flow,
+    /// The random id a server-side session's cookie carries.
+    SessionId,
 }
 
 impl Purpose {
@@ -27,13 +30,24 @@ impl Purpose {
         match self {
             Self::Session => "session",
             Self::Flow => "flow",
+            Self::SessionId => "session-id",
         }
     }
 }
 
-/// AEAD keys, newest first.
+/// AEAD keys, newest first, each with the HMAC key derived from it that names
+/// server-side session records.
 pub struct KeyRing {
-    keys: Vec<(u8, RandomizedNonceKey)>,
+    keys: Vec<(u8, RandomizedNonceKey, hmac::Key)>,
+}
+
+/// Which key of a ring opened a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyIndex(usize);
+
+impl KeyIndex {
+    /// The key new values are sealed with.
+    pub const NEWEST: Self = Self(0);
 }
 
 impl KeyRing {
@@ -44,11 +58,28 @@ impl KeyRing {
             .map(|k| {
                 RandomizedNonceKey::new(&AES_256_GCM, k)
                     .ok()
-                    .map(|key| (key_id(k), key))
+                    .map(|key| (key_id(k), key, record_key(k)))
             })
             .collect();
         keys.filter(|k| !k.is_empty()).map(|keys| Self { keys })
     }
+
+    /// HMAC-SHA256 of `data` under the record key of key `index`, in hex: a name that
+    /// only the holder of the session keys can compute from `data`.
+    pub fn tag(&self, index: KeyIndex, data: &[u8]) -> Option<String> {
+        let (_, _, key) = self.keys.get(index.0)?;
+        let tag = hmac::sign(key, data);
+        Some(tag.as_ref().iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
+/// A key of its own for naming records, so the AEAD key is used for nothing else.
+fn record_key(key: &[u8]) -> hmac::Key {
+    let derived = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, key),
+        b"portcullis session record names",
+    );
+    hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref())
 }
 
 /// A stable one-byte id per key, the same on every replica.
@@ -66,7 +97,7 @@ pub fn seal<T: Serialize>(
     binding: &str,
     value: &T,
 ) -> Option<String> {
-    let (id, key) = &ring.keys[0];
+    let (id, key, _) = &ring.keys[0];
     let mut in_out = serde_json::to_vec(value).ok()?;
     let nonce = key
         .seal_in_place_append_tag(Aad::from(aad(purpose, binding)), &mut in_out)
@@ -86,6 +117,16 @@ pub fn open<T: DeserializeOwned>(
     binding: &str,
     value: &str,
 ) -> Option<T> {
+    open_keyed(ring, purpose, binding, value).map(|(v, _)| v)
+}
+
+/// `open`, and which key of the ring opened the value.
+pub fn open_keyed<T: DeserializeOwned>(
+    ring: &KeyRing,
+    purpose: Purpose,
+    binding: &str,
+    value: &str,
+) -> Option<(T, KeyIndex)> {
     let raw = STANDARD.decode(value).ok()?;
     if raw.len() < 2 + NONCE_LEN + TAG_LEN || raw[0] != VERSION {
         return None;
@@ -93,14 +134,15 @@ pub fn open<T: DeserializeOwned>(
     let (id, nonce, sealed) = (raw[1], &raw[2..2 + NONCE_LEN], &raw[2 + NONCE_LEN..]);
     ring.keys
         .iter()
-        .filter(|(k, _)| *k == id)
-        .find_map(|(_, key)| {
+        .enumerate()
+        .filter(|(_, (k, _, _))| *k == id)
+        .find_map(|(index, (_, key, _))| {
             let mut in_out = sealed.to_vec();
             let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
             let plain = key
                 .open_in_place(nonce, Aad::from(aad(purpose, binding)), &mut in_out)
                 .ok()?;
-            serde_json::from_slice(plain).ok()
+            Some((serde_json::from_slice(plain).ok()?, KeyIndex(index)))
         })
 }
 

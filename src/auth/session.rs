@@ -1,10 +1,18 @@
 //! The session cookie: the login's result, sealed with AES-256-GCM (aws-lc-rs, the
 //! same provider as TLS), bound to the AuthRule and host that issued it, and split into
 //! `NAME-0` .. `NAME-3` shards of at most 4 KiB when large, as ALB does.
+//!
+//! A rule with `spec.session.store: redis` keeps the sealed session in Redis instead:
+//! the cookie carries a random id sealed like a session, and the record's name is an
+//! HMAC of the id under a key derived from the session key, so neither a Redis dump
+//! nor a guessed id makes a cookie that opens anything. The record is sealed to its
+//! name: moved under another session's name, it no longer opens.
 
 use serde::{Deserialize, Serialize};
 
-use super::sealed::{self, KeyRing, Purpose};
+use base64::Engine as _;
+
+use super::sealed::{self, KeyIndex, KeyRing, Purpose};
 
 pub const MAX_SHARDS: usize = 4;
 /// Room for the cookie name and attributes within a browser's 4096-byte limit.
@@ -13,6 +21,10 @@ pub const SHARD_VALUE_BYTES: usize = 4000;
 pub const MAX_CLAIMS_BYTES: usize = 11 * 1024;
 /// The cookie's own lifetime; the real session lifetime is inside the sealed value.
 pub const COOKIE_MAX_AGE_SECS: u64 = 604_800;
+/// A session kept in Redis may be this large, sealed; a larger login is refused.
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Random bytes in a server-side session's id (256 bits).
+const ID_BYTES: usize = 32;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SessionError {
@@ -26,6 +38,8 @@ pub enum SessionError {
     TooLarge(usize),
     #[error("sealing failed")]
     Seal,
+    #[error("the sealed session needs {0} bytes, more than the 1 MiB a session in Redis may take")]
+    RecordTooLarge(usize),
 }
 
 type Claims = serde_json::Map<String, serde_json::Value>;
@@ -63,6 +77,10 @@ pub struct Session {
     /// Unix seconds of the login; a logout at the provider after it ends the session.
     #[serde(default)]
     pub logged_in_at: i64,
+    /// The name of its record in Redis, for a session kept there (never stored: it
+    /// comes from the cookie).
+    #[serde(skip)]
+    pub record: Option<String>,
 }
 
 impl Session {
@@ -128,6 +146,90 @@ pub fn open(ring: &KeyRing, binding: &str, shards: &[String]) -> Result<Session,
         .with_claims(None)
 }
 
+/// A new server-side session's cookie value and its record's name.
+pub fn new_reference(ring: &KeyRing, binding: &str) -> Result<(String, String), SessionError> {
+    let mut id = [0u8; ID_BYTES];
+    aws_lc_rs::rand::fill(&mut id).map_err(|_| SessionError::Seal)?;
+    let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id);
+    let cookie = sealed::seal(ring, Purpose::SessionId, binding, &id).ok_or(SessionError::Seal)?;
+    let name = record_name(ring, KeyIndex::NEWEST, binding, &id)?;
+    Ok((cookie, name))
+}
+
+/// The record name a server-side session's cookie (one shard) points at; a cookie
+/// that is not one of ours is `Invalid`.
+pub fn open_reference(
+    ring: &KeyRing,
+    binding: &str,
+    shards: &[String],
+) -> Result<String, SessionError> {
+    let [value] = shards else {
+        return Err(SessionError::Invalid);
+    };
+    if value.len() > SHARD_VALUE_BYTES {
+        return Err(SessionError::Invalid);
+    }
+    let (id, key) = sealed::open_keyed::<String>(ring, Purpose::SessionId, binding, value)
+        .ok_or(SessionError::Invalid)?;
+    // The key that sealed the cookie names the record, so rotating keys keeps it.
+    record_name(ring, key, binding, &id)
+}
+
+fn record_name(
+    ring: &KeyRing,
+    key: KeyIndex,
+    binding: &str,
+    id: &str,
+) -> Result<String, SessionError> {
+    ring.tag(key, format!("{binding}|{id}").as_bytes())
+        .ok_or(SessionError::Seal)
+}
+
+/// Seals `session` as the Redis record `name`, up to `MAX_RECORD_BYTES`.
+pub fn seal_record(
+    ring: &KeyRing,
+    binding: &str,
+    name: &str,
+    session: &Session,
+) -> Result<String, SessionError> {
+    let value = sealed::seal(
+        ring,
+        Purpose::Session,
+        &record_binding(binding, name),
+        session,
+    )
+    .ok_or(SessionError::Seal)?;
+    if value.len() > MAX_RECORD_BYTES {
+        return Err(SessionError::RecordTooLarge(value.len()));
+    }
+    Ok(value)
+}
+
+/// Opens the Redis record `name`; one altered, or moved from another name, is `Invalid`.
+pub fn open_record(
+    ring: &KeyRing,
+    binding: &str,
+    name: &str,
+    value: &str,
+) -> Result<Session, SessionError> {
+    if value.len() > MAX_RECORD_BYTES {
+        return Err(SessionError::Invalid);
+    }
+    let mut session: Session = sealed::open(
+        ring,
+        Purpose::Session,
+        &record_binding(binding, name),
+        value,
+    )
+    .ok_or(SessionError::Invalid)?;
+    session.record = Some(name.to_owned());
+    session.with_claims(None)
+}
+
+fn record_binding(binding: &str, name: &str) -> String {
+    format!("{binding}|record:{name}")
+}
+
 /// The shard values of cookie `name` (`NAME-0`, `NAME-1`, ... in order) from the
 /// request's `Cookie` headers; `None` when `NAME-0` is absent.
 pub fn read_shards<'a>(
@@ -182,7 +284,6 @@ pub fn clear_cookie_headers(name: &str, domain: Option<&str>, secure: bool) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
 
     fn ring(seed: u8) -> KeyRing {
@@ -205,6 +306,7 @@ mod tests {
             sid: None,
             logged_in_at: 0,
             expires_at: 200,
+            record: None,
         }
         .with_claims(None)
         .unwrap()
@@ -309,6 +411,90 @@ mod tests {
         assert!(matches!(
             seal(&r, "b", &session(11 * 1024)),
             Err(SessionError::ClaimsTooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn a_session_id_cookie_names_its_record_only_with_the_session_keys() {
+        let r = ring(1);
+        let (cookie, name) = new_reference(&r, "b").unwrap();
+        let (_, other) = new_reference(&r, "b").unwrap();
+        assert_ne!(name, other, "every login gets its own id");
+        assert_eq!(name.len(), 64, "an HMAC-SHA256 in hex");
+        assert_eq!(
+            open_reference(&r, "b", std::slice::from_ref(&cookie)),
+            Ok(name.clone())
+        );
+        assert!(
+            !cookie.contains(&name),
+            "the cookie does not carry the record's name"
+        );
+        for (ring_, binding) in [(ring(2), "b"), (ring(1), "c")] {
+            assert_eq!(
+                open_reference(&ring_, binding, std::slice::from_ref(&cookie)),
+                Err(SessionError::Invalid)
+            );
+        }
+        let mut raw = STANDARD.decode(&cookie).unwrap();
+        for i in 0..raw.len() {
+            raw[i] ^= 0x20;
+            let altered = STANDARD.encode(&raw);
+            assert_eq!(
+                open_reference(&r, "b", &[altered]),
+                Err(SessionError::Invalid),
+                "byte {i}"
+            );
+            raw[i] ^= 0x20;
+        }
+        assert_eq!(
+            open_reference(&r, "b", &[cookie.clone(), cookie.clone()]),
+            Err(SessionError::Invalid),
+            "one shard only"
+        );
+        let session_cookie = seal(&r, "b", &session(10)).unwrap();
+        assert_eq!(
+            open_reference(&r, "b", &session_cookie),
+            Err(SessionError::Invalid),
+            "a cookie session is no session id"
+        );
+        let rotated = KeyRing::new(&[vec![9; 32], vec![1; 32]]).unwrap();
+        assert_eq!(
+            open_reference(&rotated, "b", &[cookie]),
+            Ok(name),
+            "the key that sealed the id still names the record after a rotation"
+        );
+    }
+
+    #[test]
+    fn a_record_opens_under_its_own_name_only_and_may_be_large() {
+        let r = ring(1);
+        let big = session(40 * 1024);
+        assert!(matches!(
+            seal(&r, "b", &big),
+            Err(SessionError::ClaimsTooLarge(_))
+        ));
+        let record = seal_record(&r, "b", "name-1", &big).unwrap();
+        let opened = open_record(&r, "b", "name-1", &record).unwrap();
+        assert_eq!(opened.record.as_deref(), Some("name-1"));
+        assert_eq!(
+            Session {
+                record: None,
+                ..opened
+            },
+            big
+        );
+        assert_eq!(
+            open_record(&r, "b", "name-2", &record),
+            Err(SessionError::Invalid),
+            "moved under another session's name"
+        );
+        assert_eq!(
+            open_record(&r, "c", "name-1", &record),
+            Err(SessionError::Invalid)
+        );
+        assert!(matches!(
+            seal_record(&r, "b", "n", &session(MAX_RECORD_BYTES)),
+            Err(SessionError::RecordTooLarge(_))
         ));
     }
 

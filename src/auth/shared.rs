@@ -242,7 +242,8 @@ impl SharedState {
             .arg(CHANNEL)
             .arg(&message)
             .ignore();
-        within(redis.timeout, pipe.query_async::<()>(&mut conn)).await
+        within(redis.timeout, pipe.query_async::<()>(&mut conn)).await?;
+        self.end_sessions(redis, issuer, key).await
     }
 
     /// Takes a logout token's `jti` once across all replicas; false when taken before.
@@ -389,6 +390,83 @@ impl SharedState {
         }
         let noted = pipe.query_async::<Vec<bool>>(&mut conn);
         Ok(Some(within(redis.timeout, noted).await?))
+    }
+
+    /// Writes a server-side session record `name` for `ttl_secs`, listed under each
+    /// of `ended_by` (the revocations that end it) so a logout finds it. With
+    /// `replace_only` an ended record is not brought back: false when there was none.
+    pub async fn put_session(
+        &self,
+        name: &str,
+        value: &str,
+        ttl_secs: i64,
+        ended_by: &[(String, Revoked)],
+        replace_only: bool,
+    ) -> Result<bool, SharedError> {
+        let redis = self.session_redis()?;
+        let ttl = ttl_secs.max(1);
+        let mut pipe = redis::pipe();
+        let set = pipe
+            .cmd("SET")
+            .arg(session_key(name))
+            .arg(value)
+            .arg("EX")
+            .arg(ttl);
+        if replace_only {
+            set.arg("XX");
+        }
+        for (issuer, key) in ended_by {
+            let index = sessions_of(issuer, key);
+            pipe.cmd("SADD").arg(&index).arg(name).ignore();
+            // NX sets the first expiry, GT only ever lengthens it.
+            for when in ["NX", "GT"] {
+                pipe.cmd("EXPIRE").arg(&index).arg(ttl).arg(when).ignore();
+            }
+        }
+        let mut conn = redis.conn.clone();
+        let written = pipe.query_async::<(Option<String>,)>(&mut conn);
+        Ok(within(redis.timeout, written).await?.0.is_some())
+    }
+
+    /// The server-side session record `name`; `None` when it ended or never was.
+    pub async fn get_session(&self, name: &str) -> Result<Option<String>, SharedError> {
+        let redis = self.session_redis()?;
+        let mut conn = redis.conn.clone();
+        let read = conn.get::<_, Option<String>>(session_key(name));
+        within(redis.timeout, read).await
+    }
+
+    /// Deletes the server-side session record `name` (a logout).
+    pub async fn delete_session(&self, name: &str) -> Result<(), SharedError> {
+        let redis = self.session_redis()?;
+        let mut conn = redis.conn.clone();
+        let del = conn.del::<_, ()>(session_key(name));
+        within(redis.timeout, del).await
+    }
+
+    /// Deletes every server-side session record listed under `key` of `issuer`.
+    async fn end_sessions(
+        &self,
+        redis: &Redis,
+        issuer: &str,
+        key: &Revoked,
+    ) -> Result<(), SharedError> {
+        let index = sessions_of(issuer, key);
+        let mut conn = redis.conn.clone();
+        let names = conn.smembers::<_, Vec<String>>(&index);
+        let names = within(redis.timeout, names).await?;
+        let mut pipe = redis::pipe();
+        for name in &names {
+            pipe.del(session_key(name)).ignore();
+        }
+        pipe.del(&index).ignore();
+        within(redis.timeout, pipe.query_async::<()>(&mut conn)).await
+    }
+
+    fn session_redis(&self) -> Result<&Redis, SharedError> {
+        self.redis
+            .as_ref()
+            .ok_or_else(|| SharedError::Unavailable("sessions in Redis need --redis-url".into()))
     }
 
     fn apply(&self, message: &str) {
@@ -547,6 +625,19 @@ async fn follow_once(s: &Arc<SharedState>) -> Result<(), SharedError> {
             }
         }
     }
+}
+
+/// Where a server-side session record lives; `name` is already a keyed hash.
+fn session_key(name: &str) -> String {
+    format!("{PREFIX}session:{name}")
+}
+
+/// The set of the server-side sessions a revocation ends.
+fn sessions_of(issuer: &str, key: &Revoked) -> String {
+    format!(
+        "{PREFIX}sessions-of:{}",
+        digest_hex(&format!("{issuer}\n{}", key.key()))
+    )
 }
 
 /// A short stable name for a secret (a `jti`, a refresh token): never stored as is.

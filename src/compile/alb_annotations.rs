@@ -413,6 +413,7 @@ fn login_from(
             oidc: Some(oidc),
             session: SessionSpec {
                 cookie_name: get("auth-session-cookie").map(str::to_owned),
+                store: Default::default(),
                 timeout,
                 cookie_domain: None,
             },

@@ -12,8 +12,8 @@ use crate::auth::client_assertion::ClientCredential;
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::model::{
     AuthRule, AuthRuleSpec, CALLBACK_PATH, DEFAULT_COOKIE_NAME, DEFAULT_LOGOUT_PATH, DEFAULT_SCOPE,
-    DEFAULT_SESSION_TIMEOUT_SECONDS, GATEWAY_GROUP, MAX_EXTRA_PARAMS, OidcSpec, TargetRef,
-    check_endpoint_url,
+    DEFAULT_SESSION_TIMEOUT_SECONDS, GATEWAY_GROUP, MAX_EXTRA_PARAMS, OidcSpec, SessionStore,
+    TargetRef, check_endpoint_url,
 };
 use crate::store::Objects;
 
@@ -42,6 +42,7 @@ pub fn compile_rules(
     objects: &Objects,
     index: &Index,
     ours: &HashSet<ObjectRef>,
+    redis: bool,
     diags: &mut Vec<Diagnostic>,
 ) -> RuleOutcome {
     let mut outcome = RuleOutcome {
@@ -53,7 +54,7 @@ pub fn compile_rules(
     rules.sort_by(|a, b| age_key(&a.metadata).cmp(&age_key(&b.metadata)));
     for rule in rules {
         let obj = meta_ref("AuthRule", &rule.metadata);
-        let (policy, paths_ok) = rule_policy(&obj, rule, index, diags);
+        let (policy, paths_ok) = rule_policy(&obj, rule, index, redis, diags);
         let usable = matches!(policy, GuardPolicy::Oidc(_));
         let paths = if paths_ok {
             rule.spec.paths.clone()
@@ -88,15 +89,36 @@ fn rule_policy(
     obj: &ObjectRef,
     rule: &AuthRule,
     index: &Index,
+    redis: bool,
     diags: &mut Vec<Diagnostic>,
 ) -> (GuardPolicy, bool) {
     let paths_ok = validate_paths(&rule.spec.paths, obj, diags);
+    let store_errors = check_session_store(obj, &rule.spec, redis);
     let policy = match resolve_policy(obj, &rule.spec, index) {
+        Ok(_) if !store_errors.is_empty() => broken_by(obj, store_errors, diags),
         Ok(p) if paths_ok => GuardPolicy::Oidc(Arc::new(p)),
         Ok(_) => GuardPolicy::Broken(format!("{obj} has invalid spec.paths")),
-        Err(errors) => broken_by(obj, errors, diags),
+        Err(mut errors) => {
+            errors.extend(store_errors);
+            broken_by(obj, errors, diags)
+        }
     };
     (policy, paths_ok)
+}
+
+/// `store: redis` needs the Redis of `--redis-url`: without it the rule would have
+/// nowhere to keep its sessions, so it closes its routes instead.
+fn check_session_store(obj: &ObjectRef, spec: &AuthRuleSpec, redis: bool) -> Vec<Diagnostic> {
+    if spec.session.store != SessionStore::Redis || redis {
+        return Vec::new();
+    }
+    vec![Diagnostic::error(
+        obj,
+        "spec.session.store",
+        "SessionStoreUnavailable",
+        "session store redis needs Redis, and Portcullis runs without --redis-url".into(),
+        "start Portcullis with --redis-url (the Helm chart's redis.url; for `portcullis check`, --redis-url or PORTCULLIS_REDIS_URL), or set spec.session.store: cookie".into(),
+    )]
 }
 
 /// Closed by every problem found, each of which is reported.

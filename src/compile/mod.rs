@@ -71,6 +71,8 @@ pub struct CompileOptions {
     /// there at their own ports (`--gateway-addresses`); `None`: every Gateway is
     /// served on the flag listeners by protocol.
     pub gateway_addresses: Option<ipnet::IpNet>,
+    /// Redis is configured (`--redis-url`): AuthRules may keep sessions there.
+    pub redis: bool,
 }
 
 impl Default for CompileOptions {
@@ -84,6 +86,7 @@ impl Default for CompileOptions {
             require_auth_rule: false,
             accept_alb_differences: Vec::new(),
             gateway_addresses: None,
+            redis: false,
         }
     }
 }
@@ -102,7 +105,7 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
     let ingresses = select_ingresses(objects, options, &mut diags);
     let mut certs = tls::compile_certs(&ingresses, &index, options, &mut diags);
     let ours: HashSet<ObjectRef> = ingresses.iter().map(|i| ingress_ref(i)).collect();
-    let mut rules = auth::compile_rules(objects, &index, &ours, &mut diags);
+    let mut rules = auth::compile_rules(objects, &index, &ours, options.redis, &mut diags);
     auth::separate_cookie_names(&mut rules, &ingress_hosts(&ingresses), &mut diags);
     if options.case_insensitive_paths {
         auth::fold_case(&mut rules);

@@ -427,6 +427,33 @@ fn a_missing_secret_key_fails_closed_and_names_the_fix() {
 }
 
 #[test]
+fn sessions_in_redis_need_redis_or_the_rule_closes_its_routes() {
+    let rule = AUTH_RULE.replace("  oidc:", "  session: {store: redis}\n  oidc:");
+    let yaml = format!("{}{rule}{SECRET}", routing_fixture());
+    let c = compiled(&yaml);
+    let err = guard_policy(&c, "/auth").unwrap().unwrap_err();
+    assert!(err.contains("--redis-url"), "{err}");
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.reason == "SessionStoreUnavailable")
+        .unwrap();
+    assert_eq!(
+        (d.object.to_string().as_str(), d.field.as_str()),
+        ("AuthRule apps/sso", "spec.session.store")
+    );
+    assert!(d.fix.contains("spec.session.store: cookie"), "{}", d.fix);
+    let with_redis = CompileOptions {
+        redis: true,
+        ..CompileOptions::default()
+    };
+    let c = compile(&objects(&yaml), &with_redis);
+    assert!(c.diagnostics.is_empty(), "{:#?}", c.diagnostics);
+    let policy = guard_policy(&c, "/auth").unwrap().unwrap();
+    assert_eq!(policy.spec.session.store, crate::model::SessionStore::Redis);
+}
+
+#[test]
 fn every_problem_of_an_authrule_is_reported_at_once() {
     let rule = AUTH_RULE
         .replace("https://idp.example.com", "http://idp.example.com")

@@ -501,6 +501,35 @@ pub struct SessionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub cookie_domain: Option<String>,
+    /// Where the session lives: `cookie` (default, as ALB: sealed into the cookies, at
+    /// most 4 of 4 KiB, a larger login is a 500) or `redis` (the cookie holds a random
+    /// id; tokens and claims sit sealed in the Redis of `--redis-url`, up to 1 MiB).
+    #[serde(default, skip_serializing_if = "SessionStore::is_cookie")]
+    pub store: SessionStore,
+}
+
+/// Where a session's tokens and claims are kept.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStore {
+    /// Sealed into the session cookies.
+    #[default]
+    Cookie,
+    /// Sealed in Redis; the cookie holds a sealed random id.
+    Redis,
+}
+
+impl SessionStore {
+    fn is_cookie(&self) -> bool {
+        *self == Self::Cookie
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Cookie => "cookie",
+            Self::Redis => "redis",
+        }
+    }
 }
 
 impl SessionSpec {

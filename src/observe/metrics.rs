@@ -54,7 +54,13 @@ pub struct AuthMetrics {
     logouts: IntCounterVec,
     bearer_tokens: IntCounterVec,
     abandoned: IntCounterVec,
+    session_bytes: HistogramVec,
 }
+
+/// Sealed session sizes: one cookie, ALB's four shards, then what only Redis holds.
+const SESSION_BYTES_BUCKETS: &[f64] = &[
+    512.0, 1024.0, 2048.0, 4000.0, 8000.0, 16000.0, 65536.0, 262144.0, 1048576.0,
+];
 
 impl AuthMetrics {
     /// A finished callback: `reason` is empty on success; a 4xx is a failure (the
@@ -81,6 +87,13 @@ impl AuthMetrics {
 
     pub fn logout(&self, rule: &str) {
         self.logouts.with_label_values(&[rule]).inc();
+    }
+
+    /// The sealed size of a session a login made, by where it is kept.
+    pub fn session_size(&self, store: &str, bytes: usize) {
+        self.session_bytes
+            .with_label_values(&[store])
+            .observe(bytes as f64);
     }
 
     /// A login that sent the browser to the provider and saw no callback in time.
@@ -212,6 +225,17 @@ impl AuthMetrics {
                         "Logins that sent the browser to the provider and saw no callback within --login-abandoned-after (the provider refused the client or redirect URI, or the user gave up), by AuthRule",
                     ),
                     &["rule"],
+                ),
+            ),
+            session_bytes: registered(
+                registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "session_sealed_bytes",
+                        "Sealed size of the sessions logins made, by store (cookie: at most 4 shards of 4000 bytes; redis: up to 1 MiB)",
+                    )
+                    .buckets(SESSION_BYTES_BUCKETS.to_vec()),
+                    &["store"],
                 ),
             ),
         }

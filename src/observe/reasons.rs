@@ -276,6 +276,13 @@ pub const REASONS: &[Reason] = &[
         "Bring Redis back (portcullis_shared_state_up shows when it is); or, accepting that logouts wait for Redis, run with --redis-unavailable allow.",
     ),
     r(
+        "AuthSessionStoreUnavailable",
+        "503",
+        "A session kept in Redis (spec.session.store: redis) could not be read, or a login's or refresh's session could not be written there (503).",
+        "Redis is down, unreachable or slower than --redis-timeout-ms. The session itself lives there, so it is refused whatever --redis-unavailable says; nothing is deleted, and it passes again once Redis answers.",
+        "Bring Redis back (portcullis_shared_state_up shows when it is); for rules that must serve through a Redis outage, use spec.session.store: cookie.",
+    ),
+    r(
         "AuthForbidden",
         "403",
         "The user is logged in, but the AuthRule's authorization refused this request (403).",

@@ -48,6 +48,34 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// Stops the server answering (SIGSTOP): connections stay open and requests wait,
+    /// as with a hung or partitioned Redis. `resume` lets it go on with its data.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let sent = Command::new("kill")
+            .args([which, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill {which}");
+    }
+
+    /// Sends one inline command and returns its reply's first line (`:3`, `+OK`, ...).
+    pub fn command(&self, command: &str) -> String {
+        use std::io::{BufRead, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.write_all(format!("{command}\r\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(s).read_line(&mut line).unwrap();
+        line.trim().to_owned()
+    }
+
     /// Whether it answers PING.
     pub fn answers(&self) -> bool {
         use std::io::{Read, Write};

@@ -162,7 +162,8 @@ provider.proxy = false;
 if (frontchannelUri) provider.Client.prototype.includeSid = () => true;
 
 // IDP_FAULT makes one hop misbehave, the way broken or overloaded providers do:
-// userinfo-500, userinfo-slow (10 s), userinfo-huge (20 KiB of claims),
+// userinfo-500, userinfo-slow (10 s), userinfo-huge (20 KiB of claims), userinfo-40k
+// (over 40 KB of claims),
 // id-token-tampered (payload changed after signing), clock-ahead (the provider's
 // clock five minutes fast: its tokens' iat and its Date header).
 const fault = process.env.IDP_FAULT ?? '';
@@ -275,8 +276,9 @@ provider.use(async (ctx, next) => {
     await new Promise((r) => setTimeout(r, 10000));
   }
   await next();
-  if (ctx.path === '/me' && fault === 'userinfo-huge' && ctx.body && typeof ctx.body === 'object') {
-    ctx.body = { ...ctx.body, groups: Array.from({ length: 800 }, (_, i) => `group-${i}-xxxxxxxxxxx`) };
+  const hugeGroups = { 'userinfo-huge': 800, 'userinfo-40k': 1700 }[fault];
+  if (ctx.path === '/me' && hugeGroups && ctx.body && typeof ctx.body === 'object') {
+    ctx.body = { ...ctx.body, groups: Array.from({ length: hugeGroups }, (_, i) => `group-${i}-xxxxxxxxxxx`) };
   }
   if (ctx.path === '/token' && fault === 'id-token-tampered' && ctx.body?.id_token) {
     const [h, p, sig] = ctx.body.id_token.split('.');

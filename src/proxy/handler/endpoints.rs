@@ -85,7 +85,9 @@ impl Exchange {
         }
         match outcome {
             Some((policy, Ok(done))) => {
-                tracing::info!(trace_id = %self.trace.root, rule = %policy.rule, sub = %done.sub, "login completed");
+                let store = policy.spec.session.store.label();
+                (self.dp.metrics.auth).session_size(store, done.session_bytes);
+                tracing::info!(trace_id = %self.trace.root, rule = %policy.rule, sub = %done.sub, session_bytes = done.session_bytes, store, "login completed");
                 self.rec.redirect_url = done.location.clone();
                 let mut resp = redirect(StatusCode::FOUND, &done.location);
                 append_cookies(&mut resp, done.set_cookies);

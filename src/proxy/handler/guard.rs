@@ -110,7 +110,7 @@ impl Exchange {
         let host = arrival.authority.host.as_str();
         let cookies = cookie_headers(req.headers());
         let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
-        let mut step = session_step(self.dp.auth.session(policy, host, &cookies, now));
+        let mut step = session_step(self.dp.auth.session(policy, host, &cookies, now).await);
         if let SessionStep::Refresh(stale) = step {
             step = after_refresh(self.refresh(arrival, policy, &stale, now).await);
         }
@@ -126,8 +126,9 @@ impl Exchange {
             SessionStep::Missing(why) => SessionVerdict::Missing(why),
             SessionStep::Error(e) => SessionVerdict::Answer(self.login_error(&e)),
             SessionStep::Refuse(refusal) => {
-                // Fail closed: a logout announced meanwhile could not be seen.
-                tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, "session refused: the shared state (Redis) is unavailable");
+                // Fail closed: a logout announced meanwhile could not be seen, or the
+                // session itself cannot be read.
+                tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, reason = refusal.reason(), "session refused: Redis is unavailable");
                 SessionVerdict::Answer(self.refused(refusal))
             }
         }
@@ -156,6 +157,10 @@ impl Exchange {
                     Err(e) => return RefreshOutcome::Unsealable(Box::new(e)),
                 }
                 RefreshOutcome::Renewed(session)
+            }
+            Err(e) if matches!(*e, LoginError::SessionStore(_)) => {
+                tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, error = %e, "refreshed session not stored: Redis is unavailable");
+                RefreshOutcome::SessionStoreDown
             }
             Err(e) if matches!(*e, LoginError::Shared(_)) => {
                 tracing::warn!(trace_id = %self.trace.root, rule = %policy.rule, error = %e, "refresh not attempted: the shared state is unavailable");
