@@ -14,6 +14,7 @@ pub mod bearer;
 mod cel_facts;
 pub mod claim_headers;
 mod gateway;
+pub mod mtls;
 pub mod path_pattern;
 mod precedence;
 pub mod required;
@@ -61,6 +62,9 @@ pub struct CompileOptions {
     /// difference the operator accepts for every Ingress, as if each carried them in
     /// `portcullis.dev/accept-alb-differences`.
     pub accept_alb_differences: Vec<String>,
+    /// The HTTPS listener's client certificates for hosts no Ingress sets them for
+    /// (`--mutual-authentication`, `--trust-store`); `None`: off.
+    pub mutual_authentication: Option<mtls::Setting>,
 }
 
 impl Default for CompileOptions {
@@ -73,6 +77,7 @@ impl Default for CompileOptions {
             case_insensitive_paths: false,
             require_auth_rule: false,
             accept_alb_differences: Vec::new(),
+            mutual_authentication: None,
         }
     }
 }
@@ -90,6 +95,7 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
     let index = backends::Index::new(objects);
     let ingresses = select_ingresses(objects, options, &mut diags);
     let mut certs = tls::compile_certs(&ingresses, &index, options, &mut diags);
+    let mtls = mtls::compile_mtls(&ingresses, &index, options, &mut diags);
     let ours: HashSet<ObjectRef> = ingresses.iter().map(|i| ingress_ref(i)).collect();
     let mut rules = auth::compile_rules(objects, &index, &ours, &mut diags);
     auth::separate_cookie_names(&mut rules, &ingress_hosts(&ingresses), &mut diags);
@@ -150,6 +156,7 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
         snapshot: Snapshot {
             routes,
             certs,
+            mtls,
             auth_rules: rules.summaries,
         },
         diagnostics: diags,
