@@ -91,7 +91,7 @@ pub async fn run_listeners(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
     let tls = match &bound.https {
-        Some(_) => Some(crate::proxy::tls::server_config(dp.clone())?),
+        Some(_) => Some(Arc::new(crate::proxy::tls::TlsConfigs::new(dp.clone())?)),
         None => None,
     };
     let http = bound.http.map(into_std).transpose()?;
@@ -156,7 +156,7 @@ fn serve_worker(
     worker: usize,
     dp: Arc<DataPlane>,
     listeners: WorkerListeners,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<crate::proxy::tls::TlsConfigs>>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -71,6 +71,9 @@ pub struct RequestFacts<'a> {
     /// case.
     #[serde(skip)]
     pub fold_case: bool,
+    /// The client certificate the handshake verified (`request.clientCert`).
+    #[serde(rename = "clientCert", skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<&'a super::mtls::CertFacts>,
 }
 
 /// Where the identity came from: `source` in expressions.
@@ -291,6 +294,7 @@ impl Authorization {
             request.path,
             request.host,
             &request.headers,
+            request.client_cert,
             source.as_str(),
         );
         let mut context = cel::Context::with_env(STDLIB.clone());
@@ -432,6 +436,7 @@ mod tests {
             host: "app.test",
             headers: BTreeMap::from([("x-team".to_string(), "red".to_string())]),
             fold_case: false,
+            client_cert: None,
         }
     }
 

@@ -14,7 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::backends::Index;
 use super::{CompileOptions, ingress_ref, normalize_host};
@@ -128,6 +128,18 @@ fn entry_setting(entry: &Entry) -> Result<Option<Setting>, String> {
             "mode {other:?} is none of off, passthrough, verify"
         )),
     }
+}
+
+/// A verified certificate's subject, issuer, serial number and subject alternative names.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertFacts {
+    pub subject: String,
+    pub issuer: String,
+    pub serial_number: String,
+    pub dns_names: Vec<String>,
+    pub uris: Vec<String>,
+    pub emails: Vec<String>,
 }
 
 /// The fix for a malformed annotation.
