@@ -452,6 +452,38 @@ mod tests {
     }
 
     #[test]
+    fn expressions_read_the_verified_client_certificate() {
+        let a = compiled(&spec(
+            r#"
+defaultAction: Deny
+rules:
+- {name: robots, when: "has(request.clientCert) && request.clientCert.subject.startsWith('CN=robot,') && 'robot.clients.example' in request.clientCert.dnsNames", action: Allow}
+"#,
+        ));
+        let cert = crate::compile::mtls::CertFacts {
+            subject: "CN=robot,O=Example".into(),
+            issuer: "CN=Client CA".into(),
+            serial_number: "7A01".into(),
+            dns_names: vec!["robot.clients.example".into()],
+            uris: Vec::new(),
+            emails: Vec::new(),
+        };
+        let who = claims(json!({"sub": "robot"}));
+        let with_cert = RequestFacts {
+            client_cert: Some(&cert),
+            ..request("/")
+        };
+        let d = a.decide(&who, &with_cert, Source::Session);
+        assert_eq!((d.allowed, d.by), (true, "robots"), "{d:?}");
+        let d = a.decide(&who, &request("/"), Source::Session);
+        assert_eq!(
+            (d.allowed, d.by),
+            (false, "defaultAction"),
+            "no certificate: {d:?}"
+        );
+    }
+
+    #[test]
     fn the_first_matching_rule_decides_then_the_default() {
         let a = compiled(&spec(
             r#"
