@@ -161,7 +161,7 @@ fn connector(site: &TestCert, dial: &Dial<'_>) -> tokio_rustls::TlsConnector {
     let mut config = match dial.cert {
         Some(c) => builder
             .with_client_auth_cert(
-                vec![c.der.clone()],
+                vec!std::slice::from_ref(&c.der),
                 PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).unwrap(),
             )
             .unwrap(),
@@ -410,7 +410,7 @@ async fn the_backend_gets_albs_headers_for_the_certificate_and_never_a_clients()
     );
     assert_eq!(
         decoded_pem(leaf),
-        [good.der.clone()],
+        std::slice::from_ref(&good.der),
         "the leaf, URL-encoded PEM"
     );
 
@@ -427,7 +427,7 @@ async fn the_backend_gets_albs_headers_for_the_certificate_and_never_a_clients()
     assert_eq!(headers.len(), 1, "{headers:?}");
     assert_eq!(
         decoded_pem(one(&headers, "x-amzn-mtls-clientcert")),
-        [good.der.clone()]
+        std::slice::from_ref(&good.der)
     );
     // Passthrough takes any certificate, or none.
     let stranger = client(&ca("Stranger CA"), "eve", 4, true);
@@ -441,7 +441,7 @@ async fn the_backend_gets_albs_headers_for_the_certificate_and_never_a_clients()
     .await;
     assert_eq!(
         decoded_pem(one(&mtls_headers(&resp), "x-amzn-mtls-clientcert")),
-        [stranger.der.clone()]
+        std::slice::from_ref(&stranger.der)
     );
     let resp = exchange(
         s.https,

@@ -97,7 +97,7 @@ impl TlsConfigs {
         }
         let verifier = match &host.auth {
             ClientAuth::Verify(store) => store.verifier.clone(),
-            _ => Passthrough::new(),
+            _ => Passthrough::verifier(),
         };
         let config = server_config(self.dp.clone(), Some(verifier))
             .inspect_err(
