@@ -161,7 +161,7 @@ fn connector(site: &TestCert, dial: &Dial<'_>) -> tokio_rustls::TlsConnector {
     let mut config = match dial.cert {
         Some(c) => builder
             .with_client_auth_cert(
-                vec!std::slice::from_ref(&c.der),
+                vec![c.der.clone()],
                 PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).unwrap(),
             )
             .unwrap(),
