@@ -9,8 +9,8 @@
 //! - `jwt-validation` becomes that spec's bearer check, or on its own a guard that
 //!   takes bearer tokens only (the audiences from `portcullis.dev/jwt-audiences`);
 //! - `inbound-cidrs` becomes the routes' source allow-list;
-//! - `scheme: internal` (ALB's default), WAF, Shield, security groups, client
-//!   certificates and TLS to the pods (`backend-protocol: HTTPS`) close the routes
+//! - `mutual-authentication` becomes the hosts' client-certificate setting (`mtls`);
+//! - `scheme: internal` (ALB's default), WAF, Shield, security groups and TLS to the pods (`backend-protocol: HTTPS`) close the routes
 //!   unless `portcullis.dev/accept-alb-differences` (or `--accept-alb-differences`)
 //!   names them;
 //! - how the Ingress's rules are read and ordered: `use-regex-path-match`,
@@ -747,8 +747,8 @@ impl Groups {
 }
 
 /// The access-control annotations that are not about login: `inbound-cidrs` as a
-/// source allow-list; `scheme`, WAF, Shield, security groups and client certificates
-/// close the routes unless their difference is accepted. A malformed value closes them
+/// source allow-list; `mutual-authentication` as the hosts' client certificates;
+/// `scheme`, WAF, Shield and security groups close the routes unless their difference is accepted. A malformed value closes them
 /// too. In an IngressGroup, the group's load-balancer-level annotations count as the
 /// Ingress's own; members that disagree on one close their routes.
 pub fn access_for(
