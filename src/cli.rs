@@ -178,9 +178,9 @@ pub struct ClassArgs {
     /// ALB access-control annotations Portcullis cannot honour whose difference is
     /// accepted for every Ingress (comma separated: scheme, wafv2-acl-arn,
     /// wafv2-acl-name, waf-acl-id, shield-advanced-protection, security-groups,
-    /// security-group-prefix-lists, frontend-nlb-security-groups, mutual-authentication,
-    /// backend-protocol), e.g. `scheme` when Portcullis itself is reachable only from
-    /// the private network. Per Ingress: `portcullis.dev/accept-alb-differences`.
+    /// security-group-prefix-lists, frontend-nlb-security-groups,
+    /// mutual-authentication), e.g. `scheme` when Portcullis itself is reachable only
+    /// from the private network. Per Ingress: `portcullis.dev/accept-alb-differences`.
     #[arg(long, env = "PORTCULLIS_ACCEPT_ALB_DIFFERENCES", value_delimiter = ',')]
     pub accept_alb_differences: Vec<String>,
     /// Client certificates on the HTTPS listener, for hosts whose Ingress sets none (and

@@ -127,7 +127,11 @@ pub async fn diagnose(
     redirect_uris: &[String],
 ) -> Vec<Check> {
     let mut checks = Vec::new();
-    let Some(meta) = discovery(idp, policy, &mut checks).await else {
+    if let (false, Some(bearer)) = (policy.login, &policy.bearer) {
+        bearer_keys(idp, policy, bearer, &mut checks).await;
+        return checks;
+    }
+    let Some(meta) = discovery(idp, policy, "spec.oidc.issuer", &mut checks).await else {
         return checks;
     };
     keys(idp, &meta, &mut checks).await;
@@ -197,6 +201,39 @@ pub async fn diagnose(
     checks
 }
 
+/// A rule without logins: the keys its bearer tokens are checked with, from
+/// `spec.bearer.jwksUri` or the issuer's discovery.
+async fn bearer_keys(
+    idp: &IdpClient,
+    policy: &AuthPolicy,
+    bearer: &crate::compile::bearer::BearerPolicy,
+    checks: &mut Vec<Check>,
+) {
+    checks.push(check(
+        Outcome::Info,
+        "login",
+        "the rule takes bearer tokens only (no spec.oidc): no login, client or redirect URI to check".into(),
+        "",
+    ));
+    let meta = match &bearer.jwks_uri {
+        Some(jwks_uri) => ProviderMetadata {
+            issuer: bearer.issuer.clone(),
+            authorization_endpoint: String::new(),
+            token_endpoint: String::new(),
+            userinfo_endpoint: None,
+            jwks_uri: jwks_uri.clone(),
+            end_session_endpoint: None,
+            id_token_signing_alg_values_supported: None,
+            authorization_response_iss_parameter_supported: false,
+        },
+        None => match discovery(idp, policy, "spec.bearer.issuer", checks).await {
+            Some(meta) => meta,
+            None => return,
+        },
+    };
+    keys(idp, &meta, checks).await;
+}
+
 /// The login a browser would start with `redirect_uri`, and what the provider refused
 /// when it did.
 async fn login(
@@ -236,9 +273,11 @@ async fn login(
     (verdict, refused)
 }
 
+/// The issuer's discovery document; `field` names where the rule sets the issuer.
 async fn discovery(
     idp: &IdpClient,
     policy: &AuthPolicy,
+    field: &str,
     checks: &mut Vec<Check>,
 ) -> Option<ProviderMetadata> {
     let url = format!(
@@ -269,7 +308,7 @@ async fn discovery(
             Outcome::Fail,
             "discovery",
             format!("{url} answered {} ({ms} ms)", answer.status.as_u16()),
-            "spec.oidc.issuer must be the issuer itself: <issuer>/.well-known/openid-configuration must exist",
+            &format!("{field} must be the issuer itself: <issuer>/.well-known/openid-configuration must exist"),
         ));
         return None;
     }
@@ -280,7 +319,7 @@ async fn discovery(
                 Outcome::Fail,
                 "discovery",
                 format!("{url} is not a discovery document: {e}"),
-                "point spec.oidc.issuer at the OpenID provider",
+                &format!("point {field} at the OpenID provider"),
             ));
             return None;
         }
@@ -294,7 +333,7 @@ async fn discovery(
                 meta.issuer, policy.issuer
             ),
             &format!(
-                "set spec.oidc.issuer to exactly {} (ID tokens carry it in iss)",
+                "set {field} to exactly {} (tokens carry it in iss)",
                 meta.issuer
             ),
         ));

@@ -249,3 +249,94 @@ async fn bad_tokens_get_401_with_the_challenge_and_never_a_redirect() {
         "tokens are never logged"
     );
 }
+
+#[tokio::test]
+async fn a_rule_without_oidc_takes_tokens_only_and_never_redirects() {
+    let (login, rest) = RULE.split_once("  oidc:").unwrap();
+    let bearer_only = format!(
+        "{login}  bearer:{}",
+        rest.split_once("  bearer:").unwrap().1
+    );
+    assert!(!bearer_only.contains("clientId"), "{bearer_only}");
+    let s = setup_guarded(&[], &bearer_only, &[], 401).await;
+    // Without a token, whatever kind of request it is: 401 with the Bearer
+    // challenge, never a login, and a session cookie is not even read.
+    for headers in [
+        "Accept: text/html\r\nSec-Fetch-Mode: navigate\r\n",
+        "Accept: application/json\r\nSec-Fetch-Mode: cors\r\n",
+        "X-Requested-With: XMLHttpRequest\r\n",
+        "",
+        "Authorization: Basic YTpi\r\n",
+        "Authorization: Bearer\r\n",
+        "Cookie: AWSELBAuthSessionCookie-0=AQEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n",
+    ] {
+        let r = raw_get(&s, "GET", "/api/items", headers).await;
+        assert_eq!(r.status, 401, "{headers:?}: {}", r.head);
+        let head = r.head.to_ascii_lowercase();
+        assert!(
+            head.contains("www-authenticate: bearer"),
+            "{headers:?}: {}",
+            r.head
+        );
+        assert!(
+            !head.contains("location:") && !head.contains("set-cookie:"),
+            "{}",
+            r.head
+        );
+        assert!(r.body.contains("AuthBearerTokenRequired"), "{}", r.body);
+        assert!(r.backend().is_none());
+    }
+    // There is no login to call back to or log out of: those paths are the route's,
+    // and guarded like any other.
+    for path in ["/oauth2/idpresponse?code=x&state=y", "/oauth2/logout"] {
+        let r = raw_get(&s, "GET", path, "Accept: text/html\r\n").await;
+        assert_eq!(r.status, 401, "{path}: {}", r.head);
+        assert!(
+            r.body.contains("AuthBearerTokenRequired"),
+            "{path}: {}",
+            r.body
+        );
+    }
+    // A token from the provider passes with identity and claim headers, as beside a
+    // login; a forged header in any spelling is replaced.
+    let good = token(&s.idp.issuer, "portcullis-test", "api:read").await;
+    let no_scope = token(&s.idp.issuer, "portcullis-test", "api:write").await;
+    let bearer = format!("Authorization: Bearer {good}\r\n");
+    let r = raw_get(
+        &s,
+        "GET",
+        "/api/items",
+        &format!("{bearer}X-AMZN-OIDC-IDENTITY: admin\r\nx-auth-request-user: admin\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    let headers = &r.backend().unwrap()["headers"];
+    assert_eq!(headers["authorization"], format!("Bearer {good}"));
+    assert_eq!(headers["x-amzn-oidc-identity"], "portcullis-test");
+    assert_eq!(headers["x-amzn-oidc-accesstoken"], good.as_str());
+    assert_eq!(headers["x-auth-request-user"], "portcullis-test");
+    assert!(
+        headers["x-amzn-oidc-data"]
+            .as_str()
+            .is_some_and(|d| d.split('.').count() == 3)
+    );
+    // Authorization reads the token's claims: machines may only read.
+    let post = raw_get(
+        &s,
+        "POST",
+        "/api/items",
+        &format!("{bearer}Content-Length: 0\r\n"),
+    )
+    .await;
+    assert_eq!(post.status, 403, "{}", post.head);
+    assert!(post.backend().is_none());
+    let r = raw_get(
+        &s,
+        "GET",
+        "/",
+        &format!("Authorization: Bearer {no_scope}\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.head);
+    assert!(r.head.contains("invalid_token"), "{}", r.head);
+}

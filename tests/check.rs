@@ -215,3 +215,50 @@ fn bearer_and_authorization_problems_are_named_by_field() {
     ));
     assert_eq!(code, 0, "a good one is clean: {report}");
 }
+
+/// A rule with neither a login nor tokens, a cookie domain that is a public suffix, and
+/// one on a rule without a login: each refused on its field, offline.
+#[test]
+fn rules_without_a_login_and_cookie_domains_are_checked_offline() {
+    let rule = |spec: &str| {
+        format!(
+            "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: web, namespace: apps}}\nspec:\n  ingressClassName: portcullis\n  rules: [{{host: app.example.co.uk, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: svc, port: {{number: 80}}}}}}}}]}}}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: svc, namespace: apps}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: idp, namespace: apps}}\nstringData: {{client-secret: s}}\n---\napiVersion: portcullis.dev/v1alpha1\nkind: AuthRule\nmetadata: {{name: api, namespace: apps}}\nspec:\n  targetRefs: [{{name: web}}]\n{spec}"
+        )
+    };
+    let login = "  oidc: {issuer: \"https://idp.example.com\", clientId: app, clientSecretRef: {name: idp}}\n";
+    let bearer = "  bearer: {issuer: \"https://idp.example.com\", audiences: [api]}\n";
+    let cases = [
+        ("", "MissingOidc", "spec.oidc"),
+        (
+            &format!("{login}  session: {{cookieDomain: co.uk}}\n") as &str,
+            "InvalidCookieDomain",
+            "spec.session.cookieDomain",
+        ),
+        (
+            &format!("{bearer}  session: {{cookieDomain: example.co.uk}}\n"),
+            "InvalidCookieDomain",
+            "spec.session.cookieDomain",
+        ),
+    ];
+    for (spec, reason, field) in cases {
+        let (code, report) = check_json(&rule(spec));
+        assert_eq!(code, 1, "{spec}: {report}");
+        let found = problems(&report, reason);
+        assert_eq!(
+            found.first().map(|p| &p["field"]),
+            Some(&field.into()),
+            "{spec}: {report}"
+        );
+    }
+    // The same domain on the rule with a login, and a bearer-only rule, pass.
+    for spec in [
+        format!("{login}  session: {{cookieDomain: example.co.uk}}\n"),
+        bearer.to_owned(),
+    ] {
+        let (_, report) = check_json(&rule(&spec));
+        let of_rule = (report["problems"].as_array().unwrap().iter())
+            .filter(|p| p["kind"] == "AuthRule")
+            .count();
+        assert_eq!(of_rule, 0, "{spec}: {report}");
+    }
+}

@@ -708,3 +708,118 @@ async fn abandoned_logins_show_on_the_authrule_status() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_bearer_only_rule_and_a_cookie_domain_another_namespace_serves_report_status() {
+    let cp = ControlPlane::start();
+    let controller = install(&cp).await;
+    let idp = Idp::start(&[]);
+    let admin = cp.admin().await;
+    let backend = Backend::start_on("app", host_address()).await;
+    let namespaces = "apiVersion: v1\nkind: Namespace\nmetadata: {name: apps}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n";
+    apply(&admin, namespaces).await;
+    let rule = |name: &str, target: &str, rest: &str| {
+        format!(
+            "---\napiVersion: portcullis.dev/v1alpha1\nkind: AuthRule\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n  targetRefs: [{{name: {target}}}]\n{rest}"
+        )
+    };
+    let bearer = format!(
+        "  bearer: {{issuer: \"{}\", audiences: [\"https://api.example.com\"]}}\n",
+        idp.issuer
+    );
+    let login = format!(
+        "  oidc: {{issuer: \"{}\", clientId: portcullis-test, clientSecretRef: {{name: idp}}}}\n",
+        idp.issuer
+    );
+    let manifests = format!(
+        "{}{}{}{}{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: idp, namespace: apps}}\nstringData: {{client-secret: test-secret}}\n",
+        ingress_yaml("api", &[("api.example.com", "/", "svc")], ""),
+        ingress_yaml("web", &[("web.example.com", "/", "svc")], ""),
+        service_yaml("svc", &[backend.addr]),
+        rule("api", "api", &bearer),
+        rule(
+            "web",
+            "web",
+            &format!("{login}  session: {{cookieDomain: example.com}}\n")
+        ),
+    );
+    apply(&admin, &manifests).await;
+    // Neither a login nor tokens: refused by the API server.
+    let refused = try_apply(&admin, &rule("nothing", "api", ""))
+        .await
+        .unwrap_err();
+    assert!(refused.contains("set spec.oidc"), "{refused}");
+
+    let rules: Api<DynamicObject> =
+        Api::namespaced_with(admin.clone(), "apps", &ApiResource::erase::<AuthRule>(&()));
+    let status = |c: Option<serde_json::Value>| {
+        c.map(|c| {
+            (
+                c["status"].clone(),
+                c["reason"].clone(),
+                c["message"].clone(),
+            )
+        })
+    };
+    eventually(
+        "the bearer-only rule is Ready and its issuer's keys load",
+        || async {
+            let api = rules.get("api").await.unwrap();
+            status(condition(&api, "Ready")).is_some_and(|(s, _, _)| s == "True")
+                && status(condition(&api, "IdPReachable")).is_some_and(|(s, _, _)| s == "True")
+        },
+    )
+    .await;
+    let api = rules.get("api").await.unwrap();
+    assert!(
+        condition(&api, "CredentialsAccepted").is_none(),
+        "no client to check"
+    );
+    let no_token = raw_exchange(
+        controller.http,
+        b"GET / HTTP/1.1\r\nHost: api.example.com\r\nAccept: text/html\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(no_token.status, 401, "{}", no_token.head);
+    assert!(
+        no_token
+            .head
+            .to_ascii_lowercase()
+            .contains("www-authenticate: bearer")
+    );
+
+    // Another namespace serves a host under web's cookie domain: web is refused.
+    eventually("web is Ready", || async {
+        let web = rules.get("web").await.unwrap();
+        status(condition(&web, "Ready")).is_some_and(|(s, _, _)| s == "True")
+    })
+    .await;
+    let intruder = format!(
+        "{}{}",
+        ingress_yaml("x", &[("x.example.com", "/", "svc")], ""),
+        service_yaml("svc", &[backend.addr])
+    )
+    .replace("namespace: apps", "namespace: other");
+    apply(&admin, &intruder).await;
+    eventually(
+        "web is not Accepted, naming the field and the route",
+        || async {
+            let web = rules.get("web").await.unwrap();
+            status(condition(&web, "Accepted")).is_some_and(|(s, r, m)| {
+                s == "False"
+                    && r == "CookieDomainNotOwned"
+                    && m.as_str().is_some_and(|m| {
+                        m.contains("spec.session.cookieDomain") && m.contains("other/x")
+                    })
+            })
+        },
+    )
+    .await;
+    let closed = raw_exchange(
+        controller.http,
+        b"GET / HTTP/1.1\r\nHost: web.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(closed.status, 500, "{}", closed.head);
+    assert!(closed.body.contains("AuthRuleInvalid"), "{}", closed.body);
+}

@@ -385,3 +385,63 @@ fn a_providers_clock_is_printed_once_for_all_its_rules() {
     assert_eq!(out.matches("FAIL  clock").count(), 1, "{out}");
     assert_eq!(out.matches("PASS  login").count(), 2, "{out}");
 }
+
+#[test]
+fn diagnose_checks_a_bearer_only_rule_by_its_token_issuers_keys() {
+    let idp = provider(&[]);
+    let run_with = |bearer: &str| {
+        let dir = TempDir::new("diagnose-bearer");
+        dir.write(
+            "all.yaml",
+            &format!(
+                "{}{}---\napiVersion: portcullis.dev/v1alpha1\nkind: AuthRule\nmetadata: {{name: api, namespace: apps}}\nspec:\n  targetRefs: [{{name: web}}]\n  bearer: {bearer}\n",
+                ingress_yaml("web", &[("api.example.com", "/", "svc")], ""),
+                service_yaml("svc", &["127.0.0.1:9".parse().unwrap()]),
+            ),
+        );
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["diagnose", "--idp-timeout", "2", "-f"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, out) = run_with(&format!("{{issuer: \"{}\", audiences: [api]}}", idp.issuer));
+    assert!(ok, "{out}");
+    line(&out, "PASS  discovery");
+    assert!(line(&out, "PASS  keys").contains("/jwks"), "{out}");
+    assert!(
+        line(&out, "INFO  login").contains("bearer tokens only"),
+        "{out}"
+    );
+    for absent in ["  credentials", "  userinfo", "PASS  login", "FAIL  login"] {
+        assert!(!out.contains(absent), "no login to check: {out}");
+    }
+    // Keys named directly: no discovery needed; keys that cannot be read fail.
+    let (ok, out) = run_with(&format!(
+        "{{issuer: \"https://tokens.example.com\", jwksUri: \"{}/jwks\", audiences: [api]}}",
+        idp.issuer
+    ));
+    assert!(ok, "{out}");
+    assert!(!out.contains("discovery"), "{out}");
+    line(&out, "PASS  keys");
+    let (ok, out) = run_with("{issuer: \"http://127.0.0.1:9\", audiences: [api]}");
+    assert!(!ok);
+    assert!(
+        line(&out, "FAIL  discovery").contains("cannot be reached"),
+        "{out}"
+    );
+    let (ok, out) = run_with(&format!(
+        "{{issuer: \"{}/\", audiences: [api]}}",
+        idp.issuer
+    ));
+    assert!(!ok);
+    line(&out, "FAIL  issuer");
+    assert!(
+        out.contains(&format!("set spec.bearer.issuer to exactly {}", idp.issuer)),
+        "the fix names the bearer issuer: {out}"
+    );
+}

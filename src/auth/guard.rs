@@ -153,6 +153,21 @@ pub fn unauthenticated(
     }
 }
 
+/// What a request without a bearer token gets from a rule that takes tokens only
+/// (no `spec.oidc`): never a login. A preflight passes where the rule lets preflights
+/// through, any request under `onUnauthenticatedRequest: allow`; the rest get 401.
+pub fn without_token(
+    on: OnUnauthenticatedRequest,
+    allow_preflight: bool,
+    preflight: bool,
+) -> Unauthenticated {
+    match on {
+        _ if preflight && allow_preflight => Unauthenticated::Preflight,
+        OnUnauthenticatedRequest::Allow => Unauthenticated::Allow,
+        _ => Unauthenticated::Refuse(Refusal::BearerTokenRequired),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +231,28 @@ mod tests {
             after_refresh(RefreshOutcome::SharedStateDown),
             SessionStep::Refuse(Refusal::SharedStateUnavailable)
         ));
+    }
+
+    #[test]
+    fn a_rule_without_logins_never_sends_a_request_to_one() {
+        use OnUnauthenticatedRequest::{Allow, Authenticate, Deny};
+        use Unauthenticated as U;
+        let required = U::Refuse(Refusal::BearerTokenRequired);
+        for (on, allow_preflight, preflight, expected) in [
+            (Authenticate, false, false, required),
+            (Deny, false, false, required),
+            (Authenticate, false, true, required),
+            (Authenticate, true, true, U::Preflight),
+            (Deny, true, false, required),
+            (Allow, false, false, U::Allow),
+            (Allow, true, true, U::Preflight),
+        ] {
+            assert_eq!(
+                without_token(on, allow_preflight, preflight),
+                expected,
+                "{on:?} {allow_preflight} {preflight}"
+            );
+        }
     }
 
     #[test]

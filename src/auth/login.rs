@@ -335,9 +335,16 @@ impl Authenticator {
         &self.signing_keys
     }
 
-    /// Sessions and flows are bound to the AuthRule and the host.
+    /// Sessions and flows are bound to the AuthRule and the host; under a cookie
+    /// domain, to the namespace, the domain, the issuer and the client, so every rule
+    /// of the namespace with that provider and client opens the session on every host
+    /// under the domain, and no other client's or namespace's rule ever does.
     pub fn binding(policy: &AuthPolicy, host: &str) -> String {
         let (ns, name) = (&policy.rule.namespace, &policy.rule.name);
+        if let Some(domain) = &policy.cookie_domain {
+            return serde_json::json!(["domain", ns, domain, policy.issuer, policy.client_id])
+                .to_string();
+        }
         match policy.rule.kind.as_str() {
             // A policy made from an Ingress's ALB annotations: never an AuthRule's binding.
             "Ingress" => binding_for(ns, &format!("{name}.ingress-annotations"), host),
@@ -458,7 +465,12 @@ impl Authenticator {
                 s.len()
             )
         })?;
-        let mut set_cookies = session::set_cookie_headers(&policy.cookie_name, &shards, at.secure);
+        let mut set_cookies = session::set_cookie_headers(
+            &policy.cookie_name,
+            policy.cookie_domain.as_deref(),
+            &shards,
+            at.secure,
+        );
         set_cookies.push(flow::clear_cookie(&state.state, at.secure));
         notes.note("final-redirect", true, format!("to {}", state.return_to));
         Ok(LoggedIn {
@@ -717,7 +729,11 @@ impl Authenticator {
                 |shards| session::open(&self.ring, &Self::binding(policy, host), &shards).ok(),
             );
             if own.is_some_and(|s| sid.is_none() || s.sid.as_ref() == sid) {
-                set_cookies.extend(session::clear_cookie_headers(&policy.cookie_name, secure));
+                set_cookies.extend(session::clear_cookie_headers(
+                    &policy.cookie_name,
+                    policy.cookie_domain.as_deref(),
+                    secure,
+                ));
             }
         }
         Ok(set_cookies)
@@ -993,6 +1009,7 @@ impl Authenticator {
         let shards = session::seal(&self.ring, &Self::binding(policy, host), session)?;
         Ok(session::set_cookie_headers(
             &policy.cookie_name,
+            policy.cookie_domain.as_deref(),
             &shards,
             secure,
         ))
@@ -1050,7 +1067,11 @@ impl Authenticator {
                 .unwrap_or_else(|| safe_return_path(requested.unwrap_or("/")).to_owned()),
         };
         LoggedOut {
-            set_cookies: session::clear_cookie_headers(&policy.cookie_name, secure),
+            set_cookies: session::clear_cookie_headers(
+                &policy.cookie_name,
+                policy.cookie_domain.as_deref(),
+                secure,
+            ),
             location,
             sub: session.map(|s| s.sub),
         }

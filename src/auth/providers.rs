@@ -47,7 +47,11 @@ pub struct ProviderKey {
 }
 
 impl ProviderKey {
+    /// The provider of a rule's logins, or the token issuer of a bearer-only rule.
     pub fn of(policy: &AuthPolicy) -> Self {
+        if let (false, Some(bearer)) = (policy.login, &policy.bearer) {
+            return Self::for_bearer(bearer);
+        }
         Self {
             issuer: policy.issuer.clone(),
             authorization_endpoint: policy.authorization_endpoint.clone(),

@@ -22,7 +22,8 @@ pub enum Refusal {
     /// Logged in, but a claim the authorization needs was left out by the provider
     /// and named in `_claim_names` instead (Entra ID's groups overage) (403).
     ClaimsOverage,
-    /// A route guarded by `jwt-validation` alone, and no bearer token (401).
+    /// A route that takes bearer tokens only (`jwt-validation`, or an AuthRule without
+    /// `spec.oidc`), and no bearer token (401).
     BearerTokenRequired,
 }
 

@@ -151,11 +151,18 @@ pub fn read_shards<'a>(
 }
 
 /// `Set-Cookie` values for the shards, expiring any higher shard a larger earlier
-/// session may have left behind.
-pub fn set_cookie_headers(name: &str, shards: &[String], secure: bool) -> Vec<String> {
+/// session may have left behind. With `domain` (`spec.session.cookieDomain`) every
+/// host under it receives them; without, only the host that set them.
+pub fn set_cookie_headers(
+    name: &str,
+    domain: Option<&str>,
+    shards: &[String],
+    secure: bool,
+) -> Vec<String> {
+    let domain = domain.map(|d| format!("; Domain={d}")).unwrap_or_default();
     let attrs = |max_age: u64| {
         format!(
-            "Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
+            "Path=/{domain}; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
             if secure { "; Secure" } else { "" }
         )
     };
@@ -168,8 +175,8 @@ pub fn set_cookie_headers(name: &str, shards: &[String], secure: bool) -> Vec<St
 }
 
 /// `Set-Cookie` values that end the session (logout, invalid cookie).
-pub fn clear_cookie_headers(name: &str, secure: bool) -> Vec<String> {
-    set_cookie_headers(name, &[], secure)
+pub fn clear_cookie_headers(name: &str, domain: Option<&str>, secure: bool) -> Vec<String> {
+    set_cookie_headers(name, domain, &[], secure)
 }
 
 #[cfg(test)]
@@ -318,8 +325,12 @@ mod tests {
 
     #[test]
     fn set_cookie_writes_shards_and_expires_the_rest() {
-        let headers =
-            set_cookie_headers("AWSELBAuthSessionCookie", &["a".into(), "b".into()], true);
+        let headers = set_cookie_headers(
+            "AWSELBAuthSessionCookie",
+            None,
+            &["a".into(), "b".into()],
+            true,
+        );
         assert_eq!(headers.len(), 4);
         assert_eq!(
             headers[0],
@@ -327,7 +338,7 @@ mod tests {
         );
         assert!(headers[2].starts_with("AWSELBAuthSessionCookie-2=; Path=/; Max-Age=0;"));
         assert!(
-            clear_cookie_headers("S", false)
+            clear_cookie_headers("S", None, false)
                 .iter()
                 .all(|h| h.contains("Max-Age=0") && !h.contains("Secure"))
         );

@@ -15,6 +15,7 @@ use k8s_openapi::api::networking::v1::{IngressBackend, IngressServiceBackend, Se
 use serde::Deserialize;
 
 use super::alb_annotations::{PREFIX, annotation_field};
+use super::backend_protocol::ProtocolFrom;
 use super::backends::{Index, UpstreamCache};
 use super::snapshot::{Backend, Closed};
 use crate::diagnostics::{Diagnostic, ObjectRef};
@@ -666,9 +667,16 @@ impl Backends<'_> {
             .filter(|s| s.port.as_ref().and_then(|p| p.name.as_deref()) == Some(USE_ANNOTATION));
         let Some(service) = action else {
             let namespace = &self.object.namespace;
-            let backend =
-                self.upstreams
-                    .resolve(self.index, namespace, backend, self.object, field, diags);
+            let from = ProtocolFrom::Alb(self.annotations);
+            let backend = self.upstreams.resolve(
+                self.index,
+                namespace,
+                backend,
+                from,
+                self.object,
+                field,
+                diags,
+            );
             return Some(Resolved::forward(backend));
         };
         let name = service.name.as_str();
@@ -770,9 +778,16 @@ impl Backends<'_> {
                 resource: None,
             };
             let namespace = &self.object.namespace;
-            let b =
-                self.upstreams
-                    .resolve(self.index, namespace, &backend, self.object, field, diags);
+            let from = ProtocolFrom::Alb(self.annotations);
+            let b = self.upstreams.resolve(
+                self.index,
+                namespace,
+                &backend,
+                from,
+                self.object,
+                field,
+                diags,
+            );
             resolved.push((share.weight, b));
         }
         match resolved.as_slice() {

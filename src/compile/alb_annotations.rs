@@ -10,8 +10,8 @@
 //!   takes bearer tokens only (the audiences from `portcullis.dev/jwt-audiences`);
 //! - `inbound-cidrs` becomes the routes' source allow-list;
 //! - `mutual-authentication` becomes the hosts' client-certificate setting (`mtls`);
-//! - `scheme: internal` (ALB's default), WAF, Shield, security groups and TLS to the pods (`backend-protocol: HTTPS`) close the routes
-//!   unless `portcullis.dev/accept-alb-differences` (or `--accept-alb-differences`)
+//! - `scheme: internal` (ALB's default), WAF, Shield and security groups close the
+//!   routes unless `portcullis.dev/accept-alb-differences` (or `--accept-alb-differences`)
 //!   names them;
 //! - how the Ingress's rules are read and ordered: `use-regex-path-match`,
 //!   `group.order`, `listen-ports`, `ssl-redirect` (the rules' own `actions.*`,
@@ -66,6 +66,7 @@ const READ: &[&str] = &[
     "use-regex-path-match",
     "ssl-redirect",
     "listen-ports",
+    "backend-protocol",
     "backend-protocol-version",
 ];
 /// Annotations read by the name after this prefix (`actions.<name>`).
@@ -135,11 +136,6 @@ const NOT_HONOURED: &[(&str, &str, &str)] = &[
         "client certificates (mTLS) checked by the load balancer",
         "check client certificates in front of Portcullis",
     ),
-    (
-        "backend-protocol",
-        "TLS from the load balancer to the pods (Portcullis speaks plain HTTP to them)",
-        "serve plain HTTP to Portcullis on the pods' port (a second port if need be) and point the backend at it",
-    ),
 ];
 /// Prefixes of other ingress controllers' annotations.
 const FOREIGN: &[&str] = &[
@@ -200,7 +196,9 @@ fn key_field(key: &str) -> String {
     format!("metadata.annotations[{key}]")
 }
 
-/// What an Ingress's auth annotations ask for.
+/// What an Ingress's auth annotations ask for (made once per Ingress per compile, so
+/// the spec is not boxed).
+#[allow(clippy::large_enum_variant)]
 pub enum Asked {
     /// No login and no bearer tokens.
     Nothing,
@@ -338,6 +336,7 @@ fn jwt_validation(
     ))
 }
 
+#[allow(clippy::large_enum_variant)]
 enum Login {
     None,
     /// The spec, and whether it comes from Cognito.
@@ -412,10 +411,11 @@ fn login_from(
                 name: object.name.clone(),
             }],
             paths: Vec::new(),
-            oidc,
+            oidc: Some(oidc),
             session: SessionSpec {
                 cookie_name: get("auth-session-cookie").map(str::to_owned),
                 timeout,
+                cookie_domain: None,
             },
             on_unauthenticated_request: on_unauthenticated,
             logout: LogoutSpec::default(),
@@ -895,39 +895,21 @@ fn listen_ports(value: &str, problems: &mut AccessProblems) -> Option<bool> {
     }
 }
 
-/// `backend-protocol: HTTPS` asks for TLS to the pods, which Portcullis does not
-/// speak (so it closes the routes unless accepted); `backend-protocol-version`
-/// other than `HTTP1` asks for HTTP/2 or gRPC to them, which it does not speak
-/// either (a warning: requests then fail at the pods, never reach them in the clear
-/// by surprise).
+/// `backend-protocol` and `backend-protocol-version` on the Ingress: honoured per
+/// backend (`backend_protocol`, where the Service's own values win); a value AWS's
+/// controller would refuse closes the routes, since the pods could then be spoken to
+/// in a way nobody asked for.
 fn check_backend_protocol(
     protocol: Option<&str>,
     version: Option<&str>,
     problems: &mut AccessProblems,
 ) {
-    match protocol {
-        None | Some("HTTP") => {}
-        Some("HTTPS") => problems.not_honoured("backend-protocol", "HTTPS"),
-        Some(other) => problems.malformed(
-            "backend-protocol",
-            format!("{other:?} is neither HTTP nor HTTPS"),
-            "use HTTP or HTTPS".into(),
-        ),
+    use super::backend_protocol::{tls_asked, version_asked};
+    if let Err(p) = tls_asked(protocol) {
+        problems.malformed("backend-protocol", p.message, p.fix);
     }
-    match version {
-        None | Some("HTTP1") => {}
-        Some(version @ ("HTTP2" | "GRPC")) => problems.diags.push(Diagnostic::warning(
-            problems.object,
-            &annotation_field("backend-protocol-version"),
-            "AnnotationNotHonoured",
-            format!("backend-protocol-version {version} is not honoured: Portcullis speaks HTTP/1.1 to the pods, which gRPC cannot use"),
-            "serve HTTP/1.1 on the pods' port, or route gRPC around Portcullis".into(),
-        )),
-        Some(other) => problems.malformed(
-            "backend-protocol-version",
-            format!("{other:?} is not HTTP1, HTTP2 or GRPC"),
-            "use HTTP1, HTTP2 or GRPC".into(),
-        ),
+    if let Err(p) = version_asked(version) {
+        problems.malformed("backend-protocol-version", p.message, p.fix);
     }
 }
 

@@ -717,29 +717,134 @@ fn listen_ports_keep_rules_to_the_listeners_named() {
     }
 }
 
+/// The transport a request for `/` is sent with, `None` when the route has no
+/// reachable Service.
+fn transport_of(c: &Compiled) -> Option<Transport> {
+    match &route_on(c, "/", true)?.backend {
+        Backend::Service(up) => Some(up.transport.clone()),
+        _ => None,
+    }
+}
+
 #[test]
-fn backend_tls_is_refused_and_http2_is_reported() {
-    let with = |annotations: &str| {
+fn backend_protocol_is_honoured_from_the_ingress_and_the_service_wins() {
+    let with = |annotations: &str, service_annotations: &str| {
+        let services = services().replacen(
+            "metadata: {name: a, namespace: apps}",
+            &format!(
+                "metadata: {{name: a, namespace: apps, annotations: {{{service_annotations}}}}}"
+            ),
+            1,
+        );
         compiled(&format!(
-            "{}{}",
+            "{}{services}{}",
             alb_ingress("web", annotations, &[("/*", "ImplementationSpecific", "a")]),
-            services()
+            ca_secret()
         ))
     };
-    let c = with("    alb.ingress.kubernetes.io/backend-protocol: HTTPS\n");
-    let route = route_on(&c, "/", true).unwrap();
+    let tls = |verify| Some(BackendTls { verify });
+    let c = with(
+        "    alb.ingress.kubernetes.io/backend-protocol: HTTPS\n",
+        "",
+    );
+    assert!(route_on(&c, "/", true).unwrap().closed.is_none());
     assert_eq!(
-        route.closed.as_ref().unwrap().reason,
-        "AnnotationNotHonoured"
+        transport_of(&c).unwrap().tls,
+        tls(None),
+        "ALB checks no certificate"
     );
     let c = with(
-        "    alb.ingress.kubernetes.io/backend-protocol: HTTPS\n    portcullis.dev/accept-alb-differences: backend-protocol\n",
+        "    alb.ingress.kubernetes.io/backend-protocol-version: GRPC\n",
+        "",
     );
-    assert!(route_on(&c, "/", true).unwrap().closed.is_none());
-    let c = with("    alb.ingress.kubernetes.io/backend-protocol-version: GRPC\n");
-    assert!(route_on(&c, "/", true).unwrap().closed.is_none());
-    assert_eq!(warnings(&c, "AnnotationNotHonoured").len(), 1);
+    let grpc = transport_of(&c).unwrap();
+    assert_eq!((grpc.tls, grpc.version), (None, BackendVersion::Grpc));
+    assert!(warnings(&c, "AnnotationNotHonoured").is_empty());
     assert!(warnings(&c, "IgnoredAnnotation").is_empty());
+    // The Service's own annotations win over the Ingress's, each on its own.
+    let c = with(
+        "    alb.ingress.kubernetes.io/backend-protocol: HTTPS\n    alb.ingress.kubernetes.io/backend-protocol-version: HTTP2\n",
+        "alb.ingress.kubernetes.io/backend-protocol: HTTP",
+    );
+    let t = transport_of(&c).unwrap();
+    assert_eq!((t.tls, t.version), (None, BackendVersion::Http2));
+    // The opt-in check of the pods' certificate, its server name defaulting to the
+    // Service's DNS name.
+    let c = with(
+        "    alb.ingress.kubernetes.io/backend-protocol: HTTPS\n",
+        "portcullis.dev/backend-ca-secret: pods-ca",
+    );
+    let verify = transport_of(&c).unwrap().tls.unwrap().verify.unwrap();
+    assert_eq!(verify.server_name, "a.apps.svc");
+    assert!(verify.ca_pem.contains("BEGIN CERTIFICATE"));
+}
+
+/// A way of speaking to the pods that cannot be set up never falls back to another:
+/// on the Ingress it closes the routes, on the Service its backend answers 503.
+#[test]
+fn backend_protocol_that_cannot_be_set_up_closes_the_backend() {
+    let with = |annotations: &str, service_annotations: &str| {
+        let services = services().replacen(
+            "metadata: {name: a, namespace: apps}",
+            &format!(
+                "metadata: {{name: a, namespace: apps, annotations: {{{service_annotations}}}}}"
+            ),
+            1,
+        );
+        compiled(&format!(
+            "{}{services}{}",
+            alb_ingress("web", annotations, &[("/*", "ImplementationSpecific", "a")]),
+            ca_secret()
+        ))
+    };
+    for bad in [
+        "alb.ingress.kubernetes.io/backend-protocol: https",
+        "alb.ingress.kubernetes.io/backend-protocol-version: H2C",
+    ] {
+        let c = with(&format!("    {bad}\n"), "");
+        let route = route_on(&c, "/", true).unwrap();
+        assert_eq!(
+            route.closed.as_ref().map(|c| c.reason),
+            Some("AnnotationInvalid"),
+            "{bad}"
+        );
+    }
+    for (ingress, service) in [
+        ("", "alb.ingress.kubernetes.io/backend-protocol: TLS"),
+        ("", "portcullis.dev/backend-ca-secret: pods-ca"),
+        (
+            "    alb.ingress.kubernetes.io/backend-protocol: HTTPS\n",
+            "portcullis.dev/backend-ca-secret: missing",
+        ),
+        (
+            "    alb.ingress.kubernetes.io/backend-protocol: HTTPS\n",
+            "portcullis.dev/backend-server-name: a.apps.svc",
+        ),
+    ] {
+        let c = with(ingress, service);
+        assert!(transport_of(&c).is_none(), "{ingress} {service}");
+        assert!(
+            matches!(
+                route_on(&c, "/", true).unwrap().backend,
+                Backend::Unavailable { .. }
+            ),
+            "{service}"
+        );
+        assert_eq!(warnings(&c, "InvalidBackendProtocol").len(), 1, "{service}");
+    }
+}
+
+/// A Secret `pods-ca` in `apps` whose `ca.crt` holds a CA certificate.
+fn ca_secret() -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let ca = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let pem: String = ca.pem().lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: pods-ca, namespace: apps}}\nstringData:\n  ca.crt: |\n{pem}"
+    )
 }
 
 /// Annotations about AWS's load balancer itself are reported once each, with what

@@ -294,6 +294,9 @@ pub fn separate_cookie_names(
             let GuardPolicy::Oidc(p) = &guard.policy else {
                 continue;
             };
+            if !p.login {
+                continue;
+            }
             for host in hosts.get(ingress).into_iter().flatten() {
                 let rules = by_host.entry(host.as_str()).or_default();
                 if !rules.iter().any(|(r, _)| r == &p.rule) {
@@ -489,19 +492,13 @@ fn resolve_policy(
     index: &Index,
 ) -> Result<AuthPolicy, Vec<Diagnostic>> {
     let mut errors = Vec::new();
-    let oidc = &spec.oidc;
-    check_provider(obj, oidc, &mut errors);
-    let scope = checked_scope(obj, oidc, &mut errors);
-    check_extra_params(obj, oidc, &mut errors);
+    let login =
+        (spec.oidc.as_ref()).map(|oidc| (oidc, checked_login(obj, oidc, index, &mut errors)));
+    check_something_passes(obj, spec, &mut errors);
     let (cookie_name, timeout) = checked_session(obj, spec, &mut errors);
+    let has_login = spec.oidc.is_some();
+    let cookie_domain = super::cookie_domain::checked(obj, &spec.session, has_login, &mut errors);
     let logout_path = checked_logout(obj, spec, &mut errors);
-    let client_secret = match client_secret(obj, spec, index) {
-        Ok(s) => s,
-        Err(d) => {
-            errors.push(d);
-            String::new()
-        }
-    };
     let authorization = spec
         .authorization
         .as_ref()
@@ -515,22 +512,42 @@ fn resolve_policy(
     if !errors.is_empty() {
         return Err(errors);
     }
+    // A bearer-only rule names its token issuer where a login names the provider, so
+    // status and `diagnose` check the keys tokens are verified with.
+    let (oidc, client_secret, scope) = match login {
+        Some((oidc, (secret, scope))) => (oidc.clone(), secret, scope),
+        None => (
+            bearer_only_provider(bearer.as_deref()),
+            String::new(),
+            DEFAULT_SCOPE.into(),
+        ),
+    };
+    let cookie_name = match (&cookie_domain, &spec.session.cookie_name) {
+        (Some(domain), None) => super::cookie_domain::shared_cookie_name(
+            &obj.namespace,
+            domain,
+            &oidc.issuer,
+            &oidc.client_id,
+        ),
+        _ => cookie_name,
+    };
     Ok(AuthPolicy {
         rule: obj.clone(),
-        issuer: oidc.issuer.clone(),
-        authorization_endpoint: oidc.authorization_endpoint.clone(),
-        token_endpoint: oidc.token_endpoint.clone(),
-        user_info_endpoint: oidc.user_info_endpoint.clone(),
-        client_id: oidc.client_id.clone(),
+        login: has_login,
+        issuer: oidc.issuer,
+        authorization_endpoint: oidc.authorization_endpoint,
+        token_endpoint: oidc.token_endpoint,
+        user_info_endpoint: oidc.user_info_endpoint,
+        client_id: oidc.client_id,
         client_secret,
         scope,
         extra_params: oidc
             .authentication_request_extra_params
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .into_iter()
             .collect(),
         token_endpoint_auth_method: oidc.token_endpoint_auth_method,
         cookie_name,
+        cookie_domain,
         session_timeout_secs: timeout as u64,
         on_unauthenticated: spec.on_unauthenticated_request,
         logout_path,
@@ -542,6 +559,55 @@ fn resolve_policy(
         claim_headers,
         spec: spec.clone(),
     })
+}
+
+/// A rule needs a login, bearer tokens, or both: with neither nothing could pass.
+fn check_something_passes(obj: &ObjectRef, spec: &AuthRuleSpec, errors: &mut Vec<Diagnostic>) {
+    if spec.oidc.is_none() && spec.bearer.is_none() {
+        errors.push(Diagnostic::error(
+            obj,
+            "spec.oidc",
+            "MissingOidc",
+            "the rule has neither spec.oidc nor spec.bearer: nothing could pass".into(),
+            "set spec.oidc for browser logins, spec.bearer for API clients with tokens, or both"
+                .into(),
+        ));
+    }
+}
+
+/// `spec.oidc` checked, with its client secret read: the secret and the scope.
+fn checked_login(
+    obj: &ObjectRef,
+    oidc: &OidcSpec,
+    index: &Index,
+    errors: &mut Vec<Diagnostic>,
+) -> (String, String) {
+    check_provider(obj, oidc, errors);
+    let scope = checked_scope(obj, oidc, errors);
+    check_extra_params(obj, oidc, errors);
+    let secret = client_secret(obj, oidc, index).unwrap_or_else(|d| {
+        errors.push(d);
+        String::new()
+    });
+    (secret, scope)
+}
+
+/// The provider fields of a rule without `spec.oidc`: its token issuer, no client.
+fn bearer_only_provider(bearer: Option<&super::bearer::BearerPolicy>) -> OidcSpec {
+    OidcSpec {
+        issuer: bearer.map(|b| b.issuer.clone()).unwrap_or_default(),
+        authorization_endpoint: None,
+        token_endpoint: None,
+        user_info_endpoint: None,
+        client_id: String::new(),
+        client_secret_ref: crate::model::SecretKeyRef {
+            name: String::new(),
+            key: String::new(),
+        },
+        scope: None,
+        authentication_request_extra_params: Default::default(),
+        token_endpoint_auth_method: Default::default(),
+    }
 }
 
 /// The issuer, the endpoints and the client id.
@@ -724,12 +790,8 @@ fn checked_logout(obj: &ObjectRef, spec: &AuthRuleSpec, errors: &mut Vec<Diagnos
 
 // Built once per AuthRule per compile, never on the request path.
 #[allow(clippy::result_large_err)]
-fn client_secret(
-    obj: &ObjectRef,
-    spec: &AuthRuleSpec,
-    index: &Index,
-) -> Result<String, Diagnostic> {
-    let r = &spec.oidc.client_secret_ref;
+fn client_secret(obj: &ObjectRef, oidc: &OidcSpec, index: &Index) -> Result<String, Diagnostic> {
+    let r = &oidc.client_secret_ref;
     let secret_name = format!("{}/{}", obj.namespace, r.name);
     let field = "spec.oidc.clientSecretRef";
     let secret = index.secret(&obj.namespace, &r.name).ok_or_else(|| {

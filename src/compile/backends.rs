@@ -9,7 +9,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{IngressBackend, IngressServiceBackend};
 
 use super::Backend;
-use super::snapshot::Upstream;
+use super::backend_protocol::{self, ProtocolFrom};
+use super::snapshot::{Transport, Upstream};
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::store::Objects;
 
@@ -141,11 +142,13 @@ impl UpstreamCache {
         list
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn resolve(
         &mut self,
         index: &Index,
         namespace: &str,
         backend: &IngressBackend,
+        protocol: ProtocolFrom,
         ingress: &ObjectRef,
         field: &str,
         diags: &mut Vec<Diagnostic>,
@@ -169,20 +172,9 @@ impl UpstreamCache {
             .and_then(|p| p.number.map(|n| n.to_string()).or_else(|| p.name.clone()))
             .unwrap_or_else(|| "?".into());
         let name = format!("{namespace}/{}:{port_label}", service.name);
-        if let Some(up) = self.upstreams.get(&name) {
-            return Backend::Service(up.clone());
-        }
-        match targets(index, namespace, service) {
-            Ok(targets) => {
-                let up = Arc::new(Upstream {
-                    name: name.clone(),
-                    targets,
-                    id: self.upstreams.len(),
-                });
-                self.upstreams.insert(name, up.clone());
-                Backend::Service(up)
-            }
-            Err((reason, fix)) => {
+        let (targets, transport) = match targets(index, namespace, service, protocol) {
+            Ok(found) => found,
+            Err(Unresolved::Backend(reason, fix)) => {
                 diags.push(Diagnostic::error(
                     ingress,
                     &format!("{field}.service"),
@@ -190,27 +182,80 @@ impl UpstreamCache {
                     reason.clone(),
                     fix,
                 ));
-                Backend::Unavailable {
+                return Backend::Unavailable {
                     service: name,
                     reason,
-                }
+                };
             }
+            Err(Unresolved::Protocol(p)) => {
+                let message = format!(
+                    "Service {namespace}/{}: {}; requests for it answer 503 until it is fixed",
+                    service.name, p.message
+                );
+                diags.push(Diagnostic::error(
+                    ingress,
+                    &format!("{field}.service (metadata.annotations[{}])", p.field),
+                    "InvalidBackendProtocol",
+                    message.clone(),
+                    p.fix,
+                ));
+                return Backend::Unavailable {
+                    service: name,
+                    reason: message,
+                };
+            }
+        };
+        // Two routes may speak to one Service port differently (their Ingresses'
+        // annotations differ); each way has its own upstream and connections.
+        let key = format!("{name} {transport:?}");
+        if let Some(up) = self.upstreams.get(&key) {
+            return Backend::Service(up.clone());
         }
+        let up = Arc::new(Upstream {
+            name,
+            targets,
+            id: self.upstreams.len(),
+            transport,
+        });
+        self.upstreams.insert(key, up.clone());
+        Backend::Service(up)
     }
 }
 
-/// A problem and its fix.
-type Unresolved = (String, String);
+/// Why a backend cannot be used.
+enum Unresolved {
+    /// The Service, its port or its endpoints are missing: the problem and its fix.
+    Backend(String, String),
+    /// How to speak to the pods cannot be set up.
+    Protocol(backend_protocol::ProtocolProblem),
+}
 
 fn targets(
     index: &Index,
     namespace: &str,
     backend: &IngressServiceBackend,
-) -> Result<Vec<String>, Unresolved> {
+    protocol: ProtocolFrom,
+) -> Result<(Vec<String>, Transport), Unresolved> {
+    let (service, port, targets) = service_targets(index, namespace, backend)
+        .map_err(|(problem, fix)| Unresolved::Backend(problem, fix))?;
+    let transport = backend_protocol::transport(protocol, service, port, index)
+        .map_err(Unresolved::Protocol)?;
+    Ok((targets, transport))
+}
+
+/// A Service port found and its targets, or the problem and its fix.
+type Found<'i> = (&'i Service, Option<&'i ServicePort>, Vec<String>);
+
+fn service_targets<'i>(
+    index: &Index<'i>,
+    namespace: &str,
+    backend: &IngressServiceBackend,
+) -> Result<Found<'i>, (String, String)> {
     let svc_name = format!("{namespace}/{}", backend.name);
-    let service = index
+    let service: &'i Service = index
         .services
         .get(&(namespace.to_owned(), backend.name.clone()))
+        .copied()
         .ok_or_else(|| {
             (
                 format!("Service {svc_name} not found"),
@@ -235,7 +280,9 @@ fn targets(
         let external = spec
             .and_then(|s| s.external_name.as_deref())
             .unwrap_or_default();
-        return external_name_target(&svc_name, external, wanted.number.or(port.map(|p| p.port)));
+        let targets =
+            external_name_target(&svc_name, external, wanted.number.or(port.map(|p| p.port)))?;
+        return Ok((service, port, targets));
     }
     let port = port.ok_or_else(|| {
         (
@@ -260,7 +307,7 @@ fn targets(
             ),
         ));
     }
-    Ok(targets)
+    Ok((service, Some(port), targets))
 }
 
 /// An ExternalName Service is reached by its name, at the port number asked for.
@@ -268,7 +315,7 @@ fn external_name_target(
     svc_name: &str,
     external: &str,
     number: Option<i32>,
-) -> Result<Vec<String>, Unresolved> {
+) -> Result<Vec<String>, (String, String)> {
     match number {
         Some(n) if !external.is_empty() => {
             Ok(vec![format!("{}:{n}", external.trim_end_matches('.'))])

@@ -1627,7 +1627,8 @@ fn backend_ref(
         ));
         Cond::no("ResolvedRefs", "UnsupportedValue", message)
     })?;
-    let resolved = upstreams.resolve(index, ns, &backend, obj, field, diags);
+    let from = super::backend_protocol::ProtocolFrom::AppProtocol;
+    let resolved = upstreams.resolve(index, ns, &backend, from, obj, field, diags);
     Ok(match edits {
         Some(headers) => Backend::Edited {
             headers,

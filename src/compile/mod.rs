@@ -9,10 +9,12 @@ pub mod alb_conditions;
 pub mod alb_transforms;
 mod auth;
 pub mod authorization;
+pub mod backend_protocol;
 mod backends;
 pub mod bearer;
 mod cel_facts;
 pub mod claim_headers;
+mod cookie_domain;
 mod gateway;
 pub mod mtls;
 pub mod path_pattern;
@@ -133,6 +135,7 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
     let requirements = route_requirements(objects, &ingresses);
     let mut all_drafts: Vec<&mut RouteDraft> =
         drafts.iter_mut().chain(&mut default_draft).collect();
+    cookie_domain::refuse_unowned(&mut all_drafts, &mut rules.summaries, &mut diags);
     required::close_unguarded(
         &mut all_drafts,
         &requirements,
@@ -1112,7 +1115,7 @@ fn build_table(mut drafts: Vec<RouteDraft>, default_draft: Option<RouteDraft>) -
         .iter()
         .flat_map(|r| &r.guards)
         .filter_map(|g| match &g.policy {
-            GuardPolicy::Oidc(p) => Some(p.logout_path.clone()),
+            GuardPolicy::Oidc(p) => p.login.then(|| p.logout_path.clone()),
             GuardPolicy::Bearer(_) | GuardPolicy::Broken(_) | GuardPolicy::Pending(_) => None,
         })
         .chain([crate::model::CALLBACK_PATH.to_owned()])

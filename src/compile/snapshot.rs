@@ -486,6 +486,50 @@ pub struct Upstream {
     pub targets: Vec<String>,
     /// Position in `RouteTable::upstreams`.
     pub id: usize,
+    /// How the pods are spoken to: HTTP/1.1 in the clear unless the Service asks.
+    pub transport: Transport,
+}
+
+/// The protocol to a Service's pods (ALB's target group protocol and version).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Transport {
+    /// `Some`: TLS to the pods (`backend-protocol: HTTPS`).
+    pub tls: Option<BackendTls>,
+    pub version: BackendVersion,
+}
+
+/// The HTTP version to the pods (`backend-protocol-version`, `appProtocol`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum BackendVersion {
+    #[default]
+    Http1,
+    /// HTTP/2: negotiated by ALPN over TLS, prior knowledge (h2c) in the clear.
+    Http2,
+    /// gRPC: HTTP/2 as above; Portcullis's own refusals answer in gRPC's terms.
+    Grpc,
+}
+
+impl BackendVersion {
+    pub fn is_h2(self) -> bool {
+        self != Self::Http1
+    }
+}
+
+/// TLS to the pods. As ALB, the pods' certificate is not checked unless a CA bundle
+/// is named: pods commonly serve self-signed certificates, and no SNI is sent (the
+/// pods are addressed by IP).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BackendTls {
+    pub verify: Option<VerifyBackend>,
+}
+
+/// Check the pods' certificate: it must chain to one of these CAs and name this server.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct VerifyBackend {
+    /// PEM, as the Secret's `ca.crt` holds it (checked to parse when compiled).
+    pub ca_pem: Arc<str>,
+    /// The name the certificate must carry, sent as SNI.
+    pub server_name: String,
 }
 
 #[derive(Clone)]
@@ -515,6 +559,9 @@ pub enum GuardPolicy {
 #[derive(Clone, PartialEq)]
 pub struct AuthPolicy {
     pub rule: ObjectRef,
+    /// Browser logins (`spec.oidc`). Without them the rule takes bearer tokens only:
+    /// `issuer` is the tokens' and there is no client, session or logout.
+    pub login: bool,
     pub issuer: String,
     pub authorization_endpoint: Option<String>,
     pub token_endpoint: Option<String>,
@@ -525,6 +572,9 @@ pub struct AuthPolicy {
     pub extra_params: Vec<(String, String)>,
     pub token_endpoint_auth_method: TokenEndpointAuthMethod,
     pub cookie_name: String,
+    /// `spec.session.cookieDomain` (lower case, no leading dot): sessions are bound to
+    /// the namespace, issuer and client instead of the host, and shared under it.
+    pub cookie_domain: Option<String>,
     pub session_timeout_secs: u64,
     pub on_unauthenticated: OnUnauthenticatedRequest,
     pub logout_path: String,
@@ -698,11 +748,12 @@ impl RouteTable {
         self.auth_paths.contains(path)
     }
 
-    /// Every working OIDC policy, once each (the back channel is not per host).
+    /// Every working policy with logins, once each (the back channel is not per host).
     pub fn all_policies(&self) -> Vec<Arc<AuthPolicy>> {
         let mut policies: Vec<Arc<AuthPolicy>> = Vec::new();
         for guard in self.all.iter().flat_map(|r| &r.guards) {
             if let GuardPolicy::Oidc(p) = &guard.policy
+                && p.login
                 && !policies.iter().any(|known| known.rule == p.rule)
             {
                 policies.push(p.clone());
@@ -711,7 +762,7 @@ impl RouteTable {
         policies
     }
 
-    /// The OIDC policies guarding any route this host can reach: the callback path is
+    /// The policies with logins guarding any route this host can reach: the callback path is
     /// answered per host, whichever route a login started from. Rules of namespaces
     /// the host's owner does not admit never take part in its logins.
     ///
@@ -740,6 +791,7 @@ impl RouteTable {
         let mut policies: Vec<Arc<AuthPolicy>> = Vec::new();
         for guard in routes.flat_map(|r| &r.guards) {
             if let GuardPolicy::Oidc(p) = &guard.policy
+                && p.login
                 && !policies.iter().any(|known| known.rule == p.rule)
             {
                 policies.push(p.clone());

@@ -192,7 +192,7 @@ impl Controller {
         let registry = &self.context.providers;
         checked.retain(|rule, _| snapshot.auth_rules.contains_key(rule));
         for (object, summary) in &snapshot.auth_rules {
-            let Some(policy) = &summary.policy else {
+            let Some(policy) = summary.policy.as_ref().filter(|p| p.login) else {
                 continue;
             };
             let Ok(provider) = registry.get(&ProviderKey::of(policy)).await else {

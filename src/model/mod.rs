@@ -51,6 +51,10 @@ pub const MAX_EXTRA_PARAMS: usize = 10;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.oidc) || has(self.bearer)",
+    "message": "set spec.oidc (browser logins), spec.bearer (API tokens), or both"
+}]))]
 pub struct AuthRuleSpec {
     /// The Ingresses, HTTPRoutes and Gateways in this namespace whose routes this rule
     /// guards (1 to 16).
@@ -64,8 +68,11 @@ pub struct AuthRuleSpec {
     #[schemars(length(max = 16))]
     pub paths: Vec<String>,
 
-    /// The OpenID provider and this application's client registration at it.
-    pub oidc: OidcSpec,
+    /// The OpenID provider and this application's client registration at it, for
+    /// browser logins. Optional when `bearer` is set: the rule then takes bearer tokens
+    /// only and never redirects (a request without a valid token gets 401).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcSpec>,
 
     /// The session cookie that a completed login sets.
     #[serde(default, skip_serializing_if = "SessionSpec::is_default")]
@@ -73,7 +80,8 @@ pub struct AuthRuleSpec {
 
     /// What a request without a valid session gets: `authenticate` sends the browser to
     /// the provider's login (default); `deny` answers 401; `allow` forwards the request
-    /// without identity headers.
+    /// without identity headers. On a rule without `oidc` there is no login: a request
+    /// without a token gets 401 unless this is `allow`.
     #[serde(default)]
     pub on_unauthenticated_request: OnUnauthenticatedRequest,
 
@@ -429,6 +437,17 @@ pub struct SessionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 604800))]
     pub timeout: Option<i64>,
+    /// One login for every host under this domain (`example.com` or `.example.com`):
+    /// the session cookie carries `Domain=`, and rules of this namespace with the same
+    /// domain, issuer, client id and cookie name accept each other's sessions. It must
+    /// be a parent of every host the rule guards, not a public suffix (`com`,
+    /// `co.uk`), and no host under it may be served by a route of another namespace.
+    /// Without `cookieName` the cookie is named after those four
+    /// (`AWSELBAuthSessionCookie-<8 hex digits>`). Default: each host keeps its own
+    /// session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub cookie_domain: Option<String>,
 }
 
 impl SessionSpec {
@@ -668,11 +687,12 @@ oidc:
             spec.on_unauthenticated_request,
             OnUnauthenticatedRequest::Authenticate
         );
+        let oidc = spec.oidc.as_ref().unwrap();
         assert_eq!(
-            spec.oidc.token_endpoint_auth_method,
+            oidc.token_endpoint_auth_method,
             TokenEndpointAuthMethod::ClientSecretBasic
         );
-        assert_eq!(spec.oidc.client_secret_ref.key, DEFAULT_SECRET_KEY);
+        assert_eq!(oidc.client_secret_ref.key, DEFAULT_SECRET_KEY);
         assert_eq!(spec.target_refs[0].kind, "Ingress");
         assert!(spec.paths.is_empty());
     }

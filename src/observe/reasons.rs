@@ -250,9 +250,9 @@ pub const REASONS: &[Reason] = &[
     r(
         "AuthBearerTokenRequired",
         "401",
-        "The route takes bearer tokens only (ALB's jwt-validation without a login), and the request carries none (401, WWW-Authenticate: Bearer).",
+        "The route takes bearer tokens only (an AuthRule without spec.oidc, or ALB's jwt-validation without a login), and the request carries none (401, WWW-Authenticate: Bearer).",
         "An API client that sent no Authorization header, or another scheme than Bearer; or a browser opening an API address.",
-        "Send Authorization: Bearer <a JWT from the issuer in the Ingress's jwt-validation, for an audience in portcullis.dev/jwt-audiences>.",
+        "Send Authorization: Bearer <a JWT from the AuthRule's spec.bearer.issuer for one of its audiences, or from the issuer in the Ingress's jwt-validation for an audience in portcullis.dev/jwt-audiences>.",
     ),
     r(
         "AuthInvalidLogoutRequest",

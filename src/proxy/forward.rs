@@ -1,38 +1,24 @@
-//! Sending a request to a Service's endpoints: pooled HTTP/1.1 connections, passive
-//! failure marking, one retry on another endpoint for a request without a body whose
+//! Sending a request to a Service's endpoints: pooled connections (HTTP/1.1 unless the
+//! Service asks for HTTP/2, in the clear unless it asks for TLS), passive failure
+//! marking, one retry on another endpoint for a request without a body whose
 //! connection failed, and WebSocket tunnels after a `101`.
 
 use std::time::Instant;
 
-use http::header::{CONNECTION, HeaderValue, UPGRADE};
+use http::header::{CONNECTION, HOST, HeaderValue, UPGRADE};
 use http::{Request, Response, StatusCode, Uri, Version, request};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 
 use super::balance::Balance;
+use super::clients::{Pools, SendFailure};
 use super::headers::strip_hop_by_hop;
 use super::pages::empty;
-use super::{Body, DataPlane, ProxyConfig};
-use crate::compile::Upstream;
+use super::{Body, DataPlane};
+use crate::compile::{Transport, Upstream};
 use crate::observe::access_log::AccessRecord;
-
-pub type UpstreamClient = Client<HttpConnector, Body>;
-
-pub fn upstream_client(config: &ProxyConfig) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(config.upstream_connect_timeout));
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(config.upstream_idle_timeout)
-        .pool_max_idle_per_host(1024)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
-}
 
 /// Why forwarding failed, with the status and reason the client and log get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,10 +65,16 @@ pub struct Outgoing {
     pub hold: Option<super::connections::Hold>,
 }
 
+/// Where an upstream's requests go: its balancer state and its connections.
+pub struct Way<'a> {
+    pub balance: &'a Balance,
+    pub pools: &'a Pools,
+}
+
 pub async fn forward(
     dp: &DataPlane,
     upstream: &Upstream,
-    balance: &Balance,
+    way: Way<'_>,
     out: Outgoing,
     received: Instant,
     rec: &mut AccessRecord,
@@ -93,8 +85,9 @@ pub async fn forward(
         upgrade,
         hold,
     } = out;
+    let balance = way.balance;
     rec.target_group_arn = upstream.name.clone();
-    prepare_headers(&mut parts, upgrade.is_some());
+    prepare_headers(&mut parts, upgrade.is_some(), &upstream.transport);
     // Only a request without a body can be sent twice, and only another endpoint helps.
     let retryable = body.is_end_stream() && upstream.targets.len() > 1;
     let mut body = Some(body);
@@ -114,18 +107,22 @@ pub async fn forward(
             spare.take()
         };
         let Some(parts) = attempt else { break };
-        let Ok(uri) = upstream_uri(target, &parts.uri) else {
+        let Ok(uri) = upstream_uri(target, &parts, &upstream.transport) else {
             return Err(ForwardError::Connect);
         };
         let mut req = Request::from_parts(parts, body.take().unwrap_or_else(empty));
         *req.uri_mut() = uri;
+        if upstream.transport.version.is_h2() {
+            // `:authority` carries the host now.
+            req.headers_mut().remove(HOST);
+        }
         rec.request_processing_time = received.elapsed().as_secs_f64();
         rec.target_port = target.clone();
         tried.push(target.clone());
         let sent = Instant::now();
         let outcome = tokio::time::timeout(
             dp.config.upstream_response_timeout,
-            dp.client().request(req),
+            way.pools.send(dp.worker(), target, req),
         )
         .await;
         rec.target_processing_time = sent.elapsed().as_secs_f64();
@@ -146,10 +143,8 @@ pub async fn forward(
     Ok(resp)
 }
 
-type Sent = Result<
-    Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
-    tokio::time::error::Elapsed,
->;
+type Sent =
+    Result<Result<Response<hyper::body::Incoming>, SendFailure>, tokio::time::error::Elapsed>;
 
 /// What one attempt came to, counted and logged; a connection that failed marks its
 /// endpoint so the balancer passes it over for the failure backoff.
@@ -167,7 +162,10 @@ fn judge_outcome(
             statuses.push(resp.status().as_u16().to_string());
             Ok(resp)
         }
-        Ok(Err(e)) if e.is_connect() => {
+        Ok(Err(SendFailure {
+            connect: true,
+            error: e,
+        })) => {
             statuses.push("-".into());
             balance.mark_failed(
                 index,
@@ -180,7 +178,7 @@ fn judge_outcome(
             tracing::warn!(target = %target, upstream = %upstream.name, error = %e, "upstream connection failed");
             Err(ForwardError::Connect)
         }
-        Ok(Err(e)) => {
+        Ok(Err(SendFailure { error: e, .. })) => {
             statuses.push("-".into());
             dp.metrics
                 .upstream_errors
@@ -200,18 +198,35 @@ fn judge_outcome(
     }
 }
 
-fn upstream_uri(target: &str, original: &Uri) -> Result<Uri, http::Error> {
-    let path = original.path_and_query().map_or("/", |p| p.as_str());
+/// The URI a request is sent with: the scheme to the pod, and the pod's address (the
+/// pool's key). Over HTTP/2 the authority is the client's host instead (`:authority`,
+/// which takes the place of `Host`); the pod is chosen by the pool.
+fn upstream_uri(
+    target: &str,
+    parts: &request::Parts,
+    transport: &Transport,
+) -> Result<Uri, http::Error> {
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let scheme = if transport.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let host = parts.headers.get(HOST).and_then(|h| h.to_str().ok());
+    let authority = match host {
+        Some(host) if transport.version.is_h2() => host,
+        _ => target,
+    };
     Uri::builder()
-        .scheme("http")
-        .authority(target)
+        .scheme(scheme)
+        .authority(authority)
         .path_and_query(path)
         .build()
 }
 
-/// Upstream requests are HTTP/1.1. The client's hop-by-hop headers went on arrival;
-/// a WebSocket upgrade gets the two it needs back.
-fn prepare_headers(parts: &mut request::Parts, websocket: bool) {
+/// Upstream requests are HTTP/1.1 unless the Service asks for HTTP/2. The client's
+/// hop-by-hop headers went on arrival; a WebSocket upgrade gets the two it needs back.
+fn prepare_headers(parts: &mut request::Parts, websocket: bool, transport: &Transport) {
     if websocket {
         parts
             .headers
@@ -220,7 +235,11 @@ fn prepare_headers(parts: &mut request::Parts, websocket: bool) {
             .headers
             .insert(UPGRADE, HeaderValue::from_static("websocket"));
     }
-    parts.version = Version::HTTP_11;
+    parts.version = if transport.version.is_h2() {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
 }
 
 fn finish_response(

@@ -4,6 +4,7 @@
 pub mod balance;
 pub mod canonical;
 pub mod client_cert;
+mod clients;
 pub mod connections;
 mod forward;
 pub mod handler;
@@ -157,6 +158,8 @@ pub struct Live {
     pub unmatched: RouteMetrics,
     /// Balancer state of each upstream, by `Upstream::id`.
     pub balances: Vec<Arc<balance::Balance>>,
+    /// The connections of each upstream, by `Upstream::id`.
+    pub pools: Vec<Arc<clients::Pools>>,
 }
 
 /// Everything the request path shares.
@@ -166,9 +169,11 @@ pub struct DataPlane {
     pub config: ProxyConfig,
     pub metrics: Metrics,
     pub log: AccessLog,
-    /// One upstream pool per data-plane worker, so a pooled connection is used on the
-    /// thread whose runtime drives it.
-    clients: Vec<forward::UpstreamClient>,
+    /// How many data-plane workers serve traffic: one per core.
+    workers: usize,
+    /// The connections to the pods by way of speaking to them, kept across snapshots
+    /// while some upstream still speaks that way.
+    pools: std::sync::Mutex<HashMap<crate::compile::Transport, Arc<clients::Pools>>>,
     pub auth: Authenticator,
     pub flows: Arc<crate::observe::flows::FlowLog>,
     /// Balancer state by upstream name, kept across snapshots.
@@ -191,10 +196,8 @@ impl DataPlane {
             route_metrics: Vec::new(),
             unmatched,
             balances: Vec::new(),
+            pools: Vec::new(),
         };
-        let clients = (0..workers())
-            .map(|_| forward::upstream_client(&config))
-            .collect();
         // The system RNG seeds itself on first use (tens of ms); pay that at start-up,
         // not on the first request.
         let _ = crate::observe::trace::TraceId::for_request(&http::HeaderMap::new(), 0);
@@ -235,7 +238,8 @@ impl DataPlane {
             config,
             metrics,
             log,
-            clients,
+            workers: workers(),
+            pools: Default::default(),
             auth,
             flows,
             balances: Default::default(),
@@ -338,6 +342,7 @@ impl DataPlane {
             .set(snapshot.routes.all.len() as i64);
         let unmatched = old.unmatched.clone();
         let balances = self.balances_for(&snapshot);
+        let pools = self.pools_for(&snapshot);
         for rule in snapshot.auth_rules.keys() {
             if !old.snapshot.auth_rules.contains_key(rule) {
                 self.metrics
@@ -349,6 +354,7 @@ impl DataPlane {
             route_metrics,
             unmatched,
             balances,
+            pools,
         }));
         self.ready.store(true, Ordering::Release);
         self.metrics.ready.set(1);
@@ -377,15 +383,40 @@ impl DataPlane {
         list
     }
 
-    /// How many data-plane workers serve traffic: one per core.
-    pub fn workers(&self) -> usize {
-        self.clients.len()
+    /// The connections of each of the snapshot's upstreams: those of its transport,
+    /// kept from before when another upstream spoke that way already.
+    fn pools_for(&self, snapshot: &Snapshot) -> Vec<Arc<clients::Pools>> {
+        let mut kept = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = HashMap::new();
+        let list = snapshot
+            .routes
+            .upstreams
+            .iter()
+            .map(|up| {
+                next.entry(up.transport.clone())
+                    .or_insert_with(|| match kept.get(&up.transport) {
+                        Some(p) => p.clone(),
+                        None => Arc::new(clients::Pools::new(
+                            &self.config,
+                            &up.transport,
+                            self.workers,
+                        )),
+                    })
+                    .clone()
+            })
+            .collect();
+        *kept = next;
+        list
     }
 
-    /// The upstream pool of the worker this runs on (the first one off the workers).
-    fn client(&self) -> &forward::UpstreamClient {
-        let worker = WORKER.with(std::cell::Cell::get);
-        &self.clients[worker % self.clients.len()]
+    /// How many data-plane workers serve traffic: one per core.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// The data-plane worker this runs on (the first one off the workers).
+    fn worker(&self) -> usize {
+        WORKER.with(std::cell::Cell::get) % self.workers
     }
 
     pub fn is_ready(&self) -> bool {

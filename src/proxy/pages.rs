@@ -127,6 +127,61 @@ impl ErrorPage<'_> {
     }
 }
 
+/// A gRPC call: its client reads only `grpc-status`, never a page.
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Portcullis's own answer to a gRPC call, in gRPC's terms: HTTP 200 with no body and
+/// `grpc-status` in the headers (a "trailers-only" response), the code read from the
+/// HTTP status as gRPC's own mapping reads a proxy's, and the reason and trace id in
+/// `grpc-message`. The answer's other headers (a challenge, cookies, `Retry-After`)
+/// are kept.
+pub fn grpc_answer(resp: Response<Body>, reason: &str, trace_id: &str) -> Response<Body> {
+    let code = grpc_code(resp.status());
+    let (mut parts, _) = resp.into_parts();
+    parts.status = StatusCode::OK;
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    parts.headers.remove(LOCATION);
+    parts
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    parts.headers.insert("grpc-status", HeaderValue::from(code));
+    let message = grpc_percent_encode(&format!("{reason} (reference {trace_id})"));
+    if let Ok(v) = HeaderValue::from_str(&message) {
+        parts.headers.insert("grpc-message", v);
+    }
+    Response::from_parts(parts, empty())
+}
+
+/// gRPC's reading of an HTTP status from an intermediary
+/// (`doc/http-grpc-status-mapping.md` in grpc/grpc).
+fn grpc_code(status: StatusCode) -> u16 {
+    match status.as_u16() {
+        400 => 13,             // INTERNAL
+        401 => 16,             // UNAUTHENTICATED
+        403 => 7,              // PERMISSION_DENIED
+        404 => 12,             // UNIMPLEMENTED
+        429 | 502..=504 => 14, // UNAVAILABLE
+        _ => 2,                // UNKNOWN
+    }
+}
+
+/// `grpc-message` is percent-encoded: every byte outside printable ASCII, and `%`.
+fn grpc_percent_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 pub fn redirect(status: StatusCode, location: &str) -> Response<Body> {
     let mut resp = Response::new(empty());
     *resp.status_mut() = status;
@@ -193,6 +248,44 @@ mod tests {
             ("sec-fetch-mode", "navigate"),
             ("sec-fetch-mode", "cors")
         ]));
+    }
+
+    #[test]
+    fn grpc_calls_get_a_status_never_a_page() {
+        let mut headers = HeaderMap::new();
+        for (ct, grpc) in [
+            ("application/grpc", true),
+            ("application/grpc+proto", true),
+            ("application/grpc-web", true),
+            ("application/json", false),
+        ] {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+            assert_eq!(is_grpc(&headers), grpc, "{ct}");
+        }
+        for (status, code) in [
+            (401, "16"),
+            (403, "7"),
+            (404, "12"),
+            (503, "14"),
+            (500, "2"),
+        ] {
+            let mut page = Response::new(full("<html>"));
+            *page.status_mut() = StatusCode::from_u16(status).unwrap();
+            page.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
+            page.headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            let answer = grpc_answer(page, "AuthRequired", "1-a% é");
+            assert_eq!(answer.status(), StatusCode::OK);
+            assert_eq!(answer.headers()["grpc-status"], code);
+            assert_eq!(answer.headers()["content-type"], "application/grpc");
+            assert_eq!(answer.headers()["www-authenticate"], "Bearer");
+            assert_eq!(
+                answer.headers()["grpc-message"],
+                "AuthRequired (reference 1-a%25 %C3%A9)"
+            );
+            assert!(http_body::Body::is_end_stream(answer.body()));
+        }
     }
 
     #[test]

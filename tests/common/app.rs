@@ -44,6 +44,17 @@ pub async fn setup_with(idp_env: &[(&str, &str)]) -> Setup {
 
 /// `setup_with` and an AuthRule of the caller's (ISSUER and ORIGIN are replaced).
 pub async fn setup_rule(idp_env: &[(&str, &str)], rule: &str, args: &[&str]) -> Setup {
+    setup_guarded(idp_env, rule, args, 302).await
+}
+
+/// `setup_rule` for a rule whose guard answers a browser's first request with
+/// `guarded` (302 to a login; 401 where the rule takes bearer tokens only).
+pub async fn setup_guarded(
+    idp_env: &[(&str, &str)],
+    rule: &str,
+    args: &[&str],
+    guarded: u16,
+) -> Setup {
     let backend = Backend::start("app").await;
     let manifests = TempDir::new("login");
     manifests.write(
@@ -80,7 +91,7 @@ pub async fn setup_rule(idp_env: &[(&str, &str)], rule: &str, args: &[&str]) -> 
             .header("accept", "text/html")
             .send()
             .await
-            .is_ok_and(|r| r.status() == 302)
+            .is_ok_and(|r| r.status() == guarded)
     })
     .await;
     Setup {

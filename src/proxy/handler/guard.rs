@@ -5,6 +5,7 @@
 use super::*;
 use crate::auth::guard::{
     Asking, NoSession, RefreshOutcome, SessionStep, Unauthenticated, after_refresh, session_step,
+    without_token,
 };
 
 /// What a request's session cookie is worth to the guard, once the state machine
@@ -29,6 +30,9 @@ impl Exchange {
         policy: &AuthPolicy,
     ) -> Option<Response<Body>> {
         let now = unix_now();
+        if !policy.login {
+            return self.bearer_rule(req, arrival, policy, now).await;
+        }
         if policy.bearer.is_some() && req.headers().contains_key(http::header::AUTHORIZATION) {
             // A request with a token is an API client's: it is never sent to a login,
             // and a session cookie beside a bad token does not rescue it.
@@ -55,6 +59,41 @@ impl Exchange {
             SessionVerdict::Answer(answer) => Some(answer),
             SessionVerdict::Missing(why) => {
                 self.unauthenticated(req, arrival, policy, why, now).await
+            }
+        }
+    }
+
+    /// A rule without logins (`spec.bearer` only): a token is checked as beside a
+    /// login; a request without one is answered 401 with the Bearer challenge, never
+    /// sent to a login, and no session cookie is read.
+    async fn bearer_rule(
+        &mut self,
+        req: &mut Request<Incoming>,
+        arrival: &CanonicalRequest,
+        policy: &AuthPolicy,
+        now: i64,
+    ) -> Option<Response<Body>> {
+        if req.headers().contains_key(http::header::AUTHORIZATION) {
+            match self.bearer_credential(req) {
+                Ok(Some(token)) => return self.bearer(req, arrival, policy, &token, now).await,
+                Ok(None) => {}
+                Err(refused) => return Some(*refused),
+            }
+        }
+        let preflight = asking(req).preflight;
+        match without_token(policy.on_unauthenticated, policy.allow_preflight, preflight) {
+            Unauthenticated::Preflight => {
+                self.rec.add_action("preflight");
+                None
+            }
+            Unauthenticated::Allow => None,
+            Unauthenticated::Refuse(refusal) => {
+                let mut resp = self.refused(refusal);
+                offer_bearer(&mut resp, policy);
+                Some(resp)
+            }
+            Unauthenticated::LoginRequired | Unauthenticated::Login => {
+                unreachable!("without_token never asks for a login")
             }
         }
     }
@@ -160,13 +199,7 @@ impl Exchange {
         why: NoSession,
         now: i64,
     ) -> Option<Response<Body>> {
-        // A CORS preflight carries no credentials by design; one with a body is not one.
-        let asking = Asking {
-            preflight: req.method() == http::Method::OPTIONS
-                && req.headers().contains_key("access-control-request-method")
-                && req.body().is_end_stream(),
-            navigation: is_navigation(req.headers()),
-        };
+        let asking = asking(req);
         let return_to = safe_return_path(&arrival.path_and_query).to_owned();
         match auth_guard::unauthenticated(
             policy.on_unauthenticated,
@@ -563,6 +596,17 @@ pub(super) fn insert_identity(headers: &mut HeaderMap, identity: &Identity) {
         if let Ok(v) = http::HeaderValue::from_str(value) {
             headers.insert(name, v);
         }
+    }
+}
+
+/// What the request is to the guard when it has no session or token.
+fn asking(req: &Request<Incoming>) -> Asking {
+    // A CORS preflight carries no credentials by design; one with a body is not one.
+    Asking {
+        preflight: req.method() == http::Method::OPTIONS
+            && req.headers().contains_key("access-control-request-method")
+            && req.body().is_end_stream(),
+        navigation: is_navigation(req.headers()),
     }
 }
 

@@ -19,7 +19,7 @@ use super::forward::{self, Outgoing};
 use super::headers::{
     client_ip, forwarded_https, is_websocket_upgrade, remove_named, set_forwarded,
 };
-use super::pages::{ErrorPage, is_navigation, prefers_html, redirect};
+use super::pages::{ErrorPage, grpc_answer, is_grpc, is_navigation, prefers_html, redirect};
 use super::{Body, BoxError, ConnInfo, DataPlane, Live};
 use crate::auth::bearer::{BearerError, bearer_token, challenge};
 use crate::auth::claims::{Provenance, RefusalReport};
@@ -74,6 +74,10 @@ struct Exchange {
     html: bool,
     /// A HEAD request: error answers carry no body, so they name no media type.
     head: bool,
+    /// A gRPC call: Portcullis's own answers are given as a `grpc-status`.
+    grpc: bool,
+    /// The response is the backend's, not Portcullis's own.
+    from_backend: bool,
     route: Option<Arc<Route>>,
     /// Cookies to set on the response whatever it is (a refreshed session).
     set_cookies: Vec<String>,
@@ -103,6 +107,7 @@ pub async fn handle(
     rec.trace_id = trace.header.clone();
     let html = prefers_html(req.headers());
     let head = req.method() == http::Method::HEAD;
+    let grpc = is_grpc(req.headers());
     let received_bytes = Arc::new(AtomicU64::new(head_size(req.headers()) as u64));
     let mut ex = Exchange {
         dp,
@@ -113,6 +118,8 @@ pub async fn handle(
         received,
         html,
         head,
+        grpc,
+        from_backend: false,
         route: None,
         set_cookies: Vec::new(),
         claim_headers: Vec::new(),
@@ -513,21 +520,21 @@ impl Exchange {
             upgrade,
             hold,
         };
-        let Some(balance) = self.live.balances.get(upstream.id).cloned() else {
+        let (Some(balance), Some(pools)) = (
+            self.live.balances.get(upstream.id).cloned(),
+            self.live.pools.get(upstream.id).cloned(),
+        ) else {
             return self.error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "BackendUnavailable",
                 "The application behind this address has no running instances.",
             );
         };
-        let sent = forward::forward(
-            &self.dp,
-            upstream,
-            &balance,
-            out,
-            self.received,
-            &mut self.rec,
-        );
+        let way = forward::Way {
+            balance: &balance,
+            pools: &pools,
+        };
+        let sent = forward::forward(&self.dp, upstream, way, out, self.received, &mut self.rec);
         let sent = match route.timeout {
             Some(limit) => match tokio::time::timeout(limit, sent).await {
                 Ok(r) => r.map_err(Some),
@@ -536,7 +543,10 @@ impl Exchange {
             None => sent.await.map_err(Some),
         };
         match sent {
-            Ok(resp) => resp,
+            Ok(resp) => {
+                self.from_backend = true;
+                resp
+            }
             Err(Some(e)) => self.error(e.status(), e.reason(), e.message()),
             Err(None) => self.error(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -622,7 +632,15 @@ impl Exchange {
         received_bytes: Arc<AtomicU64>,
     ) -> Response<Body> {
         append_cookies(&mut resp, std::mem::take(&mut self.set_cookies));
+        // Counted and logged as the HTTP status the answer stands for.
         let status = resp.status().as_u16();
+        if self.grpc && !self.from_backend {
+            let reason = match self.rec.error_reason.as_str() {
+                "" => resp.status().canonical_reason().unwrap_or("Refused"),
+                reason => reason,
+            };
+            resp = grpc_answer(resp, reason, &self.trace.root);
+        }
         let metrics = match &self.route {
             Some(r) => self
                 .live

@@ -1,0 +1,360 @@
+//! Connections to the pods, one set per way of speaking to them (`Transport`) and per
+//! data-plane worker, so a pooled connection is used on the thread whose runtime
+//! drives it:
+//!
+//! - HTTP/1.1, in the clear or over TLS: hyper's pooling client, keyed by target.
+//! - HTTP/2 (and gRPC): one multiplexed connection per target, opened on first use
+//!   and again once it closes. The request keeps the client's authority
+//!   (`:authority`), which the pooling client would replace with the pod's address.
+//!
+//! TLS to the pods checks nothing by default, as ALB: pods serve self-signed
+//! certificates and are addressed by IP, so no SNI is sent either. A `VerifyBackend`
+//! checks the chain against its CAs and the name it gives, sent as SNI.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use hyper_rustls::{
+    DefaultServerNameResolver, FixedServerNameResolver, HttpsConnector, ResolveServerName,
+};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, aws_lc_rs};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tower_service::Service as _;
+
+use super::{Body, BoxError, ProxyConfig};
+use crate::compile::{Transport, VerifyBackend};
+
+type H1Client = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// Why a request never got a response.
+#[derive(Debug)]
+pub struct SendFailure {
+    /// No connection could be made (refused, unreachable, TLS handshake failed).
+    pub connect: bool,
+    pub error: BoxError,
+}
+
+/// The connections of one transport, per worker.
+pub struct Pools {
+    workers: Vec<Worker>,
+}
+
+enum Worker {
+    Http1(Box<H1Client>),
+    Http2(H2Pool),
+}
+
+impl Pools {
+    pub fn new(config: &ProxyConfig, transport: &Transport, workers: usize) -> Self {
+        let tls = Arc::new(tls_config(transport));
+        let workers = (0..workers.max(1))
+            .map(|_| {
+                if transport.version.is_h2() {
+                    Worker::Http2(H2Pool::new(config, transport, tls.clone()))
+                } else {
+                    Worker::Http1(Box::new(h1_client(config, transport, &tls)))
+                }
+            })
+            .collect();
+        Self { workers }
+    }
+
+    /// Sends `req` (its URI absolute: the scheme to the pod and the pod's address) to
+    /// `target` on `worker`'s connections.
+    pub async fn send(
+        &self,
+        worker: usize,
+        target: &str,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, SendFailure> {
+        match &self.workers[worker % self.workers.len()] {
+            Worker::Http1(client) => client.request(req).await.map_err(|e| SendFailure {
+                connect: e.is_connect(),
+                error: e.into(),
+            }),
+            Worker::Http2(pool) => pool.send(target, req).await,
+        }
+    }
+}
+
+fn http_connector(config: &ProxyConfig) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(config.upstream_connect_timeout));
+    connector.set_nodelay(true);
+    connector.enforce_http(false);
+    connector
+}
+
+fn h1_client(config: &ProxyConfig, transport: &Transport, tls: &Arc<ClientConfig>) -> H1Client {
+    let names: Arc<dyn ResolveServerName + Send + Sync> = match verified_name(transport) {
+        Some(name) => Arc::new(FixedServerNameResolver::new(name)),
+        None => Arc::new(DefaultServerNameResolver::default()),
+    };
+    let connector = HttpsConnector::new(http_connector(config), tls.clone(), false, names);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(config.upstream_idle_timeout)
+        .pool_max_idle_per_host(1024)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
+}
+
+fn verified_name(transport: &Transport) -> Option<ServerName<'static>> {
+    let verify = transport.tls.as_ref()?.verify.as_ref()?;
+    ServerName::try_from(verify.server_name.clone()).ok()
+}
+
+/// The TLS settings to the pods: ALPN h2 for HTTP/2; the certificate checked
+/// against the CA bundle when one is named, else (as ALB) not at all.
+fn tls_config(transport: &Transport) -> ClientConfig {
+    let provider = Arc::new(aws_lc_rs::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("the default provider supports the default versions");
+    let verify = transport.tls.as_ref().and_then(|t| t.verify.as_ref());
+    let mut config = match verify {
+        Some(v) => builder
+            .with_root_certificates(roots(v))
+            .with_no_client_auth(),
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth(),
+    };
+    // HTTP/1.1 offers no ALPN (a pod then speaks HTTP/1.1); HTTP/2 offers only h2.
+    if transport.version.is_h2() {
+        config.alpn_protocols = vec![b"h2".to_vec()];
+    }
+    config
+}
+
+/// The CAs of a bundle; one that parses to none leaves the store empty, so every
+/// handshake fails (closed, never unchecked).
+fn roots(verify: &VerifyBackend) -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_slice_iter(verify.ca_pem.as_bytes()).flatten();
+    let (_added, ignored) = roots.add_parsable_certificates(certs);
+    if ignored > 0 {
+        tracing::warn!(
+            ignored,
+            "certificates of a backend CA bundle could not be used"
+        );
+    }
+    roots
+}
+
+/// ALB's check of a pod's certificate: none. The handshake's signatures are still
+/// verified, so the pod holds the key of the certificate it shows.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// One HTTP/2 connection per target, shared by every request to it.
+struct H2Pool {
+    connector: HttpConnector,
+    tls: Option<(tokio_rustls::TlsConnector, Option<ServerName<'static>>)>,
+    /// By target; bounded by the snapshot's targets (closed ones are dropped as new
+    /// ones open).
+    open: Mutex<HashMap<String, SendRequest<Body>>>,
+}
+
+impl H2Pool {
+    fn new(config: &ProxyConfig, transport: &Transport, tls: Arc<ClientConfig>) -> Self {
+        let tls = transport.tls.as_ref().map(|_| {
+            (
+                tokio_rustls::TlsConnector::from(tls),
+                verified_name(transport),
+            )
+        });
+        Self {
+            connector: http_connector(config),
+            tls,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn send(
+        &self,
+        target: &str,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, SendFailure> {
+        let mut sender = match self.ready(target) {
+            Some(sender) => sender,
+            None => self.connect(target).await?,
+        };
+        sender.send_request(req).await.map_err(|e| SendFailure {
+            connect: false,
+            error: e.into(),
+        })
+    }
+
+    fn ready(&self, target: &str) -> Option<SendRequest<Body>> {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(target)
+            .filter(|s| s.is_ready() && !s.is_closed())
+            .cloned()
+    }
+
+    async fn connect(&self, target: &str) -> Result<SendRequest<Body>, SendFailure> {
+        let failed = |error: BoxError| SendFailure {
+            connect: true,
+            error,
+        };
+        let uri: Uri = format!("http://{target}")
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| failed(e.into()))?;
+        let tcp = self
+            .connector
+            .clone()
+            .call(uri)
+            .await
+            .map_err(|e| failed(e.into()))?;
+        let sender = match &self.tls {
+            None => handshake(tcp).await,
+            Some((connector, name)) => {
+                let name = match name {
+                    Some(n) => n.clone(),
+                    None => target_name(target).map_err(failed)?,
+                };
+                let stream = connector
+                    .connect(name, tcp.into_inner())
+                    .await
+                    .map_err(|e| failed(e.into()))?;
+                handshake(TokioIo::new(stream)).await
+            }
+        }
+        .map_err(|e| failed(e.into()))?;
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|_, s| !s.is_closed());
+        open.insert(target.to_owned(), sender.clone());
+        Ok(sender)
+    }
+}
+
+async fn handshake<I>(io: I) -> Result<SendRequest<Body>, hyper::Error>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(io)
+        .await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "upstream HTTP/2 connection closed");
+        }
+    });
+    Ok(sender)
+}
+
+/// The server name of a target (`ip:port`, `[ipv6]:port` or `name:port`): an IP
+/// address sends no SNI.
+fn target_name(target: &str) -> Result<ServerName<'static>, BoxError> {
+    let host = target
+        .rsplit_once(':')
+        .map_or(target, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    Ok(ServerName::try_from(host.to_owned())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_name_their_host_and_ip_addresses_stay_addresses() {
+        assert!(matches!(
+            target_name("10.0.0.1:8443").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            target_name("[fd00::1]:8443").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert_eq!(
+            target_name("api.example.com:443").unwrap(),
+            ServerName::try_from("api.example.com").unwrap()
+        );
+    }
+}
+
+#[cfg(test)]
+mod build_tests {
+    use super::*;
+    use crate::compile::{BackendTls, BackendVersion};
+
+    /// hyper-rustls refuses (panics on) a TLS config whose ALPN is already set: only
+    /// the HTTP/2 pool, which does its own TLS, may set it.
+    #[tokio::test]
+    async fn every_transport_builds_its_pools() {
+        let config = ProxyConfig::default();
+        for tls in [None, Some(BackendTls { verify: None })] {
+            for version in [
+                BackendVersion::Http1,
+                BackendVersion::Http2,
+                BackendVersion::Grpc,
+            ] {
+                let t = Transport {
+                    tls: tls.clone(),
+                    version,
+                };
+                assert_eq!(tls_config(&t).alpn_protocols.is_empty(), !version.is_h2());
+                assert_eq!(Pools::new(&config, &t, 2).workers.len(), 2);
+            }
+        }
+    }
+}
