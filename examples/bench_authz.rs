@@ -39,6 +39,7 @@ rules:
         host: "policy.local",
         headers: BTreeMap::new(),
         fold_case: false,
+        client_cert: None,
     };
     let started = Instant::now();
     let mut allowed = 0;

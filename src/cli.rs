@@ -214,6 +214,37 @@ pub struct ClassArgs {
     /// --https by protocol, whatever its listeners' ports.
     #[arg(long, env = "PORTCULLIS_GATEWAY_ADDRESSES", value_name = "CIDR")]
     pub gateway_addresses: Option<ipnet::IpNet>,
+    /// Client certificates on the HTTPS listener, for hosts whose Ingress sets none (and
+    /// clients that send no SNI): off; passthrough (asked for, passed on unverified in
+    /// X-Amzn-Mtls-Clientcert); verify (the handshake refuses a client without one
+    /// --trust-store vouches for). Per Ingress: `portcullis.dev/mutual-authentication`.
+    #[arg(
+        long,
+        env = "PORTCULLIS_MUTUAL_AUTHENTICATION",
+        value_enum,
+        default_value = "off"
+    )]
+    pub mutual_authentication: MtlsMode,
+    /// namespace/name of the trust store of --mutual-authentication verify: a Secret
+    /// (PEM CA certificates in ca.crt, CRLs in ca.crl) or a ConfigMap (ca-bundle.crt).
+    #[arg(
+        long,
+        env = "PORTCULLIS_TRUST_STORE",
+        required_if_eq("mutual_authentication", "verify")
+    )]
+    pub trust_store: Option<String>,
+    /// With --mutual-authentication verify, accept a client certificate that has
+    /// expired (or is not valid yet) when it is otherwise valid.
+    #[arg(long, env = "PORTCULLIS_IGNORE_CLIENT_CERTIFICATE_EXPIRY")]
+    pub ignore_client_certificate_expiry: bool,
+}
+
+/// What the HTTPS listener asks of clients' certificates by default.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MtlsMode {
+    Off,
+    Passthrough,
+    Verify,
 }
 
 impl ClassArgs {
@@ -228,6 +259,20 @@ impl ClassArgs {
             accept_alb_differences: self.accept_alb_differences.clone(),
             gateway_addresses: self.gateway_addresses.map(|n| n.trunc()),
             redis: false,
+            mutual_authentication: self.mutual_authentication(),
+        }
+    }
+
+    fn mutual_authentication(&self) -> Option<portcullis::compile::mtls::Setting> {
+        use portcullis::compile::mtls::Setting;
+        match self.mutual_authentication {
+            MtlsMode::Off => None,
+            MtlsMode::Passthrough => Some(Setting::Passthrough),
+            MtlsMode::Verify => Some(Setting::Verify {
+                trust_store: self.trust_store.clone().unwrap_or_default(),
+                ignore_expiry: self.ignore_client_certificate_expiry,
+                advertise_ca_names: false,
+            }),
         }
     }
 }

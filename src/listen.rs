@@ -91,7 +91,7 @@ pub async fn run_listeners(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
     // Also for Gateway HTTPS listeners, which come and go with the configuration.
-    let tls = crate::proxy::tls::server_config(dp.clone())?;
+    let tls = Arc::new(crate::proxy::tls::TlsConfigs::new(dp.clone())?);
     let http = bound.http.map(into_std).transpose()?;
     let https = bound.https.map(into_std).transpose()?;
     let offloaded = bound.https_offloaded.map(into_std).transpose()?;
@@ -162,7 +162,7 @@ fn serve_worker(
     worker: usize,
     dp: Arc<DataPlane>,
     (listeners, gateway_sockets): (WorkerListeners, GatewayFeed),
-    tls: Arc<rustls::ServerConfig>,
+    tls: Arc<crate::proxy::tls::TlsConfigs>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -203,7 +203,7 @@ type GatewayFeed = watch::Receiver<Vec<Arc<crate::gateway_sockets::Served>>>;
 async fn serve_gateway_sockets(
     dp: Arc<DataPlane>,
     mut feed: GatewayFeed,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Arc<crate::proxy::tls::TlsConfigs>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut serving: Vec<Arc<crate::gateway_sockets::Served>> = Vec::new();

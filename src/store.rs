@@ -8,7 +8,7 @@ use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
@@ -33,6 +33,8 @@ pub struct Objects {
     pub auth_rules: Vec<Arc<AuthRule>>,
     pub unreadable_auth_rules: Vec<UnreadableAuthRule>,
     pub secrets: Vec<Arc<Secret>>,
+    /// Read for the trust stores of mutual TLS.
+    pub config_maps: Vec<Arc<ConfigMap>>,
     pub services: Vec<Arc<Service>>,
     pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     pub gateway_classes: Vec<Arc<GatewayClass>>,

@@ -480,10 +480,6 @@ async fn access_controls_that_cannot_be_honoured_close_the_route_until_accepted(
             "security-group-prefix-lists",
             "    alb.ingress.kubernetes.io/security-group-prefix-lists: pl-0123\n",
         ),
-        (
-            "mutual-authentication",
-            "    alb.ingress.kubernetes.io/mutual-authentication: '[{\"port\":443,\"mode\":\"verify\",\"trustStore\":\"arn:aws:elasticloadbalancing:us-east-1:123456789012:truststore/ts/1\"}]'\n",
-        ),
     ] {
         let ingress = |extra: &str| {
             for_alb(&format!("{annotation}{extra}"))

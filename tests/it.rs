@@ -31,6 +31,7 @@ mod identity_header;
 mod keycloak;
 mod login;
 mod login_failures;
+mod mtls;
 mod observability;
 mod offload;
 mod packaging;

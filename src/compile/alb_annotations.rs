@@ -9,8 +9,9 @@
 //! - `jwt-validation` becomes that spec's bearer check, or on its own a guard that
 //!   takes bearer tokens only (the audiences from `portcullis.dev/jwt-audiences`);
 //! - `inbound-cidrs` becomes the routes' source allow-list;
-//! - `scheme: internal` (ALB's default), WAF, Shield, security groups and client
-//!   certificates close the routes unless `portcullis.dev/accept-alb-differences` (or `--accept-alb-differences`)
+//! - `mutual-authentication` becomes the hosts' client-certificate setting (`mtls`);
+//! - `scheme: internal` (ALB's default), WAF, Shield and security groups close the
+//!   routes unless `portcullis.dev/accept-alb-differences` (or `--accept-alb-differences`)
 //!   names them;
 //! - how the Ingress's rules are read and ordered: `use-regex-path-match`,
 //!   `group.order`, `listen-ports`, `ssl-redirect` (the rules' own `actions.*`,
@@ -689,6 +690,9 @@ pub struct IngressAccess {
     pub ssl_redirect: Option<u16>,
     /// `listen-ports` with one protocol: only on HTTPS (`true`) or plain HTTP.
     pub listener: Option<bool>,
+    /// The client certificates the Ingress's hosts ask for (`mutual-authentication`,
+    /// or `portcullis.dev/mutual-authentication`); `None`: off, or malformed (closed).
+    pub mutual_authentication: Option<super::mtls::Setting>,
 }
 
 /// A load-balancer-level annotation as an IngressGroup holds it: the one value its
@@ -750,8 +754,8 @@ impl Groups {
 }
 
 /// The access-control annotations that are not about login: `inbound-cidrs` as a
-/// source allow-list; `scheme`, WAF, Shield, security groups and client certificates
-/// close the routes unless their difference is accepted. A malformed value closes them
+/// source allow-list; `mutual-authentication` as the hosts' client certificates;
+/// `scheme`, WAF, Shield and security groups close the routes unless their difference is accepted. A malformed value closes them
 /// too. In an IngressGroup, the group's load-balancer-level annotations count as the
 /// Ingress's own; members that disagree on one close their routes.
 pub fn access_for(
@@ -798,11 +802,13 @@ pub fn access_for(
         }
     }
     check_shield(get("shield-advanced-protection"), &mut problems);
-    if let Some(value) = get("mutual-authentication")
-        && !problems.accepted.contains("mutual-authentication")
-    {
-        check_mutual_authentication(value, &mut problems);
-    }
+    let mutual_authentication = mutual_authentication(
+        get("mutual-authentication")
+            .filter(|_| !problems.accepted.contains("mutual-authentication")),
+        annotations.get(super::mtls::ANNOTATION).map(|v| v.trim()),
+        ingress,
+        &mut problems,
+    );
     let regex_paths = regex_path_match(get("use-regex-path-match"), &mut problems);
     let group_order = group_order(get("group.order"), &mut problems);
     let ssl_redirect = get("ssl-redirect").and_then(|v| ssl_redirect(v, &mut problems));
@@ -819,6 +825,7 @@ pub fn access_for(
         group_order,
         ssl_redirect,
         listener,
+        mutual_authentication,
     }
 }
 
@@ -1080,12 +1087,21 @@ impl AccessProblems<'_> {
     }
 
     fn malformed(&mut self, name: &str, message: String, fix: String) {
+        self.malformed_at(&annotation_field(name), message, fix);
+    }
+
+    /// A malformed value of an annotation named in full (not one of ALB's).
+    fn malformed_key(&mut self, key: &str, message: String, fix: String) {
+        self.malformed_at(&key_field(key), message, fix);
+    }
+
+    fn malformed_at(&mut self, field: &str, message: String, fix: String) {
         let message = format!(
             "{message}; the Ingress's routes answer 500 AnnotationInvalid until it is fixed"
         );
         self.diags.push(Diagnostic::error(
             self.object,
-            &annotation_field(name),
+            field,
             "InvalidAnnotation",
             message.clone(),
             fix,
@@ -1161,32 +1177,55 @@ fn check_shield(shield: Option<&str>, problems: &mut AccessProblems) {
     }
 }
 
-fn check_mutual_authentication(value: &str, problems: &mut AccessProblems) {
-    #[derive(Deserialize)]
-    struct Listener {
-        #[serde(default)]
-        mode: Option<String>,
-    }
-    match serde_json::from_str::<Vec<Listener>>(value) {
-        Ok(listeners) => {
-            let modes: Vec<&str> = listeners
-                .iter()
-                .filter_map(|l| l.mode.as_deref())
-                .filter(|m| *m != "off")
-                .collect();
-            if !modes.is_empty() {
-                problems.not_honoured(
-                    "mutual-authentication",
-                    &format!("mode {}", modes.join(", ")),
-                );
-            }
+/// ALB's `mutual-authentication` and Portcullis's own annotation: the setting the
+/// Ingress's hosts get. A malformed value, an AWS trust store ARN, two annotations that
+/// disagree, or a rule without a host (a handshake picks its client certificates by
+/// host) close the routes.
+fn mutual_authentication(
+    alb: Option<&str>,
+    own: Option<&str>,
+    ingress: &Ingress,
+    problems: &mut AccessProblems,
+) -> Option<super::mtls::Setting> {
+    use super::mtls::{ALB_ANNOTATION, ANNOTATION, FIX, parse_alb, parse_own};
+    let alb = match alb.map(parse_alb) {
+        Some(Err(message)) => {
+            problems.malformed(ALB_ANNOTATION, message, FIX.into());
+            return None;
         }
-        Err(e) => problems.malformed(
-            "mutual-authentication",
-            format!("not the JSON AWS Load Balancer Controller reads: {e}"),
-            r#"e.g. [{"port":443,"mode":"off"}]"#.into(),
-        ),
+        Some(Ok(setting)) => setting,
+        None => None,
+    };
+    let own_fix = r#"e.g. {"mode":"verify","trustStore":"client-ca"}, where client-ca is a Secret (key ca.crt) or ConfigMap (key ca-bundle.crt) in the Ingress's namespace"#;
+    let own = match own.map(parse_own) {
+        Some(Err(message)) => {
+            problems.malformed_key(ANNOTATION, message, own_fix.into());
+            return None;
+        }
+        Some(Ok(setting)) => setting,
+        None => None,
+    };
+    let setting = match (alb, own) {
+        (Some(a), Some(o)) if a != o => {
+            problems.malformed_key(
+                ANNOTATION,
+                format!("it asks for other client certificates than {PREFIX}{ALB_ANNOTATION}"),
+                "set one of the two annotations, or both to the same setting".into(),
+            );
+            return None;
+        }
+        (a, o) => o.or(a)?,
+    };
+    let rules = ingress.spec.as_ref().and_then(|s| s.rules.as_ref());
+    if rules.into_iter().flatten().any(|r| r.host.is_none()) {
+        problems.malformed_key(
+            ANNOTATION,
+            "mutual authentication is set by host (the handshake asks for a certificate by SNI), and a rule of this Ingress names no host".into(),
+            "give every rule a host, or set the HTTPS listener's default with --mutual-authentication".into(),
+        );
+        return None;
     }
+    Some(setting)
 }
 
 /// Problems met compiling the spec, moved onto the annotation they came from.

@@ -71,6 +71,9 @@ pub struct RequestFacts<'a> {
     /// case.
     #[serde(skip)]
     pub fold_case: bool,
+    /// The client certificate the handshake verified (`request.clientCert`).
+    #[serde(rename = "clientCert", skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<&'a super::mtls::CertFacts>,
 }
 
 /// Where the identity came from: `source` in expressions.
@@ -291,6 +294,7 @@ impl Authorization {
             request.path,
             request.host,
             &request.headers,
+            request.client_cert,
             source.as_str(),
         );
         let mut context = cel::Context::with_env(STDLIB.clone());
@@ -432,6 +436,7 @@ mod tests {
             host: "app.test",
             headers: BTreeMap::from([("x-team".to_string(), "red".to_string())]),
             fold_case: false,
+            client_cert: None,
         }
     }
 
@@ -444,6 +449,38 @@ mod tests {
         let a = compile(s, &ObjectRef::new("AuthRule", "apps", "sso"), &mut diags);
         assert!(diags.is_empty(), "{diags:?}");
         a.unwrap()
+    }
+
+    #[test]
+    fn expressions_read_the_verified_client_certificate() {
+        let a = compiled(&spec(
+            r#"
+defaultAction: Deny
+rules:
+- {name: robots, when: "has(request.clientCert) && request.clientCert.subject.startsWith('CN=robot,') && 'robot.clients.example' in request.clientCert.dnsNames", action: Allow}
+"#,
+        ));
+        let cert = crate::compile::mtls::CertFacts {
+            subject: "CN=robot,O=Example".into(),
+            issuer: "CN=Client CA".into(),
+            serial_number: "7A01".into(),
+            dns_names: vec!["robot.clients.example".into()],
+            uris: Vec::new(),
+            emails: Vec::new(),
+        };
+        let who = claims(json!({"sub": "robot"}));
+        let with_cert = RequestFacts {
+            client_cert: Some(&cert),
+            ..request("/")
+        };
+        let d = a.decide(&who, &with_cert, Source::Session);
+        assert_eq!((d.allowed, d.by), (true, "robots"), "{d:?}");
+        let d = a.decide(&who, &request("/"), Source::Session);
+        assert_eq!(
+            (d.allowed, d.by),
+            (false, "defaultAction"),
+            "no certificate: {d:?}"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Secret, Service, ServicePort};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{IngressBackend, IngressServiceBackend};
 
@@ -21,6 +21,7 @@ type Key = (String, String);
 /// Lookups by namespace and name over one set of objects.
 pub struct Index<'a> {
     pub secrets: HashMap<Key, &'a Secret>,
+    config_maps: HashMap<Key, &'a ConfigMap>,
     services: HashMap<Key, &'a Service>,
     slices: HashMap<Key, Vec<&'a EndpointSlice>>,
     pub ingresses: HashMap<Key, ()>,
@@ -44,6 +45,16 @@ impl<'a> Index<'a> {
                 (
                     key(s.metadata.namespace.as_ref(), s.metadata.name.as_ref()),
                     s.as_ref(),
+                )
+            })
+            .collect();
+        let config_maps = objects
+            .config_maps
+            .iter()
+            .map(|m| {
+                (
+                    key(m.metadata.namespace.as_ref(), m.metadata.name.as_ref()),
+                    m.as_ref(),
                 )
             })
             .collect();
@@ -89,6 +100,7 @@ impl<'a> Index<'a> {
         };
         Self {
             secrets,
+            config_maps,
             services,
             slices,
             ingresses,
@@ -100,6 +112,12 @@ impl<'a> Index<'a> {
     pub fn service_exists(&self, namespace: &str, name: &str) -> bool {
         self.services
             .contains_key(&(namespace.to_owned(), name.to_owned()))
+    }
+
+    pub fn config_map(&self, namespace: &str, name: &str) -> Option<&'a ConfigMap> {
+        self.config_maps
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .copied()
     }
 
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&'a Secret> {

@@ -12,6 +12,8 @@ use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 use serde_json::{Map, Value};
 
+use super::mtls::CertFacts;
+
 /// The variables of one decision: `claims`, `request` and `source`.
 pub struct Facts<'a> {
     claims: JsonObject<'a>,
@@ -26,6 +28,7 @@ impl<'a> Facts<'a> {
         path: &'a str,
         host: &'a str,
         headers: &'a BTreeMap<String, String>,
+        client_cert: Option<&'a CertFacts>,
         source: &'static str,
     ) -> Self {
         Self {
@@ -35,6 +38,7 @@ impl<'a> Facts<'a> {
                 path,
                 host,
                 headers,
+                client_cert,
             },
             source,
         }
@@ -56,13 +60,15 @@ impl VariableResolver for Facts<'_> {
 #[derive(Debug, Clone, Copy)]
 struct JsonObject<'a>(&'a Map<String, Value>);
 
-/// `request`: `method`, `path`, `host` and `headers`.
+/// `request`: `method`, `path`, `host`, `headers`, and `clientCert` when the
+/// connection's client certificate was verified.
 #[derive(Debug, Clone, Copy)]
 struct RequestView<'a> {
     method: &'a str,
     path: &'a str,
     host: &'a str,
     headers: &'a BTreeMap<String, String>,
+    client_cert: Option<&'a CertFacts>,
 }
 
 /// The string a map key holds, if it is one.
@@ -163,7 +169,11 @@ impl<'a> RequestView<'a> {
 
 impl Container for RequestView<'_> {
     fn contains(&self, key: &dyn Val) -> Result<bool, ExecutionError> {
-        Ok(key_text(key).is_some_and(|k| k == "headers" || self.field(k).is_some()))
+        Ok(key_text(key).is_some_and(|k| {
+            k == "headers"
+                || (k == "clientCert" && self.client_cert.is_some())
+                || self.field(k).is_some()
+        }))
     }
 }
 
@@ -181,6 +191,17 @@ impl<'a> Indexer for RequestView<'a> {
                     ExecutionError::function_error("request", "unconvertible headers")
                 })?;
                 Ok(CowVal::Owned(headers))
+            }
+            Some("clientCert") => {
+                let Some(cert) = self.client_cert else {
+                    return Err(no_such_key(key));
+                };
+                let cert = cel::to_value(cert)
+                    .map_err(|e| ExecutionError::function_error("request", e.to_string()))?;
+                let cert = Box::<dyn Val>::try_from(cert).map_err(|_| {
+                    ExecutionError::function_error("request", "unconvertible clientCert")
+                })?;
+                Ok(CowVal::Owned(cert))
             }
             Some(k) => match self.field(k) {
                 Some(v) => Ok(CowVal::Owned(Box::new(CelString::from(v)))),

@@ -18,6 +18,7 @@ mod client_credential;
 mod cookie_domain;
 mod gateway;
 pub mod gateway_addresses;
+pub mod mtls;
 pub mod path_pattern;
 mod precedence;
 pub mod required;
@@ -73,6 +74,9 @@ pub struct CompileOptions {
     pub gateway_addresses: Option<ipnet::IpNet>,
     /// Redis is configured (`--redis-url`): AuthRules may keep sessions there.
     pub redis: bool,
+    /// The HTTPS listener's client certificates for hosts no Ingress sets them for
+    /// (`--mutual-authentication`, `--trust-store`); `None`: off.
+    pub mutual_authentication: Option<mtls::Setting>,
 }
 
 impl Default for CompileOptions {
@@ -87,6 +91,7 @@ impl Default for CompileOptions {
             accept_alb_differences: Vec::new(),
             gateway_addresses: None,
             redis: false,
+            mutual_authentication: None,
         }
     }
 }
@@ -104,6 +109,7 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
     let index = backends::Index::new(objects);
     let ingresses = select_ingresses(objects, options, &mut diags);
     let mut certs = tls::compile_certs(&ingresses, &index, options, &mut diags);
+    let mtls = mtls::compile_mtls(&ingresses, &index, options, &mut diags);
     let ours: HashSet<ObjectRef> = ingresses.iter().map(|i| ingress_ref(i)).collect();
     let mut rules = auth::compile_rules(objects, &index, &ours, options.redis, &mut diags);
     auth::separate_cookie_names(&mut rules, &ingress_hosts(&ingresses), &mut diags);
@@ -165,6 +171,7 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
         snapshot: Snapshot {
             routes,
             certs,
+            mtls,
             auth_rules: rules.summaries,
             gateway_sockets: gateway_api.sockets,
         },

@@ -15,6 +15,8 @@ use crate::model::{AuthRuleSpec, OnUnauthenticatedRequest, TokenEndpointAuthMeth
 pub struct Snapshot {
     pub routes: RouteTable,
     pub certs: CertTable,
+    /// Which hosts ask for client certificates, and how they are checked.
+    pub mtls: super::mtls::MtlsTable,
     /// Every AuthRule that compiled, with the number of routes it guards.
     pub auth_rules: BTreeMap<ObjectRef, AuthRuleSummary>,
     /// The sockets of the Gateways' own addresses (`--gateway-addresses`), for the

@@ -1142,10 +1142,6 @@ fn access_controls_portcullis_cannot_give_close_the_routes_unless_accepted() {
             "    alb.ingress.kubernetes.io/security-group-prefix-lists: pl-1\n",
             "security-group-prefix-lists",
         ),
-        (
-            "    alb.ingress.kubernetes.io/mutual-authentication: '[{\"port\":443,\"mode\":\"verify\",\"trustStore\":\"arn:x\"}]'\n",
-            "mutual-authentication",
-        ),
     ] {
         let scheme = if name == "scheme" {
             ""

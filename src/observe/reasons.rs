@@ -320,16 +320,30 @@ pub const REASONS: &[Reason] = &[
     r(
         "AnnotationNotHonoured",
         "500",
-        "The route's Ingress asks for an access control Portcullis cannot give (an internal scheme, a WAF, Shield, security groups, client certificates), so the route is closed.",
-        "An Ingress written for the AWS Load Balancer Controller with alb.ingress.kubernetes.io/scheme: internal (or no scheme: ALB's default is internal), wafv2-acl-arn, waf-acl-id, shield-advanced-protection: true, security-groups, security-group-prefix-lists or mutual-authentication.",
+        "The route's Ingress asks for an access control Portcullis cannot give (an internal scheme, a WAF, Shield, security groups), so the route is closed.",
+        "An Ingress written for the AWS Load Balancer Controller with alb.ingress.kubernetes.io/scheme: internal (or no scheme: ALB's default is internal), wafv2-acl-arn, waf-acl-id, shield-advanced-protection: true, security-groups or security-group-prefix-lists.",
         "Put that control in front of Portcullis, then annotate the Ingress portcullis.dev/accept-alb-differences: <annotation names> (or start Portcullis with --accept-alb-differences); `portcullis check` names each annotation.",
     ),
     r(
         "AnnotationInvalid",
         "500",
         "An access-control annotation of the route's Ingress is malformed, so the route is closed.",
-        "inbound-cidrs with an entry that is not a CIDR range, or a scheme, shield-advanced-protection or mutual-authentication value ALB would not read either.",
+        "inbound-cidrs with an entry that is not a CIDR range, or a scheme, shield-advanced-protection or mutual-authentication value ALB would not read either; a mutual-authentication trustStore given as an AWS ARN, or on an Ingress with a rule that names no host.",
         "`portcullis check` (or the Ingress's Warning events) names the annotation and the fix.",
+    ),
+    r(
+        "MisdirectedRequest",
+        "421",
+        "The request's host asks for client certificates (mutual TLS) in another way than the connection it came on was made for, so it was refused before any login or backend.",
+        "A client that connected with the TLS server name (SNI) of another host, or with none, then named this host in Host or :authority; a browser reusing an HTTP/2 connection across hosts that share a certificate; a load balancer in front that ends TLS (--https-offloaded), so no client certificate reaches Portcullis.",
+        "Connect with the host's own name as the TLS server name (curl --resolve, not an IP address plus a Host header); give hosts that share a connection the same mutual-authentication setting; let client certificates reach Portcullis's own HTTPS listener.",
+    ),
+    r(
+        "MutualAuthenticationInvalid",
+        "500",
+        "The host asks for client certificates checked against a trust store that cannot be used, so its requests are refused.",
+        "The trust store named by mutual-authentication (or --trust-store) is missing, holds no PEM CA certificate in ca.crt (Secret) or ca-bundle.crt (ConfigMap), its ca.crl is not a PEM CRL; or two Ingresses of the host ask for different client certificates.",
+        "`portcullis check` (or the Ingress's Warning events) names the trust store and what is wrong with it; create or fix it, or make the Ingresses agree.",
     ),
     r(
         "BackendUnavailable",

@@ -348,6 +348,12 @@ pub const DEFAULT_DROPPED_HEADERS: &[&str] = &[
 /// Every header whose name, with `_` read as `-`, starts with this is Portcullis's to set.
 pub const IDENTITY_PREFIX: &str = "x-amzn-oidc-";
 
+/// Whether a header name (with `_` read as `-`) is one of Portcullis's own: the
+/// identity headers and the client-certificate headers.
+fn is_ours(dashed: &str) -> bool {
+    dashed.starts_with(IDENTITY_PREFIX) || dashed.starts_with(super::client_cert::MTLS_PREFIX)
+}
+
 /// Removes what describes the client's connection (hop-by-hop headers and every header
 /// its `Connection` names) and the headers no client may send, before Portcullis adds
 /// anything; so a client can never remove a header the proxy sets. Names are compared
@@ -361,11 +367,9 @@ pub fn clean_arrival(headers: &mut HeaderMap, dropped: &[HeaderName], underscore
             let n = name.as_str();
             if n.contains('_') {
                 let dashed = n.replace('_', "-");
-                !underscores
-                    || dashed.starts_with(IDENTITY_PREFIX)
-                    || dropped.iter().any(|d| d.as_str() == dashed)
+                !underscores || is_ours(&dashed) || dropped.iter().any(|d| d.as_str() == dashed)
             } else {
-                n.starts_with(IDENTITY_PREFIX) || dropped.contains(name)
+                is_ours(n) || dropped.contains(name)
             }
         })
         .cloned()

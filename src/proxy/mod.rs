@@ -3,6 +3,7 @@
 
 pub mod balance;
 pub mod canonical;
+pub mod client_cert;
 mod clients;
 pub mod connections;
 mod forward;
@@ -484,6 +485,11 @@ pub struct TlsInfo {
     pub cipher: String,
     pub protocol: String,
     pub cert_source: Option<String>,
+    /// The key of the client-certificate setting the handshake was made under
+    /// (`HostAuth::key`): a request for a host with another one is refused.
+    pub client_auth: u64,
+    /// The certificate the client presented, if any.
+    pub client_cert: Option<Arc<client_cert::ClientCert>>,
 }
 
 #[cfg(test)]

@@ -10,13 +10,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
+use tokio_rustls::server::TlsStream;
 
-use rustls::ServerConfig;
-
+use super::client_cert::ClientCert;
 use super::connections::{Connections, Held, Hold, Slot};
 use super::proxy_protocol::{self, Prefixed, Refusal};
-use super::tls::{openssl_cipher_name, protocol_name};
+use super::tls::{Picked, TlsConfigs, openssl_cipher_name, protocol_name};
 use super::{ConnInfo, DataPlane, TlsInfo, handler};
 
 /// How long shutdown waits for requests in flight.
@@ -43,7 +43,7 @@ fn builder(dp: &DataPlane) -> auto::Builder<TokioExecutor> {
 pub struct Listener {
     pub name: super::ListenerName,
     /// TLS ended here (`--https`).
-    pub tls: Option<TlsAcceptor>,
+    pub tls: Option<Arc<TlsConfigs>>,
     /// Connections start with a PROXY protocol header (`--proxy-protocol`).
     pub proxy_protocol: bool,
     /// A Gateway's own socket: only that Gateway's routes serve it.
@@ -51,10 +51,10 @@ pub struct Listener {
 }
 
 impl Listener {
-    pub fn new(dp: &DataPlane, name: super::ListenerName, tls: Option<Arc<ServerConfig>>) -> Self {
+    pub fn new(dp: &DataPlane, name: super::ListenerName, tls: Option<Arc<TlsConfigs>>) -> Self {
         Self {
             name,
-            tls: tls.map(TlsAcceptor::from),
+            tls,
             proxy_protocol: dp.config.proxy_protocol.contains(&name),
             socket: None,
         }
@@ -62,9 +62,9 @@ impl Listener {
 
     /// A Gateway listener's socket (`--gateway-addresses`), counted with the flag
     /// listener of its protocol; PROXY protocol is the flag listeners' alone.
-    pub fn gateway(socket: crate::compile::GatewaySocket, tls: Arc<ServerConfig>) -> Self {
+    pub fn gateway(socket: crate::compile::GatewaySocket, tls: Arc<TlsConfigs>) -> Self {
         let (name, tls) = if socket.tls {
-            (super::ListenerName::Https, Some(TlsAcceptor::from(tls)))
+            (super::ListenerName::Https, Some(tls))
         } else {
             (super::ListenerName::Http, None)
         };
@@ -240,11 +240,14 @@ async fn serve_admitted(
     let peer = conn.peer;
     match &shared.listener.tls {
         None => serve_connection(dp, &shared.builder, TokioIo::new(stream), conn, watch).await,
-        Some(acceptor) => {
+        Some(configs) => {
             let timeout = dp.config.tls_handshake_timeout;
-            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => {
-                    let conn = with_tls_info(&dp, conn, &tls_stream);
+            match tokio::time::timeout(timeout, handshake(configs, stream)).await {
+                Ok(Ok((tls_stream, client_auth))) => {
+                    let Some(conn) = with_tls_info(&dp, conn, &tls_stream, client_auth) else {
+                        tracing::debug!(%peer, "client certificate cannot be read");
+                        return;
+                    };
                     let io = TokioIo::new(tls_stream);
                     serve_connection(dp, &shared.builder, io, conn, watch).await
                 }
@@ -280,16 +283,37 @@ struct Watch<'a> {
     stop: watch::Receiver<bool>,
 }
 
+/// The TLS handshake under the configuration the ClientHello's server name picks: the
+/// stream, and the key of the client-certificate setting it was made under.
+async fn handshake(
+    configs: &TlsConfigs,
+    stream: Prefixed<TcpStream>,
+) -> std::io::Result<(TlsStream<Prefixed<TcpStream>>, Picked)> {
+    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+    let Some((picked, config)) = configs.for_server_name(start.client_hello().server_name()) else {
+        return Err(std::io::Error::other("no TLS configuration"));
+    };
+    Ok((start.into_stream(config).await?, picked))
+}
+
+/// What the request path knows of the TLS session; `None` when a certificate the
+/// handshake verified cannot be read for its headers (the connection is closed).
 fn with_tls_info(
     dp: &DataPlane,
     mut conn: ConnInfo,
-    stream: &tokio_rustls::server::TlsStream<Prefixed<TcpStream>>,
-) -> ConnInfo {
+    stream: &TlsStream<Prefixed<TcpStream>>,
+    picked: Picked,
+) -> Option<ConnInfo> {
     let (_, session) = stream.get_ref();
+    let live = dp.live.load();
+    let client_cert = match session.peer_certificates() {
+        Some(chain) if !chain.is_empty() => {
+            Some(Arc::new(ClientCert::read(chain, picked.verifies)?))
+        }
+        _ => None,
+    };
     let server_name = session.server_name().map(str::to_owned);
-    let cert_source = dp
-        .live
-        .load()
+    let cert_source = live
         .snapshot
         .certs
         .find(server_name.as_deref())
@@ -301,8 +325,10 @@ fn with_tls_info(
             .map_or_else(|| "-".into(), |s| openssl_cipher_name(s.suite())),
         protocol: protocol_name(session.protocol_version()),
         cert_source,
+        client_auth: picked.key,
+        client_cert,
     });
-    conn
+    Some(conn)
 }
 
 async fn serve_connection<I>(

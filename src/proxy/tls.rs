@@ -2,14 +2,18 @@
 //! in whatever snapshot is current, so a renewed Secret is used by the next handshake
 //! without a restart.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use rustls::ServerConfig;
 use rustls::crypto::aws_lc_rs;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use super::DataPlane;
+use crate::compile::mtls::ClientAuth;
+use crate::compile::mtls::verifiers::Passthrough;
 
 #[derive(Debug)]
 struct SnapshotCerts(Arc<DataPlane>);
@@ -25,14 +29,88 @@ impl ResolvesServerCert for SnapshotCerts {
     }
 }
 
-/// TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`, aws-lc-rs as the only provider.
-pub fn server_config(dp: Arc<DataPlane>) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let mut config = ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SnapshotCerts(dp)));
+/// TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`, aws-lc-rs as the only provider;
+/// client certificates checked by `verifier` (none asked for without one).
+pub fn server_config(
+    dp: Arc<DataPlane>,
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let builder = ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match verifier {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(SnapshotCerts(dp)));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The HTTPS listener's configurations: one without client certificates, and one per
+/// client-certificate setting (`MtlsTable`) in use, chosen by the ClientHello's server
+/// name. Each keeps its own session cache, so a session is never resumed under another
+/// setting than the one it was made with.
+pub struct TlsConfigs {
+    dp: Arc<DataPlane>,
+    plain: Arc<ServerConfig>,
+    by_key: Mutex<HashMap<u64, Arc<ServerConfig>>>,
+}
+
+/// The client-certificate setting a handshake was made under.
+#[derive(Clone, Copy, Debug)]
+pub struct Picked {
+    /// `HostAuth::key`.
+    pub key: u64,
+    /// The certificate, if any, was verified against a trust store.
+    pub verifies: bool,
+}
+
+/// Settings kept before the ones no longer in the snapshot are dropped.
+const KEPT_SETTINGS: usize = 64;
+
+impl TlsConfigs {
+    pub fn new(dp: Arc<DataPlane>) -> Result<Self, rustls::Error> {
+        Ok(Self {
+            plain: server_config(dp.clone(), None)?,
+            dp,
+            by_key: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The configuration for a server name (`None`: no SNI), and the key of the
+    /// client-certificate setting it was chosen under.
+    pub fn for_server_name(&self, name: Option<&str>) -> Option<(Picked, Arc<ServerConfig>)> {
+        let live = self.dp.live.load();
+        let host = live.snapshot.mtls.find(name);
+        let picked = Picked {
+            key: host.key,
+            verifies: host.verifies(),
+        };
+        // A broken setting's requests are refused after the handshake, with a page
+        // that says why.
+        if matches!(host.auth, ClientAuth::Off | ClientAuth::Broken(_)) {
+            return Some((picked, self.plain.clone()));
+        }
+        let mut configs = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(config) = configs.get(&host.key) {
+            return Some((picked, config.clone()));
+        }
+        let verifier = match &host.auth {
+            ClientAuth::Verify(store) => store.verifier.clone(),
+            _ => Passthrough::verifier(),
+        };
+        let config = server_config(self.dp.clone(), Some(verifier))
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "no TLS configuration for client certificates"),
+            )
+            .ok()?;
+        if configs.len() >= KEPT_SETTINGS {
+            let current: HashSet<u64> = live.snapshot.mtls.keys().collect();
+            configs.retain(|k, _| current.contains(k));
+        }
+        configs.insert(host.key, config.clone());
+        Some((picked, config))
+    }
 }
 
 /// OpenSSL's names for rustls's suites, as ALB's `ssl_cipher` field uses them.

@@ -11,7 +11,7 @@ use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::{ApiResource, DynamicObject};
@@ -32,6 +32,7 @@ pub struct ClusterSource {
     classes: Store<IngressClass>,
     rules: Store<DynamicObject>,
     secrets: Store<Secret>,
+    config_maps: Store<ConfigMap>,
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     gateway_api: Option<GatewayStores>,
@@ -88,6 +89,7 @@ impl ClusterSource {
             classes: reflect("IngressClass", Api::all(client.clone()), &changed),
             rules,
             secrets: reflect("Secret", Api::all(client.clone()), &changed),
+            config_maps: reflect("ConfigMap", Api::all(client.clone()), &changed),
             services: reflect("Service", Api::all(client.clone()), &changed),
             slices: reflect("EndpointSlice", Api::all(client.clone()), &changed),
             gateway_api: gateway_api.then(|| GatewayStores {
@@ -107,6 +109,7 @@ impl ClusterSource {
         let _ = self.classes.wait_until_ready().await;
         let _ = self.rules.wait_until_ready().await;
         let _ = self.secrets.wait_until_ready().await;
+        let _ = self.config_maps.wait_until_ready().await;
         let _ = self.services.wait_until_ready().await;
         let _ = self.slices.wait_until_ready().await;
         if let Some(g) = &self.gateway_api {
@@ -124,6 +127,7 @@ impl ClusterSource {
             ingresses: self.ingresses.state(),
             ingress_classes: self.classes.state(),
             secrets: self.secrets.state(),
+            config_maps: self.config_maps.state(),
             services: self.services.state(),
             endpoint_slices: self.slices.state(),
             ..Objects::default()

@@ -308,7 +308,7 @@ fn is_read(group: &str, kind: &str) -> bool {
     matches!(
         (group, kind),
         ("networking.k8s.io", "Ingress" | "IngressClass")
-            | ("", "Secret" | "Service" | "Namespace")
+            | ("", "Secret" | "ConfigMap" | "Service" | "Namespace")
             | (
                 GATEWAY_GROUP,
                 "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant"
@@ -360,6 +360,12 @@ fn store(objects: &mut Objects, group: &str, kind: &str, doc: Value, object: Obj
         ("", "Secret") => push(
             &mut objects.secrets,
             decode_string_data(doc),
+            &object,
+            &mut objects.diagnostics,
+        ),
+        ("", "ConfigMap") => push(
+            &mut objects.config_maps,
+            doc,
             &object,
             &mut objects.diagnostics,
         ),

@@ -131,12 +131,13 @@ fn allowed(properties: Option<&serde_json::Map<String, Value>>) -> Vec<String> {
 
 /// The schema of each kind the manifest source reads.
 pub fn schema_for(kind: &str) -> Option<&'static Schema> {
-    use k8s_openapi::api::core::v1::{Secret, Service};
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
     use k8s_openapi::api::discovery::v1::EndpointSlice;
     use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
     static INGRESS: LazyLock<Schema> = LazyLock::new(Schema::of::<Ingress>);
     static INGRESS_CLASS: LazyLock<Schema> = LazyLock::new(Schema::of::<IngressClass>);
     static SECRET: LazyLock<Schema> = LazyLock::new(Schema::of::<Secret>);
+    static CONFIG_MAP: LazyLock<Schema> = LazyLock::new(Schema::of::<ConfigMap>);
     static SERVICE: LazyLock<Schema> = LazyLock::new(Schema::of::<Service>);
     static SLICE: LazyLock<Schema> = LazyLock::new(Schema::of::<EndpointSlice>);
     static AUTH_RULE: LazyLock<Schema> = LazyLock::new(Schema::of::<crate::model::AuthRule>);
@@ -151,6 +152,7 @@ pub fn schema_for(kind: &str) -> Option<&'static Schema> {
         "Ingress" => &INGRESS,
         "IngressClass" => &INGRESS_CLASS,
         "Secret" => &SECRET,
+        "ConfigMap" => &CONFIG_MAP,
         "Service" => &SERVICE,
         "EndpointSlice" => &SLICE,
         "AuthRule" => &AUTH_RULE,

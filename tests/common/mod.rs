@@ -533,7 +533,12 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> RawResponse {
     let _ = stream.write_all(request).await;
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
-    let text = String::from_utf8_lossy(&buf).into_owned();
+    parse_response(&buf)
+}
+
+/// A whole HTTP/1.1 response as read off a socket (nothing read: status 0).
+pub fn parse_response(buf: &[u8]) -> RawResponse {
+    let text = String::from_utf8_lossy(buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
         .split(' ')

@@ -204,6 +204,11 @@ fn arrival_removes_what_the_connection_names_and_what_no_client_may_send() {
     h.insert("x-original-url", HeaderValue::from_static("/admin"));
     h.insert("X-Amzn-Oidc-Identity", HeaderValue::from_static("forged"));
     h.insert("x_amzn-oidc_data", HeaderValue::from_static("forged"));
+    h.insert(
+        "X-Amzn-Mtls-Clientcert-Subject",
+        HeaderValue::from_static("CN=admin"),
+    );
+    h.insert("x_amzn_mtls_clientcert", HeaderValue::from_static("forged"));
     h.insert("x-kept", HeaderValue::from_static("1"));
     h.insert("x_kept_too", HeaderValue::from_static("1"));
     h.insert("x_original_url", HeaderValue::from_static("/admin"));

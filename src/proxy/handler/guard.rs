@@ -345,6 +345,9 @@ impl Exchange {
             host: &arrival.authority.host,
             headers,
             fold_case: self.live.snapshot.routes.fold_case,
+            client_cert: (self.conn.tls.as_ref())
+                .and_then(|t| t.client_cert.as_ref())
+                .and_then(|c| c.facts.as_ref()),
         };
         let decision = authorization.decide(who.claims, &facts, source);
         if decision.allowed {

@@ -48,6 +48,7 @@ mod body;
 mod endpoints;
 mod filters;
 mod guard;
+mod mtls;
 
 use body::{CountingBody, LoggedBody, PendingLog};
 use filters::{pick, redirect_location, rewritten};
@@ -139,6 +140,9 @@ impl Exchange {
             Ok(at) => at,
             Err(refused) => return *refused,
         };
+        if let Some(refused) = self.misdirected(&at) {
+            return refused;
+        }
         if let Some(policies) = self.backchannel(&req, &at) {
             return self.backchannel_logout(req, &policies).await;
         }
@@ -179,6 +183,7 @@ impl Exchange {
         for (name, value) in std::mem::take(&mut self.claim_headers) {
             req.headers_mut().insert(name, value);
         }
+        self.client_cert_headers(req.headers_mut());
         let mut resp = self.send_to_backend(req, &route, at, received_bytes).await;
         route.filters.response_headers.apply(resp.headers_mut());
         resp
