@@ -9,7 +9,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{IngressBackend, IngressServiceBackend};
 
 use super::Backend;
-use super::snapshot::Upstream;
+use super::snapshot::{EndpointSource, Upstream};
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::store::Objects;
 
@@ -21,7 +21,7 @@ type Key = (String, String);
 pub struct Index<'a> {
     pub secrets: HashMap<Key, &'a Secret>,
     services: HashMap<Key, &'a Service>,
-    slices: HashMap<Key, Vec<&'a EndpointSlice>>,
+    slices: SliceIndex<'a>,
     pub ingresses: HashMap<Key, ()>,
     pub http_routes: HashMap<Key, ()>,
     pub gateways: HashMap<Key, ()>,
@@ -56,20 +56,7 @@ impl<'a> Index<'a> {
                 )
             })
             .collect();
-        let mut slices: HashMap<Key, Vec<&EndpointSlice>> = HashMap::new();
-        for slice in &objects.endpoint_slices {
-            let service = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL));
-            if let Some(service) = service {
-                slices
-                    .entry(key(slice.metadata.namespace.as_ref(), Some(service)))
-                    .or_default()
-                    .push(slice);
-            }
-        }
+        let slices = SliceIndex::new(&objects.endpoint_slices);
         let ingresses = objects
             .ingresses
             .iter()
@@ -152,13 +139,22 @@ impl UpstreamCache {
             .unwrap_or_else(|| "?".into());
         let name = format!("{namespace}/{}:{port_label}", service.name);
         if let Some(up) = self.upstreams.get(&name) {
+            if let (true, Some(source)) = (up.targets.is_empty(), &up.endpoints) {
+                diags.push(no_ready_endpoints(source, ingress, field));
+            }
             return Backend::Service(up.clone());
         }
         match targets(index, namespace, service) {
-            Ok(targets) => {
+            Ok((targets, endpoints)) => {
+                // Without ready endpoints the route still holds the upstream, so that
+                // endpoints appearing later are served without a new snapshot.
+                if let (true, Some(source)) = (targets.is_empty(), &endpoints) {
+                    diags.push(no_ready_endpoints(source, ingress, field));
+                }
                 let up = Arc::new(Upstream {
                     name: name.clone(),
                     targets,
+                    endpoints,
                     id: self.upstreams.len(),
                 });
                 self.upstreams.insert(name, up.clone());
@@ -181,6 +177,20 @@ impl UpstreamCache {
     }
 }
 
+fn no_ready_endpoints(source: &EndpointSource, ingress: &ObjectRef, field: &str) -> Diagnostic {
+    let svc_name = format!("{}/{}", source.namespace, source.service);
+    Diagnostic::error(
+        ingress,
+        &format!("{field}.service"),
+        "BackendNotFound",
+        format!("Service {svc_name} has no ready endpoints"),
+        format!(
+            "check that Pods selected by Service {svc_name} are running and ready (kubectl get endpointslices -l {SERVICE_NAME_LABEL}={})",
+            source.service
+        ),
+    )
+}
+
 /// A problem and its fix.
 type Unresolved = (String, String);
 
@@ -188,7 +198,7 @@ fn targets(
     index: &Index,
     namespace: &str,
     backend: &IngressServiceBackend,
-) -> Result<Vec<String>, Unresolved> {
+) -> Result<(Vec<String>, Option<EndpointSource>), Unresolved> {
     let svc_name = format!("{namespace}/{}", backend.name);
     let service = index
         .services
@@ -217,7 +227,8 @@ fn targets(
         let external = spec
             .and_then(|s| s.external_name.as_deref())
             .unwrap_or_default();
-        return external_name_target(&svc_name, external, wanted.number.or(port.map(|p| p.port)));
+        return external_name_target(&svc_name, external, wanted.number.or(port.map(|p| p.port)))
+            .map(|targets| (targets, None));
     }
     let port = port.ok_or_else(|| {
         (
@@ -232,17 +243,12 @@ fn targets(
             format!("use one of the ports Service {svc_name} declares"),
         )
     })?;
-    let targets = ready_endpoints(index, namespace, &backend.name, port);
-    if targets.is_empty() {
-        return Err((
-            format!("Service {svc_name} has no ready endpoints"),
-            format!(
-                "check that Pods selected by Service {svc_name} are running and ready (kubectl get endpointslices -l {SERVICE_NAME_LABEL}={})",
-                backend.name
-            ),
-        ));
-    }
-    Ok(targets)
+    let source = EndpointSource {
+        namespace: namespace.to_owned(),
+        service: backend.name.clone(),
+        port_name: port.name.clone().unwrap_or_default(),
+    };
+    Ok((index.slices.ready_targets(&source), Some(source)))
 }
 
 /// An ExternalName Service is reached by its name, at the port number asked for.
@@ -262,42 +268,62 @@ fn external_name_target(
     }
 }
 
-/// The ready endpoints of the Service's port, sorted, each once.
-fn ready_endpoints(
-    index: &Index,
-    namespace: &str,
-    service: &str,
-    port: &ServicePort,
-) -> Vec<String> {
-    let mut targets = Vec::new();
-    for slice in index
-        .slices
-        .get(&(namespace.to_owned(), service.to_owned()))
-        .into_iter()
-        .flatten()
-    {
-        let slice_port = slice
-            .ports
-            .iter()
-            .flatten()
-            .find(|p| p.name.as_deref().unwrap_or("") == port.name.as_deref().unwrap_or(""));
-        let Some(number) = slice_port.and_then(|p| p.port) else {
-            continue;
-        };
-        for endpoint in &slice.endpoints {
-            // An unset `ready` means ready, as the EndpointSlice API defines it.
-            if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
-                continue;
-            }
-            for address in &endpoint.addresses {
-                targets.push(match slice.address_type.as_str() {
-                    "IPv6" => format!("[{address}]:{number}"),
-                    _ => format!("{address}:{number}"),
-                });
+/// EndpointSlices by the Service they belong to (their `kubernetes.io/service-name`
+/// label): what an upstream's targets are read from, in a compile and when only
+/// EndpointSlices changed.
+pub struct SliceIndex<'a>(HashMap<Key, Vec<&'a EndpointSlice>>);
+
+impl<'a> SliceIndex<'a> {
+    pub fn new(slices: &'a [Arc<EndpointSlice>]) -> Self {
+        let mut by_service: HashMap<Key, Vec<&EndpointSlice>> = HashMap::new();
+        for slice in slices {
+            let service = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL));
+            if let Some(service) = service {
+                by_service
+                    .entry(key(slice.metadata.namespace.as_ref(), Some(service)))
+                    .or_default()
+                    .push(slice);
             }
         }
+        Self(by_service)
     }
-    targets.sort();
-    targets.dedup();
-    targets
+
+    /// The ready endpoints of the Service's port, sorted, each once.
+    pub fn ready_targets(&self, source: &EndpointSource) -> Vec<String> {
+        let mut targets = Vec::new();
+        for slice in self
+            .0
+            .get(&(source.namespace.clone(), source.service.clone()))
+            .into_iter()
+            .flatten()
+        {
+            let slice_port = slice
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref().unwrap_or("") == source.port_name);
+            let Some(number) = slice_port.and_then(|p| p.port) else {
+                continue;
+            };
+            for endpoint in &slice.endpoints {
+                // An unset `ready` means ready, as the EndpointSlice API defines it.
+                if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                    continue;
+                }
+                for address in &endpoint.addresses {
+                    targets.push(match slice.address_type.as_str() {
+                        "IPv6" => format!("[{address}]:{number}"),
+                        _ => format!("{address}:{number}"),
+                    });
+                }
+            }
+        }
+        targets.sort();
+        targets.dedup();
+        targets
+    }
 }

@@ -96,7 +96,7 @@ pub async fn forward(
     rec.target_group_arn = upstream.name.clone();
     prepare_headers(&mut parts, upgrade.is_some());
     // Only a request without a body can be sent twice, and only another endpoint helps.
-    let retryable = body.is_end_stream() && upstream.targets.len() > 1;
+    let retryable = body.is_end_stream() && balance.targets().len() > 1;
     let mut body = Some(body);
     let mut spare = Some(parts);
     let mut tried: Vec<String> = Vec::new();
@@ -107,7 +107,7 @@ pub async fn forward(
         let Some(index) = balance.pick(dp.now_ms(), last) else {
             break;
         };
-        let target = &upstream.targets[index];
+        let target = &balance.targets()[index];
         let attempt = if retryable {
             spare.clone()
         } else {
@@ -161,7 +161,7 @@ fn judge_outcome(
     outcome: Sent,
     statuses: &mut Vec<String>,
 ) -> Result<Response<hyper::body::Incoming>, ForwardError> {
-    let target = &upstream.targets[index];
+    let target = &balance.targets()[index];
     match outcome {
         Ok(Ok(resp)) => {
             statuses.push(resp.status().as_u16().to_string());

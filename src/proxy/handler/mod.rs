@@ -508,7 +508,10 @@ impl Exchange {
             upgrade,
             hold,
         };
-        let Some(balance) = self.live.balances.get(upstream.id).cloned() else {
+        let balance = self.live.balances.get(upstream.id).map(|h| h.load());
+        let Some(balance) = balance.filter(|b| !b.targets().is_empty()) else {
+            self.rec.target_group_arn = upstream.name.clone();
+            tracing::warn!(trace_id = %self.trace.root, ingress = %route.ingress, service = %upstream.name, "route has no backend: the Service has no ready endpoints");
             return self.error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "BackendUnavailable",
