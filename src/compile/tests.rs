@@ -268,13 +268,14 @@ fn service_without_ready_endpoints_is_reported() {
         target_of(&c, "app.example.com", "/").as_deref(),
         Some("apps/root:80: no targets")
     );
-    let problems: Vec<_> = c
+    let about_root: Vec<_> = c
         .diagnostics
         .iter()
+        .filter(|d| d.message.contains("apps/root"))
         .map(|d| (d.reason, d.message.as_str()))
         .collect();
     assert_eq!(
-        problems,
+        about_root,
         [(
             "BackendNotFound",
             "Service apps/root has no ready endpoints"
