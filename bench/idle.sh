@@ -51,7 +51,7 @@ YAML
 for run in $(seq "$runs"); do
   pc=$(free_port); admin=$(free_port)
   PORTCULLIS_LOG=warn target/release/portcullis serve -f "$work/idle.yaml" --http 127.0.0.1:$pc \
-    --admin 127.0.0.1:$admin > /dev/null & pids+=($!)
+    --admin 127.0.0.1:$admin --max-connections-per-client 0 > /dev/null & pids+=($!)
   pc_pid=$!
   wait_port "$pc"
   for _ in $(seq 200); do curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.05; done
@@ -61,9 +61,11 @@ for run in $(seq "$runs"); do
   # Settled: RSS read until it stops moving (the allocator purges freed pages lazily).
   after=$(rss_kib "$pc_pid")
   for _ in $(seq 20); do sleep 0.25; now=$(rss_kib "$pc_pid"); [ "$now" = "$after" ] && break; after=$now; done
+  # Still open at the proxy's end (a cap closing idle connections would show here).
+  held=$(ss -Htn state established "( sport = :$pc )" | wc -l)
   eval "exec ${IDLE[1]}>&-"
   wait "$IDLE_PID" 2>/dev/null || true
   kill "$pc_pid"; wait "$pc_pid" 2>/dev/null || true
-  python3 -c "import sys; b,a,n=map(int,sys.argv[1:]); print(f'run $run: {(a-b)/max(n,1):.1f} KiB per idle connection ({n} connections, RSS {b//1024} -> {a//1024} MiB)')" "$before" "$after" "$opened"
+  python3 -c "import sys; b,a,n,h=map(int,sys.argv[1:]); print(f'run $run: {(a-b)/max(n,1):.1f} KiB per idle connection ({n} connections opened, {h} still open, RSS {b//1024} -> {a//1024} MiB)')" "$before" "$after" "$opened" "$held"
 done
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
