@@ -168,7 +168,10 @@ head -c 32 /dev/urandom | base64 > "$work/session-keys"
 target/release/examples/bench_session "$work/session-keys" default/bench auth.local 20000 > "$work/cookies-20000"
 head -1 "$work/cookies-20000" > "$work/cookies-1"
 cookie=$(cat "$work/cookies-1")
+# Every connection comes from 127.0.0.1: without lifting the per-client cap (512) the
+# idle rung would find all but 512 of its connections closed to make room.
 PORTCULLIS_LOG=warn target/release/portcullis serve -f "$work/bench.yaml" --http 127.0.0.1:$pc --admin 127.0.0.1:$admin \
+  --max-connections-per-client 0 \
   --session-keys-file "$work/session-keys" > "$work/access.log" & pids+=($!)
 pc_pid=$!
 

@@ -113,8 +113,15 @@ pub async fn watch_files(
     }
 }
 
+/// How long the published state (diagnostics, statuses) may lag endpoint changes that
+/// were swapped in without a compile: then a full compile catches it up.
+const PUBLISH_ENDPOINTS_AFTER: Duration = Duration::from_secs(2);
+
 /// Installs a snapshot once every watch has listed (so `/readyz` turns ready on a
-/// whole configuration), then again after each burst of changes.
+/// whole configuration), then again after each burst of changes. A burst of
+/// EndpointSlice changes alone swaps upstream targets in place instead (milliseconds
+/// at 10,000 Services, against a whole compile); a compile follows within
+/// `PUBLISH_ENDPOINTS_AFTER`, so statuses and diagnostics catch up.
 pub async fn watch_cluster(
     dp: Arc<DataPlane>,
     source: ClusterSource,
@@ -129,6 +136,8 @@ pub async fn watch_cluster(
     tracing::info!("every watch has listed: serving");
     let source = Arc::new(source);
     loop {
+        // Whatever changed before this read is in the compile.
+        source.take_changes();
         let src = source.clone();
         let Some((objects, installed)) =
             apply_off_workers(dp.clone(), move || src.objects(), options.clone()).await
@@ -144,9 +153,50 @@ pub async fn watch_cluster(
         // Changes that arrive while a compile runs are taken together by the next one
         // (the notification holds one permit), so a burst costs a compile or two, and
         // a single change is live after one compile, not after a fixed wait.
-        tokio::select! {
-            _ = source.changed.notified() => {}
-            _ = shutdown.wait_for(|s| *s) => return,
+        let mut unpublished: Option<tokio::time::Instant> = None;
+        loop {
+            let catch_up = async {
+                match unpublished {
+                    Some(since) => tokio::time::sleep_until(since + PUBLISH_ENDPOINTS_AFTER).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = source.changed.notified() => {}
+                _ = catch_up => break,
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            let changes = source.take_changes();
+            if changes.other {
+                break;
+            }
+            if changes.slices {
+                let src = source.clone();
+                if !update_endpoints_off_workers(dp.clone(), src).await {
+                    return;
+                }
+                unpublished.get_or_insert_with(tokio::time::Instant::now);
+            }
         }
+    }
+}
+
+/// Swaps in the targets of the EndpointSlices the store holds, on a blocking thread
+/// (it reads every slice); false when the runtime is shutting down.
+async fn update_endpoints_off_workers(dp: Arc<DataPlane>, source: Arc<ClusterSource>) -> bool {
+    let work = tokio::task::spawn_blocking(move || {
+        let slices = source.endpoint_slices();
+        let changed = dp.update_endpoints(&slices);
+        dp.metrics.endpoint_updates.inc();
+        // Logged once live, as a compile's install is.
+        tracing::info!(
+            upstreams = changed,
+            "configuration installed: endpoints only"
+        );
+    });
+    match work.await {
+        Ok(()) => true,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => false,
     }
 }

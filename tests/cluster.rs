@@ -870,3 +870,106 @@ async fn sessions_in_redis_without_redis_are_not_accepted() {
     assert_eq!(closed.status(), 500, "closed, not open");
     assert!(closed.text().await.unwrap().contains("AuthRuleInvalid"));
 }
+
+/// Which test backend answered `host`'s `/`, or the status when none did.
+async fn answered_by(c: &reqwest::Client, p: &Portcullis, host: &str) -> String {
+    let r = c.get(p.url("/")).header("host", host).send().await.unwrap();
+    match r.status().as_u16() {
+        200 => r.json::<serde_json::Value>().await.unwrap()["backend"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        s => s.to_string(),
+    }
+}
+
+const PLAIN_APP: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: apps}\n---
+apiVersion: v1\nkind: Service\nmetadata: {name: one, namespace: apps}\nspec: {ports: [{name: http, port: 80}]}\n---
+apiVersion: v1\nkind: Service\nmetadata: {name: two, namespace: apps}\nspec: {ports: [{name: http, port: 80}]}\n";
+
+fn plain_ingress(service: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: plain, namespace: apps}}\nspec:\n  ingressClassName: portcullis\n  rules:\n  - host: plain.example.com\n    http:\n      paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}]\n"
+    )
+}
+
+/// Applies an EndpointSlice change and waits until Portcullis has swapped it in.
+async fn change_endpoints(p: &Portcullis, admin: &kube::Client, slice: &str) {
+    let series = "portcullis_endpoint_updates_total";
+    let before = metric_value(&p.metrics().await, series);
+    apply(admin, slice).await;
+    eventually("the EndpointSlice change is swapped in", || async {
+        metric_value(&p.metrics().await, series) > before
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn endpoint_changes_are_live_without_a_compile_and_never_outlive_their_service_or_route() {
+    let cp = ControlPlane::start();
+    let controller = install(&cp).await;
+    let (a, b, c) = (
+        Backend::start_on("a", host_address()).await,
+        Backend::start_on("b", host_address()).await,
+        Backend::start_on("c", host_address()).await,
+    );
+    let admin = cp.admin().await;
+    apply(&admin, PLAIN_APP).await;
+    apply(&admin, &plain_ingress("one")).await;
+    apply(&admin, &endpoint_slice("one", a.addr)).await;
+    let web = client();
+    let host = "plain.example.com";
+    eventually("the route is served by a", || async {
+        answered_by(&web, &controller, host).await == "a"
+    })
+    .await;
+
+    // Endpoints alone: swapped into the route's upstream, no compile needed.
+    change_endpoints(&controller, &admin, &endpoint_slice("one", b.addr)).await;
+    assert_eq!(answered_by(&web, &controller, host).await, "b");
+    let not_ready = endpoint_slice("one", b.addr)
+        .replace("addresses: [", "conditions: {ready: false}, addresses: [");
+    change_endpoints(&controller, &admin, &not_ready).await;
+    assert_eq!(
+        answered_by(&web, &controller, host).await,
+        "503",
+        "no ready endpoint"
+    );
+    change_endpoints(&controller, &admin, &endpoint_slice("one", b.addr)).await;
+    assert_eq!(
+        answered_by(&web, &controller, host).await,
+        "b",
+        "ready again"
+    );
+
+    // The Service goes: its EndpointSlice stays, and must not bring it back.
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(admin.clone(), "apps");
+    services.delete("one", &Default::default()).await.unwrap();
+    eventually("a deleted Service is not served", || async {
+        answered_by(&web, &controller, host).await == "503"
+    })
+    .await;
+    change_endpoints(&controller, &admin, &endpoint_slice("one", c.addr)).await;
+    assert_eq!(
+        answered_by(&web, &controller, host).await,
+        "503",
+        "an EndpointSlice of a deleted Service"
+    );
+    apply(&admin, PLAIN_APP).await;
+    eventually("the Service is back, with its endpoints", || async {
+        answered_by(&web, &controller, host).await == "c"
+    })
+    .await;
+
+    // The route moves to another Service: the old one's endpoints are not used again.
+    apply(&admin, &endpoint_slice("two", a.addr)).await;
+    apply(&admin, &plain_ingress("two")).await;
+    eventually("the route moved to Service two", || async {
+        answered_by(&web, &controller, host).await == "a"
+    })
+    .await;
+    change_endpoints(&controller, &admin, &endpoint_slice("one", b.addr)).await;
+    for _ in 0..4 {
+        assert_eq!(answered_by(&web, &controller, host).await, "a");
+    }
+}

@@ -10,7 +10,7 @@ use k8s_openapi::api::networking::v1::{IngressBackend, IngressServiceBackend};
 
 use super::Backend;
 use super::backend_protocol::{self, ProtocolFrom};
-use super::snapshot::{Transport, Upstream};
+use super::snapshot::{EndpointSource, Transport, Upstream};
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::store::Objects;
 
@@ -23,7 +23,7 @@ pub struct Index<'a> {
     pub secrets: HashMap<Key, &'a Secret>,
     config_maps: HashMap<Key, &'a ConfigMap>,
     services: HashMap<Key, &'a Service>,
-    slices: HashMap<Key, Vec<&'a EndpointSlice>>,
+    slices: SliceIndex<'a>,
     pub ingresses: HashMap<Key, ()>,
     pub http_routes: HashMap<Key, ()>,
     pub gateways: HashMap<Key, ()>,
@@ -68,20 +68,7 @@ impl<'a> Index<'a> {
                 )
             })
             .collect();
-        let mut slices: HashMap<Key, Vec<&EndpointSlice>> = HashMap::new();
-        for slice in &objects.endpoint_slices {
-            let service = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL));
-            if let Some(service) = service {
-                slices
-                    .entry(key(slice.metadata.namespace.as_ref(), Some(service)))
-                    .or_default()
-                    .push(slice);
-            }
-        }
+        let slices = SliceIndex::new(&objects.endpoint_slices);
         let ingresses = objects
             .ingresses
             .iter()
@@ -172,7 +159,7 @@ impl UpstreamCache {
             .and_then(|p| p.number.map(|n| n.to_string()).or_else(|| p.name.clone()))
             .unwrap_or_else(|| "?".into());
         let name = format!("{namespace}/{}:{port_label}", service.name);
-        let (targets, transport) = match targets(index, namespace, service, protocol) {
+        let (targets, endpoints, transport) = match targets(index, namespace, service, protocol) {
             Ok(found) => found,
             Err(Unresolved::Backend(reason, fix)) => {
                 diags.push(Diagnostic::error(
@@ -205,6 +192,11 @@ impl UpstreamCache {
                 };
             }
         };
+        // Without ready endpoints the route still holds the upstream, so that
+        // endpoints appearing later are served without a new snapshot.
+        if let (true, Some(source)) = (targets.is_empty(), &endpoints) {
+            diags.push(no_ready_endpoints(source, ingress, field));
+        }
         // Two routes may speak to one Service port differently (their Ingresses'
         // annotations differ); each way has its own upstream and connections.
         let key = format!("{name} {transport:?}");
@@ -214,6 +206,7 @@ impl UpstreamCache {
         let up = Arc::new(Upstream {
             name,
             targets,
+            endpoints,
             id: self.upstreams.len(),
             transport,
         });
@@ -222,9 +215,23 @@ impl UpstreamCache {
     }
 }
 
+fn no_ready_endpoints(source: &EndpointSource, ingress: &ObjectRef, field: &str) -> Diagnostic {
+    let svc_name = format!("{}/{}", source.namespace, source.service);
+    Diagnostic::error(
+        ingress,
+        &format!("{field}.service"),
+        "BackendNotFound",
+        format!("Service {svc_name} has no ready endpoints"),
+        format!(
+            "check that Pods selected by Service {svc_name} are running and ready (kubectl get endpointslices -l {SERVICE_NAME_LABEL}={})",
+            source.service
+        ),
+    )
+}
+
 /// Why a backend cannot be used.
 enum Unresolved {
-    /// The Service, its port or its endpoints are missing: the problem and its fix.
+    /// The Service or its port is missing: the problem and its fix.
     Backend(String, String),
     /// How to speak to the pods cannot be set up.
     Protocol(backend_protocol::ProtocolProblem),
@@ -235,16 +242,21 @@ fn targets(
     namespace: &str,
     backend: &IngressServiceBackend,
     protocol: ProtocolFrom,
-) -> Result<(Vec<String>, Transport), Unresolved> {
-    let (service, port, targets) = service_targets(index, namespace, backend)
+) -> Result<(Vec<String>, Option<EndpointSource>, Transport), Unresolved> {
+    let (service, port, targets, endpoints) = service_targets(index, namespace, backend)
         .map_err(|(problem, fix)| Unresolved::Backend(problem, fix))?;
     let transport = backend_protocol::transport(protocol, service, port, index)
         .map_err(Unresolved::Protocol)?;
-    Ok((targets, transport))
+    Ok((targets, endpoints, transport))
 }
 
-/// A Service port found and its targets, or the problem and its fix.
-type Found<'i> = (&'i Service, Option<&'i ServicePort>, Vec<String>);
+/// A Service port found, its targets and where they come from, or the problem and its fix.
+type Found<'i> = (
+    &'i Service,
+    Option<&'i ServicePort>,
+    Vec<String>,
+    Option<EndpointSource>,
+);
 
 fn service_targets<'i>(
     index: &Index<'i>,
@@ -282,7 +294,7 @@ fn service_targets<'i>(
             .unwrap_or_default();
         let targets =
             external_name_target(&svc_name, external, wanted.number.or(port.map(|p| p.port)))?;
-        return Ok((service, port, targets));
+        return Ok((service, port, targets, None));
     }
     let port = port.ok_or_else(|| {
         (
@@ -297,17 +309,17 @@ fn service_targets<'i>(
             format!("use one of the ports Service {svc_name} declares"),
         )
     })?;
-    let targets = ready_endpoints(index, namespace, &backend.name, port);
-    if targets.is_empty() {
-        return Err((
-            format!("Service {svc_name} has no ready endpoints"),
-            format!(
-                "check that Pods selected by Service {svc_name} are running and ready (kubectl get endpointslices -l {SERVICE_NAME_LABEL}={})",
-                backend.name
-            ),
-        ));
-    }
-    Ok((service, Some(port), targets))
+    let source = EndpointSource {
+        namespace: namespace.to_owned(),
+        service: backend.name.clone(),
+        port_name: port.name.clone().unwrap_or_default(),
+    };
+    Ok((
+        service,
+        Some(port),
+        index.slices.ready_targets(&source),
+        Some(source),
+    ))
 }
 
 /// An ExternalName Service is reached by its name, at the port number asked for.
@@ -327,42 +339,62 @@ fn external_name_target(
     }
 }
 
-/// The ready endpoints of the Service's port, sorted, each once.
-fn ready_endpoints(
-    index: &Index,
-    namespace: &str,
-    service: &str,
-    port: &ServicePort,
-) -> Vec<String> {
-    let mut targets = Vec::new();
-    for slice in index
-        .slices
-        .get(&(namespace.to_owned(), service.to_owned()))
-        .into_iter()
-        .flatten()
-    {
-        let slice_port = slice
-            .ports
-            .iter()
-            .flatten()
-            .find(|p| p.name.as_deref().unwrap_or("") == port.name.as_deref().unwrap_or(""));
-        let Some(number) = slice_port.and_then(|p| p.port) else {
-            continue;
-        };
-        for endpoint in &slice.endpoints {
-            // An unset `ready` means ready, as the EndpointSlice API defines it.
-            if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
-                continue;
-            }
-            for address in &endpoint.addresses {
-                targets.push(match slice.address_type.as_str() {
-                    "IPv6" => format!("[{address}]:{number}"),
-                    _ => format!("{address}:{number}"),
-                });
+/// EndpointSlices by the Service they belong to (their `kubernetes.io/service-name`
+/// label): what an upstream's targets are read from, in a compile and when only
+/// EndpointSlices changed.
+pub struct SliceIndex<'a>(HashMap<Key, Vec<&'a EndpointSlice>>);
+
+impl<'a> SliceIndex<'a> {
+    pub fn new(slices: &'a [Arc<EndpointSlice>]) -> Self {
+        let mut by_service: HashMap<Key, Vec<&EndpointSlice>> = HashMap::new();
+        for slice in slices {
+            let service = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL));
+            if let Some(service) = service {
+                by_service
+                    .entry(key(slice.metadata.namespace.as_ref(), Some(service)))
+                    .or_default()
+                    .push(slice);
             }
         }
+        Self(by_service)
     }
-    targets.sort();
-    targets.dedup();
-    targets
+
+    /// The ready endpoints of the Service's port, sorted, each once.
+    pub fn ready_targets(&self, source: &EndpointSource) -> Vec<String> {
+        let mut targets = Vec::new();
+        for slice in self
+            .0
+            .get(&(source.namespace.clone(), source.service.clone()))
+            .into_iter()
+            .flatten()
+        {
+            let slice_port = slice
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref().unwrap_or("") == source.port_name);
+            let Some(number) = slice_port.and_then(|p| p.port) else {
+                continue;
+            };
+            for endpoint in &slice.endpoints {
+                // An unset `ready` means ready, as the EndpointSlice API defines it.
+                if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                    continue;
+                }
+                for address in &endpoint.addresses {
+                    targets.push(match slice.address_type.as_str() {
+                        "IPv6" => format!("[{address}]:{number}"),
+                        _ => format!("{address}:{number}"),
+                    });
+                }
+            }
+        }
+        targets.sort();
+        targets.dedup();
+        targets
+    }
 }

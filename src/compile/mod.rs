@@ -34,6 +34,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::model::CONTROLLER_NAME;
 use crate::store::Objects;
+pub use backends::SliceIndex;
 pub use gateway::{
     Cond, GatewayApiState, GatewayState, ListenerState, ParentStatus, RouteState, mark_unbound,
 };

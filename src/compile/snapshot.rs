@@ -559,12 +559,17 @@ pub enum Backend {
 
 /// One Service port's endpoints, shared by every route that points at it. Which
 /// target comes next, and which failed lately, is the data plane's to keep (by `id`),
-/// so it outlives this snapshot.
+/// so it outlives this snapshot; so are the targets themselves once an EndpointSlice
+/// changes (`DataPlane::update_endpoints` swaps them without a new snapshot).
 pub struct Upstream {
     /// `namespace/service:port`, ALB's `target_group_arn` in the access log.
     pub name: String,
-    /// `ip:port` or `[ipv6]:port` or `dns-name:port` (ExternalName).
+    /// `ip:port` or `[ipv6]:port` or `dns-name:port` (ExternalName), as compiled; empty
+    /// when the Service has no ready endpoints (503 until it has).
     pub targets: Vec<String>,
+    /// Where the targets come from when they follow EndpointSlices; `None` for an
+    /// ExternalName Service.
+    pub endpoints: Option<EndpointSource>,
     /// Position in `RouteTable::upstreams`.
     pub id: usize,
     /// How the pods are spoken to: HTTP/1.1 in the clear unless the Service asks.
@@ -611,6 +616,15 @@ pub struct VerifyBackend {
     pub ca_pem: Arc<str>,
     /// The name the certificate must carry, sent as SNI.
     pub server_name: String,
+}
+
+/// The Service port whose EndpointSlices give an upstream its targets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointSource {
+    pub namespace: String,
+    pub service: String,
+    /// The Service port's name, which EndpointSlice ports are matched by ("" unnamed).
+    pub port_name: String,
 }
 
 #[derive(Clone)]

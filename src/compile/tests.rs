@@ -42,6 +42,7 @@ fn target_of(c: &Compiled, host: &str, path: &str) -> Option<String> {
 
 pub(super) fn backend_label(backend: &Backend) -> String {
     match backend {
+        Backend::Service(up) if up.targets.is_empty() => format!("{}: no targets", up.name),
         Backend::Service(up) => up.targets.join(","),
         Backend::Unavailable { reason, .. } => format!("unavailable: {reason}"),
         Backend::Invalid { reason } => format!("invalid: {reason}"),
@@ -261,9 +262,24 @@ fn service_without_ready_endpoints_is_reported() {
         service("apps", "root", "10.0.0.1", 80).replace("- addresses: [10.0.0.1]\n", "")
     );
     let c = compiled(&yaml);
+    // The route holds the upstream, empty, so endpoints that appear later are served
+    // without a compile; until then it answers 503.
     assert_eq!(
         target_of(&c, "app.example.com", "/").as_deref(),
-        Some("unavailable: Service apps/root has no ready endpoints")
+        Some("apps/root:80: no targets")
+    );
+    let about_root: Vec<_> = c
+        .diagnostics
+        .iter()
+        .filter(|d| d.message.contains("apps/root"))
+        .map(|d| (d.reason, d.message.as_str()))
+        .collect();
+    assert_eq!(
+        about_root,
+        [(
+            "BackendNotFound",
+            "Service apps/root has no ready endpoints"
+        )]
     );
 }
 

@@ -64,7 +64,12 @@ impl AccessRecord {
         Self {
             kind,
             elb: elb.to_owned(),
-            client_port: client.to_string(),
+            client_port: {
+                // `[ipv6]:port` at most 47 bytes; sized once instead of grown.
+                let mut text = String::with_capacity(48);
+                let _ = write!(text, "{client}");
+                text
+            },
             // ALB's "could not be dispatched" until forwarding says otherwise.
             request_processing_time: -1.0,
             target_processing_time: -1.0,
@@ -344,12 +349,16 @@ pub fn timestamp(t: jiff::Timestamp) -> String {
     }
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    format!(
+    // Sized once: `format!` guesses short and grows the string as it writes.
+    let mut out = String::with_capacity(32);
+    let _ = write!(
+        out,
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
-    )
+    );
+    out
 }
 
 /// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to (year, month, day).

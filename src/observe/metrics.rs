@@ -17,6 +17,8 @@ pub struct Metrics {
     latency: HistogramVec,
     pub upstream_errors: IntCounterVec,
     pub reloads: IntCounterVec,
+    /// EndpointSlice changes swapped into upstreams without a compile.
+    pub endpoint_updates: IntCounter,
     pub snapshot_routes: IntGauge,
     pub config_errors: IntGauge,
     /// 1 once a configuration is served (what `/readyz` says).
@@ -347,6 +349,13 @@ impl Metrics {
                         "Snapshots compiled, by result (clean or with_errors)",
                     ),
                     &["result"],
+                ),
+            ),
+            endpoint_updates: registered(
+                &registry,
+                IntCounter::new(
+                    "endpoint_updates_total",
+                    "EndpointSlice changes made live without a compile (upstream targets swapped)",
                 ),
             ),
             snapshot_routes: registered(

@@ -3,7 +3,41 @@
 //! upstream name, beside the snapshot, so installing a new snapshot (an unrelated
 //! Secret changed) keeps both the rotation and the marks of targets still there.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
+
+/// A Service port's live targets with their balancer state, shared by every snapshot
+/// that routes to it: an EndpointSlice change swaps what it holds, not the routes.
+pub struct BackendHandle {
+    current: ArcSwap<Balance>,
+}
+
+impl BackendHandle {
+    pub fn new(targets: &[String]) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(Balance::new(targets)),
+        }
+    }
+
+    /// The targets and state now; a request keeps the ones it loaded, so the index it
+    /// picked always names the target it meant.
+    pub fn load(&self) -> Arc<Balance> {
+        self.current.load_full()
+    }
+
+    /// Makes `targets` current, carrying over the rotation and the marks of targets
+    /// still there; false when they already were current.
+    pub fn set_targets(&self, targets: &[String]) -> bool {
+        let now = self.current.load();
+        if now.serves(targets) {
+            return false;
+        }
+        self.current.store(Arc::new(now.carried_to(targets)));
+        true
+    }
+}
 
 pub struct Balance {
     targets: Vec<String>,
@@ -19,6 +53,10 @@ impl Balance {
             next: AtomicUsize::new(0),
             failed_until_ms: targets.iter().map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    pub fn targets(&self) -> &[String] {
+        &self.targets
     }
 
     /// Whether this state is for exactly these targets.
@@ -95,6 +133,30 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(up.pick(0, Some(0)), Some(1));
         }
+    }
+
+    #[test]
+    fn a_handle_swaps_targets_only_when_they_change() {
+        let handle = BackendHandle::new(&targets(&["a", "b"]));
+        let before = handle.load();
+        before.mark_failed(1, 500);
+        assert!(!handle.set_targets(&targets(&["a", "b"])));
+        assert!(Arc::ptr_eq(&before, &handle.load()), "same state kept");
+        assert!(handle.set_targets(&targets(&["b"])));
+        let after = handle.load();
+        assert_eq!(after.targets(), ["b"]);
+        assert_eq!(after.pick(100, None), Some(0), "b's mark came along");
+        assert!(handle.set_targets(&[]));
+        assert_eq!(
+            handle.load().pick(100, None),
+            None,
+            "no targets: nothing to pick"
+        );
+        assert_eq!(
+            before.targets(),
+            ["a", "b"],
+            "a request's loaded state is unchanged"
+        );
     }
 
     #[test]

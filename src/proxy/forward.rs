@@ -89,18 +89,20 @@ pub async fn forward(
     rec.target_group_arn = upstream.name.clone();
     prepare_headers(&mut parts, upgrade.is_some(), &upstream.transport);
     // Only a request without a body can be sent twice, and only another endpoint helps.
-    let retryable = body.is_end_stream() && upstream.targets.len() > 1;
+    let retryable = body.is_end_stream() && balance.targets().len() > 1;
     let mut body = Some(body);
     let mut spare = Some(parts);
-    let mut tried: Vec<String> = Vec::new();
-    let mut statuses: Vec<String> = Vec::new();
+    // Space-separated as the access log writes them, built in place: one allocation
+    // each, not a list of strings joined afterwards.
+    let mut tried = String::new();
+    let mut statuses = String::new();
     let mut last = None;
     let mut result = Err(ForwardError::Connect);
     for _attempt in 0..2 {
         let Some(index) = balance.pick(dp.now_ms(), last) else {
             break;
         };
-        let target = &upstream.targets[index];
+        let target = &balance.targets()[index];
         let attempt = if retryable {
             spare.clone()
         } else {
@@ -118,7 +120,7 @@ pub async fn forward(
         }
         rec.request_processing_time = received.elapsed().as_secs_f64();
         rec.target_port = target.clone();
-        tried.push(target.clone());
+        push_listed(&mut tried, target);
         let sent = Instant::now();
         let outcome = tokio::time::timeout(
             dp.config.upstream_response_timeout,
@@ -133,14 +135,21 @@ pub async fn forward(
             break;
         }
     }
-    rec.target_port_list = tried.join(" ");
-    rec.target_status_code_list = statuses.join(" ");
+    rec.target_port_list = tried;
+    rec.target_status_code_list = statuses;
     let resp = result?;
     rec.target_status_code = resp.status().as_u16().to_string();
     let responded = Instant::now();
     let resp = finish_response(resp, upgrade, hold);
     rec.response_processing_time = responded.elapsed().as_secs_f64();
     Ok(resp)
+}
+
+fn push_listed(list: &mut String, item: &str) {
+    if !list.is_empty() {
+        list.push(' ');
+    }
+    list.push_str(item);
 }
 
 type Sent =
@@ -154,19 +163,19 @@ fn judge_outcome(
     balance: &Balance,
     index: usize,
     outcome: Sent,
-    statuses: &mut Vec<String>,
+    statuses: &mut String,
 ) -> Result<Response<hyper::body::Incoming>, ForwardError> {
-    let target = &upstream.targets[index];
+    let target = &balance.targets()[index];
     match outcome {
         Ok(Ok(resp)) => {
-            statuses.push(resp.status().as_u16().to_string());
+            push_listed(statuses, resp.status().as_str());
             Ok(resp)
         }
         Ok(Err(SendFailure {
             connect: true,
             error: e,
         })) => {
-            statuses.push("-".into());
+            push_listed(statuses, "-");
             balance.mark_failed(
                 index,
                 dp.now_ms() + dp.config.failure_backoff.as_millis() as u64,
@@ -179,7 +188,7 @@ fn judge_outcome(
             Err(ForwardError::Connect)
         }
         Ok(Err(SendFailure { error: e, .. })) => {
-            statuses.push("-".into());
+            push_listed(statuses, "-");
             dp.metrics
                 .upstream_errors
                 .with_label_values(&["response"])
@@ -188,7 +197,7 @@ fn judge_outcome(
             Err(ForwardError::Response)
         }
         Err(_) => {
-            statuses.push("-".into());
+            push_listed(statuses, "-");
             dp.metrics
                 .upstream_errors
                 .with_label_values(&["timeout"])

@@ -137,27 +137,57 @@ pub fn set_forwarded(
             headers.remove(name);
         }
     }
+    // Room for the five at once: one growth of the map instead of one per insert.
+    headers.reserve(5);
     let xff = HeaderName::from_static("x-forwarded-for");
-    let forwarded_for = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prior) if is_trusted => format!("{prior}, {peer_ip}"),
-        _ => peer_ip.to_string(),
+    let prior = headers.get(&xff).and_then(|v| v.to_str().ok());
+    let forwarded_for = match prior {
+        Some(prior) if is_trusted => value_of(format_args!("{prior}, {peer_ip}")),
+        _ => value_of(format_args!("{peer_ip}")),
     };
-    let proto = if https { "https" } else { "http" };
+    let proto = HeaderValue::from_static(if https { "https" } else { "http" });
+    let replace_all = !is_trusted;
     let values = [
         ("x-forwarded-for", forwarded_for, true),
-        ("x-forwarded-proto", proto.to_owned(), true),
-        ("x-forwarded-host", host.to_owned(), !is_trusted),
-        ("x-forwarded-port", port.to_string(), !is_trusted),
-        ("x-real-ip", peer_ip.to_string(), !is_trusted),
+        ("x-forwarded-proto", Some(proto), true),
+        (
+            "x-forwarded-host",
+            HeaderValue::from_str(host).ok(),
+            replace_all,
+        ),
+        (
+            "x-forwarded-port",
+            value_of(format_args!("{port}")),
+            replace_all,
+        ),
+        (
+            "x-real-ip",
+            value_of(format_args!("{peer_ip}")),
+            replace_all,
+        ),
     ];
     for (name, value, replace) in values {
         let name = HeaderName::from_static(name);
-        if (replace || !headers.contains_key(&name))
-            && let Ok(v) = HeaderValue::from_str(&value)
+        if let Some(v) = value
+            && (replace || !headers.contains_key(&name))
         {
             headers.insert(name, v);
         }
     }
+}
+
+/// A header value formatted on the stack: one allocation (the value's own bytes), not
+/// a `String` and then a copy of it, on every request.
+fn value_of(args: std::fmt::Arguments<'_>) -> Option<HeaderValue> {
+    use std::io::Write;
+    let mut buf = [0u8; 128];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    if cursor.write_fmt(args).is_ok() {
+        let len = cursor.position() as usize;
+        return HeaderValue::from_bytes(&buf[..len]).ok();
+    }
+    // Longer than the stack buffer (a trusted proxy's long X-Forwarded-For).
+    HeaderValue::from_str(&std::fmt::format(args)).ok()
 }
 
 /// Whether the client reached the first proxy over HTTPS, as a trusted peer says in

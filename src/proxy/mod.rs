@@ -25,6 +25,8 @@ use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 
 use crate::auth::login::Authenticator;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
 use crate::compile::Snapshot;
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::{Metrics, RouteMetrics};
@@ -156,8 +158,8 @@ pub struct Live {
     pub snapshot: Arc<Snapshot>,
     pub route_metrics: Vec<RouteMetrics>,
     pub unmatched: RouteMetrics,
-    /// Balancer state of each upstream, by `Upstream::id`.
-    pub balances: Vec<Arc<balance::Balance>>,
+    /// Live targets and balancer state of each upstream, by `Upstream::id`.
+    pub balances: Vec<Arc<balance::BackendHandle>>,
     /// The connections of each upstream, by `Upstream::id`.
     pub pools: Vec<Arc<clients::Pools>>,
 }
@@ -176,8 +178,8 @@ pub struct DataPlane {
     pools: std::sync::Mutex<HashMap<crate::compile::Transport, Arc<clients::Pools>>>,
     pub auth: Authenticator,
     pub flows: Arc<crate::observe::flows::FlowLog>,
-    /// Balancer state by upstream name, kept across snapshots.
-    balances: std::sync::Mutex<HashMap<String, Arc<balance::Balance>>>,
+    /// Live targets and balancer state by upstream name, kept across snapshots.
+    balances: std::sync::Mutex<HashMap<String, Arc<balance::BackendHandle>>>,
     started: Instant,
     /// Open connections of each listener, shared by every worker accepting on it.
     pub http_connections: Arc<connections::Connections>,
@@ -344,7 +346,9 @@ impl DataPlane {
             .snapshot_routes
             .set(snapshot.routes.all.len() as i64);
         let unmatched = old.unmatched.clone();
-        let balances = self.balances_for(&snapshot);
+        // Held until the snapshot is live, so an endpoint update sees it with its handles.
+        let mut kept = self.balances.lock().unwrap_or_else(|e| e.into_inner());
+        let balances = balances_for(&mut kept, &snapshot);
         let pools = self.pools_for(&snapshot);
         for rule in snapshot.auth_rules.keys() {
             if !old.snapshot.auth_rules.contains_key(rule) {
@@ -359,31 +363,29 @@ impl DataPlane {
             balances,
             pools,
         }));
+        drop(kept);
         self.ready.store(true, Ordering::Release);
         self.metrics.ready.set(1);
     }
 
-    /// The balancer state of each of the snapshot's upstreams: the kept one when its
-    /// targets are the same, else one that carries over the marks of targets still there.
-    fn balances_for(&self, snapshot: &Snapshot) -> Vec<Arc<balance::Balance>> {
-        let mut kept = self.balances.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = HashMap::with_capacity(snapshot.routes.upstreams.len());
-        let list = snapshot
-            .routes
-            .upstreams
-            .iter()
-            .map(|up| {
-                let state = match kept.get(&up.name) {
-                    Some(b) if b.serves(&up.targets) => b.clone(),
-                    Some(b) => Arc::new(b.carried_to(&up.targets)),
-                    None => Arc::new(balance::Balance::new(&up.targets)),
-                };
-                next.insert(up.name.clone(), state.clone());
-                state
-            })
-            .collect();
-        *kept = next;
-        list
+    /// Only EndpointSlices changed: the targets of every upstream that follows them are
+    /// read again from `slices` and swapped in where they differ, without a new
+    /// snapshot. Returns how many upstreams changed.
+    pub fn update_endpoints(&self, slices: &[Arc<EndpointSlice>]) -> usize {
+        // Held so that an install cannot interleave and leave a handle on older targets.
+        let _kept = self.balances.lock().unwrap_or_else(|e| e.into_inner());
+        let live = self.live.load();
+        let index = crate::compile::SliceIndex::new(slices);
+        let mut changed = 0;
+        for up in &live.snapshot.routes.upstreams {
+            let (Some(source), Some(handle)) = (&up.endpoints, live.balances.get(up.id)) else {
+                continue;
+            };
+            if handle.set_targets(&index.ready_targets(source)) {
+                changed += 1;
+            }
+        }
+        changed
     }
 
     /// The connections of each of the snapshot's upstreams: those of its transport,
@@ -430,6 +432,37 @@ impl DataPlane {
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
+}
+
+/// The handle of each of the snapshot's upstreams: the kept one, holding the
+/// compiled targets (with the marks of those still there), else a new one.
+fn balances_for(
+    kept: &mut HashMap<String, Arc<balance::BackendHandle>>,
+    snapshot: &Snapshot,
+) -> Vec<Arc<balance::BackendHandle>> {
+    let mut next = HashMap::with_capacity(snapshot.routes.upstreams.len());
+    let list = snapshot
+        .routes
+        .upstreams
+        .iter()
+        .map(|up| {
+            // Upstreams of one Service port that speak to it differently share its targets.
+            if let Some(h) = next.get(&up.name) {
+                return Arc::clone(h);
+            }
+            let handle = match kept.remove(&up.name) {
+                Some(h) => {
+                    h.set_targets(&up.targets);
+                    h
+                }
+                None => Arc::new(balance::BackendHandle::new(&up.targets)),
+            };
+            next.insert(up.name.clone(), handle.clone());
+            handle
+        })
+        .collect();
+    *kept = next;
+    list
 }
 
 // rustls asks its certificate resolver to be Debug; the data plane has nothing worth printing.

@@ -2,9 +2,11 @@
 //! compile step as manifest files. Reflectors retry on their own with backoff, so when
 //! the API server goes away the last snapshot keeps serving.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
 use gateway_api::gatewayclasses::GatewayClass;
@@ -26,7 +28,8 @@ use crate::diagnostics::ObjectRef;
 use crate::model::AuthRule;
 use crate::store::Objects;
 
-/// The reflectors' stores. `changed` is notified on every event of any of them.
+/// The reflectors' stores. `changed` is notified on every event of any of them, after
+/// `kinds` has noted which.
 pub struct ClusterSource {
     ingresses: Store<Ingress>,
     classes: Store<IngressClass>,
@@ -37,6 +40,32 @@ pub struct ClusterSource {
     slices: Store<EndpointSlice>,
     gateway_api: Option<GatewayStores>,
     pub changed: Arc<Notify>,
+    kinds: Arc<ChangedKinds>,
+    /// Each AuthRule as last read, by namespace and name, with its resourceVersion:
+    /// one that did not change is not encoded and parsed again.
+    rule_cache: Mutex<HashMap<(String, String), CachedRule>>,
+}
+
+/// What changed since `ClusterSource::take_changes` was last asked.
+#[derive(Debug, Default)]
+struct ChangedKinds {
+    slices: AtomicBool,
+    other: AtomicBool,
+}
+
+/// Which kinds of object changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// EndpointSlices: only upstream targets can differ.
+    pub slices: bool,
+    /// Anything else: the routes themselves can differ.
+    pub other: bool,
+}
+
+struct CachedRule {
+    resource_version: Option<String>,
+    /// What reading it added: the rule, or why it is unreadable, and its diagnostics.
+    read: Objects,
 }
 
 /// The Gateway API watches, when its CRDs are installed.
@@ -71,6 +100,11 @@ impl ClusterSource {
     /// Starts the watches, cluster-wide; those of Gateway API only when `gateway_api`.
     pub fn start(client: Client, gateway_api: bool) -> Self {
         let changed = Arc::new(Notify::new());
+        let kinds = Arc::new(ChangedKinds::default());
+        let changed = Changed {
+            notify: changed,
+            kinds: kinds.clone(),
+        };
         // AuthRules are read untyped: one that does not parse is reported and fails
         // its routes closed, instead of failing the whole list.
         let resource = ApiResource::erase::<AuthRule>(&());
@@ -99,8 +133,23 @@ impl ClusterSource {
                 grants: reflect("ReferenceGrant", Api::all(client.clone()), &changed),
                 namespaces: reflect("Namespace", Api::all(client), &changed),
             }),
-            changed,
+            changed: changed.notify,
+            kinds,
+            rule_cache: Mutex::default(),
         }
+    }
+
+    /// Which kinds changed since the last call (or since the start).
+    pub fn take_changes(&self) -> Changes {
+        Changes {
+            slices: self.kinds.slices.swap(false, Ordering::AcqRel),
+            other: self.kinds.other.swap(false, Ordering::AcqRel),
+        }
+    }
+
+    /// The EndpointSlices the store holds now.
+    pub fn endpoint_slices(&self) -> Vec<Arc<EndpointSlice>> {
+        self.slices.state()
     }
 
     /// Waits until every watch has listed once: the first snapshot is whole.
@@ -139,14 +188,70 @@ impl ClusterSource {
             objects.reference_grants = g.grants.state();
             objects.namespaces = g.namespaces.state();
         }
-        let source = ObjectRef::new("Cluster", "", "watch");
-        for rule in self.rules.state() {
-            match serde_json::to_value(rule.as_ref()) {
-                Ok(doc) => add_document(&mut objects, doc, &source),
-                Err(e) => tracing::warn!(error = %e, "an AuthRule could not be re-encoded"),
-            }
-        }
+        self.add_rules(&mut objects);
         objects
+    }
+
+    /// The AuthRules, each read from its untyped form only when its resourceVersion
+    /// changed; rules gone from the store leave the cache.
+    fn add_rules(&self, objects: &mut Objects) {
+        let source = ObjectRef::new("Cluster", "", "watch");
+        let mut cache = self.rule_cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = HashMap::with_capacity(cache.len());
+        for rule in self.rules.state() {
+            let key = (
+                rule.metadata.namespace.clone().unwrap_or_default(),
+                rule.metadata.name.clone().unwrap_or_default(),
+            );
+            let version = &rule.metadata.resource_version;
+            let cached = match cache.remove(&key) {
+                Some(c) if version.is_some() && c.resource_version == *version => c,
+                _ => CachedRule {
+                    resource_version: version.clone(),
+                    read: read_rule(&rule, &source),
+                },
+            };
+            objects
+                .auth_rules
+                .extend(cached.read.auth_rules.iter().cloned());
+            objects
+                .unreadable_auth_rules
+                .extend(cached.read.unreadable_auth_rules.iter().cloned());
+            objects
+                .diagnostics
+                .extend(cached.read.diagnostics.iter().cloned());
+            next.insert(key, cached);
+        }
+        *cache = next;
+    }
+}
+
+/// One AuthRule as the manifest reader takes it, into objects of its own.
+fn read_rule(rule: &DynamicObject, source: &ObjectRef) -> Objects {
+    let mut read = Objects::default();
+    match serde_json::to_value(rule) {
+        Ok(doc) => add_document(&mut read, doc, source),
+        Err(e) => tracing::warn!(error = %e, "an AuthRule could not be re-encoded"),
+    }
+    read
+}
+
+/// What a watch tells on each event: the notification, and which kind changed.
+#[derive(Clone)]
+struct Changed {
+    notify: Arc<Notify>,
+    kinds: Arc<ChangedKinds>,
+}
+
+impl Changed {
+    fn note(&self, kind: &str) {
+        let flag = match kind {
+            "EndpointSlice" => &self.kinds.slices,
+            _ => &self.kinds.other,
+        };
+        // Set before the notification, so whoever wakes finds it.
+        flag.store(true, Ordering::Release);
+        self.notify.notify_one();
     }
 }
 
@@ -157,7 +262,7 @@ where
     watcher(api, watcher::Config::default()).default_backoff()
 }
 
-fn reflect<K>(kind: &'static str, api: Api<K>, changed: &Arc<Notify>) -> Store<K>
+fn reflect<K>(kind: &'static str, api: Api<K>, changed: &Changed) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone,
@@ -170,7 +275,7 @@ where
 fn spawn_watch<K>(
     kind: &'static str,
     stream: impl futures_util::Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
-    changed: &Arc<Notify>,
+    changed: &Changed,
 ) where
     K: Send + 'static,
 {
@@ -179,7 +284,7 @@ fn spawn_watch<K>(
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => changed.notify_one(),
+                Ok(_) => changed.note(kind),
                 // The watcher backs off and resumes; the stores keep their last state.
                 Err(e) => tracing::warn!(kind, error = %e, "watch interrupted; retrying"),
             }

@@ -521,10 +521,12 @@ impl Exchange {
             upgrade,
             hold,
         };
-        let (Some(balance), Some(pools)) = (
-            self.live.balances.get(upstream.id).cloned(),
-            self.live.pools.get(upstream.id).cloned(),
-        ) else {
+        let balance = self.live.balances.get(upstream.id).map(|h| h.load());
+        let pools = self.live.pools.get(upstream.id).cloned();
+        let (Some(balance), Some(pools)) = (balance.filter(|b| !b.targets().is_empty()), pools)
+        else {
+            self.rec.target_group_arn = upstream.name.clone();
+            tracing::warn!(trace_id = %self.trace.root, ingress = %route.ingress, service = %upstream.name, "route has no backend: the Service has no ready endpoints");
             return self.error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "BackendUnavailable",
