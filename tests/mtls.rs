@@ -619,10 +619,21 @@ async fn a_trust_store_that_cannot_be_used_closes_its_hosts_and_no_other() {
             &[r#"portcullis.dev/mutual-authentication: '{"mode":"verify","trustStore":"junk-ca"}'"#],
         ),
         "---\napiVersion: v1\nkind: Secret\nmetadata: {name: junk-ca, namespace: apps}\nstringData:\n  ca.crt: not a certificate\n".to_owned(),
+        // A default backend serves every host, those without mutual TLS too.
+        ingress("catchall", "catchall.example.com", &[STRICT]).replacen(
+            "spec:\n",
+            "spec:\n  defaultBackend: {service: {name: svc, port: {number: 80}}}\n",
+            1,
+        ),
     ]
     .concat();
     let s = setup("mtls-broken", &trusted, &crl(&trusted, 9), &broken, &[]).await;
-    for host in ["missing.example.com", "arn.example.com", "junk.example.com"] {
+    for host in [
+        "missing.example.com",
+        "arn.example.com",
+        "junk.example.com",
+        "catchall.example.com",
+    ] {
         let resp = exchange(s.https, &s.site, Some(host), Some(&good), &get(host, "")).await;
         assert_eq!(resp.status, 500, "{host}: {}", resp.head);
         assert!(resp.backend().is_none());
@@ -636,6 +647,20 @@ async fn a_trust_store_that_cannot_be_used_closes_its_hosts_and_no_other() {
     )
     .await;
     assert_eq!(resp.status, 200, "other hosts are served");
+    // The default backend of an Ingress with mutual TLS is never reached without a
+    // certificate: not over a handshake without SNI, another host's, or plain HTTP.
+    for (sni, host) in [
+        (None, "nothing.example.org"),
+        (Some("open.example.com"), "nothing.example.org"),
+        (None, "catchall.example.com"),
+    ] {
+        let resp = exchange(s.https, &s.site, sni, None, &get(host, "")).await;
+        assert!(resp.backend().is_none(), "{sni:?} {host}: {}", resp.head);
+    }
+    for host in ["nothing.example.org", "catchall.example.com", "anything"] {
+        let resp = raw_exchange(s.p.http, get(host, "").as_bytes()).await;
+        assert!(resp.backend().is_none(), "plain HTTP {host}: {}", resp.head);
+    }
 
     let (_, report) = run_with_stdin(
         &["check", "-f", "-", "-o", "json"],
@@ -674,6 +699,14 @@ async fn a_trust_store_that_cannot_be_used_closes_its_hosts_and_no_other() {
     );
     assert!(arn["message"].as_str().unwrap().contains("ARN"), "{arn}");
     assert!(arn["fix"].as_str().unwrap().contains("Secret"), "{arn}");
+    let catchall = about("catchall");
+    assert!(
+        catchall["message"]
+            .as_str()
+            .unwrap()
+            .contains("defaultBackend"),
+        "{catchall}"
+    );
     let junk = about("junk");
     assert!(
         junk["message"].as_str().unwrap().contains("no certificate"),

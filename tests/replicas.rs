@@ -410,4 +410,45 @@ async fn a_callback_on_the_other_replica_is_not_an_abandoned_login() {
         Some("1"),
         "only the login that never came back"
     );
+
+    // Anyone can start logins and come back from them: the marks stay in one bounded
+    // set, not a key per login.
+    let keys = || redis.command("DBSIZE");
+    let before = keys();
+    for _ in 0..30 {
+        let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+        let b = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve("app.example.com", s.proxy.http)
+            .build()
+            .unwrap();
+        let start = b
+            .get(format!("{}/", s.origin))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        let to_idp = url::Url::parse(start.headers()["location"].to_str().unwrap()).unwrap();
+        let state = to_idp
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .unwrap()
+            .1
+            .into_owned();
+        let back = b
+            .get(format!(
+                "{}/oauth2/idpresponse?error=access_denied&state={state}",
+                s.origin
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(back.status(), 401, "a refused login comes back");
+    }
+    eventually("the marks are written", || async {
+        redis.command("ZCARD portcullis:callbacks-noted") == ":31"
+    })
+    .await;
+    assert_eq!(keys(), before, "30 returned logins add no Redis key");
 }

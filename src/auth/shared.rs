@@ -38,6 +38,10 @@ const MAX_STORED_REVOCATIONS: i64 = 100_000;
 /// replica's table only, logged and counted.
 const FRONT_CHANNEL_PER_SEC: f64 = 20.0;
 const FRONT_CHANNEL_BURST: f64 = 200.0;
+/// The sorted set of logins whose callback arrived (member: digest of the flow id,
+/// score: the time), and the most it keeps.
+const CALLBACKS_NOTED: &str = "portcullis:callbacks-noted";
+const MAX_NOTED_CALLBACKS: i64 = 100_000;
 /// Where each new revocation is announced to the other replicas.
 const CHANNEL: &str = "portcullis:revocations";
 /// How often the subscription proves it is alive.
@@ -357,18 +361,35 @@ impl SharedState {
     }
 
     /// Notes, for the replica that sent its redirect, that flow `flow_id`'s callback
-    /// arrived. Nothing in process: there the flow record itself shows it.
+    /// arrived. Nothing in process: there the flow record itself shows it. The marks
+    /// are one sorted set trimmed to `MAX_NOTED_CALLBACKS` on every write, since any
+    /// client can start logins and return from them: past the bound the oldest marks
+    /// go, and those logins read as abandoned.
     pub async fn note_callback(&self, flow_id: &str, keep: Duration) -> Result<(), SharedError> {
         let Some(redis) = &self.redis else {
             return Ok(());
         };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
         let mut conn = redis.conn.clone();
-        let set = conn.set_ex::<_, _, ()>(
-            format!("{PREFIX}flow-returned:{}", digest_hex(flow_id)),
-            1,
-            keep.as_secs().max(1),
-        );
-        within(redis.timeout, set).await
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZADD")
+            .arg(CALLBACKS_NOTED)
+            .arg(now)
+            .arg(digest_hex(flow_id))
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(CALLBACKS_NOTED)
+            .arg("-inf")
+            .arg(now - keep.as_secs().max(1) as i64)
+            .ignore()
+            .cmd("ZREMRANGEBYRANK")
+            .arg(CALLBACKS_NOTED)
+            .arg(0)
+            .arg(-(MAX_NOTED_CALLBACKS + 1))
+            .ignore();
+        within(redis.timeout, pipe.query_async::<()>(&mut conn)).await
     }
 
     /// Which of `flow_ids` had their callback noted by any replica, in order; `None`
@@ -386,10 +407,11 @@ impl SharedState {
         let mut conn = redis.conn.clone();
         let mut pipe = redis::pipe();
         for id in flow_ids {
-            pipe.exists(format!("{PREFIX}flow-returned:{}", digest_hex(id)));
+            pipe.zscore(CALLBACKS_NOTED, digest_hex(id));
         }
-        let noted = pipe.query_async::<Vec<bool>>(&mut conn);
-        Ok(Some(within(redis.timeout, noted).await?))
+        let noted = pipe.query_async::<Vec<Option<f64>>>(&mut conn);
+        let noted = within(redis.timeout, noted).await?;
+        Ok(Some(noted.iter().map(Option::is_some).collect()))
     }
 
     /// Writes a server-side session record `name` for `ttl_secs`, listed under each

@@ -1216,12 +1216,21 @@ fn mutual_authentication(
         }
         (a, o) => o.or(a)?,
     };
-    let rules = ingress.spec.as_ref().and_then(|s| s.rules.as_ref());
-    if rules.into_iter().flatten().any(|r| r.host.is_none()) {
+    // A default backend serves every host, including those no handshake asks a
+    // certificate for: it would be reached without one.
+    let spec = ingress.spec.as_ref();
+    let rules = spec.and_then(|s| s.rules.as_ref());
+    let default_backend = spec.is_some_and(|s| s.default_backend.is_some());
+    if default_backend || rules.into_iter().flatten().any(|r| r.host.is_none()) {
+        let what = if default_backend {
+            "this Ingress has a defaultBackend, which serves every host"
+        } else {
+            "a rule of this Ingress names no host"
+        };
         problems.malformed_key(
             ANNOTATION,
-            "mutual authentication is set by host (the handshake asks for a certificate by SNI), and a rule of this Ingress names no host".into(),
-            "give every rule a host, or set the HTTPS listener's default with --mutual-authentication".into(),
+            format!("mutual authentication is set by host (the handshake asks for a certificate by SNI), and {what}"),
+            "give every rule a host and move the defaultBackend to an Ingress without mutual authentication, or set the HTTPS listener's default with --mutual-authentication".into(),
         );
         return None;
     }

@@ -69,9 +69,15 @@ fn receives(host: Option<&str>, domain: &str) -> bool {
     match host {
         None => true,
         Some(h) => match h.strip_prefix("*.") {
-            // One label under the suffix: the domain itself may be one of them.
+            // An HTTPRoute's wildcard (or a hostless route under a wildcard listener)
+            // matches any number of labels, so the domain and every host under it are
+            // reached whenever the domain lies under the suffix; an Ingress's matches one
+            // label, but it is counted the same way: refusing is the safe side.
             Some(suffix) => {
-                under(suffix) || domain.split_once('.').is_some_and(|(_, p)| p == suffix)
+                under(suffix)
+                    || domain
+                        .strip_suffix(suffix)
+                        .is_some_and(|r| r.ends_with('.'))
             }
             None => under(h),
         },
@@ -119,7 +125,7 @@ fn problem(rule: &ObjectRef, domain: &str, drafts: &[&mut RouteDraft]) -> Option
             other.ingress, other.ingress.namespace
         ),
         format!(
-            "use a cookieDomain only namespace {} serves, move {}'s host out of {domain}, or remove cookieDomain",
+            "use a cookieDomain only namespace {} serves, move {}'s host out of {domain}, or remove cookieDomain; then rotate the session keys, since sessions issued before reach that route while it exists",
             rule.namespace, other.ingress
         ),
     ))
@@ -222,6 +228,12 @@ mod tests {
             (Some("example.com.evil.net"), "example.com", false, false),
             (Some("a.example.org"), "example.com", false, false),
             (Some("*.a.example.com"), "example.com", true, true),
+            // Wildcards above the domain, however many labels up, reach hosts under it.
+            (Some("*.example.com"), "a.b.example.com", true, false),
+            (Some("*.b.example.com"), "a.b.example.com", true, false),
+            (Some("*.com"), "a.b.example.com", true, false),
+            (Some("*.xample.com"), "a.b.example.com", false, false),
+            (Some("*.c.example.com"), "a.b.example.com", false, false),
             (None, "example.com", true, false),
         ] {
             assert_eq!(receives(host, domain), receives_it, "{host:?}");
