@@ -40,6 +40,7 @@ rules:
         headers: BTreeMap::new(),
         fold_case: false,
         client_cert: None,
+        source_ip: None,
     };
     let started = Instant::now();
     let mut allowed = 0;

@@ -340,3 +340,54 @@ async fn a_rule_without_oidc_takes_tokens_only_and_never_redirects() {
     assert_eq!(r.status, 401, "{}", r.head);
     assert!(r.head.contains("invalid_token"), "{}", r.head);
 }
+
+/// `request.sourceIp` in an expression is the client's address as every other check
+/// sees it: what a `--trusted-proxy` forwarded for, else the socket's peer; never an
+/// `X-Forwarded-For` an untrusted client wrote.
+#[tokio::test]
+async fn expressions_see_the_client_address_a_trusted_proxy_names_and_no_other() {
+    let (login, rest) = RULE.split_once("  oidc:").unwrap();
+    let bearer = rest
+        .split_once("  bearer:")
+        .unwrap()
+        .1
+        .split_once("  claimHeaders:")
+        .unwrap()
+        .0;
+    let rule = format!(
+        "{login}  bearer:{bearer}  authorization:\n    defaultAction: Deny\n    rules:\n    - {{name: office, when: \"has(request.sourceIp) && request.sourceIp == '203.0.113.9'\", action: Allow}}\n"
+    );
+    let behind = setup_guarded(&[], &rule, &["--trusted-proxy", "127.0.0.1/32"], 401).await;
+    let good = token(&behind.idp.issuer, "portcullis-test", "api:read").await;
+    for (forwarded, status) in [
+        ("X-Forwarded-For: 203.0.113.9\r\n", 200),
+        ("X-Forwarded-For: 198.51.100.1\r\n", 403),
+        ("X-Forwarded-For: 203.0.113.9.\r\n", 403),
+        ("", 403),
+    ] {
+        assert_eq!(
+            status_from(&behind, &good, forwarded).await,
+            status,
+            "{forwarded:?}"
+        );
+    }
+    let direct = setup_guarded(&[], &rule, &[], 401).await;
+    let good = token(&direct.idp.issuer, "portcullis-test", "api:read").await;
+    for forwarded in [
+        "X-Forwarded-For: 203.0.113.9\r\n",
+        "Forwarded: for=203.0.113.9\r\n",
+        "X-Real-IP: 203.0.113.9\r\n",
+    ] {
+        assert_eq!(
+            status_from(&direct, &good, forwarded).await,
+            403,
+            "{forwarded:?}"
+        );
+    }
+}
+
+/// The status of `GET /api/items` with `token` and the `forwarded` headers.
+async fn status_from(s: &Setup, token: &str, forwarded: &str) -> u16 {
+    let headers = format!("Authorization: Bearer {token}\r\n{forwarded}");
+    raw_get(s, "GET", "/api/items", &headers).await.status
+}

@@ -74,6 +74,11 @@ pub struct RequestFacts<'a> {
     /// The client certificate the handshake verified (`request.clientCert`).
     #[serde(rename = "clientCert", skip_serializing_if = "Option::is_none")]
     pub client_cert: Option<&'a super::mtls::CertFacts>,
+    /// The client's address as every other check sees it (`request.sourceIp`): the
+    /// socket's peer, the PROXY protocol header's, or what a `--trusted-proxy` says it
+    /// forwarded for; never a header an untrusted client sent.
+    #[serde(rename = "sourceIp", skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 /// Where the identity came from: `source` in expressions.
@@ -295,6 +300,7 @@ impl Authorization {
             request.host,
             &request.headers,
             request.client_cert,
+            request.source_ip,
             source.as_str(),
         );
         let mut context = cel::Context::with_env(STDLIB.clone());
@@ -437,6 +443,7 @@ mod tests {
             headers: BTreeMap::from([("x-team".to_string(), "red".to_string())]),
             fold_case: false,
             client_cert: None,
+            source_ip: None,
         }
     }
 
@@ -481,6 +488,31 @@ rules:
             (false, "defaultAction"),
             "no certificate: {d:?}"
         );
+    }
+
+    #[test]
+    fn expressions_read_the_clients_address() {
+        let a = compiled(&spec(
+            r#"
+defaultAction: Deny
+rules:
+- {name: office, when: "has(request.sourceIp) && request.sourceIp.startsWith('10.20.')", action: Allow}
+- {name: v6-office, when: "has(request.sourceIp) && request.sourceIp == '2001:db8::7'", action: Allow}
+"#,
+        ));
+        let who = claims(json!({"sub": "alice"}));
+        for (ip, by) in [
+            (Some("10.20.3.4"), "office"),
+            (Some("2001:db8::7"), "v6-office"),
+            (Some("10.21.3.4"), "defaultAction"),
+            (None, "defaultAction"),
+        ] {
+            let facts = RequestFacts {
+                source_ip: ip.map(|ip| ip.parse().unwrap()),
+                ..request("/")
+            };
+            assert_eq!(a.decide(&who, &facts, Source::Session).by, by, "{ip:?}");
+        }
     }
 
     #[test]

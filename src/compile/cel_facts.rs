@@ -29,6 +29,7 @@ impl<'a> Facts<'a> {
         host: &'a str,
         headers: &'a BTreeMap<String, String>,
         client_cert: Option<&'a CertFacts>,
+        source_ip: Option<std::net::IpAddr>,
         source: &'static str,
     ) -> Self {
         Self {
@@ -39,6 +40,7 @@ impl<'a> Facts<'a> {
                 host,
                 headers,
                 client_cert,
+                source_ip,
             },
             source,
         }
@@ -60,8 +62,9 @@ impl VariableResolver for Facts<'_> {
 #[derive(Debug, Clone, Copy)]
 struct JsonObject<'a>(&'a Map<String, Value>);
 
-/// `request`: `method`, `path`, `host`, `headers`, and `clientCert` when the
-/// connection's client certificate was verified.
+/// `request`: `method`, `path`, `host`, `headers`, `sourceIp` when the client's
+/// address is known, and `clientCert` when the connection's client certificate was
+/// verified.
 #[derive(Debug, Clone, Copy)]
 struct RequestView<'a> {
     method: &'a str,
@@ -69,6 +72,7 @@ struct RequestView<'a> {
     host: &'a str,
     headers: &'a BTreeMap<String, String>,
     client_cert: Option<&'a CertFacts>,
+    source_ip: Option<std::net::IpAddr>,
 }
 
 /// The string a map key holds, if it is one.
@@ -172,6 +176,7 @@ impl Container for RequestView<'_> {
         Ok(key_text(key).is_some_and(|k| {
             k == "headers"
                 || (k == "clientCert" && self.client_cert.is_some())
+                || (k == "sourceIp" && self.source_ip.is_some())
                 || self.field(k).is_some()
         }))
     }
@@ -203,6 +208,12 @@ impl<'a> Indexer for RequestView<'a> {
                 })?;
                 Ok(CowVal::Owned(cert))
             }
+            Some("sourceIp") => match self.source_ip {
+                // As text: expressions compare it, or test it against a range with
+                // `startsWith` or a regular expression.
+                Some(ip) => Ok(CowVal::Owned(Box::new(CelString::from(ip.to_string())))),
+                None => Err(no_such_key(key)),
+            },
             Some(k) => match self.field(k) {
                 Some(v) => Ok(CowVal::Owned(Box::new(CelString::from(v)))),
                 None => Err(no_such_key(key)),

@@ -234,7 +234,9 @@ pub struct AuthorizationRule {
     #[schemars(length(max = 16))]
     pub paths: Vec<String>,
     /// A CEL expression over `claims` (the user's claims, or the bearer token's),
-    /// `request` (`method`, `path`, `host`, `headers` with lower-case names) and
+    /// `request` (`method`, `path`, `host`, `headers` with lower-case names,
+    /// `sourceIp`: the client's address as `inbound-cidrs` reads it, and `clientCert`
+    /// with mutual TLS) and
     /// `source` (`session` or `bearer`), e.g.
     /// `'admins' in claims.groups && claims.email.endsWith('@corp.example')`.
     #[schemars(length(min = 1, max = 4096))]

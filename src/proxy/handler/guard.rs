@@ -348,6 +348,7 @@ impl Exchange {
             client_cert: (self.conn.tls.as_ref())
                 .and_then(|t| t.client_cert.as_ref())
                 .and_then(|c| c.facts.as_ref()),
+            source_ip: arrival.client,
         };
         let decision = authorization.decide(who.claims, &facts, source);
         if decision.allowed {
