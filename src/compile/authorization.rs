@@ -293,16 +293,15 @@ impl Authorization {
     ) -> Option<Decision<'_>> {
         // The standard library is built once: building it is most of a fresh context.
         static STDLIB: LazyLock<Arc<cel::Env>> = LazyLock::new(|| Arc::new(cel::Env::stdlib()));
-        let facts = super::cel_facts::Facts::new(
-            claims,
-            request.method,
-            request.path,
-            request.host,
-            &request.headers,
-            request.client_cert,
-            request.source_ip,
-            source.as_str(),
-        );
+        let view = super::cel_facts::RequestView {
+            method: request.method,
+            path: request.path,
+            host: request.host,
+            headers: &request.headers,
+            client_cert: request.client_cert,
+            source_ip: request.source_ip,
+        };
+        let facts = super::cel_facts::Facts::new(claims, view, source.as_str());
         let mut context = cel::Context::with_env(STDLIB.clone());
         context.set_variable_resolver(&facts);
         for rule in &self.rules {

@@ -24,24 +24,12 @@ pub struct Facts<'a> {
 impl<'a> Facts<'a> {
     pub fn new(
         claims: &'a Map<String, Value>,
-        method: &'a str,
-        path: &'a str,
-        host: &'a str,
-        headers: &'a BTreeMap<String, String>,
-        client_cert: Option<&'a CertFacts>,
-        source_ip: Option<std::net::IpAddr>,
+        request: RequestView<'a>,
         source: &'static str,
     ) -> Self {
         Self {
             claims: JsonObject(claims),
-            request: RequestView {
-                method,
-                path,
-                host,
-                headers,
-                client_cert,
-                source_ip,
-            },
+            request,
             source,
         }
     }
@@ -66,13 +54,13 @@ struct JsonObject<'a>(&'a Map<String, Value>);
 /// address is known, and `clientCert` when the connection's client certificate was
 /// verified.
 #[derive(Debug, Clone, Copy)]
-struct RequestView<'a> {
-    method: &'a str,
-    path: &'a str,
-    host: &'a str,
-    headers: &'a BTreeMap<String, String>,
-    client_cert: Option<&'a CertFacts>,
-    source_ip: Option<std::net::IpAddr>,
+pub struct RequestView<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub host: &'a str,
+    pub headers: &'a BTreeMap<String, String>,
+    pub client_cert: Option<&'a CertFacts>,
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 /// The string a map key holds, if it is one.
