@@ -59,10 +59,34 @@ impl TraceId {
     }
 }
 
+/// Random bytes from the system RNG, drawn a block at a time per thread: one system
+/// call serves this many ids instead of one each.
+const RANDOM_BLOCK: usize = 12 * 256;
+
+thread_local! {
+    static RANDOM: std::cell::RefCell<([u8; RANDOM_BLOCK], usize)> =
+        const { std::cell::RefCell::new(([0; RANDOM_BLOCK], RANDOM_BLOCK)) };
+}
+
+/// The next 12 random bytes of this thread's block.
+fn random_12() -> [u8; 12] {
+    RANDOM.with_borrow_mut(|(block, used)| {
+        if *used == RANDOM_BLOCK {
+            // The system RNG does not fail on supported platforms; a zero id still works.
+            let _ = SystemRandom::new().fill(block);
+            *used = 0;
+        }
+        let mut out = [0u8; 12];
+        out.copy_from_slice(&block[*used..*used + 12]);
+        // Handed out once: an id never shares its bytes with another.
+        block[*used..*used + 12].fill(0);
+        *used += 12;
+        out
+    })
+}
+
 fn new_id(unix_secs: u64) -> String {
-    let mut random = [0u8; 12];
-    // The system RNG does not fail on supported platforms; a zero id still works.
-    let _ = SystemRandom::new().fill(&mut random);
+    let random = random_12();
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut id = String::with_capacity(35);
     let _ = write!(id, "1-{:08x}-", unix_secs as u32);
@@ -93,6 +117,16 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(HEADER, v.parse().unwrap());
         h
+    }
+
+    #[test]
+    fn ids_stay_distinct_across_the_random_blocks() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_id(1)).collect();
+        assert_eq!(ids.len(), 1000, "1000 ids span four blocks of random bytes");
+        assert!(
+            ids.iter()
+                .all(|id| valid_id(id) && !id.ends_with(&"0".repeat(24)))
+        );
     }
 
     #[test]
