@@ -62,10 +62,14 @@ pub fn shared_cookie_name(namespace: &str, domain: &str, issuer: &str, client_id
     format!("{DEFAULT_COOKIE_NAME}-{suffix}")
 }
 
+/// Whether `host` is `domain` or a name under it.
+fn at_or_under(host: &str, domain: &str) -> bool {
+    host == domain || host.strip_suffix(domain).is_some_and(|r| r.ends_with('.'))
+}
+
 /// Whether a route's host (exact, `*.suffix`, or none: every host) receives cookies
 /// of `domain`.
 fn receives(host: Option<&str>, domain: &str) -> bool {
-    let under = |h: &str| h == domain || h.strip_suffix(domain).is_some_and(|r| r.ends_with('.'));
     match host {
         None => true,
         Some(h) => match h.strip_prefix("*.") {
@@ -73,21 +77,15 @@ fn receives(host: Option<&str>, domain: &str) -> bool {
             // matches any number of labels, so the domain and every host under it are
             // reached whenever the domain lies under the suffix; an Ingress's matches one
             // label, but it is counted the same way: refusing is the safe side.
-            Some(suffix) => {
-                under(suffix)
-                    || domain
-                        .strip_suffix(suffix)
-                        .is_some_and(|r| r.ends_with('.'))
-            }
-            None => under(h),
+            Some(suffix) => at_or_under(suffix, domain) || at_or_under(domain, suffix),
+            None => at_or_under(h, domain),
         },
     }
 }
 
 /// Whether every host a route of `host` serves is under `domain`.
 fn inside(host: Option<&str>, domain: &str) -> bool {
-    let under = |h: &str| h == domain || h.strip_suffix(domain).is_some_and(|r| r.ends_with('.'));
-    host.is_some_and(|h| under(h.strip_prefix("*.").unwrap_or(h)))
+    host.is_some_and(|h| at_or_under(h.strip_prefix("*.").unwrap_or(h), domain))
 }
 
 /// Why `rule` (of `namespace`) may not share sessions under `domain`, if it may not.
