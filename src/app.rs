@@ -230,9 +230,10 @@ pub async fn run_in_cluster(args: RunArgs) -> anyhow::Result<()> {
     let keys = keys(&args.proxy, secret)?;
     let Started { dp, bound } = start_data_plane(&args.proxy, keys).await?;
     let gateway_api = portcullis::source::cluster::gateway_api_installed(&client).await;
-    if gateway_api {
+    if let Some(served) = gateway_api {
         tracing::info!(
-            "Gateway API CRDs found: watching GatewayClasses, Gateways, HTTPRoutes and ReferenceGrants"
+            tls_routes = served.tls_routes,
+            "Gateway API CRDs found: watching GatewayClasses, Gateways, HTTPRoutes, ReferenceGrants (and TLSRoutes when served)"
         );
     } else {
         tracing::warn!(

@@ -116,6 +116,7 @@ mod tests {
         GatewaySocket {
             addr: addr.parse().unwrap(),
             tls,
+            passthrough: false,
         }
     }
 

@@ -8,6 +8,7 @@ use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
+use gateway_api::tlsroutes::TlsRoute;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
@@ -40,6 +41,8 @@ pub struct Objects {
     pub gateway_classes: Vec<Arc<GatewayClass>>,
     pub gateways: Vec<Arc<Gateway>>,
     pub http_routes: Vec<Arc<HttpRoute>>,
+    /// TLS passed through by server name to Services (TLS listeners, mode Passthrough).
+    pub tls_routes: Vec<Arc<TlsRoute>>,
     pub reference_grants: Vec<Arc<ReferenceGrant>>,
     /// Read for their labels (a Gateway listener's `allowedRoutes` selector).
     pub namespaces: Vec<Arc<Namespace>>,

@@ -151,6 +151,10 @@ fn attach_targets(
                 attach_gateway_api(outcome, obj, target, &field, paths, policy, index, diags);
                 continue;
             }
+            (GATEWAY_GROUP, "TLSRoute") => {
+                refuse_passthrough(outcome, obj, target, &field, policy, diags);
+                continue;
+            }
             _ => {
                 diags.push(
                     Diagnostic::error(
@@ -445,6 +449,36 @@ fn attach(
         policy: policy.clone(),
     };
     outcome.guards.entry(ingress).or_default().push(guard);
+}
+
+/// A TLSRoute passes TLS through undecrypted, so no AuthRule can guard it: the rule
+/// says so, and the route is closed all the same (a guard that cannot apply fails
+/// closed, never open).
+fn refuse_passthrough(
+    outcome: &mut RuleOutcome,
+    rule: &ObjectRef,
+    target: &TargetRef,
+    field: &str,
+    policy: &GuardPolicy,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let object = ObjectRef::new("TLSRoute", &rule.namespace, &target.name);
+    diags.push(
+        Diagnostic::error(
+            rule,
+            field,
+            "UnsupportedTarget",
+            format!("{object} passes TLS through still encrypted, so an AuthRule cannot guard it; its connections are closed while this rule names it"),
+            "end TLS at Portcullis: an HTTPS listener with an HTTPRoute for this host, and target that HTTPRoute".into(),
+        )
+        .of_reference(),
+    );
+    outcome.guards.entry(object).or_default().push(Guard {
+        rule: rule.clone(),
+        section: target.section_name.clone(),
+        paths: Vec::new(),
+        policy: policy.clone(),
+    });
 }
 
 /// An HTTPRoute (or one rule of it) or a Gateway (every route attached to it, or

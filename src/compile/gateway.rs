@@ -43,7 +43,7 @@ pub struct Cond {
 }
 
 impl Cond {
-    fn yes(kind: &'static str, reason: &str, message: &str) -> Self {
+    pub(super) fn yes(kind: &'static str, reason: &str, message: &str) -> Self {
         Self {
             kind,
             ok: true,
@@ -52,7 +52,7 @@ impl Cond {
         }
     }
 
-    fn no(kind: &'static str, reason: &str, message: String) -> Self {
+    pub(super) fn no(kind: &'static str, reason: &str, message: String) -> Self {
         Self {
             kind,
             ok: false,
@@ -110,18 +110,20 @@ pub struct ParentStatus {
 }
 
 /// What the routes of one listener need to know of it.
-struct Listener<'a> {
-    gateway: ObjectRef,
-    spec: &'a GatewayListeners,
-    hostname: Option<String>,
+pub(super) struct Listener<'a> {
+    pub(super) gateway: ObjectRef,
+    pub(super) spec: &'a GatewayListeners,
+    pub(super) hostname: Option<String>,
     tls: bool,
-    usable: bool,
+    /// Protocol TLS, mode Passthrough: TLSRoutes attach, HTTPRoutes do not.
+    pub(super) passthrough: bool,
+    pub(super) usable: bool,
     kinds_allow_routes: bool,
     /// HTTP or HTTPS: a listener Portcullis serves, whose hostname is taken from the
     /// others of its port even while it is not programmed.
     served_protocol: bool,
     /// The Gateway's own socket for this listener (`--gateway-addresses`).
-    socket: Option<SocketAddr>,
+    pub(super) socket: Option<SocketAddr>,
     /// The hostnames of every listener served where this one is (see
     /// `ListenerScope::siblings`).
     siblings: Arc<Vec<Option<String>>>,
@@ -140,6 +142,8 @@ pub(super) struct GatewayOutput {
     pub state: GatewayApiState,
     /// The sockets to open for programmed listeners (`--gateway-addresses`).
     pub sockets: Vec<GatewaySocket>,
+    /// The TLSRoutes of passthrough listeners, by socket.
+    pub passthrough: super::tls_route::PassthroughTable,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -200,6 +204,18 @@ pub(super) fn compile(
         }
         state.routes.insert(obj, route_state);
     }
+    let passthrough = super::tls_route::compile(
+        objects,
+        &listeners,
+        &labels,
+        index,
+        &grants,
+        guards,
+        upstreams,
+        &mut attached,
+        &mut state,
+        diags,
+    );
     for (gateway, gw_state) in &mut state.gateways {
         for listener in &mut gw_state.listeners {
             listener.attached_routes = attached
@@ -213,6 +229,7 @@ pub(super) fn compile(
         drafts,
         state,
         sockets,
+        passthrough,
     }
 }
 
@@ -247,6 +264,7 @@ fn gateway_sockets(listeners: &HashMap<ObjectRef, Vec<Listener<'_>>>) -> Vec<Gat
             Some(GatewaySocket {
                 addr: l.socket?,
                 tls: l.tls,
+                passthrough: l.passthrough,
             })
         })
         .collect();
@@ -293,8 +311,9 @@ fn compile_gateways<'a>(
             a.assign(gateway, &format!("{}/{}", obj.namespace, obj.name))
                 .map_err(|e| address_refusal(&e, &pool))
         });
+        let own = options.gateway_addresses.is_some();
         let (mut gw_state, mut gw_listeners) =
-            compile_gateway(gateway, &obj, index, grants, certs, diags);
+            compile_gateway(gateway, &obj, index, grants, certs, own, diags);
         match address {
             None => gw_state.conditions.push(gateway_programmed(
                 gateway,
@@ -487,6 +506,7 @@ fn compile_gateway<'a>(
     index: &Index,
     grants: &Grants,
     certs: &mut CertTable,
+    own_addresses: bool,
     diags: &mut Vec<Diagnostic>,
 ) -> (GatewayState, Vec<Listener<'a>>) {
     let mut state = GatewayState {
@@ -497,7 +517,7 @@ fn compile_gateway<'a>(
     let specs = &gateway.spec.listeners;
     for i in 0..specs.len() {
         let (listener_state, listener) =
-            compile_listener(obj, specs, i, index, grants, certs, diags);
+            compile_listener(obj, specs, i, index, grants, certs, own_addresses, diags);
         state.listeners.push(listener_state);
         out.push(listener);
     }
@@ -632,6 +652,7 @@ fn gateway_accepted(listeners: &[ListenerState]) -> Cond {
 
 /// Listener `i` of `specs`, its status and what routes attach to; an HTTPS
 /// listener's certificate goes into `certs`.
+#[allow(clippy::too_many_arguments)]
 fn compile_listener<'a>(
     obj: &ObjectRef,
     specs: &'a [GatewayListeners],
@@ -639,6 +660,7 @@ fn compile_listener<'a>(
     index: &Index,
     grants: &Grants,
     certs: &mut CertTable,
+    own_addresses: bool,
     diags: &mut Vec<Diagnostic>,
 ) -> (ListenerState, Listener<'a>) {
     let spec = &specs[i];
@@ -646,11 +668,19 @@ fn compile_listener<'a>(
     let hostname = spec.hostname.as_deref().map(normalize_host);
     let mut conditions = Vec::new();
     let tls = spec.protocol == "HTTPS";
-    let protocol_ok = matches!(spec.protocol.as_str(), "HTTP" | "HTTPS");
-    conditions.push(accepted_condition(obj, spec, &field, protocol_ok, diags));
+    let served_protocol = matches!(spec.protocol.as_str(), "HTTP" | "HTTPS");
+    let passthrough = spec.protocol == "TLS";
+    let accepted = if passthrough {
+        super::tls_route::listener_accepted(obj, spec, &field, own_addresses, diags)
+    } else {
+        accepted_condition(obj, spec, &field, served_protocol, diags)
+    };
+    let protocol_ok = accepted.ok;
+    conditions.push(accepted);
     conditions.push(conflicted_condition(specs, i, hostname.as_deref()));
+    let route_kind = if passthrough { "TLSRoute" } else { "HTTPRoute" };
     let (kinds, kinds_ok) = if protocol_ok {
-        supported_kinds(spec)
+        supported_kinds(spec, route_kind)
     } else {
         (Vec::new(), true)
     };
@@ -660,7 +690,7 @@ fn compile_listener<'a>(
         Cond::no(
             "ResolvedRefs",
             "InvalidRouteKinds",
-            "allowedRoutes.kinds names kinds other than HTTPRoute".into(),
+            format!("allowedRoutes.kinds names kinds other than {route_kind}"),
         )
     };
     if tls && protocol_ok {
@@ -692,9 +722,10 @@ fn compile_listener<'a>(
         spec,
         hostname,
         tls,
+        passthrough,
         usable,
         kinds_allow_routes: !kinds.is_empty(),
-        served_protocol: protocol_ok,
+        served_protocol,
         socket: None,
         siblings: Arc::default(),
     };
@@ -814,17 +845,18 @@ fn gateway_programmed(gateway: &Gateway, any_programmed: bool) -> Cond {
     }
 }
 
-/// The route kinds a listener takes: HTTPRoute unless `allowedRoutes.kinds` says
-/// otherwise; false when it names a kind Portcullis cannot serve.
-fn supported_kinds(spec: &GatewayListeners) -> (Vec<String>, bool) {
+/// The route kinds a listener takes: the one of its protocol (`route_kind`) unless
+/// `allowedRoutes.kinds` says otherwise; false when it names a kind Portcullis cannot
+/// serve there.
+fn supported_kinds(spec: &GatewayListeners, route_kind: &str) -> (Vec<String>, bool) {
     let Some(kinds) = spec.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) else {
-        return (vec!["HTTPRoute".into()], true);
+        return (vec![route_kind.into()], true);
     };
     let mut supported = Vec::new();
     let mut all_ok = true;
     for k in kinds {
         let group = k.group.as_deref().unwrap_or(GATEWAY_GROUP);
-        if group == GATEWAY_GROUP && k.kind == "HTTPRoute" {
+        if group == GATEWAY_GROUP && k.kind == route_kind {
             if !supported.contains(&k.kind) {
                 supported.push(k.kind.clone());
             }
@@ -906,14 +938,14 @@ fn listener_cert(
     }
 }
 
-struct Attachment<'l, 'a> {
-    accepted: Cond,
-    places: Vec<(&'l Listener<'a>, Vec<Option<String>>)>,
+pub(super) struct Attachment<'l, 'a> {
+    pub(super) accepted: Cond,
+    pub(super) places: Vec<(&'l Listener<'a>, Vec<Option<String>>)>,
 }
 
-/// How one parentRef of a route attaches: `None` when the parent is not a Gateway of
-/// Portcullis's (its status is another controller's to write).
-fn attach<'l, 'a>(
+/// How one parentRef of a route of `route.kind` attaches: HTTPRoutes to HTTP and
+/// HTTPS listeners, TLSRoutes to passthrough ones.
+pub(super) fn attach<'l, 'a>(
     route: &ObjectRef,
     parent: &HttpRouteParentRefs,
     hostnames: &[String],
@@ -949,14 +981,19 @@ fn attach<'l, 'a>(
             "no listener of the Gateway has this sectionName and port".into(),
         );
     }
+    let passthrough = route.kind == "TLSRoute";
     let allowed: Vec<&Listener> = named
         .into_iter()
-        .filter(|l| l.kinds_allow_routes && namespace_allowed(l, &route.namespace, labels))
+        .filter(|l| l.passthrough == passthrough && l.kinds_allow_routes)
+        .filter(|l| namespace_allowed(l, &route.namespace, labels))
         .collect();
     if allowed.is_empty() {
         return refuse(
             "NotAllowedByListeners",
-            "the Gateway's listeners do not allow HTTPRoutes of this namespace".into(),
+            format!(
+                "the Gateway's listeners do not allow {}s of this namespace",
+                route.kind
+            ),
         );
     }
     let places: Vec<(&Listener, Vec<Option<String>>)> = allowed
@@ -1033,7 +1070,7 @@ fn requirement_holds(req: &LabelSelectorRequirement, labels: &BTreeMap<String, S
 }
 
 /// The hosts a route serves through a listener: `None` when they share nothing.
-fn intersect(listener: Option<&str>, route: &[String]) -> Option<Vec<Option<String>>> {
+pub(super) fn intersect(listener: Option<&str>, route: &[String]) -> Option<Vec<Option<String>>> {
     let route: Vec<String> = route.iter().map(|h| normalize_host(h)).collect();
     match (listener, route.is_empty()) {
         (None, true) => Some(vec![None]),
@@ -1776,7 +1813,7 @@ fn rule_backend(
     }
 }
 
-fn backend_ref(
+pub(super) fn backend_ref(
     r: &HttpRouteRulesBackendRefs,
     obj: &ObjectRef,
     field: &str,
@@ -1795,8 +1832,7 @@ fn backend_ref(
         ));
     }
     let ns = r.namespace.as_deref().unwrap_or(&obj.namespace);
-    if ns != obj.namespace
-        && !grants.allows(&obj.namespace, "HTTPRoute", ns, "", "Service", &r.name)
+    if ns != obj.namespace && !grants.allows(&obj.namespace, &obj.kind, ns, "", "Service", &r.name)
     {
         return Err(Cond::no(
             "ResolvedRefs",
@@ -1877,7 +1913,7 @@ fn backend_edits(
 }
 
 /// ReferenceGrants by the namespace they stand in.
-struct Grants<'a> {
+pub(super) struct Grants<'a> {
     by_namespace: HashMap<&'a str, Vec<&'a gateway_api::referencegrants::ReferenceGrant>>,
 }
 

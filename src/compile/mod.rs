@@ -24,6 +24,7 @@ mod precedence;
 pub mod required;
 pub mod snapshot;
 mod tls;
+pub mod tls_route;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -175,6 +176,7 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
             mtls,
             auth_rules: rules.summaries,
             gateway_sockets: gateway_api.sockets,
+            passthrough: gateway_api.passthrough,
         },
         diagnostics: diags,
         gateway_status: gateway_state,

@@ -22,14 +22,17 @@ pub struct Snapshot {
     /// The sockets of the Gateways' own addresses (`--gateway-addresses`), for the
     /// listeners to open; empty without that flag.
     pub gateway_sockets: Vec<GatewaySocket>,
+    /// TLSRoutes by the passthrough socket they are served on.
+    pub passthrough: super::tls_route::PassthroughTable,
 }
 
-/// A socket a Gateway listener is served on: its address and port, and whether TLS
-/// ends there.
+/// A socket a Gateway listener is served on: its address and port, whether TLS
+/// ends there, or whether TLS passes through it still encrypted (TLSRoutes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GatewaySocket {
     pub addr: SocketAddr,
     pub tls: bool,
+    pub passthrough: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

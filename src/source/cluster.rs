@@ -13,6 +13,7 @@ use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
+use gateway_api::tlsroutes::TlsRoute;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
@@ -75,30 +76,40 @@ struct GatewayStores {
     routes: Store<HttpRoute>,
     grants: Store<ReferenceGrant>,
     namespaces: Store<Namespace>,
+    /// Watched only when the API server serves TLSRoutes (their CRD is optional).
+    tls_routes: Option<Store<TlsRoute>>,
+}
+
+/// What of Gateway API the API server serves, beyond the kinds every install has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GatewayApi {
+    pub tls_routes: bool,
 }
 
 /// Whether the API server serves Gateway API v1 HTTPRoutes and Gateways (their CRDs
-/// are installed); checked once at start.
-pub async fn gateway_api_installed(client: &Client) -> bool {
-    match client
+/// are installed), and whether TLSRoutes too; checked once at start.
+pub async fn gateway_api_installed(client: &Client) -> Option<GatewayApi> {
+    let list = client
         .list_api_group_resources(&format!("{}/v1", crate::model::GATEWAY_GROUP))
         .await
-    {
-        Ok(list) => [
-            "httproutes",
-            "gateways",
-            "gatewayclasses",
-            "referencegrants",
-        ]
-        .iter()
-        .all(|name| list.resources.iter().any(|r| r.name == *name)),
-        Err(_) => false,
-    }
+        .ok()?;
+    let served = |name: &str| list.resources.iter().any(|r| r.name == name);
+    [
+        "httproutes",
+        "gateways",
+        "gatewayclasses",
+        "referencegrants",
+    ]
+    .iter()
+    .all(|name| served(name))
+    .then(|| GatewayApi {
+        tls_routes: served("tlsroutes"),
+    })
 }
 
 impl ClusterSource {
     /// Starts the watches, cluster-wide; those of Gateway API only when `gateway_api`.
-    pub fn start(client: Client, gateway_api: bool) -> Self {
+    pub fn start(client: Client, gateway_api: Option<GatewayApi>) -> Self {
         let changed = Arc::new(Notify::new());
         let kinds = Arc::new(ChangedKinds::default());
         let changed = Changed {
@@ -126,12 +137,15 @@ impl ClusterSource {
             config_maps: reflect("ConfigMap", Api::all(client.clone()), &changed),
             services: reflect("Service", Api::all(client.clone()), &changed),
             slices: reflect("EndpointSlice", Api::all(client.clone()), &changed),
-            gateway_api: gateway_api.then(|| GatewayStores {
+            gateway_api: gateway_api.map(|served| GatewayStores {
                 classes: reflect("GatewayClass", Api::all(client.clone()), &changed),
                 gateways: reflect("Gateway", Api::all(client.clone()), &changed),
                 routes: reflect("HTTPRoute", Api::all(client.clone()), &changed),
                 grants: reflect("ReferenceGrant", Api::all(client.clone()), &changed),
-                namespaces: reflect("Namespace", Api::all(client), &changed),
+                namespaces: reflect("Namespace", Api::all(client.clone()), &changed),
+                tls_routes: served
+                    .tls_routes
+                    .then(|| reflect("TLSRoute", Api::all(client), &changed)),
             }),
             changed: changed.notify,
             kinds,
@@ -167,6 +181,9 @@ impl ClusterSource {
             let _ = g.routes.wait_until_ready().await;
             let _ = g.grants.wait_until_ready().await;
             let _ = g.namespaces.wait_until_ready().await;
+            if let Some(tls_routes) = &g.tls_routes {
+                let _ = tls_routes.wait_until_ready().await;
+            }
         }
     }
 
@@ -187,6 +204,7 @@ impl ClusterSource {
             objects.http_routes = g.routes.state();
             objects.reference_grants = g.grants.state();
             objects.namespaces = g.namespaces.state();
+            objects.tls_routes = g.tls_routes.as_ref().map(Store::state).unwrap_or_default();
         }
         self.add_rules(&mut objects);
         objects

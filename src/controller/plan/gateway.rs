@@ -123,6 +123,18 @@ pub fn plan(input: &Inputs<'_>, addresses: &[(String, String)]) -> Vec<Write> {
             current,
         ));
     }
+    for route in &input.objects.tls_routes {
+        let object = crate::compile::meta_ref("TLSRoute", &route.metadata);
+        let Some(rs) = state.routes.get(&object) else {
+            continue;
+        };
+        let current = route
+            .status
+            .as_ref()
+            .and_then(|s| serde_json::to_value(s).ok());
+        let status = route_status(rs, &object, current.as_ref(), input.now);
+        writes.extend(write_if_changed(input, object, "TLSRoute", status, current));
+    }
     writes
 }
 
