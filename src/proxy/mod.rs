@@ -10,6 +10,7 @@ mod forward;
 pub mod handler;
 pub mod headers;
 pub mod pages;
+pub mod passthrough;
 pub mod proxy_protocol;
 pub mod server;
 pub mod tls;

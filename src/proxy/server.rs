@@ -48,6 +48,8 @@ pub struct Listener {
     pub proxy_protocol: bool,
     /// A Gateway's own socket: only that Gateway's routes serve it.
     pub socket: Option<SocketAddr>,
+    /// TLS passes through this socket to TLSRoutes' endpoints: no HTTP is served.
+    pub passthrough: bool,
 }
 
 impl Listener {
@@ -57,13 +59,17 @@ impl Listener {
             tls,
             proxy_protocol: dp.config.proxy_protocol.contains(&name),
             socket: None,
+            passthrough: false,
         }
     }
 
     /// A Gateway listener's socket (`--gateway-addresses`), counted with the flag
-    /// listener of its protocol; PROXY protocol is the flag listeners' alone.
+    /// listener of its protocol (a passthrough one with HTTPS); PROXY protocol is the
+    /// flag listeners' alone.
     pub fn gateway(socket: crate::compile::GatewaySocket, tls: Arc<TlsConfigs>) -> Self {
-        let (name, tls) = if socket.tls {
+        let (name, tls) = if socket.passthrough {
+            (super::ListenerName::Https, None)
+        } else if socket.tls {
             (super::ListenerName::Https, Some(tls))
         } else {
             (super::ListenerName::Http, None)
@@ -73,6 +79,7 @@ impl Listener {
             tls,
             proxy_protocol: false,
             socket: Some(socket.addr),
+            passthrough: socket.passthrough,
         }
     }
 
@@ -230,6 +237,13 @@ async fn serve_admitted(
     stop: watch::Receiver<bool>,
 ) {
     let hold = Held::new(slot.clone(), shared.conns.clone());
+    if shared.listener.passthrough {
+        // Never idle: a byte stream cannot be closed gracefully between requests.
+        hold.tunnel();
+        super::passthrough::serve(shared.dp.clone(), stream, &conn, stop).await;
+        drop(hold);
+        return;
+    }
     let watch = Watch {
         slot: &slot,
         conns: shared.conns.clone(),

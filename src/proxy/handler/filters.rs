@@ -4,7 +4,7 @@ use super::*;
 
 /// One backend of a weighted split, in proportion to the weights, with the header
 /// edits of its backendRef.
-pub(super) fn pick(backend: &Backend) -> (&Backend, Option<&HeaderEdits>) {
+pub(crate) fn pick(backend: &Backend) -> (&Backend, Option<&HeaderEdits>) {
     match backend {
         Backend::Split(shares) => {
             let total: u64 = shares.iter().map(|(w, _)| u64::from(*w)).sum();

@@ -46,7 +46,7 @@ use crate::observe::trace::{self, TraceId};
 mod alb;
 mod body;
 mod endpoints;
-mod filters;
+pub(crate) mod filters;
 mod guard;
 mod mtls;
 
