@@ -4,12 +4,13 @@
 //! starts that many `echo-basic` processes (the suite's own echo server, built from
 //! the same module) with the Pod name and namespace they would have, writes those
 //! Pods marked Ready (the suite waits for them) and an EndpointSlice per process for
-//! each Service selecting them. Each Gateway gets a loopback address of its own
+//! each Service selecting them. A backend that mounts a Secret (the TLS echo servers)
+//! gets that Secret's files written where its environment points. Each Gateway gets a loopback address of its own
 //! (`--gateway-addresses`, a range picked per run so runs in parallel do not meet),
 //! where its listeners are opened at their ports: 80 and 443 mostly, so the run needs
 //! root (or CAP_NET_BIND_SERVICE).
 //!
-//! The suite runs the GATEWAY-HTTP profile: every test of the features the
+//! The suite runs the GATEWAY-HTTP and GATEWAY-TLS profiles: every test of the features the
 //! GatewayClass claims but those in `SKIPPED`, and writes upstream's
 //! `ConformanceReport`, kept as `conformance/report-<version>.yaml`. The tests listed in
 //! `tests/gateway/conformance-passing.txt` (the README lists them) must pass; a report
@@ -69,6 +70,8 @@ struct Echo {
     child: Child,
     http: u16,
     h2c: u16,
+    /// The TLS port of a backend given certificate files (target port 8443).
+    tls: Option<u16>,
 }
 
 impl Drop for Echo {
@@ -111,32 +114,48 @@ impl Node {
                 .flat_map(|c| c.env.iter().flatten())
                 .map(|e| e.name.clone())
                 .collect();
-            // Only the plain HTTP echo servers: TLS, gRPC and TCP backends need files
-            // and protocols the stand-in does not provide.
-            if env
-                .iter()
-                .any(|e| e.starts_with("TLS_") || e == "GRPC_ECHO_SERVER" || e == "TCP_ECHO_SERVER")
-            {
+            // gRPC backends speak a protocol the stand-in does not provide.
+            if env.iter().any(|e| e == "GRPC_ECHO_SERVER") {
                 continue;
             }
             let replicas = spec.replicas.unwrap_or(1).clamp(1, 2) as usize;
             let key = (ns.clone(), name.clone());
             if !self.pods.contains_key(&key) {
+                // Backends that serve TLS wait until the Secret they mount exists.
+                let Some(tls_env) = tls_backend_env(client, &ns, &name, spec).await else {
+                    continue;
+                };
                 let mut echoes = Vec::new();
                 for i in 0..replicas {
                     let (http, h2c) = (free_port(), free_port());
-                    let child = Command::new(&self.echo_basic)
+                    let tls = (!tls_env.is_empty()).then(free_port);
+                    let mut command = Command::new(&self.echo_basic);
+                    command
                         // `deployment-<replicaset>-<pod>`, the shape the suite reads the
                         // backend's name from.
                         .env("POD_NAME", format!("{name}-sim-{i}"))
                         .env("NAMESPACE", &ns)
                         .env("HTTP_PORT", http.to_string())
                         .env("H2C_PORT", h2c.to_string())
+                        .envs(tls_env.iter().map(|(k, v)| (k, v)));
+                    if let Some(tls) = tls {
+                        // echo-basic's HTTPS port, and its TCP echo server's two ports.
+                        command
+                            .env("HTTPS_PORT", tls.to_string())
+                            .env("TLS_PORT", tls.to_string())
+                            .env("TCP_PORT", http.to_string());
+                    }
+                    let child = command
                         .stdout(Stdio::null())
                         .stderr(Stdio::null())
                         .spawn()
                         .expect("echo-basic");
-                    echoes.push(Echo { child, http, h2c });
+                    echoes.push(Echo {
+                        child,
+                        http,
+                        h2c,
+                        tls,
+                    });
                 }
                 self.pods.insert(key.clone(), echoes);
             }
@@ -191,12 +210,10 @@ impl Node {
                     .iter()
                     .flatten()
                     .map(|p| {
-                        let target = match &p.target_port {
-                            Some(
-                                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(
-                                    3001,
-                                ),
-                            ) => echo.h2c,
+                        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+                        let target = match (&p.target_port, echo.tls) {
+                            (Some(IntOrString::Int(3001)), _) => echo.h2c,
+                            (Some(IntOrString::Int(8443)), Some(tls)) => tls,
                             _ => echo.http,
                         };
                         format!(
@@ -218,6 +235,65 @@ impl Node {
             }
         }
     }
+}
+
+/// The environment a TLS backend's container sets with literal values (its
+/// certificate files, `TCP_ECHO_SERVER`), each path under a Secret volume's mount
+/// pointing at a file written from that Secret, as the kubelet would mount it. Empty
+/// for a backend without Secret volumes; `None` while a Secret it mounts is missing.
+async fn tls_backend_env(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    spec: &k8s_openapi::api::apps::v1::DeploymentSpec,
+) -> Option<Vec<(String, String)>> {
+    use k8s_openapi::api::core::v1::Secret;
+    let Some(pod) = spec.template.spec.as_ref() else {
+        return Some(Vec::new());
+    };
+    let secret_volumes: Vec<_> = (pod.volumes.iter().flatten())
+        .filter_map(|v| Some((v.name.as_str(), v.secret.as_ref()?)))
+        .collect();
+    if secret_volumes.is_empty() {
+        return Some(Vec::new());
+    }
+    let dir = std::env::temp_dir()
+        .join(format!("portcullis-conformance-{}", std::process::id()))
+        .join(format!("{ns}-{name}"));
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    // Mount path → where its files are written here.
+    let mut mounts: Vec<(String, PathBuf)> = Vec::new();
+    for container in &pod.containers {
+        for mount in container.volume_mounts.iter().flatten() {
+            let Some((_, volume)) = secret_volumes.iter().find(|(n, _)| *n == mount.name) else {
+                continue;
+            };
+            let secret = secrets
+                .get_opt(volume.secret_name.as_deref()?)
+                .await
+                .ok()??;
+            let data = secret.data.unwrap_or_default();
+            let local = dir.join(&mount.name);
+            std::fs::create_dir_all(&local).unwrap();
+            for item in volume.items.iter().flatten() {
+                std::fs::write(local.join(&item.path), &data.get(&item.key)?.0).unwrap();
+            }
+            mounts.push((mount.mount_path.clone(), local));
+        }
+    }
+    let literal = (pod.containers.iter())
+        .flat_map(|c| c.env.iter().flatten())
+        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)));
+    let env = literal
+        .map(|(key, value)| {
+            let mounted = mounts.iter().find_map(|(at, local)| {
+                let rest = value.strip_prefix(at.as_str())?.trim_start_matches('/');
+                Some(local.join(rest).display().to_string())
+            });
+            (key, mounted.unwrap_or(value))
+        })
+        .collect();
+    Some(env)
 }
 
 /// The Pod objects of a Deployment's processes, Ready at this machine's address: the
@@ -400,7 +476,7 @@ async fn the_gateway_api_conformance_suite_passes_its_listed_tests() {
                 "portcullis",
                 "-allow-crds-mismatch",
                 "-conformance-profiles",
-                "GATEWAY-HTTP",
+                "GATEWAY-HTTP,GATEWAY-TLS",
                 "-skip-tests",
                 &skipped.join(","),
                 "-cleanup-base-resources=false",

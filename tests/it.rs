@@ -46,4 +46,5 @@ mod session_store;
 mod sso;
 mod tenants;
 mod tls;
+mod tls_route;
 mod walkthrough;
