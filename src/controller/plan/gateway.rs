@@ -36,12 +36,14 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
 ];
 
 /// Features served only when Gateways have addresses of their own
-/// (`--gateway-addresses`): listeners at any port, told apart by port.
+/// (`--gateway-addresses`): listeners at any port, told apart by port; TLS passed
+/// through, which needs a socket to itself.
 pub const OWN_ADDRESS_FEATURES: &[&str] = &[
     "GatewayPort8080",
     "HTTPRouteParentRefPort",
     "GatewayAddressEmpty",
     "GatewayStaticAddresses",
+    "TLSRoute",
 ];
 
 pub fn plan(input: &Inputs<'_>, addresses: &[(String, String)]) -> Vec<Write> {
