@@ -214,6 +214,7 @@ pub(super) fn compile(
         upstreams,
         &mut attached,
         &mut state,
+        options.require_auth_rule,
         diags,
     );
     for (gateway, gw_state) in &mut state.gateways {

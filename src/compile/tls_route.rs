@@ -132,6 +132,7 @@ pub(super) fn compile(
     upstreams: &mut UpstreamCache,
     attached: &mut HashMap<(ObjectRef, String), i32>,
     state: &mut GatewayApiState,
+    require_auth_rule: bool,
     diags: &mut Vec<Diagnostic>,
 ) -> PassthroughTable {
     let mut routes: Vec<&TlsRoute> = objects.tls_routes.iter().map(Arc::as_ref).collect();
@@ -163,7 +164,10 @@ pub(super) fn compile(
         if route_state.parents.is_empty() {
             continue;
         }
-        let (backend, resolved) = route_backend(route, &obj, index, grants, upstreams, diags);
+        let (mut backend, resolved) = route_backend(route, &obj, index, grants, upstreams, diags);
+        if let Some(closed) = unmet_requirement(route, &obj, require_auth_rule, diags) {
+            backend = closed;
+        }
         for parent in &mut route_state.parents {
             parent.conditions.push(resolved.clone());
         }
@@ -216,6 +220,48 @@ fn guarded_by<'g>(
         .flatten()
         .filter(|g| g.section.as_deref().is_none_or(|s| s == listener.spec.name));
     on_route.chain(on_listener).map(|g| &g.rule).next()
+}
+
+/// A TLSRoute whose annotations ask for a login (`portcullis.dev/auth-rule`), or any
+/// TLSRoute under `--require-auth-rule` not annotated `portcullis.dev/auth: none`,
+/// can never have one: it is closed, and told why.
+fn unmet_requirement(
+    route: &TlsRoute,
+    obj: &ObjectRef,
+    require_auth_rule: bool,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Backend> {
+    use super::required::{AUTH_ANNOTATION, AUTH_RULE_ANNOTATION, annotation_field};
+    let asked = super::required::requirement(route.metadata.annotations.as_ref());
+    let (field, message, fix) = if let Some((field, problem)) = asked.invalid.first() {
+        (
+            field.clone(),
+            problem.clone(),
+            "fix the annotation".to_owned(),
+        )
+    } else if !asked.rules.is_empty() {
+        (
+            annotation_field(AUTH_RULE_ANNOTATION),
+            "names AuthRules, which cannot guard TLS passed through; the route is closed".into(),
+            "end TLS at Portcullis (an HTTPS listener with an HTTPRoute) for routes that need a login".into(),
+        )
+    } else if require_auth_rule && !asked.public {
+        (
+            annotation_field(AUTH_ANNOTATION),
+            "--require-auth-rule closes every route no AuthRule guards, and none can guard TLS passed through".into(),
+            format!("annotate the TLSRoute {AUTH_ANNOTATION}: none to pass it through without a login, or end TLS at Portcullis with an HTTPRoute"),
+        )
+    } else {
+        return None;
+    };
+    diags.push(Diagnostic::error(
+        obj,
+        &field,
+        "AuthRulePending",
+        message.clone(),
+        fix,
+    ));
+    Some(Backend::Invalid { reason: message })
 }
 
 fn closed_by_guard(obj: &ObjectRef, rule: &ObjectRef, diags: &mut Vec<Diagnostic>) -> Backend {
@@ -295,7 +341,134 @@ fn as_http_ref(r: &TlsRouteRulesBackendRefs) -> HttpRouteRulesBackendRefs {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests_support::{objects, service};
+    use super::super::{CompileOptions, Compiled, compile as compile_all};
     use super::*;
+
+    const EDGE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: portcullis}
+spec: {controllerName: portcullis.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: apps}
+spec:
+  gatewayClassName: portcullis
+  listeners:
+  - {name: tls, port: 443, protocol: TLS, hostname: "*.example.com", tls: {mode: Passthrough}}
+  - {name: web, port: 80, protocol: HTTP}
+  - {name: ended, port: 8443, protocol: TLS, tls: {mode: Terminate}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: pass, namespace: apps, annotations: ANNOTATIONS}
+spec:
+  parentRefs: [{name: edge, sectionName: tls}, {name: edge, sectionName: web}]
+  hostnames: [abc.example.com]
+  rules: [{backendRefs: [{name: web, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: apps}
+spec:
+  parentRefs: [{name: edge, sectionName: tls}]
+  rules: [{backendRefs: [{name: web, port: 8080}]}]
+"#;
+
+    fn compiled(annotations: &str, addresses: bool, require_auth_rule: bool) -> Compiled {
+        let yaml = format!(
+            "{}\n---\n{}",
+            EDGE.replace("ANNOTATIONS", annotations),
+            service("apps", "web", "10.0.0.1", 8080)
+        );
+        let options = CompileOptions {
+            gateway_addresses: addresses.then(|| "127.10.0.0/24".parse().unwrap()),
+            require_auth_rule,
+            ..CompileOptions::default()
+        };
+        compile_all(&objects(&yaml), &options)
+    }
+
+    /// Whether `abc.example.com` is passed through to a Service on the TLS listener.
+    fn served(c: &Compiled) -> bool {
+        let gateway = &c.gateway_status.gateways[&ObjectRef::new("Gateway", "apps", "edge")];
+        let socket = gateway.listeners[0]
+            .socket
+            .expect("the listener has a socket");
+        let route = c.snapshot.passthrough.find(socket, "abc.example.com");
+        matches!(route.map(|r| &r.backend), Some(Backend::Service(_)))
+    }
+
+    fn accepted(c: &Compiled, kind: &str, name: &str) -> Vec<(bool, String)> {
+        c.gateway_status.routes[&ObjectRef::new(kind, "apps", name)]
+            .parents
+            .iter()
+            .map(|p| (p.conditions[0].ok, p.conditions[0].reason.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn tls_routes_attach_to_passthrough_listeners_only_and_http_routes_never_do() {
+        let c = compiled("{}", true, false);
+        assert!(served(&c));
+        assert_eq!(
+            accepted(&c, "TLSRoute", "pass"),
+            [
+                (true, "Accepted".into()),
+                (false, "NotAllowedByListeners".into())
+            ]
+        );
+        assert_eq!(
+            accepted(&c, "HTTPRoute", "web"),
+            [(false, "NotAllowedByListeners".into())]
+        );
+        let gateway = &c.gateway_status.gateways[&ObjectRef::new("Gateway", "apps", "edge")];
+        let listener = |i: usize| &gateway.listeners[i];
+        assert_eq!(listener(0).supported_kinds, ["TLSRoute"]);
+        assert_eq!(listener(0).attached_routes, 1);
+        assert_eq!(listener(1).attached_routes, 0);
+        assert!(listener(2).supported_kinds.is_empty());
+        let ended = &listener(2).conditions[0];
+        assert_eq!(
+            (ended.ok, ended.reason.as_str()),
+            (false, "UnsupportedValue")
+        );
+        assert!(
+            c.snapshot
+                .gateway_sockets
+                .iter()
+                .any(|s| s.passthrough && !s.tls)
+        );
+        // Without sockets of their own, passthrough listeners are not served at all.
+        let shared = compiled("{}", false, false);
+        let gateway = &shared.gateway_status.gateways[&ObjectRef::new("Gateway", "apps", "edge")];
+        let refused = &gateway.listeners[0].conditions[0];
+        assert_eq!(
+            (refused.ok, refused.reason.as_str()),
+            (false, "UnsupportedProtocol")
+        );
+        assert!(shared.snapshot.passthrough.is_empty());
+    }
+
+    #[test]
+    fn a_tls_route_that_asks_for_a_login_is_closed() {
+        assert!(!served(&compiled("{}", true, true)), "--require-auth-rule");
+        assert!(served(&compiled(
+            r#"{"portcullis.dev/auth": none}"#,
+            true,
+            true
+        )));
+        let named = compiled(r#"{"portcullis.dev/auth-rule": users}"#, true, false);
+        assert!(!served(&named), "an AuthRule named in the annotation");
+        assert!(
+            named
+                .diagnostics
+                .iter()
+                .any(|d| d.reason == "AuthRulePending")
+        );
+    }
 
     fn table(hosts: &[(Option<&str>, &str)]) -> (PassthroughTable, SocketAddr) {
         let socket: SocketAddr = "127.10.0.5:443".parse().unwrap();
