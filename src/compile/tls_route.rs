@@ -367,14 +367,14 @@ metadata: {name: pass, namespace: apps, annotations: ANNOTATIONS}
 spec:
   parentRefs: [{name: edge, sectionName: tls}, {name: edge, sectionName: web}]
   hostnames: [abc.example.com]
-  rules: [{backendRefs: [{name: web, port: 8080}]}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: web, namespace: apps}
 spec:
   parentRefs: [{name: edge, sectionName: tls}]
-  rules: [{backendRefs: [{name: web, port: 8080}]}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
 "#;
 
     fn compiled(annotations: &str, addresses: bool, require_auth_rule: bool) -> Compiled {
