@@ -7,6 +7,7 @@ use std::sync::Arc;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::httproutes::HttpRoute;
+use gateway_api::listenersets::ListenerSet;
 use gateway_api::referencegrants::ReferenceGrant;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -40,6 +41,9 @@ pub struct Objects {
     pub gateway_classes: Vec<Arc<GatewayClass>>,
     pub gateways: Vec<Arc<Gateway>>,
     pub http_routes: Vec<Arc<HttpRoute>>,
+    /// Listeners added to a Gateway from other objects (its `allowedListeners` says
+    /// whose).
+    pub listener_sets: Vec<Arc<ListenerSet>>,
     pub reference_grants: Vec<Arc<ReferenceGrant>>,
     /// Read for their labels (a Gateway listener's `allowedRoutes` selector).
     pub namespaces: Vec<Arc<Namespace>>,

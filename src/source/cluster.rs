@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::httproutes::HttpRoute;
+use gateway_api::listenersets::ListenerSet;
 use gateway_api::referencegrants::ReferenceGrant;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -75,6 +76,8 @@ struct GatewayStores {
     routes: Store<HttpRoute>,
     grants: Store<ReferenceGrant>,
     namespaces: Store<Namespace>,
+    /// Only when the ListenerSet CRD is installed too.
+    listener_sets: Option<Store<ListenerSet>>,
 }
 
 /// Whether the API server serves Gateway API v1 HTTPRoutes and Gateways (their CRDs
@@ -96,9 +99,19 @@ pub async fn gateway_api_installed(client: &Client) -> bool {
     }
 }
 
+/// Whether the API server serves Gateway API v1 ListenerSets (a later addition to the
+/// standard channel than the kinds `gateway_api_installed` asks for).
+pub async fn listener_sets_installed(client: &Client) -> bool {
+    client
+        .list_api_group_resources(&format!("{}/v1", crate::model::GATEWAY_GROUP))
+        .await
+        .is_ok_and(|list| list.resources.iter().any(|r| r.name == "listenersets"))
+}
+
 impl ClusterSource {
-    /// Starts the watches, cluster-wide; those of Gateway API only when `gateway_api`.
-    pub fn start(client: Client, gateway_api: bool) -> Self {
+    /// Starts the watches, cluster-wide; those of Gateway API only when `gateway_api`,
+    /// ListenerSets' only when `listener_sets` too.
+    pub fn start(client: Client, gateway_api: bool, listener_sets: bool) -> Self {
         let changed = Arc::new(Notify::new());
         let kinds = Arc::new(ChangedKinds::default());
         let changed = Changed {
@@ -131,7 +144,9 @@ impl ClusterSource {
                 gateways: reflect("Gateway", Api::all(client.clone()), &changed),
                 routes: reflect("HTTPRoute", Api::all(client.clone()), &changed),
                 grants: reflect("ReferenceGrant", Api::all(client.clone()), &changed),
-                namespaces: reflect("Namespace", Api::all(client), &changed),
+                namespaces: reflect("Namespace", Api::all(client.clone()), &changed),
+                listener_sets: listener_sets
+                    .then(|| reflect("ListenerSet", Api::all(client), &changed)),
             }),
             changed: changed.notify,
             kinds,
@@ -167,6 +182,9 @@ impl ClusterSource {
             let _ = g.routes.wait_until_ready().await;
             let _ = g.grants.wait_until_ready().await;
             let _ = g.namespaces.wait_until_ready().await;
+            if let Some(sets) = &g.listener_sets {
+                let _ = sets.wait_until_ready().await;
+            }
         }
     }
 
@@ -187,6 +205,11 @@ impl ClusterSource {
             objects.http_routes = g.routes.state();
             objects.reference_grants = g.grants.state();
             objects.namespaces = g.namespaces.state();
+            objects.listener_sets = g
+                .listener_sets
+                .as_ref()
+                .map(Store::state)
+                .unwrap_or_default();
         }
         self.add_rules(&mut objects);
         objects

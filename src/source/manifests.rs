@@ -311,7 +311,7 @@ fn is_read(group: &str, kind: &str) -> bool {
             | ("", "Secret" | "ConfigMap" | "Service" | "Namespace")
             | (
                 GATEWAY_GROUP,
-                "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant"
+                "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant" | "ListenerSet"
             )
             | ("discovery.k8s.io", "EndpointSlice")
     ) || (group, kind) == (crate::model::GROUP, "AuthRule")
@@ -401,6 +401,12 @@ fn store(objects: &mut Objects, group: &str, kind: &str, doc: Value, object: Obj
         ),
         (GATEWAY_GROUP, "HTTPRoute") => push(
             &mut objects.http_routes,
+            doc,
+            &object,
+            &mut objects.diagnostics,
+        ),
+        (GATEWAY_GROUP, "ListenerSet") => push(
+            &mut objects.listener_sets,
             doc,
             &object,
             &mut objects.diagnostics,

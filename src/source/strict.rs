@@ -148,6 +148,8 @@ pub fn schema_for(kind: &str) -> Option<&'static Schema> {
         LazyLock::new(Schema::of::<gateway_api::httproutes::HttpRoute>);
     static REFERENCE_GRANT: LazyLock<Schema> =
         LazyLock::new(Schema::of::<gateway_api::referencegrants::ReferenceGrant>);
+    static LISTENER_SET: LazyLock<Schema> =
+        LazyLock::new(Schema::of::<gateway_api::listenersets::ListenerSet>);
     Some(match kind {
         "Ingress" => &INGRESS,
         "IngressClass" => &INGRESS_CLASS,
@@ -160,6 +162,7 @@ pub fn schema_for(kind: &str) -> Option<&'static Schema> {
         "Gateway" => &GATEWAY,
         "HTTPRoute" => &HTTP_ROUTE,
         "ReferenceGrant" => &REFERENCE_GRANT,
+        "ListenerSet" => &LISTENER_SET,
         _ => return None,
     })
 }
