@@ -625,16 +625,20 @@ fn compile_set<'a>(
             diags,
         );
         listener.gateway = gateway.clone();
-        match &conflict {
-            Some((why, with)) => listener_set::conflicted(&mut state.conditions, *why, with),
-            None => listener_set::not_conflicted(&mut state.conditions),
-        }
-        listener.usable = listener_usable(&state.conditions, &state.supported_kinds);
-        if conflict.is_none()
-            && let Some(p) = state.conditions.iter_mut().find(|c| c.kind == "Programmed")
-        {
-            *p = listener_programmed(listener.usable);
-        }
+        // Conflicts were judged within the set alone: the merge's verdict replaces them.
+        listener.usable = match &conflict {
+            Some((why, with)) => {
+                listener_set::conflicted(&mut state.conditions, *why, with);
+                false
+            }
+            None => {
+                listener_set::not_conflicted(&mut state.conditions);
+                state.conditions.retain(|c| c.kind != "Programmed");
+                let usable = listener_usable(&state.conditions, &state.supported_kinds);
+                state.conditions.push(listener_programmed(usable));
+                usable
+            }
+        };
         valid += usize::from(listener.usable);
         place_on_gateway(gw_state, &mut state, &mut listener);
         programmed += usize::from(listener.usable);

@@ -318,3 +318,7 @@ fn cond(kind: &'static str, ok: bool, reason: &str, message: String) -> Cond {
 #[cfg(test)]
 #[path = "listener_set_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "listener_set_gateway_tests.rs"]
+mod gateway_tests;
