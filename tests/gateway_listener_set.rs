@@ -54,6 +54,10 @@ metadata: {{name: team, labels: {{edge-listeners: "yes"}}}}
 ---
 apiVersion: v1
 kind: Namespace
+metadata: {{name: infra, labels: {{edge-listeners: "yes"}}}}
+---
+apiVersion: v1
+kind: Namespace
 metadata: {{name: evil}}
 ---
 apiVersion: gateway.networking.k8s.io/v1
@@ -83,12 +87,21 @@ apiVersion: v1
 kind: Secret
 metadata: {{name: idp, namespace: infra}}
 stringData: {{client-secret: s}}
-{}{}{}{}{}{}"#,
+{}{}{}{}{}{}{}"#,
         svc("infra", "api", api.addr),
+        svc("infra", "b", team.addr),
         svc("team", "b", team.addr),
         svc("evil", "b", evil.addr),
-        // Admitted, but its hostname is the Gateway's own: its listener loses it.
-        set_with_route("team", "grab", "2024-01-01T00:00:00Z", "APP.test", "/admin"),
+        // Admitted, but its hostname is the Gateway's own: its listener loses it. (Of
+        // the Gateway's namespace: another's would not get the host anyway, which
+        // belongs to the namespaces the Gateway's listener admits.)
+        set_with_route(
+            "infra",
+            "grab",
+            "2024-01-01T00:00:00Z",
+            "APP.test",
+            "/admin"
+        ),
         // Admitted, with a hostname of its own.
         set_with_route("team", "shop", "2024-01-02T00:00:00Z", "shop.test", "/"),
         // Older than both, but not admitted: its namespace lacks the label.
@@ -108,8 +121,8 @@ fn refused(r: &RawResponse) -> bool {
 }
 
 /// The guard on the Gateway's own route holds on its host: the set listener that
-/// names the same host (in another case) lost the conflict, so the tenant's more
-/// specific route is served nowhere; the tenant's own host is served.
+/// names the same host (in another case) lost the conflict, so the more specific
+/// route attached through it is served nowhere; a tenant's own host is served.
 #[tokio::test]
 async fn a_set_listener_cannot_take_the_gateways_hostname() {
     let (api, team, evil) = (
