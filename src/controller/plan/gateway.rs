@@ -361,3 +361,7 @@ pub fn addresses(
         })
         .collect()
 }
+
+#[cfg(test)]
+#[path = "listener_set_tests.rs"]
+mod listener_set_tests;
