@@ -240,6 +240,11 @@ pub async fn run_in_cluster(args: RunArgs) -> anyhow::Result<()> {
             "Gateway API CRDs are not installed (gateway.networking.k8s.io/v1 does not serve httproutes, gateways, gatewayclasses and referencegrants): only Ingresses are served; install the standard CRDs and restart Portcullis to serve Gateways and HTTPRoutes"
         );
     }
+    if gateway_api.is_some_and(|served| !served.listener_sets) {
+        tracing::info!(
+            "the ListenerSet CRD is not installed: Gateways take listeners of their own spec only"
+        );
+    }
     let source = ClusterSource::start(client.clone(), gateway_api);
     let shutdown = stop_on_signal();
     let (published, watch_published) = tokio::sync::watch::channel(None);

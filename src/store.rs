@@ -7,6 +7,7 @@ use std::sync::Arc;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::httproutes::HttpRoute;
+use gateway_api::listenersets::ListenerSet;
 use gateway_api::referencegrants::ReferenceGrant;
 use gateway_api::tlsroutes::TlsRoute;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
@@ -43,6 +44,9 @@ pub struct Objects {
     pub http_routes: Vec<Arc<HttpRoute>>,
     /// TLS passed through by server name to Services (TLS listeners, mode Passthrough).
     pub tls_routes: Vec<Arc<TlsRoute>>,
+    /// Listeners added to a Gateway from other objects (its `allowedListeners` says
+    /// whose).
+    pub listener_sets: Vec<Arc<ListenerSet>>,
     pub reference_grants: Vec<Arc<ReferenceGrant>>,
     /// Read for their labels (a Gateway listener's `allowedRoutes` selector).
     pub namespaces: Vec<Arc<Namespace>>,

@@ -23,6 +23,7 @@ mod explain;
 mod flows;
 mod gateway;
 mod gateway_guard;
+mod gateway_listener_set;
 mod generated;
 mod gitops;
 mod guard;

@@ -23,6 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
 use super::backends::{Index, UpstreamCache};
 use super::gateway_addresses::Assigner;
+use super::listener_set::{self, ListenerSetState, Merge, SetListeners, Slot, Standing};
 use super::snapshot::{
     Backend, CertTable, Conditions, Filters, GatewaySocket, Guard, HeaderEdits, HostOwner,
     ListenerScope, PathKind, PathModifier, PathRule, Redirect, Rewrite, ServerCert, SharedWith,
@@ -68,6 +69,8 @@ pub struct GatewayApiState {
     pub classes: BTreeMap<String, Option<i64>>,
     pub gateways: BTreeMap<ObjectRef, GatewayState>,
     pub routes: BTreeMap<ObjectRef, RouteState>,
+    /// The ListenerSets naming a Gateway of Portcullis's as their parent.
+    pub listener_sets: BTreeMap<ObjectRef, ListenerSetState>,
     /// Per AuthRule with Gateway API targets: the Gateways its guarded routes attach to.
     pub policy_ancestors: BTreeMap<ObjectRef, Vec<ParentReference>>,
     /// Gateways get addresses of their own (`--gateway-addresses`), so listeners of
@@ -84,6 +87,9 @@ pub struct GatewayState {
     /// `address` (none when it has none), not Portcullis's published address.
     pub own_address: bool,
     pub address: Option<IpAddr>,
+    /// How many ListenerSets are attached; `None` when `spec.allowedListeners` is
+    /// not set (the field is left out of the status then).
+    pub attached_listener_sets: Option<i32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -112,6 +118,8 @@ pub struct ParentStatus {
 /// What the routes of one listener need to know of it.
 pub(super) struct Listener<'a> {
     pub(super) gateway: ObjectRef,
+    /// Where the listener is declared: its Gateway, or a ListenerSet attached to it.
+    pub(super) owner: ObjectRef,
     pub(super) spec: &'a GatewayListeners,
     pub(super) hostname: Option<String>,
     tls: bool,
@@ -163,15 +171,21 @@ pub(super) fn compile(
         ..GatewayApiState::default()
     };
     let grants = Grants::new(objects);
-    let mut listeners =
-        compile_gateways(objects, &mut state, index, &grants, certs, options, diags);
-    share_siblings(&mut listeners, options.gateway_addresses.is_some());
-    let sockets = gateway_sockets(&listeners);
     let labels: HashMap<&str, &BTreeMap<String, String>> = objects
         .namespaces
         .iter()
         .filter_map(|n| Some((n.metadata.name.as_deref()?, n.metadata.labels.as_ref()?)))
         .collect();
+    let sets = listener_set::by_parent(&objects.listener_sets);
+    let context = GatewayContext {
+        index,
+        grants: &grants,
+        labels: &labels,
+        sets: &sets,
+    };
+    let mut listeners = compile_gateways(objects, &mut state, &context, certs, options, diags);
+    share_siblings(&mut listeners, options.gateway_addresses.is_some());
+    let sockets = gateway_sockets(&listeners);
     if !options.allow_shared_hosts {
         own_listener_hosts(&listeners, &labels, owners);
     }
@@ -217,10 +231,13 @@ pub(super) fn compile(
         options.require_auth_rule,
         diags,
     );
-    for (gateway, gw_state) in &mut state.gateways {
-        for listener in &mut gw_state.listeners {
+    let owned = (state.gateways.iter_mut())
+        .map(|(obj, gw)| (obj, &mut gw.listeners))
+        .chain((state.listener_sets.iter_mut()).map(|(obj, set)| (obj, &mut set.listeners)));
+    for (owner, owned_listeners) in owned {
+        for listener in owned_listeners {
             listener.attached_routes = attached
-                .get(&(gateway.clone(), listener.name.clone()))
+                .get(&(owner.clone(), listener.name.clone()))
                 .copied()
                 .unwrap_or(0);
         }
@@ -285,17 +302,27 @@ fn our_classes(objects: &Objects) -> BTreeMap<String, Option<i64>> {
     classes
 }
 
+/// What compiling a Gateway's listeners reads besides the Gateway.
+struct GatewayContext<'c, 'a> {
+    index: &'c Index<'c>,
+    grants: &'c Grants<'c>,
+    labels: &'c HashMap<&'c str, &'c BTreeMap<String, String>>,
+    /// The ListenerSets naming each Gateway as their parent, in merge order.
+    sets: &'a HashMap<ObjectRef, Vec<SetListeners<'a>>>,
+}
+
 /// The Gateways of our classes, oldest first, their state recorded in `state`; the
-/// listeners of each.
+/// listeners of each, and of each ListenerSet attached to one, by where they are
+/// declared.
 fn compile_gateways<'a>(
     objects: &'a Objects,
     state: &mut GatewayApiState,
-    index: &Index,
-    grants: &Grants,
+    context: &GatewayContext<'_, 'a>,
     certs: &mut CertTable,
     options: &CompileOptions,
     diags: &mut Vec<Diagnostic>,
 ) -> HashMap<ObjectRef, Vec<Listener<'a>>> {
+    let (index, grants) = (context.index, context.grants);
     let mut gateways: Vec<&Gateway> = objects
         .gateways
         .iter()
@@ -322,6 +349,23 @@ fn compile_gateways<'a>(
             )),
             Some(address) => own_address(&mut gw_state, &mut gw_listeners, address),
         }
+        let sets = context
+            .sets
+            .get(&obj)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let set_listeners = compile_listener_sets(
+            gateway,
+            &obj,
+            &mut gw_state,
+            &gw_listeners,
+            sets,
+            context,
+            certs,
+            &mut state.listener_sets,
+            diags,
+        );
+        listeners.extend(set_listeners);
         state.gateways.insert(obj.clone(), gw_state);
         listeners.insert(obj, gw_listeners);
     }
@@ -359,7 +403,7 @@ fn place_route(
         });
         for (listener, hosts) in outcome.places {
             *attached
-                .entry((listener.gateway.clone(), listener.spec.name.clone()))
+                .entry((listener.owner.clone(), listener.spec.name.clone()))
                 .or_default() += 1;
             let ancestor = ParentReference {
                 group: GATEWAY_GROUP.into(),
@@ -398,14 +442,14 @@ fn own_listener_hosts(
 ) {
     let mut claimed: BTreeMap<String, HostOwner> = BTreeMap::new();
     let mut all: Vec<&Listener> = listeners.values().flatten().collect();
-    all.sort_by(|a, b| (&a.gateway, &a.spec.name).cmp(&(&b.gateway, &b.spec.name)));
+    all.sort_by(|a, b| (&a.owner, &a.spec.name).cmp(&(&b.owner, &b.spec.name)));
     for listener in all {
         let Some(host) = &listener.hostname else {
             continue;
         };
         let admitted = listener_admits(listener, labels);
         let entry = claimed.entry(host.clone()).or_insert_with(|| HostOwner {
-            namespace: listener.gateway.namespace.clone(),
+            namespace: listener.owner.namespace.clone(),
             shared_with: SharedWith::Nobody,
         });
         entry.shared_with = match (std::mem::take(&mut entry.shared_with), admitted) {
@@ -418,11 +462,11 @@ fn own_listener_hosts(
                 SharedWith::Namespaces(a)
             }
         };
-        if listener.gateway.namespace != entry.namespace
+        if listener.owner.namespace != entry.namespace
             && let SharedWith::Namespaces(list) = &mut entry.shared_with
-            && !list.contains(&listener.gateway.namespace)
+            && !list.contains(&listener.owner.namespace)
         {
-            list.push(listener.gateway.namespace.clone());
+            list.push(listener.owner.namespace.clone());
         }
     }
     for (host, owner) in claimed {
@@ -526,6 +570,141 @@ fn compile_gateway<'a>(
     (state, out)
 }
 
+/// The listeners of the ListenerSets naming `gateway` as their parent, merged after
+/// its own, by set: a set the Gateway does not admit, or cannot take while it is not
+/// accepted itself, adds none. Each set's state goes into `states`, how many are
+/// attached into the Gateway's.
+#[allow(clippy::too_many_arguments)]
+fn compile_listener_sets<'a>(
+    gateway: &Gateway,
+    obj: &ObjectRef,
+    gw_state: &mut GatewayState,
+    own: &[Listener<'_>],
+    sets: &'a [SetListeners<'a>],
+    context: &GatewayContext<'_, '_>,
+    certs: &mut CertTable,
+    states: &mut BTreeMap<ObjectRef, ListenerSetState>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<(ObjectRef, Vec<Listener<'a>>)> {
+    let allowed = gateway.spec.allowed_listeners.as_ref();
+    let accepted = (gw_state.conditions.iter()).any(|c| c.kind == "Accepted" && c.ok);
+    let mut merge = Merge::new(own.iter().map(|l| Slot::of(l.spec, obj)).collect());
+    let mut attached = 0;
+    let mut out = Vec::new();
+    for set in sets {
+        let labels = context.labels.get(set.obj.namespace.as_str()).copied();
+        let (standing, listeners, listener_states) =
+            if !listener_set::admits(allowed, &obj.namespace, &set.obj.namespace, labels) {
+                (Standing::NotAllowed, Vec::new(), Vec::new())
+            } else if !accepted {
+                (Standing::ParentNotAccepted, Vec::new(), Vec::new())
+            } else {
+                compile_set(obj, gw_state, set, &mut merge, context, certs, diags)
+            };
+        attached += i32::from(standing.attached());
+        let set_state = ListenerSetState {
+            generation: set.set.metadata.generation,
+            conditions: standing.conditions(),
+            listeners: listener_states,
+        };
+        states.insert(set.obj.clone(), set_state);
+        out.push((set.obj.clone(), listeners));
+    }
+    gw_state.attached_listener_sets = allowed.is_some().then_some(attached);
+    out
+}
+
+/// The listeners of one admitted ListenerSet, each compiled as a Gateway's would be
+/// and judged against every listener merged before it: one that loses its port or
+/// hostname is not accepted, and gives no certificate.
+fn compile_set<'a>(
+    gateway: &ObjectRef,
+    gw_state: &GatewayState,
+    set: &'a SetListeners<'a>,
+    merge: &mut Merge,
+    context: &GatewayContext<'_, '_>,
+    certs: &mut CertTable,
+    diags: &mut Vec<Diagnostic>,
+) -> (Standing, Vec<Listener<'a>>, Vec<ListenerState>) {
+    let (mut listeners, mut states) = (Vec::new(), Vec::new());
+    let (mut valid, mut programmed) = (0, 0);
+    for (i, spec) in set.specs.iter().enumerate() {
+        let conflict = merge.take(Slot::of(spec, &set.obj)).err();
+        let mut unused = CertTable::default();
+        let table = if conflict.is_some() {
+            &mut unused
+        } else {
+            &mut *certs
+        };
+        let (mut state, mut listener) = compile_listener(
+            &set.obj,
+            &set.specs,
+            i,
+            context.index,
+            context.grants,
+            table,
+            diags,
+        );
+        listener.gateway = gateway.clone();
+        // Conflicts were judged within the set alone: the merge's verdict replaces them.
+        listener.usable = match &conflict {
+            Some((why, with)) => {
+                listener_set::conflicted(&mut state.conditions, *why, with);
+                false
+            }
+            None => {
+                listener_set::not_conflicted(&mut state.conditions);
+                state.conditions.retain(|c| c.kind != "Programmed");
+                let usable = listener_usable(&state.conditions, &state.supported_kinds);
+                state.conditions.push(listener_programmed(usable));
+                usable
+            }
+        };
+        valid += usize::from(listener.usable);
+        place_on_gateway(gw_state, &mut state, &mut listener);
+        programmed += usize::from(listener.usable);
+        listeners.push(listener);
+        states.push(state);
+    }
+    let total = set.specs.len();
+    let standing = Standing::Admitted {
+        total,
+        valid,
+        programmed,
+    };
+    (standing, listeners, states)
+}
+
+fn listener_programmed(usable: bool) -> Cond {
+    if usable {
+        Cond::yes("Programmed", "Programmed", "")
+    } else {
+        Cond::no(
+            "Programmed",
+            "Invalid",
+            "the listener is not accepted or its references do not resolve".into(),
+        )
+    }
+}
+
+/// A ListenerSet's listener is served where its Gateway's are: at the Gateway's own
+/// address when Gateways have their own, and nowhere while it has none.
+fn place_on_gateway(gw_state: &GatewayState, state: &mut ListenerState, listener: &mut Listener) {
+    if !gw_state.own_address {
+        return;
+    }
+    let Some(ip) = gw_state.address else {
+        listener.usable = false;
+        if let Some(p) = state.conditions.iter_mut().find(|c| c.kind == "Programmed") {
+            *p = Cond::no("Programmed", "Pending", "the Gateway has no address".into());
+        }
+        return;
+    };
+    let socket = SocketAddr::new(ip, listener.spec.port as u16);
+    listener.socket = Some(socket);
+    state.socket = Some(socket);
+}
+
 /// The condition a Gateway without an address of its own gets: not accepted for a
 /// kind of address Portcullis does not give, else not programmed.
 fn address_refusal(why: &super::gateway_addresses::NoAddress, pool: &ipnet::IpNet) -> Cond {
@@ -594,6 +773,7 @@ fn own_address(
 /// Listeners whose socket could not be bound are neither accepted (`PortUnavailable`)
 /// nor programmed, and their Gateway says so; the other listeners serve all the same.
 pub fn mark_unbound(state: &mut GatewayApiState, unbound: &BTreeMap<SocketAddr, String>) {
+    listener_set::mark_unbound(&mut state.listener_sets, unbound);
     for gateway in state.gateways.values_mut() {
         let mut changed = false;
         for listener in &mut gateway.listeners {
@@ -720,6 +900,7 @@ fn compile_listener<'a>(
     };
     let listener = Listener {
         gateway: obj.clone(),
+        owner: obj.clone(),
         spec,
         hostname,
         tls,
@@ -906,7 +1087,7 @@ fn listener_cert(
             format!("certificateRefs name a {group}/{kind}; only Secrets are supported"),
         ));
     }
-    if ns != gw_ns && !grants.allows(gw_ns, "Gateway", ns, "", "Secret", &cert_ref.name) {
+    if ns != gw_ns && !grants.allows(gw_ns, &obj.kind, ns, "", "Secret", &cert_ref.name) {
         return Err(Cond::no(
             "ResolvedRefs",
             "RefNotPermitted",
@@ -945,7 +1126,10 @@ pub(super) struct Attachment<'l, 'a> {
 }
 
 /// How one parentRef of a route of `route.kind` attaches: HTTPRoutes to HTTP and
-/// HTTPS listeners, TLSRoutes to passthrough ones.
+/// HTTPS listeners, TLSRoutes to passthrough ones. `None` when the parent is not a
+/// Gateway of Portcullis's, or a ListenerSet naming one (its status is another
+/// controller's to write). A Gateway parent means the Gateway's own listeners, a
+/// ListenerSet parent that set's.
 pub(super) fn attach<'l, 'a>(
     route: &ObjectRef,
     parent: &HttpRouteParentRefs,
@@ -955,11 +1139,11 @@ pub(super) fn attach<'l, 'a>(
 ) -> Option<Attachment<'l, 'a>> {
     let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
     let kind = parent.kind.as_deref().unwrap_or("Gateway");
-    if group != GATEWAY_GROUP || kind != "Gateway" {
+    if group != GATEWAY_GROUP || !matches!(kind, "Gateway" | "ListenerSet") {
         return None;
     }
     let ns = parent.namespace.as_deref().unwrap_or(&route.namespace);
-    let listeners = gateways.get(&ObjectRef::new("Gateway", ns, &parent.name))?;
+    let listeners = gateways.get(&ObjectRef::new(kind, ns, &parent.name))?;
     let named: Vec<&Listener> = listeners
         .iter()
         .filter(|l| {
@@ -979,7 +1163,7 @@ pub(super) fn attach<'l, 'a>(
     if named.is_empty() {
         return refuse(
             "NoMatchingParent",
-            "no listener of the Gateway has this sectionName and port".into(),
+            format!("no listener of the {kind} has this sectionName and port"),
         );
     }
     let passthrough = route.kind == "TLSRoute";
@@ -992,7 +1176,7 @@ pub(super) fn attach<'l, 'a>(
         return refuse(
             "NotAllowedByListeners",
             format!(
-                "the Gateway's listeners do not allow {}s of this namespace",
+                "the {kind}'s listeners do not allow {}s of this namespace",
                 route.kind
             ),
         );
@@ -1029,7 +1213,7 @@ fn namespace_allowed(
     let from = namespaces.and_then(|n| n.from.clone());
     match from {
         None | Some(GatewayListenersAllowedRoutesNamespacesFrom::Same) => {
-            listener.gateway.namespace == route_ns
+            listener.owner.namespace == route_ns
         }
         Some(GatewayListenersAllowedRoutesNamespacesFrom::All) => true,
         Some(GatewayListenersAllowedRoutesNamespacesFrom::Selector) => {
@@ -1058,7 +1242,10 @@ fn namespace_allowed(
     }
 }
 
-fn requirement_holds(req: &LabelSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
+pub(super) fn requirement_holds(
+    req: &LabelSelectorRequirement,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     let value = labels.get(&req.key);
     let listed = |v: &String| req.values.iter().flatten().any(|x| x == v);
     match req.operator.as_str() {

@@ -18,6 +18,7 @@ mod client_credential;
 mod cookie_domain;
 mod gateway;
 pub mod gateway_addresses;
+mod listener_set;
 pub mod mtls;
 pub mod path_pattern;
 mod precedence;
@@ -39,6 +40,7 @@ pub use backends::SliceIndex;
 pub use gateway::{
     Cond, GatewayApiState, GatewayState, ListenerState, ParentStatus, RouteState, mark_unbound,
 };
+pub use listener_set::ListenerSetState;
 pub use snapshot::*;
 
 pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";

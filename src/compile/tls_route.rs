@@ -156,7 +156,7 @@ pub(super) fn compile(
                 conditions: vec![outcome.accepted.clone()],
             });
             for (listener, hosts) in outcome.places {
-                let key = (listener.gateway.clone(), listener.spec.name.clone());
+                let key = (listener.owner.clone(), listener.spec.name.clone());
                 *attached.entry(key).or_default() += 1;
                 places.push((listener, hosts));
             }

@@ -218,6 +218,11 @@ impl Worker {
                             Api::namespaced(self.client.clone(), &object.namespace);
                         api.patch_status(&object.name, &apply, &patch).await?;
                     }
+                    "ListenerSet" => {
+                        let api: Api<gateway_api::listenersets::ListenerSet> =
+                            Api::namespaced(self.client.clone(), &object.namespace);
+                        api.patch_status(&object.name, &apply, &patch).await?;
+                    }
                     _ => {
                         let api: Api<gateway_api::httproutes::HttpRoute> =
                             Api::namespaced(self.client.clone(), &object.namespace);

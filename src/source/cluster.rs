@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::httproutes::HttpRoute;
+use gateway_api::listenersets::ListenerSet;
 use gateway_api::referencegrants::ReferenceGrant;
 use gateway_api::tlsroutes::TlsRoute;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
@@ -78,12 +79,15 @@ struct GatewayStores {
     namespaces: Store<Namespace>,
     /// Watched only when the API server serves TLSRoutes (their CRD is optional).
     tls_routes: Option<Store<TlsRoute>>,
+    /// Only when the ListenerSet CRD is installed too.
+    listener_sets: Option<Store<ListenerSet>>,
 }
 
 /// What of Gateway API the API server serves, beyond the kinds every install has.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GatewayApi {
     pub tls_routes: bool,
+    pub listener_sets: bool,
 }
 
 /// Whether the API server serves Gateway API v1 HTTPRoutes and Gateways (their CRDs
@@ -104,11 +108,13 @@ pub async fn gateway_api_installed(client: &Client) -> Option<GatewayApi> {
     .all(|name| served(name))
     .then(|| GatewayApi {
         tls_routes: served("tlsroutes"),
+        listener_sets: served("listenersets"),
     })
 }
 
 impl ClusterSource {
-    /// Starts the watches, cluster-wide; those of Gateway API only when `gateway_api`.
+    /// Starts the watches, cluster-wide; those of Gateway API only when `gateway_api`,
+    /// of its optional kinds only when served.
     pub fn start(client: Client, gateway_api: Option<GatewayApi>) -> Self {
         let changed = Arc::new(Notify::new());
         let kinds = Arc::new(ChangedKinds::default());
@@ -145,7 +151,10 @@ impl ClusterSource {
                 namespaces: reflect("Namespace", Api::all(client.clone()), &changed),
                 tls_routes: served
                     .tls_routes
-                    .then(|| reflect("TLSRoute", Api::all(client), &changed)),
+                    .then(|| reflect("TLSRoute", Api::all(client.clone()), &changed)),
+                listener_sets: served
+                    .listener_sets
+                    .then(|| reflect("ListenerSet", Api::all(client), &changed)),
             }),
             changed: changed.notify,
             kinds,
@@ -184,6 +193,9 @@ impl ClusterSource {
             if let Some(tls_routes) = &g.tls_routes {
                 let _ = tls_routes.wait_until_ready().await;
             }
+            if let Some(sets) = &g.listener_sets {
+                let _ = sets.wait_until_ready().await;
+            }
         }
     }
 
@@ -205,6 +217,11 @@ impl ClusterSource {
             objects.reference_grants = g.grants.state();
             objects.namespaces = g.namespaces.state();
             objects.tls_routes = g.tls_routes.as_ref().map(Store::state).unwrap_or_default();
+            objects.listener_sets = g
+                .listener_sets
+                .as_ref()
+                .map(Store::state)
+                .unwrap_or_default();
         }
         self.add_rules(&mut objects);
         objects

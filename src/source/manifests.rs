@@ -312,6 +312,7 @@ fn is_read(group: &str, kind: &str) -> bool {
             | (
                 GATEWAY_GROUP,
                 "GatewayClass" | "Gateway" | "HTTPRoute" | "TLSRoute" | "ReferenceGrant"
+                    | "ListenerSet"
             )
             | ("discovery.k8s.io", "EndpointSlice")
     ) || (group, kind) == (crate::model::GROUP, "AuthRule")
@@ -407,6 +408,12 @@ fn store(objects: &mut Objects, group: &str, kind: &str, doc: Value, object: Obj
         ),
         (GATEWAY_GROUP, "TLSRoute") => push(
             &mut objects.tls_routes,
+            doc,
+            &object,
+            &mut objects.diagnostics,
+        ),
+        (GATEWAY_GROUP, "ListenerSet") => push(
+            &mut objects.listener_sets,
             doc,
             &object,
             &mut objects.diagnostics,

@@ -150,6 +150,8 @@ pub fn schema_for(kind: &str) -> Option<&'static Schema> {
         LazyLock::new(Schema::of::<gateway_api::tlsroutes::TlsRoute>);
     static REFERENCE_GRANT: LazyLock<Schema> =
         LazyLock::new(Schema::of::<gateway_api::referencegrants::ReferenceGrant>);
+    static LISTENER_SET: LazyLock<Schema> =
+        LazyLock::new(Schema::of::<gateway_api::listenersets::ListenerSet>);
     Some(match kind {
         "Ingress" => &INGRESS,
         "IngressClass" => &INGRESS_CLASS,
@@ -163,6 +165,7 @@ pub fn schema_for(kind: &str) -> Option<&'static Schema> {
         "HTTPRoute" => &HTTP_ROUTE,
         "TLSRoute" => &TLS_ROUTE,
         "ReferenceGrant" => &REFERENCE_GRANT,
+        "ListenerSet" => &LISTENER_SET,
         _ => return None,
     })
 }

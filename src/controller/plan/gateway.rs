@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
 
 use super::{Inputs, Write};
-use crate::compile::{Cond, GatewayState, RouteState};
+use crate::compile::{Cond, GatewayState, ListenerSetState, ListenerState, RouteState};
 use crate::diagnostics::ObjectRef;
 use crate::model::{GATEWAY_CONTROLLER_NAME, GATEWAY_GROUP};
 
@@ -33,6 +33,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteNamedRouteRule",
     "HTTPRouteBackendProtocolWebSocket",
     "GatewayHTTPListenerIsolation",
+    "ListenerSet",
 ];
 
 /// Features served only when Gateways have addresses of their own
@@ -107,6 +108,24 @@ pub fn plan(input: &Inputs<'_>, addresses: &[(String, String)]) -> Vec<Write> {
         let status = gateway_status(gw, current.as_ref(), addresses, input.now);
         writes.extend(write_if_changed(input, object, "Gateway", status, current));
     }
+    for set in &input.objects.listener_sets {
+        let object = crate::compile::meta_ref("ListenerSet", &set.metadata);
+        let Some(ls) = state.listener_sets.get(&object) else {
+            continue;
+        };
+        let current = set
+            .status
+            .as_ref()
+            .and_then(|s| serde_json::to_value(s).ok());
+        let status = listener_set_status(ls, current.as_ref(), input.now);
+        writes.extend(write_if_changed(
+            input,
+            object,
+            "ListenerSet",
+            status,
+            current,
+        ));
+    }
     for route in &input.objects.http_routes {
         let object = crate::compile::meta_ref("HTTPRoute", &route.metadata);
         let Some(rs) = state.routes.get(&object) else {
@@ -164,23 +183,7 @@ fn gateway_status(
     addresses: &[(String, String)],
     now: Timestamp,
 ) -> Value {
-    let listeners: Vec<Value> = gw
-        .listeners
-        .iter()
-        .map(|l| {
-            let before = current
-                .and_then(|c| c.get("listeners"))
-                .and_then(Value::as_array)
-                .and_then(|ls| ls.iter().find(|x| x.get("name").and_then(Value::as_str) == Some(&l.name)))
-                .and_then(|x| x.get("conditions"));
-            json!({
-                "name": l.name,
-                "attachedRoutes": l.attached_routes,
-                "supportedKinds": l.supported_kinds.iter().map(|k| json!({"group": GATEWAY_GROUP, "kind": k})).collect::<Vec<_>>(),
-                "conditions": conditions_json(&l.conditions, gw.generation, before, now),
-            })
-        })
-        .collect();
+    let listeners = listeners_json(&gw.listeners, gw.generation, current, now);
     let own: Vec<(String, String)> = (gw.address.iter())
         .map(|ip| ("IPAddress".to_owned(), ip.to_string()))
         .collect();
@@ -201,10 +204,48 @@ fn gateway_status(
         .iter()
         .map(|(kind, value)| json!({"type": kind, "value": value}))
         .collect();
-    json!({
+    let mut status = json!({
         "addresses": addresses,
         "conditions": conditions_json(&conditions, gw.generation, current.and_then(|c| c.get("conditions")), now),
         "listeners": listeners,
+    });
+    if let Some(count) = gw.attached_listener_sets {
+        status["attachedListenerSets"] = json!(count);
+    }
+    status
+}
+
+/// The status of listeners (a Gateway's or a ListenerSet's), keeping the transition
+/// times of the conditions they had.
+fn listeners_json(
+    listeners: &[ListenerState],
+    generation: Option<i64>,
+    current: Option<&Value>,
+    now: Timestamp,
+) -> Vec<Value> {
+    listeners
+        .iter()
+        .map(|l| {
+            let before = current
+                .and_then(|c| c.get("listeners"))
+                .and_then(Value::as_array)
+                .and_then(|ls| ls.iter().find(|x| x.get("name").and_then(Value::as_str) == Some(&l.name)))
+                .and_then(|x| x.get("conditions"));
+            json!({
+                "name": l.name,
+                "attachedRoutes": l.attached_routes,
+                "supportedKinds": l.supported_kinds.iter().map(|k| json!({"group": GATEWAY_GROUP, "kind": k})).collect::<Vec<_>>(),
+                "conditions": conditions_json(&l.conditions, generation, before, now),
+            })
+        })
+        .collect()
+}
+
+fn listener_set_status(ls: &ListenerSetState, current: Option<&Value>, now: Timestamp) -> Value {
+    let before = current.and_then(|c| c.get("conditions"));
+    json!({
+        "conditions": conditions_json(&ls.conditions, ls.generation, before, now),
+        "listeners": listeners_json(&ls.listeners, ls.generation, current, now),
     })
 }
 
@@ -334,3 +375,7 @@ pub fn addresses(
         })
         .collect()
 }
+
+#[cfg(test)]
+#[path = "listener_set_tests.rs"]
+mod listener_set_tests;
