@@ -116,7 +116,8 @@ struct Listener<'a> {
     hostname: Option<String>,
     tls: bool,
     usable: bool,
-    kinds_allow_routes: bool,
+    /// The route kinds it takes (`supportedKinds`).
+    kinds: Vec<String>,
     /// HTTP or HTTPS: a listener Portcullis serves, whose hostname is taken from the
     /// others of its port even while it is not programmed.
     served_protocol: bool,
@@ -172,13 +173,17 @@ pub(super) fn compile(
         own_listener_hosts(&listeners, &labels, owners);
     }
     let owners = &*owners;
-    let mut routes: Vec<&HttpRoute> = objects.http_routes.iter().map(Arc::as_ref).collect();
-    routes.sort_by_key(|r| age_key(&r.metadata));
+    let grpc_routes = super::grpc_route::as_http_routes(objects, diags);
+    let mut routes: Vec<(&str, &HttpRoute)> = (objects.http_routes.iter())
+        .map(|r| ("HTTPRoute", r.as_ref()))
+        .chain(grpc_routes.iter().map(|r| ("GRPCRoute", r)))
+        .collect();
+    routes.sort_by_key(|(_, r)| age_key(&r.metadata));
     let mut drafts = Vec::new();
     let mut attached: HashMap<(ObjectRef, String), i32> = HashMap::new();
     let mut route_gateways: HashMap<ObjectRef, Vec<ParentReference>> = HashMap::new();
-    for route in routes {
-        let obj = meta_ref("HTTPRoute", &route.metadata);
+    for (kind, route) in routes {
+        let obj = meta_ref(kind, &route.metadata);
         let (mut route_state, places) = place_route(
             &obj,
             route,
@@ -209,6 +214,7 @@ pub(super) fn compile(
         }
     }
     state.policy_ancestors = policy_ancestors(guards, &route_gateways, &state);
+    super::grpc_route::report_login_only(&drafts, diags);
     GatewayOutput {
         drafts,
         state,
@@ -458,7 +464,7 @@ fn policy_ancestors(
     let mut out: BTreeMap<ObjectRef, Vec<ParentReference>> = BTreeMap::new();
     for (target, target_guards) in guards {
         let ancestors: Vec<ParentReference> = match target.kind.as_str() {
-            "HTTPRoute" => route_gateways.get(target).cloned().unwrap_or_default(),
+            "HTTPRoute" | "GRPCRoute" => route_gateways.get(target).cloned().unwrap_or_default(),
             "Gateway" if state.gateways.contains_key(target) => vec![ParentReference {
                 group: GATEWAY_GROUP.into(),
                 kind: "Gateway".into(),
@@ -660,7 +666,7 @@ fn compile_listener<'a>(
         Cond::no(
             "ResolvedRefs",
             "InvalidRouteKinds",
-            "allowedRoutes.kinds names kinds other than HTTPRoute".into(),
+            "allowedRoutes.kinds names kinds other than HTTPRoute and GRPCRoute".into(),
         )
     };
     if tls && protocol_ok {
@@ -693,7 +699,7 @@ fn compile_listener<'a>(
         hostname,
         tls,
         usable,
-        kinds_allow_routes: !kinds.is_empty(),
+        kinds: kinds.clone(),
         served_protocol: protocol_ok,
         socket: None,
         siblings: Arc::default(),
@@ -814,17 +820,21 @@ fn gateway_programmed(gateway: &Gateway, any_programmed: bool) -> Cond {
     }
 }
 
-/// The route kinds a listener takes: HTTPRoute unless `allowedRoutes.kinds` says
-/// otherwise; false when it names a kind Portcullis cannot serve.
+/// The route kinds an HTTP or HTTPS listener takes unless `allowedRoutes.kinds` says
+/// otherwise.
+const ROUTE_KINDS: [&str; 2] = ["HTTPRoute", "GRPCRoute"];
+
+/// The route kinds a listener takes: those of `ROUTE_KINDS` `allowedRoutes.kinds`
+/// names (all when it names none); false when it names a kind Portcullis cannot serve.
 fn supported_kinds(spec: &GatewayListeners) -> (Vec<String>, bool) {
     let Some(kinds) = spec.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) else {
-        return (vec!["HTTPRoute".into()], true);
+        return (ROUTE_KINDS.iter().map(|k| (*k).to_owned()).collect(), true);
     };
     let mut supported = Vec::new();
     let mut all_ok = true;
     for k in kinds {
         let group = k.group.as_deref().unwrap_or(GATEWAY_GROUP);
-        if group == GATEWAY_GROUP && k.kind == "HTTPRoute" {
+        if group == GATEWAY_GROUP && ROUTE_KINDS.contains(&k.kind.as_str()) {
             if !supported.contains(&k.kind) {
                 supported.push(k.kind.clone());
             }
@@ -951,12 +961,15 @@ fn attach<'l, 'a>(
     }
     let allowed: Vec<&Listener> = named
         .into_iter()
-        .filter(|l| l.kinds_allow_routes && namespace_allowed(l, &route.namespace, labels))
+        .filter(|l| l.kinds.contains(&route.kind) && namespace_allowed(l, &route.namespace, labels))
         .collect();
     if allowed.is_empty() {
         return refuse(
             "NotAllowedByListeners",
-            "the Gateway's listeners do not allow HTTPRoutes of this namespace".into(),
+            format!(
+                "the Gateway's listeners do not allow {}s of this namespace",
+                route.kind
+            ),
         );
     }
     let places: Vec<(&Listener, Vec<Option<String>>)> = allowed
@@ -1795,8 +1808,7 @@ fn backend_ref(
         ));
     }
     let ns = r.namespace.as_deref().unwrap_or(&obj.namespace);
-    if ns != obj.namespace
-        && !grants.allows(&obj.namespace, "HTTPRoute", ns, "", "Service", &r.name)
+    if ns != obj.namespace && !grants.allows(&obj.namespace, &obj.kind, ns, "", "Service", &r.name)
     {
         return Err(Cond::no(
             "ResolvedRefs",
@@ -1841,7 +1853,10 @@ fn backend_ref(
         ));
         Cond::no("ResolvedRefs", "UnsupportedValue", message)
     })?;
-    let from = super::backend_protocol::ProtocolFrom::AppProtocol;
+    let from = match obj.kind.as_str() {
+        "GRPCRoute" => super::backend_protocol::ProtocolFrom::Grpc,
+        _ => super::backend_protocol::ProtocolFrom::AppProtocol,
+    };
     let resolved = upstreams.resolve(index, ns, &backend, from, obj, field, diags);
     Ok(match edits {
         Some(headers) => Backend::Edited {

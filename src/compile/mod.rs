@@ -18,6 +18,7 @@ mod client_credential;
 mod cookie_domain;
 mod gateway;
 pub mod gateway_addresses;
+pub mod grpc_route;
 pub mod mtls;
 pub mod path_pattern;
 mod precedence;
@@ -210,8 +211,11 @@ fn route_requirements(
     let ingresses = ingresses.iter().map(|i| (ingress_ref(i), &i.metadata));
     let routes =
         (objects.http_routes.iter()).map(|r| (meta_ref("HTTPRoute", &r.metadata), &r.metadata));
+    let grpc_routes =
+        (objects.grpc_routes.iter()).map(|r| (meta_ref("GRPCRoute", &r.metadata), &r.metadata));
     ingresses
         .chain(routes)
+        .chain(grpc_routes)
         .map(|(object, meta)| (object, required::requirement(meta.annotations.as_ref())))
         .collect()
 }

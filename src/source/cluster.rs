@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::StreamExt;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
+use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
@@ -73,6 +74,7 @@ struct GatewayStores {
     classes: Store<GatewayClass>,
     gateways: Store<Gateway>,
     routes: Store<HttpRoute>,
+    grpc_routes: Store<GrpcRoute>,
     grants: Store<ReferenceGrant>,
     namespaces: Store<Namespace>,
 }
@@ -130,6 +132,7 @@ impl ClusterSource {
                 classes: reflect("GatewayClass", Api::all(client.clone()), &changed),
                 gateways: reflect("Gateway", Api::all(client.clone()), &changed),
                 routes: reflect("HTTPRoute", Api::all(client.clone()), &changed),
+                grpc_routes: reflect_if_served("GRPCRoute", "grpcroutes", &client, &changed),
                 grants: reflect("ReferenceGrant", Api::all(client.clone()), &changed),
                 namespaces: reflect("Namespace", Api::all(client), &changed),
             }),
@@ -165,6 +168,7 @@ impl ClusterSource {
             let _ = g.classes.wait_until_ready().await;
             let _ = g.gateways.wait_until_ready().await;
             let _ = g.routes.wait_until_ready().await;
+            let _ = g.grpc_routes.wait_until_ready().await;
             let _ = g.grants.wait_until_ready().await;
             let _ = g.namespaces.wait_until_ready().await;
         }
@@ -185,6 +189,7 @@ impl ClusterSource {
             objects.gateway_classes = g.classes.state();
             objects.gateways = g.gateways.state();
             objects.http_routes = g.routes.state();
+            objects.grpc_routes = g.grpc_routes.state();
             objects.reference_grants = g.grants.state();
             objects.namespaces = g.namespaces.state();
         }
@@ -269,6 +274,39 @@ where
 {
     let (reader, writer) = reflector::store();
     spawn_watch(kind, reflector::reflector(writer, watch(api)), changed);
+    reader
+}
+
+/// A watch of a Gateway API kind that older CRD bundles lack (GRPCRoute came with
+/// v1.1): started once the API server is seen to serve it. Otherwise the store stays
+/// empty and reports itself ready (its writer is gone), instead of a watch that
+/// never lists holding up the first snapshot.
+fn reflect_if_served<K>(
+    kind: &'static str,
+    plural: &'static str,
+    client: &Client,
+    changed: &Changed,
+) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let client = client.clone();
+    let changed = changed.clone();
+    tokio::spawn(async move {
+        let group = format!("{}/v1", crate::model::GATEWAY_GROUP);
+        let served = client
+            .list_api_group_resources(&group)
+            .await
+            .is_ok_and(|list| list.resources.iter().any(|r| r.name == plural));
+        if !served {
+            tracing::info!(kind, "{group} does not serve {plural}: not watched");
+            return;
+        }
+        let api: Api<K> = Api::all(client);
+        spawn_watch(kind, reflector::reflector(writer, watch(api)), &changed);
+    });
     reader
 }
 

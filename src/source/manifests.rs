@@ -405,6 +405,12 @@ fn store(objects: &mut Objects, group: &str, kind: &str, doc: Value, object: Obj
             &object,
             &mut objects.diagnostics,
         ),
+        (GATEWAY_GROUP, "GRPCRoute") => push(
+            &mut objects.grpc_routes,
+            doc,
+            &object,
+            &mut objects.diagnostics,
+        ),
         (GATEWAY_GROUP, "ReferenceGrant") => push(
             &mut objects.reference_grants,
             doc,

@@ -146,6 +146,8 @@ pub fn schema_for(kind: &str) -> Option<&'static Schema> {
     static GATEWAY: LazyLock<Schema> = LazyLock::new(Schema::of::<gateway_api::gateways::Gateway>);
     static HTTP_ROUTE: LazyLock<Schema> =
         LazyLock::new(Schema::of::<gateway_api::httproutes::HttpRoute>);
+    static GRPC_ROUTE: LazyLock<Schema> =
+        LazyLock::new(Schema::of::<gateway_api::grpcroutes::GrpcRoute>);
     static REFERENCE_GRANT: LazyLock<Schema> =
         LazyLock::new(Schema::of::<gateway_api::referencegrants::ReferenceGrant>);
     Some(match kind {
@@ -159,6 +161,7 @@ pub fn schema_for(kind: &str) -> Option<&'static Schema> {
         "GatewayClass" => &GATEWAY_CLASS,
         "Gateway" => &GATEWAY,
         "HTTPRoute" => &HTTP_ROUTE,
+        "GRPCRoute" => &GRPC_ROUTE,
         "ReferenceGrant" => &REFERENCE_GRANT,
         _ => return None,
     })

@@ -33,6 +33,8 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteNamedRouteRule",
     "HTTPRouteBackendProtocolWebSocket",
     "GatewayHTTPListenerIsolation",
+    "GRPCRoute",
+    "GRPCRouteNamedRouteRule",
 ];
 
 /// Features served only when Gateways have addresses of their own
@@ -105,23 +107,28 @@ pub fn plan(input: &Inputs<'_>, addresses: &[(String, String)]) -> Vec<Write> {
         let status = gateway_status(gw, current.as_ref(), addresses, input.now);
         writes.extend(write_if_changed(input, object, "Gateway", status, current));
     }
-    for route in &input.objects.http_routes {
-        let object = crate::compile::meta_ref("HTTPRoute", &route.metadata);
+    let http = (input.objects.http_routes.iter()).map(|r| {
+        (
+            "HTTPRoute",
+            &r.metadata,
+            r.status.as_ref().map(serde_json::to_value),
+        )
+    });
+    let grpc = (input.objects.grpc_routes.iter()).map(|r| {
+        (
+            "GRPCRoute",
+            &r.metadata,
+            r.status.as_ref().map(serde_json::to_value),
+        )
+    });
+    for (kind, meta, current) in http.chain(grpc) {
+        let object = crate::compile::meta_ref(kind, meta);
         let Some(rs) = state.routes.get(&object) else {
             continue;
         };
-        let current = route
-            .status
-            .as_ref()
-            .and_then(|s| serde_json::to_value(s).ok());
+        let current = current.and_then(Result::ok);
         let status = route_status(rs, &object, current.as_ref(), input.now);
-        writes.extend(write_if_changed(
-            input,
-            object,
-            "HTTPRoute",
-            status,
-            current,
-        ));
+        writes.extend(write_if_changed(input, object, kind, status, current));
     }
     writes
 }
