@@ -1159,6 +1159,8 @@ mod alb_routing_tests;
 #[cfg(test)]
 mod gateway_tests;
 #[cfg(test)]
+mod grpc_route_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 use tests as tests_support;
