@@ -9,7 +9,7 @@
 //! where its listeners are opened at their ports: 80 and 443 mostly, so the run needs
 //! root (or CAP_NET_BIND_SERVICE).
 //!
-//! The suite runs the GATEWAY-HTTP profile: every test of the features the
+//! The suite runs the GATEWAY-HTTP and GATEWAY-GRPC profiles: every test of the features the
 //! GatewayClass claims but those in `SKIPPED`, and writes upstream's
 //! `ConformanceReport`, kept as `conformance/report-<version>.yaml`. The tests listed in
 //! `tests/gateway/conformance-passing.txt` (the README lists them) must pass; a report
@@ -111,21 +111,28 @@ impl Node {
                 .flat_map(|c| c.env.iter().flatten())
                 .map(|e| e.name.clone())
                 .collect();
-            // Only the plain HTTP echo servers: TLS, gRPC and TCP backends need files
+            // The plain HTTP and gRPC echo servers: TLS and TCP backends need files
             // and protocols the stand-in does not provide.
             if env
                 .iter()
-                .any(|e| e.starts_with("TLS_") || e == "GRPC_ECHO_SERVER" || e == "TCP_ECHO_SERVER")
+                .any(|e| e.starts_with("TLS_") || e == "TCP_ECHO_SERVER")
             {
                 continue;
             }
+            // echo-basic's gRPC mode serves gRPC in the clear at HTTP_PORT (the
+            // Services' targetPort 3000), which the slices below point at.
+            let grpc = env.iter().any(|e| e == "GRPC_ECHO_SERVER");
             let replicas = spec.replicas.unwrap_or(1).clamp(1, 2) as usize;
             let key = (ns.clone(), name.clone());
             if !self.pods.contains_key(&key) {
                 let mut echoes = Vec::new();
                 for i in 0..replicas {
                     let (http, h2c) = (free_port(), free_port());
-                    let child = Command::new(&self.echo_basic)
+                    let mut command = Command::new(&self.echo_basic);
+                    if grpc {
+                        command.env("GRPC_ECHO_SERVER", "1");
+                    }
+                    let child = command
                         // `deployment-<replicaset>-<pod>`, the shape the suite reads the
                         // backend's name from.
                         .env("POD_NAME", format!("{name}-sim-{i}"))
@@ -400,7 +407,7 @@ async fn the_gateway_api_conformance_suite_passes_its_listed_tests() {
                 "portcullis",
                 "-allow-crds-mismatch",
                 "-conformance-profiles",
-                "GATEWAY-HTTP",
+                "GATEWAY-HTTP,GATEWAY-GRPC",
                 "-skip-tests",
                 &skipped.join(","),
                 "-cleanup-base-resources=false",
