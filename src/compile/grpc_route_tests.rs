@@ -48,6 +48,10 @@ fn call(c: &Compiled, path: &str, headers: &[(&str, &str)]) -> Option<String> {
 
 /// The route of a POST to `path` with these headers.
 fn route_of(c: &Compiled, path: &str, headers: &[(&str, &str)]) -> Option<Arc<Route>> {
+    route_at(c, "grpc.example.com", path, headers)
+}
+
+fn route_at(c: &Compiled, host: &str, path: &str, headers: &[(&str, &str)]) -> Option<Arc<Route>> {
     let mut map = http::HeaderMap::new();
     for (k, v) in headers {
         map.append(
@@ -59,7 +63,7 @@ fn route_of(c: &Compiled, path: &str, headers: &[(&str, &str)]) -> Option<Arc<Ro
         .snapshot
         .routes
         .find_for(&RouteQuery {
-            host: "grpc.example.com",
+            host,
             path,
             method: &http::Method::POST,
             headers: &map,
@@ -242,4 +246,19 @@ fn check_says_when_grpc_clients_cannot_log_in() {
     assert_eq!(told(format!("{target}\n{OIDC}")), 1);
     assert_eq!(told(format!("{target}\n{OIDC}\n{BEARER}")), 0);
     assert_eq!(told(format!("{target}\n{BEARER}")), 0);
+}
+
+#[test]
+fn a_wildcard_listener_serves_grpc_routes_at_any_depth_below_it() {
+    let gateway = "\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: wild, namespace: apps}\nspec:\n  gatewayClassName: portcullis\n  listeners: [{name: w, port: 80, protocol: HTTP, hostname: \"*.bar.com\"}]\n";
+    let route = grpc_route(
+        "echo",
+        "  parentRefs: [{name: wild}]\n  rules:\n  - backendRefs: [{name: one, port: 80}]",
+    );
+    let c = compiled(&fixture(&format!("{gateway}{route}")));
+    for host in ["a.bar.com", "multiple.prefixes.bar.com"] {
+        let found = route_at(&c, host, "/pkg.Echo/Echo", &[GRPC]);
+        assert!(found.is_some(), "{host}");
+    }
+    assert!(route_at(&c, "bar.com", "/pkg.Echo/Echo", &[GRPC]).is_none());
 }

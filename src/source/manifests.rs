@@ -311,7 +311,7 @@ fn is_read(group: &str, kind: &str) -> bool {
             | ("", "Secret" | "ConfigMap" | "Service" | "Namespace")
             | (
                 GATEWAY_GROUP,
-                "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant"
+                "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "ReferenceGrant"
             )
             | ("discovery.k8s.io", "EndpointSlice")
     ) || (group, kind) == (crate::model::GROUP, "AuthRule")
