@@ -25,6 +25,7 @@ mod gateway;
 mod gateway_guard;
 mod generated;
 mod gitops;
+mod grpc_route;
 mod guard;
 mod id_token_differential;
 mod identity_header;
