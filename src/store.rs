@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
+use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::listenersets::ListenerSet;
 use gateway_api::referencegrants::ReferenceGrant;
@@ -47,6 +48,7 @@ pub struct Objects {
     /// Listeners added to a Gateway from other objects (its `allowedListeners` says
     /// whose).
     pub listener_sets: Vec<Arc<ListenerSet>>,
+    pub grpc_routes: Vec<Arc<GrpcRoute>>,
     pub reference_grants: Vec<Arc<ReferenceGrant>>,
     /// Read for their labels (a Gateway listener's `allowedRoutes` selector).
     pub namespaces: Vec<Arc<Namespace>>,

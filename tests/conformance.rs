@@ -10,7 +10,7 @@
 //! where its listeners are opened at their ports: 80 and 443 mostly, so the run needs
 //! root (or CAP_NET_BIND_SERVICE).
 //!
-//! The suite runs the GATEWAY-HTTP and GATEWAY-TLS profiles: every test of the features the
+//! The suite runs the GATEWAY-HTTP, GATEWAY-GRPC and GATEWAY-TLS profiles: every test of the features the
 //! GatewayClass claims but those in `SKIPPED`, and writes upstream's
 //! `ConformanceReport`, kept as `conformance/report-<version>.yaml`. The tests listed in
 //! `tests/gateway/conformance-passing.txt` (the README lists them) must pass; a report
@@ -114,10 +114,9 @@ impl Node {
                 .flat_map(|c| c.env.iter().flatten())
                 .map(|e| e.name.clone())
                 .collect();
-            // gRPC backends speak a protocol the stand-in does not provide.
-            if env.iter().any(|e| e == "GRPC_ECHO_SERVER") {
-                continue;
-            }
+            // echo-basic's gRPC mode serves gRPC in the clear at HTTP_PORT (the
+            // Services' targetPort 3000), which the slices below point at.
+            let grpc = env.iter().any(|e| e == "GRPC_ECHO_SERVER");
             let replicas = spec.replicas.unwrap_or(1).clamp(1, 2) as usize;
             let key = (ns.clone(), name.clone());
             if !self.pods.contains_key(&key) {
@@ -130,6 +129,9 @@ impl Node {
                     let (http, h2c) = (free_port(), free_port());
                     let tls = (!tls_env.is_empty()).then(free_port);
                     let mut command = Command::new(&self.echo_basic);
+                    if grpc {
+                        command.env("GRPC_ECHO_SERVER", "1");
+                    }
                     command
                         // `deployment-<replicaset>-<pod>`, the shape the suite reads the
                         // backend's name from.
@@ -476,7 +478,7 @@ async fn the_gateway_api_conformance_suite_passes_its_listed_tests() {
                 "portcullis",
                 "-allow-crds-mismatch",
                 "-conformance-profiles",
-                "GATEWAY-HTTP,GATEWAY-TLS",
+                "GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS",
                 "-skip-tests",
                 &skipped.join(","),
                 "-cleanup-base-resources=false",

@@ -26,6 +26,7 @@ mod gateway_guard;
 mod gateway_listener_set;
 mod generated;
 mod gitops;
+mod grpc_route;
 mod guard;
 mod id_token_differential;
 mod identity_header;

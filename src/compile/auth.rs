@@ -147,7 +147,7 @@ fn attach_targets(
         let field = format!("spec.targetRefs[{i}]");
         match (target.group.as_str(), target.kind.as_str()) {
             ("networking.k8s.io", "Ingress") => {}
-            (GATEWAY_GROUP, "HTTPRoute" | "Gateway") => {
+            (GATEWAY_GROUP, "HTTPRoute" | "GRPCRoute" | "Gateway") => {
                 attach_gateway_api(outcome, obj, target, &field, paths, policy, index, diags);
                 continue;
             }
@@ -162,10 +162,10 @@ fn attach_targets(
                         &field,
                         "UnsupportedTarget",
                         format!(
-                            "target {}/{} {} is not an Ingress, HTTPRoute or Gateway",
+                            "target {}/{} {} is not an Ingress, HTTPRoute, GRPCRoute or Gateway",
                             target.group, target.kind, target.name
                         ),
-                        "set kind: Ingress (group networking.k8s.io), or kind: HTTPRoute or Gateway (group gateway.networking.k8s.io)".into(),
+                        "set kind: Ingress (group networking.k8s.io), or kind: HTTPRoute, GRPCRoute or Gateway (group gateway.networking.k8s.io)".into(),
                     )
                     .of_reference(),
                 );
@@ -481,7 +481,7 @@ fn refuse_passthrough(
     });
 }
 
-/// An HTTPRoute (or one rule of it) or a Gateway (every route attached to it, or
+/// An HTTPRoute or GRPCRoute (or one rule of it) or a Gateway (every route attached to it, or
 /// those attached through one listener), in the AuthRule's namespace.
 #[allow(clippy::too_many_arguments)]
 fn attach_gateway_api(
@@ -497,6 +497,7 @@ fn attach_gateway_api(
     let object = ObjectRef::new(&target.kind, &rule.namespace, &target.name);
     let known = match target.kind.as_str() {
         "HTTPRoute" => &index.http_routes,
+        "GRPCRoute" => &index.grpc_routes,
         _ => &index.gateways,
     };
     if !known.contains_key(&(rule.namespace.clone(), target.name.clone())) {

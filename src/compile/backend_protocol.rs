@@ -7,7 +7,9 @@
 //!   reads them); `portcullis.dev/backend-ca-secret` and
 //!   `portcullis.dev/backend-server-name` opt in to checking the pods' certificate;
 //! - an HTTPRoute: the Service port's `appProtocol`, where `kubernetes.io/h2c` means
-//!   HTTP/2 in the clear.
+//!   HTTP/2 in the clear;
+//! - a GRPCRoute: gRPC, which is HTTP/2, in the clear (h2c with prior knowledge),
+//!   whatever the port's `appProtocol` says.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,6 +38,8 @@ pub enum ProtocolFrom<'a> {
     Alb(Option<&'a BTreeMap<String, String>>),
     /// An HTTPRoute: the Service port's `appProtocol`.
     AppProtocol,
+    /// A GRPCRoute: gRPC in the clear.
+    Grpc,
 }
 
 /// A protocol that cannot be set up: the annotation, what is wrong, and the fix.
@@ -55,6 +59,10 @@ pub fn transport(
 ) -> Result<Transport, ProtocolProblem> {
     match from {
         ProtocolFrom::AppProtocol => Ok(app_protocol(port)),
+        ProtocolFrom::Grpc => Ok(Transport {
+            tls: None,
+            version: BackendVersion::Grpc,
+        }),
         ProtocolFrom::Alb(ingress) => {
             let own = service.metadata.annotations.as_ref();
             let get = |key: &str| {

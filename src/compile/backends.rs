@@ -26,6 +26,7 @@ pub struct Index<'a> {
     slices: SliceIndex<'a>,
     pub ingresses: HashMap<Key, ()>,
     pub http_routes: HashMap<Key, ()>,
+    pub grpc_routes: HashMap<Key, ()>,
     pub gateways: HashMap<Key, ()>,
 }
 
@@ -92,6 +93,7 @@ impl<'a> Index<'a> {
             slices,
             ingresses,
             http_routes: names(objects.http_routes.iter().map(|r| &r.metadata).collect()),
+            grpc_routes: names(objects.grpc_routes.iter().map(|r| &r.metadata).collect()),
             gateways: names(objects.gateways.iter().map(|g| &g.metadata).collect()),
         }
     }

@@ -126,7 +126,8 @@ pub(super) struct Listener<'a> {
     /// Protocol TLS, mode Passthrough: TLSRoutes attach, HTTPRoutes do not.
     pub(super) passthrough: bool,
     pub(super) usable: bool,
-    kinds_allow_routes: bool,
+    /// The route kinds it takes (`supportedKinds`).
+    kinds: Vec<String>,
     /// HTTP or HTTPS: a listener Portcullis serves, whose hostname is taken from the
     /// others of its port even while it is not programmed.
     served_protocol: bool,
@@ -190,13 +191,17 @@ pub(super) fn compile(
         own_listener_hosts(&listeners, &labels, owners);
     }
     let owners = &*owners;
-    let mut routes: Vec<&HttpRoute> = objects.http_routes.iter().map(Arc::as_ref).collect();
-    routes.sort_by_key(|r| age_key(&r.metadata));
+    let grpc_routes = super::grpc_route::as_http_routes(objects, diags);
+    let mut routes: Vec<(&str, &HttpRoute)> = (objects.http_routes.iter())
+        .map(|r| ("HTTPRoute", r.as_ref()))
+        .chain(grpc_routes.iter().map(|r| ("GRPCRoute", r)))
+        .collect();
+    routes.sort_by_key(|(_, r)| age_key(&r.metadata));
     let mut drafts = Vec::new();
     let mut attached: HashMap<(ObjectRef, String), i32> = HashMap::new();
     let mut route_gateways: HashMap<ObjectRef, Vec<ParentReference>> = HashMap::new();
-    for route in routes {
-        let obj = meta_ref("HTTPRoute", &route.metadata);
+    for (kind, route) in routes {
+        let obj = meta_ref(kind, &route.metadata);
         let (mut route_state, places) = place_route(
             &obj,
             route,
@@ -243,6 +248,7 @@ pub(super) fn compile(
         }
     }
     state.policy_ancestors = policy_ancestors(guards, &route_gateways, &state);
+    super::grpc_route::report_login_only(&drafts, diags);
     GatewayOutput {
         drafts,
         state,
@@ -522,7 +528,7 @@ fn policy_ancestors(
     let mut out: BTreeMap<ObjectRef, Vec<ParentReference>> = BTreeMap::new();
     for (target, target_guards) in guards {
         let ancestors: Vec<ParentReference> = match target.kind.as_str() {
-            "HTTPRoute" => route_gateways.get(target).cloned().unwrap_or_default(),
+            "HTTPRoute" | "GRPCRoute" => route_gateways.get(target).cloned().unwrap_or_default(),
             "Gateway" if state.gateways.contains_key(target) => vec![ParentReference {
                 group: GATEWAY_GROUP.into(),
                 kind: "Gateway".into(),
@@ -859,9 +865,13 @@ fn compile_listener<'a>(
     let protocol_ok = accepted.ok;
     conditions.push(accepted);
     conditions.push(conflicted_condition(specs, i, hostname.as_deref()));
-    let route_kind = if passthrough { "TLSRoute" } else { "HTTPRoute" };
+    let route_kinds: &[&str] = if passthrough {
+        &["TLSRoute"]
+    } else {
+        ROUTE_KINDS
+    };
     let (kinds, kinds_ok) = if protocol_ok {
-        supported_kinds(spec, route_kind)
+        supported_kinds(spec, route_kinds)
     } else {
         (Vec::new(), true)
     };
@@ -871,7 +881,10 @@ fn compile_listener<'a>(
         Cond::no(
             "ResolvedRefs",
             "InvalidRouteKinds",
-            format!("allowedRoutes.kinds names kinds other than {route_kind}"),
+            format!(
+                "allowedRoutes.kinds names kinds other than {}",
+                route_kinds.join(" and ")
+            ),
         )
     };
     if tls && protocol_ok {
@@ -906,7 +919,7 @@ fn compile_listener<'a>(
         tls,
         passthrough,
         usable,
-        kinds_allow_routes: !kinds.is_empty(),
+        kinds: kinds.clone(),
         served_protocol,
         socket: None,
         siblings: Arc::default(),
@@ -1027,18 +1040,22 @@ fn gateway_programmed(gateway: &Gateway, any_programmed: bool) -> Cond {
     }
 }
 
-/// The route kinds a listener takes: the one of its protocol (`route_kind`) unless
-/// `allowedRoutes.kinds` says otherwise; false when it names a kind Portcullis cannot
-/// serve there.
-fn supported_kinds(spec: &GatewayListeners, route_kind: &str) -> (Vec<String>, bool) {
+/// The route kinds an HTTP or HTTPS listener takes unless `allowedRoutes.kinds` says
+/// otherwise.
+const ROUTE_KINDS: &[&str] = &["HTTPRoute", "GRPCRoute"];
+
+/// The route kinds a listener takes: those of its protocol (`route_kinds`) that
+/// `allowedRoutes.kinds` names (all when it names none); false when it names a kind
+/// Portcullis cannot serve there.
+fn supported_kinds(spec: &GatewayListeners, route_kinds: &[&str]) -> (Vec<String>, bool) {
     let Some(kinds) = spec.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) else {
-        return (vec![route_kind.into()], true);
+        return (route_kinds.iter().map(|k| (*k).to_owned()).collect(), true);
     };
     let mut supported = Vec::new();
     let mut all_ok = true;
     for k in kinds {
         let group = k.group.as_deref().unwrap_or(GATEWAY_GROUP);
-        if group == GATEWAY_GROUP && k.kind == route_kind {
+        if group == GATEWAY_GROUP && route_kinds.contains(&k.kind.as_str()) {
             if !supported.contains(&k.kind) {
                 supported.push(k.kind.clone());
             }
@@ -1166,10 +1183,9 @@ pub(super) fn attach<'l, 'a>(
             format!("no listener of the {kind} has this sectionName and port"),
         );
     }
-    let passthrough = route.kind == "TLSRoute";
     let allowed: Vec<&Listener> = named
         .into_iter()
-        .filter(|l| l.passthrough == passthrough && l.kinds_allow_routes)
+        .filter(|l| l.kinds.contains(&route.kind))
         .filter(|l| namespace_allowed(l, &route.namespace, labels))
         .collect();
     if allowed.is_empty() {
@@ -2065,7 +2081,10 @@ pub(super) fn backend_ref(
         ));
         Cond::no("ResolvedRefs", "UnsupportedValue", message)
     })?;
-    let from = super::backend_protocol::ProtocolFrom::AppProtocol;
+    let from = match obj.kind.as_str() {
+        "GRPCRoute" => super::backend_protocol::ProtocolFrom::Grpc,
+        _ => super::backend_protocol::ProtocolFrom::AppProtocol,
+    };
     let resolved = upstreams.resolve(index, ns, &backend, from, obj, field, diags);
     Ok(match edits {
         Some(headers) => Backend::Edited {

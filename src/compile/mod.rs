@@ -19,6 +19,7 @@ mod cookie_domain;
 mod gateway;
 pub mod gateway_addresses;
 mod listener_set;
+pub mod grpc_route;
 pub mod mtls;
 pub mod path_pattern;
 mod precedence;
@@ -214,8 +215,11 @@ fn route_requirements(
     let ingresses = ingresses.iter().map(|i| (ingress_ref(i), &i.metadata));
     let routes =
         (objects.http_routes.iter()).map(|r| (meta_ref("HTTPRoute", &r.metadata), &r.metadata));
+    let grpc_routes =
+        (objects.grpc_routes.iter()).map(|r| (meta_ref("GRPCRoute", &r.metadata), &r.metadata));
     ingresses
         .chain(routes)
+        .chain(grpc_routes)
         .map(|(object, meta)| (object, required::requirement(meta.annotations.as_ref())))
         .collect()
 }
@@ -1158,6 +1162,8 @@ pub fn summary(snapshot: &Snapshot) -> BTreeMap<&'static str, usize> {
 mod alb_routing_tests;
 #[cfg(test)]
 mod gateway_tests;
+#[cfg(test)]
+mod grpc_route_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -816,7 +816,9 @@ impl RouteTable {
                 .get(suffix)
                 .into_iter()
                 .flatten()
-                .filter(move |r| depth == 0 || r.ingress.kind == "HTTPRoute")
+                .filter(move |r| {
+                    depth == 0 || matches!(r.ingress.kind.as_str(), "HTTPRoute" | "GRPCRoute")
+                })
         });
         self.exact
             .get(host)

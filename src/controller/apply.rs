@@ -223,6 +223,11 @@ impl Worker {
                             Api::namespaced(self.client.clone(), &object.namespace);
                         api.patch_status(&object.name, &apply, &patch).await?;
                     }
+                    "GRPCRoute" => {
+                        let api: Api<gateway_api::grpcroutes::GrpcRoute> =
+                            Api::namespaced(self.client.clone(), &object.namespace);
+                        api.patch_status(&object.name, &apply, &patch).await?;
+                    }
                     _ => {
                         let api: Api<gateway_api::httproutes::HttpRoute> =
                             Api::namespaced(self.client.clone(), &object.namespace);

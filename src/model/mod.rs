@@ -57,7 +57,7 @@ pub const MAX_EXTRA_PARAMS: usize = 10;
     "message": "set spec.oidc (browser logins), spec.bearer (API tokens), or both"
 }]))]
 pub struct AuthRuleSpec {
-    /// The Ingresses, HTTPRoutes and Gateways in this namespace whose routes this rule
+    /// The Ingresses, HTTPRoutes, GRPCRoutes and Gateways in this namespace whose routes this rule
     /// guards (1 to 16).
     #[schemars(length(min = 1, max = 16))]
     pub target_refs: Vec<TargetRef>,
@@ -323,33 +323,34 @@ impl LogoutSpec {
     }
 }
 
-/// An Ingress, HTTPRoute or Gateway, in the AuthRule's namespace, that the rule guards.
+/// An Ingress, HTTPRoute, GRPCRoute or Gateway, in the AuthRule's namespace, that the
+/// rule guards.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "(self.group == 'networking.k8s.io' && self.kind == 'Ingress') || (self.group == 'gateway.networking.k8s.io' && (self.kind == 'HTTPRoute' || self.kind == 'Gateway'))",
-        "message": "targets are Ingresses (group networking.k8s.io), HTTPRoutes or Gateways (group gateway.networking.k8s.io)"
+        "rule": "(self.group == 'networking.k8s.io' && self.kind == 'Ingress') || (self.group == 'gateway.networking.k8s.io' && (self.kind == 'HTTPRoute' || self.kind == 'GRPCRoute' || self.kind == 'Gateway'))",
+        "message": "targets are Ingresses (group networking.k8s.io), HTTPRoutes, GRPCRoutes or Gateways (group gateway.networking.k8s.io)"
     },
     {
         "rule": "!has(self.sectionName) || self.kind != 'Ingress'",
-        "message": "sectionName names a rule of an HTTPRoute or a listener of a Gateway; an Ingress has none"
+        "message": "sectionName names a rule of an HTTPRoute or GRPCRoute or a listener of a Gateway; an Ingress has none"
     }
 ]))]
 pub struct TargetRef {
     /// API group of the target: `networking.k8s.io` for an Ingress,
-    /// `gateway.networking.k8s.io` for an HTTPRoute or a Gateway.
+    /// `gateway.networking.k8s.io` for an HTTPRoute, a GRPCRoute or a Gateway.
     #[serde(default = "default_target_group")]
     pub group: String,
-    /// Kind of the target: `Ingress`, `HTTPRoute` (its rules) or `Gateway` (every
-    /// route attached to it).
+    /// Kind of the target: `Ingress`, `HTTPRoute` or `GRPCRoute` (its rules) or
+    /// `Gateway` (every route attached to it).
     #[serde(default = "default_target_kind")]
     pub kind: String,
     /// Name of the target, in the AuthRule's namespace.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    /// For an HTTPRoute, the `name` of one of its rules; for a Gateway, the name of
-    /// one listener. Unset: the whole object.
+    /// For an HTTPRoute or GRPCRoute, the `name` of one of its rules; for a Gateway,
+    /// the name of one listener. Unset: the whole object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub section_name: Option<String>,

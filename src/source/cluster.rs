@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::StreamExt;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
+use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::listenersets::ListenerSet;
 use gateway_api::referencegrants::ReferenceGrant;
@@ -75,6 +76,8 @@ struct GatewayStores {
     classes: Store<GatewayClass>,
     gateways: Store<Gateway>,
     routes: Store<HttpRoute>,
+    /// Watched only when the API server serves GRPCRoutes (CRDs before v1.1 do not).
+    grpc_routes: Option<Store<GrpcRoute>>,
     grants: Store<ReferenceGrant>,
     namespaces: Store<Namespace>,
     /// Watched only when the API server serves TLSRoutes (their CRD is optional).
@@ -86,6 +89,7 @@ struct GatewayStores {
 /// What of Gateway API the API server serves, beyond the kinds every install has.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GatewayApi {
+    pub grpc_routes: bool,
     pub tls_routes: bool,
     pub listener_sets: bool,
 }
@@ -107,6 +111,7 @@ pub async fn gateway_api_installed(client: &Client) -> Option<GatewayApi> {
     .iter()
     .all(|name| served(name))
     .then(|| GatewayApi {
+        grpc_routes: served("grpcroutes"),
         tls_routes: served("tlsroutes"),
         listener_sets: served("listenersets"),
     })
@@ -147,6 +152,9 @@ impl ClusterSource {
                 classes: reflect("GatewayClass", Api::all(client.clone()), &changed),
                 gateways: reflect("Gateway", Api::all(client.clone()), &changed),
                 routes: reflect("HTTPRoute", Api::all(client.clone()), &changed),
+                grpc_routes: served
+                    .grpc_routes
+                    .then(|| reflect("GRPCRoute", Api::all(client.clone()), &changed)),
                 grants: reflect("ReferenceGrant", Api::all(client.clone()), &changed),
                 namespaces: reflect("Namespace", Api::all(client.clone()), &changed),
                 tls_routes: served
@@ -188,6 +196,9 @@ impl ClusterSource {
             let _ = g.classes.wait_until_ready().await;
             let _ = g.gateways.wait_until_ready().await;
             let _ = g.routes.wait_until_ready().await;
+            if let Some(grpc_routes) = &g.grpc_routes {
+                let _ = grpc_routes.wait_until_ready().await;
+            }
             let _ = g.grants.wait_until_ready().await;
             let _ = g.namespaces.wait_until_ready().await;
             if let Some(tls_routes) = &g.tls_routes {
@@ -214,6 +225,7 @@ impl ClusterSource {
             objects.gateway_classes = g.classes.state();
             objects.gateways = g.gateways.state();
             objects.http_routes = g.routes.state();
+            objects.grpc_routes = g.grpc_routes.as_ref().map(Store::state).unwrap_or_default();
             objects.reference_grants = g.grants.state();
             objects.namespaces = g.namespaces.state();
             objects.tls_routes = g.tls_routes.as_ref().map(Store::state).unwrap_or_default();

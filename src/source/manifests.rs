@@ -311,8 +311,8 @@ fn is_read(group: &str, kind: &str) -> bool {
             | ("", "Secret" | "ConfigMap" | "Service" | "Namespace")
             | (
                 GATEWAY_GROUP,
-                "GatewayClass" | "Gateway" | "HTTPRoute" | "TLSRoute" | "ReferenceGrant"
-                    | "ListenerSet"
+                "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "TLSRoute"
+                    | "ReferenceGrant" | "ListenerSet"
             )
             | ("discovery.k8s.io", "EndpointSlice")
     ) || (group, kind) == (crate::model::GROUP, "AuthRule")
@@ -414,6 +414,12 @@ fn store(objects: &mut Objects, group: &str, kind: &str, doc: Value, object: Obj
         ),
         (GATEWAY_GROUP, "ListenerSet") => push(
             &mut objects.listener_sets,
+            doc,
+            &object,
+            &mut objects.diagnostics,
+        ),
+        (GATEWAY_GROUP, "GRPCRoute") => push(
+            &mut objects.grpc_routes,
             doc,
             &object,
             &mut objects.diagnostics,

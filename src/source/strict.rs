@@ -148,6 +148,8 @@ pub fn schema_for(kind: &str) -> Option<&'static Schema> {
         LazyLock::new(Schema::of::<gateway_api::httproutes::HttpRoute>);
     static TLS_ROUTE: LazyLock<Schema> =
         LazyLock::new(Schema::of::<gateway_api::tlsroutes::TlsRoute>);
+    static GRPC_ROUTE: LazyLock<Schema> =
+        LazyLock::new(Schema::of::<gateway_api::grpcroutes::GrpcRoute>);
     static REFERENCE_GRANT: LazyLock<Schema> =
         LazyLock::new(Schema::of::<gateway_api::referencegrants::ReferenceGrant>);
     static LISTENER_SET: LazyLock<Schema> =
@@ -164,6 +166,7 @@ pub fn schema_for(kind: &str) -> Option<&'static Schema> {
         "Gateway" => &GATEWAY,
         "HTTPRoute" => &HTTP_ROUTE,
         "TLSRoute" => &TLS_ROUTE,
+        "GRPCRoute" => &GRPC_ROUTE,
         "ReferenceGrant" => &REFERENCE_GRANT,
         "ListenerSet" => &LISTENER_SET,
         _ => return None,

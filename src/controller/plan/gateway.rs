@@ -34,6 +34,8 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteBackendProtocolWebSocket",
     "GatewayHTTPListenerIsolation",
     "ListenerSet",
+    "GRPCRoute",
+    "GRPCRouteNamedRouteRule",
 ];
 
 /// Features served only when Gateways have addresses of their own
@@ -126,35 +128,35 @@ pub fn plan(input: &Inputs<'_>, addresses: &[(String, String)]) -> Vec<Write> {
             current,
         ));
     }
-    for route in &input.objects.http_routes {
-        let object = crate::compile::meta_ref("HTTPRoute", &route.metadata);
-        let Some(rs) = state.routes.get(&object) else {
-            continue;
-        };
-        let current = route
-            .status
-            .as_ref()
-            .and_then(|s| serde_json::to_value(s).ok());
-        let status = route_status(rs, &object, current.as_ref(), input.now);
-        writes.extend(write_if_changed(
-            input,
-            object,
+    let http = (input.objects.http_routes.iter()).map(|r| {
+        (
             "HTTPRoute",
-            status,
-            current,
-        ));
-    }
-    for route in &input.objects.tls_routes {
-        let object = crate::compile::meta_ref("TLSRoute", &route.metadata);
+            &r.metadata,
+            r.status.as_ref().map(serde_json::to_value),
+        )
+    });
+    let grpc = (input.objects.grpc_routes.iter()).map(|r| {
+        (
+            "GRPCRoute",
+            &r.metadata,
+            r.status.as_ref().map(serde_json::to_value),
+        )
+    });
+    let tls = (input.objects.tls_routes.iter()).map(|r| {
+        (
+            "TLSRoute",
+            &r.metadata,
+            r.status.as_ref().map(serde_json::to_value),
+        )
+    });
+    for (kind, meta, current) in http.chain(grpc).chain(tls) {
+        let object = crate::compile::meta_ref(kind, meta);
         let Some(rs) = state.routes.get(&object) else {
             continue;
         };
-        let current = route
-            .status
-            .as_ref()
-            .and_then(|s| serde_json::to_value(s).ok());
+        let current = current.and_then(Result::ok);
         let status = route_status(rs, &object, current.as_ref(), input.now);
-        writes.extend(write_if_changed(input, object, "TLSRoute", status, current));
+        writes.extend(write_if_changed(input, object, kind, status, current));
     }
     writes
 }

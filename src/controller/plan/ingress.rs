@@ -64,6 +64,14 @@ fn route_reference(objects: &Objects, object: &ObjectRef) -> Option<ObjectRefere
                 .find(|r| same(&r.metadata))?
                 .metadata,
         ),
+        "GRPCRoute" => (
+            "gateway.networking.k8s.io/v1",
+            &objects
+                .grpc_routes
+                .iter()
+                .find(|r| same(&r.metadata))?
+                .metadata,
+        ),
         _ => return None,
     };
     Some(ObjectReference {
