@@ -183,6 +183,7 @@ pub(super) fn compile(
         grants: &grants,
         labels: &labels,
         sets: &sets,
+        own_addresses: options.gateway_addresses.is_some(),
     };
     let mut listeners = compile_gateways(objects, &mut state, &context, certs, options, diags);
     share_siblings(&mut listeners, options.gateway_addresses.is_some());
@@ -315,6 +316,8 @@ struct GatewayContext<'c, 'a> {
     labels: &'c HashMap<&'c str, &'c BTreeMap<String, String>>,
     /// The ListenerSets naming each Gateway as their parent, in merge order.
     sets: &'a HashMap<ObjectRef, Vec<SetListeners<'a>>>,
+    /// Gateways get addresses of their own (`--gateway-addresses`).
+    own_addresses: bool,
 }
 
 /// The Gateways of our classes, oldest first, their state recorded in `state`; the
@@ -649,6 +652,7 @@ fn compile_set<'a>(
             context.index,
             context.grants,
             table,
+            context.own_addresses,
             diags,
         );
         listener.gateway = gateway.clone();
