@@ -325,6 +325,91 @@ fn the_charts_service_account_tokens_land_where_authrules_of_their_namespaces_re
     assert!(refused.unwrap_err().contains("namespaces"));
 }
 
+/// Gateways with addresses of their own: the pods bind them in the node's network, and
+/// with shared ports the Service publishes the listeners' ports.
+#[test]
+fn the_charts_gateway_listeners_reach_the_pods() {
+    let deployment = |docs: &[Value]| of_kind(docs, "Deployment").unwrap().clone();
+    let args = |d: &Value| -> Vec<String> {
+        d["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let shared = deployment(&helm_template(&[]));
+    assert!(
+        !args(&shared)
+            .iter()
+            .any(|a| a.starts_with("--gateway-addresses"))
+    );
+    assert!(
+        shared["spec"]["template"]["spec"]
+            .get("hostNetwork")
+            .is_none()
+    );
+
+    let refused = helm_template_result(&["gatewayAddresses=10.9.0.0/24"]).unwrap_err();
+    assert!(refused.contains("hostNetwork"), "{refused}");
+    assert!(helm_template_result(&["gatewayAddresses=10.9.0.0", "hostNetwork=true"]).is_err());
+
+    let own = deployment(&helm_template(&[
+        "gatewayAddresses=10.9.0.0/24",
+        "hostNetwork=true",
+    ]));
+    assert!(args(&own).contains(&"--gateway-addresses=10.9.0.0/24".to_owned()));
+    let pod = &own["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
+    // The node's ports: a replacement cannot start beside the pod it replaces.
+    assert_eq!(own["spec"]["strategy"]["rollingUpdate"]["maxSurge"], 0);
+    // The address must be parsed by the flag as the chart writes it.
+    let flag = args(&own)
+        .into_iter()
+        .find_map(|a| a.strip_prefix("--gateway-addresses=").map(str::to_owned))
+        .unwrap();
+    assert!(flag.parse::<ipnet::IpNet>().is_ok());
+
+    let docs = helm_template(&[
+        "service.listenerPorts[0].port=8080",
+        "service.listenerPorts[0].protocol=HTTP",
+        "service.listenerPorts[1].port=9443",
+        "service.listenerPorts[1].protocol=HTTPS",
+    ]);
+    let service = docs
+        .iter()
+        .find(|d| d["kind"] == "Service" && d["spec"]["type"] == "LoadBalancer")
+        .unwrap();
+    let ports: Vec<(u64, &str)> = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["port"].as_u64().unwrap(),
+                p["targetPort"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            (80, "http"),
+            (443, "https"),
+            (8080, "http"),
+            (9443, "https")
+        ]
+    );
+    assert!(
+        helm_template_result(&[
+            "service.listenerPorts[0].port=8080",
+            "service.listenerPorts[0].protocol=TCP",
+        ])
+        .is_err()
+    );
+}
+
 fn leaves(prefix: &str, values: &Value, out: &mut BTreeMap<String, Value>) {
     for (key, value) in values.as_object().unwrap() {
         let path = format!("{prefix}{key}");
