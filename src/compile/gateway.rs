@@ -302,6 +302,13 @@ fn compile_gateways<'a>(
             )),
             Some(address) => own_address(&mut gw_state, &mut gw_listeners, address),
         }
+        if let Some((refusal, diagnostic)) =
+            super::gateway_infrastructure::parameters_refusal(&obj, gateway)
+        {
+            diags.push(diagnostic);
+            gw_listeners.iter_mut().for_each(|l| l.usable = false);
+            super::gateway_infrastructure::refuse(&mut gw_state, refusal);
+        }
         state.gateways.insert(obj.clone(), gw_state);
         listeners.insert(obj, gw_listeners);
     }

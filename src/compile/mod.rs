@@ -18,6 +18,7 @@ mod client_credential;
 mod cookie_domain;
 mod gateway;
 pub mod gateway_addresses;
+mod gateway_infrastructure;
 pub mod mtls;
 pub mod path_pattern;
 mod precedence;
