@@ -460,8 +460,8 @@ async fn the_gateway_api_conformance_suite_passes_its_listed_tests() {
     // PORTCULLIS_CONFORMANCE: test names joined by `|`; the whole profile when unset.
     let chosen = std::env::var("PORTCULLIS_CONFORMANCE").ok();
     let run = match chosen.as_deref() {
-        Some(names) => format!("TestConformance/^({names})$"),
-        None => "TestConformance".to_owned(),
+        Some(names) => format!("^TestConformance$/^({names})$"),
+        None => "^TestConformance$".to_owned(),
     };
     // Claimed features come from the GatewayClass status (the suite reads them there);
     // PORTCULLIS_CONFORMANCE_FEATURES adds some for one run.

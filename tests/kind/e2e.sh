@@ -211,7 +211,7 @@ if [[ "${CONFORMANCE:-}" == 1 ]]; then
   docker cp "$suite/conformance.test" "$node:/usr/local/bin/conformance.test"
   status=0
   docker exec -e KUBECONFIG=/etc/kubernetes/admin.conf "$node" conformance.test \
-    -test.run TestConformance -test.v -test.timeout 60m \
+    -test.run '^TestConformance$' -test.v -test.timeout 60m \
     -gateway-class portcullis -allow-crds-mismatch -conformance-profiles GATEWAY-HTTP \
     -cleanup-base-resources=false \
     -usable-address "${gateway_range%.0/24}.250" -unusable-address 198.51.100.7 \
