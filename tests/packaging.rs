@@ -338,7 +338,7 @@ fn the_kind_conformance_run_installs_gateways_with_addresses_of_their_own() {
     let sets: Vec<String> = block
         .split("--set ")
         .skip(1)
-        .map(|s| s.trim().trim_matches('"').replace("$gateway_range", &range))
+        .map(|s| s.trim().trim_matches('"').replace("$gateway_range", range))
         .collect();
     let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
     assert!(sets.contains(&"hostNetwork=true"), "{sets:?}");

@@ -21,12 +21,13 @@ pub fn parameters_refusal(obj: &ObjectRef, gateway: &Gateway) -> Option<(Cond, D
         .as_ref()?;
     let group = if r.group.is_empty() { "core" } else { &r.group };
     let message = format!(
-        "spec.infrastructure.parametersRef names {} {} (group {group}), which Portcullis cannot resolve: it takes no parameters resource",
+        "names {} {} (group {group}), which Portcullis cannot resolve: it has no parameters resource",
         r.kind, r.name
     );
+    let field = "spec.infrastructure.parametersRef";
     let diagnostic = Diagnostic::error(
         obj,
-        "spec.infrastructure.parametersRef",
+        field,
         "InvalidParameters",
         message.clone(),
         "remove spec.infrastructure.parametersRef; Portcullis is configured by its flags and the chart's values".into(),
@@ -35,7 +36,7 @@ pub fn parameters_refusal(obj: &ObjectRef, gateway: &Gateway) -> Option<(Cond, D
         kind: "Accepted",
         ok: false,
         reason: "InvalidParameters".into(),
-        message,
+        message: format!("{field} {message}"),
     };
     Some((cond, diagnostic))
 }
