@@ -325,6 +325,140 @@ fn the_charts_service_account_tokens_land_where_authrules_of_their_namespaces_re
     assert!(refused.unwrap_err().contains("namespaces"));
 }
 
+/// `CONFORMANCE=1 tests/kind/e2e.sh` installs the chart as it says (kind cannot run
+/// here): the values it sets render a controller that opens each Gateway's listeners
+/// at an address of the node's network, and the suite gets the flags and the passing
+/// list the local run uses.
+#[test]
+fn the_kind_conformance_run_installs_gateways_with_addresses_of_their_own() {
+    let script = read("tests/kind/e2e.sh");
+    let range = after(&script, "readonly gateway_range=");
+    let block = &script[script.find("  gateway_args=(--set").expect("gateway_args")..];
+    let block = &block[..block.find(")\n").unwrap()];
+    let sets: Vec<String> = block
+        .split("--set ")
+        .skip(1)
+        .map(|s| s.trim().trim_matches('"').replace("$gateway_range", range))
+        .collect();
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    assert!(sets.contains(&"hostNetwork=true"), "{sets:?}");
+    let docs = helm_template(&sets);
+    let deployment = of_kind(&docs, "Deployment").unwrap();
+    assert_eq!(
+        deployment["spec"]["replicas"], 1,
+        "the node's ports hold one"
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    let args = pod["containers"][0]["args"].as_array().unwrap();
+    assert!(args.contains(&Value::from(format!("--gateway-addresses={range}"))));
+    assert!(of_kind(&docs, "GatewayClass").is_some());
+    let net: ipnet::IpNet = range.parse().unwrap();
+    assert!(net.addr().is_loopback(), "the node's own loopback range");
+
+    let local = read("tests/conformance.rs");
+    for flag in [
+        "-conformance-profiles GATEWAY-HTTP",
+        "-allow-crds-mismatch",
+        "-cleanup-base-resources=false",
+        "-unusable-address 198.51.100.7",
+    ] {
+        let (name, value) = flag.split_once(' ').unwrap_or((flag, ""));
+        assert!(script.contains(flag), "e2e.sh passes {flag}");
+        assert!(
+            local.contains(&format!("\"{name}\"")) && local.contains(value),
+            "tests/conformance.rs passes {flag}"
+        );
+    }
+    assert!(script.contains("-usable-address \"${gateway_range%.0/24}.250\""));
+    assert!(script.contains("done <tests/gateway/conformance-passing.txt"));
+}
+
+/// Gateways with addresses of their own: the pods bind them in the node's network, and
+/// with shared ports the Service publishes the listeners' ports.
+#[test]
+fn the_charts_gateway_listeners_reach_the_pods() {
+    let deployment = |docs: &[Value]| of_kind(docs, "Deployment").unwrap().clone();
+    let args = |d: &Value| -> Vec<String> {
+        d["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let shared = deployment(&helm_template(&[]));
+    assert!(
+        !args(&shared)
+            .iter()
+            .any(|a| a.starts_with("--gateway-addresses"))
+    );
+    assert!(
+        shared["spec"]["template"]["spec"]
+            .get("hostNetwork")
+            .is_none()
+    );
+
+    let refused = helm_template_result(&["gatewayAddresses=10.9.0.0/24"]).unwrap_err();
+    assert!(refused.contains("hostNetwork"), "{refused}");
+    assert!(helm_template_result(&["gatewayAddresses=10.9.0.0", "hostNetwork=true"]).is_err());
+
+    let own = deployment(&helm_template(&[
+        "gatewayAddresses=10.9.0.0/24",
+        "hostNetwork=true",
+    ]));
+    assert!(args(&own).contains(&"--gateway-addresses=10.9.0.0/24".to_owned()));
+    let pod = &own["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
+    // The node's ports: a replacement cannot start beside the pod it replaces.
+    assert_eq!(own["spec"]["strategy"]["rollingUpdate"]["maxSurge"], 0);
+    // The address must be parsed by the flag as the chart writes it.
+    let flag = args(&own)
+        .into_iter()
+        .find_map(|a| a.strip_prefix("--gateway-addresses=").map(str::to_owned))
+        .unwrap();
+    assert!(flag.parse::<ipnet::IpNet>().is_ok());
+
+    let docs = helm_template(&[
+        "service.listenerPorts[0].port=8080",
+        "service.listenerPorts[0].protocol=HTTP",
+        "service.listenerPorts[1].port=9443",
+        "service.listenerPorts[1].protocol=HTTPS",
+    ]);
+    let service = docs
+        .iter()
+        .find(|d| d["kind"] == "Service" && d["spec"]["type"] == "LoadBalancer")
+        .unwrap();
+    let ports: Vec<(u64, &str)> = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["port"].as_u64().unwrap(),
+                p["targetPort"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            (80, "http"),
+            (443, "https"),
+            (8080, "http"),
+            (9443, "https")
+        ]
+    );
+    assert!(
+        helm_template_result(&[
+            "service.listenerPorts[0].port=8080",
+            "service.listenerPorts[0].protocol=TCP",
+        ])
+        .is_err()
+    );
+}
+
 fn leaves(prefix: &str, values: &Value, out: &mut BTreeMap<String, Value>) {
     for (key, value) in values.as_object().unwrap() {
         let path = format!("{prefix}{key}");

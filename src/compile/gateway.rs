@@ -358,6 +358,12 @@ fn compile_gateways<'a>(
             )),
             Some(address) => own_address(&mut gw_state, &mut gw_listeners, address),
         }
+        let refusal = super::gateway_infrastructure::parameters_refusal(&obj, gateway);
+        if let Some((refusal, diagnostic)) = &refusal {
+            diags.push(diagnostic.clone());
+            gw_listeners.iter_mut().for_each(|l| l.usable = false);
+            super::gateway_infrastructure::refuse(&mut gw_state, refusal.clone());
+        }
         let sets = context
             .sets
             .get(&obj)
@@ -374,6 +380,13 @@ fn compile_gateways<'a>(
             &mut state.listener_sets,
             diags,
         );
+        let mut set_listeners = set_listeners;
+        if refusal.is_some() {
+            // A refused Gateway serves nothing, the listeners its ListenerSets add neither.
+            (set_listeners.iter_mut())
+                .flat_map(|(_, ls)| ls.iter_mut())
+                .for_each(|l| l.usable = false);
+        }
         listeners.extend(set_listeners);
         state.gateways.insert(obj.clone(), gw_state);
         listeners.insert(obj, gw_listeners);

@@ -20,6 +20,7 @@ mod gateway;
 pub mod gateway_addresses;
 mod listener_set;
 pub mod grpc_route;
+mod gateway_infrastructure;
 pub mod mtls;
 pub mod path_pattern;
 mod precedence;
