@@ -115,7 +115,10 @@ fn a_set_gets_its_status_and_the_gateway_counts_it_once_written() {
     assert_eq!(listener["attachedRoutes"], 1);
     assert_eq!(
         listener["supportedKinds"],
-        serde_json::json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}])
+        serde_json::json!([
+            {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
+            {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"}
+        ])
     );
     assert_eq!(
         condition(&listener["conditions"], "Conflicted"),
