@@ -49,7 +49,7 @@ fn committed_crd_matches_the_rust_types() {
         "crds/authrule.yaml is stale: run `cargo run -- crd > crds/authrule.yaml`"
     );
     assert!(
-        generated.contains("HTTPRoutes and Gateways in this namespace whose routes this rule"),
+        generated.contains("GRPCRoutes and Gateways in this namespace whose"),
         "field docs become kubectl explain text"
     );
     assert!(

@@ -57,8 +57,8 @@ pub const MAX_EXTRA_PARAMS: usize = 10;
     "message": "set spec.oidc (browser logins), spec.bearer (API tokens), or both"
 }]))]
 pub struct AuthRuleSpec {
-    /// The Ingresses, HTTPRoutes, GRPCRoutes and Gateways in this namespace whose routes this rule
-    /// guards (1 to 16).
+    /// The Ingresses, HTTPRoutes, GRPCRoutes and Gateways in this namespace whose
+    /// routes this rule guards (1 to 16).
     #[schemars(length(min = 1, max = 16))]
     pub target_refs: Vec<TargetRef>,
 
