@@ -944,8 +944,9 @@ pub(super) struct Attachment<'l, 'a> {
     pub(super) places: Vec<(&'l Listener<'a>, Vec<Option<String>>)>,
 }
 
-/// How one parentRef of a route of `route.kind` attaches: HTTPRoutes to HTTP and
-/// HTTPS listeners, TLSRoutes to passthrough ones.
+/// How one parentRef of a route of `route.kind` attaches (HTTPRoutes to HTTP and
+/// HTTPS listeners, TLSRoutes to passthrough ones): `None` when the parent is not a
+/// Gateway of Portcullis's (its status is another controller's to write).
 pub(super) fn attach<'l, 'a>(
     route: &ObjectRef,
     parent: &HttpRouteParentRefs,
