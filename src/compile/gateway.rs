@@ -1159,9 +1159,9 @@ pub(super) struct Attachment<'l, 'a> {
     pub(super) places: Vec<(&'l Listener<'a>, Vec<Option<String>>)>,
 }
 
-/// How one parentRef of a route of `route.kind` attaches: HTTPRoutes to HTTP and
-/// HTTPS listeners, TLSRoutes to passthrough ones. `None` when the parent is not a
-/// Gateway of Portcullis's, or a ListenerSet naming one (its status is another
+/// How one parentRef of a route of `route.kind` attaches (HTTPRoutes and GRPCRoutes to
+/// HTTP and HTTPS listeners, TLSRoutes to passthrough ones): `None` when the parent is
+/// not a Gateway of Portcullis's, or a ListenerSet naming one (its status is another
 /// controller's to write). A Gateway parent means the Gateway's own listeners, a
 /// ListenerSet parent that set's.
 pub(super) fn attach<'l, 'a>(
