@@ -617,6 +617,7 @@ fn compile_listener_sets<'a>(
         let labels = context.labels.get(set.obj.namespace.as_str()).copied();
         let (standing, listeners, listener_states) =
             if !listener_set::admits(allowed, &obj.namespace, &set.obj.namespace, labels) {
+                diags.push(listener_set::not_allowed(&set.obj, obj));
                 (Standing::NotAllowed, Vec::new(), Vec::new())
             } else if !accepted {
                 (Standing::ParentNotAccepted, Vec::new(), Vec::new())
@@ -673,6 +674,7 @@ fn compile_set<'a>(
         listener.usable = match &conflict {
             Some((why, with)) => {
                 listener_set::conflicted(&mut state.conditions, *why, with);
+                diags.push(listener_set::lost(&set.obj, i, spec, *why, with));
                 false
             }
             None => {

@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
 use super::gateway::{Cond, ListenerState};
 use super::{age_key, meta_ref, normalize_host};
-use crate::diagnostics::ObjectRef;
+use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::model::GATEWAY_GROUP;
 
 /// What a ListenerSet's status says.
@@ -195,6 +195,47 @@ pub fn not_conflicted(conditions: &mut [Cond]) {
     for c in conditions.iter_mut().filter(|c| c.kind == "Conflicted") {
         *c = cond("Conflicted", false, "NoConflicts", String::new());
     }
+}
+
+/// The warning for a set its Gateway does not admit: it serves nothing.
+pub fn not_allowed(set: &ObjectRef, gateway: &ObjectRef) -> Diagnostic {
+    Diagnostic::warning(
+        set,
+        "spec.parentRef",
+        "ListenerSetNotAllowed",
+        format!(
+            "{gateway} does not admit ListenerSets of namespace {}: its listeners are not served",
+            set.namespace
+        ),
+        format!(
+            "set spec.allowedListeners.namespaces on {gateway} (from: Same, Selector or All) to admit namespace {}",
+            set.namespace
+        ),
+    )
+}
+
+/// The warning for listener `i` of a set, which lost its place to `with`.
+pub fn lost(
+    set: &ObjectRef,
+    i: usize,
+    spec: &GatewayListeners,
+    conflict: Conflict,
+    with: &str,
+) -> Diagnostic {
+    let (what, fix) = match conflict {
+        Conflict::Protocol => ("port with another protocol", "use another port"),
+        Conflict::Hostname => ("port and hostname", "use another hostname or port"),
+    };
+    Diagnostic::warning(
+        set,
+        &format!("spec.listeners[{i}]"),
+        conflict.reason(),
+        format!(
+            "listener {} is not served: {with}, merged before it, holds its {what}",
+            spec.name
+        ),
+        format!("{fix}; the Gateway's own listeners come first, then older ListenerSets"),
+    )
 }
 
 /// Where a ListenerSet stands with its parent Gateway.

@@ -132,6 +132,26 @@ fn listeners_merge_after_the_gateways_own_and_older_sets_win_conflicts() {
         set_conditions(&c, "infra", "outsider"),
         ["Accepted=false/NotAllowed", "Programmed=false/NotAllowed"]
     );
+    // `check` says which listener lost to which, and which set is not admitted.
+    let said: Vec<(String, &str, &str)> = (c.diagnostics.iter())
+        .filter(|d| d.object.kind == "ListenerSet")
+        .map(|d| (d.object.name.clone(), d.field.as_str(), d.reason))
+        .collect();
+    assert!(said.contains(&("first".into(), "spec.listeners[1]", "ProtocolConflict")));
+    assert!(said.contains(&("first".into(), "spec.listeners[2]", "HostnameConflict")));
+    assert!(said.contains(&("second".into(), "spec.listeners[0]", "HostnameConflict")));
+    assert!(said.contains(&("outsider".into(), "spec.parentRef", "ListenerSetNotAllowed")));
+    let lost = c
+        .diagnostics
+        .iter()
+        .find(|d| d.object.name == "second")
+        .unwrap();
+    assert!(
+        lost.message
+            .contains("listener shop of ListenerSet teams/first"),
+        "{}",
+        lost.message
+    );
 }
 
 fn routed() -> Compiled {
