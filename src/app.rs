@@ -239,7 +239,16 @@ pub async fn run_in_cluster(args: RunArgs) -> anyhow::Result<()> {
             "Gateway API CRDs are not installed (gateway.networking.k8s.io/v1 does not serve httproutes, gateways, gatewayclasses and referencegrants): only Ingresses are served; install the standard CRDs and restart Portcullis to serve Gateways and HTTPRoutes"
         );
     }
-    let source = ClusterSource::start(client.clone(), gateway_api);
+    let mut source = ClusterSource::start(client.clone(), gateway_api);
+    if gateway_api {
+        if portcullis::source::cluster::served(&client, "backendtlspolicies").await {
+            source.watch_backend_tls_policies(client.clone());
+        } else {
+            tracing::warn!(
+                "the BackendTLSPolicy CRD is not installed: HTTPRoutes reach Services in the clear; install it and restart Portcullis to serve BackendTLSPolicies"
+            );
+        }
+    }
     let shutdown = stop_on_signal();
     let (published, watch_published) = tokio::sync::watch::channel(None);
     tokio::spawn(watch_cluster(

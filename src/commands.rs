@@ -96,7 +96,10 @@ pub async fn diagnose(args: DiagnoseArgs) -> anyhow::Result<ExitCode> {
             .await
             .context("no -f given, and no cluster to read (in-cluster config or KUBECONFIG)")?;
         let gateway_api = portcullis::source::cluster::gateway_api_installed(&client).await;
-        let source = ClusterSource::start(client, gateway_api);
+        let mut source = ClusterSource::start(client.clone(), gateway_api);
+        if gateway_api && portcullis::source::cluster::served(&client, "backendtlspolicies").await {
+            source.watch_backend_tls_policies(client);
+        }
         tokio::time::timeout(Duration::from_secs(30), source.wait_until_ready())
             .await
             .context("the cluster's objects could not be listed within 30 s")?;

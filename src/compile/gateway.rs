@@ -21,6 +21,9 @@ use gateway_api::httproutes::{
 use k8s_openapi::api::networking::v1::{IngressBackend, IngressServiceBackend, ServiceBackendPort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
+use super::backend_client::{gateway_backend_client, route_backend_client};
+use super::backend_protocol::BackendClient;
+use super::backend_tls_policy::PolicyState;
 use super::backends::{Index, UpstreamCache};
 use super::gateway_addresses::Assigner;
 use super::snapshot::{
@@ -73,6 +76,8 @@ pub struct GatewayApiState {
     /// Gateways get addresses of their own (`--gateway-addresses`), so listeners of
     /// any port are served as such.
     pub own_addresses: bool,
+    /// Per BackendTLSPolicy: its conditions per Gateway its Services are reached by.
+    pub backend_tls_policies: BTreeMap<ObjectRef, PolicyState>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -125,6 +130,8 @@ struct Listener<'a> {
     /// The hostnames of every listener served where this one is (see
     /// `ListenerScope::siblings`).
     siblings: Arc<Vec<Option<String>>>,
+    /// The Gateway's client certificate for TLS backends.
+    backend_client: Arc<BackendClient>,
 }
 
 impl Listener<'_> {
@@ -209,6 +216,7 @@ pub(super) fn compile(
         }
     }
     state.policy_ancestors = policy_ancestors(guards, &route_gateways, &state);
+    state.backend_tls_policies = index.backend_tls.status(objects, &route_gateways);
     GatewayOutput {
         drafts,
         state,
@@ -361,6 +369,7 @@ fn place_route(
                 hostname: listener.hostname.clone(),
                 socket: listener.socket,
                 siblings: listener.siblings.clone(),
+                backend_client: listener.backend_client.clone(),
             });
         }
     }
@@ -448,6 +457,7 @@ struct Place {
     hostname: Option<String>,
     socket: Option<SocketAddr>,
     siblings: Arc<Vec<Option<String>>>,
+    backend_client: Arc<BackendClient>,
 }
 
 fn policy_ancestors(
@@ -502,6 +512,14 @@ fn compile_gateway<'a>(
         out.push(listener);
     }
     state.conditions.push(gateway_accepted(&state.listeners));
+    let granted =
+        |ns: &str, name: &str| grants.allows(&obj.namespace, "Gateway", ns, "", "Secret", name);
+    let (client, resolved) = gateway_backend_client(gateway, obj, index, &granted);
+    state.conditions.extend(resolved);
+    let client = Arc::new(client);
+    for listener in &mut out {
+        listener.backend_client = client.clone();
+    }
     (state, out)
 }
 
@@ -697,6 +715,7 @@ fn compile_listener<'a>(
         served_protocol: protocol_ok,
         socket: None,
         siblings: Arc::default(),
+        backend_client: Arc::default(),
     };
     (listener_state, listener)
 }
@@ -1194,14 +1213,14 @@ fn compile_rules(
         );
     }
     let mut drafts = Vec::new();
+    let client = route_backend_client(places.iter().map(|p| p.backend_client.as_ref()));
     for (ri, (rule, matches)) in rules.iter().zip(&compiled).enumerate() {
         let field = format!("spec.rules[{ri}]");
         let backend = rule_backend(
             rule,
             obj,
             &field,
-            index,
-            grants,
+            (index, grants, &client),
             upstreams,
             &mut resolved,
             diags,
@@ -1730,8 +1749,7 @@ fn rule_backend(
     rule: &HttpRouteRules,
     obj: &ObjectRef,
     field: &str,
-    index: &Index,
-    grants: &Grants,
+    refs_to: (&Index, &Grants, &BackendClient),
     upstreams: &mut UpstreamCache,
     resolved: &mut Cond,
     diags: &mut Vec<Diagnostic>,
@@ -1741,7 +1759,7 @@ fn rule_backend(
     for (i, r) in refs.iter().enumerate() {
         let bfield = format!("{field}.backendRefs[{i}]");
         let weight = u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0);
-        let backend = match backend_ref(r, obj, &bfield, index, grants, upstreams, diags) {
+        let backend = match backend_ref(r, obj, &bfield, refs_to, upstreams, diags) {
             Ok(b) => b,
             Err(cond) => {
                 if resolved.ok {
@@ -1780,8 +1798,7 @@ fn backend_ref(
     r: &HttpRouteRulesBackendRefs,
     obj: &ObjectRef,
     field: &str,
-    index: &Index,
-    grants: &Grants,
+    (index, grants, client): (&Index, &Grants, &BackendClient),
     upstreams: &mut UpstreamCache,
     diags: &mut Vec<Diagnostic>,
 ) -> Result<Backend, Cond> {
@@ -1841,7 +1858,7 @@ fn backend_ref(
         ));
         Cond::no("ResolvedRefs", "UnsupportedValue", message)
     })?;
-    let from = super::backend_protocol::ProtocolFrom::AppProtocol;
+    let from = super::backend_protocol::ProtocolFrom::AppProtocol(client);
     let resolved = upstreams.resolve(index, ns, &backend, from, obj, field, diags);
     Ok(match edits {
         Some(headers) => Backend::Edited {

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
+use gateway_api::backendtlspolicies::BackendTlsPolicy;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::httproutes::HttpRoute;
@@ -75,6 +76,8 @@ struct GatewayStores {
     routes: Store<HttpRoute>,
     grants: Store<ReferenceGrant>,
     namespaces: Store<Namespace>,
+    /// When the BackendTLSPolicy CRD is installed (`watch_backend_tls_policies`).
+    backend_tls: Option<Store<BackendTlsPolicy>>,
 }
 
 /// Whether the API server serves Gateway API v1 HTTPRoutes and Gateways (their CRDs
@@ -94,6 +97,14 @@ pub async fn gateway_api_installed(client: &Client) -> bool {
         .all(|name| list.resources.iter().any(|r| r.name == *name)),
         Err(_) => false,
     }
+}
+
+/// Whether the API server serves `plural` of Gateway API v1 (its CRD is installed).
+pub async fn served(client: &Client, plural: &str) -> bool {
+    client
+        .list_api_group_resources(&format!("{}/v1", crate::model::GATEWAY_GROUP))
+        .await
+        .is_ok_and(|list| list.resources.iter().any(|r| r.name == plural))
 }
 
 impl ClusterSource {
@@ -132,10 +143,24 @@ impl ClusterSource {
                 routes: reflect("HTTPRoute", Api::all(client.clone()), &changed),
                 grants: reflect("ReferenceGrant", Api::all(client.clone()), &changed),
                 namespaces: reflect("Namespace", Api::all(client), &changed),
+                backend_tls: None,
             }),
             changed: changed.notify,
             kinds,
             rule_cache: Mutex::default(),
+        }
+    }
+
+    /// Watches BackendTLSPolicies too (with the Gateway API watches): called before
+    /// the first snapshot when their CRD is installed (`served`), so no Service
+    /// they target is ever reached without the TLS they ask for.
+    pub fn watch_backend_tls_policies(&mut self, client: Client) {
+        let changed = Changed {
+            notify: self.changed.clone(),
+            kinds: self.kinds.clone(),
+        };
+        if let Some(g) = self.gateway_api.as_mut() {
+            g.backend_tls = Some(reflect("BackendTLSPolicy", Api::all(client), &changed));
         }
     }
 
@@ -167,6 +192,9 @@ impl ClusterSource {
             let _ = g.routes.wait_until_ready().await;
             let _ = g.grants.wait_until_ready().await;
             let _ = g.namespaces.wait_until_ready().await;
+            if let Some(p) = &g.backend_tls {
+                let _ = p.wait_until_ready().await;
+            }
         }
     }
 
@@ -187,6 +215,8 @@ impl ClusterSource {
             objects.http_routes = g.routes.state();
             objects.reference_grants = g.grants.state();
             objects.namespaces = g.namespaces.state();
+            objects.backend_tls_policies =
+                g.backend_tls.as_ref().map(Store::state).unwrap_or_default();
         }
         self.add_rules(&mut objects);
         objects

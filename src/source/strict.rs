@@ -148,6 +148,8 @@ pub fn schema_for(kind: &str) -> Option<&'static Schema> {
         LazyLock::new(Schema::of::<gateway_api::httproutes::HttpRoute>);
     static REFERENCE_GRANT: LazyLock<Schema> =
         LazyLock::new(Schema::of::<gateway_api::referencegrants::ReferenceGrant>);
+    static BACKEND_TLS_POLICY: LazyLock<Schema> =
+        LazyLock::new(Schema::of::<gateway_api::backendtlspolicies::BackendTlsPolicy>);
     Some(match kind {
         "Ingress" => &INGRESS,
         "IngressClass" => &INGRESS_CLASS,
@@ -160,6 +162,7 @@ pub fn schema_for(kind: &str) -> Option<&'static Schema> {
         "Gateway" => &GATEWAY,
         "HTTPRoute" => &HTTP_ROUTE,
         "ReferenceGrant" => &REFERENCE_GRANT,
+        "BackendTLSPolicy" => &BACKEND_TLS_POLICY,
         _ => return None,
     })
 }
