@@ -111,16 +111,34 @@ impl Node {
                 .flat_map(|c| c.env.iter().flatten())
                 .map(|e| e.name.clone())
                 .collect();
-            // Only the plain HTTP echo servers: TLS, gRPC and TCP backends need files
-            // and protocols the stand-in does not provide.
-            if env
-                .iter()
-                .any(|e| e.starts_with("TLS_") || e == "GRPC_ECHO_SERVER" || e == "TCP_ECHO_SERVER")
-            {
+            // Plain HTTP echo servers, and HTTPS ones (`tls_echo`): gRPC and TCP
+            // backends need protocols the stand-in does not provide.
+            let https = env.iter().any(|e| e == "TLS_SERVER_CERT");
+            if env.iter().any(|e| {
+                (e.starts_with("TLS_") && !https)
+                    || e == "GRPC_ECHO_SERVER"
+                    || e == "TCP_ECHO_SERVER"
+            }) {
                 continue;
             }
             let replicas = spec.replicas.unwrap_or(1).clamp(1, 2) as usize;
             let key = (ns.clone(), name.clone());
+            if !self.pods.contains_key(&key) && https {
+                let pod = spec.template.spec.clone().unwrap_or_default();
+                let mut echoes = Vec::new();
+                for i in 0..replicas {
+                    let pod_name = format!("{name}-sim-{i}");
+                    match tls_echo(client, &self.echo_basic, &ns, &pod_name, &pod).await {
+                        Some(echo) => echoes.push(echo),
+                        None => break,
+                    }
+                }
+                if echoes.len() == replicas {
+                    self.pods.insert(key.clone(), echoes);
+                } else {
+                    continue;
+                }
+            }
             if !self.pods.contains_key(&key) {
                 let mut echoes = Vec::new();
                 for i in 0..replicas {
@@ -218,6 +236,93 @@ impl Node {
             }
         }
     }
+}
+
+/// An HTTPS echo backend (BackendTLSPolicy's tests): the files its container reads
+/// through `TLS_SERVER_CERT`, `TLS_SERVER_PRIVKEY` and `TLS_CLIENT_CACERTS` are written
+/// from the Secret and ConfigMap volumes the Pod mounts them from, and echo-basic serves
+/// HTTPS at a port of its own, which every Service port of it reaches (its `http`).
+/// `None` while an object it mounts does not exist yet.
+async fn tls_echo(
+    client: &kube::Client,
+    echo_basic: &std::path::Path,
+    ns: &str,
+    pod_name: &str,
+    pod: &PodSpec,
+) -> Option<Echo> {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let container = pod.containers.first()?;
+    let dir = std::env::temp_dir().join(format!(
+        "portcullis-conformance-{}-tls/{ns}/{pod_name}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).ok()?;
+    let (http, h2c, https) = (free_port(), free_port(), free_port());
+    let mut command = Command::new(echo_basic);
+    for var in container.env.iter().flatten() {
+        let Some(path) = var
+            .value
+            .as_deref()
+            .filter(|_| var.name.starts_with("TLS_"))
+        else {
+            continue;
+        };
+        let mount = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| path.starts_with(&format!("{}/", m.mount_path)))?;
+        let file = &path[mount.mount_path.len() + 1..];
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)?;
+        let key_of = |items: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>| {
+            items
+                .into_iter()
+                .flatten()
+                .find(|i| i.path == file)
+                .map_or_else(|| file.to_owned(), |i| i.key.clone())
+        };
+        let bytes: Vec<u8> = if let Some(s) = &volume.secret {
+            let name = s.secret_name.as_deref()?;
+            let secret = Api::<Secret>::namespaced(client.clone(), ns)
+                .get(name)
+                .await
+                .ok()?;
+            secret.data?.get(&key_of(s.items.as_ref()))?.0.clone()
+        } else if let Some(c) = &volume.config_map {
+            let map = Api::<ConfigMap>::namespaced(client.clone(), ns)
+                .get(&c.name)
+                .await
+                .ok()?;
+            map.data?
+                .get(&key_of(c.items.as_ref()))?
+                .clone()
+                .into_bytes()
+        } else {
+            return None;
+        };
+        let written = dir.join(&var.name);
+        std::fs::write(&written, bytes).ok()?;
+        command.env(&var.name, written);
+    }
+    let child = command
+        .env("POD_NAME", pod_name)
+        .env("NAMESPACE", ns)
+        .env("HTTP_PORT", http.to_string())
+        .env("H2C_PORT", h2c.to_string())
+        .env("HTTPS_PORT", https.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("echo-basic");
+    Some(Echo {
+        child,
+        http: https,
+        h2c,
+    })
 }
 
 /// The Pod objects of a Deployment's processes, Ready at this machine's address: the

@@ -328,5 +328,4 @@ fn ca_bundle(
 }
 
 #[cfg(test)]
-#[path = "backend_tls_policy_tests.rs"]
 mod tests;
