@@ -32,7 +32,9 @@ fn ca_pem() -> String {
 }
 
 fn indent(s: &str, by: usize) -> String {
-    s.lines().map(|l| format!("{}{l}\n", " ".repeat(by))).collect()
+    s.lines()
+        .map(|l| format!("{}{l}\n", " ".repeat(by)))
+        .collect()
 }
 
 fn config_map(name: &str, ca: &str) -> String {
@@ -65,7 +67,13 @@ fn with(extra: &str) -> Compiled {
 /// How app.example.com's requests reach Service web: its transport, or why it answers
 /// 500.
 fn reached(c: &Compiled) -> Result<Transport, String> {
-    match &c.snapshot.routes.find("app.example.com", "/").unwrap().backend {
+    match &c
+        .snapshot
+        .routes
+        .find("app.example.com", "/")
+        .unwrap()
+        .backend
+    {
         Backend::Service(up) => Ok(up.transport.clone()),
         Backend::Invalid { reason } => Err(reason.clone()),
         other => panic!("unexpected backend {:?}", std::mem::discriminant(other)),
@@ -74,10 +82,17 @@ fn reached(c: &Compiled) -> Result<Transport, String> {
 
 /// The policy's conditions (type, status, reason) for Gateway apps/edge.
 fn conditions(c: &Compiled, name: &str) -> Vec<(&'static str, bool, String)> {
-    let state = &c.gateway_status.backend_tls_policies[&ObjectRef::new("BackendTLSPolicy", "apps", name)];
+    let state =
+        &c.gateway_status.backend_tls_policies[&ObjectRef::new("BackendTLSPolicy", "apps", name)];
     let (parent, conds) = state.ancestors.first().expect("an ancestor");
-    assert_eq!((parent.namespace.as_str(), parent.name.as_str()), ("apps", "edge"));
-    conds.iter().map(|c| (c.kind, c.ok, c.reason.clone())).collect()
+    assert_eq!(
+        (parent.namespace.as_str(), parent.name.as_str()),
+        ("apps", "edge")
+    );
+    conds
+        .iter()
+        .map(|c| (c.kind, c.ok, c.reason.clone()))
+        .collect()
 }
 
 #[test]
@@ -100,7 +115,11 @@ fn a_policy_gives_its_service_checked_tls_with_its_hostname_as_sni() {
             ("ResolvedRefs", true, "ResolvedRefs".into())
         ]
     );
-    assert_eq!(c.gateway_status.backend_tls_policies[&ObjectRef::new("BackendTLSPolicy", "apps", "p")].generation, Some(2));
+    assert_eq!(
+        c.gateway_status.backend_tls_policies[&ObjectRef::new("BackendTLSPolicy", "apps", "p")]
+            .generation,
+        Some(2)
+    );
     // A section naming another port leaves this one in the clear.
     let c = with(&policy("p", 0, Some("grpc"), VALID));
     assert_eq!(reached(&c).unwrap().tls, None);
@@ -109,7 +128,12 @@ fn a_policy_gives_its_service_checked_tls_with_its_hostname_as_sni() {
 #[test]
 fn subject_alt_names_and_system_roots_are_carried_to_the_check() {
     let v = "wellKnownCACertificates: System\nhostname: web.example.com\nsubjectAltNames:\n- {type: URI, uri: \"spiffe://example.com/web\"}\n- {type: Hostname, hostname: \"*.example.com\"}\n";
-    let verify = reached(&with(&policy("p", 0, None, v))).unwrap().tls.unwrap().verify.unwrap();
+    let verify = reached(&with(&policy("p", 0, None, v)))
+        .unwrap()
+        .tls
+        .unwrap()
+        .verify
+        .unwrap();
     assert!(verify.system_roots);
     assert_eq!(
         verify.subject_alt_names,
@@ -123,18 +147,56 @@ fn subject_alt_names_and_system_roots_are_carried_to_the_check() {
 #[test]
 fn the_older_policy_wins_and_a_port_s_own_policy_beats_the_service_s() {
     let older = policy("b-older", 1, None, VALID);
-    let newer = policy("a-newer", 2, None, &VALID.replace("web.example.com", "other.example.com"));
+    let newer = policy(
+        "a-newer",
+        2,
+        None,
+        &VALID.replace("web.example.com", "other.example.com"),
+    );
     let c = with(&format!("{newer}{older}"));
-    assert_eq!(reached(&c).unwrap().tls.unwrap().verify.unwrap().server_name, "web.example.com");
-    assert_eq!(conditions(&c, "b-older")[0], ("Accepted", true, "Accepted".into()));
-    assert_eq!(conditions(&c, "a-newer")[0], ("Accepted", false, "Conflicted".into()));
+    assert_eq!(
+        reached(&c)
+            .unwrap()
+            .tls
+            .unwrap()
+            .verify
+            .unwrap()
+            .server_name,
+        "web.example.com"
+    );
+    assert_eq!(
+        conditions(&c, "b-older")[0],
+        ("Accepted", true, "Accepted".into())
+    );
+    assert_eq!(
+        conditions(&c, "a-newer")[0],
+        ("Accepted", false, "Conflicted".into())
+    );
     // Same age: by name.
-    let c = with(&format!("{}{}", policy("z", 1, None, VALID), policy("a", 1, None, VALID)));
+    let c = with(&format!(
+        "{}{}",
+        policy("z", 1, None, VALID),
+        policy("a", 1, None, VALID)
+    ));
     assert_eq!(conditions(&c, "z")[0].2, "Conflicted");
     // The port's own policy, however new, is no conflict and wins for that port.
-    let port = policy("port", 9, Some("http"), &VALID.replace("web.example.com", "port.example.com"));
+    let port = policy(
+        "port",
+        9,
+        Some("http"),
+        &VALID.replace("web.example.com", "port.example.com"),
+    );
     let c = with(&format!("{older}{port}"));
-    assert_eq!(reached(&c).unwrap().tls.unwrap().verify.unwrap().server_name, "port.example.com");
+    assert_eq!(
+        reached(&c)
+            .unwrap()
+            .tls
+            .unwrap()
+            .verify
+            .unwrap()
+            .server_name,
+        "port.example.com"
+    );
     assert_eq!(conditions(&c, "port")[0].1, true);
     assert_eq!(conditions(&c, "b-older")[0].1, true);
 }
@@ -162,9 +224,17 @@ fn a_policy_that_cannot_be_used_closes_its_service_never_falling_back() {
             "NoValidCACertificate",
             Some("InvalidKind"),
         ),
-        ("wellKnownCACertificates: Mine\nhostname: web.example.com\n".into(), "Invalid", None),
+        (
+            "wellKnownCACertificates: Mine\nhostname: web.example.com\n".into(),
+            "Invalid",
+            None,
+        ),
         ("hostname: web.example.com\n".into(), "Invalid", None),
-        (VALID.replace("web.example.com", "10.0.0.1"), "Invalid", None),
+        (
+            VALID.replace("web.example.com", "10.0.0.1"),
+            "Invalid",
+            None,
+        ),
         (
             format!("{VALID}subjectAltNames: [{{type: URI, uri: no-scheme}}]\n"),
             "Invalid",
@@ -177,13 +247,19 @@ fn a_policy_that_cannot_be_used_closes_its_service_never_falling_back() {
         let why = reached(&c).expect_err(&validation);
         assert!(why.contains("BackendTLSPolicy"), "{why}");
         let conds = conditions(&c, "p");
-        assert_eq!(conds[0], ("Accepted", false, accepted.into()), "{validation}");
+        assert_eq!(
+            conds[0],
+            ("Accepted", false, accepted.into()),
+            "{validation}"
+        );
         assert_eq!(conds[1].1, resolved.is_none(), "{validation}");
         if let Some(reason) = resolved {
             assert_eq!(conds[1].2, reason, "{validation}");
         }
         assert!(
-            c.diagnostics.iter().any(|d| d.reason == "InvalidBackendProtocol"),
+            c.diagnostics
+                .iter()
+                .any(|d| d.reason == "InvalidBackendProtocol"),
             "{validation}"
         );
     }
@@ -223,17 +299,30 @@ fn a_gateway_s_client_certificate_is_presented_to_its_tls_backends_only() {
         // The fixture's Gateway renamed away: edge is the one naming a certificate.
         compiled(&format!(
             "{}{}{}{}{extra}",
-            GATEWAY.replace("kind: Gateway\nmetadata: {name: edge", "kind: Gateway\nmetadata: {name: unused"),
+            GATEWAY.replace(
+                "kind: Gateway\nmetadata: {name: edge",
+                "kind: Gateway\nmetadata: {name: unused"
+            ),
             service("apps", "web", "10.0.0.1", 8443),
             config_map("pods-ca", &ca_pem()),
             gateway_client(reference),
         ))
     };
-    let ok = yaml("{name: client}", &format!("{}{}", tls_secret("client", "apps"), policy("p", 0, None, VALID)));
+    let ok = yaml(
+        "{name: client}",
+        &format!(
+            "{}{}",
+            tls_secret("client", "apps"),
+            policy("p", 0, None, VALID)
+        ),
+    );
     assert_eq!(gateway_resolved(&ok), Some((true, "ResolvedRefs".into())));
     let client = reached(&ok).unwrap().tls.unwrap().client.unwrap();
     assert!(client.cert_pem.contains("BEGIN CERTIFICATE"));
-    assert!(!format!("{client:?}").contains("PRIVATE KEY"), "the key never shows in Debug");
+    assert!(
+        !format!("{client:?}").contains("PRIVATE KEY"),
+        "the key never shows in Debug"
+    );
     // Without a policy the backend is in the clear: no certificate to present.
     let clear = yaml("{name: client}", &tls_secret("client", "apps"));
     assert_eq!(reached(&clear).unwrap().tls, None);
@@ -241,14 +330,35 @@ fn a_gateway_s_client_certificate_is_presented_to_its_tls_backends_only() {
     let other_ns = tls_secret("client", "elsewhere");
     for (reference, reason) in [
         ("{name: missing}", "InvalidClientCertificateRef"),
-        ("{name: client, kind: ConfigMap}", "InvalidClientCertificateRef"),
-        ("{name: client, group: wrong.io}", "InvalidClientCertificateRef"),
+        (
+            "{name: client, kind: ConfigMap}",
+            "InvalidClientCertificateRef",
+        ),
+        (
+            "{name: client, group: wrong.io}",
+            "InvalidClientCertificateRef",
+        ),
         ("{name: client, namespace: elsewhere}", "RefNotPermitted"),
     ] {
-        let c = yaml(reference, &format!("{}{other_ns}{}", tls_secret("client", "apps"), policy("p", 0, None, VALID)));
-        assert_eq!(gateway_resolved(&c), Some((false, reason.into())), "{reference}");
-        let accepted = &c.gateway_status.gateways[&ObjectRef::new("Gateway", "apps", "edge")].conditions;
-        assert!(accepted.iter().any(|c| c.kind == "Accepted" && c.ok), "{reference}");
+        let c = yaml(
+            reference,
+            &format!(
+                "{}{other_ns}{}",
+                tls_secret("client", "apps"),
+                policy("p", 0, None, VALID)
+            ),
+        );
+        assert_eq!(
+            gateway_resolved(&c),
+            Some((false, reason.into())),
+            "{reference}"
+        );
+        let accepted =
+            &c.gateway_status.gateways[&ObjectRef::new("Gateway", "apps", "edge")].conditions;
+        assert!(
+            accepted.iter().any(|c| c.kind == "Accepted" && c.ok),
+            "{reference}"
+        );
         let why = reached(&c).expect_err(reference);
         assert!(why.contains("client certificate"), "{why}");
     }
