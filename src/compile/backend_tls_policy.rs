@@ -265,7 +265,10 @@ fn names(validation: &BackendTlsPolicyValidation) -> Result<Vec<SubjectAltName>,
         out.push(match san.r#type {
             BackendTlsPolicyValidationSubjectAltNamesType::Hostname => {
                 let host = san.hostname.as_deref().unwrap_or_default();
-                SubjectAltName::Dns(dns(host, &format!("{field}.hostname"))?)
+                // A wildcard (`*.example.com`) stands for one label under its suffix.
+                let suffix = host.strip_prefix("*.").unwrap_or(host);
+                dns(suffix, &format!("{field}.hostname"))?;
+                SubjectAltName::Dns(host.to_ascii_lowercase())
             }
             BackendTlsPolicyValidationSubjectAltNamesType::Uri => {
                 match san.uri.as_deref().filter(|u| u.contains(':')) {

@@ -271,32 +271,51 @@ impl ServerCertVerifier for PolicyVerifier {
     }
 }
 
-/// Whether a certificate carries `name`: a DNS name as webpki matches it (wildcards
-/// included), a URI exactly among its URI subject alternative names.
+/// Whether a certificate carries `name`: a DNS name as webpki matches it (the
+/// certificate's wildcards included); a wildcard `*.suffix` any one label under the
+/// suffix, or the same wildcard; a URI exactly.
 fn carries(cert: &ParsedCertificate<'_>, der: &CertificateDer<'_>, name: &SubjectAltName) -> bool {
     match name {
-        SubjectAltName::Dns(host) => {
-            ServerName::try_from(host.as_str()).is_ok_and(|n| verify_server_name(cert, &n).is_ok())
-        }
+        SubjectAltName::Dns(host) => match host.strip_prefix("*.") {
+            None => ServerName::try_from(host.as_str())
+                .is_ok_and(|n| verify_server_name(cert, &n).is_ok()),
+            Some(suffix) => dns_names(der).iter().any(|d| {
+                d.eq_ignore_ascii_case(host)
+                    || d.split_once('.').is_some_and(|(label, rest)| {
+                        !label.is_empty() && label != "*" && rest.eq_ignore_ascii_case(suffix)
+                    })
+            }),
+        },
         SubjectAltName::Uri(uri) => uri_names(der).iter().any(|u| u == uri),
     }
 }
 
+fn dns_names(der: &CertificateDer<'_>) -> Vec<String> {
+    general_names(der, |n| match n {
+        x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+        _ => None,
+    })
+}
+
 fn uri_names(der: &CertificateDer<'_>) -> Vec<String> {
+    general_names(der, |n| match n {
+        x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_owned()),
+        _ => None,
+    })
+}
+
+/// The subject alternative names of a certificate that `pick` keeps.
+fn general_names(
+    der: &CertificateDer<'_>,
+    pick: impl Fn(&x509_parser::extensions::GeneralName<'_>) -> Option<String>,
+) -> Vec<String> {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return Vec::new();
     };
     let Ok(Some(san)) = cert.subject_alternative_name() else {
         return Vec::new();
     };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_owned()),
-            _ => None,
-        })
-        .collect()
+    san.value.general_names.iter().filter_map(pick).collect()
 }
 
 /// ALB's check of a pod's certificate: none. The handshake's signatures are still
@@ -476,6 +495,65 @@ mod tests {
             target_name("api.example.com:443").unwrap(),
             ServerName::try_from("api.example.com").unwrap()
         );
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    fn cert_for(sans: &[&str]) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        for san in sans {
+            params
+                .subject_alt_names
+                .push(match san.strip_prefix("uri:") {
+                    Some(uri) => rcgen::SanType::URI((*uri).try_into().unwrap()),
+                    None => rcgen::SanType::DnsName((*san).try_into().unwrap()),
+                });
+        }
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    fn carried(sans: &[&str], name: SubjectAltName) -> bool {
+        let der = cert_for(sans);
+        let parsed = ParsedCertificate::try_from(&der).unwrap();
+        carries(&parsed, &der, &name)
+    }
+
+    #[test]
+    fn names_match_as_a_policy_means_them() {
+        let dns = |s: &str| SubjectAltName::Dns(s.into());
+        let uri = |s: &str| SubjectAltName::Uri(s.into());
+        assert!(carried(&["web.example.com"], dns("web.example.com")));
+        assert!(carried(&["WEB.example.com"], dns("web.example.com")));
+        assert!(carried(&["*.example.com"], dns("web.example.com")));
+        assert!(!carried(&["web.example.com"], dns("api.example.com")));
+        assert!(!carried(&["*.example.com"], dns("a.b.example.com")));
+        // A policy's wildcard: one label under the suffix, or the same wildcard.
+        assert!(carried(&["web.example.com"], dns("*.example.com")));
+        assert!(carried(&["*.example.com"], dns("*.example.com")));
+        assert!(!carried(&["a.b.example.com"], dns("*.example.com")));
+        assert!(!carried(&["example.com"], dns("*.example.com")));
+        // URIs exactly, and never through a DNS name or the other way round.
+        assert!(carried(
+            &["uri:spiffe://example.com/web"],
+            uri("spiffe://example.com/web")
+        ));
+        assert!(!carried(
+            &["uri:spiffe://example.com/web"],
+            uri("spiffe://example.com/we")
+        ));
+        assert!(!carried(
+            &["uri:spiffe://example.com/web"],
+            uri("spiffe://example.com/web/x")
+        ));
+        assert!(!carried(&["example.com"], uri("example.com")));
+        assert!(!carried(
+            &["uri:https://web.example.com"],
+            dns("web.example.com")
+        ));
     }
 }
 
