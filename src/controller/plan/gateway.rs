@@ -33,6 +33,9 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteNamedRouteRule",
     "HTTPRouteBackendProtocolWebSocket",
     "GatewayHTTPListenerIsolation",
+    "BackendTLSPolicy",
+    "BackendTLSPolicySANValidation",
+    "GatewayBackendClientCertificate",
 ];
 
 /// Features served only when Gateways have addresses of their own
