@@ -264,6 +264,40 @@ mod tests {
     }
 
     #[test]
+    fn an_https_app_protocol_gives_an_ingress_backend_tls_unless_annotated() {
+        let objects = crate::store::Objects::default();
+        let index = Index::new(&objects);
+        let port = |p: &str| ServicePort {
+            app_protocol: Some(p.to_owned()),
+            ..Default::default()
+        };
+        let service = |annotations: &[(&str, &str)]| Service {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let tls = |svc: &Service, p: &str| {
+            transport(ProtocolFrom::Alb(None), svc, Some(&port(p)), &index)
+                .unwrap()
+                .tls
+        };
+        let unchecked = Some(BackendTls::default());
+        assert_eq!(tls(&service(&[]), "https"), unchecked);
+        assert_eq!(tls(&service(&[]), "HTTPS"), unchecked);
+        assert_eq!(tls(&service(&[]), "http"), None);
+        assert_eq!(tls(&service(&[]), "kubernetes.io/h2c"), None);
+        assert_eq!(tls(&service(&[(PROTOCOL, "HTTP")]), "https"), None);
+        assert_eq!(tls(&service(&[(PROTOCOL, "HTTPS")]), "http"), unchecked);
+    }
+
+    #[test]
     fn only_h2c_app_protocol_changes_the_transport() {
         let port = |p: Option<&str>| ServicePort {
             app_protocol: p.map(str::to_owned),
