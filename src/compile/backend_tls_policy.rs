@@ -81,10 +81,11 @@ impl Policies {
                     t.name.clone(),
                     t.section_name.clone(),
                 );
-                if out.by_target.contains_key(&target) {
-                    conflicted = true;
-                } else {
-                    out.by_target.insert(target, applied.clone());
+                match out.by_target.entry(target) {
+                    std::collections::hash_map::Entry::Occupied(_) => conflicted = true,
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(applied.clone());
+                    }
                 }
             }
             if conflicted && conditions[0].ok {

@@ -197,8 +197,8 @@ fn the_older_policy_wins_and_a_port_s_own_policy_beats_the_service_s() {
             .server_name,
         "port.example.com"
     );
-    assert_eq!(conditions(&c, "port")[0].1, true);
-    assert_eq!(conditions(&c, "b-older")[0].1, true);
+    assert!(conditions(&c, "port")[0].1);
+    assert!(conditions(&c, "b-older")[0].1);
 }
 
 #[test]
