@@ -123,7 +123,7 @@ fn gateway_transport(
     };
     let verify = applied.clone().map_err(|message| ProtocolProblem {
         field: "BackendTLSPolicy".into(),
-        message: format!("its BackendTLSPolicy cannot be used: {message}"),
+        message,
         fix: "fix the BackendTLSPolicy (kubectl describe backendtlspolicy shows why)".into(),
     })?;
     let client = match client {

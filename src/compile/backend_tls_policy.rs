@@ -22,7 +22,7 @@ use super::backends::Index;
 use super::gateway::Cond;
 use super::snapshot::{SubjectAltName, VerifyBackend};
 use super::{age_key, meta_ref};
-use crate::diagnostics::ObjectRef;
+use crate::diagnostics::{Diagnostic, ObjectRef};
 use crate::model::ParentReference;
 use crate::store::Objects;
 
@@ -68,7 +68,8 @@ impl Policies {
             let obj = meta_ref("BackendTLSPolicy", &policy.metadata);
             let (applied, mut conditions) =
                 validate(&policy.spec.validation, &obj.namespace, index);
-            let applied = Arc::new(applied);
+            let name = format!("BackendTLSPolicy {}/{}", obj.namespace, obj.name);
+            let applied = Arc::new(applied.map_err(|m| format!("{name} cannot be used: {m}")));
             let mut services = Vec::new();
             let mut conflicted = false;
             for t in &policy.spec.target_refs {
@@ -121,6 +122,34 @@ impl Policies {
         port.and_then(|p| self.by_target.get(&key(Some(p))))
             .or_else(|| self.by_target.get(&key(None)))
             .map(Arc::as_ref)
+    }
+
+    /// What `check` reports: each policy not accepted, with the field and the fix.
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        let mut out = Vec::new();
+        for (obj, v) in &self.verdicts {
+            let Some(c) = v.conditions.iter().find(|c| !c.ok) else {
+                continue;
+            };
+            let (field, fix) = match c.reason.as_str() {
+                "Conflicted" => (
+                    "spec.targetRefs",
+                    "delete one of the policies, or give each a port of its own with sectionName",
+                ),
+                _ => (
+                    "spec.validation",
+                    "fix spec.validation as the message says; until then the Services it targets answer 500",
+                ),
+            };
+            out.push(Diagnostic::error(
+                obj,
+                field,
+                "BackendTLSPolicyNotAccepted",
+                format!("{} ({}): {}", c.kind, c.reason, c.message),
+                fix.into(),
+            ));
+        }
+        out
     }
 
     /// Each policy's status: its conditions for every Gateway whose attached routes

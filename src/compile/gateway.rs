@@ -217,6 +217,7 @@ pub(super) fn compile(
     }
     state.policy_ancestors = policy_ancestors(guards, &route_gateways, &state);
     state.backend_tls_policies = index.backend_tls.status(objects, &route_gateways);
+    diags.extend(index.backend_tls.diagnostics());
     GatewayOutput {
         drafts,
         state,

@@ -172,6 +172,12 @@ fn the_older_policy_wins_and_a_port_s_own_policy_beats_the_service_s() {
         conditions(&c, "a-newer")[0],
         ("Accepted", false, "Conflicted".into())
     );
+    let conflict = c
+        .diagnostics
+        .iter()
+        .find(|d| d.object == ObjectRef::new("BackendTLSPolicy", "apps", "a-newer"))
+        .expect("the conflict is reported");
+    assert_eq!(conflict.field, "spec.targetRefs");
     // Same age: by name.
     let c = with(&format!(
         "{}{}",
@@ -256,6 +262,18 @@ fn a_policy_that_cannot_be_used_closes_its_service_never_falling_back() {
         if let Some(reason) = resolved {
             assert_eq!(conds[1].2, reason, "{validation}");
         }
+        assert!(
+            why.contains("BackendTLSPolicy apps/p cannot be used"),
+            "{why}"
+        );
+        assert!(
+            c.diagnostics
+                .iter()
+                .any(|d| d.reason == "BackendTLSPolicyNotAccepted"
+                    && d.object == ObjectRef::new("BackendTLSPolicy", "apps", "p")
+                    && d.field == "spec.validation"),
+            "{validation}"
+        );
         assert!(
             c.diagnostics
                 .iter()
