@@ -250,7 +250,6 @@ async fn tls_echo(
     pod_name: &str,
     pod: &PodSpec,
 ) -> Option<Echo> {
-    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
     let container = pod.containers.first()?;
     let dir = std::env::temp_dir().join(format!(
         "portcullis-conformance-{}-tls/{ns}/{pod_name}",
@@ -267,43 +266,7 @@ async fn tls_echo(
         else {
             continue;
         };
-        let mount = container
-            .volume_mounts
-            .iter()
-            .flatten()
-            .find(|m| path.starts_with(&format!("{}/", m.mount_path)))?;
-        let file = &path[mount.mount_path.len() + 1..];
-        let volume = pod
-            .volumes
-            .iter()
-            .flatten()
-            .find(|v| v.name == mount.name)?;
-        let key_of = |items: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>| {
-            items
-                .into_iter()
-                .flatten()
-                .find(|i| i.path == file)
-                .map_or_else(|| file.to_owned(), |i| i.key.clone())
-        };
-        let bytes: Vec<u8> = if let Some(s) = &volume.secret {
-            let name = s.secret_name.as_deref()?;
-            let secret = Api::<Secret>::namespaced(client.clone(), ns)
-                .get(name)
-                .await
-                .ok()?;
-            secret.data?.get(&key_of(s.items.as_ref()))?.0.clone()
-        } else if let Some(c) = &volume.config_map {
-            let map = Api::<ConfigMap>::namespaced(client.clone(), ns)
-                .get(&c.name)
-                .await
-                .ok()?;
-            map.data?
-                .get(&key_of(c.items.as_ref()))?
-                .clone()
-                .into_bytes()
-        } else {
-            return None;
-        };
+        let bytes = mounted_file(client, ns, pod, container, path).await?;
         let written = dir.join(&var.name);
         std::fs::write(&written, bytes).ok()?;
         command.env(&var.name, written);
@@ -323,6 +286,56 @@ async fn tls_echo(
         http: https,
         h2c,
     })
+}
+
+/// The content of the file at `path` in `container`: the item of the Secret or
+/// ConfigMap volume mounted there, read from the API server.
+async fn mounted_file(
+    client: &kube::Client,
+    ns: &str,
+    pod: &PodSpec,
+    container: &k8s_openapi::api::core::v1::Container,
+    path: &str,
+) -> Option<Vec<u8>> {
+    use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Secret};
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| path.starts_with(&format!("{}/", m.mount_path)))?;
+    let file = &path[mount.mount_path.len() + 1..];
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)?;
+    let key_of = |items: Option<&Vec<KeyToPath>>| {
+        items
+            .into_iter()
+            .flatten()
+            .find(|i| i.path == file)
+            .map_or_else(|| file.to_owned(), |i| i.key.clone())
+    };
+    if let Some(s) = &volume.secret {
+        let name = s.secret_name.as_deref()?;
+        let secret = Api::<Secret>::namespaced(client.clone(), ns)
+            .get(name)
+            .await
+            .ok()?;
+        Some(secret.data?.get(&key_of(s.items.as_ref()))?.0.clone())
+    } else {
+        let c = volume.config_map.as_ref()?;
+        let map = Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .get(&c.name)
+            .await
+            .ok()?;
+        Some(
+            map.data?
+                .get(&key_of(c.items.as_ref()))?
+                .clone()
+                .into_bytes(),
+        )
+    }
 }
 
 /// The Pod objects of a Deployment's processes, Ready at this machine's address: the

@@ -71,32 +71,37 @@ pub fn gateway_backend_client(
             ),
         );
     };
-    if let Err(e) = super::tls::certified_key(secret) {
-        return failed(
+    match identity(secret) {
+        Ok(identity) => (
+            Some(Ok(identity)),
+            Some(Cond {
+                kind: "ResolvedRefs",
+                ok: true,
+                reason: "ResolvedRefs".into(),
+                message: String::new(),
+            }),
+        ),
+        Err(e) => failed(
             "InvalidClientCertificateRef",
             format!(
                 "Secret {source}: {e}; put the client certificate in tls.crt and its key in tls.key (PEM)"
             ),
-        );
+        ),
     }
+}
+
+/// The certificate and key of a `kubernetes.io/tls` Secret, checked to load together.
+fn identity(secret: &k8s_openapi::api::core::v1::Secret) -> Result<ClientIdentity, String> {
+    super::tls::certified_key(secret)?;
     let data = secret.data.as_ref();
     let pem = |key: &str| -> Arc<str> {
         let bytes = data.and_then(|d| d.get(key)).map(|b| b.0.as_slice());
         Arc::from(String::from_utf8_lossy(bytes.unwrap_or_default()).as_ref())
     };
-    let identity = ClientIdentity {
+    Ok(ClientIdentity {
         cert_pem: pem("tls.crt"),
         key_pem: pem("tls.key"),
-    };
-    (
-        Some(Ok(identity)),
-        Some(Cond {
-            kind: "ResolvedRefs",
-            ok: true,
-            reason: "ResolvedRefs".into(),
-            message: String::new(),
-        }),
-    )
+    })
 }
 
 /// The client certificate of a route attached to Gateways presenting `clients`: theirs
