@@ -256,13 +256,17 @@ fn validate(
         }
         (false, None) => match ca_bundle(refs, namespace, index) {
             Ok(pem) => (pem, false),
-            Err((reason, message)) => {
+            Err((reason, message, some_valid)) => {
+                // Accepted while one of its CAs is valid, as the specification asks;
+                // closed all the same.
+                let accepted = if some_valid {
+                    cond("Accepted", true, "Accepted", String::new())
+                } else {
+                    cond("Accepted", false, "NoValidCACertificate", message.clone())
+                };
                 return (
                     Err(message.clone()),
-                    vec![
-                        cond("Accepted", false, "NoValidCACertificate", message.clone()),
-                        cond("ResolvedRefs", false, reason, message),
-                    ],
+                    vec![accepted, cond("ResolvedRefs", false, reason, message)],
                 );
             }
         },
@@ -311,53 +315,82 @@ fn names(validation: &BackendTlsPolicyValidation) -> Result<Vec<SubjectAltName>,
     Ok(out)
 }
 
+/// Why a CA bundle cannot be used: the reason (`InvalidKind`,
+/// `InvalidCACertificateRef`), a message naming the ref and the fix, and whether
+/// another ref of the policy was valid (the policy is then still `Accepted`).
+type BundleProblem = (&'static str, String, bool);
+
 /// The PEM of every CA the refs name. Any ref that cannot be used fails the whole
-/// bundle (its targets close): the reason (`InvalidKind`, `InvalidCACertificateRef`)
-/// and a message naming the ref and the fix.
+/// bundle, so its targets close rather than trust part of what was asked.
 fn ca_bundle(
     refs: &[gateway_api::backendtlspolicies::BackendTlsPolicyValidationCaCertificateRefs],
     namespace: &str,
     index: &Index,
-) -> Result<String, (&'static str, String)> {
+) -> Result<String, BundleProblem> {
     let mut bundle = String::new();
+    let mut first_problem = None;
     for (i, r) in refs.iter().enumerate() {
-        let field = format!("validation.caCertificateRefs[{i}]");
-        if !(r.group.is_empty() || r.group == "core") || r.kind != "ConfigMap" {
-            return Err((
-                "InvalidKind",
-                format!(
-                    "{field} names a {}/{}; only a ConfigMap (group \"\") holding ca.crt is supported",
-                    r.group, r.kind
-                ),
-            ));
+        match ca_of(
+            r,
+            &format!("validation.caCertificateRefs[{i}]"),
+            namespace,
+            index,
+        ) {
+            Ok(pem) => {
+                bundle.push_str(pem);
+                bundle.push('\n');
+            }
+            Err(problem) => {
+                first_problem.get_or_insert(problem);
+            }
         }
-        let pem = index
-            .config_map(namespace, &r.name)
-            .and_then(|m| m.data.as_ref())
-            .and_then(|d| d.get("ca.crt"))
-            .ok_or_else(|| {
-                (
-                    "InvalidCACertificateRef",
-                    format!(
-                        "{field}: ConfigMap {namespace}/{} with key ca.crt not found; create it with the CA of the pods' certificates (PEM)",
-                        r.name
-                    ),
-                )
-            })?;
-        let certs = CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<Vec<_>, _>>();
-        if !matches!(&certs, Ok(c) if !c.is_empty()) {
-            return Err((
+    }
+    match first_problem {
+        None => Ok(bundle),
+        Some((reason, message)) => Err((reason, message, !bundle.is_empty())),
+    }
+}
+
+/// The PEM of one CA reference: a ConfigMap's `ca.crt` holding a certificate.
+fn ca_of<'i>(
+    r: &gateway_api::backendtlspolicies::BackendTlsPolicyValidationCaCertificateRefs,
+    field: &str,
+    namespace: &str,
+    index: &Index<'i>,
+) -> Result<&'i str, (&'static str, String)> {
+    if !(r.group.is_empty() || r.group == "core") || r.kind != "ConfigMap" {
+        return Err((
+            "InvalidKind",
+            format!(
+                "{field} names a {}/{}; only a ConfigMap (group \"\") holding ca.crt is supported",
+                r.group, r.kind
+            ),
+        ));
+    }
+    let pem = index
+        .config_map(namespace, &r.name)
+        .and_then(|m| m.data.as_ref())
+        .and_then(|d| d.get("ca.crt"))
+        .ok_or_else(|| {
+            (
                 "InvalidCACertificateRef",
                 format!(
-                    "{field}: ca.crt of ConfigMap {namespace}/{} holds no PEM certificate; put the CA certificate(s) there, PEM encoded",
+                    "{field}: ConfigMap {namespace}/{} with key ca.crt not found; create it with the CA of the pods' certificates (PEM)",
                     r.name
                 ),
-            ));
-        }
-        bundle.push_str(pem);
-        bundle.push('\n');
+            )
+        })?;
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<Vec<_>, _>>();
+    if !matches!(&certs, Ok(c) if !c.is_empty()) {
+        return Err((
+            "InvalidCACertificateRef",
+            format!(
+                "{field}: ca.crt of ConfigMap {namespace}/{} holds no PEM certificate; put the CA certificate(s) there, PEM encoded",
+                r.name
+            ),
+        ));
     }
-    Ok(bundle)
+    Ok(pem)
 }
 
 #[cfg(test)]

@@ -283,6 +283,20 @@ fn a_policy_that_cannot_be_used_closes_its_service_never_falling_back() {
     }
 }
 
+#[test]
+fn one_invalid_ca_among_valid_ones_keeps_the_policy_accepted_but_closes_its_service() {
+    let two = "caCertificateRefs:\n- {group: \"\", kind: ConfigMap, name: pods-ca}\n- {group: \"\", kind: ConfigMap, name: missing}\nhostname: web.example.com\n";
+    let c = with(&policy("p", 0, None, two));
+    let conds = conditions(&c, "p");
+    assert_eq!(conds[0], ("Accepted", true, "Accepted".into()));
+    assert_eq!(
+        conds[1],
+        ("ResolvedRefs", false, "InvalidCACertificateRef".into())
+    );
+    let why = reached(&c).expect_err("closed");
+    assert!(why.contains("caCertificateRefs[1]"), "{why}");
+}
+
 fn tls_secret(name: &str, ns: &str) -> String {
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["gateway.example.com".into()])
