@@ -246,6 +246,11 @@ pub async fn run_in_cluster(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     let source = ClusterSource::start(client.clone(), gateway_api);
+    if gateway_api.is_some_and(|served| !served.backend_tls_policies) {
+        tracing::warn!(
+            "the BackendTLSPolicy CRD is not installed: HTTPRoutes reach Services in the clear; install it and restart Portcullis to serve BackendTLSPolicies"
+        );
+    }
     let shutdown = stop_on_signal();
     let (published, watch_published) = tokio::sync::watch::channel(None);
     tokio::spawn(watch_cluster(

@@ -200,7 +200,7 @@ impl Node {
             let replicas = spec.replicas.unwrap_or(1).clamp(1, 2) as usize;
             let key = (ns.clone(), name.clone());
             if !self.pods.contains_key(&key) {
-                // Backends that serve TLS wait until the Secret they mount exists.
+                // Backends that serve TLS wait until the objects they mount exist.
                 let Some(tls_env) = tls_backend_env(client, &ns, &name, spec).await else {
                     continue;
                 };
@@ -333,63 +333,98 @@ impl Node {
     }
 }
 
-/// The environment a TLS backend's container sets with literal values (its
-/// certificate files, `TCP_ECHO_SERVER`), each path under a Secret volume's mount
-/// pointing at a file written from that Secret, as the kubelet would mount it. Empty
-/// for a backend without Secret volumes; `None` while a Secret it mounts is missing.
+/// The environment a backend's container sets with literal values (its certificate
+/// files, `TCP_ECHO_SERVER`), each path under a Secret or ConfigMap volume's mount
+/// pointing at a file written from that object, as the kubelet would mount it. Empty
+/// for a backend without such volumes; `None` while an object it mounts is missing.
 async fn tls_backend_env(
     client: &kube::Client,
     ns: &str,
     name: &str,
     spec: &k8s_openapi::api::apps::v1::DeploymentSpec,
 ) -> Option<Vec<(String, String)>> {
-    use k8s_openapi::api::core::v1::Secret;
     let Some(pod) = spec.template.spec.as_ref() else {
         return Some(Vec::new());
     };
-    let secret_volumes: Vec<_> = (pod.volumes.iter().flatten())
-        .filter_map(|v| Some((v.name.as_str(), v.secret.as_ref()?)))
-        .collect();
-    if secret_volumes.is_empty() {
+    let Some(container) = pod.containers.first() else {
+        return Some(Vec::new());
+    };
+    let mounts_files = (pod.volumes.iter().flatten())
+        .any(|v| v.secret.is_some() || v.config_map.is_some());
+    if !mounts_files {
         return Some(Vec::new());
     }
     let dir = std::env::temp_dir()
         .join(format!("portcullis-conformance-{}", std::process::id()))
         .join(format!("{ns}-{name}"));
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    // Mount path → where its files are written here.
-    let mut mounts: Vec<(String, PathBuf)> = Vec::new();
-    for container in &pod.containers {
-        for mount in container.volume_mounts.iter().flatten() {
-            let Some((_, volume)) = secret_volumes.iter().find(|(n, _)| *n == mount.name) else {
-                continue;
-            };
-            let secret = secrets
-                .get_opt(volume.secret_name.as_deref()?)
-                .await
-                .ok()??;
-            let data = secret.data.unwrap_or_default();
-            let local = dir.join(&mount.name);
-            std::fs::create_dir_all(&local).unwrap();
-            for item in volume.items.iter().flatten() {
-                std::fs::write(local.join(&item.path), &data.get(&item.key)?.0).unwrap();
-            }
-            mounts.push((mount.mount_path.clone(), local));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut env = Vec::new();
+    for var in container.env.iter().flatten() {
+        let Some(value) = var.value.clone() else {
+            continue;
+        };
+        let mounted = (container.volume_mounts.iter().flatten())
+            .any(|m| value.starts_with(&format!("{}/", m.mount_path)));
+        if !mounted {
+            env.push((var.name.clone(), value));
+            continue;
         }
+        let bytes = mounted_file(client, ns, pod, container, &value).await?;
+        let written = dir.join(&var.name);
+        std::fs::write(&written, bytes).unwrap();
+        env.push((var.name.clone(), written.display().to_string()));
     }
-    let literal = (pod.containers.iter())
-        .flat_map(|c| c.env.iter().flatten())
-        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)));
-    let env = literal
-        .map(|(key, value)| {
-            let mounted = mounts.iter().find_map(|(at, local)| {
-                let rest = value.strip_prefix(at.as_str())?.trim_start_matches('/');
-                Some(local.join(rest).display().to_string())
-            });
-            (key, mounted.unwrap_or(value))
-        })
-        .collect();
     Some(env)
+}
+
+/// The content of the file at `path` in `container`: the item of the Secret or
+/// ConfigMap volume mounted there, read from the API server.
+async fn mounted_file(
+    client: &kube::Client,
+    ns: &str,
+    pod: &PodSpec,
+    container: &k8s_openapi::api::core::v1::Container,
+    path: &str,
+) -> Option<Vec<u8>> {
+    use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Secret};
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| path.starts_with(&format!("{}/", m.mount_path)))?;
+    let file = &path[mount.mount_path.len() + 1..];
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)?;
+    let key_of = |items: Option<&Vec<KeyToPath>>| {
+        items
+            .into_iter()
+            .flatten()
+            .find(|i| i.path == file)
+            .map_or_else(|| file.to_owned(), |i| i.key.clone())
+    };
+    if let Some(s) = &volume.secret {
+        let name = s.secret_name.as_deref()?;
+        let secret = Api::<Secret>::namespaced(client.clone(), ns)
+            .get(name)
+            .await
+            .ok()?;
+        Some(secret.data?.get(&key_of(s.items.as_ref()))?.0.clone())
+    } else {
+        let c = volume.config_map.as_ref()?;
+        let map = Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .get(&c.name)
+            .await
+            .ok()?;
+        Some(
+            map.data?
+                .get(&key_of(c.items.as_ref()))?
+                .clone()
+                .into_bytes(),
+        )
+    }
 }
 
 /// The Pod objects of a Deployment's processes, Ready at their own addresses: the

@@ -10,6 +10,7 @@ mod alb_routing;
 mod authorization;
 mod backchannel;
 mod backend_protocol;
+mod backend_tls_policy;
 mod bearer;
 mod check;
 mod claim_headers;

@@ -744,7 +744,12 @@ fn backend_protocol_is_honoured_from_the_ingress_and_the_service_wins() {
             ca_secret()
         ))
     };
-    let tls = |verify| Some(BackendTls { verify });
+    let tls = |verify| {
+        Some(BackendTls {
+            verify,
+            client: None,
+        })
+    };
     let c = with(
         "    alb.ingress.kubernetes.io/backend-protocol: HTTPS\n",
         "",

@@ -6,10 +6,13 @@
 //!   backend Service, the Service's value winning (as AWS Load Balancer Controller
 //!   reads them); `portcullis.dev/backend-ca-secret` and
 //!   `portcullis.dev/backend-server-name` opt in to checking the pods' certificate;
+//!   A Service port whose `appProtocol` is `https` gets TLS (unchecked, as ALB) unless
+//!   the annotation says otherwise;
 //! - an HTTPRoute: the Service port's `appProtocol`, where `kubernetes.io/h2c` means
-//!   HTTP/2 in the clear;
-//! - a GRPCRoute: gRPC, which is HTTP/2, in the clear (h2c with prior knowledge),
-//!   whatever the port's `appProtocol` says.
+//!   HTTP/2 in the clear, and TLS where a BackendTLSPolicy targets the Service (or
+//!   the port), presenting the Gateway's client certificate;
+//! - a GRPCRoute: gRPC, which is HTTP/2, whatever the port's `appProtocol` says: in the
+//!   clear (h2c with prior knowledge), or over TLS as a BackendTLSPolicy asks.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +22,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
 use super::backends::Index;
-use super::snapshot::{BackendTls, BackendVersion, Transport, VerifyBackend};
+use super::snapshot::{BackendTls, BackendVersion, ClientIdentity, Transport, VerifyBackend};
 
 const PROTOCOL: &str = "alb.ingress.kubernetes.io/backend-protocol";
 const VERSION: &str = "alb.ingress.kubernetes.io/backend-protocol-version";
@@ -36,11 +39,17 @@ const APP_PROTOCOL_H2C: &str = "kubernetes.io/h2c";
 pub enum ProtocolFrom<'a> {
     /// An Ingress's annotations (the Service's own win).
     Alb(Option<&'a BTreeMap<String, String>>),
-    /// An HTTPRoute: the Service port's `appProtocol`.
-    AppProtocol,
-    /// A GRPCRoute: gRPC in the clear.
-    Grpc,
+    /// An HTTPRoute: the Service port's `appProtocol`, TLS by BackendTLSPolicy, and
+    /// the client certificate of the route's Gateways.
+    AppProtocol(&'a BackendClient),
+    /// A GRPCRoute: gRPC, TLS by BackendTLSPolicy as for an HTTPRoute.
+    Grpc(&'a BackendClient),
 }
+
+/// The client certificate a route's Gateways present to TLS backends: none, one, or
+/// why none can be (a reference that does not resolve, Gateways that disagree), in
+/// which case TLS backends are closed.
+pub type BackendClient = Option<Result<ClientIdentity, String>>;
 
 /// A protocol that cannot be set up: the annotation, what is wrong, and the fix.
 #[derive(Debug, PartialEq, Eq)]
@@ -58,10 +67,10 @@ pub fn transport(
     index: &Index,
 ) -> Result<Transport, ProtocolProblem> {
     match from {
-        ProtocolFrom::AppProtocol => Ok(app_protocol(port)),
-        ProtocolFrom::Grpc => Ok(Transport {
-            tls: None,
+        ProtocolFrom::AppProtocol(client) => gateway_transport(service, port, index, client),
+        ProtocolFrom::Grpc(client) => Ok(Transport {
             version: BackendVersion::Grpc,
+            ..gateway_transport(service, port, index, client)?
         }),
         ProtocolFrom::Alb(ingress) => {
             let own = service.metadata.annotations.as_ref();
@@ -70,7 +79,13 @@ pub fn transport(
                     .or_else(|| ingress.and_then(|a| a.get(key)))
                     .map(|v| v.trim())
             };
-            let tls = tls_asked(get(PROTOCOL))?;
+            let https_port = port
+                .and_then(|p| p.app_protocol.as_deref())
+                .is_some_and(|a| a.eq_ignore_ascii_case("https"));
+            let tls = match get(PROTOCOL) {
+                None => https_port,
+                asked => tls_asked(asked)?,
+            };
             let version = version_asked(get(VERSION))?;
             let verify = verify_asked(
                 get(CA_SECRET_ANNOTATION),
@@ -80,7 +95,10 @@ pub fn transport(
                 index,
             )?;
             Ok(Transport {
-                tls: tls.then_some(BackendTls { verify }),
+                tls: tls.then_some(BackendTls {
+                    verify,
+                    client: None,
+                }),
                 version,
             })
         }
@@ -93,6 +111,45 @@ fn app_protocol(port: Option<&ServicePort>) -> Transport {
         _ => BackendVersion::Http1,
     };
     Transport { tls: None, version }
+}
+
+/// An HTTPRoute's backend: TLS as the BackendTLSPolicy of the Service (port) asks,
+/// or none without one. A policy that cannot be used, or a client certificate that
+/// cannot be presented, is a problem: the backend closes.
+fn gateway_transport(
+    service: &Service,
+    port: Option<&ServicePort>,
+    index: &Index,
+    client: &BackendClient,
+) -> Result<Transport, ProtocolProblem> {
+    let mut transport = app_protocol(port);
+    let namespace = service.metadata.namespace.as_deref().unwrap_or_default();
+    let name = service.metadata.name.as_deref().unwrap_or_default();
+    let port_name = port.and_then(|p| p.name.as_deref());
+    let Some(applied) = index.backend_tls.for_port(namespace, name, port_name) else {
+        return Ok(transport);
+    };
+    let verify = applied.clone().map_err(|message| ProtocolProblem {
+        field: "BackendTLSPolicy".into(),
+        message,
+        fix: "fix the BackendTLSPolicy (kubectl describe backendtlspolicy shows why)".into(),
+    })?;
+    let client = match client {
+        None => None,
+        Some(Ok(identity)) => Some(identity.clone()),
+        Some(Err(message)) => {
+            return Err(ProtocolProblem {
+                field: "spec.tls.backend.clientCertificateRef".into(),
+                message: format!("the Gateway's client certificate cannot be presented: {message}"),
+                fix: "fix the Gateway's spec.tls.backend.clientCertificateRef".into(),
+            });
+        }
+    };
+    transport.tls = Some(BackendTls {
+        verify: Some(verify),
+        client,
+    });
+    Ok(transport)
 }
 
 /// `backend-protocol`: `HTTPS` is TLS to the pods.
@@ -188,7 +245,9 @@ fn verify_asked(
     }
     Ok(Some(VerifyBackend {
         ca_pem: Arc::from(String::from_utf8_lossy(&pem).as_ref()),
+        system_roots: false,
         server_name,
+        subject_alt_names: Vec::new(),
     }))
 }
 
@@ -210,6 +269,40 @@ mod tests {
         for bad in ["grpc", "HTTP/2", "H2C"] {
             assert!(version_asked(Some(bad)).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn an_https_app_protocol_gives_an_ingress_backend_tls_unless_annotated() {
+        let objects = crate::store::Objects::default();
+        let index = Index::new(&objects);
+        let port = |p: &str| ServicePort {
+            app_protocol: Some(p.to_owned()),
+            ..Default::default()
+        };
+        let service = |annotations: &[(&str, &str)]| Service {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let tls = |svc: &Service, p: &str| {
+            transport(ProtocolFrom::Alb(None), svc, Some(&port(p)), &index)
+                .unwrap()
+                .tls
+        };
+        let unchecked = Some(BackendTls::default());
+        assert_eq!(tls(&service(&[]), "https"), unchecked);
+        assert_eq!(tls(&service(&[]), "HTTPS"), unchecked);
+        assert_eq!(tls(&service(&[]), "http"), None);
+        assert_eq!(tls(&service(&[]), "kubernetes.io/h2c"), None);
+        assert_eq!(tls(&service(&[(PROTOCOL, "HTTP")]), "https"), None);
+        assert_eq!(tls(&service(&[(PROTOCOL, "HTTPS")]), "http"), unchecked);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Index<'a> {
     pub http_routes: HashMap<Key, ()>,
     pub grpc_routes: HashMap<Key, ()>,
     pub gateways: HashMap<Key, ()>,
+    /// The BackendTLSPolicies, by the Service (port) they target.
+    pub backend_tls: super::backend_tls_policy::Policies,
 }
 
 fn key(namespace: Option<&String>, name: Option<&String>) -> Key {
@@ -86,7 +88,7 @@ impl<'a> Index<'a> {
                 .map(|m| (key(m.namespace.as_ref(), m.name.as_ref()), ()))
                 .collect()
         };
-        Self {
+        let mut index = Self {
             secrets,
             config_maps,
             services,
@@ -95,7 +97,10 @@ impl<'a> Index<'a> {
             http_routes: names(objects.http_routes.iter().map(|r| &r.metadata).collect()),
             grpc_routes: names(objects.grpc_routes.iter().map(|r| &r.metadata).collect()),
             gateways: names(objects.gateways.iter().map(|g| &g.metadata).collect()),
-        }
+            backend_tls: Default::default(),
+        };
+        index.backend_tls = super::backend_tls_policy::Policies::new(objects, &index);
+        index
     }
 
     pub fn service_exists(&self, namespace: &str, name: &str) -> bool {
@@ -175,6 +180,17 @@ impl UpstreamCache {
                     service: name,
                     reason,
                 };
+            }
+            Err(Unresolved::Protocol(p)) if matches!(protocol, ProtocolFrom::AppProtocol(_)) => {
+                let message = format!("Service {namespace}/{}: {}", service.name, p.message);
+                diags.push(Diagnostic::error(
+                    ingress,
+                    &format!("{field} ({})", p.field),
+                    "InvalidBackendProtocol",
+                    format!("{message}; requests for it answer 500 until it is fixed"),
+                    p.fix,
+                ));
+                return Backend::Invalid { reason: message };
             }
             Err(Unresolved::Protocol(p)) => {
                 let message = format!(

@@ -21,6 +21,9 @@ use gateway_api::httproutes::{
 use k8s_openapi::api::networking::v1::{IngressBackend, IngressServiceBackend, ServiceBackendPort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
+use super::backend_client::{gateway_backend_client, route_backend_client};
+use super::backend_protocol::BackendClient;
+use super::backend_tls_policy::PolicyState;
 use super::backends::{Index, UpstreamCache};
 use super::gateway_addresses::Assigner;
 use super::listener_set::{self, ListenerSetState, Merge, SetListeners, Slot, Standing};
@@ -76,6 +79,8 @@ pub struct GatewayApiState {
     /// Gateways get addresses of their own (`--gateway-addresses`), so listeners of
     /// any port are served as such.
     pub own_addresses: bool,
+    /// Per BackendTLSPolicy: its conditions per Gateway its Services are reached by.
+    pub backend_tls_policies: BTreeMap<ObjectRef, PolicyState>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -136,6 +141,8 @@ pub(super) struct Listener<'a> {
     /// The hostnames of every listener served where this one is (see
     /// `ListenerScope::siblings`).
     siblings: Arc<Vec<Option<String>>>,
+    /// The Gateway's client certificate for TLS backends.
+    backend_client: Arc<BackendClient>,
 }
 
 impl Listener<'_> {
@@ -250,6 +257,8 @@ pub(super) fn compile(
     }
     state.policy_ancestors = policy_ancestors(guards, &route_gateways, &state);
     super::grpc_route::report_login_only(&drafts, diags);
+    state.backend_tls_policies = index.backend_tls.status(objects, &route_gateways);
+    diags.extend(index.backend_tls.diagnostics());
     GatewayOutput {
         drafts,
         state,
@@ -447,6 +456,7 @@ fn place_route(
                 hostname: listener.hostname.clone(),
                 socket: listener.socket,
                 siblings: listener.siblings.clone(),
+                backend_client: listener.backend_client.clone(),
             });
         }
     }
@@ -534,6 +544,7 @@ struct Place {
     hostname: Option<String>,
     socket: Option<SocketAddr>,
     siblings: Arc<Vec<Option<String>>>,
+    backend_client: Arc<BackendClient>,
 }
 
 fn policy_ancestors(
@@ -589,6 +600,14 @@ fn compile_gateway<'a>(
         out.push(listener);
     }
     state.conditions.push(gateway_accepted(&state.listeners));
+    let granted =
+        |ns: &str, name: &str| grants.allows(&obj.namespace, "Gateway", ns, "", "Secret", name);
+    let (client, resolved) = gateway_backend_client(gateway, obj, index, &granted);
+    state.conditions.extend(resolved);
+    let client = Arc::new(client);
+    for listener in &mut out {
+        listener.backend_client = client.clone();
+    }
     (state, out)
 }
 
@@ -942,6 +961,7 @@ fn compile_listener<'a>(
         served_protocol,
         socket: None,
         siblings: Arc::default(),
+        backend_client: Arc::default(),
     };
     (listener_state, listener)
 }
@@ -1454,14 +1474,14 @@ fn compile_rules(
         );
     }
     let mut drafts = Vec::new();
+    let client = route_backend_client(places.iter().map(|p| p.backend_client.as_ref()));
     for (ri, (rule, matches)) in rules.iter().zip(&compiled).enumerate() {
         let field = format!("spec.rules[{ri}]");
         let backend = rule_backend(
             rule,
             obj,
             &field,
-            index,
-            grants,
+            (index, grants, &client),
             upstreams,
             &mut resolved,
             diags,
@@ -1990,8 +2010,7 @@ fn rule_backend(
     rule: &HttpRouteRules,
     obj: &ObjectRef,
     field: &str,
-    index: &Index,
-    grants: &Grants,
+    refs_to: (&Index, &Grants, &BackendClient),
     upstreams: &mut UpstreamCache,
     resolved: &mut Cond,
     diags: &mut Vec<Diagnostic>,
@@ -2001,7 +2020,7 @@ fn rule_backend(
     for (i, r) in refs.iter().enumerate() {
         let bfield = format!("{field}.backendRefs[{i}]");
         let weight = u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0);
-        let backend = match backend_ref(r, obj, &bfield, index, grants, upstreams, diags) {
+        let backend = match backend_ref(r, obj, &bfield, refs_to, upstreams, diags) {
             Ok(b) => b,
             Err(cond) => {
                 if resolved.ok {
@@ -2040,8 +2059,7 @@ pub(super) fn backend_ref(
     r: &HttpRouteRulesBackendRefs,
     obj: &ObjectRef,
     field: &str,
-    index: &Index,
-    grants: &Grants,
+    (index, grants, client): (&Index, &Grants, &BackendClient),
     upstreams: &mut UpstreamCache,
     diags: &mut Vec<Diagnostic>,
 ) -> Result<Backend, Cond> {
@@ -2101,8 +2119,8 @@ pub(super) fn backend_ref(
         Cond::no("ResolvedRefs", "UnsupportedValue", message)
     })?;
     let from = match obj.kind.as_str() {
-        "GRPCRoute" => super::backend_protocol::ProtocolFrom::Grpc,
-        _ => super::backend_protocol::ProtocolFrom::AppProtocol,
+        "GRPCRoute" => super::backend_protocol::ProtocolFrom::Grpc(client),
+        _ => super::backend_protocol::ProtocolFrom::AppProtocol(client),
     };
     let resolved = upstreams.resolve(index, ns, &backend, from, obj, field, diags);
     Ok(match edits {

@@ -607,18 +607,55 @@ impl BackendVersion {
 /// TLS to the pods. As ALB, the pods' certificate is not checked unless a CA bundle
 /// is named: pods commonly serve self-signed certificates, and no SNI is sent (the
 /// pods are addressed by IP).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct BackendTls {
     pub verify: Option<VerifyBackend>,
+    /// The certificate presented to the pods (a Gateway's
+    /// `spec.tls.backend.clientCertificateRef`).
+    pub client: Option<ClientIdentity>,
 }
 
 /// Check the pods' certificate: it must chain to one of these CAs and name this server.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct VerifyBackend {
-    /// PEM, as the Secret's `ca.crt` holds it (checked to parse when compiled).
+    /// PEM, as the Secret's `ca.crt` holds it (checked to parse when compiled); empty
+    /// with `system_roots`.
     pub ca_pem: Arc<str>,
-    /// The name the certificate must carry, sent as SNI.
+    /// The CAs this system trusts instead (BackendTLSPolicy's
+    /// `wellKnownCACertificates: System`).
+    pub system_roots: bool,
+    /// The name sent as SNI, and the name the certificate must carry unless
+    /// `subject_alt_names` is set.
     pub server_name: String,
+    /// When not empty, the certificate must carry one of these (and `server_name` is
+    /// only the SNI), as BackendTLSPolicy's `subjectAltNames` says.
+    pub subject_alt_names: Vec<SubjectAltName>,
+}
+
+/// A name a pod's certificate may carry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SubjectAltName {
+    /// A DNS name (a wildcard in the certificate matches as usual).
+    Dns(String),
+    /// A URI, compared exactly (a SPIFFE ID, say).
+    Uri(String),
+}
+
+/// A client certificate and its key, PEM. The key never shows in `Debug` (which keys
+/// upstreams by their transport and may be logged); the certificate names it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ClientIdentity {
+    pub cert_pem: Arc<str>,
+    pub key_pem: Arc<str>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
 }
 
 /// The Service port whose EndpointSlices give an upstream its targets.

@@ -228,6 +228,11 @@ impl Worker {
                             Api::namespaced(self.client.clone(), &object.namespace);
                         api.patch_status(&object.name, &apply, &patch).await?;
                     }
+                    "BackendTLSPolicy" => {
+                        let api: Api<gateway_api::backendtlspolicies::BackendTlsPolicy> =
+                            Api::namespaced(self.client.clone(), &object.namespace);
+                        api.patch_status(&object.name, &apply, &patch).await?;
+                    }
                     _ => {
                         let api: Api<gateway_api::httproutes::HttpRoute> =
                             Api::namespaced(self.client.clone(), &object.namespace);

@@ -9,7 +9,9 @@
 //!
 //! TLS to the pods checks nothing by default, as ALB: pods serve self-signed
 //! certificates and are addressed by IP, so no SNI is sent either. A `VerifyBackend`
-//! checks the chain against its CAs and the name it gives, sent as SNI.
+//! (an Ingress's opt-in, a BackendTLSPolicy) checks the chain against its CAs and the
+//! certificate's names against the server name (sent as SNI) or the subject
+//! alternative names it lists; a Gateway's client certificate is presented.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,14 +26,16 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
 use rustls::crypto::{CryptoProvider, aws_lc_rs};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tower_service::Service as _;
 
 use super::{Body, BoxError, ProxyConfig};
-use crate::compile::{Transport, VerifyBackend};
+use crate::compile::{ClientIdentity, SubjectAltName, Transport, VerifyBackend};
 
 type H1Client = Client<HttpsConnector<HttpConnector>, Body>;
 
@@ -114,21 +118,37 @@ fn verified_name(transport: &Transport) -> Option<ServerName<'static>> {
 }
 
 /// The TLS settings to the pods: ALPN h2 for HTTP/2; the certificate checked
-/// against the CA bundle when one is named, else (as ALB) not at all.
+/// against the CA bundle when one is named, else (as ALB) not at all; the client
+/// certificate presented when one is given. A client certificate that does not load
+/// leaves none presented, which a pod asking for one refuses (closed).
 fn tls_config(transport: &Transport) -> ClientConfig {
     let provider = Arc::new(aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("the default provider supports the default versions");
-    let verify = transport.tls.as_ref().and_then(|t| t.verify.as_ref());
-    let mut config = match verify {
-        Some(v) => builder
-            .with_root_certificates(roots(v))
-            .with_no_client_auth(),
-        None => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-            .with_no_client_auth(),
+    let tls = transport.tls.as_ref();
+    let verifier: Arc<dyn ServerCertVerifier> = match tls.and_then(|t| t.verify.as_ref()) {
+        Some(v) => Arc::new(PolicyVerifier {
+            roots: roots(v),
+            names: names_to_check(v),
+            provider: provider.clone(),
+        }),
+        None => Arc::new(AnyCertificate(provider)),
+    };
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let client = tls
+        .and_then(|t| t.client.as_ref())
+        .and_then(client_identity);
+    let mut config = match client {
+        Some((certs, key)) => builder
+            .with_client_auth_cert(certs.clone(), key.clone_key())
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "the client certificate for backends cannot be used");
+                without_client_auth(transport)
+            }),
+        None => builder.with_no_client_auth(),
     };
     // HTTP/1.1 offers no ALPN (a pod then speaks HTTP/1.1); HTTP/2 offers only h2.
     if transport.version.is_h2() {
@@ -137,19 +157,165 @@ fn tls_config(transport: &Transport) -> ClientConfig {
     config
 }
 
-/// The CAs of a bundle; one that parses to none leaves the store empty, so every
+/// The same settings without a client certificate.
+fn without_client_auth(transport: &Transport) -> ClientConfig {
+    let mut plain = transport.clone();
+    if let Some(tls) = plain.tls.as_mut() {
+        tls.client = None;
+    }
+    tls_config(&plain)
+}
+
+fn client_identity(
+    identity: &ClientIdentity,
+) -> Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let certs = CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .ok()
+        .filter(|c| !c.is_empty())?;
+    let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).ok()?;
+    Some((certs, key))
+}
+
+/// The CAs of a bundle, or this system's; none found leaves the store empty, so every
 /// handshake fails (closed, never unchecked).
-fn roots(verify: &VerifyBackend) -> RootCertStore {
+fn roots(verify: &VerifyBackend) -> Arc<RootCertStore> {
     let mut roots = RootCertStore::empty();
-    let certs = CertificateDer::pem_slice_iter(verify.ca_pem.as_bytes()).flatten();
-    let (_added, ignored) = roots.add_parsable_certificates(certs);
+    let (_added, ignored) = if verify.system_roots {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::warn!(error = %e, "the system's CA certificates could not all be read");
+        }
+        roots.add_parsable_certificates(found.certs)
+    } else {
+        let certs = CertificateDer::pem_slice_iter(verify.ca_pem.as_bytes()).flatten();
+        roots.add_parsable_certificates(certs)
+    };
     if ignored > 0 {
         tracing::warn!(
             ignored,
             "certificates of a backend CA bundle could not be used"
         );
     }
-    roots
+    Arc::new(roots)
+}
+
+/// The names a pod's certificate may carry, one of which it must: the subject
+/// alternative names when given, else the server name.
+fn names_to_check(verify: &VerifyBackend) -> Vec<SubjectAltName> {
+    if verify.subject_alt_names.is_empty() {
+        vec![SubjectAltName::Dns(verify.server_name.clone())]
+    } else {
+        verify.subject_alt_names.clone()
+    }
+}
+
+/// A pod's certificate must chain to `roots` and carry one of `names`; the name the
+/// connection was opened with (the SNI) takes no part, as BackendTLSPolicy's
+/// `subjectAltNames` asks.
+#[derive(Debug)]
+struct PolicyVerifier {
+    roots: Arc<RootCertStore>,
+    names: Vec<SubjectAltName>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PolicyVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        if self.names.iter().any(|n| carries(&cert, end_entity, n)) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        AnyCertificate(self.provider.clone()).verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        AnyCertificate(self.provider.clone()).verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Whether a certificate carries `name`: a DNS name as webpki matches it (the
+/// certificate's wildcards included); a wildcard `*.suffix` any one label under the
+/// suffix, or the same wildcard; a URI exactly.
+fn carries(cert: &ParsedCertificate<'_>, der: &CertificateDer<'_>, name: &SubjectAltName) -> bool {
+    match name {
+        SubjectAltName::Dns(host) => match host.strip_prefix("*.") {
+            None => ServerName::try_from(host.as_str())
+                .is_ok_and(|n| verify_server_name(cert, &n).is_ok()),
+            Some(suffix) => dns_names(der).iter().any(|d| {
+                d.eq_ignore_ascii_case(host)
+                    || d.split_once('.').is_some_and(|(label, rest)| {
+                        !label.is_empty() && label != "*" && rest.eq_ignore_ascii_case(suffix)
+                    })
+            }),
+        },
+        SubjectAltName::Uri(uri) => uri_names(der).iter().any(|u| u == uri),
+    }
+}
+
+fn dns_names(der: &CertificateDer<'_>) -> Vec<String> {
+    general_names(der, |n| match n {
+        x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+        _ => None,
+    })
+}
+
+fn uri_names(der: &CertificateDer<'_>) -> Vec<String> {
+    general_names(der, |n| match n {
+        x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_owned()),
+        _ => None,
+    })
+}
+
+/// The subject alternative names of a certificate that `pick` keeps.
+fn general_names(
+    der: &CertificateDer<'_>,
+    pick: impl Fn(&x509_parser::extensions::GeneralName<'_>) -> Option<String>,
+) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value.general_names.iter().filter_map(pick).collect()
 }
 
 /// ALB's check of a pod's certificate: none. The handshake's signatures are still
@@ -333,6 +499,65 @@ mod tests {
 }
 
 #[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    fn cert_for(sans: &[&str]) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        for san in sans {
+            params
+                .subject_alt_names
+                .push(match san.strip_prefix("uri:") {
+                    Some(uri) => rcgen::SanType::URI((*uri).try_into().unwrap()),
+                    None => rcgen::SanType::DnsName((*san).try_into().unwrap()),
+                });
+        }
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    fn carried(sans: &[&str], name: SubjectAltName) -> bool {
+        let der = cert_for(sans);
+        let parsed = ParsedCertificate::try_from(&der).unwrap();
+        carries(&parsed, &der, &name)
+    }
+
+    #[test]
+    fn names_match_as_a_policy_means_them() {
+        let dns = |s: &str| SubjectAltName::Dns(s.into());
+        let uri = |s: &str| SubjectAltName::Uri(s.into());
+        assert!(carried(&["web.example.com"], dns("web.example.com")));
+        assert!(carried(&["WEB.example.com"], dns("web.example.com")));
+        assert!(carried(&["*.example.com"], dns("web.example.com")));
+        assert!(!carried(&["web.example.com"], dns("api.example.com")));
+        assert!(!carried(&["*.example.com"], dns("a.b.example.com")));
+        // A policy's wildcard: one label under the suffix, or the same wildcard.
+        assert!(carried(&["web.example.com"], dns("*.example.com")));
+        assert!(carried(&["*.example.com"], dns("*.example.com")));
+        assert!(!carried(&["a.b.example.com"], dns("*.example.com")));
+        assert!(!carried(&["example.com"], dns("*.example.com")));
+        // URIs exactly, and never through a DNS name or the other way round.
+        assert!(carried(
+            &["uri:spiffe://example.com/web"],
+            uri("spiffe://example.com/web")
+        ));
+        assert!(!carried(
+            &["uri:spiffe://example.com/web"],
+            uri("spiffe://example.com/we")
+        ));
+        assert!(!carried(
+            &["uri:spiffe://example.com/web"],
+            uri("spiffe://example.com/web/x")
+        ));
+        assert!(!carried(&["example.com"], uri("example.com")));
+        assert!(!carried(
+            &["uri:https://web.example.com"],
+            dns("web.example.com")
+        ));
+    }
+}
+
+#[cfg(test)]
 mod build_tests {
     use super::*;
     use crate::compile::{BackendTls, BackendVersion};
@@ -342,7 +567,7 @@ mod build_tests {
     #[tokio::test]
     async fn every_transport_builds_its_pools() {
         let config = ProxyConfig::default();
-        for tls in [None, Some(BackendTls { verify: None })] {
+        for tls in [None, Some(BackendTls::default())] {
             for version in [
                 BackendVersion::Http1,
                 BackendVersion::Http2,

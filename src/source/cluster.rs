@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
+use gateway_api::backendtlspolicies::BackendTlsPolicy;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::grpcroutes::GrpcRoute;
@@ -84,6 +85,8 @@ struct GatewayStores {
     tls_routes: Option<Store<TlsRoute>>,
     /// Only when the ListenerSet CRD is installed too.
     listener_sets: Option<Store<ListenerSet>>,
+    /// Only when the BackendTLSPolicy CRD is installed too.
+    backend_tls: Option<Store<BackendTlsPolicy>>,
 }
 
 /// What of Gateway API the API server serves, beyond the kinds every install has.
@@ -92,6 +95,7 @@ pub struct GatewayApi {
     pub grpc_routes: bool,
     pub tls_routes: bool,
     pub listener_sets: bool,
+    pub backend_tls_policies: bool,
 }
 
 /// Whether the API server serves Gateway API v1 HTTPRoutes and Gateways (their CRDs
@@ -114,6 +118,7 @@ pub async fn gateway_api_installed(client: &Client) -> Option<GatewayApi> {
         grpc_routes: served("grpcroutes"),
         tls_routes: served("tlsroutes"),
         listener_sets: served("listenersets"),
+        backend_tls_policies: served("backendtlspolicies"),
     })
 }
 
@@ -162,7 +167,10 @@ impl ClusterSource {
                     .then(|| reflect("TLSRoute", Api::all(client.clone()), &changed)),
                 listener_sets: served
                     .listener_sets
-                    .then(|| reflect("ListenerSet", Api::all(client), &changed)),
+                    .then(|| reflect("ListenerSet", Api::all(client.clone()), &changed)),
+                backend_tls: served
+                    .backend_tls_policies
+                    .then(|| reflect("BackendTLSPolicy", Api::all(client), &changed)),
             }),
             changed: changed.notify,
             kinds,
@@ -207,6 +215,9 @@ impl ClusterSource {
             if let Some(sets) = &g.listener_sets {
                 let _ = sets.wait_until_ready().await;
             }
+            if let Some(p) = &g.backend_tls {
+                let _ = p.wait_until_ready().await;
+            }
         }
     }
 
@@ -234,6 +245,8 @@ impl ClusterSource {
                 .as_ref()
                 .map(Store::state)
                 .unwrap_or_default();
+            objects.backend_tls_policies =
+                g.backend_tls.as_ref().map(Store::state).unwrap_or_default();
         }
         self.add_rules(&mut objects);
         objects

@@ -312,7 +312,7 @@ fn is_read(group: &str, kind: &str) -> bool {
             | (
                 GATEWAY_GROUP,
                 "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "TLSRoute"
-                    | "ReferenceGrant" | "ListenerSet"
+                    | "ReferenceGrant" | "ListenerSet" | "BackendTLSPolicy"
             )
             | ("discovery.k8s.io", "EndpointSlice")
     ) || (group, kind) == (crate::model::GROUP, "AuthRule")
@@ -426,6 +426,12 @@ fn store(objects: &mut Objects, group: &str, kind: &str, doc: Value, object: Obj
         ),
         (GATEWAY_GROUP, "ReferenceGrant") => push(
             &mut objects.reference_grants,
+            doc,
+            &object,
+            &mut objects.diagnostics,
+        ),
+        (GATEWAY_GROUP, "BackendTLSPolicy") => push(
+            &mut objects.backend_tls_policies,
             doc,
             &object,
             &mut objects.diagnostics,

@@ -154,6 +154,8 @@ pub fn schema_for(kind: &str) -> Option<&'static Schema> {
         LazyLock::new(Schema::of::<gateway_api::referencegrants::ReferenceGrant>);
     static LISTENER_SET: LazyLock<Schema> =
         LazyLock::new(Schema::of::<gateway_api::listenersets::ListenerSet>);
+    static BACKEND_TLS_POLICY: LazyLock<Schema> =
+        LazyLock::new(Schema::of::<gateway_api::backendtlspolicies::BackendTlsPolicy>);
     Some(match kind {
         "Ingress" => &INGRESS,
         "IngressClass" => &INGRESS_CLASS,
@@ -169,6 +171,7 @@ pub fn schema_for(kind: &str) -> Option<&'static Schema> {
         "GRPCRoute" => &GRPC_ROUTE,
         "ReferenceGrant" => &REFERENCE_GRANT,
         "ListenerSet" => &LISTENER_SET,
+        "BackendTLSPolicy" => &BACKEND_TLS_POLICY,
         _ => return None,
     })
 }

@@ -36,6 +36,9 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "ListenerSet",
     "GRPCRoute",
     "GRPCRouteNamedRouteRule",
+    "BackendTLSPolicy",
+    "BackendTLSPolicySANValidation",
+    "GatewayBackendClientCertificate",
 ];
 
 /// Features served only when Gateways have addresses of their own
@@ -157,6 +160,69 @@ pub fn plan(input: &Inputs<'_>, addresses: &[(String, String)]) -> Vec<Write> {
         let current = current.and_then(Result::ok);
         let status = route_status(rs, &object, current.as_ref(), input.now);
         writes.extend(write_if_changed(input, object, kind, status, current));
+    }
+    writes.extend(backend_tls_policy_writes(input));
+    writes
+}
+
+/// The ancestors of each BackendTLSPolicy: ours as compiled, others' kept. Nothing is
+/// written for a policy none of our Gateways reach that shows none of ours.
+fn backend_tls_policy_writes(input: &Inputs<'_>) -> Vec<Write> {
+    let mut writes = Vec::new();
+    for policy in &input.objects.backend_tls_policies {
+        let object = crate::compile::meta_ref("BackendTLSPolicy", &policy.metadata);
+        let Some(ps) = input.gateway.backend_tls_policies.get(&object) else {
+            continue;
+        };
+        let current = policy
+            .status
+            .as_ref()
+            .and_then(|s| serde_json::to_value(s).ok());
+        let listed = |c: &Value| {
+            c.get("ancestors")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let before = current.as_ref().map(listed).unwrap_or_default();
+        let ours_before = |a: &&Value| {
+            a.get("controllerName").and_then(Value::as_str) == Some(GATEWAY_CONTROLLER_NAME)
+        };
+        if ps.ancestors.is_empty() && !before.iter().any(|a| ours_before(&a)) {
+            continue;
+        }
+        let theirs = before.iter().filter(|a| !ours_before(a)).cloned();
+        let ours = ps.ancestors.iter().map(|(parent, conditions)| {
+            let ancestor_ref = json!({
+                "group": parent.group,
+                "kind": parent.kind,
+                "namespace": parent.namespace,
+                "name": parent.name,
+            });
+            let kept = before
+                .iter()
+                .filter(ours_before)
+                .find(|a| {
+                    a.get("ancestorRef").map(without_defaults)
+                        == Some(without_defaults(&ancestor_ref))
+                })
+                .and_then(|a| a.get("conditions"));
+            json!({
+                "ancestorRef": ancestor_ref,
+                "controllerName": GATEWAY_CONTROLLER_NAME,
+                "conditions": conditions_json(conditions, ps.generation, kept, input.now),
+            })
+        });
+        // At most 16 ancestors, as the API allows.
+        let ancestors: Vec<Value> = theirs.chain(ours).take(16).collect();
+        let status = json!({ "ancestors": ancestors });
+        writes.extend(write_if_changed(
+            input,
+            object,
+            "BackendTLSPolicy",
+            status,
+            current,
+        ));
     }
     writes
 }
