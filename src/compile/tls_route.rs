@@ -298,8 +298,8 @@ fn route_backend(
                 &as_http_ref(r),
                 obj,
                 &field,
-                index,
-                grants,
+                // Passed through as TCP: no client certificate is presented.
+                (index, grants, &None),
                 upstreams,
                 diags,
             ) {
