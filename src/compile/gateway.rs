@@ -125,6 +125,10 @@ struct Listener<'a> {
     /// The hostnames of every listener served where this one is (see
     /// `ListenerScope::siblings`).
     siblings: Arc<Vec<Option<String>>>,
+    /// An HTTPS listener's certificate, once it resolved.
+    cert: Option<Arc<ServerCert>>,
+    /// The client certificates its port asks for (`spec.tls.frontend`).
+    client_auth: Arc<super::mtls::HostAuth>,
 }
 
 impl Listener<'_> {
@@ -140,6 +144,8 @@ pub(super) struct GatewayOutput {
     pub state: GatewayApiState,
     /// The sockets to open for programmed listeners (`--gateway-addresses`).
     pub sockets: Vec<GatewaySocket>,
+    /// What each of those sockets serves over TLS.
+    pub socket_tls: HashMap<SocketAddr, Arc<super::frontend_tls::SocketTls>>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -163,6 +169,7 @@ pub(super) fn compile(
         compile_gateways(objects, &mut state, index, &grants, certs, options, diags);
     share_siblings(&mut listeners, options.gateway_addresses.is_some());
     let sockets = gateway_sockets(&listeners);
+    let socket_tls = socket_tls(&listeners);
     let labels: HashMap<&str, &BTreeMap<String, String>> = objects
         .namespaces
         .iter()
@@ -213,7 +220,24 @@ pub(super) fn compile(
         drafts,
         state,
         sockets,
+        socket_tls,
     }
+}
+
+/// The TLS tables of the sockets of programmed HTTPS listeners.
+fn socket_tls(
+    listeners: &HashMap<ObjectRef, Vec<Listener<'_>>>,
+) -> HashMap<SocketAddr, Arc<super::frontend_tls::SocketTls>> {
+    let served = listeners.values().flatten().filter(|l| l.usable && l.tls);
+    super::frontend_tls::socket_tables(served.filter_map(|l| {
+        Some(super::frontend_tls::SocketListener {
+            socket: l.socket?,
+            hostname: l.hostname.clone(),
+            cert: l.cert.clone()?,
+            client_auth: l.client_auth.clone(),
+            siblings: l.siblings.clone(),
+        })
+    }))
 }
 
 /// Gives each listener the hostnames of every listener served where it is, which
@@ -501,8 +525,49 @@ fn compile_gateway<'a>(
         state.listeners.push(listener_state);
         out.push(listener);
     }
+    frontend_validation(gateway, obj, index, grants, &mut state, &mut out, diags);
     state.conditions.push(gateway_accepted(&state.listeners));
     (state, out)
+}
+
+/// `spec.tls.frontend` on the HTTPS listeners: the client certificates their port asks
+/// for, and their conditions when its CA references do not resolve.
+fn frontend_validation(
+    gateway: &Gateway,
+    obj: &ObjectRef,
+    index: &Index,
+    grants: &Grants,
+    state: &mut GatewayState,
+    listeners: &mut [Listener<'_>],
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut ports: Vec<i32> = listeners
+        .iter()
+        .filter(|l| l.tls && l.served_protocol)
+        .map(|l| l.spec.port)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let allowed = |ns: &str, kind: &str, name: &str| {
+        grants.allows(&obj.namespace, "Gateway", ns, "", kind, name)
+    };
+    let auths = super::frontend_tls::port_auths(gateway, obj, &ports, index, &allowed, diags);
+    for (listener, listener_state) in listeners.iter_mut().zip(&mut state.listeners) {
+        let Some(port) = auths.get(&listener.spec.port).filter(|_| listener.tls) else {
+            continue;
+        };
+        listener.client_auth = port.auth.clone();
+        if !port.mark(&mut listener_state.conditions) {
+            listener.usable = false;
+        }
+    }
+    if auths.values().any(|a| a.insecure_fallback) {
+        state.conditions.push(Cond::yes(
+            "InsecureFrontendValidationMode",
+            "ConfigurationChanged",
+            "spec.tls.frontend accepts clients without a valid certificate (AllowInsecureFallback)",
+        ));
+    }
 }
 
 /// The condition a Gateway without an address of its own gets: not accepted for a
@@ -663,9 +728,13 @@ fn compile_listener<'a>(
             "allowedRoutes.kinds names kinds other than HTTPRoute".into(),
         )
     };
+    let mut served_cert = None;
     if tls && protocol_ok {
         match listener_cert(obj, spec, &field, index, grants, diags) {
-            Ok(cert) => add_listener_cert(certs, hostname.as_deref(), cert),
+            Ok(cert) => {
+                add_listener_cert(certs, hostname.as_deref(), cert.clone());
+                served_cert = Some(cert);
+            }
             Err(cond) => resolved = cond,
         }
     }
@@ -697,6 +766,8 @@ fn compile_listener<'a>(
         served_protocol: protocol_ok,
         socket: None,
         siblings: Arc::default(),
+        cert: served_cert,
+        client_auth: Arc::default(),
     };
     (listener_state, listener)
 }
@@ -764,7 +835,11 @@ fn conflicted_condition(specs: &[GatewayListeners], i: usize, hostname: Option<&
 
 /// The listener's certificate serves its hostname, or every host when it has none;
 /// the first listener to name a host keeps it.
-fn add_listener_cert(certs: &mut CertTable, hostname: Option<&str>, cert: Arc<ServerCert>) {
+pub(super) fn add_listener_cert(
+    certs: &mut CertTable,
+    hostname: Option<&str>,
+    cert: Arc<ServerCert>,
+) {
     match hostname {
         Some(h) => match h.strip_prefix("*.") {
             Some(suffix) => {

@@ -16,6 +16,7 @@ mod cel_facts;
 pub mod claim_headers;
 mod client_credential;
 mod cookie_domain;
+mod frontend_tls;
 mod gateway;
 pub mod gateway_addresses;
 pub mod mtls;
@@ -175,6 +176,7 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
             mtls,
             auth_rules: rules.summaries,
             gateway_sockets: gateway_api.sockets,
+            gateway_tls: gateway_api.socket_tls,
         },
         diagnostics: diags,
         gateway_status: gateway_state,

@@ -22,6 +22,9 @@ pub struct Snapshot {
     /// The sockets of the Gateways' own addresses (`--gateway-addresses`), for the
     /// listeners to open; empty without that flag.
     pub gateway_sockets: Vec<GatewaySocket>,
+    /// What each Gateway socket serves over TLS: its listeners' certificates, the
+    /// client certificates its port asks for, its listeners' hostnames.
+    pub gateway_tls: HashMap<SocketAddr, Arc<super::frontend_tls::SocketTls>>,
 }
 
 /// A socket a Gateway listener is served on: its address and port, and whether TLS
