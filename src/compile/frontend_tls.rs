@@ -59,6 +59,8 @@ struct Validation<'a> {
 #[derive(Clone, Debug)]
 pub(super) struct PortAuth {
     pub auth: Arc<HostAuth>,
+    /// The port asks for client certificates (validation is set).
+    pub asked: bool,
     /// `ResolvedRefs` is false for this reason and message.
     pub unresolved: Option<(&'static str, String)>,
     /// No CA reference resolved: the port's HTTPS listeners are not accepted.
@@ -70,6 +72,7 @@ impl PortAuth {
     fn off() -> Self {
         Self {
             auth: Arc::new(HostAuth::default()),
+            asked: false,
             unresolved: None,
             no_valid_ca: false,
             insecure_fallback: false,
@@ -77,8 +80,21 @@ impl PortAuth {
     }
 
     /// The listener's conditions with this port's problems, if any; whether the
-    /// listener can still be served.
-    pub fn mark(&self, conditions: &mut [Cond]) -> bool {
+    /// listener can still be served. Client certificates are asked for on a Gateway's
+    /// own socket only: on the shared listener (without `own_address`) the listener is
+    /// refused rather than served without them.
+    pub fn mark(&self, conditions: &mut [Cond], own_address: bool) -> bool {
+        if !own_address && self.asked {
+            for c in conditions.iter_mut() {
+                let message = "spec.tls.frontend needs a Gateway address of its own (--gateway-addresses); on the shared HTTPS listener its clients would not be asked for certificates".to_owned();
+                match c.kind {
+                    "Accepted" => *c = cond(c.kind, false, "UnsupportedValue", message),
+                    "Programmed" => *c = cond(c.kind, false, "Invalid", message),
+                    _ => {}
+                }
+            }
+            return false;
+        }
         for c in conditions.iter_mut() {
             match c.kind {
                 "ResolvedRefs" if c.ok => {
@@ -213,6 +229,7 @@ fn resolve(
     let Some(verifier) = verifier else {
         return PortAuth {
             auth: Arc::new(HostAuth::default()),
+            asked: true,
             unresolved,
             no_valid_ca: true,
             insecure_fallback: v.fallback,
@@ -234,6 +251,7 @@ fn resolve(
     };
     PortAuth {
         auth: Arc::new(auth),
+        asked: true,
         unresolved,
         no_valid_ca: false,
         insecure_fallback: v.fallback,

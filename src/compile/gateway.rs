@@ -317,8 +317,15 @@ fn compile_gateways<'a>(
             a.assign(gateway, &format!("{}/{}", obj.namespace, obj.name))
                 .map_err(|e| address_refusal(&e, &pool))
         });
-        let (mut gw_state, mut gw_listeners) =
-            compile_gateway(gateway, &obj, index, grants, certs, diags);
+        let (mut gw_state, mut gw_listeners) = compile_gateway(
+            gateway,
+            &obj,
+            index,
+            grants,
+            certs,
+            address.is_some(),
+            diags,
+        );
         match address {
             None => gw_state.conditions.push(gateway_programmed(
                 gateway,
@@ -511,6 +518,7 @@ fn compile_gateway<'a>(
     index: &Index,
     grants: &Grants,
     certs: &mut CertTable,
+    own_address: bool,
     diags: &mut Vec<Diagnostic>,
 ) -> (GatewayState, Vec<Listener<'a>>) {
     let mut state = GatewayState {
@@ -525,18 +533,20 @@ fn compile_gateway<'a>(
         state.listeners.push(listener_state);
         out.push(listener);
     }
-    frontend_validation(gateway, obj, index, grants, &mut state, &mut out, diags);
+    let sockets = (own_address, grants);
+    frontend_validation(gateway, obj, index, sockets, &mut state, &mut out, diags);
     state.conditions.push(gateway_accepted(&state.listeners));
     (state, out)
 }
 
 /// `spec.tls.frontend` on the HTTPS listeners: the client certificates their port asks
-/// for, and their conditions when its CA references do not resolve.
+/// for, and their conditions when its CA references do not resolve or the Gateway has
+/// no socket of its own to ask on.
 fn frontend_validation(
     gateway: &Gateway,
     obj: &ObjectRef,
     index: &Index,
-    grants: &Grants,
+    (own_address, grants): (bool, &Grants),
     state: &mut GatewayState,
     listeners: &mut [Listener<'_>],
     diags: &mut Vec<Diagnostic>,
@@ -557,7 +567,7 @@ fn frontend_validation(
             continue;
         };
         listener.client_auth = port.auth.clone();
-        if !port.mark(&mut listener_state.conditions) {
+        if !port.mark(&mut listener_state.conditions, own_address) {
             listener.usable = false;
         }
     }

@@ -42,6 +42,9 @@ pub const OWN_ADDRESS_FEATURES: &[&str] = &[
     "HTTPRouteParentRefPort",
     "GatewayAddressEmpty",
     "GatewayStaticAddresses",
+    "GatewayFrontendClientCertificateValidation",
+    "GatewayFrontendClientCertificateValidationInsecureFallback",
+    "GatewayHTTPSListenerDetectMisdirectedRequests",
 ];
 
 pub fn plan(input: &Inputs<'_>, addresses: &[(String, String)]) -> Vec<Write> {
