@@ -1781,8 +1781,11 @@ fn rule_filters(
                 hostname: r.hostname.as_deref().map(normalize_host),
                 path: modifier,
             });
+        } else if let Some(c) = &f.cors {
+            let cors = super::cors::compile(c).map_err(|m| (format!("{ffield}.cors"), m))?;
+            out.cors = Some(Arc::new(cors));
         } else {
-            return Err((ffield, "only RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect and URLRewrite filters are supported".into()));
+            return Err((ffield, "only RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite and CORS filters are supported".into()));
         }
     }
     Ok(out)

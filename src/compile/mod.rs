@@ -16,6 +16,7 @@ mod cel_facts;
 pub mod claim_headers;
 mod client_credential;
 mod cookie_domain;
+pub mod cors;
 mod frontend_tls;
 mod gateway;
 pub mod gateway_addresses;

@@ -504,6 +504,8 @@ pub struct Filters {
     pub response_headers: HeaderEdits,
     pub redirect: Option<Redirect>,
     pub rewrite: Option<Rewrite>,
+    /// The `CORS` filter: preflights it answers, headers it gives the backend's answer.
+    pub cors: Option<Arc<super::cors::Cors>>,
 }
 
 impl Route {
