@@ -22,6 +22,8 @@ mod docs;
 mod explain;
 mod flows;
 mod gateway;
+mod gateway_cors;
+mod gateway_frontend;
 mod gateway_guard;
 mod generated;
 mod gitops;
