@@ -141,6 +141,8 @@ async fn the_cors_filter_never_opens_a_guarded_route() {
         assert!(!allows_origin(&r), "{origin}: {}", r.head);
         let preflight = format!("Origin: {origin}\r\nAccess-Control-Request-Method: GET\r\n");
         let r = raw_exchange(p.http, &request("OPTIONS", "/open", &preflight)).await;
+        let answered = (r.status, r.backend().is_some());
+        assert_eq!(answered, (204, false), "preflight {origin}");
         assert!(!allows_origin(&r), "preflight {origin}: {}", r.head);
     }
     let twice = "Origin: https://app.example\r\nOrigin: https://app.example\r\n";

@@ -45,15 +45,24 @@ pub fn allowed_origin(cors: &Cors, headers: &HeaderMap) -> Option<HeaderValue> {
 }
 
 /// The headers of the answer to a preflight (`OPTIONS` with an `Origin` and an
-/// `Access-Control-Request-Method`) from an allowed origin; `None` for any other
-/// request, which goes on to the backend.
+/// `Access-Control-Request-Method`): the filter's `Access-Control-*` headers for an
+/// allowed origin, none for another (the browser then refuses the request); `None`
+/// for any other request, which goes on to the backend.
 pub fn preflight(cors: &Cors, method: &Method, headers: &HeaderMap) -> Option<HeaderMap> {
-    if method != Method::OPTIONS {
+    if method != Method::OPTIONS || !headers.contains_key(ORIGIN) {
         return None;
     }
     let requested = single(headers, &ACCESS_CONTROL_REQUEST_METHOD)?;
-    let origin = allowed_origin(cors, headers)?;
     let mut out = HeaderMap::new();
+    out.insert(
+        VARY,
+        HeaderValue::from_static(
+            "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+        ),
+    );
+    let Some(origin) = allowed_origin(cors, headers) else {
+        return Some(out);
+    };
     allow(cors, origin, &mut out);
     // A wildcard answers with what was asked: `*` means nothing to a request with
     // credentials.
@@ -74,12 +83,6 @@ pub fn preflight(cors: &Cors, method: &Method, headers: &HeaderMap) -> Option<He
     if let Some(age) = &cors.max_age {
         out.insert(ACCESS_CONTROL_MAX_AGE, age.clone());
     }
-    out.insert(
-        VARY,
-        HeaderValue::from_static(
-            "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
-        ),
-    );
     Some(out)
 }
 
@@ -215,7 +218,9 @@ mod tests {
             ACCESS_CONTROL_REQUEST_METHOD,
             HeaderValue::from_static("GET"),
         );
-        assert!(preflight(&strict, &Method::OPTIONS, &h).is_none());
+        let refused = preflight(&strict, &Method::OPTIONS, &h).expect("answered here");
+        assert!(refused.get(ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+        assert!(refused.get(ACCESS_CONTROL_ALLOW_METHODS).is_none());
     }
 
     #[test]

@@ -3,8 +3,8 @@
 use super::*;
 
 impl Exchange {
-    /// The `CORS` filter's answer to a preflight from an allowed origin (204 with its
-    /// `Access-Control-*` headers); `None` for any other request.
+    /// The `CORS` filter's answer to a preflight: 204, with its `Access-Control-*`
+    /// headers for an allowed origin; `None` for any other request.
     pub(super) fn cors_preflight(
         &mut self,
         policy: &crate::compile::cors::Cors,
