@@ -344,3 +344,123 @@ pub(super) fn socket_tables(
     }
     tables.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests_support::objects;
+    use super::super::{CompileOptions, Compiled, compile};
+    use crate::diagnostics::ObjectRef;
+
+    fn indented(pem: &str, by: usize) -> String {
+        pem.lines()
+            .map(|l| format!("{}{l}\n", " ".repeat(by)))
+            .collect()
+    }
+
+    /// A Gateway whose default validation is good and whose ports 7443, 8443 and 6443
+    /// name a missing ConfigMap, a Service, and another namespace's ConfigMap.
+    fn yaml() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["example.org".to_owned()]).unwrap();
+        let site = params.self_signed(&key).unwrap().pem();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).unwrap().pem();
+        let listener = |name: &str, port: u16| {
+            format!(
+                "  - {{name: {name}, port: {port}, protocol: HTTPS, tls: {{certificateRefs: [{{name: site}}]}}}}\n"
+            )
+        };
+        let per_port = |port: u16, reference: &str| {
+            format!(
+                "      - port: {port}\n        tls: {{validation: {{caCertificateRefs: [{reference}]}}}}\n"
+            )
+        };
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: portcullis}}\nspec: {{controllerName: portcullis.dev/gateway-controller}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: infra}}\nspec:\n  gatewayClassName: portcullis\n  tls:\n    frontend:\n      default: {{validation: {{caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: client-ca}}]}}}}\n      perPort:\n{}{}{}  listeners:\n{}{}{}{}  - {{name: http, port: 80, protocol: HTTP}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: site, namespace: infra}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: client-ca, namespace: infra}}\ndata:\n  ca.crt: |\n{}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: other-ca, namespace: other}}\ndata:\n  ca.crt: |\n{}",
+            per_port(7443, "{group: \"\", kind: ConfigMap, name: missing}"),
+            per_port(8443, "{group: \"\", kind: Service, name: svc}"),
+            per_port(
+                6443,
+                "{group: \"\", kind: ConfigMap, name: other-ca, namespace: other}"
+            ),
+            listener("https", 443),
+            listener("missing", 7443),
+            listener("service", 8443),
+            listener("foreign", 6443),
+            indented(&site, 4),
+            indented(&key.serialize_pem(), 4),
+            indented(&ca, 4),
+            indented(&ca, 4),
+        )
+    }
+
+    fn listener(c: &Compiled, name: &str) -> Vec<(&'static str, bool, String)> {
+        let gw = &c.gateway_status.gateways[&ObjectRef::new("Gateway", "infra", "gw")];
+        let l = gw.listeners.iter().find(|l| l.name == name).unwrap();
+        (l.conditions.iter())
+            .map(|c| (c.kind, c.ok, c.reason.clone()))
+            .collect()
+    }
+
+    fn has(
+        conditions: &[(&'static str, bool, String)],
+        kind: &str,
+        ok: bool,
+        reason: &str,
+    ) -> bool {
+        conditions
+            .iter()
+            .any(|(k, o, r)| *k == kind && *o == ok && (reason.is_empty() || r == reason))
+    }
+
+    #[test]
+    fn each_port_gets_its_validation_or_the_reason_it_has_none() {
+        let options = CompileOptions {
+            gateway_addresses: Some("127.20.0.0/24".parse().unwrap()),
+            ..CompileOptions::default()
+        };
+        let c = compile(&objects(&yaml()), &options);
+        for name in ["https", "http"] {
+            let l = listener(&c, name);
+            assert!(
+                has(&l, "Accepted", true, "") && has(&l, "Programmed", true, ""),
+                "{name}: {l:?}"
+            );
+        }
+        for (name, reason) in [
+            ("missing", "InvalidCACertificateRef"),
+            ("service", "InvalidCACertificateKind"),
+            ("foreign", "RefNotPermitted"),
+        ] {
+            let l = listener(&c, name);
+            assert!(has(&l, "ResolvedRefs", false, reason), "{name}: {l:?}");
+            assert!(
+                has(&l, "Accepted", false, "NoValidCACertificate"),
+                "{name}: {l:?}"
+            );
+            assert!(has(&l, "Programmed", false, ""), "{name}: {l:?}");
+        }
+        // Only the good port is opened over TLS, and it verifies client certificates.
+        let tls: Vec<_> = c.snapshot.gateway_tls.iter().collect();
+        assert_eq!(
+            tls.len(),
+            1,
+            "{:?}",
+            tls.iter().map(|t| t.0).collect::<Vec<_>>()
+        );
+        assert_eq!(tls[0].0.port(), 443);
+        assert!(tls[0].1.client_auth.verifies());
+        assert_eq!(*tls[0].1.listeners, vec![None]);
+    }
+
+    #[test]
+    fn without_an_own_socket_a_validating_listener_is_refused_not_served_openly() {
+        let c = compile(&objects(&yaml()), &CompileOptions::default());
+        let l = listener(&c, "https");
+        assert!(has(&l, "Accepted", false, "UnsupportedValue"), "{l:?}");
+        assert!(has(&l, "Programmed", false, ""), "{l:?}");
+        assert!(has(&listener(&c, "http"), "Accepted", true, ""));
+    }
+}

@@ -33,6 +33,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteNamedRouteRule",
     "HTTPRouteBackendProtocolWebSocket",
     "GatewayHTTPListenerIsolation",
+    "HTTPRouteCORS",
 ];
 
 /// Features served only when Gateways have addresses of their own
