@@ -76,8 +76,11 @@ pub fn server_config(
 pub struct TlsConfigs {
     dp: Arc<DataPlane>,
     plain: Arc<ServerConfig>,
-    by_key: Mutex<HashMap<(Option<SocketAddr>, u64), Arc<ServerConfig>>>,
+    by_key: Mutex<HashMap<ConfigKey, Arc<ServerConfig>>>,
 }
+
+/// A configuration's socket (`None`: the flag listener) and client-certificate setting.
+type ConfigKey = (Option<SocketAddr>, u64);
 
 /// The client-certificate setting a handshake was made under.
 #[derive(Clone, Copy, Debug)]
@@ -158,7 +161,7 @@ impl TlsConfigs {
         if configs.len() >= KEPT_SETTINGS {
             let flag = snapshot.mtls.keys().map(|k| (None, k));
             let sockets = (snapshot.gateway_tls.iter()).map(|(a, t)| (Some(*a), t.client_auth.key));
-            let current: HashSet<(Option<SocketAddr>, u64)> = flag.chain(sockets).collect();
+            let current: HashSet<ConfigKey> = flag.chain(sockets).collect();
             configs.retain(|k, _| current.contains(k));
         }
         configs.insert((socket, host.key), config.clone());
