@@ -4,7 +4,7 @@
 //! another listener than the one the handshake's server name chose.
 
 use crate::common;
-use crate::mtls::{ca, client, exchange};
+use crate::mtls::{Dial, ca, client, exchange, tls_stream};
 
 use common::tls::*;
 use common::*;
@@ -185,6 +185,35 @@ async fn each_socket_shows_its_own_certificates_and_refuses_misdirected_hosts() 
     let absolute = "GET https://second.example.org/ HTTP/1.1\r\nHost: second.example.org\r\nConnection: close\r\n\r\n";
     let r = exchange(a, &site, Some("example.org"), None, absolute).await;
     assert_eq!((r.status, backend_name(&r)), (421, None));
+
+    // h2: the `:authority` of another listener on a connection made for this one.
+    let dial = Dial {
+        sni: Some("example.org"),
+        cert: None,
+        alpn: b"h2",
+    };
+    let stream = tls_stream(a, &site, &dial).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let authorities = [
+        ("example.org", 200),
+        ("second.example.org", 421),
+        ("SECOND.EXAMPLE.ORG.", 421),
+        ("second.example.org:8443", 421),
+        ("x.wild.example.org:443", 421),
+    ];
+    for (authority, status) in authorities {
+        let req = http::Request::get(format!("https://{authority}/"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), status, ":authority {authority}");
+    }
 }
 
 #[tokio::test]

@@ -142,10 +142,10 @@ const EKS_LENIENT: &[&str] = &[
 
 /// How the test client connects: the SNI it sends (none: by address), and the
 /// certificate it presents.
-struct Dial<'a> {
-    sni: Option<&'a str>,
-    cert: Option<&'a Client>,
-    alpn: &'a [u8],
+pub(crate) struct Dial<'a> {
+    pub(crate) sni: Option<&'a str>,
+    pub(crate) cert: Option<&'a Client>,
+    pub(crate) alpn: &'a [u8],
 }
 
 fn connector(site: &TestCert, dial: &Dial<'_>) -> tokio_rustls::TlsConnector {
@@ -171,7 +171,7 @@ fn connector(site: &TestCert, dial: &Dial<'_>) -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
-async fn tls_stream(
+pub(crate) async fn tls_stream(
     addr: SocketAddr,
     site: &TestCert,
     dial: &Dial<'_>,
