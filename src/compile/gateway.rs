@@ -533,8 +533,16 @@ fn compile_gateway<'a>(
         state.listeners.push(listener_state);
         out.push(listener);
     }
-    let sockets = (own_address, grants);
-    frontend_validation(gateway, obj, index, sockets, &mut state, &mut out, diags);
+    frontend_validation(
+        gateway,
+        obj,
+        index,
+        grants,
+        own_address,
+        &mut state,
+        &mut out,
+        diags,
+    );
     state.conditions.push(gateway_accepted(&state.listeners));
     (state, out)
 }
@@ -542,11 +550,13 @@ fn compile_gateway<'a>(
 /// `spec.tls.frontend` on the HTTPS listeners: the client certificates their port asks
 /// for, and their conditions when its CA references do not resolve or the Gateway has
 /// no socket of its own to ask on.
+#[allow(clippy::too_many_arguments)]
 fn frontend_validation(
     gateway: &Gateway,
     obj: &ObjectRef,
     index: &Index,
-    (own_address, grants): (bool, &Grants),
+    grants: &Grants,
+    own_address: bool,
     state: &mut GatewayState,
     listeners: &mut [Listener<'_>],
     diags: &mut Vec<Diagnostic>,
