@@ -23,6 +23,8 @@ mod docs;
 mod explain;
 mod flows;
 mod gateway;
+mod gateway_cors;
+mod gateway_frontend;
 mod gateway_guard;
 mod gateway_listener_set;
 mod generated;

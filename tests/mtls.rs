@@ -22,18 +22,18 @@ use common::tls::*;
 use common::*;
 
 /// A client certificate and its key.
-struct Client {
+pub(crate) struct Client {
     der: CertificateDer<'static>,
     key_pem: String,
 }
 
 /// A CA that signs client certificates.
-struct Ca {
-    pem: String,
+pub(crate) struct Ca {
+    pub(crate) pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
-fn ca(name: &str) -> Ca {
+pub(crate) fn ca(name: &str) -> Ca {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -50,7 +50,7 @@ fn ca(name: &str) -> Ca {
     }
 }
 
-fn client(ca: &Ca, cn: &str, serial: u8, expired: bool) -> Client {
+pub(crate) fn client(ca: &Ca, cn: &str, serial: u8, expired: bool) -> Client {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(vec![format!("{cn}.clients.example")]).unwrap();
     params.distinguished_name = DistinguishedName::new();
@@ -142,10 +142,10 @@ const EKS_LENIENT: &[&str] = &[
 
 /// How the test client connects: the SNI it sends (none: by address), and the
 /// certificate it presents.
-struct Dial<'a> {
-    sni: Option<&'a str>,
-    cert: Option<&'a Client>,
-    alpn: &'a [u8],
+pub(crate) struct Dial<'a> {
+    pub(crate) sni: Option<&'a str>,
+    pub(crate) cert: Option<&'a Client>,
+    pub(crate) alpn: &'a [u8],
 }
 
 fn connector(site: &TestCert, dial: &Dial<'_>) -> tokio_rustls::TlsConnector {
@@ -171,7 +171,7 @@ fn connector(site: &TestCert, dial: &Dial<'_>) -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
-async fn tls_stream(
+pub(crate) async fn tls_stream(
     addr: SocketAddr,
     site: &TestCert,
     dial: &Dial<'_>,
@@ -186,7 +186,7 @@ async fn tls_stream(
 
 /// Sends `request` exactly as given over TLS and reads the whole response; a refused
 /// handshake reads as status 0.
-async fn exchange(
+pub(crate) async fn exchange(
     addr: SocketAddr,
     site: &TestCert,
     sni: Option<&str>,

@@ -143,6 +143,10 @@ pub(super) struct Listener<'a> {
     siblings: Arc<Vec<Option<String>>>,
     /// The Gateway's client certificate for TLS backends.
     backend_client: Arc<BackendClient>,
+    /// An HTTPS listener's certificate, once it resolved.
+    cert: Option<Arc<ServerCert>>,
+    /// The client certificates its port asks for (`spec.tls.frontend`).
+    client_auth: Arc<super::mtls::HostAuth>,
 }
 
 impl Listener<'_> {
@@ -160,6 +164,8 @@ pub(super) struct GatewayOutput {
     pub sockets: Vec<GatewaySocket>,
     /// The TLSRoutes of passthrough listeners, by socket.
     pub passthrough: super::tls_route::PassthroughTable,
+    /// What each of those sockets serves over TLS.
+    pub socket_tls: HashMap<SocketAddr, Arc<super::frontend_tls::SocketTls>>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -195,6 +201,7 @@ pub(super) fn compile(
     let mut listeners = compile_gateways(objects, &mut state, &context, certs, options, diags);
     share_siblings(&mut listeners, options.gateway_addresses.is_some());
     let sockets = gateway_sockets(&listeners);
+    let socket_tls = socket_tls(&listeners);
     if !options.allow_shared_hosts {
         own_listener_hosts(&listeners, &labels, owners);
     }
@@ -264,7 +271,24 @@ pub(super) fn compile(
         state,
         sockets,
         passthrough,
+        socket_tls,
     }
+}
+
+/// The TLS tables of the sockets of programmed HTTPS listeners.
+fn socket_tls(
+    listeners: &HashMap<ObjectRef, Vec<Listener<'_>>>,
+) -> HashMap<SocketAddr, Arc<super::frontend_tls::SocketTls>> {
+    let served = listeners.values().flatten().filter(|l| l.usable && l.tls);
+    super::frontend_tls::socket_tables(served.filter_map(|l| {
+        Some(super::frontend_tls::SocketListener {
+            socket: l.socket?,
+            hostname: l.hostname.clone(),
+            cert: l.cert.clone()?,
+            client_auth: l.client_auth.clone(),
+            siblings: l.siblings.clone(),
+        })
+    }))
 }
 
 /// Gives each listener the hostnames of every listener served where it is, which
@@ -599,6 +623,16 @@ fn compile_gateway<'a>(
         state.listeners.push(listener_state);
         out.push(listener);
     }
+    frontend_validation(
+        gateway,
+        obj,
+        index,
+        grants,
+        own_addresses,
+        &mut state,
+        &mut out,
+        diags,
+    );
     state.conditions.push(gateway_accepted(&state.listeners));
     let granted =
         |ns: &str, name: &str| grants.allows(&obj.namespace, "Gateway", ns, "", "Secret", name);
@@ -747,6 +781,49 @@ fn place_on_gateway(gw_state: &GatewayState, state: &mut ListenerState, listener
     let socket = SocketAddr::new(ip, listener.spec.port as u16);
     listener.socket = Some(socket);
     state.socket = Some(socket);
+}
+
+/// `spec.tls.frontend` on the HTTPS listeners: the client certificates their port asks
+/// for, and their conditions when its CA references do not resolve or the Gateway has
+/// no socket of its own to ask on.
+#[allow(clippy::too_many_arguments)]
+fn frontend_validation(
+    gateway: &Gateway,
+    obj: &ObjectRef,
+    index: &Index,
+    grants: &Grants,
+    own_address: bool,
+    state: &mut GatewayState,
+    listeners: &mut [Listener<'_>],
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut ports: Vec<i32> = listeners
+        .iter()
+        .filter(|l| l.tls && l.served_protocol)
+        .map(|l| l.spec.port)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let allowed = |ns: &str, kind: &str, name: &str| {
+        grants.allows(&obj.namespace, "Gateway", ns, "", kind, name)
+    };
+    let auths = super::frontend_tls::port_auths(gateway, obj, &ports, index, &allowed, diags);
+    for (listener, listener_state) in listeners.iter_mut().zip(&mut state.listeners) {
+        let Some(port) = auths.get(&listener.spec.port).filter(|_| listener.tls) else {
+            continue;
+        };
+        listener.client_auth = port.auth.clone();
+        if !port.mark(&mut listener_state.conditions, own_address) {
+            listener.usable = false;
+        }
+    }
+    if auths.values().any(|a| a.insecure_fallback) {
+        state.conditions.push(Cond::yes(
+            "InsecureFrontendValidationMode",
+            "ConfigurationChanged",
+            "spec.tls.frontend accepts clients without a valid certificate (AllowInsecureFallback)",
+        ));
+    }
 }
 
 /// The condition a Gateway without an address of its own gets: not accepted for a
@@ -925,9 +1002,13 @@ fn compile_listener<'a>(
             ),
         )
     };
+    let mut served_cert = None;
     if tls && protocol_ok {
         match listener_cert(obj, spec, &field, index, grants, diags) {
-            Ok(cert) => add_listener_cert(certs, hostname.as_deref(), cert),
+            Ok(cert) => {
+                add_listener_cert(certs, hostname.as_deref(), cert.clone());
+                served_cert = Some(cert);
+            }
             Err(cond) => resolved = cond,
         }
     }
@@ -962,6 +1043,8 @@ fn compile_listener<'a>(
         socket: None,
         siblings: Arc::default(),
         backend_client: Arc::default(),
+        cert: served_cert,
+        client_auth: Arc::default(),
     };
     (listener_state, listener)
 }
@@ -1029,7 +1112,11 @@ fn conflicted_condition(specs: &[GatewayListeners], i: usize, hostname: Option<&
 
 /// The listener's certificate serves its hostname, or every host when it has none;
 /// the first listener to name a host keeps it.
-fn add_listener_cert(certs: &mut CertTable, hostname: Option<&str>, cert: Arc<ServerCert>) {
+pub(super) fn add_listener_cert(
+    certs: &mut CertTable,
+    hostname: Option<&str>,
+    cert: Arc<ServerCert>,
+) {
     match hostname {
         Some(h) => match h.strip_prefix("*.") {
             Some(suffix) => {
@@ -1976,8 +2063,11 @@ fn rule_filters(
                 hostname: r.hostname.as_deref().map(normalize_host),
                 path: modifier,
             });
+        } else if let Some(c) = &f.cors {
+            let cors = super::cors::compile(c).map_err(|m| (format!("{ffield}.cors"), m))?;
+            out.cors = Some(Arc::new(cors));
         } else {
-            return Err((ffield, "only RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect and URLRewrite filters are supported".into()));
+            return Err((ffield, "only RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite and CORS filters are supported".into()));
         }
     }
     Ok(out)

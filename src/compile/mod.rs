@@ -18,6 +18,8 @@ mod cel_facts;
 pub mod claim_headers;
 mod client_credential;
 mod cookie_domain;
+pub mod cors;
+mod frontend_tls;
 mod gateway;
 pub mod gateway_addresses;
 mod listener_set;
@@ -183,6 +185,7 @@ pub fn compile(objects: &Objects, options: &CompileOptions) -> Compiled {
             auth_rules: rules.summaries,
             gateway_sockets: gateway_api.sockets,
             passthrough: gateway_api.passthrough,
+            gateway_tls: gateway_api.socket_tls,
         },
         diagnostics: diags,
         gateway_status: gateway_state,

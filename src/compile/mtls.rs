@@ -490,7 +490,7 @@ pub fn webpki_verifier(
         .map_err(|e| format!("cannot verify client certificates with it: {e}"))
 }
 
-fn key_of(value: &impl Hash) -> u64 {
+pub(crate) fn key_of(value: &impl Hash) -> u64 {
     let mut h = DefaultHasher::new();
     value.hash(&mut h);
     // 0 is off.

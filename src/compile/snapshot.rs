@@ -24,6 +24,9 @@ pub struct Snapshot {
     pub gateway_sockets: Vec<GatewaySocket>,
     /// TLSRoutes by the passthrough socket they are served on.
     pub passthrough: super::tls_route::PassthroughTable,
+    /// What each Gateway socket serves over TLS: its listeners' certificates, the
+    /// client certificates its port asks for, its listeners' hostnames.
+    pub gateway_tls: HashMap<SocketAddr, Arc<super::frontend_tls::SocketTls>>,
 }
 
 /// A socket a Gateway listener is served on: its address and port, whether TLS
@@ -504,6 +507,8 @@ pub struct Filters {
     pub response_headers: HeaderEdits,
     pub redirect: Option<Redirect>,
     pub rewrite: Option<Rewrite>,
+    /// The `CORS` filter: preflights it answers, headers it gives the backend's answer.
+    pub cors: Option<Arc<super::cors::Cors>>,
 }
 
 impl Route {

@@ -6,6 +6,7 @@ pub mod canonical;
 pub mod client_cert;
 mod clients;
 pub mod connections;
+pub mod cors;
 mod forward;
 pub mod handler;
 pub mod headers;

@@ -256,7 +256,8 @@ async fn serve_admitted(
         None => serve_connection(dp, &shared.builder, TokioIo::new(stream), conn, watch).await,
         Some(configs) => {
             let timeout = dp.config.tls_handshake_timeout;
-            match tokio::time::timeout(timeout, handshake(configs, stream)).await {
+            let socket = shared.listener.socket;
+            match tokio::time::timeout(timeout, handshake(configs, socket, stream)).await {
                 Ok(Ok((tls_stream, client_auth))) => {
                     let Some(conn) = with_tls_info(&dp, conn, &tls_stream, client_auth) else {
                         tracing::debug!(%peer, "client certificate cannot be read");
@@ -297,14 +298,20 @@ struct Watch<'a> {
     stop: watch::Receiver<bool>,
 }
 
-/// The TLS handshake under the configuration the ClientHello's server name picks: the
-/// stream, and the key of the client-certificate setting it was made under.
+/// The TLS handshake under the configuration the ClientHello's server name picks (on a
+/// Gateway's `socket`, the socket's own): the stream, and the key of the
+/// client-certificate setting it was made under.
 async fn handshake(
     configs: &TlsConfigs,
+    socket: Option<SocketAddr>,
     stream: Prefixed<TcpStream>,
 ) -> std::io::Result<(TlsStream<Prefixed<TcpStream>>, Picked)> {
     let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
-    let Some((picked, config)) = configs.for_server_name(start.client_hello().server_name()) else {
+    let picked = match socket {
+        Some(addr) => configs.for_gateway_socket(addr),
+        None => configs.for_server_name(start.client_hello().server_name()),
+    };
+    let Some((picked, config)) = picked else {
         return Err(std::io::Error::other("no TLS configuration"));
     };
     Ok((start.into_stream(config).await?, picked))
@@ -327,10 +334,12 @@ fn with_tls_info(
         _ => None,
     };
     let server_name = session.server_name().map(str::to_owned);
-    let cert_source = live
-        .snapshot
-        .certs
-        .find(server_name.as_deref())
+    let certs = match conn.socket {
+        Some(addr) => live.snapshot.gateway_tls.get(&addr).map(|t| &t.certs),
+        None => Some(&live.snapshot.certs),
+    };
+    let cert_source = certs
+        .and_then(|c| c.find(server_name.as_deref()))
         .map(|c| c.source.clone());
     conn.tls = Some(TlsInfo {
         server_name,

@@ -3,6 +3,7 @@
 //! without a restart.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use rustls::ServerConfig;
@@ -12,8 +13,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use super::DataPlane;
-use crate::compile::mtls::ClientAuth;
 use crate::compile::mtls::verifiers::Passthrough;
+use crate::compile::mtls::{ClientAuth, HostAuth};
 
 #[derive(Debug)]
 struct SnapshotCerts(Arc<DataPlane>);
@@ -29,10 +30,29 @@ impl ResolvesServerCert for SnapshotCerts {
     }
 }
 
+/// The certificates of one Gateway socket: only its own listeners', so a socket never
+/// presents another Gateway's certificate.
+#[derive(Debug)]
+struct SocketCerts(Arc<DataPlane>, SocketAddr);
+
+impl ResolvesServerCert for SocketCerts {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let live = self.0.live.load();
+        let table = live.snapshot.gateway_tls.get(&self.1)?;
+        let cert = table.certs.find(hello.server_name());
+        if cert.is_none() {
+            tracing::debug!(server_name = ?hello.server_name(), socket = %self.1, "no certificate for this server name");
+        }
+        cert.map(|c| c.key.clone())
+    }
+}
+
 /// TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`, aws-lc-rs as the only provider;
-/// client certificates checked by `verifier` (none asked for without one).
+/// client certificates checked by `verifier` (none asked for without one); the
+/// certificates of the flag listener, or of a Gateway's `socket`.
 pub fn server_config(
     dp: Arc<DataPlane>,
+    socket: Option<SocketAddr>,
     verifier: Option<Arc<dyn ClientCertVerifier>>,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
     let builder = ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
@@ -41,7 +61,10 @@ pub fn server_config(
         Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_cert_resolver(Arc::new(SnapshotCerts(dp)));
+    let mut config = match socket {
+        None => builder.with_cert_resolver(Arc::new(SnapshotCerts(dp))),
+        Some(addr) => builder.with_cert_resolver(Arc::new(SocketCerts(dp, addr))),
+    };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -53,8 +76,11 @@ pub fn server_config(
 pub struct TlsConfigs {
     dp: Arc<DataPlane>,
     plain: Arc<ServerConfig>,
-    by_key: Mutex<HashMap<u64, Arc<ServerConfig>>>,
+    by_key: Mutex<HashMap<ConfigKey, Arc<ServerConfig>>>,
 }
+
+/// A configuration's socket (`None`: the flag listener) and client-certificate setting.
+type ConfigKey = (Option<SocketAddr>, u64);
 
 /// The client-certificate setting a handshake was made under.
 #[derive(Clone, Copy, Debug)]
@@ -71,7 +97,7 @@ const KEPT_SETTINGS: usize = 64;
 impl TlsConfigs {
     pub fn new(dp: Arc<DataPlane>) -> Result<Self, rustls::Error> {
         Ok(Self {
-            plain: server_config(dp.clone(), None)?,
+            plain: server_config(dp.clone(), None, None)?,
             dp,
             by_key: Mutex::new(HashMap::new()),
         })
@@ -91,25 +117,55 @@ impl TlsConfigs {
         if matches!(host.auth, ClientAuth::Off | ClientAuth::Broken(_)) {
             return Some((picked, self.plain.clone()));
         }
+        let config = self.cached(None, host, &live.snapshot)?;
+        Some((picked, config))
+    }
+
+    /// The configuration of a Gateway socket: its own certificates and the client
+    /// certificates its port asks for; `None` when the snapshot no longer serves TLS
+    /// there (the handshake fails).
+    pub fn for_gateway_socket(&self, addr: SocketAddr) -> Option<(Picked, Arc<ServerConfig>)> {
+        let live = self.dp.live.load();
+        let table = live.snapshot.gateway_tls.get(&addr)?;
+        let host = &table.client_auth;
+        let picked = Picked {
+            key: host.key,
+            verifies: host.verifies(),
+        };
+        let config = self.cached(Some(addr), host, &live.snapshot)?;
+        Some((picked, config))
+    }
+
+    /// The configuration for a socket (`None`: the flag listener) and setting, made
+    /// once and kept while the snapshot uses it.
+    fn cached(
+        &self,
+        socket: Option<SocketAddr>,
+        host: &HostAuth,
+        snapshot: &crate::compile::snapshot::Snapshot,
+    ) -> Option<Arc<ServerConfig>> {
         let mut configs = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(config) = configs.get(&host.key) {
-            return Some((picked, config.clone()));
+        if let Some(config) = configs.get(&(socket, host.key)) {
+            return Some(config.clone());
         }
         let verifier = match &host.auth {
-            ClientAuth::Verify(store) => store.verifier.clone(),
-            _ => Passthrough::verifier(),
+            ClientAuth::Off | ClientAuth::Broken(_) => None,
+            ClientAuth::Verify(store) => Some(store.verifier.clone()),
+            ClientAuth::Passthrough => Some(Passthrough::verifier()),
         };
-        let config = server_config(self.dp.clone(), Some(verifier))
+        let config = server_config(self.dp.clone(), socket, verifier)
             .inspect_err(
                 |e| tracing::warn!(error = %e, "no TLS configuration for client certificates"),
             )
             .ok()?;
         if configs.len() >= KEPT_SETTINGS {
-            let current: HashSet<u64> = live.snapshot.mtls.keys().collect();
+            let flag = snapshot.mtls.keys().map(|k| (None, k));
+            let sockets = (snapshot.gateway_tls.iter()).map(|(a, t)| (Some(*a), t.client_auth.key));
+            let current: HashSet<ConfigKey> = flag.chain(sockets).collect();
             configs.retain(|k, _| current.contains(k));
         }
-        configs.insert(host.key, config.clone());
-        Some((picked, config))
+        configs.insert((socket, host.key), config.clone());
+        Some(config)
     }
 }
 

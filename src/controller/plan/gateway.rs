@@ -39,6 +39,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "BackendTLSPolicy",
     "BackendTLSPolicySANValidation",
     "GatewayBackendClientCertificate",
+    "HTTPRouteCORS",
 ];
 
 /// Features served only when Gateways have addresses of their own
@@ -50,6 +51,9 @@ pub const OWN_ADDRESS_FEATURES: &[&str] = &[
     "GatewayAddressEmpty",
     "GatewayStaticAddresses",
     "TLSRoute",
+    "GatewayFrontendClientCertificateValidation",
+    "GatewayFrontendClientCertificateValidationInsecureFallback",
+    "GatewayHTTPSListenerDetectMisdirectedRequests",
 ];
 
 pub fn plan(input: &Inputs<'_>, addresses: &[(String, String)]) -> Vec<Write> {

@@ -2,6 +2,23 @@
 
 use super::*;
 
+impl Exchange {
+    /// The `CORS` filter's answer to a preflight: 204, with its `Access-Control-*`
+    /// headers for an allowed origin; `None` for any other request.
+    pub(super) fn cors_preflight(
+        &mut self,
+        policy: &crate::compile::cors::Cors,
+        req: &Request<Incoming>,
+    ) -> Option<Response<Body>> {
+        let headers = cors::preflight(policy, req.method(), req.headers())?;
+        self.rec.add_action("cors-preflight");
+        let mut resp = Response::new(super::super::pages::empty());
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        *resp.headers_mut() = headers;
+        Some(resp)
+    }
+}
+
 /// One backend of a weighted split, in proportion to the weights, with the header
 /// edits of its backendRef.
 pub(crate) fn pick(backend: &Backend) -> (&Backend, Option<&HeaderEdits>) {

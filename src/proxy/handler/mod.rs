@@ -15,6 +15,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::canonical::{self, Authority, CanonicalRequest, Refusal};
+use super::cors;
 use super::forward::{self, Outgoing};
 use super::headers::{
     client_ip, forwarded_https, is_websocket_upgrade, remove_named, set_forwarded,
@@ -165,6 +166,15 @@ impl Exchange {
         if let Some(answer) = self.guard_route(&mut req, &route, &at).await {
             return answer;
         }
+        // After the guard: the filter answers only preflights the guard let through,
+        // and never a request the guard refused.
+        let cors = route.filters.cors.clone();
+        if let Some(answer) = cors.as_deref().and_then(|c| self.cors_preflight(c, &req)) {
+            return answer;
+        }
+        let origin = cors
+            .as_deref()
+            .and_then(|c| cors::allowed_origin(c, req.headers()));
         // ALB runs a rule's login before its action, so an action answers only here.
         if let Some(answer) = &route.alb.answer {
             return self.alb_answer(answer, &at, req.uri().query());
@@ -186,6 +196,9 @@ impl Exchange {
         self.client_cert_headers(req.headers_mut());
         let mut resp = self.send_to_backend(req, &route, at, received_bytes).await;
         route.filters.response_headers.apply(resp.headers_mut());
+        if let Some(cors) = &cors {
+            cors::response(cors, origin, resp.headers_mut());
+        }
         resp
     }
 
