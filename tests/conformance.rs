@@ -4,7 +4,9 @@
 //! starts that many `echo-basic` processes (the suite's own echo server, built from
 //! the same module) with the Pod name and namespace they would have, writes those
 //! Pods marked Ready (the suite waits for them) and an EndpointSlice per process for
-//! each Service selecting them. Each Gateway gets a loopback address of its own
+//! each Service selecting them. The Pods are on a Node whose kubelet is a stand-in
+//! too (`kubelet`), serving each process's output as its Pod's log, which the
+//! mirror tests read. Each Gateway gets a loopback address of its own
 //! (`--gateway-addresses`, a range picked per run so runs in parallel do not meet),
 //! where its listeners are opened at their ports: 80 and 443 mostly, so the run needs
 //! root (or CAP_NET_BIND_SERVICE).
@@ -21,6 +23,8 @@
 //! path printed.
 
 use crate::common;
+
+mod kubelet;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -86,6 +90,8 @@ struct Node {
     written: HashMap<(String, String), String>,
     /// Deployments whose Pod objects are written and Ready.
     published: std::collections::HashSet<(String, String)>,
+    /// Each process's output, which the kubelet stand-in serves as its Pod's log.
+    logs: PathBuf,
 }
 
 impl Node {
@@ -125,6 +131,9 @@ impl Node {
                 let mut echoes = Vec::new();
                 for i in 0..replicas {
                     let (http, h2c) = (free_port(), free_port());
+                    let pod = format!("{name}-sim-{i}");
+                    let log = std::fs::File::create(kubelet::log_file(&self.logs, &ns, &pod))
+                        .expect("the echo server's log file");
                     let child = Command::new(&self.echo_basic)
                         // `deployment-<replicaset>-<pod>`, the shape the suite reads the
                         // backend's name from.
@@ -132,7 +141,7 @@ impl Node {
                         .env("NAMESPACE", &ns)
                         .env("HTTP_PORT", http.to_string())
                         .env("H2C_PORT", h2c.to_string())
-                        .stdout(Stdio::null())
+                        .stdout(log)
                         .stderr(Stdio::null())
                         .spawn()
                         .expect("echo-basic");
@@ -146,7 +155,9 @@ impl Node {
                     .metadata
                     .as_ref()
                     .and_then(|m| m.labels.clone());
-                let pod_spec = spec.template.spec.clone().unwrap_or_default();
+                let mut pod_spec = spec.template.spec.clone().unwrap_or_default();
+                // On the kubelet stand-in's Node, so the API server serves their logs.
+                pod_spec.node_name = Some(kubelet::NODE.into());
                 let names: Vec<String> = (0..replicas).map(|i| format!("{name}-sim-{i}")).collect();
                 if publish_pods(client, &ns, &names, template, pod_spec, self.ip).await {
                     self.published.insert(key.clone());
@@ -319,12 +330,16 @@ async fn the_gateway_api_conformance_suite_passes_its_listed_tests() {
             ("POD_NAME", "conformance".as_ref()),
         ],
     );
+    let echo_logs = TempDir::new("echo-logs");
+    let kubelet = kubelet::Kubelet::start(ip, echo_logs.path().to_owned()).await;
+    kubelet.register(&admin, ip).await;
     let mut node = Node {
         echo_basic: out.join("echo-basic"),
         ip,
         pods: HashMap::new(),
         written: HashMap::new(),
         published: Default::default(),
+        logs: echo_logs.path().to_owned(),
     };
     let node_client = admin.clone();
     let node_task = tokio::spawn(async move {

@@ -18,10 +18,12 @@ mod client_credential;
 mod cookie_domain;
 mod gateway;
 pub mod gateway_addresses;
+pub mod mirror;
 pub mod mtls;
 pub mod path_pattern;
 mod precedence;
 pub mod required;
+pub mod retry;
 pub mod snapshot;
 mod tls;
 

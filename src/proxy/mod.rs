@@ -9,8 +9,10 @@ pub mod connections;
 mod forward;
 pub mod handler;
 pub mod headers;
+pub mod mirror;
 pub mod pages;
 pub mod proxy_protocol;
+pub mod retry;
 pub mod server;
 pub mod tls;
 

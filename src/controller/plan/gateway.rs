@@ -32,6 +32,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRoute308RedirectStatusCode",
     "HTTPRouteNamedRouteRule",
     "HTTPRouteBackendProtocolWebSocket",
+    "HTTPRouteBackendProtocolH2C",
     "GatewayHTTPListenerIsolation",
 ];
 
@@ -40,6 +41,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
 pub const OWN_ADDRESS_FEATURES: &[&str] = &[
     "GatewayPort8080",
     "HTTPRouteParentRefPort",
+    "HTTPRouteDestinationPortMatching",
     "GatewayAddressEmpty",
     "GatewayStaticAddresses",
 ];
