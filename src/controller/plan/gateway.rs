@@ -33,6 +33,9 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteNamedRouteRule",
     "HTTPRouteBackendProtocolWebSocket",
     "HTTPRouteBackendProtocolH2C",
+    "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestPercentageMirror",
     "GatewayHTTPListenerIsolation",
 ];
 
