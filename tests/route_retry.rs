@@ -65,6 +65,9 @@ spec:
     let r = raw_exchange(p.http, &get("/a?fail=2")).await;
     assert_eq!((r.status, r.body.as_str()), (200, "attempt 3"));
     assert_eq!(app.count("/a?fail=2"), 3);
+    // The access log lists every attempt, as ALB lists the targets it tried.
+    let line = p.log_line(|l| l.contains("/a?fail=2")).await;
+    assert_eq!(alb_record(&line)["target_status_code_list"], "500 500 200");
     // Past the attempts: the last answer is the client's.
     let r = raw_exchange(p.http, &get("/b?fail=5")).await;
     assert_eq!((r.status, r.body.as_str()), (500, "attempt 3"));

@@ -46,6 +46,9 @@ impl Attempts<'_> {
         rec: &mut AccessRecord,
     ) -> Result<Response<Body>, ForwardError> {
         let mut retried = 0;
+        // Every attempt's targets and statuses, as ALB lists them in the access log.
+        let mut tried = Vec::new();
+        let mut statuses = Vec::new();
         loop {
             let out = Outgoing {
                 parts: parts.clone(),
@@ -55,6 +58,10 @@ impl Attempts<'_> {
             };
             let outcome =
                 forward::forward(self.dp, self.upstream, self.way, out, self.received, rec).await;
+            tried.push(std::mem::take(&mut rec.target_port_list));
+            statuses.push(std::mem::take(&mut rec.target_status_code_list));
+            rec.target_port_list = tried.join(" ");
+            rec.target_status_code_list = statuses.join(" ");
             let cause = retry_cause(self.policy, &outcome);
             let Some(cause) = cause.filter(|_| retried < self.policy.attempts) else {
                 return outcome;
