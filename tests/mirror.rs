@@ -434,3 +434,47 @@ spec:
     assert_eq!(mirror_count(&p, "sent").await, 1.0 + 64.0);
     assert_eq!(mirror_count(&p, "dropped_busy").await, 16.0);
 }
+
+/// A mirror that cannot be used closes its rule (500, nothing sent anywhere), and
+/// `check` names the filter's field; the rule beside it is served.
+#[tokio::test]
+async fn a_mirror_that_cannot_be_used_closes_its_rule() {
+    let app = Recorder::start().await;
+    let manifests = format!(
+        r#"{GATEWAY}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: shop, namespace: apps}}
+spec:
+  parentRefs: [{{name: edge}}]
+  hostnames: [app.test]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /missing}}}}]
+    filters: [{{type: RequestMirror, requestMirror: {{backendRef: {{name: nope, port: 80}}}}}}]
+    backendRefs: [{{name: app, port: 80}}]
+  - matches: [{{path: {{type: PathPrefix, value: /foreign}}}}]
+    filters: [{{type: RequestMirror, requestMirror: {{backendRef: {{name: app, namespace: other, port: 80}}}}}}]
+    backendRefs: [{{name: app, port: 80}}]
+  - backendRefs: [{{name: app, port: 80}}]
+{}"#,
+        svc("app", app.addr)
+    );
+    let (ok, report) = run_with_stdin(&["check", "-f", "-"], &manifests);
+    assert!(!ok, "{report}");
+    for field in ["spec.rules[0].filters[0]", "spec.rules[1].filters[0]"] {
+        assert!(
+            report.contains(&format!("{field}.requestMirror.backendRef")),
+            "{field}: {report}"
+        );
+    }
+    let dir = TempDir::new("mirror-invalid");
+    dir.write("all.yaml", &manifests);
+    let p = Portcullis::start(dir.path(), &[]);
+    for path in ["/missing", "/foreign/x"] {
+        let r = raw_exchange(p.http, &request("GET", path, "")).await;
+        assert_eq!(r.status, 500, "{path}: {}", r.body);
+    }
+    let r = raw_exchange(p.http, &request("GET", "/other", "")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(app.requests().len(), 1);
+}

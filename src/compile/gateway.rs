@@ -1273,7 +1273,17 @@ fn rule_extras(
     let mut resolve = |r: &HttpRouteRulesBackendRefs, f: &str| {
         backend_ref(r, obj, f, index, grants, upstreams, diags)
     };
-    let mirrors = super::mirror::rule_mirrors(rule, field, &mut resolve)?;
+    let mirrors = super::mirror::rule_mirrors(rule, field, &mut resolve);
+    let mirrors = mirrors.map_err(|(f, cond)| {
+        diags.push(Diagnostic::error(
+            obj,
+            &f,
+            "InvalidMirror",
+            format!("{}; the rule answers 500 until its mirror can be used", cond.message),
+            "name a Service port that exists (another namespace's needs a ReferenceGrant there), with a percent of 0 to 100 or a fraction of at most 1".into(),
+        ));
+        cond
+    })?;
     Ok((mirrors, retry))
 }
 

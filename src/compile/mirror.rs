@@ -82,14 +82,14 @@ pub fn share(
 }
 
 /// The mirrors of a rule, their Services resolved by `resolve` (a backendRef's own
-/// checks: kind, ReferenceGrant, existence, port). `Err` is the ResolvedRefs
-/// condition of the first that cannot be used: the rule then answers 500, never
-/// without its mirror.
+/// checks: kind, ReferenceGrant, existence, port). `Err` is the field and the
+/// ResolvedRefs condition of the first that cannot be used: the rule then answers
+/// 500, never without its mirror.
 pub fn rule_mirrors(
     rule: &HttpRouteRules,
     field: &str,
     resolve: &mut dyn FnMut(&HttpRouteRulesBackendRefs, &str) -> Result<Backend, Cond>,
-) -> Result<Vec<Arc<Mirror>>, Cond> {
+) -> Result<Vec<Arc<Mirror>>, (String, Cond)> {
     let mut out = Vec::new();
     for (i, f) in rule.filters.iter().flatten().enumerate() {
         let Some(m) = &f.request_mirror else {
@@ -97,7 +97,7 @@ pub fn rule_mirrors(
         };
         let ffield = format!("{field}.filters[{i}].requestMirror");
         let share = share(m, &ffield)
-            .map_err(|(_, message)| Cond::no("ResolvedRefs", "UnsupportedValue", message))?;
+            .map_err(|(f, message)| (f, Cond::no("ResolvedRefs", "UnsupportedValue", message)))?;
         let r = &m.backend_ref;
         let as_ref = HttpRouteRulesBackendRefs {
             group: r.group.clone(),
@@ -107,7 +107,8 @@ pub fn rule_mirrors(
             port: r.port,
             ..Default::default()
         };
-        let backend = resolve(&as_ref, &format!("{ffield}.backendRef"))?;
+        let bfield = format!("{ffield}.backendRef");
+        let backend = resolve(&as_ref, &bfield).map_err(|cond| (bfield, cond))?;
         out.push(Arc::new(Mirror {
             backend,
             share,
