@@ -8,7 +8,9 @@
 //! gets that Secret's files written where its environment points. Each Pod has an
 //! address of its own (`198.18.<run>.n`, made local with a route on `lo` for the run)
 //! answering at the container ports, so EndpointSlices the suite builds from Pod IPs
-//! reach the Pods. Each Gateway gets a loopback address of its own
+//! reach the Pods. The Pods are on a Node whose kubelet is a stand-in too
+//! (`kubelet`), serving each process's output as its Pod's log, which the mirror
+//! tests read. Each Gateway gets a loopback address of its own
 //! (`--gateway-addresses`, a range picked per run so runs in parallel do not meet),
 //! where its listeners are opened at their ports: 80 and 443 mostly, so the run needs
 //! root (or CAP_NET_BIND_SERVICE).
@@ -25,6 +27,8 @@
 //! path printed.
 
 use crate::common;
+
+mod kubelet;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -86,9 +90,6 @@ impl Drop for Echo {
         }
     }
 }
-
-/// The node the Pods run on (EndpointSlices built from Pods name it).
-const NODE_NAME: &str = "conformance-node";
 
 /// Where the Pods' addresses live: `198.18.<run>.0/24` (the benchmarking range, never
 /// routed elsewhere), made local to this machine with an AnyIP route on `lo` for the
@@ -169,6 +170,8 @@ struct Node {
     written: HashMap<(String, String), String>,
     /// Deployments whose Pod objects are written and Ready.
     published: std::collections::HashSet<(String, String)>,
+    /// Each process's output, which the kubelet stand-in serves as its Pod's log.
+    logs: PathBuf,
 }
 
 impl Node {
@@ -208,6 +211,9 @@ impl Node {
                 for i in 0..replicas {
                     let (http, h2c) = (free_port(), free_port());
                     let tls = (!tls_env.is_empty()).then(free_port);
+                    let pod = format!("{name}-sim-{i}");
+                    let log = std::fs::File::create(kubelet::log_file(&self.logs, &ns, &pod))
+                        .expect("the echo server's log file");
                     let mut command = Command::new(&self.echo_basic);
                     if grpc {
                         command.env("GRPC_ECHO_SERVER", "1");
@@ -228,7 +234,7 @@ impl Node {
                             .env("TCP_PORT", http.to_string());
                     }
                     let child = command
-                        .stdout(Stdio::null())
+                        .stdout(log)
                         .stderr(Stdio::null())
                         .spawn()
                         .expect("echo-basic");
@@ -255,7 +261,7 @@ impl Node {
                     .as_ref()
                     .and_then(|m| m.labels.clone());
                 let pod_spec = PodSpec {
-                    node_name: Some(NODE_NAME.into()),
+                    node_name: Some(kubelet::NODE.into()),
                     ..spec.template.spec.clone().unwrap_or_default()
                 };
                 let pods: Vec<(String, std::net::Ipv4Addr)> = self.pods[&key]
@@ -527,6 +533,9 @@ async fn the_gateway_api_conformance_suite_passes_its_listed_tests() {
             ("POD_NAME", "conformance".as_ref()),
         ],
     );
+    let echo_logs = TempDir::new("echo-logs");
+    let kubelet = kubelet::Kubelet::start(ip, echo_logs.path().to_owned()).await;
+    kubelet.register(&admin, ip).await;
     let mut node = Node {
         echo_basic: out.join("echo-basic"),
         ip,
@@ -535,6 +544,7 @@ async fn the_gateway_api_conformance_suite_passes_its_listed_tests() {
         pods: HashMap::new(),
         written: HashMap::new(),
         published: Default::default(),
+        logs: echo_logs.path().to_owned(),
     };
     let node_client = admin.clone();
     let node_task = tokio::spawn(async move {

@@ -1509,8 +1509,9 @@ fn rule_matches(
 }
 
 /// How long a rule's request may take: the shorter of `timeouts.request` and
-/// `timeouts.backendRequest` (one attempt is all Portcullis makes, so the two bound
-/// the same wait); `0s` or no value leaves that bound out.
+/// `timeouts.backendRequest` (the two bound the same wait: with a `retry`, every
+/// attempt and the waits between them together); `0s` or no value leaves that bound
+/// out.
 fn rule_timeout(rule: &HttpRouteRules) -> Option<std::time::Duration> {
     let t = rule.timeouts.as_ref()?;
     [t.request.as_deref(), t.backend_request.as_deref()]
@@ -1576,9 +1577,22 @@ fn compile_rules(
         let Ok(matches) = matches else {
             continue;
         };
+        let extras = rule_extras(rule, obj, &field, index, grants, upstreams, diags);
+        let (backend, mirrors, retry) = match extras {
+            Ok((mirrors, retry)) => (backend, mirrors, retry),
+            Err(cond) => {
+                if resolved.ok {
+                    resolved = cond.clone();
+                }
+                let reason = cond.message;
+                (Backend::Invalid { reason }, Vec::new(), None)
+            }
+        };
         for (mfield, path, conditions) in matches {
-            let (filters, invalid) =
+            let (mut filters, invalid) =
                 served_filters(rule, path, &field, !broken.is_empty(), obj, diags);
+            filters.mirrors = mirrors.clone();
+            filters.retry = retry.clone();
             if let Some(cond) = invalid.as_ref().and_then(|(_, c)| c.clone()) {
                 resolved = cond;
             }
@@ -1600,6 +1614,44 @@ fn compile_rules(
         drafts.extend(hosts.iter().map(|h| broken_catch_all(obj, field, h)));
     }
     RulesOutput { drafts, resolved }
+}
+
+/// A rule's mirrors and retry, or the ResolvedRefs condition that makes the rule
+/// answer 500 (never served without them).
+fn rule_extras(
+    rule: &HttpRouteRules,
+    obj: &ObjectRef,
+    field: &str,
+    index: &Index,
+    grants: &Grants,
+    upstreams: &mut UpstreamCache,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<(Vec<Arc<super::mirror::Mirror>>, Option<super::retry::Retry>), Cond> {
+    let retry = super::retry::rule_retry(rule.retry.as_ref(), field).map_err(|(f, message)| {
+        diags.push(Diagnostic::error(
+            obj,
+            &f,
+            "UnsupportedValue",
+            message.clone(),
+            "see HTTPRoute retries in the README".into(),
+        ));
+        Cond::no("ResolvedRefs", "UnsupportedValue", message)
+    })?;
+    let mut resolve = |r: &HttpRouteRulesBackendRefs, f: &str| {
+        backend_ref(r, obj, f, index, grants, upstreams, diags)
+    };
+    let mirrors = super::mirror::rule_mirrors(rule, field, &mut resolve);
+    let mirrors = mirrors.map_err(|(f, cond)| {
+        diags.push(Diagnostic::error(
+            obj,
+            &f,
+            "InvalidMirror",
+            format!("{}; the rule answers 500 until its mirror can be used", cond.message),
+            "name a Service port that exists (another namespace's needs a ReferenceGrant there), with a percent of 0 to 100 or a fraction of at most 1".into(),
+        ));
+        cond
+    })?;
+    Ok((mirrors, retry))
 }
 
 /// The filters a match is served with, or why it answers 500 instead (with the
@@ -2066,8 +2118,10 @@ fn rule_filters(
         } else if let Some(c) = &f.cors {
             let cors = super::cors::compile(c).map_err(|m| (format!("{ffield}.cors"), m))?;
             out.cors = Some(Arc::new(cors));
+        } else if f.request_mirror.is_some() {
+            // Compiled with the rule's references (`rule_extras`).
         } else {
-            return Err((ffield, "only RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite and CORS filters are supported".into()));
+            return Err((ffield, "only RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite, RequestMirror and CORS filters are supported".into()));
         }
     }
     Ok(out)

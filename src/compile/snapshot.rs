@@ -509,6 +509,18 @@ pub struct Filters {
     pub rewrite: Option<Rewrite>,
     /// The `CORS` filter: preflights it answers, headers it gives the backend's answer.
     pub cors: Option<Arc<super::cors::Cors>>,
+    /// `RequestMirror` filters: a copy of each request, after the guard, to each.
+    pub mirrors: Vec<Arc<super::mirror::Mirror>>,
+    /// The rule's `retry`.
+    pub retry: Option<super::retry::Retry>,
+}
+
+impl Filters {
+    /// Whether a request's body is worth holding whole (when small) before it is
+    /// sent: a mirror needs a copy, a retry needs to send it again.
+    pub fn wants_body_copy(&self) -> bool {
+        !self.mirrors.is_empty() || self.retry.is_some()
+    }
 }
 
 impl Route {

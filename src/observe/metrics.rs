@@ -16,6 +16,10 @@ pub struct Metrics {
     requests: IntCounterVec,
     latency: HistogramVec,
     pub upstream_errors: IntCounterVec,
+    /// Copies for HTTPRoute `RequestMirror` filters, by what became of them.
+    pub mirror_copies: IntCounterVec,
+    /// Attempts an HTTPRoute `retry` sent again, by why (`status`, `connect`).
+    pub upstream_retries: IntCounterVec,
     pub reloads: IntCounterVec,
     /// EndpointSlice changes swapped into upstreams without a compile.
     pub endpoint_updates: IntCounter,
@@ -339,6 +343,26 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new("upstream_errors_total", "Failed upstream attempts, by kind"),
                     &["kind"],
+                ),
+            ),
+            mirror_copies: registered(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "mirror_requests_total",
+                        "Request copies for RequestMirror filters, by result (sent, answered, failed, dropped_busy, dropped_body, dropped_no_endpoints)",
+                    ),
+                    &["result"],
+                ),
+            ),
+            upstream_retries: registered(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "upstream_retries_total",
+                        "Requests sent again under an HTTPRoute retry, by cause (status, connect)",
+                    ),
+                    &["cause"],
                 ),
             ),
             reloads: registered(

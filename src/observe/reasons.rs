@@ -401,6 +401,13 @@ pub const REASONS: &[Reason] = &[
         "The backend crashed mid-request or speaks another protocol on that port.",
         "Check the backend's logs for the trace id.",
     ),
+    r(
+        "RequestBodyIncomplete",
+        "400",
+        "The request's body broke off before its end, so it was not forwarded.",
+        "On a route that mirrors or retries, a small body is read whole before it is sent; the client closed the connection or sent malformed chunked framing while it was read.",
+        "Retry the request; if it keeps happening, check the client or any proxy in front of Portcullis for cut-off uploads.",
+    ),
 ];
 
 /// Every reason as a Markdown table (docs/troubleshooting.md is this, committed).

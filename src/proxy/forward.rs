@@ -29,6 +29,9 @@ pub enum ForwardError {
     Timeout,
     /// The connection broke or the response was not HTTP.
     Response,
+    /// The client's body, read whole before sending (for a mirror or a retry), broke
+    /// off or was malformed: nothing was sent.
+    ClientBody,
 }
 
 impl ForwardError {
@@ -36,6 +39,7 @@ impl ForwardError {
         match self {
             Self::Connect | Self::Response => StatusCode::BAD_GATEWAY,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::ClientBody => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -44,6 +48,7 @@ impl ForwardError {
             Self::Connect => "TargetConnectionError",
             Self::Timeout => "TargetResponseTimeout",
             Self::Response => "TargetResponseError",
+            Self::ClientBody => "RequestBodyIncomplete",
         }
     }
 
@@ -52,6 +57,9 @@ impl ForwardError {
             Self::Connect => "The application behind this address could not be reached.",
             Self::Timeout => "The application behind this address did not answer in time.",
             Self::Response => "The application behind this address sent no valid response.",
+            Self::ClientBody => {
+                "The request's body broke off before its end and was not forwarded."
+            }
         }
     }
 }
@@ -66,6 +74,7 @@ pub struct Outgoing {
 }
 
 /// Where an upstream's requests go: its balancer state and its connections.
+#[derive(Clone, Copy)]
 pub struct Way<'a> {
     pub balance: &'a Balance,
     pub pools: &'a Pools,

@@ -10,9 +10,11 @@ pub mod cors;
 mod forward;
 pub mod handler;
 pub mod headers;
+pub mod mirror;
 pub mod pages;
 pub mod passthrough;
 pub mod proxy_protocol;
+pub mod retry;
 pub mod server;
 pub mod tls;
 

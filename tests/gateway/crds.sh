@@ -5,4 +5,6 @@
 set -euo pipefail
 VERSION=v1.6.3
 dir="$(go mod download -json "sigs.k8s.io/gateway-api@${VERSION}" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
-echo "$dir/config/crd/standard"
+# PORTCULLIS_GATEWAY_CHANNEL=experimental: the experimental channel's CRDs instead
+# (HTTPRoute `retry` is only there).
+echo "$dir/config/crd/${PORTCULLIS_GATEWAY_CHANNEL:-standard}"

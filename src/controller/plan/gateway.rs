@@ -32,6 +32,10 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRoute308RedirectStatusCode",
     "HTTPRouteNamedRouteRule",
     "HTTPRouteBackendProtocolWebSocket",
+    "HTTPRouteBackendProtocolH2C",
+    "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestPercentageMirror",
     "GatewayHTTPListenerIsolation",
     "ListenerSet",
     "GRPCRoute",
@@ -48,6 +52,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
 pub const OWN_ADDRESS_FEATURES: &[&str] = &[
     "GatewayPort8080",
     "HTTPRouteParentRefPort",
+    "HTTPRouteDestinationPortMatching",
     "GatewayAddressEmpty",
     "GatewayStaticAddresses",
     "TLSRoute",

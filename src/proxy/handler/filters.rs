@@ -40,7 +40,7 @@ pub(crate) fn pick(backend: &Backend) -> (&Backend, Option<&HeaderEdits>) {
 }
 
 /// A per-thread xorshift sequence: weighted splits need spread, not secrecy.
-fn next_random() -> u64 {
+pub(super) fn next_random() -> u64 {
     use std::cell::Cell;
     thread_local! {
         static STATE: Cell<u64> = Cell::new({

@@ -46,6 +46,7 @@ use crate::observe::trace::{self, TraceId};
 
 mod alb;
 mod body;
+mod deliver;
 mod endpoints;
 pub(crate) mod filters;
 mod guard;
@@ -523,16 +524,12 @@ impl Exchange {
         if let Ok(v) = self.trace.header.parse() {
             parts.headers.insert(trace::HEADER, v);
         }
-        let body = CountingBody {
-            inner: body,
-            count: received_bytes,
-        }
-        .boxed_unsync();
-        let out = Outgoing {
+        let out = deliver::Unsent {
             parts,
             body,
             upgrade,
             hold,
+            received_bytes,
         };
         let balance = self.live.balances.get(upstream.id).map(|h| h.load());
         let pools = self.live.pools.get(upstream.id).cloned();
@@ -550,7 +547,7 @@ impl Exchange {
             balance: &balance,
             pools: &pools,
         };
-        let sent = forward::forward(&self.dp, upstream, way, out, self.received, &mut self.rec);
+        let sent = self.deliver(route, upstream, way, out);
         let sent = match route.timeout {
             Some(limit) => match tokio::time::timeout(limit, sent).await {
                 Ok(r) => r.map_err(Some),

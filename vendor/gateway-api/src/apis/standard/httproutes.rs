@@ -400,6 +400,34 @@ pub struct HttpRouteRules {
     /// Support: Extended
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<HttpRouteRulesTimeouts>,
+    /// Retry defines the configuration for when to retry an HTTP request.
+    ///
+    /// Experimental channel (Portcullis addition: the standard-channel bindings
+    /// otherwise drop it).
+    ///
+    /// Support: Extended
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<HttpRouteRulesRetry>,
+}
+
+/// HTTPRouteRetry defines retry configuration for an HTTPRoute (experimental
+/// channel).
+///
+/// Support: Extended
+#[derive(Serialize, Deserialize, Clone, Debug, JsonSchema, Default, PartialEq)]
+pub struct HttpRouteRulesRetry {
+    /// Attempts specifies the maximum number of times an individual request
+    /// from the gateway to a backend should be retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i64>,
+    /// Backoff specifies the minimum duration a Gateway should wait between
+    /// retry attempts, in Gateway API Duration formatting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<String>,
+    /// Codes defines the HTTP response status codes for which a backend
+    /// request should be retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codes: Option<Vec<i64>>,
 }
 
 /// HTTPBackendRef defines how a HTTPRoute forwards a HTTP request.
