@@ -1577,7 +1577,14 @@ fn compile_rules(
         let Ok(matches) = matches else {
             continue;
         };
-        let extras = rule_extras(rule, obj, &field, index, grants, upstreams, diags);
+        let extras = rule_extras(
+            rule,
+            obj,
+            &field,
+            (index, grants, &client),
+            upstreams,
+            diags,
+        );
         let (backend, mirrors, retry) = match extras {
             Ok((mirrors, retry)) => (backend, mirrors, retry),
             Err(cond) => {
@@ -1622,8 +1629,7 @@ fn rule_extras(
     rule: &HttpRouteRules,
     obj: &ObjectRef,
     field: &str,
-    index: &Index,
-    grants: &Grants,
+    refs: (&Index, &Grants, &BackendClient),
     upstreams: &mut UpstreamCache,
     diags: &mut Vec<Diagnostic>,
 ) -> Result<(Vec<Arc<super::mirror::Mirror>>, Option<super::retry::Retry>), Cond> {
@@ -1638,7 +1644,7 @@ fn rule_extras(
         Cond::no("ResolvedRefs", "UnsupportedValue", message)
     })?;
     let mut resolve = |r: &HttpRouteRulesBackendRefs, f: &str| {
-        backend_ref(r, obj, f, index, grants, upstreams, diags)
+        backend_ref(r, obj, f, refs, upstreams, diags)
     };
     let mirrors = super::mirror::rule_mirrors(rule, field, &mut resolve);
     let mirrors = mirrors.map_err(|(f, cond)| {
