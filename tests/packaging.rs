@@ -358,7 +358,7 @@ fn the_kind_conformance_run_installs_gateways_with_addresses_of_their_own() {
 
     let local = read("tests/conformance.rs");
     for flag in [
-        "-conformance-profiles GATEWAY-HTTP",
+        "-conformance-profiles GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS",
         "-allow-crds-mismatch",
         "-cleanup-base-resources=false",
         "-unusable-address 198.51.100.7",

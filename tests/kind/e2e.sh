@@ -15,7 +15,7 @@
 #   in .cache/kind-e2e.
 #   CONFORMANCE=1 also installs the Gateway API CRDs (v1.6.3, standard channel) and
 #   a GatewayClass, and runs the Gateway API conformance suite against the cluster as
-#   tests/conformance.rs runs it (the GATEWAY-HTTP profile, each Gateway at an address
+#   tests/conformance.rs runs it (the GATEWAY-HTTP, -GRPC and -TLS profiles, each Gateway at an address
 #   of its own), with the suite's own echo backends as Pods; every test listed in
 #   tests/gateway/conformance-passing.txt must pass. Needs Go 1.25 or later too.
 #   Its report is written to .cache/kind-e2e/conformance-report.yaml.
@@ -212,7 +212,7 @@ if [[ "${CONFORMANCE:-}" == 1 ]]; then
   status=0
   docker exec -e KUBECONFIG=/etc/kubernetes/admin.conf "$node" conformance.test \
     -test.run '^TestConformance$' -test.v -test.timeout 60m \
-    -gateway-class portcullis -allow-crds-mismatch -conformance-profiles GATEWAY-HTTP \
+    -gateway-class portcullis -allow-crds-mismatch -conformance-profiles GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS \
     -cleanup-base-resources=false \
     -usable-address "${gateway_range%.0/24}.250" -unusable-address 198.51.100.7 \
     -organization portcullis-dev -project portcullis -version "$app_tag" \
