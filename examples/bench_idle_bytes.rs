@@ -152,7 +152,9 @@ async fn backend(listener: tokio::net::TcpListener) {
                 filled += n;
                 while let Some(end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
                     let head = b"HTTP/1.1 200 OK\r\ncontent-length: 128\r\n\r\n";
-                    if stream.write_all(head).await.is_err() || stream.write_all(BODY).await.is_err() {
+                    if stream.write_all(head).await.is_err()
+                        || stream.write_all(BODY).await.is_err()
+                    {
                         return;
                     }
                     buf.copy_within(end + 4..filled, 0);
@@ -165,7 +167,10 @@ async fn backend(listener: tokio::net::TcpListener) {
 
 async fn portcullis_server(socket: tokio::net::TcpListener) {
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let text = MANIFESTS.replace("BACKEND_PORT", &upstream.local_addr().unwrap().port().to_string());
+    let text = MANIFESTS.replace(
+        "BACKEND_PORT",
+        &upstream.local_addr().unwrap().port().to_string(),
+    );
     tokio::spawn(backend(upstream));
     let file = portcullis::diagnostics::ObjectRef::new("File", "", "bench");
     let mut objects = Objects::default();
