@@ -4,8 +4,8 @@
 //! (CONF_YAML is pingora's server configuration: its worker threads.)
 
 use async_trait::async_trait;
-use pingora_core::server::Server;
 use pingora_core::server::configuration::Opt;
+use pingora_core::server::Server;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_proxy::{ProxyHttp, Session};
 
@@ -34,8 +34,7 @@ impl ProxyHttp for PassThrough {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let (Some(listen), Some(upstream), Some(conf)) = (args.next(), args.next(), args.next())
-    else {
+    let (Some(listen), Some(upstream), Some(conf)) = (args.next(), args.next(), args.next()) else {
         panic!("usage: bench-pingora LISTEN_ADDR UPSTREAM_ADDR CONF_YAML");
     };
     let opt = Opt {
