@@ -4,6 +4,7 @@
 #   direct        -> the backend itself
 #   nginx         -> Debian's nginx-light as a reverse proxy, upstream keepalive on
 #   passthrough   -> a bare hyper proxy (examples/bench_passthrough.rs)
+#   pingora       -> a bare pingora proxy (bench/pingora, a package of its own)
 #   portcullis    -> `portcullis serve` with an Ingress, access log on
 #   authenticated -> the same process, a route guarded by an AuthRule, each request
 #                    carrying a valid session (decrypt, check, three identity headers
@@ -19,13 +20,20 @@
 #   compile       -> examples/bench_compile.rs on 10,000 Ingresses, Services and
 #                    EndpointSlices and 1,000 AuthRules
 #   churn         -> bench/churn.sh: `portcullis run` on a real API server at that scale
-# Prints throughput and p50/p99 per rung, and the ratios the targets are stated in.
+# The throughput rungs run in BENCH_RUNS rounds (default 3), each round every rung in
+# turn, so a change in the machine's load falls on all of them alike. Prints per rung
+# the median of the rounds and each round's value: throughput, p50/p99, and the CPU
+# the serving process(es) spent per request (utime + stime from /proc over the rung,
+# divided by the requests answered), which a loaded machine distorts less than
+# throughput; then the ratios the targets are stated in, and the load average before
+# and after.
 # Usage: bench/run.sh [SECONDS] [CONNECTIONS]    (defaults 10, 50)
-#        BENCH_SKIP_CHURN=1 leaves the (slow) cluster churn out.
+#        BENCH_RUNS=N rounds; BENCH_SKIP_CHURN=1 leaves the (slow) cluster churn out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 conns=${2:-50}
+rounds=${BENCH_RUNS:-3}
 root=$PWD
 tools=$root/.cache/tools
 o2p_version=v7.15.6
@@ -57,15 +65,36 @@ fi
 [ -d tests/idp/node_modules/oidc-provider ] || npm ci --prefix tests/idp >&2
 cargo build --release --bin portcullis --example bench_backend --example bench_passthrough \
   --example bench_session --example bench_load --example bench_idle --example bench_compile >&2
+# Its own package and lock file, built apart from Portcullis's.
+pingora=$tools/pingora-target/release/bench-pingora
+CARGO_TARGET_DIR=$tools/pingora-target cargo build --release --locked \
+  --manifest-path bench/pingora/Cargo.toml >&2
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# utime + stime of processes (all their threads), in clock ticks. Field 2 is the
+# command in parentheses; counting from the last ')' is safe whatever it holds.
+cpu_ticks() { # pids...
+  local total=0 p
+  for p in "$@"; do
+    total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+  done
+  echo "$total"
+}
 
 backend=$(free_port); nginx_port=$(free_port); pass=$(free_port); pc=$(free_port); admin=$(free_port)
-idp_port=$(free_port); o2p_port=$(free_port)
+idp_port=$(free_port); o2p_port=$(free_port); pingora_port=$(free_port)
 target/release/examples/bench_backend 127.0.0.1:$backend 128 & pids+=($!)
+backend_pid=$!
 target/release/examples/bench_passthrough 127.0.0.1:$pass 127.0.0.1:$backend & pids+=($!)
+pass_pid=$!
+# Two worker threads, as nginx has two workers.
+printf 'version: 1\nthreads: 2\npid_file: %s\nerror_log: %s\n' "$work/pingora.pid" "$work/pingora-error.log" \
+  > "$work/pingora.yaml"
+"$pingora" "127.0.0.1:$pingora_port" "127.0.0.1:$backend" "$work/pingora.yaml" & pids+=($!)
+pingora_pid=$!
 
 cat > "$work/nginx.conf" <<NGINX
 worker_processes 2;
@@ -185,21 +214,30 @@ for _ in $(seq 600); do grep -q issuer "$work/idp.out" 2>/dev/null && break; sle
   --cookie-secret="$(head -c 32 /dev/urandom | base64 | tr '+/' '-_')" --cookie-secure=false \
   --email-domain='*' --skip-provider-button --code-challenge-method=S256 \
   --pass-access-token --pass-user-headers > "$work/oauth2-proxy.log" 2>&1 & pids+=($!)
+o2p_pid=$!
 
-for p in $backend $nginx_port $pass $pc $o2p_port; do wait_port "$p"; done
+for p in $backend $nginx_port $pass $pingora_port $pc $o2p_port; do wait_port "$p"; done
 o2p_cookie=$(python3 bench/oauth2_proxy_login.py "http://127.0.0.1:$o2p_port" bench-user)
 
-run() { # name port [extra oha args]
-  local name=$1 port=$2; shift 2
+run() { # name port "pids" [extra oha args]: writes NAME.json and NAME.cpu (ticks)
+  local name=$1 port=$2 serving=$3; shift 3
   echo "running $name for ${secs}s with $conns connections" >&2
+  local before
+  before=$(cpu_ticks $serving)
   "$tools/bin/oha" -z "${secs}s" -c "$conns" --no-tui --output-format json "$@" "http://127.0.0.1:$port/" > "$work/$name.json"
+  echo $(( $(cpu_ticks $serving) - before )) > "$work/$name.cpu"
 }
-run direct "$backend" -H "Host: bench.local"
-run nginx "$nginx_port" -H "Host: bench.local"
-run passthrough "$pass" -H "Host: bench.local"
-run portcullis "$pc" -H "Host: bench.local"
-run authenticated "$pc" -H "Host: auth.local" -H "Cookie: $cookie"
-run oauth2-proxy "$o2p_port" -H "Cookie: $o2p_cookie"
+nginx_pids="$nginx_master $(pgrep -P "$nginx_master" | tr '\n' ' ')"
+for round in $(seq "$rounds"); do
+  echo "round $round of $rounds (load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+  run "direct.$round" "$backend" "$backend_pid" -H "Host: bench.local"
+  run "nginx.$round" "$nginx_port" "$nginx_pids" -H "Host: bench.local"
+  run "passthrough.$round" "$pass" "$pass_pid" -H "Host: bench.local"
+  run "pingora.$round" "$pingora_port" "$pingora_pid" -H "Host: bench.local"
+  run "portcullis.$round" "$pc" "$pc_pid" -H "Host: bench.local"
+  run "authenticated.$round" "$pc" "$pc_pid" -H "Host: auth.local" -H "Cookie: $cookie"
+  run "oauth2-proxy.$round" "$o2p_port" "$o2p_pid" -H "Cookie: $o2p_cookie"
+done
 lines=$(wc -l < "$work/access.log")
 
 echo "running one session, then 20,000 in rotation, for ${secs}s with $conns connections" >&2
@@ -233,33 +271,70 @@ flat() { # count
   local pid=$!
   wait_port "$port"
   for _ in $(seq 200); do curl -sf "http://127.0.0.1:$admin_port/readyz" >/dev/null && break; sleep 0.05; done
-  run "routes-$1" "$port" -H "Host: app5.example.com"
+  for round in $(seq "$rounds"); do
+    run "routes-$1.$round" "$port" "$pid" -H "Host: app5.example.com"
+  done
   kill "$pid"
 }
 flat 10
 flat 10000
 
-python3 - "$work" "$lines" <<'PY'
-import json, sys
-work, lines = sys.argv[1], int(sys.argv[2])
-rows = {}
-for name in ["direct", "nginx", "passthrough", "portcullis", "authenticated", "oauth2-proxy", "routes-10", "routes-10000"]:
+python3 - "$work" "$lines" "$rounds" "$(getconf CLK_TCK)" "$load_before" <<'PY'
+import json, statistics, sys
+work, lines, rounds, tck, load_before = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+
+def one(name):
     d = json.load(open(f"{work}/{name}.json"))
     s, p = d["summary"], d["latencyPercentiles"]
     codes = d.get("statusCodeDistribution", {})
-    rows[name] = (s["requestsPerSec"], p["p50"] * 1000, p["p99"] * 1000, s["successRate"], codes)
-print(f"{'rung':<14} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'success':>8}  status codes")
-for name, (rps, p50, p99, ok, codes) in rows.items():
-    print(f"{name:<14} {rps:>10.0f} {p50:>8.3f} {p99:>8.3f} {ok:>8.3f}  {codes}")
-n, pc, au, o2 = rows["nginx"], rows["portcullis"], rows["authenticated"], rows["oauth2-proxy"]
-print(f"portcullis/nginx throughput: {pc[0] / n[0]:.2f}x (target >= 1.0x)")
-print(f"portcullis p99 - nginx p99: {pc[2] - n[2]:+.3f} ms (target <= +0.3 ms)")
-print(f"portcullis/passthrough throughput: {pc[0] / rows['passthrough'][0]:.2f}x")
-print(f"authenticated/nginx throughput: {au[0] / n[0]:.2f}x (target >= 0.9x); all 200: {list(au[4]) == ['200']}")
-print(f"authenticated/portcullis throughput: {au[0] / pc[0]:.2f}x (the cost of the session check and headers)")
-print(f"authenticated/oauth2-proxy throughput: {au[0] / o2[0]:.2f}x (target >= 6x); oauth2-proxy all 200: {list(o2[4]) == ['200']}")
-r10, r10k = rows["routes-10"], rows["routes-10000"]
-print(f"10,000 hosts / 10 routes throughput: {r10k[0] / r10[0]:.2f}x (target within 5%)")
+    answered = sum(codes.values())
+    ticks = int(open(f"{work}/{name}.cpu").read())
+    cpu_us = ticks * 1e6 / tck / max(answered, 1)
+    return {"rps": s["requestsPerSec"], "p50": p["p50"] * 1000, "p99": p["p99"] * 1000,
+            "cpu": cpu_us, "codes": codes}
+
+names = ["direct", "nginx", "passthrough", "pingora", "portcullis", "authenticated", "oauth2-proxy",
+         "routes-10", "routes-10000"]
+runs = {n: [one(f"{n}.{r}") for r in range(1, rounds + 1)] for n in names}
+med = {n: {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99", "cpu")} for n, rs in runs.items()}
+
+def each(n, k, fmt):
+    return " / ".join(format(r[k], fmt) for r in runs[n])
+
+print(f"median of {rounds} rounds (each round's value follows); CPU = utime + stime of the serving process(es) per answered request")
+print(f"{'rung':<14} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10}  rounds: req/s | p99 ms | CPU us/req; status codes")
+for n in names:
+    m = med[n]
+    codes = {}
+    for r in runs[n]:
+        for c, v in r["codes"].items():
+            codes[c] = codes.get(c, 0) + v
+    print(f"{n:<14} {m['rps']:>9.0f} {m['p50']:>7.3f} {m['p99']:>7.3f} {m['cpu']:>10.1f}  "
+          f"{each(n, 'rps', '.0f')} | {each(n, 'p99', '.2f')} | {each(n, 'cpu', '.1f')}; {codes}")
+
+def ratio(a, b, k, label, target=""):
+    # The median over rounds of each round's ratio (a difference for p99).
+    if k == "p99":
+        per, fmt, unit = [ra[k] - rb[k] for ra, rb in zip(runs[a], runs[b])], "+.3f", " ms"
+    else:
+        per, fmt, unit = [ra[k] / rb[k] for ra, rb in zip(runs[a], runs[b])], ".2f", "x"
+    print(f"{label}: {format(statistics.median(per), fmt)}{unit} ({' / '.join(format(v, fmt) for v in per)})"
+          + (f" (target {target})" if target else ""))
+
+ratio("portcullis", "nginx", "rps", "portcullis/nginx throughput", ">= 1.0x")
+ratio("portcullis", "nginx", "p99", "portcullis p99 - nginx p99", "<= +0.3 ms")
+ratio("portcullis", "passthrough", "rps", "portcullis/hyper pass-through throughput")
+ratio("portcullis", "pingora", "rps", "portcullis/pingora pass-through throughput")
+ratio("portcullis", "nginx", "cpu", "CPU per request, portcullis/nginx")
+ratio("portcullis", "passthrough", "cpu", "CPU per request, portcullis/hyper pass-through")
+ratio("pingora", "passthrough", "cpu", "CPU per request, pingora/hyper pass-through")
+ratio("authenticated", "nginx", "rps", "authenticated/nginx throughput", ">= 0.9x")
+ratio("authenticated", "portcullis", "rps", "authenticated/portcullis throughput (the cost of the session check and headers)")
+ratio("authenticated", "portcullis", "cpu", "CPU per request, authenticated/portcullis")
+ratio("authenticated", "oauth2-proxy", "rps", "authenticated/oauth2-proxy throughput", ">= 6x")
+print(f"authenticated all 200: {all(list(r['codes']) == ['200'] for r in runs['authenticated'])}; "
+      f"oauth2-proxy all 200: {all(list(r['codes']) == ['200'] for r in runs['oauth2-proxy'])}")
+ratio("routes-10000", "routes-10", "rps", "10,000 hosts / 10 routes throughput", "within 5%")
 one, many = (json.load(open(f"{work}/sessions-{n}.json")) for n in (1, 20000))
 print(f"sessions: one {one['requestsPerSec']:.0f} req/s (p99 {one['p99']:.3f} ms) {one['statuses']}; "
       f"20,000 in rotation {many['requestsPerSec']:.0f} req/s (p99 {many['p99']:.3f} ms) {many['statuses']}")
@@ -270,6 +345,7 @@ for name in ["portcullis", "nginx"]:
     print(f"idle keep-alive memory, {name}: {per:.1f} KiB per connection ({opened} connections, RSS {before // 1024} -> {after // 1024} MiB)"
           + (" (target <= 16 KiB)" if name == "portcullis" else ""))
 print(f"access-log lines written by portcullis: {lines}")
+print(f"load average before the rungs: {load_before}; after: {' '.join(open('/proc/loadavg').read().split()[:3])}")
 PY
 
 target/release/examples/bench_compile

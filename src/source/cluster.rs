@@ -319,7 +319,24 @@ fn watch<K>(api: Api<K>) -> impl futures_util::Stream<Item = watcher::Result<wat
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    watcher(api, watcher::Config::default()).default_backoff()
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(forget_unread_metadata)
+}
+
+/// kubectl's copy of the object as last applied: a second copy of the whole object.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops, before an object reaches a store, the metadata every object carries and
+/// nothing here reads: the field managers' records (`managedFields`, often as large as
+/// the rest of the object) and kubectl's last-applied copy. The stores hold every
+/// watched object of the cluster for the life of the process.
+fn forget_unread_metadata<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove(LAST_APPLIED);
+    }
 }
 
 fn reflect<K>(kind: &'static str, api: Api<K>, changed: &Changed) -> Store<K>
@@ -350,4 +367,75 @@ fn spawn_watch<K>(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// An object as the API server sends it after `kubectl apply`.
+    fn applied(kind: &str, api_version: &str) -> serde_json::Value {
+        json!({
+            "apiVersion": api_version,
+            "kind": kind,
+            "metadata": {
+                "name": "app", "namespace": "shop", "resourceVersion": "42", "generation": 3,
+                "labels": {"team": "a"},
+                "annotations": {
+                    LAST_APPLIED: "{\"kind\":\"Ingress\",\"spec\":{}}",
+                    "alb.ingress.kubernetes.io/scheme": "internet-facing"
+                },
+                "managedFields": [{
+                    "manager": "kubectl", "operation": "Apply", "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:metadata": {"f:annotations": {".": {}}}, "f:spec": {"f:rules": {}}}
+                }]
+            },
+            "spec": {"ingressClassName": "portcullis", "targetRefs": [{"name": "app"}]}
+        })
+    }
+
+    fn check_kept(meta: &kube::api::ObjectMeta) {
+        assert_eq!(meta.managed_fields, None);
+        let annotations = meta.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            annotations.into_iter().collect::<Vec<_>>(),
+            [(
+                "alb.ingress.kubernetes.io/scheme".to_string(),
+                "internet-facing".to_string()
+            )]
+        );
+        assert_eq!(meta.name.as_deref(), Some("app"));
+        assert_eq!(meta.namespace.as_deref(), Some("shop"));
+        assert_eq!(meta.resource_version.as_deref(), Some("42"));
+        assert_eq!(meta.generation, Some(3));
+        assert_eq!(meta.labels.clone().unwrap_or_default().len(), 1);
+    }
+
+    #[test]
+    fn stored_objects_lose_field_managers_and_the_last_applied_copy_and_keep_the_rest() {
+        let mut ingress: Ingress =
+            serde_json::from_value(applied("Ingress", "networking.k8s.io/v1")).unwrap();
+        let spec = ingress.spec.clone();
+        forget_unread_metadata(&mut ingress);
+        check_kept(&ingress.metadata);
+        assert_eq!(ingress.spec, spec);
+
+        // AuthRules are stored untyped: their spec is all data and must stay whole.
+        let mut rule: DynamicObject =
+            serde_json::from_value(applied("AuthRule", "portcullis.dev/v1alpha1")).unwrap();
+        let data = rule.data.clone();
+        forget_unread_metadata(&mut rule);
+        check_kept(&rule.metadata);
+        assert_eq!(rule.data, data);
+    }
+
+    #[test]
+    fn objects_without_annotations_or_field_managers_are_left_as_they_are() {
+        let mut service: Service =
+            serde_json::from_value(json!({"metadata": {"name": "app"}})).unwrap();
+        let before = service.clone();
+        forget_unread_metadata(&mut service);
+        assert_eq!(service, before);
+    }
 }
