@@ -1509,9 +1509,8 @@ fn rule_extras(
         ));
         Cond::no("ResolvedRefs", "UnsupportedValue", message)
     })?;
-    let mut resolve = |r: &HttpRouteRulesBackendRefs, f: &str| {
-        backend_ref(r, obj, f, refs, upstreams, diags)
-    };
+    let mut resolve =
+        |r: &HttpRouteRulesBackendRefs, f: &str| backend_ref(r, obj, f, refs, upstreams, diags);
     let mirrors = super::mirror::rule_mirrors(rule, field, &mut resolve);
     let mirrors = mirrors.map_err(|(f, cond)| {
         diags.push(Diagnostic::error(

@@ -311,8 +311,14 @@ fn is_read(group: &str, kind: &str) -> bool {
             | ("", "Secret" | "ConfigMap" | "Service" | "Namespace")
             | (
                 GATEWAY_GROUP,
-                "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "TLSRoute"
-                    | "ReferenceGrant" | "ListenerSet" | "BackendTLSPolicy"
+                "GatewayClass"
+                    | "Gateway"
+                    | "HTTPRoute"
+                    | "GRPCRoute"
+                    | "TLSRoute"
+                    | "ReferenceGrant"
+                    | "ListenerSet"
+                    | "BackendTLSPolicy"
             )
             | ("discovery.k8s.io", "EndpointSlice")
     ) || (group, kind) == (crate::model::GROUP, "AuthRule")
