@@ -216,4 +216,21 @@ async fn the_cors_filter_never_opens_a_guarded_route() {
         r.status,
         r.head
     );
+    // Nor is anything a browser would not send as one: without `Origin`, two of
+    // `Origin` or of `Access-Control-Request-Method`, or an empty method. The guard and
+    // the filter agree, so none of these reaches the backend without a session.
+    for headers in [
+        "Access-Control-Request-Method: GET\r\n",
+        "Origin: https://app.example\r\nAccess-Control-Request-Method: GET\r\nAccess-Control-Request-Method: POST\r\n",
+        "Origin: https://app.example\r\nOrigin: https://other.example\r\nAccess-Control-Request-Method: GET\r\n",
+        "Origin: https://app.example\r\nAccess-Control-Request-Method: \r\n",
+    ] {
+        let r = raw_exchange(p.http, &request("OPTIONS", "/preflights?q=1", headers)).await;
+        assert!(
+            r.backend().is_none() && matches!(r.status, 400 | 401) && !allows_origin(&r),
+            "OPTIONS with {headers:?}: {} {}",
+            r.status,
+            r.head
+        );
+    }
 }

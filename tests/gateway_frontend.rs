@@ -216,6 +216,12 @@ async fn each_socket_shows_its_own_certificates_and_refuses_misdirected_hosts() 
     }
 }
 
+/// The Gateway admits ListenerSets of its namespace.
+const ADMITS_SETS: &str = "  allowedListeners:\n    namespaces:\n      from: Same\n";
+
+/// A ListenerSet of `strict` opening a port of its own.
+const SET_ON_9443: &str = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: ListenerSet\nmetadata: {name: more, namespace: apps}\nspec:\n  parentRef: {name: strict}\n  listeners:\n  - {name: extra, port: 9443, protocol: HTTPS, hostname: app.example.org, tls: {certificateRefs: [{name: site}]}}\n";
+
 #[tokio::test]
 async fn a_port_asks_for_the_client_certificates_its_gateway_names() {
     let backend = Backend::start("app").await;
@@ -237,10 +243,21 @@ async fn a_port_asks_for_the_client_certificates_its_gateway_names() {
     dir.write(
         "all.yaml",
         &format!(
-            "{CLASS}{}{}{}{}{}{}{}",
-            gateway("strict", ip_a, strict, &[("https", None, "site")]),
+            "{CLASS}{}{}{}{}{}{}{}{}{}",
+            gateway(
+                "strict",
+                ip_a,
+                &format!("{strict}{ADMITS_SETS}"),
+                &[("https", None, "site")]
+            ),
             gateway("lenient", ip_b, fallback, &[("https", None, "site")]),
             route("to-strict", "{name: strict}", "app"),
+            SET_ON_9443,
+            route(
+                "to-set",
+                "{kind: ListenerSet, group: gateway.networking.k8s.io, name: more}",
+                "app"
+            ),
             route("to-lenient", "{name: lenient}", "app"),
             tls_secret("site", &site),
             ca_map("client-ca", &trusted.pem),
@@ -266,6 +283,23 @@ async fn a_port_asks_for_the_client_certificates_its_gateway_names() {
     for (who, cert) in [("none", None), ("outsider", Some(&outsider))] {
         let r = exchange(strict, &site, Some(host), cert, &get(host)).await;
         assert_eq!((r.status, r.backend().is_some()), (0, false), "{who}");
+    }
+    // A port only a ListenerSet of the Gateway opens asks for them all the same.
+    let set_port = std::net::SocketAddr::new(ip_a, 9443);
+    eventually("the ListenerSet's port serves TLS", || async {
+        exchange(set_port, &site, Some(host), Some(&member), &get(host))
+            .await
+            .status
+            == 200
+    })
+    .await;
+    for (who, cert) in [("none", None), ("outsider", Some(&outsider))] {
+        let r = exchange(set_port, &site, Some(host), cert, &get(host)).await;
+        assert_eq!(
+            (r.status, r.backend().is_some()),
+            (0, false),
+            "set port, {who}"
+        );
     }
     // A verified certificate reaches the backend with ALB's verified-certificate headers.
     let r = exchange(strict, &site, Some(host), Some(&member), &get(host)).await;

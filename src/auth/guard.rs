@@ -108,7 +108,8 @@ pub fn after_refresh(outcome: RefreshOutcome) -> SessionStep {
 /// What the request is, as far as a missing session is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Asking {
-    /// A CORS preflight (`OPTIONS` with `Access-Control-Request-Method`) without a body.
+    /// A CORS preflight (`OPTIONS` with one `Origin` and one `Access-Control-Request-Method`)
+    /// without a body.
     pub preflight: bool,
     /// A browser's top-level navigation: the only request a login redirect can serve.
     pub navigation: bool,

@@ -386,8 +386,17 @@ fn compile_gateways<'a>(
                 .map_err(|e| address_refusal(&e, &pool))
         });
         let own = options.gateway_addresses.is_some();
-        let (mut gw_state, mut gw_listeners) =
-            compile_gateway(gateway, &obj, index, grants, certs, own, diags);
+        let sets = context
+            .sets
+            .get(&obj)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let set_ports: Vec<i32> = (sets.iter().flat_map(|s| &s.specs))
+            .filter(|l| l.protocol == "HTTPS")
+            .map(|l| l.port)
+            .collect();
+        let (mut gw_state, mut gw_listeners, gw_tls) =
+            compile_gateway(gateway, &obj, index, grants, certs, own, &set_ports, diags);
         match address {
             None => gw_state.conditions.push(gateway_programmed(
                 gateway,
@@ -401,12 +410,7 @@ fn compile_gateways<'a>(
             gw_listeners.iter_mut().for_each(|l| l.usable = false);
             super::gateway_infrastructure::refuse(&mut gw_state, refusal.clone());
         }
-        let sets = context
-            .sets
-            .get(&obj)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let set_listeners = compile_listener_sets(
+        let mut set_listeners = compile_listener_sets(
             gateway,
             &obj,
             &mut gw_state,
@@ -417,7 +421,13 @@ fn compile_gateways<'a>(
             &mut state.listener_sets,
             diags,
         );
-        let mut set_listeners = set_listeners;
+        // A set's listeners are the Gateway's: its client certificates, per port, and
+        // the certificate it presents to TLS backends.
+        for (set_obj, set_ls) in &mut set_listeners {
+            if let Some(set_state) = state.listener_sets.get_mut(set_obj) {
+                gw_tls.apply(set_ls, &mut set_state.listeners, own);
+            }
+        }
         if refusal.is_some() {
             // A refused Gateway serves nothing, the listeners its ListenerSets add neither.
             (set_listeners.iter_mut())
@@ -606,6 +616,34 @@ fn policy_ancestors(
     out
 }
 
+/// What a Gateway gives every listener served for it, its ListenerSets' included: the
+/// client certificates each HTTPS port asks for, the certificate presented to TLS
+/// backends.
+struct GatewayTls {
+    ports: BTreeMap<i32, super::frontend_tls::PortAuth>,
+    backend_client: Arc<BackendClient>,
+}
+
+impl GatewayTls {
+    /// Gives `listeners` (with their states) the Gateway's TLS settings; a listener
+    /// whose port's client certificates cannot be asked for is not served.
+    fn apply(&self, listeners: &mut [Listener<'_>], states: &mut [ListenerState], own: bool) {
+        for (listener, listener_state) in listeners.iter_mut().zip(states) {
+            listener.backend_client = self.backend_client.clone();
+            let Some(port) = self.ports.get(&listener.spec.port).filter(|_| listener.tls) else {
+                continue;
+            };
+            listener.client_auth = port.auth.clone();
+            if !port.mark(&mut listener_state.conditions, own) {
+                listener.usable = false;
+            }
+        }
+    }
+}
+
+/// A Gateway's own listeners and status; `set_ports` are the HTTPS ports its
+/// ListenerSets add, whose client certificates it decides too.
+#[allow(clippy::too_many_arguments)]
 fn compile_gateway<'a>(
     gateway: &'a Gateway,
     obj: &ObjectRef,
@@ -613,8 +651,9 @@ fn compile_gateway<'a>(
     grants: &Grants,
     certs: &mut CertTable,
     own_addresses: bool,
+    set_ports: &[i32],
     diags: &mut Vec<Diagnostic>,
-) -> (GatewayState, Vec<Listener<'a>>) {
+) -> (GatewayState, Vec<Listener<'a>>, GatewayTls) {
     let mut state = GatewayState {
         generation: gateway.metadata.generation,
         ..GatewayState::default()
@@ -627,69 +666,50 @@ fn compile_gateway<'a>(
         state.listeners.push(listener_state);
         out.push(listener);
     }
-    frontend_validation(
-        gateway,
-        obj,
-        index,
-        grants,
-        own_addresses,
-        &mut state,
-        &mut out,
-        diags,
-    );
-    state.conditions.push(gateway_accepted(&state.listeners));
-    let granted =
-        |ns: &str, name: &str| grants.allows(&obj.namespace, "Gateway", ns, "", "Secret", name);
-    let (client, resolved) = gateway_backend_client(gateway, obj, index, &granted);
-    state.conditions.extend(resolved);
-    let client = Arc::new(client);
-    for listener in &mut out {
-        listener.backend_client = client.clone();
-    }
-    (state, out)
-}
-
-/// `spec.tls.frontend` on the HTTPS listeners: the client certificates their port asks
-/// for, and their conditions when its CA references do not resolve or the Gateway has
-/// no socket of its own to ask on.
-#[allow(clippy::too_many_arguments)]
-fn frontend_validation(
-    gateway: &Gateway,
-    obj: &ObjectRef,
-    index: &Index,
-    grants: &Grants,
-    own_address: bool,
-    state: &mut GatewayState,
-    listeners: &mut [Listener<'_>],
-    diags: &mut Vec<Diagnostic>,
-) {
-    let mut ports: Vec<i32> = listeners
-        .iter()
-        .filter(|l| l.tls && l.served_protocol)
-        .map(|l| l.spec.port)
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    let allowed = |ns: &str, kind: &str, name: &str| {
-        grants.allows(&obj.namespace, "Gateway", ns, "", kind, name)
-    };
-    let auths = super::frontend_tls::port_auths(gateway, obj, &ports, index, &allowed, diags);
-    for (listener, listener_state) in listeners.iter_mut().zip(&mut state.listeners) {
-        let Some(port) = auths.get(&listener.spec.port).filter(|_| listener.tls) else {
-            continue;
-        };
-        listener.client_auth = port.auth.clone();
-        if !port.mark(&mut listener_state.conditions, own_address) {
-            listener.usable = false;
-        }
-    }
-    if auths.values().any(|a| a.insecure_fallback) {
+    let ports = frontend_validation(gateway, obj, index, grants, &out, set_ports, diags);
+    if ports.values().any(|a| a.insecure_fallback) {
         state.conditions.push(Cond::yes(
             "InsecureFrontendValidationMode",
             "ConfigurationChanged",
             "spec.tls.frontend accepts clients without a valid certificate (AllowInsecureFallback)",
         ));
     }
+    let granted =
+        |ns: &str, name: &str| grants.allows(&obj.namespace, "Gateway", ns, "", "Secret", name);
+    let (client, resolved) = gateway_backend_client(gateway, obj, index, &granted);
+    state.conditions.extend(resolved);
+    let tls = GatewayTls {
+        ports,
+        backend_client: Arc::new(client),
+    };
+    tls.apply(&mut out, &mut state.listeners, own_addresses);
+    state.conditions.push(gateway_accepted(&state.listeners));
+    (state, out, tls)
+}
+
+/// `spec.tls.frontend` for the HTTPS ports of the Gateway's listeners and of
+/// `set_ports`: the client certificates each asks for, or why it cannot.
+fn frontend_validation(
+    gateway: &Gateway,
+    obj: &ObjectRef,
+    index: &Index,
+    grants: &Grants,
+    listeners: &[Listener<'_>],
+    set_ports: &[i32],
+    diags: &mut Vec<Diagnostic>,
+) -> BTreeMap<i32, super::frontend_tls::PortAuth> {
+    let mut ports: Vec<i32> = listeners
+        .iter()
+        .filter(|l| l.tls && l.served_protocol)
+        .map(|l| l.spec.port)
+        .chain(set_ports.iter().copied())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let allowed = |ns: &str, kind: &str, name: &str| {
+        grants.allows(&obj.namespace, "Gateway", ns, "", kind, name)
+    };
+    super::frontend_tls::port_auths(gateway, obj, &ports, index, &allowed, diags)
 }
 
 /// The condition a Gateway without an address of its own gets: not accepted for a

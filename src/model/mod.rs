@@ -91,9 +91,9 @@ pub struct AuthRuleSpec {
     #[serde(default, skip_serializing_if = "LogoutSpec::is_default")]
     pub logout: LogoutSpec,
 
-    /// Cross-origin requests. A CORS preflight (`OPTIONS` with
-    /// `Access-Control-Request-Method`) never carries a session, so by default it is
-    /// answered like any request without one.
+    /// Cross-origin requests. A CORS preflight (`OPTIONS` with one `Origin` and one
+    /// `Access-Control-Request-Method`, no body) never carries a session, so by default
+    /// it is answered like any request without one.
     #[serde(default, skip_serializing_if = "CorsSpec::is_default")]
     pub cors: CorsSpec,
 

@@ -49,7 +49,7 @@ pub fn allowed_origin(cors: &Cors, headers: &HeaderMap) -> Option<HeaderValue> {
 /// allowed origin, none for another (the browser then refuses the request); `None`
 /// for any other request, which goes on to the backend.
 pub fn preflight(cors: &Cors, method: &Method, headers: &HeaderMap) -> Option<HeaderMap> {
-    if method != Method::OPTIONS || !headers.contains_key(ORIGIN) {
+    if !is_preflight(method, headers) {
         return None;
     }
     let requested = single(headers, &ACCESS_CONTROL_REQUEST_METHOD)?;
@@ -120,6 +120,17 @@ fn allow(cors: &Cors, origin: HeaderValue, out: &mut HeaderMap) {
     }
 }
 
+/// Whether a request is a CORS preflight, as a browser sends one: `OPTIONS` with one
+/// `Origin` and one non-empty `Access-Control-Request-Method`. The guard lets only
+/// these through without a session (when an AuthRule allows preflights) and a CORS
+/// filter answers exactly these, so no request is one to the guard and not to the
+/// filter, which would send it on to the backend unauthenticated.
+pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
+    method == Method::OPTIONS
+        && single(headers, &ORIGIN).is_some()
+        && single(headers, &ACCESS_CONTROL_REQUEST_METHOD).is_some_and(|m| !m.is_empty())
+}
+
 fn single(headers: &HeaderMap, name: &http::HeaderName) -> Option<HeaderValue> {
     let mut all = headers.get_all(name).iter();
     match (all.next(), all.next()) {
@@ -187,6 +198,32 @@ mod tests {
             allowed_origin(&cors, &two).is_none(),
             "two origins are no origin"
         );
+    }
+
+    #[test]
+    fn a_preflight_is_what_a_browser_sends_and_nothing_else() {
+        let mut h = with_origin(&["https://app.test"]);
+        h.insert(
+            ACCESS_CONTROL_REQUEST_METHOD,
+            HeaderValue::from_static("GET"),
+        );
+        assert!(is_preflight(&Method::OPTIONS, &h));
+        assert!(!is_preflight(&Method::GET, &h));
+        let mut twice = h.clone();
+        twice.append(
+            ACCESS_CONTROL_REQUEST_METHOD,
+            HeaderValue::from_static("POST"),
+        );
+        assert!(!is_preflight(&Method::OPTIONS, &twice));
+        let mut empty = h.clone();
+        empty.insert(ACCESS_CONTROL_REQUEST_METHOD, HeaderValue::from_static(""));
+        assert!(!is_preflight(&Method::OPTIONS, &empty));
+        let mut no_origin = h.clone();
+        no_origin.remove(ORIGIN);
+        assert!(!is_preflight(&Method::OPTIONS, &no_origin));
+        let mut two_origins = h;
+        two_origins.append(ORIGIN, HeaderValue::from_static("https://other.test"));
+        assert!(!is_preflight(&Method::OPTIONS, &two_origins));
     }
 
     #[test]

@@ -609,8 +609,7 @@ pub(super) fn insert_identity(headers: &mut HeaderMap, identity: &Identity) {
 fn asking(req: &Request<Incoming>) -> Asking {
     // A CORS preflight carries no credentials by design; one with a body is not one.
     Asking {
-        preflight: req.method() == http::Method::OPTIONS
-            && req.headers().contains_key("access-control-request-method")
+        preflight: crate::proxy::cors::is_preflight(req.method(), req.headers())
             && req.body().is_end_stream(),
         navigation: is_navigation(req.headers()),
     }
