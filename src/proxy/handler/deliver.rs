@@ -12,6 +12,33 @@ use crate::proxy::retry::Attempts;
 /// `Content-Length`); larger or undeclared ones stream.
 pub(super) const HELD_BODY_LIMIT: u64 = 64 * 1024;
 
+/// The most body held at once by every request together: past it a body streams (no
+/// copy to a mirror, no retry) instead of being held, so many clients on many
+/// connections cannot make the process hold more than this for them.
+const HELD_BODIES_BUDGET: u64 = 64 * 1024 * 1024;
+
+static HELD_NOW: AtomicU64 = AtomicU64::new(0);
+
+/// A part of `HELD_BODIES_BUDGET`, given back when dropped.
+pub(super) struct HeldShare(u64);
+
+impl HeldShare {
+    fn take(bytes: u64) -> Option<Self> {
+        HELD_NOW
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now + bytes <= HELD_BODIES_BUDGET).then_some(now + bytes)
+            })
+            .ok()
+            .map(|_| Self(bytes))
+    }
+}
+
+impl Drop for HeldShare {
+    fn drop(&mut self) {
+        HELD_NOW.fetch_sub(self.0, Ordering::AcqRel);
+    }
+}
+
 /// A request on its way, its body not yet read.
 pub(super) struct Unsent {
     pub(super) parts: http::request::Parts,
@@ -37,15 +64,20 @@ pub(super) fn holdable(body: &Incoming) -> bool {
             .is_some_and(|n| n <= HELD_BODY_LIMIT)
 }
 
-/// The body held whole when `holdable`, else untouched. `Err` when a body declared
-/// small broke off or ran past its length.
+/// The body held whole when `holdable` and the budget has room for it (with the share
+/// of the budget it takes), else untouched. `Err` when a body declared small broke
+/// off or ran past its length.
 pub(super) async fn hold_small(
     body: Incoming,
     count: &AtomicU64,
-) -> Result<RequestBody, forward::ForwardError> {
+) -> Result<(RequestBody, Option<HeldShare>), forward::ForwardError> {
     if !holdable(&body) {
-        return Ok(RequestBody::Streamed(body));
+        return Ok((RequestBody::Streamed(body), None));
     }
+    let declared = body.size_hint().exact().unwrap_or(0);
+    let Some(share) = HeldShare::take(declared) else {
+        return Ok((RequestBody::Streamed(body), None));
+    };
     let limited = http_body_util::Limited::new(body, HELD_BODY_LIMIT as usize);
     let bytes = limited
         .collect()
@@ -53,7 +85,7 @@ pub(super) async fn hold_small(
         .map_err(|_| forward::ForwardError::ClientBody)?
         .to_bytes();
     count.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-    Ok(RequestBody::Held(bytes))
+    Ok((RequestBody::Held(bytes), Some(share)))
 }
 
 impl Exchange {
@@ -73,10 +105,11 @@ impl Exchange {
             hold,
             received_bytes,
         } = out;
-        let body = if upgrade.is_none() && route.filters.wants_body_copy() {
+        // Kept until the request is done: its retries send the held body again.
+        let (body, _share) = if upgrade.is_none() && route.filters.wants_body_copy() {
             hold_small(body, &received_bytes).await?
         } else {
-            RequestBody::Streamed(body)
+            (RequestBody::Streamed(body), None)
         };
         let whole = match &body {
             RequestBody::Held(bytes) => Some(bytes),
@@ -112,5 +145,23 @@ impl Exchange {
             hold,
         };
         forward::forward(&self.dp, upstream, way, out, self.received, &mut self.rec).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_bodies_share_one_budget_given_back_when_done() {
+        let all = HeldShare::take(HELD_BODIES_BUDGET).expect("the budget is free");
+        assert!(
+            HeldShare::take(1).is_none(),
+            "past the budget, bodies stream"
+        );
+        drop(all);
+        let one = HeldShare::take(HELD_BODY_LIMIT).expect("given back when dropped");
+        drop(one);
+        assert_eq!(HELD_NOW.load(Ordering::Acquire), 0);
     }
 }
