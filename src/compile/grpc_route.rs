@@ -28,8 +28,9 @@ use crate::model::OnUnauthenticatedRequest;
 use crate::store::Objects;
 
 /// The content types of a gRPC call: `application/grpc`, alone or with a codec
-/// (`+proto`) or parameters. `application/grpc-web` is another protocol.
-pub const GRPC_CONTENT_TYPE: &str = "application/grpc(?:[+;].*)?";
+/// (`+proto`) or parameters, in any case (media types are case-insensitive, and gRPC
+/// servers take `Application/GRPC`). `application/grpc-web` is another protocol.
+pub const GRPC_CONTENT_TYPE: &str = "(?i:application/grpc)(?:[+;].*)?";
 
 /// Every GRPCRoute that can be read as one, as the HTTPRoute it amounts to (its
 /// kind aside: the route's object stays the GRPCRoute).
@@ -334,12 +335,15 @@ mod tests {
             "application/grpc",
             "application/grpc+proto",
             "application/grpc;charset=utf-8",
+            "Application/GRPC",
+            "APPLICATION/GRPC+proto",
         ] {
             assert!(re.is_match(ok), "{ok}");
         }
         for not in [
             "application/grpc-web",
             "application/grpc-web+proto",
+            "Application/GRPC-Web",
             "application/json",
             "text/plain; application/grpc",
             "",
