@@ -321,3 +321,44 @@ spec:
     let shop = open.snapshot.routes.find("a.test", "/shop/x").unwrap();
     assert!(shop.guard_for("/shop/x").is_none());
 }
+
+/// A filter of a later or experimental channel (`ExternalAuth`) is read, as the API
+/// server hands it over, and its rule is closed: the route is reported, and the other
+/// routes are served.
+#[test]
+fn a_filter_type_of_another_channel_closes_its_rule_and_no_other() {
+    let unknown: gateway_api::httproutes::HttpRoute = serde_json::from_value(serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "authz", "namespace": "apps"},
+        "spec": {
+            "parentRefs": [{"name": "edge"}],
+            "hostnames": ["a.test"],
+            "rules": [{
+                "filters": [{"type": "ExternalAuth", "externalAuth": {"protocol": "HTTP", "backendRef": {"name": "authz", "port": 8080}}}],
+                "backendRefs": [{"name": "app", "port": 80}]
+            }]
+        }
+    }))
+    .expect("a route with a filter type of another channel is read");
+    let yaml = format!(
+        "{GATEWAY}{}{}",
+        service("apps", "app", "10.0.0.1", 80),
+        http_route("plain", "b.test", "", TO_APP),
+    );
+    let mut objects = objects(&yaml);
+    objects.http_routes.push(std::sync::Arc::new(unknown));
+    let c = compile(&objects, &CompileOptions::default());
+    assert!(
+        reasons(&c).contains(&("authz", "spec.rules[0].filters[0]", "UnsupportedValue")),
+        "{:?}",
+        reasons(&c)
+    );
+    let closed = c.snapshot.routes.find("a.test", "/x").expect("a route");
+    assert!(
+        matches!(closed.backend, Backend::Invalid { .. }),
+        "the rule with the unknown filter is closed"
+    );
+    let plain = c.snapshot.routes.find("b.test", "/x").expect("a route");
+    assert!(matches!(plain.backend, Backend::Service(_)));
+}

@@ -876,6 +876,11 @@ pub enum GrpcRouteRulesBackendRefsFiltersType {
     RequestHeaderModifier,
     RequestMirror,
     ExtensionRef,
+    /// A filter type of a later or experimental channel (such as `ExternalAuth`):
+    /// read, so that one route using it does not stop every route from being read,
+    /// and refused where it is compiled (the rule closes).
+    #[serde(other)]
+    Unrecognized,
 }
 
 /// GRPCRouteFilter defines processing steps that must be completed during the
@@ -1314,6 +1319,11 @@ pub enum GrpcRouteRulesFiltersType {
     RequestHeaderModifier,
     RequestMirror,
     ExtensionRef,
+    /// A filter type of a later or experimental channel (such as `ExternalAuth`):
+    /// read, so that one route using it does not stop every route from being read,
+    /// and refused where it is compiled (the rule closes).
+    #[serde(other)]
+    Unrecognized,
 }
 
 /// GRPCRouteMatch defines the predicate used to match requests to a given

@@ -1386,6 +1386,11 @@ pub enum HttpRouteRulesBackendRefsFiltersType {
     ExtensionRef,
     #[serde(rename = "CORS")]
     Cors,
+    /// A filter type of a later or experimental channel (such as `ExternalAuth`):
+    /// read, so that one route using it does not stop every route from being read,
+    /// and refused where it is compiled (the rule closes).
+    #[serde(other)]
+    Unrecognized,
 }
 
 /// URLRewrite defines a schema for a filter that modifies a request during forwarding.
@@ -2347,6 +2352,11 @@ pub enum HttpRouteRulesFiltersType {
     ExtensionRef,
     #[serde(rename = "CORS")]
     Cors,
+    /// A filter type of a later or experimental channel (such as `ExternalAuth`):
+    /// read, so that one route using it does not stop every route from being read,
+    /// and refused where it is compiled (the rule closes).
+    #[serde(other)]
+    Unrecognized,
 }
 
 /// URLRewrite defines a schema for a filter that modifies a request during forwarding.
