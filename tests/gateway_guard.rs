@@ -8,19 +8,7 @@ use common::*;
 
 fn manifests(backend: &Backend) -> String {
     format!(
-        r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: portcullis}}
-spec: {{controllerName: portcullis.dev/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: edge, namespace: apps}}
-spec:
-  gatewayClassName: portcullis
-  listeners: [{{name: http, port: 80, protocol: HTTP}}]
----
+        r#"{EDGE_GATEWAY}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: shop, namespace: apps}}

@@ -90,19 +90,7 @@ const SERVICE: &str = "echo.Echo";
 
 fn manifests(pod: &Pod, issuer: &str) -> String {
     format!(
-        r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: portcullis}}
-spec: {{controllerName: portcullis.dev/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: edge, namespace: apps}}
-spec:
-  gatewayClassName: portcullis
-  listeners: [{{name: http, port: 80, protocol: HTTP}}]
----
+        r#"{EDGE_GATEWAY}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
 metadata: {{name: echo, namespace: apps}}

@@ -163,13 +163,11 @@ pub fn svc(name: &str, addr: std::net::SocketAddr) -> String {
     )
 }
 
-pub const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: portcullis}\nspec: {controllerName: portcullis.dev/gateway-controller}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: apps}\nspec:\n  gatewayClassName: portcullis\n  listeners: [{name: http, port: 80, protocol: HTTP}]\n";
-
 /// `admin` is guarded (OIDC and bearer tokens from `issuer`), `open` is not; both
 /// mirror to `shadow`.
 fn routes(issuer: &str) -> String {
     format!(
-        r#"{GATEWAY}---
+        r#"{EDGE_GATEWAY}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: shop, namespace: apps}}
@@ -363,7 +361,7 @@ async fn a_body_is_copied_only_when_held_whole_and_a_slow_mirror_is_capped() {
     dir.write(
         "all.yaml",
         &format!(
-            r#"{GATEWAY}---
+            r#"{EDGE_GATEWAY}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: shop, namespace: apps}}
@@ -441,7 +439,7 @@ spec:
 async fn a_mirror_that_cannot_be_used_closes_its_rule() {
     let app = Recorder::start().await;
     let manifests = format!(
-        r#"{GATEWAY}---
+        r#"{EDGE_GATEWAY}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: shop, namespace: apps}}

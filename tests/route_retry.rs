@@ -4,7 +4,7 @@
 //! are not retried; failed connections are.
 
 use crate::common;
-use crate::mirror::{GATEWAY, Recorder, svc};
+use crate::mirror::{Recorder, svc};
 
 use common::*;
 
@@ -41,7 +41,7 @@ async fn held_bodies_are_retried_on_listed_codes_streamed_ones_never() {
     dir.write(
         "all.yaml",
         &format!(
-            r#"{GATEWAY}---
+            r#"{EDGE_GATEWAY}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: shop, namespace: apps}}

@@ -574,3 +574,7 @@ fn dechunk(mut rest: &str) -> String {
     }
     out
 }
+
+/// The GatewayClass `portcullis` and its Gateway `apps/edge`, one HTTP listener at port
+/// 80: what the Gateway API tests from files attach their routes to.
+pub const EDGE_GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: portcullis}\nspec: {controllerName: portcullis.dev/gateway-controller}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: apps}\nspec:\n  gatewayClassName: portcullis\n  listeners: [{name: http, port: 80, protocol: HTTP}]\n";
