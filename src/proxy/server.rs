@@ -240,7 +240,15 @@ async fn serve_admitted(
     if shared.listener.passthrough {
         // Never idle: a byte stream cannot be closed gracefully between requests.
         hold.tunnel();
-        super::passthrough::serve(shared.dp.clone(), stream, &conn, stop).await;
+        // Boxed, as the TLS branch below: a connection's task is as large as its
+        // largest branch, and every idle plain connection would carry that size.
+        Box::pin(super::passthrough::serve(
+            shared.dp.clone(),
+            stream,
+            &conn,
+            stop,
+        ))
+        .await;
         drop(hold);
         return;
     }
@@ -250,28 +258,40 @@ async fn serve_admitted(
         hold: hold.clone(),
         stop,
     };
-    let dp = shared.dp.clone();
-    let peer = conn.peer;
     match &shared.listener.tls {
-        None => serve_connection(dp, &shared.builder, TokioIo::new(stream), conn, watch).await,
-        Some(configs) => {
-            let timeout = dp.config.tls_handshake_timeout;
-            let socket = shared.listener.socket;
-            match tokio::time::timeout(timeout, handshake(configs, socket, stream)).await {
-                Ok(Ok((tls_stream, client_auth))) => {
-                    let Some(conn) = with_tls_info(&dp, conn, &tls_stream, client_auth) else {
-                        tracing::debug!(%peer, "client certificate cannot be read");
-                        return;
-                    };
-                    let io = TokioIo::new(tls_stream);
-                    serve_connection(dp, &shared.builder, io, conn, watch).await
-                }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
+        None => {
+            let dp = shared.dp.clone();
+            serve_connection(dp, &shared.builder, TokioIo::new(stream), conn, watch).await
         }
+        Some(configs) => Box::pin(serve_tls(shared, configs, stream, conn, watch)).await,
     }
     drop(hold);
+}
+
+/// A TLS connection: the handshake within its timeout, then its requests.
+async fn serve_tls(
+    shared: &Shared,
+    configs: &TlsConfigs,
+    stream: Prefixed<TcpStream>,
+    conn: ConnInfo,
+    watch: Watch<'_>,
+) {
+    let dp = shared.dp.clone();
+    let peer = conn.peer;
+    let timeout = dp.config.tls_handshake_timeout;
+    let socket = shared.listener.socket;
+    match tokio::time::timeout(timeout, handshake(configs, socket, stream)).await {
+        Ok(Ok((tls_stream, client_auth))) => {
+            let Some(conn) = with_tls_info(&dp, conn, &tls_stream, client_auth) else {
+                tracing::debug!(%peer, "client certificate cannot be read");
+                return;
+            };
+            let io = TokioIo::new(tls_stream);
+            serve_connection(dp, &shared.builder, io, conn, watch).await
+        }
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
 }
 
 /// A request in flight on a connection (so it is not idle), until dropped.
