@@ -28,7 +28,10 @@
 # throughput; then the ratios the targets are stated in, and the load average before
 # and after.
 # Usage: bench/run.sh [SECONDS] [CONNECTIONS]    (defaults 10, 50)
-#        BENCH_RUNS=N rounds; BENCH_SKIP_CHURN=1 leaves the (slow) cluster churn out.
+#        BENCH_RUNS=N rounds; BENCH_SKIP_CHURN=1 leaves the (slow) cluster churn out;
+#        BENCH_PROFILE=1 records the last round of nginx, the hyper pass-through and
+#        Portcullis with `perf` and prints each one's CPU per request by stage
+#        (bench/perf_stages.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -224,8 +227,17 @@ run() { # name port "pids" [extra oha args]: writes NAME.json and NAME.cpu (tick
   echo "running $name for ${secs}s with $conns connections" >&2
   local before
   before=$(cpu_ticks $serving)
+  # BENCH_PROFILE=1: the last round of these rungs runs under `perf record`.
+  local perf_pid=
+  if [ -n "${BENCH_PROFILE:-}" ] && [ "${round:-}" = "$rounds" ] \
+    && [[ " nginx passthrough portcullis authenticated " == *" ${name%.*} "* ]]; then
+    local list=($serving)
+    perf record -F 999 -o "$work/${name%.*}.perf" -p "$(IFS=,; echo "${list[*]}")" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   "$tools/bin/oha" -z "${secs}s" -c "$conns" --no-tui --output-format json "$@" "http://127.0.0.1:$port/" > "$work/$name.json"
   echo $(( $(cpu_ticks $serving) - before )) > "$work/$name.cpu"
+  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
 }
 nginx_pids="$nginx_master $(pgrep -P "$nginx_master" | tr '\n' ' ')"
 for round in $(seq "$rounds"); do
@@ -348,6 +360,13 @@ print(f"access-log lines written by portcullis: {lines}")
 print(f"load average before the rungs: {load_before}; after: {' '.join(open('/proc/loadavg').read().split()[:3])}")
 PY
 
+if [ -n "${BENCH_PROFILE:-}" ]; then
+  for name in nginx passthrough portcullis authenticated; do
+    us=$(python3 -c 'import json,sys; w,t=sys.argv[1],int(sys.argv[2]); n=sum(json.load(open(w+".json"))["statusCodeDistribution"].values()); print(int(open(w+".cpu").read())*1e6/t/max(n,1))' \
+      "$work/$name.$rounds" "$(getconf CLK_TCK)")
+    python3 bench/perf_stages.py "$work/$name.perf" "$us" "$name (round $rounds, under perf)"
+  done
+fi
 target/release/examples/bench_compile
 if [ -z "${BENCH_SKIP_CHURN:-}" ]; then
   bench/churn.sh

@@ -14,10 +14,11 @@ use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::common;
+use common::h2::*;
 use common::idp::Idp;
 use common::*;
 
@@ -114,53 +115,6 @@ spec:
     )
 }
 
-/// HPACK's integer with an `n`-bit prefix (RFC 7541 §5.1), the prefix's other bits
-/// in `first`.
-fn hpack_int(out: &mut Vec<u8>, first: u8, n: u32, mut value: usize) {
-    let max = (1usize << n) - 1;
-    if value < max {
-        out.push(first | value as u8);
-        return;
-    }
-    out.push(first | max as u8);
-    value -= max;
-    while value >= 128 {
-        out.push((value % 128) as u8 | 0x80);
-        value /= 128;
-    }
-    out.push(value as u8);
-}
-
-/// Every field as a literal without indexing, its name and value as given (no
-/// Huffman, no lower-casing, no table): exactly the bytes an attacker chooses.
-fn hpack(fields: &[(&[u8], &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, value) in fields {
-        out.push(0x00);
-        hpack_int(&mut out, 0, 7, name.len());
-        out.extend_from_slice(name);
-        hpack_int(&mut out, 0, 7, value.len());
-        out.extend_from_slice(value);
-    }
-    out
-}
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-const DATA: u8 = 0x0;
-const HEADERS: u8 = 0x1;
-const RST_STREAM: u8 = 0x3;
-const SETTINGS: u8 = 0x4;
-const GOAWAY: u8 = 0x7;
-const END_STREAM: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-
 /// How the proxy ended a raw call: the frames of stream 1 it sent (type, flags).
 #[derive(Debug)]
 struct Ended {
@@ -185,41 +139,12 @@ impl Ended {
 /// one empty message, as raw frames. Waits for the stream (or connection) to end.
 async fn raw_call(proxy: SocketAddr, fields: &[(&[u8], &[u8])]) -> Ended {
     let mut tcp = TcpStream::connect(proxy).await.unwrap();
-    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    let mut out = PREFACE.to_vec();
     out.extend(frame(SETTINGS, 0, 0, &[]));
     out.extend(frame(HEADERS, END_HEADERS, 1, &hpack(fields)));
     out.extend(frame(DATA, END_STREAM, 1, b"\x00\x00\x00\x00\x00"));
     tcp.write_all(&out).await.unwrap();
-    let mut frames = Vec::new();
-    let read = async {
-        loop {
-            let mut head = [0u8; 9];
-            if tcp.read_exact(&mut head).await.is_err() {
-                return;
-            }
-            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-            let (kind, flags) = (head[3], head[4]);
-            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-            let mut payload = vec![0u8; len];
-            if tcp.read_exact(&mut payload).await.is_err() {
-                return;
-            }
-            if kind == SETTINGS && flags & 0x1 == 0 {
-                let _ = tcp.write_all(&frame(SETTINGS, 0x1, 0, &[])).await;
-            }
-            if kind == GOAWAY {
-                frames.push((kind, flags));
-                return;
-            }
-            if stream == 1 {
-                frames.push((kind, flags));
-                if kind == RST_STREAM || flags & END_STREAM != 0 {
-                    return;
-                }
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), read)
+    let frames = tokio::time::timeout(Duration::from_secs(10), frames_of_stream_1(&mut tcp))
         .await
         .expect("the proxy ends the call");
     Ended { frames }

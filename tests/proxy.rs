@@ -208,6 +208,115 @@ async fn access_log_fields_are_where_alb_puts_them() {
     assert!(metrics.contains(r#"portcullis_requests_total{ingress="apps/web",route="app.example.com/down",status_class="5xx"} 1"#));
 }
 
+/// Writes `pieces` one after another, each given time to arrive on its own, as a slow
+/// client's segments would.
+async fn write_slowly(stream: &mut tokio::net::TcpStream, pieces: &[&[u8]]) {
+    stream.set_nodelay(true).unwrap();
+    for piece in pieces {
+        // The proxy may refuse and close before it has read everything.
+        if stream.write_all(piece).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+/// A plain connection's protocol is told from its first bytes however they arrive: an
+/// HTTP/1 request a few bytes at a time (its first byte alone already says HTTP/1), the
+/// h2 preface cut at every place a reader could stop, an HTTP/1 request that starts
+/// like the preface; a connection that sends nothing, or only part of the preface, is
+/// closed after the header-read timeout without reaching the backend.
+#[tokio::test]
+async fn a_connections_protocol_is_told_from_its_first_bytes_however_they_arrive() {
+    use common::h2::*;
+    let backend = Backend::start("a").await;
+    let dir = TempDir::new("first-bytes");
+    dir.write(
+        "all.yaml",
+        &format!(
+            "{}{}",
+            ingress_yaml("web", &[("app.example.com", "/", "svc-a")], ""),
+            service_yaml("svc-a", &[backend.addr])
+        ),
+    );
+    let p = Portcullis::start(dir.path(), &["--header-read-timeout", "1"]);
+
+    let request = b"GET /bytewise HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n";
+    let mut tcp = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    write_slowly(&mut tcp, &[&request[..1], &request[1..5], &request[5..]]).await;
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    let answer = parse_response(&answer);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(
+        answer.body.contains(r#""path":"/bytewise""#),
+        "{}",
+        answer.body
+    );
+
+    // `PRI * HTTP/1.1` starts like the preface and is HTTP/1 from its ninth byte.
+    let pri = b"PRI * HTTP/1.1\r\nHost: app.example.com\r\n\r\n";
+    let mut tcp = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    write_slowly(&mut tcp, &[&pri[..3], &pri[3..]]).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+    let answer = parse_response(&answer);
+    assert!((400..500).contains(&answer.status), "{}", answer.head);
+
+    for cut in [1, 3, 9, 16, 23] {
+        let path = format!("/preface-cut-at-{cut}");
+        let fields: &[(&[u8], &[u8])] = &[
+            (b":method", b"GET"),
+            (b":scheme", b"http"),
+            (b":authority", b"app.example.com"),
+            (b":path", path.as_bytes()),
+        ];
+        let mut rest = PREFACE[cut..].to_vec();
+        rest.extend(frame(SETTINGS, 0, 0, &[]));
+        rest.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &hpack(fields)));
+        let mut tcp = tokio::net::TcpStream::connect(p.http).await.unwrap();
+        write_slowly(&mut tcp, &[&PREFACE[..cut], &rest]).await;
+        let frames = tokio::time::timeout(Duration::from_secs(10), frames_of_stream_1(&mut tcp))
+            .await
+            .expect("the proxy answers the stream");
+        assert_eq!(
+            frames.first().map(|f| f.0),
+            Some(HEADERS),
+            "cut at {cut}: {frames:?}"
+        );
+        let line = p
+            .log_line(|l| l.contains(&format!("{path} HTTP/2.0")))
+            .await;
+        let r = alb_record(&line);
+        assert_eq!(
+            (r["type"].as_str(), r["elb_status_code"].as_str()),
+            ("h2", "200"),
+            "{line}"
+        );
+    }
+
+    for (what, sent) in [
+        ("nothing", &b""[..]),
+        ("part of the preface", &PREFACE[..10]),
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(p.http).await.unwrap();
+        tcp.write_all(sent).await.unwrap();
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(0))), "{what}: {read:?} {rest:?}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "{what}: closed early"
+        );
+    }
+    let metrics = p.metrics().await;
+    assert!(
+        metrics.contains(r#"portcullis_requests_total{ingress="apps/web",route="app.example.com/",status_class="2xx"} 6"#),
+        "{metrics}"
+    );
+}
+
 #[tokio::test]
 async fn h2c_and_websocket_pass_through() {
     let OneRoute {
@@ -561,6 +670,34 @@ async fn oversized_request_heads_are_refused() {
     assert!(
         status.starts_with("HTTP/1.1 431") || status.is_empty(),
         "100 KiB header: {status:?}"
+    );
+    // However the bytes arrive: a read that lands the rest of an oversized head at
+    // once must not carry it past the limit (64 KiB by default).
+    let head = format!("GET / HTTP/1.1\r\nHost: app.example.com\r\nx-big: {huge}\r\n\r\n");
+    for cut in [1, 8 * 1024, 60 * 1024, 64 * 1024 - 10] {
+        let mut tcp = tokio::net::TcpStream::connect(p.http).await.unwrap();
+        write_slowly(
+            &mut tcp,
+            &[&head.as_bytes()[..cut], &head.as_bytes()[cut..]],
+        )
+        .await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+        let status = parse_response(&answer).status;
+        assert!(status == 431 || answer.is_empty(), "cut at {cut}: {status}");
+    }
+    let under = "y".repeat(60 * 1024);
+    let status = raw_status(
+        p.http,
+        format!(
+            "GET / HTTP/1.1\r\nHost: app.example.com\r\nx-big: {under}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(
+        status.starts_with("HTTP/1.1 200"),
+        "60 KiB header: {status:?}"
     );
     let ok = raw_status(
         p.http,

@@ -243,6 +243,31 @@ impl<S> Prefixed<S> {
     }
 }
 
+impl Prefixed<tokio::net::TcpStream> {
+    /// The next bytes a read will return, without taking them: what is left of the
+    /// prefix, else what the socket holds (waiting for at least one byte; 0 at EOF).
+    pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let rest = &self.prefix[self.read..];
+        if rest.is_empty() {
+            return self.inner.peek(buf).await;
+        }
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        Ok(n)
+    }
+}
+
+impl<S> Prefixed<S> {
+    /// Puts bytes read from the stream back in front of it, to be read again.
+    pub fn unread(mut self, bytes: &[u8]) -> Self {
+        let mut prefix = bytes.to_vec();
+        prefix.extend_from_slice(&self.prefix[self.read..]);
+        self.prefix = prefix;
+        self.read = 0;
+        self
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -359,6 +384,18 @@ impl Default for Refusals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn bytes_put_back_are_read_again_before_the_rest_of_the_prefix() {
+        use tokio::io::AsyncReadExt;
+        let mut stream = Prefixed::new(&b"world"[..], b"hello ".to_vec());
+        let mut first = [0u8; 3];
+        stream.read_exact(&mut first).await.unwrap();
+        let mut stream = stream.unread(&first);
+        let mut all = String::new();
+        stream.read_to_string(&mut all).await.unwrap();
+        assert_eq!(all, "hello world");
+    }
 
     fn v2(command: u8, family: u8, payload: &[u8]) -> Vec<u8> {
         let mut b = v2::PROTOCOL_PREFIX.to_vec();

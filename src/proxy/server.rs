@@ -2,12 +2,14 @@
 //! drain in-flight requests on shutdown.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::LazyConfigAcceptor;
@@ -22,21 +24,69 @@ use super::{ConnInfo, DataPlane, TlsInfo, handler};
 /// How long shutdown waits for requests in flight.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 
-fn builder(dp: &DataPlane) -> auto::Builder<TokioExecutor> {
-    let cfg = &dp.config;
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout)
-        .max_buf_size(cfg.max_header_bytes.max(8192))
-        .max_headers(cfg.max_headers);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(cfg.max_header_bytes as u32)
-        .max_concurrent_streams(cfg.max_concurrent_streams)
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20));
-    b
+/// hyper's connection builders, one per protocol. Portcullis tells a connection's
+/// protocol itself (from ALPN, else from its first bytes) so that hyper's HTTP/1 read
+/// buffer stays at its first 8 KiB: hyper-util's builder that tells them apart hands
+/// the bytes it read back as a short first read, after which the buffer doubles and
+/// keeps that size for the connection's life.
+struct Builders {
+    http1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(dp: &DataPlane) -> Self {
+        let cfg = &dp.config;
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(cfg.header_read_timeout)
+            .max_buf_size(cfg.max_header_bytes.max(8192))
+            // The read buffer's cap is checked only while a head is incomplete: one
+            // read that lands the rest of an oversized head would pass it. This is
+            // checked on the parsed head, however the bytes arrived.
+            .max_header_size(cfg.max_header_bytes)
+            .max_headers(cfg.max_headers);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_header_list_size(cfg.max_header_bytes as u32)
+            .max_concurrent_streams(cfg.max_concurrent_streams)
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20));
+        Self { http1, h2 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    H2,
+}
+
+/// What every h2 connection with prior knowledge starts with (RFC 9113, 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A connection's protocol, told from its first bytes: h2 when they are the preface,
+/// HTTP/1 as soon as they cannot begin it. `None` while they are only a beginning of
+/// the preface (or nothing).
+fn protocol_from(start: &[u8]) -> Option<Protocol> {
+    let n = start.len().min(H2_PREFACE.len());
+    if n == 0 {
+        None
+    } else if start[..n] != H2_PREFACE[..n] {
+        Some(Protocol::Http1)
+    } else {
+        (n == H2_PREFACE.len()).then_some(Protocol::H2)
+    }
+}
+
+/// A TLS connection's protocol, from what ALPN agreed; `None` without ALPN.
+fn protocol_from_alpn(alpn: Option<&[u8]>) -> Option<Protocol> {
+    match alpn? {
+        b"h2" => Some(Protocol::H2),
+        b"http/1.1" => Some(Protocol::Http1),
+        _ => None,
+    }
 }
 
 /// One data-plane listener, as its accept loop serves it.
@@ -97,7 +147,7 @@ struct Shared {
     dp: Arc<DataPlane>,
     listener: Listener,
     conns: Arc<Connections>,
-    builder: auto::Builder<TokioExecutor>,
+    builders: Builders,
 }
 
 /// Serves `listener` (HTTP, h2c, or HTTPS with certificates from the live snapshot)
@@ -111,7 +161,7 @@ pub async fn serve(
     // Every connection task holds a sender; draining waits until all are dropped.
     let (alive, mut drained) = tokio::sync::mpsc::channel::<()>(1);
     let shared = Arc::new(Shared {
-        builder: builder(&dp),
+        builders: Builders::new(&dp),
         conns: listener.connections(&dp),
         dp,
         listener,
@@ -252,7 +302,7 @@ async fn serve_admitted(
         drop(hold);
         return;
     }
-    let watch = Watch {
+    let mut watch = Watch {
         slot: &slot,
         conns: shared.conns.clone(),
         hold: hold.clone(),
@@ -261,7 +311,11 @@ async fn serve_admitted(
     match &shared.listener.tls {
         None => {
             let dp = shared.dp.clone();
-            serve_connection(dp, &shared.builder, TokioIo::new(stream), conn, watch).await
+            let limit = dp.config.header_read_timeout;
+            let told = first_bytes(peek_protocol(stream), limit, &mut watch).await;
+            if let Some((stream, protocol)) = told {
+                serve_connection(dp, &shared.builders, stream, protocol, conn, watch).await
+            }
         }
         Some(configs) => Box::pin(serve_tls(shared, configs, stream, conn, watch)).await,
     }
@@ -274,7 +328,7 @@ async fn serve_tls(
     configs: &TlsConfigs,
     stream: Prefixed<TcpStream>,
     conn: ConnInfo,
-    watch: Watch<'_>,
+    mut watch: Watch<'_>,
 ) {
     let dp = shared.dp.clone();
     let peer = conn.peer;
@@ -286,11 +340,69 @@ async fn serve_tls(
                 tracing::debug!(%peer, "client certificate cannot be read");
                 return;
             };
-            let io = TokioIo::new(tls_stream);
-            serve_connection(dp, &shared.builder, io, conn, watch).await
+            let alpn = protocol_from_alpn(tls_stream.get_ref().1.alpn_protocol());
+            let stream = Prefixed::new(tls_stream, Vec::new());
+            let told = match alpn {
+                Some(protocol) => Some((stream, protocol)),
+                None => {
+                    let limit = dp.config.header_read_timeout;
+                    first_bytes(read_protocol(stream), limit, &mut watch).await
+                }
+            };
+            if let Some((stream, protocol)) = told {
+                serve_connection(dp, &shared.builders, stream, protocol, conn, watch).await
+            }
         }
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+/// Waits, within the header-read timeout (as hyper waits for a request head), for a
+/// connection's protocol to be told from its first bytes. `None` closes the
+/// connection: no byte in time, the client closed, or shutdown or the connection
+/// tracker asked it to go.
+async fn first_bytes<S>(
+    told: impl Future<Output = Option<(Prefixed<S>, Protocol)>>,
+    limit: Duration,
+    watch: &mut Watch<'_>,
+) -> Option<(Prefixed<S>, Protocol)> {
+    tokio::select! {
+        told = tokio::time::timeout(limit, told) => told.ok()?,
+        _ = watch.slot.close_requested() => None,
+        _ = watch.stop.wait_for(|s| *s) => None,
+    }
+}
+
+/// A plain connection's protocol from its first bytes, peeked so that hyper reads
+/// them with the rest of the request; a beginning of the h2 preface is read on.
+async fn peek_protocol(stream: Prefixed<TcpStream>) -> Option<(Prefixed<TcpStream>, Protocol)> {
+    let mut start = [0u8; H2_PREFACE.len()];
+    let n = stream.peek(&mut start).await.ok()?;
+    match protocol_from(&start[..n]) {
+        Some(protocol) => Some((stream, protocol)),
+        // At EOF, or a peek would return the same bytes at once: reading waits.
+        None if n > 0 => read_protocol(stream).await,
+        None => None,
+    }
+}
+
+/// A connection's protocol from the first bytes read off it, read until they tell it
+/// and then put back to be read again.
+async fn read_protocol<S: AsyncRead + Unpin>(
+    mut stream: Prefixed<S>,
+) -> Option<(Prefixed<S>, Protocol)> {
+    let mut start = [0u8; H2_PREFACE.len()];
+    let mut read = 0;
+    loop {
+        let more = stream.read(&mut start[read..]).await.ok()?;
+        if more == 0 {
+            return None;
+        }
+        read += more;
+        if let Some(protocol) = protocol_from(&start[..read]) {
+            return Some((stream.unread(&start[..read]), protocol));
+        }
     }
 }
 
@@ -374,14 +486,15 @@ fn with_tls_info(
     Some(conn)
 }
 
-async fn serve_connection<I>(
+async fn serve_connection<S>(
     dp: Arc<DataPlane>,
-    builder: &auto::Builder<TokioExecutor>,
-    io: I,
+    builders: &Builders,
+    stream: Prefixed<S>,
+    protocol: Protocol,
     conn: ConnInfo,
     watch: Watch<'_>,
 ) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Arc::new(conn);
     let peer = conn.peer;
@@ -399,26 +512,84 @@ async fn serve_connection<I>(
             handler::handle(dp, conn, req).await
         })
     });
-    let connection = builder
-        .serve_connection_with_upgrades(io, service)
-        .into_owned();
-    let mut connection = std::pin::pin!(connection);
-    let Watch { slot, mut stop, .. } = watch;
-    let ended = tokio::select! {
-        ended = connection.as_mut() => Some(ended),
-        _ = slot.close_requested() => None,
-        _ = stop.wait_for(|s| *s) => None,
-    };
-    // Asked to close: hyper finishes the response it is writing (HTTP/1.1) or the
-    // streams open (h2, after GOAWAY), then ends the connection.
-    let ended = match ended {
-        Some(ended) => ended,
-        None => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    let io = TokioIo::new(stream);
+    let Watch { slot, stop, .. } = watch;
+    let ended = match protocol {
+        Protocol::Http1 => {
+            let connection = builders.http1.serve_connection(io, service).with_upgrades();
+            drive(connection, |c| c.graceful_shutdown(), slot, stop).await
+        }
+        // Boxed: a task is as large as its largest branch, and every idle HTTP/1
+        // connection would carry the h2 connection's size.
+        Protocol::H2 => {
+            let connection = builders.h2.serve_connection(io, service);
+            Box::pin(drive(connection, |c| c.graceful_shutdown(), slot, stop)).await
         }
     };
     if let Err(e) = ended {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Runs a connection until it ends; asked to close (shutdown, or the tracker making
+/// room), hyper finishes the response it is writing (HTTP/1.1) or the streams open
+/// (h2, after GOAWAY), then ends it.
+async fn drive<C>(
+    connection: C,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+    slot: &Slot,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), hyper::Error>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        ended = connection.as_mut() => return ended,
+        _ = slot.close_requested() => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    graceful_shutdown(connection.as_mut());
+    connection.await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_http1_from_its_first_byte() {
+        for start in [
+            &b"G"[..],
+            b"GET / HTTP/1.1\r\n",
+            b"POST",
+            b"\x16\x03\x01",
+            b"pri ",
+        ] {
+            assert_eq!(protocol_from(start), Some(Protocol::Http1), "{start:?}");
+        }
+        // Departs from the preface only at its last byte.
+        let mut near = *H2_PREFACE;
+        near[23] = b'X';
+        assert_eq!(protocol_from(&near), Some(Protocol::Http1));
+    }
+
+    #[test]
+    fn a_whole_preface_is_h2_and_a_beginning_of_one_is_not_yet_told() {
+        assert_eq!(protocol_from(H2_PREFACE), Some(Protocol::H2));
+        let mut more = H2_PREFACE.to_vec();
+        more.extend_from_slice(b"\0\0\x12\x04");
+        assert_eq!(protocol_from(&more), Some(Protocol::H2));
+        for n in 0..H2_PREFACE.len() {
+            assert_eq!(protocol_from(&H2_PREFACE[..n]), None, "{n} bytes");
+        }
+    }
+
+    #[test]
+    fn alpn_names_the_protocol() {
+        assert_eq!(protocol_from_alpn(Some(b"h2")), Some(Protocol::H2));
+        assert_eq!(protocol_from_alpn(Some(b"http/1.1")), Some(Protocol::Http1));
+        assert_eq!(protocol_from_alpn(Some(b"h3")), None);
+        assert_eq!(protocol_from_alpn(None), None);
     }
 }

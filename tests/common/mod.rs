@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod cluster;
+pub mod h2;
 pub mod idp;
 pub mod keycloak;
 pub mod redis;
