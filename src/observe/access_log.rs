@@ -234,11 +234,14 @@ impl Value<'_> {
             Value::Secs(v) if v < 0.0 => out.push_str("-1"),
             Value::Secs(v) => {
                 let millis = (v * 1000.0).round() as u64;
-                let _ = write!(out, "{}.{:03}", millis / 1000, millis % 1000);
+                out.push_str(itoa::Buffer::new().format(millis / 1000));
+                let fraction = millis % 1000;
+                out.push('.');
+                for digit in [fraction / 100, fraction / 10 % 10, fraction % 10] {
+                    out.push(char::from(b'0' + digit as u8));
+                }
             }
-            Value::Int(n) => {
-                let _ = write!(out, "{n}");
-            }
+            Value::Int(n) => out.push_str(itoa::Buffer::new().format(n)),
             Value::Text(_) => {}
         }
     }
@@ -318,24 +321,33 @@ pub fn redact_query(text: &str) -> Cow<'_, str> {
 }
 
 /// Quoted fields keep parsers in step: `"` and `\` are escaped, control and non-ASCII
-/// bytes become `\xHH`; an unquoted field escapes spaces too.
+/// bytes become `\xHH`; an unquoted field escapes spaces too. Runs of bytes that need
+/// nothing are copied whole: a request line or user agent is mostly such a run.
 fn escape_into(out: &mut String, s: &str, bare: bool) {
-    let plain = |b: u8| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\';
-    if s.bytes().all(plain) {
-        out.push_str(s);
-        return;
-    }
-    for b in s.bytes() {
+    let plain = |b: u8| match b {
+        b'"' | b'\\' => false,
+        b' ' => !bare,
+        _ => (0x21..=0x7e).contains(&b),
+    };
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        if plain(b) {
+            continue;
+        }
+        // Runs hold ASCII only, so their ends are character boundaries; the empty
+        // "run" between two escaped bytes of one character is not, and adds nothing.
+        out.push_str(s.get(run..i).unwrap_or_default());
+        run = i + 1;
         match b {
             b'"' => out.push_str("\\\""),
             b'\\' => out.push_str("\\\\"),
-            b' ' if bare => out.push_str("\\x20"),
-            0x20..=0x7e => out.push(b as char),
+            b' ' => out.push_str("\\x20"),
             _ => {
                 let _ = write!(out, "\\x{b:02x}");
             }
         }
     }
+    out.push_str(s.get(run..).unwrap_or_default());
 }
 
 /// ALB's timestamp: ISO 8601 in UTC with microseconds. Computed by hand (civil from
@@ -457,6 +469,46 @@ mod tests {
             "{line}"
         );
         assert_eq!(redact_query("GET /a?x=1 HTTP/1.1"), "GET /a?x=1 HTTP/1.1");
+    }
+
+    #[test]
+    fn escaping_copies_plain_runs_and_escapes_every_other_byte() {
+        let escaped = |s: &str, bare: bool| {
+            let mut out = String::from("<");
+            escape_into(&mut out, s, bare);
+            out
+        };
+        let mixed = "GET /a b\"c\\d\u{1}\u{7f}é~ HTTP/1.1";
+        assert_eq!(
+            escaped(mixed, false),
+            r#"<GET /a b\"c\\d\x01\x7f\xc3\xa9~ HTTP/1.1"#
+        );
+        assert_eq!(
+            escaped(mixed, true),
+            r#"<GET\x20/a\x20b\"c\\d\x01\x7f\xc3\xa9~\x20HTTP/1.1"#
+        );
+        assert_eq!(escaped("日本", false), r"<\xe6\x97\xa5\xe6\x9c\xac");
+        assert_eq!(escaped("", true), "<");
+        assert_eq!(escaped("plain", true), "<plain");
+    }
+
+    #[test]
+    fn numbers_are_written_as_alb_writes_them() {
+        let written = |v: Value<'_>| {
+            let mut out = String::new();
+            v.write_number(&mut out);
+            out
+        };
+        assert_eq!(written(Value::Secs(0.0)), "0.000");
+        assert_eq!(written(Value::Secs(0.0004)), "0.000");
+        assert_eq!(written(Value::Secs(0.0015)), "0.002");
+        assert_eq!(written(Value::Secs(12.3456)), "12.346");
+        assert_eq!(written(Value::Secs(-1.0)), "-1");
+        assert_eq!(written(Value::Int(0)), "0");
+        assert_eq!(
+            written(Value::Int(18_446_744_073_709_551_615)),
+            "18446744073709551615"
+        );
     }
 
     #[test]

@@ -85,7 +85,10 @@ impl Pools {
                 connect: e.is_connect(),
                 error: e.into(),
             }),
-            Worker::Http2(pool) => pool.send(target, req).await,
+            // Boxed: the h2 pool's future holds a whole TLS handshake, and every future
+            // that awaits this one (the request's, up to hyper's) would be as large and
+            // be moved, whole, at each level of every HTTP/1 request.
+            Worker::Http2(pool) => Box::pin(pool.send(target, req)).await,
         }
     }
 }

@@ -25,7 +25,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use futures_util::task::AtomicWaker;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::observe::RateLimitedLog;
 
@@ -55,7 +56,8 @@ pub struct Slot {
     /// Milliseconds after the tracker's start when it last finished a request.
     idle_since: AtomicU64,
     closing: AtomicBool,
-    close: Notify,
+    /// The connection task waiting for `closing`, woken when it is set.
+    close: AtomicWaker,
     exempt: bool,
 }
 
@@ -78,17 +80,40 @@ impl Slot {
             && !self.closing.load(Ordering::Acquire)
     }
 
-    /// Resolves when the tracker wants this connection closed.
-    pub async fn close_requested(&self) {
-        if self.closing.load(Ordering::Acquire) {
-            return;
-        }
-        self.close.notified().await
+    /// Resolves when the tracker wants this connection closed. Only the connection's
+    /// own task waits on its slot, so a waker in an atomic serves: it is polled at
+    /// every wake-up of the connection, where a `Notify` would take a lock.
+    pub fn close_requested(&self) -> CloseRequested<'_> {
+        CloseRequested(self)
     }
 
     fn ask_to_close(&self) {
         self.closing.store(true, Ordering::Release);
-        self.close.notify_one();
+        self.close.wake();
+    }
+}
+
+/// See [`Slot::close_requested`].
+pub struct CloseRequested<'a>(&'a Slot);
+
+impl std::future::Future for CloseRequested<'_> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let slot = self.0;
+        if slot.closing.load(Ordering::Acquire) {
+            return std::task::Poll::Ready(());
+        }
+        slot.close.register(cx.waker());
+        // Asked between the check and the registration: that wake found no waker.
+        if slot.closing.load(Ordering::Acquire) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
     }
 }
 
@@ -285,7 +310,7 @@ impl Connections {
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             closing: AtomicBool::new(false),
-            close: Notify::new(),
+            close: AtomicWaker::new(),
             exempt,
         });
         inner.slots.insert(slot.id, slot.clone());

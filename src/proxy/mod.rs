@@ -434,7 +434,12 @@ impl DataPlane {
 
     /// Milliseconds since start: the clock for failure marks.
     fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        self.ms_at(Instant::now())
+    }
+
+    /// `t` in milliseconds since the data plane started.
+    fn ms_at(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.started).as_millis() as u64
     }
 }
 

@@ -146,7 +146,7 @@ impl Exchange {
             return refused;
         }
         if let Some(policies) = self.backchannel(&req, &at) {
-            return self.backchannel_logout(req, &policies).await;
+            return Box::pin(self.backchannel_logout(req, &policies)).await;
         }
         if let Some(answer) = self.endpoint(&req, &at).await {
             return answer;
@@ -276,7 +276,9 @@ impl Exchange {
     }
 
     /// The login's own addresses (keys, front-channel logout, callback, logout),
-    /// answered before routing.
+    /// answered before routing. Their futures are boxed: each holds a call to the
+    /// provider, and unboxed they would make every request's future as large, and
+    /// moved whole at each level it is awaited through.
     async fn endpoint(
         &mut self,
         req: &Request<Incoming>,
@@ -291,7 +293,7 @@ impl Exchange {
         if at.path == FRONTCHANNEL_LOGOUT_PATH && req.method() == http::Method::GET {
             let policies = routes.oidc_policies(host, at.client, self.conn.socket);
             if !policies.is_empty() {
-                return Some(self.frontchannel_logout(req, at, &policies).await);
+                return Some(Box::pin(self.frontchannel_logout(req, at, &policies)).await);
             }
         }
         if !routes.is_auth_path(at.key()) {
@@ -299,10 +301,10 @@ impl Exchange {
         }
         let policies = routes.oidc_policies(host, at.client, self.conn.socket);
         if at.key() == CALLBACK_PATH && !policies.is_empty() {
-            return Some(self.callback(req, at, &policies).await);
+            return Some(Box::pin(self.callback(req, at, &policies)).await);
         }
         let policy = policies.iter().find(|p| p.logout_path == at.key())?;
-        Some(self.logout(req, at, policy).await)
+        Some(Box::pin(self.logout(req, at, policy)).await)
     }
 
     /// The route for the request's host, path and conditions (404 without one).
@@ -431,8 +433,9 @@ impl Exchange {
                 }
                 Some(self.refused(refusal))
             }
-            Entry::BearerOnly(bearer) => self.bearer_only(req, &guard.rule, bearer).await,
-            Entry::Login(policy) => self.guard(req, at, policy).await,
+            // Boxed, as the login endpoints: see `endpoint`.
+            Entry::BearerOnly(bearer) => Box::pin(self.bearer_only(req, &guard.rule, bearer)).await,
+            Entry::Login(policy) => Box::pin(self.guard(req, at, policy)).await,
         }
     }
 
