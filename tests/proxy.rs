@@ -229,17 +229,11 @@ async fn write_slowly(stream: &mut tokio::net::TcpStream, pieces: &[&[u8]]) {
 #[tokio::test]
 async fn a_connections_protocol_is_told_from_its_first_bytes_however_they_arrive() {
     use common::h2::*;
-    let backend = Backend::start("a").await;
-    let dir = TempDir::new("first-bytes");
-    dir.write(
-        "all.yaml",
-        &format!(
-            "{}{}",
-            ingress_yaml("web", &[("app.example.com", "/", "svc-a")], ""),
-            service_yaml("svc-a", &[backend.addr])
-        ),
-    );
-    let p = Portcullis::start(dir.path(), &["--header-read-timeout", "1"]);
+    let OneRoute {
+        backend: _a,
+        manifests: _dir,
+        proxy: p,
+    } = one_route_with("first-bytes", &["--header-read-timeout", "1"]).await;
 
     let request = b"GET /bytewise HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n";
     let mut tcp = tokio::net::TcpStream::connect(p.http).await.unwrap();
@@ -802,25 +796,20 @@ async fn wait_open(proxy: &Portcullis, n: f64) {
 /// once, counted and logged.
 #[tokio::test]
 async fn the_connection_cap_closes_idle_keep_alive_first_then_refuses() {
-    let backend = Backend::start("a").await;
-    let dir = TempDir::new("conn-cap");
-    dir.write(
-        "all.yaml",
-        &format!(
-            "{}{}",
-            ingress_yaml("web", &[("app.example.com", "/", "svc-a")], ""),
-            service_yaml("svc-a", &[backend.addr])
-        ),
-    );
-    let proxy = Portcullis::start(
-        dir.path(),
+    let OneRoute {
+        backend: _a,
+        manifests: _dir,
+        proxy,
+    } = one_route_with(
+        "conn-cap",
         &[
             "--max-connections",
             "4",
             "--max-connections-per-client",
             "0",
         ],
-    );
+    )
+    .await;
     let addr = proxy.http;
     let close = b"GET / HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n";
     eventually("the route is served", || async {

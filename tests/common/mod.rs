@@ -474,6 +474,11 @@ pub struct OneRoute {
 }
 
 pub async fn one_route(tag: &str) -> OneRoute {
+    one_route_with(tag, &[]).await
+}
+
+/// `one_route`, Portcullis started with `args` as well.
+pub async fn one_route_with(tag: &str, args: &[&str]) -> OneRoute {
     let backend = Backend::start("a").await;
     let manifests = TempDir::new(tag);
     let yaml = format!(
@@ -482,7 +487,7 @@ pub async fn one_route(tag: &str) -> OneRoute {
         service_yaml("svc-a", &[backend.addr])
     );
     manifests.write("all.yaml", &yaml);
-    let proxy = Portcullis::start(manifests.path(), &[]);
+    let proxy = Portcullis::start(manifests.path(), args);
     OneRoute {
         backend,
         manifests,
