@@ -21,29 +21,7 @@ ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 
 backend=$(free_port)
 target/release/examples/bench_backend 127.0.0.1:"$backend" 128 & pids+=($!)
-cat > "$work/bench.yaml" <<YAML
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: bench, namespace: default}
-spec:
-  ingressClassName: portcullis
-  rules:
-  - host: bench.local
-    http:
-      paths: [{path: /, pathType: Prefix, backend: {service: {name: backend, port: {number: 80}}}}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: backend, namespace: default}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: backend, namespace: default, labels: {kubernetes.io/service-name: backend}}
-addressType: IPv4
-ports: [{name: http, port: $backend}]
-endpoints: [{addresses: [127.0.0.1]}]
-YAML
+sed "s/BACKEND_PORT/$backend/" bench/one-route.yaml > "$work/bench.yaml"
 declare -A port pid
 for side in a b; do
   port[$side]=$(free_port)

@@ -25,29 +25,7 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 backend=$(free_port)
 target/release/examples/bench_backend 127.0.0.1:$backend 128 & pids+=($!)
-cat > "$work/idle.yaml" <<YAML
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: bench, namespace: default}
-spec:
-  ingressClassName: portcullis
-  rules:
-  - host: bench.local
-    http:
-      paths: [{path: /, pathType: Prefix, backend: {service: {name: backend, port: {number: 80}}}}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: backend, namespace: default}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: backend, namespace: default, labels: {kubernetes.io/service-name: backend}}
-addressType: IPv4
-ports: [{name: http, port: $backend}]
-endpoints: [{addresses: [127.0.0.1]}]
-YAML
+sed "s/BACKEND_PORT/$backend/" bench/one-route.yaml > "$work/idle.yaml"
 for run in $(seq "$runs"); do
   pc=$(free_port); admin=$(free_port)
   PORTCULLIS_LOG=warn target/release/portcullis serve -f "$work/idle.yaml" --http 127.0.0.1:$pc \

@@ -85,29 +85,7 @@ fn live_bytes(counts: &[i64]) -> i64 {
     small + LARGE_BYTES.load(Ordering::Relaxed)
 }
 
-const MANIFESTS: &str = "
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: bench, namespace: default}
-spec:
-  ingressClassName: portcullis
-  rules:
-  - host: bench.local
-    http:
-      paths: [{path: /, pathType: Prefix, backend: {service: {name: backend, port: {number: 80}}}}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: backend, namespace: default}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: backend, namespace: default, labels: {kubernetes.io/service-name: backend}}
-addressType: IPv4
-ports: [{name: http, port: BACKEND_PORT}]
-endpoints: [{addresses: [127.0.0.1]}]
-";
+const MANIFESTS: &str = include_str!("../bench/one-route.yaml");
 
 /// What bench_idle sends.
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: bench-idle\r\n\r\n";
