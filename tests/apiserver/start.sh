@@ -14,7 +14,6 @@ bin="$("$here/build.sh")"
 case "$bin" in /*) ;; *) bin="$here/../../$bin" ;; esac
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
 
 openssl ecparam -genkey -name prime256v1 -noout -out "$dir/sa.key" 2>/dev/null
 admin_token=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
@@ -24,14 +23,44 @@ $admin_token,admin,admin,"system:masters,system:authenticated"
 $controller_token,system:serviceaccount:portcullis-system:portcullis,portcullis,"system:serviceaccounts,system:serviceaccounts:portcullis-system,system:authenticated"
 CSV
 
-"$bin/etcd" --name default --data-dir "$dir/etcd" --unsafe-no-fsync \
-  --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
-  --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
-  --initial-cluster "default=http://127.0.0.1:$peer_port" --log-level warn >"$dir/etcd.log" 2>&1 &
-echo $! >"$dir/pids"
+# Waits until URL answers (0), the process PID has exited (1) or 60 s have passed (2).
+wait_ready() { # pid url [curl flags]
+  local pid=$1 url=$2 deadline=$((SECONDS + 60)); shift 2
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    curl -sf --max-time 2 "$@" "$url" >/dev/null 2>&1 && return 0
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 2
+}
+
+# A free port is only free until someone else binds it: the other tests of the run
+# take ports and the kernel hands out ephemeral ones. A server that lost the race
+# exits, and is started again on fresh ports.
+start_etcd() {
+  for attempt in 1 2 3; do
+    etcd_port=$(free_port); peer_port=$(free_port)
+    rm -rf "$dir/etcd"
+    "$bin/etcd" --name default --data-dir "$dir/etcd" --unsafe-no-fsync \
+      --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+      --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+      --initial-cluster "default=http://127.0.0.1:$peer_port" --log-level warn >>"$dir/etcd.log" 2>&1 &
+    etcd_pid=$!
+    echo "$etcd_pid" >"$dir/pids"
+    local status=0
+    wait_ready "$etcd_pid" "http://127.0.0.1:$etcd_port/health" || status=$?
+    [ "$status" = 0 ] && return 0
+    kill "$etcd_pid" 2>/dev/null || true
+    echo "etcd did not start (attempt $attempt, ports $etcd_port/$peer_port)" >>"$dir/etcd.log"
+  done
+  echo "etcd did not start; see $dir/etcd.log" >&2
+  tail -20 "$dir/etcd.log" >&2
+  exit 1
+}
 
 # A script of its own, so a test can stop the API server and start it again.
-cat >"$dir/apiserver.sh" <<SH
+write_apiserver_script() {
+  cat >"$dir/apiserver.sh" <<SH
 #!/usr/bin/env bash
 exec "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \\
   --bind-address 127.0.0.1 --secure-port "$api_port" --cert-dir "$dir/certs" \\
@@ -41,22 +70,31 @@ exec "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \\
   --disable-admission-plugins ServiceAccount --enable-priority-and-fairness=false \\
   --v 1 >>"$dir/apiserver.log" 2>&1
 SH
-chmod +x "$dir/apiserver.sh"
-"$dir/apiserver.sh" &
-echo $! >"$dir/apiserver.pid"
+  chmod +x "$dir/apiserver.sh"
+}
 
-
-for _ in $(seq 600); do
-  if curl -skf -H "Authorization: Bearer $admin_token" "https://127.0.0.1:$api_port/readyz" >/dev/null 2>&1; then
-    break
-  fi
-  sleep 0.1
-done
-curl -skf -H "Authorization: Bearer $admin_token" "https://127.0.0.1:$api_port/readyz" >/dev/null || {
+start_apiserver() {
+  for attempt in 1 2 3; do
+    api_port=$(free_port)
+    write_apiserver_script
+    "$dir/apiserver.sh" &
+    api_pid=$!
+    echo "$api_pid" >"$dir/apiserver.pid"
+    local status=0
+    wait_ready "$api_pid" "https://127.0.0.1:$api_port/readyz" -k -H "Authorization: Bearer $admin_token" || status=$?
+    [ "$status" = 0 ] && return 0
+    kill "$api_pid" 2>/dev/null || true
+    echo "kube-apiserver did not become ready (attempt $attempt, port $api_port)" >>"$dir/apiserver.log"
+    # Not a lost port race: a slow or broken start, which a retry would not mend.
+    [ "$status" = 2 ] && break
+  done
   echo "kube-apiserver did not become ready; see $dir/apiserver.log" >&2
   tail -20 "$dir/apiserver.log" >&2
   exit 1
 }
+
+start_etcd
+start_apiserver
 
 kubeconfig() { # user token
   cat <<KC
