@@ -120,6 +120,7 @@ fn proxy_config(args: &ProxyArgs, https_port: Option<u16>) -> anyhow::Result<Pro
         header_read_timeout: Duration::from_secs(args.header_read_timeout),
         upstream_connect_timeout: Duration::from_secs(args.upstream_connect_timeout),
         upstream_response_timeout: Duration::from_secs(args.upstream_timeout),
+        upstream_idle_timeout: Duration::from_secs(args.upstream_idle_timeout),
         public_keys_path: args
             .public_keys_path
             .as_ref()

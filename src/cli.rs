@@ -396,6 +396,11 @@ pub struct ProxyArgs {
     /// Seconds to wait for an upstream connection.
     #[arg(long, default_value_t = 5)]
     pub upstream_connect_timeout: u64,
+    /// Seconds a connection to a pod is kept open unused before it is closed. Keep it
+    /// below the pods' own keep-alive timeout (Node.js: 5 s), so a pod never closes
+    /// a connection just as a request is sent on it.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub upstream_idle_timeout: u64,
     /// Seconds a client has to send its request headers (and, on a --proxy-protocol
     /// listener, its PROXY header before them).
     #[arg(long, default_value_t = 30)]

@@ -54,4 +54,5 @@ mod sso;
 mod tenants;
 mod tls;
 mod tls_route;
+mod upstream_connections;
 mod walkthrough;

@@ -2,7 +2,7 @@
 //! data-plane worker, so a pooled connection is used on the thread whose runtime
 //! drives it:
 //!
-//! - HTTP/1.1, in the clear or over TLS: hyper's pooling client, keyed by target.
+//! - HTTP/1.1, in the clear or over TLS: idle connections kept by target (`pool`).
 //! - HTTP/2 (and gRPC): one multiplexed connection per target, opened on first use
 //!   and again once it closes. The request keeps the client's authority
 //!   (`:authority`), which the pooling client would replace with the pod's address.
@@ -19,10 +19,6 @@ use std::sync::{Arc, Mutex};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
-use hyper_rustls::{
-    DefaultServerNameResolver, FixedServerNameResolver, HttpsConnector, ResolveServerName,
-};
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -34,10 +30,9 @@ use rustls::server::ParsedCertificate;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tower_service::Service as _;
 
+use super::pool::{H1Pool, UpstreamBody};
 use super::{Body, BoxError, ProxyConfig};
 use crate::compile::{ClientIdentity, SubjectAltName, Transport, VerifyBackend};
-
-type H1Client = Client<HttpsConnector<HttpConnector>, Body>;
 
 /// Why a request never got a response.
 #[derive(Debug)]
@@ -53,7 +48,7 @@ pub struct Pools {
 }
 
 enum Worker {
-    Http1(Box<H1Client>),
+    Http1(H1Pool),
     Http2(H2Pool),
 }
 
@@ -62,57 +57,103 @@ impl Pools {
         let tls = Arc::new(tls_config(transport));
         let workers = (0..workers.max(1))
             .map(|_| {
+                let dialer = Dialer::new(config, transport, tls.clone());
                 if transport.version.is_h2() {
-                    Worker::Http2(H2Pool::new(config, transport, tls.clone()))
+                    Worker::Http2(H2Pool::new(dialer))
                 } else {
-                    Worker::Http1(Box::new(h1_client(config, transport, &tls)))
+                    Worker::Http1(H1Pool::new(dialer, config.upstream_idle_timeout))
                 }
             })
             .collect();
         Self { workers }
     }
 
-    /// Sends `req` (its URI absolute: the scheme to the pod and the pod's address) to
-    /// `target` on `worker`'s connections.
+    /// Sends `req` to `target` (the pod's address) on `worker`'s connections. Over
+    /// HTTP/2 its URI is absolute (the scheme and the client's authority); over
+    /// HTTP/1.1 only its path and query are sent.
     pub async fn send(
         &self,
         worker: usize,
         target: &str,
         req: Request<Body>,
-    ) -> Result<Response<Incoming>, SendFailure> {
+    ) -> Result<Response<UpstreamBody>, SendFailure> {
         match &self.workers[worker % self.workers.len()] {
-            Worker::Http1(client) => client.request(req).await.map_err(|e| SendFailure {
-                connect: e.is_connect(),
-                error: e.into(),
-            }),
+            Worker::Http1(pool) => pool.send(target, req).await,
             // Boxed: the h2 pool's future holds a whole TLS handshake, and every future
             // that awaits this one (the request's, up to hyper's) would be as large and
             // be moved, whole, at each level of every HTTP/1 request.
-            Worker::Http2(pool) => Box::pin(pool.send(target, req)).await,
+            Worker::Http2(pool) => Box::pin(pool.send(target, req))
+                .await
+                .map(|resp| resp.map(UpstreamBody::unpooled)),
+        }
+    }
+
+    /// Closes the connections idle past the idle timeout.
+    pub fn sweep(&self, now: std::time::Instant) {
+        for worker in &self.workers {
+            if let Worker::Http1(pool) = worker {
+                pool.sweep(now);
+            }
         }
     }
 }
 
-fn http_connector(config: &ProxyConfig) -> HttpConnector {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(config.upstream_connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(false);
-    connector
+/// Opens connections to the pods: TCP (the connect timeout, no delay), then TLS when
+/// the transport asks for it.
+pub(super) struct Dialer {
+    connector: HttpConnector,
+    tls: Option<(tokio_rustls::TlsConnector, Option<ServerName<'static>>)>,
 }
 
-fn h1_client(config: &ProxyConfig, transport: &Transport, tls: &Arc<ClientConfig>) -> H1Client {
-    let names: Arc<dyn ResolveServerName + Send + Sync> = match verified_name(transport) {
-        Some(name) => Arc::new(FixedServerNameResolver::new(name)),
-        None => Arc::new(DefaultServerNameResolver::default()),
-    };
-    let connector = HttpsConnector::new(http_connector(config), tls.clone(), false, names);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(config.upstream_idle_timeout)
-        .pool_max_idle_per_host(1024)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
+/// A connection just opened.
+pub(super) enum Dialed {
+    Plain(TokioIo<tokio::net::TcpStream>),
+    Tls(TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl Dialer {
+    fn new(config: &ProxyConfig, transport: &Transport, tls: Arc<ClientConfig>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.upstream_connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(false);
+        let tls = transport.tls.as_ref().map(|_| {
+            (
+                tokio_rustls::TlsConnector::from(tls),
+                verified_name(transport),
+            )
+        });
+        Self { connector, tls }
+    }
+
+    /// A connection to `target`; every failure is a failure to connect.
+    pub(super) async fn dial(&self, target: &str) -> Result<Dialed, SendFailure> {
+        let failed = |error: BoxError| SendFailure {
+            connect: true,
+            error,
+        };
+        let uri: Uri = format!("http://{target}")
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| failed(e.into()))?;
+        let tcp = self
+            .connector
+            .clone()
+            .call(uri)
+            .await
+            .map_err(|e| failed(e.into()))?;
+        let Some((connector, name)) = &self.tls else {
+            return Ok(Dialed::Plain(tcp));
+        };
+        let name = match name {
+            Some(n) => n.clone(),
+            None => target_name(target).map_err(failed)?,
+        };
+        let stream = connector
+            .connect(name, tcp.into_inner())
+            .await
+            .map_err(|e| failed(e.into()))?;
+        Ok(Dialed::Tls(TokioIo::new(stream)))
+    }
 }
 
 fn verified_name(transport: &Transport) -> Option<ServerName<'static>> {
@@ -373,24 +414,16 @@ impl ServerCertVerifier for AnyCertificate {
 
 /// One HTTP/2 connection per target, shared by every request to it.
 struct H2Pool {
-    connector: HttpConnector,
-    tls: Option<(tokio_rustls::TlsConnector, Option<ServerName<'static>>)>,
+    dialer: Dialer,
     /// By target; bounded by the snapshot's targets (closed ones are dropped as new
     /// ones open).
     open: Mutex<HashMap<String, SendRequest<Body>>>,
 }
 
 impl H2Pool {
-    fn new(config: &ProxyConfig, transport: &Transport, tls: Arc<ClientConfig>) -> Self {
-        let tls = transport.tls.as_ref().map(|_| {
-            (
-                tokio_rustls::TlsConnector::from(tls),
-                verified_name(transport),
-            )
-        });
+    fn new(dialer: Dialer) -> Self {
         Self {
-            connector: http_connector(config),
-            tls,
+            dialer,
             open: Mutex::new(HashMap::new()),
         }
     }
@@ -418,34 +451,14 @@ impl H2Pool {
     }
 
     async fn connect(&self, target: &str) -> Result<SendRequest<Body>, SendFailure> {
-        let failed = |error: BoxError| SendFailure {
-            connect: true,
-            error,
-        };
-        let uri: Uri = format!("http://{target}")
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| failed(e.into()))?;
-        let tcp = self
-            .connector
-            .clone()
-            .call(uri)
-            .await
-            .map_err(|e| failed(e.into()))?;
-        let sender = match &self.tls {
-            None => handshake(tcp).await,
-            Some((connector, name)) => {
-                let name = match name {
-                    Some(n) => n.clone(),
-                    None => target_name(target).map_err(failed)?,
-                };
-                let stream = connector
-                    .connect(name, tcp.into_inner())
-                    .await
-                    .map_err(|e| failed(e.into()))?;
-                handshake(TokioIo::new(stream)).await
-            }
+        let sender = match self.dialer.dial(target).await? {
+            Dialed::Plain(io) => handshake(io).await,
+            Dialed::Tls(io) => handshake(io).await,
         }
-        .map_err(|e| failed(e.into()))?;
+        .map_err(|e| SendFailure {
+            connect: true,
+            error: e.into(),
+        })?;
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         open.retain(|_, s| !s.is_closed());
         open.insert(target.to_owned(), sender.clone());
@@ -565,8 +578,8 @@ mod build_tests {
     use super::*;
     use crate::compile::{BackendTls, BackendVersion};
 
-    /// hyper-rustls refuses (panics on) a TLS config whose ALPN is already set: only
-    /// the HTTP/2 pool, which does its own TLS, may set it.
+    /// A pod offered ALPN h2 by an HTTP/1.1 pool could answer in a protocol the pool
+    /// does not speak: only HTTP/2 transports offer it.
     #[tokio::test]
     async fn every_transport_builds_its_pools() {
         let config = ProxyConfig::default();

@@ -17,6 +17,7 @@ use super::balance::Balance;
 use super::clients::{Pools, SendFailure};
 use super::headers::strip_hop_by_hop;
 use super::pages::empty;
+use super::pool::UpstreamBody;
 use super::{Body, DataPlane};
 use crate::compile::{Transport, Upstream};
 use crate::observe::access_log::AccessRecord;
@@ -122,12 +123,12 @@ pub async fn forward(
             spare.take()
         };
         let Some(parts) = attempt else { break };
-        let Ok(uri) = upstream_uri(target, &parts, &upstream.transport) else {
-            return Err(ForwardError::Connect);
-        };
         let mut req = Request::from_parts(parts, body.take().unwrap_or_else(empty));
-        *req.uri_mut() = uri;
         if upstream.transport.version.is_h2() {
+            let Ok(uri) = h2_uri(target, req.uri(), req.headers(), &upstream.transport) else {
+                return Err(ForwardError::Connect);
+            };
+            *req.uri_mut() = uri;
             // `:authority` carries the host now.
             req.headers_mut().remove(HOST);
         }
@@ -165,8 +166,7 @@ fn push_listed(list: &mut String, item: &str) {
     list.push_str(item);
 }
 
-type Sent =
-    Result<Result<Response<hyper::body::Incoming>, SendFailure>, tokio::time::error::Elapsed>;
+type Sent = Result<Result<Response<UpstreamBody>, SendFailure>, tokio::time::error::Elapsed>;
 
 /// What one attempt came to, counted and logged; a connection that failed marks its
 /// endpoint so the balancer passes it over for the failure backoff.
@@ -177,7 +177,7 @@ fn judge_outcome(
     index: usize,
     outcome: Sent,
     statuses: &mut String,
-) -> Result<Response<hyper::body::Incoming>, ForwardError> {
+) -> Result<Response<UpstreamBody>, ForwardError> {
     let target = &balance.targets()[index];
     match outcome {
         Ok(Ok(resp)) => {
@@ -220,17 +220,17 @@ fn judge_outcome(
     }
 }
 
-/// The URI a request is sent with: the scheme to the pod, and the pod's address (the
-/// pool's key). Over HTTP/2 the authority is the client's host instead (`:authority`,
-/// which takes the place of `Host`); the pod is chosen by the pool.
-fn upstream_uri(
+/// The URI of a request over HTTP/2: the scheme to the pod, and the client's host as
+/// the authority (`:authority`, which takes the place of `Host`); the pod is chosen
+/// by the pool (without a host, the pod's address). Over HTTP/1.1 the pool sends the path and query alone.
+fn h2_uri(
     target: &str,
-    parts: &request::Parts,
+    uri: &Uri,
+    headers: &http::HeaderMap,
     transport: &Transport,
 ) -> Result<Uri, http::Error> {
     // A clone shares the request's bytes: no copy, and no second parse.
-    let path = parts
-        .uri
+    let path = uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
@@ -239,14 +239,10 @@ fn upstream_uri(
     } else {
         "http"
     };
-    let host = parts.headers.get(HOST).and_then(|h| h.to_str().ok());
-    let authority = match host {
-        Some(host) if transport.version.is_h2() => host,
-        _ => target,
-    };
+    let host = headers.get(HOST).and_then(|h| h.to_str().ok());
     Uri::builder()
         .scheme(scheme)
-        .authority(authority)
+        .authority(host.unwrap_or(target))
         .path_and_query(path)
         .build()
 }
@@ -270,7 +266,7 @@ fn prepare_headers(parts: &mut request::Parts, websocket: bool, transport: &Tran
 }
 
 fn finish_response(
-    mut resp: Response<hyper::body::Incoming>,
+    mut resp: Response<UpstreamBody>,
     client_upgrade: Option<OnUpgrade>,
     hold: Option<super::connections::Hold>,
 ) -> Response<Body> {

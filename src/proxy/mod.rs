@@ -13,6 +13,7 @@ pub mod headers;
 pub mod mirror;
 pub mod pages;
 pub mod passthrough;
+mod pool;
 pub mod proxy_protocol;
 pub mod retry;
 pub mod server;
@@ -261,7 +262,7 @@ impl DataPlane {
     }
 
     /// Counts logins abandoned at the provider, a few times per abandon time, for as
-    /// long as the data plane lives.
+    /// long as the data plane lives; closes idle connections to the pods as it goes.
     pub fn spawn_flow_sweeper(self: &Arc<Self>) {
         let every = (self.config.login_abandoned_after / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(5));
@@ -275,8 +276,24 @@ impl DataPlane {
                     return;
                 };
                 dp.sweep_flows().await;
+                dp.sweep_pools();
             }
         });
+    }
+
+    /// Closes connections to the pods idle past `--upstream-idle-timeout`.
+    fn sweep_pools(&self) {
+        let now = Instant::now();
+        let pools: Vec<_> = self
+            .pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for pool in pools {
+            pool.sweep(now);
+        }
     }
 
     /// Overdue flows are abandoned unless another replica saw their callback (noted in
