@@ -361,6 +361,10 @@ fn is_ours(dashed: &str) -> bool {
 /// with `_` goes, as nginx does by default.
 pub fn clean_arrival(headers: &mut HeaderMap, dropped: &[HeaderName], underscores: bool) {
     super::headers::strip_hop_by_hop(headers);
+    // Answered here (hyper sends `100 Continue` as the body is read): a pod that saw it
+    // could answer before the body and leave it on the connection to be read as the
+    // next request.
+    headers.remove(http::header::EXPECT);
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {

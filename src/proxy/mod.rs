@@ -275,8 +275,9 @@ impl DataPlane {
                 let Some(dp) = dp.upgrade() else {
                     return;
                 };
-                dp.sweep_flows().await;
+                // First: the flows' sweep may wait on the shared state.
                 dp.sweep_pools();
+                dp.sweep_flows().await;
             }
         });
     }

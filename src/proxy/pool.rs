@@ -124,26 +124,23 @@ impl H1Pool {
 }
 
 impl Target {
-    /// The most recently used idle connection that is ready for a request; closed and
-    /// aged ones found on the way are dropped, ones not ready yet (their last
-    /// exchange still finishing) are left.
+    /// The most recently used idle connection that is ready for a request; those the
+    /// pod closed and those aged past the timeout are dropped on the way.
     fn ready(&self, now: Instant, timeout: Duration) -> Option<SendRequest<Body>> {
         let mut idle = lock(&self.idle);
-        let mut i = idle.len();
-        while i > 0 {
-            i -= 1;
-            let entry = &idle[i];
-            if entry.sender.is_closed() || aged(entry, now, timeout) {
-                idle.remove(i);
-            } else if entry.sender.is_ready() {
-                return Some(idle.remove(i).sender);
+        while let Some(entry) = idle.pop() {
+            if entry.sender.is_ready() && !aged(&entry, now, timeout) {
+                return Some(entry.sender);
             }
         }
         None
     }
 
+    /// Keeps a connection whose exchange is over. One not ready for another request
+    /// (the pod answered before the request's body was all sent) is closed, as nginx
+    /// does: kept, it would crowd the stack while an upload trickles in.
     fn give_back(&self, sender: SendRequest<Body>) {
-        if sender.is_closed() {
+        if !sender.is_ready() {
             return;
         }
         let mut idle = lock(&self.idle);
@@ -227,7 +224,10 @@ impl HttpBody for UpstreamBody {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => this.ended(),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.ended(),
+            // Trailers are the last frame, and the server polls no further after them.
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() || this.inner.is_end_stream() => {
+                this.ended()
+            }
             Poll::Ready(Some(Err(_))) => this.back = None,
             _ => {}
         }
