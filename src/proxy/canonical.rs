@@ -385,6 +385,10 @@ pub fn clean_arrival(headers: &mut HeaderMap, dropped: &[HeaderName], underscore
 
 /// Sets the `Host` the backend receives to the request's canonical authority.
 pub fn set_host(headers: &mut HeaderMap, authority: &Authority) {
+    // Most often the client's own: kept, nothing to copy.
+    if headers.get(HOST).map(HeaderValue::as_bytes) == Some(authority.header.as_bytes()) {
+        return;
+    }
     if let Ok(v) = HeaderValue::from_str(&authority.header) {
         headers.insert(HOST, v);
     }

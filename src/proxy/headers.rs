@@ -21,6 +21,11 @@ const HOP_BY_HOP: &[&str] = &[
 /// are kept is the trusted-proxy rule's to say (`set_forwarded`), and a client must not
 /// drop what a trusted proxy appended (its address in `X-Forwarded-For`) by naming it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them, and a removal costs a lookup even when the
+    // header is absent: one pass over the names says whether there is anything to do.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -48,6 +53,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if keep_trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));
     }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == CONNECTION
+        || name == TE
+        || name == TRANSFER_ENCODING
+        || name == UPGRADE
+        || HOP_BY_HOP.contains(&name.as_str())
 }
 
 /// Removes every header named one of `names` (lower case), also when written with `_`
@@ -119,13 +132,12 @@ pub(crate) fn is_forwarding_header(name: &HeaderName) -> bool {
 /// never reads a different one.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    peer: SocketAddr,
-    port: u16,
+    conn: &ConnValues,
     https: bool,
     host: &str,
     trusted: &[IpNet],
 ) {
-    let peer_ip = peer.ip().to_canonical();
+    let peer_ip = conn.ip;
     let is_trusted = trusted.iter().any(|n| n.contains(peer_ip));
     if !is_trusted {
         let forged: Vec<HeaderName> = headers
@@ -143,7 +155,7 @@ pub fn set_forwarded(
     let prior = headers.get(&xff).and_then(|v| v.to_str().ok());
     let forwarded_for = match prior {
         Some(prior) if is_trusted => value_of(format_args!("{prior}, {peer_ip}")),
-        _ => value_of(format_args!("{peer_ip}")),
+        _ => Some(conn.ip_value.clone()),
     };
     let proto = HeaderValue::from_static(if https { "https" } else { "http" });
     let replace_all = !is_trusted;
@@ -157,14 +169,10 @@ pub fn set_forwarded(
         ),
         (
             "x-forwarded-port",
-            value_of(format_args!("{port}")),
+            Some(conn.port_value.clone()),
             replace_all,
         ),
-        (
-            "x-real-ip",
-            value_of(format_args!("{peer_ip}")),
-            replace_all,
-        ),
+        ("x-real-ip", Some(conn.ip_value.clone()), replace_all),
     ];
     for (name, value, replace) in values {
         let name = HeaderName::from_static(name);
@@ -172,6 +180,29 @@ pub fn set_forwarded(
             && (replace || !headers.contains_key(&name))
         {
             headers.insert(name, v);
+        }
+    }
+}
+
+/// What a connection's forwarding headers say of it, rendered on its first request
+/// and shared by the rest (a clone of a value shares its bytes).
+#[derive(Clone, Debug)]
+pub struct ConnValues {
+    /// The client's address, as a trusted proxy's list and the backend read it.
+    ip: IpAddr,
+    ip_value: HeaderValue,
+    port_value: HeaderValue,
+}
+
+impl ConnValues {
+    /// `peer` is the client, `port` the port it connected to.
+    pub fn new(peer: SocketAddr, port: u16) -> Self {
+        let ip = peer.ip().to_canonical();
+        let render = |args| value_of(args).unwrap_or(HeaderValue::from_static(""));
+        Self {
+            ip,
+            ip_value: render(format_args!("{ip}")),
+            port_value: render(format_args!("{port}")),
         }
     }
 }
@@ -300,6 +331,28 @@ mod tests {
     }
 
     #[test]
+    fn each_hop_by_hop_header_goes_even_alone() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "te",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("x-kept", HeaderValue::from_static("1"));
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));
+            strip_hop_by_hop(&mut h);
+            let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+            assert_eq!(names, ["x-kept"], "{name}");
+        }
+    }
+
+    #[test]
     fn named_headers_go_in_every_spelling_and_every_copy() {
         let mut h = HeaderMap::new();
         for (k, v) in [
@@ -327,7 +380,13 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        set_forwarded(&mut h, peer, 443, false, "app.example.com", &[]);
+        set_forwarded(
+            &mut h,
+            &ConnValues::new(peer, 443),
+            false,
+            "app.example.com",
+            &[],
+        );
         assert_eq!(h["x-forwarded-for"], "203.0.113.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-port"], "443");
@@ -338,8 +397,7 @@ mod tests {
         h.insert("x-forwarded-proto", HeaderValue::from_static("HTTPS, http"));
         set_forwarded(
             &mut h,
-            peer,
-            443,
+            &ConnValues::new(peer, 443),
             true,
             "app.example.com",
             &["203.0.113.0/24".parse().unwrap()],

@@ -530,12 +530,20 @@ pub struct ConnInfo {
     /// The Gateway socket the connection came in on (`--gateway-addresses`): only
     /// the routes of that Gateway's listeners serve it. `None`: a flag listener.
     pub socket: Option<SocketAddr>,
+    /// Its forwarding header values, rendered on its first request (after a PROXY
+    /// header has named the client).
+    pub forwarded: std::sync::OnceLock<headers::ConnValues>,
 }
 
 impl ConnInfo {
     /// The client spoke HTTPS: to Portcullis, or to the load balancer that ended TLS.
     pub fn https(&self) -> bool {
         self.tls.is_some() || self.tls_offloaded
+    }
+
+    pub fn forwarded(&self) -> &headers::ConnValues {
+        self.forwarded
+            .get_or_init(|| headers::ConnValues::new(self.peer, self.port))
     }
 }
 

@@ -189,6 +189,7 @@ pub async fn serve(
             tls: None,
             tls_offloaded: shared.listener.name == super::ListenerName::HttpsOffloaded,
             socket: shared.listener.socket,
+            forwarded: Default::default(),
         };
         let (shared, alive, stop) = (shared.clone(), alive.clone(), shutdown.clone());
         if shared.listener.proxy_protocol {

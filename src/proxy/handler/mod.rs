@@ -518,8 +518,7 @@ impl Exchange {
         canonical::set_host(&mut parts.headers, &target.authority);
         set_forwarded(
             &mut parts.headers,
-            self.conn.peer,
-            self.conn.port,
+            self.conn.forwarded(),
             target.https,
             &target.authority.host,
             &self.dp.config.trusted_proxies,
