@@ -57,6 +57,7 @@ fn main() {
             sid: None,
             logged_in_at: now,
             record: None,
+            identity: Default::default(),
         };
         let shards = session::seal(&ring, &binding, &session).expect("sealing the session");
         let cookie: Vec<String> = shards

@@ -21,7 +21,9 @@ use portcullis::observe::access_log::{AccessLog, AccessRecord, LogFormat, timest
 use portcullis::observe::metrics::Metrics;
 use portcullis::observe::trace::TraceId;
 use portcullis::proxy::canonical::{self, PathRules};
-use portcullis::proxy::headers::{client_ip, forwarded_https, remove_named, set_forwarded};
+use portcullis::proxy::headers::{
+    ConnValues, client_ip, forwarded_https, remove_named, set_forwarded,
+};
 use portcullis::proxy::server::{Listener, serve};
 use portcullis::proxy::{DataPlane, ListenerName, ProxyConfig};
 use portcullis::source::manifests::{add_document, parse_documents};
@@ -178,13 +180,14 @@ fn stages(n: u64) -> Vec<Row> {
         std::hint::black_box(headers.clone());
     });
     let trace_header = record.trace_id.clone();
+    // Rendered once per connection.
+    let conn_values = ConnValues::new(peer, 80);
     let mut edit = measure("header work (host, forwarded, trace)", n, || {
         let mut h = headers.clone();
         canonical::set_host(&mut h, &authority);
         set_forwarded(
             &mut h,
-            peer,
-            80,
+            &conn_values,
             false,
             "bench.local",
             &config.trusted_proxies,

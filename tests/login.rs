@@ -73,6 +73,22 @@ async fn a_browser_logs_in_and_the_backend_gets_the_identity() {
         "the session's identity, not the forged one"
     );
     assert!(!h["x-amzn-oidc-accesstoken"].as_str().unwrap().is_empty());
+    // The next request gets the same headers: the signed one is reused, not signed
+    // anew (an ES256 signature differs each time it is made).
+    let again = backend_view(
+        b.get(format!("{}/dashboard?tab=2", s.origin))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    for name in [
+        "x-amzn-oidc-identity",
+        "x-amzn-oidc-accesstoken",
+        "x-amzn-oidc-data",
+    ] {
+        assert_eq!(again["headers"][name], h[name], "{name}");
+    }
     let data = h["x-amzn-oidc-data"].as_str().unwrap();
     let parts: Vec<&str> = data.split('.').collect();
     let payload: serde_json::Value = serde_json::from_slice(

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use http::HeaderValue;
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
@@ -168,7 +169,7 @@ pub struct Authenticator {
     /// refresh token the provider may have rotated.
     refreshes: Mutex<HashMap<SessionKey, (Instant, RefreshCell)>>,
     /// Signed `x-amzn-oidc-data` by session, with the time it was signed.
-    signed_data: quick_cache::sync::Cache<SessionKey, (i64, Arc<str>)>,
+    signed_data: quick_cache::sync::Cache<SessionKey, (i64, HeaderValue)>,
     /// Logouts providers announced (back and front channel), the logout tokens'
     /// `jti`s already taken, and refresh locks: in process, or in Redis for every
     /// replica.
@@ -199,11 +200,33 @@ struct Own {
     record: Option<String>,
 }
 
-/// A request that carries a valid session: the headers the backend gets.
+/// A request that carries a valid session: the headers the backend gets, ready to
+/// send (a clone shares their bytes). A value that cannot travel in a header is `None`
+/// and not sent.
+#[derive(Clone)]
 pub struct Identity {
-    pub access_token: String,
-    pub sub: String,
-    pub data: Arc<str>,
+    pub access_token: Option<HeaderValue>,
+    pub sub: Option<HeaderValue>,
+    pub data: HeaderValue,
+}
+
+/// Identity headers as made for one rule (`policy_key`), with when their signed
+/// header was signed.
+#[derive(Clone)]
+pub struct SignedIdentity {
+    policy_key: SessionKey,
+    signed_at: i64,
+    identity: Identity,
+}
+
+/// Whether a header signed at `signed_at` may still be sent at `now`.
+fn reusable(signed_at: i64, now: i64) -> bool {
+    now - signed_at < DATA_REUSE_SECS && signed_at <= now
+}
+
+/// A header value that shares `text`'s bytes instead of copying them.
+fn header_value(text: impl Into<String>) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text.into())).ok()
 }
 
 /// What a login step needs to know of the browser's request.
@@ -1122,6 +1145,7 @@ impl Authenticator {
             sid: stale.sid.clone(),
             logged_in_at: stale.logged_in_at,
             record: stale.record.clone(),
+            identity: Default::default(),
         };
         Ok(session.with_claims(id_claims.as_ref())?)
     }
@@ -1269,11 +1293,23 @@ impl Authenticator {
         session: &Session,
         now: i64,
     ) -> Result<Identity, LoginError> {
+        let policy_key = data_policy_key(policy);
+        let fits = |m: &SignedIdentity| m.policy_key == policy_key && reusable(m.signed_at, now);
+        if let Some(memo) = session.identity.get(fits) {
+            return Ok(memo.identity);
+        }
         let claims = match policy.data_claims {
             ClaimsFrom::UserInfo => &session.userinfo,
             ClaimsFrom::IdTokenAndUserInfo => &session.claims,
         };
-        self.identity_of(policy, &session.sub, claims, &session.access_token, now)
+        let (signed_at, identity) =
+            self.signed_identity(policy, &session.sub, claims, &session.access_token, now)?;
+        session.identity.set(SignedIdentity {
+            policy_key,
+            signed_at,
+            identity: identity.clone(),
+        });
+        Ok(identity)
     }
 
     /// The identity headers for `sub` with `claims` (a session's, or a bearer token's),
@@ -1286,26 +1322,29 @@ impl Authenticator {
         access_token: &str,
         now: i64,
     ) -> Result<Identity, LoginError> {
+        Ok(self
+            .signed_identity(policy, sub, claims, access_token, now)?
+            .1)
+    }
+
+    /// `identity_of`, with when its signed header was signed.
+    fn signed_identity(
+        &self,
+        policy: &AuthPolicy,
+        sub: &str,
+        claims: &Map<String, Value>,
+        access_token: &str,
+        now: i64,
+    ) -> Result<(i64, Identity), LoginError> {
         // The header names the rule (signer), issuer and client, and carries the claims
         // the rule chose: all part of the key.
-        let claims_from = match policy.data_claims {
-            ClaimsFrom::UserInfo => "userinfo",
-            ClaimsFrom::IdTokenAndUserInfo => "id-token-and-userinfo",
-        };
-        let key = session_key(&[
-            &policy.rule.namespace,
-            &policy.rule.name,
-            &policy.issuer,
-            &policy.client_id,
-            claims_from,
-            access_token,
-        ]);
+        let key = digest_of(&[&data_policy_key(policy), access_token.as_bytes()]);
         let cached = self
             .signed_data
             .get(&key)
-            .filter(|(signed_at, _)| now - signed_at < DATA_REUSE_SECS && *signed_at <= now);
-        let data = match cached {
-            Some((_, data)) => data,
+            .filter(|(signed_at, _)| reusable(*signed_at, now));
+        let (signed_at, data) = match cached {
+            Some(hit) => hit,
             None => {
                 let signer =
                     identity::signer_for(&self.signer, &policy.rule.namespace, &policy.rule.name);
@@ -1315,19 +1354,21 @@ impl Authenticator {
                     signer: &signer,
                     exp: now + DATA_LIFETIME_SECS,
                 };
-                let data: Arc<str> =
-                    identity::sign_data(&self.signing_keys.current, &header, claims)
-                        .map_err(|e| LoginError::Internal(e.to_string()))?
-                        .into();
+                let signed = identity::sign_data(&self.signing_keys.current, &header, claims)
+                    .map_err(|e| LoginError::Internal(e.to_string()))?;
+                let data = header_value(signed).ok_or_else(|| {
+                    LoginError::Internal("the signed data header is not a header value".into())
+                })?;
                 self.signed_data.insert(key, (now, data.clone()));
-                data
+                (now, data)
             }
         };
-        Ok(Identity {
-            access_token: access_token.to_owned(),
-            sub: sub.to_owned(),
+        let identity = Identity {
+            access_token: header_value(access_token),
+            sub: header_value(sub),
             data,
-        })
+        };
+        Ok((signed_at, identity))
     }
 }
 
@@ -1439,6 +1480,7 @@ fn new_session(
             .map(str::to_owned),
         logged_in_at: now,
         record: None,
+        identity: Default::default(),
     }
     .with_claims(Some(&id.claims))
 }
@@ -1477,11 +1519,32 @@ pub fn binding_for(namespace: &str, name: &str, host: &str) -> String {
     format!("{namespace}/{name}|{host}")
 }
 
+/// What a signed data header is made for besides its claims: the rule (its signer),
+/// the issuer and client it names, and which claims it carries.
+fn data_policy_key(policy: &AuthPolicy) -> SessionKey {
+    let claims_from = match policy.data_claims {
+        ClaimsFrom::UserInfo => "userinfo",
+        ClaimsFrom::IdTokenAndUserInfo => "id-token-and-userinfo",
+    };
+    session_key(&[
+        &policy.rule.namespace,
+        &policy.rule.name,
+        &policy.issuer,
+        &policy.client_id,
+        claims_from,
+    ])
+}
+
 /// A cache key for one session: a digest, so no token sits in memory twice.
 fn session_key(parts: &[&str]) -> SessionKey {
+    let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+    digest_of(&parts)
+}
+
+fn digest_of(parts: &[&[u8]]) -> SessionKey {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     for part in parts {
-        ctx.update(part.as_bytes());
+        ctx.update(part);
         ctx.update(&[0]);
     }
     let mut key = [0u8; 32];

@@ -81,6 +81,51 @@ pub struct Session {
     /// comes from the cookie).
     #[serde(skip)]
     pub record: Option<String>,
+    /// The identity headers last made for it, reused while the signed one is fresh:
+    /// an opened session is shared by its requests, which then copy and digest
+    /// nothing to send them. Never stored.
+    #[serde(skip)]
+    pub identity: Memo<crate::auth::login::SignedIdentity>,
+}
+
+/// A value kept beside the data it was made from, as a cache in it: a copy starts
+/// empty, and it takes no part in equality.
+pub struct Memo<T>(std::sync::Mutex<Option<T>>);
+
+impl<T: Clone> Memo<T> {
+    /// The value, when there is one that `fits`.
+    pub fn get(&self, fits: impl FnOnce(&T) -> bool) -> Option<T> {
+        let slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().filter(|v| fits(v)).cloned()
+    }
+
+    pub fn set(&self, value: T) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+    }
+}
+
+impl<T> Default for Memo<T> {
+    fn default() -> Self {
+        Self(std::sync::Mutex::new(None))
+    }
+}
+
+impl<T> Clone for Memo<T> {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl<T> PartialEq for Memo<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> std::fmt::Debug for Memo<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Memo")
+    }
 }
 
 impl Session {
@@ -290,6 +335,17 @@ mod tests {
         KeyRing::new(&[vec![seed; 32]]).unwrap()
     }
 
+    #[test]
+    fn a_memo_keeps_what_fits_and_a_copy_starts_empty() {
+        let memo: Memo<u32> = Memo::default();
+        assert_eq!(memo.get(|_| true), None);
+        memo.set(7);
+        assert_eq!(memo.get(|v| *v == 7), Some(7));
+        assert_eq!(memo.get(|v| *v == 8), None, "only what fits");
+        assert_eq!(memo.clone().get(|_| true), None, "a copy starts empty");
+        assert!(memo == Memo::default(), "a memo takes no part in equality");
+    }
+
     fn session(claim_bytes: usize) -> Session {
         let mut claims = serde_json::Map::new();
         claims.insert("sub".into(), "user-1".into());
@@ -307,6 +363,7 @@ mod tests {
             logged_in_at: 0,
             expires_at: 200,
             record: None,
+            identity: Default::default(),
         }
         .with_claims(None)
         .unwrap()

@@ -470,7 +470,7 @@ impl Exchange {
         self.claim_headers_for(policy, &who.claims);
         match (self.dp.auth).identity_of(policy, &who.sub, &who.claims, token, now) {
             Ok(identity) => {
-                insert_identity(req.headers_mut(), &identity);
+                insert_identity(req.headers_mut(), identity);
                 None
             }
             Err(e) => Some(self.login_error(&e)),
@@ -560,7 +560,7 @@ impl Exchange {
     ) -> Option<Response<Body>> {
         match self.dp.auth.identity(policy, session, now) {
             Ok(identity) => {
-                insert_identity(req.headers_mut(), &identity);
+                insert_identity(req.headers_mut(), identity);
                 None
             }
             Err(e) => Some(self.login_error(&e)),
@@ -593,13 +593,18 @@ fn refusal_report(decision: &Decision<'_>, who: &Who<'_>) -> RefusalReport {
     RefusalReport::new(decision.decider(), &decision.claims, who.claims, provenance)
 }
 
-pub(super) fn insert_identity(headers: &mut HeaderMap, identity: &Identity) {
+pub(super) fn insert_identity(headers: &mut HeaderMap, identity: Identity) {
+    let Identity {
+        access_token,
+        sub,
+        data,
+    } = identity;
     for (name, value) in [
-        ("x-amzn-oidc-accesstoken", identity.access_token.as_str()),
-        ("x-amzn-oidc-identity", identity.sub.as_str()),
-        ("x-amzn-oidc-data", &identity.data),
+        ("x-amzn-oidc-accesstoken", access_token),
+        ("x-amzn-oidc-identity", sub),
+        ("x-amzn-oidc-data", Some(data)),
     ] {
-        if let Ok(v) = http::HeaderValue::from_str(value) {
+        if let Some(v) = value {
             headers.insert(name, v);
         }
     }
