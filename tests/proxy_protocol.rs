@@ -231,6 +231,23 @@ async fn trusted_proxies_are_judged_by_the_proxy_address() {
     .await;
     let seen = r.backend().unwrap();
     assert_eq!(seen["headers"]["x-forwarded-for"], "10.1.2.3, 198.51.100.9");
+    // A proxy that adds a line of its own instead of appending: every line is kept,
+    // in order, as the client address Portcullis decided on was read from them.
+    let lines = "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 10.1.2.3\r\n";
+    let r = raw_exchange(
+        p.http,
+        &joined(&[&v1("198.51.100.9:1", "192.0.2.2:80"), &get("/lines", lines)]),
+    )
+    .await;
+    let seen = r.backend().unwrap();
+    let sent: Vec<&str> = seen["headerList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h[0] == "x-forwarded-for")
+        .map(|h| h[1].as_str().unwrap())
+        .collect();
+    assert_eq!(sent, ["6.6.6.6, 10.1.2.3, 198.51.100.9"]);
 }
 
 /// `inbound-cidrs` admits and refuses by the header's address, not the socket's.

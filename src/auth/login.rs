@@ -38,8 +38,9 @@ const REFRESH_REUSE: Duration = Duration::from_secs(30);
 const REFRESH_WAIT: Duration = Duration::from_secs(20);
 /// How often a waiting replica looks for another's refresh result.
 const REFRESH_POLL: Duration = Duration::from_millis(25);
-/// Sessions whose opened form and signed data header are kept (least recently and
-/// least often used go first): a few tens of MB at most.
+/// Sessions whose opened form and identity headers are kept (least recently and
+/// least often used go first): a few KiB each for a usual session, so tens of MB;
+/// sessions near the cookie limit (16 KiB sealed) weigh several times that.
 const MAX_CACHED_SESSIONS: usize = 20_000;
 /// An access token without `expires_in` is taken to last this long.
 const DEFAULT_ACCESS_TOKEN_SECS: i64 = 3600;

@@ -152,10 +152,19 @@ pub fn set_forwarded(
     // Room for the five at once: one growth of the map instead of one per insert.
     headers.reserve(5);
     let xff = HeaderName::from_static("x-forwarded-for");
-    let prior = headers.get(&xff).and_then(|v| v.to_str().ok());
-    let forwarded_for = match prior {
-        Some(prior) if is_trusted => value_of(format_args!("{prior}, {peer_ip}")),
-        _ => Some(conn.ip_value.clone()),
+    // Every line a trusted proxy sent, in order (as `client_ip` reads them): a proxy
+    // may add its own line instead of appending to the client's.
+    let prior: Vec<&str> = match is_trusted {
+        true => headers
+            .get_all(&xff)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect(),
+        false => Vec::new(),
+    };
+    let forwarded_for = match prior.is_empty() {
+        false => value_of(format_args!("{}, {peer_ip}", prior.join(", "))),
+        true => Some(conn.ip_value.clone()),
     };
     let proto = HeaderValue::from_static(if https { "https" } else { "http" });
     let replace_all = !is_trusted;
@@ -404,6 +413,26 @@ mod tests {
         );
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 203.0.113.9");
         assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn a_trusted_proxys_forwarded_for_lines_are_all_kept_in_order() {
+        let peer: SocketAddr = "203.0.113.9:5000".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.2.3.4, 5.6.7.8"),
+        );
+        set_forwarded(
+            &mut h,
+            &ConnValues::new(peer, 443),
+            true,
+            "app.example.com",
+            &["203.0.113.0/24".parse().unwrap()],
+        );
+        let all: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(all, ["6.6.6.6, 1.2.3.4, 5.6.7.8, 203.0.113.9"]);
     }
 
     #[test]
