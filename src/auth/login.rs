@@ -220,6 +220,10 @@ pub struct SignedIdentity {
     identity: Identity,
 }
 
+/// Whose claims a signed data header carries: a session's, or a bearer token's own.
+const SESSION: &str = "session";
+const BEARER: &str = "bearer";
+
 /// Whether a header signed at `signed_at` may still be sent at `now`.
 fn reusable(signed_at: i64, now: i64) -> bool {
     now - signed_at < DATA_REUSE_SECS && signed_at <= now
@@ -1303,8 +1307,14 @@ impl Authenticator {
             ClaimsFrom::UserInfo => &session.userinfo,
             ClaimsFrom::IdTokenAndUserInfo => &session.claims,
         };
-        let (signed_at, identity) =
-            self.signed_identity(policy, &session.sub, claims, &session.access_token, now)?;
+        let (signed_at, identity) = self.signed_identity(
+            policy,
+            &session.sub,
+            claims,
+            &session.access_token,
+            now,
+            SESSION,
+        )?;
         session.identity.set(SignedIdentity {
             policy_key,
             signed_at,
@@ -1324,11 +1334,13 @@ impl Authenticator {
         now: i64,
     ) -> Result<Identity, LoginError> {
         Ok(self
-            .signed_identity(policy, sub, claims, access_token, now)?
+            .signed_identity(policy, sub, claims, access_token, now, BEARER)?
             .1)
     }
 
-    /// `identity_of`, with when its signed header was signed.
+    /// `identity_of`, with when its signed header was signed. `from` says whose claims
+    /// these are (a session's or a bearer token's own): one access token sent both
+    /// ways carries different claims each way.
     fn signed_identity(
         &self,
         policy: &AuthPolicy,
@@ -1336,10 +1348,15 @@ impl Authenticator {
         claims: &Map<String, Value>,
         access_token: &str,
         now: i64,
+        from: &str,
     ) -> Result<(i64, Identity), LoginError> {
         // The header names the rule (signer), issuer and client, and carries the claims
         // the rule chose: all part of the key.
-        let key = digest_of(&[&data_policy_key(policy), access_token.as_bytes()]);
+        let key = digest_of(&[
+            &data_policy_key(policy),
+            from.as_bytes(),
+            access_token.as_bytes(),
+        ]);
         let cached = self
             .signed_data
             .get(&key)
