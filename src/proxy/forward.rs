@@ -221,8 +221,9 @@ fn judge_outcome(
 }
 
 /// The URI of a request over HTTP/2: the scheme to the pod, and the client's host as
-/// the authority (`:authority`, which takes the place of `Host`); the pod is chosen
-/// by the pool (without a host, the pod's address). Over HTTP/1.1 the pool sends the path and query alone.
+/// the authority (`:authority`, which takes the place of `Host`; without a host, the
+/// pod's address); the pod is chosen by the pool. Over HTTP/1.1 the pool sends the
+/// path and query alone.
 fn h2_uri(
     target: &str,
     uri: &Uri,
