@@ -1352,8 +1352,8 @@ impl Authenticator {
     ) -> Result<(i64, Identity), LoginError> {
         // The header names the rule (signer), issuer and client, and carries the claims
         // the rule chose: all part of the key.
-        let key = digest_of(&[
-            &data_policy_key(policy),
+        let key = digest_of([
+            data_policy_key(policy).as_slice(),
             from.as_bytes(),
             access_token.as_bytes(),
         ]);
@@ -1555,11 +1555,11 @@ fn data_policy_key(policy: &AuthPolicy) -> SessionKey {
 
 /// A cache key for one session: a digest, so no token sits in memory twice.
 fn session_key(parts: &[&str]) -> SessionKey {
-    let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
-    digest_of(&parts)
+    digest_of(parts.iter().map(|p| p.as_bytes()))
 }
 
-fn digest_of(parts: &[&[u8]]) -> SessionKey {
+/// `session_key` of byte strings.
+fn digest_of<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> SessionKey {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     for part in parts {
         ctx.update(part);
