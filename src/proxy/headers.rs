@@ -37,19 +37,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
-    }
-    headers.remove(CONNECTION);
-    headers.remove(TRANSFER_ENCODING);
-    headers.remove(UPGRADE);
+    // Read before `TE` goes with the rest (and after, when `Connection` named it).
     let keep_trailers = headers.get_all(TE).iter().any(|v| {
         v.to_str().is_ok_and(|v| {
             v.split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         })
     });
-    headers.remove(TE);
+    let hop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
+        .collect();
+    for name in hop {
+        headers.remove(name);
+    }
     if keep_trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));
     }
@@ -337,6 +339,15 @@ mod tests {
         names.sort();
         assert_eq!(names, ["te", "x-kept"]);
         assert_eq!(h[TE], "trailers");
+    }
+
+    #[test]
+    fn te_named_by_connection_goes_whole() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("te"));
+        h.insert(TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "{h:?}");
     }
 
     #[test]
