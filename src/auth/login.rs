@@ -23,6 +23,7 @@ use super::sealed::KeyRing;
 use super::session::{self, Session, SessionError};
 use super::shared::{RefreshClaim, RefreshResult, SharedError, SharedState};
 use crate::compile::AuthPolicy;
+use crate::diagnostics::ObjectRef;
 use crate::form::{form_encode, form_pairs, repeated_param};
 use crate::model::{ClaimsFrom, SessionStore};
 
@@ -211,13 +212,39 @@ pub struct Identity {
     pub data: HeaderValue,
 }
 
-/// Identity headers as made for one rule (`policy_key`), with when their signed
-/// header was signed.
-#[derive(Clone)]
+/// Identity headers as made for one rule, with when their signed header was signed.
 pub struct SignedIdentity {
-    policy_key: SessionKey,
+    made_for: MadeFor,
     signed_at: i64,
     identity: Identity,
+}
+
+/// What a signed data header is made for besides its claims: the rule (its signer),
+/// the issuer and client it names, and which claims it carries. Compared field by
+/// field, so checking a session's reused headers digests nothing.
+struct MadeFor {
+    rule: ObjectRef,
+    issuer: String,
+    client_id: String,
+    claims: ClaimsFrom,
+}
+
+impl MadeFor {
+    fn of(policy: &AuthPolicy) -> MadeFor {
+        MadeFor {
+            rule: policy.rule.clone(),
+            issuer: policy.issuer.clone(),
+            client_id: policy.client_id.clone(),
+            claims: policy.data_claims,
+        }
+    }
+
+    fn is_for(&self, policy: &AuthPolicy) -> bool {
+        self.claims == policy.data_claims
+            && self.rule == policy.rule
+            && self.issuer == policy.issuer
+            && self.client_id == policy.client_id
+    }
 }
 
 /// Whose claims a signed data header carries: a session's, or a bearer token's own.
@@ -1298,10 +1325,11 @@ impl Authenticator {
         session: &Session,
         now: i64,
     ) -> Result<Identity, LoginError> {
-        let policy_key = data_policy_key(policy);
-        let fits = |m: &SignedIdentity| m.policy_key == policy_key && reusable(m.signed_at, now);
-        if let Some(memo) = session.identity.get(fits) {
-            return Ok(memo.identity);
+        let memo = session.identity.read(|m| {
+            (m.made_for.is_for(policy) && reusable(m.signed_at, now)).then(|| m.identity.clone())
+        });
+        if let Some(identity) = memo {
+            return Ok(identity);
         }
         let claims = match policy.data_claims {
             ClaimsFrom::UserInfo => &session.userinfo,
@@ -1316,7 +1344,7 @@ impl Authenticator {
             SESSION,
         )?;
         session.identity.set(SignedIdentity {
-            policy_key,
+            made_for: MadeFor::of(policy),
             signed_at,
             identity: identity.clone(),
         });

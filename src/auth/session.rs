@@ -92,11 +92,11 @@ pub struct Session {
 /// empty, and it takes no part in equality.
 pub struct Memo<T>(std::sync::Mutex<Option<T>>);
 
-impl<T: Clone> Memo<T> {
-    /// The value, when there is one that `fits`.
-    pub fn get(&self, fits: impl FnOnce(&T) -> bool) -> Option<T> {
+impl<T> Memo<T> {
+    /// What `read` takes from the value, when there is one.
+    pub fn read<R>(&self, read: impl FnOnce(&T) -> Option<R>) -> Option<R> {
         let slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        slot.as_ref().filter(|v| fits(v)).cloned()
+        slot.as_ref().and_then(read)
     }
 
     pub fn set(&self, value: T) {
@@ -338,11 +338,15 @@ mod tests {
     #[test]
     fn a_memo_keeps_what_fits_and_a_copy_starts_empty() {
         let memo: Memo<u32> = Memo::default();
-        assert_eq!(memo.get(|_| true), None);
+        assert_eq!(memo.read(|v| Some(*v)), None);
         memo.set(7);
-        assert_eq!(memo.get(|v| *v == 7), Some(7));
-        assert_eq!(memo.get(|v| *v == 8), None, "only what fits");
-        assert_eq!(memo.clone().get(|_| true), None, "a copy starts empty");
+        assert_eq!(memo.read(|v| (*v == 7).then_some(*v)), Some(7));
+        assert_eq!(
+            memo.read(|v| (*v == 8).then_some(*v)),
+            None,
+            "only what fits"
+        );
+        assert_eq!(memo.clone().read(|v| Some(*v)), None, "a copy starts empty");
         assert!(memo == Memo::default(), "a memo takes no part in equality");
     }
 

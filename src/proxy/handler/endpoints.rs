@@ -34,7 +34,6 @@ impl Exchange {
         self.rec.add_action("authenticate");
         let secure = arrival.https;
         let cookies = cookie_headers(req.headers());
-        let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
         let query = req.uri().query().unwrap_or("");
         let redirect_uri = callback_uri(authority, secure);
         let started = std::time::Instant::now();
@@ -168,7 +167,6 @@ impl Exchange {
         let host = arrival.authority.host.as_str();
         self.rec.add_action("authenticate");
         let cookies = cookie_headers(req.headers());
-        let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
         let query = req.uri().query().unwrap_or("");
         let secure = arrival.https;
         let done =
@@ -207,7 +205,6 @@ impl Exchange {
         let host = arrival.authority.host.as_str();
         self.rec.add_action("authenticate");
         let cookies = cookie_headers(req.headers());
-        let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
         let query = form_pairs(req.uri().query().unwrap_or(""));
         let requested = query.get("redirect").map(String::as_str);
         let secure = arrival.https;

@@ -109,7 +109,6 @@ impl Exchange {
     ) -> SessionVerdict {
         let host = arrival.authority.host.as_str();
         let cookies = cookie_headers(req.headers());
-        let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
         let mut step = session_step(self.dp.auth.session(policy, host, &cookies, now).await);
         if let SessionStep::Refresh(stale) = step {
             step = after_refresh(self.refresh(arrival, policy, &stale, now).await);
@@ -263,7 +262,6 @@ impl Exchange {
     ) -> Response<Body> {
         let host = arrival.authority.host.as_str();
         let cookies = cookie_headers(req.headers());
-        let cookies: Vec<&str> = cookies.iter().map(String::as_str).collect();
         let redirect_uri = callback_uri(&arrival.authority, arrival.https);
         let at = Browser {
             host,

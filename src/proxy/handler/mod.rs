@@ -690,12 +690,11 @@ fn unix_now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
-fn cookie_headers(headers: &HeaderMap) -> Vec<String> {
+fn cookie_headers(headers: &HeaderMap) -> Vec<&str> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .map(str::to_owned)
         .collect()
 }
 
