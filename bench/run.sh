@@ -4,6 +4,10 @@
 #   direct        -> the backend itself
 #   nginx         -> Debian's nginx-light as a reverse proxy, upstream keepalive on
 #   passthrough   -> a bare hyper proxy (examples/bench_passthrough.rs)
+#   passthrough-auth -> the same bare proxy sending the authenticated rung's bytes:
+#                    the same Cookie in, the identity headers Portcullis sent (caught
+#                    once by the backend) added on the way out. The authenticated
+#                    rung's CPU less this one's is Portcullis's own guarded work.
 #   pingora       -> a bare pingora proxy (bench/pingora, a package of its own)
 #   portcullis    -> `portcullis serve` with an Ingress, access log on
 #   authenticated -> the same process, a route guarded by an AuthRule, each request
@@ -89,7 +93,7 @@ cpu_ticks() { # pids...
 
 backend=$(free_port); nginx_port=$(free_port); pass=$(free_port); pc=$(free_port); admin=$(free_port)
 idp_port=$(free_port); o2p_port=$(free_port); pingora_port=$(free_port)
-target/release/examples/bench_backend 127.0.0.1:$backend 128 & pids+=($!)
+BENCH_CAPTURE_HEADERS="$work/identity-headers" target/release/examples/bench_backend 127.0.0.1:$backend 128 & pids+=($!)
 backend_pid=$!
 target/release/examples/bench_passthrough 127.0.0.1:$pass 127.0.0.1:$backend & pids+=($!)
 pass_pid=$!
@@ -220,6 +224,13 @@ for _ in $(seq 600); do grep -q issuer "$work/idp.out" 2>/dev/null && break; sle
 o2p_pid=$!
 
 for p in $backend $nginx_port $pass $pingora_port $pc $o2p_port; do wait_port "$p"; done
+curl -sf -o /dev/null -H "Host: auth.local" -H "Cookie: $cookie" "http://127.0.0.1:$pc/"
+for _ in $(seq 100); do [ -s "$work/identity-headers" ] && break; sleep 0.05; done
+[ -s "$work/identity-headers" ] || { echo "the guarded route sent the backend no identity headers" >&2; exit 1; }
+pass_auth=$(free_port)
+target/release/examples/bench_passthrough 127.0.0.1:$pass_auth 127.0.0.1:$backend "$work/identity-headers" & pids+=($!)
+pass_auth_pid=$!
+wait_port "$pass_auth"
 o2p_cookie=$(python3 bench/oauth2_proxy_login.py "http://127.0.0.1:$o2p_port" bench-user)
 
 run() { # name port "pids" [extra oha args]: writes NAME.json and NAME.cpu (ticks)
@@ -248,6 +259,7 @@ for round in $(seq "$rounds"); do
   run "pingora.$round" "$pingora_port" "$pingora_pid" -H "Host: bench.local"
   run "portcullis.$round" "$pc" "$pc_pid" -H "Host: bench.local"
   run "authenticated.$round" "$pc" "$pc_pid" -H "Host: auth.local" -H "Cookie: $cookie"
+  run "passthrough-auth.$round" "$pass_auth" "$pass_auth_pid" -H "Host: auth.local" -H "Cookie: $cookie"
   run "oauth2-proxy.$round" "$o2p_port" "$o2p_pid" -H "Cookie: $o2p_cookie"
 done
 lines=$(wc -l < "$work/access.log")
@@ -305,7 +317,7 @@ def one(name):
     return {"rps": s["requestsPerSec"], "p50": p["p50"] * 1000, "p99": p["p99"] * 1000,
             "cpu": cpu_us, "codes": codes}
 
-names = ["direct", "nginx", "passthrough", "pingora", "portcullis", "authenticated", "oauth2-proxy",
+names = ["direct", "nginx", "passthrough", "pingora", "portcullis", "authenticated", "passthrough-auth", "oauth2-proxy",
          "routes-10", "routes-10000"]
 runs = {n: [one(f"{n}.{r}") for r in range(1, rounds + 1)] for n in names}
 med = {n: {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99", "cpu")} for n, rs in runs.items()}
@@ -314,14 +326,14 @@ def each(n, k, fmt):
     return " / ".join(format(r[k], fmt) for r in runs[n])
 
 print(f"median of {rounds} rounds (each round's value follows); CPU = utime + stime of the serving process(es) per answered request")
-print(f"{'rung':<14} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10}  rounds: req/s | p99 ms | CPU us/req; status codes")
+print(f"{'rung':<16} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10}  rounds: req/s | p99 ms | CPU us/req; status codes")
 for n in names:
     m = med[n]
     codes = {}
     for r in runs[n]:
         for c, v in r["codes"].items():
             codes[c] = codes.get(c, 0) + v
-    print(f"{n:<14} {m['rps']:>9.0f} {m['p50']:>7.3f} {m['p99']:>7.3f} {m['cpu']:>10.1f}  "
+    print(f"{n:<16} {m['rps']:>9.0f} {m['p50']:>7.3f} {m['p99']:>7.3f} {m['cpu']:>10.1f}  "
           f"{each(n, 'rps', '.0f')} | {each(n, 'p99', '.2f')} | {each(n, 'cpu', '.1f')}; {codes}")
 
 def ratio(a, b, k, label, target=""):
@@ -333,7 +345,17 @@ def ratio(a, b, k, label, target=""):
     print(f"{label}: {format(statistics.median(per), fmt)}{unit} ({' / '.join(format(v, fmt) for v in per)})"
           + (f" (target {target})" if target else ""))
 
+def gap(a, b, label, target=""):
+    # CPU us per request of a over b: the median over rounds of each round's difference.
+    per = [ra["cpu"] - rb["cpu"] for ra, rb in zip(runs[a], runs[b])]
+    print(f"{label}: {statistics.median(per):+.1f} us ({' / '.join(format(v, '+.1f') for v in per)})"
+          + (f" (target {target})" if target else ""))
+
 ratio("portcullis", "nginx", "rps", "portcullis/nginx throughput", ">= 1.0x")
+gap("portcullis", "passthrough", "CPU per request, portcullis - hyper pass-through", "<= +5 us")
+gap("authenticated", "passthrough", "CPU per request, authenticated - hyper pass-through", "<= +10 us")
+gap("authenticated", "passthrough-auth", "CPU per request, authenticated - hyper pass-through with the same bytes", "<= +10 us")
+gap("passthrough-auth", "passthrough", "CPU per request, the authenticated rung's extra bytes through bare hyper")
 ratio("portcullis", "nginx", "p99", "portcullis p99 - nginx p99", "<= +0.3 ms")
 ratio("portcullis", "passthrough", "rps", "portcullis/hyper pass-through throughput")
 ratio("portcullis", "pingora", "rps", "portcullis/pingora pass-through throughput")
@@ -345,6 +367,7 @@ ratio("authenticated", "portcullis", "rps", "authenticated/portcullis throughput
 ratio("authenticated", "portcullis", "cpu", "CPU per request, authenticated/portcullis")
 ratio("authenticated", "oauth2-proxy", "rps", "authenticated/oauth2-proxy throughput", ">= 6x")
 print(f"authenticated all 200: {all(list(r['codes']) == ['200'] for r in runs['authenticated'])}; "
+      f"identity headers added to passthrough-auth: {open(f'{work}/identity-headers').read().count(chr(10))}; "
       f"oauth2-proxy all 200: {all(list(r['codes']) == ['200'] for r in runs['oauth2-proxy'])}")
 ratio("routes-10000", "routes-10", "rps", "10,000 hosts / 10 routes throughput", "within 5%")
 one, many = (json.load(open(f"{work}/sessions-{n}.json")) for n in (1, 20000))
