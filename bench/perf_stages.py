@@ -2,6 +2,9 @@
 """Where a proxy's CPU per request goes, by stage, from a `perf record` of it under load.
 
 Usage: perf_stages.py PERF_DATA CPU_US_PER_REQUEST [LABEL]
+       perf_stages.py --compare LABEL=PERF_DATA:CPU_US ... [--diff LABEL_A,LABEL_B ...]
+         one table, a column per profile, and a column per --diff with A's
+         microseconds less B's, stage by stage
 
 Reads `perf report --no-children --sort dso,sym` (self time of each function) and
 sorts every sample into the stage its function belongs to, by module path: Portcullis's
@@ -23,12 +26,13 @@ STAGES = [
     ("memcpy/memmove", lambda dso, sym: "memmove" in sym or "memcpy" in sym or "memset" in sym),
     ("canonicalise", lambda dso, sym: "portcullis::proxy::canonical" in sym),
     ("route", lambda dso, sym: re.search(r"portcullis::(compile::route|proxy::route|compile::RouteTable|route_table)", sym)),
-    ("guard, session, identity headers", lambda dso, sym: "portcullis::auth" in sym or "handler::guard" in sym),
+    ("guard, session, identity headers", lambda dso, sym: re.search(r"portcullis::auth|handler::guard|cookie::|serde_json", sym)),
+    ("SHA-256 (opened-session key)", lambda dso, sym: "sha256" in sym),
     ("header work", lambda dso, sym: "portcullis::proxy::headers" in sym),
-    ("access log", lambda dso, sym: "portcullis::observe::access_log" in sym or "jiff" in sym),
+    ("access log", lambda dso, sym: "portcullis::observe::access_log" in sym or "LoggedBody::write_log" in sym or "jiff" in sym),
     ("trace id", lambda dso, sym: "portcullis::observe::trace" in sym or "rand" in sym and "portcullis" not in sym),
     ("metrics", lambda dso, sym: "portcullis::observe::metrics" in sym or "prometheus" in sym),
-    ("upstream client and pool", lambda dso, sym: re.search(r"hyper_util::client|portcullis::proxy::clients|hyper::client|hyper_rustls", sym)),
+    ("upstream client and pool", lambda dso, sym: re.search(r"hyper_util::client|portcullis::proxy::(clients|pool)|hyper::client|hyper_rustls", sym)),
     ("handler glue (request and response futures)", lambda dso, sym: "portcullis::" in sym),
     ("hyper: HTTP/1 parse and encode, dispatch", lambda dso, sym: re.search(r"hyper::|httparse|hyper_util", sym)),
     ("http types, header maps, bytes", lambda dso, sym: re.search(r"(^|[<\s])(http|bytes|http_body|http_body_util)::", sym)),
@@ -53,9 +57,8 @@ def samples(perf_data):
             yield float(m.group(1)), m.group(2), m.group(3).strip()
 
 
-def main():
-    perf_data, cpu_us = sys.argv[1], float(sys.argv[2])
-    label = sys.argv[3] if len(sys.argv) > 3 else perf_data
+def stage_shares(perf_data):
+    """Each stage's share of the samples (0..1), and the samples' entries."""
     shares = {name: 0.0 for name, _ in STAGES}
     top = []
     for pct, dso, sym in samples(perf_data):
@@ -65,6 +68,41 @@ def main():
                 shares[name] += pct
                 break
     total = sum(shares.values()) or 1.0
+    return {name: share / total for name, share in shares.items()}, top
+
+
+def compare(args):
+    columns, diffs = [], []
+    while args:
+        arg = args.pop(0)
+        if arg == "--diff":
+            diffs.append(args.pop(0).split(",", 1))
+            continue
+        label, spec = arg.split("=", 1)
+        perf_data, cpu_us = spec.rsplit(":", 1)
+        shares, _ = stage_shares(perf_data)
+        columns.append((label, float(cpu_us), {n: s * float(cpu_us) for n, s in shares.items()}))
+    us = {label: per for label, _, per in columns}
+    print("| stage | " + " | ".join(label for label, _, _ in columns)
+          + "".join(f" | {a} - {b}" for a, b in diffs) + " |")
+    print("|---" * (1 + len(columns) + len(diffs)) + "|")
+    for name, _ in STAGES:
+        if all(per[name] < 0.05 for _, _, per in columns):
+            continue
+        print(f"| {name} | " + " | ".join(f"{per[name]:.2f}" for _, _, per in columns)
+              + "".join(f" | {us[a][name] - us[b][name]:+.2f}" for a, b in diffs) + " |")
+    totals = {label: cpu for label, cpu, _ in columns}
+    print("| **CPU per request** | " + " | ".join(f"**{cpu:.1f}**" for _, cpu, _ in columns)
+          + "".join(f" | **{totals[a] - totals[b]:+.1f}**" for a, b in diffs) + " |")
+
+
+def main():
+    if sys.argv[1] == "--compare":
+        return compare(sys.argv[2:])
+    perf_data, cpu_us = sys.argv[1], float(sys.argv[2])
+    label = sys.argv[3] if len(sys.argv) > 3 else perf_data
+    fractions, top = stage_shares(perf_data)
+    shares, total = {n: f * 100 for n, f in fractions.items()}, 100.0
     print(f"{label}: {cpu_us:.1f} us of CPU per request")
     print(f"| stage | share | us per request |")
     print(f"|---|---|---|")

@@ -241,7 +241,7 @@ run() { # name port "pids" [extra oha args]: writes NAME.json and NAME.cpu (tick
   # BENCH_PROFILE=1: the last round of these rungs runs under `perf record`.
   local perf_pid=
   if [ -n "${BENCH_PROFILE:-}" ] && [ "${round:-}" = "$rounds" ] \
-    && [[ " nginx passthrough portcullis authenticated " == *" ${name%.*} "* ]]; then
+    && [[ " nginx passthrough portcullis authenticated passthrough-auth " == *" ${name%.*} "* ]]; then
     local list=($serving)
     perf record -F 999 -o "$work/${name%.*}.perf" -p "$(IFS=,; echo "${list[*]}")" >/dev/null 2>&1 &
     perf_pid=$!
@@ -384,11 +384,16 @@ print(f"load average before the rungs: {load_before}; after: {' '.join(open('/pr
 PY
 
 if [ -n "${BENCH_PROFILE:-}" ]; then
-  for name in nginx passthrough portcullis authenticated; do
+  columns=()
+  for name in nginx passthrough portcullis passthrough-auth authenticated; do
     us=$(python3 -c 'import json,sys; w,t=sys.argv[1],int(sys.argv[2]); n=sum(json.load(open(w+".json"))["statusCodeDistribution"].values()); print(int(open(w+".cpu").read())*1e6/t/max(n,1))' \
       "$work/$name.$rounds" "$(getconf CLK_TCK)")
     python3 bench/perf_stages.py "$work/$name.perf" "$us" "$name (round $rounds, under perf)"
+    columns+=("$name=$work/$name.perf:$us")
   done
+  echo "CPU us per request by stage, round $rounds under perf; the last columns are Portcullis's own cost over bare hyper:"
+  python3 bench/perf_stages.py --compare "${columns[@]}" --diff portcullis,passthrough \
+    --diff authenticated,passthrough-auth --diff passthrough,nginx
 fi
 target/release/examples/bench_compile
 if [ -z "${BENCH_SKIP_CHURN:-}" ]; then
