@@ -58,9 +58,37 @@ impl Output {
     }
 }
 
+/// Starts Keycloak on a free port, and again on another if something took that port
+/// between choosing it and Keycloak's bind (a start that failed so costs seconds).
 async fn start() -> Result<Keycloak, String> {
     let dist = dist_dir()?;
-    let port = free_port();
+    let mut attempt = 1;
+    loop {
+        match start_on(&dist, free_port()).await {
+            Err(Failed::PortTaken(why)) if attempt < 3 => {
+                eprintln!(
+                    "Keycloak's port was taken (attempt {attempt}), choosing another:\n{why}"
+                );
+                attempt += 1;
+            }
+            Err(Failed::PortTaken(why) | Failed::Other(why)) => return Err(why),
+            Ok(keycloak) => return Ok(keycloak),
+        }
+    }
+}
+
+enum Failed {
+    PortTaken(String),
+    Other(String),
+}
+
+impl From<String> for Failed {
+    fn from(why: String) -> Self {
+        Failed::Other(why)
+    }
+}
+
+async fn start_on(dist: &std::path::Path, port: u16) -> Result<Keycloak, Failed> {
     let base = format!("http://127.0.0.1:{port}");
     let issuer = format!("{base}/realms/{REALM}");
     let import = dist.join("keycloak/data/import");
@@ -70,9 +98,14 @@ async fn start() -> Result<Keycloak, String> {
     std::fs::copy(format!("{ROOT}/tests/keycloak/realm.json"), &staged)
         .and_then(|_| std::fs::rename(&staged, import.join("portcullis-realm.json")))
         .map_err(|e| e.to_string())?;
-    let output = spawn(&dist, port)?;
+    let output = spawn(dist, port)?;
     let began = Instant::now();
-    let http = reqwest::Client::new();
+    // A deadline per request: whatever took the port may accept and never answer,
+    // and only a loop that comes round sees that Keycloak has exited.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
     let discovery = format!("{issuer}/.well-known/openid-configuration");
     loop {
         if let Ok(r) = http.get(&discovery).send().await
@@ -80,10 +113,10 @@ async fn start() -> Result<Keycloak, String> {
         {
             let doc: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
             if doc["issuer"] != issuer.as_str() {
-                return Err(format!(
+                return Err(Failed::Other(format!(
                     "Keycloak's issuer is {}, not {issuer}",
                     doc["issuer"]
-                ));
+                )));
             }
             eprintln!(
                 "Keycloak answered discovery {:?} after it was started",
@@ -99,15 +132,22 @@ async fn start() -> Result<Keycloak, String> {
 }
 
 /// Why Keycloak will not answer, once that is known.
-fn not_starting(out: &Output, began: Instant) -> Option<String> {
+fn not_starting(out: &Output, began: Instant) -> Option<Failed> {
     if let Some(status) = &out.exited {
-        return Some(format!("Keycloak exited ({status}):\n{}", out.tail()));
+        let why = format!("Keycloak exited ({status}):\n{}", out.tail());
+        // "Port already bound: <port>: Address already in use"; this port is the only
+        // one it binds in this mode.
+        return Some(if out.lines.iter().any(|l| l.contains("already in use")) {
+            Failed::PortTaken(why)
+        } else {
+            Failed::Other(why)
+        });
     }
     (began.elapsed() > START_DEADLINE).then(|| {
-        format!(
+        Failed::Other(format!(
             "Keycloak did not start in {START_DEADLINE:?}:\n{}",
             out.tail()
-        )
+        ))
     })
 }
 
