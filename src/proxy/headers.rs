@@ -44,14 +44,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         })
     });
-    let hop: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| is_hop_by_hop(n))
-        .cloned()
-        .collect();
-    for name in hop {
-        headers.remove(name);
-    }
+    remove_where(headers, is_hop_by_hop);
     if keep_trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));
     }
@@ -73,16 +66,18 @@ pub fn remove_named<'a>(headers: &mut HeaderMap, names: impl IntoIterator<Item =
     if names.is_empty() {
         return;
     }
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| {
-            let n = k.as_str();
-            names
-                .iter()
-                .any(|c| c.as_str() == n || (n.contains('_') && c.as_str() == n.replace('_', "-")))
-        })
-        .cloned()
-        .collect();
+    remove_where(headers, |k| {
+        let n = k.as_str();
+        names
+            .iter()
+            .any(|c| c.as_str() == n || (n.contains('_') && c.as_str() == n.replace('_', "-")))
+    });
+}
+
+/// Removes every header whose name `matches`; the names are gathered first, since the
+/// map cannot change while its keys are read (no allocation when none matches).
+fn remove_where(headers: &mut HeaderMap, matches: impl Fn(&HeaderName) -> bool) {
+    let doomed: Vec<HeaderName> = headers.keys().filter(|n| matches(n)).cloned().collect();
     for name in doomed {
         headers.remove(name);
     }
@@ -142,14 +137,7 @@ pub fn set_forwarded(
     let peer_ip = conn.ip;
     let is_trusted = trusted.iter().any(|n| n.contains(peer_ip));
     if !is_trusted {
-        let forged: Vec<HeaderName> = headers
-            .keys()
-            .filter(|n| is_forwarding_header(n))
-            .cloned()
-            .collect();
-        for name in forged {
-            headers.remove(name);
-        }
+        remove_where(headers, is_forwarding_header);
     }
     // Room for the five at once: one growth of the map instead of one per insert.
     headers.reserve(5);
