@@ -60,11 +60,10 @@ async fn a_claim_rule_lets_one_user_in_and_refuses_another_with_403() {
     // The log says which rule refused and which claims it read, never their values.
     let line = s.proxy.log_line(|l| l.contains("AuthForbidden")).await;
     assert_eq!(alb_record(&line)["elb_status_code"], "403");
-    let diagnostics = s.proxy.diagnostics.lock().unwrap().join("\n");
-    let refusal = diagnostics
-        .lines()
-        .find(|l| l.contains("refused by the AuthRule's authorization"))
-        .expect("a log line for the refusal");
+    let refusal = s
+        .proxy
+        .diagnostic_line(|l| l.contains("refused by the AuthRule's authorization"))
+        .await;
     assert!(refusal.contains("refused_by=defaultAction"), "{refusal}");
     assert!(
         !refusal.contains("bob@example.com"),

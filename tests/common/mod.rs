@@ -263,18 +263,13 @@ impl Portcullis {
 
     /// Waits until an access-log line satisfies `pred` and returns it.
     pub async fn log_line(&self, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(line) = self.access_log.lock().unwrap().iter().find(|l| pred(l)) {
-                return line.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no matching access-log line in {:#?}",
-                self.access_log.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_line(&self.access_log, "access-log", pred).await
+    }
+
+    /// Waits until a diagnostic (stderr) line satisfies `pred` and returns it: the
+    /// proxy's log reaches the test through a pipe, after the response may have.
+    pub async fn diagnostic_line(&self, pred: impl Fn(&str) -> bool) -> String {
+        wait_for_line(&self.diagnostics, "diagnostic", pred).await
     }
 
     pub async fn metrics(&self) -> String {
@@ -284,6 +279,25 @@ impl Portcullis {
             .text()
             .await
             .unwrap()
+    }
+}
+
+async fn wait_for_line(
+    lines: &Mutex<Vec<String>>,
+    kind: &str,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(line) = lines.lock().unwrap().iter().find(|l| pred(l)) {
+            return line.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no matching {kind} line in {:#?}",
+            lines.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
