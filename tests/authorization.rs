@@ -310,25 +310,11 @@ async fn groups_from_the_id_token_survive_a_refresh() {
 /// The diagnostic line of the refusal of `user`'s request.
 async fn refusal_line(s: &Setup, user: &str) -> String {
     let sub = format!("sub={user} ");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let found = s
-            .proxy
-            .diagnostics
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|l| l.contains("refused by the AuthRule's authorization") && l.contains(&sub))
-            .cloned();
-        if let Some(line) = found {
-            return line;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no refusal logged for {user}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    s.proxy
+        .diagnostic_line(|l| {
+            l.contains("refused by the AuthRule's authorization") && l.contains(&sub)
+        })
+        .await
 }
 
 /// A 403 explains itself: the page names the rule and the claims it read, and its

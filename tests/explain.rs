@@ -85,11 +85,9 @@ async fn mixed_kubectl_logs(args: &[&str]) -> (Setup, String) {
     let page: serde_json::Value = bare.get(&url).send().await.unwrap().json().await.unwrap();
     let trace = page["traceId"].as_str().unwrap().to_owned();
     s.proxy.log_line(|l| l.contains(&trace)).await;
-    common::eventually("the callback's log lines are read", || async {
-        (s.proxy.diagnostics.lock().unwrap().iter())
-            .any(|l| l.contains(&trace) && l.contains("login failed at the callback"))
-    })
-    .await;
+    s.proxy
+        .diagnostic_line(|l| l.contains(&trace) && l.contains("login failed at the callback"))
+        .await;
     let access = s.proxy.access_log.lock().unwrap().clone();
     let diagnostics = s.proxy.diagnostics.lock().unwrap().clone();
     let mut mixed = String::from("Defaulted container \"portcullis\" out of: portcullis, init\n");
