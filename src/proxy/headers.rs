@@ -382,6 +382,18 @@ mod tests {
         assert_eq!(names, ["x-auth-request-emails", "x-auth-request-user"]);
     }
 
+    /// `set_forwarded` for an HTTPS request from `peer`, with 203.0.113.0/24 trusted.
+    fn forwarded_by_trusted_proxy(h: &mut HeaderMap, peer: SocketAddr) {
+        let trusted = ["203.0.113.0/24".parse().unwrap()];
+        set_forwarded(
+            h,
+            &ConnValues::new(peer, 443),
+            true,
+            "app.example.com",
+            &trusted,
+        );
+    }
+
     #[test]
     fn forwarded_headers_are_replaced_unless_the_peer_is_trusted() {
         let peer: SocketAddr = "203.0.113.9:5000".parse().unwrap();
@@ -403,13 +415,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("HTTPS, http"));
-        set_forwarded(
-            &mut h,
-            &ConnValues::new(peer, 443),
-            true,
-            "app.example.com",
-            &["203.0.113.0/24".parse().unwrap()],
-        );
+        forwarded_by_trusted_proxy(&mut h, peer);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 203.0.113.9");
         assert_eq!(h["x-forwarded-proto"], "https");
     }
@@ -423,13 +429,7 @@ mod tests {
             "x-forwarded-for",
             HeaderValue::from_static("1.2.3.4, 5.6.7.8"),
         );
-        set_forwarded(
-            &mut h,
-            &ConnValues::new(peer, 443),
-            true,
-            "app.example.com",
-            &["203.0.113.0/24".parse().unwrap()],
-        );
+        forwarded_by_trusted_proxy(&mut h, peer);
         let all: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
         assert_eq!(all, ["6.6.6.6, 1.2.3.4, 5.6.7.8, 203.0.113.9"]);
     }
